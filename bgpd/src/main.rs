@@ -1,0 +1,2 @@
+//! The `bgpd` command.
+fn main() {}

@@ -1,0 +1,4 @@
+//! Benchmarks run by the `bench` binary: `cargo run --release -p conformance --bin bench -- NAME …`.
+
+pub mod codec;
+pub mod fib;

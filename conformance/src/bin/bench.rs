@@ -1,0 +1,23 @@
+//! `bench NAME [ARGS…]`: runs one of the benchmarks of `conformance::bench`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((name, rest)) = args.split_first() else {
+        eprintln!("usage: bench codec|fib [ARGS…]");
+        return ExitCode::from(2);
+    };
+    let result = match name.as_str() {
+        "codec" => conformance::bench::codec::run(rest),
+        "fib" => conformance::bench::fib::run(rest),
+        other => Err(format!("unknown benchmark {other:?}; known: codec, fib")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Kernel route programming over netlink.
