@@ -1,1 +1,22 @@
-//! Calico-style block IPAM.
+//! Calico-style block IPAM for bgpd.
+//!
+//! Pools ([`model::IpPool`]) are cut into blocks ([`block::AllocationBlock`]);
+//! each block is affine to one node, so a node advertises a few aggregates
+//! ([`allocator::affine_blocks`]) instead of a route per pod. The
+//! [`allocator::Allocator`] hands out addresses through any [`store::Store`]
+//! (file, etcd) with compare-and-swap writes, so an address is never given
+//! out twice. The `bgpd-ipam` binary is a CNI IPAM plugin on top.
+
+pub mod allocator;
+pub mod annotations;
+pub mod block;
+pub mod cni;
+pub mod design;
+pub mod model;
+pub mod selector;
+pub mod store;
+pub mod usage;
+
+pub use allocator::{affine_blocks, Allocator, AssignRequest, AssignedIp, IpamError};
+pub use design::Design;
+pub use selector::Selector;

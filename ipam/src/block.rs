@@ -1,0 +1,403 @@
+//! IPAM state objects with Calico's `crd.projectcalico.org/v1` field names:
+//! `IPAMBlock` (an [`AllocationBlock`]), `BlockAffinity`, `IPAMHandle`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Family;
+
+/// The numeric value of a network's first address.
+pub fn net_base(net: &IpNet) -> u128 {
+    addr_value(net.network())
+}
+
+/// The numeric value of an address.
+pub fn addr_value(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address of a family with the given numeric value, if it fits.
+pub fn addr_from(family: Family, v: u128) -> Option<IpAddr> {
+    match family {
+        Family::V4 => u32::try_from(v).ok().map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        Family::V6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
+    }
+}
+
+/// Key of the `secondary` attribute holding the pod's namespace.
+pub const ATTR_NAMESPACE: &str = "namespace";
+/// Key of the `secondary` attribute holding the pod's name.
+pub const ATTR_POD: &str = "pod";
+/// Key of the `secondary` attribute holding the node name.
+pub const ATTR_NODE: &str = "node";
+
+/// Per-allocation attributes (Calico `AllocationAttribute`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationAttribute {
+    /// The handle that owns the address (one per pod interface).
+    #[serde(rename = "handle_id", default, skip_serializing_if = "Option::is_none")]
+    pub handle_id: Option<String>,
+    /// Namespace, pod, node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secondary: BTreeMap<String, String>,
+}
+
+/// An allocation block: a CIDR cut from a pool, with per-address state
+/// (Calico `IPAMBlock` spec).
+///
+/// Invariants (checked by [`AllocationBlock::check`]): `allocations` has one
+/// slot per address; `unallocated` lists exactly the empty slots, each once;
+/// every slot refers to an existing attribute; every attribute is referenced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationBlock {
+    /// The block's CIDR.
+    pub cidr: IpNet,
+    /// `host:NODE` when affine to a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+    /// Copied from the IPAM configuration when the block was claimed.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Per ordinal: index into `attributes`, or `null` when free.
+    pub allocations: Vec<Option<u32>>,
+    /// Free ordinals, in the order they will be handed out.
+    pub unallocated: Vec<u32>,
+    /// Attributes shared by the allocations that refer to them.
+    #[serde(default)]
+    pub attributes: Vec<AllocationAttribute>,
+    /// Incremented on every change (Calico `sequenceNumber`).
+    #[serde(default)]
+    pub sequence_number: u64,
+}
+
+/// Calico's `host:` affinity prefix.
+pub fn host_affinity(node: &str) -> String {
+    format!("host:{node}")
+}
+
+impl AllocationBlock {
+    /// An empty block, affine to `node` if given.
+    pub fn new(cidr: IpNet, node: Option<&str>, strict_affinity: bool) -> AllocationBlock {
+        let n = block_len(&cidr);
+        AllocationBlock {
+            cidr,
+            affinity: node.map(host_affinity),
+            strict_affinity,
+            allocations: vec![None; n as usize],
+            unallocated: (0..n).collect(),
+            attributes: Vec::new(),
+            sequence_number: 0,
+        }
+    }
+
+    /// The node the block is affine to, if any.
+    pub fn node(&self) -> Option<&str> {
+        self.affinity.as_deref().and_then(|a| a.strip_prefix("host:"))
+    }
+
+    /// The address at `ordinal`.
+    pub fn addr(&self, ordinal: u32) -> Option<IpAddr> {
+        addr_from(Family::of_net(&self.cidr), net_base(&self.cidr) + ordinal as u128)
+    }
+
+    /// The ordinal of `ip`, if the block contains it.
+    pub fn ordinal(&self, ip: IpAddr) -> Option<u32> {
+        if !self.cidr.contains(&ip) {
+            return None;
+        }
+        u32::try_from(addr_value(ip) - net_base(&self.cidr)).ok()
+    }
+
+    /// Number of addresses in use.
+    pub fn used(&self) -> usize {
+        self.allocations.len() - self.unallocated.len()
+    }
+
+    /// Whether no address is in use.
+    pub fn is_empty(&self) -> bool {
+        self.unallocated.len() == self.allocations.len()
+    }
+
+    /// The handle owning `ip`, if allocated.
+    pub fn handle_of(&self, ip: IpAddr) -> Option<&str> {
+        let ord = self.ordinal(ip)?;
+        let attr = (*self.allocations.get(ord as usize)?)?;
+        self.attributes.get(attr as usize)?.handle_id.as_deref()
+    }
+
+    /// Allocates up to `n` free addresses for which `usable` holds, all with one
+    /// attribute. Returns the addresses allocated (possibly fewer than `n`).
+    pub fn allocate(&mut self, n: usize, attr: AllocationAttribute, usable: impl Fn(IpAddr) -> bool) -> Vec<IpAddr> {
+        let mut taken = Vec::new();
+        let mut keep = Vec::with_capacity(self.unallocated.len());
+        for &ord in &self.unallocated {
+            if taken.len() < n {
+                if let Some(ip) = self.addr(ord).filter(|ip| usable(*ip)) {
+                    taken.push((ord, ip));
+                    continue;
+                }
+            }
+            keep.push(ord);
+        }
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        self.unallocated = keep;
+        let idx = self.attributes.len() as u32;
+        self.attributes.push(attr);
+        for (ord, _) in &taken {
+            self.allocations[*ord as usize] = Some(idx);
+        }
+        self.sequence_number += 1;
+        taken.into_iter().map(|(_, ip)| ip).collect()
+    }
+
+    /// Allocates one specific address. Returns false if it is in use or not in the block.
+    pub fn allocate_ip(&mut self, ip: IpAddr, attr: AllocationAttribute) -> bool {
+        let Some(ord) = self.ordinal(ip) else {
+            return false;
+        };
+        let Some(pos) = self.unallocated.iter().position(|&o| o == ord) else {
+            return false;
+        };
+        self.unallocated.remove(pos);
+        let idx = self.attributes.len() as u32;
+        self.attributes.push(attr);
+        self.allocations[ord as usize] = Some(idx);
+        self.sequence_number += 1;
+        true
+    }
+
+    /// Frees every address whose handle satisfies `pred`; returns the freed
+    /// addresses with their handles. Freed ordinals go to the back of the free
+    /// list, so a released address is reused last (as in Calico).
+    pub fn release_where(&mut self, pred: impl Fn(Option<&str>) -> bool) -> Vec<(IpAddr, String)> {
+        let mut freed = Vec::new();
+        for ord in 0..self.allocations.len() {
+            let Some(idx) = self.allocations[ord] else {
+                continue;
+            };
+            let handle = self.attributes.get(idx as usize).and_then(|a| a.handle_id.as_deref());
+            if pred(handle) {
+                let h = handle.unwrap_or_default().to_string();
+                self.allocations[ord] = None;
+                self.unallocated.push(ord as u32);
+                if let Some(ip) = self.addr(ord as u32) {
+                    freed.push((ip, h));
+                }
+            }
+        }
+        if !freed.is_empty() {
+            self.compact_attributes();
+            self.sequence_number += 1;
+        }
+        freed
+    }
+
+    /// Frees specific addresses; returns those that were allocated, with handles.
+    pub fn release_ips(&mut self, ips: &[IpAddr]) -> Vec<(IpAddr, String)> {
+        let mut freed = Vec::new();
+        for ip in ips {
+            let Some(ord) = self.ordinal(*ip) else {
+                continue;
+            };
+            if let Some(idx) = self.allocations[ord as usize].take() {
+                let h = self.attributes.get(idx as usize).and_then(|a| a.handle_id.clone()).unwrap_or_default();
+                self.unallocated.push(ord);
+                freed.push((*ip, h));
+            }
+        }
+        if !freed.is_empty() {
+            self.compact_attributes();
+            self.sequence_number += 1;
+        }
+        freed
+    }
+
+    /// Drops attributes no allocation refers to, renumbering the rest.
+    fn compact_attributes(&mut self) {
+        let mut used = vec![false; self.attributes.len()];
+        for idx in self.allocations.iter().flatten() {
+            if let Some(u) = used.get_mut(*idx as usize) {
+                *u = true;
+            }
+        }
+        let mut remap = vec![0u32; self.attributes.len()];
+        let mut next = 0u32;
+        for (i, u) in used.iter().enumerate() {
+            if *u {
+                remap[i] = next;
+                next += 1;
+            }
+        }
+        let mut i = 0;
+        self.attributes.retain(|_| {
+            let keep = used[i];
+            i += 1;
+            keep
+        });
+        for idx in self.allocations.iter_mut().flatten() {
+            *idx = remap[*idx as usize];
+        }
+    }
+
+    /// Counts allocations per handle.
+    pub fn handle_counts(&self) -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        for idx in self.allocations.iter().flatten() {
+            let h = self.attributes.get(*idx as usize).and_then(|a| a.handle_id.clone()).unwrap_or_default();
+            *counts.entry(h).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Allocated addresses with their attributes.
+    pub fn allocated(&self) -> impl Iterator<Item = (IpAddr, &AllocationAttribute)> + '_ {
+        self.allocations.iter().enumerate().filter_map(move |(ord, idx)| {
+            let attr = self.attributes.get((*idx)? as usize)?;
+            Some((self.addr(ord as u32)?, attr))
+        })
+    }
+
+    /// Checks the block's structural invariants; returns what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let n = block_len(&self.cidr) as usize;
+        if self.allocations.len() != n {
+            return Err(format!("block {}: {} allocation slots, expected {n}", self.cidr, self.allocations.len()));
+        }
+        let mut free = vec![false; n];
+        for &o in &self.unallocated {
+            let slot = free
+                .get_mut(o as usize)
+                .ok_or_else(|| format!("block {}: unallocated ordinal {o} out of range", self.cidr))?;
+            if *slot {
+                return Err(format!("block {}: ordinal {o} free twice", self.cidr));
+            }
+            *slot = true;
+        }
+        let mut referenced = vec![false; self.attributes.len()];
+        for (ord, a) in self.allocations.iter().enumerate() {
+            match (a, free[ord]) {
+                (Some(_), true) => return Err(format!("block {}: ordinal {ord} both allocated and free", self.cidr)),
+                (None, false) => {
+                    return Err(format!("block {}: ordinal {ord} neither allocated nor free (leaked)", self.cidr))
+                }
+                (Some(idx), false) => {
+                    *referenced
+                        .get_mut(*idx as usize)
+                        .ok_or_else(|| format!("block {}: ordinal {ord} refers to missing attribute", self.cidr))? =
+                        true;
+                }
+                (None, true) => {}
+            }
+        }
+        if let Some(i) = referenced.iter().position(|r| !r) {
+            return Err(format!("block {}: attribute {i} unreferenced", self.cidr));
+        }
+        Ok(())
+    }
+}
+
+/// Number of addresses in a block CIDR (blocks are at most 2^12 addresses).
+pub fn block_len(cidr: &IpNet) -> u32 {
+    let bits = cidr.max_prefix_len() - cidr.prefix_len();
+    1u32 << bits.min(31)
+}
+
+/// State of a block affinity (Calico `BlockAffinityState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AffinityState {
+    /// Claim in progress: the block may not exist yet.
+    Pending,
+    /// The block is the node's.
+    Confirmed,
+    /// Release in progress.
+    PendingDeletion,
+}
+
+/// A node's affinity to a block (Calico `BlockAffinity` spec).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockAffinity {
+    /// The node.
+    pub node: String,
+    /// The block CIDR.
+    pub cidr: IpNet,
+    /// Claim state.
+    pub state: AffinityState,
+}
+
+/// A handle: which blocks hold its addresses and how many (Calico `IPAMHandle`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamHandle {
+    /// The handle ID (e.g. `k8s-pod-network.CONTAINERID`).
+    #[serde(rename = "handleID")]
+    pub handle_id: String,
+    /// Block CIDR (as text, like Calico) → number of addresses held there.
+    #[serde(default)]
+    pub block: BTreeMap<String, u32>,
+    /// Floating IPs recorded for this handle, to be advertised towards the node.
+    #[serde(rename = "floatingIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub floating_ips: Vec<FloatingIp>,
+}
+
+/// A floating IP (`cni.projectcalico.org/floatingIPs`) mapped onto a pod address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    /// The floating address.
+    pub ip: IpAddr,
+    /// The pod address it maps to.
+    pub target: IpAddr,
+    /// The node hosting the pod (where it is advertised from).
+    pub node: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(h: &str) -> AllocationAttribute {
+        AllocationAttribute { handle_id: Some(h.into()), secondary: BTreeMap::new() }
+    }
+
+    #[test]
+    fn test_allocate_release_keeps_invariants() {
+        let mut b = AllocationBlock::new("10.0.0.0/29".parse().unwrap(), Some("n1"), false);
+        let a = b.allocate(3, attr("h1"), |_| true);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0], "10.0.0.0".parse::<IpAddr>().unwrap());
+        let c = b.allocate(2, attr("h2"), |ip| ip != "10.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(c, vec!["10.0.0.4".parse::<IpAddr>().unwrap(), "10.0.0.5".parse().unwrap()]);
+        b.check().unwrap();
+        assert_eq!(b.handle_of("10.0.0.4".parse().unwrap()), Some("h2"));
+        let freed = b.release_where(|h| h == Some("h1"));
+        assert_eq!(freed.len(), 3);
+        b.check().unwrap();
+        assert_eq!(b.attributes.len(), 1);
+        assert_eq!(b.handle_of("10.0.0.5".parse().unwrap()), Some("h2"));
+        assert!(b.allocate_ip("10.0.0.7".parse().unwrap(), attr("h3")));
+        assert!(!b.allocate_ip("10.0.0.7".parse().unwrap(), attr("h3")));
+        b.check().unwrap();
+        assert_eq!(b.used(), 3);
+        assert_eq!(b.handle_counts().get("h2"), Some(&2));
+    }
+
+    #[test]
+    fn test_calico_json_field_names() {
+        let b = AllocationBlock::new("fd00::/126".parse().unwrap(), Some("n1"), true);
+        let v = serde_json::to_value(&b).unwrap();
+        for k in ["cidr", "affinity", "strictAffinity", "allocations", "unallocated", "attributes", "sequenceNumber"] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["affinity"], "host:n1");
+        let back: AllocationBlock = serde_json::from_value(v).unwrap();
+        assert_eq!(back, b);
+    }
+}

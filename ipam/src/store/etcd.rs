@@ -1,0 +1,156 @@
+//! The etcd v3 store: one key per object, Calico's etcdv3 key layout, and
+//! compare-and-swap on each key's `mod_revision` inside one etcd transaction.
+//!
+//! Keys (under a prefix, by default Calico's `/calico/ipam/v2/`):
+//!
+//! * `assignment/ipv4/block/10.0.0.0-26` → `IPAMBlock` spec (JSON)
+//! * `host/NODE/ipv4/block/10.0.0.0-26` → `BlockAffinity` spec
+//! * `handle/HANDLE` → `IPAMHandle` spec
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use ipnet::IpNet;
+
+use super::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
+use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
+
+/// Calico's key prefix for IPAM state in etcd.
+pub const DEFAULT_PREFIX: &str = "/calico/ipam/v2/";
+
+/// IPAM state in etcd v3.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend { backend: "etcd", reason: e.to_string() }
+}
+
+fn family_dir(cidr: &IpNet) -> &'static str {
+    match cidr {
+        IpNet::V4(_) => "ipv4",
+        IpNet::V6(_) => "ipv6",
+    }
+}
+
+/// `10.0.0.0/26` → `10.0.0.0-26`, as Calico writes CIDRs in keys.
+fn cidr_segment(cidr: &IpNet) -> String {
+    format!("{}-{}", cidr.addr(), cidr.prefix_len())
+}
+
+impl EtcdStore {
+    /// Connects to `endpoint` (e.g. `http://127.0.0.1:2379`) using Calico's prefix.
+    pub async fn connect(endpoint: &str) -> Result<EtcdStore, StoreError> {
+        EtcdStore::connect_with_prefix(endpoint, DEFAULT_PREFIX).await
+    }
+
+    /// Connects using a custom key prefix (tests use one per run).
+    pub async fn connect_with_prefix(endpoint: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
+        let opts =
+            ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(10));
+        let client = Client::connect([endpoint], Some(opts)).await.map_err(backend)?;
+        Ok(EtcdStore { client, prefix: prefix.to_string() })
+    }
+
+    /// The etcd key of an object.
+    pub fn key_path(&self, key: &Key) -> String {
+        match key {
+            Key::Block(cidr) => format!("{}assignment/{}/block/{}", self.prefix, family_dir(cidr), cidr_segment(cidr)),
+            Key::Affinity { node, cidr } => {
+                format!("{}host/{node}/{}/block/{}", self.prefix, family_dir(cidr), cidr_segment(cidr))
+            }
+            Key::Handle(h) => format!("{}handle/{h}", self.prefix),
+        }
+    }
+
+    fn scope_prefix(&self, scope: &Scope) -> String {
+        match scope {
+            Scope::Blocks => format!("{}assignment/", self.prefix),
+            Scope::Affinities(Some(node)) => format!("{}host/{node}/", self.prefix),
+            Scope::Affinities(None) => format!("{}host/", self.prefix),
+            Scope::Handles => format!("{}handle/", self.prefix),
+        }
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<Object, StoreError> {
+        let key = String::from_utf8_lossy(key);
+        let rest = key.strip_prefix(&self.prefix).unwrap_or(&key);
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt { location: format!("etcd key {key}"), reason: e.to_string() };
+        if rest.starts_with("assignment/") {
+            Ok(Object::Block(serde_json::from_slice::<AllocationBlock>(value).map_err(corrupt)?))
+        } else if rest.starts_with("host/") {
+            Ok(Object::Affinity(serde_json::from_slice::<BlockAffinity>(value).map_err(corrupt)?))
+        } else {
+            Ok(Object::Handle(serde_json::from_slice::<IpamHandle>(value).map_err(corrupt)?))
+        }
+    }
+
+    fn encode(value: &Object) -> Result<Vec<u8>, StoreError> {
+        let r = match value {
+            Object::Block(b) => serde_json::to_vec(b),
+            Object::Affinity(a) => serde_json::to_vec(a),
+            Object::Handle(h) => serde_json::to_vec(h),
+        };
+        r.map_err(backend)
+    }
+}
+
+fn revision(r: i64) -> u64 {
+    // etcd revisions are positive int64 values.
+    u64::try_from(r).unwrap_or(0)
+}
+
+impl Store for EtcdStore {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c.get(self.key_path(key), None).await.map_err(backend)?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => {
+                Ok(Some(Versioned { value: self.decode(kv.key(), kv.value())?, revision: revision(kv.mod_revision()) }))
+            }
+        }
+    }
+
+    async fn list(&self, scope: &Scope) -> Result<Vec<Versioned<Object>>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c.get(self.scope_prefix(scope), Some(GetOptions::new().with_prefix())).await.map_err(backend)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                Ok(Versioned { value: self.decode(kv.key(), kv.value())?, revision: revision(kv.mod_revision()) })
+            })
+            .collect()
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut compares = Vec::with_capacity(writes.len());
+        let mut ops = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let path = self.key_path(&w.key);
+            compares.push(match w.expect {
+                // A key that does not exist has create_revision 0.
+                Expect::Absent => Compare::create_revision(path.clone(), CompareOp::Equal, 0),
+                Expect::Revision(r) => {
+                    Compare::mod_revision(path.clone(), CompareOp::Equal, i64::try_from(r).map_err(backend)?)
+                }
+            });
+            ops.push(match &w.value {
+                Some(v) => TxnOp::put(path, EtcdStore::encode(v)?, None),
+                None => TxnOp::delete(path, None),
+            });
+        }
+        let mut c = self.client.clone();
+        let resp = c.txn(Txn::new().when(compares).and_then(ops)).await.map_err(backend)?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            // etcd does not say which compare failed; name the first key.
+            Err(StoreError::Conflict(writes.first().map(|w| w.key.clone()).unwrap_or(Key::Handle(String::new()))))
+        }
+    }
+}
