@@ -1,0 +1,984 @@
+//! The FIB's logic without sockets or clocks: desired routes in, netlink messages out;
+//! kernel messages in, per-route results and repairs out. The driver moves the bytes.
+//!
+//! Writes go out in batches; only the last message of a batch asks for an ACK. rtnetlink
+//! handles the messages of one `sendmsg` in order, so an error names the failed message by
+//! its sequence number and the final ACK says every other message of the batch succeeded.
+//! The same socket listens to route and link notifications, so our own changes and foreign
+//! ones arrive in the kernel's order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::config::FibConfig;
+use crate::error::{errno_name, Op, RouteError, RouteErrorKind};
+use crate::kernel::{
+    decode_link, decode_route, encode_install, encode_lookup, encode_remove, encode_route_dump, frame, Identity,
+    KernelHop, KernelSpec, KernelTarget, LinkState, Request, TableRoute,
+};
+use crate::metrics::FibMetrics;
+use crate::route::{Route, RouteChange, Target};
+
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+/// `NLM_F_MULTI`: part of a dump.
+const NLM_F_MULTI: u16 = 2;
+/// `NLMSGERR_ATTR_MSG`: the extended-ack error string.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `NLM_F_CAPPED` on an error message: the original request is cut to its header.
+const NLM_F_CAPPED: u16 = 0x100;
+/// `NLM_F_ACK_TLVS` on an error message: extended-ack attributes follow.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// Dump attempts before a failing dump step is given up on.
+const DUMP_ATTEMPTS: u8 = 3;
+
+/// Something the caller should know about, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibEvent {
+    /// A route is not in the kernel as wanted; it stays desired and is retried when links,
+    /// addresses or routes change.
+    Failed(RouteError),
+    /// A route that had failed is now installed as wanted.
+    Recovered(IpNet),
+    /// A full dump-and-diff of the table finished.
+    Resynced,
+    /// A dump kept failing; the FIB keeps working from what it knows.
+    DumpFailed {
+        /// What was being dumped.
+        what: &'static str,
+        /// The kernel's errno.
+        errno: i32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resolution {
+    Pending,
+    /// Directly connected (gateway, output interface) pairs.
+    Resolved(Vec<(IpAddr, u32)>),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    Write { prefix: IpNet, op: Op },
+    Lookup(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DumpStep {
+    Links,
+    Routes4,
+    Routes6,
+}
+
+impl DumpStep {
+    fn name(self) -> &'static str {
+        match self {
+            DumpStep::Links => "links",
+            DumpStep::Routes4 => "IPv4 routes",
+            DumpStep::Routes6 => "IPv6 routes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Running,
+    Dumping { step: DumpStep, seq: Option<u32>, attempts: u8 },
+}
+
+/// What occupies our table slot (table, prefix, our metric) in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    protocol: u8,
+    spec: KernelSpec,
+}
+
+enum Plan {
+    Nothing,
+    Write(Request, Op),
+}
+
+enum Eval {
+    Ready(KernelSpec),
+    Wait,
+    Fail(RouteErrorKind),
+}
+
+/// The sans-IO FIB state machine.
+pub(crate) struct Engine {
+    id: Identity,
+    batch_size: usize,
+    port: u32,
+    desired: HashMap<IpNet, Route>,
+    removed: HashSet<IpNet>,
+    slots: HashMap<IpNet, Slot>,
+    links: HashMap<u32, LinkState>,
+    link_by_name: HashMap<String, u32>,
+    resolutions: HashMap<IpAddr, Resolution>,
+    gateway_users: HashMap<IpAddr, HashSet<IpNet>>,
+    lookup_queue: VecDeque<IpAddr>,
+    refresh_lookups: bool,
+    dirty: VecDeque<IpNet>,
+    dirty_set: HashSet<IpNet>,
+    repair_candidates: HashSet<IpNet>,
+    in_flight: HashMap<u32, InFlight>,
+    in_flight_prefixes: HashSet<IpNet>,
+    batches: HashMap<u32, Vec<u32>>,
+    failures: HashMap<IpNet, RouteError>,
+    events: VecDeque<FibEvent>,
+    seq: u32,
+    sync: Sync,
+    swept: bool,
+    metrics: FibMetrics,
+}
+
+impl Engine {
+    /// A new engine that starts with a full dump of links and our table.
+    pub fn new(config: &FibConfig, metrics: FibMetrics, port: u32) -> Self {
+        let mut engine = Engine {
+            id: Identity { table: config.table, protocol: config.protocol, metric: config.metric },
+            batch_size: config.batch_size,
+            port,
+            desired: HashMap::new(),
+            removed: HashSet::new(),
+            slots: HashMap::new(),
+            links: HashMap::new(),
+            link_by_name: HashMap::new(),
+            resolutions: HashMap::new(),
+            gateway_users: HashMap::new(),
+            lookup_queue: VecDeque::new(),
+            refresh_lookups: false,
+            dirty: VecDeque::new(),
+            dirty_set: HashSet::new(),
+            repair_candidates: HashSet::new(),
+            in_flight: HashMap::new(),
+            in_flight_prefixes: HashSet::new(),
+            batches: HashMap::new(),
+            failures: HashMap::new(),
+            events: VecDeque::new(),
+            seq: 0,
+            sync: Sync::Running,
+            swept: false,
+            metrics,
+        };
+        engine.start_resync();
+        engine
+    }
+
+    // ----- caller inputs -------------------------------------------------------------
+
+    /// Takes one change of the desired routes. Invalid routes are reported and ignored.
+    pub fn apply(&mut self, change: RouteChange) {
+        match change {
+            RouteChange::Upsert(route) => {
+                if let Err(e) = route.validate() {
+                    self.fail(e.prefix, e.kind);
+                    return;
+                }
+                let prefix = route.prefix;
+                self.removed.remove(&prefix);
+                if let Some(old) = self.desired.insert(prefix, route) {
+                    self.forget_gateways(&old);
+                }
+                if let Some(route) = self.desired.get(&prefix) {
+                    let gateways: Vec<IpAddr> = recursive_gateways(route).collect();
+                    for gw in gateways {
+                        self.gateway_users.entry(gw).or_default().insert(prefix);
+                    }
+                }
+                self.mark_dirty(prefix);
+            }
+            RouteChange::Remove(prefix) => {
+                if let Some(old) = self.desired.remove(&prefix) {
+                    self.forget_gateways(&old);
+                }
+                self.removed.insert(prefix);
+                self.mark_dirty(prefix);
+            }
+        }
+    }
+
+    /// Ends the start-up grace: from now on, routes of ours that are not desired are removed
+    /// (mark and sweep against what the kernel had at start).
+    pub fn sweep(&mut self) {
+        self.swept = true;
+        let stale: Vec<IpNet> = self
+            .slots
+            .iter()
+            .filter(|(p, s)| s.protocol == self.id.protocol && !self.desired.contains_key(*p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.mark_dirty(p);
+        }
+    }
+
+    /// Forgets every desired route and removes all of ours from the table.
+    pub fn flush(&mut self) {
+        let prefixes: Vec<IpNet> = self.desired.keys().copied().collect();
+        for p in prefixes {
+            self.apply(RouteChange::Remove(p));
+        }
+        self.sweep();
+    }
+
+    /// Starts a full dump and re-diff of links and our table.
+    pub fn start_resync(&mut self) {
+        self.metrics.resyncs.inc();
+        self.sync = Sync::Dumping { step: DumpStep::Links, seq: None, attempts: 0 };
+        self.slots.clear();
+        self.links.clear();
+        self.link_by_name.clear();
+        self.metrics.routes_installed.reset();
+        // Answers may have been lost in an overrun: forget what is outstanding; every
+        // route is re-evaluated when the dump ends.
+        self.in_flight.clear();
+        self.in_flight_prefixes.clear();
+        self.batches.clear();
+        self.lookup_queue.clear();
+        self.resolutions.retain(|_, r| *r != Resolution::Pending);
+    }
+
+    /// The socket's receive queue overflowed (`ENOBUFS`): what we know may be wrong.
+    pub fn handle_overrun(&mut self) {
+        tracing::warn!("netlink receive buffer overrun; starting a full resync");
+        self.start_resync();
+    }
+
+    // ----- state queries ---------------------------------------------------------------
+
+    /// Prefixes waiting to be written (the backpressure measure).
+    pub fn queue_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// True when nothing is queued, outstanding, being resolved or being dumped.
+    pub fn is_settled(&self) -> bool {
+        self.sync == Sync::Running
+            && self.dirty.is_empty()
+            && self.in_flight.is_empty()
+            && self.lookup_queue.is_empty()
+            && !self.refresh_lookups
+    }
+
+    /// Routes currently failing.
+    pub fn failures(&self) -> Vec<RouteError> {
+        let mut v: Vec<RouteError> = self.failures.values().cloned().collect();
+        v.sort_by_key(|e| e.prefix);
+        v
+    }
+
+    /// The next event for the caller.
+    pub fn poll_event(&mut self) -> Option<FibEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- output ----------------------------------------------------------------------
+
+    /// Fills `buf` with the next batch of messages for one `sendmsg`. False if nothing to send.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        match self.sync {
+            Sync::Dumping { seq: Some(_), .. } => return false,
+            Sync::Dumping { step, seq: None, attempts } => {
+                let seq = self.next_seq();
+                let request = match step {
+                    DumpStep::Links => Request::DumpLinks,
+                    DumpStep::Routes4 => Request::DumpRoutes(encode_route_dump(AddressFamily::Inet, self.id.table)),
+                    DumpStep::Routes6 => Request::DumpRoutes(encode_route_dump(AddressFamily::Inet6, self.id.table)),
+                };
+                frame(buf, request, seq, false);
+                self.sync = Sync::Dumping { step, seq: Some(seq), attempts };
+                return true;
+            }
+            Sync::Running => {}
+        }
+        if self.refresh_lookups {
+            self.refresh_lookups = false;
+            let queued: HashSet<IpAddr> = self.lookup_queue.iter().copied().collect();
+            let outstanding: HashSet<IpAddr> = self
+                .in_flight
+                .values()
+                .filter_map(|f| match f {
+                    InFlight::Lookup(gw) => Some(*gw),
+                    InFlight::Write { .. } => None,
+                })
+                .collect();
+            self.gateway_users.retain(|_, users| !users.is_empty());
+            let used: HashSet<IpAddr> = self.gateway_users.keys().copied().collect();
+            self.resolutions.retain(|gw, _| used.contains(gw));
+            for gw in used {
+                if !queued.contains(&gw) && !outstanding.contains(&gw) {
+                    self.lookup_queue.push_back(gw);
+                }
+            }
+        }
+        let mut count = 0;
+        while count < self.batch_size {
+            let Some(gw) = self.lookup_queue.pop_front() else {
+                break;
+            };
+            let seq = self.next_seq();
+            frame(buf, Request::Lookup(encode_lookup(gw)), seq, false);
+            self.in_flight.insert(seq, InFlight::Lookup(gw));
+            self.metrics.operations.with_label_values(&["lookup"]).inc();
+            count += 1;
+        }
+        let mut batch = Vec::new();
+        let mut last_offset = 0;
+        let mut budget = self.dirty.len();
+        while count < self.batch_size && budget > 0 {
+            budget -= 1;
+            let Some(prefix) = self.dirty.pop_front() else {
+                break;
+            };
+            if self.in_flight_prefixes.contains(&prefix) {
+                // One write per prefix at a time; this one goes after the answer.
+                self.dirty.push_back(prefix);
+                continue;
+            }
+            self.dirty_set.remove(&prefix);
+            let repair = self.repair_candidates.remove(&prefix);
+            let Plan::Write(request, op) = self.plan(prefix) else {
+                continue;
+            };
+            if repair {
+                self.metrics.repairs.inc();
+                tracing::info!(%prefix, "repairing a route changed by someone else");
+            }
+            let seq = self.next_seq();
+            last_offset = buf.len();
+            frame(buf, request, seq, false);
+            self.in_flight.insert(seq, InFlight::Write { prefix, op });
+            self.in_flight_prefixes.insert(prefix);
+            self.metrics
+                .operations
+                .with_label_values(&[match op {
+                    Op::Install => "install",
+                    Op::Remove => "remove",
+                }])
+                .inc();
+            batch.push(seq);
+            count += 1;
+        }
+        if let Some(&last) = batch.last() {
+            let mut nl = NetlinkBuffer::new(&mut buf[last_offset..]);
+            let flags = nl.flags();
+            nl.set_flags(flags | NLM_F_ACK);
+            self.batches.insert(last, batch);
+        }
+        self.metrics.queue_depth.set(self.dirty.len() as i64);
+        !buf.is_empty()
+    }
+
+    // ----- kernel input ----------------------------------------------------------------
+
+    /// Takes one datagram read from the netlink socket.
+    pub fn handle_datagram(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
+                tracing::warn!(len = bytes.len(), "truncated netlink message ignored");
+                return;
+            };
+            let len = (nl.length() as usize).min(bytes.len());
+            let aligned = ((len + 3) & !3).min(bytes.len());
+            let (msg, rest) = bytes.split_at(aligned);
+            bytes = rest;
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&msg[..len]) {
+                Ok(m) => self.handle_message(m),
+                Err(e) => tracing::debug!(error = %e, "undecodable netlink message ignored"),
+            }
+        }
+    }
+
+    fn handle_message(&mut self, msg: NetlinkMessage<RouteNetlinkMessage>) {
+        let header = msg.header;
+        let seq = header.sequence_number;
+        let from_dump = header.flags & NLM_F_MULTI != 0;
+        if from_dump && !self.is_current_dump(seq) {
+            return;
+        }
+        match msg.payload {
+            NetlinkPayload::Done(_) if self.is_current_dump(seq) => self.dump_step_done(),
+            NetlinkPayload::Done(_) => {}
+            NetlinkPayload::Error(e) => {
+                let errno = e.code.map(|c| c.get().saturating_abs());
+                let text = errno.and_then(|_| extack_message(header.flags, &e.header));
+                self.handle_answer(seq, errno, text);
+            }
+            NetlinkPayload::InnerMessage(inner) => match inner {
+                RouteNetlinkMessage::NewRoute(m) => {
+                    if !from_dump && header.port_number == self.port {
+                        if let Some(InFlight::Lookup(gw)) = self.in_flight.get(&seq).copied() {
+                            self.in_flight.remove(&seq);
+                            let res = self.read_lookup(gw, decode_route(&m));
+                            self.set_resolution(gw, res);
+                            return;
+                        }
+                    }
+                    if let Some(r) = decode_route(&m) {
+                        self.on_route(r, false, from_dump);
+                    }
+                }
+                RouteNetlinkMessage::DelRoute(m) => {
+                    if let Some(r) = decode_route(&m) {
+                        self.on_route(r, true, from_dump);
+                    }
+                }
+                RouteNetlinkMessage::NewLink(m) => self.on_link(decode_link(&m), false, from_dump),
+                RouteNetlinkMessage::DelLink(m) => self.on_link(decode_link(&m), true, from_dump),
+                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
+                    // Connected routes come and go with addresses: next hops may now
+                    // resolve differently.
+                    self.refresh_lookups = true;
+                }
+                _ => {}
+            },
+            NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+            _ => {}
+        }
+    }
+
+    fn is_current_dump(&self, seq: u32) -> bool {
+        matches!(self.sync, Sync::Dumping { seq: Some(s), .. } if s == seq)
+    }
+
+    fn dump_step_done(&mut self) {
+        let Sync::Dumping { step, .. } = self.sync else {
+            return;
+        };
+        let next = match step {
+            DumpStep::Links => Some(DumpStep::Routes4),
+            DumpStep::Routes4 => Some(DumpStep::Routes6),
+            DumpStep::Routes6 => None,
+        };
+        match next {
+            Some(step) => self.sync = Sync::Dumping { step, seq: None, attempts: 0 },
+            None => self.finish_resync(),
+        }
+    }
+
+    fn finish_resync(&mut self) {
+        self.sync = Sync::Running;
+        let mut all: Vec<IpNet> = self.desired.keys().copied().collect();
+        all.extend(self.removed.iter().copied());
+        if self.swept {
+            all.extend(self.slots.iter().filter(|(_, s)| s.protocol == self.id.protocol).map(|(p, _)| *p));
+        }
+        for p in all {
+            self.mark_dirty(p);
+        }
+        self.refresh_lookups = true;
+        self.events.push_back(FibEvent::Resynced);
+    }
+
+    /// An `NLMSG_ERROR` (ACK when `errno` is `None`) for request `seq`.
+    fn handle_answer(&mut self, seq: u32, errno: Option<i32>, text: Option<String>) {
+        if let Sync::Dumping { step, seq: Some(s), attempts } = self.sync {
+            if s == seq {
+                let errno = errno.unwrap_or(0);
+                if errno == ENOENT && step != DumpStep::Links {
+                    // The family has no such table yet: it is empty.
+                    self.dump_step_done();
+                    return;
+                }
+                tracing::warn!(what = step.name(), errno = %errno_name(errno), "dump failed");
+                if attempts + 1 >= DUMP_ATTEMPTS {
+                    self.events.push_back(FibEvent::DumpFailed { what: step.name(), errno });
+                    self.dump_step_done();
+                } else {
+                    self.sync = Sync::Dumping { step, seq: None, attempts: attempts + 1 };
+                }
+                return;
+            }
+        }
+        if let Some(errno) = errno {
+            match self.in_flight.remove(&seq) {
+                Some(InFlight::Write { prefix, op }) => {
+                    self.in_flight_prefixes.remove(&prefix);
+                    if !(op == Op::Remove && errno == ESRCH) {
+                        self.metrics.errors.with_label_values(&[&errno_name(errno)]).inc();
+                        self.fail(prefix, RouteErrorKind::Kernel { op, errno, message: text });
+                    }
+                }
+                Some(InFlight::Lookup(gw)) => {
+                    let reason = format!("no route ({})", nix::errno::Errno::from_raw(errno).desc());
+                    self.set_resolution(gw, Resolution::Failed(reason));
+                }
+                None => {}
+            }
+        }
+        if let Some(batch) = self.batches.remove(&seq) {
+            for s in batch {
+                if let Some(InFlight::Write { prefix, op }) = self.in_flight.remove(&s) {
+                    self.in_flight_prefixes.remove(&prefix);
+                    if op == Op::Install {
+                        self.succeed(prefix);
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_lookup(&self, gw: IpAddr, route: Option<TableRoute>) -> Resolution {
+        let Some(r) = route else {
+            return Resolution::Failed("unreadable lookup answer".into());
+        };
+        if r.protocol == self.id.protocol && r.table == self.id.table {
+            return Resolution::Failed(format!("only covered by our own route {}", r.prefix));
+        }
+        match r.spec.target {
+            KernelTarget::Unicast(hops) => {
+                Resolution::Resolved(hops.iter().map(|h| (h.gateway.unwrap_or(gw), h.oif)).collect())
+            }
+            KernelTarget::Blackhole => Resolution::Failed(format!("covered by blackhole route {}", r.prefix)),
+            KernelTarget::Unreachable => Resolution::Failed(format!("covered by unreachable route {}", r.prefix)),
+            // RTN_LOCAL
+            KernelTarget::Other(2) => Resolution::Failed("is a local address".into()),
+            KernelTarget::Other(t) => Resolution::Failed(format!("covered by route {} of type {t}", r.prefix)),
+        }
+    }
+
+    fn set_resolution(&mut self, gw: IpAddr, res: Resolution) {
+        let old = self.resolutions.insert(gw, res.clone());
+        if old.as_ref() != Some(&res) {
+            tracing::debug!(%gw, ?res, "next hop resolution changed");
+            let users: Vec<IpNet> =
+                self.gateway_users.get(&gw).map(|u| u.iter().copied().collect()).unwrap_or_default();
+            for p in users {
+                self.mark_dirty(p);
+            }
+        }
+    }
+
+    fn on_route(&mut self, r: TableRoute, deleted: bool, from_dump: bool) {
+        let ours = r.protocol == self.id.protocol;
+        let in_slot = r.table == self.id.table && r.metric == self.id.metric_for(&r.prefix);
+        if !in_slot || !ours {
+            // A route that is not ours changed: next hops may resolve differently now.
+            if !from_dump {
+                self.refresh_lookups = true;
+            }
+            if !in_slot {
+                return;
+            }
+        }
+        let prefix = r.prefix;
+        if deleted {
+            if self.slots.get(&prefix).map(|s| s.protocol) == Some(r.protocol) {
+                self.set_slot(prefix, None);
+            }
+        } else {
+            self.set_slot(prefix, Some(Slot { protocol: r.protocol, spec: r.spec }));
+        }
+        if from_dump || self.sync != Sync::Running {
+            return;
+        }
+        if self.in_flight_prefixes.contains(&prefix) || self.dirty_set.contains(&prefix) {
+            // Our own write, or one that is about to happen anyway.
+            return;
+        }
+        let wanted = self.desired.contains_key(&prefix);
+        if ours && (wanted || self.swept) {
+            // Someone changed or deleted a route of ours: re-evaluate; the planner
+            // writes only if the kernel now differs from what we want.
+            self.repair_candidates.insert(prefix);
+            self.mark_dirty(prefix);
+        } else if !ours && wanted {
+            // Another owner appeared in or left our slot.
+            self.mark_dirty(prefix);
+        }
+    }
+
+    fn set_slot(&mut self, prefix: IpNet, slot: Option<Slot>) {
+        let family = if prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" };
+        let gauge = self.metrics.routes_installed.with_label_values(&[family]);
+        let was_ours = self.slots.get(&prefix).is_some_and(|s| s.protocol == self.id.protocol);
+        let is_ours = slot.as_ref().is_some_and(|s| s.protocol == self.id.protocol);
+        match slot {
+            Some(s) => {
+                self.slots.insert(prefix, s);
+            }
+            None => {
+                self.slots.remove(&prefix);
+            }
+        }
+        match (was_ours, is_ours) {
+            (false, true) => gauge.inc(),
+            (true, false) => gauge.dec(),
+            _ => {}
+        }
+    }
+
+    fn on_link(&mut self, link: LinkState, deleted: bool, from_dump: bool) {
+        let old = self.links.remove(&link.index);
+        if let Some(name) = old.as_ref().and_then(|l| l.name.as_ref()) {
+            self.link_by_name.remove(name);
+        }
+        if !deleted {
+            if let Some(name) = &link.name {
+                self.link_by_name.insert(name.clone(), link.index);
+            }
+            self.links.insert(link.index, link.clone());
+        }
+        if from_dump || self.sync != Sync::Running {
+            return;
+        }
+        let changed = match &old {
+            None => !deleted,
+            Some(o) => deleted || o.usable != link.usable || o.name != link.name,
+        };
+        if changed {
+            // The kernel drops IPv4 routes through a downed link without telling anyone:
+            // re-read the table, then re-evaluate every route against the new link set.
+            tracing::info!(index = link.index, name = ?link.name, usable = link.usable && !deleted, "link changed; resyncing");
+            self.start_resync();
+        }
+    }
+
+    // ----- planning ----------------------------------------------------------------------
+
+    fn plan(&mut self, prefix: IpNet) -> Plan {
+        let slot = self.slots.get(&prefix).cloned();
+        let ours = slot.as_ref().filter(|s| s.protocol == self.id.protocol);
+        let Some(route) = self.desired.get(&prefix).cloned() else {
+            let explicit = self.removed.remove(&prefix);
+            self.failures.remove(&prefix);
+            return if ours.is_some() && (explicit || self.swept) {
+                Plan::Write(Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove)
+            } else {
+                Plan::Nothing
+            };
+        };
+        match self.evaluate(&route) {
+            Eval::Wait => Plan::Nothing,
+            Eval::Fail(kind) => {
+                self.fail(prefix, kind);
+                if ours.is_some() {
+                    Plan::Write(Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove)
+                } else {
+                    Plan::Nothing
+                }
+            }
+            Eval::Ready(spec) => match slot {
+                Some(s) if s.protocol != self.id.protocol => {
+                    self.fail(prefix, RouteErrorKind::Conflict { protocol: s.protocol });
+                    Plan::Nothing
+                }
+                Some(s) if s.spec == spec => {
+                    self.succeed(prefix);
+                    Plan::Nothing
+                }
+                _ => Plan::Write(Request::Install(encode_install(&prefix, &spec, &self.id)), Op::Install),
+            },
+        }
+    }
+
+    /// What the kernel should hold for `route` given current links and resolutions.
+    fn evaluate(&mut self, route: &Route) -> Eval {
+        let hops = match &route.target {
+            Target::Blackhole => {
+                return Eval::Ready(KernelSpec { target: KernelTarget::Blackhole, pref_src: route.pref_src })
+            }
+            Target::Unreachable => {
+                return Eval::Ready(KernelSpec { target: KernelTarget::Unreachable, pref_src: route.pref_src })
+            }
+            Target::Unicast(hops) => hops,
+        };
+        let mut out = Vec::new();
+        let mut first_error = None;
+        let mut wait = false;
+        for hop in hops {
+            let weight = hop.weight.get();
+            if let (true, Some(gw)) = (hop.is_recursive(), hop.gateway) {
+                match self.resolutions.get(&gw) {
+                    None => {
+                        self.resolutions.insert(gw, Resolution::Pending);
+                        self.lookup_queue.push_back(gw);
+                        wait = true;
+                    }
+                    Some(Resolution::Pending) => wait = true,
+                    Some(Resolution::Failed(reason)) => {
+                        first_error
+                            .get_or_insert(RouteErrorKind::NextHopUnreachable { gateway: gw, reason: reason.clone() });
+                    }
+                    Some(Resolution::Resolved(paths)) => {
+                        for &(via, oif) in paths {
+                            if self.link_usable(oif) {
+                                out.push(KernelHop { gateway: Some(via), oif, weight, onlink: false });
+                            } else {
+                                first_error.get_or_insert(RouteErrorKind::AllLinksDown);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(device) = &hop.device else {
+                // validate() guarantees a device when the hop is not recursive.
+                continue;
+            };
+            let Some(&oif) = self.link_by_name.get(device) else {
+                first_error.get_or_insert(RouteErrorKind::NoSuchDevice { device: device.clone() });
+                continue;
+            };
+            if !self.link_usable(oif) {
+                first_error.get_or_insert(RouteErrorKind::AllLinksDown);
+                continue;
+            }
+            out.push(KernelHop { gateway: hop.gateway, oif, weight, onlink: hop.onlink });
+        }
+        if wait {
+            return Eval::Wait;
+        }
+        if out.is_empty() {
+            return Eval::Fail(first_error.unwrap_or(RouteErrorKind::AllLinksDown));
+        }
+        Eval::Ready(KernelSpec::unicast(out, route.pref_src))
+    }
+
+    fn link_usable(&self, index: u32) -> bool {
+        // A link we have not heard of cannot be judged; the kernel will.
+        self.links.get(&index).is_none_or(|l| l.usable)
+    }
+
+    // ----- helpers -----------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, prefix: IpNet) {
+        if self.dirty_set.insert(prefix) {
+            self.dirty.push_back(prefix);
+        }
+    }
+
+    fn forget_gateways(&mut self, route: &Route) {
+        let prefix = route.prefix;
+        for gw in recursive_gateways(route) {
+            if let Some(users) = self.gateway_users.get_mut(&gw) {
+                users.remove(&prefix);
+            }
+        }
+    }
+
+    fn succeed(&mut self, prefix: IpNet) {
+        if self.failures.remove(&prefix).is_some() {
+            self.events.push_back(FibEvent::Recovered(prefix));
+        }
+    }
+
+    fn fail(&mut self, prefix: IpNet, kind: RouteErrorKind) {
+        let err = RouteError { prefix, kind };
+        if self.failures.get(&prefix) != Some(&err) {
+            tracing::debug!(error = %err, "route failed");
+            self.failures.insert(prefix, err.clone());
+            self.events.push_back(FibEvent::Failed(err));
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+}
+
+fn recursive_gateways(route: &Route) -> impl Iterator<Item = IpAddr> + '_ {
+    let hops: &[crate::route::NextHop] = match &route.target {
+        Target::Unicast(h) => h,
+        _ => &[],
+    };
+    hops.iter().filter(|h| h.is_recursive()).filter_map(|h| h.gateway)
+}
+
+/// The kernel's extended-ack text in an error message's payload (after the error code).
+fn extack_message(flags: u16, payload: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let orig_len = if flags & NLM_F_CAPPED != 0 {
+        16
+    } else {
+        let nl = NetlinkBuffer::new_checked(payload).ok()?;
+        nl.length() as usize
+    };
+    let tlvs = payload.get((orig_len + 3) & !3..)?;
+    for nla in NlasIterator::new(tlvs) {
+        let nla = nla.ok()?;
+        if nla.kind() == NLMSGERR_ATTR_MSG {
+            let v = nla.value();
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            return Some(String::from_utf8_lossy(&v[..end]).into_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::NextHop;
+    use netlink_packet_core::{DoneMessage, ErrorMessage, NetlinkHeader};
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+    use std::num::NonZeroI32;
+
+    const PORT: u32 = 4242;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn serialize(msg: NetlinkMessage<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut msg = msg;
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    fn header(seq: u32, flags: u16) -> NetlinkHeader {
+        let mut h = NetlinkHeader::default();
+        h.sequence_number = seq;
+        h.port_number = PORT;
+        h.flags = flags;
+        h
+    }
+
+    fn done(seq: u32) -> Vec<u8> {
+        serialize(NetlinkMessage::new(header(seq, NLM_F_MULTI), NetlinkPayload::Done(DoneMessage::default())))
+    }
+
+    fn answer(seq: u32, errno: i32) -> Vec<u8> {
+        let mut e = ErrorMessage::default();
+        e.code = NonZeroI32::new(-errno);
+        e.header = vec![0; 16];
+        serialize(NetlinkMessage::new(header(seq, 0), NetlinkPayload::Error(e)))
+    }
+
+    fn link(seq: u32, index: u32, name: &str, up: bool) -> Vec<u8> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if up {
+            m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        }
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        serialize(NetlinkMessage::new(
+            header(seq, NLM_F_MULTI),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)),
+        ))
+    }
+
+    /// Sequence numbers and ACK flags of the messages in one transmitted batch.
+    fn messages(buf: &[u8]) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let nl = NetlinkBuffer::new_checked(rest).unwrap();
+            out.push((nl.sequence_number(), nl.flags() & NLM_F_ACK != 0));
+            rest = &rest[nl.length() as usize..];
+        }
+        out
+    }
+
+    /// An engine past its start-up dumps: link 3 "eth0" up, an empty table.
+    fn running() -> Engine {
+        let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+        let mut e = Engine::new(&config, FibMetrics::unregistered(), PORT);
+        let mut buf = Vec::new();
+        for step in 0..3 {
+            assert!(e.poll_transmit(&mut buf));
+            let seq = messages(&buf)[0].0;
+            if step == 0 {
+                e.handle_datagram(&link(seq, 3, "eth0", true));
+            }
+            e.handle_datagram(&done(seq));
+        }
+        assert_eq!(e.poll_event(), Some(FibEvent::Resynced));
+        e
+    }
+
+    fn via_eth0(prefix: &str, gw: &str) -> RouteChange {
+        RouteChange::Upsert(Route::unicast(net(prefix), vec![NextHop::via_dev(gw.parse().unwrap(), "eth0")]))
+    }
+
+    #[test]
+    fn repeated_changes_of_one_prefix_are_written_once() {
+        let mut e = running();
+        for i in 1..=5 {
+            e.apply(via_eth0("10.0.0.0/24", &format!("192.0.2.{i}")));
+        }
+        assert_eq!(e.queue_len(), 1);
+        let mut buf = Vec::new();
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(messages(&buf).len(), 1);
+        assert!(!e.poll_transmit(&mut buf));
+    }
+
+    #[test]
+    fn only_the_last_message_of_a_batch_asks_for_an_ack() {
+        let mut e = running();
+        for i in 0..6 {
+            e.apply(via_eth0(&format!("10.0.{i}.0/24"), "192.0.2.2"));
+        }
+        let mut buf = Vec::new();
+        assert!(e.poll_transmit(&mut buf));
+        let first = messages(&buf);
+        assert_eq!(first.len(), 4, "batch_size is 4");
+        assert_eq!(first.iter().map(|m| m.1).collect::<Vec<_>>(), vec![false, false, false, true]);
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(messages(&buf).len(), 2);
+        assert!(!e.is_settled());
+    }
+
+    #[test]
+    fn an_error_names_its_route_and_the_ack_settles_the_rest() {
+        let mut e = running();
+        for i in 0..4 {
+            e.apply(via_eth0(&format!("10.0.{i}.0/24"), "192.0.2.2"));
+        }
+        let mut buf = Vec::new();
+        e.poll_transmit(&mut buf);
+        let seqs: Vec<u32> = messages(&buf).iter().map(|m| m.0).collect();
+        // The second message fails (ENETUNREACH = 101); the ACK of the last follows.
+        e.handle_datagram(&answer(seqs[1], 101));
+        e.handle_datagram(&answer(seqs[3], 0));
+        assert!(e.is_settled());
+        let failures = e.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].prefix, net("10.0.1.0/24"));
+        assert!(matches!(failures[0].kind, RouteErrorKind::Kernel { op: Op::Install, errno: 101, .. }), "{failures:?}");
+        assert!(failures[0].to_string().contains("ENETUNREACH"));
+        assert!(matches!(e.poll_event(), Some(FibEvent::Failed(_))));
+    }
+
+    #[test]
+    fn unknown_device_fails_without_a_write() {
+        let mut e = running();
+        e.apply(RouteChange::Upsert(Route::unicast(net("10.9.0.0/24"), vec![NextHop::dev("nope0")])));
+        let mut buf = Vec::new();
+        assert!(!e.poll_transmit(&mut buf));
+        assert!(e.is_settled());
+        assert_eq!(e.failures()[0].kind, RouteErrorKind::NoSuchDevice { device: "nope0".into() });
+    }
+
+    #[test]
+    fn overrun_forgets_outstanding_writes_and_dumps_again() {
+        let mut e = running();
+        e.apply(via_eth0("10.0.0.0/24", "192.0.2.2"));
+        let mut buf = Vec::new();
+        e.poll_transmit(&mut buf);
+        e.handle_overrun();
+        assert!(!e.is_settled());
+        // The next transmission is the link dump, not a write.
+        assert!(e.poll_transmit(&mut buf));
+        let nl = NetlinkBuffer::new_checked(&buf[..]).unwrap();
+        assert_eq!(nl.message_type(), 18, "RTM_GETLINK");
+        assert_eq!(e.metrics.resyncs.get(), 2);
+    }
+}

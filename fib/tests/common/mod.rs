@@ -1,0 +1,152 @@
+//! Test support: network namespaces made with `ip netns`, deleted on drop, and readers of
+//! `ip -j route show`.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this test can run: root and `ip` are needed. Under CI=true a missing
+/// requirement fails the test; elsewhere it is skipped with the reason printed.
+pub fn can_run(test: &str) -> bool {
+    let reason = if !nix::unistd::Uid::effective().is_root() {
+        Some("needs root (network namespaces, netlink route writes)")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("needs the `ip` program (iproute2)")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: {r}, and CI=true requires it")
+        }
+        Some(r) => {
+            eprintln!("SKIP {test}: {r}");
+            false
+        }
+    }
+}
+
+/// A network namespace of its own, removed (with everything in it) on drop.
+pub struct TestNs {
+    pub name: String,
+}
+
+impl TestNs {
+    /// Creates `fibt-<tag>-<pid>-<n>` with loopback up and two veth pairs:
+    /// veth0 (192.0.2.1/24, 2001:db8:1::1/64) ↔ veth1, and
+    /// veth2 (198.51.100.1/24, 2001:db8:2::1/64) ↔ veth3, all up.
+    pub fn new(tag: &str) -> TestNs {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("fibt-{tag}-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name]).expect("ip netns add");
+        let ns = TestNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        for (a, b, v4, v6) in [
+            ("veth0", "veth1", "192.0.2.1/24", "2001:db8:1::1/64"),
+            ("veth2", "veth3", "198.51.100.1/24", "2001:db8:2::1/64"),
+        ] {
+            ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+            ns.ip(&["addr", "add", v4, "dev", a]);
+            ns.ip(&["-6", "addr", "add", v6, "dev", a, "nodad"]);
+            ns.ip(&["link", "set", a, "up"]);
+            ns.ip(&["link", "set", b, "up"]);
+        }
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// `ip -n NAME ARGS…`; panics with ip's stderr on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        self.try_ip(args).unwrap_or_else(|e| panic!("ip -n {} {}: {e}", self.name, args.join(" ")))
+    }
+
+    pub fn try_ip(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// `ip -j [-6] route show table N`, IPv4 and IPv6 together.
+    pub fn routes(&self, table: u32) -> Vec<Value> {
+        let t = table.to_string();
+        let mut out = Vec::new();
+        for fam in ["-4", "-6"] {
+            let text = match self.try_ip(&["-j", fam, "route", "show", "table", &t]) {
+                Ok(text) => text,
+                // The kernel creates a family's table with its first route.
+                Err(e) if e.contains("table does not exist") => continue,
+                Err(e) => panic!("ip route show table {t} in {}: {e}", self.name),
+            };
+            if let Ok(Value::Array(v)) = serde_json::from_str::<Value>(&text) {
+                out.extend(v);
+            }
+        }
+        out
+    }
+
+    /// The route for `dst` in `table`, if present.
+    pub fn route(&self, table: u32, dst: &str) -> Option<Value> {
+        self.routes(table).into_iter().find(|r| r["dst"].as_str() == Some(dst))
+    }
+
+    /// Polls `route(table, dst)` until `pred` holds, for at most ten seconds.
+    pub async fn wait_route<F>(&self, table: u32, dst: &str, what: &str, pred: F) -> Option<Value>
+    where
+        F: Fn(Option<&Value>) -> bool,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.route(table, dst);
+            if pred(r.as_ref()) {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!("{dst} in table {table}: {what} did not happen; last seen {r:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+fn run(prog: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(prog).args(args).output().map_err(|e| format!("cannot run {prog}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Gateways of a route from `ip -j`: the single `gateway` or each of `nexthops`.
+pub fn gateways(route: &Value) -> Vec<(String, String, u64)> {
+    if let Some(hops) = route["nexthops"].as_array() {
+        hops.iter()
+            .map(|h| {
+                (
+                    h["gateway"].as_str().unwrap_or("").to_owned(),
+                    h["dev"].as_str().unwrap_or("").to_owned(),
+                    h["weight"].as_u64().unwrap_or(1),
+                )
+            })
+            .collect()
+    } else {
+        vec![(route["gateway"].as_str().unwrap_or("").to_owned(), route["dev"].as_str().unwrap_or("").to_owned(), 1)]
+    }
+}
