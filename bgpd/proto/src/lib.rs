@@ -1,4 +1,19 @@
 //! `bgpd-proto`: the sans-IO BGP core of bgpd.
 //!
 //! No sockets, no clock, no tokio: bytes and time come in as arguments, and
-//! what to send comes out. See `../shared/ARCHITECTURE.md`.
+//! what to send comes out. See `ARCHITECTURE.md` in the shared folder.
+//!
+//! - [`wire`]: the BGP-4 message codec (RFC 4271 and extensions), with RFC 7606
+//!   error classification.
+//! - [`mrt`]: MRT (RFC 6396) framing, to read captures and table dumps.
+
+pub mod error;
+pub mod mrt;
+pub mod nlri;
+pub mod types;
+pub mod wire;
+
+pub use error::{DecodeError, EncodeError, ErrorAction, ErrorClass, UpdateIssue};
+pub use nlri::Nlri;
+pub use types::{Afi, AttrCode, CapabilityCode, Family, FamilySet, MessageType, Safi};
+pub use wire::{Frame, Message, WireContext};

@@ -1,0 +1,272 @@
+//! `bgpd decode-mrt`: decode an MRT file with the project's codec and count
+//! what it holds, as `bgpdump -m` would (one A/W per NLRI, one B per RIB entry).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context;
+use bgpd_proto::error::ErrorClass;
+use bgpd_proto::mrt::{self, Entry, Records};
+use bgpd_proto::wire::{decode_path_attributes, encode_path_attributes, Attr, Message, PathAttribute, Update};
+use bgpd_proto::WireContext;
+use serde_json::json;
+
+/// What a file held.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// MRT records read.
+    pub records: u64,
+    /// MRT records that could not be interpreted.
+    pub mrt_errors: u64,
+    /// BGP messages by type name.
+    pub messages: BTreeMap<String, u64>,
+    /// UPDATE messages.
+    pub updates: u64,
+    /// Announced NLRI (IPv4 field + MP_REACH_NLRI), each counted once.
+    pub announced: u64,
+    /// Withdrawn NLRI (IPv4 field + MP_UNREACH_NLRI), each counted once.
+    pub withdrawn: u64,
+    /// End-of-RIB markers.
+    pub end_of_rib: u64,
+    /// TABLE_DUMP / TABLE_DUMP_V2 RIB entries.
+    pub rib_entries: u64,
+    /// Distinct attribute sets (announcing UPDATEs and RIB entries).
+    attribute_sets: HashSet<Vec<PathAttribute>>,
+    /// Errors by RFC 7606 class (an UPDATE or RIB entry counts once per class).
+    pub errors: BTreeMap<ErrorClass, u64>,
+    /// Values that decode → encode → decode did not reproduce.
+    pub roundtrip_mismatches: u64,
+    /// BGP4MP state changes.
+    pub state_changes: u64,
+}
+
+impl Stats {
+    /// The number of distinct attribute sets seen.
+    pub fn attribute_sets(&self) -> usize {
+        self.attribute_sets.len()
+    }
+
+    fn count_error(&mut self, class: ErrorClass) {
+        *self.errors.entry(class).or_default() += 1;
+    }
+
+    fn count_issues(&mut self, issues: &[bgpd_proto::UpdateIssue]) {
+        let mut classes: Vec<ErrorClass> = issues.iter().map(|i| i.action.into()).collect();
+        classes.sort();
+        classes.dedup();
+        for c in classes {
+            self.count_error(c);
+        }
+    }
+
+    /// Records the attribute set of an announcement, without its NLRI.
+    fn add_attribute_set(&mut self, attrs: &[PathAttribute]) {
+        let set: Vec<PathAttribute> = attrs
+            .iter()
+            .filter(|a| !matches!(a.value, Attr::MpUnreach(_)))
+            .map(|a| match &a.value {
+                Attr::MpReach(r) => {
+                    let mut r = r.clone();
+                    r.nlri = match r.nlri {
+                        bgpd_proto::wire::MpNlri::V4(_) => bgpd_proto::wire::MpNlri::V4(Vec::new()),
+                        bgpd_proto::wire::MpNlri::V6(_) => bgpd_proto::wire::MpNlri::V6(Vec::new()),
+                        bgpd_proto::wire::MpNlri::Other(_) => bgpd_proto::wire::MpNlri::Other(Vec::new()),
+                    };
+                    PathAttribute { flags: a.flags, value: Attr::MpReach(r) }
+                }
+                _ => a.clone(),
+            })
+            .collect();
+        if !self.attribute_sets.contains(&set) {
+            self.attribute_sets.insert(set);
+        }
+    }
+
+    /// Decodes one BGP message and counts it.
+    fn message(&mut self, bytes: &[u8], ctx: &WireContext) {
+        match Message::decode(bytes, ctx) {
+            Ok(Some(frame)) => {
+                let name = frame.message.kind().to_string();
+                *self.messages.entry(name).or_default() += 1;
+                if let Message::Update(u) = &frame.message {
+                    self.update(u, ctx);
+                    self.count_issues(&frame.issues);
+                }
+            }
+            Ok(None) => {
+                *self.messages.entry("truncated".into()).or_default() += 1;
+                self.mrt_errors += 1;
+            }
+            Err(_) => self.decode_error(bytes, ctx),
+        }
+    }
+
+    /// A message that resets the session. For an UPDATE, the IPv4 prefixes
+    /// that can be located before the error are still counted, as
+    /// `bgpdump -m` prints them.
+    fn decode_error(&mut self, bytes: &[u8], ctx: &WireContext) {
+        let kind = bytes.get(18).map_or("truncated".to_string(), |t| bgpd_proto::MessageType(*t).to_string());
+        *self.messages.entry(kind).or_default() += 1;
+        if bytes.get(18) == Some(&2) {
+            self.updates += 1;
+            let (w, a) = salvage_ipv4_nlri(bytes.get(19..).unwrap_or_default(), ctx.add_path.contains(bgpd_proto::Family::IPV4_UNICAST));
+            self.withdrawn += w;
+            self.announced += a;
+        }
+        self.count_error(ErrorClass::SessionReset);
+    }
+
+    fn update(&mut self, u: &Update, ctx: &WireContext) {
+        self.updates += 1;
+        self.announced += u.announced_count() as u64;
+        self.withdrawn += u.withdrawn_count() as u64;
+        if u.end_of_rib_family().is_some() {
+            self.end_of_rib += 1;
+        }
+        if u.announced_count() > 0 {
+            self.add_attribute_set(&u.attributes);
+        }
+        let again = Message::Update(u.clone())
+            .to_bytes(ctx)
+            .ok()
+            .and_then(|b| Message::decode(&b, ctx).ok().flatten())
+            .map(|f| f.message);
+        if again.as_ref() != Some(&Message::Update(u.clone())) {
+            self.roundtrip_mismatches += 1;
+        }
+    }
+
+    fn rib(&mut self, family: bgpd_proto::Family, four_octet_as: bool, attributes: &[u8]) {
+        self.rib_entries += 1;
+        let ctx = mrt::rib_context(family, four_octet_as);
+        match decode_path_attributes(attributes, &ctx) {
+            Ok((attrs, issues)) => {
+                self.count_issues(&issues);
+                let mut buf = Vec::new();
+                let same = encode_path_attributes(&attrs, &ctx, &mut buf).is_ok()
+                    && decode_path_attributes(&buf, &ctx).map(|(a, _)| a == attrs).unwrap_or(false);
+                if !same {
+                    self.roundtrip_mismatches += 1;
+                }
+                self.add_attribute_set(&attrs);
+            }
+            Err(_) => self.count_error(ErrorClass::SessionReset),
+        }
+    }
+
+    /// Reads every record of an uncompressed MRT stream.
+    pub fn read(&mut self, data: &[u8]) {
+        for rec in Records::new(data) {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(_) => {
+                    self.mrt_errors += 1;
+                    break;
+                }
+            };
+            self.records += 1;
+            match rec.entry() {
+                Ok(Entry::Message(m)) => self.message(m.message, &m.context),
+                Ok(Entry::StateChange { .. }) => self.state_changes += 1,
+                Ok(Entry::Rib { family, four_octet_as, entries, .. }) => {
+                    for e in &entries {
+                        self.rib(family, four_octet_as, e.attributes);
+                    }
+                }
+                Ok(Entry::PeerIndex(_)) | Ok(Entry::Other) => {}
+                Err(_) => self.mrt_errors += 1,
+            }
+        }
+    }
+
+    /// The `--json` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let errors: BTreeMap<&str, u64> = [
+            ("session_reset", ErrorClass::SessionReset),
+            ("treat_as_withdraw", ErrorClass::TreatAsWithdraw),
+            ("attribute_discard", ErrorClass::AttributeDiscard),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k, self.errors.get(&c).copied().unwrap_or(0)))
+        .collect();
+        json!({
+            "records": self.records,
+            "mrt_errors": self.mrt_errors,
+            "messages": self.messages,
+            "updates": self.updates,
+            "announced": self.announced,
+            "withdrawn": self.withdrawn,
+            "end_of_rib": self.end_of_rib,
+            "rib_entries": self.rib_entries,
+            "attribute_sets": self.attribute_sets(),
+            "state_changes": self.state_changes,
+            "errors": errors,
+            "roundtrip_mismatches": self.roundtrip_mismatches,
+        })
+    }
+}
+
+/// Counts the prefixes of the Withdrawn Routes and NLRI fields of an UPDATE
+/// body that decode before the first error in each field.
+fn salvage_ipv4_nlri(body: &[u8], add_path: bool) -> (u64, u64) {
+    let count = |field: &[u8]| {
+        let mut v: Vec<bgpd_proto::Nlri<ipnet::Ipv4Net>> = Vec::new();
+        let _ = bgpd_proto::nlri::decode_nlri(field, add_path, &mut v);
+        v.len() as u64
+    };
+    let Some(wlen) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return (0, 0) };
+    let wfield = body.get(2..(2 + wlen).min(body.len())).unwrap_or_default();
+    let withdrawn = count(wfield);
+    let rest = body.get(2 + wlen..).unwrap_or_default();
+    let Some(alen) = rest.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return (withdrawn, 0) };
+    let announced = rest.get(2 + alen..).map_or(0, count);
+    (withdrawn, announced)
+}
+
+/// Reads a file, gunzipping it when it starts with the gzip magic.
+pub fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Runs `bgpd decode-mrt`.
+pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
+    let data = read_file(path)?;
+    let mut stats = Stats::default();
+    stats.read(&data);
+    if json {
+        println!("{}", stats.to_json());
+    } else {
+        print_table(path, &stats);
+    }
+    Ok(())
+}
+
+fn print_table(path: &Path, s: &Stats) {
+    println!("file                  {}", path.display());
+    println!("records               {}", s.records);
+    for (k, v) in &s.messages {
+        println!("messages {k:<13} {v}");
+    }
+    println!("updates               {}", s.updates);
+    println!("announced             {}", s.announced);
+    println!("withdrawn             {}", s.withdrawn);
+    println!("end_of_rib            {}", s.end_of_rib);
+    println!("rib_entries           {}", s.rib_entries);
+    println!("attribute_sets        {}", s.attribute_sets());
+    println!("state_changes         {}", s.state_changes);
+    for (k, v) in &s.errors {
+        println!("errors {:<15} {v}", format!("{k:?}"));
+    }
+    println!("roundtrip_mismatches  {}", s.roundtrip_mismatches);
+    println!("mrt_errors            {}", s.mrt_errors);
+}
