@@ -110,7 +110,10 @@ impl Stats {
         *self.messages.entry(kind).or_default() += 1;
         if bytes.get(18) == Some(&2) {
             self.updates += 1;
-            let (w, a) = salvage_ipv4_nlri(bytes.get(19..).unwrap_or_default(), ctx.add_path.contains(bgpd_proto::Family::IPV4_UNICAST));
+            let (w, a) = salvage_ipv4_nlri(
+                bytes.get(19..).unwrap_or_default(),
+                ctx.add_path.contains(bgpd_proto::Family::IPV4_UNICAST),
+            );
             self.withdrawn += w;
             self.announced += a;
         }
@@ -219,7 +222,9 @@ fn salvage_ipv4_nlri(body: &[u8], add_path: bool) -> (u64, u64) {
     let wfield = body.get(2..(2 + wlen).min(body.len())).unwrap_or_default();
     let withdrawn = count(wfield);
     let rest = body.get(2 + wlen..).unwrap_or_default();
-    let Some(alen) = rest.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return (withdrawn, 0) };
+    let Some(alen) = rest.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return (withdrawn, 0);
+    };
     let announced = rest.get(2 + alen..).map_or(0, count);
     (withdrawn, announced)
 }

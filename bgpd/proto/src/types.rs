@@ -249,12 +249,7 @@ impl FamilySet {
 
 impl fmt::Debug for FamilySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all = [
-            Family::IPV4_UNICAST,
-            Family::IPV6_UNICAST,
-            Family::IPV4_MULTICAST,
-            Family::IPV6_MULTICAST,
-        ];
+        let all = [Family::IPV4_UNICAST, Family::IPV6_UNICAST, Family::IPV4_MULTICAST, Family::IPV6_MULTICAST];
         f.debug_set().entries(all.iter().filter(|x| self.contains(**x))).finish()
     }
 }

@@ -230,7 +230,9 @@ impl AsPath {
         }
         for s in &as4.segments {
             match (out.segments.last_mut(), s.kind) {
-                (Some(last), SegmentKind::Sequence) if last.kind == SegmentKind::Sequence && last.asns.len() + s.asns.len() <= 255 => {
+                (Some(last), SegmentKind::Sequence)
+                    if last.kind == SegmentKind::Sequence && last.asns.len() + s.asns.len() <= 255 =>
+                {
                     last.asns.extend_from_slice(&s.asns);
                 }
                 _ => out.segments.push(s.clone()),

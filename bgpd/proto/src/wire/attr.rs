@@ -358,9 +358,11 @@ impl Attr {
 /// The Optional and Transitive bits each known attribute must carry.
 fn expected_flags(code: AttrCode) -> Option<AttrFlags> {
     Some(match code {
-        AttrCode::ORIGIN | AttrCode::AS_PATH | AttrCode::NEXT_HOP | AttrCode::LOCAL_PREF | AttrCode::ATOMIC_AGGREGATE => {
-            AttrFlags::WELL_KNOWN
-        }
+        AttrCode::ORIGIN
+        | AttrCode::AS_PATH
+        | AttrCode::NEXT_HOP
+        | AttrCode::LOCAL_PREF
+        | AttrCode::ATOMIC_AGGREGATE => AttrFlags::WELL_KNOWN,
         AttrCode::AGGREGATOR
         | AttrCode::COMMUNITIES
         | AttrCode::EXTENDED_COMMUNITIES
@@ -429,7 +431,8 @@ impl PathAttribute {
         let len = self.value_len(ctx);
         let len16 = u16::try_from(len).map_err(|_| crate::error::EncodeError::FieldTooLong("path attribute"))?;
         let ext = self.flags.extended_length() || len > 255;
-        let flags = if ext { self.flags.0 | AttrFlags::EXTENDED_LENGTH } else { self.flags.0 & !AttrFlags::EXTENDED_LENGTH };
+        let flags =
+            if ext { self.flags.0 | AttrFlags::EXTENDED_LENGTH } else { self.flags.0 & !AttrFlags::EXTENDED_LENGTH };
         out.put_u8(flags);
         out.put_u8(self.value.code().0);
         if ext {
@@ -460,7 +463,8 @@ impl PathAttribute {
                     out.put_u16(r.family.afi.0);
                     out.put_u8(r.family.safi.0);
                 }
-                let nh_len = u8::try_from(r.next_hop.wire_len()).map_err(|_| crate::error::EncodeError::FieldTooLong("next hop"))?;
+                let nh_len = u8::try_from(r.next_hop.wire_len())
+                    .map_err(|_| crate::error::EncodeError::FieldTooLong("next hop"))?;
                 out.put_u8(nh_len);
                 r.next_hop.encode(out);
                 if !ctx.mp_reach_abbreviated {
@@ -515,7 +519,13 @@ fn ipv6_at(d: &[u8], i: usize) -> Ipv6Addr {
 
 /// Decodes one attribute value. `raw` is the whole attribute (header
 /// included), used as NOTIFICATION data where RFC 4271 §6.3 asks for it.
-pub(crate) fn decode_attr(flags: AttrFlags, code: AttrCode, data: &[u8], raw: &[u8], ctx: &WireContext) -> Result<Attr, AttrFault> {
+pub(crate) fn decode_attr(
+    flags: AttrFlags,
+    code: AttrCode,
+    data: &[u8],
+    raw: &[u8],
+    ctx: &WireContext,
+) -> Result<Attr, AttrFault> {
     use ErrorAction::{AttributeDiscard as Discard, TreatAsWithdraw as Withdraw};
     let Some(expected) = expected_flags(code) else {
         if !flags.optional() {
@@ -590,10 +600,20 @@ pub(crate) fn decode_attr(flags: AttrFlags, code: AttrCode, data: &[u8], raw: &[
         AttrCode::CLUSTER_LIST => Err(AttrFault::Issue(Withdraw, "CLUSTER_LIST length is zero or not a multiple of 4")),
         // RFC 7606 §7.11 and RFC 4760 §7: errors in MP_* reset the session.
         AttrCode::MP_REACH_NLRI => decode_mp_reach(data, ctx).map(Attr::MpReach).map_err(|reason| {
-            AttrFault::Reset(DecodeError::new(code::UPDATE_MESSAGE, code::update::OPTIONAL_ATTRIBUTE_ERROR, raw, reason))
+            AttrFault::Reset(DecodeError::new(
+                code::UPDATE_MESSAGE,
+                code::update::OPTIONAL_ATTRIBUTE_ERROR,
+                raw,
+                reason,
+            ))
         }),
         AttrCode::MP_UNREACH_NLRI => decode_mp_unreach(data, ctx).map(Attr::MpUnreach).map_err(|reason| {
-            AttrFault::Reset(DecodeError::new(code::UPDATE_MESSAGE, code::update::OPTIONAL_ATTRIBUTE_ERROR, raw, reason))
+            AttrFault::Reset(DecodeError::new(
+                code::UPDATE_MESSAGE,
+                code::update::OPTIONAL_ATTRIBUTE_ERROR,
+                raw,
+                reason,
+            ))
         }),
         // RFC 7606 §7.14.
         AttrCode::EXTENDED_COMMUNITIES if len > 0 && len % 8 == 0 => Ok(Attr::ExtCommunities(
@@ -618,7 +638,9 @@ pub(crate) fn decode_attr(flags: AttrFlags, code: AttrCode, data: &[u8], raw: &[
                 .map(|c| LargeCommunity { global: u32_at(c, 0), local1: u32_at(c, 4), local2: u32_at(c, 8) })
                 .collect(),
         )),
-        AttrCode::LARGE_COMMUNITY => Err(AttrFault::Issue(Withdraw, "LARGE_COMMUNITY length is zero or not a multiple of 12")),
+        AttrCode::LARGE_COMMUNITY => {
+            Err(AttrFault::Issue(Withdraw, "LARGE_COMMUNITY length is zero or not a multiple of 12"))
+        }
         _ => Ok(Attr::Unknown { code, data: data.to_vec() }),
     }
 }

@@ -167,7 +167,9 @@ impl Capability {
         let bad = |what| Err(DecodeError::open_malformed(what));
         Ok(match code {
             CapabilityCode::MULTIPROTOCOL => match d {
-                [a0, a1, _reserved, safi] => Capability::Multiprotocol(Family::new(Afi(u16::from_be_bytes([*a0, *a1])), Safi(*safi))),
+                [a0, a1, _reserved, safi] => {
+                    Capability::Multiprotocol(Family::new(Afi(u16::from_be_bytes([*a0, *a1])), Safi(*safi)))
+                }
                 _ => return bad("multiprotocol capability length is not 4"),
             },
             CapabilityCode::ROUTE_REFRESH if d.is_empty() => Capability::RouteRefresh,
@@ -180,7 +182,9 @@ impl Capability {
                     })
                     .collect(),
             ),
-            CapabilityCode::EXTENDED_NEXT_HOP => return bad("extended next hop capability length is not a multiple of 6"),
+            CapabilityCode::EXTENDED_NEXT_HOP => {
+                return bad("extended next hop capability length is not a multiple of 6")
+            }
             CapabilityCode::EXTENDED_MESSAGE if d.is_empty() => Capability::ExtendedMessage,
             CapabilityCode::EXTENDED_MESSAGE => return bad("extended message capability has a value"),
             CapabilityCode::ROLE => match d {
@@ -215,7 +219,9 @@ impl Capability {
                     })
                     .collect(),
             ),
-            CapabilityCode::LONG_LIVED_GR => return bad("long-lived graceful restart capability length is not a multiple of 7"),
+            CapabilityCode::LONG_LIVED_GR => {
+                return bad("long-lived graceful restart capability length is not a multiple of 7")
+            }
             CapabilityCode::FQDN => {
                 let Some((&hl, rest)) = d.split_first() else { return bad("FQDN capability is empty") };
                 let Some((host, rest)) = rest.split_at_checked(usize::from(hl)) else {

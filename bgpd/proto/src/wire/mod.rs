@@ -193,7 +193,8 @@ pub fn decode_header(buf: &[u8], ctx: &WireContext) -> Result<Option<(MessageTyp
     let len_field = [buf[16], buf[17]];
     let len = usize::from(u16::from_be_bytes(len_field));
     let kind = MessageType(buf[18]);
-    let bad_len = |reason| Err(DecodeError::new(code::MESSAGE_HEADER, code::header::BAD_MESSAGE_LENGTH, len_field, reason));
+    let bad_len =
+        |reason| Err(DecodeError::new(code::MESSAGE_HEADER, code::header::BAD_MESSAGE_LENGTH, len_field, reason));
     let (min, max) = match kind {
         MessageType::OPEN => (29, MAX_MESSAGE_LEN),
         MessageType::UPDATE => (23, ctx.max_message_len()),
@@ -201,7 +202,12 @@ pub fn decode_header(buf: &[u8], ctx: &WireContext) -> Result<Option<(MessageTyp
         MessageType::KEEPALIVE => (19, 19),
         MessageType::ROUTE_REFRESH => (23, ctx.max_message_len()),
         _ => {
-            return Err(DecodeError::new(code::MESSAGE_HEADER, code::header::BAD_MESSAGE_TYPE, [kind.0], "unknown message type"));
+            return Err(DecodeError::new(
+                code::MESSAGE_HEADER,
+                code::header::BAD_MESSAGE_TYPE,
+                [kind.0],
+                "unknown message type",
+            ));
         }
     };
     if len < min {

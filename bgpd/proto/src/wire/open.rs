@@ -71,11 +71,21 @@ impl Open {
     /// Decodes an OPEN body (after the header).
     pub fn decode(body: &[u8]) -> Result<Open, DecodeError> {
         let [version, a0, a1, h0, h1, i0, i1, i2, i3, plen, rest @ ..] = body else {
-            return Err(DecodeError::new(code::MESSAGE_HEADER, code::header::BAD_MESSAGE_LENGTH, [], "OPEN shorter than 29 octets"));
+            return Err(DecodeError::new(
+                code::MESSAGE_HEADER,
+                code::header::BAD_MESSAGE_LENGTH,
+                [],
+                "OPEN shorter than 29 octets",
+            ));
         };
         if *version != 4 {
             // RFC 4271 §6.2: data is the largest supported version.
-            return Err(DecodeError::new(code::OPEN_MESSAGE, code::open::UNSUPPORTED_VERSION, [0, 4], "unsupported BGP version"));
+            return Err(DecodeError::new(
+                code::OPEN_MESSAGE,
+                code::open::UNSUPPORTED_VERSION,
+                [0, 4],
+                "unsupported BGP version",
+            ));
         }
         let my_as = u16::from_be_bytes([*a0, *a1]);
         let hold_time = u16::from_be_bytes([*h0, *h1]);
@@ -85,7 +95,9 @@ impl Open {
             [255, l0, l1, tail @ ..] if *plen == 255 => {
                 let len = usize::from(u16::from_be_bytes([*l0, *l1]));
                 if tail.len() != len {
-                    return Err(DecodeError::open_malformed("extended optional parameters length does not match the message"));
+                    return Err(DecodeError::open_malformed(
+                        "extended optional parameters length does not match the message",
+                    ));
                 }
                 (true, tail)
             }
@@ -135,7 +147,8 @@ impl Open {
         out.put_u16(self.hold_time);
         out.put_slice(&self.bgp_id.octets());
         let short: usize = self.params.iter().map(|p| 2 + Self::param_value_len(p)).sum();
-        let extended = self.extended_params || short > 255 || self.params.iter().any(|p| Self::param_value_len(p) > 255);
+        let extended =
+            self.extended_params || short > 255 || self.params.iter().any(|p| Self::param_value_len(p) > 255);
         if extended {
             let long: usize = self.params.iter().map(|p| 3 + Self::param_value_len(p)).sum();
             out.put_u8(255);

@@ -147,7 +147,11 @@ fn mp_reach<P: WirePrefix>(
 
 /// Encodes UPDATEs withdrawing `prefixes` of `family`: the Withdrawn Routes
 /// field for IPv4 unicast, MP_UNREACH_NLRI otherwise.
-pub fn pack_withdrawals(family: Family, prefixes: Announcement<'_>, ctx: &WireContext) -> Result<Vec<BytesMut>, EncodeError> {
+pub fn pack_withdrawals(
+    family: Family,
+    prefixes: Announcement<'_>,
+    ctx: &WireContext,
+) -> Result<Vec<BytesMut>, EncodeError> {
     match prefixes {
         Announcement::V4(nlri) if family == Family::IPV4_UNICAST => {
             let base = HEADER_LEN + 4;
@@ -168,7 +172,11 @@ pub fn pack_withdrawals(family: Family, prefixes: Announcement<'_>, ctx: &WireCo
     }
 }
 
-fn mp_unreach<P: WirePrefix>(family: Family, nlri: &[Nlri<P>], ctx: &WireContext) -> Result<Vec<BytesMut>, EncodeError> {
+fn mp_unreach<P: WirePrefix>(
+    family: Family,
+    nlri: &[Nlri<P>],
+    ctx: &WireContext,
+) -> Result<Vec<BytesMut>, EncodeError> {
     // Header, two length fields, attribute header with Extended Length, AFI/SAFI.
     let base = HEADER_LEN + 4 + 4 + 3;
     let mut out = Vec::new();

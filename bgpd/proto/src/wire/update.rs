@@ -107,7 +107,10 @@ impl Update {
             crate::types::Afi::IPV4 => MpNlri::V4(Vec::new()),
             _ => MpNlri::V6(Vec::new()),
         };
-        Update { attributes: vec![PathAttribute::new(Attr::MpUnreach(MpUnreach { family, nlri }))], ..Update::default() }
+        Update {
+            attributes: vec![PathAttribute::new(Attr::MpUnreach(MpUnreach { family, nlri }))],
+            ..Update::default()
+        }
     }
 
     /// The family this UPDATE marks the End-of-RIB of, if it is such a marker.
@@ -177,7 +180,8 @@ impl Update {
         };
         // RFC 6793 §4.2.3: an AGGREGATOR with an AS other than AS_TRANS means
         // the AS4_* attributes were added by someone else and are ignored.
-        let aggregator_not_trans = matches!(self.attr(AttrCode::AGGREGATOR), Some(Attr::Aggregator(a)) if a.asn != AS_TRANS);
+        let aggregator_not_trans =
+            matches!(self.attr(AttrCode::AGGREGATOR), Some(Attr::Aggregator(a)) if a.asn != AS_TRANS);
         let has_as4_aggregator = self.attr(AttrCode::AS4_AGGREGATOR).is_some();
         if aggregator_not_trans && has_as4_aggregator {
             return Some(path.clone());
@@ -198,7 +202,10 @@ impl Update {
 
 /// Decodes a Path Attributes field on its own (as MRT RIB entries store it):
 /// the attributes, and the RFC 7606 issues that did not reset the session.
-pub fn decode_path_attributes(field: &[u8], ctx: &WireContext) -> Result<(Vec<PathAttribute>, Vec<UpdateIssue>), DecodeError> {
+pub fn decode_path_attributes(
+    field: &[u8],
+    ctx: &WireContext,
+) -> Result<(Vec<PathAttribute>, Vec<UpdateIssue>), DecodeError> {
     let mut issues = Vec::new();
     let attrs = decode_attributes(field, ctx, &mut issues)?;
     Ok((attrs, issues))
@@ -206,12 +213,20 @@ pub fn decode_path_attributes(field: &[u8], ctx: &WireContext) -> Result<(Vec<Pa
 
 /// Encodes a Path Attributes field on its own (the inverse of
 /// [`decode_path_attributes`]).
-pub fn encode_path_attributes<B: BufMut>(attrs: &[PathAttribute], ctx: &WireContext, out: &mut B) -> Result<(), EncodeError> {
+pub fn encode_path_attributes<B: BufMut>(
+    attrs: &[PathAttribute],
+    ctx: &WireContext,
+    out: &mut B,
+) -> Result<(), EncodeError> {
     attrs.iter().try_for_each(|a| a.encode(ctx, out))
 }
 
 /// Parses the Path Attributes field.
-fn decode_attributes(mut field: &[u8], ctx: &WireContext, issues: &mut Vec<UpdateIssue>) -> Result<Vec<PathAttribute>, DecodeError> {
+fn decode_attributes(
+    mut field: &[u8],
+    ctx: &WireContext,
+    issues: &mut Vec<UpdateIssue>,
+) -> Result<Vec<PathAttribute>, DecodeError> {
     let mut attrs: Vec<PathAttribute> = Vec::with_capacity(8);
     // Seen attribute codes, to find duplicates (RFC 7606 §3 (g)).
     let mut seen = [0u64; 4];
@@ -233,7 +248,9 @@ fn decode_attributes(mut field: &[u8], ctx: &WireContext, issues: &mut Vec<Updat
         if field.len() < hdr + len {
             // RFC 7606 §4: an attribute overrunning Total Attribute Length.
             if matches!(code, AttrCode::MP_REACH_NLRI | AttrCode::MP_UNREACH_NLRI) {
-                return Err(DecodeError::malformed_attribute_list("MP_REACH_NLRI/MP_UNREACH_NLRI overruns the path attributes"));
+                return Err(DecodeError::malformed_attribute_list(
+                    "MP_REACH_NLRI/MP_UNREACH_NLRI overruns the path attributes",
+                ));
             }
             issues.push(UpdateIssue {
                 attr: code,
@@ -248,7 +265,9 @@ fn decode_attributes(mut field: &[u8], ctx: &WireContext, issues: &mut Vec<Updat
         if seen[word] & bit != 0 {
             if matches!(code, AttrCode::MP_REACH_NLRI | AttrCode::MP_UNREACH_NLRI) {
                 // RFC 7606 §3 (g).
-                return Err(DecodeError::malformed_attribute_list("MP_REACH_NLRI or MP_UNREACH_NLRI appears more than once"));
+                return Err(DecodeError::malformed_attribute_list(
+                    "MP_REACH_NLRI or MP_UNREACH_NLRI appears more than once",
+                ));
             }
             issues.push(UpdateIssue {
                 attr: code,
@@ -286,6 +305,10 @@ fn check_mandatory(u: &Update, issues: &mut Vec<UpdateIssue>) {
         missing.push(AttrCode::NEXT_HOP);
     }
     for attr in missing {
-        issues.push(UpdateIssue { attr, action: ErrorAction::TreatAsWithdraw, reason: "well-known mandatory attribute missing" });
+        issues.push(UpdateIssue {
+            attr,
+            action: ErrorAction::TreatAsWithdraw,
+            reason: "well-known mandatory attribute missing",
+        });
     }
 }
