@@ -7,7 +7,7 @@
 //! The same socket listens to route and link notifications, so our own changes and foreign
 //! ones arrive in the kernel's order.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -23,6 +23,13 @@ use crate::kernel::{
 use crate::metrics::FibMetrics;
 use crate::route::{Route, RouteChange, Target};
 
+/// Hash maps keyed by prefixes from peers: a fast hasher with a per-process random seed.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// `RTM_NEWROUTE`, `RTM_DELROUTE`.
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 /// `NLM_F_MULTI`: part of a dump.
@@ -63,10 +70,36 @@ enum Resolution {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum InFlight {
-    Write { prefix: IpNet, op: Op },
+    /// A route write; `spec` is what an install wrote, taken when its notification arrives.
+    Write {
+        prefix: IpNet,
+        op: Op,
+        spec: Option<KernelSpec>,
+    },
     Lookup(IpAddr),
+}
+
+/// Metric children looked up once: label lookups cost a hash and a lock each.
+struct Counters {
+    installed_v4: prometheus::IntGauge,
+    installed_v6: prometheus::IntGauge,
+    installs: prometheus::IntCounter,
+    removes: prometheus::IntCounter,
+    lookups: prometheus::IntCounter,
+}
+
+impl Counters {
+    fn new(m: &FibMetrics) -> Self {
+        Counters {
+            installed_v4: m.routes_installed.with_label_values(&["ipv4"]),
+            installed_v6: m.routes_installed.with_label_values(&["ipv6"]),
+            installs: m.operations.with_label_values(&["install"]),
+            removes: m.operations.with_label_values(&["remove"]),
+            lookups: m.operations.with_label_values(&["lookup"]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +134,8 @@ struct Slot {
 
 enum Plan {
     Nothing,
-    Write(Request, Op),
+    Install(KernelSpec),
+    Remove,
 }
 
 enum Eval {
@@ -136,6 +170,7 @@ pub(crate) struct Engine {
     sync: Sync,
     swept: bool,
     metrics: FibMetrics,
+    counters: Counters,
 }
 
 impl Engine {
@@ -145,26 +180,27 @@ impl Engine {
             id: Identity { table: config.table, protocol: config.protocol, metric: config.metric },
             batch_size: config.batch_size,
             port,
-            desired: HashMap::new(),
-            removed: HashSet::new(),
-            slots: HashMap::new(),
-            links: HashMap::new(),
-            link_by_name: HashMap::new(),
-            resolutions: HashMap::new(),
-            gateway_users: HashMap::new(),
+            desired: HashMap::default(),
+            removed: HashSet::default(),
+            slots: HashMap::default(),
+            links: HashMap::default(),
+            link_by_name: HashMap::default(),
+            resolutions: HashMap::default(),
+            gateway_users: HashMap::default(),
             lookup_queue: VecDeque::new(),
             refresh_lookups: false,
             dirty: VecDeque::new(),
-            dirty_set: HashSet::new(),
-            repair_candidates: HashSet::new(),
-            in_flight: HashMap::new(),
-            in_flight_prefixes: HashSet::new(),
-            batches: HashMap::new(),
-            failures: HashMap::new(),
+            dirty_set: HashSet::default(),
+            repair_candidates: HashSet::default(),
+            in_flight: HashMap::default(),
+            in_flight_prefixes: HashSet::default(),
+            batches: HashMap::default(),
+            failures: HashMap::default(),
             events: VecDeque::new(),
             seq: 0,
             sync: Sync::Running,
             swept: false,
+            counters: Counters::new(&metrics),
             metrics,
         };
         engine.start_resync();
@@ -235,7 +271,8 @@ impl Engine {
         self.slots.clear();
         self.links.clear();
         self.link_by_name.clear();
-        self.metrics.routes_installed.reset();
+        self.counters.installed_v4.set(0);
+        self.counters.installed_v6.set(0);
         // Answers may have been lost in an overrun: forget what is outstanding; every
         // route is re-evaluated when the dump ends.
         self.in_flight.clear();
@@ -327,7 +364,7 @@ impl Engine {
             let seq = self.next_seq();
             frame(buf, Request::Lookup(encode_lookup(gw)), seq, false);
             self.in_flight.insert(seq, InFlight::Lookup(gw));
-            self.metrics.operations.with_label_values(&["lookup"]).inc();
+            self.counters.lookups.inc();
             count += 1;
         }
         let mut batch = Vec::new();
@@ -345,8 +382,16 @@ impl Engine {
             }
             self.dirty_set.remove(&prefix);
             let repair = self.repair_candidates.remove(&prefix);
-            let Plan::Write(request, op) = self.plan(prefix) else {
-                continue;
+            let (request, op, spec) = match self.plan(prefix) {
+                Plan::Nothing => continue,
+                Plan::Install(spec) => {
+                    self.counters.installs.inc();
+                    (Request::Install(encode_install(&prefix, &spec, &self.id)), Op::Install, Some(spec))
+                }
+                Plan::Remove => {
+                    self.counters.removes.inc();
+                    (Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove, None)
+                }
             };
             if repair {
                 self.metrics.repairs.inc();
@@ -355,15 +400,8 @@ impl Engine {
             let seq = self.next_seq();
             last_offset = buf.len();
             frame(buf, request, seq, false);
-            self.in_flight.insert(seq, InFlight::Write { prefix, op });
+            self.in_flight.insert(seq, InFlight::Write { prefix, op, spec });
             self.in_flight_prefixes.insert(prefix);
-            self.metrics
-                .operations
-                .with_label_values(&[match op {
-                    Op::Install => "install",
-                    Op::Remove => "remove",
-                }])
-                .inc();
             batch.push(seq);
             count += 1;
         }
@@ -390,11 +428,43 @@ impl Engine {
             let aligned = ((len + 3) & !3).min(bytes.len());
             let (msg, rest) = bytes.split_at(aligned);
             bytes = rest;
+            if self.take_own_echo(&nl) {
+                continue;
+            }
             match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&msg[..len]) {
                 Ok(m) => self.handle_message(m),
                 Err(e) => tracing::debug!(error = %e, "undecodable netlink message ignored"),
             }
         }
+    }
+
+    /// The notification of our own write, recognised by port and sequence number, updates
+    /// the table view from what we wrote without decoding it. Order is kept: it arrives on
+    /// the same socket as every other change, before the write's ACK.
+    fn take_own_echo(&mut self, nl: &NetlinkBuffer<&[u8]>) -> bool {
+        let kind = nl.message_type();
+        if (kind != RTM_NEWROUTE && kind != RTM_DELROUTE)
+            || nl.port_number() != self.port
+            || nl.flags() & NLM_F_MULTI != 0
+        {
+            return false;
+        }
+        let Some(InFlight::Write { prefix, op, spec }) = self.in_flight.get_mut(&nl.sequence_number()) else {
+            return false;
+        };
+        let prefix = *prefix;
+        match (op, kind) {
+            (Op::Install, RTM_NEWROUTE) => {
+                if let Some(spec) = spec.take() {
+                    self.set_slot(prefix, Some(Slot { protocol: self.id.protocol, spec }));
+                }
+            }
+            (Op::Remove, RTM_DELROUTE) => self.set_slot(prefix, None),
+            // Anything else the kernel says about our write (an IPv6 sibling change, say)
+            // is read in full.
+            _ => return false,
+        }
+        true
     }
 
     fn handle_message(&mut self, msg: NetlinkMessage<RouteNetlinkMessage>) {
@@ -415,7 +485,7 @@ impl Engine {
             NetlinkPayload::InnerMessage(inner) => match inner {
                 RouteNetlinkMessage::NewRoute(m) => {
                     if !from_dump && header.port_number == self.port {
-                        if let Some(InFlight::Lookup(gw)) = self.in_flight.get(&seq).copied() {
+                        if let Some(&InFlight::Lookup(gw)) = self.in_flight.get(&seq) {
                             self.in_flight.remove(&seq);
                             let res = self.read_lookup(gw, decode_route(&m));
                             self.set_resolution(gw, res);
@@ -500,7 +570,7 @@ impl Engine {
         }
         if let Some(errno) = errno {
             match self.in_flight.remove(&seq) {
-                Some(InFlight::Write { prefix, op }) => {
+                Some(InFlight::Write { prefix, op, .. }) => {
                     self.in_flight_prefixes.remove(&prefix);
                     if !(op == Op::Remove && errno == ESRCH) {
                         self.metrics.errors.with_label_values(&[&errno_name(errno)]).inc();
@@ -516,7 +586,7 @@ impl Engine {
         }
         if let Some(batch) = self.batches.remove(&seq) {
             for s in batch {
-                if let Some(InFlight::Write { prefix, op }) = self.in_flight.remove(&s) {
+                if let Some(InFlight::Write { prefix, op, .. }) = self.in_flight.remove(&s) {
                     self.in_flight_prefixes.remove(&prefix);
                     if op == Op::Install {
                         self.succeed(prefix);
@@ -597,8 +667,7 @@ impl Engine {
     }
 
     fn set_slot(&mut self, prefix: IpNet, slot: Option<Slot>) {
-        let family = if prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" };
-        let gauge = self.metrics.routes_installed.with_label_values(&[family]);
+        let gauge = if prefix.addr().is_ipv4() { &self.counters.installed_v4 } else { &self.counters.installed_v6 };
         let was_ours = self.slots.get(&prefix).is_some_and(|s| s.protocol == self.id.protocol);
         let is_ours = slot.as_ref().is_some_and(|s| s.protocol == self.id.protocol);
         match slot {
@@ -645,37 +714,36 @@ impl Engine {
     // ----- planning ----------------------------------------------------------------------
 
     fn plan(&mut self, prefix: IpNet) -> Plan {
-        let slot = self.slots.get(&prefix).cloned();
-        let ours = slot.as_ref().filter(|s| s.protocol == self.id.protocol);
-        let Some(route) = self.desired.get(&prefix).cloned() else {
+        let slot_protocol = self.slots.get(&prefix).map(|s| s.protocol);
+        let ours = slot_protocol == Some(self.id.protocol);
+        // Taken out for the evaluation (which needs `&mut self`) and put back after.
+        let Some(route) = self.desired.remove(&prefix) else {
             let explicit = self.removed.remove(&prefix);
             self.failures.remove(&prefix);
-            return if ours.is_some() && (explicit || self.swept) {
-                Plan::Write(Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove)
-            } else {
-                Plan::Nothing
-            };
+            return if ours && (explicit || self.swept) { Plan::Remove } else { Plan::Nothing };
         };
-        match self.evaluate(&route) {
+        let eval = self.evaluate(&route);
+        self.desired.insert(prefix, route);
+        match eval {
             Eval::Wait => Plan::Nothing,
             Eval::Fail(kind) => {
                 self.fail(prefix, kind);
-                if ours.is_some() {
-                    Plan::Write(Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove)
+                if ours {
+                    Plan::Remove
                 } else {
                     Plan::Nothing
                 }
             }
-            Eval::Ready(spec) => match slot {
-                Some(s) if s.protocol != self.id.protocol => {
-                    self.fail(prefix, RouteErrorKind::Conflict { protocol: s.protocol });
+            Eval::Ready(spec) => match slot_protocol {
+                Some(protocol) if protocol != self.id.protocol => {
+                    self.fail(prefix, RouteErrorKind::Conflict { protocol });
                     Plan::Nothing
                 }
-                Some(s) if s.spec == spec => {
+                Some(_) if self.slots.get(&prefix).is_some_and(|s| s.spec == spec) => {
                     self.succeed(prefix);
                     Plan::Nothing
                 }
-                _ => Plan::Write(Request::Install(encode_install(&prefix, &spec, &self.id)), Op::Install),
+                _ => Plan::Install(spec),
             },
         }
     }
