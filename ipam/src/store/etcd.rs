@@ -154,3 +154,34 @@ impl Store for EtcdStore {
         }
     }
 }
+
+/// Calico's etcd prefix for `projectcalico.org/v3` resources.
+pub const RESOURCES_PREFIX: &str = "/calico/resources/v3/projectcalico.org/";
+
+impl EtcdStore {
+    /// Reads the network design (IPPools, IPAMConfiguration, IPReservations,
+    /// Nodes) from Calico's v3 resource keys
+    /// (`/calico/resources/v3/projectcalico.org/ippools/NAME`, …), where each
+    /// value is the resource as JSON.
+    pub async fn load_design(&self) -> Result<crate::design::Design, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c.get(RESOURCES_PREFIX, Some(GetOptions::new().with_prefix())).await.map_err(backend)?;
+        let mut docs = Vec::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let text = String::from_utf8_lossy(kv.value()).to_string();
+            docs.push((std::path::PathBuf::from(key), text));
+        }
+        let refs: Vec<(&std::path::Path, &str)> = docs.iter().map(|(p, t)| (p.as_path(), t.as_str())).collect();
+        crate::design::Design::parse(&refs)
+            .map_err(|e| StoreError::Corrupt { location: "etcd resources".into(), reason: e.to_string() })
+    }
+
+    /// Writes a `projectcalico.org/v3` resource as Calico keeps it in etcd
+    /// (`plural` is e.g. `ippools`, `nodes`, `ipamconfigurations`).
+    pub async fn put_resource(&self, plural: &str, name: &str, resource: &serde_json::Value) -> Result<(), StoreError> {
+        let mut c = self.client.clone();
+        c.put(format!("{RESOURCES_PREFIX}{plural}/{name}"), resource.to_string(), None).await.map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,21 +1,30 @@
-//! The file store: IPAM state in one JSON file inside the datastore directory.
+//! The file store: IPAM state kept in the datastore directory, beside the YAML.
 //!
-//! * `DIR/ipam-state.json` holds every block, affinity and handle with its
-//!   revision. It is only ever replaced whole: written to
+//! * `DIR/ipam-state.json` is a snapshot of every block, affinity and handle
+//!   with its revision. It is only ever replaced whole: written to
 //!   `ipam-state.json.tmp`, `fsync`ed, renamed over the old file, and the
-//!   directory `fsync`ed. A reader sees the old or the new state, never a mix,
-//!   and a process killed at any point leaves one of the two.
+//!   directory `fsync`ed, so a reader sees the old or the new snapshot.
+//! * `DIR/ipam-journal.R.log` holds the commits made since the snapshot of
+//!   revision R, one line each: the commit as JSON, a tab, and an FNV-1a
+//!   checksum of the JSON. A commit is appended and `fdatasync`ed before it is
+//!   acknowledged. A line cut short by `kill -9` (or a crash) fails its
+//!   checksum or lacks its newline and is ignored, and the next writer cuts
+//!   it off before appending. Writing only the commit keeps a commit's cost
+//!   independent of how many addresses are allocated.
+//! * When the journal grows past [`COMPACT_AFTER`] commits the writer folds it
+//!   into a new snapshot (write-rename-fsync) and starts a new journal; the
+//!   old journal is removed afterwards. Records at or below the snapshot's
+//!   revision are skipped, so a crash at any point of compaction is harmless.
 //! * `DIR/ipam-state.lock` is `flock`ed exclusively for each commit, so several
 //!   processes on one machine serialise their writes; readers take no lock.
-//! * Each process caches the parsed state and re-reads the file only when its
-//!   revision (the first field of the file) has changed.
+//!   Each process caches the state and reads only what was appended since.
 //!
 //! The calls block on file I/O and on the lock (held only for one commit);
 //! the async interface exists so that the allocator is the same for all stores.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write as _};
+use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,6 +37,8 @@ use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 pub const STATE_FILE: &str = "ipam-state.json";
 /// Name of the lock file inside a datastore directory.
 pub const LOCK_FILE: &str = "ipam-state.lock";
+/// Commits after which the journal is folded into a new snapshot.
+pub const COMPACT_AFTER: u64 = 2000;
 /// Format marker written in the state file.
 pub const FORMAT: &str = "bgpd-ipam/v1";
 
@@ -44,8 +55,32 @@ struct StateFile {
 
 #[derive(Default)]
 struct State {
+    /// Revision of the snapshot the journal continues.
+    base: Revision,
+    /// Latest revision applied.
     revision: Revision,
+    /// Bytes of the journal applied so far (all complete, valid lines).
+    journal_offset: u64,
+    /// Journal records applied so far.
+    journal_records: u64,
     objects: BTreeMap<Key, Versioned<Object>>,
+}
+
+/// One commit as written to the journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    revision: Revision,
+    puts: Vec<Object>,
+    deletes: Vec<Key>,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 struct Inner {
@@ -55,6 +90,7 @@ struct Inner {
 
 /// IPAM state in a datastore directory (see the module docs).
 pub struct FileStore {
+    compact_after: u64,
     dir: PathBuf,
     state_path: PathBuf,
     inner: Mutex<Inner>,
@@ -84,10 +120,17 @@ impl FileStore {
             });
         }
         Ok(FileStore {
+            compact_after: COMPACT_AFTER,
             state_path: dir.join(STATE_FILE),
             dir,
             inner: Mutex::new(Inner { lock_file: None, cache: None }),
         })
+    }
+
+    /// Sets after how many journal records the journal is compacted.
+    pub fn with_compact_after(mut self, records: u64) -> FileStore {
+        self.compact_after = records.max(1);
+        self
     }
 
     /// Path of the state file.
@@ -144,17 +187,53 @@ impl FileStore {
         for (revision, value) in blocks.chain(affs).chain(handles) {
             objects.insert(value.key(), Versioned { value, revision });
         }
-        Ok(State { revision: file.revision, objects })
+        Ok(State { base: file.revision, revision: file.revision, journal_offset: 0, journal_records: 0, objects })
     }
 
-    /// Brings the cache up to date with the file and returns it.
+    fn journal_path(&self, base: Revision) -> PathBuf {
+        self.dir.join(format!("ipam-journal.{base}.log"))
+    }
+
+    /// Brings the cache up to date with the snapshot and journal and returns it.
     fn current<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut State, StoreError> {
-        let rev = self.disk_revision()?;
-        let stale = inner.cache.as_ref().is_none_or(|c| c.revision != rev);
-        if stale {
+        let base = self.disk_revision()?;
+        if inner.cache.as_ref().is_none_or(|c| c.base != base) {
             inner.cache = Some(self.read_state()?);
         }
-        Ok(inner.cache.get_or_insert_with(State::default))
+        let state = inner.cache.get_or_insert_with(State::default);
+        let path = self.journal_path(state.base);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            // No commit since the snapshot, or compacted away since we read the
+            // snapshot header: either way the cache is a consistent state.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
+            Err(e) => return Err(io_err(format!("opening {}", path.display()))(e)),
+        };
+        f.seek(SeekFrom::Start(state.journal_offset)).map_err(io_err(format!("seeking in {}", path.display())))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail).map_err(io_err(format!("reading {}", path.display())))?;
+        let mut pos = 0;
+        while let Some(nl) = tail[pos..].iter().position(|b| *b == b'\n') {
+            let line = &tail[pos..pos + nl];
+            let Some(record) = parse_record(line) else {
+                // A torn or damaged line: nothing after it was acknowledged.
+                break;
+            };
+            if record.revision > state.revision {
+                for key in record.deletes {
+                    state.objects.remove(&key);
+                }
+                for value in record.puts {
+                    let revision = record.revision;
+                    state.objects.insert(value.key(), Versioned { value, revision });
+                }
+                state.revision = record.revision;
+            }
+            pos += nl + 1;
+            state.journal_records += 1;
+        }
+        state.journal_offset += pos as u64;
+        Ok(state)
     }
 
     fn write_state(&self, state: &State) -> Result<(), StoreError> {
@@ -225,25 +304,73 @@ impl FileStore {
                 return Err(StoreError::Conflict(w.key.clone()));
             }
         }
-        state.revision += 1;
+        let mut record = Record { revision: state.revision + 1, puts: Vec::new(), deletes: Vec::new() };
         for w in writes {
             match w.value {
-                Some(value) => {
-                    let revision = state.revision;
-                    state.objects.insert(w.key, Versioned { value, revision });
-                }
-                None => {
-                    state.objects.remove(&w.key);
-                }
+                Some(v) => record.puts.push(v),
+                None => record.deletes.push(w.key),
             }
         }
-        let written = self.write_state(state);
-        if written.is_err() {
-            // The cache now holds a state that may not be on disk: drop it so
-            // the next call re-reads the file.
+        let appended = self.append_record(state, &record);
+        if let Err(e) = appended {
+            // The journal may hold a partial line; the next writer cuts it off.
             inner.cache = None;
+            return Err(e);
         }
-        written
+        for key in record.deletes {
+            state.objects.remove(&key);
+        }
+        for value in record.puts {
+            let revision = record.revision;
+            state.objects.insert(value.key(), Versioned { value, revision });
+        }
+        state.revision = record.revision;
+        if state.journal_records >= self.compact_after {
+            let old_journal = self.journal_path(state.base);
+            let written = self.write_state(state);
+            if let Err(e) = written {
+                inner.cache = None;
+                return Err(e);
+            }
+            state.base = state.revision;
+            state.journal_offset = 0;
+            state.journal_records = 0;
+            // Readers that still look for the old journal find it gone and
+            // re-read the snapshot, which contains everything it held.
+            std::fs::remove_file(&old_journal).map_err(io_err(format!("removing {}", old_journal.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Appends a record after the last valid line (cutting off a torn tail)
+    /// and waits for it to reach the disk.
+    fn append_record(&self, state: &mut State, record: &Record) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            location: self.state_path.display().to_string(),
+            reason: format!("serialising a journal record: {e}"),
+        })?;
+        let mut line = json;
+        let sum = fnv1a(&line);
+        line.extend_from_slice(format!("\t{sum:016x}\n").as_bytes());
+        let path = self.journal_path(state.base);
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let existed = path.exists();
+        let mut f =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(ctx("opening")))?;
+        let len = f.metadata().map_err(io_err(ctx("stat of")))?.len();
+        if len != state.journal_offset {
+            f.set_len(state.journal_offset).map_err(io_err(ctx("truncating torn tail of")))?;
+        }
+        f.seek(SeekFrom::Start(state.journal_offset)).map_err(io_err(ctx("seeking in")))?;
+        f.write_all(&line).map_err(io_err(ctx("appending to")))?;
+        f.sync_data().map_err(io_err(ctx("fdatasync of")))?;
+        if !existed {
+            let d = File::open(&self.dir).map_err(io_err(format!("opening {}", self.dir.display())))?;
+            d.sync_all().map_err(io_err(format!("fsync of {}", self.dir.display())))?;
+        }
+        state.journal_offset += line.len() as u64;
+        state.journal_records += 1;
+        Ok(())
     }
 
     fn get_sync(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
@@ -258,6 +385,17 @@ impl FileStore {
     }
 }
 
+/// Parses one journal line (without its newline); `None` if torn or damaged.
+fn parse_record(line: &[u8]) -> Option<Record> {
+    let tab = line.iter().rposition(|b| *b == b'\t')?;
+    let (json, sum) = (&line[..tab], &line[tab + 1..]);
+    let sum = u64::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    if fnv1a(json) != sum {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
 impl Store for FileStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
         self.get_sync(key)
@@ -269,5 +407,71 @@ impl Store for FileStore {
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.commit_sync(writes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::IpamHandle;
+
+    fn handle(name: &str, n: u32) -> Object {
+        let mut h = IpamHandle { handle_id: name.into(), ..IpamHandle::default() };
+        h.block.insert("10.0.0.0/26".into(), n);
+        Object::Handle(h)
+    }
+
+    fn get(s: &FileStore, name: &str) -> Option<Versioned<Object>> {
+        s.get_sync(&Key::Handle(name.into())).unwrap()
+    }
+
+    #[test]
+    fn test_cas_compaction_and_second_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileStore::open(dir.path()).unwrap().with_compact_after(4);
+        let b = FileStore::open(dir.path()).unwrap();
+        a.commit_sync(vec![Write::put(Expect::Absent, handle("h", 1))]).unwrap();
+        // Creating an existing object is a conflict and changes nothing.
+        let err = a.commit_sync(vec![Write::put(Expect::Absent, handle("h", 9))]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        for i in 2..=11 {
+            let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let cur = get(writer, "h").unwrap();
+            writer.commit_sync(vec![Write::put(Expect::Revision(cur.revision), handle("h", i))]).unwrap();
+            let seen = get(reader, "h").unwrap();
+            assert_eq!(seen.value, handle("h", i), "reader sees commit {i}");
+        }
+        // A stale revision is a conflict.
+        let err = a.commit_sync(vec![Write::put(Expect::Revision(1), handle("h", 0))]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        // a compacted the journal into a snapshot.
+        assert!(dir.path().join(STATE_FILE).exists());
+        let c = FileStore::open(dir.path()).unwrap();
+        assert_eq!(get(&c, "h").unwrap().value, handle("h", 11));
+    }
+
+    #[test]
+    fn test_torn_journal_tail_is_ignored_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileStore::open(dir.path()).unwrap();
+        a.commit_sync(vec![Write::put(Expect::Absent, handle("h1", 1))]).unwrap();
+        let journal = dir.path().join("ipam-journal.0.log");
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        // What a writer killed mid-append leaves: a partial line.
+        f.write_all(b"{\"revision\":2,\"puts\":[{\"Handle\":{\"handleID\":\"h2\"").unwrap();
+        drop(f);
+        let b = FileStore::open(dir.path()).unwrap();
+        assert!(get(&b, "h1").is_some());
+        assert!(get(&b, "h2").is_none());
+        b.commit_sync(vec![Write::put(Expect::Absent, handle("h3", 1))]).unwrap();
+        let c = FileStore::open(dir.path()).unwrap();
+        assert!(get(&c, "h3").is_some());
+        assert!(get(&c, "h2").is_none());
+        // A damaged checksum hides the line and everything after it.
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(text.lines().count(), 2, "torn tail was cut before appending");
+        std::fs::write(&journal, text.replacen("h1", "h9", 1)).unwrap();
+        let d = FileStore::open(dir.path()).unwrap();
+        assert!(get(&d, "h1").is_none());
     }
 }

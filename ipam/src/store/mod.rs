@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 
+pub mod any;
 pub mod etcd;
 pub mod file;
 
