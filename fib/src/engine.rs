@@ -7,7 +7,7 @@
 //! The same socket listens to route and link notifications, so our own changes and foreign
 //! ones arrive in the kernel's order.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -158,8 +158,10 @@ pub(crate) struct Engine {
     gateway_users: HashMap<IpAddr, HashSet<IpNet>>,
     lookup_queue: VecDeque<IpAddr>,
     refresh_lookups: bool,
-    dirty: VecDeque<IpNet>,
-    dirty_set: HashSet<IpNet>,
+    /// Prefixes to (re)write, served in descending order like an elevator (see
+    /// [`Engine::next_dirty`]).
+    dirty: BTreeSet<IpNet>,
+    cursor: Option<IpNet>,
     repair_candidates: HashSet<IpNet>,
     in_flight: HashMap<u32, InFlight>,
     in_flight_prefixes: HashSet<IpNet>,
@@ -189,8 +191,8 @@ impl Engine {
             gateway_users: HashMap::default(),
             lookup_queue: VecDeque::new(),
             refresh_lookups: false,
-            dirty: VecDeque::new(),
-            dirty_set: HashSet::default(),
+            dirty: BTreeSet::new(),
+            cursor: None,
             repair_candidates: HashSet::default(),
             in_flight: HashMap::default(),
             in_flight_prefixes: HashSet::default(),
@@ -372,15 +374,14 @@ impl Engine {
         let mut budget = self.dirty.len();
         while count < self.batch_size && budget > 0 {
             budget -= 1;
-            let Some(prefix) = self.dirty.pop_front() else {
+            let Some(prefix) = self.next_dirty() else {
                 break;
             };
             if self.in_flight_prefixes.contains(&prefix) {
-                // One write per prefix at a time; this one goes after the answer.
-                self.dirty.push_back(prefix);
+                // One write per prefix at a time; this one goes on a later pass.
                 continue;
             }
-            self.dirty_set.remove(&prefix);
+            self.dirty.remove(&prefix);
             let repair = self.repair_candidates.remove(&prefix);
             let (request, op, spec) = match self.plan(prefix) {
                 Plan::Nothing => continue,
@@ -650,7 +651,7 @@ impl Engine {
         if from_dump || self.sync != Sync::Running {
             return;
         }
-        if self.in_flight_prefixes.contains(&prefix) || self.dirty_set.contains(&prefix) {
+        if self.in_flight_prefixes.contains(&prefix) || self.dirty.contains(&prefix) {
             // Our own write, or one that is about to happen anyway.
             return;
         }
@@ -716,15 +717,18 @@ impl Engine {
     fn plan(&mut self, prefix: IpNet) -> Plan {
         let slot_protocol = self.slots.get(&prefix).map(|s| s.protocol);
         let ours = slot_protocol == Some(self.id.protocol);
-        // Taken out for the evaluation (which needs `&mut self`) and put back after.
-        let Some(route) = self.desired.remove(&prefix) else {
+        let Some(route) = self.desired.get(&prefix) else {
             let explicit = self.removed.remove(&prefix);
             self.failures.remove(&prefix);
             return if ours && (explicit || self.swept) { Plan::Remove } else { Plan::Nothing };
         };
-        let eval = self.evaluate(&route);
-        self.desired.insert(prefix, route);
-        match eval {
+        let mut ctx = EvalContext {
+            resolutions: &mut self.resolutions,
+            lookup_queue: &mut self.lookup_queue,
+            links: &self.links,
+            link_by_name: &self.link_by_name,
+        };
+        match ctx.evaluate(route) {
             Eval::Wait => Plan::Nothing,
             Eval::Fail(kind) => {
                 self.fail(prefix, kind);
@@ -748,6 +752,66 @@ impl Engine {
         }
     }
 
+    // ----- helpers -----------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, prefix: IpNet) {
+        self.dirty.insert(prefix);
+    }
+
+    /// The next queued prefix below the cursor, wrapping to the highest: one descending
+    /// pass after another, so nothing starves. Descending because the kernel's IPv4 trie
+    /// removes routes about twice as fast in that order (fewer child scans in
+    /// `update_suffix`), and adds them as fast either way.
+    fn next_dirty(&mut self) -> Option<IpNet> {
+        let below = self.cursor.and_then(|c| self.dirty.range(..c).next_back().copied());
+        let next = below.or_else(|| self.dirty.last().copied());
+        self.cursor = next;
+        next
+    }
+
+    fn forget_gateways(&mut self, route: &Route) {
+        let prefix = route.prefix;
+        for gw in recursive_gateways(route) {
+            if let Some(users) = self.gateway_users.get_mut(&gw) {
+                users.remove(&prefix);
+            }
+        }
+    }
+
+    fn succeed(&mut self, prefix: IpNet) {
+        if self.failures.remove(&prefix).is_some() {
+            self.events.push_back(FibEvent::Recovered(prefix));
+        }
+    }
+
+    fn fail(&mut self, prefix: IpNet, kind: RouteErrorKind) {
+        let err = RouteError { prefix, kind };
+        if self.failures.get(&prefix) != Some(&err) {
+            tracing::debug!(error = %err, "route failed");
+            self.failures.insert(prefix, err.clone());
+            self.events.push_back(FibEvent::Failed(err));
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+}
+
+/// The parts of the engine that deciding a route's kernel form reads (and, for gateways not
+/// yet looked up, writes), borrowed apart from the desired routes.
+struct EvalContext<'a> {
+    resolutions: &'a mut HashMap<IpAddr, Resolution>,
+    lookup_queue: &'a mut VecDeque<IpAddr>,
+    links: &'a HashMap<u32, LinkState>,
+    link_by_name: &'a HashMap<String, u32>,
+}
+
+impl EvalContext<'_> {
     /// What the kernel should hold for `route` given current links and resolutions.
     fn evaluate(&mut self, route: &Route) -> Eval {
         let hops = match &route.target {
@@ -814,46 +878,6 @@ impl Engine {
     fn link_usable(&self, index: u32) -> bool {
         // A link we have not heard of cannot be judged; the kernel will.
         self.links.get(&index).is_none_or(|l| l.usable)
-    }
-
-    // ----- helpers -----------------------------------------------------------------------
-
-    fn mark_dirty(&mut self, prefix: IpNet) {
-        if self.dirty_set.insert(prefix) {
-            self.dirty.push_back(prefix);
-        }
-    }
-
-    fn forget_gateways(&mut self, route: &Route) {
-        let prefix = route.prefix;
-        for gw in recursive_gateways(route) {
-            if let Some(users) = self.gateway_users.get_mut(&gw) {
-                users.remove(&prefix);
-            }
-        }
-    }
-
-    fn succeed(&mut self, prefix: IpNet) {
-        if self.failures.remove(&prefix).is_some() {
-            self.events.push_back(FibEvent::Recovered(prefix));
-        }
-    }
-
-    fn fail(&mut self, prefix: IpNet, kind: RouteErrorKind) {
-        let err = RouteError { prefix, kind };
-        if self.failures.get(&prefix) != Some(&err) {
-            tracing::debug!(error = %err, "route failed");
-            self.failures.insert(prefix, err.clone());
-            self.events.push_back(FibEvent::Failed(err));
-        }
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            self.seq = 1;
-        }
-        self.seq
     }
 }
 
@@ -1013,13 +1037,14 @@ mod tests {
         let mut buf = Vec::new();
         e.poll_transmit(&mut buf);
         let seqs: Vec<u32> = messages(&buf).iter().map(|m| m.0).collect();
-        // The second message fails (ENETUNREACH = 101); the ACK of the last follows.
+        // Written in descending order: 10.0.3, 10.0.2, 10.0.1, 10.0.0. The second message
+        // fails (ENETUNREACH = 101); the ACK of the last follows.
         e.handle_datagram(&answer(seqs[1], 101));
         e.handle_datagram(&answer(seqs[3], 0));
         assert!(e.is_settled());
         let failures = e.failures();
         assert_eq!(failures.len(), 1);
-        assert_eq!(failures[0].prefix, net("10.0.1.0/24"));
+        assert_eq!(failures[0].prefix, net("10.0.2.0/24"));
         assert!(matches!(failures[0].kind, RouteErrorKind::Kernel { op: Op::Install, errno: 101, .. }), "{failures:?}");
         assert!(failures[0].to_string().contains("ENETUNREACH"));
         assert!(matches!(e.poll_event(), Some(FibEvent::Failed(_))));
@@ -1048,5 +1073,31 @@ mod tests {
         let nl = NetlinkBuffer::new_checked(&buf[..]).unwrap();
         assert_eq!(nl.message_type(), 18, "RTM_GETLINK");
         assert_eq!(e.metrics.resyncs.get(), 2);
+    }
+
+    fn written(e: &Engine, buf: &[u8]) -> Vec<IpNet> {
+        messages(buf)
+            .iter()
+            .filter_map(|(seq, _)| match e.in_flight.get(seq) {
+                Some(InFlight::Write { prefix, .. }) => Some(*prefix),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn queue_is_served_in_descending_passes() {
+        let mut e = running();
+        for i in [1, 4, 2, 6, 3, 5] {
+            e.apply(via_eth0(&format!("10.0.{i}.0/24"), "192.0.2.2"));
+        }
+        let mut buf = Vec::new();
+        e.poll_transmit(&mut buf);
+        let first = written(&e, &buf);
+        assert_eq!(first, ["10.0.6.0/24", "10.0.5.0/24", "10.0.4.0/24", "10.0.3.0/24"].map(net));
+        // A prefix above the cursor waits for the next pass; the lower ones go first.
+        e.apply(via_eth0("10.0.9.0/24", "192.0.2.2"));
+        e.poll_transmit(&mut buf);
+        assert_eq!(written(&e, &buf), [net("10.0.2.0/24"), net("10.0.1.0/24"), net("10.0.9.0/24")]);
     }
 }
