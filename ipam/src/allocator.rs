@@ -137,6 +137,9 @@ pub struct AssignRequest {
     pub ipv4_pools: Vec<String>,
     /// IPv6 pools to use (names or CIDRs); empty means every eligible pool.
     pub ipv6_pools: Vec<String>,
+    /// Never hand out a block's first address: the CNI plugin uses it as the
+    /// pods' gateway (interface plugins such as ptp put it on the host side).
+    pub skip_first_address: bool,
 }
 
 /// One assigned address.
@@ -419,7 +422,9 @@ impl<S: Store> Allocator<S> {
     ) -> Result<(), IpamError> {
         let node = req.node.as_str();
         let pool_of = |cidr: &IpNet| pools.iter().find(|p| p.cidr.contains(cidr)).copied();
-        let usable = |ip: IpAddr| !self.design.is_reserved(ip);
+        let skip_first = req.skip_first_address;
+        let usable =
+            |cidr: IpNet| move |ip: IpAddr| !(self.design.is_reserved(ip) || (skip_first && ip == cidr.network()));
         let mut conflicts = 0;
         'retry: while got.len() < n {
             // 1. Blocks affine to this node.
@@ -452,7 +457,7 @@ impl<S: Store> Allocator<S> {
                     continue;
                 }
                 let mut b = block.value.clone();
-                let ips = b.allocate(n - got.len(), Self::attribute(req), usable);
+                let ips = b.allocate(n - got.len(), Self::attribute(req), usable(b.cidr));
                 if ips.is_empty() {
                     continue;
                 }
@@ -497,7 +502,7 @@ impl<S: Store> Allocator<S> {
                         continue;
                     }
                     let mut b = block.value.clone();
-                    let ips = b.allocate(n - got.len(), Self::attribute(req), usable);
+                    let ips = b.allocate(n - got.len(), Self::attribute(req), usable(b.cidr));
                     if ips.is_empty() {
                         continue;
                     }
@@ -615,6 +620,9 @@ impl<S: Store> Allocator<S> {
             return Err(IpamError::AddressReserved(ip));
         }
         let cidr = pool.block_of(ip).ok_or(IpamError::AddressNotInPool(ip))?;
+        if req.skip_first_address && ip == cidr.network() {
+            return Err(IpamError::AddressReserved(ip));
+        }
         let mut conflicts = 0;
         loop {
             let Some(block) = self.get_block(cidr).await? else {
@@ -675,6 +683,37 @@ impl<S: Store> Allocator<S> {
                 }
             }
         }
+    }
+
+    /// The addresses a handle holds, with their blocks and pools.
+    pub async fn addresses_of(&self, handle: &str) -> Result<Vec<AssignedIp>, IpamError> {
+        let Some(h) = self.get_handle(handle).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for cidr_text in h.value.block.keys() {
+            let Ok(cidr) = cidr_text.parse::<IpNet>() else {
+                continue;
+            };
+            let Some(block) = self.get_block(cidr).await? else {
+                continue;
+            };
+            let pool = self.design.pool_of_block(&cidr).map(|p| p.name.clone()).unwrap_or_default();
+            let node = block.value.node().map(str::to_string);
+            for (ip, attr) in block.value.allocated() {
+                if attr.handle_id.as_deref() == Some(handle) {
+                    let owner = attr.secondary.get(ATTR_NODE);
+                    out.push(AssignedIp {
+                        ip,
+                        block: cidr,
+                        pool: pool.clone(),
+                        borrowed: owner.is_some() && owner != node.as_ref(),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|a| (Family::of(a.ip), a.ip));
+        Ok(out)
     }
 
     /// Releases every address of a handle and deletes the handle. Releasing an
