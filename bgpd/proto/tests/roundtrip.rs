@@ -33,29 +33,29 @@ fn as_path(four: bool) -> impl Strategy<Value = AsPath> {
         Just(SegmentKind::ConfedSequence),
         Just(SegmentKind::ConfedSet)
     ];
-    vec((kind, vec(asn, 1..12)).prop_map(|(kind, asns)| AsSegment { kind, asns }), 0..4)
-        .prop_map(|segments| AsPath { segments })
+    vec((kind, vec(asn, 1..12)).prop_map(|(kind, asns)| AsSegment { kind, asns: asns.into() }), 0..4)
+        .prop_map(|segments| AsPath { segments: segments.into() })
 }
 
 fn mp_reach(ctx_add_path: bool) -> impl Strategy<Value = Attr> {
     let v6nh = (any::<u128>(), proptest::option::of(any::<u128>()))
         .prop_map(|(g, l)| NextHop::V6 { global: Ipv6Addr::from(g), link_local: l.map(Ipv6Addr::from) });
     prop_oneof![
-        (vec(v6_nlri(ctx_add_path), 0..20), v6nh.clone()).prop_map(|(n, nh)| Attr::MpReach(MpReach {
+        (vec(v6_nlri(ctx_add_path), 0..20), v6nh.clone()).prop_map(|(n, nh)| Attr::MpReach(Box::new(MpReach {
             family: Family::IPV6_UNICAST,
             next_hop: nh,
             nlri: MpNlri::V6(n)
-        })),
-        (vec(v4_nlri(ctx_add_path), 0..20), v6nh).prop_map(|(n, nh)| Attr::MpReach(MpReach {
+        }))),
+        (vec(v4_nlri(ctx_add_path), 0..20), v6nh).prop_map(|(n, nh)| Attr::MpReach(Box::new(MpReach {
             family: Family::IPV4_UNICAST,
             next_hop: nh,
             nlri: MpNlri::V4(n)
-        })),
-        (vec(any::<u8>(), 0..30), vec(any::<u8>(), 0..40)).prop_map(|(nh, n)| Attr::MpReach(MpReach {
+        }))),
+        (vec(any::<u8>(), 0..30), vec(any::<u8>(), 0..40)).prop_map(|(nh, n)| Attr::MpReach(Box::new(MpReach {
             family: Family::new(Afi::L2VPN, Safi::EVPN),
             next_hop: NextHop::Other(nh),
             nlri: MpNlri::Other(n)
-        })),
+        }))),
     ]
 }
 
@@ -79,9 +79,9 @@ fn attribute(four: bool, add_path: bool) -> impl Strategy<Value = Attr> {
         any::<u32>().prop_map(Attr::LocalPref),
         Just(Attr::AtomicAggregate),
         (asn, ip.clone()).prop_map(|(asn, address)| Attr::Aggregator(Aggregator { asn, address })),
-        vec(any::<u32>().prop_map(Community), 1..80).prop_map(Attr::Communities),
+        vec(any::<u32>().prop_map(Community), 1..80).prop_map(|c| Attr::Communities(c.into())),
         ip.clone().prop_map(Attr::OriginatorId),
-        vec(ip.clone(), 1..10).prop_map(Attr::ClusterList),
+        vec(ip.clone(), 1..10).prop_map(|c| Attr::ClusterList(c.into())),
         mp_reach(add_path),
         mp_unreach(add_path),
         vec(any::<[u8; 8]>().prop_map(ExtCommunity), 1..10).prop_map(Attr::ExtCommunities),
@@ -198,6 +198,14 @@ fn meaning(m: &Message) -> Message {
     }
 }
 
+fn has_path_id(n: &MpNlri) -> bool {
+    match n {
+        MpNlri::V4(v) => v.iter().any(|n| n.path_id.is_some()),
+        MpNlri::V6(v) => v.iter().any(|n| n.path_id.is_some()),
+        MpNlri::Other(_) => false,
+    }
+}
+
 fn contexts() -> impl Strategy<Value = (bool, bool)> {
     (any::<bool>(), any::<bool>())
 }
@@ -219,8 +227,8 @@ proptest! {
             let add_path = match m {
                 Message::Update(u) => u.withdrawn.iter().chain(&u.nlri).any(|n| n.path_id.is_some())
                     || u.attributes.iter().any(|a| match &a.value {
-                        Attr::MpReach(MpReach { nlri: MpNlri::V4(v), .. }) | Attr::MpUnreach(MpUnreach { nlri: MpNlri::V4(v), .. }) => v.iter().any(|n| n.path_id.is_some()),
-                        Attr::MpReach(MpReach { nlri: MpNlri::V6(v), .. }) | Attr::MpUnreach(MpUnreach { nlri: MpNlri::V6(v), .. }) => v.iter().any(|n| n.path_id.is_some()),
+                        Attr::MpReach(r) => has_path_id(&r.nlri),
+                        Attr::MpUnreach(u) => has_path_id(&u.nlri),
                         _ => false,
                     }),
                 _ => false,
@@ -251,7 +259,7 @@ proptest! {
             PathAttribute::new(Attr::Origin(Origin::Igp)),
             PathAttribute::new(Attr::AsPath(AsPath::sequence([65001, 65002]))),
             PathAttribute::new(Attr::NextHop(Ipv4Addr::new(192, 0, 2, 1))),
-            PathAttribute::new(Attr::Communities(communities)),
+            PathAttribute::new(Attr::Communities(communities.into())),
         ];
         let msgs = pack_announcements(Family::IPV4_UNICAST, &attrs, &NextHop::V4(Ipv4Addr::new(192, 0, 2, 1)), Announcement::V4(&v4), &ctx).unwrap();
         let strip = |a: &[PathAttribute]| -> Vec<Attr> { a.iter().map(|x| x.value.clone()).collect() };

@@ -1,6 +1,13 @@
 //! `bench NAME [ARGS…]`: runs one of the benchmarks of `conformance::bench`.
 
+use std::alloc::System;
 use std::process::ExitCode;
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+/// Counts allocations so benchmarks can report bytes allocated per item.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

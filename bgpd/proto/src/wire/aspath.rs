@@ -1,6 +1,7 @@
 //! AS_PATH and AS4_PATH (RFC 4271 §4.3, RFC 5065, RFC 6793).
 
 use bytes::BufMut;
+use smallvec::SmallVec;
 
 use crate::types::AS_TRANS;
 
@@ -50,14 +51,17 @@ pub struct AsSegment {
     /// The segment type.
     pub kind: SegmentKind,
     /// The AS numbers, in wire order (1 to 255 of them).
-    pub asns: Vec<u32>,
+    pub asns: Asns,
 }
 
-/// An AS path: a list of segments.
+/// The AS numbers of a segment; up to 8 are stored inline.
+pub type Asns = SmallVec<[u32; 8]>;
+
+/// An AS path: a list of segments (one is stored inline).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AsPath {
     /// The segments in wire order.
-    pub segments: Vec<AsSegment>,
+    pub segments: SmallVec<[AsSegment; 1]>,
 }
 
 /// Why an AS path could not be parsed (RFC 7606 §7.2).
@@ -84,14 +88,14 @@ impl AsPath {
         let asns: Vec<u32> = asns.into_iter().collect();
         let mut p = AsPath::default();
         for chunk in asns.chunks(255) {
-            p.segments.push(AsSegment { kind: SegmentKind::Sequence, asns: chunk.to_vec() });
+            p.segments.push(AsSegment { kind: SegmentKind::Sequence, asns: Asns::from_slice(chunk) });
         }
         p
     }
 
     /// Parses an AS path whose AS numbers are `as_size` (2 or 4) octets.
     pub(crate) fn decode(mut data: &[u8], as_size: usize) -> Result<AsPath, AsPathError> {
-        let mut segments = Vec::with_capacity(1);
+        let mut segments = SmallVec::new();
         while !data.is_empty() {
             let [kind, count, rest @ ..] = data else {
                 // RFC 7606 §7.2: a single octet left cannot hold a segment header.
@@ -188,11 +192,11 @@ impl AsPath {
         }
         match self.segments.first_mut() {
             Some(s) if s.kind == SegmentKind::Sequence && s.asns.len() + times <= 255 => {
-                s.asns.splice(0..0, std::iter::repeat_n(asn, times));
+                s.asns.insert_many(0, std::iter::repeat_n(asn, times));
             }
             _ => {
                 let new = AsPath::sequence(std::iter::repeat_n(asn, times));
-                self.segments.splice(0..0, new.segments);
+                self.segments.insert_many(0, new.segments);
             }
         }
     }
@@ -218,7 +222,7 @@ impl AsPath {
             match s.kind {
                 SegmentKind::Sequence => {
                     let take = keep.min(s.asns.len());
-                    out.segments.push(AsSegment { kind: s.kind, asns: s.asns[..take].to_vec() });
+                    out.segments.push(AsSegment { kind: s.kind, asns: Asns::from_slice(&s.asns[..take]) });
                     keep -= take;
                 }
                 SegmentKind::Set => {
@@ -275,15 +279,15 @@ mod tests {
     use super::*;
 
     fn seq(a: &[u32]) -> AsSegment {
-        AsSegment { kind: SegmentKind::Sequence, asns: a.to_vec() }
+        AsSegment { kind: SegmentKind::Sequence, asns: Asns::from_slice(a) }
     }
 
     #[test]
     fn decode_two_and_four_octet() {
         let two = [2, 2, 0xfd, 0xe8, 0x5b, 0xa0];
-        assert_eq!(AsPath::decode(&two, 2).unwrap().segments, vec![seq(&[65000, 23456])]);
+        assert_eq!(AsPath::decode(&two, 2).unwrap().segments.as_slice(), [seq(&[65000, 23456])]);
         let four = [2, 1, 0, 1, 0, 0];
-        assert_eq!(AsPath::decode(&four, 4).unwrap().segments, vec![seq(&[65536])]);
+        assert_eq!(AsPath::decode(&four, 4).unwrap().segments.as_slice(), [seq(&[65536])]);
     }
 
     #[test]
@@ -318,7 +322,7 @@ mod tests {
         let mut p = AsPath::sequence([2, 3]);
         p.prepend(1, 2);
         assert_eq!(p.to_string(), "1 1 2 3");
-        p.segments.push(AsSegment { kind: SegmentKind::Set, asns: vec![7, 8] });
+        p.segments.push(AsSegment { kind: SegmentKind::Set, asns: Asns::from_slice(&[7, 8]) });
         assert_eq!(p.path_len(), 5);
         assert_eq!(p.to_string(), "1 1 2 3 {7,8}");
         assert_eq!(p.first_asn(), Some(1));

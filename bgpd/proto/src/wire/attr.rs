@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::BufMut;
 use ipnet::{Ipv4Net, Ipv6Net};
+use smallvec::SmallVec;
 
 use super::aspath::AsPath;
 use super::WireContext;
@@ -303,14 +304,15 @@ pub enum Attr {
     AtomicAggregate,
     /// AGGREGATOR.
     Aggregator(Aggregator),
-    /// COMMUNITIES.
-    Communities(Vec<Community>),
+    /// COMMUNITIES (up to four inline, without allocation).
+    Communities(SmallVec<[Community; 4]>),
     /// ORIGINATOR_ID.
     OriginatorId(Ipv4Addr),
-    /// CLUSTER_LIST.
-    ClusterList(Vec<Ipv4Addr>),
-    /// MP_REACH_NLRI.
-    MpReach(MpReach),
+    /// CLUSTER_LIST (up to four inline, without allocation).
+    ClusterList(SmallVec<[Ipv4Addr; 4]>),
+    /// MP_REACH_NLRI (boxed: it is the largest variant and the rarest in
+    /// IPv4 feeds, and boxing keeps every attribute small).
+    MpReach(Box<MpReach>),
     /// MP_UNREACH_NLRI.
     MpUnreach(MpUnreach),
     /// EXTENDED COMMUNITIES.
@@ -599,7 +601,7 @@ pub(crate) fn decode_attr(
         }
         AttrCode::CLUSTER_LIST => Err(AttrFault::Issue(Withdraw, "CLUSTER_LIST length is zero or not a multiple of 4")),
         // RFC 7606 §7.11 and RFC 4760 §7: errors in MP_* reset the session.
-        AttrCode::MP_REACH_NLRI => decode_mp_reach(data, ctx).map(Attr::MpReach).map_err(|reason| {
+        AttrCode::MP_REACH_NLRI => decode_mp_reach(data, ctx).map(|r| Attr::MpReach(Box::new(r))).map_err(|reason| {
             AttrFault::Reset(DecodeError::new(
                 code::UPDATE_MESSAGE,
                 code::update::OPTIONAL_ATTRIBUTE_ERROR,

@@ -10,7 +10,7 @@ mod pack;
 mod route_refresh;
 mod update;
 
-pub use aspath::{AsPath, AsSegment, SegmentKind};
+pub use aspath::{AsPath, AsSegment, Asns, SegmentKind};
 pub use attr::{
     Aggregator, Attr, AttrFlags, Community, ExtCommunity, LargeCommunity, MpNlri, MpReach, MpUnreach, NextHop, Origin,
     PathAttribute,

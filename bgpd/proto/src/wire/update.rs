@@ -69,9 +69,10 @@ impl Update {
         decode_nlri(nfield, v4, &mut nlri).map_err(|e| DecodeError::invalid_network_field(e.reason()))?;
 
         let mut issues = Vec::new();
-        let attributes = decode_attributes(afield, ctx, &mut issues)?;
+        let mut seen = Seen::default();
+        let attributes = decode_attributes(afield, ctx, &mut issues, &mut seen)?;
         let update = Update { withdrawn, attributes, nlri };
-        check_mandatory(&update, &mut issues);
+        check_mandatory(&update, &seen, &mut issues);
         Ok(DecodedUpdate { update, issues })
     }
 
@@ -157,7 +158,7 @@ impl Update {
     /// MP_REACH_NLRI, if present.
     pub fn mp_reach(&self) -> Option<&MpReach> {
         match self.attr(AttrCode::MP_REACH_NLRI) {
-            Some(Attr::MpReach(r)) => Some(r),
+            Some(Attr::MpReach(r)) => Some(r.as_ref()),
             _ => None,
         }
     }
@@ -207,7 +208,7 @@ pub fn decode_path_attributes(
     ctx: &WireContext,
 ) -> Result<(Vec<PathAttribute>, Vec<UpdateIssue>), DecodeError> {
     let mut issues = Vec::new();
-    let attrs = decode_attributes(field, ctx, &mut issues)?;
+    let attrs = decode_attributes(field, ctx, &mut issues, &mut Seen::default())?;
     Ok((attrs, issues))
 }
 
@@ -221,15 +222,51 @@ pub fn encode_path_attributes<B: BufMut>(
     attrs.iter().try_for_each(|a| a.encode(ctx, out))
 }
 
-/// Parses the Path Attributes field.
+/// How many attribute headers the field holds (to size the vector once).
+fn count_attributes(mut field: &[u8]) -> usize {
+    let mut n = 0;
+    while let [flags, _, l0, rest @ ..] = field {
+        let (len, rest) = if flags & AttrFlags::EXTENDED_LENGTH != 0 {
+            match rest {
+                [l1, rest @ ..] => (usize::from(u16::from_be_bytes([*l0, *l1])), rest),
+                [] => break,
+            }
+        } else {
+            (usize::from(*l0), rest)
+        };
+        n += 1;
+        field = rest.get(len..).unwrap_or_default();
+    }
+    n
+}
+
+/// The attribute type codes met in a Path Attributes field (decoded or not).
+#[derive(Default)]
+struct Seen([u64; 4]);
+
+impl Seen {
+    /// Marks `code`; returns whether it was already marked.
+    fn mark(&mut self, code: AttrCode) -> bool {
+        let (word, bit) = (usize::from(code.0 / 64), 1u64 << (code.0 % 64));
+        let was = self.0[word] & bit != 0;
+        self.0[word] |= bit;
+        was
+    }
+
+    fn contains(&self, code: AttrCode) -> bool {
+        self.0[usize::from(code.0 / 64)] & (1u64 << (code.0 % 64)) != 0
+    }
+}
+
+/// Parses the Path Attributes field; `seen` collects the codes met, to find
+/// duplicates (RFC 7606 §3 (g)) and missing mandatory attributes.
 fn decode_attributes(
     mut field: &[u8],
     ctx: &WireContext,
     issues: &mut Vec<UpdateIssue>,
+    seen: &mut Seen,
 ) -> Result<Vec<PathAttribute>, DecodeError> {
-    let mut attrs: Vec<PathAttribute> = Vec::with_capacity(8);
-    // Seen attribute codes, to find duplicates (RFC 7606 §3 (g)).
-    let mut seen = [0u64; 4];
+    let mut attrs: Vec<PathAttribute> = Vec::with_capacity(count_attributes(field));
     while !field.is_empty() {
         let (flags, code, hdr) = match field {
             [f, c, ..] => (AttrFlags(*f), AttrCode(*c), if *f & AttrFlags::EXTENDED_LENGTH != 0 { 4 } else { 3 }),
@@ -261,8 +298,7 @@ fn decode_attributes(
         }
         let (raw, rest) = field.split_at(hdr + len);
         field = rest;
-        let (word, bit) = (usize::from(code.0 / 64), 1u64 << (code.0 % 64));
-        if seen[word] & bit != 0 {
+        if seen.mark(code) {
             if matches!(code, AttrCode::MP_REACH_NLRI | AttrCode::MP_UNREACH_NLRI) {
                 // RFC 7606 §3 (g).
                 return Err(DecodeError::malformed_attribute_list(
@@ -276,7 +312,6 @@ fn decode_attributes(
             });
             continue;
         }
-        seen[word] |= bit;
         match decode_attr(flags, code, &raw[hdr..], raw, ctx) {
             Ok(value) => attrs.push(PathAttribute { flags, value }),
             Err(AttrFault::Issue(action, reason)) => issues.push(UpdateIssue { attr: code, action, reason }),
@@ -287,21 +322,24 @@ fn decode_attributes(
 }
 
 /// RFC 7606 §3 (d): missing well-known mandatory attributes → treat-as-withdraw.
-fn check_mandatory(u: &Update, issues: &mut Vec<UpdateIssue>) {
+/// An attribute that was present but malformed (so `seen`) has been reported already.
+fn check_mandatory(u: &Update, seen: &Seen, issues: &mut Vec<UpdateIssue>) {
+    let has_mandatory = seen.contains(AttrCode::ORIGIN) && seen.contains(AttrCode::AS_PATH);
+    if has_mandatory && (u.nlri.is_empty() || seen.contains(AttrCode::NEXT_HOP)) {
+        return;
+    }
     let mp = u.mp_reach().is_some_and(|r| !r.nlri.is_empty());
     if u.nlri.is_empty() && !mp {
         return;
     }
-    // An attribute that was present but malformed has already been reported.
-    let reported = |c: AttrCode| issues.iter().any(|i| i.attr == c);
     let mut missing = Vec::new();
     for code in [AttrCode::ORIGIN, AttrCode::AS_PATH] {
-        if u.attr(code).is_none() && !reported(code) {
+        if !seen.contains(code) {
             missing.push(code);
         }
     }
     // RFC 4760 §3: NEXT_HOP is needed only for NLRI in the IPv4 field.
-    if !u.nlri.is_empty() && u.next_hop().is_none() && !reported(AttrCode::NEXT_HOP) {
+    if !u.nlri.is_empty() && !seen.contains(AttrCode::NEXT_HOP) {
         missing.push(AttrCode::NEXT_HOP);
     }
     for attr in missing {
