@@ -906,8 +906,12 @@ impl<S: Store> Allocator<S> {
                     *per_handle.entry(h.clone()).or_insert(0) += 1;
                 }
                 let mut writes = vec![Write::put(Expect::Revision(block.revision), Object::Block(b))];
+                let mut deleted = Vec::new();
                 for (h, n) in &per_handle {
                     if let Some(w) = self.handle_decrement(h, &cidr, *n).await? {
+                        if w.value.is_none() {
+                            deleted.push(h.clone());
+                        }
                         writes.push(w);
                     }
                 }
@@ -915,6 +919,7 @@ impl<S: Store> Allocator<S> {
                     Ok(()) => {
                         self.stats.released.fetch_add(freed.len() as u64, Ordering::Relaxed);
                         report.released.extend(freed.into_iter().map(|(ip, _)| ip));
+                        report.handles_deleted.extend(deleted);
                     }
                     Err(e) => {
                         conflict_or(e)?;
