@@ -30,6 +30,8 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 /// `RTM_NEWROUTE`, `RTM_DELROUTE`.
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
+/// The sequence-number bit that marks next-hop lookups.
+pub(crate) const LOOKUP_SEQ: u32 = 0x8000_0000;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 /// `NLM_F_MULTI`: part of a dump.
@@ -169,6 +171,9 @@ pub(crate) struct Engine {
     failures: HashMap<IpNet, RouteError>,
     events: VecDeque<FibEvent>,
     seq: u32,
+    lookup_seq: u32,
+    /// In-flight prefixes someone else changed before our answer came.
+    superseded: HashSet<IpNet>,
     sync: Sync,
     swept: bool,
     metrics: FibMetrics,
@@ -200,6 +205,8 @@ impl Engine {
             failures: HashMap::default(),
             events: VecDeque::new(),
             seq: 0,
+            lookup_seq: 0,
+            superseded: HashSet::default(),
             sync: Sync::Running,
             swept: false,
             counters: Counters::new(&metrics),
@@ -279,6 +286,7 @@ impl Engine {
         // route is re-evaluated when the dump ends.
         self.in_flight.clear();
         self.in_flight_prefixes.clear();
+        self.superseded.clear();
         self.batches.clear();
         self.lookup_queue.clear();
         self.resolutions.retain(|_, r| *r != Resolution::Pending);
@@ -363,7 +371,7 @@ impl Engine {
             let Some(gw) = self.lookup_queue.pop_front() else {
                 break;
             };
-            let seq = self.next_seq();
+            let seq = self.next_lookup_seq();
             frame(buf, Request::Lookup(encode_lookup(gw)), seq, false);
             self.in_flight.insert(seq, InFlight::Lookup(gw));
             self.counters.lookups.inc();
@@ -472,6 +480,9 @@ impl Engine {
         let header = msg.header;
         let seq = header.sequence_number;
         let from_dump = header.flags & NLM_F_MULTI != 0;
+        // More notifications of our own writes than the one `take_own_echo` consumed (the
+        // ACK path records what we wrote).
+        let own_echo = !from_dump && header.port_number == self.port && seq & LOOKUP_SEQ == 0;
         if from_dump && !self.is_current_dump(seq) {
             return;
         }
@@ -493,11 +504,17 @@ impl Engine {
                             return;
                         }
                     }
+                    if own_echo {
+                        return;
+                    }
                     if let Some(r) = decode_route(&m) {
                         self.on_route(r, false, from_dump);
                     }
                 }
                 RouteNetlinkMessage::DelRoute(m) => {
+                    if own_echo {
+                        return;
+                    }
                     if let Some(r) = decode_route(&m) {
                         self.on_route(r, true, from_dump);
                     }
@@ -573,7 +590,10 @@ impl Engine {
             match self.in_flight.remove(&seq) {
                 Some(InFlight::Write { prefix, op, .. }) => {
                     self.in_flight_prefixes.remove(&prefix);
-                    if !(op == Op::Remove && errno == ESRCH) {
+                    self.superseded.remove(&prefix);
+                    if op == Op::Remove && errno == ESRCH {
+                        self.set_slot(prefix, None);
+                    } else {
                         self.metrics.errors.with_label_values(&[&errno_name(errno)]).inc();
                         self.fail(prefix, RouteErrorKind::Kernel { op, errno, message: text });
                     }
@@ -586,13 +606,30 @@ impl Engine {
             }
         }
         if let Some(batch) = self.batches.remove(&seq) {
+            let mut raced = false;
             for s in batch {
-                if let Some(InFlight::Write { prefix, op, .. }) = self.in_flight.remove(&s) {
-                    self.in_flight_prefixes.remove(&prefix);
-                    if op == Op::Install {
+                let Some(InFlight::Write { prefix, op, spec }) = self.in_flight.remove(&s) else {
+                    continue;
+                };
+                self.in_flight_prefixes.remove(&prefix);
+                if self.superseded.remove(&prefix) {
+                    // Someone else changed this prefix while our write was out: which came
+                    // first is unknown, so read the table again.
+                    raced = true;
+                    continue;
+                }
+                match op {
+                    Op::Install => {
+                        if let Some(spec) = spec {
+                            self.set_slot(prefix, Some(Slot { protocol: self.id.protocol, spec }));
+                        }
                         self.succeed(prefix);
                     }
+                    Op::Remove => self.set_slot(prefix, None),
                 }
+            }
+            if raced {
+                self.start_resync();
             }
         }
     }
@@ -651,8 +688,12 @@ impl Engine {
         if from_dump || self.sync != Sync::Running {
             return;
         }
-        if self.in_flight_prefixes.contains(&prefix) || self.dirty.contains(&prefix) {
-            // Our own write, or one that is about to happen anyway.
+        if self.in_flight_prefixes.contains(&prefix) {
+            self.superseded.insert(prefix);
+            return;
+        }
+        if self.dirty.contains(&prefix) {
+            // A write is about to happen anyway.
             return;
         }
         let wanted = self.desired.contains_key(&prefix);
@@ -793,12 +834,20 @@ impl Engine {
         }
     }
 
+    /// Sequence numbers of writes and dumps: 1 to 2^31 - 1, wrapping.
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = (self.seq + 1) & !LOOKUP_SEQ;
         if self.seq == 0 {
             self.seq = 1;
         }
         self.seq
+    }
+
+    /// Sequence numbers of next-hop lookups carry [`LOOKUP_SEQ`], so that the socket filter
+    /// (see `netns.rs`) lets their answers through while it drops our writes' echoes.
+    fn next_lookup_seq(&mut self) -> u32 {
+        self.lookup_seq = (self.lookup_seq + 1) & !LOOKUP_SEQ;
+        self.lookup_seq | LOOKUP_SEQ
     }
 }
 

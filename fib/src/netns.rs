@@ -10,6 +10,7 @@ use std::path::Path;
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{SockFilter, SockRef};
 
 use crate::error::FibError;
 
@@ -67,8 +68,44 @@ fn configure(mut tokio_socket: TokioSocket, receive_buffer: usize) -> Result<(To
     if setsockopt(&socket, sockopt::RcvBufForce, &receive_buffer).is_err() {
         socket.set_rx_buf_sz(receive_buffer).map_err(step("SO_RCVBUF"))?;
     }
+    let port = addr.port_number();
+    if let Err(e) = SockRef::from(socket).attach_filter(&echo_filter(port)) {
+        // Without the filter the echoes arrive and are recognised in user space.
+        tracing::warn!(error = %e, "cannot attach the echo filter; reading our own notifications");
+    }
     for group in GROUPS {
         socket.add_membership(group).map_err(step("join group"))?;
     }
-    Ok((tokio_socket, addr.port_number()))
+    Ok((tokio_socket, port))
+}
+
+/// A classic BPF program that drops the notifications of our own route writes
+/// (`RTM_NEWROUTE`/`RTM_DELROUTE` carrying our port, not part of a dump, not answering a
+/// lookup) in the kernel, before they are queued: at bulk rates receiving them costs as
+/// much as writing. Their ACKs tell us what we need; everything else passes.
+///
+/// Netlink headers are in native byte order while BPF loads are big-endian, so every
+/// constant is compared as a big-endian load of its native bytes.
+fn echo_filter(port: u32) -> [SockFilter; 11] {
+    const LD_H: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const LD_W: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+                           // What a big-endian load reads from a field stored in native order.
+    let h = |v: u16| u32::from(u16::from_be_bytes(v.to_ne_bytes()));
+    let w = |v: u32| u32::from_be_bytes(v.to_ne_bytes());
+    [
+        SockFilter::new(LD_H, 0, 0, 4),                            // 0: nlmsg_type
+        SockFilter::new(JEQ, 1, 0, h(24)),                         // 1: RTM_NEWROUTE → 3
+        SockFilter::new(JEQ, 0, 7, h(25)),                         // 2: RTM_DELROUTE → 3, else accept
+        SockFilter::new(LD_W, 0, 0, 12),                           // 3: nlmsg_pid
+        SockFilter::new(JEQ, 0, 5, w(port)),                       // 4: ours → 5, else accept
+        SockFilter::new(LD_H, 0, 0, 6),                            // 5: nlmsg_flags
+        SockFilter::new(JSET, 3, 0, h(2)),                         // 6: NLM_F_MULTI → accept
+        SockFilter::new(LD_W, 0, 0, 8),                            // 7: nlmsg_seq
+        SockFilter::new(JSET, 1, 0, w(crate::engine::LOOKUP_SEQ)), // 8: lookup answer → accept
+        SockFilter::new(RET, 0, 0, 0),                             // 9: drop
+        SockFilter::new(RET, 0, 0, u32::MAX),                      // 10: accept
+    ]
 }
