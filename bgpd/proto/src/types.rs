@@ -121,6 +121,8 @@ code_point! {
         AS4_AGGREGATOR = 18 => "AS4_AGGREGATOR",
         /// LARGE_COMMUNITY (RFC 8092).
         LARGE_COMMUNITY = 32 => "LARGE_COMMUNITY",
+        /// OTC, Only to Customer (RFC 9234).
+        OTC = 35 => "OTC",
     }
 }
 

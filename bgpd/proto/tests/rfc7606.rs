@@ -205,6 +205,8 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             update(&[], &attrs_with(&attr(0xC0, 32, &[0; 13])), NLRI),
             Issue(Withdraw, AttrCode::LARGE_COMMUNITY),
         ),
+        // RFC 9234 §5.
+        ("OTC length 2", update(&[], &attrs_with(&attr(0xC0, 35, &[0, 1])), NLRI), Issue(Withdraw, AttrCode::OTC)),
         // RFC 6793 §6.
         (
             "AS4_PATH overrun",

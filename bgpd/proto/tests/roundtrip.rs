@@ -90,6 +90,7 @@ fn attribute(four: bool, add_path: bool) -> impl Strategy<Value = Attr> {
         vec(any::<(u32, u32, u32)>(), 1..10).prop_map(|v| Attr::LargeCommunities(
             v.into_iter().map(|(global, local1, local2)| LargeCommunity { global, local1, local2 }).collect()
         )),
+        any::<u32>().prop_map(Attr::Otc),
         (33u8..=255, vec(any::<u8>(), 0..300))
             .prop_filter("unknown code", |(c, _)| AttrCode(*c).name().is_none())
             .prop_map(|(c, data)| Attr::Unknown { code: AttrCode(c), data }),

@@ -323,6 +323,8 @@ pub enum Attr {
     As4Aggregator(Aggregator),
     /// LARGE_COMMUNITY.
     LargeCommunities(Vec<LargeCommunity>),
+    /// OTC, Only to Customer: the AS that must see the route only from customers (RFC 9234 §5).
+    Otc(u32),
     /// An optional attribute this crate does not interpret, kept to be passed on.
     Unknown {
         /// Its type code.
@@ -352,6 +354,7 @@ impl Attr {
             Attr::As4Path(_) => AttrCode::AS4_PATH,
             Attr::As4Aggregator(_) => AttrCode::AS4_AGGREGATOR,
             Attr::LargeCommunities(_) => AttrCode::LARGE_COMMUNITY,
+            Attr::Otc(_) => AttrCode::OTC,
             Attr::Unknown { code, .. } => *code,
         }
     }
@@ -370,7 +373,8 @@ fn expected_flags(code: AttrCode) -> Option<AttrFlags> {
         | AttrCode::EXTENDED_COMMUNITIES
         | AttrCode::AS4_PATH
         | AttrCode::AS4_AGGREGATOR
-        | AttrCode::LARGE_COMMUNITY => AttrFlags::OPTIONAL_TRANSITIVE,
+        | AttrCode::LARGE_COMMUNITY
+        | AttrCode::OTC => AttrFlags::OPTIONAL_TRANSITIVE,
         AttrCode::MULTI_EXIT_DISC
         | AttrCode::ORIGINATOR_ID
         | AttrCode::CLUSTER_LIST
@@ -406,7 +410,7 @@ impl PathAttribute {
         match &self.value {
             Attr::Origin(_) => 1,
             Attr::AsPath(p) => p.wire_len(as_size),
-            Attr::NextHop(_) | Attr::Med(_) | Attr::LocalPref(_) | Attr::OriginatorId(_) => 4,
+            Attr::NextHop(_) | Attr::Med(_) | Attr::LocalPref(_) | Attr::OriginatorId(_) | Attr::Otc(_) => 4,
             Attr::AtomicAggregate => 0,
             Attr::Aggregator(_) => as_size + 4,
             Attr::Communities(c) => 4 * c.len(),
@@ -448,7 +452,7 @@ impl PathAttribute {
             Attr::Origin(o) => out.put_u8(o.code()),
             Attr::AsPath(p) => p.encode(as_size, out),
             Attr::NextHop(a) | Attr::OriginatorId(a) => out.put_slice(&a.octets()),
-            Attr::Med(v) | Attr::LocalPref(v) => out.put_u32(*v),
+            Attr::Med(v) | Attr::LocalPref(v) | Attr::Otc(v) => out.put_u32(*v),
             Attr::AtomicAggregate => {}
             Attr::Aggregator(a) => {
                 if as_size == 4 {
@@ -643,6 +647,9 @@ pub(crate) fn decode_attr(
         AttrCode::LARGE_COMMUNITY => {
             Err(AttrFault::Issue(Withdraw, "LARGE_COMMUNITY length is zero or not a multiple of 12"))
         }
+        // RFC 9234 §5.
+        AttrCode::OTC if len == 4 => Ok(Attr::Otc(u32_at(data, 0))),
+        AttrCode::OTC => Err(AttrFault::Issue(Withdraw, "OTC length is not 4")),
         _ => Ok(Attr::Unknown { code, data: data.to_vec() }),
     }
 }

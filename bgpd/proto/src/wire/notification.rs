@@ -2,7 +2,9 @@
 
 use bytes::BufMut;
 
+use super::capability::Capability;
 use crate::error::{code, DecodeError};
+use crate::types::CapabilityCode;
 
 /// A NOTIFICATION message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -71,6 +73,22 @@ impl Notification {
         let (len, text) = self.data.split_first()?;
         let text = text.get(..usize::from(*len))?;
         std::str::from_utf8(text).ok()
+    }
+
+    /// The capabilities an OPEN Message Error / Unsupported Capability lists
+    /// in its data (RFC 5492 §5), if the data parses as capabilities.
+    pub fn unsupported_capabilities(&self) -> Option<Vec<Capability>> {
+        if self.code != code::OPEN_MESSAGE || self.subcode != code::open::UNSUPPORTED_CAPABILITY {
+            return None;
+        }
+        let mut rest = self.data.as_slice();
+        let mut caps = Vec::new();
+        while let [c, len, tail @ ..] = rest {
+            let value = tail.get(..usize::from(*len))?;
+            caps.push(Capability::decode(CapabilityCode(*c), value).ok()?);
+            rest = &tail[usize::from(*len)..];
+        }
+        rest.is_empty().then_some(caps)
     }
 
     /// Human-readable names of the code and subcode.
