@@ -212,7 +212,7 @@ fn contexts() -> impl Strategy<Value = (bool, bool)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn valid_messages_round_trip(m in contexts().prop_flat_map(|(f, a)| message(f, a))) {
@@ -248,6 +248,11 @@ proptest! {
         let again = frame.message.to_bytes(&ctx).unwrap();
         prop_assert_eq!(&again[..], &bytes[..]);
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn packed_updates_carry_every_prefix_once(
@@ -304,6 +309,11 @@ proptest! {
         }).sum();
         prop_assert_eq!(total, v6.len());
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(

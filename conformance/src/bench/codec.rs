@@ -152,7 +152,7 @@ fn report(contender: &str, op: &str, updates: usize, r: Round, unit_prefixes: bo
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut file = default_file();
     let mut rounds = 7usize;
-    let mut profile = false;
+    let mut profile: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -160,11 +160,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--rounds" => {
                 rounds = it.next().ok_or("--rounds needs a number")?.parse().map_err(|e| format!("--rounds: {e}"))?
             }
-            // Runs only bgpd's decoder, for a profiler.
-            "--profile-decode" => profile = true,
+            // Runs one contender's decoder only, for a profiler or callgrind.
+            "--profile" => profile = Some(it.next().ok_or("--profile needs bgpd or bgpkit-parser")?.clone()),
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: codec [--file F] [--rounds N] [--profile-decode]"
+                    "unknown argument {other:?}; usage: codec [--file F] [--rounds N] [--profile bgpd|bgpkit-parser]"
                 ))
             }
         }
@@ -173,9 +173,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let input = load(&file)?;
     let n = input.updates.len();
     println!("file={} updates={n} rounds={rounds}", file.display());
-    if profile {
-        let r = median((0..rounds).map(|_| bgpd_decode(&input)).collect());
-        report("bgpd", "decode", n, r, true);
+    if let Some(who) = profile {
+        let decode = match who.as_str() {
+            "bgpd" => bgpd_decode,
+            "bgpkit-parser" => bgpkit_decode,
+            other => return Err(format!("--profile {other:?}: expected bgpd or bgpkit-parser")),
+        };
+        let r = median((0..rounds).map(|_| decode(&input)).collect());
+        report(&who, "decode", n, r, true);
         return Ok(());
     }
 

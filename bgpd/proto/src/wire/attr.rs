@@ -505,8 +505,9 @@ impl PathAttribute {
 pub(crate) enum AttrFault {
     /// RFC 7606 handling without a session reset.
     Issue(ErrorAction, &'static str),
-    /// Session reset with this NOTIFICATION.
-    Reset(DecodeError),
+    /// Session reset with this NOTIFICATION (boxed: rare, and it keeps the
+    /// result of every attribute decode small).
+    Reset(Box<DecodeError>),
 }
 
 fn u32_at(d: &[u8], i: usize) -> u32 {
@@ -536,12 +537,12 @@ pub(crate) fn decode_attr(
     let Some(expected) = expected_flags(code) else {
         if !flags.optional() {
             // RFC 4271 §6.3: an unrecognized well-known attribute resets the session.
-            return Err(AttrFault::Reset(DecodeError::new(
+            return Err(AttrFault::Reset(Box::new(DecodeError::new(
                 code::UPDATE_MESSAGE,
                 code::update::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
                 raw,
                 "unrecognized well-known attribute",
-            )));
+            ))));
         }
         return Ok(Attr::Unknown { code, data: data.to_vec() });
     };
@@ -549,12 +550,12 @@ pub(crate) fn decode_attr(
         // RFC 7606 §3 (c): Optional/Transitive bits in conflict → treat-as-withdraw;
         // the NLRI carried by MP_* cannot be handled that way, so those reset.
         if matches!(code, AttrCode::MP_REACH_NLRI | AttrCode::MP_UNREACH_NLRI) {
-            return Err(AttrFault::Reset(DecodeError::new(
+            return Err(AttrFault::Reset(Box::new(DecodeError::new(
                 code::UPDATE_MESSAGE,
                 code::update::ATTRIBUTE_FLAGS_ERROR,
                 raw,
                 "MP_REACH_NLRI/MP_UNREACH_NLRI with wrong attribute flags",
-            )));
+            ))));
         }
         return Err(AttrFault::Issue(Withdraw, "attribute flags conflict with the attribute type"));
     }
@@ -606,20 +607,20 @@ pub(crate) fn decode_attr(
         AttrCode::CLUSTER_LIST => Err(AttrFault::Issue(Withdraw, "CLUSTER_LIST length is zero or not a multiple of 4")),
         // RFC 7606 §7.11 and RFC 4760 §7: errors in MP_* reset the session.
         AttrCode::MP_REACH_NLRI => decode_mp_reach(data, ctx).map(|r| Attr::MpReach(Box::new(r))).map_err(|reason| {
-            AttrFault::Reset(DecodeError::new(
+            AttrFault::Reset(Box::new(DecodeError::new(
                 code::UPDATE_MESSAGE,
                 code::update::OPTIONAL_ATTRIBUTE_ERROR,
                 raw,
                 reason,
-            ))
+            )))
         }),
         AttrCode::MP_UNREACH_NLRI => decode_mp_unreach(data, ctx).map(Attr::MpUnreach).map_err(|reason| {
-            AttrFault::Reset(DecodeError::new(
+            AttrFault::Reset(Box::new(DecodeError::new(
                 code::UPDATE_MESSAGE,
                 code::update::OPTIONAL_ATTRIBUTE_ERROR,
                 raw,
                 reason,
-            ))
+            )))
         }),
         // RFC 7606 §7.14.
         AttrCode::EXTENDED_COMMUNITIES if len > 0 && len % 8 == 0 => Ok(Attr::ExtCommunities(

@@ -315,7 +315,7 @@ fn decode_attributes(
         match decode_attr(flags, code, &raw[hdr..], raw, ctx) {
             Ok(value) => attrs.push(PathAttribute { flags, value }),
             Err(AttrFault::Issue(action, reason)) => issues.push(UpdateIssue { attr: code, action, reason }),
-            Err(AttrFault::Reset(e)) => return Err(e),
+            Err(AttrFault::Reset(e)) => return Err(*e),
         }
     }
     Ok(attrs)
