@@ -233,7 +233,7 @@ scenario_s1() {
   sleep 3
   wait_until "s1 re-established (4)" 60 bird_up "$bs" frr
   finish_scenario
-  extract s1 "BIRD ($A)" \
+  extract s1 "BIRD (netns side a of link 1)" \
     --node 10.255.1.1=bird --node 10.255.1.2=frr --node 10.255.1.11=bird --node 10.255.1.12=frr \
     --session "10.255.1.1,10.255.1.2=ebgp4|eBGP over IPv4 transport, local AS {local}, peer AS {peer}" \
     --session "10.255.1.11,10.255.1.12=badas|eBGP over IPv4 transport, local AS {local}, peer AS {peer} (FRR misconfigured with remote-as 65099 for this BIRD session)" \
@@ -270,7 +270,7 @@ scenario_s2() {
   birdc_ "$bs" down
   sleep 2
   finish_scenario
-  extract s2 "BIRD ($A)" \
+  extract s2 "BIRD (netns side a of link 2)" \
     --node fd00:255:2::1=bird --node fd00:255:2::2=frr \
     --session "fd00:255:2::1,fd00:255:2::2=ibgp6|iBGP over IPv6 transport, local AS {local}, peer AS {peer}" \
     --as ibgp6:bird=65010 --as ibgp6:frr=65010 \
@@ -345,7 +345,7 @@ scenario_s3() {
   birdc_ "$bs" disable gobgp '"maintenance by bird"'
   sleep 2
   finish_scenario
-  extract s3 "BIRD ($A)" \
+  extract s3 "BIRD (netns side a of link 3)" \
     --node 10.255.3.1=bird --node 10.255.3.2=gobgp --node 10.255.3.11=bird --node 10.255.3.12=gobgp \
     --session "10.255.3.1,10.255.3.2=ebgp4|eBGP over IPv4 transport, local AS {local}, peer AS {peer}" \
     --session "10.255.3.11,10.255.3.12=badas|eBGP over IPv4 transport, local AS {local}, peer AS {peer} (BIRD misconfigured with neighbor as 65099 for this GoBGP session)" \
@@ -390,7 +390,7 @@ scenario_s4() {
   gob "$B" neighbor fd00:255:4::1 disable --reason "gobgp maintenance" || true
   sleep 3
   finish_scenario
-  extract s4 "FRR ($A)" \
+  extract s4 "FRR (netns side a of link 4)" \
     --node fd00:255:4::1=frr --node fd00:255:4::2=gobgp --node fd00:255:4::11=frr --node fd00:255:4::12=gobgp \
     --session "fd00:255:4::1,fd00:255:4::2=ebgp6|eBGP over IPv6 transport, local AS {local}, peer AS {peer}" \
     --session "fd00:255:4::11,fd00:255:4::12=badas6|eBGP over IPv6 transport, local AS {local}, peer AS {peer} (GoBGP misconfigured with peer-as 65099 for this FRR session)" \
@@ -429,7 +429,7 @@ scenario_s5() {
   vty "$A" "$fd" "clear bgp 10.255.5.2"
   sleep 3
   finish_scenario
-  extract s5 "FRR ($A)" \
+  extract s5 "FRR (netns side a of link 5)" \
     --node 10.255.5.1=frr --node 10.255.5.2=gobgp \
     --session "10.255.5.1,10.255.5.2=ibgp4|iBGP over IPv4 transport, local AS {local}, peer AS {peer}" \
     --as ibgp4:frr=65020 --as ibgp4:gobgp=65020 \
