@@ -140,6 +140,15 @@ enum Plan {
     Remove,
 }
 
+enum Decision {
+    NotDesired { ours: bool },
+    Wait,
+    Fail { kind: RouteErrorKind, ours: bool },
+    Conflict { protocol: u8 },
+    Same,
+    Install(KernelSpec),
+}
+
 enum Eval {
     Ready(KernelSpec),
     Wait,
@@ -157,7 +166,9 @@ pub(crate) struct Engine {
     links: HashMap<u32, LinkState>,
     link_by_name: HashMap<String, u32>,
     resolutions: HashMap<IpAddr, Resolution>,
-    gateway_users: HashMap<IpAddr, HashSet<IpNet>>,
+    /// How many desired routes use each recursive gateway (few distinct gateways, so the
+    /// routes of one are found by a scan when its resolution changes, which is rare).
+    gateway_refs: HashMap<IpAddr, usize>,
     lookup_queue: VecDeque<IpAddr>,
     refresh_lookups: bool,
     /// Prefixes to (re)write, served in descending order like an elevator (see
@@ -193,7 +204,7 @@ impl Engine {
             links: HashMap::default(),
             link_by_name: HashMap::default(),
             resolutions: HashMap::default(),
-            gateway_users: HashMap::default(),
+            gateway_refs: HashMap::default(),
             lookup_queue: VecDeque::new(),
             refresh_lookups: false,
             dirty: BTreeSet::new(),
@@ -232,9 +243,8 @@ impl Engine {
                     self.forget_gateways(&old);
                 }
                 if let Some(route) = self.desired.get(&prefix) {
-                    let gateways: Vec<IpAddr> = recursive_gateways(route).collect();
-                    for gw in gateways {
-                        self.gateway_users.entry(gw).or_default().insert(prefix);
+                    for gw in recursive_gateways(route) {
+                        *self.gateway_refs.entry(gw).or_default() += 1;
                     }
                 }
                 self.mark_dirty(prefix);
@@ -357,8 +367,8 @@ impl Engine {
                     InFlight::Write { .. } => None,
                 })
                 .collect();
-            self.gateway_users.retain(|_, users| !users.is_empty());
-            let used: HashSet<IpAddr> = self.gateway_users.keys().copied().collect();
+            self.gateway_refs.retain(|_, n| *n > 0);
+            let used: HashSet<IpAddr> = self.gateway_refs.keys().copied().collect();
             self.resolutions.retain(|gw, _| used.contains(gw));
             for gw in used {
                 if !queued.contains(&gw) && !outstanding.contains(&gw) {
@@ -404,7 +414,7 @@ impl Engine {
             };
             if repair {
                 self.metrics.repairs.inc();
-                tracing::info!(%prefix, "repairing a route changed by someone else");
+                tracing::debug!(%prefix, "repairing a route changed by someone else");
             }
             let seq = self.next_seq();
             last_offset = buf.len();
@@ -658,7 +668,7 @@ impl Engine {
         if old.as_ref() != Some(&res) {
             tracing::debug!(%gw, ?res, "next hop resolution changed");
             let users: Vec<IpNet> =
-                self.gateway_users.get(&gw).map(|u| u.iter().copied().collect()).unwrap_or_default();
+                self.desired.iter().filter(|(_, r)| recursive_gateways(r).any(|g| g == gw)).map(|(p, _)| *p).collect();
             for p in users {
                 self.mark_dirty(p);
             }
@@ -709,17 +719,14 @@ impl Engine {
     }
 
     fn set_slot(&mut self, prefix: IpNet, slot: Option<Slot>) {
+        let protocol = self.id.protocol;
+        let is_ours = slot.as_ref().is_some_and(|s| s.protocol == protocol);
+        let old = match slot {
+            Some(s) => self.slots.insert(prefix, s),
+            None => self.slots.remove(&prefix),
+        };
+        let was_ours = old.is_some_and(|s| s.protocol == protocol);
         let gauge = if prefix.addr().is_ipv4() { &self.counters.installed_v4 } else { &self.counters.installed_v6 };
-        let was_ours = self.slots.get(&prefix).is_some_and(|s| s.protocol == self.id.protocol);
-        let is_ours = slot.as_ref().is_some_and(|s| s.protocol == self.id.protocol);
-        match slot {
-            Some(s) => {
-                self.slots.insert(prefix, s);
-            }
-            None => {
-                self.slots.remove(&prefix);
-            }
-        }
         match (was_ours, is_ours) {
             (false, true) => gauge.inc(),
             (true, false) => gauge.dec(),
@@ -756,22 +763,42 @@ impl Engine {
     // ----- planning ----------------------------------------------------------------------
 
     fn plan(&mut self, prefix: IpNet) -> Plan {
-        let slot_protocol = self.slots.get(&prefix).map(|s| s.protocol);
-        let ours = slot_protocol == Some(self.id.protocol);
-        let Some(route) = self.desired.get(&prefix) else {
-            let explicit = self.removed.remove(&prefix);
-            self.failures.remove(&prefix);
-            return if ours && (explicit || self.swept) { Plan::Remove } else { Plan::Nothing };
+        // Decide with shared borrows (one lookup in each map), then act.
+        let protocol = self.id.protocol;
+        let slot = self.slots.get(&prefix);
+        let ours = slot.is_some_and(|s| s.protocol == protocol);
+        let decision = match self.desired.get(&prefix) {
+            None => Decision::NotDesired { ours },
+            Some(route) => {
+                let mut ctx = EvalContext {
+                    resolutions: &mut self.resolutions,
+                    lookup_queue: &mut self.lookup_queue,
+                    links: &self.links,
+                    link_by_name: &self.link_by_name,
+                };
+                match ctx.evaluate(route) {
+                    Eval::Wait => Decision::Wait,
+                    Eval::Fail(kind) => Decision::Fail { kind, ours },
+                    Eval::Ready(spec) => match slot {
+                        Some(s) if s.protocol != protocol => Decision::Conflict { protocol: s.protocol },
+                        Some(s) if s.spec == spec => Decision::Same,
+                        _ => Decision::Install(spec),
+                    },
+                }
+            }
         };
-        let mut ctx = EvalContext {
-            resolutions: &mut self.resolutions,
-            lookup_queue: &mut self.lookup_queue,
-            links: &self.links,
-            link_by_name: &self.link_by_name,
-        };
-        match ctx.evaluate(route) {
-            Eval::Wait => Plan::Nothing,
-            Eval::Fail(kind) => {
+        match decision {
+            Decision::NotDesired { ours } => {
+                let explicit = self.removed.remove(&prefix);
+                self.failures.remove(&prefix);
+                if ours && (explicit || self.swept) {
+                    Plan::Remove
+                } else {
+                    Plan::Nothing
+                }
+            }
+            Decision::Wait => Plan::Nothing,
+            Decision::Fail { kind, ours } => {
                 self.fail(prefix, kind);
                 if ours {
                     Plan::Remove
@@ -779,17 +806,15 @@ impl Engine {
                     Plan::Nothing
                 }
             }
-            Eval::Ready(spec) => match slot_protocol {
-                Some(protocol) if protocol != self.id.protocol => {
-                    self.fail(prefix, RouteErrorKind::Conflict { protocol });
-                    Plan::Nothing
-                }
-                Some(_) if self.slots.get(&prefix).is_some_and(|s| s.spec == spec) => {
-                    self.succeed(prefix);
-                    Plan::Nothing
-                }
-                _ => Plan::Install(spec),
-            },
+            Decision::Conflict { protocol } => {
+                self.fail(prefix, RouteErrorKind::Conflict { protocol });
+                Plan::Nothing
+            }
+            Decision::Same => {
+                self.succeed(prefix);
+                Plan::Nothing
+            }
+            Decision::Install(spec) => Plan::Install(spec),
         }
     }
 
@@ -811,10 +836,9 @@ impl Engine {
     }
 
     fn forget_gateways(&mut self, route: &Route) {
-        let prefix = route.prefix;
         for gw in recursive_gateways(route) {
-            if let Some(users) = self.gateway_users.get_mut(&gw) {
-                users.remove(&prefix);
+            if let Some(n) = self.gateway_refs.get_mut(&gw) {
+                *n = n.saturating_sub(1);
             }
         }
     }
