@@ -191,6 +191,10 @@ pub struct Allocator<S> {
     design: Design,
     /// Counters.
     pub stats: Stats,
+    /// Per node: the block this allocator last assigned from, tried first
+    /// next time so that a node with many blocks is not scanned block by
+    /// block on every assignment. Only a hint: the store decides.
+    last_block: std::sync::Mutex<BTreeMap<String, IpNet>>,
 }
 
 enum Claim {
@@ -235,7 +239,7 @@ fn node_hash(node: &str) -> u64 {
 impl<S: Store> Allocator<S> {
     /// An allocator for a design over a store.
     pub fn new(store: S, design: Design) -> Allocator<S> {
-        Allocator { store, design, stats: Stats::default() }
+        Allocator { store, design, stats: Stats::default(), last_block: std::sync::Mutex::new(BTreeMap::new()) }
     }
 
     /// The store.
@@ -428,7 +432,12 @@ impl<S: Store> Allocator<S> {
         let mut conflicts = 0;
         'retry: while got.len() < n {
             // 1. Blocks affine to this node.
-            let affs = self.affinities(Some(node)).await?;
+            let mut affs = self.affinities(Some(node)).await?;
+            let hint = self.last_block.lock().ok().and_then(|m| m.get(node).copied());
+            if let Some(pos) = hint.and_then(|h| affs.iter().position(|a| a.value.cidr == h)) {
+                let hinted = affs.remove(pos);
+                affs.insert(0, hinted);
+            }
             let affs_in_family = affs.iter().filter(|a| Family::of_net(&a.value.cidr) == family).count();
             for aff in &affs {
                 let Some(pool) = pool_of(&aff.value.cidr) else {
@@ -464,6 +473,9 @@ impl<S: Store> Allocator<S> {
                 match self.commit_block_and_handle(b, block.revision, &req.handle, ips.len() as u32).await {
                     Ok(()) => {
                         self.stats.assigned.fetch_add(ips.len() as u64, Ordering::Relaxed);
+                        if let Ok(mut m) = self.last_block.lock() {
+                            m.insert(node.to_string(), block.value.cidr);
+                        }
                         got.extend(ips.into_iter().map(|ip| AssignedIp {
                             ip,
                             block: block.value.cidr,

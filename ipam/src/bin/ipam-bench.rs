@@ -70,6 +70,10 @@ enum Cmd {
         /// Distinct node names the clients allocate for.
         #[arg(long, default_value_t = 4)]
         nodes: u32,
+        /// For `etcd:` datastores: a YAML file whose IPPools and
+        /// IPAMConfiguration are first written to Calico's resource keys.
+        #[arg(long)]
+        seed: Option<std::path::PathBuf>,
     },
 }
 
@@ -87,7 +91,11 @@ fn main() -> std::process::ExitCode {
             rt.block_on(worker(&datastore, &node, &handle_prefix, count, release))
         }
         Cmd::Release { datastore, handle_prefix, count } => rt.block_on(release(&datastore, &handle_prefix, count)),
-        Cmd::Run { datastore, clients, count, nodes } => run(&datastore, clients, count, nodes),
+        Cmd::Run { datastore, clients, count, nodes, seed } => match seed {
+            Some(path) => rt.block_on(seed_etcd(&datastore, &path)),
+            None => Ok(()),
+        }
+        .and_then(|()| run(&datastore, clients, count, nodes)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -149,6 +157,25 @@ async fn release(datastore: &str, prefix: &str, count: u32) -> Result<(), String
         freed += alloc.release_handle(&handle).await.map_err(|e| format!("release {handle}: {e}"))?.len();
     }
     println!("done released={freed}");
+    Ok(())
+}
+
+/// Writes the IPPools and IPAMConfiguration of a YAML file into etcd.
+async fn seed_etcd(datastore: &str, path: &std::path::Path) -> Result<(), String> {
+    let url = datastore.strip_prefix("etcd:").ok_or("--seed needs an etcd: datastore")?;
+    let store = ipam::store::etcd::EtcdStore::connect(url).await.map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        let plural = match v["kind"].as_str() {
+            Some("IPPool") => "ippools",
+            Some("IPAMConfiguration") => "ipamconfigurations",
+            _ => continue,
+        };
+        let name = v["metadata"]["name"].as_str().unwrap_or("default").to_string();
+        store.put_resource(plural, &name, &v).await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -289,10 +289,22 @@ impl FileStore {
             // the process would release it anyway.
             let _ = rustix::fs::flock(lock_file, rustix::fs::FlockOperation::Unlock);
         }
-        result
+        drop(inner);
+        // Group commit: wait for the disk after releasing the lock, so that
+        // other writers append meanwhile and one flush covers several
+        // commits. The journal is append-only, so a commit that reaches the
+        // disk carries every commit before it; a commit is acknowledged only
+        // once its own flush returned. (Other processes may read it before
+        // then; a power loss would take it and everything after it.)
+        if let Some(journal) = result? {
+            journal.sync_data().map_err(io_err(format!("fdatasync of the journal in {}", self.dir.display())))?;
+        }
+        Ok(())
     }
 
-    fn commit_locked(&self, inner: &mut Inner, writes: Vec<Write>) -> Result<(), StoreError> {
+    /// Applies a commit under the lock; returns the journal file still to be
+    /// flushed (`None` when the commit went into a flushed snapshot).
+    fn commit_locked(&self, inner: &mut Inner, writes: Vec<Write>) -> Result<Option<File>, StoreError> {
         let state = self.current(inner)?;
         for w in &writes {
             let ok = match (w.expect, state.objects.get(&w.key)) {
@@ -311,12 +323,14 @@ impl FileStore {
                 None => record.deletes.push(w.key),
             }
         }
-        let appended = self.append_record(state, &record);
-        if let Err(e) = appended {
-            // The journal may hold a partial line; the next writer cuts it off.
-            inner.cache = None;
-            return Err(e);
-        }
+        let journal = match self.append_record(state, &record) {
+            Ok(f) => f,
+            Err(e) => {
+                // The journal may hold a partial line; the next writer cuts it off.
+                inner.cache = None;
+                return Err(e);
+            }
+        };
         for key in record.deletes {
             state.objects.remove(&key);
         }
@@ -338,13 +352,15 @@ impl FileStore {
             // Readers that still look for the old journal find it gone and
             // re-read the snapshot, which contains everything it held.
             std::fs::remove_file(&old_journal).map_err(io_err(format!("removing {}", old_journal.display())))?;
+            // The snapshot was flushed: nothing left to wait for.
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(journal))
     }
 
-    /// Appends a record after the last valid line (cutting off a torn tail)
-    /// and waits for it to reach the disk.
-    fn append_record(&self, state: &mut State, record: &Record) -> Result<(), StoreError> {
+    /// Appends a record after the last valid line (cutting off a torn tail);
+    /// returns the journal file for the caller to flush.
+    fn append_record(&self, state: &mut State, record: &Record) -> Result<File, StoreError> {
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             location: self.state_path.display().to_string(),
             reason: format!("serialising a journal record: {e}"),
@@ -363,14 +379,13 @@ impl FileStore {
         }
         f.seek(SeekFrom::Start(state.journal_offset)).map_err(io_err(ctx("seeking in")))?;
         f.write_all(&line).map_err(io_err(ctx("appending to")))?;
-        f.sync_data().map_err(io_err(ctx("fdatasync of")))?;
         if !existed {
             let d = File::open(&self.dir).map_err(io_err(format!("opening {}", self.dir.display())))?;
             d.sync_all().map_err(io_err(format!("fsync of {}", self.dir.display())))?;
         }
         state.journal_offset += line.len() as u64;
         state.journal_records += 1;
-        Ok(())
+        Ok(f)
     }
 
     fn get_sync(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
