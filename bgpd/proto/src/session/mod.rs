@@ -1,0 +1,573 @@
+//! The BGP session state machine of RFC 4271 §8, sans-IO.
+//!
+//! A [`Session`] is fed with `handle_*(…, now)` calls — the session's
+//! connection came up or failed, bytes arrived, a deadline passed, the
+//! operator started or stopped it — and drained with `poll_*()` calls: bytes
+//! to send, the next deadline, and [`SessionEvent`]s (connect, disconnect,
+//! established, routes received, down). It starts no timer and opens no
+//! socket: the driver does, when told. Events are named as RFC 4271 §8.1
+//! names them.
+
+mod config;
+mod negotiate;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+pub use config::{ConfigError, GracefulRestartConfig, SessionConfig};
+pub use negotiate::{build_open, negotiate, Negotiated};
+
+use crate::error::{code, DecodeError, EncodeError, UpdateIssue};
+use crate::wire::{Message, Notification, Open, RouteRefresh, Update, WireContext};
+
+/// The session states of RFC 4271 §8.2.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Refuses connections; waits for a start event.
+    Idle,
+    /// Waiting for the outgoing TCP connection to complete.
+    Connect,
+    /// Waiting for the peer to connect (or for the ConnectRetry timer).
+    Active,
+    /// OPEN sent; waiting for the peer's OPEN.
+    OpenSent,
+    /// OPENs exchanged; waiting for the first KEEPALIVE.
+    OpenConfirm,
+    /// Exchanging UPDATEs.
+    Established,
+}
+
+/// Why a session left Established or failed to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// We sent this NOTIFICATION (an error found, a timer expired, or a stop).
+    NotificationSent(Notification),
+    /// The peer sent this NOTIFICATION.
+    NotificationReceived(Notification),
+    /// The transport connection failed or closed (TcpConnectionFails).
+    ConnectionFailed,
+    /// Stopped by the operator without a NOTIFICATION (no connection was up).
+    Stopped,
+}
+
+/// What the driver must do, or what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// Open a transport connection to the peer.
+    Connect,
+    /// Close the transport connection once the queued bytes are sent.
+    Disconnect,
+    /// The session changed state.
+    StateChanged {
+        /// The state left.
+        from: State,
+        /// The state entered.
+        to: State,
+    },
+    /// The session reached Established with these negotiated parameters.
+    Established(Box<Negotiated>),
+    /// The session went down (from any state past Idle).
+    Down(DownReason),
+    /// An UPDATE arrived; `issues` lists RFC 7606 problems that did not reset
+    /// the session (treat-as-withdraw means: withdraw every announced prefix).
+    Update {
+        /// The UPDATE.
+        update: Update,
+        /// Non-fatal malformations.
+        issues: Vec<UpdateIssue>,
+    },
+    /// The peer asks for our routes again (or marks a refresh's start or end).
+    RouteRefresh(RouteRefresh),
+}
+
+/// Message and error counters an operator graphs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Messages received, by type code (index 1..=5).
+    pub received: [u64; 6],
+    /// Messages sent, by type code.
+    pub sent: [u64; 6],
+    /// Times the session left Established.
+    pub flaps: u64,
+    /// The last NOTIFICATION sent or received: (code, subcode, sent by us).
+    pub last_error: Option<(u8, u8, bool)>,
+}
+
+/// Deadlines, one per RFC 4271 timer; `None` when stopped.
+#[derive(Clone, Debug, Default)]
+struct Timers {
+    connect_retry: Option<Instant>,
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+    delay_open: Option<Instant>,
+    idle_hold: Option<Instant>,
+}
+
+/// RFC 4271 §8.2.2 suggests a large hold time (4 minutes) while OPEN is pending.
+const OPEN_HOLD: Duration = Duration::from_secs(240);
+
+/// One BGP session with one peer over one transport connection at a time.
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    timers: Timers,
+    /// Present only once OPENs are exchanged (OpenConfirm, Established).
+    negotiated: Option<Box<Negotiated>>,
+    /// RFC 4271 §8 ConnectRetryCounter.
+    connect_retry_counter: u32,
+    /// Consecutive failures, for the IdleHold backoff.
+    oscillations: u32,
+    established_at: Option<Instant>,
+    rx: BytesMut,
+    tx: VecDeque<Bytes>,
+    events: VecDeque<SessionEvent>,
+    stats: SessionStats,
+    /// The connection is up (between TcpConnectionConfirmed and a failure or Disconnect).
+    connected: bool,
+}
+
+impl Session {
+    /// A session in Idle. The configuration must be valid.
+    pub fn new(cfg: SessionConfig) -> Result<Session, ConfigError> {
+        cfg.validate()?;
+        Ok(Session {
+            cfg,
+            state: State::Idle,
+            timers: Timers::default(),
+            negotiated: None,
+            connect_retry_counter: 0,
+            oscillations: 0,
+            established_at: None,
+            rx: BytesMut::new(),
+            tx: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            connected: false,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// What was negotiated, once OPENs are exchanged.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_deref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// When the session reached Established, if it is.
+    pub fn established_at(&self) -> Option<Instant> {
+        self.established_at
+    }
+
+    /// The ConnectRetryCounter of RFC 4271 §8.
+    pub fn connect_retry_counter(&self) -> u32 {
+        self.connect_retry_counter
+    }
+
+    // ----- inputs -----
+
+    /// ManualStart (Event 1), or ManualStart_with_PassiveTcpEstablishment
+    /// (Event 4) when the session is configured passive.
+    pub fn handle_manual_start(&mut self, now: Instant) {
+        if self.state == State::Idle {
+            self.oscillations = 0;
+            self.timers.idle_hold = None;
+            self.start(now);
+        }
+    }
+
+    /// ManualStop (Event 2): Cease / Administrative Shutdown with an optional
+    /// shutdown communication (RFC 9003), then Idle; no automatic restart.
+    pub fn handle_manual_stop(&mut self, now: Instant, message: Option<&str>) {
+        let _ = now;
+        let n = match message {
+            Some(m) => Notification::cease_with_message(code::cease::ADMINISTRATIVE_SHUTDOWN, m),
+            None => Notification::new(code::CEASE, code::cease::ADMINISTRATIVE_SHUTDOWN, []),
+        };
+        self.timers = Timers::default();
+        self.connect_retry_counter = 0;
+        if self.connected && matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
+            self.send_notification(n.clone());
+            self.go_down(DownReason::NotificationSent(n));
+        } else if self.state != State::Idle {
+            self.go_down(DownReason::Stopped);
+        }
+        self.goto(State::Idle);
+    }
+
+    /// Tcp_CR_Acked / TcpConnectionConfirmed (Events 16, 17): the transport
+    /// connection is up (ours completed, or the peer's was accepted).
+    pub fn handle_connected(&mut self, now: Instant) {
+        match self.state {
+            State::Connect | State::Active => {
+                self.connected = true;
+                self.rx.clear();
+                if let Some(d) = self.cfg.delay_open {
+                    self.timers.connect_retry = None;
+                    self.timers.delay_open = Some(now + d);
+                } else {
+                    self.timers.connect_retry = None;
+                    self.send_open(now);
+                }
+            }
+            // A connection in any other state is refused (the driver closes it).
+            _ => self.events.push_back(SessionEvent::Disconnect),
+        }
+    }
+
+    /// TcpConnectionFails (Event 18): the transport connection failed or closed.
+    pub fn handle_connection_failed(&mut self, now: Instant) {
+        self.connected = false;
+        match self.state {
+            State::Idle => {}
+            State::Connect => {
+                if self.timers.delay_open.take().is_some() {
+                    self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+                    self.goto(State::Active);
+                } else {
+                    self.timers.connect_retry = None;
+                    self.fail(now, DownReason::ConnectionFailed);
+                }
+            }
+            State::Active => {
+                self.timers.delay_open = None;
+                self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+            }
+            State::OpenSent => {
+                // RFC 4271 §8.2.2: back to Active, listening, ConnectRetry restarted.
+                self.timers.hold = None;
+                self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+                self.events.push_back(SessionEvent::Down(DownReason::ConnectionFailed));
+                self.goto(State::Active);
+            }
+            State::OpenConfirm | State::Established => self.fail(now, DownReason::ConnectionFailed),
+        }
+    }
+
+    /// Bytes received on the connection. Complete messages are processed at
+    /// once; a partial one waits for more bytes.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if !self.connected {
+            return;
+        }
+        self.rx.extend_from_slice(bytes);
+        loop {
+            let ctx = self.negotiated.as_ref().map_or_else(WireContext::default, |n| n.rx.clone());
+            match Message::decode(&self.rx, &ctx) {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    let _ = self.rx.split_to(frame.len);
+                    self.stats.received[usize::from(frame.message.kind().0).min(5)] += 1;
+                    self.on_message(now, frame.message, frame.issues);
+                }
+                Err(e) => {
+                    // BGPHeaderErr / BGPOpenMsgErr / UpdateMsgErr (Events 21, 22, 28).
+                    self.stats.received[0] += 1;
+                    self.rx.clear();
+                    self.error(now, Notification::from_error(&e));
+                    break;
+                }
+            }
+            if !self.connected {
+                break;
+            }
+        }
+    }
+
+    /// Deadlines that have passed fire, in RFC order (§8.1.3 timer events).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.timers.idle_hold) {
+            // AutomaticStart (Event 3) after DampPeerOscillations' IdleHoldTimer.
+            self.timers.idle_hold = None;
+            if self.state == State::Idle {
+                self.start(now);
+            }
+        }
+        if due(self.timers.hold) {
+            // HoldTimer_Expires (Event 10).
+            self.timers.hold = None;
+            self.error(now, Notification::new(code::HOLD_TIMER_EXPIRED, 0, []));
+        }
+        if due(self.timers.delay_open) {
+            // DelayOpenTimer_Expires (Event 12).
+            self.timers.delay_open = None;
+            if matches!(self.state, State::Connect | State::Active) && self.connected {
+                self.send_open(now);
+            }
+        }
+        if due(self.timers.keepalive) {
+            // KeepaliveTimer_Expires (Event 11).
+            self.timers.keepalive = None;
+            if matches!(self.state, State::OpenConfirm | State::Established) {
+                self.queue(&Message::Keepalive);
+                self.arm_keepalive(now);
+            }
+        }
+        if due(self.timers.connect_retry) {
+            // ConnectRetryTimer_Expires (Event 9).
+            self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+            match self.state {
+                State::Connect => {
+                    self.connected = false;
+                    self.timers.delay_open = None;
+                    self.events.push_back(SessionEvent::Disconnect);
+                    self.events.push_back(SessionEvent::Connect);
+                }
+                State::Active if !self.cfg.passive => {
+                    self.events.push_back(SessionEvent::Connect);
+                    self.goto(State::Connect);
+                }
+                State::Active => {}
+                _ => {
+                    self.timers.connect_retry = None;
+                    if self.state != State::Idle {
+                        self.fsm_error(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues an UPDATE (or any message) for the peer, encoded with the
+    /// negotiated context. Only in Established.
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        if self.state != State::Established {
+            return Err(SendError::NotEstablished);
+        }
+        let ctx = self.negotiated.as_ref().map_or_else(WireContext::default, |n| n.tx.clone());
+        let bytes = message.to_bytes(&ctx).map_err(SendError::Encode)?;
+        self.stats.sent[usize::from(message.kind().0).min(5)] += 1;
+        self.tx.push_back(bytes.freeze());
+        Ok(())
+    }
+
+    /// Queues already-encoded messages (built once for an update group).
+    pub fn send_encoded(&mut self, bytes: Bytes, kind: crate::MessageType) -> Result<(), SendError> {
+        if self.state != State::Established {
+            return Err(SendError::NotEstablished);
+        }
+        self.stats.sent[usize::from(kind.0).min(5)] += 1;
+        self.tx.push_back(bytes);
+        Ok(())
+    }
+
+    // ----- outputs -----
+
+    /// The next bytes to write to the connection.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.tx.pop_front()
+    }
+
+    /// The earliest deadline at which [`Session::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.timers;
+        [t.connect_retry, t.hold, t.keepalive, t.delay_open, t.idle_hold].into_iter().flatten().min()
+    }
+
+    /// The next event for the driver or the RIB.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- transitions -----
+
+    fn goto(&mut self, to: State) {
+        if to != self.state {
+            let from = self.state;
+            self.state = to;
+            self.events.push_back(SessionEvent::StateChanged { from, to });
+        }
+    }
+
+    /// Idle → Connect (initiate) or Active (passive), ConnectRetry started.
+    fn start(&mut self, now: Instant) {
+        self.connect_retry_counter = 0;
+        self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+        if self.cfg.passive {
+            self.goto(State::Active);
+        } else {
+            self.events.push_back(SessionEvent::Connect);
+            self.goto(State::Connect);
+        }
+    }
+
+    fn send_open(&mut self, now: Instant) {
+        let open = build_open(&self.cfg);
+        self.queue(&Message::Open(open));
+        self.timers.hold = Some(now + OPEN_HOLD);
+        self.goto(State::OpenSent);
+    }
+
+    fn queue(&mut self, m: &Message) {
+        let ctx = self.negotiated.as_ref().map_or_else(WireContext::default, |n| n.tx.clone());
+        // Messages the FSM builds itself (OPEN, KEEPALIVE, NOTIFICATION with
+        // data cut to fit) always encode; a failure would only drop that message.
+        if let Ok(b) = m.to_bytes(&ctx) {
+            self.stats.sent[usize::from(m.kind().0).min(5)] += 1;
+            self.tx.push_back(b.freeze());
+        }
+    }
+
+    fn send_notification(&mut self, mut n: Notification) {
+        // A NOTIFICATION must fit one message: cut its data if needed.
+        n.data.truncate(4096 - 21);
+        self.stats.last_error = Some((n.code, n.subcode, true));
+        self.queue(&Message::Notification(n));
+    }
+
+    fn arm_keepalive(&mut self, now: Instant) {
+        self.timers.keepalive = self.negotiated.as_ref().and_then(|n| n.keepalive).map(|k| now + k);
+    }
+
+    fn arm_hold(&mut self, now: Instant) {
+        self.timers.hold = self
+            .negotiated
+            .as_ref()
+            .filter(|n| n.hold_time > 0)
+            .map(|n| now + Duration::from_secs(u64::from(n.hold_time)));
+    }
+
+    /// Tears the connection down, reports why, and goes to Idle with the
+    /// IdleHold backoff when restarting automatically.
+    fn fail(&mut self, now: Instant, reason: DownReason) {
+        self.connect_retry_counter += 1;
+        self.go_down(reason);
+        self.timers = Timers::default();
+        if self.cfg.auto_restart {
+            // RFC 4271 §8.1.1 DampPeerOscillations: exponential IdleHold.
+            let stable = self.established_at.is_some_and(|t| now.duration_since(t) >= self.cfg.idle_hold_max);
+            self.oscillations = if stable { 1 } else { self.oscillations.saturating_add(1) };
+            let factor = 1u32 << (self.oscillations - 1).min(16);
+            let delay = self.cfg.idle_hold.saturating_mul(factor).min(self.cfg.idle_hold_max);
+            self.timers.idle_hold = Some(now + delay);
+        }
+        self.goto(State::Idle);
+    }
+
+    fn go_down(&mut self, reason: DownReason) {
+        if self.state == State::Established {
+            self.stats.flaps += 1;
+        }
+        self.established_at = None;
+        self.negotiated = None;
+        self.rx.clear();
+        if self.connected {
+            self.connected = false;
+            self.events.push_back(SessionEvent::Disconnect);
+        }
+        self.events.push_back(SessionEvent::Down(reason));
+    }
+
+    /// Sends `n`, then fails the session.
+    fn error(&mut self, now: Instant, n: Notification) {
+        if self.state == State::Idle {
+            return;
+        }
+        if self.connected
+            && matches!(
+                self.state,
+                State::OpenSent | State::OpenConfirm | State::Established | State::Connect | State::Active
+            )
+        {
+            self.send_notification(n.clone());
+        }
+        self.fail(now, DownReason::NotificationSent(n));
+    }
+
+    /// An event not valid in the current state: FSM Error (RFC 6608 subcodes).
+    fn fsm_error(&mut self, now: Instant) {
+        let sub = match self.state {
+            State::OpenSent => code::fsm::UNEXPECTED_IN_OPEN_SENT,
+            State::OpenConfirm => code::fsm::UNEXPECTED_IN_OPEN_CONFIRM,
+            State::Established => code::fsm::UNEXPECTED_IN_ESTABLISHED,
+            _ => code::fsm::UNSPECIFIED,
+        };
+        self.error(now, Notification::new(code::FSM, sub, []));
+    }
+
+    fn on_message(&mut self, now: Instant, m: Message, issues: Vec<UpdateIssue>) {
+        if let Message::Notification(n) = &m {
+            // NotifMsg (Event 25), in any state: the peer closes.
+            self.stats.last_error = Some((n.code, n.subcode, false));
+            let n = n.clone();
+            self.fail(now, DownReason::NotificationReceived(n));
+            return;
+        }
+        match (self.state, m) {
+            (State::Connect | State::Active, Message::Open(open)) if self.timers.delay_open.is_some() => {
+                // BGPOpen with DelayOpenTimer running (Event 20).
+                self.timers.delay_open = None;
+                self.queue(&Message::Open(build_open(&self.cfg)));
+                self.accept_open(now, &open);
+            }
+            (State::OpenSent, Message::Open(open)) => self.accept_open(now, &open),
+            (State::OpenConfirm, Message::Keepalive) => {
+                // KeepAliveMsg (Event 26): Established.
+                self.arm_hold(now);
+                self.established_at = Some(now);
+                self.goto(State::Established);
+                if let Some(n) = &self.negotiated {
+                    self.events.push_back(SessionEvent::Established(n.clone()));
+                }
+            }
+            (State::Established, Message::Keepalive) => self.arm_hold(now),
+            (State::Established, Message::Update(update)) => {
+                self.arm_hold(now);
+                self.events.push_back(SessionEvent::Update { update, issues });
+            }
+            (State::Established, Message::RouteRefresh(r)) => {
+                self.arm_hold(now);
+                if self.negotiated.as_ref().is_some_and(|n| n.route_refresh || n.enhanced_route_refresh) {
+                    self.events.push_back(SessionEvent::RouteRefresh(r));
+                }
+            }
+            _ => self.fsm_error(now),
+        }
+    }
+
+    fn accept_open(&mut self, now: Instant, open: &Open) {
+        match negotiate(&self.cfg, open) {
+            Ok(n) => {
+                self.timers.connect_retry = None;
+                self.negotiated = Some(Box::new(n));
+                self.queue(&Message::Keepalive);
+                self.arm_keepalive(now);
+                self.arm_hold(now);
+                self.goto(State::OpenConfirm);
+            }
+            Err(e) => self.error(now, Notification::from_error(&e)),
+        }
+    }
+}
+
+/// Why a message could not be queued.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Routes are exchanged only in Established.
+    #[error("the session is not established")]
+    NotEstablished,
+    /// The message does not fit the negotiated encoding.
+    #[error("cannot encode: {0}")]
+    Encode(EncodeError),
+}
+
+impl From<DecodeError> for Notification {
+    fn from(e: DecodeError) -> Notification {
+        Notification::new(e.code, e.subcode, e.data)
+    }
+}
