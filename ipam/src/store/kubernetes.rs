@@ -1,0 +1,246 @@
+//! The Kubernetes store: Calico's `crd.projectcalico.org/v1` `IPAMBlock`,
+//! `BlockAffinity` and `IPAMHandle` objects through the API server, with
+//! `resourceVersion` as the revision.
+//!
+//! The API server has no multi-object transaction, so [`Store::commit`] of
+//! several writes is made safe the way Calico's own IPAM does it: every
+//! object is read first and its revision checked; the writes are then applied
+//! one by one, each conditional on its `resourceVersion` (`create` for absent
+//! objects, `replace` with the revision, `delete` with a `resourceVersion`
+//! precondition); if one fails, the ones already applied are undone (in
+//! reverse order) and the failure is returned. An undo that itself loses a
+//! race is logged; what it leaves is a handle count out of step with its
+//! blocks, which `Allocator::gc` and `release_handle` tolerate — never an
+//! address given twice, since every address is handed out by a conditional
+//! write of its block.
+//!
+//! Object names follow Calico: a block `10.0.0.0/26` is `10-0-0-0-26`, its
+//! affinity for node `n1` is `n1-10-0-0-0-26`, a handle is named by its ID.
+//! The store assumes numeric `resourceVersion`s (true of every API server
+//! backed by etcd) and reports anything else as corrupt.
+
+use ipnet::IpNet;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use kube::core::GroupVersionKind;
+
+use super::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreError, Versioned, Write};
+use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
+
+/// Calico's CRD group.
+pub const GROUP: &str = "crd.projectcalico.org";
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, "v1", kind), plural)
+}
+
+/// IPAM state as Calico CRDs in a Kubernetes API server.
+#[derive(Clone)]
+pub struct KubeStore {
+    blocks: Api<DynamicObject>,
+    affinities: Api<DynamicObject>,
+    handles: Api<DynamicObject>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Block,
+    Affinity,
+    Handle,
+}
+
+fn kind_of(key: &Key) -> Kind {
+    match key {
+        Key::Block(_) => Kind::Block,
+        Key::Affinity { .. } => Kind::Affinity,
+        Key::Handle(_) => Kind::Handle,
+    }
+}
+
+/// `10.0.0.0/26` → `10-0-0-0-26`; `fd00::/122` → `fd00--122` (Calico's form).
+pub fn cidr_name(cidr: &IpNet) -> String {
+    cidr.to_string().replace(['.', ':', '/'], "-")
+}
+
+/// The object name of a key.
+pub fn object_name(key: &Key) -> String {
+    match key {
+        Key::Block(c) => cidr_name(c),
+        Key::Affinity { node, cidr } => format!("{node}-{}", cidr_name(cidr)),
+        Key::Handle(h) => h.clone(),
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend { backend: "kubernetes", reason: e.to_string() }
+}
+
+/// Maps API errors: 409 (conflict, already exists) and 404 (gone) on a
+/// conditional write mean "changed since read".
+fn write_error(key: &Key, e: kube::Error) -> StoreError {
+    match &e {
+        kube::Error::Api(resp) if resp.code == 409 || resp.code == 404 => StoreError::Conflict(key.clone()),
+        _ => backend(e),
+    }
+}
+
+impl KubeStore {
+    /// A store using `client` (cluster-scoped CRDs).
+    pub fn new(client: kube::Client) -> KubeStore {
+        KubeStore {
+            blocks: Api::all_with(client.clone(), &resource("IPAMBlock", "ipamblocks")),
+            affinities: Api::all_with(client.clone(), &resource("BlockAffinity", "blockaffinities")),
+            handles: Api::all_with(client, &resource("IPAMHandle", "ipamhandles")),
+        }
+    }
+
+    fn api(&self, kind: Kind) -> &Api<DynamicObject> {
+        match kind {
+            Kind::Block => &self.blocks,
+            Kind::Affinity => &self.affinities,
+            Kind::Handle => &self.handles,
+        }
+    }
+
+    fn encode(key: &Key, value: &Object, revision: Option<Revision>) -> Result<DynamicObject, StoreError> {
+        let (ar, spec) = match value {
+            Object::Block(b) => (resource("IPAMBlock", "ipamblocks"), serde_json::to_value(b)),
+            Object::Affinity(a) => (resource("BlockAffinity", "blockaffinities"), serde_json::to_value(a)),
+            Object::Handle(h) => (resource("IPAMHandle", "ipamhandles"), serde_json::to_value(h)),
+        };
+        let mut o = DynamicObject::new(&object_name(key), &ar);
+        o.data = serde_json::json!({ "spec": spec.map_err(backend)? });
+        o.metadata.resource_version = revision.map(|r| r.to_string());
+        Ok(o)
+    }
+
+    fn decode(kind: Kind, o: DynamicObject) -> Result<Versioned<Object>, StoreError> {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let corrupt = |reason: String| StoreError::Corrupt { location: format!("{GROUP} object {name:?}"), reason };
+        let revision = o
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<Revision>().ok())
+            .ok_or_else(|| corrupt(format!("resourceVersion {:?} is not numeric", o.metadata.resource_version)))?;
+        let spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+        let value = match kind {
+            Kind::Block => serde_json::from_value::<AllocationBlock>(spec).map(Object::Block),
+            Kind::Affinity => serde_json::from_value::<BlockAffinity>(spec).map(Object::Affinity),
+            Kind::Handle => serde_json::from_value::<IpamHandle>(spec).map(Object::Handle),
+        }
+        .map_err(|e| corrupt(format!("spec: {e}")))?;
+        Ok(Versioned { value, revision })
+    }
+
+    /// Applies one write; returns the new revision (`None` after a delete).
+    async fn apply(&self, key: &Key, expect: Expect, value: Option<&Object>) -> Result<Option<Revision>, StoreError> {
+        let api = self.api(kind_of(key));
+        let name = object_name(key);
+        let done = match (value, expect) {
+            (Some(v), Expect::Absent) => {
+                let o = api.create(&PostParams::default(), &KubeStore::encode(key, v, None)?).await;
+                Some(o.map_err(|e| write_error(key, e))?)
+            }
+            (Some(v), Expect::Revision(r)) => {
+                let o = api.replace(&name, &PostParams::default(), &KubeStore::encode(key, v, Some(r))?).await;
+                Some(o.map_err(|e| write_error(key, e))?)
+            }
+            (None, Expect::Revision(r)) => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions { resource_version: Some(r.to_string()), uid: None }),
+                    ..DeleteParams::default()
+                };
+                api.delete(&name, &dp).await.map_err(|e| write_error(key, e))?;
+                None
+            }
+            (None, Expect::Absent) => None,
+        };
+        match done {
+            Some(o) => Ok(Some(KubeStore::decode(kind_of(key), o)?.revision)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store for KubeStore {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
+        let kind = kind_of(key);
+        match self.api(kind).get_opt(&object_name(key)).await.map_err(backend)? {
+            Some(o) => Ok(Some(KubeStore::decode(kind, o)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, scope: &Scope) -> Result<Vec<Versioned<Object>>, StoreError> {
+        let kind = match scope {
+            Scope::Blocks => Kind::Block,
+            Scope::Affinities(_) => Kind::Affinity,
+            Scope::Handles => Kind::Handle,
+        };
+        let list = self.api(kind).list(&ListParams::default()).await.map_err(backend)?;
+        let mut out = Vec::new();
+        for o in list.items {
+            let v = KubeStore::decode(kind, o)?;
+            if in_scope(&v.value.key(), scope) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        // Read and check everything first: most conflicts stop here, before
+        // anything is written.
+        let mut before = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let cur = self.get(&w.key).await?;
+            let ok = match (w.expect, &cur) {
+                (Expect::Absent, None) => true,
+                (Expect::Revision(r), Some(v)) => v.revision == r,
+                _ => false,
+            };
+            if !ok {
+                return Err(StoreError::Conflict(w.key.clone()));
+            }
+            before.push(cur);
+        }
+        let mut applied: Vec<(usize, Option<Revision>)> = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            match self.apply(&w.key, w.expect, w.value.as_ref()).await {
+                Ok(rev) => applied.push((i, rev)),
+                Err(e) => {
+                    self.undo(&writes, &before, &applied).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KubeStore {
+    /// Reverts applied writes, newest first, each conditional on the
+    /// revision it produced.
+    async fn undo(
+        &self,
+        writes: &[Write],
+        before: &[Option<Versioned<Object>>],
+        applied: &[(usize, Option<Revision>)],
+    ) {
+        for (i, new_rev) in applied.iter().rev() {
+            let key = &writes[*i].key;
+            let result = match (&before[*i], new_rev) {
+                // Created: delete it again.
+                (None, Some(rev)) => self.apply(key, Expect::Revision(*rev), None).await,
+                // Replaced: put the old value back.
+                (Some(old), Some(rev)) => self.apply(key, Expect::Revision(*rev), Some(&old.value)).await,
+                // Deleted: recreate it.
+                (Some(old), None) => self.apply(key, Expect::Absent, Some(&old.value)).await,
+                (None, None) => Ok(None),
+            };
+            if let Err(e) = result {
+                tracing::error!(?key, error = %e, "could not undo a partly applied IPAM commit; GC repairs handle counts");
+            }
+        }
+    }
+}
