@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[allow(dead_code)]
+mod datastore;
 mod decode_mrt;
 
 /// bgpd: BGP speaker, IPAM and FIB programmer for Kubernetes nodes.

@@ -1,0 +1,264 @@
+//! `projectcalico.org/v3` `BGPConfiguration` named `default`: cluster-wide BGP
+//! settings, with Calico's defaults when the object or a field is absent.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::fields::{as_str, as_u64, quoted, Fields, Findings};
+use super::secret::Secrets;
+use super::values::{duration_from_value, parse_network, AsNumber, Community, Md5Key};
+
+/// Cluster-wide BGP settings (the `default` BGPConfiguration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpConfiguration {
+    /// `asNumber`: the cluster AS, used by nodes without their own. Default 64512.
+    pub as_number: AsNumber,
+    /// `listenPort`: the TCP port bgpd listens on and dials node peers on. Default 179.
+    pub listen_port: u16,
+    /// `bindMode`: whether to listen on all addresses or only the node's IP.
+    pub bind_mode: BindMode,
+    /// `logSeverityScreen`: BGP log level. Default Info.
+    pub log_severity_screen: LogSeverity,
+    /// `nodeToNodeMeshEnabled`: full iBGP mesh between all nodes. Default true.
+    pub node_to_node_mesh_enabled: bool,
+    /// `nodeMeshPassword`: TCP MD5 key for the mesh sessions.
+    pub node_mesh_password: Option<Md5Key>,
+    /// `nodeMeshMaxRestartTime`: graceful-restart time for mesh sessions. Default 120s.
+    pub node_mesh_max_restart_time: Duration,
+    /// `serviceClusterIPs[].cidr`: Service cluster IP ranges to advertise.
+    pub service_cluster_ips: Vec<IpNet>,
+    /// `serviceExternalIPs[].cidr`: Service external IP ranges to advertise.
+    pub service_external_ips: Vec<IpNet>,
+    /// `serviceLoadBalancerIPs[].cidr`: LoadBalancer ingress ranges to advertise.
+    pub service_load_balancer_ips: Vec<IpNet>,
+    /// `communities[]`: named community values that `prefixAdvertisements` may use.
+    pub communities: BTreeMap<String, Community>,
+    /// `prefixAdvertisements[]`: communities to attach to prefixes, names resolved.
+    pub prefix_advertisements: Vec<PrefixAdvertisement>,
+    /// `ignoredInterfaces`: interface names (globs allowed, `*`) whose routes bgpd
+    /// leaves alone.
+    pub ignored_interfaces: Vec<String>,
+}
+
+impl Default for BgpConfiguration {
+    /// Calico's defaults, used when there is no `default` BGPConfiguration.
+    fn default() -> Self {
+        BgpConfiguration {
+            as_number: AsNumber::CALICO_DEFAULT,
+            listen_port: 179,
+            bind_mode: BindMode::None,
+            log_severity_screen: LogSeverity::Info,
+            node_to_node_mesh_enabled: true,
+            node_mesh_password: None,
+            node_mesh_max_restart_time: Duration::from_secs(120),
+            service_cluster_ips: Vec::new(),
+            service_external_ips: Vec::new(),
+            service_load_balancer_ips: Vec::new(),
+            communities: BTreeMap::new(),
+            prefix_advertisements: Vec::new(),
+            ignored_interfaces: Vec::new(),
+        }
+    }
+}
+
+/// `bindMode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BindMode {
+    /// Listen on every address (Calico's default).
+    #[default]
+    None,
+    /// Listen only on the node's `ipv4Address` / `ipv6Address`.
+    NodeIp,
+}
+
+/// `logSeverityScreen` (case-insensitive in the file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogSeverity {
+    /// Debug and above.
+    Debug,
+    /// Info and above (default).
+    #[default]
+    Info,
+    /// Warnings and errors.
+    Warning,
+    /// Errors only.
+    Error,
+    /// Fatal errors only.
+    Fatal,
+}
+
+impl FromStr for LogSeverity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "debug" => LogSeverity::Debug,
+            "info" => LogSeverity::Info,
+            "warning" => LogSeverity::Warning,
+            "error" => LogSeverity::Error,
+            "fatal" => LogSeverity::Fatal,
+            _ => return Err(format!("{} is not one of Debug, Info, Warning, Error, Fatal", quoted(s))),
+        })
+    }
+}
+
+/// One `prefixAdvertisements` entry: attach these communities to routes for `cidr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixAdvertisement {
+    /// The prefix (routes within it get the communities).
+    pub cidr: IpNet,
+    /// Community values; names from `communities` are already replaced by values.
+    pub communities: Vec<Community>,
+}
+
+const FIELDS: &[&str] = &[
+    "asNumber",
+    "listenPort",
+    "bindMode",
+    "logSeverityScreen",
+    "nodeToNodeMeshEnabled",
+    "nodeMeshPassword",
+    "nodeMeshMaxRestartTime",
+    "serviceClusterIPs",
+    "serviceExternalIPs",
+    "serviceLoadBalancerIPs",
+    "communities",
+    "prefixAdvertisements",
+    "ignoredInterfaces",
+];
+
+/// Reads the `default` BGPConfiguration.
+pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Option<BgpConfiguration> {
+    let spec = f.take(root.child("spec"))?;
+    for unknown in spec.unknown_keys(FIELDS) {
+        f.warn(unknown, "not supported by bgpd; ignored");
+    }
+    let d = BgpConfiguration::default();
+    let as_number = f.opt(spec.get("asNumber", AsNumber::from_value)).unwrap_or(d.as_number);
+    let listen_port = f.opt(spec.get("listenPort", port)).unwrap_or(d.listen_port);
+    let bind_mode = f
+        .opt(spec.parse_str("bindMode", |s| match s {
+            "None" => Ok(BindMode::None),
+            "NodeIP" => Ok(BindMode::NodeIp),
+            _ => Err(format!("{} is not one of None, NodeIP", quoted(s))),
+        }))
+        .unwrap_or(d.bind_mode);
+    let log_severity_screen = f.opt(spec.parse_str("logSeverityScreen", str::parse)).unwrap_or(d.log_severity_screen);
+    let node_to_node_mesh_enabled = f.opt(spec.bool("nodeToNodeMeshEnabled")).unwrap_or(d.node_to_node_mesh_enabled);
+    let node_mesh_password = secrets.password(&spec, "nodeMeshPassword", f);
+    let node_mesh_max_restart_time =
+        f.opt(spec.get("nodeMeshMaxRestartTime", duration_from_value)).unwrap_or(d.node_mesh_max_restart_time);
+    let service_cluster_ips = cidr_list(&spec, "serviceClusterIPs", f);
+    let service_external_ips = cidr_list(&spec, "serviceExternalIPs", f);
+    let service_load_balancer_ips = cidr_list(&spec, "serviceLoadBalancerIPs", f);
+    let communities = communities(&spec, f);
+    let prefix_advertisements = prefix_advertisements(&spec, &communities, f);
+    let ignored_interfaces = string_list(&spec, "ignoredInterfaces", f);
+    f.errors.is_empty().then_some(BgpConfiguration {
+        as_number,
+        listen_port,
+        bind_mode,
+        log_severity_screen,
+        node_to_node_mesh_enabled,
+        node_mesh_password,
+        node_mesh_max_restart_time,
+        service_cluster_ips,
+        service_external_ips,
+        service_load_balancer_ips,
+        communities,
+        prefix_advertisements,
+        ignored_interfaces,
+    })
+}
+
+/// A TCP port, 1..=65535.
+pub(crate) fn port(v: &serde_yaml::Value) -> Result<u16, String> {
+    match as_u64(v)? {
+        n @ 1..=65535 => Ok(n as u16),
+        n => Err(format!("port {n} is out of range 1..=65535")),
+    }
+}
+
+/// A list of `{cidr: …}` entries.
+fn cidr_list(spec: &Fields, key: &str, f: &mut Findings) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (path, item) in f.take(spec.list(key)).unwrap_or_default() {
+        let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
+        match f.take(entry.parse_str("cidr", parse_network)) {
+            Some(Some(net)) => out.push(net),
+            Some(None) => f.error(entry.path_of("cidr"), "missing"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn string_list(spec: &Fields, key: &str, f: &mut Findings) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, item) in f.take(spec.list(key)).unwrap_or_default() {
+        match as_str(item) {
+            Ok(s) if !s.is_empty() => out.push(s.to_string()),
+            Ok(_) => f.error(path, "empty"),
+            Err(reason) => f.error(path, reason),
+        }
+    }
+    out
+}
+
+fn communities(spec: &Fields, f: &mut Findings) -> BTreeMap<String, Community> {
+    let mut out = BTreeMap::new();
+    for (path, item) in f.take(spec.list("communities")).unwrap_or_default() {
+        let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
+        let name = f.opt(entry.str("name"));
+        let value = f.opt(entry.parse_str("value", str::parse::<Community>));
+        match (name, value) {
+            (Some(name), Some(_)) if out.contains_key(name) => {
+                f.error(entry.path_of("name"), format!("community name {} is defined twice", quoted(name)));
+            }
+            (Some(name), Some(value)) => {
+                out.insert(name.to_string(), value);
+            }
+            (None, _) if !entry.has("name") => f.error(entry.path_of("name"), "missing"),
+            (_, None) if !entry.has("value") => f.error(entry.path_of("value"), "missing"),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn prefix_advertisements(
+    spec: &Fields,
+    named: &BTreeMap<String, Community>,
+    f: &mut Findings,
+) -> Vec<PrefixAdvertisement> {
+    let mut out = Vec::new();
+    for (path, item) in f.take(spec.list("prefixAdvertisements")).unwrap_or_default() {
+        let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
+        let cidr = f.opt(entry.parse_str("cidr", parse_network));
+        if cidr.is_none() && !entry.has("cidr") {
+            f.error(entry.path_of("cidr"), "missing");
+        }
+        let mut communities = Vec::new();
+        for (cpath, c) in f.take(entry.list("communities")).unwrap_or_default() {
+            let resolved = as_str(c).and_then(|s| match named.get(s) {
+                Some(v) => Ok(*v),
+                None => s.parse::<Community>().map_err(|_| {
+                    format!(
+                        "{} is neither a name from spec.communities nor a community value (aa:nn or aa:nn:mm)",
+                        quoted(s)
+                    )
+                }),
+            });
+            match resolved {
+                Ok(v) => communities.push(v),
+                Err(reason) => f.error(cpath, reason),
+            }
+        }
+        if let Some(cidr) = cidr {
+            out.push(PrefixAdvertisement { cidr, communities });
+        }
+    }
+    out
+}

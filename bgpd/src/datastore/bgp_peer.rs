@@ -1,0 +1,247 @@
+//! `projectcalico.org/v3` `BGPPeer`: a BGP session that some nodes open to a remote
+//! speaker (a ToR, a route reflector, other nodes).
+
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroU8};
+use std::time::Duration;
+
+use ipam::Selector;
+
+use super::fields::{as_str, as_u64, quoted, Fields, Findings};
+use super::secret::Secrets;
+use super::values::{check_name, duration_from_value, parse_ip, AsNumber, Md5Key, PeerAddress};
+
+/// A validated BGPPeer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// `metadata.name`.
+    pub name: String,
+    /// Which nodes open this session (`node`, `nodeSelector`, or all).
+    pub scope: PeerScope,
+    /// Whom they open it to (`peerIP` + `asNumber`, or `peerSelector`).
+    pub remote: PeerRemote,
+    /// `localASNumber`: the AS bgpd presents on this session instead of the node's.
+    pub local_as_number: Option<AsNumber>,
+    /// `password.secretKeyRef`, resolved: the TCP MD5 key (RFC 2385).
+    pub password: Option<Md5Key>,
+    /// `keepaliveTime`: the KEEPALIVE interval (hold time is 3×). `None`: bgpd's default.
+    pub keepalive_time: Option<Duration>,
+    /// `maxRestartTime`: graceful-restart time advertised to this peer. `None`: default.
+    pub max_restart_time: Option<Duration>,
+    /// `ttlSecurity`: GTSM (RFC 5082) hop count; `None` when absent or 0 (off).
+    pub ttl_security: Option<NonZeroU8>,
+    /// `sourceAddress`: whether the session is bound to the node's IP.
+    pub source_address: SourceAddress,
+    /// `filters`: names of BGPFilter resources applied to this peer, in order.
+    pub filters: Vec<String>,
+    /// `nextHopMode`, with `keepOriginalNextHop: true` folded in as `Keep`.
+    pub next_hop_mode: NextHopMode,
+    /// `numAllowedLocalASNumbers`: how often the local AS may appear in a received
+    /// AS_PATH (allowas-in); `None` when absent or 0 (loops rejected, RFC 4271 §9.1.2).
+    pub num_allowed_local_as_numbers: Option<NonZeroU32>,
+    /// `reachableBy`: a gateway through which bgpd adds a static route to the peer.
+    pub reachable_by: Option<IpAddr>,
+}
+
+/// Which nodes a BGPPeer applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerScope {
+    /// `spec.node`: this one node.
+    Node(String),
+    /// `spec.nodeSelector`: nodes whose labels match.
+    NodeSelector(Selector),
+    /// Neither: every node.
+    Global,
+}
+
+/// The remote end of a BGPPeer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerRemote {
+    /// `peerIP` and `asNumber`: one external speaker.
+    Address {
+        /// The peer's IP and optional port (`ip:port`, `[v6]:port`).
+        address: PeerAddress,
+        /// The peer's AS.
+        as_number: AsNumber,
+    },
+    /// `peerSelector`: every Calico node whose labels match (e.g. route reflectors);
+    /// their addresses and AS numbers come from their Node objects.
+    Nodes(Selector),
+}
+
+/// `sourceAddress`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceAddress {
+    /// Bind the session to the node's own IP (Calico's default).
+    #[default]
+    UseNodeIp,
+    /// Let the kernel pick the source address.
+    None,
+}
+
+/// `nextHopMode`: what next hop to send for routes to this peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NextHopMode {
+    /// BGP's usual rule: self for eBGP, unchanged for iBGP (Calico's default).
+    #[default]
+    Auto,
+    /// Always this node's address (next-hop-self).
+    Self_,
+    /// Never change the next hop (what `keepOriginalNextHop: true` means).
+    Keep,
+}
+
+const FIELDS: &[&str] = &[
+    "node",
+    "peerIP",
+    "asNumber",
+    "localASNumber",
+    "nodeSelector",
+    "peerSelector",
+    "password",
+    "keepaliveTime",
+    "maxRestartTime",
+    "ttlSecurity",
+    "sourceAddress",
+    "filters",
+    "keepOriginalNextHop",
+    "nextHopMode",
+    "numAllowedLocalASNumbers",
+    "reachableBy",
+];
+
+/// Reads a BGPPeer (name already checked by the caller).
+pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findings) -> Option<BgpPeer> {
+    let spec = f.take(root.child("spec"))?;
+    for unknown in spec.unknown_keys(FIELDS) {
+        f.warn(unknown, "not supported by bgpd; ignored");
+    }
+    let scope = scope(&spec, f);
+    let remote = remote(&spec, f);
+    let local_as_number = f.opt(spec.get("localASNumber", AsNumber::from_value));
+    let password = secrets.password(&spec, "password", f);
+    let keepalive_time = f.opt(spec.get("keepaliveTime", duration_from_value));
+    if keepalive_time == Some(Duration::ZERO) {
+        f.error(spec.path_of("keepaliveTime"), "must be more than 0 (leave it out for the default)");
+    }
+    let max_restart_time = f.opt(spec.get("maxRestartTime", duration_from_value));
+    let ttl_security = f
+        .opt(spec.get("ttlSecurity", |v| match as_u64(v)? {
+            n @ 0..=255 => Ok(n as u8),
+            n => Err(format!("{n} hops is out of range 0..=255")),
+        }))
+        .and_then(NonZeroU8::new);
+    let source_address = f
+        .opt(spec.parse_str("sourceAddress", |s| match s {
+            "UseNodeIP" => Ok(SourceAddress::UseNodeIp),
+            "None" => Ok(SourceAddress::None),
+            _ => Err(format!("{} is not one of UseNodeIP, None", quoted(s))),
+        }))
+        .unwrap_or_default();
+    let filters = filters(&spec, f);
+    let next_hop_mode = next_hop_mode(&spec, f);
+    let num_allowed_local_as_numbers = f
+        .opt(spec.get("numAllowedLocalASNumbers", |v| {
+            u32::try_from(as_u64(v)?).map_err(|_| "out of range 0..=4294967295".to_string())
+        }))
+        .and_then(NonZeroU32::new);
+    let reachable_by = f.opt(spec.parse_str("reachableBy", parse_ip));
+    if let (Some(gw), Some(PeerRemote::Address { address, .. })) = (reachable_by, &remote) {
+        if gw.is_ipv4() != address.ip.is_ipv4() {
+            f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
+        }
+    }
+    let (Some(scope), Some(remote)) = (scope, remote) else { return None };
+    f.errors.is_empty().then(|| BgpPeer {
+        name: name.to_string(),
+        scope,
+        remote,
+        local_as_number,
+        password,
+        keepalive_time,
+        max_restart_time,
+        ttl_security,
+        source_address,
+        filters,
+        next_hop_mode,
+        num_allowed_local_as_numbers,
+        reachable_by,
+    })
+}
+
+fn selector(s: &str) -> Result<Selector, String> {
+    Selector::parse(s).map_err(|e| e.to_string())
+}
+
+fn scope(spec: &Fields, f: &mut Findings) -> Option<PeerScope> {
+    let node = f.take(spec.parse_str("node", |s| check_name(s).map(|()| s.to_string())));
+    let node_selector = f.take(spec.parse_str("nodeSelector", selector));
+    match (node?, node_selector?) {
+        (Some(_), Some(_)) => {
+            f.error(spec.path_of("nodeSelector"), "cannot be used together with node");
+            None
+        }
+        (Some(node), None) => Some(PeerScope::Node(node)),
+        (None, Some(sel)) => Some(PeerScope::NodeSelector(sel)),
+        (None, None) => Some(PeerScope::Global),
+    }
+}
+
+fn remote(spec: &Fields, f: &mut Findings) -> Option<PeerRemote> {
+    let address = f.take(spec.parse_str("peerIP", str::parse::<PeerAddress>));
+    let as_number = f.take(spec.get("asNumber", AsNumber::from_value));
+    let peer_selector = f.take(spec.parse_str("peerSelector", selector));
+    let (address, as_number, peer_selector) = (address?, as_number?, peer_selector?);
+    match (address, as_number, peer_selector) {
+        (Some(address), Some(as_number), None) => Some(PeerRemote::Address { address, as_number }),
+        (Some(_), None, None) => {
+            f.error(spec.path_of("asNumber"), "missing (required with peerIP)");
+            None
+        }
+        (None, _, None) => {
+            f.error(spec.path_of("peerIP"), "missing (a BGPPeer needs peerIP or peerSelector)");
+            None
+        }
+        (Some(_), _, Some(_)) => {
+            f.error(spec.path_of("peerSelector"), "cannot be used together with peerIP");
+            None
+        }
+        (None, Some(_), Some(_)) => {
+            f.error(
+                spec.path_of("asNumber"),
+                "cannot be used with peerSelector (the selected nodes' AS numbers are used)",
+            );
+            None
+        }
+        (None, None, Some(sel)) => Some(PeerRemote::Nodes(sel)),
+    }
+}
+
+fn filters(spec: &Fields, f: &mut Findings) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, item) in f.take(spec.list("filters")).unwrap_or_default() {
+        match as_str(item).and_then(|s| check_name(s).map(|()| s)) {
+            Ok(s) => out.push(s.to_string()),
+            Err(reason) => f.error(path, reason),
+        }
+    }
+    out
+}
+
+fn next_hop_mode(spec: &Fields, f: &mut Findings) -> NextHopMode {
+    let keep = f.opt(spec.bool("keepOriginalNextHop")).unwrap_or(false);
+    let mode = f.opt(spec.parse_str("nextHopMode", |s| match s {
+        "Auto" => Ok(NextHopMode::Auto),
+        "Self" => Ok(NextHopMode::Self_),
+        "Keep" => Ok(NextHopMode::Keep),
+        _ => Err(format!("{} is not one of Auto, Self, Keep", quoted(s))),
+    }));
+    match (keep, mode) {
+        (true, Some(NextHopMode::Auto | NextHopMode::Self_)) => {
+            f.error(spec.path_of("keepOriginalNextHop"), "contradicts nextHopMode (use nextHopMode: Keep alone)");
+            NextHopMode::Auto
+        }
+        (true, _) => NextHopMode::Keep,
+        (false, mode) => mode.unwrap_or_default(),
+    }
+}

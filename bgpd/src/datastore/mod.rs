@@ -1,0 +1,314 @@
+//! The cluster model that `bgpd run --datastore file:PATH --node NAME` reads: Calico
+//! resources (Node, BGPConfiguration, BGPPeer, IPAMBlock, and the Secrets that hold
+//! BGP passwords) loaded from a YAML stream, validated once into typed values.
+//!
+//! [`load`] never fails because of one bad object: each invalid object is reported as
+//! a [`Problem`] naming its kind, name, field and the reason, and skipped; only an
+//! unreadable file or a YAML syntax error fails the whole load ([`LoadError`]).
+//! [`Model`] holds no file positions and no raw text, so two snapshots compare equal
+//! exactly when the configuration is the same (what a file watcher diffs).
+//!
+//! Field names and defaults are Calico's; `docs/configuration.md` is the reference.
+
+mod bgp_configuration;
+mod bgp_peer;
+mod fields;
+mod ipam_block;
+mod node;
+mod problem;
+mod secret;
+mod source;
+mod values;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use ipam::Selector;
+
+// The module's API: the daemon, the peering plan and `bgpd show config` use these;
+// in a binary crate, re-exports not used yet would warn.
+#[allow(unused_imports)]
+pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdvertisement};
+#[allow(unused_imports)]
+pub use bgp_peer::{BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
+#[allow(unused_imports)]
+pub use ipam_block::{Affinity, IpamBlock};
+#[allow(unused_imports)]
+pub use node::{Node, NodeBgp};
+#[allow(unused_imports)]
+pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
+#[allow(unused_imports)]
+pub use source::Source;
+#[allow(unused_imports)]
+pub use values::{parse_duration, AsNumber, Community, Md5Key, PeerAddress};
+
+use fields::{Fields, Findings};
+use source::RawObject;
+
+/// A validated snapshot of the datastore, as far as routing is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Model {
+    /// The `default` BGPConfiguration, or Calico's defaults when there is none (or
+    /// when it was invalid: see the load's problems).
+    pub bgp_configuration: BgpConfiguration,
+    /// Calico Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// BGPPeers by name.
+    pub peers: BTreeMap<String, BgpPeer>,
+    /// IPAM blocks by name.
+    pub ipam_blocks: BTreeMap<String, IpamBlock>,
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl Model {
+    /// The BGPPeers that node `node` opens sessions for: those with `spec.node == node`,
+    /// the global ones (no `node`, no `nodeSelector`), and those whose `nodeSelector`
+    /// matches the node's labels (a node without a Node object has no labels). In name
+    /// order.
+    pub fn peers_for_node(&self, node: &str) -> Vec<&BgpPeer> {
+        let labels = self.nodes.get(node).map_or(&NO_LABELS, |n| &n.labels);
+        self.peers
+            .values()
+            .filter(|p| match &p.scope {
+                PeerScope::Node(n) => n == node,
+                PeerScope::NodeSelector(sel) => sel.matches(labels),
+                PeerScope::Global => true,
+            })
+            .collect()
+    }
+
+    /// The IPAM blocks affine to `node` (`host:NODE`) and not being deleted: the pod
+    /// blocks this node advertises. In name order.
+    pub fn blocks_for_node(&self, node: &str) -> Vec<&IpamBlock> {
+        self.ipam_blocks
+            .values()
+            .filter(|b| !b.deleted && matches!(&b.affinity, Some(Affinity::Host(h)) if h == node))
+            .collect()
+    }
+
+    /// The Nodes whose labels match `selector` (for a `peerSelector`), in name order.
+    pub fn nodes_matching<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.values().filter(move |n| selector.matches(&n.labels))
+    }
+
+    /// The AS number node `node` speaks: its own `spec.bgp.asNumber`, else the
+    /// cluster's.
+    pub fn node_as_number(&self, node: &str) -> AsNumber {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.bgp.as_ref())
+            .and_then(|b| b.as_number)
+            .unwrap_or(self.bgp_configuration.as_number)
+    }
+}
+
+/// Loads the file datastore at `path` (a file, or a directory of `*.yaml`, `*.yml`,
+/// `*.json` read in name order). Invalid objects are skipped and reported in the
+/// returned problems; see the module docs.
+pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
+    parse_sources(&source::read(path)?)
+}
+
+/// Builds the model from texts already read, in order (what [`load`] does after
+/// reading; also the entry point for tests and other datastores' file-like input).
+pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+    let mut raw = Vec::new();
+    let mut problems = Vec::new();
+    for s in sources {
+        source::objects(s, &mut raw, &mut problems)?;
+    }
+    let mut b = Builder { model: Model::default(), problems, seen: BTreeMap::new(), secrets: Default::default() };
+    // Secrets first: a peer may come before the Secret it refers to.
+    for o in raw.iter().filter(|o| classify(o) == Some(Kind::Secret)) {
+        b.object(o, Kind::Secret);
+    }
+    let filters: BTreeSet<String> = raw.iter().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
+    for o in &raw {
+        match classify(o) {
+            Some(Kind::Secret) => {}
+            Some(kind) => b.object(o, kind),
+            None => b.ignored(o),
+        }
+    }
+    b.check_filters(&filters);
+    Ok((b.model, b.problems))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Node,
+    BgpConfiguration,
+    BgpPeer,
+    Secret,
+    IpamBlock,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::BgpConfiguration => "BGPConfiguration",
+            Kind::BgpPeer => "BGPPeer",
+            Kind::Secret => "Secret",
+            Kind::IpamBlock => "IPAMBlock",
+        }
+    }
+}
+
+const CALICO_V3: &str = "projectcalico.org/v3";
+const CALICO_CRD: &str = "crd.projectcalico.org/v1";
+
+/// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration and BGPPeer are
+/// also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
+/// with the Kubernetes datastore); the spec is the same.
+fn classify(o: &RawObject) -> Option<Kind> {
+    match (o.api_version.as_str(), o.kind.as_str()) {
+        (CALICO_V3, "Node") => Some(Kind::Node),
+        (CALICO_V3 | CALICO_CRD, "BGPConfiguration") => Some(Kind::BgpConfiguration),
+        (CALICO_V3 | CALICO_CRD, "BGPPeer") => Some(Kind::BgpPeer),
+        ("v1", "Secret") => Some(Kind::Secret),
+        (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
+        _ => None,
+    }
+}
+
+fn object_name(o: &RawObject) -> Option<String> {
+    let root = Fields::at(Some(&o.value), "").ok()?;
+    let meta = root.child("metadata").ok()?;
+    meta.str("name").ok().flatten().map(str::to_string)
+}
+
+struct Builder {
+    model: Model,
+    problems: Vec<Problem>,
+    /// Where each accepted object came from, for duplicate and filter messages.
+    seen: BTreeMap<(Kind, String), problem::Location>,
+    secrets: secret::Secrets,
+}
+
+impl Builder {
+    fn problem(
+        &mut self,
+        severity: Severity,
+        kind: &str,
+        name: Option<&str>,
+        field: String,
+        reason: String,
+        location: &Location,
+    ) {
+        self.problems.push(Problem {
+            severity,
+            object: Some(ObjectRef { kind: kind.to_string(), name: name.map(str::to_string) }),
+            field,
+            reason,
+            location: location.clone(),
+        });
+    }
+
+    fn ignored(&mut self, o: &RawObject) {
+        let name = object_name(o);
+        let reason = match o.kind.as_str() {
+            "BGPPeer" | "BGPConfiguration" | "IPAMBlock" => {
+                let sev = Severity::Error;
+                let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
+                return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, &o.location);
+            }
+            _ => format!("{} {} is not read by bgpd's routing model; ignored", o.api_version, o.kind),
+        };
+        self.problem(Severity::Debug, &o.kind, name.as_deref(), String::new(), reason, &o.location);
+    }
+
+    fn object(&mut self, o: &RawObject, kind: Kind) {
+        let kname = kind.name();
+        let root = match Fields::at(Some(&o.value), "") {
+            Ok(root) => root,
+            Err(e) => return self.problem(Severity::Error, kname, None, e.field, e.reason, &o.location),
+        };
+        let mut f = Findings::default();
+        let meta = f.take(root.child("metadata"));
+        let name = meta.as_ref().and_then(|m| f.take(m.str("name")));
+        let Some(Some(name)) = name else {
+            if f.errors.is_empty() {
+                f.error("metadata.name", "missing");
+            }
+            return self.report(kname, None, f, &o.location);
+        };
+        if let Err(reason) = values::check_name(name) {
+            f.error("metadata.name", reason);
+            return self.report(kname, Some(name), f, &o.location);
+        }
+        let key = (kind, name.to_string());
+        let accepted = match kind {
+            Kind::Secret => secret::parse(&root, &mut f).map(|data| {
+                self.secrets.by_name.insert(name.to_string(), data);
+            }),
+            Kind::Node => {
+                let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+                node::parse(name, labels, &root, &mut f).map(|n| {
+                    self.model.nodes.insert(name.to_string(), n);
+                })
+            }
+            Kind::BgpPeer => bgp_peer::parse(name, &root, &self.secrets, &mut f).map(|p| {
+                self.model.peers.insert(name.to_string(), p);
+            }),
+            Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(|b| {
+                self.model.ipam_blocks.insert(name.to_string(), b);
+            }),
+            Kind::BgpConfiguration if name == "default" => {
+                bgp_configuration::parse(&root, &self.secrets, &mut f).map(|c| {
+                    self.model.bgp_configuration = c;
+                })
+            }
+            Kind::BgpConfiguration if name.starts_with("node.") => {
+                f.warn("metadata.name", "per-node BGPConfiguration is not supported by bgpd yet; ignored");
+                return self.report(kname, Some(name), f, &o.location);
+            }
+            Kind::BgpConfiguration => {
+                f.error("metadata.name", "bgpd reads only the BGPConfiguration named \"default\"");
+                None
+            }
+        };
+        if accepted.is_some() && f.errors.is_empty() {
+            if let Some(previous) = self.seen.insert(key, o.location.clone()) {
+                f.warn("", format!("defined again; this definition replaces the one at {previous}"));
+            }
+        } else if f.errors.is_empty() {
+            // Every None above comes with an error; keep that true if code changes.
+            f.error("", "invalid");
+        }
+        self.report(kname, Some(name), f, &o.location);
+    }
+
+    fn report(&mut self, kind: &str, name: Option<&str>, f: Findings, location: &Location) {
+        for e in f.errors {
+            self.problem(Severity::Error, kind, name, e.field, e.reason, location);
+        }
+        for w in f.warnings {
+            self.problem(Severity::Warning, kind, name, w.field, w.reason, location);
+        }
+    }
+
+    /// Warns about BGPPeer filters that name no BGPFilter in the datastore (Calico
+    /// would not apply them either; bgpd acts on filters in a later issue).
+    fn check_filters(&mut self, filters: &BTreeSet<String>) {
+        let missing: Vec<(String, String, Location)> = self
+            .model
+            .peers
+            .values()
+            .flat_map(|p| p.filters.iter().map(move |f| (p, f)))
+            .filter(|(_, f)| !filters.contains(*f))
+            .filter_map(|(p, f)| {
+                let loc = self.seen.get(&(Kind::BgpPeer, p.name.clone()))?;
+                Some((p.name.clone(), f.clone(), loc.clone()))
+            })
+            .collect();
+        for (peer, filter, loc) in missing {
+            let reason = format!("BGPFilter {filter:?} is not in the datastore");
+            self.problem(Severity::Warning, "BGPPeer", Some(&peer), "spec.filters".into(), reason, &loc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Reading the file datastore: one YAML/JSON file, or a directory whose `*.yaml`,
+//! `*.yml` and `*.json` files are read in name order; each file a stream of
+//! `---`-separated documents; a `kind: List` (or `kind: FooList`) document stands for
+//! its `items`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::fields::{describe, Fields};
+use super::problem::{LoadError, Location, Problem, Severity};
+
+/// One file's text, named by its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// Where the text came from (used in every message).
+    pub path: PathBuf,
+    /// The YAML (or JSON) text.
+    pub text: String,
+}
+
+/// One Kubernetes-style object found in a source, before validation.
+#[derive(Clone, Debug)]
+pub(crate) struct RawObject {
+    pub location: Location,
+    pub api_version: String,
+    pub kind: String,
+    pub value: Value,
+}
+
+/// Reads `path`: a file, or a directory's `*.yaml`, `*.yml` and `*.json` files in
+/// name order (not recursive; hidden files are skipped).
+pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+        move |source| LoadError::Io { path: path.to_path_buf(), source }
+    }
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let files = if meta.is_dir() {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(io(path))? {
+            let entry = entry.map_err(io(path))?;
+            let p = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let wanted = !name.starts_with('.') && [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+            // `is_file` follows symlinks, as a ConfigMap volume's files are symlinks.
+            if wanted && p.is_file() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+            Ok(Source { path: p, text })
+        })
+        .collect()
+}
+
+/// Splits a source into objects. A YAML syntax error anywhere fails the whole file;
+/// a document that is not an object is a [`Problem`] and the rest goes on.
+pub(crate) fn objects(source: &Source, out: &mut Vec<RawObject>, problems: &mut Vec<Problem>) -> Result<(), LoadError> {
+    for (i, doc) in serde_yaml::Deserializer::from_str(&source.text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| syntax_error(&source.path, &e))?;
+        let location = Location { file: source.path.clone(), document: i + 1, item: None };
+        match value {
+            // Empty documents (a leading `---`, a file of comments) carry nothing.
+            Value::Null => {}
+            value => object(value, location, None, out, problems),
+        }
+    }
+    Ok(())
+}
+
+fn syntax_error(path: &Path, e: &serde_yaml::Error) -> LoadError {
+    let loc = e.location();
+    LoadError::Syntax {
+        path: path.to_path_buf(),
+        line: loc.as_ref().map(|l| l.line()),
+        column: loc.as_ref().map(|l| l.column()),
+        // The position is in `line` and `column`; keep the message free of it.
+        reason: match &loc {
+            Some(l) => e.to_string().replace(&format!(" at line {} column {}", l.line(), l.column()), ""),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Classifies one document (or List item). `list` carries the apiVersion and item kind
+/// a `FooList` gives its items when they omit them.
+fn object(
+    value: Value,
+    location: Location,
+    list: Option<(&str, &str)>,
+    out: &mut Vec<RawObject>,
+    problems: &mut Vec<Problem>,
+) {
+    let problem = |field: &str, reason: String| Problem {
+        severity: Severity::Error,
+        object: None,
+        field: field.to_string(),
+        reason,
+        location: location.clone(),
+    };
+    let fields = match Fields::at(Some(&value), "") {
+        Ok(f) if !matches!(value, Value::Null) => f,
+        _ => {
+            problems.push(problem(
+                "",
+                format!(
+                    "expected a Kubernetes object (a mapping with apiVersion and kind), found {}",
+                    describe(&value)
+                ),
+            ));
+            return;
+        }
+    };
+    // The error is boxed: a Problem is large and this is the rare path.
+    let field = |key: &str, inherited: Option<&str>| match fields.str(key) {
+        Ok(Some(s)) => Ok(s.to_string()),
+        Ok(None) => inherited.map(str::to_string).ok_or_else(|| Box::new(problem(key, "missing".into()))),
+        Err(e) => Err(Box::new(problem(&e.field, e.reason))),
+    };
+    let kind = match field("kind", list.map(|l| l.1)) {
+        Ok(k) => k,
+        Err(p) => return problems.push(*p),
+    };
+    let api_version = match field("apiVersion", list.map(|l| l.0)) {
+        Ok(v) => v,
+        Err(p) => return problems.push(*p),
+    };
+    if list.is_none() && (kind == "List" || (kind.ends_with("List") && fields.has("items"))) {
+        let items = match fields.list("items") {
+            Ok(items) => items,
+            Err(e) => return problems.push(problem(&e.field, e.reason)),
+        };
+        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+        let inherited = item_kind.map(|k| (api_version.as_str(), k));
+        for (n, (_, item)) in items.into_iter().enumerate() {
+            let location = Location { item: Some(n + 1), ..location.clone() };
+            object(item.clone(), location, inherited, out, problems);
+        }
+        return;
+    }
+    out.push(RawObject { location, api_version, kind, value });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> (Vec<RawObject>, Vec<Problem>) {
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        let source = Source { path: "t.yaml".into(), text: text.into() };
+        objects(&source, &mut out, &mut problems).unwrap();
+        (out, problems)
+    }
+
+    #[test]
+    fn stream_of_documents_with_empty_ones() {
+        let (objs, problems) =
+            split("---\n# only a comment\n---\napiVersion: v1\nkind: Secret\n---\n---\napiVersion: v1\nkind: Secret\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[1].location.document, 4);
+    }
+
+    #[test]
+    fn list_items_are_objects() {
+        let text = r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret"},
+            {"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer"}]}"#;
+        let (objs, problems) = split(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(objs.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>(), ["Secret", "BGPPeer"]);
+        assert_eq!(objs[1].location.item, Some(2));
+    }
+
+    #[test]
+    fn typed_lists_lend_kind_and_api_version() {
+        let (objs, _) = split("apiVersion: projectcalico.org/v3\nkind: BGPPeerList\nitems:\n- metadata: {name: a}\n");
+        assert_eq!((objs[0].kind.as_str(), objs[0].api_version.as_str()), ("BGPPeer", "projectcalico.org/v3"));
+    }
+
+    #[test]
+    fn non_objects_are_problems_not_failures() {
+        let (objs, problems) = split(
+            "just a string\n---\n[1, 2]\n---\nkind: Secret\n---\napiVersion: v1\n---\napiVersion: v1\nkind: Secret\n",
+        );
+        assert_eq!(objs.len(), 1);
+        assert_eq!(problems.len(), 4);
+        assert_eq!(problems[2].field, "apiVersion");
+        assert_eq!(problems[3].field, "kind");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let source = Source { path: "bad.yaml".into(), text: "a: 1\nb: [1, 2\nc: 3\n".into() };
+        let err = objects(&source, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        let LoadError::Syntax { path, line, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(path, Path::new("bad.yaml"));
+        assert!(line.is_some());
+        assert!(err.to_string().starts_with("bad.yaml:"), "{err}");
+    }
+}

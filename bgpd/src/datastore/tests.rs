@@ -1,0 +1,607 @@
+//! Loading realistic manifests, every validation rule, and robustness against
+//! arbitrary input.
+
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroU8};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/datastore/testdata").join(name)
+}
+
+fn parse(text: &str) -> (Model, Vec<Problem>) {
+    parse_sources(&[Source { path: "test.yaml".into(), text: text.into() }]).expect("no syntax error")
+}
+
+fn of(problems: &[Problem], severity: Severity) -> Vec<String> {
+    problems.iter().filter(|p| p.severity == severity).map(ToString::to_string).collect()
+}
+
+fn names<'a>(peers: impl IntoIterator<Item = &'a BgpPeer>) -> Vec<&'a str> {
+    peers.into_iter().map(|p| p.name.as_str()).collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn tor_fabric_loads_completely() {
+    let (model, problems) = load(&testdata("tor-fabric.yaml")).unwrap();
+    assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
+    assert!(of(&problems, Severity::Warning).is_empty(), "{problems:#?}");
+    let ignored: Vec<_> = problems.iter().filter_map(|p| p.object.as_ref()).map(|o| o.kind.as_str()).collect();
+    assert_eq!(ignored, ["BGPFilter", "IPPool"]);
+
+    let c = &model.bgp_configuration;
+    assert_eq!(c.as_number.get(), 64512);
+    assert!(!c.node_to_node_mesh_enabled);
+    assert_eq!(c.bind_mode, BindMode::NodeIp);
+    assert_eq!(c.log_severity_screen, LogSeverity::Warning);
+    assert_eq!(c.node_mesh_max_restart_time, Duration::from_secs(90));
+    assert_eq!(c.service_cluster_ips, ["10.96.0.0/12".parse().unwrap()]);
+    assert_eq!(c.service_external_ips.len(), 2);
+    assert_eq!(c.service_load_balancer_ips, ["198.51.100.0/24".parse().unwrap()]);
+    assert_eq!(c.communities["no-export-ish"], Community::Large(64512, 300, 100));
+    assert_eq!(
+        c.prefix_advertisements,
+        [PrefixAdvertisement {
+            cidr: "198.51.100.0/24".parse().unwrap(),
+            communities: vec![Community::Large(64512, 300, 100), Community::Standard(64512, 120)],
+        }]
+    );
+    assert_eq!(c.ignored_interfaces, ["kube-ipvs*"]);
+
+    let a1 = model.nodes["rack-a-1"].bgp.as_ref().unwrap();
+    let v4 = a1.ipv4_address.unwrap();
+    assert_eq!((v4.addr().to_string(), v4.prefix_len()), ("10.1.0.11".to_string(), 24));
+    assert_eq!(a1.ipv6_address.unwrap().to_string(), "fd00:1::11/64");
+    assert_eq!(model.node_as_number("rack-a-1").get(), 65001);
+    assert_eq!(model.node_as_number("rack-b-1").get(), 65002);
+    assert_eq!(model.node_as_number("unknown-node").get(), 64512);
+    assert_eq!(
+        model.nodes["rack-b-1"].bgp.as_ref().unwrap().route_reflector_cluster_id,
+        Some("224.0.0.1".parse().unwrap())
+    );
+
+    assert_eq!(
+        names(model.peers_for_node("rack-a-1")),
+        ["rack-a-1-monitor", "rack-a-tor", "route-server", "to-route-reflectors"]
+    );
+    assert_eq!(names(model.peers_for_node("rack-a-2")), ["rack-a-tor", "route-server", "to-route-reflectors"]);
+    assert_eq!(names(model.peers_for_node("rack-b-1")), ["rack-b-tor", "route-server", "to-route-reflectors"]);
+    // A node without a Node object has no labels: only global peers and selectors
+    // that match the empty label set.
+    assert_eq!(names(model.peers_for_node("stranger")), ["route-server", "to-route-reflectors"]);
+
+    let tor_a = &model.peers["rack-a-tor"];
+    assert_eq!(
+        tor_a.remote,
+        PeerRemote::Address { address: "10.1.0.1".parse().unwrap(), as_number: AsNumber::new(65101).unwrap() }
+    );
+    assert_eq!(tor_a.password.as_ref().unwrap().as_bytes(), b"rack-a-secret");
+    assert_eq!(tor_a.keepalive_time, Some(Duration::from_secs(10)));
+    assert_eq!(tor_a.max_restart_time, Some(Duration::from_secs(90)));
+    assert_eq!(tor_a.ttl_security, NonZeroU8::new(1));
+    assert_eq!(tor_a.filters, ["export-pods"]);
+    assert_eq!(tor_a.next_hop_mode, NextHopMode::Self_);
+    assert_eq!(tor_a.source_address, SourceAddress::UseNodeIp);
+
+    let tor_b = &model.peers["rack-b-tor"];
+    assert_eq!(tor_b.password.as_ref().unwrap().as_bytes(), b"rack-b-secret");
+    assert_eq!(tor_b.source_address, SourceAddress::None);
+    assert_eq!(tor_b.reachable_by, Some(ip("10.2.0.254")));
+    let PeerRemote::Address { as_number, .. } = tor_b.remote else { panic!() };
+    assert_eq!(as_number.get(), 65546);
+
+    let rs = &model.peers["route-server"];
+    assert_eq!(rs.scope, PeerScope::Global);
+    assert_eq!(
+        rs.remote,
+        PeerRemote::Address {
+            address: PeerAddress { ip: ip("fd00:ff::100"), port: Some(1790) },
+            as_number: AsNumber::new(64600).unwrap()
+        }
+    );
+    assert_eq!(rs.local_as_number, AsNumber::new(64999));
+    assert_eq!(rs.next_hop_mode, NextHopMode::Keep);
+    assert_eq!(rs.num_allowed_local_as_numbers, NonZeroU32::new(2));
+    assert_eq!(rs.keepalive_time, None);
+    assert_eq!(model.peers["rack-a-1-monitor"].scope, PeerScope::Node("rack-a-1".into()));
+    assert_eq!(
+        model.peers["rack-a-1-monitor"].remote,
+        PeerRemote::Address { address: "10.1.0.200:1179".parse().unwrap(), as_number: AsNumber::new(65001).unwrap() }
+    );
+
+    let PeerRemote::Nodes(rr) = &model.peers["to-route-reflectors"].remote else { panic!() };
+    assert_eq!(model.nodes_matching(rr).count(), 0);
+
+    let blocks: Vec<_> = model.blocks_for_node("rack-a-1").iter().map(|b| b.cidr.to_string()).collect();
+    assert_eq!(blocks, ["10.244.0.0/26", "fd00:244::/122"], "the deleted block is left out");
+    assert_eq!(model.blocks_for_node("rack-b-1").len(), 1);
+    assert!(model.blocks_for_node("rack-a-2").is_empty());
+}
+
+#[test]
+fn json_list_loads() {
+    let (model, problems) = load(&testdata("list.json")).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let c = &model.bgp_configuration;
+    assert_eq!((c.as_number.get(), c.listen_port), (65000, 1179));
+    assert_eq!(c.node_mesh_password.as_ref().unwrap().as_bytes(), b"mesh-secret");
+    assert_eq!(names(model.peers_for_node("node-1")), ["v6-upstream"]);
+    assert!(model.peers_for_node("node-2").is_empty());
+    let PeerRemote::Address { address, .. } = model.peers["v6-upstream"].remote else { panic!() };
+    assert_eq!(address, PeerAddress { ip: ip("2001:db8::1"), port: Some(179) });
+}
+
+#[test]
+fn directory_is_read_in_name_order_and_later_wins() {
+    let (model, problems) = load(&testdata("dir")).unwrap();
+    // README.md and the hidden file are not read (both are bad YAML).
+    let warnings = of(&problems, Severity::Warning);
+    assert_eq!(warnings.len(), 1, "{problems:#?}");
+    assert!(
+        warnings[0].starts_with("BGPPeer \"tor\": defined again; this definition replaces the one at "),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("10-config.yaml, document 2") && warnings[0].ends_with("30-override.json, document 1)")
+    );
+    let PeerRemote::Address { address, .. } = model.peers["tor"].remote else { panic!() };
+    assert_eq!(address.ip, ip("10.0.0.2"));
+    assert_eq!(model.bgp_configuration.as_number.get(), 65000);
+    assert!(model.nodes.contains_key("node-1"));
+}
+
+#[test]
+fn missing_path_is_an_io_error() {
+    let err = load(&testdata("does-not-exist.yaml")).unwrap_err();
+    assert!(matches!(err, LoadError::Io { .. }));
+    assert!(err.to_string().contains("does-not-exist.yaml"), "{err}");
+}
+
+#[test]
+fn syntax_error_fails_the_load_with_file_and_line() {
+    let text = "apiVersion: v1\nkind: Secret\n---\napiVersion: v1\nkind: [Secret\nmetadata: {}\n";
+    let err = parse_sources(&[Source { path: "peers.yaml".into(), text: text.into() }]).unwrap_err();
+    let LoadError::Syntax { line: Some(line), .. } = err else { panic!("{err:?}") };
+    assert!((5..=6).contains(&line), "line {line}");
+    assert!(err.to_string().starts_with(&format!("peers.yaml:{line}:")), "{err}");
+}
+
+#[test]
+fn empty_input_gives_calico_defaults() {
+    let (model, problems) = parse("");
+    assert!(problems.is_empty());
+    assert_eq!(model, Model::default());
+    let c = &model.bgp_configuration;
+    assert_eq!((c.as_number.get(), c.listen_port, c.node_to_node_mesh_enabled), (64512, 179, true));
+    assert_eq!(c.node_mesh_max_restart_time, Duration::from_secs(120));
+    assert_eq!((c.bind_mode, c.log_severity_screen), (BindMode::None, LogSeverity::Info));
+}
+
+const PEER_HEAD: &str = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-1}\n";
+const GOOD_PEER: &str = "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: good}\nspec: {peerIP: 10.0.0.9, asNumber: 65000}\n";
+
+/// Each invalid BGPPeer is reported with this exact message and skipped, and the
+/// valid peer after it still loads.
+#[test]
+fn invalid_peers_are_reported_and_skipped() {
+    let cases: &[(&str, &str)] = &[
+        ("spec: {peerIP: 10.0.0.300, asNumber: 65000}", r#"spec.peerIP: "10.0.0.300" is not an IP address (expected IP, IPv4:port or [IPv6]:port)"#),
+        ("spec: {peerIP: '10.0.0.1:0', asNumber: 65000}", r#"spec.peerIP: "10.0.0.1:0": port 0 is not a usable port"#),
+        ("spec: {peerIP: '[fd00::1]:99999', asNumber: 65000}", r#"spec.peerIP: "[fd00::1]:99999" is not an IP address"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 0}", "spec.asNumber: AS number 0 is reserved and cannot be used"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 4294967296}", "spec.asNumber: AS number 4294967296 is out of range 1..=4294967295"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: '1.65536'}", r#"spec.asNumber: "1.65536": each half of a dotted AS number must be 0..=65535"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, localASNumber: 0}", "spec.localASNumber: AS number 0 is reserved"),
+        ("spec: {peerIP: 10.0.0.1}", "spec.asNumber: missing (required with peerIP)"),
+        ("spec: {asNumber: 65000}", "spec.peerIP: missing (a BGPPeer needs peerIP or peerSelector)"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 30}", r#"spec.keepaliveTime: expected a duration string such as "30s", found 30"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 1m30}", r#"spec.keepaliveTime: "1m30" is not a duration (missing unit"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 0s}", "spec.keepaliveTime: must be more than 0"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, maxRestartTime: -5s}", r#"spec.maxRestartTime: "-5s" is negative"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, ttlSecurity: 256}", "spec.ttlSecurity: 256 hops is out of range 0..=255"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, ttlSecurity: -1}", "spec.ttlSecurity: expected a non-negative integer, found -1"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, sourceAddress: NodeIP}", r#"spec.sourceAddress: "NodeIP" is not one of UseNodeIP, None"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, nextHopMode: self}", r#"spec.nextHopMode: "self" is not one of Auto, Self, Keep"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, nextHopMode: Self, keepOriginalNextHop: true}", "spec.keepOriginalNextHop: contradicts nextHopMode"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepOriginalNextHop: 'yes'}", r#"spec.keepOriginalNextHop: expected true or false, found "yes""#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, filters: [ok, 'bad name']}", r#"spec.filters[1]: "bad name" contains ' '"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, filters: export}", r#"spec.filters: expected a list, found "export""#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, numAllowedLocalASNumbers: 5000000000}", "spec.numAllowedLocalASNumbers: out of range"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, reachableBy: fd00::1}", "spec.reachableBy: fd00::1 is not of the same IP family as peerIP 10.0.0.1"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, reachableBy: gateway}", r#"spec.reachableBy: "gateway" is not an IP address"#),
+        ("spec: {node: a, nodeSelector: all(), peerIP: 10.0.0.1, asNumber: 65000}", "spec.nodeSelector: cannot be used together with node"),
+        ("spec: {nodeSelector: 'rack = a', peerIP: 10.0.0.1, asNumber: 65000}", r#"spec.nodeSelector: invalid selector "rack = a""#),
+        ("spec: {peerSelector: all(), peerIP: 10.0.0.1, asNumber: 65000}", "spec.peerSelector: cannot be used together with peerIP"),
+        ("spec: {peerSelector: all(), asNumber: 65000}", "spec.asNumber: cannot be used with peerSelector"),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, password: {secretKeyRef: {name: nope, key: k}}}", r#"spec.password.secretKeyRef: Secret "nope" not found"#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, password: {secretKeyRef: {name: s, key: other}}}", r#"spec.password.secretKeyRef: Secret "s" has no key "other""#),
+        ("spec: {peerIP: 10.0.0.1, asNumber: 65000, password: {secretKeyRef: {name: s, key: long}}}", "spec.password.secretKeyRef: Secret \"s\" key \"long\": the password is 81 bytes; TCP MD5 keys are at most 80 bytes"),
+        ("spec: [peerIP]", "spec: expected a mapping, found a list"),
+    ];
+    let long = "x".repeat(81);
+    let secret =
+        format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{k: pw, long: {long}}}\n");
+    for (spec, expected) in cases {
+        let text = format!("{PEER_HEAD}{spec}\n{GOOD_PEER}{secret}");
+        let (model, problems) = parse(&text);
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+        let want = format!("BGPPeer \"tor-1\": {expected}");
+        assert!(errors[0].starts_with(&want), "{spec}:\n got  {}\n want {want}…", errors[0]);
+        assert!(errors[0].ends_with("(test.yaml, document 1)"), "{}", errors[0]);
+        assert!(!model.peers.contains_key("tor-1"), "{spec}: invalid peer kept");
+        assert!(model.peers.contains_key("good"), "{spec}: valid peer lost");
+    }
+}
+
+#[test]
+fn all_faults_of_one_object_are_reported_together() {
+    let (_, problems) = parse(&format!("{PEER_HEAD}spec: {{peerIP: nope, asNumber: 0, keepaliveTime: x}}\n"));
+    let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["spec.peerIP", "spec.asNumber", "spec.keepaliveTime"]);
+}
+
+#[test]
+fn secret_may_come_after_the_peer_and_in_another_file() {
+    let peer = format!(
+        "{PEER_HEAD}spec: {{peerIP: 10.0.0.1, asNumber: 65000, password: {{secretKeyRef: {{name: s, key: k}}}}}}\n"
+    );
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: cHc=}\n";
+    let (model, problems) = parse_sources(&[
+        Source { path: "a.yaml".into(), text: peer },
+        Source { path: "b.yaml".into(), text: secret.into() },
+    ])
+    .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(model.peers["tor-1"].password.as_ref().unwrap().as_bytes(), b"pw");
+}
+
+#[test]
+fn invalid_secret_is_reported_and_its_peers_fail() {
+    let text = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: {{k: '%%%'}}\n---\n{PEER_HEAD}spec: {{peerIP: 10.0.0.1, asNumber: 65000, password: {{secretKeyRef: {{name: s, key: k}}}}}}\n"
+    );
+    let (model, problems) = parse(&text);
+    let errors = of(&problems, Severity::Error);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("Secret \"s\": data.k: not valid base64"), "{}", errors[0]);
+    assert!(
+        errors[1].starts_with("BGPPeer \"tor-1\": spec.password.secretKeyRef: Secret \"s\" not found"),
+        "{}",
+        errors[1]
+    );
+    assert!(model.peers.is_empty());
+}
+
+#[test]
+fn invalid_bgp_configuration_is_reported_and_defaults_remain() {
+    let head = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n";
+    let cases: &[(&str, &str)] = &[
+        ("spec: {asNumber: 0}", "spec.asNumber: AS number 0 is reserved"),
+        ("spec: {listenPort: 0}", "spec.listenPort: port 0 is out of range 1..=65535"),
+        ("spec: {listenPort: 65536}", "spec.listenPort: port 65536 is out of range 1..=65535"),
+        ("spec: {listenPort: '179'}", "spec.listenPort: expected a non-negative integer, found \"179\""),
+        ("spec: {bindMode: All}", r#"spec.bindMode: "All" is not one of None, NodeIP"#),
+        (
+            "spec: {logSeverityScreen: loud}",
+            r#"spec.logSeverityScreen: "loud" is not one of Debug, Info, Warning, Error, Fatal"#,
+        ),
+        ("spec: {nodeToNodeMeshEnabled: 1}", "spec.nodeToNodeMeshEnabled: expected true or false, found 1"),
+        (
+            "spec: {nodeMeshMaxRestartTime: 2d}",
+            r#"spec.nodeMeshMaxRestartTime: "2d" is not a duration (unknown unit "d""#,
+        ),
+        (
+            "spec: {nodeMeshPassword: {secretKeyRef: {name: x, key: y}}}",
+            r#"spec.nodeMeshPassword.secretKeyRef: Secret "x" not found"#,
+        ),
+        (
+            "spec: {serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: 10.96.0.1/12}]}",
+            r#"spec.serviceClusterIPs[1].cidr: "10.96.0.1/12" has host bits set (the network is 10.96.0.0/12)"#,
+        ),
+        (
+            "spec: {serviceExternalIPs: [{cidr: 300.0.0.0/8}]}",
+            r#"spec.serviceExternalIPs[0].cidr: "300.0.0.0/8" is not a CIDR"#,
+        ),
+        ("spec: {serviceLoadBalancerIPs: [{}]}", "spec.serviceLoadBalancerIPs[0].cidr: missing"),
+        ("spec: {serviceLoadBalancerIPs: ['10.0.0.0/8']}", "spec.serviceLoadBalancerIPs[0]: expected a mapping"),
+        (
+            "spec: {communities: [{name: a, value: '65536:1'}]}",
+            r#"spec.communities[0].value: "65536:1": each part of a standard community must be 0..=65535"#,
+        ),
+        (
+            "spec: {communities: [{name: a, value: '1:1'}, {name: a, value: '1:2'}]}",
+            r#"spec.communities[1].name: community name "a" is defined twice"#,
+        ),
+        ("spec: {communities: [{value: '1:1'}]}", "spec.communities[0].name: missing"),
+        (
+            "spec: {prefixAdvertisements: [{cidr: 10.0.0.0/8, communities: [unknown-name]}]}",
+            r#"spec.prefixAdvertisements[0].communities[0]: "unknown-name" is neither a name"#,
+        ),
+        ("spec: {prefixAdvertisements: [{communities: ['1:1']}]}", "spec.prefixAdvertisements[0].cidr: missing"),
+        ("spec: {ignoredInterfaces: [eth0, 7]}", "spec.ignoredInterfaces[1]: expected a string, found 7"),
+    ];
+    for (spec, expected) in cases {
+        let (model, problems) = parse(&format!("{head}{spec}\n"));
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+        let want = format!("BGPConfiguration \"default\": {expected}");
+        assert!(errors[0].starts_with(&want), "{spec}:\n got  {}\n want {want}…", errors[0]);
+        assert_eq!(model.bgp_configuration, BgpConfiguration::default(), "{spec}");
+    }
+}
+
+#[test]
+fn bgp_configuration_names() {
+    let cfg = |name: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: {name}}}\nspec: {{asNumber: 65000}}\n")
+    };
+    let (model, problems) = parse(&cfg("node.rack-a-1"));
+    assert_eq!(model, Model::default());
+    assert_eq!(of(&problems, Severity::Warning).len(), 1);
+    let (model, problems) = parse(&cfg("custom"));
+    assert_eq!(model, Model::default());
+    assert_eq!(
+        of(&problems, Severity::Error),
+        ["BGPConfiguration \"custom\": metadata.name: bgpd reads only the BGPConfiguration named \"default\" (test.yaml, document 1)"]
+    );
+    // The CRD form (what kubectl shows with the Kubernetes datastore) is read too.
+    let (model, _) = parse(&cfg("default").replace("projectcalico.org/v3", "crd.projectcalico.org/v1"));
+    assert_eq!(model.bgp_configuration.as_number.get(), 65000);
+}
+
+#[test]
+fn invalid_nodes_blocks_and_metadata() {
+    let node = "apiVersion: projectcalico.org/v3\nkind: Node\n";
+    let block = "apiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\n";
+    let cases: &[(String, &str)] = &[
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/33}}}}"), r#"Node "n": spec.bgp.ipv4Address: "10.0.0.1/33" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 'fd00::1/64'}}}}"), r#"Node "n": spec.bgp.ipv4Address: "fd00::1/64" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv6Address: 10.0.0.1/24}}}}"), r#"Node "n": spec.bgp.ipv6Address: "10.0.0.1/24" is not an IPv6 address"#),
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{asNumber: 65000}}}}"), r#"Node "n": spec.bgp.ipv4Address: a BGP node needs ipv4Address or ipv6Address"#),
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: 0}}}}"), r#"Node "n": spec.bgp.asNumber: AS number 0 is reserved"#),
+        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 'fd00::1'}}}}"), r#"Node "n": spec.bgp.routeReflectorClusterID: "fd00::1" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n, labels: {{rack: 1}}}}\nspec: {{}}"), r#"Node "n": metadata.labels.rack: expected a string, found 1"#),
+        (format!("{node}metadata: {{labels: {{}}}}\nspec: {{}}"), "Node (unnamed): metadata.name: missing"),
+        (format!("{node}metadata: {{name: 'a/b'}}\nspec: {{}}"), r#"Node "a/b": metadata.name: "a/b" contains '/'"#),
+        (format!("{node}metadata: {{name: [a]}}\nspec: {{}}"), "Node (unnamed): metadata.name: expected a string, found a list"),
+        (format!("{block}metadata: {{name: b}}\nspec: {{cidr: 10.244.0.1/26, affinity: host:n}}"), r#"IPAMBlock "b": spec.cidr: "10.244.0.1/26" has host bits set"#),
+        (format!("{block}metadata: {{name: b}}\nspec: {{affinity: host:n}}"), r#"IPAMBlock "b": spec.cidr: missing"#),
+        (format!("{block}metadata: {{name: b}}\nspec: {{cidr: 10.244.0.0/26, affinity: 'node-1'}}"), r#"IPAMBlock "b": spec.affinity: "node-1" is not an affinity (expected host:NODE or virtual:NAME)"#),
+        (format!("{block}metadata: {{name: b}}\nspec: {{cidr: 10.244.0.0/26, affinity: 'host:'}}"), r#"IPAMBlock "b": spec.affinity: "host:": the name is empty"#),
+        (format!("{block}metadata: {{name: b}}\nspec: {{cidr: 10.244.0.0/26, deleted: 'no'}}"), r#"IPAMBlock "b": spec.deleted: expected true or false, found "no""#),
+        ("apiVersion: projectcalico.org/v2\nkind: BGPPeer\nmetadata: {name: p}\n".to_string(), r#"BGPPeer "p": apiVersion: "projectcalico.org/v2" is not an apiVersion bgpd reads for BGPPeer"#),
+    ];
+    for (text, expected) in cases {
+        let (model, problems) = parse(text);
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{text}: {errors:#?}");
+        assert!(errors[0].starts_with(expected), "{text}:\n got  {}\n want {expected}…", errors[0]);
+        assert_eq!(model, Model::default(), "{text}");
+    }
+}
+
+#[test]
+fn duplicates_later_wins_with_a_warning_and_invalid_later_keeps_earlier() {
+    let peer = |ip: &str| format!("---\n{PEER_HEAD}spec: {{peerIP: '{ip}', asNumber: 65000}}\n");
+    let (model, problems) = parse(&format!("{}{}", peer("10.0.0.1"), peer("10.0.0.2")));
+    assert_eq!(
+        of(&problems, Severity::Warning),
+        ["BGPPeer \"tor-1\": defined again; this definition replaces the one at test.yaml, document 1 (test.yaml, document 2)"]
+    );
+    let PeerRemote::Address { address, .. } = model.peers["tor-1"].remote else { panic!() };
+    assert_eq!(address.ip, ip("10.0.0.2"));
+
+    let (model, problems) = parse(&format!("{}{}", peer("10.0.0.1"), peer("bad")));
+    assert_eq!(of(&problems, Severity::Error).len(), 1);
+    assert!(of(&problems, Severity::Warning).is_empty());
+    let PeerRemote::Address { address, .. } = model.peers["tor-1"].remote else { panic!() };
+    assert_eq!(address.ip, ip("10.0.0.1"));
+
+    // The same name in different kinds is no duplicate.
+    let node = "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: tor-1}\n";
+    let (_, problems) = parse(&format!("{}{node}", peer("10.0.0.1")));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn unsupported_fields_and_missing_filters_warn_but_load() {
+    let text =
+        format!("{PEER_HEAD}spec: {{peerIP: 10.0.0.1, asNumber: 65000, localWorkloadSelector: x, filters: [f1]}}\n");
+    let (model, problems) = parse(&text);
+    assert!(model.peers.contains_key("tor-1"));
+    assert_eq!(
+        of(&problems, Severity::Warning),
+        [
+            "BGPPeer \"tor-1\": spec.localWorkloadSelector: not supported by bgpd; ignored (test.yaml, document 1)",
+            "BGPPeer \"tor-1\": spec.filters: BGPFilter \"f1\" is not in the datastore (test.yaml, document 1)",
+        ]
+    );
+}
+
+#[test]
+fn unknown_kinds_are_collected_for_debug() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: k8s-node}\n";
+    let (model, problems) = parse(text);
+    assert_eq!(model, Model::default());
+    assert_eq!(of(&problems, Severity::Debug).len(), 2);
+    assert_eq!(problems[1].object, Some(ObjectRef { kind: "Node".into(), name: Some("k8s-node".into()) }));
+}
+
+#[test]
+fn snapshots_compare_by_content_not_position() {
+    let a = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: a}\nspec: {peerIP: 10.0.0.1, asNumber: 65000}\n";
+    let b = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: b}\nspec: {peerIP: 10.0.0.2, asNumber: 65000}\n";
+    let (m1, _) = parse(&format!("{a}---\n{b}"));
+    let (m2, _) = parse(&format!("# moved around\n{b}---\n{a}"));
+    assert_eq!(m1, m2);
+    let (m3, _) = parse(&format!("{a}---\n{}", b.replace("10.0.0.2", "10.0.0.3")));
+    assert_ne!(m1, m3);
+}
+
+mod robustness {
+    //! Arbitrary input must never panic: random YAML value trees placed where the
+    //! converters look, and random mutations of a realistic manifest.
+
+    use proptest::prelude::*;
+    use serde_yaml::{Mapping, Value};
+
+    use super::super::*;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-zA-Z0-9.:/\\[\\]_ -]{0,24}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "10.0.0.1",
+                "[fd00::1]:179",
+                "65000",
+                "1.10",
+                "0",
+                "30s",
+                "host:n",
+                "10.0.0.0/8",
+                "all()",
+                "has(a)",
+                "UseNodeIP",
+                "Keep",
+                "NodeIP",
+                "default",
+            ])
+            .prop_map(Value::from),
+        ]
+    }
+
+    const KEYS: &[&str] = &[
+        "peerIP",
+        "asNumber",
+        "node",
+        "nodeSelector",
+        "peerSelector",
+        "password",
+        "secretKeyRef",
+        "name",
+        "key",
+        "keepaliveTime",
+        "ttlSecurity",
+        "filters",
+        "cidr",
+        "affinity",
+        "deleted",
+        "bgp",
+        "ipv4Address",
+        "ipv6Address",
+        "serviceClusterIPs",
+        "communities",
+        "value",
+        "prefixAdvertisements",
+        "listenPort",
+        "labels",
+        "data",
+        "stringData",
+        "items",
+        "kind",
+        "apiVersion",
+        "metadata",
+        "spec",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Sequence),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kvs| Value::Mapping(
+                    kvs.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<Mapping>()
+                )),
+            ]
+        })
+    }
+
+    fn object() -> impl Strategy<Value = Value> {
+        let kinds = prop::sample::select(vec![
+            ("projectcalico.org/v3", "BGPPeer"),
+            ("projectcalico.org/v3", "BGPConfiguration"),
+            ("projectcalico.org/v3", "Node"),
+            ("crd.projectcalico.org/v1", "IPAMBlock"),
+            ("v1", "Secret"),
+            ("v1", "List"),
+        ]);
+        let names = prop::sample::select(vec!["default", "a", "s", "node.x", ""]);
+        (kinds, names, value(), value()).prop_map(|((api, kind), name, spec, extra)| {
+            let mut m = Mapping::new();
+            m.insert("apiVersion".into(), api.into());
+            m.insert("kind".into(), kind.into());
+            let mut meta = Mapping::new();
+            meta.insert("name".into(), name.into());
+            meta.insert("labels".into(), extra.clone());
+            m.insert("metadata".into(), Value::Mapping(meta));
+            m.insert("spec".into(), spec);
+            m.insert("data".into(), extra.clone());
+            m.insert("items".into(), extra);
+            Value::Mapping(m)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6270_6764),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_objects_never_panic(objects in prop::collection::vec(object(), 1..6)) {
+            let text = objects.iter().map(|o| serde_yaml::to_string(o).unwrap()).collect::<Vec<_>>().join("---\n");
+            let (_model, _problems) = parse_sources(&[Source { path: "fuzz.yaml".into(), text }]).unwrap();
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "[ -~\n\t]{0,300}") {
+            let _ = parse_sources(&[Source { path: "fuzz.yaml".into(), text }]);
+        }
+    }
+
+    /// Byte-level mutations of the ToR fabric manifest (seeded, bounded): each result
+    /// is either a syntax error or a model with problems, never a panic.
+    #[test]
+    fn mutated_manifest_never_panics() {
+        let base = std::fs::read(super::testdata("tor-fabric.yaml")).unwrap();
+        let mut rng = fastrand::Rng::with_seed(0xB6D);
+        let alphabet = b" :-[]{}'\"\n#&*!|>0123456789abcxyz./";
+        let (mut ok, mut syntax) = (0, 0);
+        for _ in 0..400 {
+            let mut bytes = base.clone();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                    _ => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match parse_sources(&[Source { path: "mutant.yaml".into(), text }]) {
+                Ok(_) => ok += 1,
+                Err(LoadError::Syntax { .. }) => syntax += 1,
+                Err(e) => panic!("unexpected error kind: {e}"),
+            }
+        }
+        // Both outcomes occur, so the mutations reach the validators too.
+        assert!(ok > 0 && syntax > 0, "ok {ok}, syntax {syntax}");
+    }
+}
