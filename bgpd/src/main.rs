@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod daemon;
 #[allow(dead_code)]
 mod datastore;
 mod decode_mrt;
+
+const DEFAULT_CONTROL_SOCKET: &str = "/run/bgpd/bgpd.sock";
 
 /// bgpd: BGP speaker, IPAM and FIB programmer for Kubernetes nodes.
 #[derive(Parser)]
@@ -29,12 +32,100 @@ enum Command {
         /// The MRT file.
         file: PathBuf,
     },
+    /// Run the node's BGP speaker.
+    Run {
+        /// The datastore: `file:PATH` (a YAML file or a directory of them).
+        #[arg(long)]
+        datastore: String,
+        /// This node's name (its Calico Node object).
+        #[arg(long)]
+        node: String,
+        /// The control socket `bgpd show` talks to.
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+        /// Serve Prometheus metrics, /healthz and /readyz on this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Show what the running daemon knows.
+    Show {
+        /// What to show.
+        #[command(subcommand)]
+        what: ShowWhat,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShowWhat {
+    /// Peers and their sessions.
+    Peers,
+    /// Routes learned from peers.
+    Routes {
+        /// Only routes within or containing this prefix.
+        prefix: Option<ipnet::IpNet>,
+    },
+    /// Prefixes this node originates, and why.
+    Originations,
+    /// The loaded configuration's state and problems.
+    Config,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?)
+}
+
+fn run_daemon(
+    datastore: String,
+    node: String,
+    control_socket: PathBuf,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let Some(path) = datastore.strip_prefix("file:") else {
+        anyhow::bail!("--datastore {datastore:?}: only file:PATH is supported so far (kubernetes and etcd come with the cluster integration)");
+    };
+    init_logging();
+    let opts = daemon::RunOptions { datastore: PathBuf::from(path), node, control_socket, metrics };
+    runtime()?.block_on(daemon::run(opts))
+}
+
+fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<()> {
+    let req = match what {
+        ShowWhat::Peers => daemon::Request::Peers,
+        ShowWhat::Routes { prefix } => daemon::Request::Routes { prefix },
+        ShowWhat::Originations => daemon::Request::Originations,
+        ShowWhat::Config => daemon::Request::Config,
+    };
+    let v = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(daemon::ask(&control_socket, &req))?;
+    if json {
+        println!("{v}");
+    } else {
+        print!("{}", daemon::render(&req, &v));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::DecodeMrt { json, file } => decode_mrt::run(&file, json),
+        Command::Run { datastore, node, control_socket, metrics } => {
+            run_daemon(datastore, node, control_socket, metrics)
+        }
+        Command::Show { what, json, control_socket } => show(what, json, control_socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

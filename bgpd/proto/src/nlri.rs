@@ -129,19 +129,20 @@ fn path_id(input: &[u8]) -> Res<'_, u32> {
 /// Decodes a whole NLRI field (prefixes back to back) into `out`.
 ///
 /// With `add_path`, each prefix is preceded by a 4-octet path identifier.
-pub fn decode_nlri<P: WirePrefix>(mut input: &[u8], add_path: bool, out: &mut Vec<Nlri<P>>) -> Result<(), NlriError> {
+pub fn decode_nlri<P: WirePrefix>(input: &[u8], add_path: bool, out: &mut Vec<Nlri<P>>) -> Result<(), NlriError> {
     out.reserve_exact(count_nlri(input, add_path));
-    while !input.is_empty() {
-        let id = if add_path {
-            let (rest, id) = path_id(input).map_err(|_| NlriError::Overrun)?;
-            input = rest;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let path_id = if add_path {
+            let (r, id) = path_id(rest).map_err(|_| NlriError::Overrun)?;
+            rest = r;
             Some(id)
         } else {
             None
         };
-        let (rest, p) = prefix::<P>(input)?;
-        input = rest;
-        out.push(Nlri { path_id: id, prefix: p });
+        let (r, prefix) = prefix::<P>(rest)?;
+        rest = r;
+        out.push(Nlri { path_id, prefix });
     }
     Ok(())
 }

@@ -193,11 +193,18 @@ impl Session {
     /// ManualStop (Event 2): Cease / Administrative Shutdown with an optional
     /// shutdown communication (RFC 9003), then Idle; no automatic restart.
     pub fn handle_manual_stop(&mut self, now: Instant, message: Option<&str>) {
-        let _ = now;
         let n = match message {
             Some(m) => Notification::cease_with_message(code::cease::ADMINISTRATIVE_SHUTDOWN, m),
             None => Notification::new(code::CEASE, code::cease::ADMINISTRATIVE_SHUTDOWN, []),
         };
+        self.handle_stop(now, n);
+    }
+
+    /// A stop with a NOTIFICATION of the caller's choice (for example Cease /
+    /// Peer De-configured or Other Configuration Change, RFC 4486): sent if a
+    /// connection is up, then Idle; no automatic restart.
+    pub fn handle_stop(&mut self, now: Instant, n: Notification) {
+        let _ = now;
         self.timers = Timers::default();
         self.connect_retry_counter = 0;
         if self.connected && matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {

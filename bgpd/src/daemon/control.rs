@@ -1,0 +1,175 @@
+//! The control socket: `bgpd show …` asks the running daemon over a Unix
+//! socket (one JSON request line, one JSON answer), the role `birdc` and
+//! `calicoctl node status` play for BIRD.
+
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::warn;
+
+use super::status::Shared;
+
+/// A request to the daemon.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "show", rename_all = "lowercase")]
+pub enum Request {
+    /// Peers and their sessions.
+    Peers,
+    /// Learned routes, optionally those matching a prefix.
+    Routes {
+        /// Only routes within (or containing) this prefix.
+        prefix: Option<IpNet>,
+    },
+    /// What this node originates and why.
+    Originations,
+    /// The configuration as loaded, with its problems.
+    Config,
+}
+
+/// Answers one request from the shared status.
+pub fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
+    match req {
+        Request::Peers => serde_json::json!({ "peers": shared.peers() }),
+        Request::Routes { prefix } => serde_json::json!({ "routes": shared.routes(*prefix) }),
+        Request::Originations => {
+            let s = shared.lock();
+            let o: Vec<_> =
+                s.originations.iter().map(|(p, why)| serde_json::json!({"prefix": p, "cause": why})).collect();
+            serde_json::json!({ "originations": o })
+        }
+        Request::Config => {
+            let s = shared.lock();
+            serde_json::json!({
+                "datastore_ok": s.datastore_ok,
+                "problems": s.config_problems,
+                "loaded_at": s.config_loaded_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+            })
+        }
+    }
+}
+
+/// Serves the control socket at `path` until the task is dropped.
+pub async fn serve(path: &Path, shared: Shared) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &shared).await {
+                warn!("control socket client: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => answer(shared, &req),
+        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+    };
+    w.write_all(reply.to_string().as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    w.shutdown().await
+}
+
+/// Sends `req` to the daemon at `path` and returns its answer.
+pub async fn ask(path: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let stream = UnixStream::connect(path)
+        .await
+        .with_context(|| format!("connecting to the control socket {} (is bgpd running?)", path.display()))?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(serde_json::to_string(req)?.as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("reading the daemon's answer")?;
+    if let Some(e) = v.get("error") {
+        anyhow::bail!("daemon: {e}");
+    }
+    Ok(v)
+}
+
+/// Renders an answer as a table for people.
+pub fn render(req: &Request, v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    match req {
+        Request::Peers => {
+            out.push_str(&format!(
+                "{:<20} {:<28} {:>10} {:<12} {:>9} {:>6} {:>6}  {}\n",
+                "NAME", "ADDRESS", "AS", "STATE", "UPTIME", "RCVD", "SENT", "INFO"
+            ));
+            for p in v["peers"].as_array().into_iter().flatten() {
+                let info = if p["state"] == "Established" { s(&p["peer_hostname"]) } else { s(&p["last_failure"]) };
+                let err = if p["last_error"].is_null() {
+                    String::new()
+                } else {
+                    format!(" last error {}", s(&p["last_error"]))
+                };
+                out.push_str(&format!(
+                    "{:<20} {:<28} {:>10} {:<12} {:>8}s {:>6} {:>6}  {}{}\n",
+                    s(&p["name"]),
+                    s(&p["address"]),
+                    s(&p["peer_as"]),
+                    s(&p["state"]),
+                    s(&p["uptime_secs"]),
+                    s(&p["routes_received"]),
+                    s(&p["routes_advertised"]),
+                    info,
+                    err
+                ));
+            }
+        }
+        Request::Routes { .. } => {
+            out.push_str(&format!(
+                "{:<24} {:<16} {:<32} {:<20} {}\n",
+                "PREFIX", "PEER", "NEXT HOP", "AS PATH", "COMMUNITIES"
+            ));
+            for r in v["routes"].as_array().into_iter().flatten() {
+                let comms: Vec<String> = r["communities"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(r["large_communities"].as_array().into_iter().flatten())
+                    .map(s)
+                    .collect();
+                out.push_str(&format!(
+                    "{:<24} {:<16} {:<32} {:<20} {}\n",
+                    s(&r["prefix"]),
+                    s(&r["peer"]),
+                    s(&r["next_hop"]),
+                    s(&r["as_path"]),
+                    comms.join(" ")
+                ));
+            }
+        }
+        Request::Originations => {
+            out.push_str(&format!("{:<24} {}\n", "PREFIX", "CAUSE"));
+            for o in v["originations"].as_array().into_iter().flatten() {
+                out.push_str(&format!("{:<24} {}\n", s(&o["prefix"]), s(&o["cause"])));
+            }
+        }
+        Request::Config => {
+            out.push_str(&format!("datastore reachable: {}\n", s(&v["datastore_ok"])));
+            for p in v["problems"].as_array().into_iter().flatten() {
+                out.push_str(&format!("problem: {}\n", s(p)));
+            }
+        }
+    }
+    out
+}

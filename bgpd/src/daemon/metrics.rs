@@ -1,0 +1,92 @@
+//! Prometheus metrics at `/metrics`, liveness at `/healthz` (answered by the
+//! event loop itself, so a stuck loop fails it) and readiness at `/readyz`.
+
+use std::net::SocketAddr;
+
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use super::status::Shared;
+
+/// Renders the current metrics in the Prometheus text format.
+pub fn render(shared: &Shared) -> String {
+    let reg = Registry::new();
+    let gauge = |name: &str, help: &str, labels: &[&str]| {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric names and labels are constants");
+        reg.register(Box::new(g.clone())).expect("each metric is registered once");
+        g
+    };
+    let state = gauge(
+        "bgpd_peer_state",
+        "Session state: 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm, 6 Established",
+        &["peer", "address"],
+    );
+    let up = gauge("bgpd_peer_uptime_seconds", "Seconds since the session reached Established", &["peer"]);
+    let flaps = gauge("bgpd_peer_flaps_total", "Times the session left Established", &["peer"]);
+    let rx = gauge("bgpd_peer_messages_received_total", "Messages received by type", &["peer", "type"]);
+    let tx = gauge("bgpd_peer_messages_sent_total", "Messages sent by type", &["peer", "type"]);
+    let routes = gauge("bgpd_peer_routes_received", "Prefixes received and kept", &["peer"]);
+    let adv = gauge("bgpd_peer_routes_advertised", "Prefixes advertised", &["peer"]);
+    let err = gauge("bgpd_peer_last_error", "Last NOTIFICATION code*256+subcode (0: none)", &["peer"]);
+    let cfg_ok = gauge("bgpd_datastore_ok", "1 when the last datastore read succeeded", &[]);
+    for p in shared.peers() {
+        let code = match p.state.as_str() {
+            "Idle" => 1,
+            "Connect" => 2,
+            "Active" => 3,
+            "OpenSent" => 4,
+            "OpenConfirm" => 5,
+            _ => 6,
+        };
+        state.with_label_values(&[&p.name, &p.address.to_string()]).set(code);
+        up.with_label_values(&[&p.name]).set(p.uptime_secs as i64);
+        flaps.with_label_values(&[&p.name]).set(p.flaps as i64);
+        for (t, n) in &p.received {
+            rx.with_label_values(&[&p.name, t]).set(*n as i64);
+        }
+        for (t, n) in &p.sent {
+            tx.with_label_values(&[&p.name, t]).set(*n as i64);
+        }
+        routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
+        adv.with_label_values(&[&p.name]).set(p.routes_advertised as i64);
+        err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
+    }
+    cfg_ok.with_label_values::<&str>(&[]).set(i64::from(shared.lock().datastore_ok));
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&reg.gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Serves HTTP GET `/metrics`, `/healthz`, `/readyz` on `addr`.
+pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", render(&shared)),
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" if shared.lock().datastore_ok => ("200 OK", "ready\n".to_string()),
+                "/readyz" => ("503 Service Unavailable", "datastore unreachable\n".to_string()),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = stream.write_all(resp.as_bytes()).await {
+                warn!("metrics client: {e}");
+            }
+        });
+    }
+}

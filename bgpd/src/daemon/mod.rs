@@ -1,0 +1,268 @@
+//! `bgpd run`: the daemon. It reads the datastore, runs a task per peer
+//! (each owning a sans-IO [`bgpd_proto::session::Session`]), accepts
+//! connections for them, serves the control socket and metrics, and applies
+//! datastore edits without a restart: only the sessions an edit concerns
+//! are reset.
+
+mod control;
+mod metrics;
+mod peer;
+mod plan;
+mod sockopt;
+mod spec;
+mod status;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use bgpd_proto::error::code::cease;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use control::{ask, render, Request};
+
+use peer::PeerCmd;
+use spec::{NodeSpec, PeerSpec};
+use status::Shared;
+
+/// Options of `bgpd run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The YAML file or directory of the file datastore.
+    pub datastore: PathBuf,
+    /// This node's name.
+    pub node: String,
+    /// Where to serve the control socket.
+    pub control_socket: PathBuf,
+    /// Where to serve metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+struct Running {
+    spec: PeerSpec,
+    cmds: mpsc::Sender<PeerCmd>,
+}
+
+/// Fingerprint of the datastore files (path, length, modification time), to notice edits.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut add = |p: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&p) {
+            out.push((p, m.len(), m.modified().ok()));
+        }
+    };
+    if path.is_dir() {
+        if let Ok(rd) = std::fs::read_dir(path) {
+            let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            v.sort();
+            v.into_iter().for_each(&mut add);
+        }
+    } else {
+        add(path.to_path_buf());
+    }
+    out
+}
+
+fn load(opts: &RunOptions, shared: &Shared) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
+    let loaded = crate::datastore::load(&opts.datastore);
+    let mut s = shared.lock();
+    let (model, problems) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            s.datastore_ok = false;
+            return Err(e).with_context(|| format!("reading the datastore {}", opts.datastore.display()));
+        }
+    };
+    s.datastore_ok = true;
+    s.config_loaded_at = Some(SystemTime::now());
+    s.config_problems = problems.iter().map(|p| p.to_string()).collect();
+    for p in &problems {
+        warn!("datastore: {p}");
+    }
+    let (node, peers) = plan::plan(&model, &opts.node)?;
+    s.originations.clone_from(&node.originations);
+    Ok((node, peers))
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() {
+        // Separate IPv4 and IPv6 listeners: the IPv6 one takes IPv6 only.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec], old: &[PeerSpec]) {
+    for (addr, l) in listeners {
+        for p in old.iter().filter(|p| p.password.is_some() && !peers.iter().any(|n| n.addr.ip() == p.addr.ip())) {
+            let _ = sockopt::set_md5(l, p.addr.ip(), &[]);
+        }
+        for p in peers.iter().filter(|p| p.addr.is_ipv6() == addr.is_ipv6()) {
+            if let Some(key) = &p.password {
+                if let Err(e) = sockopt::set_md5(l, p.addr.ip(), key) {
+                    warn!(peer = %p.name, "cannot set the TCP MD5 key on {addr}: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared) -> Running {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(peer::run(node.clone(), spec.clone(), rx, shared.clone()));
+    Running { spec, cmds: tx }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let shared = Shared::default();
+    let (mut node, peers) = load(&opts, &shared)?;
+    info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), "starting");
+
+    let control_path = opts.control_socket.clone();
+    let control_shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = control::serve(&control_path, control_shared).await {
+            warn!("control socket {}: {e}", control_path.display());
+        }
+    });
+    if let Some(addr) = opts.metrics {
+        let m = shared.clone();
+        let l = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?;
+        drop(l);
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m).await {
+                warn!("metrics {addr}: {e}");
+            }
+        });
+    }
+
+    let mut listeners = Vec::new();
+    for a in &node.listen {
+        match listen(*a) {
+            Ok(l) => listeners.push((*a, l)),
+            Err(e) => warn!("cannot listen on {a}: {e}"),
+        }
+    }
+    anyhow::ensure!(!listeners.is_empty(), "no listening address could be bound ({:?})", node.listen);
+    set_listener_keys(&listeners, &peers, &[]);
+    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(64);
+    let listeners = std::sync::Arc::new(listeners);
+    for i in 0..listeners.len() {
+        let ls = listeners.clone();
+        let tx = accepted_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match ls[i].1.accept().await {
+                    Ok(c) => {
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => warn!("accept on {}: {e}", ls[i].0),
+                }
+            }
+        });
+    }
+
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    for p in peers {
+        running.insert(p.name.clone(), spawn_peer(&node, p, &shared));
+    }
+    let mut print = fingerprint(&opts.datastore);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            Some((stream, from)) = accepted.recv() => {
+                let ip = canonical(from.ip());
+                match running.values().find(|r| canonical(r.spec.addr.ip()) == ip) {
+                    Some(r) => { let _ = r.cmds.send(PeerCmd::Accepted(stream)).await; }
+                    None => info!("connection from {from} refused: not a configured peer"),
+                }
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(&opts.datastore);
+                if now == print {
+                    continue;
+                }
+                print = now;
+                match load(&opts, &shared) {
+                    Ok((new_node, new_peers)) => {
+                        let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
+                        set_listener_keys(&listeners, &new_peers, &old);
+                        apply(&mut running, &mut node, new_node, new_peers, &shared).await;
+                    }
+                    Err(e) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    info!("stopping: Cease / Administrative Shutdown to every peer");
+    for r in running.values() {
+        let _ = r.cmds.send(PeerCmd::Stop(cease::ADMINISTRATIVE_SHUTDOWN, Some("bgpd stopping".into()))).await;
+    }
+    // Let the writers deliver the NOTIFICATIONs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::fs::remove_file(&opts.control_socket);
+    Ok(())
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Applies a new plan: peers whose spec changed or that are gone are
+/// stopped (Cease), new ones started; the others keep their sessions and
+/// hear only about changed originations.
+async fn apply(
+    running: &mut BTreeMap<String, Running>,
+    node: &mut NodeSpec,
+    new_node: NodeSpec,
+    new_peers: Vec<PeerSpec>,
+    shared: &Shared,
+) {
+    let node_changed = new_node.router_id != node.router_id || new_node.asn != node.asn || new_node.name != node.name;
+    let names: Vec<String> = running.keys().cloned().collect();
+    for name in names {
+        let keep = !node_changed
+            && new_peers.iter().any(|p| p.name == name && running.get(&name).is_some_and(|r| r.spec == *p));
+        if !keep {
+            if let Some(r) = running.remove(&name) {
+                let sub = if new_peers.iter().any(|p| p.name == name) {
+                    cease::OTHER_CONFIGURATION_CHANGE
+                } else {
+                    cease::PEER_DECONFIGURED
+                };
+                info!(peer = %name, "configuration changed: resetting this session");
+                let _ = r.cmds.send(PeerCmd::Stop(sub, None)).await;
+            }
+        }
+    }
+    let originations_changed = new_node.originations != node.originations;
+    *node = new_node;
+    if originations_changed {
+        let prefixes: Vec<_> = node.originations.iter().map(|(p, _)| *p).collect();
+        for r in running.values() {
+            let _ = r.cmds.send(PeerCmd::Originations(prefixes.clone())).await;
+        }
+    }
+    for p in new_peers {
+        if !running.contains_key(&p.name) {
+            info!(peer = %p.name, addr = %p.addr, "new peer");
+            running.insert(p.name.clone(), spawn_peer(node, p, shared));
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! One task per peer: it owns the peer's [`Session`], its connection and
+//! its timers, and reports to the shared status. A slow or stuck peer only
+//! ever blocks its own task: writes go through a writer task of their own.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime};
+
+use bgpd_proto::session::{DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig, SessionEvent};
+use bgpd_proto::wire::{
+    pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Message, MpNlri, NextHop, Notification, Origin,
+    PathAttribute, Update,
+};
+use bgpd_proto::{Family, MessageType, Nlri};
+use bytes::Bytes;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::sockopt;
+use super::spec::{NodeSpec, PeerSpec};
+use super::status::{state_name, PeerStatus, PeerView, RouteView, Shared};
+
+/// What the daemon tells a peer task.
+#[derive(Debug)]
+pub enum PeerCmd {
+    /// The listener accepted a connection from this peer.
+    Accepted(TcpStream),
+    /// The node's originations changed.
+    Originations(Vec<IpNet>),
+    /// Stop: send Cease with this subcode (and shutdown communication) and end the task.
+    Stop(u8, Option<String>),
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: mpsc::UnboundedSender<Bytes>,
+    local: SocketAddr,
+}
+
+/// Builds the session configuration for `peer` on `node`.
+pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
+    let mut c = SessionConfig::new(peer.local_as, peer.peer_as, node.router_id);
+    c.hold_time = peer.hold_time;
+    c.keepalive_time = peer.keepalive;
+    c.passive = peer.passive;
+    c.hostname = Some(node.name.clone());
+    c.graceful_restart = peer.restart_time.map(|t| GracefulRestartConfig {
+        restart_time: t.min(4095),
+        restarting: false,
+        forwarding_preserved: Vec::new(),
+    });
+    c
+}
+
+/// Runs the peer until it is stopped.
+pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCmd>, shared: Shared) {
+    let cfg = session_config(&node, &peer);
+    let mut session = match Session::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(peer = %peer.name, "invalid session configuration: {e}");
+            return;
+        }
+    };
+    let key = register(&shared, &peer);
+    let mut originations: Vec<IpNet> = node.originations.iter().map(|(p, _)| *p).collect();
+    let mut advertised: Vec<IpNet> = Vec::new();
+    let mut conn: Option<Conn> = None;
+    let mut connecting: Option<Connecting> = None;
+    let mut buf = vec![0u8; 65536];
+    session.handle_manual_start(Instant::now());
+    loop {
+        // Act on what the session asked for.
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                SessionEvent::Connect => {
+                    conn = None;
+                    connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
+                }
+                SessionEvent::Disconnect => {
+                    flush(&mut session, &conn);
+                    conn = None;
+                    connecting = None;
+                }
+                SessionEvent::StateChanged { from, to } => {
+                    debug!(peer = %peer.name, "state {} -> {}", state_name(from), state_name(to));
+                    set_state(&shared, &key, &session);
+                }
+                SessionEvent::Established(n) => {
+                    info!(peer = %peer.name, addr = %peer.addr, "established (hold {} s)", n.hold_time);
+                    established(&shared, &key, &n);
+                    let local = conn.as_ref().map(|c| c.local.ip());
+                    advertised = originations.clone();
+                    announce(&mut session, &node, &peer, &n, local, &advertised, true);
+                    set_advertised(&shared, &key, advertised.len());
+                }
+                SessionEvent::Down(reason) => {
+                    down(&shared, &key, &reason);
+                    advertised.clear();
+                }
+                SessionEvent::Update { update, issues } => {
+                    let withdraw_all = issues.iter().any(|i| i.action == bgpd_proto::ErrorAction::TreatAsWithdraw);
+                    if !issues.is_empty() {
+                        warn!(peer = %peer.name, "UPDATE with RFC 7606 issues: {issues:?}");
+                    }
+                    learn(&shared, &key, &update, withdraw_all);
+                }
+                SessionEvent::RouteRefresh(_) => {
+                    if let Some(n) = session.negotiated().cloned() {
+                        let local = conn.as_ref().map(|c| c.local.ip());
+                        announce(&mut session, &node, &peer, &n, local, &advertised, true);
+                    }
+                }
+            }
+        }
+        flush(&mut session, &conn);
+        record_stats(&shared, &key, &session);
+
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                session.handle_timeout(Instant::now());
+            }
+            r = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                connecting = None;
+                match r {
+                    Ok(stream) => {
+                        conn = Some(split(stream, &peer));
+                        session.handle_connected(Instant::now());
+                    }
+                    Err(e) => {
+                        failure(&shared, &key, format!("connect to {}: {e}", peer.addr));
+                        session.handle_connection_failed(Instant::now());
+                    }
+                }
+            }
+            r = async { match conn.as_mut() { Some(c) => c.read.read(&mut buf).await, None => std::future::pending().await } } => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        let why = match r { Err(e) => e.to_string(), _ => "closed by the peer".into() };
+                        debug!(peer = %peer.name, "connection lost: {why}");
+                        failure(&shared, &key, format!("connection lost: {why}"));
+                        conn = None;
+                        session.handle_connection_failed(Instant::now());
+                    }
+                    Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(PeerCmd::Accepted(stream)) => accept(&mut session, &mut conn, &mut connecting, stream, &peer, &shared),
+                Some(PeerCmd::Originations(new)) => {
+                    if let Some(n) = session.negotiated().cloned() {
+                        let local = conn.as_ref().map(|c| c.local.ip());
+                        let gone: Vec<IpNet> = advertised.iter().filter(|p| !new.contains(p)).copied().collect();
+                        let added: Vec<IpNet> = new.iter().filter(|p| !advertised.contains(p)).copied().collect();
+                        withdraw(&mut session, &n, &gone);
+                        announce(&mut session, &node, &peer, &n, local, &added, false);
+                        advertised.clone_from(&new);
+                        set_advertised(&shared, &key, advertised.len());
+                    }
+                    originations = new;
+                }
+                Some(PeerCmd::Stop(sub, msg)) => {
+                    stop(&mut session, &conn, sub, msg.as_deref());
+                    break;
+                }
+                None => {
+                    stop(&mut session, &conn, bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
+                    break;
+                }
+            },
+        }
+    }
+    shared.lock().peers.remove(&key);
+}
+
+fn stop(session: &mut Session, conn: &Option<Conn>, subcode: u8, message: Option<&str>) {
+    let n = match message {
+        Some(m) => Notification::cease_with_message(subcode, m),
+        None => Notification::new(bgpd_proto::error::code::CEASE, subcode, []),
+    };
+    session.handle_stop(Instant::now(), n);
+    flush(session, conn);
+}
+
+/// How long an outgoing connection attempt may take: the ConnectRetry time.
+fn cfg_timeout(session: &Session) -> Duration {
+    session.config().connect_retry
+}
+
+/// Opens the connection to the peer with its socket options: MD5 key,
+/// GTSM, source address, then `TCP_NODELAY` and DSCP CS6.
+async fn connect(peer: PeerSpec, timeout: Duration) -> io::Result<TcpStream> {
+    let v6 = sockopt::is_v6(&peer.addr);
+    let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    if let Some(key) = &peer.password {
+        sockopt::set_md5(&socket, peer.addr.ip(), key)?;
+    }
+    if let Some(h) = peer.ttl_security {
+        sockopt::set_gtsm(&socket, v6, h)?;
+    }
+    if let Some(src) = peer.source {
+        socket.bind(SocketAddr::new(src, 0))?;
+    }
+    match tokio::time::timeout(timeout, socket.connect(peer.addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            if peer.password.is_some() {
+                format!("no answer in {} s (peer down, unreachable, or TCP MD5 keys differ)", timeout.as_secs())
+            } else {
+                format!("no answer in {} s (peer down or unreachable)", timeout.as_secs())
+            },
+        )),
+    }
+}
+
+/// Sets the options of an established connection and starts its writer.
+fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
+    let _ = stream.set_nodelay(true);
+    let v6 = sockopt::is_v6(&peer.addr);
+    let _ = sockopt::set_cs6(&stream, v6);
+    if let Some(h) = peer.ttl_security {
+        let _ = sockopt::set_gtsm(&stream, v6, h);
+    }
+    let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Some(b) = rx.recv().await {
+            if write.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    Conn { read, write: tx, local }
+}
+
+/// An incoming connection for this peer: taken when the session is waiting
+/// for one (Active, or Connect before its own attempt completed); otherwise
+/// a collision with a connection past OPEN, resolved by keeping the
+/// connection initiated by the speaker with the higher address (so both
+/// sides keep the same one; RFC 4271 §6.8 compares BGP identifiers, which
+/// are unknown before OPEN).
+fn accept(
+    session: &mut Session,
+    conn: &mut Option<Conn>,
+    connecting: &mut Option<Connecting>,
+    stream: TcpStream,
+    peer: &PeerSpec,
+    shared: &Shared,
+) {
+    use bgpd_proto::session::State;
+    let local_ip = stream.local_addr().map(|a| a.ip()).ok();
+    let take = match session.state() {
+        State::Active => true,
+        State::Connect => conn.is_none(),
+        State::OpenSent => local_ip.is_some_and(|l| l < peer.addr.ip()),
+        _ => false,
+    };
+    if !take {
+        debug!(peer = %peer.name, state = state_name(session.state()), "incoming connection refused");
+        drop(stream);
+        return;
+    }
+    if session.state() == State::OpenSent {
+        // Our own connection loses the collision: close it with Cease /
+        // Connection Collision Resolution and take the peer's.
+        let n = Notification::new(
+            bgpd_proto::error::code::CEASE,
+            bgpd_proto::error::code::cease::CONNECTION_COLLISION_RESOLUTION,
+            [],
+        );
+        if let Ok(b) = Message::Notification(n).to_bytes(&Default::default()) {
+            if let Some(c) = conn.as_ref() {
+                let _ = c.write.send(b.freeze());
+            }
+        }
+        session.handle_connection_failed(Instant::now());
+    }
+    *connecting = None;
+    *conn = Some(split(stream, peer));
+    let _ = shared;
+    session.handle_connected(Instant::now());
+}
+
+fn flush(session: &mut Session, conn: &Option<Conn>) {
+    while let Some(b) = session.poll_transmit() {
+        if let Some(c) = conn {
+            let _ = c.write.send(b);
+        }
+    }
+}
+
+fn next_hop_for(family: Family, node: &NodeSpec, local: Option<IpAddr>) -> Option<NextHop> {
+    match family {
+        Family::IPV4_UNICAST => match local {
+            Some(IpAddr::V4(a)) => Some(NextHop::V4(a)),
+            _ => node.ipv4.map(NextHop::V4),
+        },
+        _ => match local {
+            Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => Some(NextHop::V6 { global: a, link_local: None }),
+            _ => node.ipv6.map(|a| NextHop::V6 { global: a, link_local: None }),
+        },
+    }
+}
+
+/// Announces `prefixes` (and End-of-RIB markers after the initial table).
+fn announce(
+    session: &mut Session,
+    node: &NodeSpec,
+    peer: &PeerSpec,
+    n: &Negotiated,
+    local: Option<IpAddr>,
+    prefixes: &[IpNet],
+    initial: bool,
+) {
+    let ibgp = peer.local_as == peer.peer_as;
+    for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+        if !n.families.contains(&family) {
+            continue;
+        }
+        let mut attrs = vec![
+            PathAttribute::new(Attr::Origin(Origin::Igp)),
+            PathAttribute::new(Attr::AsPath(if ibgp { AsPath::default() } else { AsPath::sequence([peer.local_as]) })),
+        ];
+        let Some(nh) = next_hop_for(family, node, local) else { continue };
+        if let NextHop::V4(a) = nh {
+            attrs.push(PathAttribute::new(Attr::NextHop(a)));
+        }
+        if ibgp {
+            attrs.push(PathAttribute::new(Attr::LocalPref(100)));
+        }
+        let packed = if family == Family::IPV4_UNICAST {
+            let v: Vec<Nlri<Ipv4Net>> = prefixes
+                .iter()
+                .filter_map(|p| match p {
+                    IpNet::V4(p) => Some(Nlri::new(*p)),
+                    _ => None,
+                })
+                .collect();
+            if v.is_empty() {
+                Ok(Vec::new())
+            } else {
+                pack_announcements(family, &attrs, &nh, Announcement::V4(&v), &n.tx)
+            }
+        } else {
+            let v: Vec<Nlri<Ipv6Net>> = prefixes
+                .iter()
+                .filter_map(|p| match p {
+                    IpNet::V6(p) => Some(Nlri::new(*p)),
+                    _ => None,
+                })
+                .collect();
+            if v.is_empty() {
+                Ok(Vec::new())
+            } else {
+                pack_announcements(family, &attrs, &nh, Announcement::V6(&v), &n.tx)
+            }
+        };
+        match packed {
+            Ok(msgs) => {
+                for m in msgs {
+                    let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+                }
+            }
+            Err(e) => warn!(peer = %peer.name, "cannot encode announcements: {e}"),
+        }
+        if initial {
+            let _ = session.send(&Message::Update(Update::end_of_rib(family)));
+        }
+    }
+}
+
+fn withdraw(session: &mut Session, n: &Negotiated, prefixes: &[IpNet]) {
+    let v4: Vec<Nlri<Ipv4Net>> = prefixes
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V4(p) => Some(Nlri::new(*p)),
+            _ => None,
+        })
+        .collect();
+    let v6: Vec<Nlri<Ipv6Net>> = prefixes
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V6(p) => Some(Nlri::new(*p)),
+            _ => None,
+        })
+        .collect();
+    if !v4.is_empty() && n.families.contains(&Family::IPV4_UNICAST) {
+        for m in pack_withdrawals(Family::IPV4_UNICAST, Announcement::V4(&v4), &n.tx).unwrap_or_default() {
+            let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+        }
+    }
+    if !v6.is_empty() && n.families.contains(&Family::IPV6_UNICAST) {
+        for m in pack_withdrawals(Family::IPV6_UNICAST, Announcement::V6(&v6), &n.tx).unwrap_or_default() {
+            let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+        }
+    }
+}
+
+// ----- status -----
+
+/// Adds the peer to the shared status under a key of its own (a peer whose
+/// configuration changed runs as a new task while the old one stops).
+fn register(shared: &Shared, peer: &PeerSpec) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let key = format!("{}#{}", peer.name, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let view = PeerView {
+        name: peer.name.clone(),
+        address: peer.addr,
+        peer_as: peer.peer_as,
+        local_as: peer.local_as,
+        state: "Idle".into(),
+        uptime_secs: 0,
+        established_since: None,
+        flaps: 0,
+        received: Default::default(),
+        sent: Default::default(),
+        routes_received: 0,
+        routes_advertised: 0,
+        last_error: None,
+        last_error_code: None,
+        last_failure: None,
+        capabilities: Vec::new(),
+        peer_id: None,
+        peer_hostname: None,
+    };
+    shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None, routes: Default::default() });
+    key
+}
+
+fn with_peer(shared: &Shared, name: &str, f: impl FnOnce(&mut PeerStatus)) {
+    if let Some(p) = shared.lock().peers.get_mut(name) {
+        f(p);
+    }
+}
+
+fn set_state(shared: &Shared, name: &str, session: &Session) {
+    with_peer(shared, name, |p| p.view.state = state_name(session.state()).into());
+}
+
+fn set_advertised(shared: &Shared, name: &str, n: usize) {
+    with_peer(shared, name, |p| p.view.routes_advertised = n);
+}
+
+fn failure(shared: &Shared, key: &str, why: String) {
+    debug!(peer = %key, "{why}");
+    with_peer(shared, key, |p| p.view.last_failure = Some(why));
+}
+
+fn established(shared: &Shared, name: &str, n: &Negotiated) {
+    with_peer(shared, name, |p| {
+        p.established_at = Some(Instant::now());
+        p.view.established_since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs());
+        p.view.last_failure = None;
+        p.view.peer_id = Some(n.peer_id.to_string());
+        p.view.peer_hostname.clone_from(&n.peer_hostname);
+        let mut caps: Vec<String> = n.families.iter().map(|f| format!("multiprotocol {f}")).collect();
+        if n.four_octet_as {
+            caps.push("4-octet-as".into());
+        }
+        if n.route_refresh {
+            caps.push("route-refresh".into());
+        }
+        if n.enhanced_route_refresh {
+            caps.push("enhanced-route-refresh".into());
+        }
+        if n.extended_message {
+            caps.push("extended-message".into());
+        }
+        if let Some(gr) = &n.peer_graceful_restart {
+            caps.push(format!("graceful-restart (peer, {} s)", gr.time));
+        }
+        caps.push(format!("hold-time {}", n.hold_time));
+        p.view.capabilities = caps;
+    });
+}
+
+fn down(shared: &Shared, name: &str, reason: &DownReason) {
+    let (text, code) = match reason {
+        DownReason::NotificationSent(n) => (Some(format!("sent: {}", n.describe())), Some((n.code, n.subcode))),
+        DownReason::NotificationReceived(n) => (Some(format!("received: {}", n.describe())), Some((n.code, n.subcode))),
+        DownReason::ConnectionFailed | DownReason::Stopped => (None, None),
+    };
+    if let Some(t) = &text {
+        info!(peer = %name, "session down, NOTIFICATION {t}");
+    }
+    with_peer(shared, name, |p| {
+        p.established_at = None;
+        p.view.established_since = None;
+        p.routes.clear();
+        p.view.capabilities.clear();
+        if text.is_some() {
+            p.view.last_error = text;
+            p.view.last_error_code = code;
+        }
+    });
+}
+
+fn record_stats(shared: &Shared, name: &str, session: &Session) {
+    let st = session.stats();
+    let names = ["error", "OPEN", "UPDATE", "NOTIFICATION", "KEEPALIVE", "ROUTE-REFRESH"];
+    with_peer(shared, name, |p| {
+        p.view.flaps = st.flaps;
+        for (i, n) in names.iter().enumerate() {
+            p.view.received.insert((*n).into(), st.received[i]);
+            p.view.sent.insert((*n).into(), st.sent[i]);
+        }
+    });
+}
+
+/// Applies an UPDATE to the peer's learned routes.
+fn learn(shared: &Shared, key: &str, u: &Update, withdraw_all: bool) {
+    let name = key.rsplit_once('#').map_or(key, |(n, _)| n);
+    let attrs = |prefix: IpNet, path_id: Option<u32>, nh: Option<String>| RouteView {
+        prefix,
+        path_id,
+        peer: name.to_string(),
+        next_hop: nh,
+        as_path: u.effective_as_path().map(|p| p.to_string()).unwrap_or_default(),
+        origin: u.origin().map(|o| format!("{o:?}")),
+        med: u
+            .attr(bgpd_proto::AttrCode::MULTI_EXIT_DISC)
+            .and_then(|a| if let Attr::Med(m) = a { Some(*m) } else { None }),
+        local_pref: u.attr(bgpd_proto::AttrCode::LOCAL_PREF).and_then(|a| {
+            if let Attr::LocalPref(m) = a {
+                Some(*m)
+            } else {
+                None
+            }
+        }),
+        communities: match u.attr(bgpd_proto::AttrCode::COMMUNITIES) {
+            Some(Attr::Communities(c)) => c.iter().map(|c| format!("{c:?}")).collect(),
+            _ => Vec::new(),
+        },
+        large_communities: match u.attr(bgpd_proto::AttrCode::LARGE_COMMUNITY) {
+            Some(Attr::LargeCommunities(c)) => c.iter().map(|c| format!("{c:?}")).collect(),
+            _ => Vec::new(),
+        },
+    };
+    with_peer(shared, key, |p| {
+        for w in &u.withdrawn {
+            p.routes.remove(&(IpNet::V4(w.prefix), w.path_id));
+        }
+        if let Some(un) = u.mp_unreach() {
+            match &un.nlri {
+                MpNlri::V4(v) => v.iter().for_each(|w| {
+                    p.routes.remove(&(IpNet::V4(w.prefix), w.path_id));
+                }),
+                MpNlri::V6(v) => v.iter().for_each(|w| {
+                    p.routes.remove(&(IpNet::V6(w.prefix), w.path_id));
+                }),
+                MpNlri::Other(_) => {}
+            }
+        }
+        let nh4 = u.next_hop().map(|a| a.to_string());
+        let mut add = |prefix: IpNet, id: Option<u32>, nh: Option<String>| {
+            if withdraw_all {
+                p.routes.remove(&(prefix, id));
+            } else {
+                p.routes.insert((prefix, id), attrs(prefix, id, nh));
+            }
+        };
+        for a in &u.nlri {
+            add(IpNet::V4(a.prefix), a.path_id, nh4.clone());
+        }
+        if let Some(r) = u.mp_reach() {
+            let nh = match &r.next_hop {
+                NextHop::V4(a) => Some(a.to_string()),
+                NextHop::V6 { global, link_local: Some(ll) } => Some(format!("{global} ({ll})")),
+                NextHop::V6 { global, .. } => Some(global.to_string()),
+                NextHop::Other(_) => None,
+            };
+            match &r.nlri {
+                MpNlri::V4(v) => v.iter().for_each(|a| add(IpNet::V4(a.prefix), a.path_id, nh.clone())),
+                MpNlri::V6(v) => v.iter().for_each(|a| add(IpNet::V6(a.prefix), a.path_id, nh.clone())),
+                MpNlri::Other(_) => {}
+            }
+        }
+    });
+}

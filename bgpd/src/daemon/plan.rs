@@ -1,0 +1,118 @@
+//! From the datastore's model to what this node runs: its own spec and its
+//! peers (BGPPeers that apply to it, and the node-to-node mesh).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::datastore::{BindMode, Model, PeerRemote, SourceAddress};
+
+use super::spec::{NodeSpec, PeerSpec};
+
+/// Why this node cannot run with the model.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No Node object has this name.
+    #[error("no Node named {0:?} in the datastore")]
+    UnknownNode(String),
+    /// The node has no BGP address to take its router ID from.
+    #[error("Node {0:?}: spec.bgp.ipv4Address is needed for the BGP identifier")]
+    NoRouterId(String),
+}
+
+/// Calico's default graceful restart time when none is configured.
+const DEFAULT_RESTART: Duration = Duration::from_secs(120);
+/// Hold time proposed when no keepalive time is configured (RFC 4271 §10 suggests 90 s).
+const DEFAULT_HOLD: u16 = 90;
+
+/// The node and its peers for `node_name`.
+pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>), PlanError> {
+    let node = model.nodes.get(node_name).ok_or_else(|| PlanError::UnknownNode(node_name.to_string()))?;
+    let bgp = node.bgp.as_ref();
+    let ipv4 = bgp.and_then(|b| b.ipv4_address).map(|n| n.addr());
+    let ipv6 = bgp.and_then(|b| b.ipv6_address).map(|n| n.addr());
+    let router_id = ipv4.ok_or_else(|| PlanError::NoRouterId(node_name.to_string()))?;
+    let asn = model.node_as_number(node_name).get();
+    let cfg = &model.bgp_configuration;
+    let port = cfg.listen_port;
+    let listen = match cfg.bind_mode {
+        BindMode::NodeIp => {
+            ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)).map(|a| SocketAddr::new(a, port)).collect()
+        }
+        BindMode::None => vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port),
+        ],
+    };
+    let originations = model
+        .blocks_for_node(node_name)
+        .into_iter()
+        .map(|b| (b.cidr, format!("IPAMBlock {} (affinity host:{node_name})", b.name)))
+        .collect();
+    let spec = NodeSpec { name: node_name.to_string(), router_id, asn, listen, ipv4, ipv6, originations };
+
+    let source_for = |peer: IpAddr, mode: SourceAddress| match (mode, peer) {
+        (SourceAddress::UseNodeIp, IpAddr::V4(_)) => ipv4.map(IpAddr::V4),
+        (SourceAddress::UseNodeIp, IpAddr::V6(_)) => ipv6.map(IpAddr::V6),
+        (SourceAddress::None, _) => None,
+    };
+    let mut peers = Vec::new();
+    for p in model.peers_for_node(node_name) {
+        let hold = p
+            .keepalive_time
+            .map_or(DEFAULT_HOLD, |k| u16::try_from(k.as_secs().saturating_mul(3)).unwrap_or(u16::MAX).max(3));
+        let restart = p.max_restart_time.unwrap_or(DEFAULT_RESTART);
+        let base = |name: String, addr: SocketAddr, peer_as: u32| PeerSpec {
+            name,
+            addr,
+            local_as: p.local_as_number.map_or(asn, |a| a.get()),
+            peer_as,
+            password: p.password.as_ref().map(|k| k.as_bytes().to_vec()),
+            hold_time: hold,
+            keepalive: p.keepalive_time,
+            ttl_security: p.ttl_security.map(|h| h.get()),
+            source: source_for(addr.ip(), p.source_address),
+            passive: false,
+            restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+        };
+        match &p.remote {
+            PeerRemote::Address { address, as_number } => {
+                let addr = SocketAddr::new(address.ip, address.port.unwrap_or(179));
+                peers.push(base(p.name.clone(), addr, as_number.get()));
+            }
+            PeerRemote::Nodes(selector) => {
+                for other in model.nodes_matching(selector).filter(|n| n.name != node_name) {
+                    let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
+                    let other_as = model.node_as_number(&other.name).get();
+                    let mut s =
+                        base(format!("{}/{}", p.name, other.name), SocketAddr::new(IpAddr::V4(a), port), other_as);
+                    s.passive = IpAddr::V4(router_id) > IpAddr::V4(a);
+                    peers.push(s);
+                }
+            }
+        }
+    }
+    if cfg.node_to_node_mesh_enabled {
+        for other in model.nodes.values().filter(|n| n.name != node_name) {
+            let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
+            if peers.iter().any(|p| p.addr.ip() == IpAddr::V4(a)) {
+                continue;
+            }
+            let restart = cfg.node_mesh_max_restart_time;
+            peers.push(PeerSpec {
+                name: format!("mesh/{}", other.name),
+                addr: SocketAddr::new(IpAddr::V4(a), port),
+                local_as: asn,
+                peer_as: model.node_as_number(&other.name).get(),
+                password: cfg.node_mesh_password.as_ref().map(|k| k.as_bytes().to_vec()),
+                hold_time: DEFAULT_HOLD,
+                keepalive: None,
+                ttl_security: None,
+                source: Some(IpAddr::V4(router_id)),
+                // Between two nodes only one side connects: the lower address.
+                passive: router_id > a,
+                restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+            });
+        }
+    }
+    Ok((spec, peers))
+}

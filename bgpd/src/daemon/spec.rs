@@ -1,0 +1,53 @@
+//! What the daemon runs: this node and its peers, as plain data derived
+//! from the datastore (see `plan.rs`), compared to apply changes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// One BGP peer of this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Why the peer exists (the BGPPeer object's name).
+    pub name: String,
+    /// The peer's address and port.
+    pub addr: SocketAddr,
+    /// The AS this node presents to the peer.
+    pub local_as: u32,
+    /// The peer's AS.
+    pub peer_as: u32,
+    /// TCP MD5 key (RFC 2385).
+    pub password: Option<Vec<u8>>,
+    /// Hold time to propose, seconds.
+    pub hold_time: u16,
+    /// Keepalive interval, if configured.
+    pub keepalive: Option<Duration>,
+    /// GTSM: accept the peer only this many hops away (RFC 5082).
+    pub ttl_security: Option<u8>,
+    /// Source address for connections to the peer.
+    pub source: Option<IpAddr>,
+    /// Wait for the peer to connect.
+    pub passive: bool,
+    /// Graceful restart time to advertise (Calico `maxRestartTime`), seconds.
+    pub restart_time: Option<u16>,
+}
+
+/// This node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// The node's name.
+    pub name: String,
+    /// BGP identifier (the node's IPv4 address, as Calico uses).
+    pub router_id: Ipv4Addr,
+    /// The node's AS.
+    pub asn: u32,
+    /// Addresses and port to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// The node's IPv4 and IPv6 addresses (next hops for what it originates).
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// Prefixes this node originates (its IPAM blocks), and why.
+    pub originations: Vec<(IpNet, String)>,
+}

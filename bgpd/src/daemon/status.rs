@@ -1,0 +1,155 @@
+//! What `bgpd show` and the metrics report: per-peer state and the routes
+//! learned, shared between the peer tasks and the control socket.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use bgpd_proto::session::State;
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// A route learned from a peer, as shown.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RouteView {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// ADD-PATH identifier, if any.
+    pub path_id: Option<u32>,
+    /// Peer name.
+    pub peer: String,
+    /// Next hop.
+    pub next_hop: Option<String>,
+    /// AS path, as text.
+    pub as_path: String,
+    /// ORIGIN.
+    pub origin: Option<String>,
+    /// MED.
+    pub med: Option<u32>,
+    /// LOCAL_PREF.
+    pub local_pref: Option<u32>,
+    /// Standard communities, as text.
+    pub communities: Vec<String>,
+    /// Large communities, as text.
+    pub large_communities: Vec<String>,
+}
+
+/// One peer, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerView {
+    /// Name (why the peer exists).
+    pub name: String,
+    /// Address.
+    pub address: SocketAddr,
+    /// Peer AS.
+    pub peer_as: u32,
+    /// Local AS.
+    pub local_as: u32,
+    /// FSM state.
+    pub state: String,
+    /// Seconds since Established (0 otherwise).
+    pub uptime_secs: u64,
+    /// Established since (Unix seconds).
+    pub established_since: Option<u64>,
+    /// Times the session left Established.
+    pub flaps: u64,
+    /// Messages received by type.
+    pub received: BTreeMap<String, u64>,
+    /// Messages sent by type.
+    pub sent: BTreeMap<String, u64>,
+    /// Prefixes received and kept.
+    pub routes_received: usize,
+    /// Prefixes advertised.
+    pub routes_advertised: usize,
+    /// Last error, decoded ("Cease / Administrative Shutdown" …), and whether we sent it.
+    pub last_error: Option<String>,
+    /// Last error code and subcode.
+    pub last_error_code: Option<(u8, u8)>,
+    /// Why the session is not up, when it is not (connection refused, MD5, …).
+    pub last_failure: Option<String>,
+    /// Negotiated capabilities, once OPENs were exchanged.
+    pub capabilities: Vec<String>,
+    /// The peer's BGP identifier.
+    pub peer_id: Option<String>,
+    /// The peer's host name (FQDN capability).
+    pub peer_hostname: Option<String>,
+}
+
+/// Per-peer live data.
+#[derive(Debug)]
+pub struct PeerStatus {
+    /// What is shown.
+    pub view: PeerView,
+    /// When Established was reached (monotonic).
+    pub established_at: Option<Instant>,
+    /// Routes learned, by (prefix, path id).
+    pub routes: BTreeMap<(IpNet, Option<u32>), RouteView>,
+}
+
+/// Everything shared.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Peers by name.
+    pub peers: BTreeMap<String, PeerStatus>,
+    /// The node's originated prefixes and why.
+    pub originations: Vec<(IpNet, String)>,
+    /// When the configuration was last loaded, and its problems.
+    pub config_loaded_at: Option<SystemTime>,
+    /// Problems of the last load.
+    pub config_problems: Vec<String>,
+    /// Whether the datastore could be read last time it was tried.
+    pub datastore_ok: bool,
+}
+
+/// A cheaply cloned handle.
+#[derive(Clone, Debug, Default)]
+pub struct Shared(Arc<Mutex<Status>>);
+
+impl Shared {
+    /// Locks the status. A poisoned lock (a panicking task) still yields
+    /// the data: the status is only counters and views.
+    pub fn lock(&self) -> MutexGuard<'_, Status> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peer views with uptimes brought up to date.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let s = self.lock();
+        s.peers
+            .values()
+            .map(|p| {
+                let mut v = p.view.clone();
+                v.uptime_secs = p.established_at.map_or(0, |t| t.elapsed().as_secs());
+                v.routes_received = p.routes.len();
+                v
+            })
+            .collect()
+    }
+
+    /// Routes, all or those within / equal to `prefix`.
+    pub fn routes(&self, prefix: Option<IpNet>) -> Vec<RouteView> {
+        let s = self.lock();
+        let mut out: Vec<RouteView> = s
+            .peers
+            .values()
+            .flat_map(|p| p.routes.values())
+            .filter(|r| prefix.is_none_or(|q| q.contains(&r.prefix) || r.prefix.contains(&q.addr())))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.prefix, &a.peer).cmp(&(b.prefix, &b.peer)));
+        out
+    }
+}
+
+/// The name of a state as shown.
+pub fn state_name(s: State) -> &'static str {
+    match s {
+        State::Idle => "Idle",
+        State::Connect => "Connect",
+        State::Active => "Active",
+        State::OpenSent => "OpenSent",
+        State::OpenConfirm => "OpenConfirm",
+        State::Established => "Established",
+    }
+}
