@@ -53,6 +53,10 @@ struct Env {
     _bin: tempfile::TempDir,
     cni_path: String,
     ds: tempfile::TempDir,
+    /// The namespace that plays the node (the "host" side of ptp): plugins
+    /// run in it, so their host veths, routes and ip_forward stay out of the
+    /// machine's own namespace.
+    node: Option<String>,
 }
 
 impl Env {
@@ -60,7 +64,7 @@ impl Env {
         let bin = tempfile::tempdir().expect("tempdir");
         std::fs::copy(env!("CARGO_BIN_EXE_bgpd-ipam"), bin.path().join("bgpd-ipam")).expect("copy bgpd-ipam");
         let cni_path = format!("{}:/usr/lib/cni", bin.path().display());
-        Env { _bin: bin, cni_path, ds: datastore_dir(yaml) }
+        Env { _bin: bin, cni_path, ds: datastore_dir(yaml), node: None }
     }
 
     fn conf(&self, extra_ipam: &str) -> String {
@@ -80,7 +84,15 @@ impl Env {
         pod: &str,
         stdin: &str,
     ) -> (bool, serde_json::Value) {
-        let mut child = Command::new(plugin)
+        let mut cmd = match &self.node {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, plugin]);
+                c
+            }
+            None => Command::new(plugin),
+        };
+        let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CNI_COMMAND", command)
@@ -142,9 +154,11 @@ fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
         return;
     }
     let octet = (std::process::id() % 200) as u8 + 20;
-    let env = Env::new(&small_pool(octet));
+    let mut env = Env::new(&small_pool(octet));
     let conf = env.conf("");
     let tag = std::process::id();
+    let node = Netns::new(format!("bgpdipam-{tag}-node"));
+    env.node = Some(node.name.clone());
     let namespaces: Vec<Netns> = (0..7).map(|i| Netns::new(format!("bgpdipam-{tag}-{i}"))).collect();
 
     // ADD six pods: distinct addresses from the node's blocks, default route.
