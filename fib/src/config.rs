@@ -70,3 +70,19 @@ impl FibConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_reserved_values_are_named() {
+        FibConfig::default().validate().unwrap();
+        let e = FibConfig { table: 255, ..FibConfig::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("table"), "{e}");
+        let e = FibConfig { protocol: 4, ..FibConfig::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("protocol"), "{e}");
+        let e = FibConfig { batch_size: 0, ..FibConfig::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("batch_size"), "{e}");
+    }
+}

@@ -18,7 +18,10 @@
 //!   kernel's own routes (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`) to a directly connected
 //!   gateway, and re-resolved when other routes or addresses change.
 //!
-//! [`Engine`](engine) is the sans-IO core; [`Fib::spawn`] runs it on a tokio task.
+//! The logic is a sans-IO engine (no socket, no clock; unit-tested with synthetic kernel
+//! messages); [`Fib::spawn`] runs it on a tokio task that owns the socket. See `docs/fib.md`.
+
+#![warn(missing_docs)]
 
 mod config;
 mod driver;
