@@ -16,7 +16,6 @@ use bgpd_proto::wire::{
 use bgpd_proto::{Family, MessageType, Nlri};
 use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -75,7 +74,6 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
     let mut advertised: Vec<IpNet> = Vec::new();
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
-    let mut buf = vec![0u8; 65536];
     session.handle_manual_start(Instant::now());
     loop {
         // Act on what the session asked for.
@@ -142,16 +140,19 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     }
                 }
             }
-            r = async { match conn.as_mut() { Some(c) => c.read.read(&mut buf).await, None => std::future::pending().await } } => {
-                match r {
-                    Ok(0) | Err(_) => {
-                        let why = match r { Err(e) => e.to_string(), _ => "closed by the peer".into() };
-                        debug!(peer = %peer.name, "connection lost: {why}");
-                        failure(&shared, &key, format!("connection lost: {why}"));
-                        conn = None;
-                        session.handle_connection_failed(Instant::now());
-                    }
-                    Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
+            r = async { match conn.as_ref() { Some(c) => c.read.readable().await, None => std::future::pending().await } } => {
+                // Drain what the socket holds through one buffer per worker
+                // thread: an idle session keeps no read buffer of its own.
+                let outcome = match (r, conn.as_ref()) {
+                    (Err(e), _) => Err(e.to_string()),
+                    (Ok(()), Some(c)) => drain(c, &mut session),
+                    (Ok(()), None) => Ok(()),
+                };
+                if let Err(why) = outcome {
+                    debug!(peer = %peer.name, "connection lost: {why}");
+                    failure(&shared, &key, format!("connection lost: {why}"));
+                    conn = None;
+                    session.handle_connection_failed(Instant::now());
                 }
             }
             cmd = cmds.recv() => match cmd {
@@ -180,6 +181,28 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
         }
     }
     shared.lock().peers.remove(&key);
+}
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65536]);
+}
+
+/// Reads everything the socket has without blocking and feeds the session.
+/// `Err` when the connection is closed or failed.
+fn drain(c: &Conn, session: &mut Session) -> Result<(), String> {
+    READ_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        // At most 16 reads per wake-up, so one busy peer cannot hold the task.
+        for _ in 0..16 {
+            match c.read.try_read(&mut buf) {
+                Ok(0) => return Err("closed by the peer".into()),
+                Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    })
 }
 
 fn stop(session: &mut Session, conn: &Option<Conn>, subcode: u8, message: Option<&str>) {
