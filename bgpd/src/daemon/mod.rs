@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 pub use control::{ask, render, Request};
 
+use crate::datastore::{Model, ObjectRef, Problem, Severity};
 use peer::PeerCmd;
 use spec::{NodeSpec, PeerSpec};
 use status::Shared;
@@ -67,10 +68,38 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
-fn load(opts: &RunOptions, shared: &Shared) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
+/// On a reload, an object that is now invalid keeps its last good version
+/// instead of disappearing: a typo in one BGPPeer must not tear its session
+/// down, nor one in BGPConfiguration reset every session to defaults.
+fn keep_last_good(model: &mut Model, problems: &[Problem], last: &Model) {
+    for p in problems.iter().filter(|p| p.severity == Severity::Error) {
+        let Some(ObjectRef { kind, name: Some(name) }) = &p.object else { continue };
+        match kind.as_str() {
+            "BGPPeer" => {
+                if let Some(old) = last.peers.get(name) {
+                    model.peers.entry(name.clone()).or_insert_with(|| old.clone());
+                }
+            }
+            "Node" => {
+                if let Some(old) = last.nodes.get(name) {
+                    model.nodes.entry(name.clone()).or_insert_with(|| old.clone());
+                }
+            }
+            "IPAMBlock" => {
+                if let Some(old) = last.ipam_blocks.get(name) {
+                    model.ipam_blocks.entry(name.clone()).or_insert_with(|| old.clone());
+                }
+            }
+            "BGPConfiguration" if name == "default" => model.bgp_configuration = last.bgp_configuration.clone(),
+            _ => {}
+        }
+    }
+}
+
+fn load(opts: &RunOptions, shared: &Shared, last: &mut Option<Model>) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
     let loaded = crate::datastore::load(&opts.datastore);
     let mut s = shared.lock();
-    let (model, problems) = match loaded {
+    let (mut model, problems) = match loaded {
         Ok(x) => x,
         Err(e) => {
             s.datastore_ok = false;
@@ -83,7 +112,11 @@ fn load(opts: &RunOptions, shared: &Shared) -> anyhow::Result<(NodeSpec, Vec<Pee
     for p in &problems {
         warn!("datastore: {p}");
     }
+    if let Some(last) = last.as_ref() {
+        keep_last_good(&mut model, &problems, last);
+    }
     let (node, peers) = plan::plan(&model, &opts.node)?;
+    *last = Some(model);
     s.originations.clone_from(&node.originations);
     Ok((node, peers))
 }
@@ -123,7 +156,8 @@ fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared) -> Running {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shared = Shared::default();
-    let (mut node, peers) = load(&opts, &shared)?;
+    let mut last_model = None;
+    let (mut node, peers) = load(&opts, &shared, &mut last_model)?;
     info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), "starting");
 
     let control_path = opts.control_socket.clone();
@@ -194,7 +228,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     continue;
                 }
                 print = now;
-                match load(&opts, &shared) {
+                match load(&opts, &shared, &mut last_model) {
                     Ok((new_node, new_peers)) => {
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
                         set_listener_keys(&listeners, &new_peers, &old);
@@ -264,5 +298,40 @@ async fn apply(
             info!(peer = %p.name, addr = %p.addr, "new peer");
             running.insert(p.name.clone(), spawn_peer(node, p, shared));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::{parse_sources, Source};
+
+    fn model(yaml: &str) -> (Model, Vec<Problem>) {
+        parse_sources(&[Source { path: "ds.yaml".into(), text: yaml.into() }]).unwrap()
+    }
+
+    const NODE: &str =
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {bgp: {ipv4Address: 10.0.0.1/24}}\n";
+
+    #[test]
+    fn an_invalid_edit_keeps_the_last_good_object() {
+        let good = format!("{NODE}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.2, asNumber: 65010}}\n");
+        let bad = format!("{NODE}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.300, asNumber: 65010}}\n");
+        let (last, _) = model(&good);
+        let (mut m, problems) = model(&bad);
+        assert!(!m.peers.contains_key("tor"), "the invalid peer is skipped by the loader");
+        keep_last_good(&mut m, &problems, &last);
+        assert_eq!(m.peers.get("tor"), last.peers.get("tor"));
+        let (_, peers) = plan::plan(&m, "n1").unwrap();
+        assert_eq!(peers.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_object_is_removed() {
+        let good = format!("{NODE}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.2, asNumber: 65010}}\n");
+        let (last, _) = model(&good);
+        let (mut m, problems) = model(NODE);
+        keep_last_good(&mut m, &problems, &last);
+        assert!(m.peers.is_empty());
     }
 }

@@ -116,3 +116,60 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     }
     Ok((spec, peers))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::{parse_sources, Source};
+
+    fn plan_of(yaml: &str, node: &str) -> Result<(NodeSpec, Vec<PeerSpec>), PlanError> {
+        let (m, problems) = parse_sources(&[Source { path: "ds.yaml".into(), text: yaml.into() }]).unwrap();
+        assert!(problems.iter().all(|p| p.severity != crate::datastore::Severity::Error), "{problems:?}");
+        plan(&m, node)
+    }
+
+    const NODES: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n1, labels: {rack: r1}}
+spec: {bgp: {ipv4Address: 10.0.0.1/24, asNumber: 65001}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n2, labels: {rack: r2}}
+spec: {bgp: {ipv4Address: 10.0.0.2/24}}
+"#;
+
+    #[test]
+    fn mesh_peers_with_one_active_side() {
+        let (n1, p1) = plan_of(NODES, "n1").unwrap();
+        let (_, p2) = plan_of(NODES, "n2").unwrap();
+        assert_eq!(n1.asn, 65001);
+        assert_eq!((p1.len(), p2.len()), (1, 1));
+        assert_eq!(p1[0].name, "mesh/n2");
+        assert_eq!(p1[0].peer_as, 64512, "n2 has no AS of its own: the cluster's");
+        assert_ne!(p1[0].passive, p2[0].passive, "exactly one side connects");
+        assert!(!p1[0].passive, "the lower address connects");
+    }
+
+    #[test]
+    fn tor_peer_by_rack_selector_with_keepalive_and_port() {
+        let yaml = format!(
+            "{NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false, listenPort: 1790}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor-r1}}\nspec: {{nodeSelector: \"rack == 'r1'\", peerIP: \"10.0.0.254:1179\", asNumber: 65100, keepaliveTime: 10s, ttlSecurity: 1}}\n"
+        );
+        let (n1, p1) = plan_of(&yaml, "n1").unwrap();
+        let (_, p2) = plan_of(&yaml, "n2").unwrap();
+        assert!(p2.is_empty());
+        assert_eq!(n1.listen[0].port(), 1790);
+        let tor = &p1[0];
+        assert_eq!((tor.addr.port(), tor.peer_as, tor.local_as, tor.hold_time), (1179, 65100, 65001, 30));
+        assert_eq!(tor.ttl_security, Some(1));
+        assert_eq!(tor.source, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_node_is_an_error_naming_it() {
+        let e = plan_of(NODES, "n9").unwrap_err();
+        assert!(e.to_string().contains("n9"));
+    }
+}
