@@ -520,3 +520,36 @@ fn send_is_refused_before_established() {
     f.s.send(&Message::Update(Update::default())).unwrap();
     assert_eq!(f.sent(), vec![Message::Update(Update::default())]);
 }
+
+// ----- collisions (RFC 4271 §6.8) -----
+
+#[test]
+fn test_openconfirm_open_collision_dump() {
+    let mut f = at(State::OpenConfirm);
+    f.s.handle_collision_dump(f.now);
+    assert_down_with(&mut f, code::CEASE, code::cease::CONNECTION_COLLISION_RESOLUTION);
+    assert_eq!(f.s.poll_timeout(), None, "the winning connection carries on elsewhere");
+}
+
+#[test]
+fn test_opensent_open_collision_dump() {
+    let mut f = at(State::OpenSent);
+    f.s.handle_collision_dump(f.now);
+    assert_down_with(&mut f, code::CEASE, code::cease::CONNECTION_COLLISION_RESOLUTION);
+}
+
+#[test]
+fn test_established_open_collision_dump_is_ignored() {
+    let mut f = at(State::Established);
+    f.s.handle_collision_dump(f.now);
+    assert_eq!(f.s.state(), State::Established);
+}
+
+#[test]
+fn collision_keeps_the_connection_of_the_higher_identifier() {
+    use bgpd_proto::session::{resolve_collision, CollisionWinner};
+    let (lo, hi) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(resolve_collision(lo, hi), CollisionWinner::Incoming);
+    assert_eq!(resolve_collision(hi, lo), CollisionWinner::Outgoing);
+    // Both sides agree on the same TCP connection: lo's incoming is hi's outgoing.
+}

@@ -74,6 +74,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
     let mut advertised: Vec<IpNet> = Vec::new();
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
+    // RFC 4271 §6.8: while OPENs are pending, a second connection (the one
+    // the peer initiated) runs in a session of its own until the collision is
+    // resolved. `outgoing` tells who initiated the primary connection.
+    let mut second: Option<(Session, Conn)> = None;
+    let mut outgoing = false;
     session.handle_manual_start(Instant::now());
     loop {
         // Act on what the session asked for.
@@ -84,7 +89,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
                 }
                 SessionEvent::Disconnect => {
-                    flush(&mut session, &conn);
+                    flush(&mut session, conn.as_ref());
                     conn = None;
                     connecting = None;
                 }
@@ -119,19 +124,44 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                 }
             }
         }
-        flush(&mut session, &conn);
+        flush(&mut session, conn.as_ref());
         record_stats(&shared, &key, &session);
 
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        if let Some((s2, c2)) = second.as_mut() {
+            while s2.poll_event().is_some() {}
+            flush(s2, Some(c2));
+        }
+        if resolve(&mut session, &mut conn, &mut second, &mut outgoing, node.router_id, &peer) {
+            set_state(&shared, &key, &session);
+            continue;
+        }
+        let deadline = [session.poll_timeout(), second.as_ref().and_then(|(s2, _)| s2.poll_timeout())]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 session.handle_timeout(Instant::now());
+                if let Some((s2, _)) = second.as_mut() {
+                    s2.handle_timeout(Instant::now());
+                }
+            }
+            r = async { match second.as_ref() { Some((_, c2)) => c2.read.readable().await, None => std::future::pending().await } } => {
+                let lost = match (r, second.as_mut()) {
+                    (Ok(()), Some((s2, c2))) => drain(c2, s2).is_err(),
+                    _ => true,
+                };
+                if lost {
+                    second = None;
+                }
             }
             r = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 connecting = None;
                 match r {
                     Ok(stream) => {
                         conn = Some(split(stream, &peer));
+                        outgoing = true;
                         session.handle_connected(Instant::now());
                     }
                     Err(e) => {
@@ -156,7 +186,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                 }
             }
             cmd = cmds.recv() => match cmd {
-                Some(PeerCmd::Accepted(stream)) => accept(&mut session, &mut conn, &mut connecting, stream, &peer, &shared),
+                Some(PeerCmd::Accepted(stream)) => {
+                    if accept(&mut session, &mut conn, &mut connecting, &mut second, stream, &peer) {
+                        outgoing = false;
+                    }
+                }
                 Some(PeerCmd::Originations(new)) => {
                     if let Some(n) = session.negotiated().cloned() {
                         let local = conn.as_ref().map(|c| c.local.ip());
@@ -170,11 +204,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     originations = new;
                 }
                 Some(PeerCmd::Stop(sub, msg)) => {
-                    stop(&mut session, &conn, sub, msg.as_deref());
+                    stop(&mut session, conn.as_ref(), sub, msg.as_deref());
                     break;
                 }
                 None => {
-                    stop(&mut session, &conn, bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
+                    stop(&mut session, conn.as_ref(), bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
                     break;
                 }
             },
@@ -205,7 +239,7 @@ fn drain(c: &Conn, session: &mut Session) -> Result<(), String> {
     })
 }
 
-fn stop(session: &mut Session, conn: &Option<Conn>, subcode: u8, message: Option<&str>) {
+fn stop(session: &mut Session, conn: Option<&Conn>, subcode: u8, message: Option<&str>) {
     let n = match message {
         Some(m) => Notification::cease_with_message(subcode, m),
         None => Notification::new(bgpd_proto::error::code::CEASE, subcode, []),
@@ -269,55 +303,88 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
     Conn { read, write: tx, local }
 }
 
-/// An incoming connection for this peer: taken when the session is waiting
-/// for one (Active, or Connect before its own attempt completed); otherwise
-/// a collision with a connection past OPEN, resolved by keeping the
-/// connection initiated by the speaker with the higher address (so both
-/// sides keep the same one; RFC 4271 §6.8 compares BGP identifiers, which
-/// are unknown before OPEN).
+/// An incoming connection for this peer. Taken as the session's connection
+/// when the session waits for one (Active, or Connect before its own attempt
+/// completed): returns true then. While the session's own connection is past
+/// the TCP handshake but not Established, the new one runs in a second
+/// session until the collision is resolved (RFC 4271 §6.8). Otherwise it is
+/// refused.
 fn accept(
     session: &mut Session,
     conn: &mut Option<Conn>,
     connecting: &mut Option<Connecting>,
+    second: &mut Option<(Session, Conn)>,
     stream: TcpStream,
     peer: &PeerSpec,
-    shared: &Shared,
-) {
+) -> bool {
     use bgpd_proto::session::State;
-    let local_ip = stream.local_addr().map(|a| a.ip()).ok();
-    let take = match session.state() {
-        State::Active => true,
-        State::Connect => conn.is_none(),
-        State::OpenSent => local_ip.is_some_and(|l| l < peer.addr.ip()),
-        _ => false,
-    };
-    if !take {
-        debug!(peer = %peer.name, state = state_name(session.state()), "incoming connection refused");
-        drop(stream);
-        return;
-    }
-    if session.state() == State::OpenSent {
-        // Our own connection loses the collision: close it with Cease /
-        // Connection Collision Resolution and take the peer's.
-        let n = Notification::new(
-            bgpd_proto::error::code::CEASE,
-            bgpd_proto::error::code::cease::CONNECTION_COLLISION_RESOLUTION,
-            [],
-        );
-        if let Ok(b) = Message::Notification(n).to_bytes(&Default::default()) {
-            if let Some(c) = conn.as_ref() {
-                let _ = c.write.send(b.freeze());
-            }
+    match session.state() {
+        State::Active | State::Connect if conn.is_none() => {
+            *connecting = None;
+            *conn = Some(split(stream, peer));
+            session.handle_connected(Instant::now());
+            true
         }
-        session.handle_connection_failed(Instant::now());
+        State::OpenSent | State::OpenConfirm if second.is_none() => {
+            let Ok(mut s2) = Session::new(session.config().clone()) else { return false };
+            let now = Instant::now();
+            s2.handle_manual_start(now);
+            // The second session answers this connection; it opens none of its own.
+            while s2.poll_event().is_some() {}
+            s2.handle_connected(now);
+            *second = Some((s2, split(stream, peer)));
+            false
+        }
+        state => {
+            debug!(peer = %peer.name, state = state_name(state), "incoming connection refused");
+            false
+        }
     }
-    *connecting = None;
-    *conn = Some(split(stream, peer));
-    let _ = shared;
-    session.handle_connected(Instant::now());
 }
 
-fn flush(session: &mut Session, conn: &Option<Conn>) {
+/// Resolves a collision once a peer's OPEN tells its BGP identifier:
+/// the losing connection gets Cease / Connection Collision Resolution, the
+/// winning one becomes the session's. Returns true when the primary changed.
+fn resolve(
+    session: &mut Session,
+    conn: &mut Option<Conn>,
+    second: &mut Option<(Session, Conn)>,
+    outgoing: &mut bool,
+    local_id: std::net::Ipv4Addr,
+    peer: &PeerSpec,
+) -> bool {
+    use bgpd_proto::session::{resolve_collision, CollisionWinner, State};
+    let Some((s2, _)) = second.as_ref() else { return false };
+    if s2.state() == State::Idle {
+        *second = None;
+        return false;
+    }
+    let Some(remote_id) = session.negotiated().or(s2.negotiated()).map(|n| n.peer_id) else { return false };
+    // An Established session always keeps its connection (RFC 4271 §6.8).
+    let primary_wins = session.state() == State::Established
+        || match resolve_collision(local_id, remote_id) {
+            CollisionWinner::Outgoing => *outgoing,
+            CollisionWinner::Incoming => !*outgoing,
+        };
+    let now = Instant::now();
+    let Some((mut s2, c2)) = second.take() else { return false };
+    if primary_wins {
+        s2.handle_collision_dump(now);
+        flush(&mut s2, Some(&c2));
+        false
+    } else {
+        info!(peer = %peer.name, "connection collision: keeping the connection the peer opened");
+        session.handle_collision_dump(now);
+        flush(session, conn.as_ref());
+        while session.poll_event().is_some() {}
+        *session = s2;
+        *conn = Some(c2);
+        *outgoing = !*outgoing;
+        true
+    }
+}
+
+fn flush(session: &mut Session, conn: Option<&Conn>) {
     while let Some(b) = session.poll_transmit() {
         if let Some(c) = conn {
             let _ = c.write.send(b);

@@ -216,6 +216,22 @@ impl Session {
         self.goto(State::Idle);
     }
 
+    /// OpenCollisionDump (Event 23): this connection lost the collision
+    /// resolution of RFC 4271 §6.8: Cease / Connection Collision Resolution,
+    /// then Idle. The session does not restart on its own; the connection
+    /// that won carries on in another [`Session`].
+    pub fn handle_collision_dump(&mut self, now: Instant) {
+        if matches!(self.state, State::OpenSent | State::OpenConfirm) {
+            let n = Notification::new(code::CEASE, code::cease::CONNECTION_COLLISION_RESOLUTION, []);
+            self.send_notification(n.clone());
+            self.go_down(DownReason::NotificationSent(n));
+            self.timers = Timers::default();
+            self.goto(State::Idle);
+        } else {
+            let _ = now;
+        }
+    }
+
     /// Tcp_CR_Acked / TcpConnectionConfirmed (Events 16, 17): the transport
     /// connection is up (ours completed, or the peer's was accepted).
     pub fn handle_connected(&mut self, now: Instant) {
@@ -559,6 +575,26 @@ impl Session {
             }
             Err(e) => self.error(now, Notification::from_error(&e)),
         }
+    }
+}
+
+/// Which of two connections to one peer survives a collision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollisionWinner {
+    /// The connection this speaker initiated.
+    Outgoing,
+    /// The connection the peer initiated.
+    Incoming,
+}
+
+/// RFC 4271 §6.8: when the local BGP identifier is lower than the peer's,
+/// the connection initiated by the local system is closed; otherwise the one
+/// initiated by the peer is.
+pub fn resolve_collision(local_id: std::net::Ipv4Addr, remote_id: std::net::Ipv4Addr) -> CollisionWinner {
+    if u32::from(local_id) < u32::from(remote_id) {
+        CollisionWinner::Incoming
+    } else {
+        CollisionWinner::Outgoing
     }
 }
 
