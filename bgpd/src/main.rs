@@ -76,8 +76,18 @@ enum ShowWhat {
     Config,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// Logs to stderr at `RUST_LOG` if set, else at the datastore's
+/// `BGPConfiguration.spec.logSeverityScreen` (read once at start).
+fn init_logging(datastore: &std::path::Path) {
+    use datastore::LogSeverity;
+    let configured = datastore::load(datastore).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default();
+    let level = match configured {
+        LogSeverity::Debug => "debug",
+        LogSeverity::Info => "info",
+        LogSeverity::Warning => "warn",
+        LogSeverity::Error | LogSeverity::Fatal => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -94,7 +104,7 @@ fn run_daemon(
     let Some(path) = datastore.strip_prefix("file:") else {
         anyhow::bail!("--datastore {datastore:?}: only file:PATH is supported so far (kubernetes and etcd come with the cluster integration)");
     };
-    init_logging();
+    init_logging(std::path::Path::new(path));
     let opts = daemon::RunOptions { datastore: PathBuf::from(path), node, control_socket, metrics };
     runtime()?.block_on(daemon::run(opts))
 }
