@@ -36,6 +36,10 @@ pub enum PeerCmd {
     Stop(u8, Option<String>),
 }
 
+/// The longest a single write may stall (the 240 s hold time RFC 4271
+/// suggests while OPEN is pending, the largest the FSM uses unasked).
+const WRITE_STALL: Duration = Duration::from_secs(240);
+
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
 struct Conn {
@@ -293,9 +297,13 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
+        // A peer that stops reading cannot hold this task (and the socket)
+        // forever: a write that stalls longer than the largest hold time ends
+        // the connection; by then the session has reset on its hold timer.
         while let Some(b) = rx.recv().await {
-            if write.write_all(&b).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_STALL, write.write_all(&b)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
         let _ = write.shutdown().await;
