@@ -309,6 +309,11 @@ impl Session {
                 break;
             }
         }
+        // An idle session keeps no large receive buffer: a burst (the initial
+        // table) would otherwise stay allocated for the session's lifetime.
+        if self.rx.is_empty() && self.rx.capacity() > 4096 {
+            self.rx = BytesMut::new();
+        }
     }
 
     /// Deadlines that have passed fire, in RFC order (§8.1.3 timer events).
