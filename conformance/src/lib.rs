@@ -2,3 +2,4 @@
 //! over the network, as any peer would.
 
 pub mod bench;
+pub mod lab;

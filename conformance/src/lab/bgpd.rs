@@ -1,0 +1,223 @@
+//! bgpd, the implementation under test: its datastore file, the daemon, and
+//! `bgpd show … --json` read back as JSON.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::{Lab, Ns, ProcId};
+
+/// The bgpd binary: `$BGPD_BIN`, else `bgpd` next to the test binary's
+/// directory (`target/debug/bgpd`, which `cargo test --workspace` builds).
+/// Panics with what to do when it is missing.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BGPD_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "BGPD_BIN={} does not exist", p.display());
+        return p;
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug/bgpd
+    let p = exe.parent().and_then(Path::parent).map(|d| d.join("bgpd")).unwrap_or_default();
+    assert!(
+        p.is_file(),
+        "bgpd binary not found at {} (from the test binary {}): run `cargo build -p bgpd` first (with the same CARGO_TARGET_DIR), or set BGPD_BIN",
+        p.display(),
+        exe.display()
+    );
+    p
+}
+
+/// A BGPPeer of bgpd's datastore.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// `metadata.name`, also the name `bgpd show peers` reports.
+    pub name: String,
+    /// `spec.peerIP`: `10.0.0.1`, `10.0.0.1:1790`, `[fd00::1]:179`.
+    pub peer_ip: String,
+    /// `spec.asNumber`.
+    pub asn: u32,
+    /// `spec.localASNumber`.
+    pub local_as: Option<u32>,
+    /// TCP MD5 password (put in a Secret and referenced).
+    pub password: Option<String>,
+    /// `spec.keepaliveTime` (hold time is three times it).
+    pub keepalive: Option<String>,
+    /// `spec.ttlSecurity`.
+    pub ttl_security: Option<u8>,
+}
+
+impl Peer {
+    /// An eBGP or iBGP peer with keepalive 3 s (hold time 9 s).
+    pub fn new(name: &str, peer_ip: &str, asn: u32) -> Peer {
+        Peer { name: name.into(), peer_ip: peer_ip.into(), asn, keepalive: Some("3s".into()), ..Peer::default() }
+    }
+}
+
+/// bgpd's datastore: one node with its addresses, AS, peers and IPAM blocks.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The node's name (`--node`).
+    pub node: String,
+    /// The cluster AS (`BGPConfiguration.spec.asNumber`).
+    pub asn: u32,
+    /// `Node.spec.bgp.ipv4Address` (`10.255.1.1/24`).
+    pub ipv4: String,
+    /// `Node.spec.bgp.ipv6Address`.
+    pub ipv6: Option<String>,
+    /// BGPPeers.
+    pub peers: Vec<Peer>,
+    /// CIDRs of IPAMBlocks affine to the node.
+    pub blocks: Vec<String>,
+}
+
+impl Config {
+    /// Renders the datastore as a YAML stream.
+    pub fn render(&self) -> String {
+        let mut y = String::new();
+        let _ = write!(
+            y,
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {}, nodeToNodeMeshEnabled: false}}\n",
+            self.asn
+        );
+        let _ = write!(
+            y,
+            "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec: {{bgp: {{ipv4Address: {}",
+            self.node, self.ipv4
+        );
+        if let Some(v6) = &self.ipv6 {
+            let _ = write!(y, ", ipv6Address: \"{v6}\"");
+        }
+        y.push_str("}}\n");
+        let secrets: Vec<&Peer> = self.peers.iter().filter(|p| p.password.is_some()).collect();
+        if !secrets.is_empty() {
+            y.push_str("---\napiVersion: v1\nkind: Secret\nmetadata: {name: bgp-secrets, namespace: kube-system}\nstringData:\n");
+            for p in &secrets {
+                let _ = writeln!(y, "  {}: {:?}", p.name, p.password.as_deref().unwrap_or_default());
+            }
+        }
+        for p in &self.peers {
+            let _ = write!(
+                y,
+                "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {}}}\nspec:\n  peerIP: \"{}\"\n  asNumber: {}\n",
+                p.name, p.peer_ip, p.asn
+            );
+            if let Some(a) = p.local_as {
+                let _ = writeln!(y, "  localASNumber: {a}");
+            }
+            if p.password.is_some() {
+                let _ = writeln!(y, "  password: {{secretKeyRef: {{name: bgp-secrets, key: {}}}}}", p.name);
+            }
+            if let Some(k) = &p.keepalive {
+                let _ = writeln!(y, "  keepaliveTime: \"{k}\"");
+            }
+            if let Some(t) = p.ttl_security {
+                let _ = writeln!(y, "  ttlSecurity: {t}");
+            }
+        }
+        for b in &self.blocks {
+            let _ = write!(
+                y,
+                "---\napiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\nmetadata: {{name: {}}}\nspec: {{cidr: \"{b}\", affinity: \"host:{}\"}}\n",
+                b.replace(['.', ':', '/'], "-").trim_matches('-'),
+                self.node
+            );
+        }
+        y
+    }
+}
+
+/// A running bgpd.
+pub struct Bgpd {
+    /// Its process in the lab.
+    pub proc: ProcId,
+    sock: PathBuf,
+    datastore: PathBuf,
+}
+
+impl Bgpd {
+    /// Writes the datastore and starts `bgpd run` in `ns` (RUST_LOG=debug).
+    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Bgpd> {
+        let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
+        std::fs::write(&datastore, cfg.render())?;
+        let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
+        let mut cmd = ns.command(&binary().to_string_lossy());
+        cmd.args(["run", "--datastore"])
+            .arg(format!("file:{}", datastore.display()))
+            .args(["--node", &cfg.node, "--control-socket"])
+            .arg(&sock)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", std::env::var("BGPDC_LOG").unwrap_or_else(|_| "debug".into()));
+        let proc = lab.spawn(&format!("{tag}-bgpd"), cmd)?;
+        let b = Bgpd { proc, sock, datastore };
+        super::wait_for("bgpd's control socket", std::time::Duration::from_secs(10), || b.peers().map(|_| ()))
+            .map_err(io::Error::other)?;
+        Ok(b)
+    }
+
+    /// Rewrites the datastore (bgpd re-reads it within a second).
+    pub fn reconfigure(&self, cfg: &Config) -> io::Result<()> {
+        // Write then rename, so bgpd never reads half a file.
+        let tmp = self.datastore.with_extension("yaml.tmp");
+        std::fs::write(&tmp, cfg.render())?;
+        std::fs::rename(&tmp, &self.datastore)
+    }
+
+    fn show(&self, what: &[&str]) -> Result<Value, String> {
+        let out = Command::new(binary())
+            .arg("show")
+            .args(what)
+            .arg("--control-socket")
+            .arg(&self.sock)
+            .arg("--json")
+            .output()
+            .map_err(|e| format!("bgpd show: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("bgpd show {what:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bgpd show {what:?}: not JSON: {e}"))
+    }
+
+    /// `bgpd show peers --json`, the `peers` array.
+    pub fn peers(&self) -> Result<Vec<Value>, String> {
+        let v = self.show(&["peers"])?;
+        v.get("peers").and_then(Value::as_array).cloned().ok_or_else(|| format!("no \"peers\" array in {v}"))
+    }
+
+    /// One peer's status by name.
+    pub fn peer(&self, name: &str) -> Result<Value, String> {
+        self.peers()?.into_iter().find(|p| p["name"] == name).ok_or_else(|| format!("bgpd shows no peer {name:?}"))
+    }
+
+    /// The peer's status once it is Established (for [`super::wait_for`]).
+    pub fn established(&self, name: &str) -> Result<Value, String> {
+        let p = self.peer(name)?;
+        if p["state"] == "Established" {
+            Ok(p)
+        } else {
+            Err(format!(
+                "peer {name} is {} (last_error {}, last_failure {})",
+                p["state"], p["last_error"], p["last_failure"]
+            ))
+        }
+    }
+
+    /// `bgpd show routes --json`, the `routes` array.
+    pub fn routes(&self) -> Result<Vec<Value>, String> {
+        let v = self.show(&["routes"])?;
+        v.get("routes").and_then(Value::as_array).cloned().ok_or_else(|| format!("no \"routes\" array in {v}"))
+    }
+
+    /// Whether bgpd has learned `prefix` from `peer` (for [`super::wait_for`]).
+    pub fn has_route(&self, peer: &str, prefix: &str) -> Result<Value, String> {
+        let routes = self.routes()?;
+        routes
+            .iter()
+            .find(|r| r["peer"] == peer && r["prefix"] == prefix)
+            .cloned()
+            .ok_or_else(|| format!("no route {prefix} from {peer} among {} routes", routes.len()))
+    }
+}

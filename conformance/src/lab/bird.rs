@@ -1,0 +1,203 @@
+//! BIRD 2: configuration, daemon, and `birdc` queries.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::{Lab, Ns, ProcId};
+
+/// One `protocol bgp` of a BIRD configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// Protocol name (what `birdc show protocols` reports).
+    pub name: String,
+    /// `local ADDR as ASN`.
+    pub local: String,
+    /// BIRD's AS.
+    pub local_as: u32,
+    /// `neighbor ADDR`.
+    pub neighbor: String,
+    /// `neighbor … as ASN`.
+    pub peer_as: u32,
+    /// `password "…"`.
+    pub password: Option<String>,
+    /// `ttl security on` (GTSM).
+    pub ttl_security: bool,
+    /// `multihop` (needed when the peer is not on a connected network).
+    pub multihop: bool,
+    /// `passive on`.
+    pub passive: bool,
+}
+
+/// A BIRD configuration: router ID, static routes to announce, sessions.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// `router id`.
+    pub router_id: String,
+    /// IPv4 prefixes announced (static unreachable routes).
+    pub routes4: Vec<String>,
+    /// IPv6 prefixes announced.
+    pub routes6: Vec<String>,
+    /// BGP sessions.
+    pub sessions: Vec<Session>,
+}
+
+impl Config {
+    /// Renders `bird.conf`. Timers are short for tests: hold 9 s,
+    /// keepalive 3 s, connect retry 2 s.
+    pub fn render(&self) -> String {
+        let mut c = String::new();
+        let _ = writeln!(c, "router id {};\nlog stderr all;\nprotocol device {{ scan time 1; }}", self.router_id);
+        let _ = writeln!(c, "protocol static st4 {{ ipv4;");
+        for r in &self.routes4 {
+            let _ = writeln!(c, "  route {r} unreachable;");
+        }
+        let _ = writeln!(c, "}}\nprotocol static st6 {{ ipv6;");
+        for r in &self.routes6 {
+            let _ = writeln!(c, "  route {r} unreachable;");
+        }
+        c.push_str("}\n");
+        for s in &self.sessions {
+            let ibgp = s.local_as == s.peer_as;
+            let _ = writeln!(c, "protocol bgp {} {{", s.name);
+            let _ = writeln!(c, "  local {} as {};", s.local, s.local_as);
+            let _ = writeln!(c, "  neighbor {} as {};", s.neighbor, s.peer_as);
+            c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
+            c.push_str("  graceful restart on;\n  enable route refresh on;\n");
+            if let Some(p) = &s.password {
+                let _ = writeln!(c, "  password \"{p}\";");
+            }
+            if s.ttl_security {
+                c.push_str("  ttl security on;\n");
+            }
+            if s.multihop {
+                c.push_str("  multihop;\n");
+            } else if ibgp {
+                // iBGP defaults to multihop; the peer is on the link.
+                c.push_str("  direct;\n");
+            }
+            if s.passive {
+                c.push_str("  passive on;\n");
+            }
+            let nh = if ibgp { " next hop self;" } else { "" };
+            let gw = if s.multihop { "" } else { " gateway direct;" };
+            let _ = writeln!(c, "  ipv4 {{ import all; export all;{gw}{nh} }};");
+            let _ = writeln!(c, "  ipv6 {{ import all; export all;{gw}{nh} }};");
+            c.push_str("}\n");
+        }
+        c
+    }
+}
+
+/// A running BIRD.
+pub struct Bird {
+    /// Its process in the lab.
+    pub proc: ProcId,
+    sock: PathBuf,
+    ns: Ns,
+    conf: PathBuf,
+    tag: String,
+}
+
+impl Bird {
+    /// Writes the configuration and starts `bird -f` in `ns`.
+    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Bird> {
+        let conf = lab.dir().join(format!("{tag}-bird.conf"));
+        std::fs::write(&conf, cfg.render())?;
+        let sock = lab.dir().join(format!("{tag}-bird.ctl"));
+        let mut b = Bird { proc: super::ProcId(usize::MAX), sock, ns: ns.clone(), conf, tag: tag.to_string() };
+        b.proc = b.spawn(lab)?;
+        Ok(b)
+    }
+
+    fn spawn(&self, lab: &Lab) -> io::Result<ProcId> {
+        let pid = self.sock.with_extension("pid");
+        let mut cmd = self.ns.command("bird");
+        cmd.arg("-f").arg("-c").arg(&self.conf).arg("-s").arg(&self.sock).arg("-P").arg(&pid);
+        let id = lab.spawn(&format!("{}-bird", self.tag), cmd)?;
+        super::wait_for("BIRD's control socket", std::time::Duration::from_secs(10), || self.cmd(&["show", "status"]))
+            .map_err(io::Error::other)?;
+        Ok(id)
+    }
+
+    /// Stops BIRD and starts it again with the same configuration.
+    pub fn restart(&mut self, lab: &Lab) -> io::Result<()> {
+        lab.stop(self.proc);
+        self.proc = self.spawn(lab)?;
+        Ok(())
+    }
+
+    /// Runs `birdc -s SOCK args…` and returns its output.
+    pub fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        let out =
+            Command::new("birdc").arg("-s").arg(&self.sock).args(args).output().map_err(|e| format!("birdc: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("birdc {args:?}: {}{}", text, String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// `show protocols all NAME`.
+    pub fn protocol(&self, name: &str) -> Result<String, String> {
+        self.cmd(&["show", "protocols", "all", name])
+    }
+
+    /// The protocol's `BGP state:` line value (`Established`, `Connect`, …).
+    pub fn bgp_state(&self, name: &str) -> Result<String, String> {
+        let out = self.protocol(name)?;
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("BGP state:").map(|s| s.trim().to_string()))
+            .ok_or_else(|| format!("no BGP state in: {out}"))
+    }
+
+    /// `Ok` once the protocol is Established.
+    pub fn established(&self, name: &str) -> Result<String, String> {
+        let out = self.protocol(name)?;
+        if out.contains("Established") {
+            Ok(out)
+        } else {
+            Err(format!("BIRD protocol {name} not Established: {}", out.trim()))
+        }
+    }
+
+    /// The lines of the `Neighbor capabilities` block of `show protocols all`.
+    pub fn neighbor_capabilities(&self, name: &str) -> Result<String, String> {
+        let out = self.protocol(name)?;
+        let mut caps = String::new();
+        let mut inside = false;
+        let mut indent = 0;
+        for l in out.lines() {
+            let ind = l.len() - l.trim_start().len();
+            if l.trim() == "Neighbor capabilities" {
+                inside = true;
+                indent = ind;
+                continue;
+            }
+            if inside {
+                if ind <= indent {
+                    break;
+                }
+                caps.push_str(l.trim());
+                caps.push('\n');
+            }
+        }
+        if caps.is_empty() {
+            Err(format!("no Neighbor capabilities in: {out}"))
+        } else {
+            Ok(caps)
+        }
+    }
+
+    /// Whether BIRD has `prefix` from protocol `proto` in its table.
+    pub fn has_route(&self, proto: &str, prefix: &str) -> Result<String, String> {
+        let out = self.cmd(&["show", "route", "protocol", proto])?;
+        if out.lines().any(|l| l.split_whitespace().next() == Some(prefix)) {
+            Ok(out)
+        } else {
+            Err(format!("BIRD has no {prefix} from {proto}: {}", out.trim()))
+        }
+    }
+}

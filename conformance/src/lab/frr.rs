@@ -1,0 +1,168 @@
+//! FRR: configuration, zebra + bgpd, and `vtysh` queries.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Lab, Ns, ProcId};
+
+/// Where Debian installs FRR's daemons.
+pub const FRR_DIR: &str = "/usr/lib/frr";
+
+/// One neighbor of FRR's `router bgp`.
+#[derive(Clone, Debug, Default)]
+pub struct Neighbor {
+    /// The neighbor's address.
+    pub addr: String,
+    /// `remote-as`.
+    pub remote_as: u32,
+    /// `update-source` (FRR's own address on the session).
+    pub update_source: String,
+    /// `password`.
+    pub password: Option<String>,
+    /// `ttl-security hops N`.
+    pub ttl_security_hops: Option<u8>,
+}
+
+/// An FRR configuration: AS, router ID, networks to announce, neighbors.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// `router bgp ASN`.
+    pub asn: u32,
+    /// `bgp router-id`.
+    pub router_id: String,
+    /// IPv4 `network` statements.
+    pub routes4: Vec<String>,
+    /// IPv6 `network` statements.
+    pub routes6: Vec<String>,
+    /// Neighbors (activated for IPv4 and IPv6 unicast).
+    pub neighbors: Vec<Neighbor>,
+}
+
+impl Config {
+    /// Renders `bgpd.conf`: timers 3/9, connect retry 2 s, graceful restart.
+    pub fn render(&self) -> String {
+        let mut c = String::new();
+        let _ = writeln!(c, "hostname frr\n!\nrouter bgp {}", self.asn);
+        let _ = writeln!(c, " bgp router-id {}", self.router_id);
+        c.push_str(" no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n");
+        for n in &self.neighbors {
+            let a = &n.addr;
+            let _ = writeln!(c, " neighbor {a} remote-as {}", n.remote_as);
+            let _ = writeln!(c, " neighbor {a} update-source {}", n.update_source);
+            let _ = writeln!(c, " neighbor {a} timers 3 9");
+            let _ = writeln!(c, " neighbor {a} timers connect 2");
+            if let Some(p) = &n.password {
+                let _ = writeln!(c, " neighbor {a} password {p}");
+            }
+            if let Some(h) = n.ttl_security_hops {
+                let _ = writeln!(c, " neighbor {a} ttl-security hops {h}");
+            }
+        }
+        for (af, routes) in [("ipv4", &self.routes4), ("ipv6", &self.routes6)] {
+            let _ = writeln!(c, " address-family {af} unicast");
+            for r in routes {
+                let _ = writeln!(c, "  network {r}");
+            }
+            for n in &self.neighbors {
+                let _ = writeln!(c, "  neighbor {} activate", n.addr);
+            }
+            c.push_str(" exit-address-family\n");
+        }
+        c.push_str("!\n");
+        c
+    }
+}
+
+/// A running FRR (zebra and bgpd).
+pub struct Frr {
+    /// zebra's process.
+    pub zebra: ProcId,
+    /// bgpd's process.
+    pub bgpd: ProcId,
+    dir: PathBuf,
+}
+
+impl Frr {
+    /// Writes the configuration and starts zebra (it drops to user `frr`)
+    /// and bgpd in `ns`, with sockets in a directory of their own.
+    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Frr> {
+        let dir = lab.dir().join(format!("{tag}-frr"));
+        std::fs::create_dir_all(&dir)?;
+        let zconf = dir.join("zebra.conf");
+        std::fs::write(&zconf, "")?;
+        let bconf = dir.join("bgpd.conf");
+        std::fs::write(&bconf, cfg.render())?;
+        // zebra has no option to keep root; it runs as frr and owns its directory.
+        super::netns::run(Command::new("chown").arg("-R").arg("frr:frr").arg(&dir))?;
+        let zapi = dir.join("zserv.api");
+        let mut z = ns.command(&format!("{FRR_DIR}/zebra"));
+        z.arg("-f").arg(&zconf).arg("-i").arg(dir.join("zebra.pid")).arg("-z").arg(&zapi);
+        z.arg("--vty_socket").arg(&dir).args(["-P", "0"]);
+        let zebra = lab.spawn(&format!("{tag}-zebra"), z)?;
+        super::wait_for("zebra's API socket", Duration::from_secs(10), || {
+            if zapi.exists() {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        })
+        .map_err(io::Error::other)?;
+        let mut b = ns.command(&format!("{FRR_DIR}/bgpd"));
+        b.arg("-S").arg("-f").arg(&bconf).arg("-i").arg(dir.join("bgpd.pid")).arg("-z").arg(&zapi);
+        b.arg("--vty_socket").arg(&dir).args(["-P", "0"]);
+        let bgpd = lab.spawn(&format!("{tag}-frr-bgpd"), b)?;
+        let frr = Frr { zebra, bgpd, dir };
+        super::wait_for("FRR bgpd's vty", Duration::from_secs(15), || frr.vtysh(&["show bgp summary"]))
+            .map_err(io::Error::other)?;
+        Ok(frr)
+    }
+
+    /// Runs `vtysh` with one `-c` per command and returns its output.
+    pub fn vtysh(&self, cmds: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("vtysh");
+        c.arg("--vty_socket").arg(&self.dir);
+        for x in cmds {
+            c.arg("-c").arg(x);
+        }
+        let out = c.output().map_err(|e| format!("vtysh: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("vtysh {cmds:?}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// `show bgp neighbors ADDR json`, the object for that neighbor.
+    pub fn neighbor(&self, addr: &str) -> Result<Value, String> {
+        let out = self.vtysh(&[&format!("show bgp neighbors {addr} json")])?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("vtysh output not JSON ({e}): {out}"))?;
+        v.get(addr).cloned().ok_or_else(|| format!("no neighbor {addr} in {v}"))
+    }
+
+    /// `Ok` with the neighbor JSON once it is Established.
+    pub fn established(&self, addr: &str) -> Result<Value, String> {
+        let n = self.neighbor(addr)?;
+        if n["bgpState"] == "Established" {
+            Ok(n)
+        } else {
+            Err(format!("FRR neighbor {addr} is {} (last reset: {})", n["bgpState"], n["lastResetDueTo"]))
+        }
+    }
+
+    /// Whether FRR's table holds `prefix` (`show bgp ipv4|ipv6 unicast PREFIX json`).
+    pub fn has_route(&self, prefix: &str) -> Result<Value, String> {
+        let af = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        let out = self.vtysh(&[&format!("show bgp {af} unicast {prefix} json")])?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("not JSON ({e}): {out}"))?;
+        match v.get("paths").and_then(Value::as_array) {
+            Some(p) if !p.is_empty() => Ok(v),
+            _ => Err(format!("FRR has no {prefix}: {v}")),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Test harness for the conformance suite: network namespaces joined by veth
+//! pairs, daemons started inside them and killed on `Drop`, and the
+//! configuration each implementation (bgpd, BIRD, FRR, GoBGP, ExaBGP) needs.
+//!
+//! Everything a [`Lab`] creates has a unique name (`bgpdc-<pid>-<n>`) and is
+//! removed when the lab is dropped, also when a test panics (the daemons'
+//! logs are then printed to help find out why).
+
+pub mod bgpd;
+pub mod bird;
+pub mod exabgp;
+pub mod frr;
+pub mod gobgp;
+mod netns;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use netns::Ns;
+use process::Proc;
+pub use process::ProcId;
+
+/// Whether the suite runs in CI (`CI=true`), where a missing prerequisite is
+/// a failure rather than a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Checks that the test can run: root, and every program in `programs` on
+/// `PATH` (or an absolute path that exists). Returns `false` after printing
+/// why the test is skipped; panics instead under `CI=true`.
+pub fn prerequisites(test: &str, programs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !rustix_is_root() {
+        missing.push("root (network namespaces, veth, TCP MD5)".to_string());
+    }
+    for p in programs {
+        if !program_exists(p) {
+            missing.push(format!("program {p}"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{test}: needs {}", missing.join(", "));
+    if in_ci() {
+        panic!("{why} (CI=true: a conformance test may not be skipped; install with .ci/install-deps)");
+    }
+    eprintln!("SKIPPED {why}");
+    false
+}
+
+fn rustix_is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn program_exists(p: &str) -> bool {
+    if p.contains('/') {
+        return Path::new(p).exists();
+    }
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file())).unwrap_or(false)
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, or fails after `timeout`
+/// with `what` and the last diagnostic `f` gave.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(format!("timed out after {} s waiting for {what}; last: {e}", timeout.as_secs()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Checks `f` every 250 ms for `period`: `Err` as soon as `f` fails.
+pub fn holds_for(what: &str, period: Duration, mut f: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < period {
+        f().map_err(|e| format!("{what} stopped holding after {} ms: {e}", start.elapsed().as_millis()))?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// One test's world: a work directory, namespaces and processes, all removed
+/// on `Drop` (processes first, then namespaces, then the directory).
+pub struct Lab {
+    id: String,
+    dir: PathBuf,
+    namespaces: Mutex<Vec<String>>,
+    procs: Mutex<Vec<Option<Proc>>>,
+}
+
+impl Lab {
+    /// A new lab named after `tag` (used in log lines only).
+    pub fn new(tag: &str) -> std::io::Result<Lab> {
+        let id = format!("bgpdc-{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&dir)?;
+        // FRR's zebra drops to user frr and must reach its sockets below here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        eprintln!("[{id}] lab for {tag} in {}", dir.display());
+        Ok(Lab { id, dir, namespaces: Mutex::new(Vec::new()), procs: Mutex::new(Vec::new()) })
+    }
+
+    /// The work directory (configs, sockets, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new network namespace `<lab id>-<role>` with `lo` up.
+    pub fn netns(&self, role: &str) -> std::io::Result<Ns> {
+        let name = format!("{}-{role}", self.id);
+        netns::add(&name)?;
+        self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+        let ns = Ns::new(name);
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A veth pair `a_if` in `a` and `b_if` in `b`, both up, with the given
+    /// addresses (`10.255.1.1/24`, `fd00:255:1::1/64`, …; IPv6 without DAD).
+    pub fn veth(
+        &self,
+        a: &Ns,
+        a_if: &str,
+        a_addrs: &[&str],
+        b: &Ns,
+        b_if: &str,
+        b_addrs: &[&str],
+    ) -> std::io::Result<()> {
+        netns::veth(a, a_if, b, b_if)?;
+        for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+            for addr in addrs {
+                ns.add_addr(ifname, addr)?;
+            }
+            ns.ip(&["link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Starts `cmd` (built with [`Ns::command`]) with stdout and stderr to
+    /// `<dir>/<name>.log`; it is stopped when the lab is dropped.
+    pub fn spawn(&self, name: &str, cmd: std::process::Command) -> std::io::Result<ProcId> {
+        let log = self.dir.join(format!("{name}.log"));
+        let p = Proc::spawn(name, cmd, log)?;
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.push(Some(p));
+        Ok(ProcId(procs.len() - 1))
+    }
+
+    /// Sends `signal` (`"STOP"`, `"CONT"`, `"TERM"`, …) to a process.
+    pub fn signal(&self, id: ProcId, signal: &str) -> std::io::Result<()> {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        match procs.get(id.0).and_then(|p| p.as_ref()) {
+            Some(p) => p.signal(signal),
+            None => Err(std::io::Error::other(format!("process {} already stopped", id.0))),
+        }
+    }
+
+    /// Stops a process (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    pub fn stop(&self, id: ProcId) {
+        let p = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id.0).and_then(Option::take);
+        drop(p);
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&self, id: ProcId) -> bool {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.get_mut(id.0).and_then(|p| p.as_mut()).is_some_and(Proc::running)
+    }
+
+    /// Two namespaces `bgpd` and `peer` joined by `veth0`, on link `n`:
+    /// bgpd's side has 10.255.n.1/24 and fd00:255:n::1/64, the peer's side
+    /// 10.255.n.2/24 and fd00:255:n::2/64.
+    pub fn pair(&self, n: u8) -> std::io::Result<(Ns, Ns)> {
+        let a = self.netns("bgpd")?;
+        let b = self.netns("peer")?;
+        let (a4, a6) = (format!("10.255.{n}.1/24"), format!("fd00:255:{n}::1/64"));
+        let (b4, b6) = (format!("10.255.{n}.2/24"), format!("fd00:255:{n}::2/64"));
+        self.veth(&a, "veth0", &[&a4, &a6], &b, "veth0", &[&b4, &b6])?;
+        Ok((a, b))
+    }
+
+    /// The last lines of every process's log, for a failure report.
+    pub fn logs(&self, n: usize) -> String {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        for p in procs.iter().flatten() {
+            s.push_str(&format!("----- [{}] last lines of {} -----\n{}\n", self.id, p.name(), p.log_tail(n)));
+        }
+        s
+    }
+
+    /// The last `n` lines of a process's log.
+    pub fn log_tail(&self, id: ProcId, n: usize) -> String {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.get(id.0).and_then(|p| p.as_ref()).map(|p| p.log_tail(n)).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|e| e.into_inner()));
+        // Stop in reverse order of start (clients before the daemons they use).
+        for p in procs.into_iter().rev().flatten() {
+            if panicking {
+                eprintln!("----- [{}] last lines of {} -----\n{}", self.id, p.name(), p.log_tail(40));
+            }
+            drop(p);
+        }
+        for ns in self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            netns::del(&ns);
+        }
+        if std::env::var_os("BGPDC_KEEP").is_some() || panicking {
+            eprintln!("[{}] work directory kept: {}", self.id, self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
