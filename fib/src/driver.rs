@@ -190,6 +190,7 @@ fn handle_command(
 ) {
     match cmd {
         Command::Apply(changes) => {
+            engine.reserve(changes.len());
             for c in changes {
                 engine.apply(c);
             }

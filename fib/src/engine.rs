@@ -7,7 +7,7 @@
 //! The same socket listens to route and link notifications, so our own changes and foreign
 //! ones arrive in the kernel's order.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -21,6 +21,7 @@ use crate::kernel::{
     KernelHop, KernelSpec, KernelTarget, LinkState, Request, TableRoute,
 };
 use crate::metrics::FibMetrics;
+use crate::queue::WriteQueue;
 use crate::route::{Route, RouteChange, Target};
 
 /// Hash maps keyed by prefixes from peers: a fast hasher with a per-process random seed.
@@ -173,10 +174,8 @@ pub(crate) struct Engine {
     gateway_refs: HashMap<IpAddr, usize>,
     lookup_queue: VecDeque<IpAddr>,
     refresh_lookups: bool,
-    /// Prefixes to (re)write, served in descending order like an elevator (see
-    /// [`Engine::next_dirty`]).
-    dirty: BTreeSet<IpNet>,
-    cursor: Option<IpNet>,
+    /// Prefixes to (re)write, coalesced, in descending passes.
+    dirty: WriteQueue,
     repair_candidates: HashSet<IpNet>,
     in_flight: HashMap<u32, InFlight>,
     in_flight_prefixes: HashSet<IpNet>,
@@ -209,8 +208,7 @@ impl Engine {
             gateway_refs: HashMap::default(),
             lookup_queue: VecDeque::new(),
             refresh_lookups: false,
-            dirty: BTreeSet::new(),
-            cursor: None,
+            dirty: WriteQueue::default(),
             repair_candidates: HashSet::default(),
             in_flight: HashMap::default(),
             in_flight_prefixes: HashSet::default(),
@@ -259,6 +257,12 @@ impl Engine {
                 self.mark_dirty(prefix);
             }
         }
+    }
+
+    /// Makes room for `additional` more desired routes at once (a bulk `apply`).
+    pub fn reserve(&mut self, additional: usize) {
+        self.desired.reserve(additional);
+        self.dirty.reserve(additional);
     }
 
     /// Ends the start-up grace: from now on, routes of ours that are not desired are removed
@@ -387,14 +391,15 @@ impl Engine {
         let mut budget = self.dirty.len();
         while count < self.batch_size && budget > 0 {
             budget -= 1;
-            let Some(prefix) = self.next_dirty() else {
+            let Some(prefix) = self.dirty.next() else {
                 break;
             };
             if self.in_flight_prefixes.contains(&prefix) {
                 // One write per prefix at a time; this one goes on a later pass.
+                self.dirty.defer(prefix);
                 continue;
             }
-            self.dirty.remove(&prefix);
+            self.dirty.done(&prefix);
             let repair = self.repair_candidates.remove(&prefix);
             let (request, op, spec) = match self.plan(prefix) {
                 Plan::Nothing => continue,
@@ -402,7 +407,7 @@ impl Engine {
                     // Routes through a gateway being looked up wait for the answer (well
                     // under a millisecond) instead of each being evaluated in vain.
                     self.dirty.insert(prefix);
-                    self.cursor = None;
+                    self.dirty.retry_first(prefix);
                     break;
                 }
                 Plan::Install(spec) => {
@@ -840,17 +845,6 @@ impl Engine {
 
     fn mark_dirty(&mut self, prefix: IpNet) {
         self.dirty.insert(prefix);
-    }
-
-    /// The next queued prefix below the cursor, wrapping to the highest: one descending
-    /// pass after another, so nothing starves. Descending because the kernel's IPv4 trie
-    /// removes routes about twice as fast in that order (fewer child scans in
-    /// `update_suffix`), and adds them as fast either way.
-    fn next_dirty(&mut self) -> Option<IpNet> {
-        let below = self.cursor.and_then(|c| self.dirty.range(..c).next_back().copied());
-        let next = below.or_else(|| self.dirty.last().copied());
-        self.cursor = next;
-        next
     }
 
     fn forget_gateways(&mut self, route: &Route) {

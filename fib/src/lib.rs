@@ -30,6 +30,7 @@ mod error;
 mod kernel;
 mod metrics;
 pub mod netns;
+mod queue;
 mod route;
 
 pub use config::FibConfig;

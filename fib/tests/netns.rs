@@ -438,3 +438,40 @@ async fn receive_overrun_leads_to_resync_not_divergence() {
     assert_eq!(ns.routes(TABLE).len(), 100);
     assert_eq!(metrics.routes_installed.with_label_values(&["ipv4"]).get(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_bounds_the_queue_and_loses_nothing() {
+    if !can_run("backpressure_bounds_the_queue_and_loses_nothing") {
+        return;
+    }
+    let ns = TestNs::new("backpressure");
+    let metrics = FibMetrics::unregistered();
+    // One queued prefix is enough to make the task stop taking commands until it wrote it.
+    let cfg = FibConfig { queue_capacity: 1, batch_size: 8, ..config(&ns) };
+    let fib = Fib::spawn(cfg, metrics.clone()).unwrap();
+    let h = fib.handle.clone();
+    let senders: Vec<_> = (0..4u32)
+        .map(|t| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                for i in 0..50u32 {
+                    let a = std::net::Ipv4Addr::from(0x0a00_0000 + (t << 16) + (i << 8));
+                    let r = Route::unicast(IpNet::new(a.into(), 24).unwrap(), vec![NextHop::dev("veth0")]);
+                    h.apply(vec![RouteChange::Upsert(r)]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for s in senders {
+            s.await.unwrap();
+        }
+        h.settled().await.unwrap()
+    };
+    let failures = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("the FIB stalled under backpressure");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(ns.routes(TABLE).len(), 200);
+    assert!(metrics.queue_depth.get() <= 1);
+}
