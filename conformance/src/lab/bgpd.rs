@@ -75,6 +75,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Node `node-1` (AS 64512) on link `n` of [`super::Lab::pair`]:
+    /// 10.255.n.1/24 and fd00:255:n::1/64, advertising 10.244.n.0/26 and
+    /// fd00:244:n::/122.
+    pub fn on_link(n: u8, peers: Vec<Peer>) -> Config {
+        Config {
+            node: "node-1".into(),
+            asn: 64512,
+            ipv4: format!("10.255.{n}.1/24"),
+            ipv6: Some(format!("fd00:255:{n}::1/64")),
+            peers,
+            blocks: vec![format!("10.244.{n}.0/26"), format!("fd00:244:{n}::/122")],
+        }
+    }
+
     /// Renders the datastore as a YAML stream.
     pub fn render(&self) -> String {
         let mut y = String::new();
@@ -190,6 +204,16 @@ impl Bgpd {
     /// One peer's status by name.
     pub fn peer(&self, name: &str) -> Result<Value, String> {
         self.peers()?.into_iter().find(|p| p["name"] == name).ok_or_else(|| format!("bgpd shows no peer {name:?}"))
+    }
+
+    /// `Ok` while the peer is not Established (for [`super::holds_for`]).
+    pub fn not_established(&self, name: &str) -> Result<(), String> {
+        let p = self.peer(name)?;
+        if p["state"] == "Established" {
+            Err(format!("peer {name} is Established"))
+        } else {
+            Ok(())
+        }
     }
 
     /// The peer's status once it is Established (for [`super::wait_for`]).

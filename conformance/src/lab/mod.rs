@@ -89,6 +89,47 @@ pub fn holds_for(what: &str, period: Duration, mut f: impl FnMut() -> Result<(),
     Ok(())
 }
 
+/// One case of a test: a name and what to run in a lab of its own.
+pub type Case = (String, Box<dyn FnOnce(&Lab) -> Result<(), String> + Send>);
+
+/// Runs the cases in parallel threads, each in a [`Lab`] of its own, and
+/// panics listing every failure (with the last lines of its daemons' logs).
+/// `BGPDC_ONLY=text` runs only the cases whose name contains `text`.
+pub fn run_parallel(cases: Vec<Case>) {
+    let only = std::env::var("BGPDC_ONLY").ok().map(|o| o.to_lowercase());
+    let picked: Vec<Case> =
+        cases.into_iter().filter(|(n, _)| only.as_deref().is_none_or(|o| n.to_lowercase().contains(o))).collect();
+    assert!(!picked.is_empty(), "BGPDC_ONLY={only:?} matches no case");
+    let total = picked.len();
+    let handles: Vec<_> = picked
+        .into_iter()
+        .map(|(name, f)| {
+            let n = name.clone();
+            (
+                name,
+                std::thread::spawn(move || {
+                    let lab = Lab::new(&n).map_err(|e| format!("cannot set up the lab: {e}"))?;
+                    f(&lab).map_err(|e| format!("{e}\n{}", lab.logs(30)))
+                }),
+            )
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (name, h) in handles {
+        match h.join() {
+            Ok(Ok(())) => eprintln!("ok: {name}"),
+            Ok(Err(e)) => failures.push(format!("FAILED {name}: {e}")),
+            Err(_) => failures.push(format!("FAILED {name}: panicked")),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// Turns an I/O error from setting up a lab into a case's error.
+pub fn setup<T>(r: std::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("setup: {e}"))
+}
+
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// One test's world: a work directory, namespaces and processes, all removed
