@@ -24,8 +24,8 @@ pub struct Session {
     pub password: Option<String>,
     /// `ttl security on` (GTSM).
     pub ttl_security: bool,
-    /// `multihop` (needed when the peer is not on a connected network).
-    pub multihop: bool,
+    /// `multihop N` (needed when the peer is not on a connected network).
+    pub multihop: Option<u8>,
     /// `passive on`.
     pub passive: bool,
 }
@@ -71,8 +71,8 @@ impl Config {
             if s.ttl_security {
                 c.push_str("  ttl security on;\n");
             }
-            if s.multihop {
-                c.push_str("  multihop;\n");
+            if let Some(h) = s.multihop {
+                let _ = writeln!(c, "  multihop {h};");
             } else if ibgp {
                 // iBGP defaults to multihop; the peer is on the link.
                 c.push_str("  direct;\n");
@@ -81,7 +81,7 @@ impl Config {
                 c.push_str("  passive on;\n");
             }
             let nh = if ibgp { " next hop self;" } else { "" };
-            let gw = if s.multihop { "" } else { " gateway direct;" };
+            let gw = if s.multihop.is_some() { "" } else { " gateway direct;" };
             let _ = writeln!(c, "  ipv4 {{ import all; export all;{gw}{nh} }};");
             let _ = writeln!(c, "  ipv6 {{ import all; export all;{gw}{nh} }};");
             c.push_str("}\n");

@@ -26,6 +26,8 @@ pub struct Neighbor {
     pub password: Option<String>,
     /// `ttl-security hops N`.
     pub ttl_security_hops: Option<u8>,
+    /// `passive`: never connect, only accept.
+    pub passive: bool,
 }
 
 /// An FRR configuration: AS, router ID, networks to announce, neighbors.
@@ -58,6 +60,9 @@ impl Config {
             let _ = writeln!(c, " neighbor {a} timers connect 2");
             if let Some(p) = &n.password {
                 let _ = writeln!(c, " neighbor {a} password {p}");
+            }
+            if n.passive {
+                let _ = writeln!(c, " neighbor {a} passive");
             }
             if let Some(h) = n.ttl_security_hops {
                 let _ = writeln!(c, " neighbor {a} ttl-security hops {h}");

@@ -233,6 +233,23 @@ impl Lab {
         Ok((a, b))
     }
 
+    /// Namespaces `bgpd`, `router` and `peer`: bgpd on link `n`
+    /// (10.255.n.1/24, router 10.255.n.2/24), the peer on link `m`
+    /// (router 10.255.m.1/24, peer 10.255.m.2/24), the router forwarding
+    /// (`ip_forward=1` in its namespace only) and both ends routed through it.
+    /// The peer is one hop further away than on [`Lab::pair`].
+    pub fn routed(&self, n: u8, m: u8) -> std::io::Result<(Ns, Ns, Ns)> {
+        let a = self.netns("bgpd")?;
+        let r = self.netns("router")?;
+        let b = self.netns("peer")?;
+        self.veth(&a, "veth0", &[&format!("10.255.{n}.1/24")], &r, "veth0", &[&format!("10.255.{n}.2/24")])?;
+        self.veth(&r, "veth1", &[&format!("10.255.{m}.1/24")], &b, "veth0", &[&format!("10.255.{m}.2/24")])?;
+        r.sysctl("net.ipv4.ip_forward=1")?;
+        a.route(&format!("10.255.{m}.0/24"), &format!("10.255.{n}.2"))?;
+        b.route(&format!("10.255.{n}.0/24"), &format!("10.255.{m}.1"))?;
+        Ok((a, r, b))
+    }
+
     /// The last lines of every process's log, for a failure report.
     pub fn logs(&self, n: usize) -> String {
         let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
