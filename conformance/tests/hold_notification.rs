@@ -55,8 +55,10 @@ fn wait_last_error(b: &bgpd::Bgpd, want_code: [u64; 2], want_text: &[&str]) -> R
 
 #[test]
 fn hold_timer_expiry_and_peer_notifications() {
-    if !prerequisites("hold_notification", &["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"])
-    {
+    if !prerequisites(
+        "hold_notification",
+        &["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
+    ) {
         return;
     }
     bgpd::binary();
@@ -115,7 +117,11 @@ fn hold_timer_expiry_and_peer_notifications() {
                 let peer = setup(frr::Frr::start(lab, &np, "h", &cfg))?;
                 wait_for("bgpd Established", UP, || b.established("peer"))?;
                 let router = format!("router bgp {PEER_AS}");
-                peer.vtysh(&["configure terminal", &router, "neighbor 10.255.3.1 shutdown message maintenance by frr"])?;
+                peer.vtysh(&[
+                    "configure terminal",
+                    &router,
+                    "neighbor 10.255.3.1 shutdown message maintenance by frr",
+                ])?;
                 wait_last_error(&b, [6, 2], &["received: Cease / Administrative Shutdown", "maintenance by frr"])?;
                 peer.vtysh(&["configure terminal", &router, "no neighbor 10.255.3.1 shutdown"])?;
                 wait_for("bgpd Established again", UP, || b.established("peer")).map(|_| ())

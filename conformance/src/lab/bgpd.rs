@@ -150,6 +150,9 @@ pub struct Bgpd {
     pub proc: ProcId,
     sock: PathBuf,
     datastore: PathBuf,
+    ns: Ns,
+    node: String,
+    tag: String,
 }
 
 impl Bgpd {
@@ -158,18 +161,31 @@ impl Bgpd {
         let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
         std::fs::write(&datastore, cfg.render())?;
         let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
-        let mut cmd = ns.command(&binary().to_string_lossy());
+        let mut b =
+            Bgpd { proc: ProcId(usize::MAX), sock, datastore, ns: ns.clone(), node: cfg.node.clone(), tag: tag.into() };
+        b.proc = b.spawn(lab)?;
+        Ok(b)
+    }
+
+    fn spawn(&self, lab: &Lab) -> io::Result<ProcId> {
+        let mut cmd = self.ns.command(&binary().to_string_lossy());
         cmd.args(["run", "--datastore"])
-            .arg(format!("file:{}", datastore.display()))
-            .args(["--node", &cfg.node, "--control-socket"])
-            .arg(&sock)
+            .arg(format!("file:{}", self.datastore.display()))
+            .args(["--node", &self.node, "--control-socket"])
+            .arg(&self.sock)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", std::env::var("BGPDC_LOG").unwrap_or_else(|_| "debug".into()));
-        let proc = lab.spawn(&format!("{tag}-bgpd"), cmd)?;
-        let b = Bgpd { proc, sock, datastore };
-        super::wait_for("bgpd's control socket", std::time::Duration::from_secs(10), || b.peers().map(|_| ()))
+        let proc = lab.spawn(&format!("{}-bgpd", self.tag), cmd)?;
+        super::wait_for("bgpd's control socket", std::time::Duration::from_secs(10), || self.peers().map(|_| ()))
             .map_err(io::Error::other)?;
-        Ok(b)
+        Ok(proc)
+    }
+
+    /// Stops bgpd (SIGTERM) and starts it again with the same datastore.
+    pub fn restart(&mut self, lab: &Lab) -> io::Result<()> {
+        lab.stop(self.proc);
+        self.proc = self.spawn(lab)?;
+        Ok(())
     }
 
     /// Rewrites the datastore (bgpd re-reads it within a second).

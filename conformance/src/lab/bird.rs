@@ -28,6 +28,8 @@ pub struct Session {
     pub multihop: Option<u8>,
     /// `passive on`.
     pub passive: bool,
+    /// `connect delay time N` (BIRD's default is 5 s).
+    pub connect_delay: Option<u32>,
 }
 
 /// A BIRD configuration: router ID, static routes to announce, sessions.
@@ -76,6 +78,9 @@ impl Config {
             } else if ibgp {
                 // iBGP defaults to multihop; the peer is on the link.
                 c.push_str("  direct;\n");
+            }
+            if let Some(d) = s.connect_delay {
+                let _ = writeln!(c, "  connect delay time {d};");
             }
             if s.passive {
                 c.push_str("  passive on;\n");

@@ -18,7 +18,8 @@ pub(super) struct Proc {
 
 impl Proc {
     pub(super) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> io::Result<Proc> {
-        let out = File::create(&log)?;
+        // Append: a restarted daemon keeps one log.
+        let out = File::options().create(true).append(true).open(&log)?;
         let err = out.try_clone()?;
         let child = cmd
             .stdin(Stdio::null())
