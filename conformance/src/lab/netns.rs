@@ -106,18 +106,23 @@ impl Ns {
 
     /// Runs `f` on a new thread that has entered this namespace, so sockets
     /// it opens live there (a raw test client, for example).
-    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    pub fn in_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
         let path = format!("/run/netns/{}", self.name);
         let file = std::fs::File::open(&path)?;
-        let handle = std::thread::spawn(move || -> io::Result<T> {
-            use std::os::fd::AsFd;
-            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        std::thread::scope(|s| {
+            let handle = s.spawn(move || -> io::Result<T> {
+                use std::os::fd::AsFd;
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
                 .map_err(io::Error::from)?;
-            Ok(f())
-        });
-        match handle.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+                Ok(f())
+            });
+            match handle.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 }
