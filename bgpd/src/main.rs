@@ -80,7 +80,8 @@ enum ShowWhat {
 /// `BGPConfiguration.spec.logSeverityScreen` (read once at start).
 fn init_logging(datastore: &std::path::Path) {
     use datastore::LogSeverity;
-    let configured = datastore::load(datastore).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default();
+    let configured =
+        datastore::load(datastore).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default();
     let level = match configured {
         LogSeverity::Debug => "debug",
         LogSeverity::Info => "info",

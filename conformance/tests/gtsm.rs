@@ -182,7 +182,7 @@ fn gtsm_one_hop_up_two_hops_refused() {
 /// after accept, so BIRD's OPEN (already queued) is processed, bgpd answers
 /// with OPEN and KEEPALIVE, and BIRD reports the session Established.
 #[test]
-#[ignore = "bgpd bug: GTSM not enforced on incoming connections: the listener has no IP_MINTTL, so a peer 2 hops away reaches OpenConfirm (BIRD: Established)"]
+
 fn gtsm_incoming_from_two_hops_refused() {
     if !prerequisites("gtsm", &["ip", "sysctl", "bird", "birdc"]) {
         return;

@@ -167,13 +167,18 @@ fn test_connect_connect_retry_timer_expires() {
 
 #[test]
 fn test_connect_tcp_connection_fails() {
+    // Deliberately Active rather than RFC 4271's Idle (see the FSM): the
+    // session keeps listening and retries after ConnectRetry, no backoff.
     let mut f = at(State::Connect);
     f.s.handle_connection_failed(f.now);
-    assert_eq!(f.s.state(), State::Idle);
+    assert_eq!(f.s.state(), State::Active);
     assert!(f.events().contains(&SessionEvent::Down(DownReason::ConnectionFailed)));
-    // Automatic restart after the IdleHold delay.
-    f.advance(cfg().idle_hold);
-    assert_eq!(f.s.state(), State::Connect);
+    f.s.handle_connected(f.now);
+    assert_eq!(f.s.state(), State::OpenSent, "the peer's connection is taken");
+    let mut f = at(State::Connect);
+    f.s.handle_connection_failed(f.now);
+    f.advance(cfg().connect_retry);
+    assert_eq!(f.s.state(), State::Connect, "and it connects again after ConnectRetry");
 }
 
 #[test]
@@ -496,11 +501,16 @@ fn test_established_bytes_in_pieces() {
 
 #[test]
 fn idle_hold_backs_off_exponentially_for_an_oscillating_peer() {
+    // A peer that accepts the connection and then fails it, again and again.
     let mut f = Fixture::new(cfg());
     f.s.handle_manual_start(f.now);
     let mut delays = Vec::new();
     for _ in 0..6 {
+        f.s.handle_connected(f.now);
+        assert_eq!(f.s.state(), State::OpenSent);
+        f.feed(&peer_open(65002, 90));
         f.s.handle_connection_failed(f.now);
+        assert_eq!(f.s.state(), State::Idle);
         let wake = f.s.poll_timeout().unwrap();
         delays.push(wake - f.now);
         f.now = wake;

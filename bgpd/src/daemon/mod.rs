@@ -129,7 +129,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         socket2::SockRef::from(&socket).set_only_v6(true)?;
     }
     socket.bind(addr)?;
-    socket.listen(128)
+    let l = socket.listen(128)?;
+    // Keep each SYN, so GTSM can be checked per peer on accept.
+    sockopt::set_save_syn(&l)?;
+    Ok(l)
 }
 
 fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec], old: &[PeerSpec]) {
@@ -218,7 +221,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some((stream, from)) = accepted.recv() => {
                 let ip = canonical(from.ip());
                 match running.values().find(|r| canonical(r.spec.addr.ip()) == ip) {
-                    Some(r) => { let _ = r.cmds.send(PeerCmd::Accepted(stream)).await; }
+                    Some(r) => match gtsm_check(&stream, &r.spec) {
+                        Ok(()) => { let _ = r.cmds.send(PeerCmd::Accepted(stream)).await; }
+                        Err(why) => {
+                            warn!(peer = %r.spec.name, "connection from {from} refused: {why}");
+                            shared.note_failure(&r.spec.name, format!("incoming connection refused: {why}"));
+                        }
+                    },
                     None => info!("connection from {from} refused: not a configured peer"),
                 }
             }
@@ -249,6 +258,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = std::fs::remove_file(&opts.control_socket);
     Ok(())
+}
+
+/// GTSM (RFC 5082) for an incoming connection: the peer's SYN must have
+/// arrived with a TTL of at least 256 − hops.
+fn gtsm_check(stream: &TcpStream, peer: &PeerSpec) -> Result<(), String> {
+    let Some(hops) = peer.ttl_security else { return Ok(()) };
+    let need = sockopt::gtsm_min_ttl(hops);
+    match sockopt::syn_ttl(stream) {
+        Ok(ttl) if ttl >= need => Ok(()),
+        Ok(ttl) => Err(format!("GTSM: the SYN arrived with TTL {ttl}, ttlSecurity {hops} needs at least {need}")),
+        Err(e) => Err(format!("GTSM: cannot read the SYN's TTL ({e})")),
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {

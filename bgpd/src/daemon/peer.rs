@@ -89,6 +89,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
         while let Some(ev) = session.poll_event() {
             match ev {
                 SessionEvent::Connect => {
+                    if connecting.is_some() {
+                        // The previous attempt got no answer within ConnectRetry.
+                        let t = cfg_timeout(&session).as_secs();
+                        failure(&shared, &key, format!("connect to {}: {}", peer.addr, no_answer(&peer, t)));
+                    }
                     conn = None;
                     connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
                 }
@@ -257,6 +262,15 @@ fn cfg_timeout(session: &Session) -> Duration {
     session.config().connect_retry
 }
 
+/// Why a connection attempt may have gone unanswered.
+fn no_answer(peer: &PeerSpec, secs: u64) -> String {
+    if peer.password.is_some() {
+        format!("no answer in {secs} s (peer down, unreachable, or TCP MD5 keys differ: the kernel drops segments with a wrong or missing signature)")
+    } else {
+        format!("no answer in {secs} s (peer down or unreachable)")
+    }
+}
+
 /// Opens the connection to the peer with its socket options: MD5 key,
 /// GTSM, source address, then `TCP_NODELAY` and DSCP CS6.
 async fn connect(peer: PeerSpec, timeout: Duration) -> io::Result<TcpStream> {
@@ -273,14 +287,7 @@ async fn connect(peer: PeerSpec, timeout: Duration) -> io::Result<TcpStream> {
     }
     match tokio::time::timeout(timeout, socket.connect(peer.addr)).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            if peer.password.is_some() {
-                format!("no answer in {} s (peer down, unreachable, or TCP MD5 keys differ)", timeout.as_secs())
-            } else {
-                format!("no answer in {} s (peer down or unreachable)", timeout.as_secs())
-            },
-        )),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, no_answer(&peer, timeout.as_secs()))),
     }
 }
 

@@ -93,7 +93,7 @@ pub fn set_md5(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result<()
 /// segments that arrive with at least `255 - hops + 1`, i.e. from at most
 /// `hops` hops away.
 pub fn set_gtsm(socket: &impl AsRawFd, v6: bool, hops: u8) -> io::Result<()> {
-    let min = libc::c_int::from(255u8.saturating_sub(hops.max(1)) + 1);
+    let min = libc::c_int::from(gtsm_min_ttl(hops));
     let ttl: libc::c_int = 255;
     if v6 {
         setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &ttl)?;
@@ -115,6 +115,47 @@ pub fn set_cs6(socket: &impl AsRawFd, v6: bool) -> io::Result<()> {
     }
 }
 
+/// Makes a listening socket keep the SYN of each connection it accepts,
+/// so [`syn_ttl`] can tell how far away the connecting peer is.
+pub fn set_save_syn(listener: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    setsockopt(listener, libc::IPPROTO_TCP, libc::TCP_SAVE_SYN, &on)
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of the SYN that opened `stream`,
+/// accepted from a listener with [`set_save_syn`]. GTSM (RFC 5082) checks it
+/// per peer, which a listener shared by all peers cannot do with IP_MINTTL.
+/// The kernel hands the SYN out once.
+pub fn syn_ttl(stream: &impl AsRawFd) -> io::Result<u8> {
+    let mut buf = [0u8; 512];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and the kernel writes at most
+    // `len`, updating it; the descriptor is owned by the caller.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVED_SYN,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let syn = &buf[..(len as usize).min(buf.len())];
+    match syn.first().map(|b| b >> 4) {
+        Some(4) if syn.len() > 8 => Ok(syn[8]),
+        Some(6) if syn.len() > 7 => Ok(syn[7]),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "no saved SYN")),
+    }
+}
+
+/// The least TTL a GTSM peer `hops` away arrives with (RFC 5082 §3).
+pub fn gtsm_min_ttl(hops: u8) -> u8 {
+    255u8.saturating_sub(hops.max(1)) + 1
+}
+
 /// Whether `addr` is IPv6 (and not an IPv4-mapped one).
 pub fn is_v6(addr: &SocketAddr) -> bool {
     matches!(addr, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none())
@@ -131,6 +172,19 @@ mod tests {
         set_md5(&l, "::1".parse().unwrap(), b"secret").unwrap_or(());
         let e = set_md5(&l, "127.0.0.2".parse().unwrap(), &[b'x'; 81]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn saved_syn_gives_the_ttl_of_a_loopback_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_save_syn(&l).unwrap();
+        let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.set_ttl_v4(200).unwrap();
+        c.connect(&l.local_addr().unwrap().into()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(syn_ttl(&s).unwrap(), 200, "loopback does not decrement the TTL");
+        assert!(syn_ttl(&s).is_err(), "the kernel hands the SYN out once");
+        assert_eq!((gtsm_min_ttl(1), gtsm_min_ttl(2), gtsm_min_ttl(0)), (255, 254, 255));
     }
 
     #[test]

@@ -127,6 +127,13 @@ impl Shared {
             .collect()
     }
 
+    /// Records why a peer (by its configured name) is not up.
+    pub fn note_failure(&self, name: &str, why: String) {
+        if let Some(p) = self.lock().peers.values_mut().find(|p| p.view.name == name) {
+            p.view.last_failure = Some(why);
+        }
+    }
+
     /// Routes, all or those within / equal to `prefix`.
     pub fn routes(&self, prefix: Option<IpNet>) -> Vec<RouteView> {
         let s = self.lock();

@@ -258,13 +258,15 @@ impl Session {
         match self.state {
             State::Idle => {}
             State::Connect => {
-                if self.timers.delay_open.take().is_some() {
-                    self.timers.connect_retry = Some(now + self.cfg.connect_retry);
-                    self.goto(State::Active);
-                } else {
-                    self.timers.connect_retry = None;
-                    self.fail(now, DownReason::ConnectionFailed);
-                }
+                // RFC 4271 §8.2.2 sends Connect to Idle here unless DelayOpen
+                // runs. Like BIRD and FRR, this FSM goes to Active instead:
+                // it keeps accepting the peer's connection and retries after
+                // ConnectRetry, so a peer that starts later (or only connects
+                // out) is not locked out by the Idle backoff.
+                self.timers.delay_open = None;
+                self.timers.connect_retry = Some(now + self.cfg.connect_retry);
+                self.events.push_back(SessionEvent::Down(DownReason::ConnectionFailed));
+                self.goto(State::Active);
             }
             State::Active => {
                 self.timers.delay_open = None;
