@@ -754,7 +754,10 @@ impl FarEnd {
             (Some("down"), Some(name), Some(k)) => {
                 self.downs += 1;
                 self.up = k.parse().unwrap_or(self.up);
-                println!("# far end: session {name} left Established");
+                // The first few by name; a mass drop is visible in `dropped=` anyway.
+                if self.downs <= 5 {
+                    println!("# far end: session {name} left Established");
+                }
             }
             _ => println!("# far end: {line}"),
         }
