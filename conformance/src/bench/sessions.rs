@@ -953,3 +953,40 @@ async fn far_session(i: usize, mut accepted: tokio::sync::mpsc::Receiver<TcpStre
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn far_addresses_are_distinct_and_outside_the_dut_address() {
+        let addrs: std::collections::HashSet<Ipv4Addr> = (0..MAX_PEERS).map(far_addr).collect();
+        assert_eq!(addrs.len(), MAX_PEERS);
+        assert!(!addrs.contains(&DUT_ADDR));
+        assert_eq!(far_addr(0), Ipv4Addr::new(10, 250, 1, 1));
+        assert_eq!(far_addr(249), Ipv4Addr::new(10, 250, 1, 250));
+        assert_eq!(far_addr(250), Ipv4Addr::new(10, 250, 2, 1));
+    }
+
+    #[test]
+    fn both_contenders_get_the_same_peers_and_timers() {
+        let store = bgpd_datastore(3);
+        let bird = bird_config(3, Path::new("/tmp/x.log"));
+        for i in 0..3 {
+            assert!(store.contains(&format!("peerIP: {}, asNumber: {FAR_AS}, keepaliveTime: \"30s\"", far_addr(i))));
+            assert!(bird.contains(&format!("protocol bgp p{i} from far {{ neighbor {} as {FAR_AS}; }}", far_addr(i))));
+        }
+        assert_eq!(store.matches("kind: BGPPeer").count(), 3);
+        assert!(bird.contains("hold time 90;") && bird.contains("keepalive time 30;"));
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse_args(&args(&["--peers", "10", "--contenders", "bird", "--idle-secs", "5"])).unwrap();
+        assert_eq!((o.peers, o.contenders, o.idle), (10, vec![Contender::Bird], Duration::from_secs(5)));
+        assert!(parse_args(&args(&["--peers", "0"])).is_err());
+        assert!(parse_args(&args(&["--contenders", "frr"])).is_err());
+        assert!(parse_args(&args(&["--idle-secs"])).is_err());
+    }
+}
