@@ -45,7 +45,7 @@ pub struct RunOptions {
 
 struct Running {
     spec: PeerSpec,
-    cmds: mpsc::Sender<PeerCmd>,
+    cmds: mpsc::Sender<Box<PeerCmd>>,
 }
 
 /// Fingerprint of the datastore files (path, length, modification time), to notice edits.
@@ -151,7 +151,9 @@ fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec]
 }
 
 fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared) -> Running {
-    let (tx, rx) = mpsc::channel(64);
+    // Boxed commands keep the channel's first block small (it holds 32
+    // slots whatever the bound): a few hundred bytes per idle peer.
+    let (tx, rx) = mpsc::channel(8);
     tokio::spawn(peer::run(node.clone(), spec.clone(), rx, shared.clone()));
     Running { spec, cmds: tx }
 }
@@ -222,7 +224,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let ip = canonical(from.ip());
                 match running.values().find(|r| canonical(r.spec.addr.ip()) == ip) {
                     Some(r) => match gtsm_check(&stream, &r.spec) {
-                        Ok(()) => { let _ = r.cmds.send(PeerCmd::Accepted(stream)).await; }
+                        Ok(()) => { let _ = r.cmds.send(Box::new(PeerCmd::Accepted(stream))).await; }
                         Err(why) => {
                             warn!(peer = %r.spec.name, "connection from {from} refused: {why}");
                             shared.note_failure(&r.spec.name, format!("incoming connection refused: {why}"));
@@ -252,7 +254,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     info!("stopping: Cease / Administrative Shutdown to every peer");
     for r in running.values() {
-        let _ = r.cmds.send(PeerCmd::Stop(cease::ADMINISTRATIVE_SHUTDOWN, Some("bgpd stopping".into()))).await;
+        let _ =
+            r.cmds.send(Box::new(PeerCmd::Stop(cease::ADMINISTRATIVE_SHUTDOWN, Some("bgpd stopping".into())))).await;
     }
     // Let the writers deliver the NOTIFICATIONs.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -302,7 +305,7 @@ async fn apply(
                     cease::PEER_DECONFIGURED
                 };
                 info!(peer = %name, "configuration changed: resetting this session");
-                let _ = r.cmds.send(PeerCmd::Stop(sub, None)).await;
+                let _ = r.cmds.send(Box::new(PeerCmd::Stop(sub, None))).await;
             }
         }
     }
@@ -311,7 +314,7 @@ async fn apply(
     if originations_changed {
         let prefixes: Vec<_> = node.originations.iter().map(|(p, _)| *p).collect();
         for r in running.values() {
-            let _ = r.cmds.send(PeerCmd::Originations(prefixes.clone())).await;
+            let _ = r.cmds.send(Box::new(PeerCmd::Originations(prefixes.clone()))).await;
         }
     }
     for p in new_peers {

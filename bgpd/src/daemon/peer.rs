@@ -2,6 +2,7 @@
 //! its timers, and reports to the shared status. A slow or stuck peer only
 //! ever blocks its own task: writes go through a writer task of their own.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -14,9 +15,8 @@ use bgpd_proto::wire::{
     PathAttribute, Update,
 };
 use bgpd_proto::{Family, MessageType, Nlri};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -36,16 +36,32 @@ pub enum PeerCmd {
     Stop(u8, Option<String>),
 }
 
-/// The longest a single write may stall (the 240 s hold time RFC 4271
-/// suggests while OPEN is pending, the largest the FSM uses unasked).
-const WRITE_STALL: Duration = Duration::from_secs(240);
-
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
+/// A connection to the peer. Writes go straight from the peer task; what
+/// the socket cannot take yet waits in `pending` until it is writable (a
+/// peer that stops reading is caught by its hold timer).
 struct Conn {
-    read: OwnedReadHalf,
-    write: mpsc::UnboundedSender<Bytes>,
+    stream: TcpStream,
+    pending: VecDeque<Bytes>,
     local: SocketAddr,
+}
+
+impl Conn {
+    /// Writes what the socket takes now; `Err` when the connection failed.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while let Some(front) = self.pending.front_mut() {
+            match self.stream.try_write(front) {
+                Ok(n) if n == front.len() => {
+                    self.pending.pop_front();
+                }
+                Ok(n) => front.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds the session configuration for `peer` on `node`.
@@ -64,7 +80,7 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
 }
 
 /// Runs the peer until it is stopped.
-pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCmd>, shared: Shared) {
+pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<PeerCmd>>, shared: Shared) {
     let cfg = session_config(&node, &peer);
     let mut session = match Session::new(cfg) {
         Ok(s) => s,
@@ -98,7 +114,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
                 }
                 SessionEvent::Disconnect => {
-                    flush(&mut session, conn.as_ref());
+                    let _ = flush(&mut session, conn.as_mut());
                     conn = None;
                     connecting = None;
                 }
@@ -133,12 +149,19 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                 }
             }
         }
-        flush(&mut session, conn.as_ref());
+        if flush(&mut session, conn.as_mut()).is_err() {
+            failure(&shared, &key, "connection lost: write failed".into());
+            conn = None;
+            session.handle_connection_failed(Instant::now());
+            continue;
+        }
         record_stats(&shared, &key, &session);
 
         if let Some((s2, c2)) = second.as_mut() {
             while s2.poll_event().is_some() {}
-            flush(s2, Some(c2));
+            if flush(s2, Some(c2)).is_err() {
+                second = None;
+            }
         }
         if resolve(&mut session, &mut conn, &mut second, &mut outgoing, node.router_id, &peer) {
             set_state(&shared, &key, &session);
@@ -156,7 +179,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     s2.handle_timeout(Instant::now());
                 }
             }
-            r = async { match second.as_ref() { Some((_, c2)) => c2.read.readable().await, None => std::future::pending().await } } => {
+            r = async { match second.as_ref() { Some((_, c2)) => c2.stream.readable().await, None => std::future::pending().await } } => {
                 let lost = match (r, second.as_mut()) {
                     (Ok(()), Some((s2, c2))) => drain(c2, s2).is_err(),
                     _ => true,
@@ -179,7 +202,20 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     }
                 }
             }
-            r = async { match conn.as_ref() { Some(c) => c.read.readable().await, None => std::future::pending().await } } => {
+            r = async { match conn.as_ref() { Some(c) if !c.pending.is_empty() => c.stream.writable().await, _ => std::future::pending().await } } => {
+                // The socket takes more of what a slow reader left pending.
+                let failed = match (r, conn.as_mut()) {
+                    (Ok(()), Some(c)) => c.write_pending().is_err(),
+                    (Err(_), _) => true,
+                    (Ok(()), None) => false,
+                };
+                if failed {
+                    failure(&shared, &key, "connection lost: write failed".into());
+                    conn = None;
+                    session.handle_connection_failed(Instant::now());
+                }
+            }
+            r = async { match conn.as_ref() { Some(c) => c.stream.readable().await, None => std::future::pending().await } } => {
                 // Drain what the socket holds through one buffer per worker
                 // thread: an idle session keeps no read buffer of its own.
                 let outcome = match (r, conn.as_ref()) {
@@ -194,7 +230,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     session.handle_connection_failed(Instant::now());
                 }
             }
-            cmd = cmds.recv() => match cmd {
+            cmd = cmds.recv() => match cmd.map(|c| *c) {
                 Some(PeerCmd::Accepted(stream)) => {
                     if accept(&mut session, &mut conn, &mut connecting, &mut second, stream, &peer) {
                         outgoing = false;
@@ -213,11 +249,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<PeerCm
                     originations = new;
                 }
                 Some(PeerCmd::Stop(sub, msg)) => {
-                    stop(&mut session, conn.as_ref(), sub, msg.as_deref());
+                    stop(&mut session, conn.as_mut(), sub, msg.as_deref());
                     break;
                 }
                 None => {
-                    stop(&mut session, conn.as_ref(), bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
+                    stop(&mut session, conn.as_mut(), bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
                     break;
                 }
             },
@@ -237,7 +273,7 @@ fn drain(c: &Conn, session: &mut Session) -> Result<(), String> {
         let mut buf = b.borrow_mut();
         // At most 16 reads per wake-up, so one busy peer cannot hold the task.
         for _ in 0..16 {
-            match c.read.try_read(&mut buf) {
+            match c.stream.try_read(&mut buf) {
                 Ok(0) => return Err("closed by the peer".into()),
                 Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -248,13 +284,13 @@ fn drain(c: &Conn, session: &mut Session) -> Result<(), String> {
     })
 }
 
-fn stop(session: &mut Session, conn: Option<&Conn>, subcode: u8, message: Option<&str>) {
+fn stop(session: &mut Session, conn: Option<&mut Conn>, subcode: u8, message: Option<&str>) {
     let n = match message {
         Some(m) => Notification::cease_with_message(subcode, m),
         None => Notification::new(bgpd_proto::error::code::CEASE, subcode, []),
     };
     session.handle_stop(Instant::now(), n);
-    flush(session, conn);
+    let _ = flush(session, conn);
 }
 
 /// How long an outgoing connection attempt may take: the ConnectRetry time.
@@ -300,22 +336,7 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
         let _ = sockopt::set_gtsm(&stream, v6, h);
     }
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-    let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        // A peer that stops reading cannot hold this task (and the socket)
-        // forever: a write that stalls longer than the largest hold time ends
-        // the connection; by then the session has reset on its hold timer.
-        while let Some(b) = rx.recv().await {
-            match tokio::time::timeout(WRITE_STALL, write.write_all(&b)).await {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-        let _ = write.shutdown().await;
-    });
-    Conn { read, write: tx, local }
+    Conn { stream, pending: VecDeque::new(), local }
 }
 
 /// An incoming connection for this peer. Taken as the session's connection
@@ -382,15 +403,15 @@ fn resolve(
             CollisionWinner::Incoming => !*outgoing,
         };
     let now = Instant::now();
-    let Some((mut s2, c2)) = second.take() else { return false };
+    let Some((mut s2, mut c2)) = second.take() else { return false };
     if primary_wins {
         s2.handle_collision_dump(now);
-        flush(&mut s2, Some(&c2));
+        let _ = flush(&mut s2, Some(&mut c2));
         false
     } else {
         info!(peer = %peer.name, "connection collision: keeping the connection the peer opened");
         session.handle_collision_dump(now);
-        flush(session, conn.as_ref());
+        let _ = flush(session, conn.as_mut());
         while session.poll_event().is_some() {}
         *session = s2;
         *conn = Some(c2);
@@ -399,10 +420,17 @@ fn resolve(
     }
 }
 
-fn flush(session: &mut Session, conn: Option<&Conn>) {
-    while let Some(b) = session.poll_transmit() {
-        if let Some(c) = conn {
-            let _ = c.write.send(b);
+fn flush(session: &mut Session, conn: Option<&mut Conn>) -> io::Result<()> {
+    match conn {
+        Some(c) => {
+            while let Some(b) = session.poll_transmit() {
+                c.pending.push_back(b);
+            }
+            c.write_pending()
+        }
+        None => {
+            while session.poll_transmit().is_some() {}
+            Ok(())
         }
     }
 }
