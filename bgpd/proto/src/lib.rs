@@ -10,6 +10,7 @@
 pub mod error;
 pub mod mrt;
 pub mod nlri;
+pub mod rib;
 pub mod session;
 pub mod types;
 pub mod wire;
