@@ -1,4 +1,8 @@
-//! The routing information base: the decision process first (issue 4
-//! builds the Adj-RIB-In, Loc-RIB and Adj-RIB-Out around it).
+//! The routing information base, sans-IO: interned attribute sets, the
+//! decision process, and per-family tables that report best-path changes.
+//! (Issue 4 builds Adj-RIB-In/Out, policy, route reflection and graceful
+//! restart around these.)
 
+pub mod attrs;
 pub mod decision;
+pub mod table;

@@ -1,0 +1,131 @@
+//! Interned path attribute sets: one shared copy per distinct set, so a
+//! full table of 900k routes holds tens of thousands of attribute sets.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::types::AttrCode;
+use crate::wire::{AsPath, Attr, NextHop, Origin, PathAttribute, Update};
+
+/// A path's attributes without its NLRI (no MP_REACH/MP_UNREACH), and the
+/// values the decision process reads, derived once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PathAttrs {
+    /// The attributes as they will be sent on (MP_* removed).
+    pub attributes: Vec<PathAttribute>,
+    /// The next hop (NEXT_HOP, or the global next hop of MP_REACH_NLRI).
+    pub next_hop: Option<IpAddr>,
+    /// The IPv6 link-local next hop, if the peer gave one.
+    pub link_local: Option<std::net::Ipv6Addr>,
+}
+
+impl PathAttrs {
+    /// The attributes of `update`, with the next hop of the IPv4 field or of
+    /// MP_REACH_NLRI (`mp`: whether the prefixes in question came in MP_REACH_NLRI).
+    pub fn from_update(update: &Update, mp: bool) -> PathAttrs {
+        let attributes = update
+            .attributes
+            .iter()
+            .filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_)))
+            .cloned()
+            .collect();
+        let (next_hop, link_local) = if mp {
+            match update.mp_reach().map(|r| &r.next_hop) {
+                Some(NextHop::V4(a)) => (Some(IpAddr::V4(*a)), None),
+                Some(NextHop::V6 { global, link_local }) => (Some(IpAddr::V6(*global)), *link_local),
+                _ => (None, None),
+            }
+        } else {
+            (update.next_hop().map(IpAddr::V4), None)
+        };
+        PathAttrs { attributes, next_hop, link_local }
+    }
+
+    fn attr(&self, code: AttrCode) -> Option<&Attr> {
+        self.attributes.iter().map(|a| &a.value).find(|a| a.code() == code)
+    }
+
+    /// ORIGIN (INCOMPLETE when missing, as the least preferred).
+    pub fn origin(&self) -> Origin {
+        match self.attr(AttrCode::ORIGIN) {
+            Some(Attr::Origin(o)) => *o,
+            _ => Origin::Incomplete,
+        }
+    }
+
+    /// AS_PATH (empty when missing: a locally originated or iBGP route).
+    pub fn as_path(&self) -> AsPath {
+        match self.attr(AttrCode::AS_PATH) {
+            Some(Attr::AsPath(p)) => p.clone(),
+            _ => AsPath::default(),
+        }
+    }
+
+    /// LOCAL_PREF, if present.
+    pub fn local_pref(&self) -> Option<u32> {
+        match self.attr(AttrCode::LOCAL_PREF) {
+            Some(Attr::LocalPref(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// MULTI_EXIT_DISC, if present.
+    pub fn med(&self) -> Option<u32> {
+        match self.attr(AttrCode::MULTI_EXIT_DISC) {
+            Some(Attr::Med(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// ORIGINATOR_ID, if present (RFC 4456).
+    pub fn originator_id(&self) -> Option<Ipv4Addr> {
+        match self.attr(AttrCode::ORIGINATOR_ID) {
+            Some(Attr::OriginatorId(a)) => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// CLUSTER_LIST length (RFC 4456).
+    pub fn cluster_list_len(&self) -> usize {
+        match self.attr(AttrCode::CLUSTER_LIST) {
+            Some(Attr::ClusterList(c)) => c.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The set of distinct attribute sets in use.
+#[derive(Debug, Default)]
+pub struct Interner {
+    sets: HashSet<Arc<PathAttrs>>,
+}
+
+impl Interner {
+    /// The shared copy of `attrs` (made if new).
+    pub fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
+        if let Some(a) = self.sets.get(&attrs) {
+            return a.clone();
+        }
+        let a = Arc::new(attrs);
+        self.sets.insert(a.clone());
+        a
+    }
+
+    /// Forgets sets no route uses any more; returns how many.
+    pub fn sweep(&mut self) -> usize {
+        let before = self.sets.len();
+        self.sets.retain(|a| Arc::strong_count(a) > 1);
+        before - self.sets.len()
+    }
+
+    /// Distinct sets held.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+}
