@@ -1,5 +1,6 @@
-//! Prometheus metrics at `/metrics`, liveness at `/healthz` (answered by the
-//! event loop itself, so a stuck loop fails it) and readiness at `/readyz`.
+//! Prometheus metrics at `/metrics`, liveness at `/healthz` (200 only while the
+//! daemon's main loop keeps ticking, so a stuck loop fails it) and readiness at
+//! `/readyz` (the datastore was read).
 
 use std::net::SocketAddr;
 
@@ -59,6 +60,11 @@ pub fn render(shared: &Shared) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Whether the daemon's main loop went round in the last 5 s (it ticks every 500 ms).
+fn loop_alive(shared: &Shared) -> bool {
+    shared.lock().heartbeat.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
+}
+
 /// Serves HTTP GET `/metrics`, `/healthz`, `/readyz` on `addr`.
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
@@ -75,7 +81,8 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => ("200 OK", render(&shared)),
-                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/healthz" if loop_alive(&shared) => ("200 OK", "ok\n".to_string()),
+                "/healthz" => ("503 Service Unavailable", "main loop not responding\n".to_string()),
                 "/readyz" if shared.lock().datastore_ok => ("200 OK", "ready\n".to_string()),
                 "/readyz" => ("503 Service Unavailable", "datastore unreachable\n".to_string()),
                 _ => ("404 Not Found", "not found\n".to_string()),
@@ -88,5 +95,20 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
                 warn!("metrics client: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_per_peer_series_and_liveness_follows_the_loop() {
+        let shared = Shared::default();
+        assert!(!loop_alive(&shared), "no tick yet");
+        shared.lock().heartbeat = Some(std::time::Instant::now());
+        assert!(loop_alive(&shared));
+        let text = render(&shared);
+        assert!(text.contains("bgpd_datastore_ok 0"), "{text}");
     }
 }

@@ -234,6 +234,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
+                shared.lock().heartbeat = Some(std::time::Instant::now());
                 let now = fingerprint(&opts.datastore);
                 if now == print {
                     continue;

@@ -100,6 +100,8 @@ pub struct Status {
     pub config_problems: Vec<String>,
     /// Whether the datastore could be read last time it was tried.
     pub datastore_ok: bool,
+    /// When the daemon's main loop last went round (it ticks every 500 ms).
+    pub heartbeat: Option<Instant>,
 }
 
 /// A cheaply cloned handle.
