@@ -131,18 +131,26 @@ fn path_id(input: &[u8]) -> Res<'_, u32> {
 /// With `add_path`, each prefix is preceded by a 4-octet path identifier.
 pub fn decode_nlri<P: WirePrefix>(input: &[u8], add_path: bool, out: &mut Vec<Nlri<P>>) -> Result<(), NlriError> {
     out.reserve_exact(count_nlri(input, add_path));
+    if !add_path {
+        // The common case, as one tight loop over the field.
+        let mut i = 0;
+        while let Some(&len) = input.get(i) {
+            if len > P::MAX_LEN {
+                return Err(NlriError::LengthTooLong);
+            }
+            let end = i + 1 + usize::from(len).div_ceil(8);
+            let Some(octets) = input.get(i + 1..end) else { return Err(NlriError::Overrun) };
+            out.push(Nlri { path_id: None, prefix: P::from_wire(len, octets) });
+            i = end;
+        }
+        return Ok(());
+    }
     let mut rest = input;
     while !rest.is_empty() {
-        let path_id = if add_path {
-            let (r, id) = path_id(rest).map_err(|_| NlriError::Overrun)?;
-            rest = r;
-            Some(id)
-        } else {
-            None
-        };
-        let (r, prefix) = prefix::<P>(rest)?;
+        let (r, id) = path_id(rest).map_err(|_| NlriError::Overrun)?;
+        let (r, prefix) = prefix::<P>(r)?;
         rest = r;
-        out.push(Nlri { path_id, prefix });
+        out.push(Nlri { path_id: Some(id), prefix });
     }
     Ok(())
 }

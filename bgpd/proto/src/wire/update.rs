@@ -258,6 +258,30 @@ impl Seen {
     }
 }
 
+/// The well-formed fixed-size attributes nearly every UPDATE carries,
+/// decoded without the general path (a hot loop: about 5 % of decode time).
+/// Anything else — wrong flags or length included — returns `None` and goes
+/// through `decode_attr`, which stays the reference (a test checks that both
+/// agree wherever this one answers).
+#[inline(always)]
+fn fixed_attr(flags: AttrFlags, code: AttrCode, data: &[u8]) -> Option<Attr> {
+    let ot = flags.0 & (AttrFlags::OPTIONAL | AttrFlags::TRANSITIVE);
+    let &[a, b, c, d] = data else {
+        return match (code, data, ot) {
+            (AttrCode::ORIGIN, [0], AttrFlags::TRANSITIVE) => Some(Attr::Origin(super::attr::Origin::Igp)),
+            _ => None,
+        };
+    };
+    let v = u32::from_be_bytes([a, b, c, d]);
+    match (code, ot) {
+        (AttrCode::NEXT_HOP, AttrFlags::TRANSITIVE) => Some(Attr::NextHop(v.into())),
+        (AttrCode::MULTI_EXIT_DISC, AttrFlags::OPTIONAL) => Some(Attr::Med(v)),
+        (AttrCode::LOCAL_PREF, AttrFlags::TRANSITIVE) => Some(Attr::LocalPref(v)),
+        (AttrCode::ORIGINATOR_ID, AttrFlags::OPTIONAL) => Some(Attr::OriginatorId(v.into())),
+        _ => None,
+    }
+}
+
 /// Parses the Path Attributes field; `seen` collects the codes met, to find
 /// duplicates (RFC 7606 §3 (g)) and missing mandatory attributes.
 fn decode_attributes(
@@ -312,6 +336,10 @@ fn decode_attributes(
             });
             continue;
         }
+        if let Some(value) = fixed_attr(flags, code, &raw[hdr..]) {
+            attrs.push(PathAttribute { flags, value });
+            continue;
+        }
         match decode_attr(flags, code, &raw[hdr..], raw, ctx) {
             Ok(value) => attrs.push(PathAttribute { flags, value }),
             Err(AttrFault::Issue(action, reason)) => issues.push(UpdateIssue { attr: code, action, reason }),
@@ -348,5 +376,29 @@ fn check_mandatory(u: &Update, seen: &Seen, issues: &mut Vec<UpdateIssue>) {
             action: ErrorAction::TreatAsWithdraw,
             reason: "well-known mandatory attribute missing",
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_agrees_with_the_reference_decoder() {
+        let ctx = WireContext::new(true);
+        let mut answered = 0;
+        for code in [1u8, 3, 4, 5, 9, 8, 2] {
+            for flags in [0x00u8, 0x40, 0x80, 0xC0, 0x50, 0x90, 0x60] {
+                for data in [&[0u8][..], &[1], &[0, 0, 0, 5], &[10, 0, 0, 1], &[1, 2, 3], &[1, 2, 3, 4, 5]] {
+                    let (f, c) = (AttrFlags(flags), AttrCode(code));
+                    if let Some(fast) = fixed_attr(f, c, data) {
+                        answered += 1;
+                        let slow = decode_attr(f, c, data, data, &ctx).expect("the reference accepts it too");
+                        assert_eq!(fast, slow, "code {code} flags {flags:#x} data {data:?}");
+                    }
+                }
+            }
+        }
+        assert!(answered >= 10, "the fast path answered only {answered} cases");
     }
 }
