@@ -173,3 +173,98 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::status::{PeerStatus, PeerView, RouteView};
+
+    fn shared_with_routes() -> Shared {
+        let shared = Shared::default();
+        let view = PeerView {
+            name: "tor".into(),
+            address: "10.0.0.2:179".parse().unwrap(),
+            peer_as: 65010,
+            local_as: 64512,
+            state: "Established".into(),
+            uptime_secs: 0,
+            established_since: None,
+            flaps: 0,
+            received: Default::default(),
+            sent: Default::default(),
+            routes_received: 0,
+            routes_advertised: 1,
+            last_error: None,
+            last_error_code: None,
+            last_failure: None,
+            capabilities: vec![],
+            peer_id: Some("10.0.0.2".into()),
+            peer_hostname: Some("tor-1".into()),
+        };
+        let mut routes = std::collections::BTreeMap::new();
+        for p in ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"] {
+            let prefix: IpNet = p.parse().unwrap();
+            let r = RouteView {
+                prefix,
+                path_id: None,
+                peer: "tor".into(),
+                next_hop: Some("10.0.0.2".into()),
+                as_path: "65010".into(),
+                origin: Some("Igp".into()),
+                med: None,
+                local_pref: None,
+                communities: vec!["65010:1".into()],
+                large_communities: vec![],
+            };
+            routes.insert((prefix, None), r);
+        }
+        shared.lock().peers.insert("tor#0".into(), PeerStatus { view, established_at: None, routes });
+        shared
+    }
+
+    #[test]
+    fn requests_are_one_json_line_each() {
+        assert_eq!(serde_json::to_string(&Request::Peers).unwrap(), r#"{"show":"peers"}"#);
+        let r: Request = serde_json::from_str(r#"{"show":"routes","prefix":"192.0.2.0/24"}"#).unwrap();
+        assert_eq!(r, Request::Routes { prefix: Some("192.0.2.0/24".parse().unwrap()) });
+        assert!(serde_json::from_str::<Request>(r#"{"show":"everything"}"#).is_err());
+    }
+
+    #[test]
+    fn routes_filter_by_prefix_and_render_as_a_table() {
+        let shared = shared_with_routes();
+        let all = answer(&shared, &Request::Routes { prefix: None });
+        assert_eq!(all["routes"].as_array().unwrap().len(), 3);
+        let req = Request::Routes { prefix: Some("192.0.2.128/25".parse().unwrap()) };
+        let some = answer(&shared, &req);
+        assert_eq!(some["routes"].as_array().unwrap().len(), 1, "the covering route");
+        let table = render(&req, &some);
+        assert!(table.lines().nth(1).unwrap().starts_with("192.0.2.0/24"), "{table}");
+        let peers = render(&Request::Peers, &answer(&shared, &Request::Peers));
+        assert!(peers.contains("tor") && peers.contains("Established") && peers.contains("tor-1"), "{peers}");
+    }
+
+    #[tokio::test]
+    async fn the_socket_answers_and_reports_bad_requests() {
+        let dir = std::env::temp_dir().join(format!("bgpd-control-test-{}", std::process::id()));
+        let path = dir.join("bgpd.sock");
+        let shared = shared_with_routes();
+        let p = path.clone();
+        let server = tokio::spawn(async move { serve(&p, shared).await });
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let v = ask(&path, &Request::Originations).await.unwrap();
+        assert!(v["originations"].as_array().unwrap().is_empty());
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"show\":\"nonsense\"}\n").await.unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        assert!(line.contains("bad request"), "{line}");
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -723,3 +723,90 @@ fn learn(shared: &Shared, key: &str, u: &Update, withdraw_all: bool) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bgpd_proto::wire::{MpReach, MpUnreach};
+
+    fn spec() -> PeerSpec {
+        PeerSpec {
+            name: "tor".into(),
+            addr: "10.0.0.2:179".parse().unwrap(),
+            local_as: 64512,
+            peer_as: 65010,
+            password: None,
+            hold_time: 90,
+            keepalive: None,
+            ttl_security: None,
+            source: None,
+            passive: false,
+            restart_time: Some(120),
+        }
+    }
+
+    fn update(nlri: &[&str], v6: &[&str]) -> Update {
+        let mut attributes = vec![
+            PathAttribute::new(Attr::Origin(Origin::Igp)),
+            PathAttribute::new(Attr::AsPath(AsPath::sequence([65010, 65100]))),
+            PathAttribute::new(Attr::NextHop("10.0.0.2".parse().unwrap())),
+        ];
+        if !v6.is_empty() {
+            attributes.push(PathAttribute::new(Attr::MpReach(Box::new(MpReach {
+                family: Family::IPV6_UNICAST,
+                next_hop: NextHop::V6 {
+                    global: "fd00::2".parse().unwrap(),
+                    link_local: Some("fe80::2".parse().unwrap()),
+                },
+                nlri: MpNlri::V6(v6.iter().map(|p| Nlri::new(p.parse().unwrap())).collect()),
+            }))));
+        }
+        Update { withdrawn: vec![], attributes, nlri: nlri.iter().map(|p| Nlri::new(p.parse().unwrap())).collect() }
+    }
+
+    #[test]
+    fn learned_routes_follow_announcements_and_withdrawals() {
+        let shared = Shared::default();
+        let key = register(&shared, &spec());
+        learn(&shared, &key, &update(&["192.0.2.0/24", "198.51.100.0/24"], &["2001:db8::/32"]), false);
+        let routes = shared.routes(None);
+        assert_eq!(routes.len(), 3);
+        assert!(routes.iter().all(|r| r.peer == "tor" && r.as_path == "65010 65100"));
+        let v6 = routes.iter().find(|r| r.prefix.to_string() == "2001:db8::/32").unwrap();
+        assert_eq!(v6.next_hop.as_deref(), Some("fd00::2 (fe80::2)"));
+        // IPv4 withdrawn field and MP_UNREACH_NLRI.
+        let mut w = Update { withdrawn: vec![Nlri::new("192.0.2.0/24".parse().unwrap())], ..Update::default() };
+        w.attributes.push(PathAttribute::new(Attr::MpUnreach(MpUnreach {
+            family: Family::IPV6_UNICAST,
+            nlri: MpNlri::V6(vec![Nlri::new("2001:db8::/32".parse().unwrap())]),
+        })));
+        learn(&shared, &key, &w, false);
+        assert_eq!(shared.routes(None).len(), 1);
+        // RFC 7606 treat-as-withdraw: the announced prefixes go away.
+        learn(&shared, &key, &update(&["198.51.100.0/24"], &[]), true);
+        assert!(shared.routes(None).is_empty());
+    }
+
+    #[test]
+    fn session_configuration_from_the_spec() {
+        let node = NodeSpec {
+            name: "node-1".into(),
+            router_id: "10.0.0.1".parse().unwrap(),
+            asn: 64512,
+            listen: vec![],
+            ipv4: Some("10.0.0.1".parse().unwrap()),
+            ipv6: None,
+            originations: vec![],
+        };
+        let c = session_config(&node, &spec());
+        assert_eq!((c.local_as, c.peer_as, c.hold_time), (64512, 65010, 90));
+        assert_eq!(c.graceful_restart.map(|g| g.restart_time), Some(120));
+        assert_eq!(c.hostname.as_deref(), Some("node-1"));
+        assert_eq!(next_hop_for(Family::IPV6_UNICAST, &node, Some("10.0.0.1".parse().unwrap())), None);
+        assert_eq!(
+            next_hop_for(Family::IPV4_UNICAST, &node, None),
+            Some(NextHop::V4("10.0.0.1".parse().unwrap())),
+            "the node's address when the session's is not IPv4"
+        );
+    }
+}
