@@ -78,9 +78,7 @@ impl Stats {
                 _ => a.clone(),
             })
             .collect();
-        if !self.attribute_sets.contains(&set) {
-            self.attribute_sets.insert(set);
-        }
+        self.attribute_sets.insert(set);
     }
 
     /// Decodes one BGP message and counts it.

@@ -205,7 +205,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                             break;
                         }
                     }
-                    Err(e) => warn!("accept on {}: {e}", ls[i].0),
+                    Err(e) => {
+                        // E.g. out of descriptors: retry shortly instead of spinning.
+                        warn!("accept on {}: {e}", ls[i].0);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
         });

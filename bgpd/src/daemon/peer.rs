@@ -241,7 +241,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
                         let local = conn.as_ref().map(|c| c.local.ip());
                         let gone: Vec<IpNet> = advertised.iter().filter(|p| !new.contains(p)).copied().collect();
                         let added: Vec<IpNet> = new.iter().filter(|p| !advertised.contains(p)).copied().collect();
-                        withdraw(&mut session, &n, &gone);
+                        withdraw(&mut session, &peer, &n, &gone);
                         announce(&mut session, &node, &peer, &n, local, &added, false);
                         advertised.clone_from(&new);
                         set_advertised(&shared, &key, advertised.len());
@@ -474,33 +474,9 @@ fn announce(
         if ibgp {
             attrs.push(PathAttribute::new(Attr::LocalPref(100)));
         }
-        let packed = if family == Family::IPV4_UNICAST {
-            let v: Vec<Nlri<Ipv4Net>> = prefixes
-                .iter()
-                .filter_map(|p| match p {
-                    IpNet::V4(p) => Some(Nlri::new(*p)),
-                    _ => None,
-                })
-                .collect();
-            if v.is_empty() {
-                Ok(Vec::new())
-            } else {
-                pack_announcements(family, &attrs, &nh, Announcement::V4(&v), &n.tx)
-            }
-        } else {
-            let v: Vec<Nlri<Ipv6Net>> = prefixes
-                .iter()
-                .filter_map(|p| match p {
-                    IpNet::V6(p) => Some(Nlri::new(*p)),
-                    _ => None,
-                })
-                .collect();
-            if v.is_empty() {
-                Ok(Vec::new())
-            } else {
-                pack_announcements(family, &attrs, &nh, Announcement::V6(&v), &n.tx)
-            }
-        };
+        let (v4, v6) = by_family(prefixes);
+        let nlri = if family == Family::IPV4_UNICAST { Announcement::V4(&v4) } else { Announcement::V6(&v6) };
+        let packed = pack_announcements(family, &attrs, &nh, nlri, &n.tx);
         match packed {
             Ok(msgs) => {
                 for m in msgs {
@@ -515,31 +491,33 @@ fn announce(
     }
 }
 
-fn withdraw(session: &mut Session, n: &Negotiated, prefixes: &[IpNet]) {
-    let v4: Vec<Nlri<Ipv4Net>> = prefixes
-        .iter()
-        .filter_map(|p| match p {
-            IpNet::V4(p) => Some(Nlri::new(*p)),
-            _ => None,
-        })
-        .collect();
-    let v6: Vec<Nlri<Ipv6Net>> = prefixes
-        .iter()
-        .filter_map(|p| match p {
-            IpNet::V6(p) => Some(Nlri::new(*p)),
-            _ => None,
-        })
-        .collect();
-    if !v4.is_empty() && n.families.contains(&Family::IPV4_UNICAST) {
-        for m in pack_withdrawals(Family::IPV4_UNICAST, Announcement::V4(&v4), &n.tx).unwrap_or_default() {
-            let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+fn withdraw(session: &mut Session, peer: &PeerSpec, n: &Negotiated, prefixes: &[IpNet]) {
+    let (v4, v6) = by_family(prefixes);
+    for (family, nlri) in [(Family::IPV4_UNICAST, Announcement::V4(&v4)), (Family::IPV6_UNICAST, Announcement::V6(&v6))]
+    {
+        if !n.families.contains(&family) {
+            continue;
+        }
+        match pack_withdrawals(family, nlri, &n.tx) {
+            Ok(msgs) => msgs.into_iter().for_each(|m| {
+                let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+            }),
+            Err(e) => warn!(peer = %peer.name, "cannot encode withdrawals: {e}"),
         }
     }
-    if !v6.is_empty() && n.families.contains(&Family::IPV6_UNICAST) {
-        for m in pack_withdrawals(Family::IPV6_UNICAST, Announcement::V6(&v6), &n.tx).unwrap_or_default() {
-            let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
+}
+
+/// The IPv4 and the IPv6 prefixes of `prefixes`, as NLRI without path identifiers.
+fn by_family(prefixes: &[IpNet]) -> (Vec<Nlri<Ipv4Net>>, Vec<Nlri<Ipv6Net>>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for p in prefixes {
+        match p {
+            IpNet::V4(p) => v4.push(Nlri::new(*p)),
+            IpNet::V6(p) => v6.push(Nlri::new(*p)),
         }
     }
+    (v4, v6)
 }
 
 // ----- status -----

@@ -75,7 +75,7 @@ fn bgpd_decode(input: &Input) -> Round {
     Round { secs, prefixes, alloc_bytes: region.change().bytes_allocated as u64 }
 }
 
-fn bgpd_encode(input: &Input, decoded: &[(Message, WireContext)]) -> Round {
+fn bgpd_encode(decoded: &[(Message, WireContext)]) -> Round {
     let mut out = BytesMut::with_capacity(8192);
     let region = Region::new(&INSTRUMENTED_SYSTEM);
     let t = Instant::now();
@@ -87,7 +87,6 @@ fn bgpd_encode(input: &Input, decoded: &[(Message, WireContext)]) -> Round {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let _ = input;
     Round { secs, prefixes: bytes, alloc_bytes: region.change().bytes_allocated as u64 }
 }
 
@@ -210,7 +209,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for _ in 0..rounds {
         bd.push(bgpd_decode(&input));
         kd.push(bgpkit_decode(&input));
-        be.push(bgpd_encode(&input, &decoded));
+        be.push(bgpd_encode(&decoded));
         ke.push(bgpkit_encode(&kit_decoded));
         if Instant::now() > deadline {
             break;

@@ -684,19 +684,26 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// Gives a child asked to stop 3 s to exit, kills it otherwise, and takes it
+/// off the list of processes to kill on Ctrl-C.
+fn reap(child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let pid = child.id();
+    registry().pids.retain(|p| *p != pid);
+}
+
 impl Drop for Dut {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        registry().pids.retain(|p| *p != self.pid);
+        reap(&mut self.child);
     }
 }
 
@@ -793,17 +800,7 @@ impl FarEnd {
 impl Drop for FarEnd {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let pid = self.child.id();
-        registry().pids.retain(|p| *p != pid);
+        reap(&mut self.child);
     }
 }
 

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 pub use config::{ConfigError, GracefulRestartConfig, SessionConfig};
 pub use negotiate::{build_open, negotiate, Negotiated};
 
-use crate::error::{code, DecodeError, EncodeError, UpdateIssue};
+use crate::error::{code, EncodeError, UpdateIssue};
 use crate::wire::{Message, Notification, Open, RouteRefresh, Update, WireContext};
 
 /// The session states of RFC 4271 §8.2.2.
@@ -203,8 +203,7 @@ impl Session {
     /// A stop with a NOTIFICATION of the caller's choice (for example Cease /
     /// Peer De-configured or Other Configuration Change, RFC 4486): sent if a
     /// connection is up, then Idle; no automatic restart.
-    pub fn handle_stop(&mut self, now: Instant, n: Notification) {
-        let _ = now;
+    pub fn handle_stop(&mut self, _now: Instant, n: Notification) {
         self.timers = Timers::default();
         self.connect_retry_counter = 0;
         if self.connected && matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
@@ -220,15 +219,13 @@ impl Session {
     /// resolution of RFC 4271 §6.8: Cease / Connection Collision Resolution,
     /// then Idle. The session does not restart on its own; the connection
     /// that won carries on in another [`Session`].
-    pub fn handle_collision_dump(&mut self, now: Instant) {
+    pub fn handle_collision_dump(&mut self, _now: Instant) {
         if matches!(self.state, State::OpenSent | State::OpenConfirm) {
             let n = Notification::new(code::CEASE, code::cease::CONNECTION_COLLISION_RESOLUTION, []);
             self.send_notification(n.clone());
             self.go_down(DownReason::NotificationSent(n));
             self.timers = Timers::default();
             self.goto(State::Idle);
-        } else {
-            let _ = now;
         }
     }
 
@@ -614,10 +611,4 @@ pub enum SendError {
     /// The message does not fit the negotiated encoding.
     #[error("cannot encode: {0}")]
     Encode(EncodeError),
-}
-
-impl From<DecodeError> for Notification {
-    fn from(e: DecodeError) -> Notification {
-        Notification::new(e.code, e.subcode, e.data)
-    }
 }
