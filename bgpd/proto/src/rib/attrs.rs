@@ -18,6 +18,9 @@ pub struct PathAttrs {
     pub next_hop: Option<IpAddr>,
     /// The IPv6 link-local next hop, if the peer gave one.
     pub link_local: Option<std::net::Ipv6Addr>,
+    /// Local route priority (Calico BGPFilter `setPriority`, the kernel
+    /// route metric); never sent to peers. `None`: the default.
+    pub priority: Option<u32>,
 }
 
 impl PathAttrs {
@@ -39,7 +42,7 @@ impl PathAttrs {
         } else {
             (update.next_hop().map(IpAddr::V4), None)
         };
-        PathAttrs { attributes, next_hop, link_local }
+        PathAttrs { attributes, next_hop, link_local, priority: None }
     }
 
     fn attr(&self, code: AttrCode) -> Option<&Attr> {
@@ -83,6 +86,14 @@ impl PathAttrs {
         match self.attr(AttrCode::ORIGINATOR_ID) {
             Some(Attr::OriginatorId(a)) => Some(*a),
             _ => None,
+        }
+    }
+
+    /// COMMUNITIES (RFC 1997); empty when missing.
+    pub fn communities(&self) -> &[crate::wire::Community] {
+        match self.attr(AttrCode::COMMUNITIES) {
+            Some(Attr::Communities(c)) => c,
+            _ => &[],
         }
     }
 

@@ -218,7 +218,12 @@ mod tests {
         if let Some(lp) = lp {
             v.push(PathAttribute::new(Attr::LocalPref(lp)));
         }
-        i.intern(PathAttrs { attributes: v, next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh))), link_local: None })
+        i.intern(PathAttrs {
+            attributes: v,
+            next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh))),
+            link_local: None,
+            priority: None,
+        })
     }
 
     fn peer(t: &mut Table<Ipv4Net>, n: u8, asn: u32) -> PeerId {
