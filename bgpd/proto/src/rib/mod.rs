@@ -5,4 +5,5 @@
 
 pub mod attrs;
 pub mod decision;
+pub mod policy;
 pub mod table;
