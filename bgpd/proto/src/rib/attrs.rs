@@ -45,7 +45,8 @@ impl PathAttrs {
         PathAttrs { attributes, next_hop, link_local, priority: None }
     }
 
-    fn attr(&self, code: AttrCode) -> Option<&Attr> {
+    /// The attribute with `code`, if present.
+    pub fn attr(&self, code: AttrCode) -> Option<&Attr> {
         self.attributes.iter().map(|a| &a.value).find(|a| a.code() == code)
     }
 
@@ -62,6 +63,14 @@ impl PathAttrs {
         match self.attr(AttrCode::AS_PATH) {
             Some(Attr::AsPath(p)) => p.clone(),
             _ => AsPath::default(),
+        }
+    }
+
+    /// AS_PATH as it is, if present.
+    pub fn as_path_ref(&self) -> Option<&AsPath> {
+        match self.attr(AttrCode::AS_PATH) {
+            Some(Attr::AsPath(p)) => Some(p),
+            _ => None,
         }
     }
 

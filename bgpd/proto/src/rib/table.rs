@@ -1,18 +1,36 @@
-//! A Loc-RIB table for one address family: every path to every prefix, the
-//! best one selected by the decision process, and the changes of best path
-//! (and of the ECMP set) that the FIB and the outbound side consume.
+//! A Loc-RIB table for one address family: every path to every prefix (the
+//! post-policy Adj-RIBs-In of all peers together), kept in decision order.
+//!
+//! Memory is the point of the layout: a prefix with one path costs its key
+//! and 24 bytes (a [`SmallVec`] holding one 16-byte [`Path`] inline), and
+//! the attributes are shared ([`super::attrs::Interner`]). The paths of a
+//! prefix are sorted best first, the ECMP set in front, so the decision's
+//! outcome needs no fields of its own; why each other path lost is worked out
+//! again when someone asks (`bgpd show routes`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use super::attrs::PathAttrs;
-use super::decision::{select, Candidate, DecisionOptions, Reason};
+use smallvec::SmallVec;
 
-/// A peer as the RIB knows it (index into [`Table::peers`]).
+use super::attrs::PathAttrs;
+use super::decision::{compare, multipath_equal, Candidate, DecisionOptions, Reason};
+
+/// A peer as the RIB knows it. [`PeerId::LOCAL`] stands for this speaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub u32);
+pub struct PeerId(pub u16);
+
+impl PeerId {
+    /// Routes this speaker originates.
+    pub const LOCAL: PeerId = PeerId(u16::MAX);
+
+    /// Whether this is the local speaker.
+    pub fn is_local(self) -> bool {
+        self == PeerId::LOCAL
+    }
+}
 
 /// What the decision process needs to know about a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,40 +45,55 @@ pub struct PeerInfo {
     pub ebgp: bool,
 }
 
-/// One path to a prefix.
+/// Flag: the path is stale (its peer restarts gracefully, or an enhanced
+/// route refresh is under way) and goes unless the peer sends it again.
+pub const STALE: u16 = 1;
+/// Flag: the path is in use (best or in the ECMP set).
+pub const USED: u16 = 2;
+
+/// One path to a prefix: 16 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Path {
-    /// Who sent it (`None`: originated locally).
-    pub peer: Option<PeerId>,
-    /// ADD-PATH identifier (0 without ADD-PATH).
-    pub path_id: u32,
     /// Its attributes, shared.
     pub attrs: Arc<PathAttrs>,
+    /// ADD-PATH identifier the peer gave it (0 without ADD-PATH).
+    pub path_id: u32,
+    /// Who sent it.
+    pub peer: PeerId,
+    /// [`STALE`], [`USED`].
+    pub flags: u16,
 }
 
-/// All paths to one prefix and the outcome of the decision.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Dest {
-    /// The paths, in arrival order.
-    pub paths: Vec<Path>,
-    /// Index of the best path.
-    pub best: Option<usize>,
-    /// Indices of the paths sharing traffic (best included).
-    pub multipath: Vec<usize>,
-    /// For each other path, why it lost.
-    pub lost: Vec<(usize, Reason)>,
-    /// The paths in use after the last decision (best first), to tell
-    /// whether a decision changed anything.
-    pub used: Vec<Path>,
+impl Path {
+    /// A fresh path.
+    pub fn new(peer: PeerId, path_id: u32, attrs: Arc<PathAttrs>) -> Path {
+        Path { attrs, path_id, peer, flags: 0 }
+    }
+
+    /// Whether the path is stale.
+    pub fn is_stale(&self) -> bool {
+        self.flags & STALE != 0
+    }
+
+    /// Whether the path is in use (best or ECMP).
+    pub fn is_used(&self) -> bool {
+        self.flags & USED != 0
+    }
+
+    /// Same path (peer and identifier) with the same attributes, whatever the flags.
+    pub fn same(&self, other: &Path) -> bool {
+        self.peer == other.peer && self.path_id == other.path_id && Arc::ptr_eq(&self.attrs, &other.attrs)
+    }
 }
 
-/// A change of the best path (or ECMP set) of a prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BestChange<P> {
-    /// The prefix.
-    pub prefix: P,
-    /// The paths now used (best first); empty when the prefix is gone.
-    pub now: Vec<Path>,
+/// The paths to one prefix, best first; the used ones (ECMP set) lead.
+pub type Paths = SmallVec<[Path; 1]>;
+
+/// The used paths of a prefix, best first.
+pub type Used = SmallVec<[Path; 1]>;
+
+fn used_of(paths: &Paths) -> Used {
+    paths.iter().take_while(|p| p.is_used()).cloned().collect()
 }
 
 /// Decides how a path's next hop is reached: its IGP cost, or `None` when
@@ -69,31 +102,59 @@ pub type Reachability<'a> = &'a dyn Fn(Option<IpAddr>) -> Option<u32>;
 
 /// One family's table.
 pub struct Table<P> {
-    dests: HashMap<P, Dest>,
-    peers: Vec<Option<PeerInfo>>,
-    opts: DecisionOptions,
-    max_paths: usize,
-    local_as: u32,
+    dests: HashMap<P, Paths>,
+    paths: usize,
+}
+
+impl<P> Default for Table<P> {
+    fn default() -> Self {
+        Table { dests: HashMap::new(), paths: 0 }
+    }
+}
+
+/// What the decision process is told about the peers.
+pub struct DecisionInput<'a> {
+    /// Peers by [`PeerId`] index.
+    pub peers: &'a [Option<PeerInfo>],
+    /// The local AS (neighbouring AS of local and iBGP routes without an AS path).
+    pub local_as: u32,
+    /// Options.
+    pub opts: DecisionOptions,
+    /// ECMP width.
+    pub max_paths: usize,
+    /// Next-hop reachability.
+    pub reach: Reachability<'a>,
+}
+
+impl DecisionInput<'_> {
+    /// The decision process's view of one path.
+    pub fn candidate(&self, p: &Path) -> Candidate {
+        let a = &p.attrs;
+        let info = if p.peer.is_local() { None } else { self.peers.get(p.peer.0 as usize).and_then(Option::as_ref) };
+        let (ebgp, peer_id, addr, peer_as) = match info {
+            Some(i) => (i.ebgp, i.router_id, i.addr, i.asn),
+            None => (false, Ipv4Addr::UNSPECIFIED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.local_as),
+        };
+        let as_path = a.as_path_ref();
+        Candidate {
+            local_pref: a.local_pref().unwrap_or(100),
+            as_path_len: as_path.map_or(0, |p| p.path_len()),
+            origin: a.origin(),
+            med: a.med(),
+            neighbor_as: as_path.and_then(|p| p.first_asn()).unwrap_or(if ebgp { peer_as } else { self.local_as }),
+            ebgp,
+            igp_cost: if p.peer.is_local() { Some(0) } else { (self.reach)(a.next_hop) },
+            router_id: a.originator_id().unwrap_or(peer_id),
+            cluster_list_len: a.cluster_list_len(),
+            peer_addr: addr,
+            local: p.peer.is_local(),
+        }
+    }
 }
 
 impl<P: Copy + Eq + Hash> Table<P> {
-    /// An empty table; `max_paths` is the ECMP width (1: no multipath).
-    pub fn new(local_as: u32, opts: DecisionOptions, max_paths: usize) -> Table<P> {
-        Table { dests: HashMap::new(), peers: Vec::new(), opts, max_paths: max_paths.max(1), local_as }
-    }
-
-    /// Registers a peer (reusing a free slot).
-    pub fn add_peer(&mut self, info: PeerInfo) -> PeerId {
-        if let Some(i) = self.peers.iter().position(Option::is_none) {
-            self.peers[i] = Some(info);
-            return PeerId(i as u32);
-        }
-        self.peers.push(Some(info));
-        PeerId(self.peers.len() as u32 - 1)
-    }
-
-    /// The paths to `prefix`, and the decision.
-    pub fn get(&self, prefix: &P) -> Option<&Dest> {
+    /// The paths to `prefix`, best first.
+    pub fn get(&self, prefix: &P) -> Option<&Paths> {
         self.dests.get(prefix)
     }
 
@@ -102,104 +163,215 @@ impl<P: Copy + Eq + Hash> Table<P> {
         self.dests.len()
     }
 
+    /// Paths held, all prefixes together.
+    pub fn path_count(&self) -> usize {
+        self.paths
+    }
+
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.dests.is_empty()
     }
 
-    fn candidate(&self, p: &Path, reach: Reachability<'_>) -> Candidate {
-        let a = &p.attrs;
-        let as_path = a.as_path();
-        let info = p.peer.and_then(|id| self.peers.get(id.0 as usize).cloned().flatten());
-        let (ebgp, peer_id, addr, peer_as) = match &info {
-            Some(i) => (i.ebgp, i.router_id, i.addr, i.asn),
-            None => (false, Ipv4Addr::UNSPECIFIED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.local_as),
-        };
-        Candidate {
-            local_pref: a.local_pref().unwrap_or(100),
-            as_path_len: as_path.path_len(),
-            origin: a.origin(),
-            med: a.med(),
-            neighbor_as: as_path.first_asn().unwrap_or(if ebgp { peer_as } else { self.local_as }),
-            ebgp,
-            igp_cost: if p.peer.is_none() { Some(0) } else { reach(a.next_hop) },
-            router_id: a.originator_id().unwrap_or(peer_id),
-            cluster_list_len: a.cluster_list_len(),
-            peer_addr: addr,
-            local: p.peer.is_none(),
-        }
+    /// Every prefix and its paths.
+    pub fn iter(&self) -> impl Iterator<Item = (&P, &Paths)> {
+        self.dests.iter()
     }
 
-    fn decide(&mut self, prefix: P, reach: Reachability<'_>) -> Option<BestChange<P>> {
-        let dest = self.dests.get(&prefix)?;
-        let cands: Vec<Candidate> = dest.paths.iter().map(|p| self.candidate(p, reach)).collect();
-        let sel = select(&cands, self.opts, self.max_paths);
-        let dest = self.dests.get_mut(&prefix)?;
-        match sel {
-            Some(s) => {
-                dest.best = Some(s.best);
-                dest.multipath = s.multipath;
-                dest.lost = s.lost;
+    /// Bytes the table's own structures take (keys, path vectors, hash
+    /// table slack; attribute sets are counted by the interner).
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<P>() + std::mem::size_of::<Paths>() + 1;
+        let spilled: usize =
+            self.dests.values().filter(|p| p.spilled()).map(|p| p.capacity() * std::mem::size_of::<Path>()).sum();
+        self.dests.capacity() * entry + spilled
+    }
+
+    /// The used paths of `prefix` (best first), as they are now.
+    pub fn used(&self, prefix: &P) -> SmallVec<[Path; 1]> {
+        self.dests.get(prefix).map(|ps| ps.iter().take_while(|p| p.is_used()).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Adds or replaces the path `(peer, path_id)` to `prefix` and decides
+    /// again. Returns the used paths as they were when the used set changed,
+    /// and whether the path is new (not a replacement).
+    pub fn update(&mut self, prefix: P, path: Path, d: &DecisionInput<'_>) -> (Option<Used>, bool) {
+        let paths = self.dests.entry(prefix).or_default();
+        let before = used_of(paths);
+        let added = match paths.iter_mut().find(|p| p.peer == path.peer && p.path_id == path.path_id) {
+            Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => {
+                // Sent again: no longer stale, nothing else changes.
+                p.flags &= !STALE;
+                return (None, false);
+            }
+            Some(p) => {
+                let used = p.flags & USED;
+                *p = path;
+                p.flags |= used;
+                false
             }
             None => {
-                dest.best = None;
-                dest.multipath.clear();
-                dest.lost.clear();
+                paths.push(path);
+                self.paths += 1;
+                true
             }
-        }
-        let now: Vec<Path> = dest.multipath.iter().map(|&i| dest.paths[i].clone()).collect();
-        let changed = now != dest.used;
-        dest.used.clone_from(&now);
-        if dest.paths.is_empty() {
+        };
+        (decide(paths, d).then_some(before), added)
+    }
+
+    /// Removes the path `(peer, path_id)` to `prefix`. Returns `None` when
+    /// there was no such path, else the used paths as they were if the used
+    /// set changed.
+    pub fn withdraw(&mut self, prefix: P, peer: PeerId, path_id: u32, d: &DecisionInput<'_>) -> Option<Option<Used>> {
+        let paths = self.dests.get_mut(&prefix)?;
+        let i = paths.iter().position(|p| p.peer == peer && p.path_id == path_id)?;
+        let was_used = paths[i].is_used();
+        let before = if was_used { used_of(paths) } else { Used::new() };
+        paths.remove(i);
+        self.paths -= 1;
+        if paths.is_empty() {
             self.dests.remove(&prefix);
+            return Some(was_used.then_some(before));
         }
-        changed.then_some(BestChange { prefix, now })
+        Some((was_used && decide(paths, d)).then_some(before))
     }
 
-    /// Adds or replaces the path `(peer, path_id)` to `prefix`.
-    pub fn update(&mut self, prefix: P, path: Path, reach: Reachability<'_>) -> Option<BestChange<P>> {
-        let dest = self.dests.entry(prefix).or_default();
-        match dest.paths.iter_mut().find(|p| p.peer == path.peer && p.path_id == path.path_id) {
-            Some(p) if *p == path => return None,
-            Some(p) => *p = path,
-            None => dest.paths.push(path),
-        }
-        self.decide(prefix, reach)
-    }
-
-    /// Removes the path `(peer, path_id)` to `prefix`.
-    pub fn withdraw(
+    /// Removes the paths of `peer` that `pred` selects, calling `changed`
+    /// (before the removal, with the used set as it was) for each prefix
+    /// whose used set changes. Returns how many paths went.
+    pub fn remove_where(
         &mut self,
-        prefix: P,
-        peer: Option<PeerId>,
-        path_id: u32,
-        reach: Reachability<'_>,
-    ) -> Option<BestChange<P>> {
-        let dest = self.dests.get_mut(&prefix)?;
-        let before = dest.paths.len();
-        dest.paths.retain(|p| !(p.peer == peer && p.path_id == path_id));
-        if dest.paths.len() == before {
-            return None;
-        }
-        self.decide(prefix, reach)
+        pred: impl Fn(&Path) -> bool,
+        d: &DecisionInput<'_>,
+        mut changed: impl FnMut(P, SmallVec<[Path; 1]>),
+    ) -> usize {
+        let mut removed = 0;
+        self.dests.retain(|prefix, paths| {
+            if !paths.iter().any(&pred) {
+                return true;
+            }
+            let before: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
+            let n = paths.len();
+            paths.retain(|p| !pred(p));
+            removed += n - paths.len();
+            if paths.is_empty() {
+                if !before.is_empty() {
+                    changed(*prefix, before);
+                }
+                return false;
+            }
+            decide(paths, d);
+            let now: Used = used_of(paths);
+            if now.len() != before.len() || now.iter().zip(&before).any(|(a, b)| !a.same(b)) {
+                changed(*prefix, before);
+            }
+            true
+        });
+        self.paths -= removed;
+        removed
     }
 
-    /// Removes every path of `peer` (its session went down) and forgets it.
-    pub fn drop_peer(&mut self, peer: PeerId, reach: Reachability<'_>) -> Vec<BestChange<P>> {
-        let prefixes: Vec<P> =
-            self.dests.iter().filter(|(_, d)| d.paths.iter().any(|p| p.peer == Some(peer))).map(|(k, _)| *k).collect();
-        let mut changes = Vec::new();
-        for prefix in prefixes {
-            if let Some(d) = self.dests.get_mut(&prefix) {
-                d.paths.retain(|p| p.peer != Some(peer));
+    /// Sets flags on the paths `pred` selects; returns how many.
+    pub fn mark(&mut self, pred: impl Fn(&Path) -> bool, flag: u16) -> usize {
+        let mut n = 0;
+        for paths in self.dests.values_mut() {
+            for p in paths.iter_mut().filter(|p| pred(p)) {
+                p.flags |= flag;
+                n += 1;
             }
-            changes.extend(self.decide(prefix, reach));
         }
-        if let Some(slot) = self.peers.get_mut(peer.0 as usize) {
-            *slot = None;
-        }
-        changes
+        n
     }
+
+    /// Decides every prefix again (next-hop reachability or options changed),
+    /// calling `changed` with the old used set of each prefix that changed.
+    pub fn redecide(&mut self, d: &DecisionInput<'_>, mut changed: impl FnMut(P, SmallVec<[Path; 1]>)) {
+        for (prefix, paths) in self.dests.iter_mut() {
+            let before: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
+            if decide(paths, d) {
+                changed(*prefix, before);
+            }
+        }
+    }
+
+    /// Why each path of `prefix` that is not used lost to the best.
+    pub fn reasons(&self, prefix: &P, d: &DecisionInput<'_>) -> Vec<Option<Reason>> {
+        let Some(paths) = self.dests.get(prefix) else { return Vec::new() };
+        let Some(best) = paths.first().filter(|p| p.is_used()) else {
+            return paths.iter().map(|_| Some(Reason::NextHopUnreachable)).collect();
+        };
+        let b = d.candidate(best);
+        paths
+            .iter()
+            .map(
+                |p| {
+                    if p.is_used() {
+                        None
+                    } else {
+                        compare(&b, &d.candidate(p), d.opts).1.or(Some(Reason::PeerAddress))
+                    }
+                },
+            )
+            .collect()
+    }
+}
+
+/// Runs the decision process over `paths` and sorts them: the used ones
+/// (best, then the rest of the ECMP set) first. Deterministic MED: paths
+/// are compared within their neighbouring AS first, so the outcome does
+/// not depend on arrival order. Returns whether the used set changed.
+fn decide(paths: &mut Paths, d: &DecisionInput<'_>) -> bool {
+    let before: SmallVec<[(PeerId, u32, *const PathAttrs); 2]> =
+        paths.iter().take_while(|p| p.is_used()).map(|p| (p.peer, p.path_id, Arc::as_ptr(&p.attrs))).collect();
+    if paths.len() == 1 {
+        let p = &mut paths[0];
+        let reachable = p.peer.is_local() || (d.reach)(p.attrs.next_hop).is_some();
+        if reachable {
+            p.flags |= USED;
+        } else {
+            p.flags &= !USED;
+        }
+        let now = reachable.then_some((p.peer, p.path_id, Arc::as_ptr(&p.attrs)));
+        return before.as_slice() != now.as_slice();
+    }
+    let cands: SmallVec<[Candidate; 4]> = paths.iter().map(|p| d.candidate(p)).collect();
+    let better = |i: usize, j: usize| compare(&cands[i], &cands[j], d.opts).0 == std::cmp::Ordering::Less;
+    // Deterministic MED: winner of each neighbouring-AS group, then the winners.
+    let mut group_best: SmallVec<[usize; 4]> = SmallVec::new();
+    for i in (0..paths.len()).filter(|&i| cands[i].igp_cost.is_some()) {
+        match group_best.iter_mut().find(|g| cands[**g].neighbor_as == cands[i].neighbor_as) {
+            Some(g) if better(i, *g) => *g = i,
+            Some(_) => {}
+            None => group_best.push(i),
+        }
+    }
+    let mut order: SmallVec<[usize; 4]> = (0..paths.len()).collect();
+    let mut used = 0;
+    if let Some(&first) = group_best.first() {
+        let best = group_best[1..].iter().fold(first, |b, &g| if better(g, b) { g } else { b });
+        // Best first, then its equals (ECMP) by preference, then the rest.
+        order.sort_by(|&i, &j| {
+            let key = |k: usize| (k != best, !(k == best || multipath_equal(&cands[best], &cands[k], d.opts)));
+            key(i).cmp(&key(j)).then_with(|| compare(&cands[i], &cands[j], d.opts).0)
+        });
+        used = order
+            .iter()
+            .take_while(|&&k| k == best || multipath_equal(&cands[best], &cands[k], d.opts))
+            .count()
+            .min(d.max_paths.max(1));
+    }
+    let mut sorted: Paths = order.iter().map(|&i| paths[i].clone()).collect();
+    for (n, p) in sorted.iter_mut().enumerate() {
+        if n < used {
+            p.flags |= USED;
+        } else {
+            p.flags &= !USED;
+        }
+    }
+    *paths = sorted;
+    let now: SmallVec<[(PeerId, u32, *const PathAttrs); 2]> =
+        paths.iter().take(used).map(|p| (p.peer, p.path_id, Arc::as_ptr(&p.attrs))).collect();
+    before != now
 }
 
 #[cfg(test)]
@@ -226,86 +398,113 @@ mod tests {
         })
     }
 
-    fn peer(t: &mut Table<Ipv4Net>, n: u8, asn: u32) -> PeerId {
-        t.add_peer(PeerInfo {
-            router_id: Ipv4Addr::new(10, 0, 0, n),
-            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
-            asn,
-            ebgp: true,
-        })
+    fn peers() -> Vec<Option<PeerInfo>> {
+        (1..=3)
+            .map(|n| {
+                Some(PeerInfo {
+                    router_id: Ipv4Addr::new(10, 0, 0, n),
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+                    asn: 65000 + n as u32,
+                    ebgp: true,
+                })
+            })
+            .collect()
     }
 
     const REACH: Reachability<'static> = &|nh| nh.map(|_| 0);
 
+    fn input<'a>(peers: &'a [Option<PeerInfo>], opts: DecisionOptions, max: usize) -> DecisionInput<'a> {
+        DecisionInput { peers, local_as: 64512, opts, max_paths: max, reach: REACH }
+    }
+
     #[test]
     fn best_path_follows_updates_and_withdrawals() {
         let mut i = Interner::default();
-        let mut t: Table<Ipv4Net> = Table::new(64512, DecisionOptions::default(), 1);
-        let (a, b) = (peer(&mut t, 1, 65001), peer(&mut t, 2, 65002));
+        let ps = peers();
+        let d = input(&ps, DecisionOptions::default(), 1);
+        let mut t: Table<Ipv4Net> = Table::default();
+        let (a, b) = (PeerId(0), PeerId(1));
         let p: Ipv4Net = "10.1.0.0/24".parse().unwrap();
         let long = attrs(&mut i, &[65001, 65100], [10, 0, 0, 1], None);
         let short = attrs(&mut i, &[65002], [10, 0, 0, 2], None);
-        let first = t.update(p, Path { peer: Some(a), path_id: 0, attrs: long }, REACH).unwrap();
-        assert_eq!(first.now[0].peer, Some(a));
-        let second = t.update(p, Path { peer: Some(b), path_id: 0, attrs: short.clone() }, REACH).unwrap();
-        assert_eq!(second.now[0].peer, Some(b), "the shorter AS path wins");
-        assert_eq!(t.get(&p).unwrap().lost, vec![(0, Reason::AsPathLength)]);
-        // Same path again: no change.
-        assert!(t.update(p, Path { peer: Some(b), path_id: 0, attrs: short }, REACH).is_none());
-        let third = t.withdraw(p, Some(b), 0, REACH).unwrap();
-        assert_eq!(third.now[0].peer, Some(a));
-        let last = t.withdraw(p, Some(a), 0, REACH).unwrap();
-        assert!(last.now.is_empty());
+        assert!(t.update(p, Path::new(a, 0, long), &d).0.is_some());
+        assert_eq!(t.used(&p)[0].peer, a);
+        assert!(t.update(p, Path::new(b, 0, short.clone()), &d).0.is_some());
+        assert_eq!(t.used(&p)[0].peer, b, "the shorter AS path wins");
+        assert_eq!(t.reasons(&p, &d), vec![None, Some(Reason::AsPathLength)]);
+        assert!(t.update(p, Path::new(b, 0, short), &d).0.is_none(), "same path again: no change");
+        assert!(t.withdraw(p, b, 0, &d).unwrap().is_some());
+        assert_eq!(t.used(&p)[0].peer, a);
+        assert!(t.withdraw(p, b, 0, &d).is_none(), "already gone");
+        assert!(t.withdraw(p, a, 0, &d).unwrap().is_some());
         assert!(t.is_empty());
-        drop((first, second, third));
+        assert_eq!(t.path_count(), 0);
         assert_eq!(i.sweep(), 2, "no route uses the two sets any more");
     }
 
     #[test]
-    fn ecmp_set_and_dropping_a_peer() {
+    fn ecmp_set_leads_and_removal_reports_old_sets() {
         let mut i = Interner::default();
+        let ps = peers();
         let relax = DecisionOptions { multipath_relax: true, ..Default::default() };
-        let mut t: Table<Ipv4Net> = Table::new(64512, relax, 4);
-        let (a, b) = (peer(&mut t, 1, 65001), peer(&mut t, 2, 65002));
+        let d = input(&ps, relax, 4);
+        let mut t: Table<Ipv4Net> = Table::default();
         let p: Ipv4Net = "192.0.2.1/32".parse().unwrap();
-        // One anycast service IP from two clusters.
-        t.update(p, Path { peer: Some(a), path_id: 0, attrs: attrs(&mut i, &[65001], [10, 0, 0, 1], None) }, REACH);
-        let c =
-            t.update(p, Path { peer: Some(b), path_id: 0, attrs: attrs(&mut i, &[65002], [10, 0, 0, 2], None) }, REACH);
-        assert_eq!(c.unwrap().now.len(), 2);
-        let changes = t.drop_peer(a, REACH);
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].now.iter().map(|p| p.peer).collect::<Vec<_>>(), vec![Some(b)]);
-        assert_eq!(peer(&mut t, 3, 65003), a, "the slot is reused");
+        // One anycast service IP from two clusters, and a longer path from a third.
+        t.update(p, Path::new(PeerId(2), 0, attrs(&mut i, &[65003, 1], [10, 0, 0, 3], None)), &d);
+        t.update(p, Path::new(PeerId(0), 0, attrs(&mut i, &[65001], [10, 0, 0, 1], None)), &d);
+        t.update(p, Path::new(PeerId(1), 0, attrs(&mut i, &[65002], [10, 0, 0, 2], None)), &d);
+        let used: Vec<PeerId> = t.used(&p).iter().map(|p| p.peer).collect();
+        assert_eq!(used, vec![PeerId(0), PeerId(1)], "ECMP across neighbouring ASes, lower router ID first");
+        let mut changes = Vec::new();
+        let n = t.remove_where(|p| p.peer == PeerId(0), &d, |pfx, old| changes.push((pfx, old.len())));
+        assert_eq!((n, changes), (1, vec![(p, 2)]));
+        assert_eq!(t.used(&p).len(), 1);
+        let narrow = input(&ps, relax, 1);
+        t.redecide(&narrow, |_, _| {});
+        assert_eq!(t.used(&p).len(), 1);
     }
 
     #[test]
-    fn unreachable_next_hops_are_never_best_and_local_routes_win() {
+    fn unreachable_next_hops_are_never_used_and_local_routes_win() {
         let mut i = Interner::default();
-        let mut t: Table<Ipv4Net> = Table::new(64512, DecisionOptions::default(), 1);
-        let a = peer(&mut t, 1, 65001);
-        let p: Ipv4Net = "10.2.0.0/26".parse().unwrap();
+        let ps = peers();
         let far: Reachability<'static> = &|_| None;
+        let d =
+            DecisionInput { peers: &ps, local_as: 64512, opts: DecisionOptions::default(), max_paths: 1, reach: far };
+        let mut t: Table<Ipv4Net> = Table::default();
+        let p: Ipv4Net = "10.2.0.0/26".parse().unwrap();
         assert!(t
-            .update(
-                p,
-                Path { peer: Some(a), path_id: 0, attrs: attrs(&mut i, &[65001], [10, 9, 9, 9], Some(500)) },
-                far
-            )
+            .update(p, Path::new(PeerId(0), 0, attrs(&mut i, &[65001], [10, 9, 9, 9], Some(500))), &d)
+            .0
             .is_none());
-        assert_eq!(t.get(&p).unwrap().best, None);
+        assert!(t.used(&p).is_empty());
         let local = attrs(&mut i, &[], [0, 0, 0, 0], None);
-        let c = t.update(p, Path { peer: None, path_id: 0, attrs: local }, far).unwrap();
-        assert_eq!(c.now[0].peer, None);
-        assert_eq!(t.get(&p).unwrap().lost, vec![(0, Reason::NextHopUnreachable)]);
+        assert!(t.update(p, Path::new(PeerId::LOCAL, 0, local), &d).0.is_some());
+        assert!(t.used(&p)[0].peer.is_local());
+        assert_eq!(t.reasons(&p, &d), vec![None, Some(Reason::NextHopUnreachable)]);
     }
 
     #[test]
-    fn attribute_sets_are_shared() {
+    fn stale_paths_are_marked_refreshed_and_swept() {
         let mut i = Interner::default();
+        let ps = peers();
+        let d = input(&ps, DecisionOptions::default(), 1);
+        let mut t: Table<Ipv4Net> = Table::default();
         let a = attrs(&mut i, &[65001], [10, 0, 0, 1], None);
-        let b = attrs(&mut i, &[65001], [10, 0, 0, 1], None);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(i.len(), 1);
+        let (p1, p2): (Ipv4Net, Ipv4Net) = ("10.0.1.0/24".parse().unwrap(), "10.0.2.0/24".parse().unwrap());
+        t.update(p1, Path::new(PeerId(0), 0, a.clone()), &d);
+        t.update(p2, Path::new(PeerId(0), 0, a.clone()), &d);
+        assert_eq!(t.mark(|p| p.peer == PeerId(0), STALE), 2);
+        assert!(t.update(p1, Path::new(PeerId(0), 0, a), &d).0.is_none(), "sent again after the restart");
+        let swept = t.remove_where(|p| p.peer == PeerId(0) && p.is_stale(), &d, |_, _| {});
+        assert_eq!(swept, 1);
+        assert!(t.get(&p1).is_some() && t.get(&p2).is_none());
+    }
+
+    #[test]
+    fn a_one_path_prefix_costs_a_key_and_24_bytes() {
+        assert_eq!(std::mem::size_of::<Path>(), 16);
+        assert_eq!(std::mem::size_of::<Paths>(), 24);
     }
 }

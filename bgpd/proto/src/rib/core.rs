@@ -1,0 +1,1371 @@
+//! The RIB as a whole, sans-IO: peers come up and go down, UPDATEs come in,
+//! and out come encoded UPDATEs for each update group, End-of-RIB markers,
+//! route refresh requests and teardowns. The daemon feeds it and writes
+//! what it asks; the simulation tests drive it the same way.
+//!
+//! - **Adj-RIB-In** is post-policy and lives in the per-family [`Table`]s
+//!   (every path of every peer). Routes an import policy rejected are not
+//!   kept: a changed import policy re-checks the kept ones and asks the peer
+//!   for a ROUTE-REFRESH.
+//! - **Loc-RIB**: the decision process of RFC 4271 §9.1 with RFC 4456 §9,
+//!   deterministic MED, ECMP ([`super::decision`]).
+//! - **Adj-RIB-Out** is not stored. What a peer was sent is a function of
+//!   the Loc-RIB and its export policy, so a change is exported by running
+//!   the export for the prefix's previous and current used paths and sending
+//!   the difference (as BIRD does). That keeps a route server's memory at
+//!   one table, however many peers it has.
+//! - **Update groups**: peers whose export policy, session type and
+//!   negotiated encoding are the same share one encoded stream. As with
+//!   FRR's update groups, a route may go back to the peer it came from
+//!   when that peer shares a group with others; the peer's own AS-path or
+//!   ORIGINATOR_ID loop check drops it.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use smallvec::SmallVec;
+
+use super::attrs::{Interner, PathAttrs};
+use super::decision::{DecisionOptions, Reason};
+use super::table::{DecisionInput, Path, PeerId, PeerInfo, Table, STALE};
+use crate::error::code;
+use crate::nlri::{Nlri, WirePrefix};
+use crate::types::{AttrCode, Family, FamilySet};
+use crate::wire::{
+    pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Message, MpNlri, NextHop, PathAttribute,
+    RefreshSubtype, RouteRefresh, Update, WireContext,
+};
+
+/// What an import or export policy says about one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Take the route as it is.
+    Accept,
+    /// Take the route with these attributes instead.
+    Modify(PathAttrs),
+    /// Drop it.
+    Reject,
+}
+
+/// A peer's import and export policy. The daemon implements it with
+/// Calico `BGPFilter`s and Calico's defaults; tests with closures.
+pub trait PeerPolicy: Send + Sync + std::fmt::Debug {
+    /// A route received from the peer.
+    fn import(&self, prefix: IpNet, attrs: &PathAttrs) -> Verdict;
+    /// A route about to be sent to the peer (`learned`: from another peer,
+    /// not originated here), with its attributes as this speaker holds them.
+    fn export(&self, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict;
+    /// Whether every route is imported unchanged (lets the RIB skip the call).
+    fn import_accepts_all(&self) -> bool {
+        false
+    }
+}
+
+/// Accepts everything both ways.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptAll;
+
+impl PeerPolicy for AcceptAll {
+    fn import(&self, _: IpNet, _: &PathAttrs) -> Verdict {
+        Verdict::Accept
+    }
+    fn export(&self, _: IpNet, _: &PathAttrs, _: bool) -> Verdict {
+        Verdict::Accept
+    }
+    fn import_accepts_all(&self) -> bool {
+        true
+    }
+}
+
+/// Calico `nextHopMode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NextHopMode {
+    /// This speaker's address towards eBGP peers and for its own routes;
+    /// the next hop as received towards iBGP peers (BIRD's default).
+    #[default]
+    Auto,
+    /// Always this speaker's address.
+    SelfAddr,
+    /// Always the next hop as received (`keepOriginalNextHop`).
+    Keep,
+}
+
+/// What happens when a peer sends more prefixes than allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPrefix {
+    /// Prefixes accepted from the peer, all families together.
+    pub limit: u32,
+    /// Tear the session down (Cease, Maximum Number of Prefixes Reached);
+    /// otherwise only warn.
+    pub teardown: bool,
+}
+
+/// How one peer's routes are handled.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Name for logs and `show`.
+    pub name: String,
+    /// Its address.
+    pub addr: IpAddr,
+    /// The AS this speaker presents to it.
+    pub local_as: u32,
+    /// Its AS.
+    pub peer_as: u32,
+    /// A route reflector client of this speaker (needs [`RibConfig::cluster_id`]).
+    pub rr_client: bool,
+    /// Next-hop handling towards it.
+    pub next_hop_mode: NextHopMode,
+    /// How often the local AS may appear in a received AS_PATH (allowas-in).
+    pub allow_local_as: u32,
+    /// Its policy.
+    pub policy: Arc<dyn PeerPolicy>,
+    /// Equal for peers with equal policies (update groups compare this, not the policy).
+    pub policy_id: u64,
+    /// Prefix limit.
+    pub max_prefix: Option<MaxPrefix>,
+    /// With ADD-PATH send negotiated: how many of the used paths to send
+    /// (0: the whole ECMP set).
+    pub add_path_send: u8,
+}
+
+impl PeerConfig {
+    fn ebgp(&self) -> bool {
+        self.local_as != self.peer_as
+    }
+}
+
+/// What the session negotiated, as the RIB needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The peer's BGP identifier.
+    pub peer_id: Ipv4Addr,
+    /// IPv4 / IPv6 unicast, as negotiated.
+    pub families: FamilySet,
+    /// How to encode what goes to the peer.
+    pub tx: WireContext,
+    /// This speaker's addresses on the session (next hop self).
+    pub local_v4: Option<Ipv4Addr>,
+    /// IPv6 address for next hop self.
+    pub local_v6: Option<Ipv6Addr>,
+    /// The peer accepts ROUTE-REFRESH.
+    pub route_refresh: bool,
+    /// Enhanced route refresh (RFC 7313) was negotiated.
+    pub enhanced_refresh: bool,
+    /// The peer's graceful restart: its restart time and the families whose
+    /// forwarding it keeps across a restart (F bit).
+    pub graceful_restart: Option<(u16, FamilySet)>,
+}
+
+/// Speaker-wide settings.
+#[derive(Clone, Debug)]
+pub struct RibConfig {
+    /// This speaker's BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Its AS.
+    pub local_as: u32,
+    /// Set when this speaker is a route reflector (RFC 4456).
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Decision options.
+    pub decision: DecisionOptions,
+    /// ECMP width.
+    pub max_paths: usize,
+    /// After this speaker restarted: hold best-path export until every peer
+    /// sent End-of-RIB, or this long (RFC 4724 §4.1 selection deferral).
+    pub defer: Option<Duration>,
+}
+
+/// Something the daemon must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write these encoded UPDATEs to each of these peers.
+    Send {
+        /// The peers (an update group, or one peer).
+        peers: Vec<PeerId>,
+        /// The messages, whole.
+        messages: Vec<Bytes>,
+    },
+    /// Send this message to the peer (End-of-RIB, ROUTE-REFRESH, BoRR/EoRR).
+    Message(PeerId, Message),
+    /// Close the session with this NOTIFICATION (max-prefix).
+    Teardown {
+        /// The peer.
+        peer: PeerId,
+        /// Cease subcode.
+        subcode: u8,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A warning about a peer, for the log.
+    Warning(PeerId, String),
+    /// Selection deferral after a restart ended: the daemon may sweep what
+    /// it kept from before the restart.
+    DeferralDone,
+}
+
+/// A prefix type the RIB holds: IPv4 or IPv6 unicast.
+pub trait RibPrefix: WirePrefix + Into<IpNet> + Send + Sync + 'static {
+    /// Its family.
+    const FAMILY: Family;
+    #[doc(hidden)]
+    fn fam(f: &mut Families) -> &mut Fam<Self>;
+    #[doc(hidden)]
+    fn fam_ref(f: &Families) -> &Fam<Self>;
+    #[doc(hidden)]
+    fn announcement(n: &[Nlri<Self>]) -> Announcement<'_>;
+}
+
+impl RibPrefix for Ipv4Net {
+    const FAMILY: Family = Family::IPV4_UNICAST;
+    fn fam(f: &mut Families) -> &mut Fam<Self> {
+        &mut f.v4
+    }
+    fn fam_ref(f: &Families) -> &Fam<Self> {
+        &f.v4
+    }
+    fn announcement(n: &[Nlri<Self>]) -> Announcement<'_> {
+        Announcement::V4(n)
+    }
+}
+
+impl RibPrefix for Ipv6Net {
+    const FAMILY: Family = Family::IPV6_UNICAST;
+    fn fam(f: &mut Families) -> &mut Fam<Self> {
+        &mut f.v6
+    }
+    fn fam_ref(f: &Families) -> &Fam<Self> {
+        &f.v6
+    }
+    fn announcement(n: &[Nlri<Self>]) -> Announcement<'_> {
+        Announcement::V6(n)
+    }
+}
+
+/// One family's table and the prefixes changed since the last flush, each
+/// with the paths it used before the first change.
+#[doc(hidden)]
+pub struct Fam<P> {
+    table: Table<P>,
+    dirty: HashMap<P, SmallVec<[Path; 1]>>,
+}
+
+impl<P> Default for Fam<P> {
+    fn default() -> Self {
+        Fam { table: Table::default(), dirty: HashMap::new() }
+    }
+}
+
+/// The two tables.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Families {
+    v4: Fam<Ipv4Net>,
+    v6: Fam<Ipv6Net>,
+}
+
+/// What makes peers share an update group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct GroupKey {
+    policy_id: u64,
+    ibgp: bool,
+    rr_client: bool,
+    local_as: u32,
+    next_hop_mode: NextHopMode,
+    local_v4: Option<Ipv4Addr>,
+    local_v6: Option<Ipv6Addr>,
+    families: FamilySet,
+    four_octet_as: bool,
+    add_path: FamilySet,
+    add_path_send: u8,
+    extended_message: bool,
+}
+
+impl GroupKey {
+    fn tx(&self) -> WireContext {
+        let mut c = WireContext::new(self.four_octet_as).with_add_path(self.add_path);
+        c.extended_message = self.extended_message;
+        c
+    }
+}
+
+struct Group {
+    key: GroupKey,
+    members: Vec<PeerId>,
+}
+
+struct PeerState {
+    cfg: PeerConfig,
+    session: Option<SessionInfo>,
+    /// Prefixes accepted from the peer.
+    accepted: usize,
+    over_limit: bool,
+    /// Its paths are stale until this deadline (it restarts gracefully).
+    stale_until: Option<Instant>,
+    /// Families whose End-of-RIB it has sent in this session.
+    eor: FamilySet,
+    group: Option<usize>,
+}
+
+/// Where a route came from, as export rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Local,
+    Ebgp,
+    IbgpClient,
+    IbgpNonClient,
+}
+
+/// The routing information base.
+pub struct Rib {
+    cfg: RibConfig,
+    peers: Vec<Option<PeerState>>,
+    infos: Vec<Option<PeerInfo>>,
+    fams: Families,
+    interner: Interner,
+    groups: Vec<Group>,
+    out: VecDeque<Output>,
+    reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>,
+    defer_until: Option<Instant>,
+}
+
+/// One path as `show routes` presents it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathView {
+    /// The peer (`None`: originated here).
+    pub peer: Option<String>,
+    /// ADD-PATH identifier.
+    pub path_id: u32,
+    /// Attributes.
+    pub attrs: Arc<PathAttrs>,
+    /// Best path.
+    pub best: bool,
+    /// In the ECMP set.
+    pub used: bool,
+    /// Stale (graceful restart or refresh under way).
+    pub stale: bool,
+    /// Why it lost, when it is not used.
+    pub reason: Option<Reason>,
+}
+
+/// Sizes for `show` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RibStats {
+    /// Prefixes per family (IPv4, IPv6).
+    pub prefixes: [usize; 2],
+    /// Paths, all families.
+    pub paths: usize,
+    /// Distinct attribute sets.
+    pub attr_sets: usize,
+    /// Update groups.
+    pub groups: usize,
+    /// Bytes the tables and attribute sets take (estimated from their layout).
+    pub bytes: usize,
+}
+
+fn fam_index(f: Family) -> Option<usize> {
+    match f {
+        Family::IPV4_UNICAST => Some(0),
+        Family::IPV6_UNICAST => Some(1),
+        _ => None,
+    }
+}
+
+impl Rib {
+    /// An empty RIB.
+    pub fn new(cfg: RibConfig, now: Instant) -> Rib {
+        let defer_until = cfg.defer.map(|d| now + d);
+        Rib {
+            cfg,
+            peers: Vec::new(),
+            infos: Vec::new(),
+            fams: Families::default(),
+            interner: Interner::default(),
+            groups: Vec::new(),
+            out: VecDeque::new(),
+            reach: Box::new(|nh| nh.map(|_| 0)),
+            defer_until,
+        }
+    }
+
+    /// Sets how next hops are resolved (the FIB's view); decides every prefix again.
+    pub fn set_reachability(&mut self, reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>) {
+        self.reach = reach;
+        self.redecide_all();
+    }
+
+    /// The speaker's settings.
+    pub fn config(&self) -> &RibConfig {
+        &self.cfg
+    }
+
+    /// Registers a peer (its session is not up yet).
+    pub fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
+        let state = PeerState {
+            cfg,
+            session: None,
+            accepted: 0,
+            over_limit: false,
+            stale_until: None,
+            eor: FamilySet::EMPTY,
+            group: None,
+        };
+        let info = PeerInfo {
+            router_id: Ipv4Addr::UNSPECIFIED,
+            addr: state.cfg.addr,
+            asn: state.cfg.peer_as,
+            ebgp: state.cfg.ebgp(),
+        };
+        let i = match self.peers.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.peers.push(None);
+                self.infos.push(None);
+                self.peers.len() - 1
+            }
+        };
+        self.peers[i] = Some(state);
+        self.infos[i] = Some(info);
+        PeerId(i as u16)
+    }
+
+    /// Forgets a peer and its routes.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        self.leave_group(peer);
+        self.drop_paths(peer, |_| true);
+        if let Some(s) = self.peers.get_mut(peer.0 as usize) {
+            *s = None;
+        }
+        if let Some(s) = self.infos.get_mut(peer.0 as usize) {
+            *s = None;
+        }
+        self.flush();
+    }
+
+    fn peer(&self, peer: PeerId) -> Option<&PeerState> {
+        self.peers.get(peer.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn peer_mut(&mut self, peer: PeerId) -> Option<&mut PeerState> {
+        self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut)
+    }
+
+    /// The peer's name.
+    pub fn peer_name(&self, peer: PeerId) -> Option<&str> {
+        self.peer(peer).map(|p| p.cfg.name.as_str())
+    }
+
+    /// Prefixes accepted from the peer.
+    pub fn accepted(&self, peer: PeerId) -> usize {
+        self.peer(peer).map_or(0, |p| p.accepted)
+    }
+
+    /// The session came up: the peer gets the table and End-of-RIB (after
+    /// selection deferral, when this speaker restarted).
+    pub fn peer_up(&mut self, peer: PeerId, session: SessionInfo, now: Instant) {
+        if let Some(info) = self.infos.get_mut(peer.0 as usize).and_then(Option::as_mut) {
+            info.router_id = session.peer_id;
+        }
+        let Some(state) = self.peer_mut(peer) else { return };
+        // RFC 4724 §4.2: stale routes of families the peer no longer keeps
+        // forwarding for go at once; the others wait for End-of-RIB.
+        let keep = session.graceful_restart.map_or(FamilySet::EMPTY, |(_, f)| f);
+        state.eor = FamilySet::EMPTY;
+        state.session = Some(session);
+        state.over_limit = false;
+        if state.stale_until.is_some() {
+            if !keep.contains(Family::IPV4_UNICAST) {
+                self.drop_family::<Ipv4Net>(peer, Path::is_stale);
+            }
+            if !keep.contains(Family::IPV6_UNICAST) {
+                self.drop_family::<Ipv6Net>(peer, Path::is_stale);
+            }
+        }
+        self.redecide_all();
+        self.join_group(peer);
+        if self.deferring(now) {
+            return;
+        }
+        self.flush();
+        self.send_table(peer, true);
+    }
+
+    /// The session went down. With `graceful` (the peer negotiated graceful
+    /// restart and the session did not end with a NOTIFICATION that rules it
+    /// out), its routes stay as stale for its restart time; otherwise they go.
+    pub fn peer_down(&mut self, peer: PeerId, graceful: bool, now: Instant) {
+        self.leave_group(peer);
+        let Some(state) = self.peer_mut(peer) else { return };
+        let gr = state.session.take().and_then(|s| s.graceful_restart);
+        match gr {
+            Some((restart, families)) if graceful && families != FamilySet::EMPTY => {
+                state.stale_until = Some(now + Duration::from_secs(u64::from(restart)));
+                let v4 = families.contains(Family::IPV4_UNICAST);
+                let v6 = families.contains(Family::IPV6_UNICAST);
+                self.fams.v4.table.mark(|p| p.peer == peer, STALE);
+                self.fams.v6.table.mark(|p| p.peer == peer, STALE);
+                // Families it does not keep forwarding for go now.
+                if !v4 {
+                    self.drop_family::<Ipv4Net>(peer, |_| true);
+                }
+                if !v6 {
+                    self.drop_family::<Ipv6Net>(peer, |_| true);
+                }
+            }
+            _ => {
+                state.stale_until = None;
+                self.drop_paths(peer, |_| true);
+            }
+        }
+        self.flush();
+    }
+
+    /// An UPDATE from the peer (`treat_as_withdraw`: RFC 7606 says its
+    /// announcements are withdrawals).
+    pub fn update(&mut self, peer: PeerId, u: &Update, treat_as_withdraw: bool, now: Instant) {
+        if let Some(f) = u.end_of_rib_family() {
+            self.end_of_rib(peer, f, now);
+            return;
+        }
+        let Some(state) = self.peer(peer) else { return };
+        let ebgp = state.cfg.ebgp();
+        let loop_free = !treat_as_withdraw && self.loop_free(state, u);
+        for w in &u.withdrawn {
+            self.withdraw::<Ipv4Net>(peer, w);
+        }
+        if let Some(un) = u.mp_unreach() {
+            match (&un.nlri, un.family) {
+                (MpNlri::V4(v), Family::IPV4_UNICAST) => v.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n)),
+                (MpNlri::V6(v), Family::IPV6_UNICAST) => v.iter().for_each(|n| self.withdraw::<Ipv6Net>(peer, n)),
+                _ => {}
+            }
+        }
+        let mp = u.mp_reach().filter(|r| fam_index(r.family).is_some());
+        if u.nlri.is_empty() && mp.is_none() {
+            return;
+        }
+        if !u.nlri.is_empty() {
+            if loop_free {
+                let attrs = self.received_attrs(u, false, ebgp);
+                u.nlri.iter().for_each(|n| self.announce::<Ipv4Net>(peer, n, &attrs));
+            } else {
+                u.nlri.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n));
+            }
+        }
+        if let Some(r) = mp {
+            let attrs = loop_free.then(|| self.received_attrs(u, true, ebgp));
+            match (&r.nlri, attrs) {
+                (MpNlri::V4(v), Some(a)) => v.iter().for_each(|n| self.announce::<Ipv4Net>(peer, n, &a)),
+                (MpNlri::V6(v), Some(a)) => v.iter().for_each(|n| self.announce::<Ipv6Net>(peer, n, &a)),
+                (MpNlri::V4(v), None) => v.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n)),
+                (MpNlri::V6(v), None) => v.iter().for_each(|n| self.withdraw::<Ipv6Net>(peer, n)),
+                _ => {}
+            }
+        }
+        self.check_limit(peer);
+        if self.dirty() >= 4096 {
+            self.flush();
+        }
+    }
+
+    /// AS_PATH loop (with allowas-in), and RFC 4456 §8 ORIGINATOR_ID / CLUSTER_LIST loops.
+    fn loop_free(&self, state: &PeerState, u: &Update) -> bool {
+        let path = u.effective_as_path().unwrap_or_default();
+        let allowed = state.cfg.allow_local_as as usize;
+        if path.count(state.cfg.local_as) > allowed
+            || (state.cfg.local_as != self.cfg.local_as && path.count(self.cfg.local_as) > allowed)
+        {
+            return false;
+        }
+        if let Some(Attr::OriginatorId(o)) = u.attr(AttrCode::ORIGINATOR_ID) {
+            if *o == self.cfg.router_id {
+                return false;
+            }
+        }
+        if let (Some(Attr::ClusterList(c)), Some(id)) = (u.attr(AttrCode::CLUSTER_LIST), self.cfg.cluster_id) {
+            if c.contains(&id) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The attributes of a received UPDATE as the RIB keeps them: 4-octet
+    /// AS path reconciled (RFC 6793), and for eBGP, the attributes that must
+    /// not cross an AS boundary removed (LOCAL_PREF, RFC 4271 §5.1.5;
+    /// ORIGINATOR_ID and CLUSTER_LIST, RFC 4456 §8).
+    fn received_attrs(&mut self, u: &Update, mp: bool, ebgp: bool) -> Arc<PathAttrs> {
+        let mut a = PathAttrs::from_update(u, mp);
+        let has_as4 = a.attributes.iter().any(|x| matches!(x.value, Attr::As4Path(_) | Attr::As4Aggregator(..)));
+        if has_as4 {
+            if let Some(p) = u.effective_as_path() {
+                for x in a.attributes.iter_mut() {
+                    if let Attr::AsPath(old) = &mut x.value {
+                        *old = p.clone();
+                    }
+                }
+            }
+            a.attributes.retain(|x| !matches!(x.value, Attr::As4Path(_) | Attr::As4Aggregator(..)));
+        }
+        if ebgp {
+            a.attributes.retain(|x| {
+                !matches!(x.value.code(), AttrCode::LOCAL_PREF | AttrCode::ORIGINATOR_ID | AttrCode::CLUSTER_LIST)
+            });
+        }
+        self.interner.intern(a)
+    }
+
+    fn announce<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>, attrs: &Arc<PathAttrs>) {
+        let Some(state) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) else { return };
+        let attrs = if state.cfg.policy.import_accepts_all() {
+            attrs.clone()
+        } else {
+            match state.cfg.policy.import(n.prefix.into(), attrs) {
+                Verdict::Accept => attrs.clone(),
+                Verdict::Modify(a) => self.interner.intern(a),
+                Verdict::Reject => return self.withdraw(peer, n),
+            }
+        };
+        let path = Path::new(peer, n.path_id.unwrap_or(0), attrs);
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let fam = P::fam(&mut self.fams);
+        let (old, added) = fam.table.update(n.prefix, path, &d);
+        if added {
+            if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
+                s.accepted += 1;
+            }
+        }
+        if let Some(old) = old {
+            fam.dirty.entry(n.prefix).or_insert(old);
+        }
+    }
+
+    fn withdraw<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>) {
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let fam = P::fam(&mut self.fams);
+        let Some(old) = fam.table.withdraw(n.prefix, peer, n.path_id.unwrap_or(0), &d) else { return };
+        if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
+            s.accepted = s.accepted.saturating_sub(1);
+        }
+        if let Some(old) = old {
+            fam.dirty.entry(n.prefix).or_insert(old);
+        }
+    }
+
+    fn check_limit(&mut self, peer: PeerId) {
+        let Some(s) = self.peer_mut(peer) else { return };
+        let Some(m) = s.cfg.max_prefix else { return };
+        if s.accepted <= m.limit as usize {
+            s.over_limit = false;
+            return;
+        }
+        if s.over_limit {
+            return;
+        }
+        s.over_limit = true;
+        let msg = format!("{} prefixes received, more than the limit of {}", s.accepted, m.limit);
+        if m.teardown {
+            self.out.push_back(Output::Teardown { peer, subcode: code::cease::MAX_PREFIXES, reason: msg });
+            self.leave_group(peer);
+            if let Some(s) = self.peer_mut(peer) {
+                s.session = None;
+            }
+            self.drop_paths(peer, |_| true);
+            self.flush();
+        } else {
+            self.out.push_back(Output::Warning(peer, msg));
+        }
+    }
+
+    /// The peer sent End-of-RIB for `family`: its stale paths of the family go.
+    pub fn end_of_rib(&mut self, peer: PeerId, family: Family, now: Instant) {
+        let Some(s) = self.peer_mut(peer) else { return };
+        s.eor.insert(family);
+        match family {
+            Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, Path::is_stale),
+            Family::IPV6_UNICAST => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
+            _ => {}
+        }
+        if let Some(s) = self.peer_mut(peer) {
+            let fams = s.session.as_ref().map_or(FamilySet::EMPTY, |x| x.families);
+            if [Family::IPV4_UNICAST, Family::IPV6_UNICAST].iter().all(|f| !fams.contains(*f) || s.eor.contains(*f)) {
+                s.stale_until = None;
+            }
+        }
+        self.flush();
+        self.check_deferral(now);
+    }
+
+    /// The peer asks for the table again (ROUTE-REFRESH): it gets it, framed
+    /// by BoRR/EoRR when enhanced route refresh was negotiated.
+    pub fn refresh_requested(&mut self, peer: PeerId, family: Family, now: Instant) {
+        if self.deferring(now) {
+            return;
+        }
+        let Some(s) = self.peer(peer).and_then(|s| s.session.as_ref()) else { return };
+        if !s.families.contains(family) {
+            return;
+        }
+        let enhanced = s.enhanced_refresh;
+        let rr = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype, orf: Vec::new() });
+        if enhanced {
+            self.out.push_back(Output::Message(peer, rr(RefreshSubtype::BORR)));
+        }
+        match family {
+            Family::IPV4_UNICAST => self.send_family::<Ipv4Net>(peer),
+            Family::IPV6_UNICAST => self.send_family::<Ipv6Net>(peer),
+            _ => {}
+        }
+        if enhanced {
+            self.out.push_back(Output::Message(peer, rr(RefreshSubtype::EORR)));
+        }
+    }
+
+    /// The peer starts re-sending `family` (BoRR, RFC 7313): its paths turn stale.
+    pub fn refresh_begin(&mut self, peer: PeerId, family: Family) {
+        match family {
+            Family::IPV4_UNICAST => self.fams.v4.table.mark(|p| p.peer == peer, STALE),
+            Family::IPV6_UNICAST => self.fams.v6.table.mark(|p| p.peer == peer, STALE),
+            _ => 0,
+        };
+    }
+
+    /// The peer finished re-sending `family` (EoRR): what it did not send again goes.
+    pub fn refresh_end(&mut self, peer: PeerId, family: Family) {
+        match family {
+            Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, Path::is_stale),
+            Family::IPV6_UNICAST => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
+            _ => {}
+        }
+        self.flush();
+    }
+
+    /// Originates `prefix` with `attrs` (ORIGIN, communities; AS_PATH empty),
+    /// or with `None` withdraws it.
+    pub fn originate(&mut self, prefix: IpNet, attrs: Option<PathAttrs>) {
+        let attrs = attrs.map(|a| self.interner.intern(a));
+        match (prefix, attrs) {
+            (IpNet::V4(p), Some(a)) => self.originate_in::<Ipv4Net>(p, a),
+            (IpNet::V6(p), Some(a)) => self.originate_in::<Ipv6Net>(p, a),
+            (IpNet::V4(p), None) => self.withdraw::<Ipv4Net>(PeerId::LOCAL, &Nlri::new(p)),
+            (IpNet::V6(p), None) => self.withdraw::<Ipv6Net>(PeerId::LOCAL, &Nlri::new(p)),
+        }
+    }
+
+    fn originate_in<P: RibPrefix>(&mut self, prefix: P, attrs: Arc<PathAttrs>) {
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let fam = P::fam(&mut self.fams);
+        if let (Some(old), _) = fam.table.update(prefix, Path::new(PeerId::LOCAL, 0, attrs), &d) {
+            fam.dirty.entry(prefix).or_insert(old);
+        }
+    }
+
+    /// Changes a peer's configuration without touching its session: a new
+    /// import policy re-checks the routes kept from it and asks it for a
+    /// ROUTE-REFRESH; a new export policy (or next-hop mode, ADD-PATH count,
+    /// reflector role) sends it the difference.
+    pub fn set_peer_config(&mut self, peer: PeerId, cfg: PeerConfig, now: Instant) {
+        let Some(state) = self.peer_mut(peer) else { return };
+        let import_changed = state.cfg.policy_id != cfg.policy_id;
+        let old_cfg = std::mem::replace(&mut state.cfg, cfg);
+        let up = state.session.clone();
+        if import_changed {
+            let policy = self.peer(peer).map(|s| s.cfg.policy.clone());
+            if let Some(policy) = policy {
+                self.recheck_import::<Ipv4Net>(peer, &*policy);
+                self.recheck_import::<Ipv6Net>(peer, &*policy);
+            }
+            if let Some(s) = &up {
+                if s.route_refresh {
+                    for f in
+                        [Family::IPV4_UNICAST, Family::IPV6_UNICAST].into_iter().filter(|f| s.families.contains(*f))
+                    {
+                        self.out.push_back(Output::Message(peer, Message::RouteRefresh(RouteRefresh::request(f))));
+                    }
+                }
+            }
+        }
+        self.flush();
+        let Some(session) = up else { return };
+        let old_key = self.group_key(&old_cfg, &session);
+        let new_key = self.peer(peer).map(|s| self.group_key(&s.cfg, &session));
+        if Some(&old_key) == new_key.as_ref() {
+            return;
+        }
+        let Some(new_key) = new_key else { return };
+        self.leave_group(peer);
+        if !self.deferring(now) {
+            self.reexport::<Ipv4Net>(peer, &old_key, &*old_cfg.policy, &new_key);
+            self.reexport::<Ipv6Net>(peer, &old_key, &*old_cfg.policy, &new_key);
+        }
+        self.join_group(peer);
+    }
+
+    fn recheck_import<P: RibPrefix>(&mut self, peer: PeerId, policy: &dyn PeerPolicy) {
+        let rejected: Vec<(P, u32)> = P::fam_ref(&self.fams)
+            .table
+            .iter()
+            .flat_map(|(pfx, paths)| paths.iter().filter(|p| p.peer == peer).map(move |p| (*pfx, p)))
+            .filter(|(pfx, p)| policy.import((*pfx).into(), &p.attrs) == Verdict::Reject)
+            .map(|(pfx, p)| (pfx, p.path_id))
+            .collect();
+        for (prefix, path_id) in rejected {
+            self.withdraw::<P>(peer, &Nlri { path_id: Some(path_id), prefix });
+        }
+    }
+
+    /// Sends `peer` the difference between what the old configuration
+    /// exported and what the new one does.
+    fn reexport<P: RibPrefix>(&mut self, peer: PeerId, old: &GroupKey, old_policy: &dyn PeerPolicy, new: &GroupKey) {
+        let Some(new_policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
+        let mut build = Build::<P>::new(new);
+        let mut old_cache = HashMap::new();
+        let mut new_cache = HashMap::new();
+        for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
+            let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
+            let a = self.export(old, old_policy, *prefix, &used, &mut old_cache);
+            let b = self.export(new, &*new_policy, *prefix, &used, &mut new_cache);
+            build.diff(*prefix, &a, &b);
+        }
+        self.emit(vec![peer], new, build);
+    }
+
+    /// Removes the paths of `peer` that `pred` selects, in both families.
+    fn drop_paths(&mut self, peer: PeerId, pred: impl Fn(&Path) -> bool) {
+        self.drop_family::<Ipv4Net>(peer, &pred);
+        self.drop_family::<Ipv6Net>(peer, &pred);
+    }
+
+    fn drop_family<P: RibPrefix>(&mut self, peer: PeerId, pred: impl Fn(&Path) -> bool) {
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let fam = P::fam(&mut self.fams);
+        let dirty = &mut fam.dirty;
+        let n = fam.table.remove_where(
+            |p| p.peer == peer && pred(p),
+            &d,
+            |prefix, old| {
+                dirty.entry(prefix).or_insert(old);
+            },
+        );
+        if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
+            s.accepted = s.accepted.saturating_sub(n);
+        }
+    }
+
+    fn redecide_all(&mut self) {
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let Families { v4, v6 } = &mut self.fams;
+        v4.table.redecide(&d, |p, old| {
+            v4.dirty.entry(p).or_insert(old);
+        });
+        v6.table.redecide(&d, |p, old| {
+            v6.dirty.entry(p).or_insert(old);
+        });
+    }
+
+    fn dirty(&self) -> usize {
+        self.fams.v4.dirty.len() + self.fams.v6.dirty.len()
+    }
+
+    // ----- timers -----
+
+    fn deferring(&mut self, now: Instant) -> bool {
+        self.check_deferral(now);
+        self.defer_until.is_some()
+    }
+
+    /// Ends selection deferral once every peer with a session sent End-of-RIB
+    /// for its families (and at least one did), or at the deadline.
+    fn check_deferral(&mut self, now: Instant) {
+        let Some(until) = self.defer_until else { return };
+        let up: Vec<&PeerState> = self.peers.iter().flatten().filter(|p| p.session.is_some()).collect();
+        let all_eor = !up.is_empty()
+            && self.peers.iter().flatten().all(|p| {
+                p.session.as_ref().is_some_and(|s| {
+                    [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+                        .iter()
+                        .all(|f| !s.families.contains(*f) || p.eor.contains(*f))
+                })
+            });
+        if now < until && !all_eor {
+            return;
+        }
+        self.defer_until = None;
+        self.fams.v4.dirty.clear();
+        self.fams.v6.dirty.clear();
+        let ups: Vec<PeerId> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| p.session.is_some()))
+            .map(|i| PeerId(i as u16))
+            .collect();
+        for p in ups {
+            self.send_table(p, true);
+        }
+        self.out.push_back(Output::DeferralDone);
+    }
+
+    /// When [`Rib::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.iter().flatten().filter_map(|p| p.stale_until).chain(self.defer_until).min()
+    }
+
+    /// Runs what is due: restart timers of peers (their stale routes go)
+    /// and the end of selection deferral.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<PeerId> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].as_ref().and_then(|p| p.stale_until).is_some_and(|t| t <= now))
+            .map(|i| PeerId(i as u16))
+            .collect();
+        for peer in expired {
+            if let Some(s) = self.peer_mut(peer) {
+                s.stale_until = None;
+                let name = s.cfg.name.clone();
+                self.out.push_back(Output::Warning(peer, format!("{name}: restart time over, its stale routes go")));
+            }
+            self.drop_paths(peer, Path::is_stale);
+        }
+        self.check_deferral(now);
+        self.flush();
+    }
+
+    /// The next thing the daemon must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    // ----- update groups and export -----
+
+    fn group_key(&self, cfg: &PeerConfig, s: &SessionInfo) -> GroupKey {
+        GroupKey {
+            policy_id: cfg.policy_id,
+            ibgp: !cfg.ebgp(),
+            rr_client: cfg.rr_client,
+            local_as: cfg.local_as,
+            next_hop_mode: cfg.next_hop_mode,
+            local_v4: s.local_v4,
+            local_v6: s.local_v6,
+            families: s.families,
+            four_octet_as: s.tx.four_octet_as,
+            add_path: s.tx.add_path,
+            add_path_send: cfg.add_path_send,
+            extended_message: s.tx.extended_message,
+        }
+    }
+
+    fn join_group(&mut self, peer: PeerId) {
+        let Some(state) = self.peer(peer) else { return };
+        let Some(s) = &state.session else { return };
+        let key = self.group_key(&state.cfg, s);
+        let g = match self.groups.iter().position(|g| g.key == key && !g.members.is_empty()) {
+            Some(g) => g,
+            None => match self.groups.iter().position(|g| g.members.is_empty()) {
+                Some(g) => {
+                    self.groups[g].key = key;
+                    g
+                }
+                None => {
+                    self.groups.push(Group { key, members: Vec::new() });
+                    self.groups.len() - 1
+                }
+            },
+        };
+        self.groups[g].members.push(peer);
+        if let Some(s) = self.peer_mut(peer) {
+            s.group = Some(g);
+        }
+    }
+
+    fn leave_group(&mut self, peer: PeerId) {
+        let Some(g) = self.peer_mut(peer).and_then(|s| s.group.take()) else { return };
+        if let Some(group) = self.groups.get_mut(g) {
+            group.members.retain(|m| *m != peer);
+        }
+    }
+
+    fn source(&self, p: &Path) -> Source {
+        if p.peer.is_local() {
+            return Source::Local;
+        }
+        match self.peer(p.peer) {
+            Some(s) if s.cfg.ebgp() => Source::Ebgp,
+            Some(s) if s.cfg.rr_client => Source::IbgpClient,
+            _ => Source::IbgpNonClient,
+        }
+    }
+
+    /// What the group is sent for `prefix` whose used paths are `used`:
+    /// (path identifier, attributes) pairs; one pair without ADD-PATH.
+    fn export<P: RibPrefix>(
+        &self,
+        g: &GroupKey,
+        policy: &dyn PeerPolicy,
+        prefix: P,
+        used: &[Path],
+        cache: &mut HashMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
+    ) -> SmallVec<[(u32, Arc<PathAttrs>); 1]> {
+        let mut out = SmallVec::new();
+        let addpath = g.add_path.contains(P::FAMILY);
+        let n = if addpath {
+            if g.add_path_send == 0 {
+                usize::MAX
+            } else {
+                g.add_path_send as usize
+            }
+        } else {
+            1
+        };
+        for p in used.iter().take(n) {
+            let src = self.source(p);
+            let allowed = match (g.ibgp, src) {
+                (false, _) | (true, Source::Local | Source::Ebgp) => true,
+                (true, Source::IbgpClient) => self.cfg.cluster_id.is_some(),
+                (true, Source::IbgpNonClient) => self.cfg.cluster_id.is_some() && g.rr_client,
+            };
+            if !allowed {
+                continue;
+            }
+            let attrs = match policy.export(prefix.into(), &p.attrs, !p.peer.is_local()) {
+                Verdict::Reject => continue,
+                Verdict::Accept => {
+                    let key = (Arc::as_ptr(&p.attrs), p.peer);
+                    match cache.get(&key) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let a = self.transform(g, P::FAMILY, p, &p.attrs, src).map(Arc::new);
+                            cache.insert(key, a.clone());
+                            a
+                        }
+                    }
+                }
+                Verdict::Modify(m) => self.transform(g, P::FAMILY, p, &m, src).map(Arc::new),
+            };
+            if let Some(a) = attrs {
+                let id = if addpath { out_path_id(p) } else { 0 };
+                out.push((id, a));
+            }
+        }
+        out
+    }
+
+    /// The attributes sent to the group for path `p` (with `attrs` after
+    /// export policy): AS_PATH prepend and attribute scrubbing for eBGP,
+    /// LOCAL_PREF and reflection attributes for iBGP, the next hop.
+    fn transform(&self, g: &GroupKey, family: Family, p: &Path, attrs: &PathAttrs, src: Source) -> Option<PathAttrs> {
+        let mut v: Vec<PathAttribute> = attrs
+            .attributes
+            .iter()
+            .filter(|a| !matches!(a.value.code(), AttrCode::NEXT_HOP | AttrCode::AS4_PATH | AttrCode::AS4_AGGREGATOR))
+            .cloned()
+            .collect();
+        if !v.iter().any(|a| a.value.code() == AttrCode::AS_PATH) {
+            v.push(PathAttribute::new(Attr::AsPath(AsPath::default())));
+        }
+        if !v.iter().any(|a| a.value.code() == AttrCode::ORIGIN) {
+            v.push(PathAttribute::new(Attr::Origin(crate::wire::Origin::Incomplete)));
+        }
+        if g.ibgp {
+            if !v.iter().any(|a| a.value.code() == AttrCode::LOCAL_PREF) {
+                v.push(PathAttribute::new(Attr::LocalPref(100)));
+            }
+            if matches!(src, Source::IbgpClient | Source::IbgpNonClient) {
+                if let Some(cluster) = self.cfg.cluster_id {
+                    let originator = self.infos.get(p.peer.0 as usize).and_then(Option::as_ref).map(|i| i.router_id);
+                    if !v.iter().any(|a| a.value.code() == AttrCode::ORIGINATOR_ID) {
+                        if let Some(o) = originator {
+                            v.push(PathAttribute::new(Attr::OriginatorId(o)));
+                        }
+                    }
+                    match v.iter_mut().find(|a| a.value.code() == AttrCode::CLUSTER_LIST) {
+                        Some(PathAttribute { value: Attr::ClusterList(c), .. }) => c.insert(0, cluster),
+                        _ => v.push(PathAttribute::new(Attr::ClusterList([cluster].into_iter().collect()))),
+                    }
+                }
+            }
+        } else {
+            v.retain(|a| {
+                let c = a.value.code();
+                let internal = matches!(c, AttrCode::LOCAL_PREF | AttrCode::ORIGINATOR_ID | AttrCode::CLUSTER_LIST);
+                // RFC 4271 §5.1.4: a MED received from one AS is not sent to another.
+                !(internal || (c == AttrCode::MULTI_EXIT_DISC && src != Source::Local))
+            });
+            for a in v.iter_mut() {
+                if let Attr::AsPath(path) = &mut a.value {
+                    path.prepend(g.local_as, 1);
+                }
+            }
+        }
+        let keep = match g.next_hop_mode {
+            NextHopMode::SelfAddr => false,
+            NextHopMode::Keep => src != Source::Local,
+            NextHopMode::Auto => g.ibgp && src != Source::Local && src != Source::Ebgp,
+        };
+        let self_v4 = g.local_v4.map(IpAddr::V4);
+        let self_v6 = g.local_v6.map(IpAddr::V6);
+        let (next_hop, link_local) = if keep && attrs.next_hop.is_some() {
+            (attrs.next_hop, attrs.link_local)
+        } else if family == Family::IPV4_UNICAST {
+            (self_v4.or(self_v6), None)
+        } else {
+            (self_v6, None)
+        };
+        let next_hop = next_hop?;
+        if let (Family::IPV4_UNICAST, IpAddr::V4(a)) = (family, next_hop) {
+            v.push(PathAttribute::new(Attr::NextHop(a)));
+        }
+        v.sort_by_key(|a| a.value.code().0);
+        Some(PathAttrs { attributes: v, next_hop: Some(next_hop), link_local, priority: None })
+    }
+
+    /// Exports what changed since the last flush to every update group.
+    pub fn flush(&mut self) {
+        if self.defer_until.is_some() {
+            self.fams.v4.dirty.clear();
+            self.fams.v6.dirty.clear();
+            return;
+        }
+        self.flush_family::<Ipv4Net>();
+        self.flush_family::<Ipv6Net>();
+        if self.interner.len() > 1024 && self.interner.len() > 2 * (self.paths_hint() + 1) {
+            self.interner.sweep();
+        }
+    }
+
+    fn paths_hint(&self) -> usize {
+        (self.fams.v4.table.path_count() + self.fams.v6.table.path_count()).min(1 << 20)
+    }
+
+    fn flush_family<P: RibPrefix>(&mut self) {
+        let dirty = std::mem::take(&mut P::fam(&mut self.fams).dirty);
+        if dirty.is_empty() {
+            return;
+        }
+        for gi in 0..self.groups.len() {
+            let g = &self.groups[gi];
+            if g.members.is_empty() || !g.key.families.contains(P::FAMILY) {
+                continue;
+            }
+            let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { continue };
+            let key = g.key.clone();
+            let mut cache = HashMap::new();
+            let mut build = Build::<P>::new(&key);
+            let table = &P::fam_ref(&self.fams).table;
+            for (prefix, old) in &dirty {
+                let now = table.used(prefix);
+                let a = self.export(&key, &*policy, *prefix, old, &mut cache);
+                let b = self.export(&key, &*policy, *prefix, &now, &mut cache);
+                build.diff(*prefix, &a, &b);
+            }
+            let members = self.groups[gi].members.clone();
+            self.emit(members, &key, build);
+        }
+    }
+
+    /// Sends `peer` the whole table of its families (and End-of-RIB).
+    fn send_table(&mut self, peer: PeerId, eor: bool) {
+        let Some(fams) = self.peer(peer).and_then(|s| s.session.as_ref()).map(|s| s.families) else { return };
+        for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            if !fams.contains(f) {
+                continue;
+            }
+            if f == Family::IPV4_UNICAST {
+                self.send_family::<Ipv4Net>(peer);
+            } else {
+                self.send_family::<Ipv6Net>(peer);
+            }
+            if eor {
+                self.out.push_back(Output::Message(peer, Message::Update(Update::end_of_rib(f))));
+            }
+        }
+    }
+
+    fn send_family<P: RibPrefix>(&mut self, peer: PeerId) {
+        let Some(state) = self.peer(peer) else { return };
+        let Some(s) = &state.session else { return };
+        let key = self.group_key(&state.cfg, s);
+        let policy = state.cfg.policy.clone();
+        let mut cache = HashMap::new();
+        let mut build = Build::<P>::new(&key);
+        for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
+            let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
+            let b = self.export(&key, &*policy, *prefix, &used, &mut cache);
+            build.diff(*prefix, &[], &b);
+        }
+        self.emit(vec![peer], &key, build);
+    }
+
+    fn emit<P: RibPrefix>(&mut self, peers: Vec<PeerId>, key: &GroupKey, build: Build<P>) {
+        if build.withdrawn.is_empty() && build.order.is_empty() {
+            return;
+        }
+        let tx = key.tx();
+        let mut messages = Vec::new();
+        let mut encode = |r: Result<Vec<BytesMut>, crate::EncodeError>, what: &str| match r {
+            Ok(v) => messages.extend(v.into_iter().map(BytesMut::freeze)),
+            Err(e) => self.out.push_back(Output::Warning(peers[0], format!("cannot encode {what}: {e}"))),
+        };
+        if !build.withdrawn.is_empty() {
+            encode(pack_withdrawals(P::FAMILY, P::announcement(&build.withdrawn), &tx), "withdrawals");
+        }
+        let mut announced = build.announced;
+        for ptr in &build.order {
+            let Some((attrs, nlri)) = announced.remove(ptr) else { continue };
+            let Some(nh) = next_hop(&attrs) else { continue };
+            encode(pack_announcements(P::FAMILY, &attrs.attributes, &nh, P::announcement(&nlri), &tx), "announcements");
+        }
+        if !messages.is_empty() {
+            self.out.push_back(Output::Send { peers, messages });
+        }
+    }
+
+    // ----- queries -----
+
+    /// Every path to the prefixes `filter` selects (all when `None`; a
+    /// prefix selects itself, the prefixes inside it and those covering its
+    /// address), best first, with why each unused one lost.
+    pub fn routes(&self, filter: Option<IpNet>) -> Vec<(IpNet, Vec<PathView>)> {
+        let d = DecisionInput {
+            peers: &self.infos,
+            local_as: self.cfg.local_as,
+            opts: self.cfg.decision,
+            max_paths: self.cfg.max_paths,
+            reach: &*self.reach,
+        };
+        let wanted = |p: IpNet| filter.is_none_or(|f| f.contains(&p) || p.contains(&f.addr()));
+        let mut out: Vec<(IpNet, Vec<PathView>)> = Vec::new();
+        for (pfx, paths) in self.fams.v4.table.iter() {
+            if wanted(IpNet::V4(*pfx)) {
+                out.push((IpNet::V4(*pfx), self.view(paths, self.fams.v4.table.reasons(pfx, &d))));
+            }
+        }
+        for (pfx, paths) in self.fams.v6.table.iter() {
+            if wanted(IpNet::V6(*pfx)) {
+                out.push((IpNet::V6(*pfx), self.view(paths, self.fams.v6.table.reasons(pfx, &d))));
+            }
+        }
+        out.sort_by_key(|a| a.0);
+        out
+    }
+
+    fn view(&self, paths: &[Path], reasons: Vec<Option<Reason>>) -> Vec<PathView> {
+        paths
+            .iter()
+            .zip(reasons)
+            .enumerate()
+            .map(|(i, (p, reason))| PathView {
+                peer: if p.peer.is_local() { None } else { self.peer_name(p.peer).map(str::to_string) },
+                path_id: p.path_id,
+                best: i == 0 && p.is_used(),
+                used: p.is_used(),
+                stale: p.is_stale(),
+                reason,
+                attrs: p.attrs.clone(),
+            })
+            .collect()
+    }
+
+    /// The used paths of `prefix` (best first): what the FIB installs.
+    pub fn used(&self, prefix: IpNet) -> Vec<Path> {
+        match prefix {
+            IpNet::V4(p) => self.fams.v4.table.used(&p).into_vec(),
+            IpNet::V6(p) => self.fams.v6.table.used(&p).into_vec(),
+        }
+    }
+
+    /// Sizes.
+    pub fn stats(&self) -> RibStats {
+        let attr_bytes = self.interner.len()
+            * (std::mem::size_of::<PathAttrs>() + 16 + 4 * std::mem::size_of::<PathAttribute>() + 8);
+        RibStats {
+            prefixes: [self.fams.v4.table.len(), self.fams.v6.table.len()],
+            paths: self.fams.v4.table.path_count() + self.fams.v6.table.path_count(),
+            attr_sets: self.interner.len(),
+            groups: self.groups.iter().filter(|g| !g.members.is_empty()).count(),
+            bytes: self.fams.v4.table.heap_bytes() + self.fams.v6.table.heap_bytes() + attr_bytes,
+        }
+    }
+}
+
+/// The path identifier a path is sent with (ADD-PATH): stable for as long
+/// as the path exists, distinct between peers.
+fn out_path_id(p: &Path) -> u32 {
+    (u32::from(p.peer.0.wrapping_add(1)) << 16) | (p.path_id & 0xffff)
+}
+
+fn next_hop(a: &PathAttrs) -> Option<NextHop> {
+    match a.next_hop? {
+        IpAddr::V4(v) => Some(NextHop::V4(v)),
+        IpAddr::V6(global) => Some(NextHop::V6 { global, link_local: a.link_local }),
+    }
+}
+
+/// UPDATE contents being collected for one group: withdrawals, and
+/// announcements by attribute set in first-seen order.
+struct Build<P> {
+    addpath: bool,
+    withdrawn: Vec<Nlri<P>>,
+    announced: HashMap<*const PathAttrs, (Arc<PathAttrs>, Vec<Nlri<P>>)>,
+    order: Vec<*const PathAttrs>,
+}
+
+impl<P: RibPrefix> Build<P> {
+    fn new(key: &GroupKey) -> Self {
+        Build {
+            addpath: key.add_path.contains(P::FAMILY),
+            withdrawn: Vec::new(),
+            announced: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Adds what turns `old` (sent before) into `new`.
+    fn diff(&mut self, prefix: P, old: &[(u32, Arc<PathAttrs>)], new: &[(u32, Arc<PathAttrs>)]) {
+        for (id, _) in old {
+            if !new.iter().any(|(n, _)| n == id) {
+                self.withdrawn.push(Nlri { path_id: self.addpath.then_some(*id), prefix });
+            }
+        }
+        for (id, a) in new {
+            if old.iter().any(|(o, b)| o == id && (Arc::ptr_eq(a, b) || a == b)) {
+                continue;
+            }
+            let ptr = Arc::as_ptr(a);
+            let entry = self.announced.entry(ptr).or_insert_with(|| {
+                self.order.push(ptr);
+                (a.clone(), Vec::new())
+            });
+            entry.1.push(Nlri { path_id: self.addpath.then_some(*id), prefix });
+        }
+    }
+}
