@@ -29,11 +29,35 @@ pub enum Request {
     Config,
 }
 
-/// Answers one request from the shared status.
-pub fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
+/// Answers one request from the shared status (routes: from the RIB task).
+pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
     match req {
-        Request::Peers => serde_json::json!({ "peers": shared.peers() }),
-        Request::Routes { prefix } => serde_json::json!({ "routes": shared.routes(*prefix) }),
+        Request::Peers => {
+            let s = shared.lock();
+            let rib = s.rib;
+            drop(s);
+            let per_route = rib.bytes.checked_div(rib.paths).unwrap_or(0);
+            serde_json::json!({
+                "peers": shared.peers(),
+                "rib": {
+                    "ipv4_prefixes": rib.prefixes[0],
+                    "ipv6_prefixes": rib.prefixes[1],
+                    "paths": rib.paths,
+                    "attribute_sets": rib.attr_sets,
+                    "update_groups": rib.groups,
+                    "bytes": rib.bytes,
+                    "bytes_per_path": per_route,
+                },
+            })
+        }
+        Request::Routes { prefix } => {
+            let handle = shared.lock().rib_handle.clone();
+            let routes = match handle {
+                Some(h) => h.routes(*prefix).await,
+                None => Vec::new(),
+            };
+            serde_json::json!({ "routes": routes })
+        }
         Request::Originations => {
             let s = shared.lock();
             let o: Vec<_> =
@@ -74,7 +98,7 @@ async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(shared, &req),
+        Ok(req) => answer(shared, &req).await,
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     w.write_all(reply.to_string().as_bytes()).await?;
@@ -111,8 +135,8 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
     match req {
         Request::Peers => {
             out.push_str(&format!(
-                "{:<20} {:<28} {:>10} {:<12} {:>9} {:>6} {:>6}  {}\n",
-                "NAME", "ADDRESS", "AS", "STATE", "UPTIME", "RCVD", "SENT", "INFO"
+                "{:<20} {:<28} {:>10} {:<12} {:>9} {:>8}  {}\n",
+                "NAME", "ADDRESS", "AS", "STATE", "UPTIME", "PREFIXES", "INFO"
             ));
             for p in v["peers"].as_array().into_iter().flatten() {
                 let info = if p["state"] == "Established" { s(&p["peer_hostname"]) } else { s(&p["last_failure"]) };
@@ -122,23 +146,35 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                     format!(" last error {}", s(&p["last_error"]))
                 };
                 out.push_str(&format!(
-                    "{:<20} {:<28} {:>10} {:<12} {:>8}s {:>6} {:>6}  {}{}\n",
+                    "{:<20} {:<28} {:>10} {:<12} {:>8}s {:>8}  {}{}\n",
                     s(&p["name"]),
                     s(&p["address"]),
                     s(&p["peer_as"]),
                     s(&p["state"]),
                     s(&p["uptime_secs"]),
                     s(&p["routes_received"]),
-                    s(&p["routes_advertised"]),
                     info,
                     err
+                ));
+            }
+            let r = &v["rib"];
+            if !r.is_null() {
+                out.push_str(&format!(
+                    "RIB: {} IPv4 and {} IPv6 prefixes, {} paths, {} attribute sets, {} update groups, {} bytes ({} per path)\n",
+                    s(&r["ipv4_prefixes"]),
+                    s(&r["ipv6_prefixes"]),
+                    s(&r["paths"]),
+                    s(&r["attribute_sets"]),
+                    s(&r["update_groups"]),
+                    s(&r["bytes"]),
+                    s(&r["bytes_per_path"])
                 ));
             }
         }
         Request::Routes { .. } => {
             out.push_str(&format!(
-                "{:<24} {:<16} {:<32} {:<20} {}\n",
-                "PREFIX", "PEER", "NEXT HOP", "AS PATH", "COMMUNITIES"
+                "{:<3}{:<24} {:<16} {:<32} {:<20} {}\n",
+                "", "PREFIX", "PEER", "NEXT HOP", "AS PATH", "COMMUNITIES / WHY NOT USED"
             ));
             for r in v["routes"].as_array().into_iter().flatten() {
                 let comms: Vec<String> = r["communities"]
@@ -147,9 +183,17 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                     .flatten()
                     .chain(r["large_communities"].as_array().into_iter().flatten())
                     .map(s)
+                    .chain(r["lost"].as_str().map(|l| format!("({l})")))
                     .collect();
+                let mark = match (r["best"].as_bool(), r["multipath"].as_bool(), r["stale"].as_bool()) {
+                    (_, _, Some(true)) => "s",
+                    (Some(true), _, _) => "*>",
+                    (_, Some(true), _) => "*=",
+                    _ => "",
+                };
                 out.push_str(&format!(
-                    "{:<24} {:<16} {:<32} {:<20} {}\n",
+                    "{:<3}{:<24} {:<16} {:<32} {:<20} {}\n",
+                    mark,
                     s(&r["prefix"]),
                     s(&r["peer"]),
                     s(&r["next_hop"]),
@@ -177,6 +221,7 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::rib::{RibCmd, RibHandle};
     use crate::daemon::status::{PeerStatus, PeerView, RouteView};
 
     fn shared_with_routes() -> Shared {
@@ -193,7 +238,6 @@ mod tests {
             received: Default::default(),
             sent: Default::default(),
             routes_received: 0,
-            routes_advertised: 1,
             last_error: None,
             last_error_code: None,
             last_failure: None,
@@ -201,11 +245,10 @@ mod tests {
             peer_id: Some("10.0.0.2".into()),
             peer_hostname: Some("tor-1".into()),
         };
-        let mut routes = std::collections::BTreeMap::new();
-        for p in ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"] {
-            let prefix: IpNet = p.parse().unwrap();
-            let r = RouteView {
-                prefix,
+        let routes: Vec<RouteView> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
+            .iter()
+            .map(|p| RouteView {
+                prefix: p.parse().unwrap(),
                 path_id: None,
                 peer: "tor".into(),
                 next_hop: Some("10.0.0.2".into()),
@@ -215,10 +258,30 @@ mod tests {
                 local_pref: None,
                 communities: vec!["65010:1".into()],
                 large_communities: vec![],
-            };
-            routes.insert((prefix, None), r);
-        }
-        shared.lock().peers.insert("tor#0".into(), PeerStatus { view, established_at: None, routes });
+                best: true,
+                multipath: true,
+                stale: false,
+                lost: None,
+            })
+            .collect();
+        // A stand-in for the RIB task: answers `show routes` from a fixed list.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                if let RibCmd::Routes(filter, reply) = cmd {
+                    let r: Vec<RouteView> = routes
+                        .iter()
+                        .filter(|r| filter.is_none_or(|q: IpNet| q.contains(&r.prefix) || r.prefix.contains(&q.addr())))
+                        .cloned()
+                        .collect();
+                    let _ = reply.send(r);
+                }
+            }
+        });
+        let mut s = shared.lock();
+        s.peers.insert("tor#0".into(), PeerStatus { view, established_at: None });
+        s.rib_handle = Some(RibHandle::new(tx));
+        drop(s);
         shared
     }
 
@@ -230,17 +293,17 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"show":"everything"}"#).is_err());
     }
 
-    #[test]
-    fn routes_filter_by_prefix_and_render_as_a_table() {
+    #[tokio::test]
+    async fn routes_filter_by_prefix_and_render_as_a_table() {
         let shared = shared_with_routes();
-        let all = answer(&shared, &Request::Routes { prefix: None });
+        let all = answer(&shared, &Request::Routes { prefix: None }).await;
         assert_eq!(all["routes"].as_array().unwrap().len(), 3);
         let req = Request::Routes { prefix: Some("192.0.2.128/25".parse().unwrap()) };
-        let some = answer(&shared, &req);
+        let some = answer(&shared, &req).await;
         assert_eq!(some["routes"].as_array().unwrap().len(), 1, "the covering route");
         let table = render(&req, &some);
-        assert!(table.lines().nth(1).unwrap().starts_with("192.0.2.0/24"), "{table}");
-        let peers = render(&Request::Peers, &answer(&shared, &Request::Peers));
+        assert!(table.lines().nth(1).unwrap().starts_with("*> 192.0.2.0/24"), "{table}");
+        let peers = render(&Request::Peers, &answer(&shared, &Request::Peers).await);
         assert!(peers.contains("tor") && peers.contains("Established") && peers.contains("tor-1"), "{peers}");
     }
 

@@ -29,7 +29,12 @@ pub fn render(shared: &Shared) -> String {
     let rx = gauge("bgpd_peer_messages_received_total", "Messages received by type", &["peer", "type"]);
     let tx = gauge("bgpd_peer_messages_sent_total", "Messages sent by type", &["peer", "type"]);
     let routes = gauge("bgpd_peer_routes_received", "Prefixes received and kept", &["peer"]);
-    let adv = gauge("bgpd_peer_routes_advertised", "Prefixes advertised", &["peer"]);
+    let rib_prefixes = gauge("bgpd_rib_prefixes", "Prefixes in the Loc-RIB", &["family"]);
+    let rib_paths = gauge("bgpd_rib_paths", "Paths in the RIB, all peers", &[]);
+    let rib_sets = gauge("bgpd_rib_attribute_sets", "Distinct path attribute sets", &[]);
+    let rib_bytes = gauge("bgpd_rib_bytes", "Bytes the RIB tables and attribute sets take", &[]);
+    let rib_per_path = gauge("bgpd_rib_bytes_per_path", "RIB bytes per path", &[]);
+    let groups = gauge("bgpd_update_groups", "Update groups (peers sharing one encoded stream)", &[]);
     let err = gauge("bgpd_peer_last_error", "Last NOTIFICATION code*256+subcode (0: none)", &["peer"]);
     let cfg_ok = gauge("bgpd_datastore_ok", "1 when the last datastore read succeeded", &[]);
     for p in shared.peers() {
@@ -51,10 +56,20 @@ pub fn render(shared: &Shared) -> String {
             tx.with_label_values(&[&p.name, t]).set(*n as i64);
         }
         routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
-        adv.with_label_values(&[&p.name]).set(p.routes_advertised as i64);
         err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
     }
-    cfg_ok.with_label_values::<&str>(&[]).set(i64::from(shared.lock().datastore_ok));
+    let (ok, rib) = {
+        let s = shared.lock();
+        (s.datastore_ok, s.rib)
+    };
+    cfg_ok.with_label_values::<&str>(&[]).set(i64::from(ok));
+    rib_prefixes.with_label_values(&["ipv4"]).set(rib.prefixes[0] as i64);
+    rib_prefixes.with_label_values(&["ipv6"]).set(rib.prefixes[1] as i64);
+    rib_paths.with_label_values::<&str>(&[]).set(rib.paths as i64);
+    rib_sets.with_label_values::<&str>(&[]).set(rib.attr_sets as i64);
+    rib_bytes.with_label_values::<&str>(&[]).set(rib.bytes as i64);
+    rib_per_path.with_label_values::<&str>(&[]).set(rib.bytes.checked_div(rib.paths).unwrap_or(0) as i64);
+    groups.with_label_values::<&str>(&[]).set(rib.groups as i64);
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&reg.gather(), &mut buf);
     String::from_utf8_lossy(&buf).into_owned()

@@ -8,6 +8,7 @@ mod control;
 mod metrics;
 mod peer;
 mod plan;
+mod rib;
 mod sockopt;
 mod spec;
 mod status;
@@ -46,6 +47,7 @@ pub struct RunOptions {
 struct Running {
     spec: PeerSpec,
     cmds: mpsc::Sender<Box<PeerCmd>>,
+    rib_key: u64,
 }
 
 /// Fingerprint of the datastore files (path, length, modification time), to notice edits.
@@ -150,12 +152,24 @@ fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec]
     }
 }
 
-fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared) -> Running {
+fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared, rib: &rib::RibHandle) -> Running {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let key = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Boxed commands keep the channel's first block small (it holds 32
     // slots whatever the bound): a few hundred bytes per idle peer.
     let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(peer::run(node.clone(), spec.clone(), rx, shared.clone()));
-    Running { spec, cmds: tx }
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    rib.send(rib::RibCmd::AddPeer { key, spec: Box::new(spec.clone()), tx: out_tx });
+    let links = peer::Links { cmds: rx, rib: rib.clone(), key, from_rib: out_rx };
+    tokio::spawn(peer::run(node.clone(), spec.clone(), links, shared.clone()));
+    Running { spec, cmds: tx, rib_key: key }
+}
+
+/// Where bgpd notes that it runs on this node (refreshed every tick), to
+/// know after a start whether this is a restart (graceful restart).
+fn marker_path(opts: &RunOptions) -> PathBuf {
+    let dir = opts.control_socket.parent().map_or_else(|| PathBuf::from("/run/bgpd"), Path::to_path_buf);
+    dir.join(format!("{}.running", opts.node))
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -163,7 +177,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shared = Shared::default();
     let mut last_model = None;
     let (mut node, peers) = load(&opts, &shared, &mut last_model)?;
-    info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), "starting");
+    let marker = marker_path(&opts);
+    let window = Duration::from_secs(peers.iter().filter_map(|p| p.restart_time).max().unwrap_or(120).into());
+    node.restarted = rib::restarted(&marker, window);
+    if let Some(dir) = marker.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&marker, std::process::id().to_string());
+    info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), restarted = node.restarted, "starting");
+    let rib = rib::spawn(&node, node.restarted, shared.clone());
+    rib.send(rib::RibCmd::Node(Box::new(node.clone())));
+    shared.lock().rib_handle = Some(rib.clone());
 
     let control_path = opts.control_socket.clone();
     let control_shared = shared.clone();
@@ -217,7 +241,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for p in peers {
-        running.insert(p.name.clone(), spawn_peer(&node, p, &shared));
+        running.insert(p.name.clone(), spawn_peer(&node, p, &shared, &rib));
     }
     let mut print = fingerprint(&opts.datastore);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -239,16 +263,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 shared.lock().heartbeat = Some(std::time::Instant::now());
+                touch(&marker);
                 let now = fingerprint(&opts.datastore);
                 if now == print {
                     continue;
                 }
                 print = now;
                 match load(&opts, &shared, &mut last_model) {
-                    Ok((new_node, new_peers)) => {
+                    Ok((mut new_node, new_peers)) => {
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
                         set_listener_keys(&listeners, &new_peers, &old);
-                        apply(&mut running, &mut node, new_node, new_peers, &shared).await;
+                        new_node.restarted = node.restarted;
+                        apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
                     }
                     Err(e) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),
                 }
@@ -266,6 +292,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = std::fs::remove_file(&opts.control_socket);
     Ok(())
+}
+
+/// Refreshes the marker's modification time.
+fn touch(marker: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(marker) {
+        let _ = f.set_modified(SystemTime::now());
+    }
 }
 
 /// GTSM (RFC 5082) for an incoming connection: the peer's SYN must have
@@ -287,21 +320,23 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Applies a new plan: peers whose spec changed or that are gone are
-/// stopped (Cease), new ones started; the others keep their sessions and
-/// hear only about changed originations.
+/// Applies a new plan: peers whose session settings changed or that are
+/// gone are stopped (Cease), new ones started; the others keep their
+/// sessions, and a change of their routing settings (filters, next-hop
+/// mode, …) or of the originations goes to the RIB alone.
 async fn apply(
     running: &mut BTreeMap<String, Running>,
     node: &mut NodeSpec,
     new_node: NodeSpec,
     new_peers: Vec<PeerSpec>,
     shared: &Shared,
+    rib: &rib::RibHandle,
 ) {
     let node_changed = new_node.router_id != node.router_id || new_node.asn != node.asn || new_node.name != node.name;
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let keep = !node_changed
-            && new_peers.iter().any(|p| p.name == name && running.get(&name).is_some_and(|r| r.spec == *p));
+            && new_peers.iter().any(|p| p.name == name && running.get(&name).is_some_and(|r| r.spec.same_session(p)));
         if !keep {
             if let Some(r) = running.remove(&name) {
                 let sub = if new_peers.iter().any(|p| p.name == name) {
@@ -314,18 +349,22 @@ async fn apply(
             }
         }
     }
-    let originations_changed = new_node.originations != node.originations;
+    let node_routing_changed = new_node.originations != node.originations || new_node.exportable != node.exportable;
     *node = new_node;
-    if originations_changed {
-        let prefixes: Vec<_> = node.originations.iter().map(|(p, _)| *p).collect();
-        for r in running.values() {
-            let _ = r.cmds.send(Box::new(PeerCmd::Originations(prefixes.clone()))).await;
-        }
+    if node_routing_changed {
+        rib.send(rib::RibCmd::Node(Box::new(node.clone())));
     }
     for p in new_peers {
-        if !running.contains_key(&p.name) {
-            info!(peer = %p.name, addr = %p.addr, "new peer");
-            running.insert(p.name.clone(), spawn_peer(node, p, shared));
+        match running.get_mut(&p.name) {
+            Some(r) if r.spec != p => {
+                rib.send(rib::RibCmd::SetPeer(r.rib_key, Box::new(p.clone())));
+                r.spec = p;
+            }
+            Some(_) => {}
+            None => {
+                info!(peer = %p.name, addr = %p.addr, "new peer");
+                running.insert(p.name.clone(), spawn_peer(node, p, shared, rib));
+            }
         }
     }
 }

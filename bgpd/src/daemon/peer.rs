@@ -10,28 +10,23 @@ use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use bgpd_proto::session::{DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig, SessionEvent};
-use bgpd_proto::wire::{
-    pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Message, MpNlri, NextHop, Notification, Origin,
-    PathAttribute, Update,
-};
-use bgpd_proto::{Family, MessageType, Nlri};
+use bgpd_proto::wire::{AddPathMode, Notification};
+use bgpd_proto::{Family, MessageType};
 use bytes::{Buf, Bytes};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::rib::{session_info, RibCmd, RibHandle, RibOut};
 use super::sockopt;
 use super::spec::{NodeSpec, PeerSpec};
-use super::status::{state_name, PeerStatus, PeerView, RouteView, Shared};
+use super::status::{state_name, PeerStatus, PeerView, Shared};
 
 /// What the daemon tells a peer task.
 #[derive(Debug)]
 pub enum PeerCmd {
     /// The listener accepted a connection from this peer.
     Accepted(TcpStream),
-    /// The node's originations changed.
-    Originations(Vec<IpNet>),
     /// Stop: send Cease with this subcode (and shutdown communication) and end the task.
     Stop(u8, Option<String>),
 }
@@ -71,16 +66,59 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
     c.keepalive_time = peer.keepalive;
     c.passive = peer.passive;
     c.hostname = Some(node.name.clone());
+    // After a restart of bgpd, the R bit; forwarding is preserved for both
+    // families (what bgpd originates is forwarded by the kernel without it).
     c.graceful_restart = peer.restart_time.map(|t| GracefulRestartConfig {
         restart_time: t.min(4095),
-        restarting: false,
-        forwarding_preserved: Vec::new(),
+        restarting: node.restarted,
+        forwarding_preserved: if node.restarted {
+            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        } else {
+            Vec::new()
+        },
     });
+    let mode = match peer.add_path {
+        (true, true) => Some(AddPathMode::BOTH),
+        (true, false) => Some(AddPathMode::RECEIVE),
+        (false, true) => Some(AddPathMode::SEND),
+        (false, false) => None,
+    };
+    if let Some(m) = mode {
+        c.add_path = vec![(Family::IPV4_UNICAST, m), (Family::IPV6_UNICAST, m)];
+    }
     c
 }
 
+/// How long a session torn down for too many prefixes waits before it starts again.
+const MAX_PREFIX_RESTART: Duration = Duration::from_secs(30);
+
+/// Whether the peer's routes are kept (graceful restart helper) after the
+/// session ended this way: a lost connection or an expired hold timer, not
+/// a NOTIFICATION that closes the session on purpose (RFC 4724 §4.2).
+fn graceful(reason: &DownReason) -> bool {
+    match reason {
+        DownReason::ConnectionFailed => true,
+        DownReason::NotificationSent(n) => n.code == bgpd_proto::error::code::HOLD_TIMER_EXPIRED,
+        _ => false,
+    }
+}
+
+/// The peer task's channels: commands from the daemon, the RIB's handle and
+/// what the RIB sends this peer.
+pub struct Links {
+    /// Commands from the daemon.
+    pub cmds: mpsc::Receiver<Box<PeerCmd>>,
+    /// The RIB task.
+    pub rib: RibHandle,
+    /// This peer's key at the RIB.
+    pub key: u64,
+    /// What the RIB sends this peer.
+    pub from_rib: mpsc::UnboundedReceiver<RibOut>,
+}
+
 /// Runs the peer until it is stopped.
-pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<PeerCmd>>, shared: Shared) {
+pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
+    let Links { mut cmds, rib, key: rib_key, mut from_rib } = links;
     let cfg = session_config(&node, &peer);
     let mut session = match Session::new(cfg) {
         Ok(s) => s,
@@ -90,8 +128,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
         }
     };
     let key = register(&shared, &peer);
-    let mut originations: Vec<IpNet> = node.originations.iter().map(|(p, _)| *p).collect();
-    let mut advertised: Vec<IpNet> = Vec::new();
+    let mut restart_at: Option<tokio::time::Instant> = None;
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
     // RFC 4271 §6.8: while OPENs are pending, a second connection (the one
@@ -126,27 +163,20 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
                     info!(peer = %peer.name, addr = %peer.addr, "established (hold {} s)", n.hold_time);
                     established(&shared, &key, &n);
                     let local = conn.as_ref().map(|c| c.local.ip());
-                    advertised = originations.clone();
-                    announce(&mut session, &node, &peer, &n, local, &advertised, true);
-                    set_advertised(&shared, &key, advertised.len());
+                    rib.send(RibCmd::Up(rib_key, Box::new(session_info(&n, local, &node))));
                 }
                 SessionEvent::Down(reason) => {
                     down(&shared, &key, &reason);
-                    advertised.clear();
+                    rib.send(RibCmd::Down(rib_key, graceful(&reason)));
                 }
                 SessionEvent::Update { update, issues } => {
                     let withdraw_all = issues.iter().any(|i| i.action == bgpd_proto::ErrorAction::TreatAsWithdraw);
                     if !issues.is_empty() {
                         warn!(peer = %peer.name, "UPDATE with RFC 7606 issues: {issues:?}");
                     }
-                    learn(&shared, &key, &update, withdraw_all);
+                    rib.send(RibCmd::Update(rib_key, Box::new(update), withdraw_all));
                 }
-                SessionEvent::RouteRefresh(_) => {
-                    if let Some(n) = session.negotiated().cloned() {
-                        let local = conn.as_ref().map(|c| c.local.ip());
-                        announce(&mut session, &node, &peer, &n, local, &advertised, true);
-                    }
-                }
+                SessionEvent::RouteRefresh(rr) => rib.send(RibCmd::Refresh(rib_key, rr)),
             }
         }
         if flush(&mut session, conn.as_mut()).is_err() {
@@ -173,6 +203,26 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
             .min()
             .map(tokio::time::Instant::from_std);
         tokio::select! {
+            _ = async { match restart_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                restart_at = None;
+                info!(peer = %peer.name, "starting again after the max-prefix teardown");
+                session.handle_manual_start(Instant::now());
+            }
+            out = from_rib.recv() => match out {
+                Some(RibOut::Send(messages)) => {
+                    for m in messages {
+                        let _ = session.send_encoded(m, MessageType::UPDATE);
+                    }
+                }
+                Some(RibOut::Message(m)) => {
+                    let _ = session.send(&m);
+                }
+                Some(RibOut::Teardown(sub, reason)) => {
+                    stop(&mut session, conn.as_mut(), sub, Some(&reason));
+                    restart_at = Some(tokio::time::Instant::now() + MAX_PREFIX_RESTART);
+                }
+                None => {}
+            },
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 session.handle_timeout(Instant::now());
                 if let Some((s2, _)) = second.as_mut() {
@@ -236,18 +286,6 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
                         outgoing = false;
                     }
                 }
-                Some(PeerCmd::Originations(new)) => {
-                    if let Some(n) = session.negotiated().cloned() {
-                        let local = conn.as_ref().map(|c| c.local.ip());
-                        let gone: Vec<IpNet> = advertised.iter().filter(|p| !new.contains(p)).copied().collect();
-                        let added: Vec<IpNet> = new.iter().filter(|p| !advertised.contains(p)).copied().collect();
-                        withdraw(&mut session, &peer, &n, &gone);
-                        announce(&mut session, &node, &peer, &n, local, &added, false);
-                        advertised.clone_from(&new);
-                        set_advertised(&shared, &key, advertised.len());
-                    }
-                    originations = new;
-                }
                 Some(PeerCmd::Stop(sub, msg)) => {
                     stop(&mut session, conn.as_mut(), sub, msg.as_deref());
                     break;
@@ -259,6 +297,8 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, mut cmds: mpsc::Receiver<Box<Pe
             },
         }
     }
+    while session.poll_event().is_some() {}
+    rib.send(RibCmd::RemovePeer(rib_key));
     shared.lock().peers.remove(&key);
 }
 
@@ -435,91 +475,6 @@ fn flush(session: &mut Session, conn: Option<&mut Conn>) -> io::Result<()> {
     }
 }
 
-fn next_hop_for(family: Family, node: &NodeSpec, local: Option<IpAddr>) -> Option<NextHop> {
-    match family {
-        Family::IPV4_UNICAST => match local {
-            Some(IpAddr::V4(a)) => Some(NextHop::V4(a)),
-            _ => node.ipv4.map(NextHop::V4),
-        },
-        _ => match local {
-            Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => Some(NextHop::V6 { global: a, link_local: None }),
-            _ => node.ipv6.map(|a| NextHop::V6 { global: a, link_local: None }),
-        },
-    }
-}
-
-/// Announces `prefixes` (and End-of-RIB markers after the initial table).
-fn announce(
-    session: &mut Session,
-    node: &NodeSpec,
-    peer: &PeerSpec,
-    n: &Negotiated,
-    local: Option<IpAddr>,
-    prefixes: &[IpNet],
-    initial: bool,
-) {
-    let ibgp = peer.local_as == peer.peer_as;
-    for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
-        if !n.families.contains(&family) {
-            continue;
-        }
-        let mut attrs = vec![
-            PathAttribute::new(Attr::Origin(Origin::Igp)),
-            PathAttribute::new(Attr::AsPath(if ibgp { AsPath::default() } else { AsPath::sequence([peer.local_as]) })),
-        ];
-        let Some(nh) = next_hop_for(family, node, local) else { continue };
-        if let NextHop::V4(a) = nh {
-            attrs.push(PathAttribute::new(Attr::NextHop(a)));
-        }
-        if ibgp {
-            attrs.push(PathAttribute::new(Attr::LocalPref(100)));
-        }
-        let (v4, v6) = by_family(prefixes);
-        let nlri = if family == Family::IPV4_UNICAST { Announcement::V4(&v4) } else { Announcement::V6(&v6) };
-        let packed = pack_announcements(family, &attrs, &nh, nlri, &n.tx);
-        match packed {
-            Ok(msgs) => {
-                for m in msgs {
-                    let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
-                }
-            }
-            Err(e) => warn!(peer = %peer.name, "cannot encode announcements: {e}"),
-        }
-        if initial {
-            let _ = session.send(&Message::Update(Update::end_of_rib(family)));
-        }
-    }
-}
-
-fn withdraw(session: &mut Session, peer: &PeerSpec, n: &Negotiated, prefixes: &[IpNet]) {
-    let (v4, v6) = by_family(prefixes);
-    for (family, nlri) in [(Family::IPV4_UNICAST, Announcement::V4(&v4)), (Family::IPV6_UNICAST, Announcement::V6(&v6))]
-    {
-        if !n.families.contains(&family) {
-            continue;
-        }
-        match pack_withdrawals(family, nlri, &n.tx) {
-            Ok(msgs) => msgs.into_iter().for_each(|m| {
-                let _ = session.send_encoded(m.freeze(), MessageType::UPDATE);
-            }),
-            Err(e) => warn!(peer = %peer.name, "cannot encode withdrawals: {e}"),
-        }
-    }
-}
-
-/// The IPv4 and the IPv6 prefixes of `prefixes`, as NLRI without path identifiers.
-fn by_family(prefixes: &[IpNet]) -> (Vec<Nlri<Ipv4Net>>, Vec<Nlri<Ipv6Net>>) {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    for p in prefixes {
-        match p {
-            IpNet::V4(p) => v4.push(Nlri::new(*p)),
-            IpNet::V6(p) => v6.push(Nlri::new(*p)),
-        }
-    }
-    (v4, v6)
-}
-
 // ----- status -----
 
 /// Adds the peer to the shared status under a key of its own (a peer whose
@@ -539,7 +494,6 @@ fn register(shared: &Shared, peer: &PeerSpec) -> String {
         received: Default::default(),
         sent: Default::default(),
         routes_received: 0,
-        routes_advertised: 0,
         last_error: None,
         last_error_code: None,
         last_failure: None,
@@ -547,7 +501,7 @@ fn register(shared: &Shared, peer: &PeerSpec) -> String {
         peer_id: None,
         peer_hostname: None,
     };
-    shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None, routes: Default::default() });
+    shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None });
     key
 }
 
@@ -559,10 +513,6 @@ fn with_peer(shared: &Shared, name: &str, f: impl FnOnce(&mut PeerStatus)) {
 
 fn set_state(shared: &Shared, name: &str, session: &Session) {
     with_peer(shared, name, |p| p.view.state = state_name(session.state()).into());
-}
-
-fn set_advertised(shared: &Shared, name: &str, n: usize) {
-    with_peer(shared, name, |p| p.view.routes_advertised = n);
 }
 
 fn failure(shared: &Shared, key: &str, why: String) {
@@ -610,7 +560,6 @@ fn down(shared: &Shared, name: &str, reason: &DownReason) {
     with_peer(shared, name, |p| {
         p.established_at = None;
         p.view.established_since = None;
-        p.routes.clear();
         p.view.capabilities.clear();
         if text.is_some() {
             p.view.last_error = text;
@@ -631,81 +580,9 @@ fn record_stats(shared: &Shared, name: &str, session: &Session) {
     });
 }
 
-/// Applies an UPDATE to the peer's learned routes.
-fn learn(shared: &Shared, key: &str, u: &Update, withdraw_all: bool) {
-    let name = key.rsplit_once('#').map_or(key, |(n, _)| n);
-    let attrs = |prefix: IpNet, path_id: Option<u32>, nh: Option<String>| RouteView {
-        prefix,
-        path_id,
-        peer: name.to_string(),
-        next_hop: nh,
-        as_path: u.effective_as_path().map(|p| p.to_string()).unwrap_or_default(),
-        origin: u.origin().map(|o| format!("{o:?}")),
-        med: u
-            .attr(bgpd_proto::AttrCode::MULTI_EXIT_DISC)
-            .and_then(|a| if let Attr::Med(m) = a { Some(*m) } else { None }),
-        local_pref: u.attr(bgpd_proto::AttrCode::LOCAL_PREF).and_then(|a| {
-            if let Attr::LocalPref(m) = a {
-                Some(*m)
-            } else {
-                None
-            }
-        }),
-        communities: match u.attr(bgpd_proto::AttrCode::COMMUNITIES) {
-            Some(Attr::Communities(c)) => c.iter().map(|c| format!("{c:?}")).collect(),
-            _ => Vec::new(),
-        },
-        large_communities: match u.attr(bgpd_proto::AttrCode::LARGE_COMMUNITY) {
-            Some(Attr::LargeCommunities(c)) => c.iter().map(|c| format!("{c:?}")).collect(),
-            _ => Vec::new(),
-        },
-    };
-    with_peer(shared, key, |p| {
-        for w in &u.withdrawn {
-            p.routes.remove(&(IpNet::V4(w.prefix), w.path_id));
-        }
-        if let Some(un) = u.mp_unreach() {
-            match &un.nlri {
-                MpNlri::V4(v) => v.iter().for_each(|w| {
-                    p.routes.remove(&(IpNet::V4(w.prefix), w.path_id));
-                }),
-                MpNlri::V6(v) => v.iter().for_each(|w| {
-                    p.routes.remove(&(IpNet::V6(w.prefix), w.path_id));
-                }),
-                MpNlri::Other(_) => {}
-            }
-        }
-        let nh4 = u.next_hop().map(|a| a.to_string());
-        let mut add = |prefix: IpNet, id: Option<u32>, nh: Option<String>| {
-            if withdraw_all {
-                p.routes.remove(&(prefix, id));
-            } else {
-                p.routes.insert((prefix, id), attrs(prefix, id, nh));
-            }
-        };
-        for a in &u.nlri {
-            add(IpNet::V4(a.prefix), a.path_id, nh4.clone());
-        }
-        if let Some(r) = u.mp_reach() {
-            let nh = match &r.next_hop {
-                NextHop::V4(a) => Some(a.to_string()),
-                NextHop::V6 { global, link_local: Some(ll) } => Some(format!("{global} ({ll})")),
-                NextHop::V6 { global, .. } => Some(global.to_string()),
-                NextHop::Other(_) => None,
-            };
-            match &r.nlri {
-                MpNlri::V4(v) => v.iter().for_each(|a| add(IpNet::V4(a.prefix), a.path_id, nh.clone())),
-                MpNlri::V6(v) => v.iter().for_each(|a| add(IpNet::V6(a.prefix), a.path_id, nh.clone())),
-                MpNlri::Other(_) => {}
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bgpd_proto::wire::{MpReach, MpUnreach};
 
     fn spec() -> PeerSpec {
         PeerSpec {
@@ -720,49 +597,9 @@ mod tests {
             source: None,
             passive: false,
             restart_time: Some(120),
+            add_path: (false, true),
+            routing: Default::default(),
         }
-    }
-
-    fn update(nlri: &[&str], v6: &[&str]) -> Update {
-        let mut attributes = vec![
-            PathAttribute::new(Attr::Origin(Origin::Igp)),
-            PathAttribute::new(Attr::AsPath(AsPath::sequence([65010, 65100]))),
-            PathAttribute::new(Attr::NextHop("10.0.0.2".parse().unwrap())),
-        ];
-        if !v6.is_empty() {
-            attributes.push(PathAttribute::new(Attr::MpReach(Box::new(MpReach {
-                family: Family::IPV6_UNICAST,
-                next_hop: NextHop::V6 {
-                    global: "fd00::2".parse().unwrap(),
-                    link_local: Some("fe80::2".parse().unwrap()),
-                },
-                nlri: MpNlri::V6(v6.iter().map(|p| Nlri::new(p.parse().unwrap())).collect()),
-            }))));
-        }
-        Update { withdrawn: vec![], attributes, nlri: nlri.iter().map(|p| Nlri::new(p.parse().unwrap())).collect() }
-    }
-
-    #[test]
-    fn learned_routes_follow_announcements_and_withdrawals() {
-        let shared = Shared::default();
-        let key = register(&shared, &spec());
-        learn(&shared, &key, &update(&["192.0.2.0/24", "198.51.100.0/24"], &["2001:db8::/32"]), false);
-        let routes = shared.routes(None);
-        assert_eq!(routes.len(), 3);
-        assert!(routes.iter().all(|r| r.peer == "tor" && r.as_path == "65010 65100"));
-        let v6 = routes.iter().find(|r| r.prefix.to_string() == "2001:db8::/32").unwrap();
-        assert_eq!(v6.next_hop.as_deref(), Some("fd00::2 (fe80::2)"));
-        // IPv4 withdrawn field and MP_UNREACH_NLRI.
-        let mut w = Update { withdrawn: vec![Nlri::new("192.0.2.0/24".parse().unwrap())], ..Update::default() };
-        w.attributes.push(PathAttribute::new(Attr::MpUnreach(MpUnreach {
-            family: Family::IPV6_UNICAST,
-            nlri: MpNlri::V6(vec![Nlri::new("2001:db8::/32".parse().unwrap())]),
-        })));
-        learn(&shared, &key, &w, false);
-        assert_eq!(shared.routes(None).len(), 1);
-        // RFC 7606 treat-as-withdraw: the announced prefixes go away.
-        learn(&shared, &key, &update(&["198.51.100.0/24"], &[]), true);
-        assert!(shared.routes(None).is_empty());
     }
 
     #[test]
@@ -775,16 +612,29 @@ mod tests {
             ipv4: Some("10.0.0.1".parse().unwrap()),
             ipv6: None,
             originations: vec![],
+            cluster_id: None,
+            exportable: vec![],
+            restarted: false,
         };
         let c = session_config(&node, &spec());
         assert_eq!((c.local_as, c.peer_as, c.hold_time), (64512, 65010, 90));
-        assert_eq!(c.graceful_restart.map(|g| g.restart_time), Some(120));
+        assert_eq!(c.graceful_restart.as_ref().map(|g| g.restart_time), Some(120));
         assert_eq!(c.hostname.as_deref(), Some("node-1"));
-        assert_eq!(next_hop_for(Family::IPV6_UNICAST, &node, Some("10.0.0.1".parse().unwrap())), None);
         assert_eq!(
-            next_hop_for(Family::IPV4_UNICAST, &node, None),
-            Some(NextHop::V4("10.0.0.1".parse().unwrap())),
-            "the node's address when the session's is not IPv4"
+            c.add_path,
+            vec![(Family::IPV4_UNICAST, AddPathMode::SEND), (Family::IPV6_UNICAST, AddPathMode::SEND)]
         );
+        assert!(!c.graceful_restart.as_ref().unwrap().restarting);
+        let after_restart = session_config(&NodeSpec { restarted: true, ..node }, &spec());
+        let gr = after_restart.graceful_restart.unwrap();
+        assert!(gr.restarting && gr.forwarding_preserved.len() == 2, "R bit and F bits after a restart");
+    }
+
+    #[test]
+    fn routes_are_kept_after_a_lost_connection_not_after_a_cease() {
+        use bgpd_proto::error::code;
+        assert!(graceful(&DownReason::ConnectionFailed));
+        assert!(graceful(&DownReason::NotificationSent(Notification::new(code::HOLD_TIMER_EXPIRED, 0, []))));
+        assert!(!graceful(&DownReason::NotificationReceived(Notification::new(code::CEASE, 2, []))));
     }
 }

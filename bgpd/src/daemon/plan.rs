@@ -4,9 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::datastore::{BindMode, Model, PeerRemote, SourceAddress};
+use bgpd_proto::rib::core::NextHopMode as RibNextHop;
+use ipnet::IpNet;
 
-use super::spec::{NodeSpec, PeerSpec};
+use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, SourceAddress};
+
+use super::spec::{NodeSpec, PeerSpec, RoutingSpec};
 
 /// Why this node cannot run with the model.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +51,22 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         .into_iter()
         .map(|b| (b.cidr, format!("IPAMBlock {} (affinity host:{node_name})", b.name)))
         .collect();
-    let spec = NodeSpec { name: node_name.to_string(), router_id, asn, listen, ipv4, ipv6, originations };
+    let cluster_id = bgp.and_then(|b| b.route_reflector_cluster_id);
+    let mut exportable: Vec<IpNet> = model.ipam_blocks.values().map(|b| b.cidr).collect();
+    exportable
+        .extend(cfg.service_cluster_ips.iter().chain(&cfg.service_external_ips).chain(&cfg.service_load_balancer_ips));
+    let spec = NodeSpec {
+        name: node_name.to_string(),
+        router_id,
+        asn,
+        listen,
+        ipv4,
+        ipv6,
+        originations,
+        cluster_id,
+        exportable,
+        restarted: false,
+    };
 
     let source_for = |peer: IpAddr, mode: SourceAddress| match (mode, peer) {
         (SourceAddress::UseNodeIp, IpAddr::V4(_)) => ipv4.map(IpAddr::V4),
@@ -61,6 +79,18 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             .keepalive_time
             .map_or(DEFAULT_HOLD, |k| u16::try_from(k.as_secs().saturating_mul(3)).unwrap_or(u16::MAX).max(3));
         let restart = p.max_restart_time.unwrap_or(DEFAULT_RESTART);
+        let routing = RoutingSpec {
+            rr_client: false,
+            next_hop_mode: match p.next_hop_mode {
+                NextHopMode::Auto => RibNextHop::Auto,
+                NextHopMode::Self_ => RibNextHop::SelfAddr,
+                NextHopMode::Keep => RibNextHop::Keep,
+            },
+            allow_local_as: p.num_allowed_local_as_numbers.map_or(0, |n| n.get()),
+            filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
+            max_prefix: p.max_prefix,
+            add_path_send_count: p.add_path_send_count,
+        };
         let base = |name: String, addr: SocketAddr, peer_as: u32| PeerSpec {
             name,
             addr,
@@ -73,6 +103,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             source: source_for(addr.ip(), p.source_address),
             passive: false,
             restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+            add_path: (p.add_path.receive, p.add_path.send),
+            routing: routing.clone(),
         };
         match &p.remote {
             PeerRemote::Address { address, as_number } => {
@@ -86,6 +118,11 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                     let mut s =
                         base(format!("{}/{}", p.name, other.name), SocketAddr::new(IpAddr::V4(a), port), other_as);
                     s.passive = IpAddr::V4(router_id) > IpAddr::V4(a);
+                    // A reflector's peers that are not reflectors of its
+                    // cluster are its clients (Calico's route reflector model).
+                    let other_cluster = other.bgp.as_ref().and_then(|b| b.route_reflector_cluster_id);
+                    s.routing.rr_client =
+                        cluster_id.is_some() && other_cluster != cluster_id && s.local_as == s.peer_as;
                     peers.push(s);
                 }
             }
@@ -111,6 +148,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                 // Between two nodes only one side connects: the lower address.
                 passive: router_id > a,
                 restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+                add_path: (false, false),
+                routing: RoutingSpec::default(),
             });
         }
     }

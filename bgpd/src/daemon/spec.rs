@@ -4,6 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bgpd_proto::rib::core::NextHopMode;
+use bgpd_proto::rib::policy::Filter;
 use ipnet::IpNet;
 
 /// One BGP peer of this node.
@@ -31,6 +35,35 @@ pub struct PeerSpec {
     pub passive: bool,
     /// Graceful restart time to advertise (Calico `maxRestartTime`), seconds.
     pub restart_time: Option<u16>,
+    /// ADD-PATH for IPv4/IPv6 unicast: (receive, send).
+    pub add_path: (bool, bool),
+    /// How routes are handled: changes here never reset the session.
+    pub routing: RoutingSpec,
+}
+
+impl PeerSpec {
+    /// Whether `other` needs no new session (only routing differs, if anything).
+    pub fn same_session(&self, other: &PeerSpec) -> bool {
+        let strip = |p: &PeerSpec| PeerSpec { routing: RoutingSpec::default(), ..p.clone() };
+        strip(self) == strip(other)
+    }
+}
+
+/// A peer's route handling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingSpec {
+    /// A route reflector client of this node.
+    pub rr_client: bool,
+    /// Calico `nextHopMode`.
+    pub next_hop_mode: NextHopMode,
+    /// Calico `numAllowedLocalASNumbers`.
+    pub allow_local_as: u32,
+    /// Calico `filters`, resolved, in order.
+    pub filters: Vec<Arc<Filter>>,
+    /// Prefix limit: (limit, teardown).
+    pub max_prefix: Option<(u32, bool)>,
+    /// Paths sent per prefix with ADD-PATH (0: the whole ECMP set).
+    pub add_path_send_count: u8,
 }
 
 /// This node.
@@ -50,4 +83,12 @@ pub struct NodeSpec {
     pub ipv6: Option<std::net::Ipv6Addr>,
     /// Prefixes this node originates (its IPAM blocks), and why.
     pub originations: Vec<(IpNet, String)>,
+    /// Route reflector cluster ID (`routeReflectorClusterID`).
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Prefixes whose learned routes Calico's default export policy passes
+    /// on (IPAM blocks of every node, service ranges).
+    pub exportable: Vec<IpNet>,
+    /// bgpd ran on this node within the restart time before this start
+    /// (graceful restart: R bit, selection deferral).
+    pub restarted: bool,
 }

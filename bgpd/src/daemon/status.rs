@@ -1,5 +1,5 @@
-//! What `bgpd show` and the metrics report: per-peer state and the routes
-//! learned, shared between the peer tasks and the control socket.
+//! What `bgpd show` and the metrics report: per-peer state and RIB sizes,
+//! shared between the peer tasks, the RIB task and the control socket.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +33,14 @@ pub struct RouteView {
     pub communities: Vec<String>,
     /// Large communities, as text.
     pub large_communities: Vec<String>,
+    /// The best path.
+    pub best: bool,
+    /// In the ECMP set (the best included).
+    pub multipath: bool,
+    /// Kept while its peer restarts or refreshes (graceful restart, RFC 7313).
+    pub stale: bool,
+    /// Why it is not used, when it is not.
+    pub lost: Option<String>,
 }
 
 /// One peer, as shown.
@@ -60,8 +68,6 @@ pub struct PeerView {
     pub sent: BTreeMap<String, u64>,
     /// Prefixes received and kept.
     pub routes_received: usize,
-    /// Prefixes advertised.
-    pub routes_advertised: usize,
     /// Last error, decoded ("Cease / Administrative Shutdown" …), and whether we sent it.
     pub last_error: Option<String>,
     /// Last error code and subcode.
@@ -83,8 +89,6 @@ pub struct PeerStatus {
     pub view: PeerView,
     /// When Established was reached (monotonic).
     pub established_at: Option<Instant>,
-    /// Routes learned, by (prefix, path id).
-    pub routes: BTreeMap<(IpNet, Option<u32>), RouteView>,
 }
 
 /// Everything shared.
@@ -102,6 +106,12 @@ pub struct Status {
     pub datastore_ok: bool,
     /// When the daemon's main loop last went round (it ticks every 500 ms).
     pub heartbeat: Option<Instant>,
+    /// The RIB's sizes.
+    pub rib: bgpd_proto::rib::core::RibStats,
+    /// Prefixes accepted per peer name.
+    pub routes_received: BTreeMap<String, usize>,
+    /// The RIB task, for `show routes`.
+    pub rib_handle: Option<super::rib::RibHandle>,
 }
 
 /// A cheaply cloned handle.
@@ -123,7 +133,7 @@ impl Shared {
             .map(|p| {
                 let mut v = p.view.clone();
                 v.uptime_secs = p.established_at.map_or(0, |t| t.elapsed().as_secs());
-                v.routes_received = p.routes.len();
+                v.routes_received = s.routes_received.get(&v.name).copied().unwrap_or(0);
                 v
             })
             .collect()
@@ -134,20 +144,6 @@ impl Shared {
         if let Some(p) = self.lock().peers.values_mut().find(|p| p.view.name == name) {
             p.view.last_failure = Some(why);
         }
-    }
-
-    /// Routes, all or those within / equal to `prefix`.
-    pub fn routes(&self, prefix: Option<IpNet>) -> Vec<RouteView> {
-        let s = self.lock();
-        let mut out: Vec<RouteView> = s
-            .peers
-            .values()
-            .flat_map(|p| p.routes.values())
-            .filter(|r| prefix.is_none_or(|q| q.contains(&r.prefix) || r.prefix.contains(&q.addr())))
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| (a.prefix, &a.peer).cmp(&(b.prefix, &b.peer)));
-        out
     }
 }
 

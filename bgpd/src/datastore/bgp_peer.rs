@@ -41,6 +41,62 @@ pub struct BgpPeer {
     pub num_allowed_local_as_numbers: Option<NonZeroU32>,
     /// `reachableBy`: a gateway through which bgpd adds a static route to the peer.
     pub reachable_by: Option<IpAddr>,
+    /// Annotations `bgpd.io/max-prefix` and `bgpd.io/max-prefix-action`
+    /// (`teardown`, the default, or `warn`): (limit, teardown).
+    pub max_prefix: Option<(u32, bool)>,
+    /// Annotation `bgpd.io/add-path`: `receive`, `send` or `both` (RFC 7911).
+    pub add_path: AddPathConfig,
+    /// Annotation `bgpd.io/add-path-send-count`: paths sent per prefix (0: the whole ECMP set).
+    pub add_path_send_count: u8,
+}
+
+/// ADD-PATH directions asked for on a peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddPathConfig {
+    /// Accept several paths per prefix from the peer.
+    pub receive: bool,
+    /// Send several paths per prefix to the peer.
+    pub send: bool,
+}
+
+/// bgpd's own BGPPeer settings, as annotations (Calico has no fields for them).
+fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPathConfig, u8) {
+    let Ok(meta) = root.child("metadata") else { return (None, AddPathConfig::default(), 0) };
+    let a = f.take(meta.string_map("annotations")).unwrap_or_default();
+    let path = |k: &str| format!("metadata.annotations[{k:?}]");
+    let limit = a.get("bgpd.io/max-prefix").and_then(|v| match v.parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            f.error(path("bgpd.io/max-prefix"), format!("{v:?} is not a positive number of prefixes"));
+            None
+        }
+    });
+    let teardown = match a.get("bgpd.io/max-prefix-action").map(String::as_str) {
+        None | Some("teardown") => true,
+        Some("warn") => false,
+        Some(other) => {
+            f.error(path("bgpd.io/max-prefix-action"), format!("{other:?} is not teardown or warn"));
+            true
+        }
+    };
+    let add_path = match a.get("bgpd.io/add-path").map(String::as_str) {
+        None => AddPathConfig::default(),
+        Some("receive") => AddPathConfig { receive: true, send: false },
+        Some("send") => AddPathConfig { receive: false, send: true },
+        Some("both") => AddPathConfig { receive: true, send: true },
+        Some(other) => {
+            f.error(path("bgpd.io/add-path"), format!("{other:?} is not receive, send or both"));
+            AddPathConfig::default()
+        }
+    };
+    let count = a.get("bgpd.io/add-path-send-count").map_or(0, |v| match v.parse::<u8>() {
+        Ok(n) => n,
+        Err(_) => {
+            f.error(path("bgpd.io/add-path-send-count"), format!("{v:?} is not a number from 0 to 255"));
+            0
+        }
+    });
+    (limit.map(|l| (l, teardown)), add_path, count)
 }
 
 /// Which nodes a BGPPeer applies to.
@@ -151,6 +207,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
             f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
         }
     }
+    let (max_prefix, add_path, add_path_send_count) = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
     f.errors.is_empty().then(|| BgpPeer {
         name: name.to_string(),
@@ -166,6 +223,9 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         next_hop_mode,
         num_allowed_local_as_numbers,
         reachable_by,
+        max_prefix,
+        add_path,
+        add_path_send_count,
     })
 }
 

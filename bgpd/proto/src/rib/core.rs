@@ -157,7 +157,7 @@ pub struct SessionInfo {
     /// Enhanced route refresh (RFC 7313) was negotiated.
     pub enhanced_refresh: bool,
     /// The peer's graceful restart: its restart time and the families whose
-    /// forwarding it keeps across a restart (F bit).
+    /// routes are kept while it restarts (those its capability lists).
     pub graceful_restart: Option<(u16, FamilySet)>,
 }
 
@@ -470,8 +470,8 @@ impl Rib {
             info.router_id = session.peer_id;
         }
         let Some(state) = self.peer_mut(peer) else { return };
-        // RFC 4724 §4.2: stale routes of families the peer no longer keeps
-        // forwarding for go at once; the others wait for End-of-RIB.
+        // RFC 4724 §4.2: stale routes of families the peer no longer lists
+        // go at once; the others wait for its End-of-RIB.
         let keep = session.graceful_restart.map_or(FamilySet::EMPTY, |(_, f)| f);
         state.eor = FamilySet::EMPTY;
         state.session = Some(session);

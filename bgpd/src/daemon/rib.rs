@@ -1,0 +1,434 @@
+//! The RIB task: one [`Rib`] for the node, fed by the peer tasks (sessions
+//! up and down, UPDATEs, refresh requests) and by the plan (peers,
+//! originations), and answering `show routes`. What the RIB emits goes back
+//! to the peer tasks as encoded UPDATEs, shared between the members of an
+//! update group.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bgpd_proto::rib::attrs::PathAttrs;
+use bgpd_proto::rib::core::{
+    MaxPrefix, Output, PeerConfig, PeerPolicy, Rib, RibConfig, RibStats, SessionInfo, Verdict,
+};
+use bgpd_proto::rib::decision::DecisionOptions;
+use bgpd_proto::rib::policy::{self, Direction, Filter, PeerType, RouteContext};
+use bgpd_proto::rib::table::PeerId;
+use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, RefreshSubtype, RouteRefresh, Update};
+use bytes::Bytes;
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::spec::{NodeSpec, PeerSpec};
+use super::status::{RouteView, Shared};
+
+/// What the RIB sends a peer task.
+#[derive(Debug)]
+pub enum RibOut {
+    /// Encoded UPDATEs to write.
+    Send(Vec<Bytes>),
+    /// A message to send (End-of-RIB, ROUTE-REFRESH, BoRR/EoRR).
+    Message(Message),
+    /// Close the session with Cease and this subcode, then start again
+    /// after the restart delay.
+    Teardown(u8, String),
+}
+
+/// What the RIB task is told.
+pub enum RibCmd {
+    /// A peer task started.
+    AddPeer {
+        /// The task's key.
+        key: u64,
+        /// Its spec.
+        spec: Box<PeerSpec>,
+        /// Where its outbound data goes.
+        tx: mpsc::UnboundedSender<RibOut>,
+    },
+    /// A peer's routing settings changed (no session reset).
+    SetPeer(u64, Box<PeerSpec>),
+    /// A peer task ended.
+    RemovePeer(u64),
+    /// A session came up.
+    Up(u64, Box<SessionInfo>),
+    /// A session went down (`true`: graceful restart applies).
+    Down(u64, bool),
+    /// An UPDATE (`true`: treat as withdraw, RFC 7606).
+    Update(u64, Box<Update>, bool),
+    /// A ROUTE-REFRESH message from the peer.
+    Refresh(u64, RouteRefresh),
+    /// The node's originations and the prefixes the default export passes.
+    Node(Box<NodeSpec>),
+    /// `show routes`.
+    Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+}
+
+/// Handle to the RIB task.
+#[derive(Clone, Debug)]
+pub struct RibHandle(mpsc::UnboundedSender<RibCmd>);
+
+impl RibHandle {
+    /// A handle over a channel of one's own (tests answer it themselves).
+    #[cfg(test)]
+    pub fn new(tx: mpsc::UnboundedSender<RibCmd>) -> RibHandle {
+        RibHandle(tx)
+    }
+
+    /// Sends a command (the task lives as long as the daemon).
+    pub fn send(&self, cmd: RibCmd) {
+        let _ = self.0.send(cmd);
+    }
+
+    /// `show routes`.
+    pub async fn routes(&self, filter: Option<IpNet>) -> Vec<RouteView> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RibCmd::Routes(filter, tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Calico's policy for one peer: its BGPFilters, then Calico's defaults
+/// (import: accept; export: this node's own routes, and learned routes
+/// inside an IPAM block or a service range).
+#[derive(Debug)]
+pub struct CalicoPolicy {
+    filters: Vec<Arc<Filter>>,
+    peer_type: PeerType,
+    exportable: Arc<Vec<IpNet>>,
+    import_all: bool,
+}
+
+impl CalicoPolicy {
+    fn verdict(&self, dir: Direction, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict {
+        let ctx = RouteContext { prefix, attrs, peer_type: self.peer_type, from_remote_peer: learned, interface: None };
+        match policy::evaluate(&self.filters, dir, &ctx) {
+            policy::Verdict::Accept([]) => Verdict::Accept,
+            policy::Verdict::Accept(ops) => Verdict::Modify(policy::apply(ops, attrs)),
+            policy::Verdict::Reject => Verdict::Reject,
+            policy::Verdict::NoMatch => match dir {
+                Direction::Import => Verdict::Accept,
+                Direction::Export if !learned || self.exportable.iter().any(|c| c.contains(&prefix)) => Verdict::Accept,
+                Direction::Export => Verdict::Reject,
+            },
+        }
+    }
+}
+
+impl PeerPolicy for CalicoPolicy {
+    fn import(&self, prefix: IpNet, attrs: &PathAttrs) -> Verdict {
+        self.verdict(Direction::Import, prefix, attrs, true)
+    }
+    fn export(&self, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict {
+        self.verdict(Direction::Export, prefix, attrs, learned)
+    }
+    fn import_accepts_all(&self) -> bool {
+        self.import_all
+    }
+}
+
+fn policy_id(spec: &PeerSpec, exportable: &[IpNet]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", spec.routing.filters).hash(&mut h);
+    (spec.local_as == spec.peer_as).hash(&mut h);
+    exportable.hash(&mut h);
+    h.finish()
+}
+
+fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>) -> PeerConfig {
+    let r = &spec.routing;
+    let import_all = policy::accepts_all(&r.filters, Direction::Import, false)
+        && policy::accepts_all(&r.filters, Direction::Import, true);
+    PeerConfig {
+        name: spec.name.clone(),
+        addr: spec.addr.ip(),
+        local_as: spec.local_as,
+        peer_as: spec.peer_as,
+        rr_client: r.rr_client,
+        next_hop_mode: r.next_hop_mode,
+        allow_local_as: r.allow_local_as,
+        policy: Arc::new(CalicoPolicy {
+            filters: r.filters.clone(),
+            peer_type: if spec.local_as == spec.peer_as { PeerType::Ibgp } else { PeerType::Ebgp },
+            exportable: exportable.clone(),
+            import_all,
+        }),
+        policy_id: policy_id(spec, exportable),
+        max_prefix: r.max_prefix.map(|(limit, teardown)| MaxPrefix { limit, teardown }),
+        add_path_send: r.add_path_send_count,
+    }
+}
+
+/// The RIB's settings for `node`; `restarted`: bgpd was running here within
+/// the restart time, so selection is deferred (RFC 4724 §4.1).
+pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
+    RibConfig {
+        router_id: node.router_id,
+        local_as: node.asn,
+        cluster_id: node.cluster_id,
+        decision: DecisionOptions { always_compare_med: false, multipath_relax: true },
+        max_paths: 16,
+        defer: restarted.then_some(DEFERRAL),
+    }
+}
+
+/// How long a restarted bgpd waits for End-of-RIB from its peers.
+pub const DEFERRAL: Duration = Duration::from_secs(60);
+
+/// The attributes of a route this node originates.
+fn origination_attrs() -> PathAttrs {
+    PathAttrs {
+        attributes: vec![
+            PathAttribute::new(Attr::Origin(Origin::Igp)),
+            PathAttribute::new(Attr::AsPath(AsPath::default())),
+        ],
+        next_hop: None,
+        link_local: None,
+        priority: None,
+    }
+}
+
+struct Peer {
+    id: PeerId,
+    tx: mpsc::UnboundedSender<RibOut>,
+    spec: PeerSpec,
+}
+
+/// Starts the RIB task.
+pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared) -> RibHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rib = Rib::new(rib_config(node, restarted), Instant::now());
+    let exportable = Arc::new(node.exportable.clone());
+    let originated: Vec<IpNet> = Vec::new();
+    tokio::spawn(run(rib, rx, shared, exportable, originated));
+    RibHandle(tx)
+}
+
+async fn run(
+    mut rib: Rib,
+    mut rx: mpsc::UnboundedReceiver<RibCmd>,
+    shared: Shared,
+    mut exportable: Arc<Vec<IpNet>>,
+    mut originated: Vec<IpNet>,
+) {
+    let mut peers: HashMap<u64, Peer> = HashMap::new();
+    let mut by_id: HashMap<PeerId, u64> = HashMap::new();
+    loop {
+        let deadline = rib.poll_timeout().map(tokio::time::Instant::from_std);
+        let cmd = tokio::select! {
+            c = rx.recv() => match c { Some(c) => Some(c), None => break },
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
+        };
+        let now = Instant::now();
+        match cmd {
+            None => rib.handle_timeout(now),
+            Some(c) => {
+                let mut next = Some(c);
+                // Take what is queued (bounded), then export once.
+                let mut n = 0;
+                while let Some(c) = next {
+                    apply(&mut rib, c, &mut peers, &mut by_id, &mut exportable, &mut originated, now);
+                    n += 1;
+                    next = if n < 1024 { rx.try_recv().ok() } else { None };
+                }
+                rib.flush();
+            }
+        }
+        while let Some(o) = rib.poll_output() {
+            dispatch(&rib, o, &peers, &by_id);
+        }
+        publish(&rib, &peers, &shared);
+    }
+}
+
+fn apply(
+    rib: &mut Rib,
+    cmd: RibCmd,
+    peers: &mut HashMap<u64, Peer>,
+    by_id: &mut HashMap<PeerId, u64>,
+    exportable: &mut Arc<Vec<IpNet>>,
+    originated: &mut Vec<IpNet>,
+    now: Instant,
+) {
+    match cmd {
+        RibCmd::AddPeer { key, spec, tx } => {
+            let id = rib.add_peer(peer_config(&spec, exportable));
+            by_id.insert(id, key);
+            peers.insert(key, Peer { id, tx, spec: *spec });
+        }
+        RibCmd::SetPeer(key, spec) => {
+            if let Some(p) = peers.get_mut(&key) {
+                info!(peer = %spec.name, "routing settings changed: applied without a session reset");
+                rib.set_peer_config(p.id, peer_config(&spec, exportable), now);
+                p.spec = *spec;
+            }
+        }
+        RibCmd::RemovePeer(key) => {
+            if let Some(p) = peers.remove(&key) {
+                by_id.remove(&p.id);
+                rib.remove_peer(p.id);
+            }
+        }
+        RibCmd::Up(key, info) => {
+            if let Some(p) = peers.get(&key) {
+                rib.peer_up(p.id, *info, now);
+            }
+        }
+        RibCmd::Down(key, graceful) => {
+            if let Some(p) = peers.get(&key) {
+                rib.peer_down(p.id, graceful, now);
+            }
+        }
+        RibCmd::Update(key, u, taw) => {
+            if let Some(p) = peers.get(&key) {
+                rib.update(p.id, &u, taw, now);
+            }
+        }
+        RibCmd::Refresh(key, rr) => {
+            if let Some(p) = peers.get(&key) {
+                match rr.subtype {
+                    RefreshSubtype::BORR => rib.refresh_begin(p.id, rr.family),
+                    RefreshSubtype::EORR => rib.refresh_end(p.id, rr.family),
+                    _ => rib.refresh_requested(p.id, rr.family, now),
+                }
+            }
+        }
+        RibCmd::Node(node) => {
+            let wanted: Vec<IpNet> = node.originations.iter().map(|(p, _)| *p).collect();
+            for gone in originated.iter().filter(|p| !wanted.contains(p)) {
+                rib.originate(*gone, None);
+            }
+            for new in wanted.iter().filter(|p| !originated.contains(p)) {
+                rib.originate(*new, Some(origination_attrs()));
+            }
+            *originated = wanted;
+            if node.exportable != **exportable {
+                *exportable = Arc::new(node.exportable.clone());
+                for p in peers.values() {
+                    rib.set_peer_config(p.id, peer_config(&p.spec, exportable), now);
+                }
+            }
+        }
+        RibCmd::Routes(filter, reply) => {
+            let _ = reply.send(route_views(rib, filter));
+        }
+    }
+}
+
+fn dispatch(rib: &Rib, o: Output, peers: &HashMap<u64, Peer>, by_id: &HashMap<PeerId, u64>) {
+    let tx = |id: &PeerId| by_id.get(id).and_then(|k| peers.get(k)).map(|p| &p.tx);
+    match o {
+        Output::Send { peers: ids, messages } => {
+            for id in &ids {
+                if let Some(t) = tx(id) {
+                    let _ = t.send(RibOut::Send(messages.clone()));
+                }
+            }
+        }
+        Output::Message(id, m) => {
+            if let Some(t) = tx(&id) {
+                let _ = t.send(RibOut::Message(m));
+            }
+        }
+        Output::Teardown { peer, subcode, reason } => {
+            warn!(peer = rib.peer_name(peer).unwrap_or("?"), "{reason}: closing the session");
+            if let Some(t) = tx(&peer) {
+                let _ = t.send(RibOut::Teardown(subcode, reason));
+            }
+        }
+        Output::Warning(peer, msg) => warn!(peer = rib.peer_name(peer).unwrap_or("?"), "{msg}"),
+        Output::DeferralDone => info!("selection deferral over: best paths exported"),
+    }
+}
+
+/// Counts for `show peers` and metrics.
+fn publish(rib: &Rib, peers: &HashMap<u64, Peer>, shared: &Shared) {
+    let stats: RibStats = rib.stats();
+    let mut s = shared.lock();
+    s.rib = stats;
+    for p in peers.values() {
+        s.routes_received.insert(p.spec.name.clone(), rib.accepted(p.id));
+    }
+}
+
+fn route_views(rib: &Rib, filter: Option<IpNet>) -> Vec<RouteView> {
+    let mut out = Vec::new();
+    for (prefix, paths) in rib.routes(filter) {
+        for p in paths {
+            let a = &p.attrs;
+            out.push(RouteView {
+                prefix,
+                path_id: (p.path_id != 0).then_some(p.path_id),
+                peer: p.peer.unwrap_or_else(|| "local".into()),
+                next_hop: a.next_hop.map(|n: IpAddr| match a.link_local {
+                    Some(ll) => format!("{n} ({ll})"),
+                    None => n.to_string(),
+                }),
+                as_path: a.as_path_ref().map(|x| x.to_string()).unwrap_or_default(),
+                origin: Some(format!("{:?}", a.origin())),
+                med: a.med(),
+                local_pref: a.local_pref(),
+                communities: a.communities().iter().map(|c| format!("{c:?}")).collect(),
+                large_communities: match a.attr(bgpd_proto::AttrCode::LARGE_COMMUNITY) {
+                    Some(Attr::LargeCommunities(c)) => c.iter().map(|c| format!("{c:?}")).collect(),
+                    _ => Vec::new(),
+                },
+                best: p.best,
+                multipath: p.used,
+                stale: p.stale,
+                lost: p.reason.map(|r| r.describe().to_string()),
+            });
+        }
+    }
+    out
+}
+
+/// Session facts the RIB needs, from what the session negotiated.
+pub fn session_info(n: &bgpd_proto::session::Negotiated, local: Option<IpAddr>, node: &NodeSpec) -> SessionInfo {
+    use bgpd_proto::{Family, FamilySet};
+    let mut families = FamilySet::EMPTY;
+    for f in &n.families {
+        if matches!(*f, Family::IPV4_UNICAST | Family::IPV6_UNICAST) {
+            families.insert(*f);
+        }
+    }
+    let (local_v4, local_v6) = match local {
+        Some(IpAddr::V4(a)) => (Some(a), node.ipv6),
+        Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => (node.ipv4, Some(a)),
+        _ => (node.ipv4, node.ipv6),
+    };
+    SessionInfo {
+        peer_id: n.peer_id,
+        families,
+        tx: n.tx.clone(),
+        local_v4,
+        local_v6,
+        route_refresh: n.route_refresh,
+        enhanced_refresh: n.enhanced_route_refresh,
+        // Every family the peer lists is kept across its restart, whether or
+        // not it sets the Forwarding State bit: dropping a family whose F bit
+        // is clear when the peer comes back would withdraw routes that its
+        // End-of-RIB is about to confirm (hitless beats the letter of RFC
+        // 4724 §4.2 here; docs/rib.md). No families listed: nothing is kept.
+        graceful_restart: n.peer_graceful_restart.as_ref().map(|g| {
+            let mut f = FamilySet::EMPTY;
+            for x in &g.families {
+                f.insert(x.family);
+            }
+            (g.time, f)
+        }),
+    }
+}
+
+/// Whether bgpd ran on this node within `window` before now: a marker file
+/// it refreshes while running.
+pub fn restarted(marker: &std::path::Path, window: Duration) -> bool {
+    std::fs::metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age <= window)
+}
