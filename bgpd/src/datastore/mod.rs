@@ -1,6 +1,6 @@
 //! The cluster model that `bgpd run --datastore file:PATH --node NAME` reads: Calico
-//! resources (Node, BGPConfiguration, BGPPeer, IPAMBlock, and the Secrets that hold
-//! BGP passwords) loaded from a YAML stream, validated once into typed values.
+//! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPAMBlock, and the Secrets
+//! that hold BGP passwords) loaded from a YAML stream, validated once into typed values.
 //!
 //! [`load`] never fails because of one bad object: each invalid object is reported as
 //! a [`Problem`] naming its kind, name, field and the reason, and skipped; only an
@@ -11,6 +11,7 @@
 //! Field names and defaults are Calico's; `docs/configuration.md` is the reference.
 
 mod bgp_configuration;
+mod bgp_filter;
 mod bgp_peer;
 mod fields;
 mod ipam_block;
@@ -29,6 +30,8 @@ use ipam::Selector;
 // in a binary crate, re-exports not used yet would warn.
 #[allow(unused_imports)]
 pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdvertisement};
+#[allow(unused_imports)]
+pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 #[allow(unused_imports)]
@@ -55,6 +58,8 @@ pub struct Model {
     pub nodes: BTreeMap<String, Node>,
     /// BGPPeers by name.
     pub peers: BTreeMap<String, BgpPeer>,
+    /// Valid BGPFilters by name (peers refer to them in `spec.filters`).
+    pub filters: BTreeMap<String, BgpFilter>,
     /// IPAM blocks by name.
     pub ipam_blocks: BTreeMap<String, IpamBlock>,
 }
@@ -123,6 +128,8 @@ pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadEr
     for o in raw.iter().filter(|o| classify(o) == Some(Kind::Secret)) {
         b.object(o, Kind::Secret);
     }
+    // Every BGPFilter named in the input, valid or not, to tell a peer's reference to
+    // an invalid filter from one to a filter that does not exist.
     let filters: BTreeSet<String> = raw.iter().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
     for o in &raw {
         match classify(o) {
@@ -140,6 +147,7 @@ enum Kind {
     Node,
     BgpConfiguration,
     BgpPeer,
+    BgpFilter,
     Secret,
     IpamBlock,
 }
@@ -150,6 +158,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::BgpConfiguration => "BGPConfiguration",
             Kind::BgpPeer => "BGPPeer",
+            Kind::BgpFilter => "BGPFilter",
             Kind::Secret => "Secret",
             Kind::IpamBlock => "IPAMBlock",
         }
@@ -159,14 +168,15 @@ impl Kind {
 const CALICO_V3: &str = "projectcalico.org/v3";
 const CALICO_CRD: &str = "crd.projectcalico.org/v1";
 
-/// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration and BGPPeer are
-/// also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
+/// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration, BGPPeer and
+/// BGPFilter are also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
 /// with the Kubernetes datastore); the spec is the same.
 fn classify(o: &RawObject) -> Option<Kind> {
     match (o.api_version.as_str(), o.kind.as_str()) {
         (CALICO_V3, "Node") => Some(Kind::Node),
         (CALICO_V3 | CALICO_CRD, "BGPConfiguration") => Some(Kind::BgpConfiguration),
         (CALICO_V3 | CALICO_CRD, "BGPPeer") => Some(Kind::BgpPeer),
+        (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(Kind::BgpFilter),
         ("v1", "Secret") => Some(Kind::Secret),
         (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
         _ => None,
@@ -209,7 +219,7 @@ impl Builder {
     fn ignored(&mut self, o: &RawObject) {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
-            "BGPPeer" | "BGPConfiguration" | "IPAMBlock" => {
+            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
                 return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, &o.location);
@@ -252,6 +262,9 @@ impl Builder {
             Kind::BgpPeer => bgp_peer::parse(name, &root, &self.secrets, &mut f).map(|p| {
                 self.model.peers.insert(name.to_string(), p);
             }),
+            Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(|x| {
+                self.model.filters.insert(name.to_string(), x);
+            }),
             Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(|b| {
                 self.model.ipam_blocks.insert(name.to_string(), b);
             }),
@@ -289,22 +302,27 @@ impl Builder {
         }
     }
 
-    /// Warns about BGPPeer filters that name no BGPFilter in the datastore (Calico
-    /// would not apply them either; bgpd acts on filters in a later issue).
-    fn check_filters(&mut self, filters: &BTreeSet<String>) {
+    /// Warns about BGPPeer filters that name no valid BGPFilter: `declared` holds the
+    /// names of all BGPFilter objects read, valid or not. The peer is kept and the
+    /// missing filter skipped, as Calico does (confd renders only the filters it finds).
+    fn check_filters(&mut self, declared: &BTreeSet<String>) {
         let missing: Vec<(String, String, Location)> = self
             .model
             .peers
             .values()
             .flat_map(|p| p.filters.iter().map(move |f| (p, f)))
-            .filter(|(_, f)| !filters.contains(*f))
+            .filter(|(_, f)| !self.model.filters.contains_key(*f))
             .filter_map(|(p, f)| {
                 let loc = self.seen.get(&(Kind::BgpPeer, p.name.clone()))?;
                 Some((p.name.clone(), f.clone(), loc.clone()))
             })
             .collect();
         for (peer, filter, loc) in missing {
-            let reason = format!("BGPFilter {filter:?} is not in the datastore");
+            let reason = if declared.contains(&filter) {
+                format!("BGPFilter {filter:?} is invalid (see its errors); the peer runs without it")
+            } else {
+                format!("BGPFilter {filter:?} is not in the datastore; the peer runs without it")
+            };
             self.problem(Severity::Warning, "BGPPeer", Some(&peer), "spec.filters".into(), reason, &loc);
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use bgpd_proto::rib::policy;
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/datastore/testdata").join(name)
@@ -34,7 +35,7 @@ fn tor_fabric_loads_completely() {
     assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
     assert!(of(&problems, Severity::Warning).is_empty(), "{problems:#?}");
     let ignored: Vec<_> = problems.iter().filter_map(|p| p.object.as_ref()).map(|o| o.kind.as_str()).collect();
-    assert_eq!(ignored, ["BGPFilter", "IPPool"]);
+    assert_eq!(ignored, ["IPPool"]);
 
     let c = &model.bgp_configuration;
     assert_eq!(c.as_number.get(), 64512);
@@ -87,6 +88,11 @@ fn tor_fabric_loads_completely() {
     assert_eq!(tor_a.max_restart_time, Some(Duration::from_secs(90)));
     assert_eq!(tor_a.ttl_security, NonZeroU8::new(1));
     assert_eq!(tor_a.filters, ["export-pods"]);
+    let export_pods = model.peer_filters(tor_a);
+    assert_eq!(export_pods.len(), 1);
+    assert_eq!(export_pods[0].name, "export-pods");
+    assert_eq!(export_pods[0].export_v4.len(), 1);
+    assert!(export_pods[0].import_v4.is_empty() && export_pods[0].export_v6.is_empty());
     assert_eq!(tor_a.next_hop_mode, NextHopMode::Self_);
     assert_eq!(tor_a.source_address, SourceAddress::UseNodeIp);
 
@@ -422,9 +428,216 @@ fn unsupported_fields_and_missing_filters_warn_but_load() {
         of(&problems, Severity::Warning),
         [
             "BGPPeer \"tor-1\": spec.localWorkloadSelector: not supported by bgpd; ignored (test.yaml, document 1)",
-            "BGPPeer \"tor-1\": spec.filters: BGPFilter \"f1\" is not in the datastore (test.yaml, document 1)",
+            "BGPPeer \"tor-1\": spec.filters: BGPFilter \"f1\" is not in the datastore; the peer runs without it (test.yaml, document 1)",
         ]
     );
+}
+
+const FILTER_HEAD: &str = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: f}\n";
+const GOOD_FILTER: &str =
+    "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: good}\nspec: {importV4: [{action: Reject}]}\n";
+
+fn filter_rules(model: &Model, name: &str, dir: policy::Direction, v6: bool) -> Vec<policy::Rule> {
+    model.filters[name].policy.rules(dir, v6).to_vec()
+}
+
+#[test]
+fn bgp_filters_load_and_evaluate() {
+    use policy::{Action, CidrMatch, CommunityValue, Direction, MatchOperator, Operation, PeerType, Source, Verdict};
+    let (model, problems) = load(&testdata("bgp-filters.yaml")).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(model.filters.keys().collect::<Vec<_>>(), ["full-example", "my-filter", "no-default-route"]);
+
+    // Calico's reference example, rule by rule.
+    let export_v4 = filter_rules(&model, "my-filter", Direction::Export, false);
+    assert_eq!(export_v4.len(), 2);
+    assert_eq!(
+        export_v4[0].cidr,
+        Some(CidrMatch { cidr: "77.0.0.0/16".parse().unwrap(), op: MatchOperator::In, min_len: None, max_len: None })
+    );
+    assert_eq!((export_v4[0].source, export_v4[0].action), (Some(Source::RemotePeers), Action::Accept));
+    assert_eq!((export_v4[1].interface.as_deref(), export_v4[1].action), (Some("*.calico"), Action::Reject));
+    let import_v4 = filter_rules(&model, "my-filter", Direction::Import, false);
+    assert_eq!(import_v4[0].cidr.unwrap().length_range(), (30, 32));
+    assert_eq!(import_v4[1].cidr.unwrap().op, MatchOperator::NotIn);
+    let import_v6 = filter_rules(&model, "my-filter", Direction::Import, true);
+    assert_eq!(import_v6[0].cidr.unwrap().cidr, "5000::/64".parse::<ipnet::IpNet>().unwrap());
+    assert!(import_v6[1].is_unconditional());
+
+    // Every field and operation.
+    let full = filter_rules(&model, "full-example", Direction::Import, false);
+    assert_eq!(full.len(), 3);
+    assert_eq!(full[0].cidr.unwrap().length_range(), (24, 28));
+    assert_eq!(full[0].peer_type, Some(PeerType::Ibgp));
+    assert_eq!(full[0].community, Some(CommunityValue::Standard(bgpd_proto::wire::Community::new(65000, 100))));
+    assert_eq!(full[0].as_path_prefix, Some(vec![65000]));
+    assert_eq!((full[0].priority, full[0].interface.as_deref()), (Some(512), Some("eth0")));
+    assert_eq!(
+        full[0].operations,
+        [
+            Operation::SetPriority(256),
+            Operation::AddCommunity(CommunityValue::Standard(bgpd_proto::wire::Community::new(65000, 200))),
+            Operation::PrependAsPath(vec![65001, 65002]),
+        ]
+    );
+    let large = bgpd_proto::wire::LargeCommunity { global: 65000, local1: 100, local2: 999 };
+    assert_eq!(full[1].community, Some(CommunityValue::Large(large)));
+    assert_eq!(full[1].as_path_prefix, Some(vec![65000, 65546]), "asdot 1.10");
+    let full_export = filter_rules(&model, "full-example", Direction::Export, false);
+    let large = bgpd_proto::wire::LargeCommunity { global: 65000, local1: 300, local2: 400 };
+    assert_eq!(
+        full_export[0].operations,
+        [Operation::AddCommunity(CommunityValue::Large(large)), Operation::PrependAsPath(vec![64999])]
+    );
+    assert_eq!(full_export[1].cidr.unwrap().op, MatchOperator::Equal);
+
+    // The peer's filters in its order, evaluated as the RIB will.
+    let filters = model.peer_filters(&model.peers["tor"]);
+    let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["no-default-route", "my-filter"]);
+    let attrs =
+        bgpd_proto::rib::attrs::PathAttrs { attributes: Vec::new(), next_hop: None, link_local: None, priority: None };
+    let verdict = |prefix: &str| {
+        let ctx = policy::RouteContext {
+            prefix: prefix.parse().unwrap(),
+            attrs: &attrs,
+            peer_type: PeerType::Ebgp,
+            from_remote_peer: true,
+            interface: None,
+        };
+        policy::evaluate(&filters, Direction::Import, &ctx)
+    };
+    assert_eq!(verdict("0.0.0.0/0"), Verdict::Reject, "no-default-route comes first");
+    assert_eq!(verdict("55.0.3.4/30"), Verdict::Accept(&[]));
+    assert_eq!(verdict("55.0.3.0/24"), Verdict::Reject, "outside 30..=32, and NotIn 44.0.0.0/16");
+    assert_eq!(verdict("44.0.1.0/24"), Verdict::NoMatch);
+    assert_eq!(verdict("::/0"), Verdict::Reject);
+    assert_eq!(verdict("5000::/64"), Verdict::Accept(&[]));
+    assert_eq!(verdict("5000::/65"), Verdict::Reject);
+}
+
+/// Each invalid BGPFilter is reported with this exact message (object, field path,
+/// reason) and skipped; the valid filter after it still loads.
+#[test]
+fn invalid_bgp_filters_are_reported_and_skipped() {
+    let cases: &[(&str, &str)] = &[
+        ("spec: {importV4: [{cidr: 10.0.0.0/8, matchOperator: In}]}", "spec.importV4[0].action: missing (Accept or Reject)"),
+        ("spec: {importV4: [{action: accept}]}", r#"spec.importV4[0].action: "accept" is not one of Accept, Reject"#),
+        ("spec: {exportV4: [{action: Accept}, {action: Reject, cidr: 10.0.0.0/33, matchOperator: In}]}", r#"spec.exportV4[1].cidr: "10.0.0.0/33" is not a CIDR"#),
+        ("spec: {exportV4: [{action: Accept, cidr: 10.0.0.1/8, matchOperator: In}]}", r#"spec.exportV4[0].cidr: "10.0.0.1/8" has host bits set (the network is 10.0.0.0/8)"#),
+        ("spec: {exportV4: [{action: Accept, cidr: 'fd00::/8', matchOperator: In}]}", "spec.exportV4[0].cidr: fd00::/8 is an IPv6 CIDR in the IPv4 list exportV4"),
+        ("spec: {importV6: [{action: Accept, cidr: 10.0.0.0/8, matchOperator: In}]}", "spec.importV6[0].cidr: 10.0.0.0/8 is an IPv4 CIDR in the IPv6 list importV6"),
+        ("spec: {importV4: [{action: Accept, cidr: 10.0.0.0/8}]}", "spec.importV4[0].matchOperator: missing (required with cidr)"),
+        ("spec: {importV4: [{action: Accept, matchOperator: In}]}", "spec.importV4[0].cidr: missing (required with matchOperator)"),
+        ("spec: {importV4: [{action: Accept, cidr: 10.0.0.0/8, matchOperator: Contains}]}", r#"spec.importV4[0].matchOperator: "Contains" is not one of Equal, NotEqual, In, NotIn"#),
+        ("spec: {importV4: [{action: Accept, cidr: 10.0.0.0/8, matchOperator: In, prefixLength: {min: 33}}]}", "spec.importV4[0].prefixLength.min: 33 is out of range 0..=32"),
+        ("spec: {importV6: [{action: Accept, cidr: 'fd00::/8', matchOperator: In, prefixLength: {max: 129}}]}", "spec.importV6[0].prefixLength.max: 129 is out of range 0..=128"),
+        ("spec: {importV4: [{action: Accept, cidr: 10.0.0.0/8, matchOperator: In, prefixLength: {min: 24, max: 16}}]}", "spec.importV4[0].prefixLength: min 24 is greater than max 16"),
+        ("spec: {importV4: [{action: Accept, cidr: 10.0.0.0/8, matchOperator: In, prefixLength: {min: -1}}]}", "spec.importV4[0].prefixLength.min: expected a non-negative integer, found -1"),
+        ("spec: {importV4: [{action: Accept, prefixLength: {min: 24}}]}", "spec.importV4[0].prefixLength: requires cidr"),
+        ("spec: {exportV4: [{action: Reject, source: Local}]}", r#"spec.exportV4[0].source: "Local" is not RemotePeers"#),
+        ("spec: {exportV4: [{action: Reject, interface: 'eth 0'}]}", r#"spec.exportV4[0].interface: "eth 0" is not an interface pattern"#),
+        ("spec: {exportV4: [{action: Reject, interface: averyveryverylongname}]}", r#"spec.exportV4[0].interface: "averyveryverylongname" is not an interface pattern"#),
+        ("spec: {exportV4: [{action: Reject, peerType: ebgp}]}", r#"spec.exportV4[0].peerType: "ebgp" is not one of eBGP, iBGP"#),
+        ("spec: {exportV4: [{action: Reject, communities: {values: []}}]}", "spec.exportV4[0].communities.values: has 0 values; Calico allows exactly one"),
+        ("spec: {exportV4: [{action: Reject, communities: {values: ['1:2', '3:4']}}]}", "spec.exportV4[0].communities.values: has 2 values; Calico allows exactly one"),
+        ("spec: {exportV4: [{action: Reject, communities: {values: ['65536:1']}}]}", r#"spec.exportV4[0].communities.values[0]: "65536:1": each part of a standard community must be 0..=65535"#),
+        ("spec: {exportV4: [{action: Reject, asPathPrefix: [65000, 0]}]}", "spec.exportV4[0].asPathPrefix[1]: AS number 0 is reserved"),
+        ("spec: {exportV4: [{action: Reject, priority: 0}]}", "spec.exportV4[0].priority: 0 is out of range 1..=2147483646"),
+        ("spec: {exportV4: [{action: Reject, priority: 2147483647}]}", "spec.exportV4[0].priority: 2147483647 is out of range 1..=2147483646"),
+        ("spec: {exportV4: [{action: Reject, operations: [{setPriority: {value: 5}}]}]}", "spec.exportV4[0].operations: operations may only be used with action Accept"),
+        ("spec: {exportV4: [{action: Accept, operations: [{}]}]}", "spec.exportV4[0].operations[0]: sets 0 operations; each entry needs exactly one"),
+        ("spec: {exportV4: [{action: Accept, operations: [{setPriority: {value: 5}, addCommunity: {value: '1:1'}}]}]}", "spec.exportV4[0].operations[0]: sets 2 operations"),
+        ("spec: {exportV4: [{action: Accept, operations: [{addCommunity: {value: 'a:b'}}]}]}", r#"spec.exportV4[0].operations[0].addCommunity.value: "a:b" is not a community"#),
+        ("spec: {exportV4: [{action: Accept, operations: [{addCommunity: {}}]}]}", "spec.exportV4[0].operations[0].addCommunity.value: missing"),
+        ("spec: {exportV4: [{action: Accept, operations: [{prependASPath: {prefix: []}}]}]}", "spec.exportV4[0].operations[0].prependASPath.prefix: missing (1 to 10 AS numbers)"),
+        ("spec: {exportV4: [{action: Accept, operations: [{prependASPath: {prefix: [1,2,3,4,5,6,7,8,9,10,11]}}]}]}", "spec.exportV4[0].operations[0].prependASPath.prefix: has 11 AS numbers; Calico allows at most 10"),
+        ("spec: {exportV4: [{action: Accept, operations: [{prependASPath: {prefix: [x]}}]}]}", r#"spec.exportV4[0].operations[0].prependASPath.prefix[0]: "x" is not an AS number"#),
+        ("spec: {exportV4: [{action: Accept, operations: [{setPriority: {value: 0}}]}]}", "spec.exportV4[0].operations[0].setPriority.value: 0 is out of range"),
+        ("spec: {exportV4: [{action: Accept, operations: [{setPriority: {}}]}]}", "spec.exportV4[0].operations[0].setPriority.value: missing"),
+        ("spec: {exportV4: [{action: Accept, operations: [{setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}, {setPriority: {value: 1}}]}]}", "spec.exportV4[0].operations: has 11 entries; Calico allows at most 10"),
+        ("spec: {exportV4: {action: Accept}}", "spec.exportV4: expected a list, found a mapping"),
+        ("spec: {exportV4: [Accept]}", r#"spec.exportV4[0]: expected a mapping, found "Accept""#),
+        ("spec: [exportV4]", "spec: expected a mapping, found a list"),
+    ];
+    for (spec, expected) in cases {
+        let text = format!("{FILTER_HEAD}{spec}\n{GOOD_FILTER}");
+        let (model, problems) = parse(&text);
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+        let want = format!("BGPFilter \"f\": {expected}");
+        assert!(errors[0].starts_with(&want), "{spec}:\n got  {}\n want {want}…", errors[0]);
+        assert!(errors[0].ends_with("(test.yaml, document 1)"), "{}", errors[0]);
+        assert!(!model.filters.contains_key("f"), "{spec}: invalid filter kept");
+        assert!(model.filters.contains_key("good"), "{spec}: valid filter lost");
+    }
+}
+
+#[test]
+fn bgp_filter_warnings_keep_the_filter() {
+    let spec = "spec: {importV4: [{action: Accept, cidr: 10.0.0.0/24, matchOperator: Equal, prefixLength: {min: 24}, \
+                weight: 3}, {action: Reject, cidr: 10.0.0.0/24, matchOperator: In, prefixLength: {max: 16}}], \
+                importV5: []}";
+    let (model, problems) = parse(&format!("{FILTER_HEAD}{spec}\n"));
+    assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
+    assert_eq!(
+        of(&problems, Severity::Warning),
+        [
+            "BGPFilter \"f\": spec.importV5: not supported by bgpd; ignored (test.yaml, document 1)",
+            "BGPFilter \"f\": spec.importV4[0].weight: not supported by bgpd; ignored (test.yaml, document 1)",
+            "BGPFilter \"f\": spec.importV4[0].prefixLength: has no effect with matchOperator Equal; ignored (test.yaml, document 1)",
+            "BGPFilter \"f\": spec.importV4[1].prefixLength: no prefix length lies in 10.0.0.0/24 with lengths 24..=16: the rule never matches (test.yaml, document 1)",
+        ]
+    );
+    assert_eq!(model.filters["f"].policy.import_v4.len(), 2);
+    // A bare address is a host prefix; an empty asPathPrefix is no condition.
+    let spec = "spec: {exportV4: [{action: Reject, cidr: 10.0.0.1, matchOperator: Equal, asPathPrefix: []}], \
+                exportV6: [{action: Reject, cidr: 'fd00::1', matchOperator: NotEqual}]}";
+    let (model, problems) = parse(&format!("{FILTER_HEAD}{spec}\n"));
+    assert!(problems.is_empty(), "{problems:#?}");
+    let f = &model.filters["f"].policy;
+    assert_eq!(f.export_v4[0].cidr.unwrap().cidr.to_string(), "10.0.0.1/32");
+    assert_eq!(f.export_v4[0].as_path_prefix, None);
+    assert_eq!(f.export_v6[0].cidr.unwrap().cidr.to_string(), "fd00::1/128");
+}
+
+#[test]
+fn peers_naming_invalid_or_missing_filters_warn_and_skip_them() {
+    let peer = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-1}\n\
+                spec: {peerIP: 10.0.0.1, asNumber: 65000, filters: [broken, good, absent]}\n";
+    let broken = "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: broken}\n\
+                  spec: {importV4: [{action: Drop}]}\n";
+    let (model, problems) = parse(&format!("{peer}{broken}{GOOD_FILTER}"));
+    assert_eq!(
+        of(&problems, Severity::Error),
+        [r#"BGPFilter "broken": spec.importV4[0].action: "Drop" is not one of Accept, Reject (test.yaml, document 2)"#]
+    );
+    assert_eq!(
+        of(&problems, Severity::Warning),
+        [
+            "BGPPeer \"tor-1\": spec.filters: BGPFilter \"broken\" is invalid (see its errors); the peer runs without it (test.yaml, document 1)",
+            "BGPPeer \"tor-1\": spec.filters: BGPFilter \"absent\" is not in the datastore; the peer runs without it (test.yaml, document 1)",
+        ]
+    );
+    let filters = model.peer_filters(&model.peers["tor-1"]);
+    assert_eq!(filters.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["good"]);
+}
+
+#[test]
+fn bgp_filter_with_a_wrong_api_version_is_an_error() {
+    let text = "apiVersion: projectcalico.org/v2\nkind: BGPFilter\nmetadata: {name: f}\nspec: {}\n";
+    let (model, problems) = parse(text);
+    assert!(model.filters.is_empty());
+    assert_eq!(
+        of(&problems, Severity::Error),
+        [
+            r#"BGPFilter "f": apiVersion: "projectcalico.org/v2" is not an apiVersion bgpd reads for BGPFilter (test.yaml, document 1)"#
+        ]
+    );
+    // An empty spec is a valid filter that matches nothing.
+    let (model, problems) = parse(&format!("{FILTER_HEAD}spec: {{}}\n"));
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(*model.filters["f"].policy, policy::Filter { name: "f".into(), ..Default::default() });
 }
 
 #[test]
@@ -498,6 +711,18 @@ mod robustness {
         "ttlSecurity",
         "filters",
         "cidr",
+        "exportV4",
+        "importV6",
+        "action",
+        "matchOperator",
+        "prefixLength",
+        "min",
+        "max",
+        "operations",
+        "prependASPath",
+        "prefix",
+        "asPathPrefix",
+        "values",
         "affinity",
         "deleted",
         "bgp",
@@ -532,6 +757,7 @@ mod robustness {
     fn object() -> impl Strategy<Value = Value> {
         let kinds = prop::sample::select(vec![
             ("projectcalico.org/v3", "BGPPeer"),
+            ("projectcalico.org/v3", "BGPFilter"),
             ("projectcalico.org/v3", "BGPConfiguration"),
             ("projectcalico.org/v3", "Node"),
             ("crd.projectcalico.org/v1", "IPAMBlock"),
