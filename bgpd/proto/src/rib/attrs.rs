@@ -118,7 +118,7 @@ impl PathAttrs {
 /// The set of distinct attribute sets in use.
 #[derive(Debug, Default)]
 pub struct Interner {
-    sets: HashSet<Arc<PathAttrs>>,
+    sets: HashSet<Arc<PathAttrs>, foldhash::fast::RandomState>,
 }
 
 impl Interner {

@@ -20,7 +20,7 @@
 //!   when that peer shares a group with others; the peer's own AS-path or
 //!   ORIGINATOR_ID loop check drops it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 
 use super::attrs::{Interner, PathAttrs};
 use super::decision::{DecisionOptions, Reason};
-use super::table::{DecisionInput, Path, PeerId, PeerInfo, Table, STALE};
+use super::table::{DecisionInput, FastMap, Path, PeerId, PeerInfo, Table, STALE};
 use crate::error::code;
 use crate::nlri::{Nlri, WirePrefix};
 use crate::types::{AttrCode, Family, FamilySet};
@@ -250,12 +250,12 @@ impl RibPrefix for Ipv6Net {
 #[doc(hidden)]
 pub struct Fam<P> {
     table: Table<P>,
-    dirty: HashMap<P, SmallVec<[Path; 1]>>,
+    dirty: FastMap<P, SmallVec<[Path; 1]>>,
 }
 
 impl<P> Default for Fam<P> {
     fn default() -> Self {
-        Fam { table: Table::default(), dirty: HashMap::new() }
+        Fam { table: Table::default(), dirty: FastMap::default() }
     }
 }
 
@@ -840,8 +840,8 @@ impl Rib {
     fn reexport<P: RibPrefix>(&mut self, peer: PeerId, old: &GroupKey, old_policy: &dyn PeerPolicy, new: &GroupKey) {
         let Some(new_policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
         let mut build = Build::<P>::new(new);
-        let mut old_cache = HashMap::new();
-        let mut new_cache = HashMap::new();
+        let mut old_cache = FastMap::default();
+        let mut new_cache = FastMap::default();
         for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
             let a = self.export(old, old_policy, *prefix, &used, &mut old_cache);
@@ -1033,7 +1033,7 @@ impl Rib {
         policy: &dyn PeerPolicy,
         prefix: P,
         used: &[Path],
-        cache: &mut HashMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
+        cache: &mut FastMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
     ) -> SmallVec<[(u32, Arc<PathAttrs>); 1]> {
         let mut out = SmallVec::new();
         let addpath = g.add_path.contains(P::FAMILY);
@@ -1178,7 +1178,7 @@ impl Rib {
             }
             let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { continue };
             let key = g.key.clone();
-            let mut cache = HashMap::new();
+            let mut cache = FastMap::default();
             let mut build = Build::<P>::new(&key);
             let table = &P::fam_ref(&self.fams).table;
             for (prefix, old) in &dirty {
@@ -1215,7 +1215,7 @@ impl Rib {
         let Some(s) = &state.session else { return };
         let key = self.group_key(&state.cfg, s);
         let policy = state.cfg.policy.clone();
-        let mut cache = HashMap::new();
+        let mut cache = FastMap::default();
         let mut build = Build::<P>::new(&key);
         for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
@@ -1335,7 +1335,7 @@ fn next_hop(a: &PathAttrs) -> Option<NextHop> {
 struct Build<P> {
     addpath: bool,
     withdrawn: Vec<Nlri<P>>,
-    announced: HashMap<*const PathAttrs, (Arc<PathAttrs>, Vec<Nlri<P>>)>,
+    announced: FastMap<*const PathAttrs, (Arc<PathAttrs>, Vec<Nlri<P>>)>,
     order: Vec<*const PathAttrs>,
 }
 
@@ -1344,7 +1344,7 @@ impl<P: RibPrefix> Build<P> {
         Build {
             addpath: key.add_path.contains(P::FAMILY),
             withdrawn: Vec::new(),
-            announced: HashMap::new(),
+            announced: FastMap::default(),
             order: Vec::new(),
         }
     }

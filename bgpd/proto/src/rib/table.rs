@@ -100,15 +100,19 @@ fn used_of(paths: &Paths) -> Used {
 /// unreachable (the FIB's next-hop resolution answers this in the daemon).
 pub type Reachability<'a> = &'a dyn Fn(Option<IpAddr>) -> Option<u32>;
 
+/// A hash map with foldhash: seeded per process, several times faster than
+/// SipHash on the small keys of a RIB.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One family's table.
 pub struct Table<P> {
-    dests: HashMap<P, Paths>,
+    dests: FastMap<P, Paths>,
     paths: usize,
 }
 
 impl<P> Default for Table<P> {
     fn default() -> Self {
-        Table { dests: HashMap::new(), paths: 0 }
+        Table { dests: FastMap::default(), paths: 0 }
     }
 }
 
