@@ -1,0 +1,1407 @@
+//! Deterministic simulation tests of the sans-IO RIB ([`Rib`]).
+//!
+//! Peers are in memory: what a peer sends goes through the wire codec
+//! (encoded and decoded with the context it would use) into [`Rib::update`];
+//! every `Output::Send` the RIB emits is decoded with the receiving peer's
+//! negotiated context (ADD-PATH included) and applied to that peer's model of
+//! its Adj-RIB-In from us, with the loop checks a real peer applies (its own
+//! AS in AS_PATH, its router ID as ORIGINATOR_ID). Time is a virtual clock
+//! (`Instant`s advanced by hand).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bgpd_proto::nlri::Nlri;
+use bgpd_proto::rib::attrs::PathAttrs;
+use bgpd_proto::rib::core::{
+    AcceptAll, MaxPrefix, NextHopMode, Output, PeerConfig, PeerPolicy, Rib, RibConfig, SessionInfo, Verdict,
+};
+use bgpd_proto::rib::decision::DecisionOptions;
+use bgpd_proto::rib::table::PeerId;
+use bgpd_proto::wire::{
+    AsPath, Attr, Community, Message, MpNlri, MpReach, MpUnreach, NextHop, Origin, PathAttribute, RefreshSubtype,
+    RouteRefresh, Update,
+};
+use bgpd_proto::{AttrCode, Family, FamilySet, WireContext};
+use ipnet::IpNet;
+
+const LOCAL_AS: u32 = 65000;
+const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+const CLUSTER_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 1);
+/// This speaker's addresses on the shared peering LAN.
+const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const LOCAL_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const V4: Family = Family::IPV4_UNICAST;
+const V6: Family = Family::IPV6_UNICAST;
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test prefix")
+}
+
+fn both() -> FamilySet {
+    FamilySet::of(&[V4, V6])
+}
+
+fn flat(p: &AsPath) -> Vec<u32> {
+    p.segments.iter().flat_map(|s| s.asns.iter().copied()).collect()
+}
+
+// ----- what peers send -----
+
+/// An UPDATE announcing `nlri` (one family; path ids for ADD-PATH) with
+/// ORIGIN IGP, `path` and next hop `nh`, plus `extra` attributes.
+fn ann_ids(nlri: &[(&str, Option<u32>)], path: &[u32], nh: &str, extra: Vec<Attr>) -> Update {
+    let nh: IpAddr = nh.parse().expect("test next hop");
+    let mut attributes = vec![
+        PathAttribute::new(Attr::Origin(Origin::Igp)),
+        PathAttribute::new(Attr::AsPath(AsPath::sequence(path.iter().copied()))),
+    ];
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (p, id) in nlri {
+        match net(p) {
+            IpNet::V4(prefix) => v4.push(Nlri { path_id: *id, prefix }),
+            IpNet::V6(prefix) => v6.push(Nlri { path_id: *id, prefix }),
+        }
+    }
+    assert!(v4.is_empty() || v6.is_empty(), "one family per test UPDATE");
+    let mut u = Update::default();
+    match nh {
+        IpAddr::V4(a) if v6.is_empty() => {
+            attributes.push(PathAttribute::new(Attr::NextHop(a)));
+            u.nlri = v4;
+        }
+        IpAddr::V6(global) if v4.is_empty() => attributes.insert(
+            0,
+            PathAttribute::new(Attr::MpReach(Box::new(MpReach {
+                family: V6,
+                next_hop: NextHop::V6 { global, link_local: None },
+                nlri: MpNlri::V6(v6),
+            }))),
+        ),
+        _ => panic!("test UPDATE: next hop family must match the prefixes"),
+    }
+    attributes.extend(extra.into_iter().map(PathAttribute::new));
+    u.attributes = attributes;
+    u
+}
+
+fn ann(prefixes: &[&str], path: &[u32], nh: &str) -> Update {
+    ann_with(prefixes, path, nh, Vec::new())
+}
+
+fn ann_with(prefixes: &[&str], path: &[u32], nh: &str, extra: Vec<Attr>) -> Update {
+    let nlri: Vec<(&str, Option<u32>)> = prefixes.iter().map(|p| (*p, None)).collect();
+    ann_ids(&nlri, path, nh, extra)
+}
+
+/// An UPDATE withdrawing `prefixes` (one family).
+fn wd(prefixes: &[&str]) -> Update {
+    let mut u = Update::default();
+    let mut v6 = Vec::new();
+    for p in prefixes {
+        match net(p) {
+            IpNet::V4(prefix) => u.withdrawn.push(Nlri::new(prefix)),
+            IpNet::V6(prefix) => v6.push(Nlri::new(prefix)),
+        }
+    }
+    if !v6.is_empty() {
+        assert!(u.withdrawn.is_empty(), "one family per test UPDATE");
+        u.attributes.push(PathAttribute::new(Attr::MpUnreach(MpUnreach { family: V6, nlri: MpNlri::V6(v6) })));
+    }
+    u
+}
+
+// ----- what peers receive -----
+
+/// One path as a peer received it from us.
+#[derive(Clone, Debug, PartialEq)]
+struct Received {
+    attrs: Vec<PathAttribute>,
+    next_hop: IpAddr,
+}
+
+impl Received {
+    fn attr(&self, code: AttrCode) -> Option<&Attr> {
+        self.attrs.iter().map(|a| &a.value).find(|a| a.code() == code)
+    }
+    fn as_path(&self) -> Vec<u32> {
+        match self.attr(AttrCode::AS_PATH) {
+            Some(Attr::AsPath(p)) => flat(p),
+            other => panic!("no AS_PATH: {other:?}"),
+        }
+    }
+    fn med(&self) -> Option<u32> {
+        match self.attr(AttrCode::MULTI_EXIT_DISC) {
+            Some(Attr::Med(m)) => Some(*m),
+            _ => None,
+        }
+    }
+    fn local_pref(&self) -> Option<u32> {
+        match self.attr(AttrCode::LOCAL_PREF) {
+            Some(Attr::LocalPref(m)) => Some(*m),
+            _ => None,
+        }
+    }
+    fn communities(&self) -> Vec<Community> {
+        match self.attr(AttrCode::COMMUNITIES) {
+            Some(Attr::Communities(c)) => c.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+    fn originator(&self) -> Option<Ipv4Addr> {
+        match self.attr(AttrCode::ORIGINATOR_ID) {
+            Some(Attr::OriginatorId(o)) => Some(*o),
+            _ => None,
+        }
+    }
+    fn cluster_list(&self) -> Vec<Ipv4Addr> {
+        match self.attr(AttrCode::CLUSTER_LIST) {
+            Some(Attr::ClusterList(c)) => c.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Something a peer was told, in order.
+#[derive(Clone, Debug, PartialEq)]
+enum Event {
+    /// An UPDATE that was not End-of-RIB.
+    Update,
+    /// End-of-RIB, with how many routes of the family the peer then held.
+    Eor(Family, usize),
+    /// A ROUTE-REFRESH (request, BoRR or EoRR).
+    Refresh(RouteRefresh),
+}
+
+/// A simulated peer.
+struct SimPeer {
+    asn: u32,
+    router_id: Ipv4Addr,
+    addr: Ipv4Addr,
+    /// How it encodes what it sends us.
+    rx: WireContext,
+    session: Option<SessionInfo>,
+    /// Its Adj-RIB-In from us: (prefix, path id) → path.
+    rib_in: BTreeMap<(IpNet, u32), Received>,
+    events: Vec<Event>,
+}
+
+impl SimPeer {
+    fn updates(&self) -> usize {
+        self.events.iter().filter(|e| **e == Event::Update).count()
+    }
+
+    fn eors(&self) -> Vec<Family> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Eor(f, _) => Some(*f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, family: Family) -> usize {
+        self.rib_in.keys().filter(|(p, _)| matches!(p, IpNet::V4(_)) == (family == V4)).count()
+    }
+
+    /// The path to `p` (without ADD-PATH: the only one).
+    fn best(&self, p: &str) -> Option<&Received> {
+        let paths = self.paths(p);
+        assert!(paths.len() <= 1, "several paths to {p}: {paths:?}");
+        paths.first().map(|(_, r)| *r)
+    }
+
+    fn paths(&self, p: &str) -> Vec<(u32, &Received)> {
+        let p = net(p);
+        self.rib_in.range((p, 0)..=(p, u32::MAX)).map(|((_, id), r)| (*id, r)).collect()
+    }
+
+    fn prefixes(&self) -> Vec<IpNet> {
+        let mut v: Vec<IpNet> = self.rib_in.keys().map(|(p, _)| *p).collect();
+        v.dedup();
+        v
+    }
+
+    fn apply(&mut self, u: &Update) {
+        if let Some(f) = u.end_of_rib_family() {
+            let n = self.count(f);
+            self.events.push(Event::Eor(f, n));
+            return;
+        }
+        self.events.push(Event::Update);
+        let key = |p: IpNet, id: Option<u32>| (p, id.unwrap_or(0));
+        for n in &u.withdrawn {
+            self.rib_in.remove(&key(IpNet::V4(n.prefix), n.path_id));
+        }
+        if let Some(un) = u.mp_unreach() {
+            match &un.nlri {
+                MpNlri::V4(v) => v.iter().for_each(|n| drop(self.rib_in.remove(&key(IpNet::V4(n.prefix), n.path_id)))),
+                MpNlri::V6(v) => v.iter().for_each(|n| drop(self.rib_in.remove(&key(IpNet::V6(n.prefix), n.path_id)))),
+                MpNlri::Other(_) => panic!("unexpected MP_UNREACH family"),
+            }
+        }
+        let attrs: Vec<PathAttribute> = u
+            .attributes
+            .iter()
+            .filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_)))
+            .cloned()
+            .collect();
+        // A real peer's loop checks: its own AS in the path (RFC 4271 §9.1.2),
+        // its own router ID as ORIGINATOR_ID (RFC 4456 §8). Treated as withdrawn.
+        let looped = u.as_path().is_some_and(|p| p.count(self.asn) > 0)
+            || matches!(u.attr(AttrCode::ORIGINATOR_ID), Some(Attr::OriginatorId(o)) if *o == self.router_id);
+        let mut put = |p: IpNet, id: Option<u32>, nh: IpAddr| {
+            if looped {
+                self.rib_in.remove(&key(p, id));
+            } else {
+                self.rib_in.insert(key(p, id), Received { attrs: attrs.clone(), next_hop: nh });
+            }
+        };
+        if !u.nlri.is_empty() {
+            let nh = u.next_hop().expect("IPv4 NLRI without NEXT_HOP");
+            u.nlri.iter().for_each(|n| put(IpNet::V4(n.prefix), n.path_id, IpAddr::V4(nh)));
+        }
+        if let Some(r) = u.mp_reach() {
+            let nh = match r.next_hop {
+                NextHop::V4(a) => IpAddr::V4(a),
+                NextHop::V6 { global, .. } => IpAddr::V6(global),
+                NextHop::Other(_) => panic!("unexpected next hop"),
+            };
+            match &r.nlri {
+                MpNlri::V4(v) => v.iter().for_each(|n| put(IpNet::V4(n.prefix), n.path_id, nh)),
+                MpNlri::V6(v) => v.iter().for_each(|n| put(IpNet::V6(n.prefix), n.path_id, nh)),
+                MpNlri::Other(_) => panic!("unexpected MP_REACH family"),
+            }
+        }
+    }
+}
+
+/// The RIB, its peers and the virtual clock.
+struct Sim {
+    rib: Rib,
+    now: Instant,
+    peers: BTreeMap<PeerId, SimPeer>,
+    /// Every `Output::Send`: its peers and how many messages.
+    sends: Vec<(Vec<PeerId>, usize)>,
+    teardowns: Vec<(PeerId, u8)>,
+    warnings: Vec<(PeerId, String)>,
+    deferral_done: usize,
+}
+
+fn rib_config() -> RibConfig {
+    RibConfig {
+        router_id: ROUTER_ID,
+        local_as: LOCAL_AS,
+        cluster_id: None,
+        decision: DecisionOptions::default(),
+        max_paths: 1,
+        defer: None,
+    }
+}
+
+impl Sim {
+    fn new(cfg: RibConfig) -> Sim {
+        let now = Instant::now();
+        Sim {
+            rib: Rib::new(cfg, now),
+            now,
+            peers: BTreeMap::new(),
+            sends: Vec::new(),
+            teardowns: Vec::new(),
+            warnings: Vec::new(),
+            deferral_done: 0,
+        }
+    }
+
+    /// Registers peer 10.0.0.`n` (also its router ID) of AS `asn`.
+    fn add(&mut self, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> PeerId {
+        let addr = Ipv4Addr::new(10, 0, 0, n);
+        let mut cfg = PeerConfig {
+            name: format!("peer{n}"),
+            addr: IpAddr::V4(addr),
+            local_as: LOCAL_AS,
+            peer_as: asn,
+            rr_client: false,
+            next_hop_mode: NextHopMode::Auto,
+            allow_local_as: 0,
+            policy: Arc::new(AcceptAll),
+            policy_id: 0,
+            max_prefix: None,
+            add_path_send: 0,
+        };
+        f(&mut cfg);
+        let id = self.rib.add_peer(cfg);
+        let peer = SimPeer {
+            asn,
+            router_id: addr,
+            addr,
+            rx: WireContext::new(true),
+            session: None,
+            rib_in: BTreeMap::new(),
+            events: Vec::new(),
+        };
+        self.peers.insert(id, peer);
+        id
+    }
+
+    fn peer(&self, id: PeerId) -> &SimPeer {
+        &self.peers[&id]
+    }
+
+    fn session(&self, id: PeerId) -> SessionInfo {
+        SessionInfo {
+            peer_id: self.peer(id).router_id,
+            families: both(),
+            tx: WireContext::new(true),
+            local_v4: Some(LOCAL_V4),
+            local_v6: Some(LOCAL_V6),
+            route_refresh: true,
+            enhanced_refresh: false,
+            graceful_restart: None,
+        }
+    }
+
+    fn up(&mut self, id: PeerId) {
+        self.up_with(id, |_| {});
+    }
+
+    fn up_with(&mut self, id: PeerId, f: impl FnOnce(&mut SessionInfo)) {
+        let mut s = self.session(id);
+        f(&mut s);
+        let p = self.peers.get_mut(&id).expect("known peer");
+        p.rib_in.clear();
+        p.session = Some(s.clone());
+        self.rib.peer_up(id, s, self.now);
+        self.drain();
+    }
+
+    fn down(&mut self, id: PeerId, graceful: bool) {
+        let p = self.peers.get_mut(&id).expect("known peer");
+        p.session = None;
+        p.rib_in.clear();
+        self.rib.peer_down(id, graceful, self.now);
+        self.drain();
+    }
+
+    /// The peer sends `u`: through the codec, into the RIB, then a flush.
+    fn send(&mut self, id: PeerId, u: Update) {
+        self.send_no_flush(id, u);
+        self.rib.flush();
+        self.drain();
+    }
+
+    fn send_no_flush(&mut self, id: PeerId, u: Update) {
+        let rx = &self.peer(id).rx;
+        let bytes = Message::Update(u).to_bytes(rx).expect("test UPDATE encodes");
+        let frame = Message::decode(&bytes, rx).expect("test UPDATE decodes").expect("whole message");
+        assert!(frame.issues.is_empty(), "test UPDATE has RFC 7606 issues: {:?}", frame.issues);
+        let Message::Update(u) = frame.message else { panic!("not an UPDATE") };
+        self.rib.update(id, &u, false, self.now);
+        self.drain();
+    }
+
+    fn eor(&mut self, id: PeerId, f: Family) {
+        self.send(id, Update::end_of_rib(f));
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.rib.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.rib.poll_output() {
+            match o {
+                Output::Send { peers, messages } => {
+                    assert!(!peers.is_empty(), "Send to nobody");
+                    for id in &peers {
+                        let p = self.peers.get_mut(id).expect("Send to an unknown peer");
+                        let tx = p.session.as_ref().map(|s| s.tx.clone());
+                        let tx = tx.unwrap_or_else(|| panic!("Send to {id:?}, whose session is down"));
+                        for m in &messages {
+                            let frame = Message::decode(m, &tx).expect("RIB output decodes").expect("whole message");
+                            assert_eq!(frame.len, m.len(), "one message per buffer");
+                            assert!(frame.issues.is_empty(), "RIB output has RFC 7606 issues: {:?}", frame.issues);
+                            let Message::Update(u) = frame.message else { panic!("Send carries a non-UPDATE") };
+                            p.apply(&u);
+                        }
+                    }
+                    self.sends.push((peers, messages.len()));
+                }
+                Output::Message(id, m) => {
+                    let p = self.peers.get_mut(&id).expect("Message to an unknown peer");
+                    let tx = p.session.as_ref().map(|s| s.tx.clone()).expect("Message to a down peer");
+                    // Through the codec too.
+                    let bytes = m.to_bytes(&tx).expect("RIB message encodes");
+                    let frame = Message::decode(&bytes, &tx).expect("decodes").expect("whole");
+                    match frame.message {
+                        Message::Update(u) => p.apply(&u),
+                        Message::RouteRefresh(r) => p.events.push(Event::Refresh(r)),
+                        other => panic!("unexpected message {other:?}"),
+                    }
+                }
+                Output::Teardown { peer, subcode, .. } => self.teardowns.push((peer, subcode)),
+                Output::Warning(peer, w) => self.warnings.push((peer, w)),
+                Output::DeferralDone => self.deferral_done += 1,
+            }
+        }
+    }
+
+    /// Prefixes the RIB has a used path to.
+    fn rib_prefixes(&self) -> Vec<IpNet> {
+        self.rib.routes(None).into_iter().filter(|(_, ps)| ps.iter().any(|p| p.used)).map(|(p, _)| p).collect()
+    }
+}
+
+/// Test policy: rejects some prefixes on import or export, adds a community on export.
+#[derive(Debug, Default)]
+struct TestPolicy {
+    import_reject: Vec<IpNet>,
+    export_reject: Vec<IpNet>,
+    export_community: Option<Community>,
+}
+
+impl PeerPolicy for TestPolicy {
+    fn import(&self, prefix: IpNet, _: &PathAttrs) -> Verdict {
+        if self.import_reject.contains(&prefix) {
+            Verdict::Reject
+        } else {
+            Verdict::Accept
+        }
+    }
+    fn export(&self, prefix: IpNet, attrs: &PathAttrs, _learned: bool) -> Verdict {
+        if self.export_reject.contains(&prefix) {
+            return Verdict::Reject;
+        }
+        let Some(c) = self.export_community else { return Verdict::Accept };
+        let mut a = attrs.clone();
+        match a.attributes.iter_mut().find(|x| x.value.code() == AttrCode::COMMUNITIES) {
+            Some(PathAttribute { value: Attr::Communities(v), .. }) => v.push(c),
+            _ => a.attributes.push(PathAttribute::new(Attr::Communities([c].into_iter().collect()))),
+        }
+        Verdict::Modify(a)
+    }
+}
+
+fn policy(import_reject: &[&str], export_reject: &[&str], export_community: Option<Community>) -> Arc<TestPolicy> {
+    Arc::new(TestPolicy {
+        import_reject: import_reject.iter().map(|p| net(p)).collect(),
+        export_reject: export_reject.iter().map(|p| net(p)).collect(),
+        export_community,
+    })
+}
+
+// ----- 1. route server -----
+
+#[test]
+fn route_server_passes_routes_between_ebgp_peers_with_our_as_and_next_hop() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    s.up(a);
+    s.up(b);
+    // C peers over another interface: its next hop self is another address.
+    let c_v4 = Ipv4Addr::new(10, 1, 0, 1);
+    let c_v6: Ipv6Addr = "fd00:1::1".parse().unwrap();
+    s.up_with(c, |x| {
+        x.local_v4 = Some(c_v4);
+        x.local_v6 = Some(c_v6);
+    });
+    for p in [a, b, c] {
+        assert_eq!(s.peer(p).eors(), vec![V4, V6], "an empty table, then End-of-RIB");
+        assert_eq!(s.peer(p).updates(), 0);
+    }
+
+    s.send(
+        a,
+        ann_with(
+            &["198.51.100.0/24", "203.0.113.0/24"],
+            &[65011, 64999],
+            "10.0.0.11",
+            vec![Attr::Med(50), Attr::LocalPref(300)],
+        ),
+    );
+    s.send(a, ann(&["2001:db8:1::/48"], &[65011], "fd00::11"));
+    for (p, nh4, nh6) in [(b, LOCAL_V4, LOCAL_V6), (c, c_v4, c_v6)] {
+        let peer = s.peer(p);
+        for pfx in ["198.51.100.0/24", "203.0.113.0/24"] {
+            let r = peer.best(pfx).unwrap_or_else(|| panic!("{p:?} lacks {pfx}"));
+            assert_eq!(r.as_path(), vec![LOCAL_AS, 65011, 64999]);
+            assert_eq!(r.next_hop, IpAddr::V4(nh4));
+            assert_eq!(r.med(), None, "RFC 4271 §5.1.4: a learned MED is not passed on");
+            assert_eq!(r.local_pref(), None, "no LOCAL_PREF over eBGP");
+        }
+        let r = peer.best("2001:db8:1::/48").expect("IPv6 route");
+        assert_eq!(r.as_path(), vec![LOCAL_AS, 65011]);
+        assert_eq!(r.next_hop, IpAddr::V6(nh6));
+        assert!(r.attr(AttrCode::NEXT_HOP).is_none(), "IPv6 routes carry their next hop in MP_REACH_NLRI");
+    }
+    assert!(s.peer(a).rib_in.is_empty(), "A drops its own routes (AS path loop)");
+
+    s.send(a, wd(&["203.0.113.0/24"]));
+    s.send(a, wd(&["2001:db8:1::/48"]));
+    for p in [b, c] {
+        assert_eq!(s.peer(p).prefixes(), vec![net("198.51.100.0/24")], "withdrawals reach {p:?}");
+    }
+    s.send(b, ann(&["2001:db8:2::/48"], &[65012], "fd00::12"));
+
+    // A peer that comes up later gets the whole table, then End-of-RIB per family.
+    let d = s.add(14, 65014, |_| {});
+    s.up(d);
+    let peer = s.peer(d);
+    assert_eq!(peer.prefixes(), vec![net("198.51.100.0/24"), net("2001:db8:2::/48")]);
+    assert_eq!(peer.best("2001:db8:2::/48").unwrap().as_path(), vec![LOCAL_AS, 65012]);
+    let eors: Vec<&Event> = peer.events.iter().filter(|e| matches!(e, Event::Eor(..))).collect();
+    assert_eq!(eors, vec![&Event::Eor(V4, 1), &Event::Eor(V6, 1)], "End-of-RIB after the family's routes");
+    assert!(matches!(peer.events.last(), Some(Event::Eor(V6, _))));
+}
+
+// ----- 2. best path -----
+
+#[test]
+fn the_better_path_is_exported_and_a_losing_path_change_sends_nothing() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let m = s.add(13, 65013, |_| {});
+    for p in [a, b, m] {
+        s.up(p);
+    }
+    let p = "198.51.100.0/24";
+    s.send(a, ann(&[p], &[65011, 65100, 65101], "10.0.0.11"));
+    assert_eq!(s.peer(m).best(p).unwrap().as_path(), vec![LOCAL_AS, 65011, 65100, 65101]);
+    s.send(b, ann(&[p], &[65012], "10.0.0.12"));
+    assert_eq!(s.peer(m).best(p).unwrap().as_path(), vec![LOCAL_AS, 65012], "the shorter path wins");
+    // A's path changes but still loses: no UPDATE to anyone.
+    let (updates, sends) = (s.peer(m).updates(), s.sends.len());
+    s.send(a, ann(&[p], &[65011, 65200, 65201, 65202], "10.0.0.11"));
+    assert_eq!(s.peer(m).updates(), updates);
+    assert_eq!(s.sends.len(), sends, "nothing sent for a change of a non-best path");
+    let routes = s.rib.routes(Some(net(p)));
+    assert_eq!(routes[0].1.len(), 2);
+    assert_eq!(routes[0].1[1].reason, Some(bgpd_proto::rib::decision::Reason::AsPathLength));
+    s.send(b, wd(&[p]));
+    assert_eq!(s.peer(m).best(p).unwrap().as_path(), vec![LOCAL_AS, 65011, 65200, 65201, 65202]);
+    s.send(a, wd(&[p]));
+    assert!(s.peer(m).rib_in.is_empty());
+}
+
+#[test]
+#[ignore = "BUG: Table::update keeps USED on a replaced path, so decide() sees no change and the new attributes are never exported"]
+fn a_change_of_the_best_paths_attributes_is_sent_again() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let m = s.add(13, 65013, |_| {});
+    s.up(a);
+    s.up(m);
+    let p = "198.51.100.0/24";
+    s.send(a, ann(&[p], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(m).best(p).unwrap().as_path(), vec![LOCAL_AS, 65011]);
+    // The only (so best) path changes its attributes: an implicit withdrawal and a new path.
+    s.send(a, ann(&[p], &[65011, 65100], "10.0.0.11"));
+    assert_eq!(s.rib.used(net(p))[0].attrs.as_path().path_len(), 2, "the RIB holds the new path");
+    assert_eq!(s.peer(m).best(p).unwrap().as_path(), vec![LOCAL_AS, 65011, 65100], "the monitor must see it");
+}
+
+// ----- 3. iBGP and route reflection -----
+
+#[test]
+fn ibgp_routes_go_to_ebgp_peers_only_without_reflection() {
+    let mut s = Sim::new(rib_config());
+    let i1 = s.add(21, LOCAL_AS, |_| {});
+    let i2 = s.add(22, LOCAL_AS, |_| {});
+    let e = s.add(11, 65011, |_| {});
+    for p in [i1, i2, e] {
+        s.up(p);
+    }
+    let p = "198.51.100.0/24";
+    s.send(i1, ann_with(&[p], &[65100], "10.9.0.1", vec![Attr::LocalPref(200)]));
+    assert!(s.peer(i2).rib_in.is_empty(), "RFC 4271 §9.2: no iBGP route to an iBGP peer");
+    let r = s.peer(e).best(p).expect("iBGP route to the eBGP peer");
+    assert_eq!(r.as_path(), vec![LOCAL_AS, 65100]);
+    assert_eq!(r.next_hop, IpAddr::V4(LOCAL_V4));
+    assert_eq!(r.local_pref(), None);
+
+    let q = "203.0.113.0/24";
+    s.send(e, ann_with(&[q], &[65011], "10.0.0.11", vec![Attr::Med(7)]));
+    for i in [i1, i2] {
+        let r = s.peer(i).best(q).expect("eBGP route to iBGP peers");
+        assert_eq!(r.as_path(), vec![65011], "no prepend towards iBGP");
+        assert_eq!(r.local_pref(), Some(100));
+        assert_eq!(r.next_hop, IpAddr::V4(LOCAL_V4), "next hop self for eBGP-learned routes (Auto)");
+        assert_eq!(r.med(), Some(7), "MED is kept within the AS");
+    }
+}
+
+#[test]
+fn route_reflector_reflects_client_routes_to_all_and_non_client_routes_to_clients() {
+    let mut s = Sim::new(RibConfig { cluster_id: Some(CLUSTER_ID), ..rib_config() });
+    let c1 = s.add(21, LOCAL_AS, |c| c.rr_client = true);
+    let c2 = s.add(22, LOCAL_AS, |c| c.rr_client = true);
+    let n1 = s.add(23, LOCAL_AS, |_| {});
+    let e = s.add(11, 65011, |_| {});
+    for p in [c1, c2, n1, e] {
+        s.up(p);
+    }
+    let c1_id = s.peer(c1).router_id;
+
+    let p = "198.51.100.0/24";
+    s.send(c1, ann(&[p], &[], "10.9.0.1"));
+    for to in [c2, n1] {
+        let r = s.peer(to).best(p).unwrap_or_else(|| panic!("client route reflected to {to:?}"));
+        assert_eq!(r.originator(), Some(c1_id), "RFC 4456 §8: ORIGINATOR_ID is the source's router ID");
+        assert_eq!(r.cluster_list(), vec![CLUSTER_ID]);
+        assert_eq!(r.next_hop, "10.9.0.1".parse::<IpAddr>().unwrap(), "reflected routes keep their next hop");
+        assert_eq!(r.local_pref(), Some(100));
+        assert_eq!(r.as_path(), Vec::<u32>::new());
+    }
+    assert!(s.peer(c1).rib_in.is_empty(), "C1 drops its own route (ORIGINATOR_ID)");
+    let r = s.peer(e).best(p).expect("to eBGP");
+    assert_eq!((r.originator(), r.cluster_list()), (None, vec![]), "no reflection attributes over eBGP");
+    assert_eq!(r.as_path(), vec![LOCAL_AS]);
+
+    let q = "203.0.113.0/24";
+    s.send(n1, ann(&[q], &[], "10.9.0.3"));
+    for to in [c1, c2] {
+        let r = s.peer(to).best(q).unwrap_or_else(|| panic!("non-client route reflected to client {to:?}"));
+        assert_eq!(r.originator(), Some(s.peer(n1).router_id));
+        assert_eq!(r.cluster_list(), vec![CLUSTER_ID]);
+    }
+    assert!(s.peer(n1).best(q).is_none(), "a non-client route is not reflected to non-clients");
+    assert!(s.peer(e).best(q).is_some());
+
+    // An existing CLUSTER_LIST is prefixed, an existing ORIGINATOR_ID kept.
+    let r2 = "192.0.2.0/24";
+    let far = Ipv4Addr::new(10, 8, 8, 8);
+    let orig = Ipv4Addr::new(10, 9, 9, 9);
+    s.send(
+        c1,
+        ann_with(
+            &[r2],
+            &[],
+            "10.9.0.1",
+            vec![Attr::OriginatorId(orig), Attr::ClusterList([far].into_iter().collect())],
+        ),
+    );
+    let r = s.peer(c2).best(r2).expect("reflected");
+    assert_eq!(r.originator(), Some(orig));
+    assert_eq!(r.cluster_list(), vec![CLUSTER_ID, far]);
+
+    // RFC 4456 §8 loops: our cluster ID in CLUSTER_LIST, our router ID as ORIGINATOR_ID.
+    let l1 = "192.0.2.128/25";
+    s.send(n1, ann_with(&[l1], &[], "10.9.0.3", vec![Attr::ClusterList([far, CLUSTER_ID].into_iter().collect())]));
+    let l2 = "192.0.2.64/26";
+    s.send(n1, ann_with(&[l2], &[], "10.9.0.3", vec![Attr::OriginatorId(ROUTER_ID)]));
+    for l in [l1, l2] {
+        assert!(s.rib.routes(Some(net(l))).iter().all(|(p, _)| *p != net(l)), "{l} is a loop and not installed");
+        assert!(s.peer(c1).best(l).is_none() && s.peer(e).best(l).is_none());
+    }
+}
+
+#[test]
+fn as_path_loops_are_ignored_unless_allowas_in_permits_them() {
+    let mut s = Sim::new(rib_config());
+    let e0 = s.add(11, 65011, |_| {});
+    let e1 = s.add(12, 65012, |c| c.allow_local_as = 1);
+    let m = s.add(13, 65013, |_| {});
+    for p in [e0, e1, m] {
+        s.up(p);
+    }
+    let (p0, p1) = ("198.51.100.0/24", "203.0.113.0/24");
+    s.send(e0, ann(&[p0], &[65011, LOCAL_AS, 65100], "10.0.0.11"));
+    assert!(s.rib_prefixes().is_empty(), "our AS once in the path: a loop with allowas-in 0");
+    assert!(s.peer(m).rib_in.is_empty());
+    s.send(e1, ann(&[p1], &[65012, LOCAL_AS, 65100], "10.0.0.12"));
+    assert_eq!(s.rib_prefixes(), vec![net(p1)], "allowas-in 1 accepts our AS once");
+    assert_eq!(s.peer(m).best(p1).unwrap().as_path(), vec![LOCAL_AS, 65012, LOCAL_AS, 65100]);
+    // Twice is too many: the looped announcement withdraws the route.
+    s.send(e1, ann(&[p1], &[65012, LOCAL_AS, LOCAL_AS, 65100], "10.0.0.12"));
+    assert!(s.rib_prefixes().is_empty());
+    assert!(s.peer(m).rib_in.is_empty());
+}
+
+// ----- 4. ECMP and ADD-PATH -----
+
+/// Two eBGP peers announce one anycast /32 with equal path lengths, with
+/// multipath relax and 4 paths; three receivers: ADD-PATH all paths,
+/// ADD-PATH one path, no ADD-PATH. Returns (sim, a, b, [all, one, plain]).
+fn ecmp_sim() -> (Sim, PeerId, PeerId, [PeerId; 3]) {
+    let cfg = RibConfig {
+        decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+        max_paths: 4,
+        ..rib_config()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let all = s.add(13, 65013, |_| {});
+    let one = s.add(14, 65014, |c| c.add_path_send = 1);
+    let plain = s.add(15, 65015, |_| {});
+    s.up(a);
+    s.up(b);
+    let ap = |x: &mut SessionInfo| x.tx = WireContext::new(true).with_add_path(FamilySet::of(&[V4]));
+    s.up_with(all, ap);
+    s.up_with(one, ap);
+    s.up(plain);
+    let p = "192.0.2.10/32";
+    s.send(a, ann(&[p], &[65011, 65100], "10.0.0.11"));
+    s.send(b, ann(&[p], &[65012, 65100], "10.0.0.12"));
+    (s, a, b, [all, one, plain])
+}
+
+#[test]
+fn ecmp_across_neighbour_ases_and_add_path_sends_each_used_path() {
+    let (s, a, _, [all, one, plain]) = ecmp_sim();
+    let p = "192.0.2.10/32";
+    let used = s.rib.used(net(p));
+    assert_eq!(used.len(), 2, "multipath relax: both paths are used");
+    assert_eq!(used[0].peer, a, "the lower router ID is best");
+
+    let paths = s.peer(all).paths(p);
+    assert_eq!(paths.len(), 2, "ADD-PATH peer gets both: {paths:?}");
+    assert_ne!(paths[0].0, paths[1].0, "distinct path identifiers");
+    let mut as_paths: Vec<Vec<u32>> = paths.iter().map(|(_, r)| r.as_path()).collect();
+    as_paths.sort();
+    assert_eq!(as_paths, vec![vec![LOCAL_AS, 65011, 65100], vec![LOCAL_AS, 65012, 65100]]);
+    let one_paths = s.peer(one).paths(p);
+    assert_eq!(one_paths.len(), 1, "add_path_send = 1: one path");
+    assert_eq!(one_paths[0].1.as_path(), vec![LOCAL_AS, 65011, 65100]);
+    assert_eq!(s.peer(plain).best(p).unwrap().as_path(), vec![LOCAL_AS, 65011, 65100]);
+}
+
+#[test]
+#[ignore = "BUG: Table::withdraw reports no used-set change when a used path leaves an ECMP set whose other members stay used"]
+fn withdrawing_one_ecmp_path_withdraws_only_its_identifier() {
+    let (mut s, a, _, [all, one, plain]) = ecmp_sim();
+    let p = "192.0.2.10/32";
+    let b_id = s.peer(all).paths(p).iter().find(|(_, r)| r.as_path()[1] == 65012).expect("B's path").0;
+    let before = s.peer(all).updates();
+    s.send(a, wd(&[p]));
+    let paths = s.peer(all).paths(p);
+    assert_eq!(paths.len(), 1);
+    assert_eq!(paths[0].0, b_id, "the remaining path keeps its identifier");
+    assert_eq!(s.peer(all).updates(), before + 1, "one UPDATE withdrawing A's path only");
+    assert_eq!(s.peer(one).paths(p)[0].1.as_path(), vec![LOCAL_AS, 65012, 65100]);
+    assert_eq!(s.peer(plain).best(p).unwrap().as_path(), vec![LOCAL_AS, 65012, 65100]);
+    assert_eq!(s.rib.used(net(p)).len(), 1);
+}
+
+#[test]
+fn add_path_paths_received_from_one_peer_are_sent_on_with_distinct_identifiers() {
+    let cfg = RibConfig {
+        decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+        max_paths: 4,
+        ..rib_config()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.add(11, 65011, |_| {});
+    let m = s.add(13, 65013, |_| {});
+    let ap = |x: &mut SessionInfo| x.tx = WireContext::new(true).with_add_path(FamilySet::of(&[V4]));
+    s.peers.get_mut(&a).unwrap().rx = WireContext::new(true).with_add_path(FamilySet::of(&[V4]));
+    s.up_with(a, ap);
+    s.up_with(m, ap);
+    let p = "192.0.2.10/32";
+    s.send(a, ann_ids(&[(p, Some(1))], &[65011, 65100], "10.0.0.11", vec![]));
+    s.send(a, ann_ids(&[(p, Some(2))], &[65011, 65100], "10.0.0.21", vec![]));
+    assert_eq!(s.rib.used(net(p)).len(), 2);
+    let paths = s.peer(m).paths(p);
+    assert_eq!(paths.len(), 2, "both used paths: {paths:?}");
+    let mut hops: Vec<IpAddr> = paths.iter().map(|(_, r)| r.next_hop).collect();
+    hops.dedup();
+    assert_eq!(hops, vec![IpAddr::V4(LOCAL_V4)], "next hop self for both");
+    // A withdraws path 2: the RIB keeps path 1 (what receivers are told is
+    // checked by the ECMP withdrawal test).
+    s.send_no_flush(
+        a,
+        Update {
+            withdrawn: vec![Nlri { path_id: Some(2), prefix: "192.0.2.10/32".parse().unwrap() }],
+            ..Update::default()
+        },
+    );
+    s.rib.flush();
+    s.drain();
+    assert_eq!(s.rib.used(net(p)).len(), 1);
+}
+
+#[test]
+#[ignore = "BUG: out_path_id keeps only the low 16 bits of a received path id, so two paths differing above bit 15 collide"]
+fn add_path_identifiers_stay_distinct_for_large_received_identifiers() {
+    let cfg = RibConfig {
+        decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+        max_paths: 4,
+        ..rib_config()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.add(11, 65011, |_| {});
+    let m = s.add(13, 65013, |_| {});
+    let ap = |x: &mut SessionInfo| x.tx = WireContext::new(true).with_add_path(FamilySet::of(&[V4]));
+    s.peers.get_mut(&a).unwrap().rx = WireContext::new(true).with_add_path(FamilySet::of(&[V4]));
+    s.up_with(a, ap);
+    s.up_with(m, ap);
+    let p = "192.0.2.10/32";
+    // Two paths from one ADD-PATH peer, identifiers 1 and 65537 (0x10001).
+    s.send(a, ann_ids(&[(p, Some(1))], &[65011, 65100], "10.0.0.11", vec![]));
+    s.send(a, ann_ids(&[(p, Some(0x10001))], &[65011, 65100], "10.0.0.21", vec![]));
+    assert_eq!(s.rib.used(net(p)).len(), 2);
+    assert_eq!(s.peer(m).paths(p).len(), 2, "both used paths, with distinct identifiers");
+}
+
+// ----- 5. graceful restart helper -----
+
+fn gr_session(x: &mut SessionInfo) {
+    x.graceful_restart = Some((120, FamilySet::of(&[V4])));
+}
+
+#[test]
+fn graceful_restart_keeps_stale_routes_until_end_of_rib_then_sweeps_the_rest() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up_with(a, gr_session);
+    s.up(b);
+    let ps = ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"];
+    s.send(a, ann(&ps, &[65011], "10.0.0.11"));
+    s.send(a, ann(&["2001:db8:1::/48"], &[65011], "fd00::11"));
+    assert_eq!(s.peer(b).prefixes().len(), 4);
+
+    let before = s.peer(b).updates();
+    s.down(a, true);
+    assert_eq!(s.peer(b).updates(), before + 1, "only the IPv6 route (not kept by A's forwarding) is withdrawn");
+    assert_eq!(s.peer(b).prefixes(), ps.iter().map(|p| net(p)).collect::<Vec<_>>());
+    assert!(s.rib.routes(None).iter().all(|(_, v)| v.iter().all(|p| p.stale && p.used)), "stale and still used");
+    assert_eq!(s.rib.poll_timeout(), Some(s.now + Duration::from_secs(120)));
+
+    s.advance(30);
+    s.up_with(a, gr_session);
+    // A sends two of the three again, then End-of-RIB.
+    s.send(a, ann(&ps[..2], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).updates(), before + 1, "routes sent again unchanged: nothing to tell B");
+    s.eor(a, V4);
+    assert_eq!(s.peer(b).prefixes(), vec![net(ps[0]), net(ps[1])], "exactly the route not sent again goes");
+    assert_eq!(s.peer(b).updates(), before + 2);
+    assert!(s.rib.routes(None).iter().all(|(_, v)| v.iter().all(|p| !p.stale)));
+    s.eor(a, V6);
+    assert_eq!(s.rib.poll_timeout(), None, "restart over");
+    s.advance(200);
+    assert_eq!(s.peer(b).prefixes().len(), 2);
+}
+
+#[test]
+fn graceful_restart_timer_expiry_withdraws_the_stale_routes() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up_with(a, gr_session);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    s.down(a, true);
+    s.advance(119);
+    assert_eq!(s.peer(b).prefixes().len(), 2, "still within the restart time");
+    s.advance(2);
+    assert!(s.peer(b).rib_in.is_empty(), "restart time over: the stale routes are withdrawn");
+    assert!(s.rib.routes(None).is_empty());
+    assert_eq!(s.warnings.len(), 1);
+    assert_eq!(s.rib.poll_timeout(), None);
+}
+
+#[test]
+fn non_graceful_session_loss_withdraws_at_once() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up_with(a, gr_session);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    s.down(a, false);
+    assert!(s.peer(b).rib_in.is_empty());
+    assert!(s.rib.routes(None).is_empty());
+    assert_eq!(s.rib.poll_timeout(), None);
+}
+
+// ----- 6. selection deferral -----
+
+fn deferring() -> RibConfig {
+    RibConfig { defer: Some(Duration::from_secs(60)), ..rib_config() }
+}
+
+#[test]
+fn selection_deferral_holds_export_until_every_peer_sent_end_of_rib() {
+    let mut s = Sim::new(deferring());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.send(b, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
+    s.send(b, ann(&["2001:db8:2::/48"], &[65012], "fd00::12"));
+    s.eor(a, V4);
+    s.eor(a, V6);
+    s.eor(b, V4);
+    assert!(s.sends.is_empty(), "nothing exported during deferral");
+    assert!(s.peer(a).events.is_empty() && s.peer(b).events.is_empty(), "not even End-of-RIB");
+    assert_eq!(s.deferral_done, 0);
+    s.eor(b, V6);
+    assert_eq!(s.deferral_done, 1);
+    assert_eq!(s.peer(a).prefixes(), vec![net("10.2.1.0/24"), net("2001:db8:2::/48")]);
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
+    for p in [a, b] {
+        assert_eq!(s.peer(p).eors(), vec![V4, V6]);
+    }
+    assert_eq!(s.rib.poll_timeout(), None);
+    // Afterwards, changes flow as usual.
+    s.send(a, ann(&["10.1.2.0/24"], &[65011], "10.0.0.11"));
+    assert!(s.peer(b).best("10.1.2.0/24").is_some());
+}
+
+#[test]
+fn selection_deferral_ends_at_its_deadline() {
+    let mut s = Sim::new(deferring());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.eor(a, V4);
+    s.eor(a, V6);
+    assert_eq!(s.rib.poll_timeout(), Some(s.now + Duration::from_secs(60)));
+    s.advance(59);
+    assert_eq!(s.deferral_done, 0);
+    assert!(s.peer(b).events.is_empty());
+    s.advance(1);
+    assert_eq!(s.deferral_done, 1, "B never sent End-of-RIB: the deadline ends deferral");
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
+    assert_eq!(s.peer(b).eors(), vec![V4, V6]);
+    assert_eq!(s.peer(a).eors(), vec![V4, V6]);
+}
+
+#[test]
+#[ignore = "BUG: check_deferral requires every configured peer to have a session, not (as documented) every peer with one"]
+fn selection_deferral_waits_only_for_peers_whose_sessions_are_up() {
+    let mut s = Sim::new(deferring());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let _never_up = s.add(13, 65013, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    for p in [a, b] {
+        s.eor(p, V4);
+        s.eor(p, V6);
+    }
+    assert_eq!(s.deferral_done, 1, "every peer with a session sent End-of-RIB");
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
+}
+
+// ----- 7. max-prefix -----
+
+#[test]
+fn max_prefix_teardown_after_the_limit_withdraws_the_peers_routes() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |c| c.max_prefix = Some(MaxPrefix { limit: 5, teardown: true }));
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    for i in 1..=5 {
+        s.send(a, ann(&[&format!("10.1.{i}.0/24")], &[65011], "10.0.0.11"));
+    }
+    assert!(s.teardowns.is_empty() && s.warnings.is_empty(), "5 prefixes are within the limit");
+    assert_eq!(s.peer(b).prefixes().len(), 5);
+    assert_eq!(s.rib.accepted(a), 5);
+    s.send(a, ann(&["10.1.6.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.teardowns, vec![(a, 1)], "Cease / Maximum Number of Prefixes Reached (RFC 4486)");
+    assert!(s.peer(b).rib_in.is_empty(), "A's routes are withdrawn from B");
+    assert!(s.rib.routes(None).is_empty());
+    assert_eq!(s.rib.accepted(a), 0);
+    // The daemon then closes the session.
+    s.down(a, false);
+    assert!(s.peer(b).rib_in.is_empty());
+}
+
+#[test]
+fn max_prefix_without_teardown_only_warns() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |c| c.max_prefix = Some(MaxPrefix { limit: 5, teardown: false }));
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    let ps: Vec<String> = (1..=7).map(|i| format!("10.1.{i}.0/24")).collect();
+    let ps: Vec<&str> = ps.iter().map(String::as_str).collect();
+    s.send(a, ann(&ps, &[65011], "10.0.0.11"));
+    assert!(s.teardowns.is_empty());
+    assert_eq!(s.warnings.len(), 1, "one warning: {:?}", s.warnings);
+    assert_eq!(s.warnings[0].0, a);
+    assert_eq!(s.peer(b).prefixes().len(), 7, "the routes stay");
+}
+
+// ----- 8. policy -----
+
+#[test]
+fn import_policy_rejects_and_export_policy_modifies_for_its_peer_only() {
+    let mut s = Sim::new(rib_config());
+    let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
+    let a = s.add(11, 65011, |c| {
+        c.policy = policy(&[p2], &[], None);
+        c.policy_id = 1;
+    });
+    let tag = Community::new(65000, 777);
+    let b = s.add(12, 65012, |c| {
+        c.policy = policy(&[], &[], Some(tag));
+        c.policy_id = 2;
+    });
+    let c = s.add(13, 65013, |_| {});
+    for p in [a, b, c] {
+        s.up(p);
+    }
+    s.send(a, ann(&[p1, p2], &[65011], "10.0.0.11"));
+    assert_eq!(s.rib_prefixes(), vec![net(p1)], "p2 is rejected on import and not installed");
+    assert_eq!(s.rib.accepted(a), 1);
+    assert_eq!(s.peer(b).best(p1).unwrap().communities(), vec![tag], "B's export adds its community");
+    assert_eq!(s.peer(c).best(p1).unwrap().communities(), vec![], "C is not B");
+    assert!(s.peer(b).best(p2).is_none() && s.peer(c).best(p2).is_none());
+}
+
+#[test]
+fn a_new_export_policy_sends_the_difference_without_a_session_event() {
+    let mut s = Sim::new(rib_config());
+    let (p1, p2, p3) = ("10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24");
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |c| {
+        c.policy = policy(&[], &[p1], None);
+        c.policy_id = 1;
+    });
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&[p1, p2, p3], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).prefixes(), vec![net(p2), net(p3)]);
+    let events = s.peer(b).events.len();
+    // Same peer, new export policy: p2 rejected instead of p1.
+    let mut cfg = cfg_like(&s, b, 65012, policy(&[], &[p2], None), 2);
+    s.rib.set_peer_config(b, cfg.clone(), s.now);
+    s.drain();
+    assert_eq!(s.peer(b).prefixes(), vec![net(p1), net(p3)], "p2 withdrawn, p1 announced");
+    let new_events = &s.peer(b).events[events..];
+    assert!(new_events.iter().all(|e| !matches!(e, Event::Eor(..))), "no new table, no End-of-RIB: {new_events:?}");
+    assert!(new_events.iter().filter(|e| **e == Event::Update).count() <= 2, "just the difference");
+    // Setting the same configuration again changes nothing.
+    let n = s.peer(b).events.len();
+    cfg.policy = policy(&[], &[p2], None);
+    s.rib.set_peer_config(b, cfg, s.now);
+    s.drain();
+    assert_eq!(s.peer(b).events.len(), n);
+}
+
+fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<TestPolicy>, policy_id: u64) -> PeerConfig {
+    PeerConfig {
+        name: format!("peer{}", s.peer(id).addr.octets()[3]),
+        addr: IpAddr::V4(s.peer(id).addr),
+        local_as: LOCAL_AS,
+        peer_as: asn,
+        rr_client: false,
+        next_hop_mode: NextHopMode::Auto,
+        allow_local_as: 0,
+        policy,
+        policy_id,
+        max_prefix: None,
+        add_path_send: 0,
+    }
+}
+
+#[test]
+fn a_new_import_policy_withdraws_now_rejected_routes_and_asks_for_a_refresh() {
+    let mut s = Sim::new(rib_config());
+    let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
+    let a = s.add(11, 65011, |c| {
+        c.policy = policy(&[], &[], None);
+        c.policy_id = 1;
+    });
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&[p1, p2], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).prefixes().len(), 2);
+    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[], None), 2);
+    s.rib.set_peer_config(a, cfg, s.now);
+    s.drain();
+    assert_eq!(s.peer(b).prefixes(), vec![net(p2)], "p1 now rejected on import: withdrawn");
+    assert_eq!(s.rib_prefixes(), vec![net(p2)]);
+    let refreshes: Vec<&Event> = s.peer(a).events.iter().filter(|e| matches!(e, Event::Refresh(_))).collect();
+    assert_eq!(
+        refreshes,
+        vec![&Event::Refresh(RouteRefresh::request(V4)), &Event::Refresh(RouteRefresh::request(V6))],
+        "ROUTE-REFRESH for each family, to learn what the new policy now accepts"
+    );
+}
+
+#[test]
+#[ignore = "BUG: set_peer_config replaces the config before flush, so the old group's export uses the new policy"]
+fn an_import_policy_change_withdraws_from_peers_sharing_the_changed_peers_group() {
+    let mut s = Sim::new(rib_config());
+    let p1 = "10.1.1.0/24";
+    // A and B share policy 1 and so an update group; A joins first.
+    let a = s.add(11, 65011, |c| {
+        c.policy = policy(&[], &[], None);
+        c.policy_id = 1;
+    });
+    let b = s.add(12, 65012, |c| {
+        c.policy = policy(&[], &[], None);
+        c.policy_id = 1;
+    });
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&[p1], &[65011], "10.0.0.11"));
+    assert!(s.peer(b).best(p1).is_some());
+    // A's new policy rejects p1 both ways.
+    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[p1], None), 2);
+    s.rib.set_peer_config(a, cfg, s.now);
+    s.drain();
+    assert!(s.rib_prefixes().is_empty());
+    assert!(s.peer(b).best(p1).is_none(), "B must be told p1 is gone");
+}
+
+#[test]
+#[ignore = "BUG: remove_peer forgets the peer before flush, so its paths look iBGP-learned and iBGP peers get no withdrawal"]
+fn removing_an_ebgp_peer_withdraws_its_routes_from_ibgp_peers() {
+    let mut s = Sim::new(rib_config());
+    let e = s.add(11, 65011, |_| {});
+    let i = s.add(21, LOCAL_AS, |_| {});
+    let e2 = s.add(12, 65012, |_| {});
+    s.up(e);
+    s.up(i);
+    s.up(e2);
+    s.send(e, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert!(s.peer(i).best("10.1.1.0/24").is_some());
+    assert!(s.peer(e2).best("10.1.1.0/24").is_some());
+    s.peers.get_mut(&e).unwrap().session = None;
+    s.rib.remove_peer(e);
+    s.drain();
+    assert!(s.peer(e2).rib_in.is_empty(), "the eBGP peer is told");
+    assert!(s.peer(i).rib_in.is_empty(), "the iBGP peer must be told too");
+}
+
+// ----- 9. update groups -----
+
+#[test]
+fn peers_with_equal_config_share_one_encoded_stream() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |c| c.policy_id = 99);
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    let d = s.add(14, 65014, |c| c.policy_id = 7);
+    for p in [a, b, c, d] {
+        s.up(p);
+    }
+    s.sends.clear();
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    let with = |id: PeerId| s.sends.iter().filter(|(ps, _)| ps.contains(&id)).collect::<Vec<_>>();
+    let to_b = with(b);
+    assert_eq!(to_b.len(), 1, "one Send for B: {:?}", s.sends);
+    let mut group = to_b[0].0.clone();
+    group.sort();
+    assert_eq!(group, vec![b, c], "B and C share it");
+    assert_eq!(to_b[0].1, 1, "both prefixes packed in one UPDATE");
+    let to_d = with(d);
+    assert_eq!(to_d.len(), 1);
+    assert_eq!(to_d[0].0, vec![d], "another policy: its own stream");
+    assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in);
+    assert_eq!(s.rib.stats().groups, 3);
+}
+
+// ----- 10. enhanced route refresh -----
+
+#[test]
+fn enhanced_route_refresh_frames_the_table_with_borr_and_eorr() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let plain = s.add(13, 65013, |_| {});
+    s.up_with(a, |x| x.enhanced_refresh = true);
+    s.up(b);
+    s.up(plain);
+    s.send(b, ann(&["10.2.1.0/24", "10.2.2.0/24"], &[65012], "10.0.0.12"));
+    let n = s.peer(a).events.len();
+    s.rib.refresh_requested(a, V4, s.now);
+    s.drain();
+    let rr = |subtype| Event::Refresh(RouteRefresh { family: V4, subtype, orf: Vec::new() });
+    let ev = &s.peer(a).events[n..];
+    assert_eq!(ev.first(), Some(&rr(RefreshSubtype::BORR)), "{ev:?}");
+    assert_eq!(ev.last(), Some(&rr(RefreshSubtype::EORR)));
+    assert!(ev[1..ev.len() - 1].iter().all(|e| *e == Event::Update) && ev.len() > 2, "the table in between: {ev:?}");
+    assert_eq!(s.peer(a).prefixes().len(), 2);
+
+    let n = s.peer(plain).events.len();
+    s.rib.refresh_requested(plain, V4, s.now);
+    s.drain();
+    let ev = &s.peer(plain).events[n..];
+    assert!(!ev.is_empty() && ev.iter().all(|e| *e == Event::Update), "no BoRR/EoRR without the capability: {ev:?}");
+
+    // B re-sends its routes (BoRR … EoRR): what it does not send again goes.
+    s.rib.refresh_begin(b, V4);
+    s.send(b, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
+    assert_eq!(s.peer(a).prefixes().len(), 2, "nothing goes before EoRR");
+    s.rib.refresh_end(b, V4);
+    s.drain();
+    assert_eq!(s.peer(a).prefixes(), vec![net("10.2.1.0/24")]);
+    assert_eq!(s.peer(plain).prefixes(), vec![net("10.2.1.0/24")]);
+    assert!(s.rib.routes(None).iter().all(|(_, v)| v.iter().all(|p| !p.stale)));
+}
+
+// ----- 11. property: the monitor's view is the RIB's best paths -----
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    const PREFIXES: [&str; 6] =
+        ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24", "10.0.4.0/24", "2001:db8:1::/48", "2001:db8:2::/48"];
+    const PEER_AS: [u32; 3] = [65011, 65012, 65013];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Announce { peer: usize, prefix: usize, len: usize, med: Option<u32> },
+        Withdraw { peer: usize, prefix: usize },
+        Down { peer: usize, graceful: bool },
+        Up { peer: usize },
+        Eor { peer: usize },
+        Flush,
+        Wait { secs: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0..3usize, 0..PREFIXES.len(), 1..4usize, proptest::option::of(0..3u32))
+                .prop_map(|(peer, prefix, len, med)| Op::Announce { peer, prefix, len, med }),
+            4 => (0..3usize, 0..PREFIXES.len()).prop_map(|(peer, prefix)| Op::Withdraw { peer, prefix }),
+            1 => (0..3usize, any::<bool>()).prop_map(|(peer, graceful)| Op::Down { peer, graceful }),
+            2 => (0..3usize).prop_map(|peer| Op::Up { peer }),
+            1 => (0..3usize).prop_map(|peer| Op::Eor { peer }),
+            2 => Just(Op::Flush),
+            1 => prop_oneof![Just(1u64), Just(150u64)].prop_map(|secs| Op::Wait { secs }),
+        ]
+    }
+
+    /// Runs `ops`; with `stable`, each peer always announces a prefix with
+    /// the same attributes and there is no ECMP (see the ignored variant).
+    fn run(ops: &[Op], stable: bool) -> Result<(), TestCaseError> {
+        let cfg = RibConfig {
+            decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+            max_paths: if stable { 1 } else { 4 },
+            ..rib_config()
+        };
+        let mut s = Sim::new(cfg);
+        let peers: Vec<PeerId> = (0..3).map(|i| s.add(11 + i as u8, PEER_AS[i], |_| {})).collect();
+        let m = s.add(20, 65020, |_| {});
+        let m2 = s.add(21, 65021, |_| {});
+        let gr = |x: &mut SessionInfo| x.graceful_restart = Some((120, both()));
+        for p in &peers {
+            s.up_with(*p, gr);
+        }
+        s.up(m);
+        s.up_with(m2, |x| x.tx = WireContext::new(true).with_add_path(both()));
+        let mut up = [true; 3];
+        for op in ops {
+            match *op {
+                Op::Announce { peer, prefix, len, med } if up[peer] => {
+                    let (len, med) = if stable { (1 + (peer + prefix) % 3, None) } else { (len, med) };
+                    let mut path = vec![PEER_AS[peer]];
+                    path.extend((1..len).map(|i| 64700 + i as u32));
+                    let nh = if prefix < 4 { format!("10.0.0.{}", 11 + peer) } else { format!("fd00::{}", 11 + peer) };
+                    let extra = med.map(Attr::Med).into_iter().collect();
+                    s.send_no_flush(peers[peer], ann_with(&[PREFIXES[prefix]], &path, &nh, extra));
+                }
+                Op::Withdraw { peer, prefix } if up[peer] => s.send_no_flush(peers[peer], wd(&[PREFIXES[prefix]])),
+                Op::Down { peer, graceful } if up[peer] => {
+                    up[peer] = false;
+                    s.down(peers[peer], graceful);
+                }
+                Op::Up { peer } if !up[peer] => {
+                    up[peer] = true;
+                    s.up_with(peers[peer], gr);
+                }
+                Op::Eor { peer } if up[peer] => {
+                    s.eor(peers[peer], V4);
+                    s.eor(peers[peer], V6);
+                }
+                Op::Flush => {
+                    s.rib.flush();
+                    s.drain();
+                }
+                Op::Wait { secs } => s.advance(secs),
+                _ => {}
+            }
+        }
+        s.rib.flush();
+        s.drain();
+
+        let routes = s.rib.routes(None);
+        let mut expect_m: BTreeMap<IpNet, Vec<u32>> = BTreeMap::new();
+        for (prefix, paths) in &routes {
+            let used: Vec<_> = paths.iter().filter(|p| p.used).collect();
+            let Some(best) = used.first() else { continue };
+            prop_assert!(paths[0].best);
+            let best_len = best.attrs.as_path().path_len();
+            prop_assert!(paths.iter().all(|p| p.attrs.as_path().path_len() >= best_len), "best is shortest: {prefix}");
+            let with_us = |p: &bgpd_proto::rib::core::PathView| {
+                let mut v = vec![LOCAL_AS];
+                v.extend(flat(&p.attrs.as_path()));
+                v
+            };
+            expect_m.insert(*prefix, with_us(best));
+            // The ADD-PATH monitor holds every used path.
+            let mut want: Vec<Vec<u32>> = used.iter().map(|p| with_us(p)).collect();
+            want.sort();
+            let pfx = prefix.to_string();
+            let mut got: Vec<Vec<u32>> = s.peer(m2).paths(&pfx).iter().map(|(_, r)| r.as_path()).collect();
+            got.sort();
+            prop_assert_eq!(got, want, "ADD-PATH monitor, {}", prefix);
+            // Each source peer holds the best path unless it is its own.
+            for (i, p) in peers.iter().enumerate() {
+                if !up[i] {
+                    continue;
+                }
+                let own = best.peer.as_deref() == Some(s.rib.peer_name(*p).unwrap_or_default());
+                let got = s.peer(*p).best(&pfx).map(Received::as_path);
+                prop_assert_eq!(got, (!own).then(|| with_us(best)), "peer {} for {}", i, prefix);
+            }
+        }
+        let got_m: BTreeMap<IpNet, Vec<u32>> = s.peer(m).rib_in.iter().map(|((p, _), r)| (*p, r.as_path())).collect();
+        prop_assert_eq!(got_m, expect_m, "monitor vs Loc-RIB best paths");
+        let m2_prefixes = s.peer(m2).prefixes();
+        prop_assert_eq!(m2_prefixes, s.rib_prefixes());
+        for (i, p) in peers.iter().enumerate() {
+            if up[i] {
+                let held = s.peer(*p).prefixes();
+                prop_assert!(held.iter().all(|x| s.rib_prefixes().contains(x)), "peer {} holds a withdrawn route", i);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            rng_seed: RngSeed::Fixed(0x005e_ed1b),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        #[ignore = "BUG: Table::update/withdraw miss used-set changes (attribute change of a used path; withdrawal from an ECMP set)"]
+        fn the_monitors_view_is_the_ribs_best_paths_in_any_order(ops in proptest::collection::vec(op(), 1..60)) {
+            run(&ops, false)?;
+        }
+
+        /// The same without the two table.rs bugs' triggers: fixed attributes per
+        /// (peer, prefix) and one used path.
+        #[test]
+        fn the_monitors_view_is_the_ribs_best_path_with_fixed_attributes(ops in proptest::collection::vec(op(), 1..60)) {
+            run(&ops, true)?;
+        }
+    }
+}
