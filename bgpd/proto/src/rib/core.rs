@@ -41,6 +41,9 @@ use crate::wire::{
     RefreshSubtype, RouteRefresh, Update, WireContext,
 };
 
+/// How long stale routes of a peer that came back wait for its End-of-RIB.
+pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+
 /// What an import or export policy says about one route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -436,6 +439,9 @@ impl Rib {
     pub fn remove_peer(&mut self, peer: PeerId) {
         self.leave_group(peer);
         self.drop_paths(peer, |_| true);
+        // Export while the peer is still known: its paths' source type
+        // decides who must hear of their withdrawal.
+        self.flush();
         if let Some(s) = self.peers.get_mut(peer.0 as usize) {
             *s = None;
         }
@@ -476,7 +482,10 @@ impl Rib {
         state.eor = FamilySet::EMPTY;
         state.session = Some(session);
         state.over_limit = false;
-        if state.stale_until.is_some() {
+        if let Some(until) = state.stale_until.as_mut() {
+            // Back: its stale routes wait for its End-of-RIB, at most this
+            // long (FRR's default stale-path time).
+            *until = now + STALE_PATH_TIME;
             if !keep.contains(Family::IPV4_UNICAST) {
                 self.drop_family::<Ipv4Net>(peer, Path::is_stale);
             }
@@ -530,7 +539,9 @@ impl Rib {
             self.end_of_rib(peer, f, now);
             return;
         }
-        let Some(state) = self.peer(peer) else { return };
+        // A peer without a session (torn down for max-prefix, say) may still
+        // have UPDATEs in flight: they are dropped.
+        let Some(state) = self.peer(peer).filter(|s| s.session.is_some()) else { return };
         let ebgp = state.cfg.ebgp();
         let loop_free = !treat_as_withdraw && self.loop_free(state, u);
         for w in &u.withdrawn {
@@ -786,6 +797,11 @@ impl Rib {
     /// ROUTE-REFRESH; a new export policy (or next-hop mode, ADD-PATH count,
     /// reflector role) sends it the difference.
     pub fn set_peer_config(&mut self, peer: PeerId, cfg: PeerConfig, now: Instant) {
+        // What is pending goes out under the old settings, and the peer
+        // leaves its group first: the group's export must not see the new
+        // policy of one member.
+        self.flush();
+        self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
         let import_changed = state.cfg.policy_id != cfg.policy_id;
         let old_cfg = std::mem::replace(&mut state.cfg, cfg);
@@ -806,18 +822,20 @@ impl Rib {
                 }
             }
         }
+        // Routes the new import policy rejects: the other peers hear of it
+        // now; this peer (in no group at the moment) through the re-export
+        // below, which starts from what it was sent: the old used paths.
+        let before4 = self.fams.v4.dirty.clone();
+        let before6 = self.fams.v6.dirty.clone();
         self.flush();
         let Some(session) = up else { return };
         let old_key = self.group_key(&old_cfg, &session);
         let new_key = self.peer(peer).map(|s| self.group_key(&s.cfg, &session));
-        if Some(&old_key) == new_key.as_ref() {
-            return;
-        }
-        let Some(new_key) = new_key else { return };
-        self.leave_group(peer);
-        if !self.deferring(now) {
-            self.reexport::<Ipv4Net>(peer, &old_key, &*old_cfg.policy, &new_key);
-            self.reexport::<Ipv6Net>(peer, &old_key, &*old_cfg.policy, &new_key);
+        if let Some(new_key) = new_key {
+            if !self.deferring(now) {
+                self.reexport::<Ipv4Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before4);
+                self.reexport::<Ipv6Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before6);
+            }
         }
         self.join_group(peer);
     }
@@ -837,16 +855,30 @@ impl Rib {
 
     /// Sends `peer` the difference between what the old configuration
     /// exported and what the new one does.
-    fn reexport<P: RibPrefix>(&mut self, peer: PeerId, old: &GroupKey, old_policy: &dyn PeerPolicy, new: &GroupKey) {
+    fn reexport<P: RibPrefix>(
+        &mut self,
+        peer: PeerId,
+        old: &GroupKey,
+        old_policy: &dyn PeerPolicy,
+        new: &GroupKey,
+        before: &FastMap<P, SmallVec<[Path; 1]>>,
+    ) {
         let Some(new_policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
         let mut build = Build::<P>::new(new);
-        let mut old_cache = FastMap::default();
-        let mut new_cache = FastMap::default();
-        for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
+        let mut old_cache = ExportCache::default();
+        let mut new_cache = ExportCache::default();
+        let table = &P::fam_ref(&self.fams).table;
+        for (prefix, paths) in table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
-            let a = self.export(old, old_policy, *prefix, &used, &mut old_cache);
+            let was = before.get(prefix).unwrap_or(&used);
+            let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
             let b = self.export(new, &*new_policy, *prefix, &used, &mut new_cache);
             build.diff(*prefix, &a, &b);
+        }
+        // Prefixes that are gone altogether since.
+        for (prefix, was) in before.iter().filter(|(p, _)| table.get(p).is_none()) {
+            let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
+            build.diff(*prefix, &a, &[]);
         }
         self.emit(vec![peer], new, build);
     }
@@ -907,12 +939,13 @@ impl Rib {
         self.defer_until.is_some()
     }
 
-    /// Ends selection deferral once every peer with a session sent End-of-RIB
-    /// for its families (and at least one did), or at the deadline.
+    /// Ends selection deferral once every configured peer is up and sent
+    /// End-of-RIB for its families (RFC 4724 §4.1: "from all its peers"),
+    /// or at the deadline.
     fn check_deferral(&mut self, now: Instant) {
         let Some(until) = self.defer_until else { return };
-        let up: Vec<&PeerState> = self.peers.iter().flatten().filter(|p| p.session.is_some()).collect();
-        let all_eor = !up.is_empty()
+        let any = self.peers.iter().flatten().next().is_some();
+        let all_eor = any
             && self.peers.iter().flatten().all(|p| {
                 p.session.as_ref().is_some_and(|s| {
                     [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
@@ -1033,7 +1066,7 @@ impl Rib {
         policy: &dyn PeerPolicy,
         prefix: P,
         used: &[Path],
-        cache: &mut FastMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
+        cache: &mut ExportCache,
     ) -> SmallVec<[(u32, Arc<PathAttrs>); 1]> {
         let mut out = SmallVec::new();
         let addpath = g.add_path.contains(P::FAMILY);
@@ -1060,19 +1093,25 @@ impl Rib {
                 Verdict::Reject => continue,
                 Verdict::Accept => {
                     let key = (Arc::as_ptr(&p.attrs), p.peer);
-                    match cache.get(&key) {
+                    match cache.by_source.get(&key) {
                         Some(a) => a.clone(),
                         None => {
-                            let a = self.transform(g, P::FAMILY, p, &p.attrs, src).map(Arc::new);
-                            cache.insert(key, a.clone());
+                            let a = self.transform(g, P::FAMILY, p, &p.attrs, src).map(|a| cache.share(a));
+                            cache.by_source.insert(key, a.clone());
                             a
                         }
                     }
                 }
-                Verdict::Modify(m) => self.transform(g, P::FAMILY, p, &m, src).map(Arc::new),
+                Verdict::Modify(m) => self.transform(g, P::FAMILY, p, &m, src).map(|a| cache.share(a)),
             };
             if let Some(a) = attrs {
-                let id = if addpath { out_path_id(p) } else { 0 };
+                let mut id = if addpath { out_path_id(p) } else { 0 };
+                // Two paths of one prefix folding to one identifier (received
+                // identifiers differing only in their high bits): the later
+                // one takes the next free value.
+                while addpath && out.iter().any(|(o, _)| *o == id) {
+                    id = id.wrapping_add(1);
+                }
                 out.push((id, a));
             }
         }
@@ -1178,7 +1217,7 @@ impl Rib {
             }
             let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { continue };
             let key = g.key.clone();
-            let mut cache = FastMap::default();
+            let mut cache = ExportCache::default();
             let mut build = Build::<P>::new(&key);
             let table = &P::fam_ref(&self.fams).table;
             for (prefix, old) in &dirty {
@@ -1215,7 +1254,7 @@ impl Rib {
         let Some(s) = &state.session else { return };
         let key = self.group_key(&state.cfg, s);
         let policy = state.cfg.policy.clone();
-        let mut cache = FastMap::default();
+        let mut cache = ExportCache::default();
         let mut build = Build::<P>::new(&key);
         for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
@@ -1317,10 +1356,30 @@ impl Rib {
     }
 }
 
+/// Outgoing attribute sets made during one export run: by source set and
+/// peer (the usual case: every prefix with one source set shares one), and
+/// by value (so that sets a policy modified per prefix still pack together).
+#[derive(Default)]
+struct ExportCache {
+    by_source: FastMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
+    by_value: std::collections::HashSet<Arc<PathAttrs>, foldhash::fast::RandomState>,
+}
+
+impl ExportCache {
+    fn share(&mut self, a: PathAttrs) -> Arc<PathAttrs> {
+        if let Some(x) = self.by_value.get(&a) {
+            return x.clone();
+        }
+        let x = Arc::new(a);
+        self.by_value.insert(x.clone());
+        x
+    }
+}
+
 /// The path identifier a path is sent with (ADD-PATH): stable for as long
 /// as the path exists, distinct between peers.
 fn out_path_id(p: &Path) -> u32 {
-    (u32::from(p.peer.0.wrapping_add(1)) << 16) | (p.path_id & 0xffff)
+    (u32::from(p.peer.0.wrapping_add(1)) << 16) | ((p.path_id ^ (p.path_id >> 16)) & 0xffff)
 }
 
 fn next_hop(a: &PathAttrs) -> Option<NextHop> {

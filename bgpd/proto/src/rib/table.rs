@@ -96,6 +96,14 @@ fn used_of(paths: &Paths) -> Used {
     paths.iter().take_while(|p| p.is_used()).cloned().collect()
 }
 
+/// Whether the used paths of `paths` differ from `before` (another path,
+/// another order, or other attributes).
+fn used_changed(before: &[Path], paths: &Paths) -> bool {
+    let mut now = paths.iter().take_while(|p| p.is_used());
+    let same = before.iter().all(|b| now.next().is_some_and(|a| a.same(b))) && now.next().is_none();
+    !same
+}
+
 /// Decides how a path's next hop is reached: its IGP cost, or `None` when
 /// unreachable (the FIB's next-hop resolution answers this in the daemon).
 pub type Reachability<'a> = &'a dyn Fn(Option<IpAddr>) -> Option<u32>;
@@ -220,7 +228,8 @@ impl<P: Copy + Eq + Hash> Table<P> {
                 true
             }
         };
-        (decide(paths, d).then_some(before), added)
+        decide(paths, d);
+        (used_changed(&before, paths).then_some(before), added)
     }
 
     /// Removes the path `(peer, path_id)` to `prefix`. Returns `None` when
@@ -237,7 +246,11 @@ impl<P: Copy + Eq + Hash> Table<P> {
             self.dests.remove(&prefix);
             return Some(was_used.then_some(before));
         }
-        Some((was_used && decide(paths, d)).then_some(before))
+        if !was_used {
+            return Some(None);
+        }
+        decide(paths, d);
+        Some(used_changed(&before, paths).then_some(before))
     }
 
     /// Removes the paths of `peer` that `pred` selects, calling `changed`
@@ -265,8 +278,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
                 return false;
             }
             decide(paths, d);
-            let now: Used = used_of(paths);
-            if now.len() != before.len() || now.iter().zip(&before).any(|(a, b)| !a.same(b)) {
+            if used_changed(&before, paths) {
                 changed(*prefix, before);
             }
             true
