@@ -2,4 +2,5 @@
 
 pub mod codec;
 pub mod fib;
+pub mod routeserver;
 pub mod sessions;

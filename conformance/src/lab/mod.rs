@@ -215,6 +215,13 @@ impl Lab {
         drop(p);
     }
 
+    /// The process's PID (that of the program itself: `ip netns exec` execs in place),
+    /// or `None` once it was stopped.
+    pub fn pid(&self, id: ProcId) -> Option<u32> {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.get(id.0).and_then(|p| p.as_ref()).map(Proc::pid)
+    }
+
     /// Whether the process is still running.
     pub fn running(&self, id: ProcId) -> bool {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());

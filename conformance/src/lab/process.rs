@@ -34,6 +34,10 @@ impl Proc {
         &self.name
     }
 
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(super) fn signal(&self, signal: &str) -> io::Result<()> {
         super::netns::run(Command::new("kill").args(["-s", signal, &self.child.id().to_string()])).map(|_| ())
     }
