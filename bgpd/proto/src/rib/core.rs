@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 
 use super::attrs::{Interner, PathAttrs};
 use super::decision::{DecisionOptions, Reason};
-use super::table::{DecisionInput, FastMap, Path, PeerId, PeerInfo, Table, STALE};
+use super::table::{DecisionInput, FastMap, Path, PeerId, PeerInfo, Table, Used, STALE};
 use crate::error::code;
 use crate::nlri::{Nlri, WirePrefix};
 use crate::types::{AttrCode, Family, FamilySet};
@@ -253,7 +253,18 @@ impl RibPrefix for Ipv6Net {
 #[doc(hidden)]
 pub struct Fam<P> {
     table: Table<P>,
-    dirty: FastMap<P, SmallVec<[Path; 1]>>,
+    dirty: FastMap<P, (Used, Used)>,
+}
+
+/// Notes that `prefix` changed from `old` to `new` since the last flush
+/// (keeping the first `old`).
+fn note<P: RibPrefix>(dirty: &mut FastMap<P, (Used, Used)>, prefix: P, old: Used, new: Used) {
+    match dirty.entry(prefix) {
+        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = new,
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert((old, new));
+        }
+    }
 }
 
 impl<P> Default for Fam<P> {
@@ -655,8 +666,8 @@ impl Rib {
                 s.accepted += 1;
             }
         }
-        if let Some(old) = old {
-            fam.dirty.entry(n.prefix).or_insert(old);
+        if let Some((old, new)) = old {
+            note(&mut fam.dirty, n.prefix, old, new);
         }
     }
 
@@ -673,8 +684,8 @@ impl Rib {
         if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
             s.accepted = s.accepted.saturating_sub(1);
         }
-        if let Some(old) = old {
-            fam.dirty.entry(n.prefix).or_insert(old);
+        if let Some((old, new)) = old {
+            note(&mut fam.dirty, n.prefix, old, new);
         }
     }
 
@@ -787,8 +798,8 @@ impl Rib {
             reach: &*self.reach,
         };
         let fam = P::fam(&mut self.fams);
-        if let (Some(old), _) = fam.table.update(prefix, Path::new(PeerId::LOCAL, 0, attrs), &d) {
-            fam.dirty.entry(prefix).or_insert(old);
+        if let (Some((old, new)), _) = fam.table.update(prefix, Path::new(PeerId::LOCAL, 0, attrs), &d) {
+            note(&mut fam.dirty, prefix, old, new);
         }
     }
 
@@ -861,7 +872,7 @@ impl Rib {
         old: &GroupKey,
         old_policy: &dyn PeerPolicy,
         new: &GroupKey,
-        before: &FastMap<P, SmallVec<[Path; 1]>>,
+        before: &FastMap<P, (Used, Used)>,
     ) {
         let Some(new_policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
         let mut build = Build::<P>::new(new);
@@ -870,13 +881,13 @@ impl Rib {
         let table = &P::fam_ref(&self.fams).table;
         for (prefix, paths) in table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
-            let was = before.get(prefix).unwrap_or(&used);
+            let was = before.get(prefix).map_or(&used, |(old, _)| old);
             let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
             let b = self.export(new, &*new_policy, *prefix, &used, &mut new_cache);
             build.diff(*prefix, &a, &b);
         }
         // Prefixes that are gone altogether since.
-        for (prefix, was) in before.iter().filter(|(p, _)| table.get(p).is_none()) {
+        for (prefix, (was, _)) in before.iter().filter(|(p, _)| table.get(p).is_none()) {
             let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
             build.diff(*prefix, &a, &[]);
         }
@@ -899,13 +910,8 @@ impl Rib {
         };
         let fam = P::fam(&mut self.fams);
         let dirty = &mut fam.dirty;
-        let n = fam.table.remove_where(
-            |p| p.peer == peer && pred(p),
-            &d,
-            |prefix, old| {
-                dirty.entry(prefix).or_insert(old);
-            },
-        );
+        let n =
+            fam.table.remove_where(|p| p.peer == peer && pred(p), &d, |prefix, old, new| note(dirty, prefix, old, new));
         if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
             s.accepted = s.accepted.saturating_sub(n);
         }
@@ -920,12 +926,8 @@ impl Rib {
             reach: &*self.reach,
         };
         let Families { v4, v6 } = &mut self.fams;
-        v4.table.redecide(&d, |p, old| {
-            v4.dirty.entry(p).or_insert(old);
-        });
-        v6.table.redecide(&d, |p, old| {
-            v6.dirty.entry(p).or_insert(old);
-        });
+        v4.table.redecide(&d, |p, old, new| note(&mut v4.dirty, p, old, new));
+        v6.table.redecide(&d, |p, old, new| note(&mut v6.dirty, p, old, new));
     }
 
     fn dirty(&self) -> usize {
@@ -1219,11 +1221,9 @@ impl Rib {
             let key = g.key.clone();
             let mut cache = ExportCache::default();
             let mut build = Build::<P>::new(&key);
-            let table = &P::fam_ref(&self.fams).table;
-            for (prefix, old) in &dirty {
-                let now = table.used(prefix);
+            for (prefix, (old, now)) in &dirty {
                 let a = self.export(&key, &*policy, *prefix, old, &mut cache);
-                let b = self.export(&key, &*policy, *prefix, &now, &mut cache);
+                let b = self.export(&key, &*policy, *prefix, now, &mut cache);
                 build.diff(*prefix, &a, &b);
             }
             let members = self.groups[gi].members.clone();

@@ -191,12 +191,12 @@ impl<P: Copy + Eq + Hash> Table<P> {
     }
 
     /// Bytes the table's own structures take (keys, path vectors, hash
-    /// table slack; attribute sets are counted by the interner).
+    /// table slack; attribute sets are counted by the interner). O(1): the
+    /// paths beyond the first of a prefix are counted as spilled to the heap.
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<P>() + std::mem::size_of::<Paths>() + 1;
-        let spilled: usize =
-            self.dests.values().filter(|p| p.spilled()).map(|p| p.capacity() * std::mem::size_of::<Path>()).sum();
-        self.dests.capacity() * entry + spilled
+        let extra = self.paths.saturating_sub(self.dests.len());
+        self.dests.capacity() * entry + (extra + extra.min(self.dests.len())) * std::mem::size_of::<Path>()
     }
 
     /// The used paths of `prefix` (best first), as they are now.
@@ -205,9 +205,9 @@ impl<P: Copy + Eq + Hash> Table<P> {
     }
 
     /// Adds or replaces the path `(peer, path_id)` to `prefix` and decides
-    /// again. Returns the used paths as they were when the used set changed,
-    /// and whether the path is new (not a replacement).
-    pub fn update(&mut self, prefix: P, path: Path, d: &DecisionInput<'_>) -> (Option<Used>, bool) {
+    /// again. Returns, when the used set changed, the used paths as they were
+    /// and as they are; and whether the path is new (not a replacement).
+    pub fn update(&mut self, prefix: P, path: Path, d: &DecisionInput<'_>) -> (Option<(Used, Used)>, bool) {
         let paths = self.dests.entry(prefix).or_default();
         let before = used_of(paths);
         let added = match paths.iter_mut().find(|p| p.peer == path.peer && p.path_id == path.path_id) {
@@ -229,13 +229,19 @@ impl<P: Copy + Eq + Hash> Table<P> {
             }
         };
         decide(paths, d);
-        (used_changed(&before, paths).then_some(before), added)
+        (used_changed(&before, paths).then(|| (before, used_of(paths))), added)
     }
 
     /// Removes the path `(peer, path_id)` to `prefix`. Returns `None` when
-    /// there was no such path, else the used paths as they were if the used
-    /// set changed.
-    pub fn withdraw(&mut self, prefix: P, peer: PeerId, path_id: u32, d: &DecisionInput<'_>) -> Option<Option<Used>> {
+    /// there was no such path, else the used paths as they were and as they
+    /// are if the used set changed.
+    pub fn withdraw(
+        &mut self,
+        prefix: P,
+        peer: PeerId,
+        path_id: u32,
+        d: &DecisionInput<'_>,
+    ) -> Option<Option<(Used, Used)>> {
         let paths = self.dests.get_mut(&prefix)?;
         let i = paths.iter().position(|p| p.peer == peer && p.path_id == path_id)?;
         let was_used = paths[i].is_used();
@@ -244,13 +250,13 @@ impl<P: Copy + Eq + Hash> Table<P> {
         self.paths -= 1;
         if paths.is_empty() {
             self.dests.remove(&prefix);
-            return Some(was_used.then_some(before));
+            return Some(was_used.then(|| (before, Used::new())));
         }
         if !was_used {
             return Some(None);
         }
         decide(paths, d);
-        Some(used_changed(&before, paths).then_some(before))
+        Some(used_changed(&before, paths).then(|| (before, used_of(paths))))
     }
 
     /// Removes the paths of `peer` that `pred` selects, calling `changed`
@@ -260,7 +266,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
         &mut self,
         pred: impl Fn(&Path) -> bool,
         d: &DecisionInput<'_>,
-        mut changed: impl FnMut(P, SmallVec<[Path; 1]>),
+        mut changed: impl FnMut(P, Used, Used),
     ) -> usize {
         let mut removed = 0;
         self.dests.retain(|prefix, paths| {
@@ -273,13 +279,13 @@ impl<P: Copy + Eq + Hash> Table<P> {
             removed += n - paths.len();
             if paths.is_empty() {
                 if !before.is_empty() {
-                    changed(*prefix, before);
+                    changed(*prefix, before, Used::new());
                 }
                 return false;
             }
             decide(paths, d);
             if used_changed(&before, paths) {
-                changed(*prefix, before);
+                changed(*prefix, before, used_of(paths));
             }
             true
         });
@@ -301,11 +307,11 @@ impl<P: Copy + Eq + Hash> Table<P> {
 
     /// Decides every prefix again (next-hop reachability or options changed),
     /// calling `changed` with the old used set of each prefix that changed.
-    pub fn redecide(&mut self, d: &DecisionInput<'_>, mut changed: impl FnMut(P, SmallVec<[Path; 1]>)) {
+    pub fn redecide(&mut self, d: &DecisionInput<'_>, mut changed: impl FnMut(P, Used, Used)) {
         for (prefix, paths) in self.dests.iter_mut() {
-            let before: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
+            let before = used_of(paths);
             if decide(paths, d) {
-                changed(*prefix, before);
+                changed(*prefix, before, used_of(paths));
             }
         }
     }
@@ -473,11 +479,11 @@ mod tests {
         let used: Vec<PeerId> = t.used(&p).iter().map(|p| p.peer).collect();
         assert_eq!(used, vec![PeerId(0), PeerId(1)], "ECMP across neighbouring ASes, lower router ID first");
         let mut changes = Vec::new();
-        let n = t.remove_where(|p| p.peer == PeerId(0), &d, |pfx, old| changes.push((pfx, old.len())));
+        let n = t.remove_where(|p| p.peer == PeerId(0), &d, |pfx, old, _| changes.push((pfx, old.len())));
         assert_eq!((n, changes), (1, vec![(p, 2)]));
         assert_eq!(t.used(&p).len(), 1);
         let narrow = input(&ps, relax, 1);
-        t.redecide(&narrow, |_, _| {});
+        t.redecide(&narrow, |_, _, _| {});
         assert_eq!(t.used(&p).len(), 1);
     }
 
@@ -513,7 +519,7 @@ mod tests {
         t.update(p2, Path::new(PeerId(0), 0, a.clone()), &d);
         assert_eq!(t.mark(|p| p.peer == PeerId(0), STALE), 2);
         assert!(t.update(p1, Path::new(PeerId(0), 0, a), &d).0.is_none(), "sent again after the restart");
-        let swept = t.remove_where(|p| p.peer == PeerId(0) && p.is_stale(), &d, |_, _| {});
+        let swept = t.remove_where(|p| p.peer == PeerId(0) && p.is_stale(), &d, |_, _, _| {});
         assert_eq!(swept, 1);
         assert!(t.get(&p1).is_some() && t.get(&p2).is_none());
     }
