@@ -33,7 +33,7 @@ pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdver
 #[allow(unused_imports)]
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
-pub use bgp_peer::{BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
+pub use bgp_peer::{AddPathConfig, BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 #[allow(unused_imports)]
 pub use ipam_block::{Affinity, IpamBlock};
 #[allow(unused_imports)]
