@@ -261,3 +261,125 @@ impl Bgpd {
             .ok_or_else(|| format!("no route {prefix} from {peer} among {} routes", routes.len()))
     }
 }
+
+impl Bgpd {
+    /// Starts bgpd on a datastore the caller wrote as YAML (for objects
+    /// [`Config`] does not render: BGPFilters, annotations, route reflector
+    /// Nodes, peer selectors). `node` is the `--node` name.
+    pub fn start_yaml(lab: &Lab, ns: &Ns, tag: &str, node: &str, yaml: &str) -> io::Result<Bgpd> {
+        let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
+        std::fs::write(&datastore, yaml)?;
+        let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
+        let mut b =
+            Bgpd { proc: ProcId(usize::MAX), sock, datastore, ns: ns.clone(), node: node.into(), tag: tag.into() };
+        b.proc = b.spawn(lab)?;
+        Ok(b)
+    }
+
+    /// Rewrites the datastore with `yaml` (write, then rename).
+    pub fn reconfigure_yaml(&self, yaml: &str) -> io::Result<()> {
+        let tmp = self.datastore.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, &self.datastore)
+    }
+
+    /// Kills bgpd with SIGKILL (no NOTIFICATION, no clean-up: a crash) and
+    /// starts it again at once with the same datastore and control socket.
+    pub fn kill_and_restart(&mut self, lab: &Lab) -> io::Result<()> {
+        lab.signal(self.proc, "KILL")?;
+        super::wait_for("bgpd to die after SIGKILL", std::time::Duration::from_secs(5), || {
+            if lab.running(self.proc) {
+                Err("still running".into())
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(io::Error::other)?;
+        lab.stop(self.proc);
+        self.proc = self.spawn(lab)?;
+        Ok(())
+    }
+
+    /// `bgpd show routes PREFIX --json`, the `routes` array (every path of
+    /// the prefixes within or containing `prefix`).
+    pub fn routes_for(&self, prefix: &str) -> Result<Vec<Value>, String> {
+        let v = self.show(&["routes", prefix])?;
+        v.get("routes").and_then(Value::as_array).cloned().ok_or_else(|| format!("no \"routes\" array in {v}"))
+    }
+
+    /// `bgpd show WHAT…` as text (for failure messages); the error text
+    /// instead when it fails.
+    pub fn show_text(&self, what: &[&str]) -> String {
+        match Command::new(binary()).arg("show").args(what).arg("--control-socket").arg(&self.sock).output() {
+            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Err(e) => format!("bgpd show {what:?}: {e}"),
+        }
+    }
+
+    /// The whole log of this bgpd (all its runs: the log is appended to).
+    pub fn log(&self, lab: &Lab) -> String {
+        std::fs::read_to_string(lab.dir().join(format!("{}-bgpd.log", self.tag))).unwrap_or_default()
+    }
+}
+
+/// YAML documents for [`Bgpd::start_yaml`], each ending in a newline; join
+/// them with [`doc::stream`].
+pub mod doc {
+    use std::fmt::Write as _;
+
+    /// Joins documents into one YAML stream.
+    pub fn stream(docs: &[String]) -> String {
+        docs.join("---\n")
+    }
+
+    /// The default BGPConfiguration: cluster AS `asn`, no node-to-node mesh.
+    pub fn bgp_configuration(asn: u32) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {asn}, nodeToNodeMeshEnabled: false}}\n"
+        )
+    }
+
+    /// A Node with `spec.bgp.ipv4Address` (`10.255.1.1/24`), labels, and
+    /// optionally `routeReflectorClusterID`.
+    pub fn node(name: &str, ipv4: &str, labels: &[(&str, &str)], cluster_id: Option<&str>) -> String {
+        let mut y = format!("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n");
+        if !labels.is_empty() {
+            y.push_str("  labels:\n");
+            for (k, v) in labels {
+                let _ = writeln!(y, "    {k}: {v:?}");
+            }
+        }
+        let _ = writeln!(y, "spec:\n  bgp:\n    ipv4Address: {ipv4}");
+        if let Some(c) = cluster_id {
+            let _ = writeln!(y, "    routeReflectorClusterID: {c}");
+        }
+        y
+    }
+
+    /// A BGPPeer with annotations and `spec` given as YAML lines (each
+    /// indented by two spaces, e.g. `"  peerIP: 10.255.1.2\n  asNumber: 65001\n"`).
+    pub fn peer(name: &str, annotations: &[(&str, &str)], spec: &str) -> String {
+        let mut y = format!("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: {name}\n");
+        if !annotations.is_empty() {
+            y.push_str("  annotations:\n");
+            for (k, v) in annotations {
+                let _ = writeln!(y, "    {k}: {v:?}");
+            }
+        }
+        let _ = write!(y, "spec:\n{spec}");
+        y
+    }
+
+    /// A BGPFilter with `spec` given as YAML lines (indented by two spaces).
+    pub fn filter(name: &str, spec: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: {name}\nspec:\n{spec}")
+    }
+
+    /// An IPAMBlock `cidr` affine to `node`.
+    pub fn ipam_block(cidr: &str, node: &str) -> String {
+        format!(
+            "apiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\nmetadata: {{name: {}}}\nspec: {{cidr: \"{cidr}\", affinity: \"host:{node}\"}}\n",
+            cidr.replace(['.', ':', '/'], "-").trim_matches('-')
+        )
+    }
+}

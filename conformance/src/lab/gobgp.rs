@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{Lab, Ns, ProcId};
 
 /// One GoBGP neighbor.
@@ -70,6 +72,17 @@ impl Config {
     }
 }
 
+impl Config {
+    /// [`Config::render`] with ADD-PATH receive (RFC 7911) on every
+    /// neighbor's IPv4 and IPv6 unicast (`add-paths.config.receive`).
+    pub fn render_add_paths_receive(&self) -> String {
+        self.render().replace(
+            "[neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true",
+            "[neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n    [neighbors.afi-safis.add-paths.config]\n      receive = true",
+        )
+    }
+}
+
 /// A running gobgpd.
 pub struct Gobgp {
     /// Its process in the lab.
@@ -82,8 +95,14 @@ impl Gobgp {
     /// namespace of its own with host name `gobgp-TAG` (GoBGP advertises
     /// its host name in the FQDN capability).
     pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Gobgp> {
+        Gobgp::start_conf(lab, ns, tag, &cfg.render())
+    }
+
+    /// Like [`Gobgp::start`], with a `gobgpd.toml` the caller rendered
+    /// (e.g. [`Config::render_add_paths_receive`]).
+    pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, toml: &str) -> io::Result<Gobgp> {
         let conf = lab.dir().join(format!("{tag}-gobgpd.toml"));
-        std::fs::write(&conf, cfg.render())?;
+        std::fs::write(&conf, toml)?;
         let mut cmd = ns.command("unshare");
         cmd.args(["--uts", "sh", "-c"]).arg(format!(
             "hostname gobgp-{tag} && exec gobgpd -f '{}' -p --api-hosts 127.0.0.1:50051 --pprof-disable -l info",
@@ -135,5 +154,17 @@ impl Gobgp {
         } else {
             Err(format!("GoBGP has no {prefix} from {neighbor}: {}", out.trim()))
         }
+    }
+
+    /// `gobgp global rib -a AF -j` as JSON: prefix → array of paths.
+    pub fn global_rib(&self, v6: bool) -> Result<Value, String> {
+        let out = self.cli(&["global", "rib", "-a", if v6 { "ipv6" } else { "ipv4" }, "-j"])?;
+        serde_json::from_str(&out).map_err(|e| format!("gobgp global rib -j: not JSON ({e}): {out}"))
+    }
+
+    /// The paths GoBGP's global RIB holds for `prefix` (`gobgp global rib -j`).
+    pub fn paths(&self, prefix: &str) -> Result<Vec<Value>, String> {
+        let rib = self.global_rib(prefix.contains(':'))?;
+        Ok(rib.get(prefix).and_then(Value::as_array).cloned().unwrap_or_default())
     }
 }
