@@ -108,8 +108,14 @@ pub struct Bird {
 impl Bird {
     /// Writes the configuration and starts `bird -f` in `ns`.
     pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Bird> {
+        Bird::start_conf(lab, ns, tag, &cfg.render())
+    }
+
+    /// Like [`Bird::start`], with a `bird.conf` the caller rendered (e.g.
+    /// [`Config::render`] with an export filter edited in).
+    pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<Bird> {
         let conf = lab.dir().join(format!("{tag}-bird.conf"));
-        std::fs::write(&conf, cfg.render())?;
+        std::fs::write(&conf, text)?;
         let sock = lab.dir().join(format!("{tag}-bird.ctl"));
         let mut b = Bird { proc: super::ProcId(usize::MAX), sock, ns: ns.clone(), conf, tag: tag.to_string() };
         b.proc = b.spawn(lab)?;
