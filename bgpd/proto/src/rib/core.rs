@@ -15,10 +15,9 @@
 //!   the difference (as BIRD does). That keeps a route server's memory at
 //!   one table, however many peers it has.
 //! - **Update groups**: peers whose export policy, session type and
-//!   negotiated encoding are the same share one encoded stream. As with
-//!   FRR's update groups, a route may go back to the peer it came from
-//!   when that peer shares a group with others; the peer's own AS-path or
-//!   ORIGINATOR_ID loop check drops it.
+//!   negotiated encoding are the same share one encoded stream. A route
+//!   never goes back to the peer it came from: a member that is the source
+//!   of changed routes gets a stream of its own for that batch.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -882,13 +881,13 @@ impl Rib {
         for (prefix, paths) in table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
             let was = before.get(prefix).map_or(&used, |(old, _)| old);
-            let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
-            let b = self.export(new, &*new_policy, *prefix, &used, &mut new_cache);
+            let a = self.export(old, old_policy, *prefix, was, Some(peer), &mut old_cache);
+            let b = self.export(new, &*new_policy, *prefix, &used, Some(peer), &mut new_cache);
             build.diff(*prefix, &a, &b);
         }
         // Prefixes that are gone altogether since.
         for (prefix, (was, _)) in before.iter().filter(|(p, _)| table.get(p).is_none()) {
-            let a = self.export(old, old_policy, *prefix, was, &mut old_cache);
+            let a = self.export(old, old_policy, *prefix, was, Some(peer), &mut old_cache);
             build.diff(*prefix, &a, &[]);
         }
         self.emit(vec![peer], new, build);
@@ -1068,6 +1067,7 @@ impl Rib {
         policy: &dyn PeerPolicy,
         prefix: P,
         used: &[Path],
+        exclude: Option<PeerId>,
         cache: &mut ExportCache,
     ) -> SmallVec<[(u32, Arc<PathAttrs>); 1]> {
         let mut out = SmallVec::new();
@@ -1081,7 +1081,14 @@ impl Rib {
         } else {
             1
         };
-        for p in used.iter().take(n) {
+        // A route never goes back to the peer it came from: with ADD-PATH its
+        // other paths still may; without, nothing is sent (as BIRD does).
+        let chosen: SmallVec<[&Path; 2]> = if addpath {
+            used.iter().filter(|p| Some(p.peer) != exclude).take(n).collect()
+        } else {
+            used.first().filter(|p| Some(p.peer) != exclude).into_iter().collect()
+        };
+        for p in chosen {
             let src = self.source(p);
             let allowed = match (g.ibgp, src) {
                 (false, _) | (true, Source::Local | Source::Ebgp) => true,
@@ -1219,15 +1226,37 @@ impl Rib {
             }
             let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { continue };
             let key = g.key.clone();
-            let mut cache = ExportCache::default();
-            let mut build = Build::<P>::new(&key);
-            for (prefix, (old, now)) in &dirty {
-                let a = self.export(&key, &*policy, *prefix, old, &mut cache);
-                let b = self.export(&key, &*policy, *prefix, now, &mut cache);
-                build.diff(*prefix, &a, &b);
+            let members = g.members.clone();
+            // Members that are the source of a changed route get a stream
+            // of their own (their routes are not sent back to them); the
+            // others share one.
+            let mut member = vec![false; self.peers.len()];
+            members.iter().for_each(|m| member[m.0 as usize] = true);
+            let mut sources: Vec<PeerId> = Vec::new();
+            for (old, now) in dirty.values() {
+                for p in old.iter().chain(now.iter()) {
+                    if !p.peer.is_local() && member.get(p.peer.0 as usize) == Some(&true) && !sources.contains(&p.peer)
+                    {
+                        sources.push(p.peer);
+                    }
+                }
             }
-            let members = self.groups[gi].members.clone();
-            self.emit(members, &key, build);
+            let mut cache = ExportCache::default();
+            let shared: Vec<PeerId> = members.iter().copied().filter(|m| !sources.contains(m)).collect();
+            let mut streams: Vec<(Vec<PeerId>, Option<PeerId>)> =
+                sources.iter().map(|s| (vec![*s], Some(*s))).collect();
+            if !shared.is_empty() {
+                streams.push((shared, None));
+            }
+            for (to, exclude) in streams {
+                let mut build = Build::<P>::new(&key);
+                for (prefix, (old, now)) in &dirty {
+                    let a = self.export(&key, &*policy, *prefix, old, exclude, &mut cache);
+                    let b = self.export(&key, &*policy, *prefix, now, exclude, &mut cache);
+                    build.diff(*prefix, &a, &b);
+                }
+                self.emit(to, &key, build);
+            }
         }
     }
 
@@ -1258,7 +1287,7 @@ impl Rib {
         let mut build = Build::<P>::new(&key);
         for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
-            let b = self.export(&key, &*policy, *prefix, &used, &mut cache);
+            let b = self.export(&key, &*policy, *prefix, &used, Some(peer), &mut cache);
             build.diff(*prefix, &[], &b);
         }
         self.emit(vec![peer], &key, build);
