@@ -286,6 +286,12 @@ impl Bgpd {
     /// Kills bgpd with SIGKILL (no NOTIFICATION, no clean-up: a crash) and
     /// starts it again at once with the same datastore and control socket.
     pub fn kill_and_restart(&mut self, lab: &Lab) -> io::Result<()> {
+        self.kill(lab)?;
+        self.start_again(lab)
+    }
+
+    /// Kills bgpd with SIGKILL (a crash) and waits until it is gone.
+    pub fn kill(&self, lab: &Lab) -> io::Result<()> {
         lab.signal(self.proc, "KILL")?;
         super::wait_for("bgpd to die after SIGKILL", std::time::Duration::from_secs(5), || {
             if lab.running(self.proc) {
@@ -296,6 +302,12 @@ impl Bgpd {
         })
         .map_err(io::Error::other)?;
         lab.stop(self.proc);
+        Ok(())
+    }
+
+    /// Starts bgpd again (after [`Bgpd::kill`]) with the same datastore,
+    /// control socket and log.
+    pub fn start_again(&mut self, lab: &Lab) -> io::Result<()> {
         self.proc = self.spawn(lab)?;
         Ok(())
     }

@@ -96,12 +96,18 @@ impl Frr {
     /// Writes the configuration and starts zebra (it drops to user `frr`)
     /// and bgpd in `ns`, with sockets in a directory of their own.
     pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Frr> {
+        Frr::start_conf(lab, ns, tag, &cfg.render())
+    }
+
+    /// Like [`Frr::start`], with a `bgpd.conf` the caller rendered (e.g.
+    /// [`Config::render`] with lines edited in).
+    pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<Frr> {
         let dir = lab.dir().join(format!("{tag}-frr"));
         std::fs::create_dir_all(&dir)?;
         let zconf = dir.join("zebra.conf");
         std::fs::write(&zconf, "")?;
         let bconf = dir.join("bgpd.conf");
-        std::fs::write(&bconf, cfg.render())?;
+        std::fs::write(&bconf, text)?;
         // zebra has no option to keep root; it runs as frr and owns its directory.
         super::netns::run(Command::new("chown").arg("-R").arg("frr:frr").arg(&dir))?;
         let zapi = dir.join("zserv.api");
@@ -169,5 +175,41 @@ impl Frr {
             Some(p) if !p.is_empty() => Ok(v),
             _ => Err(format!("FRR has no {prefix}: {v}")),
         }
+    }
+
+    /// Kills FRR's bgpd with SIGKILL (a crash: no NOTIFICATION is sent);
+    /// zebra keeps running. Waits until it is gone.
+    pub fn kill_bgpd(&self, lab: &Lab) -> io::Result<()> {
+        lab.signal(self.bgpd, "KILL")?;
+        super::wait_for("FRR bgpd to die after SIGKILL", Duration::from_secs(5), || {
+            if lab.running(self.bgpd) {
+                Err("still running".into())
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(io::Error::other)?;
+        lab.stop(self.bgpd);
+        Ok(())
+    }
+
+    /// Starts FRR's bgpd again (after [`Frr::kill_bgpd`]) in `ns` with a new
+    /// `bgpd.conf` text, the same zebra and sockets; waits for its vty.
+    pub fn restart_bgpd_conf(&mut self, lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<()> {
+        let bconf = self.dir.join("bgpd.conf");
+        std::fs::write(&bconf, text)?;
+        let mut b = ns.command(&format!("{FRR_DIR}/bgpd"));
+        b.arg("-S")
+            .arg("-f")
+            .arg(&bconf)
+            .arg("-i")
+            .arg(self.dir.join("bgpd.pid"))
+            .arg("-z")
+            .arg(self.dir.join("zserv.api"));
+        b.arg("--vty_socket").arg(&self.dir).args(["-P", "0"]);
+        self.bgpd = lab.spawn(&format!("{tag}-frr-bgpd"), b)?;
+        super::wait_for("FRR bgpd's vty", Duration::from_secs(15), || self.vtysh(&["show bgp summary"]))
+            .map_err(io::Error::other)?;
+        Ok(())
     }
 }
