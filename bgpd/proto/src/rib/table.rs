@@ -2,7 +2,7 @@
 //! post-policy Adj-RIBs-In of all peers together), kept in decision order.
 //!
 //! Memory is the point of the layout: a prefix with one path costs its key
-//! and 24 bytes (a [`SmallVec`] holding one 16-byte [`Path`] inline), and
+//! and 16 bytes (its one [`Path`] inline; several paths go behind a box), and
 //! the attributes are shared ([`super::attrs::Interner`]). The paths of a
 //! prefix are sorted best first, the ECMP set in front, so the decision's
 //! outcome needs no fields of its own; why each other path lost is worked out
@@ -87,7 +87,70 @@ impl Path {
 }
 
 /// The paths to one prefix, best first; the used ones (ECMP set) lead.
-pub type Paths = SmallVec<[Path; 1]>;
+/// 16 bytes: one path inline (most prefixes), several behind one box.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths(PathsInner);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathsInner {
+    One(Path),
+    Many(Box<Vec<Path>>),
+}
+
+impl Paths {
+    fn one(p: Path) -> Paths {
+        Paths(PathsInner::One(p))
+    }
+
+    fn push(&mut self, p: Path) {
+        match &mut self.0 {
+            PathsInner::Many(v) => v.push(p),
+            PathsInner::One(first) => {
+                let first = first.clone();
+                self.0 = PathsInner::Many(Box::new(vec![first, p]));
+            }
+        }
+    }
+
+    /// Keeps the paths `keep` selects; `false` when none is left (the
+    /// caller then drops the prefix).
+    fn retain(&mut self, keep: impl Fn(&Path) -> bool) -> bool {
+        match &mut self.0 {
+            PathsInner::One(p) => keep(p),
+            PathsInner::Many(v) => {
+                v.retain(|p| keep(p));
+                match v.len() {
+                    0 => false,
+                    1 => {
+                        let last = v[0].clone();
+                        self.0 = PathsInner::One(last);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Paths {
+    type Target = [Path];
+    fn deref(&self) -> &[Path] {
+        match &self.0 {
+            PathsInner::One(p) => std::slice::from_ref(p),
+            PathsInner::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Paths {
+    fn deref_mut(&mut self) -> &mut [Path] {
+        match &mut self.0 {
+            PathsInner::One(p) => std::slice::from_mut(p),
+            PathsInner::Many(v) => v,
+        }
+    }
+}
 
 /// The used paths of a prefix, best first.
 pub type Used = SmallVec<[Path; 1]>;
@@ -112,15 +175,21 @@ pub type Reachability<'a> = &'a dyn Fn(Option<IpAddr>) -> Option<u32>;
 /// SipHash on the small keys of a RIB.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Shards of a table: each grows on its own, so growing a big table never
+/// holds two copies of it (a hash table doubles by copying).
+const SHARDS: usize = 64;
+
 /// One family's table.
 pub struct Table<P> {
-    dests: FastMap<P, Paths>,
+    shards: Vec<FastMap<P, Paths>>,
+    pick: foldhash::fast::RandomState,
+    len: usize,
     paths: usize,
 }
 
 impl<P> Default for Table<P> {
     fn default() -> Self {
-        Table { dests: FastMap::default(), paths: 0 }
+        Table { shards: (0..SHARDS).map(|_| FastMap::default()).collect(), pick: Default::default(), len: 0, paths: 0 }
     }
 }
 
@@ -165,14 +234,19 @@ impl DecisionInput<'_> {
 }
 
 impl<P: Copy + Eq + Hash> Table<P> {
+    fn shard(&self, prefix: &P) -> usize {
+        use std::hash::BuildHasher;
+        (self.pick.hash_one(prefix) >> 58) as usize % SHARDS
+    }
+
     /// The paths to `prefix`, best first.
     pub fn get(&self, prefix: &P) -> Option<&Paths> {
-        self.dests.get(prefix)
+        self.shards[self.shard(prefix)].get(prefix)
     }
 
     /// How many prefixes have at least one path.
     pub fn len(&self) -> usize {
-        self.dests.len()
+        self.len
     }
 
     /// Paths held, all prefixes together.
@@ -182,12 +256,12 @@ impl<P: Copy + Eq + Hash> Table<P> {
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.dests.is_empty()
+        self.len == 0
     }
 
     /// Every prefix and its paths.
     pub fn iter(&self) -> impl Iterator<Item = (&P, &Paths)> {
-        self.dests.iter()
+        self.shards.iter().flat_map(|s| s.iter())
     }
 
     /// Bytes the table's own structures take (keys, path vectors, hash
@@ -195,20 +269,34 @@ impl<P: Copy + Eq + Hash> Table<P> {
     /// paths beyond the first of a prefix are counted as spilled to the heap.
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<P>() + std::mem::size_of::<Paths>() + 1;
-        let extra = self.paths.saturating_sub(self.dests.len());
-        self.dests.capacity() * entry + (extra + extra.min(self.dests.len())) * std::mem::size_of::<Path>()
+        let extra = self.paths.saturating_sub(self.len);
+        let capacity: usize = self.shards.iter().map(|s| s.capacity()).sum();
+        // A prefix with several paths: a box (a Vec) and the paths.
+        capacity * entry + (extra + extra.min(self.len)) * std::mem::size_of::<Path>()
     }
 
     /// The used paths of `prefix` (best first), as they are now.
     pub fn used(&self, prefix: &P) -> SmallVec<[Path; 1]> {
-        self.dests.get(prefix).map(|ps| ps.iter().take_while(|p| p.is_used()).cloned().collect()).unwrap_or_default()
+        self.get(prefix).map(|ps| used_of(ps)).unwrap_or_default()
     }
 
     /// Adds or replaces the path `(peer, path_id)` to `prefix` and decides
     /// again. Returns, when the used set changed, the used paths as they were
     /// and as they are; and whether the path is new (not a replacement).
     pub fn update(&mut self, prefix: P, path: Path, d: &DecisionInput<'_>) -> (Option<(Used, Used)>, bool) {
-        let paths = self.dests.entry(prefix).or_default();
+        use std::collections::hash_map::Entry;
+        let shard = self.shard(&prefix);
+        let paths = match self.shards[shard].entry(prefix) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let paths = e.insert(Paths::one(path));
+                self.len += 1;
+                self.paths += 1;
+                decide(paths, d);
+                let now = used_of(paths);
+                return ((!now.is_empty()).then_some((Used::new(), now)), true);
+            }
+        };
         let before = used_of(paths);
         let added = match paths.iter_mut().find(|p| p.peer == path.peer && p.path_id == path.path_id) {
             Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => {
@@ -242,14 +330,15 @@ impl<P: Copy + Eq + Hash> Table<P> {
         path_id: u32,
         d: &DecisionInput<'_>,
     ) -> Option<Option<(Used, Used)>> {
-        let paths = self.dests.get_mut(&prefix)?;
+        let shard = self.shard(&prefix);
+        let paths = self.shards[shard].get_mut(&prefix)?;
         let i = paths.iter().position(|p| p.peer == peer && p.path_id == path_id)?;
         let was_used = paths[i].is_used();
         let before = if was_used { used_of(paths) } else { Used::new() };
-        paths.remove(i);
         self.paths -= 1;
-        if paths.is_empty() {
-            self.dests.remove(&prefix);
+        if !paths.retain(|p| !(p.peer == peer && p.path_id == path_id)) {
+            self.shards[shard].remove(&prefix);
+            self.len -= 1;
             return Some(was_used.then(|| (before, Used::new())));
         }
         if !was_used {
@@ -269,26 +358,30 @@ impl<P: Copy + Eq + Hash> Table<P> {
         mut changed: impl FnMut(P, Used, Used),
     ) -> usize {
         let mut removed = 0;
-        self.dests.retain(|prefix, paths| {
-            if !paths.iter().any(&pred) {
-                return true;
-            }
-            let before: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
-            let n = paths.len();
-            paths.retain(|p| !pred(p));
-            removed += n - paths.len();
-            if paths.is_empty() {
-                if !before.is_empty() {
-                    changed(*prefix, before, Used::new());
+        let mut emptied = 0;
+        for shard in &mut self.shards {
+            shard.retain(|prefix, paths| {
+                let n = paths.iter().filter(|p| pred(p)).count();
+                if n == 0 {
+                    return true;
                 }
-                return false;
-            }
-            decide(paths, d);
-            if used_changed(&before, paths) {
-                changed(*prefix, before, used_of(paths));
-            }
-            true
-        });
+                let before = used_of(paths);
+                removed += n;
+                if !paths.retain(|p| !pred(p)) {
+                    emptied += 1;
+                    if !before.is_empty() {
+                        changed(*prefix, before, Used::new());
+                    }
+                    return false;
+                }
+                decide(paths, d);
+                if used_changed(&before, paths) {
+                    changed(*prefix, before, used_of(paths));
+                }
+                true
+            });
+        }
+        self.len -= emptied;
         self.paths -= removed;
         removed
     }
@@ -296,7 +389,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
     /// Sets flags on the paths `pred` selects; returns how many.
     pub fn mark(&mut self, pred: impl Fn(&Path) -> bool, flag: u16) -> usize {
         let mut n = 0;
-        for paths in self.dests.values_mut() {
+        for paths in self.shards.iter_mut().flat_map(|s| s.values_mut()) {
             for p in paths.iter_mut().filter(|p| pred(p)) {
                 p.flags |= flag;
                 n += 1;
@@ -308,7 +401,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
     /// Decides every prefix again (next-hop reachability or options changed),
     /// calling `changed` with the old used set of each prefix that changed.
     pub fn redecide(&mut self, d: &DecisionInput<'_>, mut changed: impl FnMut(P, Used, Used)) {
-        for (prefix, paths) in self.dests.iter_mut() {
+        for (prefix, paths) in self.shards.iter_mut().flat_map(|s| s.iter_mut()) {
             let before = used_of(paths);
             if decide(paths, d) {
                 changed(*prefix, before, used_of(paths));
@@ -318,7 +411,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
 
     /// Why each path of `prefix` that is not used lost to the best.
     pub fn reasons(&self, prefix: &P, d: &DecisionInput<'_>) -> Vec<Option<Reason>> {
-        let Some(paths) = self.dests.get(prefix) else { return Vec::new() };
+        let Some(paths) = self.get(prefix) else { return Vec::new() };
         let Some(best) = paths.first().filter(|p| p.is_used()) else {
             return paths.iter().map(|_| Some(Reason::NextHopUnreachable)).collect();
         };
@@ -382,15 +475,15 @@ fn decide(paths: &mut Paths, d: &DecisionInput<'_>) -> bool {
             .count()
             .min(d.max_paths.max(1));
     }
-    let mut sorted: Paths = order.iter().map(|&i| paths[i].clone()).collect();
-    for (n, p) in sorted.iter_mut().enumerate() {
+    let sorted: SmallVec<[Path; 4]> = order.iter().map(|&i| paths[i].clone()).collect();
+    for (n, (slot, mut p)) in paths.iter_mut().zip(sorted).enumerate() {
         if n < used {
             p.flags |= USED;
         } else {
             p.flags &= !USED;
         }
+        *slot = p;
     }
-    *paths = sorted;
     let now: SmallVec<[(PeerId, u32, *const PathAttrs); 2]> =
         paths.iter().take(used).map(|p| (p.peer, p.path_id, Arc::as_ptr(&p.attrs))).collect();
     before != now
@@ -525,8 +618,8 @@ mod tests {
     }
 
     #[test]
-    fn a_one_path_prefix_costs_a_key_and_24_bytes() {
+    fn a_one_path_prefix_costs_a_key_and_16_bytes() {
         assert_eq!(std::mem::size_of::<Path>(), 16);
-        assert_eq!(std::mem::size_of::<Paths>(), 24);
+        assert_eq!(std::mem::size_of::<Paths>(), 16);
     }
 }
