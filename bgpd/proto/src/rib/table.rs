@@ -94,6 +94,8 @@ pub struct Paths(PathsInner);
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PathsInner {
     One(Path),
+    // A thin pointer: the box keeps the slot at 16 bytes (a Vec is 24).
+    #[allow(clippy::box_collection)]
     Many(Box<Vec<Path>>),
 }
 
@@ -289,12 +291,15 @@ impl<P: Copy + Eq + Hash> Table<P> {
         let paths = match self.shards[shard].entry(prefix) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let paths = e.insert(Paths::one(path));
+                // A new prefix: its one path is used if it can be reached.
+                let mut path = path;
+                let reachable = path.peer.is_local() || (d.reach)(path.attrs.next_hop).is_some();
+                path.flags = if reachable { path.flags | USED } else { path.flags & !USED };
+                let now: Used = if reachable { smallvec::smallvec![path.clone()] } else { Used::new() };
+                e.insert(Paths::one(path));
                 self.len += 1;
                 self.paths += 1;
-                decide(paths, d);
-                let now = used_of(paths);
-                return ((!now.is_empty()).then_some((Used::new(), now)), true);
+                return (reachable.then_some((Used::new(), now)), true);
             }
         };
         let before = used_of(paths);
