@@ -279,7 +279,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
 
     /// The used paths of `prefix` (best first), as they are now.
     pub fn used(&self, prefix: &P) -> SmallVec<[Path; 1]> {
-        self.get(prefix).map(|ps| used_of(ps)).unwrap_or_default()
+        self.get(prefix).map(used_of).unwrap_or_default()
     }
 
     /// Adds or replaces the path `(peer, path_id)` to `prefix` and decides
