@@ -290,6 +290,8 @@ struct Sim {
     teardowns: Vec<(PeerId, u8)>,
     warnings: Vec<(PeerId, String)>,
     deferral_done: usize,
+    /// The kernel table as `Output::Fib` would leave it.
+    fib: BTreeMap<IpNet, Vec<IpAddr>>,
 }
 
 fn rib_config() -> RibConfig {
@@ -300,6 +302,7 @@ fn rib_config() -> RibConfig {
         decision: DecisionOptions::default(),
         max_paths: 1,
         defer: None,
+        fib: false,
     }
 }
 
@@ -314,6 +317,7 @@ impl Sim {
             teardowns: Vec::new(),
             warnings: Vec::new(),
             deferral_done: 0,
+            fib: BTreeMap::new(),
         }
     }
 
@@ -448,6 +452,15 @@ impl Sim {
                 Output::Teardown { peer, subcode, .. } => self.teardowns.push((peer, subcode)),
                 Output::Warning(peer, w) => self.warnings.push((peer, w)),
                 Output::DeferralDone => self.deferral_done += 1,
+                Output::Fib(routes) => {
+                    for r in routes {
+                        if r.next_hops.is_empty() {
+                            self.fib.remove(&r.prefix);
+                        } else {
+                            self.fib.insert(r.prefix, r.next_hops);
+                        }
+                    }
+                }
             }
         }
     }
@@ -1399,4 +1412,40 @@ mod prop {
             run(&ops, true)?;
         }
     }
+}
+
+// ----- forwarding (Output::Fib) -----
+
+#[test]
+fn forwarding_follows_the_ecmp_set_and_yields_to_own_routes() {
+    let cfg = RibConfig {
+        decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+        max_paths: 4,
+        fib: true,
+        ..rib_config()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    let p = "192.0.2.10/32";
+    s.send(a, ann(&[p], &[65011], "10.0.0.11"));
+    assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.11".parse::<IpAddr>().unwrap()]));
+    s.send(b, ann(&[p], &[65012], "10.0.0.12"));
+    let both: Vec<IpAddr> = vec!["10.0.0.11".parse().unwrap(), "10.0.0.12".parse().unwrap()];
+    assert_eq!(s.fib.get(&net(p)), Some(&both), "ECMP: both next hops, best first");
+    s.send(a, wd(&[p]));
+    assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.12".parse::<IpAddr>().unwrap()]));
+    // This node originates the prefix: its own route wins, the learned one leaves the FIB.
+    s.rib.originate(net(p), Some(PathAttrs { attributes: vec![], next_hop: None, link_local: None, priority: None }));
+    s.rib.flush();
+    s.drain();
+    assert_eq!(s.fib.get(&net(p)), None);
+    s.rib.originate(net(p), None);
+    s.rib.flush();
+    s.drain();
+    assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.12".parse::<IpAddr>().unwrap()]));
+    s.down(b, false);
+    assert!(s.fib.is_empty());
 }

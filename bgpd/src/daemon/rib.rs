@@ -172,6 +172,7 @@ pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
         decision: DecisionOptions { always_compare_med: false, multipath_relax: true },
         max_paths: 16,
         defer: restarted.then_some(DEFERRAL),
+        fib: false,
     }
 }
 
@@ -341,6 +342,9 @@ fn dispatch(rib: &Rib, o: Output, peers: &HashMap<u64, Peer>, by_id: &HashMap<Pe
         }
         Output::Warning(peer, msg) => warn!(peer = rib.peer_name(peer).unwrap_or("?"), "{msg}"),
         Output::DeferralDone => info!("selection deferral over: best paths exported"),
+        // The daemon runs the RIB with `fib: false` until it programs the
+        // kernel (cluster integration); nothing asks for these yet.
+        Output::Fib(routes) => tracing::debug!("{} forwarding changes not programmed", routes.len()),
     }
 }
 

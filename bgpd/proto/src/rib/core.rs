@@ -179,6 +179,8 @@ pub struct RibConfig {
     /// After this speaker restarted: hold best-path export until every peer
     /// sent End-of-RIB, or this long (RFC 4724 §4.1 selection deferral).
     pub defer: Option<Duration>,
+    /// Emit [`Output::Fib`] for the kernel's forwarding table.
+    pub fib: bool,
 }
 
 /// Something the daemon must do.
@@ -207,6 +209,35 @@ pub enum Output {
     /// Selection deferral after a restart ended: the daemon may sweep what
     /// it kept from before the restart.
     DeferralDone,
+    /// Forwarding changes (with [`RibConfig::fib`]): each prefix and the
+    /// next hops of its used learned paths (ECMP); none: remove the route.
+    /// Prefixes this node originates are not here (the daemon installs
+    /// what they need, e.g. a blackhole for a block).
+    Fib(Vec<FibRoute>),
+}
+
+/// One forwarding change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibRoute {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Next hops, best path's first; empty: no learned route any more.
+    pub next_hops: Vec<IpAddr>,
+}
+
+/// The next hops a used set forwards to: those of its learned paths, best
+/// first, each once; none when the best path is this node's own.
+fn forwarding(used: &[Path]) -> Vec<IpAddr> {
+    if used.first().is_none_or(|p| p.peer.is_local()) {
+        return Vec::new();
+    }
+    let mut hops: Vec<IpAddr> = Vec::with_capacity(used.len());
+    for nh in used.iter().filter(|p| !p.peer.is_local()).filter_map(|p| p.attrs.next_hop) {
+        if !hops.contains(&nh) {
+            hops.push(nh);
+        }
+    }
+    hops
 }
 
 /// A prefix type the RIB holds: IPv4 or IPv6 unicast.
@@ -960,6 +991,24 @@ impl Rib {
         self.defer_until = None;
         self.fams.v4.dirty.clear();
         self.fams.v6.dirty.clear();
+        if self.cfg.fib {
+            // The whole table, once: the daemon then sweeps what is left
+            // from before the restart.
+            let mut all: Vec<FibRoute> = Vec::new();
+            for (p, paths) in self.fams.v4.table.iter() {
+                let hops = forwarding(&super::table::used_of(paths));
+                if !hops.is_empty() {
+                    all.push(FibRoute { prefix: IpNet::V4(*p), next_hops: hops });
+                }
+            }
+            for (p, paths) in self.fams.v6.table.iter() {
+                let hops = forwarding(&super::table::used_of(paths));
+                if !hops.is_empty() {
+                    all.push(FibRoute { prefix: IpNet::V6(*p), next_hops: hops });
+                }
+            }
+            self.out.push_back(Output::Fib(all));
+        }
         let ups: Vec<PeerId> = (0..self.peers.len())
             .filter(|&i| self.peers[i].as_ref().is_some_and(|p| p.session.is_some()))
             .map(|i| PeerId(i as u16))
@@ -1203,6 +1252,14 @@ impl Rib {
             self.fams.v6.dirty.clear();
             return;
         }
+        if self.cfg.fib {
+            let mut changes = Vec::new();
+            fib_changes(&self.fams.v4.dirty, &mut changes);
+            fib_changes(&self.fams.v6.dirty, &mut changes);
+            if !changes.is_empty() {
+                self.out.push_back(Output::Fib(changes));
+            }
+        }
         self.flush_family::<Ipv4Net>();
         self.flush_family::<Ipv6Net>();
         if self.interner.len() > 1024 && self.interner.len() > 2 * (self.paths_hint() + 1) {
@@ -1402,6 +1459,16 @@ impl ExportCache {
         let x = Arc::new(a);
         self.by_value.insert(x.clone());
         x
+    }
+}
+
+/// The forwarding changes among changed prefixes.
+fn fib_changes<P: RibPrefix>(dirty: &FastMap<P, (Used, Used)>, out: &mut Vec<FibRoute>) {
+    for (prefix, (old, new)) in dirty {
+        let (a, b) = (forwarding(old), forwarding(new));
+        if a != b {
+            out.push(FibRoute { prefix: (*prefix).into(), next_hops: b });
+        }
     }
 }
 

@@ -157,7 +157,8 @@ impl std::ops::DerefMut for Paths {
 /// The used paths of a prefix, best first.
 pub type Used = SmallVec<[Path; 1]>;
 
-fn used_of(paths: &Paths) -> Used {
+/// The used paths (best first) among `paths`.
+pub fn used_of(paths: &[Path]) -> Used {
     paths.iter().take_while(|p| p.is_used()).cloned().collect()
 }
 
@@ -279,7 +280,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
 
     /// The used paths of `prefix` (best first), as they are now.
     pub fn used(&self, prefix: &P) -> SmallVec<[Path; 1]> {
-        self.get(prefix).map(used_of).unwrap_or_default()
+        self.get(prefix).map(|p| used_of(p)).unwrap_or_default()
     }
 
     /// Adds or replaces the path `(peer, path_id)` to `prefix` and decides
