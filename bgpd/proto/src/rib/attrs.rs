@@ -27,12 +27,13 @@ impl PathAttrs {
     /// The attributes of `update`, with the next hop of the IPv4 field or of
     /// MP_REACH_NLRI (`mp`: whether the prefixes in question came in MP_REACH_NLRI).
     pub fn from_update(update: &Update, mp: bool) -> PathAttrs {
-        let attributes = update
-            .attributes
-            .iter()
-            .filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_)))
-            .cloned()
-            .collect();
+        // Exactly sized: interned sets live as long as their routes (a
+        // filtered collect would leave up to half the capacity unused).
+        let mut attributes = Vec::with_capacity(update.attributes.len());
+        attributes.extend(
+            update.attributes.iter().filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_))).cloned(),
+        );
+        attributes.shrink_to_fit();
         let (next_hop, link_local) = if mp {
             match update.mp_reach().map(|r| &r.next_hop) {
                 Some(NextHop::V4(a)) => (Some(IpAddr::V4(*a)), None),
@@ -123,10 +124,11 @@ pub struct Interner {
 
 impl Interner {
     /// The shared copy of `attrs` (made if new).
-    pub fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
+    pub fn intern(&mut self, mut attrs: PathAttrs) -> Arc<PathAttrs> {
         if let Some(a) = self.sets.get(&attrs) {
             return a.clone();
         }
+        attrs.attributes.shrink_to_fit();
         let a = Arc::new(attrs);
         self.sets.insert(a.clone());
         a
