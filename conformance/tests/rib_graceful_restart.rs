@@ -217,7 +217,6 @@ fn prerequisites_met(test: &str) -> bool {
 }
 
 #[test]
-#[ignore = "BUG: a failed reconnect (Down in Connect/OpenSent) while the peer restarts makes Rib::peer_down drop the stale routes"]
 fn graceful_restart_helper() {
     if prerequisites_met("rib_graceful_restart helper") {
         run_parallel(vec![("bgpd helps FRR restart: stale routes, End-of-RIB sweep".into(), Box::new(helper))]);

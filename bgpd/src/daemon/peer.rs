@@ -110,14 +110,12 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
 const MAX_PREFIX_RESTART: Duration = Duration::from_secs(30);
 
 /// Whether the peer's routes are kept (graceful restart helper) after the
-/// session ended this way: a lost connection or an expired hold timer, not
-/// a NOTIFICATION that closes the session on purpose (RFC 4724 §4.2).
+/// session ended this way: only a lost connection (RFC 4724 §4.2). A
+/// NOTIFICATION ends the session for good, including Hold Timer Expired: a
+/// peer that stopped answering is not restarting (RFC 8538's N bit, which
+/// would keep routes across NOTIFICATIONs, is not negotiated).
 fn graceful(reason: &DownReason) -> bool {
-    match reason {
-        DownReason::ConnectionFailed => true,
-        DownReason::NotificationSent(n) => n.code == bgpd_proto::error::code::HOLD_TIMER_EXPIRED,
-        _ => false,
-    }
+    matches!(reason, DownReason::ConnectionFailed)
 }
 
 /// The peer task's channels: commands from the daemon, the RIB's handle and
@@ -651,7 +649,7 @@ mod tests {
     fn routes_are_kept_after_a_lost_connection_not_after_a_cease() {
         use bgpd_proto::error::code;
         assert!(graceful(&DownReason::ConnectionFailed));
-        assert!(graceful(&DownReason::NotificationSent(Notification::new(code::HOLD_TIMER_EXPIRED, 0, []))));
+        assert!(!graceful(&DownReason::NotificationSent(Notification::new(code::HOLD_TIMER_EXPIRED, 0, []))));
         assert!(!graceful(&DownReason::NotificationReceived(Notification::new(code::CEASE, 2, []))));
     }
 }

@@ -547,6 +547,11 @@ impl Rib {
     /// restart and the session did not end with a NOTIFICATION that rules it
     /// out), its routes stay as stale for its restart time; otherwise they go.
     pub fn peer_down(&mut self, peer: PeerId, graceful: bool, now: Instant) {
+        // A session that never came up (a failed reconnect while the peer
+        // restarts) changes nothing: its stale routes wait on.
+        if self.peer(peer).is_none_or(|s| s.session.is_none()) {
+            return;
+        }
         self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
         let gr = state.session.take().and_then(|s| s.graceful_restart);
