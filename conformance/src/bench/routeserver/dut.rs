@@ -181,7 +181,8 @@ impl Dut {
                 let store = dir.join("bgpd.yaml");
                 write(&store, &bgpd_datastore(peers))?;
                 let mut cmd = ns.command(&bin.to_string_lossy());
-                cmd.args(["run", "--node", "rs", "--datastore"])
+                // A route server forwards nothing itself: no kernel routes.
+                cmd.args(["run", "--no-kernel", "--node", "rs", "--datastore"])
                     .arg(format!("file:{}", store.display()))
                     .arg("--control-socket")
                     .arg(dir.join("bgpd.sock"))

@@ -3,7 +3,8 @@
 //! peer and re-advertises it to every other peer.
 //!
 //! `bench routeserver [--dut bgpd,bird,frr,gobgp] [--scenario NAME,…] [--scale F]
-//! [--timeout SECS] [--mrt PATH] [--bgpd PATH]`
+//! [--timeout SECS] [--mrt PATH] [--bgpd PATH] [--no-generator]`, or `bench routeserver
+//! --show-config N` to print the configuration each DUT gets with N testers.
 //!
 //! Per run: two fresh network namespaces joined by a veth, the DUT's (10.77.0.1/24) and
 //! the peers' (testers 10.77.0.11…, AS 65001…; monitor 10.77.0.100, AS 65100). The testers
@@ -324,7 +325,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: routeserver [--dut bgpd,bird,frr,gobgp] [--scenario NAME,…] [--scale F] \
-                     [--timeout SECS] [--mrt PATH] [--bgpd PATH] [--no-generator]";
+                     [--timeout SECS] [--mrt PATH] [--bgpd PATH] [--no-generator] | --show-config TESTERS";
 
 /// The MRT capture the `mrt-*` scenarios replay by default.
 pub fn default_mrt() -> PathBuf {
@@ -437,8 +438,33 @@ fn install_signal_handler() -> Result<(), String> {
     armed_rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "signal handler did not start".to_string())
 }
 
+/// The configuration every DUT gets with `testers` testers, as the bench writes it.
+pub fn show_config(testers: usize) -> String {
+    let p = peers(testers);
+    let mut s = String::new();
+    for (name, text) in [
+        ("bgpd: datastore (file:bgpd.yaml)", dut::bgpd_datastore(&p)),
+        ("BIRD 2: bird.conf", dut::bird_config(&p)),
+        ("FRR: bgpd.conf (zebra.conf empty; bgpd started with -S -n)", dut::frr_config(&p)),
+        ("GoBGP: gobgpd.toml", dut::gobgp_config(&p)),
+    ] {
+        let _ = write!(s, "# ----- {name}\n{text}\n");
+    }
+    s
+}
+
 /// Runs the route-server benchmark with the arguments after `routeserver`.
 pub fn run(args: &[String]) -> Result<(), String> {
+    if let [flag, n] = args {
+        if flag == "--show-config" {
+            let n: usize = n.parse().map_err(|e| format!("--show-config {n:?}: {e}"))?;
+            if !(1..=MAX_TESTERS).contains(&n) {
+                return Err(format!("--show-config: 1 to {MAX_TESTERS} testers"));
+            }
+            print!("{}", show_config(n));
+            return Ok(());
+        }
+    }
     let opts = parse_args(args)?;
     if !rustix::process::geteuid().is_root() {
         return Err("needs root (network namespaces, port 179)".into());

@@ -126,7 +126,12 @@ impl Control {
         true
     }
 
+    /// Records the first error; none once the run is stopping (a peer closing its end
+    /// then is the stop, not a failure).
     fn fail(&self, what: String) {
+        if self.stopping() {
+            return;
+        }
         let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if e.is_none() {
             *e = Some(what);
@@ -407,9 +412,7 @@ impl Tester {
                 let mut last_keepalive = Instant::now();
                 for chunk in chunks.iter() {
                     if let Err(e) = write_fully(&mut wstream, chunk, &wcontrol) {
-                        if !wcontrol.stopping() {
-                            wcontrol.fail(format!("{wname}: {e}"));
-                        }
+                        wcontrol.fail(format!("{wname}: {e}"));
                         return (first, None);
                     }
                     if last_keepalive.elapsed() >= KEEPALIVE_EVERY {
