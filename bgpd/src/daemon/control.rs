@@ -60,8 +60,14 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
         }
         Request::Originations => {
             let s = shared.lock();
-            let o: Vec<_> =
-                s.originations.iter().map(|(p, why)| serde_json::json!({"prefix": p, "cause": why})).collect();
+            let o: Vec<_> = s
+                .originations
+                .iter()
+                .map(|o| {
+                    let communities: Vec<String> = o.communities.iter().map(ToString::to_string).collect();
+                    serde_json::json!({"prefix": o.prefix, "cause": o.cause, "communities": communities})
+                })
+                .collect();
             serde_json::json!({ "originations": o })
         }
         Request::Config => {
@@ -203,9 +209,11 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
             }
         }
         Request::Originations => {
-            out.push_str(&format!("{:<24} {}\n", "PREFIX", "CAUSE"));
+            out.push_str(&format!("{:<24} {:<28} {}\n", "PREFIX", "COMMUNITIES", "CAUSE"));
             for o in v["originations"].as_array().into_iter().flatten() {
-                out.push_str(&format!("{:<24} {}\n", s(&o["prefix"]), s(&o["cause"])));
+                let comms: Vec<&str> =
+                    o["communities"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                out.push_str(&format!("{:<24} {:<28} {}\n", s(&o["prefix"]), comms.join(" "), s(&o["cause"])));
             }
         }
         Request::Config => {

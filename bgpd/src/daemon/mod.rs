@@ -6,6 +6,7 @@
 
 mod control;
 mod metrics;
+mod originate;
 mod peer;
 mod plan;
 mod rib;

@@ -27,6 +27,24 @@ const DEFAULT_RESTART: Duration = Duration::from_secs(120);
 /// Hold time proposed when no keepalive time is configured (RFC 4271 §10 suggests 90 s).
 const DEFAULT_HOLD: u16 = 90;
 
+/// What Calico's default export passes on of the routes learned from peers:
+/// prefixes inside an IP pool whose export is not disabled (Calico's export filter
+/// accepts the pools and rejects `disableBGPExport` ones; disabled pools keep their
+/// existing blocks routed, so they stay), plus the service ranges. Without any
+/// IPPool in the datastore the IPAM blocks stand in for the pools.
+fn exportable(model: &Model) -> Vec<IpNet> {
+    let cfg = &model.bgp_configuration;
+    let mut out: Vec<IpNet> = if model.ip_pools.is_empty() {
+        model.ipam_blocks.values().map(|b| b.cidr).collect()
+    } else {
+        model.ip_pools.values().filter(|p| !p.disable_bgp_export).map(|p| p.cidr).collect()
+    };
+    out.extend(cfg.service_cluster_ips.iter().chain(&cfg.service_external_ips).chain(&cfg.service_load_balancer_ips));
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The node and its peers for `node_name`.
 pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>), PlanError> {
     let node = model.nodes.get(node_name).ok_or_else(|| PlanError::UnknownNode(node_name.to_string()))?;
@@ -46,15 +64,9 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port),
         ],
     };
-    let originations = model
-        .blocks_for_node(node_name)
-        .into_iter()
-        .map(|b| (b.cidr, format!("IPAMBlock {} (affinity host:{node_name})", b.name)))
-        .collect();
+    let originations = super::originate::originations(model, node_name);
     let cluster_id = bgp.and_then(|b| b.route_reflector_cluster_id);
-    let mut exportable: Vec<IpNet> = model.ipam_blocks.values().map(|b| b.cidr).collect();
-    exportable
-        .extend(cfg.service_cluster_ips.iter().chain(&cfg.service_external_ips).chain(&cfg.service_load_balancer_ips));
+    let exportable = exportable(model);
     let spec = NodeSpec {
         name: node_name.to_string(),
         router_id,

@@ -16,11 +16,14 @@ use bgpd_proto::rib::core::{
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::policy::{self, Direction, Filter, PeerType, RouteContext};
 use bgpd_proto::rib::table::PeerId;
+use bgpd_proto::wire;
 use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, RefreshSubtype, RouteRefresh, Update};
 use bytes::Bytes;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
+
+use crate::datastore::Community;
 
 use super::spec::{NodeSpec, PeerSpec};
 use super::status::{RouteView, Shared};
@@ -179,17 +182,36 @@ pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
 /// How long a restarted bgpd waits for End-of-RIB from its peers.
 pub const DEFERRAL: Duration = Duration::from_secs(60);
 
-/// The attributes of a route this node originates.
-fn origination_attrs() -> PathAttrs {
-    PathAttrs {
-        attributes: vec![
-            PathAttribute::new(Attr::Origin(Origin::Igp)),
-            PathAttribute::new(Attr::AsPath(AsPath::default())),
-        ],
-        next_hop: None,
-        link_local: None,
-        priority: None,
+/// What the RIB task originates: each prefix with its communities.
+type Originated = Vec<(IpNet, Vec<Community>)>;
+
+/// The attributes of a route this node originates: ORIGIN IGP, an empty
+/// AS_PATH, and the `prefixAdvertisements` communities (standard ones as
+/// COMMUNITIES, large ones as LARGE_COMMUNITY), in the configured order.
+fn origination_attrs(communities: &[Community]) -> PathAttrs {
+    let mut attributes =
+        vec![PathAttribute::new(Attr::Origin(Origin::Igp)), PathAttribute::new(Attr::AsPath(AsPath::default()))];
+    let standard: Vec<wire::Community> = communities
+        .iter()
+        .filter_map(|c| match *c {
+            Community::Standard(a, n) => Some(wire::Community::new(a, n)),
+            Community::Large(..) => None,
+        })
+        .collect();
+    let large: Vec<wire::LargeCommunity> = communities
+        .iter()
+        .filter_map(|c| match *c {
+            Community::Large(global, local1, local2) => Some(wire::LargeCommunity { global, local1, local2 }),
+            Community::Standard(..) => None,
+        })
+        .collect();
+    if !standard.is_empty() {
+        attributes.push(PathAttribute::new(Attr::Communities(standard.into_iter().collect())));
     }
+    if !large.is_empty() {
+        attributes.push(PathAttribute::new(Attr::LargeCommunities(large)));
+    }
+    PathAttrs { attributes, next_hop: None, link_local: None, priority: None }
 }
 
 struct Peer {
@@ -203,7 +225,7 @@ pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared) -> RibHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let rib = Rib::new(rib_config(node, restarted), Instant::now());
     let exportable = Arc::new(node.exportable.clone());
-    let originated: Vec<IpNet> = Vec::new();
+    let originated: Originated = Vec::new();
     tokio::spawn(run(rib, rx, shared, exportable, originated));
     RibHandle(tx)
 }
@@ -213,7 +235,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<RibCmd>,
     shared: Shared,
     mut exportable: Arc<Vec<IpNet>>,
-    mut originated: Vec<IpNet>,
+    mut originated: Originated,
 ) {
     let mut peers: HashMap<u64, Peer> = HashMap::new();
     let mut by_id: HashMap<PeerId, u64> = HashMap::new();
@@ -251,7 +273,7 @@ fn apply(
     peers: &mut HashMap<u64, Peer>,
     by_id: &mut HashMap<PeerId, u64>,
     exportable: &mut Arc<Vec<IpNet>>,
-    originated: &mut Vec<IpNet>,
+    originated: &mut Originated,
     now: Instant,
 ) {
     match cmd {
@@ -298,12 +320,14 @@ fn apply(
             }
         }
         RibCmd::Node(node) => {
-            let wanted: Vec<IpNet> = node.originations.iter().map(|(p, _)| *p).collect();
-            for gone in originated.iter().filter(|p| !wanted.contains(p)) {
+            let wanted: Originated = node.originations.iter().map(|o| (o.prefix, o.communities.clone())).collect();
+            for (gone, _) in originated.iter().filter(|(p, _)| !wanted.iter().any(|(w, _)| w == p)) {
                 rib.originate(*gone, None);
             }
-            for new in wanted.iter().filter(|p| !originated.contains(p)) {
-                rib.originate(*new, Some(origination_attrs()));
+            // New prefixes, and those whose communities changed (originating again
+            // replaces the route).
+            for (prefix, comms) in wanted.iter().filter(|w| !originated.contains(w)) {
+                rib.originate(*prefix, Some(origination_attrs(comms)));
             }
             *originated = wanted;
             if node.exportable != **exportable {

@@ -81,8 +81,9 @@ pub struct NodeSpec {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address.
     pub ipv6: Option<std::net::Ipv6Addr>,
-    /// Prefixes this node originates (its IPAM blocks), and why.
-    pub originations: Vec<(IpNet, String)>,
+    /// Prefixes this node originates (its IPAM blocks, service ranges and
+    /// addresses), why, and with which communities.
+    pub originations: Vec<super::originate::Origination>,
     /// Route reflector cluster ID (`routeReflectorClusterID`).
     pub cluster_id: Option<Ipv4Addr>,
     /// Prefixes whose learned routes Calico's default export policy passes

@@ -96,8 +96,8 @@ pub struct PeerStatus {
 pub struct Status {
     /// Peers by name.
     pub peers: BTreeMap<String, PeerStatus>,
-    /// The node's originated prefixes and why.
-    pub originations: Vec<(IpNet, String)>,
+    /// The node's originated prefixes, why, and their communities.
+    pub originations: Vec<super::originate::Origination>,
     /// When the configuration was last loaded, and its problems.
     pub config_loaded_at: Option<SystemTime>,
     /// Problems of the last load.

@@ -34,6 +34,10 @@ pub struct BgpConfiguration {
     pub service_external_ips: Vec<IpNet>,
     /// `serviceLoadBalancerIPs[].cidr`: LoadBalancer ingress ranges to advertise.
     pub service_load_balancer_ips: Vec<IpNet>,
+    /// `serviceLoadBalancerAggregation`: `Enabled` (default, `true`) advertises the
+    /// `serviceLoadBalancerIPs` ranges from every node; `Disabled` advertises only
+    /// each Service's own LoadBalancer addresses.
+    pub service_load_balancer_aggregation: bool,
     /// `communities[]`: named community values that `prefixAdvertisements` may use.
     pub communities: BTreeMap<String, Community>,
     /// `prefixAdvertisements[]`: communities to attach to prefixes, names resolved.
@@ -57,6 +61,7 @@ impl Default for BgpConfiguration {
             service_cluster_ips: Vec::new(),
             service_external_ips: Vec::new(),
             service_load_balancer_ips: Vec::new(),
+            service_load_balancer_aggregation: true,
             communities: BTreeMap::new(),
             prefix_advertisements: Vec::new(),
             ignored_interfaces: Vec::new(),
@@ -124,6 +129,7 @@ const FIELDS: &[&str] = &[
     "serviceClusterIPs",
     "serviceExternalIPs",
     "serviceLoadBalancerIPs",
+    "serviceLoadBalancerAggregation",
     "communities",
     "prefixAdvertisements",
     "ignoredInterfaces",
@@ -153,6 +159,13 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     let service_cluster_ips = cidr_list(&spec, "serviceClusterIPs", f);
     let service_external_ips = cidr_list(&spec, "serviceExternalIPs", f);
     let service_load_balancer_ips = cidr_list(&spec, "serviceLoadBalancerIPs", f);
+    let service_load_balancer_aggregation = f
+        .opt(spec.parse_str("serviceLoadBalancerAggregation", |s| match s {
+            "Enabled" => Ok(true),
+            "Disabled" => Ok(false),
+            _ => Err(format!("{} is not one of Enabled, Disabled", quoted(s))),
+        }))
+        .unwrap_or(d.service_load_balancer_aggregation);
     let communities = communities(&spec, f);
     let prefix_advertisements = prefix_advertisements(&spec, &communities, f);
     let ignored_interfaces = string_list(&spec, "ignoredInterfaces", f);
@@ -167,6 +180,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         service_cluster_ips,
         service_external_ips,
         service_load_balancer_ips,
+        service_load_balancer_aggregation,
         communities,
         prefix_advertisements,
         ignored_interfaces,

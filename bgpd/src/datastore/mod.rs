@@ -1,6 +1,8 @@
 //! The cluster model that `bgpd run --datastore file:PATH --node NAME` reads: Calico
-//! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPAMBlock, and the Secrets
-//! that hold BGP passwords) loaded from a YAML stream, validated once into typed values.
+//! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMBlock, and the
+//! Secrets that hold BGP passwords) and the Kubernetes Services and EndpointSlices whose
+//! addresses a node advertises, loaded from a YAML stream, validated once into typed
+//! values.
 //!
 //! [`load`] never fails because of one bad object: each invalid object is reported as
 //! a [`Problem`] naming its kind, name, field and the reason, and skipped; only an
@@ -13,11 +15,14 @@
 mod bgp_configuration;
 mod bgp_filter;
 mod bgp_peer;
+mod endpoint_slice;
 mod fields;
+mod ip_pool;
 mod ipam_block;
 mod node;
 mod problem;
 mod secret;
+mod service;
 mod source;
 mod values;
 
@@ -35,11 +40,17 @@ pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{AddPathConfig, BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 #[allow(unused_imports)]
+pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
+#[allow(unused_imports)]
+pub use ip_pool::IpPool;
+#[allow(unused_imports)]
 pub use ipam_block::{Affinity, IpamBlock};
 #[allow(unused_imports)]
 pub use node::{Node, NodeBgp};
 #[allow(unused_imports)]
 pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
+#[allow(unused_imports)]
+pub use service::{IpFamily, Service, ServiceType, TrafficPolicy};
 #[allow(unused_imports)]
 pub use source::Source;
 #[allow(unused_imports)]
@@ -62,6 +73,12 @@ pub struct Model {
     pub filters: BTreeMap<String, BgpFilter>,
     /// IPAM blocks by name.
     pub ipam_blocks: BTreeMap<String, IpamBlock>,
+    /// IP pools by name.
+    pub ip_pools: BTreeMap<String, IpPool>,
+    /// Kubernetes Services by `namespace/name`.
+    pub services: BTreeMap<String, Service>,
+    /// EndpointSlices by `namespace/name`.
+    pub endpoint_slices: BTreeMap<String, EndpointSlice>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -90,6 +107,19 @@ impl Model {
             .values()
             .filter(|b| !b.deleted && matches!(&b.affinity, Some(Affinity::Host(h)) if h == node))
             .collect()
+    }
+
+    /// The IP pool that contains `net` (a block, an address), if any; the most specific
+    /// one should pools nest (Calico rejects overlapping pools).
+    pub fn pool_containing(&self, net: &ipnet::IpNet) -> Option<&IpPool> {
+        self.ip_pools.values().filter(|p| p.cidr.contains(net)).max_by_key(|p| p.cidr.prefix_len())
+    }
+
+    /// The EndpointSlices of Service `namespace/name`, in name order.
+    pub fn slices_of<'a>(&'a self, service: &'a Service) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices
+            .values()
+            .filter(move |s| s.namespace == service.namespace && s.service.as_deref() == Some(service.name.as_str()))
     }
 
     /// The Nodes whose labels match `selector` (for a `peerSelector`), in name order.
@@ -150,6 +180,9 @@ enum Kind {
     BgpFilter,
     Secret,
     IpamBlock,
+    IpPool,
+    Service,
+    EndpointSlice,
 }
 
 impl Kind {
@@ -161,15 +194,23 @@ impl Kind {
             Kind::BgpFilter => "BGPFilter",
             Kind::Secret => "Secret",
             Kind::IpamBlock => "IPAMBlock",
+            Kind::IpPool => "IPPool",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
         }
+    }
+
+    /// Whether objects of the kind live in a namespace (their key is `namespace/name`).
+    fn namespaced(self) -> bool {
+        matches!(self, Kind::Service | Kind::EndpointSlice)
     }
 }
 
 const CALICO_V3: &str = "projectcalico.org/v3";
 const CALICO_CRD: &str = "crd.projectcalico.org/v1";
 
-/// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration, BGPPeer and
-/// BGPFilter are also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
+/// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration, BGPPeer,
+/// BGPFilter and IPPool are also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
 /// with the Kubernetes datastore); the spec is the same.
 fn classify(o: &RawObject) -> Option<Kind> {
     match (o.api_version.as_str(), o.kind.as_str()) {
@@ -179,6 +220,9 @@ fn classify(o: &RawObject) -> Option<Kind> {
         (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(Kind::BgpFilter),
         ("v1", "Secret") => Some(Kind::Secret),
         (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
+        (CALICO_V3 | CALICO_CRD, "IPPool") => Some(Kind::IpPool),
+        ("v1", "Service") => Some(Kind::Service),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
         _ => None,
     }
 }
@@ -219,7 +263,7 @@ impl Builder {
     fn ignored(&mut self, o: &RawObject) {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
-            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" => {
+            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPPool" | "EndpointSlice" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
                 return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, &o.location);
@@ -248,7 +292,22 @@ impl Builder {
             f.error("metadata.name", reason);
             return self.report(kname, Some(name), f, &o.location);
         }
-        let key = (kind, name.to_string());
+        let namespace = if kind.namespaced() {
+            match meta.as_ref().and_then(|m| f.take(m.str("namespace"))) {
+                Some(Some(ns)) => match values::check_name(ns) {
+                    Ok(()) => ns.to_string(),
+                    Err(reason) => {
+                        f.error("metadata.namespace", reason);
+                        return self.report(kname, Some(name), f, &o.location);
+                    }
+                },
+                Some(None) => "default".to_string(),
+                None => return self.report(kname, Some(name), f, &o.location),
+            }
+        } else {
+            String::new()
+        };
+        let key = if kind.namespaced() { (kind, format!("{namespace}/{name}")) } else { (kind, name.to_string()) };
         let accepted = match kind {
             Kind::Secret => secret::parse(&root, &mut f).map(|data| {
                 self.secrets.by_name.insert(name.to_string(), data);
@@ -268,6 +327,18 @@ impl Builder {
             Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(|b| {
                 self.model.ipam_blocks.insert(name.to_string(), b);
             }),
+            Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(|p| {
+                self.model.ip_pools.insert(name.to_string(), p);
+            }),
+            Kind::Service => service::parse(&namespace, name, &root, &mut f).map(|s| {
+                self.model.services.insert(s.key(), s);
+            }),
+            Kind::EndpointSlice => {
+                let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+                endpoint_slice::parse(&namespace, name, &labels, &root, &mut f).map(|s| {
+                    self.model.endpoint_slices.insert(s.key(), s);
+                })
+            }
             Kind::BgpConfiguration if name == "default" => {
                 bgp_configuration::parse(&root, &self.secrets, &mut f).map(|c| {
                     self.model.bgp_configuration = c;
@@ -282,6 +353,7 @@ impl Builder {
                 None
             }
         };
+        let shown = key.1.clone();
         if accepted.is_some() && f.errors.is_empty() {
             if let Some(previous) = self.seen.insert(key, o.location.clone()) {
                 f.warn("", format!("defined again; this definition replaces the one at {previous}"));
@@ -290,7 +362,7 @@ impl Builder {
             // Every None above comes with an error; keep that true if code changes.
             f.error("", "invalid");
         }
-        self.report(kname, Some(name), f, &o.location);
+        self.report(kname, Some(&shown), f, &o.location);
     }
 
     fn report(&mut self, kind: &str, name: Option<&str>, f: Findings, location: &Location) {

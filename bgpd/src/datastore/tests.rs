@@ -34,8 +34,10 @@ fn tor_fabric_loads_completely() {
     let (model, problems) = load(&testdata("tor-fabric.yaml")).unwrap();
     assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
     assert!(of(&problems, Severity::Warning).is_empty(), "{problems:#?}");
-    let ignored: Vec<_> = problems.iter().filter_map(|p| p.object.as_ref()).map(|o| o.kind.as_str()).collect();
-    assert_eq!(ignored, ["IPPool"]);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let pool = &model.ip_pools["default-ipv4"];
+    assert_eq!((pool.cidr, pool.block_size), ("10.244.0.0/16".parse().unwrap(), 26));
+    assert!(!pool.disable_bgp_export);
 
     let c = &model.bgp_configuration;
     assert_eq!(c.as_number.get(), 64512);
@@ -761,6 +763,9 @@ mod robustness {
             ("projectcalico.org/v3", "BGPConfiguration"),
             ("projectcalico.org/v3", "Node"),
             ("crd.projectcalico.org/v1", "IPAMBlock"),
+            ("projectcalico.org/v3", "IPPool"),
+            ("v1", "Service"),
+            ("discovery.k8s.io/v1", "EndpointSlice"),
             ("v1", "Secret"),
             ("v1", "List"),
         ]);
@@ -829,5 +834,172 @@ mod robustness {
         }
         // Both outcomes occur, so the mutations reach the validators too.
         assert!(ok > 0 && syntax > 0, "ok {ok}, syntax {syntax}");
+    }
+}
+
+mod advertisement_kinds {
+    //! IPPool, Service and EndpointSlice: defaults, realistic manifests, and every
+    //! validation rule naming object, field and reason.
+
+    use super::*;
+    use ipam::model::{AllowedUse, EncapMode};
+
+    fn errors_of(text: &str) -> Vec<String> {
+        let (_, problems) = parse(text);
+        of(&problems, Severity::Error)
+    }
+
+    #[test]
+    fn advertise_fixture_loads_without_problems() {
+        let (model, problems) = load(&testdata("advertise.yaml")).unwrap();
+        assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
+        assert!(of(&problems, Severity::Warning).is_empty(), "{problems:#?}");
+        assert_eq!(model.ip_pools.len(), 3);
+        let v6 = &model.ip_pools["pods-v6"];
+        assert_eq!(v6.block_size, 122, "IPv6 default block size");
+        assert_eq!(v6.node_selector, ipam::Selector::All, "default nodeSelector all()");
+        let web = &model.services["default/web"];
+        assert_eq!(web.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(web.ip_families, [IpFamily::V4, IpFamily::V6]);
+        assert_eq!(web.cluster_ips, [ip("10.96.0.10"), ip("fd00:96::10")]);
+        assert_eq!(web.load_balancer_ingress, [ip("198.51.100.10")]);
+        let slice = &model.endpoint_slices["default/web-v4"];
+        assert_eq!(slice.service.as_deref(), Some("web"));
+        assert_eq!(slice.endpoints.iter().map(|e| e.ready).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(model.services.len(), 6);
+    }
+
+    #[test]
+    fn ip_pool_defaults_and_crd_form() {
+        let (m, problems) = parse(
+            "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.244.0.0/16}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let p = &m.ip_pools["p"];
+        assert_eq!(p.block_size, 26);
+        assert_eq!((p.ipip_mode, p.vxlan_mode), (EncapMode::Never, EncapMode::Never));
+        assert_eq!(p.allowed_uses, [AllowedUse::Workload, AllowedUse::Tunnel]);
+        assert!(!p.disabled && !p.disable_bgp_export && !p.nat_outgoing);
+    }
+
+    #[test]
+    fn invalid_ip_pools_name_the_field() {
+        let cases = [
+            ("{}", "spec.cidr: missing"),
+            ("{cidr: 10.244.0.1/16}", "spec.cidr: \"10.244.0.1/16\" has host bits set"),
+            ("{cidr: 10.0.0.0/16, blockSize: 19}", "spec.blockSize: 19 is outside 20..=32 for an IPv4 pool"),
+            ("{cidr: 10.0.0.0/24, blockSize: 23}", "spec.blockSize: 23 is shorter than the pool's prefix /24"),
+            ("{cidr: 'fd00::/64', blockSize: 100}", "spec.blockSize: 100 is outside 116..=128 for an IPv6 pool"),
+            ("{cidr: 10.0.0.0/16, blockSize: x}", "spec.blockSize: expected a prefix length"),
+            ("{cidr: 10.0.0.0/16, ipipMode: Sometimes}", "spec.ipipMode: \"Sometimes\" is not one of Never"),
+            ("{cidr: 10.0.0.0/16, ipipMode: Always, vxlanMode: Always}", "spec.vxlanMode: cannot be enabled together"),
+            ("{cidr: 'fd00::/64', ipipMode: CrossSubnet}", "spec.ipipMode: IPIP is not supported for an IPv6 pool"),
+            ("{cidr: 10.0.0.0/16, nodeSelector: 'a =='}", "spec.nodeSelector:"),
+            ("{cidr: 10.0.0.0/16, disableBGPExport: 'yes'}", "spec.disableBGPExport: expected true or false"),
+            ("{cidr: 10.0.0.0/16, allowedUses: [Pods]}", "spec.allowedUses[0]: \"Pods\" is not one of"),
+        ];
+        for (spec, want) in cases {
+            let text = format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p}}\nspec: {spec}\n");
+            let errors = errors_of(&text);
+            assert!(errors.iter().any(|e| e.starts_with("IPPool \"p\": ") && e.contains(want)), "{spec}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn services_keyed_by_namespace_with_defaults() {
+        let (m, problems) = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: kube-system}\nspec: {clusterIP: None}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let a = &m.services["default/a"];
+        assert_eq!((a.service_type, a.external_traffic_policy), (ServiceType::ClusterIp, TrafficPolicy::Cluster));
+        assert_eq!(a.ip_families, [IpFamily::V4], "families from the cluster IP when ipFamilies is absent");
+        assert!(m.services["kube-system/a"].cluster_ips.is_empty(), "headless");
+    }
+
+    #[test]
+    fn invalid_services_name_the_field() {
+        let cases = [
+            ("spec: {type: Magic}", "spec.type: \"Magic\" is not one of ClusterIP"),
+            ("spec: {clusterIP: 10.96.0.300}", "spec.clusterIP: \"10.96.0.300\" is not an IP address"),
+            (
+                "spec: {clusterIP: 10.96.0.1, clusterIPs: [10.96.0.2]}",
+                "spec.clusterIPs: the first entry must be clusterIP",
+            ),
+            ("spec: {clusterIPs: [10.96.0.1, 10.96.0.2]}", "spec.clusterIPs: two cluster IPs must be one IPv4"),
+            ("spec: {externalIPs: [1.2.3.4, nope]}", "spec.externalIPs[1]: \"nope\" is not an IP address"),
+            (
+                "spec: {externalTrafficPolicy: local}",
+                "spec.externalTrafficPolicy: \"local\" is not one of Cluster, Local",
+            ),
+            ("spec: {ipFamilies: [IPv5]}", "spec.ipFamilies[0]: \"IPv5\" is not one of IPv4, IPv6"),
+            ("status: {loadBalancer: {ingress: [{ip: x}]}}", "status.loadBalancer.ingress[0].ip: \"x\" is not an IP"),
+        ];
+        for (body, want) in cases {
+            let text = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: ns}}\n{body}\n");
+            let errors = errors_of(&text);
+            assert!(
+                errors.iter().any(|e| e.starts_with("Service \"ns/s\": ") && e.contains(want)),
+                "{body}: {errors:?}"
+            );
+        }
+        let errors = errors_of("apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: 'a b'}\n");
+        assert!(errors[0].contains("metadata.namespace"), "{errors:?}");
+    }
+
+    #[test]
+    fn endpoint_slice_readiness_and_validation() {
+        let (m, problems) = parse(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, labels: {kubernetes.io/service-name: s}}\naddressType: IPv6\nendpoints:\n- {addresses: ['fd00::1'], nodeName: n1}\n- {addresses: ['fd00::2'], nodeName: n2, conditions: {ready: false, serving: true}}\n- {addresses: ['fd00::3'], conditions: {ready: true}}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let s = &m.endpoint_slices["default/s-1"];
+        assert_eq!(s.address_type, Some(IpFamily::V6));
+        let got: Vec<_> = s.endpoints.iter().map(|e| (e.node_name.as_deref(), e.ready)).collect();
+        assert_eq!(got, [(Some("n1"), true), (Some("n2"), false), (None, true)]);
+
+        let cases = [
+            (
+                "addressType: IPv4\nendpoints: [{addresses: ['fd00::1']}]",
+                "endpoints[0].addresses[0]: fd00::1 is not of the slice's addressType",
+            ),
+            ("addressType: IPv7", "addressType: \"IPv7\" is not one of IPv4, IPv6, FQDN"),
+            ("endpoints: []", "addressType: missing"),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [1.2.3.4], conditions: {ready: 'yes'}}]",
+                "endpoints[0].conditions.ready: expected true or false",
+            ),
+            ("addressType: IPv4\nendpoints: [{addresses: [1.2.3.4], nodeName: 'a b'}]", "endpoints[0].nodeName:"),
+        ];
+        for (body, want) in cases {
+            let text = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: e, namespace: ns, labels: {{kubernetes.io/service-name: s}}}}\n{body}\n");
+            let errors = errors_of(&text);
+            assert!(
+                errors.iter().any(|e| e.starts_with("EndpointSlice \"ns/e\": ") && e.contains(want)),
+                "{body}: {errors:?}"
+            );
+        }
+        let (m, problems) = parse(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: orphan}\naddressType: FQDN\n",
+        );
+        assert_eq!(m.endpoint_slices["default/orphan"].service, None);
+        assert!(of(&problems, Severity::Warning)[0].contains("belongs to no Service"), "{problems:?}");
+        let errors = errors_of("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: old}\n");
+        assert!(errors[0].contains("apiVersion"), "{errors:?}");
+    }
+
+    #[test]
+    fn load_balancer_aggregation_setting() {
+        let cfg = |v: &str| {
+            format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{serviceLoadBalancerAggregation: {v}}}\n")
+        };
+        assert!(parse(&cfg("Enabled")).0.bgp_configuration.service_load_balancer_aggregation);
+        assert!(!parse(&cfg("Disabled")).0.bgp_configuration.service_load_balancer_aggregation);
+        assert!(BgpConfiguration::default().service_load_balancer_aggregation);
+        let errors = errors_of(&cfg("Off"));
+        assert!(
+            errors[0].contains("spec.serviceLoadBalancerAggregation: \"Off\" is not one of Enabled, Disabled"),
+            "{errors:?}"
+        );
     }
 }
