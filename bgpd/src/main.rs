@@ -46,6 +46,13 @@ enum Command {
         /// Serve Prometheus metrics, /healthz and /readyz on this address.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// The kernel routing table learned routes and the node's blackholes
+        /// go into (254: main).
+        #[arg(long, default_value_t = 254, value_parser = clap::value_parser!(u32).range(1..))]
+        kernel_table: u32,
+        /// Do not program the kernel (e.g. a route server or a benchmark).
+        #[arg(long)]
+        no_kernel: bool,
     },
     /// Show what the running daemon knows.
     Show {
@@ -74,6 +81,8 @@ enum ShowWhat {
     Originations,
     /// The loaded configuration's state and problems.
     Config,
+    /// The kernel table bgpd programs: counts and routes not installed.
+    Fib,
 }
 
 /// Logs to stderr at `RUST_LOG` if set, else at the datastore's
@@ -101,12 +110,13 @@ fn run_daemon(
     node: String,
     control_socket: PathBuf,
     metrics: Option<std::net::SocketAddr>,
+    kernel_table: Option<u32>,
 ) -> anyhow::Result<()> {
     let Some(path) = datastore.strip_prefix("file:") else {
         anyhow::bail!("--datastore {datastore:?}: only file:PATH is supported so far (kubernetes and etcd come with the cluster integration)");
     };
     init_logging(std::path::Path::new(path));
-    let opts = daemon::RunOptions { datastore: PathBuf::from(path), node, control_socket, metrics };
+    let opts = daemon::RunOptions { datastore: PathBuf::from(path), node, control_socket, metrics, kernel_table };
     runtime()?.block_on(daemon::run(opts))
 }
 
@@ -116,6 +126,7 @@ fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<(
         ShowWhat::Routes { prefix } => daemon::Request::Routes { prefix },
         ShowWhat::Originations => daemon::Request::Originations,
         ShowWhat::Config => daemon::Request::Config,
+        ShowWhat::Fib => daemon::Request::Fib,
     };
     let v = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,8 +144,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::DecodeMrt { json, file } => decode_mrt::run(&file, json),
-        Command::Run { datastore, node, control_socket, metrics } => {
-            run_daemon(datastore, node, control_socket, metrics)
+        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel } => {
+            run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table))
         }
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
     };

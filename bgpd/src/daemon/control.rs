@@ -27,6 +27,8 @@ pub enum Request {
     Originations,
     /// The configuration as loaded, with its problems.
     Config,
+    /// The kernel table bgpd programs: what it wants there and what fails.
+    Fib,
 }
 
 /// Answers one request from the shared status (routes: from the RIB task).
@@ -69,6 +71,13 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
                 })
                 .collect();
             serde_json::json!({ "originations": o })
+        }
+        Request::Fib => {
+            let s = shared.lock();
+            match &s.kernel {
+                Some(k) => serde_json::json!({ "kernel": k }),
+                None => serde_json::json!({ "kernel": null }),
+            }
         }
         Request::Config => {
             let s = shared.lock();
@@ -214,6 +223,25 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                 let comms: Vec<&str> =
                     o["communities"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
                 out.push_str(&format!("{:<24} {:<28} {}\n", s(&o["prefix"]), comms.join(" "), s(&o["cause"])));
+            }
+        }
+        Request::Fib => {
+            let k = &v["kernel"];
+            if k.is_null() {
+                out.push_str("kernel programming is off (--no-kernel)\n");
+            } else {
+                out.push_str(&format!(
+                    "table {} protocol {} metric {}: {} learned routes, {} blackholes; previous run's routes {}\n",
+                    s(&k["table"]),
+                    s(&k["protocol"]),
+                    s(&k["metric"]),
+                    s(&k["learned"]),
+                    s(&k["blackholes"]),
+                    if k["swept"] == true { "swept" } else { "kept until the selection deferral ends" }
+                ));
+                for (prefix, why) in k["failing"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("not installed: {prefix}: {}\n", s(why)));
+                }
             }
         }
         Request::Config => {

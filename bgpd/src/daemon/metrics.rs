@@ -70,8 +70,13 @@ pub fn render(shared: &Shared) -> String {
     rib_bytes.with_label_values::<&str>(&[]).set(rib.bytes as i64);
     rib_per_path.with_label_values::<&str>(&[]).set(rib.bytes.checked_div(rib.paths).unwrap_or(0) as i64);
     groups.with_label_values::<&str>(&[]).set(rib.groups as i64);
+    let mut families = reg.gather();
+    // The FIB writer's own metrics (`fib_*`), when the kernel is programmed.
+    if let Some(k) = shared.lock().kernel.as_ref() {
+        families.extend(k.registry.gather());
+    }
     let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&reg.gather(), &mut buf);
+    let _ = TextEncoder::new().encode(&families, &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }
 

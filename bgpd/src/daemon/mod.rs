@@ -5,6 +5,7 @@
 //! are reset.
 
 mod control;
+mod kernel;
 mod metrics;
 mod originate;
 mod peer;
@@ -43,6 +44,9 @@ pub struct RunOptions {
     pub control_socket: PathBuf,
     /// Where to serve metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The kernel table to install learned routes and blackholes into;
+    /// `None`: no kernel programming (`--no-kernel`).
+    pub kernel_table: Option<u32>,
 }
 
 struct Running {
@@ -186,7 +190,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let _ = std::fs::write(&marker, std::process::id().to_string());
     info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), restarted = node.restarted, "starting");
-    let rib = rib::spawn(&node, node.restarted, shared.clone());
+    let kernel = match opts.kernel_table {
+        Some(table) => Some(kernel::spawn(&kernel::KernelOptions { table }, node.restarted, shared.clone())?),
+        None => None,
+    };
+    let rib = rib::spawn(&node, node.restarted, shared.clone(), kernel);
     rib.send(rib::RibCmd::Node(Box::new(node.clone())));
     shared.lock().rib_handle = Some(rib.clone());
 

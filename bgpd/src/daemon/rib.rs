@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::datastore::Community;
 
+use super::kernel::{KernelCmd, KernelHandle};
 use super::spec::{NodeSpec, PeerSpec};
 use super::status::{RouteView, Shared};
 
@@ -220,13 +221,16 @@ struct Peer {
     spec: PeerSpec,
 }
 
-/// Starts the RIB task.
-pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared) -> RibHandle {
+/// Starts the RIB task; with `kernel`, its forwarding changes and the
+/// node's blocks go there to be installed in the kernel.
+pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared, kernel: Option<KernelHandle>) -> RibHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let rib = Rib::new(rib_config(node, restarted), Instant::now());
+    let mut cfg = rib_config(node, restarted);
+    cfg.fib = kernel.is_some();
+    let rib = Rib::new(cfg, Instant::now());
     let exportable = Arc::new(node.exportable.clone());
     let originated: Originated = Vec::new();
-    tokio::spawn(run(rib, rx, shared, exportable, originated));
+    tokio::spawn(run(rib, rx, shared, exportable, originated, kernel));
     RibHandle(tx)
 }
 
@@ -236,6 +240,7 @@ async fn run(
     shared: Shared,
     mut exportable: Arc<Vec<IpNet>>,
     mut originated: Originated,
+    kernel: Option<KernelHandle>,
 ) {
     let mut peers: HashMap<u64, Peer> = HashMap::new();
     let mut by_id: HashMap<PeerId, u64> = HashMap::new();
@@ -253,6 +258,9 @@ async fn run(
                 // Take what is queued (bounded), then export once.
                 let mut n = 0;
                 while let Some(c) = next {
+                    if let (RibCmd::Node(node), Some(k)) = (&c, &kernel) {
+                        k.send(KernelCmd::Blackholes(super::kernel::blackholes(node)));
+                    }
                     apply(&mut rib, c, &mut peers, &mut by_id, &mut exportable, &mut originated, now);
                     n += 1;
                     next = if n < 1024 { rx.try_recv().ok() } else { None };
@@ -261,7 +269,7 @@ async fn run(
             }
         }
         while let Some(o) = rib.poll_output() {
-            dispatch(&rib, o, &peers, &by_id);
+            dispatch(&rib, o, &peers, &by_id, kernel.as_ref());
         }
         publish(&rib, &peers, &shared);
     }
@@ -343,7 +351,13 @@ fn apply(
     }
 }
 
-fn dispatch(rib: &Rib, o: Output, peers: &HashMap<u64, Peer>, by_id: &HashMap<PeerId, u64>) {
+fn dispatch(
+    rib: &Rib,
+    o: Output,
+    peers: &HashMap<u64, Peer>,
+    by_id: &HashMap<PeerId, u64>,
+    kernel: Option<&KernelHandle>,
+) {
     let tx = |id: &PeerId| by_id.get(id).and_then(|k| peers.get(k)).map(|p| &p.tx);
     match o {
         Output::Send { peers: ids, messages } => {
@@ -365,10 +379,18 @@ fn dispatch(rib: &Rib, o: Output, peers: &HashMap<u64, Peer>, by_id: &HashMap<Pe
             }
         }
         Output::Warning(peer, msg) => warn!(peer = rib.peer_name(peer).unwrap_or("?"), "{msg}"),
-        Output::DeferralDone => info!("selection deferral over: best paths exported"),
-        // The daemon runs the RIB with `fib: false` until it programs the
-        // kernel (cluster integration); nothing asks for these yet.
-        Output::Fib(routes) => tracing::debug!("{} forwarding changes not programmed", routes.len()),
+        Output::DeferralDone => {
+            info!("selection deferral over: best paths exported");
+            if let Some(k) = kernel {
+                k.send(KernelCmd::DeferralDone);
+            }
+        }
+        // Only emitted with `fib: true`, that is with a kernel task.
+        Output::Fib(routes) => {
+            if let Some(k) = kernel {
+                k.send(KernelCmd::Forwarding(routes));
+            }
+        }
     }
 }
 

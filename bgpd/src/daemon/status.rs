@@ -112,6 +112,8 @@ pub struct Status {
     pub routes_received: BTreeMap<String, usize>,
     /// The RIB task, for `show routes`.
     pub rib_handle: Option<super::rib::RibHandle>,
+    /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).
+    pub kernel: Option<super::kernel::KernelView>,
 }
 
 /// A cheaply cloned handle.
