@@ -34,7 +34,10 @@ enum Command {
     },
     /// Run the node's BGP speaker.
     Run {
-        /// The datastore: `file:PATH` (a YAML file or a directory of them).
+        /// The datastore: `file:PATH` (a YAML file or a directory of them, polled),
+        /// `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]` (watched), or
+        /// `kubernetes` (in-cluster service account or KUBECONFIG; Secrets are read
+        /// in the namespace `POD_NAMESPACE`, else kube-system).
         #[arg(long)]
         datastore: String,
         /// This node's name (its Calico Node object).
@@ -85,12 +88,16 @@ enum ShowWhat {
     Fib,
 }
 
-/// Logs to stderr at `RUST_LOG` if set, else at the datastore's
-/// `BGPConfiguration.spec.logSeverityScreen` (read once at start).
-fn init_logging(datastore: &std::path::Path) {
+/// Logs to stderr at `RUST_LOG` if set, else at the file datastore's
+/// `BGPConfiguration.spec.logSeverityScreen` (read once at start), else at info.
+fn init_logging(datastore: &datastore::live::DatastoreSpec) {
     use datastore::LogSeverity;
-    let configured =
-        datastore::load(datastore).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default();
+    let configured = match datastore {
+        datastore::live::DatastoreSpec::File(path) => {
+            datastore::load(path).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default()
+        }
+        _ => LogSeverity::default(),
+    };
     let level = match configured {
         LogSeverity::Debug => "debug",
         LogSeverity::Info => "info",
@@ -112,11 +119,10 @@ fn run_daemon(
     metrics: Option<std::net::SocketAddr>,
     kernel_table: Option<u32>,
 ) -> anyhow::Result<()> {
-    let Some(path) = datastore.strip_prefix("file:") else {
-        anyhow::bail!("--datastore {datastore:?}: only file:PATH is supported so far (kubernetes and etcd come with the cluster integration)");
-    };
-    init_logging(std::path::Path::new(path));
-    let opts = daemon::RunOptions { datastore: PathBuf::from(path), node, control_socket, metrics, kernel_table };
+    let namespace = std::env::var("POD_NAMESPACE").ok();
+    let datastore = datastore::live::DatastoreSpec::parse(&datastore, namespace.as_deref())?;
+    init_logging(&datastore);
+    let opts = daemon::RunOptions { datastore, node, control_socket, metrics, kernel_table };
     runtime()?.block_on(daemon::run(opts))
 }
 

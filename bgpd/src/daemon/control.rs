@@ -83,6 +83,8 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
             let s = shared.lock();
             serde_json::json!({
                 "datastore_ok": s.datastore_ok,
+                "unreachable_since": s.datastore_unreachable.as_ref().and_then(|(t, _)| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                "unreachable_reason": s.datastore_unreachable.as_ref().map(|(_, why)| why.clone()),
                 "problems": s.config_problems,
                 "loaded_at": s.config_loaded_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
             })
@@ -246,6 +248,15 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         }
         Request::Config => {
             out.push_str(&format!("datastore reachable: {}\n", s(&v["datastore_ok"])));
+            if let Some(since) = v["unreachable_since"].as_u64() {
+                let ago = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |now| now.as_secs().saturating_sub(since));
+                out.push_str(&format!(
+                    "datastore unreachable since: {since} (unix time, {ago} s ago), running on the last good model\n"
+                ));
+                out.push_str(&format!("datastore error: {}\n", s(&v["unreachable_reason"])));
+            }
             for p in v["problems"].as_array().into_iter().flatten() {
                 out.push_str(&format!("problem: {}\n", s(p)));
             }

@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/metrics`, liveness at `/healthz` (200 only while the
 //! daemon's main loop keeps ticking, so a stuck loop fails it) and readiness at
-//! `/readyz` (the datastore was read).
+//! `/readyz` (the datastore was read and is reachable).
 
 use std::net::SocketAddr;
 
@@ -36,7 +36,11 @@ pub fn render(shared: &Shared) -> String {
     let rib_per_path = gauge("bgpd_rib_bytes_per_path", "RIB bytes per path", &[]);
     let groups = gauge("bgpd_update_groups", "Update groups (peers sharing one encoded stream)", &[]);
     let err = gauge("bgpd_peer_last_error", "Last NOTIFICATION code*256+subcode (0: none)", &["peer"]);
-    let cfg_ok = gauge("bgpd_datastore_ok", "1 when the last datastore read succeeded", &[]);
+    let cfg_ok = gauge(
+        "bgpd_datastore_ok",
+        "1 while the datastore is reachable (0 before the first read and during outages)",
+        &[],
+    );
     for p in shared.peers() {
         let code = match p.state.as_str() {
             "Idle" => 1,
@@ -85,6 +89,17 @@ fn loop_alive(shared: &Shared) -> bool {
     shared.lock().heartbeat.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
 }
 
+/// `/readyz`: ready once the datastore was read and while it is reachable; the
+/// body says why not.
+fn readiness(shared: &Shared) -> (&'static str, String) {
+    let s = shared.lock();
+    match (&s.datastore_unreachable, s.datastore_ok) {
+        (None, true) => ("200 OK", "ready\n".to_string()),
+        (Some((_, why)), _) => ("503 Service Unavailable", format!("datastore unreachable: {why}\n")),
+        (None, false) => ("503 Service Unavailable", "datastore not read yet\n".to_string()),
+    }
+}
+
 /// Serves HTTP GET `/metrics`, `/healthz`, `/readyz` on `addr`.
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
@@ -103,8 +118,7 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
                 "/metrics" => ("200 OK", render(&shared)),
                 "/healthz" if loop_alive(&shared) => ("200 OK", "ok\n".to_string()),
                 "/healthz" => ("503 Service Unavailable", "main loop not responding\n".to_string()),
-                "/readyz" if shared.lock().datastore_ok => ("200 OK", "ready\n".to_string()),
-                "/readyz" => ("503 Service Unavailable", "datastore unreachable\n".to_string()),
+                "/readyz" => readiness(&shared),
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
             let resp = format!(
@@ -130,5 +144,21 @@ mod tests {
         assert!(loop_alive(&shared));
         let text = render(&shared);
         assert!(text.contains("bgpd_datastore_ok 0"), "{text}");
+    }
+
+    #[test]
+    fn readiness_says_why_not() {
+        let shared = Shared::default();
+        assert_eq!(readiness(&shared), ("503 Service Unavailable", "datastore not read yet\n".to_string()));
+        shared.lock().datastore_ok = true;
+        assert_eq!(readiness(&shared).0, "200 OK");
+        {
+            let mut s = shared.lock();
+            s.datastore_ok = false;
+            s.datastore_unreachable = Some((std::time::SystemTime::now(), "etcd get: connection refused".into()));
+        }
+        let (status, body) = readiness(&shared);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("connection refused"), "{body}");
     }
 }

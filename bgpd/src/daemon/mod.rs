@@ -18,17 +18,19 @@ mod status;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bgpd_proto::error::code::cease;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use control::{ask, render, Request};
 
-use crate::datastore::{Model, ObjectRef, Problem, Severity};
+use crate::datastore::live::{self, DatastoreSpec, Feed};
+use crate::datastore::{Model, ObjectRef, Problem, Severity, Source};
 use peer::PeerCmd;
 use spec::{NodeSpec, PeerSpec};
 use status::Shared;
@@ -36,8 +38,8 @@ use status::Shared;
 /// Options of `bgpd run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The YAML file or directory of the file datastore.
-    pub datastore: PathBuf,
+    /// Where the model comes from (file, etcd, Kubernetes).
+    pub datastore: DatastoreSpec,
     /// This node's name.
     pub node: String,
     /// Where to serve the control socket.
@@ -53,26 +55,6 @@ struct Running {
     spec: PeerSpec,
     cmds: mpsc::Sender<Box<PeerCmd>>,
     rib_key: u64,
-}
-
-/// Fingerprint of the datastore files (path, length, modification time), to notice edits.
-fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut add = |p: PathBuf| {
-        if let Ok(m) = std::fs::metadata(&p) {
-            out.push((p, m.len(), m.modified().ok()));
-        }
-    };
-    if path.is_dir() {
-        if let Ok(rd) = std::fs::read_dir(path) {
-            let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-            v.sort();
-            v.into_iter().for_each(&mut add);
-        }
-    } else {
-        add(path.to_path_buf());
-    }
-    out
 }
 
 /// On a reload, an object that is now invalid keeps its last good version
@@ -103,19 +85,28 @@ fn keep_last_good(model: &mut Model, problems: &[Problem], last: &Model) {
     }
 }
 
-fn load(opts: &RunOptions, shared: &Shared, last: &mut Option<Model>) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
-    let loaded = crate::datastore::load(&opts.datastore);
+/// Builds the model from the datastore's content and plans this node. A
+/// content that cannot be parsed at all (a YAML syntax error) fails, and the
+/// daemon keeps what it runs.
+fn load(
+    feed: &Feed,
+    opts: &RunOptions,
+    shared: &Shared,
+    last: &mut Option<Model>,
+) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
+    let sources = feed.sources.as_deref().map_or(&[][..], Vec::as_slice);
+    let loaded = crate::datastore::parse_sources(sources);
     let mut s = shared.lock();
     let (mut model, problems) = match loaded {
         Ok(x) => x,
         Err(e) => {
-            s.datastore_ok = false;
-            return Err(e).with_context(|| format!("reading the datastore {}", opts.datastore.display()));
+            s.config_problems = vec![format!("the datastore content cannot be read, the last good model is kept: {e}")];
+            return Err(e).context("reading the datastore");
         }
     };
-    s.datastore_ok = true;
     s.config_loaded_at = Some(SystemTime::now());
-    s.config_problems = problems.iter().map(|p| p.to_string()).collect();
+    s.config_problems = feed.notes.clone();
+    s.config_problems.extend(problems.iter().map(|p| p.to_string()));
     for p in &problems {
         warn!("datastore: {p}");
     }
@@ -126,6 +117,42 @@ fn load(opts: &RunOptions, shared: &Shared, last: &mut Option<Model>) -> anyhow:
     *last = Some(model);
     s.originations.clone_from(&node.originations);
     Ok((node, peers))
+}
+
+/// Records whether the datastore is reachable, and since when it is not.
+fn note_reachability(feed: &Feed, shared: &Shared) {
+    let mut s = shared.lock();
+    s.datastore_ok = feed.unreachable.is_none();
+    s.datastore_unreachable = feed.unreachable.as_ref().map(|u| (u.since, u.reason.clone()));
+}
+
+/// Waits for the datastore's first complete content and loads it. A file
+/// datastore must be readable at start; etcd and Kubernetes are waited for.
+async fn first_load(
+    feed: &mut watch::Receiver<Feed>,
+    opts: &RunOptions,
+    shared: &Shared,
+    last: &mut Option<Model>,
+) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>, Arc<Vec<Source>>)> {
+    let mut said = None;
+    loop {
+        let f = feed.borrow_and_update().clone();
+        note_reachability(&f, shared);
+        if let Some(sources) = &f.sources {
+            let (node, peers) = load(&f, opts, shared, last)?;
+            return Ok((node, peers, sources.clone()));
+        }
+        if let Some(u) = &f.unreachable {
+            if let DatastoreSpec::File(path) = &opts.datastore {
+                anyhow::bail!("reading the datastore {}: {}", path.display(), u.reason);
+            }
+            if said.as_ref() != Some(&u.reason) {
+                warn!("waiting for the datastore: {}", u.reason);
+                said = Some(u.reason.clone());
+            }
+        }
+        feed.changed().await.map_err(|_| anyhow::anyhow!("the datastore task stopped"))?;
+    }
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -181,7 +208,8 @@ fn marker_path(opts: &RunOptions) -> PathBuf {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shared = Shared::default();
     let mut last_model = None;
-    let (mut node, peers) = load(&opts, &shared, &mut last_model)?;
+    let mut feed = live::spawn(&opts.datastore);
+    let (mut node, peers, mut loaded) = first_load(&mut feed, &opts, &shared, &mut last_model).await?;
     let marker = marker_path(&opts);
     let window = Duration::from_secs(peers.iter().filter_map(|p| p.restart_time).max().unwrap_or(120).into());
     node.restarted = rib::restarted(&marker, window);
@@ -252,7 +280,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     for p in peers {
         running.insert(p.name.clone(), spawn_peer(&node, p, &shared, &rib));
     }
-    let mut print = fingerprint(&opts.datastore);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -273,12 +300,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 shared.lock().heartbeat = Some(std::time::Instant::now());
                 touch(&marker);
-                let now = fingerprint(&opts.datastore);
-                if now == print {
+            }
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the datastore task stopped");
+                }
+                let f = feed.borrow_and_update().clone();
+                note_reachability(&f, &shared);
+                let Some(sources) = f.sources.as_ref() else { continue };
+                if Arc::ptr_eq(sources, &loaded) {
                     continue;
                 }
-                print = now;
-                match load(&opts, &shared, &mut last_model) {
+                loaded = sources.clone();
+                match load(&f, &opts, &shared, &mut last_model) {
                     Ok((mut new_node, new_peers)) => {
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
                         set_listener_keys(&listeners, &new_peers, &old);

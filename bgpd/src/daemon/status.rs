@@ -104,6 +104,8 @@ pub struct Status {
     pub config_problems: Vec<String>,
     /// Whether the datastore could be read last time it was tried.
     pub datastore_ok: bool,
+    /// While the datastore is unreachable: since when, and the last error.
+    pub datastore_unreachable: Option<(SystemTime, String)>,
     /// When the daemon's main loop last went round (it ticks every 500 ms).
     pub heartbeat: Option<Instant>,
     /// The RIB's sizes.

@@ -19,6 +19,7 @@ mod endpoint_slice;
 mod fields;
 mod ip_pool;
 mod ipam_block;
+pub mod live;
 mod node;
 mod problem;
 mod secret;

@@ -1,0 +1,193 @@
+//! The etcd v3 datastore: every key under the prefix holds one object (or a
+//! `---`-separated stream of them) as YAML or JSON, exactly as a file of the file
+//! datastore would. The recommended layout is `<prefix><kind>/<name>` for
+//! cluster-wide objects and `<prefix><kind>/<namespace>/<name>` for namespaced ones
+//! (`/calico/bgpd/bgppeers/tor-1`, `/calico/bgpd/secrets/kube-system/bgp-password`);
+//! bgpd reads the kind and name from the value, the key only orders the objects
+//! (byte order, as in a directory) and names them in messages.
+//!
+//! One full read (`get` of the prefix), then a watch from the revision after it;
+//! on any error (etcd down, watch cancelled or compacted) the datastore is marked
+//! unreachable, the content read so far stays, and after a backoff the client
+//! connects again and reads everything again (a resync), then watches again.
+//!
+//! A value that is not well-formed YAML keeps the key's previous value (if any),
+//! with a note in `bgpd show config`: one bad write must not take objects away.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use tracing::{info, warn};
+
+use super::{Backoff, Publisher};
+use crate::datastore::source::{self, Source};
+
+/// The key prefix bgpd reads when `?prefix=` is not given.
+pub const DEFAULT_PREFIX: &str = "/calico/bgpd/";
+
+/// How long a connect or a full read may take before etcd counts as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The accepted value per key, and the notes about rejected ones.
+#[derive(Default)]
+struct Entries {
+    values: BTreeMap<String, String>,
+    notes: BTreeMap<String, String>,
+}
+
+impl Entries {
+    /// Takes `value` for `key` if it is well-formed YAML; otherwise keeps the old
+    /// value and notes why.
+    fn put(&mut self, key: String, value: &[u8], old: Option<&BTreeMap<String, String>>) {
+        let text = match std::str::from_utf8(value) {
+            Ok(t) => t.to_string(),
+            Err(e) => return self.reject(key, format!("not UTF-8 text ({e})"), old),
+        };
+        let probe = Source { path: key.clone().into(), text };
+        match source::objects(&probe, &mut Vec::new(), &mut Vec::new()) {
+            Ok(()) => {
+                self.notes.remove(&key);
+                self.values.insert(key, probe.text);
+            }
+            Err(e) => self.reject(key, e.to_string(), old),
+        }
+    }
+
+    fn reject(&mut self, key: String, reason: String, old: Option<&BTreeMap<String, String>>) {
+        let kept = old.unwrap_or(&self.values).get(&key).cloned();
+        let what = if kept.is_some() { "its previous value is kept" } else { "ignored" };
+        warn!("etcd key {key}: {reason}; {what}");
+        self.notes.insert(key.clone(), format!("etcd key {key}: {reason}; {what}"));
+        if let Some(v) = kept {
+            self.values.insert(key, v);
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.values.remove(key);
+        self.notes.remove(key);
+    }
+
+    fn publish(&self, out: &Publisher) {
+        let sources = self.values.iter().map(|(k, v)| Source { path: k.into(), text: v.clone() }).collect();
+        out.content(sources, self.notes.values().cloned().collect());
+    }
+}
+
+pub(super) async fn run(endpoints: Vec<String>, prefix: String, out: Publisher) {
+    let mut entries = Entries::default();
+    let mut backoff = Backoff::new();
+    while !out.closed() {
+        let Err(e) = session(&endpoints, &prefix, &mut entries, &out, &mut backoff).await else { return };
+        let delay = backoff.next();
+        warn!("etcd datastore {}: {e}; keeping the last good model, retrying in {delay:?}", endpoints.join(","));
+        out.unreachable(e);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+/// Connects, reads everything, then follows the watch until it fails (`Err`) or
+/// the daemon is gone (`Ok`).
+async fn session(
+    endpoints: &[String],
+    prefix: &str,
+    entries: &mut Entries,
+    out: &Publisher,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    // HTTP/2 keepalives notice a silently dead connection within ~10 s.
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true);
+    let mut client = timed("connect", Client::connect(endpoints, Some(opts))).await?;
+    let resp = timed("get", client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let old = std::mem::take(&mut entries.values);
+    entries.notes.clear();
+    for kv in resp.kvs() {
+        entries.put(String::from_utf8_lossy(kv.key()).into_owned(), kv.value(), Some(&old));
+    }
+    info!(keys = entries.values.len(), revision, "etcd datastore read");
+    entries.publish(out);
+    *backoff = Backoff::new();
+
+    let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut stream = timed("watch", client.watch(prefix, Some(opts))).await?;
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            // Stop with the daemon even when nothing changes.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if out.closed() { return Ok(()) }
+                continue;
+            }
+        };
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err("the watch stream ended".into()),
+            Err(e) => return Err(format!("watch: {e}")),
+        };
+        if resp.canceled() {
+            return Err(format!(
+                "the watch was cancelled ({}; compacted at revision {})",
+                resp.cancel_reason(),
+                resp.compact_revision()
+            ));
+        }
+        if resp.events().is_empty() {
+            continue;
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match ev.event_type() {
+                EventType::Put => entries.put(key, kv.value(), None),
+                EventType::Delete => entries.delete(&key),
+            }
+        }
+        entries.publish(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_value_keeps_the_previous_one() {
+        let mut e = Entries::default();
+        e.put("/p/a".into(), b"kind: Secret\n", None);
+        e.put("/p/a".into(), b"kind: [Secret\n", None);
+        assert_eq!(e.values["/p/a"], "kind: Secret\n");
+        assert!(e.notes["/p/a"].contains("previous value is kept"), "{:?}", e.notes);
+        e.put("/p/b".into(), &[0xff, 0xfe], None);
+        assert!(!e.values.contains_key("/p/b"));
+        assert!(e.notes["/p/b"].contains("not UTF-8"));
+        e.put("/p/a".into(), b"kind: Node\n", None);
+        assert!(!e.notes.contains_key("/p/a"), "a good value clears the note");
+        e.delete("/p/b");
+        assert!(e.notes.is_empty());
+    }
+
+    #[test]
+    fn a_resync_keeps_the_previous_value_of_a_bad_key() {
+        let mut e = Entries::default();
+        e.put("/p/a".into(), b"kind: Secret\n", None);
+        let old = std::mem::take(&mut e.values);
+        e.put("/p/a".into(), b"{", Some(&old));
+        assert_eq!(e.values["/p/a"], "kind: Secret\n");
+    }
+}

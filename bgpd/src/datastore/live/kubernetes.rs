@@ -1,0 +1,290 @@
+//! The Kubernetes datastore: one `kube::runtime` watcher per kind bgpd reads, on
+//! dynamic objects (no CRD Rust types), each object turned into the same YAML value
+//! a file of the file datastore holds.
+//!
+//! With Calico's Kubernetes datastore the node's BGP settings are annotations of the
+//! core `v1` Node (`projectcalico.org/IPv4Address`, `…/IPv6Address`, `…/ASNumber`,
+//! `…/RouteReflectorClusterID`); [`node_object`] turns such a Node into the
+//! `projectcalico.org/v3` Node the model reads. The Calico kinds are read as their
+//! `crd.projectcalico.org/v1` CRDs, which have the same spec.
+//!
+//! Content is published once every watcher has listed its kind, and then after
+//! each burst of changes. A watcher error marks the datastore unreachable (the
+//! content stays) until that watcher delivers again; kube's watcher retries with
+//! backoff and lists again after a lost watch. A CRD that is not installed (404 on
+//! the list) counts as an empty kind, with a note.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use serde_json::{json, Map, Value};
+use tracing::{info, warn};
+
+use super::{Backoff, Publisher};
+use crate::datastore::Source;
+
+/// Where a kind is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Cluster-scoped, or every namespace.
+    All,
+    /// Only bgpd's Secrets namespace.
+    SecretsNamespace,
+}
+
+/// A kind bgpd watches.
+#[derive(Clone, Copy, Debug)]
+struct Watched {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    scope: Scope,
+}
+
+const CRD: &str = "crd.projectcalico.org";
+
+/// Everything bgpd reads from the API server (and therefore what its ClusterRole
+/// grants: get, list, watch on these and nothing else).
+const WATCHED: &[Watched] = &[
+    Watched { group: "", version: "v1", kind: "Node", plural: "nodes", scope: Scope::All },
+    Watched { group: "", version: "v1", kind: "Secret", plural: "secrets", scope: Scope::SecretsNamespace },
+    Watched { group: "", version: "v1", kind: "Service", plural: "services", scope: Scope::All },
+    Watched {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        scope: Scope::All,
+    },
+    Watched { group: CRD, version: "v1", kind: "BGPConfiguration", plural: "bgpconfigurations", scope: Scope::All },
+    Watched { group: CRD, version: "v1", kind: "BGPPeer", plural: "bgppeers", scope: Scope::All },
+    Watched { group: CRD, version: "v1", kind: "BGPFilter", plural: "bgpfilters", scope: Scope::All },
+    Watched { group: CRD, version: "v1", kind: "IPPool", plural: "ippools", scope: Scope::All },
+    Watched { group: CRD, version: "v1", kind: "IPAMBlock", plural: "ipamblocks", scope: Scope::All },
+];
+
+impl Watched {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    fn resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(self.group, self.version, self.kind), self.plural)
+    }
+}
+
+/// Calico's annotations on a core Node in its Kubernetes datastore.
+const ANN_IPV4: &str = "projectcalico.org/IPv4Address";
+const ANN_IPV6: &str = "projectcalico.org/IPv6Address";
+const ANN_ASN: &str = "projectcalico.org/ASNumber";
+const ANN_CLUSTER_ID: &str = "projectcalico.org/RouteReflectorClusterID";
+const ANN_IPIP: &str = "projectcalico.org/IPv4IPIPTunnelAddr";
+
+/// A core `v1` Node (as the API returns it) → the `projectcalico.org/v3` Node the
+/// model reads: its labels, and `spec.bgp` from Calico's annotations (none when it
+/// has neither address annotation: the node does not run BGP).
+fn node_object(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let ann = |k: &str| meta["annotations"].get(k).cloned();
+    let mut bgp = Map::new();
+    for (field, key) in [
+        ("ipv4Address", ANN_IPV4),
+        ("ipv6Address", ANN_IPV6),
+        ("asNumber", ANN_ASN),
+        ("routeReflectorClusterID", ANN_CLUSTER_ID),
+        ("ipv4IPIPTunnelAddr", ANN_IPIP),
+    ] {
+        if let Some(v) = ann(key) {
+            bgp.insert(field.into(), v);
+        }
+    }
+    let runs_bgp = bgp.contains_key("ipv4Address") || bgp.contains_key("ipv6Address");
+    let spec = if runs_bgp { json!({ "bgp": bgp }) } else { json!({}) };
+    json!({
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Node",
+        "metadata": { "name": meta["name"], "labels": meta.get("labels").cloned().unwrap_or(json!({})) },
+        "spec": spec,
+    })
+}
+
+/// An object as the API returns it → the object the model reads, and its key
+/// (`kubernetes:PLURAL/[NAMESPACE/]NAME`, used in messages and for ordering).
+/// `None` for an object without a name (the API never sends one).
+fn convert(w: &Watched, obj: &Value) -> Option<(String, Value)> {
+    let meta = obj.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let ns = meta.get("namespace").and_then(Value::as_str);
+    let key = match ns {
+        Some(ns) => format!("kubernetes:{}/{ns}/{name}", w.plural),
+        None => format!("kubernetes:{}/{name}", w.plural),
+    };
+    if w.group.is_empty() && w.kind == "Node" {
+        return Some((key, node_object(obj)));
+    }
+    // Keep what the model reads (everything but bookkeeping metadata): list items
+    // may come without apiVersion and kind, so those come from the watched kind.
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), Value::String(w.api_version()));
+    out.insert("kind".into(), Value::String(w.kind.into()));
+    let mut m = Map::new();
+    for field in ["name", "namespace", "labels"] {
+        if let Some(v) = meta.get(field) {
+            m.insert(field.into(), v.clone());
+        }
+    }
+    out.insert("metadata".into(), Value::Object(m));
+    if let Some(fields) = obj.as_object() {
+        for (k, v) in fields.iter().filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Some((key, Value::Object(out)))
+}
+
+/// One watched kind's objects, as source texts by key.
+#[derive(Default)]
+struct KindState {
+    /// Complete once the first list is done.
+    objects: Option<BTreeMap<String, String>>,
+    /// Objects of a list in progress.
+    listing: Option<BTreeMap<String, String>>,
+    /// The last error, until the watcher delivers again.
+    error: Option<String>,
+    /// Why the kind counts as empty (its CRD is not installed).
+    note: Option<String>,
+}
+
+fn text(w: &Watched, obj: &DynamicObject) -> Option<(String, String)> {
+    let v = serde_json::to_value(obj).ok()?;
+    let (key, o) = convert(w, &v)?;
+    Some((key, o.to_string()))
+}
+
+impl KindState {
+    /// Takes one watcher event; returns whether the content may have changed.
+    fn event(&mut self, w: &Watched, ev: Event<DynamicObject>) -> bool {
+        self.error = None;
+        match ev {
+            Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(o) => {
+                if let (Some(l), Some((k, t))) = (self.listing.as_mut(), text(w, &o)) {
+                    l.insert(k, t);
+                }
+                false
+            }
+            Event::InitDone => {
+                self.objects = Some(self.listing.take().unwrap_or_default());
+                self.note = None;
+                true
+            }
+            Event::Apply(o) => match (self.objects.as_mut(), text(w, &o)) {
+                (Some(m), Some((k, t))) => m.insert(k, t.clone()).as_ref() != Some(&t),
+                _ => false,
+            },
+            Event::Delete(o) => match (self.objects.as_mut(), text(w, &o)) {
+                (Some(m), Some((k, _))) => m.remove(&k).is_some(),
+                _ => false,
+            },
+        }
+    }
+
+    fn error(&mut self, w: &Watched, e: &watcher::Error) -> bool {
+        if let watcher::Error::InitialListFailed(kube::Error::Api(resp)) = e {
+            if resp.code == 404 && !w.group.is_empty() {
+                // The CRD is not installed: nothing of this kind exists.
+                let was_empty = self.objects.as_ref().is_some_and(BTreeMap::is_empty);
+                self.objects = Some(BTreeMap::new());
+                self.note = Some(format!("{}/{} is not installed; none read", w.plural, w.group));
+                self.error = None;
+                return !was_empty;
+            }
+        }
+        self.error = Some(format!("{} {}: {e}", w.api_version(), w.plural));
+        false
+    }
+}
+
+fn publish(kinds: &[KindState], out: &Publisher) {
+    if let Some(err) = kinds.iter().find_map(|k| k.error.clone()) {
+        out.unreachable(err);
+    }
+    if kinds.iter().any(|k| k.objects.is_none()) {
+        return;
+    }
+    let mut sources = Vec::new();
+    for k in kinds {
+        for (key, t) in k.objects.iter().flatten() {
+            sources.push(Source { path: key.into(), text: t.clone() });
+        }
+    }
+    let notes = kinds.iter().filter_map(|k| k.note.clone()).collect();
+    if kinds.iter().all(|k| k.error.is_none()) {
+        out.content(sources, notes);
+    }
+}
+
+pub(super) async fn run(secrets_namespace: String, out: Publisher) {
+    let mut backoff = Backoff::new();
+    let client = loop {
+        match kube::Client::try_default().await {
+            Ok(c) => break c,
+            Err(e) => {
+                let delay = backoff.next();
+                warn!("kubernetes datastore: no client ({e}); retrying in {delay:?}");
+                out.unreachable(format!("no Kubernetes client configuration: {e}"));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    let streams = WATCHED.iter().enumerate().map(|(i, w)| {
+        let ar = w.resource();
+        let api: Api<DynamicObject> = match w.scope {
+            Scope::All => Api::all_with(client.clone(), &ar),
+            Scope::SecretsNamespace => Api::namespaced_with(client.clone(), &secrets_namespace, &ar),
+        };
+        watcher::watcher(api, watcher::Config::default()).default_backoff().map(move |e| (i, e)).boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut kinds: Vec<KindState> = WATCHED.iter().map(|_| KindState::default()).collect();
+    let mut dirty = false;
+    info!(namespace = %secrets_namespace, "kubernetes datastore: watching {} kinds", WATCHED.len());
+    while !out.closed() {
+        // Changes come in bursts (a list, a rollout): publish once things settle.
+        let next = tokio::time::timeout(Duration::from_millis(100), events.next()).await;
+        match next {
+            Ok(Some((i, Ok(ev)))) => {
+                // A kind that failed and delivers again may make the datastore reachable.
+                let recovered = kinds[i].error.is_some();
+                dirty |= kinds[i].event(&WATCHED[i], ev) || recovered;
+            }
+            Ok(Some((i, Err(e)))) => {
+                warn!("kubernetes datastore: {e}; keeping the last good model");
+                dirty |= kinds[i].error(&WATCHED[i], &e);
+                publish(&kinds, &out);
+            }
+            Ok(None) => return,
+            Err(_) if dirty => {
+                dirty = false;
+                publish(&kinds, &out);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! Where the model comes from while the daemon runs: a file (polled), etcd v3
+//! (get, then watch) or the Kubernetes API (watchers). Each backend is a task that
+//! publishes a [`Feed`] on a `tokio::sync::watch` channel: the datastore's whole
+//! content as [`Source`]s whenever it changed, and whether the datastore is
+//! reachable. The daemon parses the sources with [`super::parse_sources`]; while the
+//! datastore is unreachable the feed keeps the last content read, so the daemon keeps
+//! running on its last good model.
+
+mod etcd;
+mod file;
+mod kubernetes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Source;
+
+/// The `--datastore` argument, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatastoreSpec {
+    /// `file:PATH`: a YAML file or a directory of them, polled twice a second.
+    File(PathBuf),
+    /// `etcd:URL[,URL…][?prefix=P]`: objects stored as YAML or JSON under a key prefix.
+    Etcd {
+        /// The client URLs, e.g. `http://127.0.0.1:2379`.
+        endpoints: Vec<String>,
+        /// The key prefix; ends with `/`.
+        prefix: String,
+    },
+    /// `kubernetes`: the API server, from the in-cluster service account or
+    /// `KUBECONFIG` / `~/.kube/config`.
+    Kubernetes {
+        /// The namespace whose Secrets hold BGP passwords (`POD_NAMESPACE`, else
+        /// `kube-system`).
+        secrets_namespace: String,
+    },
+}
+
+/// Why a `--datastore` argument is not understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--datastore {arg:?}: {reason}")]
+pub struct SpecError {
+    arg: String,
+    reason: String,
+}
+
+impl DatastoreSpec {
+    /// Parses `file:PATH`, `etcd:http://H:P[,…][?prefix=/p/]` or `kubernetes`.
+    /// `namespace` is where a Kubernetes datastore reads Secrets.
+    pub fn parse(arg: &str, namespace: Option<&str>) -> Result<DatastoreSpec, SpecError> {
+        let err = |reason: &str| SpecError { arg: arg.to_string(), reason: reason.to_string() };
+        if let Some(path) = arg.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(err("file: needs a path"));
+            }
+            return Ok(DatastoreSpec::File(PathBuf::from(path)));
+        }
+        if arg == "kubernetes" {
+            let ns = namespace.filter(|n| !n.is_empty()).unwrap_or("kube-system");
+            return Ok(DatastoreSpec::Kubernetes { secrets_namespace: ns.to_string() });
+        }
+        let Some(rest) = arg.strip_prefix("etcd:") else {
+            return Err(err("expected file:PATH, etcd:http://HOST:PORT[,…][?prefix=/KEY/PREFIX/] or kubernetes"));
+        };
+        let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let endpoints: Vec<String> = urls.split(',').map(str::trim).map(str::to_string).collect();
+        if endpoints.iter().any(|e| !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10) {
+            return Err(err("each etcd endpoint is a URL such as http://127.0.0.1:2379"));
+        }
+        let mut prefix = etcd::DEFAULT_PREFIX.to_string();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("prefix", p)) if p.starts_with('/') => {
+                    prefix = if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
+                }
+                Some(("prefix", _)) => return Err(err("the etcd prefix must start with /")),
+                _ => return Err(err("the only etcd option is ?prefix=/KEY/PREFIX/")),
+            }
+        }
+        Ok(DatastoreSpec::Etcd { endpoints, prefix })
+    }
+}
+
+/// What a datastore task publishes.
+#[derive(Clone, Debug, Default)]
+pub struct Feed {
+    /// The datastore's content as last read completely; `None` until the first
+    /// complete read. Replaced (a new `Arc`) only when the content changed.
+    pub sources: Option<Arc<Vec<Source>>>,
+    /// Per-entry faults the backend dealt with itself (an etcd value that is not
+    /// YAML keeps its previous value), for `bgpd show config`.
+    pub notes: Vec<String>,
+    /// Set while the datastore cannot be read.
+    pub unreachable: Option<Unreachable>,
+}
+
+/// The datastore cannot be read: since when and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    /// When the datastore was first found unreachable (this outage).
+    pub since: SystemTime,
+    /// The last error.
+    pub reason: String,
+}
+
+/// Publishing side, shared by the backends: changes the feed only when something
+/// changed, so the daemon wakes up for real changes only.
+pub(crate) struct Publisher {
+    tx: watch::Sender<Feed>,
+}
+
+impl Publisher {
+    /// Publishes new content (and marks the datastore reachable). Content equal to
+    /// the last published one only clears the unreachable mark.
+    pub(crate) fn content(&self, sources: Vec<Source>, notes: Vec<String>) {
+        self.tx.send_if_modified(|f| {
+            let same = f.sources.as_deref() == Some(&sources) && f.notes == notes;
+            let was_down = f.unreachable.take().is_some();
+            if !same {
+                f.sources = Some(Arc::new(sources));
+                f.notes = notes;
+            }
+            !same || was_down
+        });
+    }
+
+    /// Marks the datastore reachable without new content (e.g. a resync that found
+    /// nothing changed is reported through [`Publisher::content`] instead).
+    pub(crate) fn reachable(&self) {
+        self.tx.send_if_modified(|f| f.unreachable.take().is_some());
+    }
+
+    /// Marks the datastore unreachable; the content stays.
+    pub(crate) fn unreachable(&self, reason: String) {
+        self.tx.send_if_modified(|f| match &mut f.unreachable {
+            Some(u) if u.reason == reason => false,
+            Some(u) => {
+                u.reason = reason;
+                true
+            }
+            None => {
+                f.unreachable = Some(Unreachable { since: SystemTime::now(), reason });
+                true
+            }
+        });
+    }
+
+    /// Whether the daemon has gone (the task can stop).
+    pub(crate) fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Retry delays after a failure: 0.5 s doubling up to 10 s.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff(Duration::from_millis(500))
+    }
+
+    /// The next delay.
+    pub(crate) fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        d
+    }
+}
+
+/// Starts the datastore task for `spec` and returns the feed it publishes. Must be
+/// called inside a tokio runtime.
+pub fn spawn(spec: &DatastoreSpec) -> watch::Receiver<Feed> {
+    let (tx, rx) = watch::channel(Feed::default());
+    let publisher = Publisher { tx };
+    match spec.clone() {
+        DatastoreSpec::File(path) => {
+            tokio::spawn(file::run(path, publisher));
+        }
+        DatastoreSpec::Etcd { endpoints, prefix } => {
+            tokio::spawn(etcd::run(endpoints, prefix, publisher));
+        }
+        DatastoreSpec::Kubernetes { secrets_namespace } => {
+            tokio::spawn(kubernetes::run(secrets_namespace, publisher));
+        }
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datastore_arguments() {
+        assert_eq!(DatastoreSpec::parse("file:/etc/bgpd", None), Ok(DatastoreSpec::File("/etc/bgpd".into())));
+        assert_eq!(
+            DatastoreSpec::parse("etcd:http://127.0.0.1:2379,http://10.0.0.2:2379", None),
+            Ok(DatastoreSpec::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
+                prefix: etcd::DEFAULT_PREFIX.into()
+            })
+        );
+        assert_eq!(
+            DatastoreSpec::parse("etcd:http://127.0.0.1:2379?prefix=/x/y", None),
+            Ok(DatastoreSpec::Etcd { endpoints: vec!["http://127.0.0.1:2379".into()], prefix: "/x/y/".into() })
+        );
+        assert_eq!(
+            DatastoreSpec::parse("kubernetes", Some("calico-system")),
+            Ok(DatastoreSpec::Kubernetes { secrets_namespace: "calico-system".into() })
+        );
+        assert_eq!(
+            DatastoreSpec::parse("kubernetes", None),
+            Ok(DatastoreSpec::Kubernetes { secrets_namespace: "kube-system".into() })
+        );
+        for bad in ["file:", "etcd:", "etcd:127.0.0.1:2379", "etcd:http://h:1?prefix=x", "etcd:http://h:1?foo=1", "k8s"]
+        {
+            assert!(DatastoreSpec::parse(bad, None).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_feed_changes_only_on_real_changes() {
+        let (tx, mut rx) = watch::channel(Feed::default());
+        let p = Publisher { tx };
+        let src = || vec![Source { path: "a".into(), text: "x: 1".into() }];
+        p.content(src(), vec![]);
+        assert!(rx.has_changed().unwrap());
+        let first = rx.borrow_and_update().sources.clone().unwrap();
+        p.content(src(), vec![]);
+        assert!(!rx.has_changed().unwrap(), "same content is no change");
+        p.unreachable("down".into());
+        assert!(rx.has_changed().unwrap());
+        let since = rx.borrow_and_update().unreachable.clone().unwrap().since;
+        p.unreachable("down".into());
+        assert!(!rx.has_changed().unwrap(), "the same reason again is no change");
+        p.unreachable("still down".into());
+        assert_eq!(rx.borrow_and_update().unreachable.clone().unwrap().since, since, "since the outage began");
+        p.content(src(), vec![]);
+        let f = rx.borrow_and_update().clone();
+        assert!(f.unreachable.is_none());
+        assert!(Arc::ptr_eq(&first, f.sources.as_ref().unwrap()), "content kept, not replaced");
+        let mut b = Backoff::new();
+        let delays: Vec<u128> = (0..7).map(|_| b.next().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 10000, 10000]);
+    }
+}
