@@ -7,7 +7,7 @@ use std::time::Duration;
 use bgpd_proto::rib::core::NextHopMode as RibNextHop;
 use ipnet::IpNet;
 
-use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, SourceAddress};
+use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 
 use super::spec::{NodeSpec, PeerSpec, RoutingSpec};
 
@@ -86,7 +86,35 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         (SourceAddress::None, _) => None,
     };
     let mut peers = Vec::new();
+    // Node-to-node BGPPeers work both ways (as in Calico): a node that a
+    // BGPPeer's peerSelector selects peers with the nodes its nodeSelector
+    // (or node, or nothing: all) selects — that is how route reflectors
+    // reach their clients.
+    let labels = model.nodes.get(node_name).map(|n| n.labels.clone()).unwrap_or_default();
+    let mut entries: Vec<(&crate::datastore::BgpPeer, Option<Vec<&crate::datastore::Node>>)> = Vec::new();
     for p in model.peers_for_node(node_name) {
+        match &p.remote {
+            PeerRemote::Address { .. } => entries.push((p, None)),
+            PeerRemote::Nodes(sel) => entries.push((p, Some(model.nodes_matching(sel).collect()))),
+        }
+    }
+    for p in model.peers.values() {
+        let PeerRemote::Nodes(sel) = &p.remote else { continue };
+        if !sel.matches(&labels) {
+            continue;
+        }
+        let others: Vec<&crate::datastore::Node> = model
+            .nodes
+            .values()
+            .filter(|n| match &p.scope {
+                PeerScope::Node(name) => &n.name == name,
+                PeerScope::NodeSelector(s) => s.matches(&n.labels),
+                PeerScope::Global => true,
+            })
+            .collect();
+        entries.push((p, Some(others)));
+    }
+    for (p, others) in entries {
         let hold = p
             .keepalive_time
             .map_or(DEFAULT_HOLD, |k| u16::try_from(k.as_secs().saturating_mul(3)).unwrap_or(u16::MAX).max(3));
@@ -118,14 +146,17 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             add_path: (p.add_path.receive, p.add_path.send),
             routing: routing.clone(),
         };
-        match &p.remote {
-            PeerRemote::Address { address, as_number } => {
+        match (&p.remote, others) {
+            (PeerRemote::Address { address, as_number }, _) => {
                 let addr = SocketAddr::new(address.ip, address.port.unwrap_or(179));
                 peers.push(base(p.name.clone(), addr, as_number.get()));
             }
-            PeerRemote::Nodes(selector) => {
-                for other in model.nodes_matching(selector).filter(|n| n.name != node_name) {
+            (PeerRemote::Nodes(_), others) => {
+                for other in others.unwrap_or_default().into_iter().filter(|n| n.name != node_name) {
                     let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
+                    if peers.iter().any(|q| q.addr.ip() == IpAddr::V4(a)) {
+                        continue;
+                    }
                     let other_as = model.node_as_number(&other.name).get();
                     let mut s =
                         base(format!("{}/{}", p.name, other.name), SocketAddr::new(IpAddr::V4(a), port), other_as);
@@ -140,8 +171,13 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             }
         }
     }
-    if cfg.node_to_node_mesh_enabled {
-        for other in model.nodes.values().filter(|n| n.name != node_name) {
+    // The node-to-node mesh: every other node with an IPv4 address, route
+    // reflectors excepted (they peer through BGPPeers), and none at all for
+    // a reflector. One session per node pair carries IPv4 and IPv6.
+    let is_reflector =
+        |n: &crate::datastore::Node| n.bgp.as_ref().is_some_and(|b| b.route_reflector_cluster_id.is_some());
+    if cfg.node_to_node_mesh_enabled && !is_reflector(node) {
+        for other in model.nodes.values().filter(|n| n.name != node_name && !is_reflector(n)) {
             let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
             if peers.iter().any(|p| p.addr.ip() == IpAddr::V4(a)) {
                 continue;
@@ -216,6 +252,23 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_eq!((tor.addr.port(), tor.peer_as, tor.local_as, tor.hold_time), (1179, 65100, 65001, 30));
         assert_eq!(tor.ttl_security, Some(1));
         assert_eq!(tor.source, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn route_reflectors_are_not_in_the_mesh_and_reflect_to_their_clients() {
+        let yaml = format!(
+            "{NODES}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: rr1, labels: {{rr: 'yes'}}}}\nspec: {{bgp: {{ipv4Address: 10.0.0.9/24, routeReflectorClusterID: 224.0.0.1}}}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: to-rr}}\nspec: {{nodeSelector: all(), peerSelector: \"rr == 'yes'\"}}\n"
+        );
+        let (_, p1) = plan_of(&yaml, "n1").unwrap();
+        let names: Vec<&str> = p1.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["to-rr/rr1", "mesh/n2"], "the reflector is reached through the BGPPeer only");
+        assert!(!p1[0].routing.rr_client);
+        let (rr, prr) = plan_of(&yaml, "rr1").unwrap();
+        assert_eq!(rr.cluster_id, Some("224.0.0.1".parse().unwrap()));
+        let names: Vec<&str> = prr.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["to-rr/n1", "to-rr/n2"], "a reflector has no mesh peers");
+        // n2 shares the reflector's AS: a client; n1 has an AS of its own: an eBGP peer.
+        assert_eq!(prr.iter().map(|p| p.routing.rr_client).collect::<Vec<_>>(), [false, true]);
     }
 
     #[test]
