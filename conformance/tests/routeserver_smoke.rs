@@ -49,7 +49,6 @@ fn generator_delivers_every_prefix_without_a_dut() {
 }
 
 #[test]
-#[ignore = "bgpd route-server re-advertisement lands with the RIB wiring"]
 fn bgpd_as_route_server_passes_every_prefix_and_the_best_path() {
     if !prerequisites("routeserver_smoke bgpd", &["ip"]) {
         return;

@@ -182,6 +182,8 @@ impl Dut {
                 write(&store, &bgpd_datastore(peers))?;
                 let mut cmd = ns.command(&bin.to_string_lossy());
                 // A route server forwards nothing itself: no kernel routes.
+                // --no-kernel, like FRR's -n: a route server does not forward, and BIRD and
+                // GoBGP do not program the kernel here either.
                 cmd.args(["run", "--no-kernel", "--node", "rs", "--datastore"])
                     .arg(format!("file:{}", store.display()))
                     .arg("--control-socket")

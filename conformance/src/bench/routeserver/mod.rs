@@ -275,6 +275,9 @@ pub fn run_one(target: &Target, scenario: &Scenario, load: &Load, cfg: &RunConfi
         if let Some(m) = monitor {
             let _ = m.join();
         }
+        if done.is_none() && INTERRUPTED.load(Ordering::SeqCst) {
+            return Err("interrupted".to_string());
+        }
         let first = reports.iter().filter_map(|r| r.first_write).min().unwrap_or(t0);
         let mut error = control.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(d) = &dut {
@@ -443,7 +446,7 @@ pub fn show_config(testers: usize) -> String {
     let p = peers(testers);
     let mut s = String::new();
     for (name, text) in [
-        ("bgpd: datastore (file:bgpd.yaml)", dut::bgpd_datastore(&p)),
+        ("bgpd: datastore (file:bgpd.yaml; started as `bgpd run --no-kernel`)", dut::bgpd_datastore(&p)),
         ("BIRD 2: bird.conf", dut::bird_config(&p)),
         ("FRR: bgpd.conf (zebra.conf empty; bgpd started with -S -n)", dut::frr_config(&p)),
         ("GoBGP: gobgpd.toml", dut::gobgp_config(&p)),
