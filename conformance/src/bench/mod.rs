@@ -2,5 +2,6 @@
 
 pub mod codec;
 pub mod fib;
+pub mod latency;
 pub mod routeserver;
 pub mod sessions;

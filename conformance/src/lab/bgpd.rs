@@ -394,4 +394,39 @@ pub mod doc {
             cidr.replace(['.', ':', '/'], "-").trim_matches('-')
         )
     }
+    /// The default BGPConfiguration: cluster AS `asn`, no node-to-node mesh,
+    /// and one `serviceClusterIPs` range.
+    pub fn bgp_configuration_services(asn: u32, cluster_ips: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec:\n  asNumber: {asn}\n  nodeToNodeMeshEnabled: false\n  serviceClusterIPs: [{{cidr: {cluster_ips}}}]\n"
+        )
+    }
+
+    /// A Node with `spec.bgp.ipv4Address` and its own `spec.bgp.asNumber`.
+    pub fn node_with_as(name: &str, ipv4: &str, asn: u32) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec:\n  bgp:\n    ipv4Address: {ipv4}\n    asNumber: {asn}\n"
+        )
+    }
+
+    /// An IPPool `cidr` of /26 blocks.
+    pub fn ip_pool(name: &str, cidr: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: {cidr}, blockSize: 26}}\n")
+    }
+
+    /// A Service `default/NAME` of type ClusterIP with one cluster IP and
+    /// `externalTrafficPolicy: Local`.
+    pub fn service_local(name: &str, cluster_ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  type: ClusterIP\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  externalTrafficPolicy: Local\n"
+        )
+    }
+
+    /// The EndpointSlice `default/SERVICE-1` of Service `default/SERVICE`: one
+    /// IPv4 endpoint `address` on `node`, ready or not.
+    pub fn endpoint_slice(service: &str, address: &str, node: &str, ready: bool) -> String {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nendpoints:\n- addresses: [{address}]\n  nodeName: {node}\n  conditions: {{ready: {ready}}}\n"
+        )
+    }
 }
