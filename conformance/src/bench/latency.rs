@@ -16,7 +16,8 @@
 //!   session; the peer is removed again (untimed) before the next.
 //!
 //! Datastores: `file` (write a temporary file, rename it over the datastore: time from
-//! the rename) and `etcd` (an etcd in the node namespace; time from sending the put,
+//! the rename; before each change the run waits a varying fraction of the 500 ms poll
+//! period, so the changes fall on every phase of the poll) and `etcd` (an etcd in the node namespace; time from sending the put,
 //! through etcd's JSON gateway). Every wait is bounded (`--timeout`, default 10 s per
 //! change); a change that times out is counted as missed. Namespaces and processes
 //! belong to a [`Lab`] and go when it is dropped.
@@ -53,6 +54,8 @@ const BIRD_AS: u32 = 65002;
 const POOL: &str = "10.240.0.0/12";
 const SERVICE_RANGE: &str = "10.96.0.0/12";
 const MAX_CHANGES: usize = 10_000;
+/// The file datastore's poll period (docs/configuration.md, Datastores).
+const FILE_POLL: Duration = Duration::from_millis(500);
 const KEEPALIVE: [u8; 19] = {
     let mut k = [0xFF; 19];
     k[16] = 0;
@@ -765,6 +768,9 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
             if INTERRUPTED.load(Ordering::Relaxed) {
                 break;
             }
+            if store == Store::File {
+                std::thread::sleep(poll_phase(i));
+            }
             one_change(kind, i, &mut model, &writer, &shared, opts.timeout, &mut row)?;
             if (i + 1) % 50 == 0 {
                 eprintln!(
@@ -781,6 +787,15 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The file datastore is polled every 500 ms, and a change made right after bgpd
+/// noticed the previous one would always wait a whole period. Before change `i` the
+/// run waits a fraction of the period that is spread evenly over [0, 1) (multiples of
+/// the golden ratio, modulo 1), so the changes sample every phase of the poll.
+fn poll_phase(i: usize) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    Duration::from_secs_f64(((i as f64 + 1.0) * GOLDEN).fract() * FILE_POLL.as_secs_f64())
 }
 
 fn one_change(
@@ -884,6 +899,17 @@ mod tests {
         assert_eq!(quantiles(&v), Some((Duration::from_millis(50), Duration::from_millis(99))));
         assert_eq!(quantiles(&[Duration::from_millis(7)]), Some((Duration::from_millis(7), Duration::from_millis(7))));
         assert_eq!(quantiles(&[]), None);
+    }
+
+    #[test]
+    fn poll_phases_cover_the_period() {
+        let mut deciles = [0usize; 10];
+        for i in 0..100 {
+            let p = poll_phase(i);
+            assert!(p < FILE_POLL, "{p:?}");
+            deciles[(p.as_secs_f64() / FILE_POLL.as_secs_f64() * 10.0) as usize] += 1;
+        }
+        assert!(deciles.iter().all(|&n| (5..=15).contains(&n)), "{deciles:?}");
     }
 
     #[test]
