@@ -43,6 +43,33 @@ struct Conn {
 }
 
 impl Conn {
+    /// Closes the connection in the background: what is queued is written,
+    /// the write side is shut down, and what the peer still sends is read
+    /// and dropped until it closes (at most 2 s). Closing a socket with
+    /// unread data makes the kernel answer with a reset, which can destroy
+    /// a NOTIFICATION the peer has not read yet.
+    fn linger(self) {
+        let Conn { mut stream, mut pending, .. } = self;
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                for b in pending.drain(..) {
+                    if stream.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.shutdown().await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+
     /// Writes what the socket takes now, up to 128 messages per system call
     /// (a table of small UPDATEs would otherwise cost a `send` each);
     /// `Err` when the connection failed.
@@ -167,7 +194,9 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                 }
                 SessionEvent::Disconnect => {
                     let _ = flush(&mut session, conn.as_mut());
-                    conn = None;
+                    if let Some(c) = conn.take() {
+                        c.linger();
+                    }
                     connecting = None;
                 }
                 SessionEvent::StateChanged { from, to } => {
@@ -313,6 +342,10 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
         }
     }
     while session.poll_event().is_some() {}
+    let _ = flush(&mut session, conn.as_mut());
+    if let Some(c) = conn.take() {
+        c.linger();
+    }
     rib.send(RibCmd::RemovePeer(rib_key));
     shared.lock().peers.remove(&key);
 }
