@@ -40,6 +40,9 @@ pub enum KernelCmd {
     DeferralDone,
     /// This node's blocks (all of them, replacing the last set).
     Blackholes(Vec<IpNet>),
+    /// Routes to peers through a gateway (Calico `reachableBy`; all of
+    /// them, replacing the last set).
+    Statics(Vec<(IpNet, IpAddr)>),
 }
 
 /// Sends to the kernel task. Cheap to clone.
@@ -87,6 +90,7 @@ pub fn blackholes(node: &NodeSpec) -> Vec<IpNet> {
 struct Desired {
     learned: HashMap<IpNet, Vec<IpAddr>>,
     blackholes: BTreeSet<IpNet>,
+    statics: BTreeMap<IpNet, IpAddr>,
 }
 
 impl Desired {
@@ -94,6 +98,10 @@ impl Desired {
     fn change(&self, prefix: IpNet) -> RouteChange {
         if self.blackholes.contains(&prefix) {
             return RouteChange::Upsert(Route::blackhole(prefix));
+        }
+        // A peer's own address: the configured gateway, not what BGP says.
+        if let Some(gw) = self.statics.get(&prefix) {
+            return RouteChange::Upsert(Route::unicast(prefix, vec![NextHop::via(*gw)]));
         }
         match self.learned.get(&prefix) {
             Some(hops) => RouteChange::Upsert(Route::unicast(prefix, hops.iter().map(|h| NextHop::via(*h)).collect())),
@@ -114,11 +122,19 @@ impl Desired {
             } else {
                 self.learned.insert(r.prefix, hops);
             }
-            if !self.blackholes.contains(&r.prefix) {
+            if !self.blackholes.contains(&r.prefix) && !self.statics.contains_key(&r.prefix) {
                 out.push(self.change(r.prefix));
             }
         }
         out
+    }
+
+    /// Replaces the static routes to peers; returns the FIB changes they make.
+    fn set_statics(&mut self, wanted: Vec<(IpNet, IpAddr)>) -> Vec<RouteChange> {
+        let wanted: BTreeMap<IpNet, IpAddr> = wanted.into_iter().map(|(p, gw)| (p.trunc(), gw)).collect();
+        let touched: BTreeSet<IpNet> = self.statics.keys().chain(wanted.keys()).copied().collect();
+        let before = std::mem::replace(&mut self.statics, wanted);
+        touched.into_iter().filter(|p| before.get(p) != self.statics.get(p)).map(|p| self.change(p)).collect()
     }
 
     /// Replaces the set of blocks; returns the FIB changes it makes.
@@ -177,6 +193,7 @@ async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted
                 let changes = match cmd {
                     KernelCmd::Forwarding(routes) => desired.forwarding(routes),
                     KernelCmd::Blackholes(p) => desired.set_blackholes(p),
+                    KernelCmd::Statics(s) => desired.set_statics(s),
                     KernelCmd::DeferralDone => {
                         if !swept {
                             swept = sweep(&fib.handle, "selection deferral over").await;
@@ -307,5 +324,21 @@ mod tests {
         let mut d = Desired::default();
         let c = d.set_blackholes(vec![net("10.244.0.5/26")]);
         assert_eq!(c, vec![RouteChange::Upsert(Route::blackhole(net("10.244.0.0/26")))]);
+    }
+
+    #[test]
+    fn a_peer_reached_by_a_gateway_gets_a_static_route_that_bgp_does_not_override() {
+        let mut d = Desired::default();
+        let c = d.set_statics(vec![(net("192.0.2.1/32"), ip("10.0.0.254"))]);
+        assert_eq!(c, vec![unicast("192.0.2.1/32", &["10.0.0.254"])]);
+        // The peer's address learned over BGP does not replace the static route.
+        assert!(d.forwarding(vec![fr("192.0.2.1/32", &["10.0.0.9"])]).is_empty());
+        assert!(d.set_statics(vec![(net("192.0.2.1/32"), ip("10.0.0.254"))]).is_empty(), "unchanged");
+        // Gateway changed, then the peer's reachableBy removed: the learned route takes over.
+        assert_eq!(
+            d.set_statics(vec![(net("192.0.2.1/32"), ip("10.0.0.253"))]),
+            vec![unicast("192.0.2.1/32", &["10.0.0.253"])]
+        );
+        assert_eq!(d.set_statics(vec![]), vec![unicast("192.0.2.1/32", &["10.0.0.9"])]);
     }
 }

@@ -392,7 +392,9 @@ async fn apply(
             }
         }
     }
-    let node_routing_changed = new_node.originations != node.originations || new_node.exportable != node.exportable;
+    let node_routing_changed = new_node.originations != node.originations
+        || new_node.exportable != node.exportable
+        || new_node.statics != node.statics;
     *node = new_node;
     if node_routing_changed {
         rib.send(rib::RibCmd::Node(Box::new(node.clone())));

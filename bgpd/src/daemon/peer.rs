@@ -662,6 +662,7 @@ mod tests {
             originations: vec![],
             cluster_id: None,
             exportable: vec![],
+            statics: vec![],
             restarted: false,
         };
         let c = session_config(&node, &spec());

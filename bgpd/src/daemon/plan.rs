@@ -77,6 +77,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         originations,
         cluster_id,
         exportable,
+        statics: Vec::new(),
         restarted: false,
     };
 
@@ -201,6 +202,17 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             });
         }
     }
+    let mut spec = spec;
+    spec.statics = model
+        .peers_for_node(node_name)
+        .into_iter()
+        .filter_map(|p| match (&p.remote, p.reachable_by) {
+            (PeerRemote::Address { address, .. }, Some(gw)) => Some((IpNet::from(address.ip), gw)),
+            _ => None,
+        })
+        .collect();
+    spec.statics.sort();
+    spec.statics.dedup();
     Ok((spec, peers))
 }
 
@@ -251,6 +263,10 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         let tor = &p1[0];
         assert_eq!((tor.addr.port(), tor.peer_as, tor.local_as, tor.hold_time), (1179, 65100, 65001, 30));
         assert_eq!(tor.ttl_security, Some(1));
+        assert!(n1.statics.is_empty());
+        let via_gw = yaml.replace("ttlSecurity: 1}", "ttlSecurity: 1, reachableBy: 10.0.0.1}");
+        let (n1, _) = plan_of(&via_gw, "n1").unwrap();
+        assert_eq!(n1.statics, vec![("10.0.0.254/32".parse().unwrap(), "10.0.0.1".parse().unwrap())], "reachableBy");
         assert_eq!(tor.source, Some("10.0.0.1".parse().unwrap()));
     }
 

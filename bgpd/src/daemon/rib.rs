@@ -260,6 +260,7 @@ async fn run(
                 while let Some(c) = next {
                     if let (RibCmd::Node(node), Some(k)) = (&c, &kernel) {
                         k.send(KernelCmd::Blackholes(super::kernel::blackholes(node)));
+                        k.send(KernelCmd::Statics(node.statics.clone()));
                     }
                     apply(&mut rib, c, &mut peers, &mut by_id, &mut exportable, &mut originated, now);
                     n += 1;

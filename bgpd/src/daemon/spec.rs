@@ -89,6 +89,9 @@ pub struct NodeSpec {
     /// Prefixes whose learned routes Calico's default export policy passes
     /// on (IPAM blocks of every node, service ranges).
     pub exportable: Vec<IpNet>,
+    /// Static routes to peers that are reached through a gateway (Calico
+    /// `reachableBy`): (the peer's address as a host prefix, the gateway).
+    pub statics: Vec<(IpNet, IpAddr)>,
     /// bgpd ran on this node within the restart time before this start
     /// (graceful restart: R bit, selection deferral).
     pub restarted: bool,
