@@ -687,13 +687,7 @@ impl Rib {
             }
         };
         let path = Path::new(peer, n.path_id.unwrap_or(0), attrs);
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let fam = P::fam(&mut self.fams);
         let (old, added) = fam.table.update(n.prefix, path, &d);
         if added {
@@ -707,13 +701,7 @@ impl Rib {
     }
 
     fn withdraw<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>) {
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let fam = P::fam(&mut self.fams);
         let Some(old) = fam.table.withdraw(n.prefix, peer, n.path_id.unwrap_or(0), &d) else { return };
         if let Some(s) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) {
@@ -825,13 +813,7 @@ impl Rib {
     }
 
     fn originate_in<P: RibPrefix>(&mut self, prefix: P, attrs: Arc<PathAttrs>) {
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let fam = P::fam(&mut self.fams);
         if let (Some((old, new)), _) = fam.table.update(prefix, Path::new(PeerId::LOCAL, 0, attrs), &d) {
             note(&mut fam.dirty, prefix, old, new);
@@ -936,13 +918,7 @@ impl Rib {
     }
 
     fn drop_family<P: RibPrefix>(&mut self, peer: PeerId, pred: impl Fn(&Path) -> bool) {
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let fam = P::fam(&mut self.fams);
         let dirty = &mut fam.dirty;
         let n =
@@ -953,13 +929,7 @@ impl Rib {
     }
 
     fn redecide_all(&mut self) {
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let Families { v4, v6 } = &mut self.fams;
         v4.table.redecide(&d, |p, old, new| note(&mut v4.dirty, p, old, new));
         v6.table.redecide(&d, |p, old, new| note(&mut v6.dirty, p, old, new));
@@ -1385,13 +1355,7 @@ impl Rib {
     /// prefix selects itself, the prefixes inside it and those covering its
     /// address), best first, with why each unused one lost.
     pub fn routes(&self, filter: Option<IpNet>) -> Vec<(IpNet, Vec<PathView>)> {
-        let d = DecisionInput {
-            peers: &self.infos,
-            local_as: self.cfg.local_as,
-            opts: self.cfg.decision,
-            max_paths: self.cfg.max_paths,
-            reach: &*self.reach,
-        };
+        let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let wanted = |p: IpNet| filter.is_none_or(|f| f.contains(&p) || p.contains(&f.addr()));
         let mut out: Vec<(IpNet, Vec<PathView>)> = Vec::new();
         for (pfx, paths) in self.fams.v4.table.iter() {
@@ -1465,6 +1429,16 @@ impl ExportCache {
         self.by_value.insert(x.clone());
         x
     }
+}
+
+/// What the decision process reads, from the RIB's fields (a function, not
+/// a method: the callers hold the tables mutably at the same time).
+fn decision_input<'a>(
+    infos: &'a [Option<PeerInfo>],
+    cfg: &RibConfig,
+    reach: &'a (dyn Fn(Option<IpAddr>) -> Option<u32> + Send),
+) -> DecisionInput<'a> {
+    DecisionInput { peers: infos, local_as: cfg.local_as, opts: cfg.decision, max_paths: cfg.max_paths, reach }
 }
 
 /// The forwarding changes among changed prefixes.
