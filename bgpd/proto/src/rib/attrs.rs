@@ -12,7 +12,8 @@ use crate::wire::{AsPath, Attr, NextHop, Origin, PathAttribute, Update};
 /// values the decision process reads, derived once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PathAttrs {
-    /// The attributes as they will be sent on (MP_* removed).
+    /// The attributes as they will be sent on (MP_* and NEXT_HOP removed:
+    /// the next hop is `next_hop`).
     pub attributes: Vec<PathAttribute>,
     /// The next hop (NEXT_HOP, or the global next hop of MP_REACH_NLRI).
     pub next_hop: Option<IpAddr>,
@@ -29,9 +30,14 @@ impl PathAttrs {
     pub fn from_update(update: &Update, mp: bool) -> PathAttrs {
         // Exactly sized: interned sets live as long as their routes (a
         // filtered collect would leave up to half the capacity unused).
+        // NEXT_HOP is kept in `next_hop` only (72 bytes less per set).
         let mut attributes = Vec::with_capacity(update.attributes.len());
         attributes.extend(
-            update.attributes.iter().filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_))).cloned(),
+            update
+                .attributes
+                .iter()
+                .filter(|a| !matches!(a.value, Attr::MpReach(_) | Attr::MpUnreach(_) | Attr::NextHop(_)))
+                .cloned(),
         );
         attributes.shrink_to_fit();
         let (next_hop, link_local) = if mp {
