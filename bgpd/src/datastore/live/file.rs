@@ -1,6 +1,8 @@
-//! The file datastore, polled: every 500 ms the files' lengths and modification
-//! times are compared with the last read, and the files are read again when they
-//! differ. A file that cannot be read marks the datastore unreachable.
+//! The file datastore, polled: every 20 ms the files' lengths and modification
+//! times are compared with the last read (a `stat` per file: negligible work), and
+//! the files are read again once they differ and have stayed the same for one more
+//! poll (so a file caught half written is not taken for the whole). A file that
+//! cannot be read marks the datastore unreachable.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -28,13 +30,22 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
+/// How often the files are looked at.
+const POLL: Duration = Duration::from_millis(20);
+
 pub(super) async fn run(path: PathBuf, out: Publisher) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(POLL);
     let mut last = None;
+    let mut seen = None;
     while !out.closed() {
         tick.tick().await;
         let now = fingerprint(&path);
         if last.as_ref() == Some(&now) {
+            continue;
+        }
+        // Changed: read once it holds still for one poll.
+        if seen.as_ref() != Some(&now) {
+            seen = Some(now);
             continue;
         }
         match source::read(&path) {
