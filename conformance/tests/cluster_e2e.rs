@@ -13,7 +13,8 @@
 //! - `hot_reconfiguration`: one node and three BIRDs, of which the datastore
 //!   names two. A third BGPPeer is added: it comes up, the first two are not
 //!   touched. One is removed: it alone goes, and BIRD saw bgpd's Cease "Peer
-//!   De-configured" (RFC 4486 subcode 3). A new IPAMBlock for the node: its /26
+//!   De-configured" (RFC 4486 subcode 3), and the prefix it announced leaves bgpd
+//!   and the node's kernel. A new IPAMBlock for the node: its /26
 //!   reaches the remaining peers, still without a reset.
 
 use std::collections::BTreeMap;
@@ -235,12 +236,15 @@ fn hot_datastore(peers: &[(&str, &str)], blocks: &[&str]) -> String {
 fn hot_reconfiguration(lab: &Lab) -> Result<(), String> {
     const B1: &str = "10.244.8.0/26";
     const B2: &str = "10.244.8.64/26";
+    const P1_PREFIX: &str = "10.100.8.0/24";
     let ns = setup(lab.lan(8, &["node", "p1", "p2", "p3"]))?;
     let (p1, p2, p3) = (("p1", "10.255.8.2"), ("p2", "10.255.8.3"), ("p3", "10.255.8.4"));
     let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "hot", "node-1", &hot_datastore(&[p1, p2], &[B1])))?;
     let mut birds = Vec::new();
     for (i, (name, ip)) in [p1, p2, p3].into_iter().enumerate() {
-        let cfg = tor_conf(ip, 65001, "10.255.8.1", CLUSTER_AS, &[]);
+        // p1 announces a prefix: it must leave the node's kernel with p1.
+        let routes: &[&str] = if i == 0 { &[P1_PREFIX] } else { &[] };
+        let cfg = tor_conf(ip, 65001, "10.255.8.1", CLUSTER_AS, routes);
         birds.push(setup(bird::Bird::start(lab, &ns[i + 1], name, &cfg))?);
     }
     for (name, _) in [p1, p2] {
@@ -249,6 +253,15 @@ fn hot_reconfiguration(lab: &Lab) -> Result<(), String> {
     for (i, tor) in birds.iter().take(2).enumerate() {
         wait_for(&format!("p{}: the block from bgpd", i + 1), UP, || bird_has_all(tor, "bgpd", &[B1], "10.255.8.1"))?;
     }
+    let learned = |want: bool| {
+        let have = kernel(&ns[0])?;
+        match (have.get(P1_PREFIX), want) {
+            (Some(h), true) if h == &["10.255.8.2".to_string()] => Ok(()),
+            (None, false) => Ok(()),
+            _ => Err(format!("node kernel: want {P1_PREFIX} via p1 {want}; have {have:?}")),
+        }
+    };
+    wait_for(&format!("node kernel: {P1_PREFIX} via p1"), UP, || learned(true))?;
     let m1 = mark(&b, "p1", &birds[0])?;
     let m2 = mark(&b, "p2", &birds[1])?;
 
@@ -276,6 +289,14 @@ fn hot_reconfiguration(lab: &Lab) -> Result<(), String> {
         } else {
             Err(format!("no 'Peer de-configured' in: {out}"))
         }
+    })?;
+    wait_for(&format!("{P1_PREFIX} gone from bgpd and the node's kernel with p1"), CHANGE, || {
+        // `routes_for` also lists the service range 10.96.0.0/12, which contains it.
+        let routes: Vec<Value> = b.routes_for(P1_PREFIX)?.into_iter().filter(|r| r["prefix"] == P1_PREFIX).collect();
+        if !routes.is_empty() {
+            return Err(format!("bgpd still has {routes:?}"));
+        }
+        learned(false)
     })?;
     unchanged(&b, "p2", &birds[1], &m2)?;
     unchanged(&b, "p3", &birds[2], &m3)?;
