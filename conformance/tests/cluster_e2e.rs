@@ -10,6 +10,10 @@
 //!   endpoint turns `ready: false`: the /32 is withdrawn at the ToR, the rest
 //!   stays, and neither side's session was reset (bgpd's `established_since` and
 //!   `flaps`, BIRD's protocol `since`).
+//! - `tor_over_etcd`: the same node on the etcd datastore (etcd in the node's
+//!   namespace, one key per object): an endpoint turning ready (a put) brings the
+//!   /32, a new IPAMBlock key brings its /26, deleting the old block's key
+//!   withdraws it and moves the node's blackhole; no session reset.
 //! - `hot_reconfiguration`: one node and three BIRDs, of which the datastore
 //!   names two. A third BGPPeer is added: it comes up, the first two are not
 //!   touched. One is removed: it alone goes, and BIRD saw bgpd's Cease "Peer
@@ -21,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use conformance::lab::{bird, etcd, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -222,6 +226,82 @@ fn tor_end_to_end(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
+/// The ToR case's checks on the etcd datastore: objects are etcd keys, and
+/// each change is one put or delete, followed through bgpd's watch.
+fn tor_over_etcd(lab: &Lab) -> Result<(), String> {
+    const BLOCK2: &str = "10.244.10.64/26";
+    let ns = setup(lab.lan(10, &["node", "tor"]))?;
+    let node = &ns[0];
+    let store = setup(etcd::Etcd::start(lab, node, "e2e"))?;
+    let slice = |ready| doc::endpoint_slice("web", "10.244.10.5", "node-1", ready);
+    for (k, v) in [
+        ("bgpconfigurations/default", doc::bgp_configuration_services(CLUSTER_AS, RANGE)),
+        ("nodes/node-1", doc::node_with_as("node-1", "10.255.10.1/24", NODE_AS)),
+        ("ippools/pool-1", doc::ip_pool("pool-1", "10.244.0.0/16")),
+        ("ipamblocks/10-244-10-0-26", doc::ipam_block("10.244.10.0/26", "node-1")),
+        ("bgppeers/tor", bgp_peer("tor", "10.255.10.2", 65001)),
+        ("services/default/web", doc::service_local("web", CLUSTER_IP)),
+        ("endpointslices/default/web-1", slice(false)),
+    ] {
+        store.put(k, &v)?;
+    }
+    let b = setup(bgpd::Bgpd::start_datastore(lab, node, "e2e-etcd", "node-1", &format!("etcd:{}", etcd::URL)))?;
+    let tor = setup(bird::Bird::start(
+        lab,
+        &ns[1],
+        "tor-etcd",
+        &tor_conf("10.255.10.2", 65001, "10.255.10.1", NODE_AS, &["10.200.10.0/24"]),
+    ))?;
+    wait_for("bgpd: tor Established", UP, || b.established("tor"))?;
+    wait_for("ToR: block and service range", UP, || {
+        bird_has_all(&tor, "bgpd", &["10.244.10.0/26", RANGE], "10.255.10.1")
+    })?;
+    let host = format!("{CLUSTER_IP}/32");
+    let has_host = |want: bool| {
+        let have = bird_routes(&tor, "bgpd")?;
+        if have.contains_key(&host) == want {
+            Ok(())
+        } else {
+            Err(format!("want {host} {}; BIRD has {have:?}", if want { "present" } else { "absent" }))
+        }
+    };
+    // Not ready at the start: no /32.
+    holds_for(&format!("ToR: no {host} while the endpoint is not ready"), Duration::from_secs(2), || has_host(false))?;
+    let before = mark(&b, "tor", &tor)?;
+
+    store.put("endpointslices/default/web-1", &slice(true))?;
+    wait_for(&format!("ToR: {host} once the endpoint is ready (etcd put)"), CHANGE, || has_host(true))?;
+    store.put("ipamblocks/10-244-10-64-26", &doc::ipam_block(BLOCK2, "node-1"))?;
+    wait_for(&format!("ToR: the new block {BLOCK2} (etcd put)"), CHANGE, || {
+        bird_has_all(&tor, "bgpd", &["10.244.10.0/26", BLOCK2, RANGE, &host], "10.255.10.1")
+    })?;
+    store.delete("ipamblocks/10-244-10-0-26")?;
+    wait_for("ToR: 10.244.10.0/26 withdrawn (etcd delete)", CHANGE, || {
+        let have = bird_routes(&tor, "bgpd")?;
+        if have.contains_key("10.244.10.0/26") {
+            Err(format!("still there: {have:?}"))
+        } else {
+            Ok(())
+        }
+    })?;
+    bird_has_all(&tor, "bgpd", &[BLOCK2, RANGE, &host], "10.255.10.1")?;
+    let want_kernel: BTreeMap<String, Vec<String>> = [
+        ("10.200.10.0/24".to_string(), vec!["10.255.10.2".to_string()]),
+        (BLOCK2.to_string(), vec!["blackhole".to_string()]),
+    ]
+    .into_iter()
+    .collect();
+    wait_for("node kernel: the ToR's prefix, the blackhole moved to the new block", CHANGE, || {
+        let have = kernel(node)?;
+        if have == want_kernel {
+            Ok(())
+        } else {
+            Err(format!("kernel has {have:?}, want {want_kernel:?}"))
+        }
+    })?;
+    unchanged(&b, "tor", &tor, &before)
+}
+
 fn hot_datastore(peers: &[(&str, &str)], blocks: &[&str]) -> String {
     let mut docs = vec![
         doc::bgp_configuration_services(CLUSTER_AS, RANGE),
@@ -314,11 +394,12 @@ fn hot_reconfiguration(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn cluster_e2e() {
-    if !prerequisites("cluster_e2e", &["ip", "bird", "birdc"]) {
+    if !prerequisites("cluster_e2e", &["ip", "bird", "birdc", "etcd"]) {
         return;
     }
     run_parallel(vec![
         ("ToR end to end".into(), Box::new(tor_end_to_end)),
+        ("ToR end to end over etcd".into(), Box::new(tor_over_etcd)),
         ("hot reconfiguration".into(), Box::new(hot_reconfiguration)),
     ]);
 }

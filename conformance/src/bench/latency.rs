@@ -37,7 +37,7 @@ use bgpd_proto::{Family, WireContext};
 use ipnet::Ipv4Net;
 
 use crate::lab::bgpd::doc;
-use crate::lab::{bird, wait_for, Lab, Ns, ProcId};
+use crate::lab::{bird, etcd, wait_for, Lab, Ns, ProcId};
 
 const NODE: &str = "node-1";
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 9, 1);
@@ -362,7 +362,7 @@ fn new_peer_object(i: usize) -> (String, String) {
 /// Writes changes to the datastore bgpd reads.
 enum Writer {
     File { path: PathBuf },
-    Etcd { ns: Ns },
+    Etcd { etcd: etcd::Etcd },
 }
 
 impl Writer {
@@ -377,65 +377,17 @@ impl Writer {
                 std::fs::rename(&tmp, path).map_err(|e| format!("renaming to {}: {e}", path.display()))?;
                 Ok(t0)
             }
-            Writer::Etcd { ns } => {
+            Writer::Etcd { etcd } => {
                 let t0 = Instant::now();
                 for (k, v) in put {
-                    etcd_call(ns, "put", &format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", b64(&key(k)), b64(v)))?;
+                    etcd.put(k, v)?;
                 }
                 for k in delete {
-                    etcd_call(ns, "deleterange", &format!("{{\"key\":\"{}\"}}", b64(&key(k))))?;
+                    etcd.delete(k)?;
                 }
                 Ok(t0)
             }
         }
-    }
-}
-
-fn key(k: &str) -> String {
-    format!("/calico/bgpd/{k}")
-}
-
-/// Standard base64 (RFC 4648 §4), what etcd's JSON gateway wants for keys and values.
-fn b64(s: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
-            | u32::from(c.get(2).copied().unwrap_or(0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// One POST to etcd's v3 JSON gateway at 127.0.0.1:2379 inside `ns`; `Err` unless 200.
-fn etcd_call(ns: &Ns, op: &str, body: &str) -> Result<(), String> {
-    let req = format!(
-        "POST /v3/kv/{op} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let resp = ns
-        .in_ns(|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 2379)), Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(req.as_bytes())?;
-            let mut out = Vec::new();
-            s.take(1 << 20).read_to_end(&mut out)?;
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        })
-        .map_err(|e| format!("entering {}: {e}", ns.name()))?
-        .map_err(|e| format!("etcd {op}: {e}"))?;
-    if resp.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!("etcd {op}: {}", resp.lines().next().unwrap_or("no answer")))
     }
 }
 
@@ -718,15 +670,14 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
             Writer::File { path }
         }
         Store::Etcd => {
-            start_etcd(lab, node)?;
-            let w = Writer::Etcd { ns: node.clone() };
+            let w = Writer::Etcd { etcd: etcd::Etcd::start(lab, node, "latency").map_err(io)? };
             w.apply(&model, &model.objects(), &[])?;
             w
         }
     };
     let datastore = match &writer {
         Writer::File { path } => format!("file:{}", path.display()),
-        Writer::Etcd { .. } => "etcd:http://127.0.0.1:2379".to_string(),
+        Writer::Etcd { .. } => format!("etcd:{}", etcd::URL),
     };
     let sock = lab.dir().join("bgpd.sock");
     let mut cmd = node.command(&bgpd.to_string_lossy());
@@ -855,43 +806,9 @@ fn one_change(
     Ok(())
 }
 
-fn start_etcd(lab: &Lab, ns: &Ns) -> Result<(), String> {
-    let data = lab.dir().join("etcd-data");
-    let mut cmd = ns.command("etcd");
-    cmd.arg("--name=latency")
-        .arg(format!("--data-dir={}", data.display()))
-        .arg("--listen-client-urls=http://127.0.0.1:2379")
-        .arg("--advertise-client-urls=http://127.0.0.1:2379")
-        .arg("--listen-peer-urls=http://127.0.0.1:2380")
-        .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380")
-        .arg("--initial-cluster=latency=http://127.0.0.1:2380")
-        .arg("--log-level=error");
-    lab.spawn("etcd", cmd).map_err(|e| format!("starting etcd: {e}"))?;
-    wait_for("etcd to answer", Duration::from_secs(30), || {
-        etcd_call(ns, "range", &format!("{{\"key\":\"{}\"}}", b64("probe")))
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        // RFC 4648 §10 test vectors.
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(b64(i), o, "{i:?}");
-        }
-    }
 
     #[test]
     fn quantiles_nearest_rank() {

@@ -150,6 +150,8 @@ pub struct Bgpd {
     pub proc: ProcId,
     sock: PathBuf,
     datastore: PathBuf,
+    /// `--datastore` when it is not `file:` + `datastore` (see [`Bgpd::start_datastore`]).
+    datastore_arg: Option<String>,
     ns: Ns,
     node: String,
     tag: String,
@@ -161,16 +163,23 @@ impl Bgpd {
         let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
         std::fs::write(&datastore, cfg.render())?;
         let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
-        let mut b =
-            Bgpd { proc: ProcId(usize::MAX), sock, datastore, ns: ns.clone(), node: cfg.node.clone(), tag: tag.into() };
+        let mut b = Bgpd {
+            proc: ProcId(usize::MAX),
+            sock,
+            datastore,
+            datastore_arg: None,
+            ns: ns.clone(),
+            node: cfg.node.clone(),
+            tag: tag.into(),
+        };
         b.proc = b.spawn(lab)?;
         Ok(b)
     }
 
     fn spawn(&self, lab: &Lab) -> io::Result<ProcId> {
         let mut cmd = self.ns.command(&binary().to_string_lossy());
-        cmd.args(["run", "--datastore"])
-            .arg(format!("file:{}", self.datastore.display()))
+        let datastore = self.datastore_arg.clone().unwrap_or_else(|| format!("file:{}", self.datastore.display()));
+        cmd.args(["run", "--datastore", &datastore])
             .args(["--node", &self.node, "--control-socket"])
             .arg(&self.sock)
             .env("NO_COLOR", "1")
@@ -270,8 +279,31 @@ impl Bgpd {
         let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
         std::fs::write(&datastore, yaml)?;
         let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
-        let mut b =
-            Bgpd { proc: ProcId(usize::MAX), sock, datastore, ns: ns.clone(), node: node.into(), tag: tag.into() };
+        let mut b = Bgpd {
+            proc: ProcId(usize::MAX),
+            sock,
+            datastore,
+            datastore_arg: None,
+            ns: ns.clone(),
+            node: node.into(),
+            tag: tag.into(),
+        };
+        b.proc = b.spawn(lab)?;
+        Ok(b)
+    }
+
+    /// Starts bgpd on any `--datastore` (`etcd:URL`, …); [`Bgpd::reconfigure`]
+    /// and [`Bgpd::reconfigure_yaml`] then write a file bgpd does not read.
+    pub fn start_datastore(lab: &Lab, ns: &Ns, tag: &str, node: &str, datastore_arg: &str) -> io::Result<Bgpd> {
+        let mut b = Bgpd {
+            proc: ProcId(usize::MAX),
+            sock: lab.dir().join(format!("{tag}-bgpd.sock")),
+            datastore: lab.dir().join(format!("{tag}-bgpd.yaml")),
+            datastore_arg: Some(datastore_arg.to_string()),
+            ns: ns.clone(),
+            node: node.into(),
+            tag: tag.into(),
+        };
         b.proc = b.spawn(lab)?;
         Ok(b)
     }

@@ -8,6 +8,7 @@
 
 pub mod bgpd;
 pub mod bird;
+pub mod etcd;
 pub mod exabgp;
 pub mod frr;
 pub mod gobgp;
