@@ -95,7 +95,7 @@ fn load(
     last: &mut Option<Model>,
 ) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
     let sources = feed.sources.as_deref().map_or(&[][..], Vec::as_slice);
-    let loaded = crate::datastore::parse_sources(sources);
+    let loaded = crate::datastore::parse_sources_memo(sources);
     let mut s = shared.lock();
     let (mut model, problems) = match loaded {
         Ok(x) => x,

@@ -149,20 +149,73 @@ pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
 /// Builds the model from texts already read, in order (what [`load`] does after
 /// reading; also the entry point for tests and other datastores' file-like input).
 pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
-    let mut raw = Vec::new();
-    let mut problems = Vec::new();
+    let mut parsed = Vec::with_capacity(sources.len());
     for s in sources {
-        source::objects(s, &mut raw, &mut problems)?;
+        parsed.push(std::sync::Arc::new(parse_one(s)?));
     }
+    Ok(build(&parsed))
+}
+
+/// [`parse_sources`] for a daemon that reads the whole datastore again on
+/// every change: a source whose path and text are the same as in the last
+/// call is not parsed again (YAML parsing is most of the cost of a change
+/// when the datastore holds thousands of objects).
+pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::{Arc, Mutex};
+    type Memo = HashMap<(std::path::PathBuf, usize, u64), Arc<Parsed>>;
+    static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
+    let key = |s: &Source| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.text.hash(&mut h);
+        (s.path.clone(), s.text.len(), h.finish())
+    };
+    let mut guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let old = guard.take().unwrap_or_default();
+    let mut memo = Memo::with_capacity(sources.len());
+    let mut parsed = Vec::with_capacity(sources.len());
+    for s in sources {
+        let k = key(s);
+        let p = match old.get(&k) {
+            Some(p) => p.clone(),
+            None => Arc::new(parse_one(s)?),
+        };
+        memo.insert(k, p.clone());
+        parsed.push(p);
+    }
+    // Only what this call used is remembered.
+    *guard = Some(memo);
+    drop(guard);
+    Ok(build(&parsed))
+}
+
+/// One source's objects and the problems found reading them.
+struct Parsed {
+    objects: Vec<RawObject>,
+    problems: Vec<Problem>,
+}
+
+fn parse_one(s: &Source) -> Result<Parsed, LoadError> {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    source::objects(s, &mut objects, &mut problems)?;
+    Ok(Parsed { objects, problems })
+}
+
+fn build(parsed: &[std::sync::Arc<Parsed>]) -> (Model, Vec<Problem>) {
+    let raw: Vec<&RawObject> = parsed.iter().flat_map(|p| p.objects.iter()).collect();
+    let problems: Vec<Problem> = parsed.iter().flat_map(|p| p.problems.iter().cloned()).collect();
     let mut b = Builder { model: Model::default(), problems, seen: BTreeMap::new(), secrets: Default::default() };
     // Secrets first: a peer may come before the Secret it refers to.
-    for o in raw.iter().filter(|o| classify(o) == Some(Kind::Secret)) {
+    for o in raw.iter().copied().filter(|o| classify(o) == Some(Kind::Secret)) {
         b.object(o, Kind::Secret);
     }
     // Every BGPFilter named in the input, valid or not, to tell a peer's reference to
     // an invalid filter from one to a filter that does not exist.
-    let filters: BTreeSet<String> = raw.iter().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
-    for o in &raw {
+    let filters: BTreeSet<String> =
+        raw.iter().copied().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
+    for o in raw.iter().copied() {
         match classify(o) {
             Some(Kind::Secret) => {}
             Some(kind) => b.object(o, kind),
@@ -170,7 +223,7 @@ pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadEr
         }
     }
     b.check_filters(&filters);
-    Ok((b.model, b.problems))
+    (b.model, b.problems)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

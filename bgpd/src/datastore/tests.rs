@@ -1003,3 +1003,28 @@ mod advertisement_kinds {
         );
     }
 }
+
+#[test]
+fn memoised_parsing_gives_the_same_model_and_sees_every_change() {
+    let node = |asn: u32| {
+        Source {
+        path: "n.yaml".into(),
+        text: format!("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: {asn}}}}}\n"),
+    }
+    };
+    let peer = Source {
+        path: "p.yaml".into(),
+        text: "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.0.2, asNumber: 65010, bogus: 1}\n".into(),
+    };
+    let plain = parse_sources(&[node(65001), peer.clone()]).unwrap();
+    let first = parse_sources_memo(&[node(65001), peer.clone()]).unwrap();
+    let again = parse_sources_memo(&[node(65001), peer.clone()]).unwrap();
+    assert_eq!(first.0, plain.0);
+    assert_eq!(again.0, plain.0, "unchanged sources come from the memo");
+    assert_eq!(again.1.len(), plain.1.len(), "with their problems (the unknown field)");
+    let changed = parse_sources_memo(&[node(65002), peer]).unwrap();
+    assert_eq!(changed.0.nodes["n1"].bgp.as_ref().unwrap().as_number.map(|a| a.get()), Some(65002));
+    // A source that is gone is gone.
+    let only_node = parse_sources_memo(&[node(65002)]).unwrap();
+    assert!(only_node.0.peers.is_empty());
+}
