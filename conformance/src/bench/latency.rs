@@ -16,7 +16,7 @@
 //!   session; the peer is removed again (untimed) before the next.
 //!
 //! Datastores: `file` (write a temporary file, rename it over the datastore: time from
-//! the rename; before each change the run waits a varying fraction of the 500 ms poll
+//! the rename; before each change the run waits a varying fraction of the 20 ms poll
 //! period, so the changes fall on every phase of the poll) and `etcd` (an etcd in the node namespace; time from sending the put,
 //! through etcd's JSON gateway). Every wait is bounded (`--timeout`, default 10 s per
 //! change); a change that times out is counted as missed. Namespaces and processes
@@ -55,7 +55,7 @@ const POOL: &str = "10.240.0.0/12";
 const SERVICE_RANGE: &str = "10.96.0.0/12";
 const MAX_CHANGES: usize = 10_000;
 /// The file datastore's poll period (docs/configuration.md, Datastores).
-const FILE_POLL: Duration = Duration::from_millis(500);
+const FILE_POLL: Duration = Duration::from_millis(20);
 const KEEPALIVE: [u8; 19] = {
     let mut k = [0xFF; 19];
     k[16] = 0;
@@ -740,7 +740,7 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
     Ok(rows)
 }
 
-/// The file datastore is polled every 500 ms, and a change made right after bgpd
+/// The file datastore is polled every 20 ms, and a change made right after bgpd
 /// noticed the previous one would always wait a whole period. Before change `i` the
 /// run waits a fraction of the period that is spread evenly over [0, 1) (multiples of
 /// the golden ratio, modulo 1), so the changes sample every phase of the poll.
