@@ -157,32 +157,55 @@ pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadEr
 }
 
 /// [`parse_sources`] for a daemon that reads the whole datastore again on
-/// every change: a source whose path and text are the same as in the last
-/// call is not parsed again (YAML parsing is most of the cost of a change
-/// when the datastore holds thousands of objects).
+/// every change: a document (a `---`-separated part of a source) whose text
+/// and position are the same as in the last call is not parsed again. YAML
+/// parsing is most of the cost of a change when the datastore holds
+/// thousands of objects. Any syntax error: the source is parsed whole, for
+/// the exact error.
 pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::{Arc, Mutex};
-    type Memo = HashMap<(std::path::PathBuf, usize, u64), Arc<Parsed>>;
+    // (file, first document number, text length, text hash) → the part parsed, its document count.
+    type Memo = HashMap<(std::path::PathBuf, usize, usize, u64), (Arc<Parsed>, usize)>;
     static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
-    let key = |s: &Source| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        s.text.hash(&mut h);
-        (s.path.clone(), s.text.len(), h.finish())
-    };
     let mut guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
     let old = guard.take().unwrap_or_default();
-    let mut memo = Memo::with_capacity(sources.len());
-    let mut parsed = Vec::with_capacity(sources.len());
+    let mut memo = Memo::new();
+    let mut parsed = Vec::new();
     for s in sources {
-        let k = key(s);
-        let p = match old.get(&k) {
-            Some(p) => p.clone(),
-            None => Arc::new(parse_one(s)?),
-        };
-        memo.insert(k, p.clone());
-        parsed.push(p);
+        let mut first = 1;
+        let mut mine = Vec::new();
+        let mut failed = false;
+        for part in source::split_documents(&s.text) {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            part.hash(&mut h);
+            let key = (s.path.clone(), first, part.len(), h.finish());
+            let (p, docs) = match old.get(&key) {
+                Some(x) => x.clone(),
+                None => {
+                    let mut objects = Vec::new();
+                    let mut problems = Vec::new();
+                    let piece = Source { path: s.path.clone(), text: part.to_string() };
+                    match source::objects_numbered(&piece, first, &mut objects, &mut problems) {
+                        Ok(docs) => (Arc::new(Parsed { objects, problems }), docs),
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            memo.insert(key, (p.clone(), docs));
+            mine.push(p);
+            first += docs;
+        }
+        if failed {
+            // Reports the error with its line and column in the whole file.
+            parsed.push(Arc::new(parse_one(s)?));
+        } else {
+            parsed.extend(mine);
+        }
     }
     // Only what this call used is remembered.
     *guard = Some(memo);

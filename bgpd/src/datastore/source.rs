@@ -66,16 +66,52 @@ pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
 /// Splits a source into objects. A YAML syntax error anywhere fails the whole file;
 /// a document that is not an object is a [`Problem`] and the rest goes on.
 pub(crate) fn objects(source: &Source, out: &mut Vec<RawObject>, problems: &mut Vec<Problem>) -> Result<(), LoadError> {
+    objects_numbered(source, 1, out, problems).map(|_| ())
+}
+
+/// [`objects`] for a part of a file whose first document is document `first`
+/// of the file; returns how many documents the part holds.
+pub(crate) fn objects_numbered(
+    source: &Source,
+    first: usize,
+    out: &mut Vec<RawObject>,
+    problems: &mut Vec<Problem>,
+) -> Result<usize, LoadError> {
+    let mut n = 0;
     for (i, doc) in serde_yaml::Deserializer::from_str(&source.text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| syntax_error(&source.path, &e))?;
-        let location = Location { file: source.path.clone(), document: i + 1, item: None };
+        let location = Location { file: source.path.clone(), document: first + i, item: None };
+        n = i + 1;
         match value {
             // Empty documents (a leading `---`, a file of comments) carry nothing.
             Value::Null => {}
             value => object(value, location, None, out, problems),
         }
     }
-    Ok(())
+    Ok(n)
+}
+
+/// Splits a YAML stream into parts at its document markers (a line that is
+/// `---`, or starts with `---` and a space or tab), each part starting with
+/// its marker. In YAML a line at column 0 starting so is always a document
+/// marker (block scalar content is indented).
+pub(crate) fn split_documents(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_end_matches(['\n', '\r']);
+        let marker = l == "---" || l.starts_with("--- ") || l.starts_with("---\t");
+        if marker && at > start {
+            parts.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    if start < text.len() || parts.is_empty() {
+        parts.push(&text[start..]);
+    }
+    parts
 }
 
 fn syntax_error(path: &Path, e: &serde_yaml::Error) -> LoadError {

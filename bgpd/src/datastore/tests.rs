@@ -1028,3 +1028,42 @@ fn memoised_parsing_gives_the_same_model_and_sees_every_change() {
     let only_node = parse_sources_memo(&[node(65002)]).unwrap();
     assert!(only_node.0.peers.is_empty());
 }
+
+#[test]
+fn memoised_parsing_agrees_with_plain_parsing_on_every_fixture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/datastore/testdata");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(sources) = source::read(&path) else { continue };
+        let plain = parse_sources(&sources);
+        // Twice: the second call comes from the memo.
+        for _ in 0..2 {
+            let memo = parse_sources_memo(&sources);
+            match (&plain, &memo) {
+                (Ok((m1, p1)), Ok((m2, p2))) => {
+                    assert_eq!(m1, m2, "{}", path.display());
+                    let (a, b): (Vec<String>, Vec<String>) =
+                        (p1.iter().map(|p| p.to_string()).collect(), p2.iter().map(|p| p.to_string()).collect());
+                    assert_eq!(a, b, "{}", path.display());
+                }
+                (Err(e1), Err(e2)) => assert_eq!(e1.to_string(), e2.to_string()),
+                _ => panic!("{}: one parse failed, the other did not", path.display()),
+            }
+        }
+    }
+}
+
+#[test]
+fn documents_split_at_their_markers_only() {
+    let text = "a: 1\n---\nb: |\n  ---\n  x\n--- # c\nc: 3\n---\n";
+    assert_eq!(source::split_documents(text), ["a: 1\n", "---\nb: |\n  ---\n  x\n", "--- # c\nc: 3\n", "---\n"]);
+    assert_eq!(source::split_documents(""), [""]);
+    assert_eq!(source::split_documents("{\"kind\": \"Node\"}"), ["{\"kind\": \"Node\"}"]);
+}
+
+#[test]
+fn a_syntax_error_in_one_document_is_reported_with_its_line_in_the_file() {
+    let s = Source { path: "x.yaml".into(), text: "kind: A\n---\nkind: [unclosed\n".into() };
+    let (a, b) = (parse_sources(std::slice::from_ref(&s)), parse_sources_memo(&[s]));
+    assert_eq!(a.unwrap_err().to_string(), b.unwrap_err().to_string());
+}
