@@ -37,8 +37,9 @@ impl Etcd {
             .arg("--log-level=error");
         let proc = lab.spawn(&format!("{tag}-etcd"), cmd)?;
         let e = Etcd { proc, ns: ns.clone() };
-        super::wait_for("etcd to answer", Duration::from_secs(30), || {
-            e.call("range", &format!("{{\"key\":\"{}\"}}", b64("probe")))
+        // A put, not a read: etcd answers reads (503 for puts) before it has a leader.
+        super::wait_for("etcd to take a put", Duration::from_secs(30), || {
+            e.call("put", &format!("{{\"key\":\"{}\",\"value\":\"\"}}", b64("/bgpd-lab-probe")))
         })
         .map_err(io::Error::other)?;
         Ok(e)
