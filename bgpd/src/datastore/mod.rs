@@ -166,8 +166,9 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::{Arc, Mutex};
-    // (file, first document number, text length, text hash) → the part parsed, its document count.
-    type Memo = HashMap<(std::path::PathBuf, usize, usize, u64), (Arc<Parsed>, usize)>;
+    // (file, text length, text hash) → the part parsed (its objects numbered
+    // from `first`), its document count, `first`.
+    type Memo = HashMap<(std::path::PathBuf, usize, u64), (Arc<Parsed>, usize, usize)>;
     static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
     let mut guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
     let old = guard.take().unwrap_or_default();
@@ -180,9 +181,12 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
         for part in source::split_documents(&s.text) {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             part.hash(&mut h);
-            let key = (s.path.clone(), first, part.len(), h.finish());
-            let (p, docs) = match old.get(&key) {
-                Some(x) => x.clone(),
+            let key = (s.path.clone(), part.len(), h.finish());
+            let (p, docs) = match old.get(&key).or_else(|| memo.get(&key)) {
+                Some((p, docs, at)) if *at == first => (p.clone(), *docs),
+                // The same text at another place (documents inserted or
+                // removed before it): renumbered, not parsed again.
+                Some((p, docs, at)) => (Arc::new(p.renumbered(first as isize - *at as isize)), *docs),
                 None => {
                     let mut objects = Vec::new();
                     let mut problems = Vec::new();
@@ -196,7 +200,7 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
                     }
                 }
             };
-            memo.insert(key, (p.clone(), docs));
+            memo.insert(key, (p.clone(), docs, first));
             mine.push(p);
             first += docs;
         }
@@ -217,6 +221,18 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
 struct Parsed {
     objects: Vec<RawObject>,
     problems: Vec<Problem>,
+}
+
+impl Parsed {
+    /// A copy whose document numbers are moved by `by`.
+    fn renumbered(&self, by: isize) -> Parsed {
+        let shift = |l: &mut Location| l.document = l.document.saturating_add_signed(by);
+        let mut objects = self.objects.clone();
+        objects.iter_mut().for_each(|o| shift(&mut o.location));
+        let mut problems = self.problems.clone();
+        problems.iter_mut().for_each(|p| shift(&mut p.location));
+        Parsed { objects, problems }
+    }
 }
 
 fn parse_one(s: &Source) -> Result<Parsed, LoadError> {

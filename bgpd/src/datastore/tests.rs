@@ -1067,3 +1067,19 @@ fn a_syntax_error_in_one_document_is_reported_with_its_line_in_the_file() {
     let (a, b) = (parse_sources(std::slice::from_ref(&s)), parse_sources_memo(&[s]));
     assert_eq!(a.unwrap_err().to_string(), b.unwrap_err().to_string());
 }
+
+#[test]
+fn a_document_inserted_before_others_renumbers_them_as_a_plain_parse_does() {
+    let doc = |name: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{peerIP: 10.0.0.2, asNumber: 65010, bogus: 1}}\n")
+    };
+    let before = Source { path: "m.yaml".into(), text: format!("{}---\n{}", doc("a"), doc("b")) };
+    let after = Source { path: "m.yaml".into(), text: format!("{}---\n{}---\n{}", doc("z"), doc("a"), doc("b")) };
+    for s in [before, after] {
+        let plain = parse_sources(std::slice::from_ref(&s)).unwrap();
+        let memo = parse_sources_memo(std::slice::from_ref(&s)).unwrap();
+        assert_eq!(plain.0, memo.0);
+        let text = |p: &[Problem]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(text(&plain.1), text(&memo.1), "problem locations name the right document");
+    }
+}
