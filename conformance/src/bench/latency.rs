@@ -64,8 +64,6 @@ const KEEPALIVE: [u8; 19] = {
     k
 };
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// Which datastore bgpd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Store {
@@ -162,49 +160,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The bgpd binary: `--bgpd`, `$BGPD_BIN`, or `bgpd` next to this bench binary.
-fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    let p = match given.or_else(|| std::env::var_os("BGPD_BIN").map(PathBuf::from)) {
-        Some(p) => p,
-        None => {
-            let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
-            exe.parent().ok_or("the bench binary has no directory")?.join("bgpd")
-        }
-    };
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("no bgpd at {}: run `cargo build --release -p bgpd` or pass --bgpd PATH", p.display()))
-    }
-}
-
-/// Sets [`INTERRUPTED`] on SIGINT or SIGTERM, so the run ends and its lab cleans up.
-fn install_signal_handler() -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut term = {
-        let _g = rt.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?
-    };
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
-        INTERRUPTED.store(true, Ordering::Relaxed);
-    });
-    Ok(())
-}
-
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: &[String]) -> Result<(), String> {
     let opts = parse_args(args)?;
     if !rustix::process::geteuid().is_root() {
         return Err("needs root (network namespaces, port 179)".into());
     }
-    let bgpd = bgpd_binary(opts.bgpd.clone())?;
-    install_signal_handler()?;
+    let bgpd = super::routeserver::bgpd_binary(opts.bgpd.clone())?;
+    super::routeserver::install_signal_handler()?;
     println!(
         "# datastore change latency: {} changes per kind, bgpd {}, {} CPUs",
         opts.changes,
@@ -221,7 +184,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 return Err(format!("{} datastore: {e}", store.name()));
             }
         }
-        if INTERRUPTED.load(Ordering::Relaxed) {
+        if super::routeserver::INTERRUPTED.load(Ordering::Relaxed) {
             break;
         }
     }
@@ -438,7 +401,7 @@ impl Shared {
                     return Some(v);
                 }
             }
-            if Instant::now() >= deadline || INTERRUPTED.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline || super::routeserver::INTERRUPTED.load(Ordering::Relaxed) {
                 return None;
             }
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -716,7 +679,7 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
         let mut row = Row { store, kind, wire: Vec::new(), second: Vec::new(), missed: 0 };
         let started = Instant::now();
         for i in 0..opts.changes {
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if super::routeserver::INTERRUPTED.load(Ordering::Relaxed) {
                 break;
             }
             if store == Store::File {

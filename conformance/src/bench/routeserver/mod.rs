@@ -398,7 +398,7 @@ fn program_exists(p: &str) -> bool {
 
 /// The bgpd binary: `--bgpd`, `$BGPD_BIN`, or `bgpd` next to this bench binary (build it
 /// with `cargo build --release -p bgpd` into the same target directory).
-fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
+pub(crate) fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
     let p = match given.or_else(|| std::env::var_os("BGPD_BIN").map(PathBuf::from)) {
         Some(p) => p,
         None => {
@@ -415,7 +415,7 @@ fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
 
 /// On the first SIGINT or SIGTERM, sets [`INTERRUPTED`] (runs end, labs clean up); on the
 /// second, exits at once.
-fn install_signal_handler() -> Result<(), String> {
+pub(crate) fn install_signal_handler() -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut term = {
         let _g = rt.enter();
