@@ -133,16 +133,18 @@ impl PeerPolicy for CalicoPolicy {
     }
 }
 
-fn policy_id(spec: &PeerSpec, exportable: &[IpNet]) -> u64 {
+fn policy_id(spec: &PeerSpec, exportable: &[IpNet], node_as: u32) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{:?}", spec.routing.filters).hash(&mut h);
-    (spec.local_as == spec.peer_as).hash(&mut h);
+    (node_as == spec.peer_as).hash(&mut h);
     exportable.hash(&mut h);
     h.finish()
 }
 
-fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>) -> PeerConfig {
+/// `node_as`: the node's AS; Calico's `peerType` compares the peer's AS with
+/// it (not with a `localASNumber` override).
+fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> PeerConfig {
     let r = &spec.routing;
     let import_all = policy::accepts_all(&r.filters, Direction::Import, false)
         && policy::accepts_all(&r.filters, Direction::Import, true);
@@ -156,11 +158,11 @@ fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>) -> PeerConfig {
         allow_local_as: r.allow_local_as,
         policy: Arc::new(CalicoPolicy {
             filters: r.filters.clone(),
-            peer_type: if spec.local_as == spec.peer_as { PeerType::Ibgp } else { PeerType::Ebgp },
+            peer_type: if node_as == spec.peer_as { PeerType::Ibgp } else { PeerType::Ebgp },
             exportable: exportable.clone(),
             import_all,
         }),
-        policy_id: policy_id(spec, exportable),
+        policy_id: policy_id(spec, exportable, node_as),
         max_prefix: r.max_prefix.map(|(limit, teardown)| MaxPrefix { limit, teardown }),
         add_path_send: r.add_path_send_count,
     }
@@ -287,14 +289,15 @@ fn apply(
 ) {
     match cmd {
         RibCmd::AddPeer { key, spec, tx } => {
-            let id = rib.add_peer(peer_config(&spec, exportable));
+            let id = rib.add_peer(peer_config(&spec, exportable, rib.config().local_as));
             by_id.insert(id, key);
             peers.insert(key, Peer { id, tx, spec: *spec });
         }
         RibCmd::SetPeer(key, spec) => {
             if let Some(p) = peers.get_mut(&key) {
                 info!(peer = %spec.name, "routing settings changed: applied without a session reset");
-                rib.set_peer_config(p.id, peer_config(&spec, exportable), now);
+                let node_as = rib.config().local_as;
+                rib.set_peer_config(p.id, peer_config(&spec, exportable, node_as), now);
                 p.spec = *spec;
             }
         }
@@ -342,7 +345,8 @@ fn apply(
             if node.exportable != **exportable {
                 *exportable = Arc::new(node.exportable.clone());
                 for p in peers.values() {
-                    rib.set_peer_config(p.id, peer_config(&p.spec, exportable), now);
+                    let node_as = rib.config().local_as;
+                    rib.set_peer_config(p.id, peer_config(&p.spec, exportable, node_as), now);
                 }
             }
         }

@@ -550,7 +550,8 @@ impl Dut {
                 let store = dir.join(format!("bgpd-{n}.yaml"));
                 std::fs::write(&store, bgpd_datastore(n)).map_err(|e| format!("{}: {e}", store.display()))?;
                 let control = dir.join(format!("bgpd-{n}.sock"));
-                cmd.arg(bin).arg("run").arg(format!("--datastore=file:{}", store.display()));
+                // As the other DUTs, no routes to the kernel.
+                cmd.arg(bin).arg("run").arg("--no-kernel").arg(format!("--datastore=file:{}", store.display()));
                 cmd.args(["--node", "node-1", "--control-socket"]).arg(&control);
                 control
             }
