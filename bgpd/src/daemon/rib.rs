@@ -405,7 +405,14 @@ fn publish(rib: &Rib, peers: &HashMap<u64, Peer>, shared: &Shared) {
     let mut s = shared.lock();
     s.rib = stats;
     for p in peers.values() {
-        s.routes_received.insert(p.spec.name.clone(), rib.accepted(p.id));
+        let n = rib.accepted(p.id);
+        // Runs after every batch: no allocation unless a count is new.
+        match s.routes_received.get_mut(&p.spec.name) {
+            Some(v) => *v = n,
+            None => {
+                s.routes_received.insert(p.spec.name.clone(), n);
+            }
+        }
     }
 }
 

@@ -227,11 +227,12 @@ pub struct FibRoute {
 
 /// The next hops a used set forwards to: those of its learned paths, best
 /// first, each once; none when the best path is this node's own.
-fn forwarding(used: &[Path]) -> Vec<IpAddr> {
+fn forwarding(used: &[Path]) -> SmallVec<[IpAddr; 4]> {
     if used.first().is_none_or(|p| p.peer.is_local()) {
-        return Vec::new();
+        return SmallVec::new();
     }
-    let mut hops: Vec<IpAddr> = Vec::with_capacity(used.len());
+    // Inline: this runs twice for every changed prefix when the FIB is on.
+    let mut hops: SmallVec<[IpAddr; 4]> = SmallVec::new();
     for nh in used.iter().filter(|p| !p.peer.is_local()).filter_map(|p| p.attrs.next_hop) {
         if !hops.contains(&nh) {
             hops.push(nh);
@@ -860,7 +861,10 @@ impl Rib {
         let old_key = self.group_key(&old_cfg, &session);
         let new_key = self.peer(peer).map(|s| self.group_key(&s.cfg, &session));
         if let Some(new_key) = new_key {
-            if !self.deferring(now) {
+            // Same group key and same policy: what the peer is sent is
+            // unchanged (max-prefix, say), no table walk needed.
+            let unchanged = old_key == new_key && !import_changed && before4.is_empty() && before6.is_empty();
+            if !unchanged && !self.deferring(now) {
                 self.reexport::<Ipv4Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before4);
                 self.reexport::<Ipv6Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before6);
             }
@@ -973,13 +977,13 @@ impl Rib {
             for (p, paths) in self.fams.v4.table.iter() {
                 let hops = forwarding(&super::table::used_of(paths));
                 if !hops.is_empty() {
-                    all.push(FibRoute { prefix: IpNet::V4(*p), next_hops: hops });
+                    all.push(FibRoute { prefix: IpNet::V4(*p), next_hops: hops.into_vec() });
                 }
             }
             for (p, paths) in self.fams.v6.table.iter() {
                 let hops = forwarding(&super::table::used_of(paths));
                 if !hops.is_empty() {
-                    all.push(FibRoute { prefix: IpNet::V6(*p), next_hops: hops });
+                    all.push(FibRoute { prefix: IpNet::V6(*p), next_hops: hops.into_vec() });
                 }
             }
             self.out.push_back(Output::Fib(all));
@@ -1446,7 +1450,7 @@ fn fib_changes<P: RibPrefix>(dirty: &FastMap<P, (Used, Used)>, out: &mut Vec<Fib
     for (prefix, (old, new)) in dirty {
         let (a, b) = (forwarding(old), forwarding(new));
         if a != b {
-            out.push(FibRoute { prefix: (*prefix).into(), next_hops: b });
+            out.push(FibRoute { prefix: (*prefix).into(), next_hops: b.into_vec() });
         }
     }
 }
