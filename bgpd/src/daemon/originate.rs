@@ -1,4 +1,5 @@
-//! What a node advertises, by Calico's rules: its affine IPAM blocks, the service
+//! What a node advertises, by Calico's rules: its affine IPAM blocks, the addresses
+//! its pods borrowed from other nodes' blocks (as /32, /128), the service
 //! ranges of the BGPConfiguration, and the single addresses of Services that this
 //! node must attract traffic for (`externalTrafficPolicy: Local` with a ready local
 //! endpoint, and the cases where Calico advertises single addresses from every node).
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::datastore::{Community, Model, Service, ServiceType, TrafficPolicy};
+use crate::datastore::{Affinity, Community, Model, Service, ServiceType, TrafficPolicy};
 
 /// The Node label that keeps service addresses off a node (as Calico honours it).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -50,6 +51,25 @@ pub fn originations(model: &Model, node: &str) -> Vec<Origination> {
             None => format!("IPAMBlock {} (affinity host:{node}, in no IPPool)", b.name),
         };
         add(b.cidr, cause, true);
+    }
+
+    // Calico: a pod's address from another node's block is advertised by the pod's
+    // node as a single address (the block's owner still advertises the block; the
+    // longer prefix draws the traffic here).
+    for (b, a) in model.borrowed_by_node(node) {
+        let pool = match model.pool_containing(&b.cidr) {
+            Some(p) if p.disable_bgp_export => continue,
+            Some(p) => format!("IPPool {}", p.name),
+            None => "in no IPPool".to_string(),
+        };
+        let owner = match &b.affinity {
+            Some(Affinity::Host(h)) => format!("affinity host:{h}"),
+            Some(Affinity::Virtual(v)) => format!("affinity virtual:{v}"),
+            None => "no affinity".to_string(),
+        };
+        let handle = a.handle.as_deref().map_or_else(|| "no handle".to_string(), |h| format!("handle {h}"));
+        let cause = format!("borrowed from IPAMBlock {} ({owner}, {pool}) by {handle} on this node", b.name);
+        add(host(a.ip), cause, false);
     }
 
     let excluded = model.nodes.get(node).is_some_and(|n| n.labels.get(EXCLUDE_LABEL).is_some_and(|v| v == "true"));

@@ -19,6 +19,7 @@ mod endpoint_slice;
 mod fields;
 mod ip_pool;
 mod ipam_block;
+pub mod ipam_store;
 pub mod live;
 mod node;
 mod problem;
@@ -45,7 +46,7 @@ pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
 #[allow(unused_imports)]
 pub use ip_pool::IpPool;
 #[allow(unused_imports)]
-pub use ipam_block::{Affinity, IpamBlock};
+pub use ipam_block::{Affinity, BorrowedAddress, IpamBlock};
 #[allow(unused_imports)]
 pub use node::{Node, NodeBgp};
 #[allow(unused_imports)]
@@ -110,6 +111,18 @@ impl Model {
             .collect()
     }
 
+    /// The addresses that pods on `node` hold in blocks affine to another node (or to
+    /// none): `node` advertises each as a /32 (/128), as Calico does for borrowed
+    /// addresses. In block name, then address order.
+    pub fn borrowed_by_node<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (&'a IpamBlock, &'a BorrowedAddress)> + 'a {
+        self.ipam_blocks
+            .values()
+            .flat_map(move |b| b.borrowed.iter().filter(move |a| a.node == node).map(move |a| (b, a)))
+    }
+
     /// The IP pool that contains `net` (a block, an address), if any; the most specific
     /// one should pools nest (Calico rejects overlapping pools).
     pub fn pool_containing(&self, net: &ipnet::IpNet) -> Option<&IpPool> {
@@ -140,10 +153,20 @@ impl Model {
 }
 
 /// Loads the file datastore at `path` (a file, or a directory of `*.yaml`, `*.yml`,
-/// `*.json` read in name order). Invalid objects are skipped and reported in the
-/// returned problems; see the module docs.
+/// `*.json` read in name order), with the blocks of the `bgpd-ipam` file store in
+/// its directory if there is one ([`ipam_store`]). Invalid objects are skipped and
+/// reported in the returned problems; see the module docs.
 pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
-    parse_sources(&source::read(path)?)
+    let mut sources = source::read(path)?;
+    match ipam_store::read_beside(path) {
+        Ok(Some(s)) => sources.push(s),
+        Ok(None) => {}
+        Err(e) => {
+            let dir = ipam_store::store_dir(path);
+            return Err(LoadError::Ipam { path: dir, reason: e.to_string() });
+        }
+    }
+    parse_sources(&sources)
 }
 
 /// Builds the model from texts already read, in order (what [`load`] does after
@@ -254,12 +277,18 @@ fn build(parsed: &[std::sync::Arc<Parsed>]) -> (Model, Vec<Problem>) {
     // an invalid filter from one to a filter that does not exist.
     let filters: BTreeSet<String> =
         raw.iter().copied().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
-    for o in raw.iter().copied() {
+    // The IPAM file store's blocks last: a block the YAML defines too is the YAML's.
+    let (stored, rest): (Vec<&RawObject>, Vec<&RawObject>) =
+        raw.iter().copied().partition(|o| ipam_store::from_store(&o.location) && classify(o) == Some(Kind::IpamBlock));
+    for o in rest {
         match classify(o) {
             Some(Kind::Secret) => {}
             Some(kind) => b.object(o, kind),
             None => b.ignored(o),
         }
+    }
+    for o in stored {
+        b.stored_block(o);
     }
     b.check_filters(&filters);
     (b.model, b.problems)
@@ -456,6 +485,32 @@ impl Builder {
             f.error("", "invalid");
         }
         self.report(kname, Some(&shown), f, &o.location);
+    }
+
+    /// An IPAMBlock of the IPAM file store: taken unless the YAML defines a block of
+    /// the same name or CIDR, which wins (a warning when the two differ).
+    fn stored_block(&mut self, o: &RawObject) {
+        let mut f = Findings::default();
+        let parsed = object_name(o).and_then(|name| {
+            let root = Fields::at(Some(&o.value), "").ok()?;
+            ipam_block::parse(&name, &root, &mut f)
+        });
+        let Some(block) = parsed else {
+            // Invalid: the usual path reports why.
+            return self.object(o, Kind::IpamBlock);
+        };
+        let yaml = self.model.ipam_blocks.values().find(|y| y.name == block.name || y.cidr == block.cidr);
+        match yaml {
+            None => self.object(o, Kind::IpamBlock),
+            Some(y) if y.cidr == block.cidr && y.affinity == block.affinity && y.deleted == block.deleted => {}
+            Some(y) => {
+                let reason = format!(
+                    "the YAML's IPAMBlock {:?} ({}) defines this block too and is used instead",
+                    y.name, y.cidr
+                );
+                self.problem(Severity::Warning, "IPAMBlock", Some(&block.name), String::new(), reason, &o.location);
+            }
+        }
     }
 
     fn report(&mut self, kind: &str, name: Option<&str>, f: Findings, location: &Location) {

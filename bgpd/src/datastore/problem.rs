@@ -119,6 +119,14 @@ pub enum LoadError {
         /// The parser's message.
         reason: String,
     },
+    /// The `bgpd-ipam` file store in the datastore's directory cannot be read.
+    #[error("reading the IPAM file store in {}: {reason}", path.display())]
+    Ipam {
+        /// The store's directory.
+        path: PathBuf,
+        /// The store's error.
+        reason: String,
+    },
 }
 
 fn position(line: Option<usize>, column: Option<usize>) -> String {

@@ -30,7 +30,8 @@ pub(crate) struct RawObject {
 }
 
 /// Reads `path`: a file, or a directory's `*.yaml`, `*.yml` and `*.json` files in
-/// name order (not recursive; hidden files are skipped).
+/// name order (not recursive; hidden files and the IPAM file store's
+/// `ipam-state.json` are skipped).
 pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
         move |source| LoadError::Io { path: path.to_path_buf(), source }
@@ -43,7 +44,10 @@ pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
             let p = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let wanted = !name.starts_with('.') && [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+            // The IPAM file store's snapshot is JSON too, but read by `ipam_store`.
+            let wanted = !name.starts_with('.')
+                && [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext))
+                && !super::ipam_store::is_store_file(&entry.file_name());
             // `is_file` follows symlinks, as a ConfigMap volume's files are symlinks.
             if wanted && p.is_file() {
                 files.push(p);

@@ -185,3 +185,29 @@ fn no_services_configured_means_blocks_only() {
     m.bgp_configuration = crate::datastore::BgpConfiguration::default();
     assert_eq!(prefixes(&originations(&m, "node-1")), ["10.244.0.0/26", "fd00:244::/122"]);
 }
+
+#[test]
+fn borrowed_address_is_advertised_by_the_pods_node_and_the_block_by_its_owner() {
+    let mut m = model();
+    let b = m.ipam_blocks.get_mut("10-244-0-0-26").unwrap();
+    b.borrowed.push(crate::datastore::BorrowedAddress {
+        ip: "10.244.0.5".parse().unwrap(),
+        node: "node-3".into(),
+        handle: Some("k8s-pod-network.abc".into()),
+    });
+    // node-3 is excluded from service advertisement, not from its pods' addresses.
+    let o = originations(&m, "node-3");
+    assert_eq!(prefixes(&o), ["10.244.0.5/32"]);
+    assert_eq!(
+        o[0].cause,
+        "borrowed from IPAMBlock 10-244-0-0-26 (affinity host:node-1, IPPool pods-v4) by handle \
+         k8s-pod-network.abc on this node"
+    );
+    assert!(!o[0].blackhole, "the pod's own route, not a blackhole");
+    let o1 = originations(&m, "node-1");
+    assert!(find(&o1, "10.244.0.0/26").blackhole, "the owner keeps the block");
+    assert!(!prefixes(&o1).contains(&"10.244.0.5/32".to_string()));
+    // A pool with BGP export disabled exports no borrowed address either.
+    m.ip_pools.values_mut().for_each(|p| p.disable_bgp_export = true);
+    assert!(originations(&m, "node-3").is_empty());
+}

@@ -1,0 +1,288 @@
+//! The `bgpd-ipam` file store beside the YAML (`docs/ipam.md`): the blocks the CNI
+//! plugin claims, read with the `ipam` crate's [`FileStore`] and handed on as one more
+//! [`Source`]: a stream of `crd.projectcalico.org/v1` `IPAMBlock` documents, one per
+//! block, in Calico's field names. They thus become [`super::IpamBlock`] items through
+//! the same parser as the YAML's IPAMBlocks, and each change to one block re-parses
+//! only that block's document ([`super::parse_sources_memo`]).
+//!
+//! Reading takes no lock and writes nothing: the store's readers never `flock` (its
+//! snapshot is replaced by rename, and a journal line cut short is ignored until it
+//! is whole). A block that the YAML defines too (same name or same CIDR) is taken
+//! from the YAML: the operator's explicit word wins over the plugin's state.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use ipam::block::{AffinityState, AllocationBlock};
+use ipam::store::file::{FileStore, LOCK_FILE, STATE_FILE};
+use ipam::store::{Object, Scope, Store, StoreError};
+use ipnet::IpNet;
+
+use super::problem::Location;
+use super::Source;
+
+/// The directory whose IPAM file store belongs to the datastore at `path`: `path`
+/// itself if it is a directory, else the directory of the file (as
+/// [`FileStore::open`] decides).
+pub fn store_dir(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        return path.to_path_buf();
+    }
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether a file of the datastore directory belongs to the IPAM file store (the
+/// snapshot, its temporary copy, the lock, a journal) rather than to the YAML.
+pub fn is_store_file(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else { return false };
+    name == STATE_FILE
+        || name == LOCK_FILE
+        || name.strip_prefix(STATE_FILE).is_some_and(|rest| rest == ".tmp")
+        || is_journal(name)
+}
+
+/// `ipam-journal.R.log`.
+fn is_journal(name: &str) -> bool {
+    name.strip_prefix("ipam-journal.")
+        .and_then(|rest| rest.strip_suffix(".log"))
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The snapshot and journal files of the store in `dir` (what changes when the
+/// plugin commits), with their lengths and modification times, in name order. Empty
+/// when `dir` holds no store.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n == STATE_FILE || is_journal(n)))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether the objects at `location` came from an IPAM file store (their source is
+/// named by the store's snapshot file, which the YAML reader never reads).
+pub(crate) fn from_store(location: &Location) -> bool {
+    location.file.file_name() == Some(OsStr::new(STATE_FILE))
+}
+
+/// Calico's IPAMBlock name for a block: the CIDR with `.`, `:` and `/` as `-`
+/// (`10.244.1.0/26` → `10-244-1-0-26`).
+pub fn block_name(cidr: &IpNet) -> String {
+    cidr.to_string().replace(['.', ':', '/'], "-")
+}
+
+/// Reads the blocks of `store` (kept in `dir`) as a source of IPAMBlock documents,
+/// named `DIR/ipam-state.json`. A block whose affinity is being released
+/// (`pendingDeletion`) reads as `deleted: true`: it is withdrawn.
+pub fn read(store: &FileStore, dir: &Path) -> Result<Source, StoreError> {
+    // The file store's futures do their (synchronous) file I/O on first poll.
+    let (blocks, affinities) = futures::executor::block_on(async {
+        (store.list(&Scope::Blocks).await, store.list(&Scope::Affinities(None)).await)
+    });
+    let releasing: std::collections::BTreeSet<(String, IpNet)> = affinities?
+        .into_iter()
+        .filter_map(|v| match v.value {
+            Object::Affinity(a) if a.state == AffinityState::PendingDeletion => Some((a.node, a.cidr)),
+            _ => None,
+        })
+        .collect();
+    let mut text = String::new();
+    for v in blocks? {
+        let Object::Block(b) = v.value else { continue };
+        let deleted = b.node().is_some_and(|n| releasing.contains(&(n.to_string(), b.cidr)));
+        text.push_str("---\n");
+        text.push_str(&document(&b, deleted));
+        text.push('\n');
+    }
+    Ok(Source { path: dir.join(STATE_FILE), text })
+}
+
+/// [`read`] for the datastore at `path`, opening its store: `None` when the
+/// directory holds no store (neither snapshot nor journal).
+pub fn read_beside(path: &Path) -> Result<Option<Source>, StoreError> {
+    let dir = store_dir(path);
+    if fingerprint(&dir).is_empty() {
+        return Ok(None);
+    }
+    read(&FileStore::open(&dir)?, &dir).map(Some)
+}
+
+/// One block as a JSON `IPAMBlock` document (JSON is YAML): what routing reads of
+/// it, in Calico's field names.
+fn document(b: &AllocationBlock, deleted: bool) -> String {
+    let mut spec = serde_json::json!({
+        "cidr": b.cidr.to_string(),
+        "allocations": b.allocations,
+        "attributes": b.attributes,
+    });
+    if let Some(a) = &b.affinity {
+        spec["affinity"] = a.clone().into();
+    }
+    if deleted {
+        spec["deleted"] = true.into();
+    }
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPAMBlock",
+        "metadata": {"name": block_name(&b.cidr)},
+        "spec": spec,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::{load, Affinity, Severity};
+    use ipam::block::BlockAffinity;
+    use ipam::store::{Expect, Key, Write};
+    use ipam::{Allocator, AssignRequest, Design};
+
+    /// One IPv4 pool of `cidr` cut into /26 blocks.
+    fn pool(cidr: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\n\
+             spec: {{cidr: {cidr}, blockSize: 26}}\n"
+        )
+    }
+
+    /// A datastore file `cluster.yaml` holding `yaml`, in a fresh directory.
+    fn datastore(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        (dir, path)
+    }
+
+    /// An allocator over the store beside `path`, as `bgpd-ipam` runs one.
+    fn allocator(path: &Path) -> Allocator<FileStore> {
+        Allocator::new(FileStore::open(path).unwrap(), Design::load(path).unwrap())
+    }
+
+    fn request(node: &str, handle: &str) -> AssignRequest {
+        AssignRequest { node: node.into(), handle: handle.into(), num_v4: 1, ..AssignRequest::default() }
+    }
+
+    fn blocks_of(path: &Path, node: &str) -> Vec<String> {
+        let (m, problems) = load(path).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        m.blocks_for_node(node).iter().map(|b| b.cidr.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn store_blocks_join_the_model_and_leave_when_released() {
+        let (_dir, path) = datastore(&pool("10.244.0.0/16"));
+        assert!(read_beside(&path).unwrap().is_none(), "no store yet: no source");
+        let alloc = allocator(&path);
+        let a = alloc.auto_assign(&request("node-1", "pod-a")).await.unwrap();
+        let b = alloc.auto_assign(&request("node-2", "pod-b")).await.unwrap();
+        assert_ne!(a[0].block, b[0].block);
+        assert_eq!(blocks_of(&path, "node-1"), [a[0].block.to_string()]);
+        assert_eq!(blocks_of(&path, "node-2"), [b[0].block.to_string()]);
+        let (m, _) = load(&path).unwrap();
+        let block = &m.ipam_blocks[&block_name(&a[0].block)];
+        assert_eq!(block.affinity, Some(Affinity::Host("node-1".into())));
+        assert!(block.borrowed.is_empty());
+
+        // A release in progress (the affinity marked pendingDeletion): withdrawn.
+        alloc.release_handle("pod-a").await.unwrap();
+        let store = FileStore::open(&path).unwrap();
+        let key = Key::Affinity { node: "node-1".into(), cidr: a[0].block };
+        let aff = futures::executor::block_on(store.get(&key)).unwrap().unwrap();
+        let marking = BlockAffinity { node: "node-1".into(), cidr: a[0].block, state: AffinityState::PendingDeletion };
+        let w = Write::put(Expect::Revision(aff.revision), Object::Affinity(marking));
+        futures::executor::block_on(store.commit(vec![w])).unwrap();
+        let (m, _) = load(&path).unwrap();
+        assert!(m.ipam_blocks[&block_name(&a[0].block)].deleted);
+        assert!(blocks_of(&path, "node-1").is_empty());
+
+        // Released: gone from the model; node-2's block stays.
+        assert_eq!(alloc.release_empty_blocks(Some("node-1")).await.unwrap(), [a[0].block]);
+        let (m, _) = load(&path).unwrap();
+        assert!(!m.ipam_blocks.contains_key(&block_name(&a[0].block)));
+        assert_eq!(blocks_of(&path, "node-2"), [b[0].block.to_string()]);
+    }
+
+    #[tokio::test]
+    async fn borrowed_address_is_the_borrowing_nodes() {
+        // One block in the pool: node-1 claims it, node-2 can only borrow from it.
+        let (_dir, path) = datastore(&pool("10.244.0.0/26"));
+        let alloc = allocator(&path);
+        alloc.auto_assign(&request("node-1", "pod-a")).await.unwrap();
+        let b = alloc.auto_assign(&request("node-2", "pod-b")).await.unwrap();
+        assert!(b[0].borrowed, "{b:?}");
+        let (m, problems) = load(&path).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(blocks_of(&path, "node-1"), ["10.244.0.0/26"]);
+        assert!(blocks_of(&path, "node-2").is_empty());
+        let borrowed: Vec<_> = m.borrowed_by_node("node-2").map(|(blk, a)| (blk.name.clone(), a.clone())).collect();
+        assert_eq!(borrowed.len(), 1, "{borrowed:?}");
+        assert_eq!(borrowed[0].0, "10-244-0-0-26");
+        assert_eq!((borrowed[0].1.ip, borrowed[0].1.handle.as_deref()), (b[0].ip, Some("pod-b")));
+        assert_eq!(m.borrowed_by_node("node-1").count(), 0, "node-1's own pod is not borrowed");
+    }
+
+    #[tokio::test]
+    async fn a_block_the_yaml_defines_too_is_the_yamls() {
+        let (_dir, path) = datastore(&pool("10.244.0.0/16"));
+        let alloc = allocator(&path);
+        let a = alloc.auto_assign(&request("node-1", "pod-a")).await.unwrap();
+        let cidr = a[0].block;
+        let yaml_block = |affinity: &str| {
+            format!(
+                "---\napiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\nmetadata: {{name: by-hand}}\n\
+                 spec: {{cidr: {cidr}, affinity: '{affinity}'}}\n"
+            )
+        };
+        // They agree: one block (the YAML's), no problem.
+        std::fs::write(&path, pool("10.244.0.0/16") + &yaml_block("host:node-1")).unwrap();
+        let (m, problems) = load(&path).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(m.ipam_blocks.keys().collect::<Vec<_>>(), ["by-hand"]);
+        // They differ: the YAML's, and a warning naming both.
+        std::fs::write(&path, pool("10.244.0.0/16") + &yaml_block("host:node-9")).unwrap();
+        let (m, problems) = load(&path).unwrap();
+        assert_eq!(m.ipam_blocks.keys().collect::<Vec<_>>(), ["by-hand"]);
+        assert_eq!(m.blocks_for_node("node-9").len(), 1);
+        assert!(m.blocks_for_node("node-1").is_empty());
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].severity, Severity::Warning);
+        let text = problems[0].to_string();
+        assert!(text.contains(&block_name(&cidr)) && text.contains("\"by-hand\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn directory_datastore_reads_the_snapshot_not_as_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pools.yaml"), pool("10.244.0.0/16")).unwrap();
+        // Compacting after every commit: the state lives in ipam-state.json.
+        let store = FileStore::open(dir.path()).unwrap().with_compact_after(1);
+        let alloc = Allocator::new(store, Design::load(dir.path()).unwrap());
+        let a = alloc.auto_assign(&request("node-1", "pod-a")).await.unwrap();
+        assert!(dir.path().join(STATE_FILE).exists());
+        assert_eq!(blocks_of(dir.path(), "node-1"), [a[0].block.to_string()]);
+    }
+
+    #[test]
+    fn store_files_and_block_names() {
+        for f in
+            ["ipam-state.json", "ipam-state.json.tmp", "ipam-state.lock", "ipam-journal.0.log", "ipam-journal.42.log"]
+        {
+            assert!(is_store_file(OsStr::new(f)), "{f}");
+        }
+        for f in ["cluster.yaml", "ipam-journal..log", "ipam-journal.x.log", "ipam-state.yaml", "state.json"] {
+            assert!(!is_store_file(OsStr::new(f)), "{f}");
+        }
+        assert_eq!(block_name(&"10.244.1.0/26".parse().unwrap()), "10-244-1-0-26");
+        assert_eq!(block_name(&"fd00:244::/122".parse().unwrap()), "fd00-244---122");
+    }
+}
