@@ -9,6 +9,7 @@ mod daemon;
 #[allow(dead_code)]
 mod datastore;
 mod decode_mrt;
+mod lab;
 
 const DEFAULT_CONTROL_SOCKET: &str = "/run/bgpd/bgpd.sock";
 
@@ -57,6 +58,13 @@ enum Command {
         #[arg(long)]
         no_kernel: bool,
     },
+    /// Bring a network design up in network namespaces and prove it reachable
+    /// (see docs/lab.md).
+    Lab {
+        /// What to do.
+        #[command(subcommand)]
+        what: LabCmd,
+    },
     /// Show what the running daemon knows.
     Show {
         /// What to show.
@@ -68,6 +76,73 @@ enum Command {
         /// The daemon's control socket.
         #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the fabric a template describes, wait for convergence, print every
+    /// node's and router's routes and check reachability; exit 0 only if all pass.
+    Up {
+        /// The template (e.g. templates/l3-tor-per-rack.yaml).
+        file: PathBuf,
+    },
+    /// Remove every namespace, link and process the lab made (also after a failed `up`).
+    Down {
+        /// The template.
+        file: PathBuf,
+    },
+    /// Show what runs, and run the checks once.
+    Status {
+        /// The template.
+        file: PathBuf,
+    },
+    /// Run the checks again (waiting up to 2 minutes for them to pass).
+    Check {
+        /// The template.
+        file: PathBuf,
+    },
+    /// Drill: cut every link of a router, or turn SERVICE@NODE's endpoint unready,
+    /// while probing; then the checks and the probes lost.
+    Fail {
+        /// The template.
+        file: PathBuf,
+        /// A router name, or SERVICE@NODE.
+        target: String,
+    },
+    /// Undo `fail`: restore the router's links, or make the endpoint ready again.
+    Recover {
+        /// The template.
+        file: PathBuf,
+        /// A router name, or SERVICE@NODE.
+        target: String,
+    },
+    /// Drill: kill a node's bgpd and start it again (graceful restart) while
+    /// probing; fails if a probe was lost.
+    Restart {
+        /// The template.
+        file: PathBuf,
+        /// The node.
+        node: String,
+    },
+    /// (internal) A pod's listener: answers each TCP connection with NAME.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        port: u16,
+    },
+    /// (internal) Probe TCP targets once, or every INTERVAL until the stop file exists.
+    #[command(hide = true)]
+    Probe {
+        #[arg(long)]
+        interval_ms: Option<u64>,
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+        targets: Vec<std::net::SocketAddr>,
     },
 }
 
@@ -146,6 +221,33 @@ fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<(
     Ok(())
 }
 
+fn lab_command(what: LabCmd) -> ExitCode {
+    let result = match what {
+        LabCmd::Up { file } => lab::up(&file),
+        LabCmd::Down { file } => lab::down(&file),
+        LabCmd::Status { file } => lab::status(&file),
+        LabCmd::Check { file } => lab::check(&file),
+        LabCmd::Fail { file, target } => lab::fail(&file, &target, false),
+        LabCmd::Recover { file, target } => lab::fail(&file, &target, true),
+        LabCmd::Restart { file, node } => lab::restart(&file, &node),
+        LabCmd::Serve { name, port } => lab::probe::serve(&name, port).map(|()| true),
+        LabCmd::Probe { interval_ms: None, targets, .. } => lab::probe::probe(&targets).map(|()| true),
+        LabCmd::Probe { interval_ms: Some(ms), stop_file, max_secs, targets } => {
+            let stop = stop_file.unwrap_or_else(|| PathBuf::from("/nonexistent/bgpd-lab-stop"));
+            let max = std::time::Duration::from_secs(max_secs);
+            lab::probe::probe_loop(&targets, std::time::Duration::from_millis(ms), &stop, max).map(|()| true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bgpd lab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -154,6 +256,7 @@ fn main() -> ExitCode {
             run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table))
         }
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
+        Command::Lab { what } => return lab_command(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,845 @@
+//! `bgpd lab`: brings a planned network design up on one machine, in network
+//! namespaces, and proves it reachable.
+//!
+//! A template ([`spec`]) holds the cluster's Calico and Kubernetes resources
+//! and a `Lab` document (routers, L2 segments, hosts, pods, endpoints). `up`
+//! builds it: a namespace per node, router, host and pod; a bridge per
+//! segment (a plain veth for a two-member segment, so cutting one end is
+//! seen by the other); BIRD or FRR on the routers; `bgpd run` on each node
+//! on a file datastore per cluster; pods attached by the real CNI `ptp`
+//! plugin with `bgpd-ipam`; a listener in every pod. It then waits until
+//! every session is Established and every probe gets the right answer.
+//! Everything it makes is named `bl.LAB.*` and recorded under
+//! `/run/bgpd-lab/LAB`, so `down` finds it also after an interrupted `up`.
+
+pub mod net;
+pub mod probe;
+pub mod routers;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use spec::{Role, Topology};
+
+/// Where labs keep their state.
+const STATE_ROOT: &str = "/run/bgpd-lab";
+/// How long `up` (and a drill) waits for every check to pass.
+const CONVERGE: Duration = Duration::from_secs(120);
+/// The CNI plugins' directory of Debian's containernetworking-plugins.
+const CNI_DIR: &str = "/usr/lib/cni";
+/// The metric of the lab's service-address routes on a node: below bgpd's (20).
+const SERVICE_ROUTE_METRIC: &str = "10";
+
+/// What `lab up` started and allocated: read by the other subcommands.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    template: PathBuf,
+    /// (name, namespace, pid, argv, log).
+    procs: Vec<Proc>,
+    /// Pods and their addresses.
+    pods: Vec<Pod>,
+    /// (service key, node) → ready.
+    endpoints: BTreeMap<String, bool>,
+    /// Faults in effect (`lab fail`).
+    faults: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Proc {
+    name: String,
+    ns: String,
+    pid: u32,
+    argv: Vec<String>,
+    log: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Pod {
+    name: String,
+    node: String,
+    ns: String,
+    ip: Ipv4Addr,
+}
+
+/// A lab loaded for a subcommand: the topology and its state directory.
+struct Lab {
+    topo: Topology,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn load(file: &Path) -> anyhow::Result<Lab> {
+        let topo = Topology::load(file)?;
+        let dir = Path::new(STATE_ROOT).join(&topo.name);
+        Ok(Lab { topo, dir })
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn read_state(&self) -> anyhow::Result<State> {
+        let p = self.state_path();
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!("lab {} is not up (no {}): run `bgpd lab up` first", self.topo.name, p.display())
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", p.display()))
+    }
+
+    fn save(&self, st: &State) -> anyhow::Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
+        std::fs::rename(&tmp, self.state_path())?;
+        Ok(())
+    }
+
+    fn prefix(&self) -> String {
+        self.topo.netns("")
+    }
+
+    fn cluster_dir(&self, cluster: &str) -> PathBuf {
+        self.dir.join("clusters").join(cluster)
+    }
+
+    fn node_socket(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node).join("bgpd.sock")
+    }
+
+    fn start(&self, st: &mut State, name: &str, ns: &str, argv: Vec<String>, log: PathBuf) -> anyhow::Result<()> {
+        let pid = net::spawn(ns, &argv, &log)?;
+        st.procs.push(Proc { name: name.into(), ns: ns.into(), pid, argv, log });
+        self.save(st)
+    }
+}
+
+/// Whether this process runs as root (effective UID 0).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The `bgpd` binary running now, and the `bgpd-ipam` beside it.
+fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let me = std::env::current_exe().context("cannot find the bgpd binary")?;
+    let ipam = me.with_file_name("bgpd-ipam");
+    if !ipam.is_file() {
+        bail!(
+            "bgpd-ipam (the CNI IPAM plugin) is not beside {}: build both, e.g. `cargo build --release -p bgpd -p ipam`",
+            me.display()
+        );
+    }
+    Ok((me, ipam))
+}
+
+fn need_program(path: &str, package: &str) -> anyhow::Result<()> {
+    let found = if path.contains('/') {
+        Path::new(path).is_file()
+    } else {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(path).is_file()))
+    };
+    if !found {
+        bail!("{path} not found: install the Debian package {package} (`bash .ci/install-deps` installs all)");
+    }
+    Ok(())
+}
+
+fn preflight(topo: &Topology) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the lab needs root (network namespaces, veth, routes)");
+    }
+    need_program("ip", "iproute2")?;
+    need_program(&format!("{CNI_DIR}/ptp"), "containernetworking-plugins")?;
+    for r in topo.routers() {
+        match &r.role {
+            Role::Router { implementation: spec::Implementation::Bird, .. } => need_program("bird", "bird2")?,
+            Role::Router { implementation: spec::Implementation::Frr, .. } => {
+                need_program("/usr/lib/frr/zebra", "frr")?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `bgpd lab up FILE`.
+pub fn up(file: &Path) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    preflight(&lab.topo)?;
+    let (bgpd, _) = binaries()?;
+    if lab.dir.exists() || !net::namespaces(&lab.prefix()).is_empty() {
+        bail!("lab {} is already up (or left over): run `bgpd lab down {}` first", lab.topo.name, file.display());
+    }
+    std::fs::create_dir_all(&lab.dir)?;
+    let mut st = State { template: file.canonicalize().unwrap_or_else(|_| file.to_path_buf()), ..State::default() };
+    lab.save(&st)?;
+    let t0 = Instant::now();
+    println!("lab {}: building in network namespaces {}*", lab.topo.name, lab.prefix());
+    build_network(&lab)?;
+    write_datastores(&lab, &st)?;
+    for r in lab.topo.routers() {
+        let ns = lab.topo.netns(&r.name);
+        for (name, pid) in routers::start(&lab.topo, r, &lab.dir)? {
+            st.procs.push(Proc { name, ns: ns.clone(), pid, argv: Vec::new(), log: PathBuf::new() });
+        }
+        lab.save(&st)?;
+    }
+    attach_pods(&lab, &mut st, &bgpd)?;
+    write_datastores(&lab, &st)?;
+    for node in lab.topo.nodes() {
+        start_node(&lab, &mut st, &bgpd, &node.name)?;
+    }
+    for s in lab.topo.services.clone() {
+        for (node, ready) in &s.endpoints {
+            set_endpoint(&lab, &mut st, &s.key, node, *ready)?;
+        }
+    }
+    write_datastores(&lab, &st)?;
+    lab.save(&st)?;
+    println!(
+        "lab {}: {} nodes, {} routers, {} pods up in {:.1} s; waiting for BGP and reachability",
+        lab.topo.name,
+        lab.topo.nodes().count(),
+        lab.topo.routers().count(),
+        st.pods.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
+    print!("{}", routes_report(&lab));
+    print!("{report}");
+    if ok {
+        println!("lab {}: all checks passed in {:.1} s", lab.topo.name, t0.elapsed().as_secs_f64());
+    } else {
+        println!(
+            "lab {}: checks FAILED (the lab stays up for inspection; `bgpd lab down {}`)",
+            lab.topo.name,
+            file.display()
+        );
+    }
+    Ok(ok)
+}
+
+fn build_network(lab: &Lab) -> anyhow::Result<()> {
+    let t = &lab.topo;
+    for m in t.members.values() {
+        net::add_namespace(&t.netns(&m.name))?;
+    }
+    for seg in &t.segments {
+        let addr_of = |name: &str| t.members[name].links.iter().find(|(s, _)| *s == seg.name).map(|(_, a)| *a);
+        if seg.members.len() == 2 {
+            // A point-to-point link: a plain veth, so a cut end is seen as
+            // lost carrier on the other.
+            let (a, b) = (&seg.members[0], &seg.members[1]);
+            net::veth(&t.netns(a), &seg.name, &t.netns(b), &seg.name)?;
+        } else {
+            let sw = t.netns(&format!("seg-{}", seg.name));
+            net::add_namespace(&sw)?;
+            net::ip_in(&sw, &["link", "add", "br0", "type", "bridge"])?;
+            net::ip_in(&sw, &["link", "set", "br0", "up"])?;
+            for (i, m) in seg.members.iter().enumerate() {
+                let port = format!("m{i}");
+                net::veth(&t.netns(m), &seg.name, &sw, &port)?;
+                net::ip_in(&sw, &["link", "set", &port, "master", "br0"])?;
+            }
+        }
+        for m in &seg.members {
+            if let Some(a) = addr_of(m) {
+                net::ip_in(&t.netns(m), &["addr", "add", &a.to_string(), "dev", &seg.name])?;
+            }
+        }
+    }
+    for m in t.members.values() {
+        if let Role::Host { gateway } = m.role {
+            net::ip_in(&t.netns(&m.name), &["route", "add", "default", "via", &gateway.to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes each cluster's datastore directory: the template's resources and
+/// the lab's EndpointSlices (one per service and node, on the node's first pod).
+fn write_datastores(lab: &Lab, st: &State) -> anyhow::Result<()> {
+    for (cluster, yaml) in &lab.topo.clusters {
+        let dir = lab.cluster_dir(cluster);
+        std::fs::create_dir_all(&dir)?;
+        let res = dir.join("resources.yaml");
+        if !res.exists() {
+            std::fs::write(&res, yaml)?;
+        }
+        let mut eps = String::new();
+        for s in lab.topo.services.iter().filter(|s| s.clusters.contains(cluster)) {
+            for (node, _) in &s.endpoints {
+                let Some(pod) = st.pods.iter().find(|p| &p.node == node) else { continue };
+                if !matches!(&lab.topo.members[node].role, Role::Node { cluster: c, .. } if c == cluster) {
+                    continue;
+                }
+                let ready = st.endpoints.get(&endpoint_key(&s.key, node)).copied().unwrap_or(false);
+                let _ = write!(
+                    eps,
+                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-lab-{node}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n  nodeName: {node}\n  conditions: {{ready: {ready}}}\nports:\n- {{name: probe, port: {port}, protocol: TCP}}\n",
+                    name = s.name,
+                    ns = s.namespace,
+                    ip = pod.ip,
+                    port = lab.topo.port,
+                );
+            }
+        }
+        let tmp = dir.join(".endpoints.yaml.tmp");
+        std::fs::write(&tmp, eps)?;
+        std::fs::rename(&tmp, dir.join("endpoints.yaml"))?;
+    }
+    Ok(())
+}
+
+fn endpoint_key(service: &str, node: &str) -> String {
+    format!("{service}@{node}")
+}
+
+/// Creates each node's pods: a namespace attached by `ptp` with `bgpd-ipam`,
+/// and a listener in it.
+fn attach_pods(lab: &Lab, st: &mut State, bgpd: &Path) -> anyhow::Result<()> {
+    let exe_dir = bgpd.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cni_path = format!("{}:{CNI_DIR}", exe_dir.display());
+    for node in lab.topo.nodes() {
+        let Role::Node { cluster, .. } = &node.role else { continue };
+        let node_ns = lab.topo.netns(&node.name);
+        for pod in lab.topo.pods(node) {
+            let ns = lab.topo.netns(&pod);
+            net::ip(&["netns", "add", &ns])?;
+            net::ip_in(&ns, &["link", "set", "lo", "up"])?;
+            let conf = serde_json::json!({
+                "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ptp",
+                "ipam": {"type": "bgpd-ipam", "datastore": format!("file:{}", lab.cluster_dir(cluster).display()), "nodename": node.name},
+            });
+            let out = cni(&node_ns, &ns, &pod, &cni_path, &conf.to_string())
+                .with_context(|| format!("attaching pod {pod} on {} (ptp + bgpd-ipam)", node.name))?;
+            let ip = out["ips"][0]["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                .with_context(|| format!("ptp gave pod {pod} no IPv4 address: {out}"))?;
+            st.pods.push(Pod { name: pod.clone(), node: node.name.clone(), ns: ns.clone(), ip });
+            let argv = vec![
+                bgpd.display().to_string(),
+                "lab".into(),
+                "serve".into(),
+                "--name".into(),
+                pod.clone(),
+                "--port".into(),
+                lab.topo.port.to_string(),
+            ];
+            let log = lab.dir.join("pods").join(format!("{pod}.log"));
+            std::fs::create_dir_all(log.parent().unwrap_or(&lab.dir))?;
+            lab.start(st, &format!("{pod}/listener"), &ns, argv, log)?;
+            println!("  pod {pod} on {}: {ip}", node.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the ptp plugin (ADD) in the node's namespace for a pod.
+fn cni(node_ns: &str, pod_ns: &str, pod: &str, cni_path: &str, conf: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node_ns, &format!("{CNI_DIR}/ptp")])
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", pod)
+        .env("CNI_NETNS", format!("/run/netns/{pod_ns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
+        .env("CNI_PATH", cni_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run the ptp plugin")?;
+    child.stdin.take().context("ptp stdin")?.write_all(conf.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("ptp failed: {} {}", text.trim(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_str(&text).with_context(|| format!("ptp printed no JSON: {text}"))
+}
+
+fn node_argv(lab: &Lab, bgpd: &Path, node: &str) -> anyhow::Result<Vec<String>> {
+    let Some(Role::Node { cluster, .. }) = lab.topo.members.get(node).map(|m| &m.role) else {
+        bail!("{node} is not a node of lab {}", lab.topo.name)
+    };
+    let sock = lab.node_socket(node);
+    std::fs::create_dir_all(sock.parent().unwrap_or(&lab.dir))?;
+    Ok(vec![
+        bgpd.display().to_string(),
+        "run".into(),
+        "--datastore".into(),
+        format!("file:{}", lab.cluster_dir(cluster).display()),
+        "--node".into(),
+        node.into(),
+        "--control-socket".into(),
+        sock.display().to_string(),
+        "--kernel-table".into(),
+        "254".into(),
+    ])
+}
+
+fn start_node(lab: &Lab, st: &mut State, bgpd: &Path, node: &str) -> anyhow::Result<()> {
+    let argv = node_argv(lab, bgpd, node)?;
+    let log = lab.dir.join("nodes").join(node).join("bgpd.log");
+    lab.start(st, &format!("{node}/bgpd"), &lab.topo.netns(node), argv, log)
+}
+
+/// Marks one endpoint ready or not: the pod owns the service addresses (on
+/// its loopback) and its node routes them to it while it is ready, as a
+/// DSR-style stand-in for kube-proxy; the EndpointSlice says the same to bgpd.
+fn set_endpoint(lab: &Lab, st: &mut State, service: &str, node: &str, ready: bool) -> anyhow::Result<()> {
+    let s = lab.topo.services.iter().find(|s| s.key == service || s.name == service).context("no such lab service")?;
+    let pod = st.pods.iter().find(|p| p.node == node).cloned().with_context(|| format!("{node} has no pod"))?;
+    let node_ns = lab.topo.netns(node);
+    for a in &s.addresses {
+        let addr = format!("{a}/32");
+        if ready {
+            let _ = net::ip_in(&pod.ns, &["addr", "add", &addr, "dev", "lo"]);
+            net::ip_in(
+                &node_ns,
+                &["route", "replace", &addr, "via", &pod.ip.to_string(), "metric", SERVICE_ROUTE_METRIC],
+            )?;
+        } else {
+            let _ = net::ip_in(&node_ns, &["route", "del", &addr, "metric", SERVICE_ROUTE_METRIC]);
+            let _ = net::ip_in(&pod.ns, &["addr", "del", &addr, "dev", "lo"]);
+        }
+    }
+    st.endpoints.insert(endpoint_key(&s.key, node), ready);
+    Ok(())
+}
+
+/// One check's outcome.
+struct Check {
+    what: String,
+    ok: bool,
+    detail: String,
+}
+
+/// A probe target and the answers that are right (the pods that may answer).
+type Expect = (SocketAddr, Vec<String>);
+
+/// Where probes go from: (source name, its namespace, its targets).
+type Source = (String, String, Vec<Expect>);
+
+/// The probes: (source name, its namespace) → (target, what answers are right).
+fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
+    let port = lab.topo.port;
+    let mut sources: Vec<(String, String)> = st.pods.iter().map(|p| (p.name.clone(), p.ns.clone())).collect();
+    for m in lab.topo.members.values().filter(|m| matches!(m.role, Role::Host { .. })) {
+        sources.push((m.name.clone(), lab.topo.netns(&m.name)));
+    }
+    let mut plan = Vec::new();
+    for (src, ns) in sources {
+        let mut targets = Vec::new();
+        for p in st.pods.iter().filter(|p| p.name != src) {
+            targets.push((SocketAddr::from((p.ip, port)), vec![p.name.clone()]));
+        }
+        for s in &lab.topo.services {
+            let ready: Vec<String> = s
+                .endpoints
+                .iter()
+                .filter(|(n, _)| st.endpoints.get(&endpoint_key(&s.key, n)).copied().unwrap_or(false))
+                .filter_map(|(n, _)| st.pods.iter().find(|p| &p.node == n).map(|p| p.name.clone()))
+                .collect();
+            if ready.is_empty() {
+                continue;
+            }
+            for a in &s.addresses {
+                targets.push((SocketAddr::from((*a, port)), ready.clone()));
+            }
+        }
+        plan.push((src, ns, targets));
+    }
+    plan
+}
+
+fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
+    let mut checks = Vec::new();
+    // Sessions.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    for node in lab.topo.nodes() {
+        let v = rt.as_ref().ok().and_then(|rt| {
+            rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(3),
+                    crate::daemon::ask(&lab.node_socket(&node.name), &crate::daemon::Request::Peers),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+            })
+        });
+        match v {
+            None => checks.push(Check {
+                what: format!("{}: bgpd answers", node.name),
+                ok: false,
+                detail: format!(
+                    "no answer on its control socket; log tail:\n{}",
+                    net::tail(&lab.dir.join("nodes").join(&node.name).join("bgpd.log"), 8)
+                ),
+            }),
+            Some(v) => {
+                for p in v["peers"].as_array().into_iter().flatten() {
+                    let state = p["state"].as_str().unwrap_or("?");
+                    checks.push(Check {
+                        what: format!(
+                            "{}: session {} ({})",
+                            node.name,
+                            p["name"].as_str().unwrap_or("?"),
+                            p["address"].as_str().unwrap_or("?")
+                        ),
+                        ok: state == "Established",
+                        detail: format!("{state} {}", p["last_failure"].as_str().unwrap_or("")),
+                    });
+                }
+            }
+        }
+    }
+    for r in lab.topo.routers() {
+        for (peer, up, info) in routers::sessions_up(&lab.topo, r, &lab.dir) {
+            checks.push(Check { what: format!("{}: session {peer}", r.name), ok: up, detail: info });
+        }
+    }
+    // Reachability.
+    let plan = probe_plan(lab, st);
+    let results: Vec<(Source, Vec<probe::Outcome>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = plan
+            .into_iter()
+            .map(|(src, ns, targets)| {
+                s.spawn(move || {
+                    let mut cmd = Command::new("ip");
+                    cmd.args(["netns", "exec", &ns]).arg(bgpd).args(["lab", "probe"]);
+                    cmd.args(targets.iter().map(|(t, _)| t.to_string()));
+                    let out = cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+                    let outcomes = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+                    ((src, ns, targets), outcomes)
+                })
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for ((src, ns, targets), outcomes) in results {
+        for (t, want) in targets {
+            let got = outcomes.iter().find(|o: &&probe::Outcome| o.target == t).map(|o| o.answer.clone());
+            let (ok, detail) = match got {
+                Some(Ok(a)) if want.contains(&a) => (true, format!("answered by {a}")),
+                Some(Ok(a)) => (false, format!("answered by {a}, expected {}", want.join(" or "))),
+                Some(Err(e)) => (false, e),
+                None => (false, "the prober did not report".into()),
+            };
+            let detail = if ok { detail } else { format!("{detail}\n{}", trace(lab, st, &ns, t.ip())) };
+            checks.push(Check { what: format!("{src} -> {t} ({})", want.join("|")), ok, detail });
+        }
+    }
+    checks
+}
+
+fn ip_of(addr: &std::net::IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        std::net::IpAddr::V4(a) => Some(*a),
+        std::net::IpAddr::V6(_) => None,
+    }
+}
+
+/// The routes on the path from `ns` to `dst`, hop by hop (`ip route get` in
+/// each namespace, following the next hop to the member that owns it).
+fn trace(lab: &Lab, st: &State, ns: &str, dst: std::net::IpAddr) -> String {
+    let Some(dst) = ip_of(&dst) else { return String::new() };
+    let mut out = String::from("    path:");
+    let mut here = ns.to_string();
+    for _ in 0..8 {
+        let route = net::ip_in(&here, &["-4", "route", "get", &dst.to_string()]).unwrap_or_else(|e| format!("{e}"));
+        let line = route.lines().next().unwrap_or("").trim().to_string();
+        let _ = write!(out, "\n      [{here}] {line}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let via = words
+            .iter()
+            .position(|w| *w == "via")
+            .and_then(|i| words.get(i + 1))
+            .and_then(|a| a.parse::<Ipv4Addr>().ok());
+        let next = match via {
+            Some(v) => match lab.topo.owner_of(v) {
+                Some(m) => lab.topo.netns(&m.name),
+                // A pod's gateway is its node's side of the ptp link.
+                None => match st.pods.iter().find(|p| p.ns == here) {
+                    Some(p) => lab.topo.netns(&p.node),
+                    None => break,
+                },
+            },
+            None => break,
+        };
+        if next == here {
+            break;
+        }
+        here = next;
+    }
+    out
+}
+
+fn converge(lab: &Lab, st: &State, bgpd: &Path, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        let checks = run_checks(lab, st, bgpd);
+        let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+        if failed.is_empty() || start.elapsed() >= limit {
+            let mut r = String::new();
+            let sessions = checks.iter().filter(|c| c.what.contains(": session")).count();
+            let probes = checks.len() - sessions;
+            let _ = writeln!(
+                r,
+                "== checks: {} sessions, {} probes; {} failed (after {:.1} s)",
+                sessions,
+                probes,
+                failed.len(),
+                start.elapsed().as_secs_f64()
+            );
+            for c in &failed {
+                let _ = writeln!(r, "FAIL {}: {}", c.what, c.detail);
+            }
+            return (failed.is_empty(), r);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Each node's and router's kernel routes (the pods' own /32 links left out).
+fn routes_report(lab: &Lab) -> String {
+    let mut r = String::new();
+    for m in lab.topo.members.values().filter(|m| !matches!(m.role, Role::Host { .. })) {
+        let what = match &m.role {
+            Role::Node { asn, .. } => format!("node, AS {asn}, bgpd"),
+            Role::Router { implementation, asn, .. } => format!("router, AS {asn}, {implementation:?}"),
+            Role::Host { .. } => String::new(),
+        };
+        let _ = writeln!(r, "== {} ({what}) routes", m.name);
+        let table = net::ip_in(&lab.topo.netns(&m.name), &["-4", "route", "show"]).unwrap_or_else(|e| e.to_string());
+        for l in table.lines().filter(|l| !(l.contains(" dev veth") && l.contains("scope link") && !l.contains("via")))
+        {
+            let _ = writeln!(r, "  {l}");
+        }
+    }
+    r
+}
+
+/// `bgpd lab down FILE`: stops every process in the lab's namespaces,
+/// deletes the namespaces (and with them every link) and the state directory.
+pub fn down(file: &Path) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    if !is_root() {
+        bail!("the lab needs root");
+    }
+    let namespaces = net::namespaces(&lab.prefix());
+    let mut stopped = 0;
+    let mut pids: Vec<u32> = namespaces.iter().flat_map(|ns| net::pids_in(ns)).collect();
+    if let Ok(st) = lab.read_state() {
+        pids.extend(
+            st.procs.iter().filter(|p| net::alive(p.pid, p.argv.first().map_or("", String::as_str))).map(|p| p.pid),
+        );
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    std::thread::scope(|s| {
+        for pid in &pids {
+            s.spawn(move || net::stop(*pid));
+        }
+    });
+    stopped += pids.len();
+    for ns in &namespaces {
+        let _ = net::ip(&["netns", "del", ns]);
+    }
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    let left = net::namespaces(&lab.prefix());
+    println!(
+        "lab {}: stopped {stopped} processes, removed {} namespaces{}",
+        lab.topo.name,
+        namespaces.len() - left.len(),
+        if left.is_empty() { String::new() } else { format!("; LEFT: {}", left.join(" ")) }
+    );
+    Ok(left.is_empty())
+}
+
+/// `bgpd lab status FILE`.
+pub fn status(file: &Path) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    println!("lab {} ({}), state in {}", lab.topo.name, st.template.display(), lab.dir.display());
+    for p in &st.procs {
+        let up = p.argv.first().map_or_else(|| net::pids_in(&p.ns).contains(&p.pid), |a| net::alive(p.pid, a));
+        println!("  {:<24} pid {:<8} {}", p.name, p.pid, if up { "running" } else { "NOT RUNNING" });
+    }
+    for f in &st.faults {
+        println!("  fault in effect: {f} (`bgpd lab recover {} {f}`)", file.display());
+    }
+    let (ok, report) = converge(&lab, &st, &bgpd, Duration::ZERO);
+    print!("{report}");
+    Ok(ok)
+}
+
+/// What a drill acts on.
+enum Target {
+    Router(String),
+    Endpoint { service: String, node: String },
+}
+
+fn target(lab: &Lab, st: &State, what: &str) -> anyhow::Result<Target> {
+    if let Some((service, node)) = what.split_once('@') {
+        let s = lab.topo.services.iter().find(|s| s.key == service || s.name == service);
+        let Some(s) = s else { bail!("no lab service {service:?} (spec.services)") };
+        if !s.endpoints.iter().any(|(n, _)| n == node) {
+            bail!("service {} has no lab endpoint on {node:?}", s.key);
+        }
+        let _ = st;
+        return Ok(Target::Endpoint { service: s.key.clone(), node: node.into() });
+    }
+    match lab.topo.members.get(what).map(|m| &m.role) {
+        Some(Role::Router { .. }) => Ok(Target::Router(what.into())),
+        _ => bail!("{what:?} is neither a router of the lab nor SERVICE@NODE"),
+    }
+}
+
+/// `bgpd lab fail FILE TARGET` and `bgpd lab recover FILE TARGET`: cut (or
+/// restore) every link of a router, or turn a service's endpoint on a node
+/// unready (or ready), while probing; then the checks, and the probes lost.
+pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    let t = target(&lab, &st, what)?;
+    let verb = if recover { "recover" } else { "fail" };
+    drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), |lab, st| {
+        match &t {
+            Target::Router(r) => {
+                let m = &lab.topo.members[r];
+                for (seg, _) in &m.links {
+                    net::ip_in(&lab.topo.netns(r), &["link", "set", seg, if recover { "up" } else { "down" }])?;
+                }
+            }
+            Target::Endpoint { service, node } => {
+                set_endpoint(lab, st, service, node, recover)?;
+                write_datastores(lab, st)?;
+            }
+        }
+        st.faults.retain(|f| f != what);
+        if !recover {
+            st.faults.push(what.to_string());
+        }
+        Ok(())
+    })
+    .map(|(ok, _)| ok)
+}
+
+/// `bgpd lab restart FILE NODE`: kills the node's bgpd (SIGKILL, as a crash
+/// would) and starts it again; with graceful restart the kernel keeps its
+/// routes and the peers keep theirs, so no probe may be lost.
+pub fn restart(file: &Path, node: &str) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    let name = format!("{node}/bgpd");
+    if !st.procs.iter().any(|p| p.name == name) {
+        bail!("{node:?} is not a node of lab {}", lab.topo.name);
+    }
+    let (ok, lost) = drill(&lab, &mut st, &bgpd, &format!("restart {node}'s bgpd"), |lab, st| {
+        let i = st.procs.iter().position(|p| p.name == name).context("node process")?;
+        let old = st.procs.remove(i);
+        net::signal(old.pid, "KILL");
+        std::thread::sleep(Duration::from_millis(200));
+        let log = old.log.with_extension("log.1");
+        let _ = std::fs::rename(&old.log, &log);
+        lab.start(st, &old.name, &old.ns, old.argv.clone(), old.log.clone())
+    })?;
+    if lost > 0 {
+        println!("graceful restart lost {lost} probes (target: 0)");
+    }
+    Ok(ok && lost == 0)
+}
+
+/// Runs `event` while every source probes every target each 200 ms; waits
+/// for the checks to pass again; reports the probes lost. Returns (checks
+/// passed, probes lost).
+fn drill(
+    lab: &Lab,
+    st: &mut State,
+    bgpd: &Path,
+    what: &str,
+    event: impl FnOnce(&Lab, &mut State) -> anyhow::Result<()>,
+) -> anyhow::Result<(bool, u64)> {
+    let stop = lab.dir.join("probe.stop");
+    let _ = std::fs::remove_file(&stop);
+    let plan = probe_plan(lab, st);
+    let mut loops = Vec::new();
+    for (src, ns, targets) in &plan {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bgpd).args(["lab", "probe", "--interval-ms", "200", "--stop-file"]);
+        cmd.arg(&stop).args(["--max-secs", "300"]).args(targets.iter().map(|(t, _)| t.to_string()));
+        cmd.stdout(std::process::Stdio::piped());
+        loops.push((src.clone(), cmd.spawn().context("cannot start a prober")?));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    println!("lab {}: {what}", lab.topo.name);
+    let t0 = Instant::now();
+    event(lab, st)?;
+    lab.save(st)?;
+    let (ok, report) = converge(lab, st, bgpd, CONVERGE);
+    let settled = t0.elapsed();
+    // Keep probing a while after convergence: stale routes a peer sweeps at
+    // End-of-RIB, or a late withdrawal, would show here.
+    std::thread::sleep(Duration::from_secs(5));
+    std::fs::write(&stop, b"")?;
+    let mut sent = 0;
+    let mut lost = 0;
+    let mut lines = String::new();
+    for (src, child) in loops {
+        let out = child.wait_with_output()?;
+        let Some(c) = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str::<probe::LoopCounts>(l).ok())
+        else {
+            let _ = writeln!(lines, "  {src}: the prober did not report");
+            lost += 1;
+            continue;
+        };
+        sent += c.sent;
+        lost += c.failed;
+        for (t, e, n) in &c.failures {
+            let _ = writeln!(lines, "  {src} -> {t}: {n} lost ({e})");
+        }
+    }
+    let _ = std::fs::remove_file(&stop);
+    print!("{report}");
+    println!(
+        "drill {what}: checks {} {:.1} s after the event; {lost} of {sent} probes lost during it",
+        if ok { "passed" } else { "FAILED" },
+        settled.as_secs_f64()
+    );
+    print!("{lines}");
+    Ok((ok, lost))
+}
+
+/// `bgpd lab check FILE`: the checks once more (after a drill, say).
+pub fn check(file: &Path) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
+    print!("{}", routes_report(&lab));
+    print!("{report}");
+    Ok(ok)
+}

@@ -1,0 +1,176 @@
+//! ToRs and spines: BIRD 2 or FRR from their Debian packages, configured from
+//! the topology (an eBGP or iBGP session to every node and router on the
+//! router's segments), learned routes installed with ECMP, graceful restart on.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use super::net;
+use super::spec::{Implementation, Member, Role, RouterSession, Topology};
+
+/// Where FRR's daemons are installed by the Debian package.
+const FRR_DIR: &str = "/usr/lib/frr";
+
+/// BIRD's configuration for a router.
+pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "router id {router_id};\nlog stderr all;\nprotocol device {{ scan time 1; }}");
+    // Learned routes go into the kernel, equal paths merged into one ECMP route.
+    c.push_str("protocol kernel {\n  ipv4 { import none; export all; };\n  merge paths on;\n}\n");
+    for s in sessions {
+        let ibgp = s.peer_as == asn;
+        let _ = writeln!(c, "protocol bgp {} {{", proto_name(&s.peer));
+        let _ = writeln!(c, "  local {} as {asn};\n  neighbor {} as {};", s.local, s.neighbor, s.peer_as);
+        c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
+        c.push_str("  graceful restart on;\n");
+        if ibgp {
+            c.push_str("  direct;\n  rr client;\n");
+        }
+        let nh = if ibgp { " next hop self;" } else { "" };
+        let _ = writeln!(c, "  ipv4 {{ import all; export all; gateway direct;{nh} }};\n}}");
+    }
+    c
+}
+
+/// FRR's `bgpd.conf` for a router: multipath across neighbouring ASes too.
+pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "hostname r{asn}\n!\nrouter bgp {asn}\n bgp router-id {router_id}");
+    c.push_str(" no bgp ebgp-requires-policy\n bgp graceful-restart\n bgp bestpath as-path multipath-relax\n");
+    for s in sessions {
+        let a = s.neighbor;
+        let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
+        let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 16\n  maximum-paths ibgp 16\n");
+    for s in sessions {
+        let _ = writeln!(c, "  neighbor {} activate", s.neighbor);
+        if s.peer_as == asn {
+            let _ = writeln!(
+                c,
+                "  neighbor {} route-reflector-client\n  neighbor {} next-hop-self",
+                s.neighbor, s.neighbor
+            );
+        }
+    }
+    c.push_str(" exit-address-family\n!\n");
+    c
+}
+
+fn proto_name(peer: &str) -> String {
+    format!("p_{}", peer.replace('-', "_"))
+}
+
+/// A router's files in the lab's state directory.
+pub struct RouterFiles {
+    dir: PathBuf,
+}
+
+impl RouterFiles {
+    /// The directory of router `name`.
+    pub fn new(state: &Path, name: &str) -> RouterFiles {
+        RouterFiles { dir: state.join("routers").join(name) }
+    }
+
+    fn bird_sock(&self) -> PathBuf {
+        self.dir.join("bird.ctl")
+    }
+}
+
+/// Starts a router's daemons in its namespace; returns (process name, pid)s.
+pub fn start(topo: &Topology, router: &Member, state: &Path) -> anyhow::Result<Vec<(String, u32)>> {
+    let Role::Router { implementation, asn, router_id, .. } = &router.role else { return Ok(Vec::new()) };
+    let ns = topo.netns(&router.name);
+    let files = RouterFiles::new(state, &router.name);
+    std::fs::create_dir_all(&files.dir)?;
+    let sessions = topo.router_sessions(router);
+    let d = &files.dir;
+    let s = |p: &Path| p.display().to_string();
+    match implementation {
+        Implementation::Bird => {
+            let conf = d.join("bird.conf");
+            std::fs::write(&conf, bird_conf(*router_id, *asn, &sessions))?;
+            let argv = ["bird", "-f", "-c", &s(&conf), "-s", &s(&files.bird_sock()), "-P", &s(&d.join("bird.pid"))];
+            let argv: Vec<String> = argv.iter().map(|x| x.to_string()).collect();
+            let pid = net::spawn(&ns, &argv, &d.join("bird.log"))?;
+            Ok(vec![(format!("{}/bird", router.name), pid)])
+        }
+        Implementation::Frr => {
+            let zconf = d.join("zebra.conf");
+            std::fs::write(&zconf, "")?;
+            let bconf = d.join("bgpd.conf");
+            std::fs::write(&bconf, frr_conf(*router_id, *asn, &sessions))?;
+            // zebra drops to user frr and must own its directory.
+            net::run(Command::new("chown").arg("-R").arg("frr:frr").arg(d))?;
+            let zapi = d.join("zserv.api");
+            let common = |prog: &str, conf: &Path, pid: &str| -> Vec<String> {
+                let mut v = vec![format!("{FRR_DIR}/{prog}")];
+                if prog == "bgpd" {
+                    v.push("-S".into());
+                }
+                v.extend(["-f".into(), s(conf), "-i".into(), s(&d.join(pid)), "-z".into(), s(&zapi)]);
+                v.extend(["--vty_socket".into(), s(d), "-P".into(), "0".into()]);
+                v
+            };
+            let zebra = net::spawn(&ns, &common("zebra", &zconf, "zebra.pid"), &d.join("zebra.log"))?;
+            wait(|| zapi.exists(), 100).context("FRR zebra did not open its API socket within 10 s")?;
+            let bgpd = net::spawn(&ns, &common("bgpd", &bconf, "bgpd.pid"), &d.join("bgpd.log"))?;
+            Ok(vec![(format!("{}/zebra", router.name), zebra), (format!("{}/frr-bgpd", router.name), bgpd)])
+        }
+    }
+}
+
+fn wait(mut ok: impl FnMut() -> bool, tenths: u32) -> anyhow::Result<()> {
+    for _ in 0..tenths {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("timed out")
+}
+
+/// Each configured session of a router and whether it is Established.
+pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(String, bool, String)> {
+    let Role::Router { implementation, .. } = &router.role else { return Vec::new() };
+    let files = RouterFiles::new(state, &router.name);
+    let sessions = topo.router_sessions(router);
+    match implementation {
+        Implementation::Bird => {
+            let out = Command::new("birdc").arg("-s").arg(files.bird_sock()).args(["show", "protocols"]).output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            sessions
+                .iter()
+                .map(|s| {
+                    let name = proto_name(&s.peer);
+                    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()));
+                    let line = line.unwrap_or("no such protocol (BIRD not answering)").to_string();
+                    (
+                        s.peer.clone(),
+                        line.contains("Established"),
+                        line.split_whitespace().skip(5).collect::<Vec<_>>().join(" "),
+                    )
+                })
+                .collect()
+        }
+        Implementation::Frr => {
+            let out = Command::new("vtysh")
+                .arg("--vty_socket")
+                .arg(&files.dir)
+                .args(["-c", "show bgp ipv4 unicast summary json"])
+                .output();
+            let v: serde_json::Value =
+                out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(serde_json::Value::Null);
+            sessions
+                .iter()
+                .map(|s| {
+                    let st = v["peers"][s.neighbor.to_string()]["state"].as_str().unwrap_or("unknown").to_string();
+                    (s.peer.clone(), st == "Established", st)
+                })
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The lab template: the Calico and Kubernetes resources the nodes' datastore
+//! gets, plus one `bgpd.io/v1` `Lab` document for what only the lab needs
+//! (routers, L2 segments, hosts, pods per node, which endpoints are ready).
+//! [`Topology::load`] reads a template and derives everything the lab builds:
+//! namespaces, addresses, the routers' BGP sessions and the probes' targets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// The listener port every pod (and service address) answers on.
+pub const DEFAULT_PORT: u16 = 7070;
+/// The annotation that puts a resource (and a Node) into one cluster only.
+pub const CLUSTER_ANNOTATION: &str = "lab.bgpd.io/cluster";
+/// The cluster of resources without the annotation, when the lab has one cluster.
+pub const DEFAULT_CLUSTER: &str = "cluster";
+
+/// A template error: what was wrong, where.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {msg}")]
+pub struct TemplateError {
+    file: String,
+    msg: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LabDoc {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: Meta,
+    spec: LabSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LabSpec {
+    #[serde(default)]
+    routers: Vec<RouterSpec>,
+    #[serde(default)]
+    hosts: Vec<HostSpec>,
+    segments: Vec<SegmentSpec>,
+    #[serde(default = "one")]
+    pods_per_node: u32,
+    #[serde(default)]
+    nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    services: Vec<ServiceSpec>,
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RouterSpec {
+    name: String,
+    #[serde(default)]
+    implementation: Implementation,
+    as_number: u32,
+    #[serde(default)]
+    router_id: Option<Ipv4Addr>,
+    /// Only these neighbours (names); default: every node and router on its segments.
+    #[serde(default)]
+    peers: Option<Vec<String>>,
+}
+
+/// What runs a router.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Implementation {
+    /// BIRD 2 (Debian `bird2`).
+    #[default]
+    Bird,
+    /// FRR (Debian `frr`): zebra and bgpd.
+    Frr,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HostSpec {
+    name: String,
+    gateway: Ipv4Addr,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SegmentSpec {
+    name: String,
+    members: Vec<MemberSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MemberSpec {
+    name: String,
+    #[serde(default)]
+    address: Option<Ipv4Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NodeSpec {
+    name: String,
+    pods: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceSpec {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    endpoints: Vec<EndpointSpec>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EndpointSpec {
+    node: String,
+    #[serde(default = "yes")]
+    ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a lab member is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A Kubernetes node running `bgpd run`.
+    Node {
+        /// Its cluster (datastore).
+        cluster: String,
+        /// Its AS (Node `spec.bgp.asNumber`, else the cluster's default, else 64512).
+        asn: u32,
+        /// Pods attached to it.
+        pods: u32,
+    },
+    /// A ToR, spine or fabric router.
+    Router {
+        /// BIRD or FRR.
+        implementation: Implementation,
+        /// Its AS.
+        asn: u32,
+        /// Its router ID.
+        router_id: Ipv4Addr,
+        /// Only these neighbours, when given.
+        peers: Option<Vec<String>>,
+    },
+    /// A plain host (a client outside the clusters), default route via `gateway`.
+    Host {
+        /// Its default gateway.
+        gateway: Ipv4Addr,
+    },
+}
+
+/// A node, router or host: one network namespace.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its name in the template.
+    pub name: String,
+    /// What it is.
+    pub role: Role,
+    /// Its interfaces: (segment, address).
+    pub links: Vec<(String, Ipv4Net)>,
+}
+
+impl Member {
+    /// Its AS, for a node or router.
+    pub fn asn(&self) -> Option<u32> {
+        match self.role {
+            Role::Node { asn, .. } | Role::Router { asn, .. } => Some(asn),
+            Role::Host { .. } => None,
+        }
+    }
+}
+
+/// One L2 segment (a bridge).
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Its name (also the interface name in each member's namespace).
+    pub name: String,
+    /// Members, in template order.
+    pub members: Vec<String>,
+}
+
+/// One BGP session a router is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterSession {
+    /// The neighbour's name.
+    pub peer: String,
+    /// The router's address on the shared segment.
+    pub local: Ipv4Addr,
+    /// The neighbour's address.
+    pub neighbor: Ipv4Addr,
+    /// The neighbour's AS.
+    pub peer_as: u32,
+}
+
+/// A service the lab gives endpoints to.
+#[derive(Clone, Debug)]
+pub struct LabService {
+    /// `namespace/name`.
+    pub key: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its cluster(s): the clusters whose datastore holds it.
+    pub clusters: Vec<String>,
+    /// The addresses traffic from outside reaches it on: `externalIPs`, LoadBalancer ingress IPs.
+    pub addresses: Vec<Ipv4Addr>,
+    /// (node, ready): one endpoint on the node's first pod.
+    pub endpoints: Vec<(String, bool)>,
+}
+
+/// Everything derived from a template.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// The lab's name (`metadata.name` of the Lab document).
+    pub name: String,
+    /// Members by name.
+    pub members: BTreeMap<String, Member>,
+    /// Segments, in template order.
+    pub segments: Vec<Segment>,
+    /// The clusters, each with the YAML its datastore gets.
+    pub clusters: BTreeMap<String, String>,
+    /// Services with lab endpoints.
+    pub services: Vec<LabService>,
+    /// The port pods answer on.
+    pub port: u16,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    get(v, path).and_then(Value::as_str)
+}
+
+impl Topology {
+    /// Reads and checks a template file.
+    pub fn load(path: &Path) -> Result<Topology, TemplateError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TemplateError { file: file.clone(), msg: format!("cannot read: {e}") })?;
+        Topology::parse(&text).map_err(|msg| TemplateError { file, msg })
+    }
+
+    /// Parses a template's text.
+    pub fn parse(text: &str) -> Result<Topology, String> {
+        let mut lab: Option<LabDoc> = None;
+        let mut resources: Vec<Value> = Vec::new();
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let v = Value::deserialize(doc).map_err(|e| format!("document {}: invalid YAML: {e}", i + 1))?;
+            if v.is_null() {
+                continue;
+            }
+            if get_str(&v, &["kind"]) == Some("Lab") {
+                if get_str(&v, &["apiVersion"]) != Some("bgpd.io/v1") {
+                    return Err(format!("document {}: a Lab needs apiVersion bgpd.io/v1", i + 1));
+                }
+                if lab.is_some() {
+                    return Err(format!("document {}: a second Lab document", i + 1));
+                }
+                lab = Some(serde_yaml::from_value(v).map_err(|e| format!("document {} (Lab): {e}", i + 1))?);
+            } else {
+                resources.push(v);
+            }
+        }
+        let lab = lab.ok_or("no `apiVersion: bgpd.io/v1` `kind: Lab` document")?;
+        build(lab, resources)
+    }
+
+    /// The nodes, in name order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| matches!(m.role, Role::Node { .. }))
+    }
+
+    /// The routers, in name order.
+    pub fn routers(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| matches!(m.role, Role::Router { .. }))
+    }
+
+    /// The network namespace of a member, a segment's bridge or a pod.
+    pub fn netns(&self, what: &str) -> String {
+        format!("bl-{}-{what}", self.name)
+    }
+
+    /// The pods of a node: (pod name, its namespace).
+    pub fn pods(&self, node: &Member) -> Vec<String> {
+        match node.role {
+            Role::Node { pods, .. } => (1..=pods).map(|i| format!("{}-p{i}", node.name)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sessions a router is configured with: every node and router that
+    /// shares a segment with it (or only its `peers`).
+    pub fn router_sessions(&self, router: &Member) -> Vec<RouterSession> {
+        let Role::Router { peers, .. } = &router.role else { return Vec::new() };
+        let mut out = Vec::new();
+        for (seg, local) in &router.links {
+            let Some(s) = self.segments.iter().find(|s| &s.name == seg) else { continue };
+            for other in s.members.iter().filter(|m| **m != router.name) {
+                if peers.as_ref().is_some_and(|p| !p.contains(other)) {
+                    continue;
+                }
+                let m = &self.members[other];
+                let (Some(peer_as), Some((_, addr))) = (m.asn(), m.links.iter().find(|(s2, _)| s2 == seg)) else {
+                    continue;
+                };
+                out.push(RouterSession { peer: other.clone(), local: local.addr(), neighbor: addr.addr(), peer_as });
+            }
+        }
+        out
+    }
+
+    /// Which member owns an address (for following a path hop by hop).
+    pub fn owner_of(&self, addr: Ipv4Addr) -> Option<&Member> {
+        self.members.values().find(|m| m.links.iter().any(|(_, a)| a.addr() == addr))
+    }
+}
+
+fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
+    let name = lab.metadata.name;
+    if !is_name(&name) || name.len() > 12 {
+        return Err(format!("Lab metadata.name {name:?}: lowercase letters, digits and '-', at most 12"));
+    }
+    let spec = lab.spec;
+    let port = spec.port.unwrap_or(DEFAULT_PORT);
+    let cluster_of = |v: &Value| get_str(v, &["metadata", "annotations", CLUSTER_ANNOTATION]).map(str::to_string);
+    // Nodes and their clusters.
+    let node_docs: Vec<&Value> = resources.iter().filter(|v| get_str(v, &["kind"]) == Some("Node")).collect();
+    if node_docs.is_empty() {
+        return Err("no Node resources: the lab runs one bgpd per Node".into());
+    }
+    let mut clusters: BTreeSet<String> = BTreeSet::new();
+    for n in &node_docs {
+        clusters.insert(cluster_of(n).unwrap_or_else(|| DEFAULT_CLUSTER.into()));
+    }
+    let in_cluster = |v: &Value, c: &str| cluster_of(v).is_none_or(|x| x == c);
+    let mut cluster_yaml = BTreeMap::new();
+    for c in &clusters {
+        let mut text = String::new();
+        for v in resources.iter().filter(|v| in_cluster(v, c)) {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(v).map_err(|e| format!("cannot re-serialise a resource: {e}"))?);
+        }
+        cluster_yaml.insert(c.clone(), text);
+    }
+    let default_as = |c: &str| {
+        resources
+            .iter()
+            .filter(|v| get_str(v, &["kind"]) == Some("BGPConfiguration") && in_cluster(v, c))
+            .filter(|v| get_str(v, &["metadata", "name"]) == Some("default"))
+            .find_map(|v| get(v, &["spec", "asNumber"]).and_then(Value::as_u64))
+            .unwrap_or(64512) as u32
+    };
+    let mut members: BTreeMap<String, Member> = BTreeMap::new();
+    let mut node_addr: BTreeMap<String, Option<Ipv4Net>> = BTreeMap::new();
+    for n in &node_docs {
+        let nname = get_str(n, &["metadata", "name"]).ok_or("a Node without metadata.name")?.to_string();
+        if !is_name(&nname) {
+            return Err(format!("Node {nname:?}: lab node names are lowercase letters, digits and '-', at most 15"));
+        }
+        let cluster = cluster_of(n).unwrap_or_else(|| DEFAULT_CLUSTER.into());
+        let asn = get(n, &["spec", "bgp", "asNumber"])
+            .and_then(Value::as_u64)
+            .map_or_else(|| default_as(&cluster), |a| a as u32);
+        let pods = spec.nodes.iter().find(|x| x.name == nname).map_or(spec.pods_per_node, |x| x.pods);
+        let addr = match get_str(n, &["spec", "bgp", "ipv4Address"]) {
+            Some(a) => {
+                Some(a.parse::<Ipv4Net>().map_err(|e| format!("Node {nname}: spec.bgp.ipv4Address {a:?}: {e}"))?)
+            }
+            None => None,
+        };
+        node_addr.insert(nname.clone(), addr);
+        let m = Member { name: nname.clone(), role: Role::Node { cluster, asn, pods }, links: Vec::new() };
+        if members.insert(nname.clone(), m).is_some() {
+            return Err(format!("Node {nname} appears twice"));
+        }
+    }
+    for x in &spec.nodes {
+        if !members.contains_key(&x.name) {
+            return Err(format!("Lab spec.nodes: {:?} is not a Node resource", x.name));
+        }
+    }
+    for r in spec.routers {
+        if !is_name(&r.name) {
+            return Err(format!("router {:?}: names are lowercase letters, digits and '-', at most 15", r.name));
+        }
+        let m = Member {
+            name: r.name.clone(),
+            role: Role::Router {
+                implementation: r.implementation,
+                asn: r.as_number,
+                router_id: r.router_id.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                peers: r.peers,
+            },
+            links: Vec::new(),
+        };
+        if members.insert(r.name.clone(), m).is_some() {
+            return Err(format!("{} is both a router and another member", r.name));
+        }
+    }
+    for h in spec.hosts {
+        if !is_name(&h.name) {
+            return Err(format!("host {:?}: names are lowercase letters, digits and '-', at most 15", h.name));
+        }
+        let m = Member { name: h.name.clone(), role: Role::Host { gateway: h.gateway }, links: Vec::new() };
+        if members.insert(h.name.clone(), m).is_some() {
+            return Err(format!("{} is both a host and another member", h.name));
+        }
+    }
+    let mut segments = Vec::new();
+    let mut used: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for s in spec.segments {
+        if !is_name(&s.name) || s.name.len() > 12 {
+            return Err(format!("segment {:?}: lowercase letters, digits and '-', at most 12", s.name));
+        }
+        if segments.iter().any(|x: &Segment| x.name == s.name) {
+            return Err(format!("segment {} appears twice", s.name));
+        }
+        let mut names = Vec::new();
+        for m in s.members {
+            let Some(member) = members.get_mut(&m.name) else {
+                return Err(format!("segment {}: {:?} is not a Node, router or host", s.name, m.name));
+            };
+            let addr = match m.address.or_else(|| node_addr.get(&m.name).copied().flatten()) {
+                Some(a) => a,
+                None => return Err(format!("segment {}: member {} needs an address", s.name, m.name)),
+            };
+            if let Some(other) = used.insert(addr.addr(), m.name.clone()) {
+                return Err(format!("segment {}: address {} of {} is already {other}'s", s.name, addr.addr(), m.name));
+            }
+            if member.links.iter().any(|(seg, _)| *seg == s.name) {
+                return Err(format!("segment {}: {} is a member twice", s.name, m.name));
+            }
+            member.links.push((s.name.clone(), addr));
+            names.push(m.name);
+        }
+        segments.push(Segment { name: s.name, members: names });
+    }
+    for m in members.values_mut() {
+        if m.links.is_empty() {
+            return Err(format!("{} is on no segment", m.name));
+        }
+        if let Role::Router { router_id, .. } = &mut m.role {
+            if router_id.is_unspecified() {
+                *router_id = m.links[0].1.addr();
+            }
+        }
+        if let Role::Host { gateway } = m.role {
+            if !m.links.iter().any(|(_, a)| a.contains(&gateway)) {
+                return Err(format!("host {}: gateway {gateway} is on none of its segments", m.name));
+            }
+        }
+    }
+    for r in members.values() {
+        if let Role::Router { peers: Some(p), .. } = &r.role {
+            if let Some(bad) = p.iter().find(|x| !members.contains_key(*x)) {
+                return Err(format!("router {}: peer {bad:?} is not a member of the lab", r.name));
+            }
+        }
+    }
+    // Services.
+    let mut services = Vec::new();
+    for s in spec.services {
+        let key = format!("{}/{}", s.namespace, s.name);
+        let docs: Vec<&Value> = resources
+            .iter()
+            .filter(|v| get_str(v, &["kind"]) == Some("Service"))
+            .filter(|v| get_str(v, &["metadata", "name"]) == Some(&s.name))
+            .filter(|v| get_str(v, &["metadata", "namespace"]).unwrap_or("default") == s.namespace)
+            .collect();
+        let Some(doc) = docs.first() else {
+            return Err(format!("Lab spec.services: no Service {key} among the resources"));
+        };
+        if get_str(doc, &["spec", "externalTrafficPolicy"]) != Some("Local") {
+            return Err(format!(
+                "Lab spec.services: Service {key} needs externalTrafficPolicy: Local (the lab has no kube-proxy: \
+                 an endpoint pod owns the service address, so only nodes with a ready endpoint may attract it)"
+            ));
+        }
+        if get_str(doc, &["spec", "clusterIP"]).is_none_or(|c| c == "None") {
+            return Err(format!(
+                "Lab spec.services: Service {key} needs a spec.clusterIP: bgpd, like Calico, advertises no address of a \
+                 headless service"
+            ));
+        }
+        let mut addresses = Vec::new();
+        for d in &docs {
+            let ext = get(d, &["spec", "externalIPs"]).and_then(Value::as_sequence).into_iter().flatten();
+            let lb = get(d, &["status", "loadBalancer", "ingress"])
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("ip"));
+            for a in ext.chain(lb).filter_map(Value::as_str) {
+                if let Ok(ip) = a.parse::<Ipv4Addr>() {
+                    if !addresses.contains(&ip) {
+                        addresses.push(ip);
+                    }
+                }
+            }
+        }
+        if addresses.is_empty() {
+            return Err(format!("Lab spec.services: Service {key} has no IPv4 externalIPs or LoadBalancer ingress IP"));
+        }
+        let clusters: Vec<String> =
+            clusters.iter().filter(|c| docs.iter().any(|d| in_cluster(d, c))).cloned().collect();
+        let mut endpoints = Vec::new();
+        for e in s.endpoints {
+            match members.get(&e.node).map(|m| &m.role) {
+                Some(Role::Node { cluster, pods, .. }) => {
+                    if !clusters.contains(cluster) {
+                        return Err(format!(
+                            "Lab spec.services {key}: node {} is not in a cluster of the Service",
+                            e.node
+                        ));
+                    }
+                    if *pods == 0 {
+                        return Err(format!("Lab spec.services {key}: node {} has no pods for an endpoint", e.node));
+                    }
+                }
+                _ => return Err(format!("Lab spec.services {key}: endpoint node {:?} is not a Node", e.node)),
+            }
+            endpoints.push((e.node, e.ready));
+        }
+        services.push(LabService { key, namespace: s.namespace, name: s.name, clusters, addresses, endpoints });
+    }
+    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65101, nodeToNodeMeshEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node-1}
+spec: {bgp: {ipv4Address: 10.0.1.11/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node-2}
+spec: {bgp: {ipv4Address: 10.0.1.12/24, asNumber: 65102}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {type: LoadBalancer, externalTrafficPolicy: Local, clusterIP: 10.96.0.10}
+status: {loadBalancer: {ingress: [{ip: 192.0.2.10}]}}
+---
+apiVersion: bgpd.io/v1
+kind: Lab
+metadata: {name: t}
+spec:
+  podsPerNode: 2
+  routers:
+    - {name: tor, asNumber: 65001}
+  segments:
+    - name: rack1
+      members: [{name: tor, address: 10.0.1.1/24}, {name: node-1}, {name: node-2}]
+  services:
+    - name: web
+      endpoints: [{node: node-2}]
+"#;
+
+    #[test]
+    fn derives_members_sessions_and_services() {
+        let t = Topology::parse(SMALL).unwrap();
+        assert_eq!(t.name, "t");
+        assert_eq!(t.nodes().count(), 2);
+        let tor = &t.members["tor"];
+        assert!(matches!(tor.role, Role::Router { router_id, .. } if router_id == Ipv4Addr::new(10, 0, 1, 1)));
+        let sessions = t.router_sessions(tor);
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0].peer_as, 65101, "node-1 takes the cluster's default AS");
+        assert_eq!(sessions[1].peer_as, 65102, "node-2 sets its own");
+        assert_eq!(sessions[1].neighbor, Ipv4Addr::new(10, 0, 1, 12));
+        assert_eq!(t.pods(&t.members["node-1"]), ["node-1-p1", "node-1-p2"]);
+        assert_eq!(t.services[0].addresses, [Ipv4Addr::new(192, 0, 2, 10)]);
+        assert_eq!(t.services[0].endpoints, [("node-2".to_string(), true)]);
+        assert_eq!(t.clusters.len(), 1);
+        assert!(!t.clusters[DEFAULT_CLUSTER].contains("kind: Lab"));
+        assert_eq!(t.owner_of(Ipv4Addr::new(10, 0, 1, 12)).map(|m| m.name.as_str()), Some("node-2"));
+    }
+
+    #[test]
+    fn clusters_split_by_annotation() {
+        let text = SMALL
+            .replace("metadata: {name: node-2}", "metadata: {name: node-2, annotations: {lab.bgpd.io/cluster: b}}")
+            .replace("metadata: {name: node-1}", "metadata: {name: node-1, annotations: {lab.bgpd.io/cluster: a}}");
+        let t = Topology::parse(&text).unwrap();
+        assert_eq!(t.clusters.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(t.clusters["a"].contains("node-1") && !t.clusters["a"].contains("node-2"));
+        assert!(t.clusters["a"].contains("BGPConfiguration"), "unannotated resources go to every cluster");
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let cases = [
+            (SMALL.replace("kind: Lab", "kind: Lob"), "no `apiVersion: bgpd.io/v1` `kind: Lab`"),
+            (SMALL.replace("{name: node-2}]", "{name: node-9}]"), "\"node-9\" is not a Node"),
+            (
+                SMALL.replace("externalTrafficPolicy: Local", "externalTrafficPolicy: Cluster"),
+                "needs externalTrafficPolicy: Local",
+            ),
+            (SMALL.replace("10.0.1.12/24, asNumber", "10.0.1.11/24, asNumber"), "already node-1's"),
+            (SMALL.replace("podsPerNode: 2", "podsPerNode: 2\n  bogus: 1"), "unknown field `bogus`"),
+            (SMALL.replace("{node: node-2}", "{node: tor}"), "endpoint node \"tor\" is not a Node"),
+            (SMALL.replace("name: rack1", "name: a-very-long-segment"), "at most 12"),
+        ];
+        for (text, want) in cases {
+            let e = Topology::parse(&text).unwrap_err();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+    }
+}
