@@ -153,10 +153,12 @@ mod tests {
     const YAML: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\n\
                         spec: {cidr: 10.244.0.0/16, blockSize: 26}\n";
 
-    /// An allocator over the store beside `yaml`, as `bgpd-ipam` runs one.
+    /// An allocator over the store beside `yaml`, as `bgpd-ipam` runs one, but
+    /// folding its journal into a new snapshot every 3 commits: the watcher sees
+    /// journal lines, new snapshots and journals removed.
     fn allocator(yaml: &Path) -> ipam::Allocator<FileStore> {
         let design = ipam::Design::load(yaml).expect("the test's pool is valid");
-        ipam::Allocator::new(FileStore::open(yaml).unwrap(), design)
+        ipam::Allocator::new(FileStore::open(yaml).unwrap().with_compact_after(3), design)
     }
 
     fn request(node: &str, handle: &str) -> ipam::AssignRequest {
@@ -198,6 +200,10 @@ mod tests {
         let block = got[0].block.to_string();
         let seen = wait_for(&mut rx, "node-1", |b| !b.is_empty()).await;
         assert_eq!(seen, [block.as_str()]);
+        // Another node's block, claimed after a compaction.
+        let other = alloc.auto_assign(&request("node-2", "pod-b")).await.unwrap()[0].block.to_string();
+        assert!(dir.path().join(ipam::store::file::STATE_FILE).exists(), "compacted into a snapshot");
+        assert_eq!(wait_for(&mut rx, "node-2", |b| !b.is_empty()).await, [other.as_str()]);
         alloc.release_handle("pod-a").await.unwrap();
         alloc.release_empty_blocks(Some("node-1")).await.unwrap();
         assert!(wait_for(&mut rx, "node-1", |b| b.is_empty()).await.is_empty(), "{block} withdrawn");

@@ -21,7 +21,8 @@ use super::Source;
 /// The `--datastore` argument, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatastoreSpec {
-    /// `file:PATH`: a YAML file or a directory of them, polled twice a second.
+    /// `file:PATH`: a YAML file or a directory of them, polled every 20 ms, with the
+    /// `bgpd-ipam` file store in the same directory if there is one.
     File(PathBuf),
     /// `etcd:URL[,URL…][?prefix=P]`: objects stored as YAML or JSON under a key prefix.
     Etcd {
