@@ -470,6 +470,10 @@ fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
 
 fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     let mut checks = Vec::new();
+    // Sessions of a router cut by `lab fail` are expected down.
+    let failed: Vec<&spec::Member> = st.faults.iter().filter_map(|f| lab.topo.members.get(f)).collect();
+    let failed_addr =
+        |a: &str| failed.iter().any(|m| m.links.iter().any(|(_, n)| a.starts_with(&format!("{}:", n.addr()))));
     // Sessions.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
     for node in lab.topo.nodes() {
@@ -495,6 +499,9 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
             }),
             Some(v) => {
                 for p in v["peers"].as_array().into_iter().flatten() {
+                    if failed_addr(p["address"].as_str().unwrap_or("")) {
+                        continue;
+                    }
                     let state = p["state"].as_str().unwrap_or("?");
                     checks.push(Check {
                         what: format!(
@@ -510,8 +517,11 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
             }
         }
     }
-    for r in lab.topo.routers() {
+    for r in lab.topo.routers().filter(|r| !failed.iter().any(|f| f.name == r.name)) {
         for (peer, up, info) in routers::sessions_up(&lab.topo, r, &lab.dir) {
+            if failed.iter().any(|f| f.name == peer) {
+                continue;
+            }
             checks.push(Check { what: format!("{}: session {peer}", r.name), ok: up, detail: info });
         }
     }

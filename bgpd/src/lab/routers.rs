@@ -18,8 +18,12 @@ const FRR_DIR: &str = "/usr/lib/frr";
 pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "router id {router_id};\nlog stderr all;\nprotocol device {{ scan time 1; }}");
-    // Learned routes go into the kernel, equal paths merged into one ECMP route.
-    c.push_str("protocol kernel {\n  ipv4 { import none; export all; };\n  merge paths on;\n}\n");
+    // Connected networks are advertised (a host behind a router is reachable);
+    // learned routes go into the kernel, equal paths merged into one ECMP route.
+    c.push_str("protocol direct { ipv4; }\n");
+    c.push_str(
+        "protocol kernel {\n  ipv4 { import none; export where source != RTS_DEVICE; };\n  merge paths on;\n}\n",
+    );
     for s in sessions {
         let ibgp = s.peer_as == asn;
         let _ = writeln!(c, "protocol bgp {} {{", proto_name(&s.peer));
@@ -45,7 +49,7 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
         let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
         let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
     }
-    c.push_str(" address-family ipv4 unicast\n  maximum-paths 16\n  maximum-paths ibgp 16\n");
+    c.push_str(" address-family ipv4 unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16\n");
     for s in sessions {
         let _ = writeln!(c, "  neighbor {} activate", s.neighbor);
         if s.peer_as == asn {

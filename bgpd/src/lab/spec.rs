@@ -313,7 +313,7 @@ impl Topology {
 
     /// The network namespace of a member, a segment's bridge or a pod.
     pub fn netns(&self, what: &str) -> String {
-        format!("bl-{}-{what}", self.name)
+        format!("bl.{}.{what}", self.name)
     }
 
     /// The pods of a node: (pod name, its namespace).
