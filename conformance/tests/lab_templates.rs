@@ -1,0 +1,144 @@
+//! Every design template in `templates/` comes up with `bgpd lab up` and
+//! passes its session and reachability checks; the drills each template
+//! documents pass; `bgpd lab down` leaves no namespace, link or process.
+//!
+//! - `flat-mesh`, `route-reflectors`: up, checks, down.
+//! - `l3-tor-per-rack`: `lab restart … node-2` (SIGKILL and start: graceful
+//!   restart) loses no probe — the command exits non-zero otherwise.
+//! - `dual-tor-ecmp`: `lab fail … tor-a` cuts every link of a ToR: the
+//!   checks pass through the other one; `lab recover` brings it back.
+//! - `anycast-two-clusters`: `lab fail … web@east-2` turns east's endpoint
+//!   unready: the service address is answered only by west's endpoint;
+//!   `lab recover` brings east back.
+//!
+//! The labs run one at a time (each is several daemons on a 2-core machine).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use conformance::lab::bgpd::binary;
+use conformance::lab::prerequisites;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn template(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").join(format!("{name}.yaml"))
+}
+
+/// Runs `bgpd lab ARGS…`; (exit success, stdout + stderr).
+fn lab(args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary()).arg("lab").args(args).output().expect("run bgpd lab");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// What is left of lab `name`: its namespaces and processes.
+fn leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("bl.{name}.");
+    let ns = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let mut left: Vec<String> = String::from_utf8_lossy(&ns.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(|n| format!("namespace {n}"))
+        .collect();
+    let marker = format!("/run/bgpd-lab/{name}/");
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&marker) {
+            left.push(format!("process {}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    if Path::new(&marker).exists() {
+        left.push(format!("directory {marker}"));
+    }
+    left
+}
+
+/// Brings a template up, runs `drills` (each must exit 0), brings it down
+/// and checks nothing is left. The template's lab is taken down first in
+/// case an earlier run was interrupted.
+fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str]) {
+    let programs: &[&str] = &["ip", "bird", "birdc", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/cni/ptp"];
+    if !prerequisites(name, programs) {
+        return;
+    }
+    let ipam = binary().with_file_name("bgpd-ipam");
+    assert!(ipam.is_file(), "{} missing: `cargo build -p ipam` (cargo test --workspace builds it)", ipam.display());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let file = template(name);
+    let f = file.to_str().expect("utf-8 path");
+    let _ = lab(&["down", f]);
+    let (ok, out) = lab(&["up", f]);
+    let mut failure = None;
+    if !ok {
+        failure = Some(format!("`bgpd lab up {f}` failed:\n{out}"));
+    } else if let Some(missing) = expect.iter().find(|e| !out.contains(*e)) {
+        failure = Some(format!("`bgpd lab up` output lacks {missing:?}:\n{out}"));
+    }
+    let mut outputs = vec![out];
+    for d in drills {
+        if failure.is_some() {
+            break;
+        }
+        let args: Vec<&str> = d.iter().map(|a| if *a == "FILE" { f } else { *a }).collect();
+        let (ok, out) = lab(&args);
+        if !ok {
+            failure = Some(format!("`bgpd lab {}` failed:\n{out}", args.join(" ")));
+        }
+        outputs.push(out);
+    }
+    let (down_ok, down_out) = lab(&["down", f]);
+    let left = leftovers(lab_name);
+    if let Some(f) = failure {
+        panic!("{f}");
+    }
+    assert!(down_ok, "`bgpd lab down` failed: {down_out}");
+    assert!(left.is_empty(), "`bgpd lab down` left: {left:#?}");
+    for o in outputs {
+        println!("{o}");
+    }
+}
+
+#[test]
+fn flat_mesh() {
+    run_template("flat-mesh", "flatmesh", &[], &["all checks passed", "192.0.2.10 via 10.0.0.13"]);
+}
+
+#[test]
+fn route_reflectors() {
+    run_template("route-reflectors", "rrs", &[], &["all checks passed", "192.0.2.10 via 10.0.0.12"]);
+}
+
+#[test]
+fn l3_tor_per_rack_restart_loses_nothing() {
+    run_template(
+        "l3-tor-per-rack",
+        "l3tor",
+        &[&["restart", "FILE", "node-2"], &["status", "FILE"]],
+        &["all checks passed", "192.0.2.10 nhid"],
+    );
+}
+
+#[test]
+fn dual_tor_ecmp_survives_a_tor() {
+    run_template(
+        "dual-tor-ecmp",
+        "dualtor",
+        &[&["fail", "FILE", "tor-a"], &["recover", "FILE", "tor-a"]],
+        // ECMP on the nodes: a pod block of another node through both ToRs.
+        &["all checks passed", "nexthop via 10.1.1.1 dev a1", "nexthop via 10.2.1.1 dev b1"],
+    );
+}
+
+#[test]
+fn anycast_moves_to_the_other_cluster() {
+    run_template(
+        "anycast-two-clusters",
+        "anycast",
+        &[&["fail", "FILE", "web@east-2"], &["check", "FILE"], &["recover", "FILE", "web@east-2"]],
+        &["all checks passed"],
+    );
+}
