@@ -1221,4 +1221,217 @@ mod tests {
         assert_eq!(written(&e, &buf).len(), 3);
         assert_eq!(e.counters.lookups.get(), 1);
     }
+
+    // ----- encapsulation: device and onlink are part of what a route is --------------------
+
+    const ETH0: u32 = 3;
+    const TUNL0: u32 = 5;
+
+    /// An engine whose start-up dump shows eth0 and tunl0 up and the given IPv4 routes in
+    /// table 100; `desired` is applied before the dump ends.
+    fn started_with(table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
+        let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+        let mut e = Engine::new(&config, FibMetrics::unregistered(), PORT);
+        for c in desired {
+            e.apply(c);
+        }
+        let mut buf = Vec::new();
+        for step in 0..3 {
+            assert!(e.poll_transmit(&mut buf));
+            let seq = messages(&buf)[0].0;
+            if step == 0 {
+                e.handle_datagram(&link(seq, ETH0, "eth0", true));
+                e.handle_datagram(&link(seq, TUNL0, "tunl0", true));
+            }
+            if step == 1 {
+                for msg in &table {
+                    // Dump parts carry the dump's sequence number.
+                    let mut m = msg.clone();
+                    NetlinkBuffer::new(&mut m[..]).set_sequence_number(seq);
+                    e.handle_datagram(&m);
+                }
+            }
+            e.handle_datagram(&done(seq));
+        }
+        assert_eq!(e.poll_event(), Some(FibEvent::Resynced));
+        e
+    }
+
+    /// A route of ours (protocol 186, table 100, metric 20) as the kernel dumps it: one hop
+    /// in the header and `RTA_OIF`/`RTA_GATEWAY` (onlink in `rtm_flags`), several in
+    /// `RTA_MULTIPATH` (onlink in each `rtnh_flags`). `flags` is the netlink header's.
+    fn kernel_route(flags: u16, prefix: &str, hops: &[(&str, u32, bool)]) -> Vec<u8> {
+        use netlink_packet_route::route::{
+            RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteNextHopFlags, RouteProtocol, RouteType,
+        };
+        let prefix = net(prefix);
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = prefix.prefix_len();
+        m.header.table = 100;
+        m.header.protocol = RouteProtocol::from(crate::RTPROT_BGP);
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Table(100));
+        m.attributes.push(RouteAttribute::Destination(prefix.network().into()));
+        m.attributes.push(RouteAttribute::Priority(20));
+        if let [(gw, oif, onlink)] = hops {
+            let gw: IpAddr = gw.parse().unwrap();
+            m.attributes.push(RouteAttribute::Gateway(gw.into()));
+            m.attributes.push(RouteAttribute::Oif(*oif));
+            if *onlink {
+                m.header.flags |= RouteFlags::Onlink;
+            }
+        } else {
+            let nhs = hops
+                .iter()
+                .map(|(gw, oif, onlink)| {
+                    let gw: IpAddr = gw.parse().unwrap();
+                    let mut nh = RouteNextHop::default();
+                    nh.interface_index = *oif;
+                    if *onlink {
+                        nh.flags |= RouteNextHopFlags::Onlink;
+                    }
+                    nh.attributes.push(RouteAttribute::Gateway(gw.into()));
+                    nh
+                })
+                .collect();
+            m.attributes.push(RouteAttribute::MultiPath(nhs));
+        }
+        let mut h = header(0, flags);
+        h.port_number = 0;
+        serialize(NetlinkMessage::new(h, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m))))
+    }
+
+    fn via_tunl0(prefix: &str, gws: &[&str]) -> RouteChange {
+        RouteChange::Upsert(Route::unicast(
+            net(prefix),
+            gws.iter().map(|gw| NextHop::via_dev(gw.parse().unwrap(), "tunl0").onlink()).collect(),
+        ))
+    }
+
+    /// The one route write in `buf`, read back as the kernel would.
+    fn written_route(buf: &[u8]) -> TableRoute {
+        let msgs = messages(buf);
+        assert_eq!(msgs.len(), 1, "one write expected: {msgs:?}");
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(buf).unwrap().payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => decode_route(&m).unwrap(),
+            other => panic!("not a route install: {other:?}"),
+        }
+    }
+
+    fn hops_of(r: &TableRoute) -> Vec<KernelHop> {
+        match &r.spec.target {
+            KernelTarget::Unicast(h) => h.clone(),
+            other => panic!("not unicast: {other:?}"),
+        }
+    }
+
+    fn khop(gw: &str, oif: u32, onlink: bool) -> KernelHop {
+        KernelHop { gateway: Some(gw.parse().unwrap()), oif, weight: 1, onlink }
+    }
+
+    #[test]
+    fn a_change_of_encapsulation_rewrites_the_route_and_back() {
+        let mut e = started_with(vec![], vec![]);
+        let mut buf = Vec::new();
+        e.apply(via_eth0("10.244.1.0/26", "192.0.2.2"));
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(hops_of(&written_route(&buf)), vec![khop("192.0.2.2", ETH0, false)]);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        // Unchanged: nothing to write.
+        e.apply(via_eth0("10.244.1.0/26", "192.0.2.2"));
+        assert!(!e.poll_transmit(&mut buf));
+        // Same gateway, now through the tunnel, onlink: a replace.
+        e.apply(via_tunl0("10.244.1.0/26", &["192.0.2.2"]));
+        assert!(e.poll_transmit(&mut buf));
+        let r = written_route(&buf);
+        assert_eq!(hops_of(&r), vec![khop("192.0.2.2", TUNL0, true)]);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        e.apply(via_tunl0("10.244.1.0/26", &["192.0.2.2"]));
+        assert!(!e.poll_transmit(&mut buf), "tunnel route already installed");
+        // And back to plain.
+        e.apply(via_eth0("10.244.1.0/26", "192.0.2.2"));
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(hops_of(&written_route(&buf)), vec![khop("192.0.2.2", ETH0, false)]);
+        assert!(e.failures().is_empty());
+    }
+
+    #[test]
+    fn an_ecmp_set_changes_encapsulation_as_a_whole() {
+        let mut e = started_with(vec![], vec![]);
+        let mut buf = Vec::new();
+        e.apply(RouteChange::Upsert(Route::unicast(
+            net("10.244.2.0/26"),
+            vec![NextHop::via_dev(ip("192.0.2.2"), "eth0"), NextHop::via_dev(ip("192.0.2.3"), "eth0")],
+        )));
+        assert!(e.poll_transmit(&mut buf));
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        e.apply(via_tunl0("10.244.2.0/26", &["192.0.2.2", "192.0.2.3"]));
+        assert!(e.poll_transmit(&mut buf));
+        let r = written_route(&buf);
+        assert_eq!(hops_of(&r), vec![khop("192.0.2.2", TUNL0, true), khop("192.0.2.3", TUNL0, true)]);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        // One hop of the set leaves the tunnel (CrossSubnet, a next hop on our subnet).
+        e.apply(RouteChange::Upsert(Route::unicast(
+            net("10.244.2.0/26"),
+            vec![NextHop::via_dev(ip("192.0.2.2"), "eth0"), NextHop::via_dev(ip("192.0.2.3"), "tunl0").onlink()],
+        )));
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(hops_of(&written_route(&buf)), vec![khop("192.0.2.2", ETH0, false), khop("192.0.2.3", TUNL0, true)]);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tunnel_routes_found_at_start_as_wanted_are_not_rewritten() {
+        let table = vec![
+            kernel_route(NLM_F_MULTI, "10.244.1.0/26", &[("192.0.2.2", TUNL0, true)]),
+            kernel_route(NLM_F_MULTI, "10.244.2.0/26", &[("192.0.2.2", TUNL0, true), ("192.0.2.3", TUNL0, true)]),
+        ];
+        let desired =
+            vec![via_tunl0("10.244.1.0/26", &["192.0.2.2"]), via_tunl0("10.244.2.0/26", &["192.0.2.3", "192.0.2.2"])];
+        let mut e = started_with(table, desired);
+        let mut buf = Vec::new();
+        assert!(!e.poll_transmit(&mut buf), "both already right");
+        assert!(e.is_settled());
+    }
+
+    #[test]
+    fn routes_found_at_start_with_other_encapsulation_are_replaced() {
+        let table = vec![
+            // Plain, wanted through the tunnel.
+            kernel_route(NLM_F_MULTI, "10.244.1.0/26", &[("192.0.2.2", ETH0, false)]),
+            // Through the tunnel without onlink, wanted onlink.
+            kernel_route(NLM_F_MULTI, "10.244.2.0/26", &[("192.0.2.3", TUNL0, false)]),
+            // Through the tunnel, wanted plain.
+            kernel_route(NLM_F_MULTI, "10.244.3.0/26", &[("192.0.2.4", TUNL0, true)]),
+        ];
+        let desired = vec![
+            via_tunl0("10.244.1.0/26", &["192.0.2.2"]),
+            via_tunl0("10.244.2.0/26", &["192.0.2.3"]),
+            via_eth0("10.244.3.0/26", "192.0.2.4"),
+        ];
+        let mut e = started_with(table, desired);
+        let mut buf = Vec::new();
+        assert!(e.poll_transmit(&mut buf));
+        let mut got = written(&e, &buf);
+        got.sort();
+        assert_eq!(got, ["10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"].map(net));
+    }
+
+    #[test]
+    fn a_foreign_change_that_drops_onlink_is_repaired() {
+        let mut e = started_with(vec![], vec![via_tunl0("10.244.1.0/26", &["192.0.2.2"])]);
+        let mut buf = Vec::new();
+        assert!(e.poll_transmit(&mut buf));
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        assert!(!e.poll_transmit(&mut buf));
+        // Someone replaces it with the same gateway and device but without onlink.
+        e.handle_datagram(&kernel_route(0, "10.244.1.0/26", &[("192.0.2.2", TUNL0, false)]));
+        assert!(e.poll_transmit(&mut buf), "repair expected");
+        assert_eq!(hops_of(&written_route(&buf)), vec![khop("192.0.2.2", TUNL0, true)]);
+        assert_eq!(e.metrics.repairs.get(), 1);
+    }
 }

@@ -361,6 +361,18 @@ mod tests {
                     None,
                 ),
             ),
+            // ECMP through a tunnel: onlink per next hop (rtnh_flags), mixed with a plain hop.
+            (
+                "10.9.1.0/26",
+                KernelSpec::unicast(
+                    vec![
+                        KernelHop { gateway: Some("172.16.0.9".parse().unwrap()), oif: 7, weight: 1, onlink: true },
+                        KernelHop { gateway: Some("172.16.1.9".parse().unwrap()), oif: 7, weight: 1, onlink: true },
+                        hop("192.0.2.2", 3, 1),
+                    ],
+                    None,
+                ),
+            ),
         ];
         for (prefix, spec) in cases {
             let prefix: IpNet = prefix.parse().unwrap();

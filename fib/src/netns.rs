@@ -37,6 +37,21 @@ where
     })
 }
 
+/// The index of the link named `name` in the namespace at `netns` (or the caller's own),
+/// `None` when there is none. For callers that pick a next hop's device by whether it exists
+/// (bgpd uses `tunl0` for IPIP pools only while the tunnel device is there).
+pub fn link_index(netns: Option<&Path>, name: &str) -> Result<Option<u32>, FibError> {
+    let lookup = || match nix::net::if_::if_nametoindex(name) {
+        Ok(index) => Ok(Some(index)),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(FibError::Socket { what: "if_nametoindex", source: e.into() }),
+    };
+    match netns {
+        Some(path) => run_in_netns(path, lookup)?,
+        None => lookup(),
+    }
+}
+
 /// A route socket bound to an automatic port, in the given namespace (or ours), subscribed
 /// to link, address and route changes, with extended acks, capped acks, strict dump
 /// checking and a receive buffer of `receive_buffer` bytes. Returns it and its port.
@@ -108,4 +123,16 @@ fn echo_filter(port: u32) -> [SockFilter; 11] {
         SockFilter::new(RET, 0, 0, 0),                             // 9: drop
         SockFilter::new(RET, 0, 0, u32::MAX),                      // 10: accept
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_index_finds_loopback_and_not_a_missing_link() {
+        // Every network namespace has `lo`; no name of 15 bytes like this one exists.
+        assert!(link_index(None, "lo").unwrap().is_some());
+        assert_eq!(link_index(None, "nosuchlink9z8y7").unwrap(), None);
+    }
 }
