@@ -164,6 +164,7 @@ fn preflight(topo: &Topology) -> anyhow::Result<()> {
     for r in topo.routers() {
         match &r.role {
             Role::Router { implementation: spec::Implementation::Bird, .. } => need_program("bird", "bird2")?,
+            Role::Router { implementation: spec::Implementation::Bgpd, .. } => {}
             Role::Router { implementation: spec::Implementation::Frr, .. } => {
                 need_program("/usr/lib/frr/zebra", "frr")?
             }
@@ -190,8 +191,8 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
     write_datastores(&lab, &st)?;
     for r in lab.topo.routers() {
         let ns = lab.topo.netns(&r.name);
-        for (name, pid) in routers::start(&lab.topo, r, &lab.dir)? {
-            st.procs.push(Proc { name, ns: ns.clone(), pid, argv: Vec::new(), log: PathBuf::new() });
+        for (name, pid, argv) in routers::start(&lab.topo, r, &lab.dir, &bgpd)? {
+            st.procs.push(Proc { name, ns: ns.clone(), pid, argv, log: PathBuf::new() });
         }
         lab.save(&st)?;
     }
@@ -216,7 +217,7 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
         t0.elapsed().as_secs_f64()
     );
     let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
-    print!("{}", routes_report(&lab));
+    print!("{}", settled_routes(&lab));
     print!("{report}");
     if ok {
         println!("lab {}: all checks passed in {:.1} s", lab.topo.name, t0.elapsed().as_secs_f64());
@@ -475,20 +476,8 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     let failed_addr =
         |a: &str| failed.iter().any(|m| m.links.iter().any(|(_, n)| a.starts_with(&format!("{}:", n.addr()))));
     // Sessions.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
     for node in lab.topo.nodes() {
-        let v = rt.as_ref().ok().and_then(|rt| {
-            rt.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(3),
-                    crate::daemon::ask(&lab.node_socket(&node.name), &crate::daemon::Request::Peers),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok)
-            })
-        });
-        match v {
+        match ask_peers(&lab.node_socket(&node.name)) {
             None => checks.push(Check {
                 what: format!("{}: bgpd answers", node.name),
                 ok: false,
@@ -559,6 +548,15 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     checks
 }
 
+/// `bgpd show peers --json` of the bgpd on `socket`, if it answers within 3 s.
+fn ask_peers(socket: &Path) -> Option<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(async {
+        let ask = crate::daemon::ask(socket, &crate::daemon::Request::Peers);
+        tokio::time::timeout(Duration::from_secs(3), ask).await.ok().and_then(Result::ok)
+    })
+}
+
 fn ip_of(addr: &std::net::IpAddr) -> Option<Ipv4Addr> {
     match addr {
         std::net::IpAddr::V4(a) => Some(*a),
@@ -627,13 +625,31 @@ fn converge(lab: &Lab, st: &State, bgpd: &Path, limit: Duration) -> (bool, Strin
     }
 }
 
+/// The routes once they have held still for a second (at most 15 s): the
+/// checks can pass on the first path while a second (ECMP) path is on its way.
+fn settled_routes(lab: &Lab) -> String {
+    let start = Instant::now();
+    let mut last = routes_report(lab);
+    while start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = routes_report(lab);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Each node's and router's kernel routes (the pods' own /32 links left out).
 fn routes_report(lab: &Lab) -> String {
     let mut r = String::new();
     for m in lab.topo.members.values().filter(|m| !matches!(m.role, Role::Host { .. })) {
         let what = match &m.role {
             Role::Node { asn, .. } => format!("node, AS {asn}, bgpd"),
-            Role::Router { implementation, asn, .. } => format!("router, AS {asn}, {implementation:?}"),
+            Role::Router { implementation, asn, .. } => {
+                format!("router, AS {asn}, {}", format!("{implementation:?}").to_lowercase())
+            }
             Role::Host { .. } => String::new(),
         };
         let _ = writeln!(r, "== {} ({what}) routes", m.name);
@@ -849,7 +865,7 @@ pub fn check(file: &Path) -> anyhow::Result<bool> {
     let st = lab.read_state()?;
     let (bgpd, _) = binaries()?;
     let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
-    print!("{}", routes_report(&lab));
+    print!("{}", settled_routes(&lab));
     print!("{report}");
     Ok(ok)
 }

@@ -82,10 +82,53 @@ impl RouterFiles {
     fn bird_sock(&self) -> PathBuf {
         self.dir.join("bird.ctl")
     }
+
+    /// A bgpd router's control socket.
+    pub fn bgpd_sock(&self) -> PathBuf {
+        self.dir.join("bgpd.sock")
+    }
 }
 
-/// Starts a router's daemons in its namespace; returns (process name, pid)s.
-pub fn start(topo: &Topology, router: &Member, state: &Path) -> anyhow::Result<Vec<(String, u32)>> {
+/// The datastore of a bgpd router: itself as a Node (mesh off), a BGPPeer per
+/// session with an accept-all BGPFilter both ways (a router carries transit,
+/// unlike a node's default export), iBGP neighbours as reflector clients, and
+/// its connected networks as `serviceExternalIPs` ranges — the one Calico
+/// field that makes every node advertise a CIDR, standing in for a `network`
+/// statement.
+pub fn bgpd_datastore(router: &Member, sessions: &[RouterSession]) -> String {
+    let Role::Router { asn, router_id, .. } = &router.role else { return String::new() };
+    let connected: Vec<String> = router.links.iter().map(|(_, a)| format!("{{cidr: {}}}", a.trunc())).collect();
+    let ibgp = sessions.iter().any(|s| s.peer_as == *asn);
+    let mut y = format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false, asNumber: {asn}, serviceExternalIPs: [{}]}}\n",
+        connected.join(", ")
+    );
+    let rr = if ibgp { format!(", routeReflectorClusterID: {router_id}") } else { String::new() };
+    let _ = write!(
+        y,
+        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec: {{bgp: {{ipv4Address: {}, asNumber: {asn}{rr}}}}}\n",
+        router.name, router.links[0].1
+    );
+    y.push_str(
+        "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: transit}\nspec:\n  exportV4: [{action: Accept}]\n  importV4: [{action: Accept}]\n",
+    );
+    for s in sessions {
+        let _ = write!(
+            y,
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {}}}\nspec: {{node: {}, peerIP: {}, asNumber: {}, filters: [transit]}}\n",
+            s.peer, router.name, s.neighbor, s.peer_as
+        );
+    }
+    y
+}
+
+/// Starts a router's daemons in its namespace; returns (process name, pid, argv)s.
+pub fn start(
+    topo: &Topology,
+    router: &Member,
+    state: &Path,
+    bgpd: &Path,
+) -> anyhow::Result<Vec<(String, u32, Vec<String>)>> {
     let Role::Router { implementation, asn, router_id, .. } = &router.role else { return Ok(Vec::new()) };
     let ns = topo.netns(&router.name);
     let files = RouterFiles::new(state, &router.name);
@@ -94,13 +137,31 @@ pub fn start(topo: &Topology, router: &Member, state: &Path) -> anyhow::Result<V
     let d = &files.dir;
     let s = |p: &Path| p.display().to_string();
     match implementation {
+        Implementation::Bgpd => {
+            let ds = d.join("datastore.yaml");
+            std::fs::write(&ds, bgpd_datastore(router, &sessions))?;
+            let argv: Vec<String> = vec![
+                s(bgpd),
+                "run".into(),
+                "--datastore".into(),
+                format!("file:{}", s(&ds)),
+                "--node".into(),
+                router.name.clone(),
+                "--control-socket".into(),
+                s(&files.bgpd_sock()),
+                "--kernel-table".into(),
+                "254".into(),
+            ];
+            let pid = net::spawn(&ns, &argv, &d.join("bgpd.log"))?;
+            Ok(vec![(format!("{}/bgpd", router.name), pid, argv)])
+        }
         Implementation::Bird => {
             let conf = d.join("bird.conf");
             std::fs::write(&conf, bird_conf(*router_id, *asn, &sessions))?;
             let argv = ["bird", "-f", "-c", &s(&conf), "-s", &s(&files.bird_sock()), "-P", &s(&d.join("bird.pid"))];
             let argv: Vec<String> = argv.iter().map(|x| x.to_string()).collect();
             let pid = net::spawn(&ns, &argv, &d.join("bird.log"))?;
-            Ok(vec![(format!("{}/bird", router.name), pid)])
+            Ok(vec![(format!("{}/bird", router.name), pid, argv)])
         }
         Implementation::Frr => {
             let zconf = d.join("zebra.conf");
@@ -119,10 +180,15 @@ pub fn start(topo: &Topology, router: &Member, state: &Path) -> anyhow::Result<V
                 v.extend(["--vty_socket".into(), s(d), "-P".into(), "0".into()]);
                 v
             };
-            let zebra = net::spawn(&ns, &common("zebra", &zconf, "zebra.pid"), &d.join("zebra.log"))?;
+            let zargv = common("zebra", &zconf, "zebra.pid");
+            let zebra = net::spawn(&ns, &zargv, &d.join("zebra.log"))?;
             wait(|| zapi.exists(), 100).context("FRR zebra did not open its API socket within 10 s")?;
-            let bgpd = net::spawn(&ns, &common("bgpd", &bconf, "bgpd.pid"), &d.join("bgpd.log"))?;
-            Ok(vec![(format!("{}/zebra", router.name), zebra), (format!("{}/frr-bgpd", router.name), bgpd)])
+            let bargv = common("bgpd", &bconf, "bgpd.pid");
+            let frr_bgpd = net::spawn(&ns, &bargv, &d.join("bgpd.log"))?;
+            Ok(vec![
+                (format!("{}/zebra", router.name), zebra, zargv),
+                (format!("{}/frr-bgpd", router.name), frr_bgpd, bargv),
+            ])
         }
     }
 }
@@ -143,6 +209,22 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
     let files = RouterFiles::new(state, &router.name);
     let sessions = topo.router_sessions(router);
     match implementation {
+        Implementation::Bgpd => {
+            let v = super::ask_peers(&files.bgpd_sock()).unwrap_or(serde_json::Value::Null);
+            sessions
+                .iter()
+                .map(|s| {
+                    let addr = format!("{}:", s.neighbor);
+                    let p = v["peers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|p| p["address"].as_str().is_some_and(|a| a.starts_with(&addr)));
+                    let st = p.and_then(|p| p["state"].as_str()).unwrap_or("no answer from bgpd").to_string();
+                    (s.peer.clone(), st == "Established", st)
+                })
+                .collect()
+        }
         Implementation::Bird => {
             let out = Command::new("birdc").arg("-s").arg(files.bird_sock()).args(["show", "protocols"]).output();
             let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();

@@ -84,8 +84,11 @@ struct RouterSpec {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Implementation {
-    /// BIRD 2 (Debian `bird2`).
+    /// bgpd itself, in a router role: a datastore of its own with a BGPPeer per
+    /// session and an accept-all BGPFilter (transit).
     #[default]
+    Bgpd,
+    /// BIRD 2 (Debian `bird2`).
     Bird,
     /// FRR (Debian `frr`): zebra and bgpd.
     Frr,
