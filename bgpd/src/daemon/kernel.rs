@@ -16,19 +16,33 @@
 //!   passed), then the table is refreshed from the RIB and what is left of
 //!   the previous run is swept. A start that is not a restart sweeps at once:
 //!   routes from a run too long ago are not trusted.
+//! - Encapsulation per IP pool, as Calico's BIRD does it (its
+//!   `calico_kernel_programming` filter setting `krt_tunnel`): a learned
+//!   route into an IPv4 pool with `ipipMode: Always` goes `via NEXT_HOP dev
+//!   tunl0 onlink`; with `CrossSubnet` only next hops outside this node's
+//!   subnet (the network of the Node's `spec.bgp.ipv4Address`) do, the others
+//!   stay plain. Routes into a `vxlanMode` pool are not installed: Felix
+//!   programs those through `vxlan.calico`. bgpd never creates `tunl0` (Felix
+//!   owns it); while it is missing the routes go plain and an error says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use bgpd_proto::rib::core::FibRoute;
 use fib::{Fib, FibConfig, FibEvent, FibHandle, FibMetrics, NextHop, Route, RouteChange, RouteErrorKind};
-use ipnet::IpNet;
+use ipam::model::EncapMode;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::spec::NodeSpec;
 use super::status::Shared;
+use crate::datastore::Model;
+
+/// The IPIP tunnel device of Calico's IPIP pools. Felix creates it (with
+/// the node's tunnel address); bgpd only routes through it.
+pub const IPIP_DEVICE: &str = "tunl0";
 
 /// What the kernel task is told.
 #[derive(Debug)]
@@ -43,6 +57,9 @@ pub enum KernelCmd {
     /// Routes to peers through a gateway (Calico `reachableBy`; all of
     /// them, replacing the last set).
     Statics(Vec<(IpNet, IpAddr)>),
+    /// The IP pools' encapsulation and this node's subnet (replacing the
+    /// last; routes whose form changes are rewritten).
+    Encap(Encap),
 }
 
 /// Sends to the kernel task. Cheap to clone.
@@ -71,6 +88,13 @@ pub struct KernelView {
     pub learned: usize,
     /// Blackholes wanted (this node's blocks).
     pub blackholes: usize,
+    /// Learned routes wanted through `tunl0` (IPIP pools).
+    pub ipip: usize,
+    /// Learned routes left to Felix (VXLAN pools), not installed.
+    pub vxlan_skipped: usize,
+    /// Whether `tunl0` exists (checked at start, on link changes and when a
+    /// route through it fails).
+    pub tunl0_present: bool,
     /// Routes that are not in the kernel as wanted, and why.
     pub failing: BTreeMap<IpNet, String>,
     /// The FIB's metrics (`fib_*`), rendered with the daemon's.
@@ -84,6 +108,99 @@ pub fn blackholes(node: &NodeSpec) -> Vec<IpNet> {
     node.originations.iter().filter(|o| o.blackhole).map(|o| o.prefix).collect()
 }
 
+/// How one IP pool's learned routes go into the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolForm {
+    /// `ipipMode` `Never` and `vxlanMode` `Never`: plain routes. Kept so a
+    /// plain pool inside an encapsulated one wins by longest match.
+    Plain,
+    /// `ipipMode: Always`: every next hop through `tunl0`.
+    IpipAlways,
+    /// `ipipMode: CrossSubnet`: next hops outside this node's subnet
+    /// through `tunl0`.
+    IpipCrossSubnet,
+    /// `vxlanMode` `Always` or `CrossSubnet`: Felix programs these routes
+    /// (through `vxlan.calico`); Calico's BIRD rejects them for the kernel,
+    /// and so does bgpd.
+    Vxlan,
+}
+
+/// The IPv4 pools' encapsulation and this node's subnet: what Calico's
+/// confd renders into BIRD's `calico_kernel_programming` filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encap {
+    /// IPv4 pools, longest prefix first (the longest match wins).
+    pools: Vec<(Ipv4Net, PoolForm)>,
+    /// The network of this node's `spec.bgp.ipv4Address` (`CrossSubnet`'s
+    /// "same subnet").
+    subnet: Option<Ipv4Net>,
+}
+
+/// What the pools say about one learned route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Treatment {
+    /// Install, each next hop plain (`false`) or through `tunl0` (`true`).
+    Install(Vec<(IpAddr, bool)>),
+    /// Leave it out: a VXLAN pool's route is Felix's.
+    Felix,
+}
+
+/// The encapsulation of learned routes for node `node` from the model's
+/// IPPools and the Node's `spec.bgp.ipv4Address`. As in Calico's template,
+/// which writes the pool rules only when the node has an IPv4 network, a
+/// node without an IPv4 address gets no encapsulation at all. IPv6 pools
+/// are left out: IPIP carries IPv4 only (the datastore rejects `ipipMode`
+/// on an IPv6 pool), and Calico programs IPv6 VXLAN routes from Felix.
+pub fn encap(model: &Model, node: &str) -> Encap {
+    let subnet = model.nodes.get(node).and_then(|n| n.bgp.as_ref()).and_then(|b| b.ipv4_address).map(|a| a.trunc());
+    let Some(subnet) = subnet else { return Encap::default() };
+    let mut pools: Vec<(Ipv4Net, PoolForm)> = model
+        .ip_pools
+        .values()
+        .filter_map(|p| {
+            let IpNet::V4(cidr) = p.cidr else { return None };
+            let form = match (p.ipip_mode, p.vxlan_mode) {
+                (_, EncapMode::Always | EncapMode::CrossSubnet) => PoolForm::Vxlan,
+                (EncapMode::Always, EncapMode::Never) => PoolForm::IpipAlways,
+                (EncapMode::CrossSubnet, EncapMode::Never) => PoolForm::IpipCrossSubnet,
+                (EncapMode::Never, EncapMode::Never) => PoolForm::Plain,
+            };
+            Some((cidr.trunc(), form))
+        })
+        .collect();
+    pools.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
+    pools.dedup_by_key(|p| p.0);
+    Encap { pools, subnet: Some(subnet) }
+}
+
+impl Encap {
+    /// How the pools have a learned route to `prefix` over `hops` installed
+    /// (the pool that contains `prefix` with the longest prefix decides).
+    fn treat(&self, prefix: IpNet, hops: &[IpAddr]) -> Treatment {
+        let plain = || Treatment::Install(hops.iter().map(|h| (*h, false)).collect());
+        let IpNet::V4(p4) = prefix else { return plain() };
+        let Some(&(_, form)) = self.pools.iter().find(|(cidr, _)| cidr.contains(&p4)) else { return plain() };
+        match form {
+            PoolForm::Plain => plain(),
+            PoolForm::Vxlan => Treatment::Felix,
+            PoolForm::IpipAlways => Treatment::Install(hops.iter().map(|h| (*h, true)).collect()),
+            // Per next hop: of an ECMP set, the peers on our subnet are
+            // reached directly, the others through the tunnel.
+            PoolForm::IpipCrossSubnet => Treatment::Install(
+                hops.iter()
+                    .map(|h| {
+                        let on_subnet = match (h, self.subnet) {
+                            (IpAddr::V4(a), Some(net)) => net.contains(a),
+                            _ => false,
+                        };
+                        (*h, !on_subnet)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// The routes wanted in the kernel: learned next hops and own blocks,
 /// turned into FIB changes. Pure, so the rules are tested without a kernel.
 #[derive(Debug, Default)]
@@ -91,11 +208,24 @@ struct Desired {
     learned: HashMap<IpNet, Vec<IpAddr>>,
     blackholes: BTreeSet<IpNet>,
     statics: BTreeMap<IpNet, IpAddr>,
+    encap: Encap,
+    /// Whether `tunl0` exists; without it, IPIP routes go plain.
+    tunnel: bool,
+    /// Learned prefixes wanted through `tunl0` (whether it exists or not).
+    ipip: HashSet<IpNet>,
+    /// Learned prefixes in VXLAN pools, left to Felix.
+    felix: HashSet<IpNet>,
 }
 
 impl Desired {
     /// What `prefix` should be in the kernel now.
     fn change(&self, prefix: IpNet) -> RouteChange {
+        self.change_with(&self.encap, self.tunnel, prefix)
+    }
+
+    /// What `prefix` should be in the kernel with this encapsulation and
+    /// `tunl0` present or not.
+    fn change_with(&self, encap: &Encap, tunnel: bool, prefix: IpNet) -> RouteChange {
         if self.blackholes.contains(&prefix) {
             return RouteChange::Upsert(Route::blackhole(prefix));
         }
@@ -103,10 +233,78 @@ impl Desired {
         if let Some(gw) = self.statics.get(&prefix) {
             return RouteChange::Upsert(Route::unicast(prefix, vec![NextHop::via(*gw)]));
         }
-        match self.learned.get(&prefix) {
-            Some(hops) => RouteChange::Upsert(Route::unicast(prefix, hops.iter().map(|h| NextHop::via(*h)).collect())),
-            None => RouteChange::Remove(prefix),
+        let Some(hops) = self.learned.get(&prefix) else { return RouteChange::Remove(prefix) };
+        match encap.treat(prefix, hops) {
+            Treatment::Felix => RouteChange::Remove(prefix),
+            Treatment::Install(hops) => RouteChange::Upsert(Route::unicast(
+                prefix,
+                hops.into_iter()
+                    .map(|(gw, ipip)| match ipip && tunnel {
+                        true => NextHop::via_dev(gw, IPIP_DEVICE).onlink(),
+                        false => NextHop::via(gw),
+                    })
+                    .collect(),
+            )),
         }
+    }
+
+    /// Updates the IPIP and VXLAN bookkeeping of a learned `prefix`.
+    fn classify(&mut self, prefix: IpNet) {
+        let treatment = match self.learned.get(&prefix) {
+            Some(hops) if !self.blackholes.contains(&prefix) && !self.statics.contains_key(&prefix) => {
+                Some(self.encap.treat(prefix, hops))
+            }
+            _ => None,
+        };
+        let ipip = matches!(&treatment, Some(Treatment::Install(h)) if h.iter().any(|(_, t)| *t));
+        let felix = matches!(treatment, Some(Treatment::Felix));
+        if ipip {
+            self.ipip.insert(prefix);
+        } else {
+            self.ipip.remove(&prefix);
+        }
+        if felix {
+            self.felix.insert(prefix);
+        } else {
+            self.felix.remove(&prefix);
+        }
+    }
+
+    /// True when a learned route wants `tunl0` and it is missing.
+    fn tunnel_wanted_but_missing(&self) -> bool {
+        !self.tunnel && !self.ipip.is_empty()
+    }
+
+    /// Replaces the pools' encapsulation; returns the changes of the
+    /// learned routes whose kernel form it changes.
+    fn set_encap(&mut self, encap: Encap) -> Vec<RouteChange> {
+        if encap == self.encap {
+            return Vec::new();
+        }
+        let old = std::mem::replace(&mut self.encap, encap);
+        let mut prefixes: Vec<IpNet> = self.learned.keys().copied().collect();
+        prefixes.sort();
+        let mut out = Vec::new();
+        for p in prefixes {
+            self.classify(p);
+            let new = self.change(p);
+            if new != self.change_with(&old, self.tunnel, p) {
+                out.push(new);
+            }
+        }
+        out
+    }
+
+    /// Records whether `tunl0` exists; returns the changes of the routes
+    /// that go through it (or would).
+    fn set_tunnel(&mut self, present: bool) -> Vec<RouteChange> {
+        if present == self.tunnel {
+            return Vec::new();
+        }
+        self.tunnel = present;
+        let mut prefixes: Vec<IpNet> = self.ipip.iter().copied().collect();
+        prefixes.sort();
+        prefixes.into_iter().map(|p| self.change(p)).collect()
     }
 
     /// Takes the RIB's forwarding changes; returns the FIB changes they make.
@@ -122,6 +320,7 @@ impl Desired {
             } else {
                 self.learned.insert(r.prefix, hops);
             }
+            self.classify(r.prefix);
             if !self.blackholes.contains(&r.prefix) && !self.statics.contains_key(&r.prefix) {
                 out.push(self.change(r.prefix));
             }
@@ -134,7 +333,9 @@ impl Desired {
         let wanted: BTreeMap<IpNet, IpAddr> = wanted.into_iter().map(|(p, gw)| (p.trunc(), gw)).collect();
         let touched: BTreeSet<IpNet> = self.statics.keys().chain(wanted.keys()).copied().collect();
         let before = std::mem::replace(&mut self.statics, wanted);
-        touched.into_iter().filter(|p| before.get(p) != self.statics.get(p)).map(|p| self.change(p)).collect()
+        let changed: Vec<IpNet> = touched.into_iter().filter(|p| before.get(p) != self.statics.get(p)).collect();
+        changed.iter().for_each(|p| self.classify(*p));
+        changed.into_iter().map(|p| self.change(p)).collect()
     }
 
     /// Replaces the set of blocks; returns the FIB changes it makes.
@@ -143,7 +344,18 @@ impl Desired {
         let gone: Vec<IpNet> = self.blackholes.difference(&wanted).copied().collect();
         let new: Vec<IpNet> = wanted.difference(&self.blackholes).copied().collect();
         self.blackholes = wanted;
-        gone.into_iter().chain(new).map(|p| self.change(p)).collect()
+        let changed: Vec<IpNet> = gone.into_iter().chain(new).collect();
+        changed.iter().for_each(|p| self.classify(*p));
+        changed.into_iter().map(|p| self.change(p)).collect()
+    }
+}
+
+/// Sends the kernel task the encapsulation that `model` gives node `node`
+/// (at start and after every datastore change; an unchanged one rewrites
+/// nothing).
+pub fn send_encap(kernel: Option<&KernelHandle>, model: Option<&Model>, node: &str) {
+    if let (Some(k), Some(m)) = (kernel, model) {
+        k.send(KernelCmd::Encap(encap(m, node)));
     }
 }
 
@@ -169,6 +381,9 @@ pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::R
         swept: false,
         learned: 0,
         blackholes: 0,
+        ipip: 0,
+        vxlan_skipped: 0,
+        tunl0_present: false,
         failing: BTreeMap::new(),
         registry,
     });
@@ -180,6 +395,9 @@ pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::R
 
 async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted: bool, shared: Shared) {
     let mut desired = Desired::default();
+    let mut tunnel_said = false;
+    // Before any route: whether tunl0 exists decides their first form.
+    refresh_tunnel(&mut desired);
     let mut swept = false;
     if !restarted {
         // Not a restart: nothing of a previous run is worth keeping.
@@ -194,6 +412,14 @@ async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted
                     KernelCmd::Forwarding(routes) => desired.forwarding(routes),
                     KernelCmd::Blackholes(p) => desired.set_blackholes(p),
                     KernelCmd::Statics(s) => desired.set_statics(s),
+                    KernelCmd::Encap(e) => {
+                        let mut changes = refresh_tunnel(&mut desired);
+                        changes.extend(desired.set_encap(e));
+                        if !changes.is_empty() {
+                            info!(routes = changes.len(), "IP pool encapsulation changed: rewriting the routes it concerns");
+                        }
+                        changes
+                    }
                     KernelCmd::DeferralDone => {
                         if !swept {
                             swept = sweep(&fib.handle, "selection deferral over").await;
@@ -201,20 +427,84 @@ async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted
                         Vec::new()
                     }
                 };
-                if !changes.is_empty() {
-                    debug!(changes = changes.len(), "kernel routes");
-                    if let Err(e) = fib.handle.apply(changes).await {
-                        warn!("kernel table: {e}; routes are no longer programmed");
-                        break;
-                    }
+                say_tunnel_missing(&desired, &mut tunnel_said);
+                if !push(&fib.handle, changes).await {
+                    break;
                 }
                 publish(&shared, &desired, swept, None);
             }
             ev = fib.events.recv(), if events_open => match ev {
-                Some(ev) => publish(&shared, &desired, swept, Some(ev)),
+                Some(ev) => {
+                    // A link came or went (the FIB resyncs on every link
+                    // change), or a route through tunl0 found no tunl0.
+                    let recheck = match &ev {
+                        FibEvent::Resynced => true,
+                        FibEvent::Failed(e) => {
+                            matches!(&e.kind, RouteErrorKind::NoSuchDevice { device } if device == IPIP_DEVICE)
+                        }
+                        _ => false,
+                    };
+                    publish(&shared, &desired, swept, Some(ev));
+                    if recheck {
+                        let changes = refresh_tunnel(&mut desired);
+                        say_tunnel_missing(&desired, &mut tunnel_said);
+                        if !push(&fib.handle, changes).await {
+                            break;
+                        }
+                        publish(&shared, &desired, swept, None);
+                    }
+                }
                 None => events_open = false,
             },
         }
+    }
+}
+
+/// Hands changes to the FIB; false when it has stopped.
+async fn push(fib: &FibHandle, changes: Vec<RouteChange>) -> bool {
+    if changes.is_empty() {
+        return true;
+    }
+    debug!(changes = changes.len(), "kernel routes");
+    match fib.apply(changes).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("kernel table: {e}; routes are no longer programmed");
+            false
+        }
+    }
+}
+
+/// Looks whether `tunl0` exists (in bgpd's own network namespace, the one
+/// the FIB programs); returns the route changes if that changed.
+fn refresh_tunnel(desired: &mut Desired) -> Vec<RouteChange> {
+    match fib::netns::link_index(None, IPIP_DEVICE) {
+        Ok(index) => {
+            let present = index.is_some();
+            if present && !desired.tunnel {
+                info!("{IPIP_DEVICE} exists: routes into IPIP pools go through it");
+            }
+            desired.set_tunnel(present)
+        }
+        Err(e) => {
+            warn!("cannot tell whether {IPIP_DEVICE} exists, assuming it is unchanged: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Logs once (until `tunl0` appears) that IPIP routes go unencapsulated.
+fn say_tunnel_missing(desired: &Desired, said: &mut bool) {
+    if desired.tunnel {
+        *said = false;
+    } else if desired.tunnel_wanted_but_missing() && !*said {
+        *said = true;
+        error!(
+            routes = desired.ipip.len(),
+            "routes into IPIP pools need the tunnel device {IPIP_DEVICE}, which does not exist: they are \
+             installed without encapsulation until it appears. bgpd does not create tunnels; in Calico, \
+             Felix creates {IPIP_DEVICE} when an IP pool uses ipipMode"
+        );
     }
 }
 
@@ -247,8 +537,12 @@ fn publish(shared: &Shared, desired: &Desired, swept: bool, event: Option<FibEve
     let mut s = shared.lock();
     let Some(view) = s.kernel.as_mut() else { return };
     view.swept = swept;
-    view.learned = desired.learned.keys().filter(|p| !desired.blackholes.contains(p)).count();
+    view.learned =
+        desired.learned.keys().filter(|p| !desired.blackholes.contains(p) && !desired.felix.contains(p)).count();
     view.blackholes = desired.blackholes.len();
+    view.ipip = desired.ipip.len();
+    view.vxlan_skipped = desired.felix.len();
+    view.tunl0_present = desired.tunnel;
     match event {
         Some(FibEvent::Failed(e)) => {
             view.failing.insert(e.prefix, e.kind.to_string());
@@ -340,5 +634,211 @@ mod tests {
             vec![unicast("192.0.2.1/32", &["10.0.0.253"])]
         );
         assert_eq!(d.set_statics(vec![]), vec![unicast("192.0.2.1/32", &["10.0.0.9"])]);
+    }
+
+    // ----- encapsulation per IP pool --------------------------------------------------
+
+    fn tunnel(prefix: &str, hops: &[&str]) -> RouteChange {
+        RouteChange::Upsert(Route::unicast(
+            net(prefix),
+            hops.iter().map(|h| NextHop::via_dev(ip(h), IPIP_DEVICE).onlink()).collect(),
+        ))
+    }
+
+    const NODE_AND_POOLS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n1}
+spec: {bgp: {ipv4Address: 192.168.1.10/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: always}
+spec: {cidr: 10.244.0.0/16, ipipMode: Always}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: plain-inside-always}
+spec: {cidr: 10.244.128.0/20, ipipMode: Never}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: cross}
+spec: {cidr: 10.245.0.0/16, ipipMode: CrossSubnet}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: never}
+spec: {cidr: 10.246.0.0/16}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: vxlan}
+spec: {cidr: 10.247.0.0/16, vxlanMode: CrossSubnet}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v6}
+spec: {cidr: 'fd00:244::/48'}
+";
+
+    fn model_of(yaml: &str) -> Model {
+        let (m, problems) =
+            crate::datastore::parse_sources(&[crate::datastore::Source { path: "ds.yaml".into(), text: yaml.into() }])
+                .unwrap();
+        assert!(problems.iter().all(|p| p.severity != crate::datastore::Severity::Error), "{problems:?}");
+        m
+    }
+
+    /// Desired with the pools above for node n1, tunl0 present.
+    fn with_pools() -> Desired {
+        let mut d = Desired { tunnel: true, ..Desired::default() };
+        assert!(d.set_encap(encap(&model_of(NODE_AND_POOLS), "n1")).is_empty(), "nothing learned yet");
+        d
+    }
+
+    #[test]
+    fn the_node_subnet_and_ipv4_pools_are_read_from_the_model() {
+        let e = encap(&model_of(NODE_AND_POOLS), "n1");
+        assert_eq!(e.subnet, Some("192.168.1.0/24".parse().unwrap()));
+        let pools: Vec<(String, PoolForm)> = e.pools.iter().map(|(c, f)| (c.to_string(), *f)).collect();
+        assert_eq!(
+            pools,
+            [
+                ("10.244.128.0/20", PoolForm::Plain),
+                ("10.244.0.0/16", PoolForm::IpipAlways),
+                ("10.245.0.0/16", PoolForm::IpipCrossSubnet),
+                ("10.246.0.0/16", PoolForm::Plain),
+                ("10.247.0.0/16", PoolForm::Vxlan),
+            ]
+            .map(|(c, f)| (c.to_string(), f))
+        );
+        // Another node name has no Node object: no IPv4 subnet, no encapsulation (Calico's
+        // template writes the pool rules only for a node with an IPv4 network).
+        assert_eq!(encap(&model_of(NODE_AND_POOLS), "n2"), Encap::default());
+    }
+
+    #[test]
+    fn ipip_always_goes_through_tunl0_onlink_for_every_next_hop() {
+        let mut d = with_pools();
+        let c =
+            d.forwarding(vec![fr("10.244.1.0/26", &["192.168.1.11"]), fr("10.244.2.0/26", &["10.0.0.2", "10.0.0.3"])]);
+        assert_eq!(
+            c,
+            vec![tunnel("10.244.1.0/26", &["192.168.1.11"]), tunnel("10.244.2.0/26", &["10.0.0.2", "10.0.0.3"])]
+        );
+        assert_eq!(d.ipip.len(), 2);
+    }
+
+    #[test]
+    fn ipip_cross_subnet_tunnels_only_next_hops_off_this_nodes_subnet() {
+        let mut d = with_pools();
+        let c = d.forwarding(vec![
+            fr("10.245.1.0/26", &["192.168.1.11"]),
+            fr("10.245.2.0/26", &["192.168.2.11"]),
+            fr("10.245.3.0/26", &["192.168.1.12", "192.168.2.12"]),
+        ]);
+        assert_eq!(
+            c,
+            vec![
+                unicast("10.245.1.0/26", &["192.168.1.11"]),
+                tunnel("10.245.2.0/26", &["192.168.2.11"]),
+                RouteChange::Upsert(Route::unicast(
+                    net("10.245.3.0/26"),
+                    vec![NextHop::via(ip("192.168.1.12")), NextHop::via_dev(ip("192.168.2.12"), IPIP_DEVICE).onlink()],
+                )),
+            ]
+        );
+        assert!(!d.ipip.contains(&net("10.245.1.0/26")));
+        assert!(d.ipip.contains(&net("10.245.2.0/26")) && d.ipip.contains(&net("10.245.3.0/26")));
+    }
+
+    #[test]
+    fn never_pools_and_routes_outside_any_pool_stay_plain() {
+        let mut d = with_pools();
+        let c = d.forwarding(vec![
+            fr("10.246.1.0/26", &["10.0.0.2"]),
+            fr("10.244.130.0/26", &["10.0.0.2"]),
+            fr("172.16.0.0/24", &["10.0.0.2"]),
+            fr("fd00:244::/122", &["fd00::2"]),
+        ]);
+        assert_eq!(
+            c,
+            vec![
+                unicast("10.246.1.0/26", &["10.0.0.2"]),
+                unicast("10.244.130.0/26", &["10.0.0.2"]),
+                unicast("172.16.0.0/24", &["10.0.0.2"]),
+                unicast("fd00:244::/122", &["fd00::2"]),
+            ]
+        );
+        assert!(d.ipip.is_empty());
+    }
+
+    #[test]
+    fn a_prefix_wider_than_an_ipip_pool_is_not_in_it() {
+        let mut d = with_pools();
+        assert_eq!(d.forwarding(vec![fr("10.0.0.0/8", &["10.0.0.2"])]), vec![unicast("10.0.0.0/8", &["10.0.0.2"])]);
+    }
+
+    #[test]
+    fn vxlan_pool_routes_are_left_to_felix() {
+        let mut d = with_pools();
+        let c = d.forwarding(vec![fr("10.247.1.0/26", &["192.168.2.11"])]);
+        assert_eq!(c, vec![RouteChange::Remove(net("10.247.1.0/26"))]);
+        assert!(d.felix.contains(&net("10.247.1.0/26")));
+        // Withdrawn: nothing left to track.
+        d.forwarding(vec![fr("10.247.1.0/26", &[])]);
+        assert!(d.felix.is_empty());
+    }
+
+    #[test]
+    fn without_tunl0_ipip_routes_go_plain_and_return_to_the_tunnel_when_it_appears() {
+        let mut d = with_pools();
+        assert_eq!(d.set_tunnel(false), vec![], "nothing learned yet");
+        let c = d.forwarding(vec![fr("10.244.1.0/26", &["10.0.0.2"]), fr("10.246.1.0/26", &["10.0.0.2"])]);
+        assert_eq!(c, vec![unicast("10.244.1.0/26", &["10.0.0.2"]), unicast("10.246.1.0/26", &["10.0.0.2"])]);
+        assert!(d.tunnel_wanted_but_missing());
+        // tunl0 appears: only the IPIP pool's route changes.
+        assert_eq!(d.set_tunnel(true), vec![tunnel("10.244.1.0/26", &["10.0.0.2"])]);
+        assert!(!d.tunnel_wanted_but_missing());
+        assert!(d.set_tunnel(true).is_empty(), "unchanged");
+        assert_eq!(d.set_tunnel(false), vec![unicast("10.244.1.0/26", &["10.0.0.2"])]);
+    }
+
+    #[test]
+    fn a_pool_edit_rewrites_only_the_routes_whose_form_changes() {
+        let mut d = with_pools();
+        d.forwarding(vec![
+            fr("10.244.1.0/26", &["192.168.1.11"]),
+            fr("10.246.1.0/26", &["192.168.1.11"]),
+            fr("10.246.2.0/26", &["192.168.2.11"]),
+        ]);
+        // Pool "never" becomes CrossSubnet: the route over a next hop off the subnet moves
+        // into the tunnel, the one on the subnet stays as it is.
+        let edited = NODE_AND_POOLS.replace("{cidr: 10.246.0.0/16}", "{cidr: 10.246.0.0/16, ipipMode: CrossSubnet}");
+        let c = d.set_encap(encap(&model_of(&edited), "n1"));
+        assert_eq!(c, vec![tunnel("10.246.2.0/26", &["192.168.2.11"])]);
+        // Pool "always" becomes Never: its route leaves the tunnel.
+        let edited = edited.replace("{cidr: 10.244.0.0/16, ipipMode: Always}", "{cidr: 10.244.0.0/16}");
+        let c = d.set_encap(encap(&model_of(&edited), "n1"));
+        assert_eq!(c, vec![unicast("10.244.1.0/26", &["192.168.1.11"])]);
+        assert_eq!(d.ipip.iter().copied().collect::<Vec<_>>(), vec![net("10.246.2.0/26")]);
+        // The same again: nothing.
+        assert!(d.set_encap(encap(&model_of(&edited), "n1")).is_empty());
+    }
+
+    #[test]
+    fn blackholes_and_statics_are_never_encapsulated() {
+        let mut d = with_pools();
+        d.forwarding(vec![fr("10.244.1.0/26", &["10.0.0.2"])]);
+        assert_eq!(
+            d.set_blackholes(vec![net("10.244.1.0/26")]),
+            vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26")))]
+        );
+        assert!(d.ipip.is_empty(), "a blackholed prefix is not an IPIP route");
+        let c = d.set_statics(vec![(net("10.244.9.9/32"), ip("10.0.0.254"))]);
+        assert_eq!(c, vec![unicast("10.244.9.9/32", &["10.0.0.254"])]);
+        assert_eq!(d.set_blackholes(vec![]), vec![tunnel("10.244.1.0/26", &["10.0.0.2"])]);
+        assert_eq!(d.ipip.len(), 1);
     }
 }

@@ -222,6 +222,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(table) => Some(kernel::spawn(&kernel::KernelOptions { table }, node.restarted, shared.clone())?),
         None => None,
     };
+    // The kernel task follows the IP pools' encapsulation (ipipMode) itself.
+    let encap_to = kernel.clone();
+    kernel::send_encap(encap_to.as_ref(), last_model.as_ref(), &opts.node);
     let rib = rib::spawn(&node, node.restarted, shared.clone(), kernel);
     rib.send(rib::RibCmd::Node(Box::new(node.clone())));
     shared.lock().rib_handle = Some(rib.clone());
@@ -318,6 +321,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         set_listener_keys(&listeners, &new_peers, &old);
                         new_node.restarted = node.restarted;
                         apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
+                        kernel::send_encap(encap_to.as_ref(), last_model.as_ref(), &opts.node);
                     }
                     Err(e) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),
                 }
