@@ -142,3 +142,65 @@ fn anycast_moves_to_the_other_cluster() {
         &["all checks passed"],
     );
 }
+
+#[test]
+fn an_interrupted_up_is_cleaned_by_down() {
+    if !prerequisites("interrupted up", &["ip", "/usr/lib/cni/ptp"]) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let file = template("flat-mesh");
+    let f = file.to_str().expect("utf-8 path");
+    let _ = lab(&["down", f]);
+    let mut up = Command::new(binary())
+        .args(["lab", "up", f])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start lab up");
+    // Killed once it has started daemons (or after 20 s at most).
+    let state = Path::new("/run/bgpd-lab/flatmesh/state.json");
+    let started = |s: &str| s.matches("\"pid\"").count() >= 3;
+    for _ in 0..200 {
+        if std::fs::read_to_string(state).is_ok_and(|s| started(&s)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    up.kill().expect("kill lab up");
+    let _ = up.wait();
+    assert!(!leftovers("flatmesh").is_empty(), "the interrupted up should have left something to clean");
+    let (ok, out) = lab(&["down", f]);
+    let left = leftovers("flatmesh");
+    assert!(ok, "`bgpd lab down` failed: {out}");
+    assert!(left.is_empty(), "`bgpd lab down` after an interrupted up left: {left:#?}");
+}
+
+#[test]
+fn a_bad_template_is_refused_naming_the_problem() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("bgpd-lab-bad-templates-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = std::fs::read_to_string(template("flat-mesh")).expect("read flat-mesh");
+    let cases = [
+        (good.replace("{name: node-4}]", "{name: node-9}]"), "segment lan: \"node-9\" is not a Node, router or host"),
+        (good.replace("kind: Lab", "kind: Lap"), "no `apiVersion: bgpd.io/v1` `kind: Lab` document"),
+        (
+            good.replace("externalTrafficPolicy: Local", "externalTrafficPolicy: Cluster"),
+            "needs externalTrafficPolicy: Local",
+        ),
+        (good.replace("podsPerNode: 2", "podsPerNode: [2]"), "podsPerNode"),
+        ("{{{ not yaml".to_string(), "invalid YAML"),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("bad-{i}.yaml"));
+        std::fs::write(&file, text).expect("write template");
+        let out = Command::new(binary()).args(["lab", "up"]).arg(&file).output().expect("run bgpd lab up");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "exit status 2 for a template error: {err}");
+        assert!(err.contains(want), "the error should say {want:?}: {err}");
+        assert!(err.contains(&format!("bad-{i}.yaml")), "the error should name the file: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(leftovers("flatmesh").is_empty(), "a refused template builds nothing");
+}

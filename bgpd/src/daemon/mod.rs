@@ -9,7 +9,7 @@ mod kernel;
 mod metrics;
 mod originate;
 mod peer;
-mod plan;
+pub(crate) mod plan;
 mod rib;
 mod sockopt;
 mod spec;
@@ -95,7 +95,9 @@ fn load(
     last: &mut Option<Model>,
 ) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
     let sources = feed.sources.as_deref().map_or(&[][..], Vec::as_slice);
+    let t0 = std::time::Instant::now();
     let loaded = crate::datastore::parse_sources_memo(sources);
+    let parsed = t0.elapsed();
     let mut s = shared.lock();
     let (mut model, problems) = match loaded {
         Ok(x) => x,
@@ -113,7 +115,13 @@ fn load(
     if let Some(last) = last.as_ref() {
         keep_last_good(&mut model, &problems, last);
     }
+    let t1 = std::time::Instant::now();
     let (node, peers) = plan::plan(&model, &opts.node)?;
+    tracing::debug!(
+        parse_us = parsed.as_micros() as u64,
+        plan_us = t1.elapsed().as_micros() as u64,
+        "datastore model built"
+    );
     *last = Some(model);
     s.originations.clone_from(&node.originations);
     Ok((node, peers))
@@ -320,7 +328,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
                         set_listener_keys(&listeners, &new_peers, &old);
                         new_node.restarted = node.restarted;
+                        let t = std::time::Instant::now();
                         apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
+                        tracing::debug!(apply_us = t.elapsed().as_micros() as u64, "datastore change applied");
                         kernel::send_encap(encap_to.as_ref(), last_model.as_ref(), &opts.node);
                     }
                     Err(e) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),

@@ -260,3 +260,82 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::spec::Topology;
+    use std::net::Ipv4Addr;
+
+    const LAB: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65101, nodeToNodeMeshEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node-1}
+spec: {bgp: {ipv4Address: 10.0.1.11/24}}
+---
+apiVersion: bgpd.io/v1
+kind: Lab
+metadata: {name: t}
+spec:
+  routers:
+    - {name: tor, asNumber: 65001}
+    - {name: spine, asNumber: 65000, implementation: bird}
+  segments:
+    - {name: rack1, members: [{name: tor, address: 10.0.1.1/24}, {name: node-1}]}
+    - {name: up, members: [{name: spine, address: 10.0.255.1/30}, {name: tor, address: 10.0.255.2/30}]}
+"#;
+
+    #[test]
+    fn a_bgpd_router_is_plain_calico_resources_bgpd_plans_from() {
+        let t = Topology::parse(LAB).unwrap();
+        let tor = &t.members["tor"];
+        let yaml = bgpd_datastore(tor, &t.router_sessions(tor));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("datastore.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let (model, problems) = crate::datastore::load(&file).unwrap();
+        let serious: Vec<_> = problems
+            .iter()
+            .filter(|p| p.severity != crate::datastore::Severity::Debug)
+            .map(|p| p.to_string())
+            .collect();
+        assert!(serious.is_empty(), "{serious:?}\n{yaml}");
+        let (node, peers) = crate::daemon::plan::plan(&model, "tor").unwrap();
+        assert_eq!(node.asn, 65001);
+        let mut got: Vec<(String, u32)> = peers.iter().map(|p| (p.addr.ip().to_string(), p.peer_as)).collect();
+        got.sort();
+        assert_eq!(got, [("10.0.1.11".to_string(), 65101), ("10.0.255.1".to_string(), 65000)]);
+        assert!(peers.iter().all(|p| p.routing.filters.len() == 1), "transit: every peer has the accept-all filter");
+        let ext: Vec<String> = model.bgp_configuration.service_external_ips.iter().map(|n| n.to_string()).collect();
+        assert_eq!(ext, ["10.0.1.0/24", "10.0.255.0/30"], "connected networks are advertised");
+    }
+
+    #[test]
+    fn bird_and_frr_get_a_session_per_neighbour() {
+        let t = Topology::parse(LAB).unwrap();
+        let spine = &t.members["spine"];
+        let sessions = t.router_sessions(spine);
+        let bird = bird_conf(Ipv4Addr::new(10, 0, 255, 1), 65000, &sessions);
+        assert!(bird.contains("protocol bgp p_tor {"), "{bird}");
+        assert!(bird.contains("local 10.0.255.1 as 65000;\n  neighbor 10.0.255.2 as 65001;"), "{bird}");
+        assert!(bird.contains("merge paths on") && bird.contains("protocol direct"), "{bird}");
+        assert!(!bird.contains("rr client"), "eBGP: no reflection\n{bird}");
+        let frr = frr_conf(Ipv4Addr::new(10, 0, 255, 1), 65000, &sessions);
+        assert!(frr.contains(" neighbor 10.0.255.2 remote-as 65001\n"), "{frr}");
+        assert!(frr.contains("  neighbor 10.0.255.2 activate\n") && frr.contains("multipath-relax"), "{frr}");
+        // iBGP neighbours are reflector clients.
+        let ibgp = [RouterSession {
+            peer: "n".into(),
+            local: Ipv4Addr::new(10, 0, 0, 1),
+            neighbor: Ipv4Addr::new(10, 0, 0, 2),
+            peer_as: 65000,
+        }];
+        assert!(bird_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("rr client;"));
+        assert!(frr_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("neighbor 10.0.0.2 route-reflector-client"));
+    }
+}

@@ -295,7 +295,10 @@ impl Topology {
                 if lab.is_some() {
                     return Err(format!("document {}: a second Lab document", i + 1));
                 }
-                lab = Some(serde_yaml::from_value(v).map_err(|e| format!("document {} (Lab): {e}", i + 1))?);
+                // Read again from the text, not the value: serde_yaml then names
+                // the field and the line of a mistake.
+                let doc = serde_yaml::Deserializer::from_str(text).nth(i).ok_or("the Lab document vanished")?;
+                lab = Some(LabDoc::deserialize(doc).map_err(|e| format!("document {} (Lab): {e}", i + 1))?);
             } else {
                 resources.push(v);
             }
