@@ -8,12 +8,12 @@
 //! datastore change and hands the result to the RIB. `docs/configuration.md`
 //! ("What a node advertises") is the user-facing description.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::datastore::{Affinity, Community, Model, Service, ServiceType, TrafficPolicy};
+use crate::datastore::{Affinity, Community, EndpointSlice, Model, Service, ServiceType, TrafficPolicy};
 
 /// The Node label that keeps service addresses off a node (as Calico honours it).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -119,8 +119,16 @@ fn services(model: &Model, node: &str, add: &mut impl FnMut(IpNet, String, bool)
             add(*r, "BGPConfiguration serviceLoadBalancerIPs".into(), false);
         }
     }
+    // The slices of each Service, found in one pass (not one pass per Service).
+    let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in model.endpoint_slices.values() {
+        if let Some(svc) = s.service.as_deref() {
+            slices.entry((s.namespace.as_str(), svc)).or_default().push(s);
+        }
+    }
     for svc in model.services.values() {
-        let Some(why) = advertise_service(model, node, svc) else { continue };
+        let own = slices.get(&(svc.namespace.as_str(), svc.name.as_str())).map_or(&[][..], Vec::as_slice);
+        let Some(why) = advertise_service(model, node, svc, own) else { continue };
         let who = format!("Service {}", svc.key());
         for ip in svc.cluster_ips.iter().filter(|ip| within(&cfg.service_cluster_ips, ip)) {
             add(host(*ip), format!("{who} cluster IP: {why}"), false);
@@ -135,8 +143,9 @@ fn services(model: &Model, node: &str, add: &mut impl FnMut(IpNet, String, bool)
 }
 
 /// Whether this node advertises the single addresses of `svc`, and why (Calico's
-/// route generator, with EndpointSlice readiness taken into account).
-fn advertise_service(model: &Model, node: &str, svc: &Service) -> Option<String> {
+/// route generator, with EndpointSlice readiness taken into account); `slices`
+/// are the Service's EndpointSlices (as [`Model::slices_of`] gives them).
+fn advertise_service(model: &Model, node: &str, svc: &Service, slices: &[&EndpointSlice]) -> Option<String> {
     if svc.service_type == ServiceType::ExternalName || svc.cluster_ips.is_empty() {
         return None;
     }
@@ -162,8 +171,8 @@ fn advertise_service(model: &Model, node: &str, svc: &Service) -> Option<String>
             return None;
         }
     }
-    let mut ready = model
-        .slices_of(svc)
+    let mut ready = slices
+        .iter()
         .filter(|s| s.address_type.is_some_and(|f| svc.ip_families.contains(&f)))
         .flat_map(|s| &s.endpoints)
         .filter(|e| e.ready);

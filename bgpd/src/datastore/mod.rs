@@ -174,48 +174,48 @@ pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
 pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
     let mut parsed = Vec::with_capacity(sources.len());
     for s in sources {
-        parsed.push(std::sync::Arc::new(parse_one(s)?));
+        parsed.push((std::sync::Arc::new(parse_one(s)?), 0));
     }
     Ok(build(&parsed))
 }
 
 /// [`parse_sources`] for a daemon that reads the whole datastore again on
 /// every change: a document (a `---`-separated part of a source) whose text
-/// and position are the same as in the last call is not parsed again. YAML
-/// parsing is most of the cost of a change when the datastore holds
-/// thousands of objects. Any syntax error: the source is parsed whole, for
-/// the exact error.
+/// is the same as in the last call is neither parsed nor validated again,
+/// wherever it moved in its file. YAML parsing and validation are most of the
+/// cost of a change when the datastore holds thousands of objects. Any syntax
+/// error: the source is parsed whole, for the exact error.
 pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
+    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
-    // (file, text length, text hash) → the part parsed (its objects numbered
-    // from `first`), its document count, `first`.
-    type Memo = HashMap<(std::path::PathBuf, usize, u64), (Arc<Parsed>, usize, usize)>;
+    // Per file: (text length, text hash) → the part parsed (its documents
+    // numbered from 1), its document count.
+    type Memo = HashMap<PathBuf, HashMap<(usize, u64), (Arc<Parsed>, usize)>>;
     static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
     let mut guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    let old = guard.take().unwrap_or_default();
+    let mut old = guard.take().unwrap_or_default();
     let mut memo = Memo::new();
     let mut parsed = Vec::new();
     for s in sources {
+        let old = old.remove(&s.path).unwrap_or_default();
+        let mut mine = HashMap::new();
         let mut first = 1;
-        let mut mine = Vec::new();
+        let mut parts = Vec::new();
         let mut failed = false;
         for part in source::split_documents(&s.text) {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             part.hash(&mut h);
-            let key = (s.path.clone(), part.len(), h.finish());
-            let (p, docs) = match old.get(&key).or_else(|| memo.get(&key)) {
-                Some((p, docs, at)) if *at == first => (p.clone(), *docs),
-                // The same text at another place (documents inserted or
-                // removed before it): renumbered, not parsed again.
-                Some((p, docs, at)) => (Arc::new(p.renumbered(first as isize - *at as isize)), *docs),
+            let key = (part.len(), h.finish());
+            let (p, docs) = match old.get(&key).or_else(|| mine.get(&key)) {
+                Some((p, docs)) => (p.clone(), *docs),
                 None => {
                     let mut objects = Vec::new();
                     let mut problems = Vec::new();
                     let piece = Source { path: s.path.clone(), text: part.to_string() };
-                    match source::objects_numbered(&piece, first, &mut objects, &mut problems) {
-                        Ok(docs) => (Arc::new(Parsed { objects, problems }), docs),
+                    match source::objects_numbered(&piece, 1, &mut objects, &mut problems) {
+                        Ok(docs) => (Arc::new(Parsed::new(objects, problems)), docs),
                         Err(_) => {
                             failed = true;
                             break;
@@ -223,38 +223,44 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
                     }
                 }
             };
-            memo.insert(key, (p.clone(), docs, first));
-            mine.push(p);
+            mine.insert(key, (p.clone(), docs));
+            parts.push((p, first - 1));
             first += docs;
         }
         if failed {
             // Reports the error with its line and column in the whole file.
-            parsed.push(Arc::new(parse_one(s)?));
+            parsed.push((Arc::new(parse_one(s)?), 0));
         } else {
-            parsed.extend(mine);
+            parsed.extend(parts);
         }
+        memo.insert(s.path.clone(), mine);
     }
-    // Only what this call used is remembered.
+    // Only what this call used is remembered; the rest is dropped after the
+    // lock is released.
     *guard = Some(memo);
     drop(guard);
-    Ok(build(&parsed))
+    let built = build(&parsed);
+    drop(old);
+    Ok(built)
 }
 
-/// One source's objects and the problems found reading them.
+/// One source's (or one document's) objects, the problems found reading them,
+/// and what validating each object alone found.
 struct Parsed {
     objects: Vec<RawObject>,
     problems: Vec<Problem>,
+    /// Per object, for the kinds whose validation needs no other object (all
+    /// but BGPPeer and BGPConfiguration, which read Secrets): the outcome,
+    /// computed once and reused while the text is unchanged.
+    checked: Vec<Option<Checked>>,
 }
 
 impl Parsed {
-    /// A copy whose document numbers are moved by `by`.
-    fn renumbered(&self, by: isize) -> Parsed {
-        let shift = |l: &mut Location| l.document = l.document.saturating_add_signed(by);
-        let mut objects = self.objects.clone();
-        objects.iter_mut().for_each(|o| shift(&mut o.location));
-        let mut problems = self.problems.clone();
-        problems.iter_mut().for_each(|p| shift(&mut p.location));
-        Parsed { objects, problems }
+    fn new(objects: Vec<RawObject>, problems: Vec<Problem>) -> Parsed {
+        let none = secret::Secrets::default();
+        let checked =
+            objects.iter().map(|o| classify(o).filter(|k| k.standalone()).map(|kind| check(o, kind, &none))).collect();
+        Parsed { objects, problems, checked }
     }
 }
 
@@ -262,33 +268,53 @@ fn parse_one(s: &Source) -> Result<Parsed, LoadError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     source::objects(s, &mut objects, &mut problems)?;
-    Ok(Parsed { objects, problems })
+    Ok(Parsed::new(objects, problems))
 }
 
-fn build(parsed: &[std::sync::Arc<Parsed>]) -> (Model, Vec<Problem>) {
-    let raw: Vec<&RawObject> = parsed.iter().flat_map(|p| p.objects.iter()).collect();
-    let problems: Vec<Problem> = parsed.iter().flat_map(|p| p.problems.iter().cloned()).collect();
+/// `location` with its document number moved by `by` (the documents of a part
+/// of a file are numbered from 1).
+fn shifted(location: &Location, by: usize) -> Location {
+    Location { document: location.document + by, ..location.clone() }
+}
+
+/// Builds the model from parsed parts, each with the number of documents of its
+/// file before it.
+fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
+    let problems: Vec<Problem> = parsed
+        .iter()
+        .flat_map(|(p, by)| {
+            p.problems.iter().map(move |x| Problem { location: shifted(&x.location, *by), ..x.clone() })
+        })
+        .collect();
+    // (object, what validating it alone found, its location)
+    type Item<'a> = (&'a RawObject, Option<&'a Checked>, Location);
+    let raw: Vec<Item> = parsed
+        .iter()
+        .flat_map(|(p, by)| {
+            p.objects.iter().zip(&p.checked).map(move |(o, c)| (o, c.as_ref(), shifted(&o.location, *by)))
+        })
+        .collect();
     let mut b = Builder { model: Model::default(), problems, seen: BTreeMap::new(), secrets: Default::default() };
     // Secrets first: a peer may come before the Secret it refers to.
-    for o in raw.iter().copied().filter(|o| classify(o) == Some(Kind::Secret)) {
-        b.object(o, Kind::Secret);
+    for (o, c, loc) in raw.iter().filter(|(o, ..)| classify(o) == Some(Kind::Secret)) {
+        b.object(o, Kind::Secret, *c, loc);
     }
     // Every BGPFilter named in the input, valid or not, to tell a peer's reference to
     // an invalid filter from one to a filter that does not exist.
     let filters: BTreeSet<String> =
-        raw.iter().copied().filter(|o| o.kind == "BGPFilter").filter_map(object_name).collect();
+        raw.iter().filter(|(o, ..)| o.kind == "BGPFilter").filter_map(|(o, ..)| object_name(o)).collect();
     // The IPAM file store's blocks last: a block the YAML defines too is the YAML's.
-    let (stored, rest): (Vec<&RawObject>, Vec<&RawObject>) =
-        raw.iter().copied().partition(|o| ipam_store::from_store(&o.location) && classify(o) == Some(Kind::IpamBlock));
-    for o in rest {
+    let (stored, rest): (Vec<&Item>, Vec<&Item>) =
+        raw.iter().partition(|(o, _, loc)| ipam_store::from_store(loc) && classify(o) == Some(Kind::IpamBlock));
+    for (o, c, loc) in rest {
         match classify(o) {
             Some(Kind::Secret) => {}
-            Some(kind) => b.object(o, kind),
-            None => b.ignored(o),
+            Some(kind) => b.object(o, kind, *c, loc),
+            None => b.ignored(o, loc),
         }
     }
-    for o in stored {
-        b.stored_block(o);
+    for (o, c, loc) in stored {
+        b.stored_block(o, *c, loc);
     }
     b.check_filters(&filters);
     (b.model, b.problems)
@@ -326,6 +352,121 @@ impl Kind {
     fn namespaced(self) -> bool {
         matches!(self, Kind::Service | Kind::EndpointSlice)
     }
+
+    /// Whether an object of the kind is validated without looking at other
+    /// objects (BGPPeer and BGPConfiguration read Secrets).
+    fn standalone(self) -> bool {
+        !matches!(self, Kind::BgpPeer | Kind::BgpConfiguration)
+    }
+}
+
+/// An object's validated value.
+#[derive(Clone, Debug)]
+enum Typed {
+    Secret(secret::SecretData),
+    Node(Node),
+    BgpPeer(BgpPeer),
+    BgpFilter(BgpFilter),
+    IpamBlock(IpamBlock),
+    IpPool(IpPool),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    BgpConfiguration(BgpConfiguration),
+}
+
+/// What validating one object found, before it joins the model.
+#[derive(Clone, Debug)]
+struct Checked {
+    /// The name shown in its problems (`namespace/name` for namespaced kinds).
+    name: Option<String>,
+    /// Its key among the objects of its kind, once its metadata is valid
+    /// (`None` also for what is only warned about and skipped).
+    key: Option<(Kind, String)>,
+    /// The value that joins the model.
+    value: Option<Typed>,
+    errors: Vec<fields::FieldError>,
+    warnings: Vec<fields::FieldError>,
+}
+
+/// Validates one object of kind `kind`; `secrets` are the Secrets read (only
+/// BGPPeer and BGPConfiguration look at them).
+fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
+    let mut f = Findings::default();
+    let done = |f: Findings, name: Option<&str>, key, value| Checked {
+        name: name.map(str::to_string),
+        key,
+        value,
+        errors: f.errors,
+        warnings: f.warnings,
+    };
+    let root = match Fields::at(Some(&o.value), "") {
+        Ok(root) => root,
+        Err(e) => {
+            f.errors.push(e);
+            return done(f, None, None, None);
+        }
+    };
+    let meta = f.take(root.child("metadata"));
+    let name = meta.as_ref().and_then(|m| f.take(m.str("name")));
+    let Some(Some(name)) = name else {
+        if f.errors.is_empty() {
+            f.error("metadata.name", "missing");
+        }
+        return done(f, None, None, None);
+    };
+    if let Err(reason) = values::check_name(name) {
+        f.error("metadata.name", reason);
+        return done(f, Some(name), None, None);
+    }
+    let namespace = if kind.namespaced() {
+        match meta.as_ref().and_then(|m| f.take(m.str("namespace"))) {
+            Some(Some(ns)) => match values::check_name(ns) {
+                Ok(()) => ns.to_string(),
+                Err(reason) => {
+                    f.error("metadata.namespace", reason);
+                    return done(f, Some(name), None, None);
+                }
+            },
+            Some(None) => "default".to_string(),
+            None => return done(f, Some(name), None, None),
+        }
+    } else {
+        String::new()
+    };
+    let key = if kind.namespaced() { (kind, format!("{namespace}/{name}")) } else { (kind, name.to_string()) };
+    let value = match kind {
+        Kind::Secret => secret::parse(&root, &mut f).map(Typed::Secret),
+        Kind::Node => {
+            let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+            node::parse(name, labels, &root, &mut f).map(Typed::Node)
+        }
+        Kind::BgpPeer => bgp_peer::parse(name, &root, secrets, &mut f).map(Typed::BgpPeer),
+        Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(Typed::BgpFilter),
+        Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(Typed::IpamBlock),
+        Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(Typed::IpPool),
+        Kind::Service => service::parse(&namespace, name, &root, &mut f).map(Typed::Service),
+        Kind::EndpointSlice => {
+            let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+            endpoint_slice::parse(&namespace, name, &labels, &root, &mut f).map(Typed::EndpointSlice)
+        }
+        Kind::BgpConfiguration if name == "default" => {
+            bgp_configuration::parse(&root, secrets, &mut f).map(Typed::BgpConfiguration)
+        }
+        Kind::BgpConfiguration if name.starts_with("node.") => {
+            f.warn("metadata.name", "per-node BGPConfiguration is not supported by bgpd yet; ignored");
+            return done(f, Some(name), None, None);
+        }
+        Kind::BgpConfiguration => {
+            f.error("metadata.name", "bgpd reads only the BGPConfiguration named \"default\"");
+            None
+        }
+    };
+    if value.is_none() && f.errors.is_empty() {
+        // Every None above comes with an error; keep that true if code changes.
+        f.error("", "invalid");
+    }
+    let shown = key.1.clone();
+    done(f, Some(&shown), Some(key), value)
 }
 
 const CALICO_V3: &str = "projectcalico.org/v3";
@@ -382,133 +523,88 @@ impl Builder {
         });
     }
 
-    fn ignored(&mut self, o: &RawObject) {
+    fn ignored(&mut self, o: &RawObject, location: &Location) {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
             "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPPool" | "EndpointSlice" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
-                return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, &o.location);
+                return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, location);
             }
             _ => format!("{} {} is not read by bgpd's routing model; ignored", o.api_version, o.kind),
         };
-        self.problem(Severity::Debug, &o.kind, name.as_deref(), String::new(), reason, &o.location);
+        self.problem(Severity::Debug, &o.kind, name.as_deref(), String::new(), reason, location);
     }
 
-    fn object(&mut self, o: &RawObject, kind: Kind) {
-        let kname = kind.name();
-        let root = match Fields::at(Some(&o.value), "") {
-            Ok(root) => root,
-            Err(e) => return self.problem(Severity::Error, kname, None, e.field, e.reason, &o.location),
+    /// Adds object `o` of kind `kind` to the model, validated now unless
+    /// `checked` holds the outcome already.
+    fn object(&mut self, o: &RawObject, kind: Kind, checked: Option<&Checked>, location: &Location) {
+        let c = match checked {
+            Some(c) => c.clone(),
+            None => check(o, kind, &self.secrets),
         };
-        let mut f = Findings::default();
-        let meta = f.take(root.child("metadata"));
-        let name = meta.as_ref().and_then(|m| f.take(m.str("name")));
-        let Some(Some(name)) = name else {
-            if f.errors.is_empty() {
-                f.error("metadata.name", "missing");
+        let mut f = Findings { errors: c.errors, warnings: c.warnings };
+        let accepted = c.value.is_some();
+        // A value comes only with a key (see `check`).
+        let key = c.key.as_ref().map(|k| k.1.clone()).unwrap_or_default();
+        match c.value {
+            None => {}
+            Some(Typed::Secret(data)) => {
+                self.secrets.by_name.insert(key, data);
             }
-            return self.report(kname, None, f, &o.location);
-        };
-        if let Err(reason) = values::check_name(name) {
-            f.error("metadata.name", reason);
-            return self.report(kname, Some(name), f, &o.location);
+            Some(Typed::Node(n)) => {
+                self.model.nodes.insert(key, n);
+            }
+            Some(Typed::BgpPeer(p)) => {
+                self.model.peers.insert(key, p);
+            }
+            Some(Typed::BgpFilter(x)) => {
+                self.model.filters.insert(key, x);
+            }
+            Some(Typed::IpamBlock(b)) => {
+                self.model.ipam_blocks.insert(key, b);
+            }
+            Some(Typed::IpPool(p)) => {
+                self.model.ip_pools.insert(key, p);
+            }
+            Some(Typed::Service(s)) => {
+                self.model.services.insert(key, s);
+            }
+            Some(Typed::EndpointSlice(s)) => {
+                self.model.endpoint_slices.insert(key, s);
+            }
+            Some(Typed::BgpConfiguration(x)) => self.model.bgp_configuration = x,
         }
-        let namespace = if kind.namespaced() {
-            match meta.as_ref().and_then(|m| f.take(m.str("namespace"))) {
-                Some(Some(ns)) => match values::check_name(ns) {
-                    Ok(()) => ns.to_string(),
-                    Err(reason) => {
-                        f.error("metadata.namespace", reason);
-                        return self.report(kname, Some(name), f, &o.location);
-                    }
-                },
-                Some(None) => "default".to_string(),
-                None => return self.report(kname, Some(name), f, &o.location),
-            }
-        } else {
-            String::new()
-        };
-        let key = if kind.namespaced() { (kind, format!("{namespace}/{name}")) } else { (kind, name.to_string()) };
-        let accepted = match kind {
-            Kind::Secret => secret::parse(&root, &mut f).map(|data| {
-                self.secrets.by_name.insert(name.to_string(), data);
-            }),
-            Kind::Node => {
-                let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
-                node::parse(name, labels, &root, &mut f).map(|n| {
-                    self.model.nodes.insert(name.to_string(), n);
-                })
-            }
-            Kind::BgpPeer => bgp_peer::parse(name, &root, &self.secrets, &mut f).map(|p| {
-                self.model.peers.insert(name.to_string(), p);
-            }),
-            Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(|x| {
-                self.model.filters.insert(name.to_string(), x);
-            }),
-            Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(|b| {
-                self.model.ipam_blocks.insert(name.to_string(), b);
-            }),
-            Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(|p| {
-                self.model.ip_pools.insert(name.to_string(), p);
-            }),
-            Kind::Service => service::parse(&namespace, name, &root, &mut f).map(|s| {
-                self.model.services.insert(s.key(), s);
-            }),
-            Kind::EndpointSlice => {
-                let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
-                endpoint_slice::parse(&namespace, name, &labels, &root, &mut f).map(|s| {
-                    self.model.endpoint_slices.insert(s.key(), s);
-                })
-            }
-            Kind::BgpConfiguration if name == "default" => {
-                bgp_configuration::parse(&root, &self.secrets, &mut f).map(|c| {
-                    self.model.bgp_configuration = c;
-                })
-            }
-            Kind::BgpConfiguration if name.starts_with("node.") => {
-                f.warn("metadata.name", "per-node BGPConfiguration is not supported by bgpd yet; ignored");
-                return self.report(kname, Some(name), f, &o.location);
-            }
-            Kind::BgpConfiguration => {
-                f.error("metadata.name", "bgpd reads only the BGPConfiguration named \"default\"");
-                None
-            }
-        };
-        let shown = key.1.clone();
-        if accepted.is_some() && f.errors.is_empty() {
-            if let Some(previous) = self.seen.insert(key, o.location.clone()) {
+        if let (Some(key), true, true) = (c.key, accepted, f.errors.is_empty()) {
+            if let Some(previous) = self.seen.insert(key, location.clone()) {
                 f.warn("", format!("defined again; this definition replaces the one at {previous}"));
             }
-        } else if f.errors.is_empty() {
-            // Every None above comes with an error; keep that true if code changes.
-            f.error("", "invalid");
         }
-        self.report(kname, Some(&shown), f, &o.location);
+        self.report(kind.name(), c.name.as_deref(), f, location);
     }
 
     /// An IPAMBlock of the IPAM file store: taken unless the YAML defines a block of
     /// the same name or CIDR, which wins (a warning when the two differ).
-    fn stored_block(&mut self, o: &RawObject) {
-        let mut f = Findings::default();
-        let parsed = object_name(o).and_then(|name| {
-            let root = Fields::at(Some(&o.value), "").ok()?;
-            ipam_block::parse(&name, &root, &mut f)
-        });
-        let Some(block) = parsed else {
+    fn stored_block(&mut self, o: &RawObject, checked: Option<&Checked>, location: &Location) {
+        let c = match checked {
+            Some(c) => c.clone(),
+            None => check(o, Kind::IpamBlock, &self.secrets),
+        };
+        let Some(Typed::IpamBlock(block)) = &c.value else {
             // Invalid: the usual path reports why.
-            return self.object(o, Kind::IpamBlock);
+            return self.object(o, Kind::IpamBlock, Some(&c), location);
         };
         let yaml = self.model.ipam_blocks.values().find(|y| y.name == block.name || y.cidr == block.cidr);
         match yaml {
-            None => self.object(o, Kind::IpamBlock),
+            None => self.object(o, Kind::IpamBlock, Some(&c), location),
             Some(y) if y.cidr == block.cidr && y.affinity == block.affinity && y.deleted == block.deleted => {}
             Some(y) => {
                 let reason = format!(
                     "the YAML's IPAMBlock {:?} ({}) defines this block too and is used instead",
                     y.name, y.cidr
                 );
-                self.problem(Severity::Warning, "IPAMBlock", Some(&block.name), String::new(), reason, &o.location);
+                let name = block.name.clone();
+                self.problem(Severity::Warning, "IPAMBlock", Some(&name), String::new(), reason, location);
             }
         }
     }
