@@ -2,8 +2,6 @@
 //! daemon's main loop keeps ticking, so a stuck loop fails it) and readiness at
 //! `/readyz` (the datastore was read and is reachable).
 
-use std::net::SocketAddr;
-
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -100,16 +98,27 @@ fn readiness(shared: &Shared) -> (&'static str, String) {
     }
 }
 
-/// Serves HTTP GET `/metrics`, `/healthz`, `/readyz` on `addr`.
-pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+/// Serves HTTP GET `/metrics`, `/healthz`, `/readyz` on `listener` (bound by
+/// the caller, so that the address answers from the moment the daemon says so).
+pub async fn serve(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
     loop {
         let (mut stream, _) = listener.accept().await?;
         let shared = shared.clone();
         tokio::spawn(async move {
+            // The request head may come in several segments: read up to its end.
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
+            let head = async {
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[n..]).await? {
+                        0 => break,
+                        m => n += m,
+                    }
+                }
+                Ok::<usize, std::io::Error>(n)
+            };
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), head).await {
+                Ok(Ok(n)) if n > 0 => n,
                 _ => return,
             };
             let req = String::from_utf8_lossy(&buf[..n]);

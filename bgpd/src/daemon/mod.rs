@@ -237,6 +237,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     rib.send(rib::RibCmd::Node(Box::new(node.clone())));
     shared.lock().rib_handle = Some(rib.clone());
 
+    // Metrics first, bound here and handed over: once the control socket
+    // answers, `/readyz` answers too.
+    if let Some(addr) = opts.metrics {
+        let m = shared.clone();
+        let l = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(l, m).await {
+                warn!("metrics {addr}: {e}");
+            }
+        });
+    }
     let control_path = opts.control_socket.clone();
     let control_shared = shared.clone();
     tokio::spawn(async move {
@@ -244,16 +255,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             warn!("control socket {}: {e}", control_path.display());
         }
     });
-    if let Some(addr) = opts.metrics {
-        let m = shared.clone();
-        let l = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?;
-        drop(l);
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, m).await {
-                warn!("metrics {addr}: {e}");
-            }
-        });
-    }
 
     let mut listeners = Vec::new();
     for a in &node.listen {

@@ -16,9 +16,11 @@
 //!   session; the peer is removed again (untimed) before the next.
 //!
 //! Datastores: `file` (write a temporary file, rename it over the datastore: time from
-//! the rename; before each change the run waits a varying fraction of the 20 ms poll
-//! period, so the changes fall on every phase of the poll) and `etcd` (an etcd in the node namespace; time from sending the put,
-//! through etcd's JSON gateway). Every wait is bounded (`--timeout`, default 10 s per
+//! the rename; before each change the run waits a varying fraction of 20 ms, so that
+//! the changes fall on every phase of a poll should bgpd poll: bgpd watches the file
+//! with inotify and polls only as a fallback every 500 ms, but before it polled every
+//! 20 ms, and the same spread keeps the figures comparable) and `etcd` (an etcd in the
+//! node namespace; time from sending the put, through etcd's JSON gateway). Every wait is bounded (`--timeout`, default 10 s per
 //! change); a change that times out is counted as missed. Namespaces and processes
 //! belong to a [`Lab`] and go when it is dropped.
 
@@ -54,7 +56,8 @@ const BIRD_AS: u32 = 65002;
 const POOL: &str = "10.240.0.0/12";
 const SERVICE_RANGE: &str = "10.96.0.0/12";
 const MAX_CHANGES: usize = 10_000;
-/// The file datastore's poll period (docs/configuration.md, Datastores).
+/// The period whose phases the file changes are spread over: the file datastore's
+/// poll period before it was watched with inotify.
 const FILE_POLL: Duration = Duration::from_millis(20);
 const KEEPALIVE: [u8; 19] = {
     let mut k = [0xFF; 19];
@@ -703,10 +706,11 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
     Ok(rows)
 }
 
-/// The file datastore is polled every 20 ms, and a change made right after bgpd
-/// noticed the previous one would always wait a whole period. Before change `i` the
-/// run waits a fraction of the period that is spread evenly over [0, 1) (multiples of
-/// the golden ratio, modulo 1), so the changes sample every phase of the poll.
+/// A file datastore that is polled (every 20 ms before inotify; now the fallback)
+/// makes a change made right after bgpd noticed the previous one wait a whole
+/// period. Before change `i` the run waits a fraction of the period that is spread
+/// evenly over [0, 1) (multiples of the golden ratio, modulo 1), so the changes
+/// sample every phase of the poll.
 fn poll_phase(i: usize) -> Duration {
     const GOLDEN: f64 = 0.618_033_988_749_895;
     Duration::from_secs_f64(((i as f64 + 1.0) * GOLDEN).fract() * FILE_POLL.as_secs_f64())
