@@ -166,6 +166,9 @@ pub(crate) struct Engine {
     desired: HashMap<IpNet, Route>,
     removed: HashSet<IpNet>,
     slots: HashMap<IpNet, Slot>,
+    /// The kernel's connected routes in our table (an interface's subnet):
+    /// preferred over any learned route of the same prefix.
+    connected: HashSet<IpNet>,
     links: HashMap<u32, LinkState>,
     link_by_name: HashMap<String, u32>,
     resolutions: HashMap<IpAddr, Resolution>,
@@ -202,6 +205,7 @@ impl Engine {
             desired: HashMap::default(),
             removed: HashSet::default(),
             slots: HashMap::default(),
+            connected: HashSet::default(),
             links: HashMap::default(),
             link_by_name: HashMap::default(),
             resolutions: HashMap::default(),
@@ -699,6 +703,13 @@ impl Engine {
     }
 
     fn on_route(&mut self, r: TableRoute, deleted: bool, from_dump: bool) {
+        let direct = matches!(&r.spec.target, KernelTarget::Unicast(h) if h.iter().all(|h| h.gateway.is_none()));
+        if r.table == self.id.table && r.protocol == crate::kernel::RTPROT_KERNEL && direct {
+            let changed = if deleted { self.connected.remove(&r.prefix) } else { self.connected.insert(r.prefix) };
+            if changed && self.desired.contains_key(&r.prefix) && !from_dump {
+                self.mark_dirty(r.prefix);
+            }
+        }
         let ours = r.protocol == self.id.protocol;
         let in_slot = r.table == self.id.table && r.metric == self.id.metric_for(&r.prefix);
         if !in_slot || !ours {
@@ -792,6 +803,9 @@ impl Engine {
         let ours = slot.is_some_and(|s| s.protocol == protocol);
         let decision = match self.desired.get(&prefix) {
             None => Decision::NotDesired { ours },
+            Some(route) if matches!(route.target, Target::Unicast(_)) && self.connected.contains(&prefix) => {
+                Decision::Fail { kind: RouteErrorKind::Connected, ours }
+            }
             Some(route) => {
                 let mut ctx = EvalContext {
                     resolutions: &mut self.resolutions,
@@ -1300,6 +1314,49 @@ mod tests {
         let mut h = header(0, flags);
         h.port_number = 0;
         serialize(NetlinkMessage::new(h, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m))))
+    }
+
+    /// The kernel's connected route for an interface's subnet (protocol kernel, no gateway).
+    fn connected_route(flags: u16, prefix: &str, oif: u32) -> Vec<u8> {
+        use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+        let prefix = net(prefix);
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet6;
+        m.header.destination_prefix_length = prefix.prefix_len();
+        m.header.table = 100;
+        m.header.protocol = RouteProtocol::Kernel;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Table(100));
+        m.attributes.push(RouteAttribute::Destination(prefix.network().into()));
+        m.attributes.push(RouteAttribute::Priority(256));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        let mut h = header(0, flags);
+        h.port_number = 0;
+        serialize(NetlinkMessage::new(h, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m))))
+    }
+
+    #[test]
+    fn a_connected_subnet_is_left_to_the_kernel() {
+        let subnet = "fd00:0:1::/64";
+        let mut e = started_with(vec![connected_route(NLM_F_MULTI, subnet, ETH0)], vec![]);
+        let mut buf = Vec::new();
+        e.apply(via_eth0(subnet, "fd00:0:1::1"));
+        assert!(!e.poll_transmit(&mut buf), "no route of ours may compete with a connected one");
+        let failures = e.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].kind, RouteErrorKind::Connected);
+        // Another prefix through the same gateway is installed.
+        e.apply(via_eth0("fd00:244::/122", "fd00:0:1::1"));
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(written(&e, &buf), [net("fd00:244::/122")]);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+        // The interface's address goes away: the learned route is installed.
+        let mut gone = connected_route(0, subnet, ETH0);
+        NetlinkBuffer::new(&mut gone[..]).set_message_type(RTM_DELROUTE);
+        e.handle_datagram(&gone);
+        assert!(e.poll_transmit(&mut buf));
+        assert_eq!(written(&e, &buf), [net(subnet)]);
     }
 
     fn via_tunl0(prefix: &str, gws: &[&str]) -> RouteChange {

@@ -67,6 +67,13 @@ pub enum RouteErrorKind {
         /// The other route's protocol number.
         protocol: u8,
     },
+    /// The prefix is a subnet of one of this host's interfaces: the kernel's
+    /// connected route for it is preferred (connected routes beat learned
+    /// ones, as in any router), so no route of ours competes with it. Without
+    /// this an IPv6 route of ours (metric 20) would win over the kernel's
+    /// connected route (metric 256) and send on-link traffic through a gateway.
+    #[error("directly connected: the kernel's connected route is preferred")]
+    Connected,
     /// The kernel refused the operation.
     #[error("kernel refused {op}: {} ({}){}", errno_name(*errno), errno_text(*errno), message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
     Kernel {

@@ -19,6 +19,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 pub const RT_TABLE_MAIN: u32 = 254;
 /// `RTPROT_BGP`.
 pub const RTPROT_BGP: u8 = 186;
+/// `RTPROT_KERNEL`: routes the kernel adds itself, such as an interface's subnet.
+pub const RTPROT_KERNEL: u8 = 2;
 
 /// One next hop as the kernel holds it: output interface index instead of a name, and the
 /// gateway (if any) already resolved.

@@ -526,6 +526,7 @@ fn publish(shared: &Shared, desired: &Desired, swept: bool, event: Option<FibEve
     match &event {
         Some(FibEvent::Failed(e)) => match &e.kind {
             RouteErrorKind::NextHopUnreachable { .. } => warn!("kernel route skipped: {e}"),
+            RouteErrorKind::Connected => info!("kernel route skipped: {e}"),
             _ => warn!("kernel route failed: {e}"),
         },
         Some(FibEvent::Recovered(p)) => info!("kernel route {p} installed after an earlier failure"),
