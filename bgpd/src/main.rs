@@ -102,19 +102,20 @@ enum LabCmd {
         /// The template.
         file: PathBuf,
     },
-    /// Drill: cut every link of a router, or turn SERVICE@NODE's endpoint unready,
-    /// while probing; then the checks and the probes lost.
+    /// Drill: cut every link of a router, or a segment (link), or turn
+    /// SERVICE@NODE's endpoint unready, while probing; then the checks and the
+    /// probes lost.
     Fail {
         /// The template.
         file: PathBuf,
-        /// A router name, or SERVICE@NODE.
+        /// A router, a segment, or SERVICE@NODE.
         target: String,
     },
-    /// Undo `fail`: restore the router's links, or make the endpoint ready again.
+    /// Undo `fail`: restore the router's links or the segment, or make the endpoint ready again.
     Recover {
         /// The template.
         file: PathBuf,
-        /// A router name, or SERVICE@NODE.
+        /// A router, a segment, or SERVICE@NODE.
         target: String,
     },
     /// Drill: kill a node's bgpd and start it again (graceful restart) while

@@ -6,7 +6,8 @@
 //! - `l3-tor-per-rack`: `lab restart … node-2` (SIGKILL and start: graceful
 //!   restart) loses no probe — the command exits non-zero otherwise.
 //! - `dual-tor-ecmp`: `lab fail … tor-a` cuts every link of a ToR: the
-//!   checks pass through the other one; `lab recover` brings it back.
+//!   checks pass through the other one; `lab recover` brings it back. Then
+//!   `lab fail … b2` cuts one link (node-2 to tor-b), and `recover`.
 //! - `anycast-two-clusters`: `lab fail … web@east-2` turns east's endpoint
 //!   unready: the service address is answered only by west's endpoint;
 //!   `lab recover` brings east back.
@@ -127,7 +128,12 @@ fn dual_tor_ecmp_survives_a_tor() {
     run_template(
         "dual-tor-ecmp",
         "dualtor",
-        &[&["fail", "FILE", "tor-a"], &["recover", "FILE", "tor-a"]],
+        &[
+            &["fail", "FILE", "tor-a"],
+            &["recover", "FILE", "tor-a"],
+            &["fail", "FILE", "b2"],
+            &["recover", "FILE", "b2"],
+        ],
         // ECMP on the nodes: a pod block of another node through both ToRs.
         &["all checks passed", "nexthop via 10.1.1.1 dev a1", "nexthop via 10.2.1.1 dev b1"],
     );

@@ -19,7 +19,7 @@ pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,6 +67,20 @@ struct Pod {
     node: String,
     ns: String,
     ip: Ipv4Addr,
+    /// Its IPv6 address, in a dual-stack lab.
+    #[serde(default)]
+    ip6: Option<Ipv6Addr>,
+}
+
+impl Pod {
+    fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(IpAddr::V4(self.ip)).chain(self.ip6.map(IpAddr::V6))
+    }
+
+    /// Its address of `addr`'s family.
+    fn address_like(&self, addr: &IpAddr) -> Option<IpAddr> {
+        self.addresses().find(|a| a.is_ipv4() == addr.is_ipv4())
+    }
 }
 
 /// A lab loaded for a subcommand: the topology and its state directory.
@@ -258,11 +272,17 @@ fn build_network(lab: &Lab) -> anyhow::Result<()> {
             if let Some(a) = addr_of(m) {
                 net::ip_in(&t.netns(m), &["addr", "add", &a.to_string(), "dev", &seg.name])?;
             }
+            for (_, a) in t.members[m].links6.iter().filter(|(s, _)| *s == seg.name) {
+                net::ip_in(&t.netns(m), &["-6", "addr", "add", &a.to_string(), "dev", &seg.name, "nodad"])?;
+            }
         }
     }
     for m in t.members.values() {
-        if let Role::Host { gateway } = m.role {
+        if let Role::Host { gateway, gateway6 } = m.role {
             net::ip_in(&t.netns(&m.name), &["route", "add", "default", "via", &gateway.to_string()])?;
+            if let Some(g6) = gateway6 {
+                net::ip_in(&t.netns(&m.name), &["-6", "route", "add", "default", "via", &g6.to_string()])?;
+            }
         }
     }
     Ok(())
@@ -286,14 +306,17 @@ fn write_datastores(lab: &Lab, st: &State) -> anyhow::Result<()> {
                     continue;
                 }
                 let ready = st.endpoints.get(&endpoint_key(&s.key, node)).copied().unwrap_or(false);
-                let _ = write!(
-                    eps,
-                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-lab-{node}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n  nodeName: {node}\n  conditions: {{ready: {ready}}}\nports:\n- {{name: probe, port: {port}, protocol: TCP}}\n",
-                    name = s.name,
-                    ns = s.namespace,
-                    ip = pod.ip,
-                    port = lab.topo.port,
-                );
+                // One slice per address family, as Kubernetes has for a dual-stack service.
+                for ip in pod.addresses() {
+                    let (family, suffix) = if ip.is_ipv4() { ("IPv4", "") } else { ("IPv6", "-v6") };
+                    let _ = write!(
+                        eps,
+                        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-lab-{node}{suffix}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: {family}\nendpoints:\n- addresses: [\"{ip}\"]\n  nodeName: {node}\n  conditions: {{ready: {ready}}}\nports:\n- {{name: probe, port: {port}, protocol: TCP}}\n",
+                        name = s.name,
+                        ns = s.namespace,
+                        port = lab.topo.port,
+                    );
+                }
             }
         }
         let tmp = dir.join(".endpoints.yaml.tmp");
@@ -312,6 +335,7 @@ fn endpoint_key(service: &str, node: &str) -> String {
 fn attach_pods(lab: &Lab, st: &mut State, bgpd: &Path) -> anyhow::Result<()> {
     let exe_dir = bgpd.parent().map(Path::to_path_buf).unwrap_or_default();
     let cni_path = format!("{}:{CNI_DIR}", exe_dir.display());
+    let dual = lab.topo.dual_stack();
     for node in lab.topo.nodes() {
         let Role::Node { cluster, .. } = &node.role else { continue };
         let node_ns = lab.topo.netns(&node.name);
@@ -319,18 +343,41 @@ fn attach_pods(lab: &Lab, st: &mut State, bgpd: &Path) -> anyhow::Result<()> {
             let ns = lab.topo.netns(&pod);
             net::ip(&["netns", "add", &ns])?;
             net::ip_in(&ns, &["link", "set", "lo", "up"])?;
+            if dual {
+                // No duplicate address detection: ptp would wait for it.
+                net::sysctls(&ns, &["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+            }
             let conf = serde_json::json!({
                 "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ptp",
-                "ipam": {"type": "bgpd-ipam", "datastore": format!("file:{}", lab.cluster_dir(cluster).display()), "nodename": node.name},
+                "ipam": {
+                    "type": "bgpd-ipam", "datastore": format!("file:{}", lab.cluster_dir(cluster).display()),
+                    "nodename": node.name, "assign_ipv6": if dual { "true" } else { "false" },
+                },
             });
             let out = cni(&node_ns, &ns, &pod, &cni_path, &conf.to_string())
                 .with_context(|| format!("attaching pod {pod} on {} (ptp + bgpd-ipam)", node.name))?;
-            let ip = out["ips"][0]["address"]
-                .as_str()
-                .and_then(|a| a.split('/').next())
-                .and_then(|a| a.parse::<Ipv4Addr>().ok())
-                .with_context(|| format!("ptp gave pod {pod} no IPv4 address: {out}"))?;
-            st.pods.push(Pod { name: pod.clone(), node: node.name.clone(), ns: ns.clone(), ip });
+            let ips: Vec<IpAddr> = out["ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["address"].as_str()?.split('/').next()?.parse().ok())
+                .collect();
+            let ip = ips.iter().find_map(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            });
+            let ip = ip.with_context(|| format!("ptp gave pod {pod} no IPv4 address: {out}"))?;
+            let ip6 = ips.iter().find_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            });
+            if dual && ip6.is_none() {
+                bail!(
+                    "ptp gave pod {pod} no IPv6 address in a dual-stack lab (an IPv6 IPPool for {}?): {out}",
+                    node.name
+                );
+            }
+            st.pods.push(Pod { name: pod.clone(), node: node.name.clone(), ns: ns.clone(), ip, ip6 });
             let argv = vec![
                 bgpd.display().to_string(),
                 "lab".into(),
@@ -343,7 +390,8 @@ fn attach_pods(lab: &Lab, st: &mut State, bgpd: &Path) -> anyhow::Result<()> {
             let log = lab.dir.join("pods").join(format!("{pod}.log"));
             std::fs::create_dir_all(log.parent().unwrap_or(&lab.dir))?;
             lab.start(st, &format!("{pod}/listener"), &ns, argv, log)?;
-            println!("  pod {pod} on {}: {ip}", node.name);
+            let six = ip6.map(|a| format!(" {a}")).unwrap_or_default();
+            println!("  pod {pod} on {}: {ip}{six}", node.name);
         }
     }
     Ok(())
@@ -408,16 +456,16 @@ fn set_endpoint(lab: &Lab, st: &mut State, service: &str, node: &str, ready: boo
     let pod = st.pods.iter().find(|p| p.node == node).cloned().with_context(|| format!("{node} has no pod"))?;
     let node_ns = lab.topo.netns(node);
     for a in &s.addresses {
-        let addr = format!("{a}/32");
+        let Some(via) = pod.address_like(a) else { continue };
+        let addr = if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") };
+        let fam = if a.is_ipv4() { "-4" } else { "-6" };
         if ready {
-            let _ = net::ip_in(&pod.ns, &["addr", "add", &addr, "dev", "lo"]);
-            net::ip_in(
-                &node_ns,
-                &["route", "replace", &addr, "via", &pod.ip.to_string(), "metric", SERVICE_ROUTE_METRIC],
-            )?;
+            let _ = net::ip_in(&pod.ns, &[fam, "addr", "add", &addr, "dev", "lo"]);
+            let route = [fam, "route", "replace", &addr, "via", &via.to_string(), "metric", SERVICE_ROUTE_METRIC];
+            net::ip_in(&node_ns, &route)?;
         } else {
-            let _ = net::ip_in(&node_ns, &["route", "del", &addr, "metric", SERVICE_ROUTE_METRIC]);
-            let _ = net::ip_in(&pod.ns, &["addr", "del", &addr, "dev", "lo"]);
+            let _ = net::ip_in(&node_ns, &[fam, "route", "del", &addr, "metric", SERVICE_ROUTE_METRIC]);
+            let _ = net::ip_in(&pod.ns, &[fam, "addr", "del", &addr, "dev", "lo"]);
         }
     }
     st.endpoints.insert(endpoint_key(&s.key, node), ready);
@@ -448,7 +496,9 @@ fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
     for (src, ns) in sources {
         let mut targets = Vec::new();
         for p in st.pods.iter().filter(|p| p.name != src) {
-            targets.push((SocketAddr::from((p.ip, port)), vec![p.name.clone()]));
+            for a in p.addresses() {
+                targets.push((SocketAddr::new(a, port), vec![p.name.clone()]));
+            }
         }
         for s in &lab.topo.services {
             let ready: Vec<String> = s
@@ -471,10 +521,21 @@ fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
 
 fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     let mut checks = Vec::new();
-    // Sessions of a router cut by `lab fail` are expected down.
+    // Sessions over a link cut by `lab fail` (every link of a failed router,
+    // or every member's link to a cut segment) are expected down.
     let failed: Vec<&spec::Member> = st.faults.iter().filter_map(|f| lab.topo.members.get(f)).collect();
-    let failed_addr =
-        |a: &str| failed.iter().any(|m| m.links.iter().any(|(_, n)| a.starts_with(&format!("{}:", n.addr()))));
+    let mut dead: Vec<IpAddr> = Vec::new();
+    for m in &failed {
+        for (seg, _) in &m.links {
+            dead.extend(m.addresses_on(seg));
+        }
+    }
+    for seg in lab.topo.segments.iter().filter(|s| st.faults.contains(&s.name)) {
+        for m in &seg.members {
+            dead.extend(lab.topo.members[m].addresses_on(&seg.name));
+        }
+    }
+    let failed_addr = |a: &str| a.parse::<SocketAddr>().is_ok_and(|a| dead.contains(&a.ip()));
     // Sessions.
     for node in lab.topo.nodes() {
         match ask_peers(&lab.node_socket(&node.name)) {
@@ -507,8 +568,9 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
         }
     }
     for r in lab.topo.routers().filter(|r| !failed.iter().any(|f| f.name == r.name)) {
-        for (peer, up, info) in routers::sessions_up(&lab.topo, r, &lab.dir) {
-            if failed.iter().any(|f| f.name == peer) {
+        let sessions = lab.topo.router_sessions(r);
+        for (s, (peer, up, info)) in sessions.iter().zip(routers::sessions_up(&lab.topo, r, &lab.dir)) {
+            if dead.contains(&s.neighbor) || dead.contains(&s.local) {
                 continue;
             }
             checks.push(Check { what: format!("{}: session {peer}", r.name), ok: up, detail: info });
@@ -557,21 +619,14 @@ fn ask_peers(socket: &Path) -> Option<serde_json::Value> {
     })
 }
 
-fn ip_of(addr: &std::net::IpAddr) -> Option<Ipv4Addr> {
-    match addr {
-        std::net::IpAddr::V4(a) => Some(*a),
-        std::net::IpAddr::V6(_) => None,
-    }
-}
-
 /// The routes on the path from `ns` to `dst`, hop by hop (`ip route get` in
 /// each namespace, following the next hop to the member that owns it).
 fn trace(lab: &Lab, st: &State, ns: &str, dst: std::net::IpAddr) -> String {
-    let Some(dst) = ip_of(&dst) else { return String::new() };
+    let fam = if dst.is_ipv4() { "-4" } else { "-6" };
     let mut out = String::from("    path:");
     let mut here = ns.to_string();
     for _ in 0..8 {
-        let route = net::ip_in(&here, &["-4", "route", "get", &dst.to_string()]).unwrap_or_else(|e| format!("{e}"));
+        let route = net::ip_in(&here, &[fam, "route", "get", &dst.to_string()]).unwrap_or_else(|e| format!("{e}"));
         let line = route.lines().next().unwrap_or("").trim().to_string();
         let _ = write!(out, "\n      [{here}] {line}");
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -579,7 +634,7 @@ fn trace(lab: &Lab, st: &State, ns: &str, dst: std::net::IpAddr) -> String {
             .iter()
             .position(|w| *w == "via")
             .and_then(|i| words.get(i + 1))
-            .and_then(|a| a.parse::<Ipv4Addr>().ok());
+            .and_then(|a| a.parse::<IpAddr>().ok());
         let next = match via {
             Some(v) => match lab.topo.owner_of(v) {
                 Some(m) => lab.topo.netns(&m.name),
@@ -653,9 +708,17 @@ fn routes_report(lab: &Lab) -> String {
             Role::Host { .. } => String::new(),
         };
         let _ = writeln!(r, "== {} ({what}) routes", m.name);
-        let table = net::ip_in(&lab.topo.netns(&m.name), &["-4", "route", "show"]).unwrap_or_else(|e| e.to_string());
-        // A pod's own /32 on its ptp link is left out: one line per pod says nothing.
-        for l in table.lines().filter(|l| !l.contains(" dev veth") || l.contains("via")) {
+        let ns = lab.topo.netns(&m.name);
+        let mut table = net::ip_in(&ns, &["-4", "route", "show"]).unwrap_or_else(|e| e.to_string());
+        if lab.topo.dual_stack() {
+            table.push_str(&net::ip_in(&ns, &["-6", "route", "show"]).unwrap_or_else(|e| e.to_string()));
+        }
+        // A pod's own /32 on its ptp link is left out (one line per pod says
+        // nothing), and so are IPv6 link-local and multicast routes.
+        let noise = |l: &str| {
+            (l.contains(" dev veth") && !l.contains("via")) || l.starts_with("fe80::") || l.starts_with("multicast ")
+        };
+        for l in table.lines().filter(|l| !noise(l)) {
             let _ = writeln!(r, "  {l}");
         }
     }
@@ -720,6 +783,7 @@ pub fn status(file: &Path) -> anyhow::Result<bool> {
 /// What a drill acts on.
 enum Target {
     Router(String),
+    Segment(String),
     Endpoint { service: String, node: String },
 }
 
@@ -733,15 +797,19 @@ fn target(lab: &Lab, st: &State, what: &str) -> anyhow::Result<Target> {
         let _ = st;
         return Ok(Target::Endpoint { service: s.key.clone(), node: node.into() });
     }
+    if lab.topo.segments.iter().any(|s| s.name == what) {
+        return Ok(Target::Segment(what.into()));
+    }
     match lab.topo.members.get(what).map(|m| &m.role) {
         Some(Role::Router { .. }) => Ok(Target::Router(what.into())),
-        _ => bail!("{what:?} is neither a router of the lab nor SERVICE@NODE"),
+        _ => bail!("{what:?} is neither a router nor a segment of the lab, nor SERVICE@NODE"),
     }
 }
 
 /// `bgpd lab fail FILE TARGET` and `bgpd lab recover FILE TARGET`: cut (or
-/// restore) every link of a router, or turn a service's endpoint on a node
-/// unready (or ready), while probing; then the checks, and the probes lost.
+/// restore) every link of a router, or one segment (a link), or turn a
+/// service's endpoint on a node unready (or ready), while probing; then the
+/// checks, and the probes lost.
 pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
     let lab = Lab::load(file)?;
     let mut st = lab.read_state()?;
@@ -754,6 +822,12 @@ pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
                 let m = &lab.topo.members[r];
                 for (seg, _) in &m.links {
                     net::ip_in(&lab.topo.netns(r), &["link", "set", seg, if recover { "up" } else { "down" }])?;
+                }
+            }
+            Target::Segment(seg) => {
+                let members = lab.topo.segments.iter().find(|s| s.name == *seg).map(|s| s.members.clone());
+                for m in members.unwrap_or_default() {
+                    net::ip_in(&lab.topo.netns(&m), &["link", "set", seg, if recover { "up" } else { "down" }])?;
                 }
             }
             Target::Endpoint { service, node } => {

@@ -43,16 +43,30 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 pub fn add_namespace(ns: &str) -> anyhow::Result<()> {
     ip(&["netns", "add", ns])?;
     ip_in(ns, &["link", "set", "lo", "up"])?;
-    for s in [
+    let settings = &[
         "net.ipv4.ip_forward=1",
         "net.ipv4.conf.all.rp_filter=0",
         "net.ipv4.conf.default.rp_filter=0",
         "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
         "net.ipv4.conf.default.ignore_routes_with_linkdown=1",
         "net.ipv4.fib_multipath_hash_policy=1",
-    ] {
-        run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", s]))?;
-    }
+        // IPv6 likewise; no duplicate address detection (addresses usable at
+        // once) and addresses kept while a link is down (a cut link comes back).
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv6.conf.all.ignore_routes_with_linkdown=1",
+        "net.ipv6.conf.default.ignore_routes_with_linkdown=1",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+        "net.ipv6.conf.all.keep_addr_on_down=1",
+        "net.ipv6.conf.default.keep_addr_on_down=1",
+        "net.ipv6.fib_multipath_hash_policy=1",
+    ];
+    sysctls(ns, settings)
+}
+
+/// Sets kernel settings (`sysctl -w`) inside a namespace.
+pub fn sysctls(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw"]).args(settings))?;
     Ok(())
 }
 

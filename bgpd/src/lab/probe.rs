@@ -15,7 +15,9 @@ const TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Answers every connection with `name` and a newline, until killed.
 pub fn serve(name: &str, port: u16) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    // One dual-stack socket (IPv4 arrives mapped); IPv4 only where the
+    // namespace has no IPv6.
+    let listener = TcpListener::bind(("::", port)).or_else(|_| TcpListener::bind(("0.0.0.0", port)))?;
     let reply = format!("{name}\n");
     for conn in listener.incoming() {
         let Ok(mut c) = conn else { continue };

@@ -20,13 +20,17 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
     let _ = writeln!(c, "router id {router_id};\nlog stderr all;\nprotocol device {{ scan time 1; }}");
     // Connected networks are advertised (a host behind a router is reachable);
     // learned routes go into the kernel, equal paths merged into one ECMP route.
-    c.push_str("protocol direct { ipv4; }\n");
-    c.push_str(
-        "protocol kernel {\n  ipv4 { import none; export where source != RTS_DEVICE; };\n  merge paths on;\n}\n",
-    );
+    c.push_str("protocol direct { ipv4; ipv6; }\n");
+    for af in ["ipv4", "ipv6"] {
+        let _ = writeln!(
+            c,
+            "protocol kernel {{\n  {af} {{ import none; export where source != RTS_DEVICE; }};\n  merge paths on;\n}}"
+        );
+    }
     for s in sessions {
         let ibgp = s.peer_as == asn;
-        let _ = writeln!(c, "protocol bgp {} {{", proto_name(&s.peer));
+        let af = if s.neighbor.is_ipv4() { "ipv4" } else { "ipv6" };
+        let _ = writeln!(c, "protocol bgp {} {{", proto_name(&s.peer, &s.neighbor));
         let _ = writeln!(c, "  local {} as {asn};\n  neighbor {} as {};", s.local, s.neighbor, s.peer_as);
         c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
         c.push_str("  graceful restart on;\n");
@@ -34,7 +38,7 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
             c.push_str("  direct;\n  rr client;\n");
         }
         let nh = if ibgp { " next hop self;" } else { "" };
-        let _ = writeln!(c, "  ipv4 {{ import all; export all; gateway direct;{nh} }};\n}}");
+        let _ = writeln!(c, "  {af} {{ import all; export all; gateway direct;{nh} }};\n}}");
     }
     c
 }
@@ -43,29 +47,38 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
 pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "hostname r{asn}\n!\nrouter bgp {asn}\n bgp router-id {router_id}");
-    c.push_str(" no bgp ebgp-requires-policy\n bgp graceful-restart\n bgp bestpath as-path multipath-relax\n");
+    c.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n");
+    c.push_str(" bgp bestpath as-path multipath-relax\n");
     for s in sessions {
         let a = s.neighbor;
         let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
         let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
     }
-    c.push_str(" address-family ipv4 unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16\n");
-    for s in sessions {
-        let _ = writeln!(c, "  neighbor {} activate", s.neighbor);
-        if s.peer_as == asn {
-            let _ = writeln!(
-                c,
-                "  neighbor {} route-reflector-client\n  neighbor {} next-hop-self",
-                s.neighbor, s.neighbor
-            );
+    // Each session carries its own family (as Calico's BIRD sessions do).
+    for (af, v4) in [("ipv4", true), ("ipv6", false)] {
+        let _ = writeln!(
+            c,
+            " address-family {af} unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16"
+        );
+        for s in sessions.iter().filter(|s| s.neighbor.is_ipv4() == v4) {
+            let _ = writeln!(c, "  neighbor {} activate", s.neighbor);
+            if s.peer_as == asn {
+                let _ = writeln!(
+                    c,
+                    "  neighbor {} route-reflector-client\n  neighbor {} next-hop-self",
+                    s.neighbor, s.neighbor
+                );
+            }
         }
+        c.push_str(" exit-address-family\n");
     }
-    c.push_str(" exit-address-family\n!\n");
+    c.push_str("!\n");
     c
 }
 
-fn proto_name(peer: &str) -> String {
-    format!("p_{}", peer.replace('-', "_"))
+fn proto_name(peer: &str, addr: &std::net::IpAddr) -> String {
+    let fam = if addr.is_ipv4() { "" } else { "6" };
+    format!("p{fam}_{}", peer.replace('-', "_"))
 }
 
 /// A router's files in the lab's state directory.
@@ -97,26 +110,30 @@ impl RouterFiles {
 /// statement.
 pub fn bgpd_datastore(router: &Member, sessions: &[RouterSession]) -> String {
     let Role::Router { asn, router_id, .. } = &router.role else { return String::new() };
-    let connected: Vec<String> = router.links.iter().map(|(_, a)| format!("{{cidr: {}}}", a.trunc())).collect();
+    let connected4 = router.links.iter().map(|(_, a)| format!("{{cidr: {}}}", a.trunc()));
+    let connected: Vec<String> =
+        connected4.chain(router.links6.iter().map(|(_, a)| format!("{{cidr: \"{}\"}}", a.trunc()))).collect();
     let ibgp = sessions.iter().any(|s| s.peer_as == *asn);
     let mut y = format!(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false, asNumber: {asn}, serviceExternalIPs: [{}]}}\n",
         connected.join(", ")
     );
     let rr = if ibgp { format!(", routeReflectorClusterID: {router_id}") } else { String::new() };
+    let v6 = router.links6.first().map(|(_, a)| format!(", ipv6Address: \"{a}\"")).unwrap_or_default();
     let _ = write!(
         y,
-        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec: {{bgp: {{ipv4Address: {}, asNumber: {asn}{rr}}}}}\n",
+        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec: {{bgp: {{ipv4Address: {}{v6}, asNumber: {asn}{rr}}}}}\n",
         router.name, router.links[0].1
     );
     y.push_str(
-        "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: transit}\nspec:\n  exportV4: [{action: Accept}]\n  importV4: [{action: Accept}]\n",
+        "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: transit}\nspec:\n  exportV4: [{action: Accept}]\n  importV4: [{action: Accept}]\n  exportV6: [{action: Accept}]\n  importV6: [{action: Accept}]\n",
     );
     for s in sessions {
+        let name = if s.neighbor.is_ipv4() { s.peer.clone() } else { format!("{}-v6", s.peer) };
         let _ = write!(
             y,
-            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {}}}\nspec: {{node: {}, peerIP: {}, asNumber: {}, filters: [transit]}}\n",
-            s.peer, router.name, s.neighbor, s.peer_as
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{node: {}, peerIP: \"{}\", asNumber: {}, filters: [transit]}}\n",
+            router.name, s.neighbor, s.peer_as
         );
     }
     y
@@ -214,12 +231,10 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
             sessions
                 .iter()
                 .map(|s| {
-                    let addr = format!("{}:", s.neighbor);
-                    let p = v["peers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|p| p["address"].as_str().is_some_and(|a| a.starts_with(&addr)));
+                    let p = v["peers"].as_array().into_iter().flatten().find(|p| {
+                        let addr = p["address"].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                        addr.is_some_and(|a| a.ip() == s.neighbor)
+                    });
                     let st = p.and_then(|p| p["state"].as_str()).unwrap_or("no answer from bgpd").to_string();
                     (s.peer.clone(), st == "Established", st)
                 })
@@ -231,7 +246,7 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
             sessions
                 .iter()
                 .map(|s| {
-                    let name = proto_name(&s.peer);
+                    let name = proto_name(&s.peer, &s.neighbor);
                     let line = text.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()));
                     let line = line.unwrap_or("no such protocol (BIRD not answering)").to_string();
                     (
@@ -246,14 +261,15 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
             let out = Command::new("vtysh")
                 .arg("--vty_socket")
                 .arg(&files.dir)
-                .args(["-c", "show bgp ipv4 unicast summary json"])
+                .args(["-c", "show bgp summary json"])
                 .output();
             let v: serde_json::Value =
                 out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(serde_json::Value::Null);
             sessions
                 .iter()
                 .map(|s| {
-                    let st = v["peers"][s.neighbor.to_string()]["state"].as_str().unwrap_or("unknown").to_string();
+                    let af = if s.neighbor.is_ipv4() { "ipv4Unicast" } else { "ipv6Unicast" };
+                    let st = v[af]["peers"][s.neighbor.to_string()]["state"].as_str().unwrap_or("unknown").to_string();
                     (s.peer.clone(), st == "Established", st)
                 })
                 .collect()
@@ -331,8 +347,8 @@ spec:
         // iBGP neighbours are reflector clients.
         let ibgp = [RouterSession {
             peer: "n".into(),
-            local: Ipv4Addr::new(10, 0, 0, 1),
-            neighbor: Ipv4Addr::new(10, 0, 0, 2),
+            local: Ipv4Addr::new(10, 0, 0, 1).into(),
+            neighbor: Ipv4Addr::new(10, 0, 0, 2).into(),
             peer_as: 65000,
         }];
         assert!(bird_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("rr client;"));

@@ -5,10 +5,10 @@
 //! namespaces, addresses, the routers' BGP sessions and the probes' targets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -99,6 +99,8 @@ pub enum Implementation {
 struct HostSpec {
     name: String,
     gateway: Ipv4Addr,
+    #[serde(default)]
+    gateway6: Option<Ipv6Addr>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +116,8 @@ struct MemberSpec {
     name: String,
     #[serde(default)]
     address: Option<Ipv4Net>,
+    #[serde(default)]
+    address6: Option<Ipv6Net>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +179,8 @@ pub enum Role {
     Host {
         /// Its default gateway.
         gateway: Ipv4Addr,
+        /// Its IPv6 default gateway, if it has IPv6.
+        gateway6: Option<Ipv6Addr>,
     },
 }
 
@@ -187,6 +193,24 @@ pub struct Member {
     pub role: Role,
     /// Its interfaces: (segment, address).
     pub links: Vec<(String, Ipv4Net)>,
+    /// Its IPv6 addresses: (segment, address), on segments where it has one.
+    pub links6: Vec<(String, Ipv6Net)>,
+}
+
+impl Member {
+    /// Whether `addr` is one of its addresses.
+    pub fn has(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.links.iter().any(|(_, n)| n.addr() == a),
+            IpAddr::V6(a) => self.links6.iter().any(|(_, n)| n.addr() == a),
+        }
+    }
+
+    /// Its addresses on `segment`.
+    pub fn addresses_on(&self, segment: &str) -> Vec<IpAddr> {
+        let v4 = self.links.iter().filter(|(s, _)| s == segment).map(|(_, a)| IpAddr::V4(a.addr()));
+        v4.chain(self.links6.iter().filter(|(s, _)| s == segment).map(|(_, a)| IpAddr::V6(a.addr()))).collect()
+    }
 }
 
 impl Member {
@@ -213,10 +237,10 @@ pub struct Segment {
 pub struct RouterSession {
     /// The neighbour's name.
     pub peer: String,
-    /// The router's address on the shared segment.
-    pub local: Ipv4Addr,
+    /// The router's address on the shared segment (one session per family).
+    pub local: IpAddr,
     /// The neighbour's address.
-    pub neighbor: Ipv4Addr,
+    pub neighbor: IpAddr,
     /// The neighbour's AS.
     pub peer_as: u32,
 }
@@ -233,7 +257,7 @@ pub struct LabService {
     /// Its cluster(s): the clusters whose datastore holds it.
     pub clusters: Vec<String>,
     /// The addresses traffic from outside reaches it on: `externalIPs`, LoadBalancer ingress IPs.
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     /// (node, ready): one endpoint on the node's first pod.
     pub endpoints: Vec<(String, bool)>,
 }
@@ -335,25 +359,31 @@ impl Topology {
     pub fn router_sessions(&self, router: &Member) -> Vec<RouterSession> {
         let Role::Router { peers, .. } = &router.role else { return Vec::new() };
         let mut out = Vec::new();
-        for (seg, local) in &router.links {
+        let v4 = router.links.iter().map(|(s, a)| (s, IpAddr::V4(a.addr())));
+        let v6 = router.links6.iter().map(|(s, a)| (s, IpAddr::V6(a.addr())));
+        for (seg, local) in v4.chain(v6) {
             let Some(s) = self.segments.iter().find(|s| &s.name == seg) else { continue };
             for other in s.members.iter().filter(|m| **m != router.name) {
                 if peers.as_ref().is_some_and(|p| !p.contains(other)) {
                     continue;
                 }
                 let m = &self.members[other];
-                let (Some(peer_as), Some((_, addr))) = (m.asn(), m.links.iter().find(|(s2, _)| s2 == seg)) else {
-                    continue;
-                };
-                out.push(RouterSession { peer: other.clone(), local: local.addr(), neighbor: addr.addr(), peer_as });
+                let addr = m.addresses_on(seg).into_iter().find(|a| a.is_ipv4() == local.is_ipv4());
+                let (Some(peer_as), Some(neighbor)) = (m.asn(), addr) else { continue };
+                out.push(RouterSession { peer: other.clone(), local, neighbor, peer_as });
             }
         }
         out
     }
 
     /// Which member owns an address (for following a path hop by hop).
-    pub fn owner_of(&self, addr: Ipv4Addr) -> Option<&Member> {
-        self.members.values().find(|m| m.links.iter().any(|(_, a)| a.addr() == addr))
+    pub fn owner_of(&self, addr: IpAddr) -> Option<&Member> {
+        self.members.values().find(|m| m.has(addr))
+    }
+
+    /// Whether the lab has IPv6 (some member has an IPv6 address).
+    pub fn dual_stack(&self) -> bool {
+        self.members.values().any(|m| !m.links6.is_empty())
     }
 }
 
@@ -394,6 +424,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     };
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut node_addr: BTreeMap<String, Option<Ipv4Net>> = BTreeMap::new();
+    let mut node_addr6: BTreeMap<String, Option<Ipv6Net>> = BTreeMap::new();
     for n in &node_docs {
         let nname = get_str(n, &["metadata", "name"]).ok_or("a Node without metadata.name")?.to_string();
         if !is_name(&nname) {
@@ -411,7 +442,19 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
             None => None,
         };
         node_addr.insert(nname.clone(), addr);
-        let m = Member { name: nname.clone(), role: Role::Node { cluster, asn, pods }, links: Vec::new() };
+        let addr6 = match get_str(n, &["spec", "bgp", "ipv6Address"]) {
+            Some(a) => {
+                Some(a.parse::<Ipv6Net>().map_err(|e| format!("Node {nname}: spec.bgp.ipv6Address {a:?}: {e}"))?)
+            }
+            None => None,
+        };
+        node_addr6.insert(nname.clone(), addr6);
+        let m = Member {
+            name: nname.clone(),
+            role: Role::Node { cluster, asn, pods },
+            links: Vec::new(),
+            links6: Vec::new(),
+        };
         if members.insert(nname.clone(), m).is_some() {
             return Err(format!("Node {nname} appears twice"));
         }
@@ -434,6 +477,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
                 peers: r.peers,
             },
             links: Vec::new(),
+            links6: Vec::new(),
         };
         if members.insert(r.name.clone(), m).is_some() {
             return Err(format!("{} is both a router and another member", r.name));
@@ -443,13 +487,18 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         if !is_name(&h.name) {
             return Err(format!("host {:?}: names are lowercase letters, digits and '-', at most 15", h.name));
         }
-        let m = Member { name: h.name.clone(), role: Role::Host { gateway: h.gateway }, links: Vec::new() };
+        let m = Member {
+            name: h.name.clone(),
+            role: Role::Host { gateway: h.gateway, gateway6: h.gateway6 },
+            links: Vec::new(),
+            links6: Vec::new(),
+        };
         if members.insert(h.name.clone(), m).is_some() {
             return Err(format!("{} is both a host and another member", h.name));
         }
     }
     let mut segments = Vec::new();
-    let mut used: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut used: BTreeMap<IpAddr, String> = BTreeMap::new();
     for s in spec.segments {
         if !is_name(&s.name) || s.name.len() > 12 {
             return Err(format!("segment {:?}: lowercase letters, digits and '-', at most 12", s.name));
@@ -466,13 +515,26 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
                 Some(a) => a,
                 None => return Err(format!("segment {}: member {} needs an address", s.name, m.name)),
             };
-            if let Some(other) = used.insert(addr.addr(), m.name.clone()) {
-                return Err(format!("segment {}: address {} of {} is already {other}'s", s.name, addr.addr(), m.name));
+            // A node's IPv6 address defaults to its Node's on the segment that
+            // also carries its Node IPv4 address.
+            let addr6 = m.address6.or_else(|| {
+                let default4 = node_addr.get(&m.name).copied().flatten();
+                (m.address.is_none() && default4.is_some())
+                    .then(|| node_addr6.get(&m.name).copied().flatten())
+                    .flatten()
+            });
+            for a in std::iter::once(IpAddr::V4(addr.addr())).chain(addr6.map(|a| IpAddr::V6(a.addr()))) {
+                if let Some(other) = used.insert(a, m.name.clone()) {
+                    return Err(format!("segment {}: address {a} of {} is already {other}'s", s.name, m.name));
+                }
             }
             if member.links.iter().any(|(seg, _)| *seg == s.name) {
                 return Err(format!("segment {}: {} is a member twice", s.name, m.name));
             }
             member.links.push((s.name.clone(), addr));
+            if let Some(a6) = addr6 {
+                member.links6.push((s.name.clone(), a6));
+            }
             names.push(m.name);
         }
         segments.push(Segment { name: s.name, members: names });
@@ -486,9 +548,14 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
                 *router_id = m.links[0].1.addr();
             }
         }
-        if let Role::Host { gateway } = m.role {
+        if let Role::Host { gateway, gateway6 } = m.role {
             if !m.links.iter().any(|(_, a)| a.contains(&gateway)) {
                 return Err(format!("host {}: gateway {gateway} is on none of its segments", m.name));
+            }
+            if let Some(g6) = gateway6 {
+                if !m.links6.iter().any(|(_, a)| a.contains(&g6)) {
+                    return Err(format!("host {}: gateway6 {g6} is on none of its segments", m.name));
+                }
             }
         }
     }
@@ -533,7 +600,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
                 .flatten()
                 .filter_map(|i| i.get("ip"));
             for a in ext.chain(lb).filter_map(Value::as_str) {
-                if let Ok(ip) = a.parse::<Ipv4Addr>() {
+                if let Ok(ip) = a.parse::<IpAddr>() {
                     if !addresses.contains(&ip) {
                         addresses.push(ip);
                     }
@@ -541,7 +608,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
             }
         }
         if addresses.is_empty() {
-            return Err(format!("Lab spec.services: Service {key} has no IPv4 externalIPs or LoadBalancer ingress IP"));
+            return Err(format!("Lab spec.services: Service {key} has no externalIPs or LoadBalancer ingress IP"));
         }
         let clusters: Vec<String> =
             clusters.iter().filter(|c| docs.iter().any(|d| in_cluster(d, c))).cloned().collect();
@@ -620,13 +687,14 @@ spec:
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions[0].peer_as, 65101, "node-1 takes the cluster's default AS");
         assert_eq!(sessions[1].peer_as, 65102, "node-2 sets its own");
-        assert_eq!(sessions[1].neighbor, Ipv4Addr::new(10, 0, 1, 12));
+        assert_eq!(sessions[1].neighbor, IpAddr::V4(Ipv4Addr::new(10, 0, 1, 12)));
         assert_eq!(t.pods(&t.members["node-1"]), ["node-1-p1", "node-1-p2"]);
-        assert_eq!(t.services[0].addresses, [Ipv4Addr::new(192, 0, 2, 10)]);
+        assert_eq!(t.services[0].addresses, [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))]);
         assert_eq!(t.services[0].endpoints, [("node-2".to_string(), true)]);
         assert_eq!(t.clusters.len(), 1);
         assert!(!t.clusters[DEFAULT_CLUSTER].contains("kind: Lab"));
-        assert_eq!(t.owner_of(Ipv4Addr::new(10, 0, 1, 12)).map(|m| m.name.as_str()), Some("node-2"));
+        assert_eq!(t.owner_of(Ipv4Addr::new(10, 0, 1, 12).into()).map(|m| m.name.as_str()), Some("node-2"));
+        assert!(!t.dual_stack());
     }
 
     #[test]
