@@ -1,4 +1,4 @@
-//! Where the model comes from while the daemon runs: a file (polled), etcd v3
+//! Where the model comes from while the daemon runs: a file (watched with inotify), etcd v3
 //! (get, then watch) or the Kubernetes API (watchers). Each backend is a task that
 //! publishes a [`Feed`] on a `tokio::sync::watch` channel: the datastore's whole
 //! content as [`Source`]s whenever it changed, and whether the datastore is
@@ -21,8 +21,9 @@ use super::Source;
 /// The `--datastore` argument, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatastoreSpec {
-    /// `file:PATH`: a YAML file or a directory of them, polled every 20 ms, with the
-    /// `bgpd-ipam` file store in the same directory if there is one.
+    /// `file:PATH`: a YAML file or a directory of them, watched with inotify (a
+    /// 500 ms poll as fallback), with the `bgpd-ipam` file store in the same
+    /// directory if there is one.
     File(PathBuf),
     /// `etcd:URL[,URL…][?prefix=P]`: objects stored as YAML or JSON under a key prefix.
     Etcd {
