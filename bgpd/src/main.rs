@@ -35,7 +35,7 @@ enum Command {
     },
     /// Run the node's BGP speaker.
     Run {
-        /// The datastore: `file:PATH` (a YAML file or a directory of them, polled),
+        /// The datastore: `file:PATH` (a YAML file or a directory of them, watched),
         /// `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]` (watched), or
         /// `kubernetes` (in-cluster service account or KUBECONFIG; Secrets are read
         /// in the namespace `POD_NAMESPACE`, else kube-system).
