@@ -3,6 +3,10 @@
 //! originations; etcd stopped → bgpd keeps running on its last good model and says
 //! the datastore is unreachable (`show config`, `/readyz` 503); etcd started again
 //! on the same data → bgpd resyncs, sees an edit it missed, and is ready again.
+//! And the IPAM state that `bgpd-ipam` keeps in etcd (the `ipam` crate's allocator
+//! over its `EtcdStore`, Calico's `/calico/ipam/v2/` layout): the node's affine
+//! blocks and its pods' borrowed addresses are originated as they are allocated,
+//! and withdrawn as they are released.
 //! No BGP peer is configured (the node only listens on a free loopback port), and
 //! the kernel is not programmed, so no root is needed.
 
@@ -129,12 +133,17 @@ fn show(socket: &Path, what: &str) -> Option<Value> {
 }
 
 fn originations(socket: &Path) -> Vec<String> {
+    originations_with_causes(socket).into_iter().map(|(p, _)| p).collect()
+}
+
+/// (prefix, cause) of each origination, in prefix text order.
+fn originations_with_causes(socket: &Path) -> Vec<(String, String)> {
     let Some(v) = show(socket, "originations") else { return Vec::new() };
-    let mut p: Vec<String> = v["originations"]
+    let mut p: Vec<(String, String)> = v["originations"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|o| o["prefix"].as_str().map(str::to_string))
+        .filter_map(|o| Some((o["prefix"].as_str()?.to_string(), o["cause"].as_str().unwrap_or("").to_string())))
         .collect();
     p.sort();
     p
@@ -160,13 +169,9 @@ fn block(cidr: &str, node: &str) -> Value {
     })
 }
 
-#[test]
-fn etcd_datastore_watch_outage_and_resync() {
-    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut etcd = Etcd { dir: tmp.path().to_path_buf(), client: free_port(), peer: free_port(), proc: None };
+/// A started etcd holding Node n1 and a BGPConfiguration under [`PREFIX`].
+fn etcd_with_node(tmp: &Path) -> Etcd {
+    let mut etcd = Etcd { dir: tmp.to_path_buf(), client: free_port(), peer: free_port(), proc: None };
     etcd.start();
     let bgp_port = free_port();
     etcd.put(
@@ -179,12 +184,15 @@ fn etcd_datastore_watch_outage_and_resync() {
         &json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
                 "spec": {"nodeToNodeMeshEnabled": false, "listenPort": bgp_port, "bindMode": "NodeIP", "asNumber": 64512}}),
     );
-    etcd.put("ipamblocks/10-244-1-0-26", &block("10.244.1.0/26", "n1"));
-    etcd.put("ipamblocks/10-244-9-0-26", &block("10.244.9.0/26", "other-node"));
+    etcd
+}
 
-    let socket = tmp.path().join("bgpd.sock");
+/// `bgpd run --node n1 --no-kernel` on `etcd`, with its control socket and metrics
+/// port.
+fn start_bgpd(tmp: &Path, etcd: &Etcd) -> (Proc, PathBuf, u16) {
+    let socket = tmp.join("bgpd.sock");
     let metrics = free_port();
-    let log = std::fs::File::create(tmp.path().join("bgpd.log")).expect("bgpd log");
+    let log = std::fs::File::create(tmp.join("bgpd.log")).expect("bgpd log");
     let bgpd = Proc(
         Command::new(env!("CARGO_BIN_EXE_bgpd"))
             .args(["run", "--node", "n1", "--no-kernel", "--datastore"])
@@ -199,6 +207,19 @@ fn etcd_datastore_watch_outage_and_resync() {
             .spawn()
             .expect("start bgpd"),
     );
+    (bgpd, socket, metrics)
+}
+
+#[test]
+fn etcd_datastore_watch_outage_and_resync() {
+    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut etcd = etcd_with_node(tmp.path());
+    etcd.put("ipamblocks/10-244-1-0-26", &block("10.244.1.0/26", "n1"));
+    etcd.put("ipamblocks/10-244-9-0-26", &block("10.244.9.0/26", "other-node"));
+    let (bgpd, socket, metrics) = start_bgpd(tmp.path(), &etcd);
     let limit = Duration::from_secs(30);
     wait_for("the first block to be originated", limit, || originations(&socket) == ["10.244.1.0/26"]);
     assert_eq!(http_get(metrics, "/readyz").map(|r| r.0), Some(200));
@@ -230,5 +251,62 @@ fn etcd_datastore_watch_outage_and_resync() {
     let config = show(&socket, "config").expect("show config");
     assert_eq!(config["datastore_ok"], true, "{config}");
     assert!(config["unreachable_since"].is_null(), "{config}");
+    drop(bgpd);
+}
+
+fn request(node: &str, handle: &str) -> ipam::AssignRequest {
+    ipam::AssignRequest { node: node.into(), handle: handle.into(), num_v4: 1, ..ipam::AssignRequest::default() }
+}
+
+#[test]
+fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
+    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = etcd_with_node(tmp.path());
+    // Two /26 blocks; bgpd reads the pool from its prefix, the allocator from its design.
+    let pool = json!({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "pods"},
+                      "spec": {"cidr": "10.244.0.0/25", "blockSize": 26}});
+    etcd.put("ippools/pods", &pool);
+    let design = ipam::Design::parse(&[(Path::new("pools.json"), &pool.to_string())]).expect("design");
+    let rt = Etcd::rt();
+    let store = rt.block_on(ipam::store::etcd::EtcdStore::connect(&etcd.url())).expect("connect the IPAM store");
+    let alloc = ipam::Allocator::new(store, design);
+
+    // A block allocated before bgpd starts: read by the first get.
+    let a = rt.block_on(alloc.auto_assign(&request("n1", "pod-a"))).expect("assign pod-a");
+    let block_a = a[0].block.to_string();
+    let (bgpd, socket, _) = start_bgpd(tmp.path(), &etcd);
+    let limit = Duration::from_secs(30);
+    wait_for("n1's block from etcd's IPAM keys", limit, || originations(&socket) == [block_a.clone()]);
+
+    // Another node's block is not n1's; an address n1's pod borrows from it is.
+    let b = rt.block_on(alloc.auto_assign(&request("n2", "pod-b"))).expect("assign pod-b");
+    let block_b = b[0].block;
+    assert_ne!(block_b.to_string(), block_a);
+    let wanted = block_b.hosts().nth(10).expect("an address of n2's block");
+    let c = rt.block_on(alloc.assign_ip(wanted, &request("n1", "pod-c"))).expect("assign pod-c");
+    assert!(c.borrowed, "{c:?}");
+    let borrowed = format!("{wanted}/32");
+    wait_for("the borrowed /32 (watched)", limit, || {
+        let mut want = vec![block_a.clone(), borrowed.clone()];
+        want.sort();
+        originations(&socket) == want
+    });
+    let o = originations_with_causes(&socket);
+    let cause = &o.iter().find(|(p, _)| *p == borrowed).expect("the borrowed /32").1;
+    assert!(cause.contains("borrowed from IPAMBlock") && cause.contains("handle pod-c"), "{cause}");
+
+    // pod-c gone: its /32 is withdrawn. pod-a gone and its empty block released
+    // (affinity pendingDeletion, then block deleted in etcd): the block is withdrawn.
+    rt.block_on(alloc.release_handle("pod-c")).expect("release pod-c");
+    wait_for("the borrowed /32 to be withdrawn", limit, || originations(&socket) == [block_a.clone()]);
+    rt.block_on(alloc.release_handle("pod-a")).expect("release pod-a");
+    let released = rt.block_on(alloc.release_empty_blocks(Some("n1"))).expect("release n1's empty blocks");
+    assert_eq!(released, [a[0].block]);
+    wait_for("the released block to be withdrawn", limit, || originations(&socket).is_empty());
+    let config = show(&socket, "config").expect("show config");
+    assert_eq!(config["datastore_ok"], true, "{config}");
     drop(bgpd);
 }

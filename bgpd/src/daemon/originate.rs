@@ -1,5 +1,6 @@
 //! What a node advertises, by Calico's rules: its affine IPAM blocks, the addresses
-//! its pods borrowed from other nodes' blocks (as /32, /128), the service
+//! its pods borrowed from other nodes' blocks (as /32, /128), the floating IPs
+//! mapped to its pods (as /32, /128), the service
 //! ranges of the BGPConfiguration, and the single addresses of Services that this
 //! node must attract traffic for (`externalTrafficPolicy: Local` with a ready local
 //! endpoint, and the cases where Calico advertises single addresses from every node).
@@ -70,6 +71,24 @@ pub fn originations(model: &Model, node: &str) -> Vec<Origination> {
         let handle = a.handle.as_deref().map_or_else(|| "no handle".to_string(), |h| format!("handle {h}"));
         let cause = format!("borrowed from IPAMBlock {} ({owner}, {pool}) by {handle} on this node", b.name);
         add(host(a.ip), cause, false);
+    }
+
+    // Calico: a floating IP is advertised as a single address by the node that hosts
+    // the pod it maps to, and only from inside an IPPool (Calico's IPAM hands
+    // floating IPs out of pools; `bgpd-ipam` records whatever the annotation says,
+    // so the pool is checked here). Like pod addresses, it is not a Service address:
+    // the exclude label does not hold it back.
+    for (h, f) in model.floating_ips_for_node(node) {
+        let pool = match model.pool_containing(&host(f.ip)) {
+            Some(p) if p.disable_bgp_export => continue,
+            Some(p) => p,
+            None => continue,
+        };
+        let cause = format!(
+            "floating IP of handle {} \u{2192} pod address {} (IPPool {}) on this node",
+            h.handle_id, f.target, pool.name
+        );
+        add(host(f.ip), cause, false);
     }
 
     let excluded = model.nodes.get(node).is_some_and(|n| n.labels.get(EXCLUDE_LABEL).is_some_and(|v| v == "true"));

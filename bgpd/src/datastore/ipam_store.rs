@@ -1,7 +1,10 @@
 //! The `bgpd-ipam` file store beside the YAML (`docs/ipam.md`): the blocks the CNI
 //! plugin claims, read with the `ipam` crate's [`FileStore`] and handed on as one more
 //! [`Source`]: a stream of `crd.projectcalico.org/v1` `IPAMBlock` documents, one per
-//! block, in Calico's field names. They thus become [`super::IpamBlock`] items through
+//! block, in Calico's field names, and an `IPAMHandle` document per handle with
+//! floating IPs. The conversion ([`block_document`], [`handle_document`]) is shared
+//! with the etcd datastore, which reads the same objects from Calico's etcdv3 IPAM
+//! keys. They thus become [`super::IpamBlock`] items through
 //! the same parser as the YAML's IPAMBlocks, and each change to one block re-parses
 //! only that block's document ([`super::parse_sources_memo`]).
 //!
@@ -10,10 +13,11 @@
 //! is whole). A block that the YAML defines too (same name or same CIDR) is taken
 //! from the YAML: the operator's explicit word wins over the plugin's state.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use ipam::block::{AffinityState, AllocationBlock};
+use ipam::block::{AffinityState, AllocationBlock, BlockAffinity, IpamHandle};
 use ipam::store::file::{FileStore, LOCK_FILE, STATE_FILE};
 use ipam::store::{Object, Scope, Store, StoreError};
 use ipnet::IpNet;
@@ -68,10 +72,12 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTim
     out
 }
 
-/// Whether the objects at `location` came from an IPAM file store (their source is
-/// named by the store's snapshot file, which the YAML reader never reads).
+/// Whether the objects at `location` came from an IPAM store rather than from the
+/// operator: the file store (its source is named by the store's snapshot file,
+/// which the YAML reader never reads) or etcd's IPAM keys (a source per block,
+/// named by its key in Calico's layout; see [`super::live`]).
 pub(crate) fn from_store(location: &Location) -> bool {
-    location.file.file_name() == Some(OsStr::new(STATE_FILE))
+    location.file.file_name() == Some(OsStr::new(STATE_FILE)) || is_etcd_block_key(&location.file)
 }
 
 /// Calico's IPAMBlock name for a block: the CIDR with `.`, `:` and `/` as `-`
@@ -80,27 +86,33 @@ pub fn block_name(cidr: &IpNet) -> String {
     cidr.to_string().replace(['.', ':', '/'], "-")
 }
 
-/// Reads the blocks of `store` (kept in `dir`) as a source of IPAMBlock documents,
-/// named `DIR/ipam-state.json`. A block whose affinity is being released
-/// (`pendingDeletion`) reads as `deleted: true`: it is withdrawn.
+/// Reads the blocks of `store` (kept in `dir`), and its handles that carry
+/// floating IPs, as a source of IPAMBlock and IPAMHandle documents ([`documents`]),
+/// named `DIR/ipam-state.json`.
 pub fn read(store: &FileStore, dir: &Path) -> Result<Source, StoreError> {
     // The file store's futures do their (synchronous) file I/O on first poll.
-    let (blocks, affinities) = futures::executor::block_on(async {
-        (store.list(&Scope::Blocks).await, store.list(&Scope::Affinities(None)).await)
+    let (blocks, affinities, handles) = futures::executor::block_on(async {
+        (
+            store.list(&Scope::Blocks).await,
+            store.list(&Scope::Affinities(None)).await,
+            store.list(&Scope::Handles).await,
+        )
     });
-    let releasing: std::collections::BTreeSet<(String, IpNet)> = affinities?
-        .into_iter()
-        .filter_map(|v| match v.value {
-            Object::Affinity(a) if a.state == AffinityState::PendingDeletion => Some((a.node, a.cidr)),
-            _ => None,
-        })
-        .collect();
+    let (mut bs, mut afs, mut hs) = (Vec::new(), Vec::new(), Vec::new());
+    for v in blocks?.into_iter().chain(affinities?).chain(handles?) {
+        match v.value {
+            Object::Block(b) => bs.push(b),
+            Object::Affinity(a) => afs.push(a),
+            Object::Handle(h) => hs.push(h),
+        }
+    }
+    let releasing = releasing(afs.iter());
     let mut text = String::new();
-    for v in blocks? {
-        let Object::Block(b) = v.value else { continue };
-        let deleted = b.node().is_some_and(|n| releasing.contains(&(n.to_string(), b.cidr)));
+    let docs =
+        bs.iter().map(|b| block_document(b, is_releasing(b, &releasing))).chain(hs.iter().filter_map(handle_document));
+    for doc in docs {
         text.push_str("---\n");
-        text.push_str(&document(&b, deleted));
+        text.push_str(&doc);
         text.push('\n');
     }
     Ok(Source { path: dir.join(STATE_FILE), text })
@@ -116,9 +128,22 @@ pub fn read_beside(path: &Path) -> Result<Option<Source>, StoreError> {
     read(&FileStore::open(&dir)?, &dir).map(Some)
 }
 
-/// One block as a JSON `IPAMBlock` document (JSON is YAML): what routing reads of
-/// it, in Calico's field names.
-fn document(b: &AllocationBlock, deleted: bool) -> String {
+/// The blocks being released: (node, CIDR) of each BlockAffinity in state
+/// `pendingDeletion`.
+pub fn releasing<'a>(affinities: impl Iterator<Item = &'a BlockAffinity>) -> BTreeSet<(String, IpNet)> {
+    affinities.filter(|a| a.state == AffinityState::PendingDeletion).map(|a| (a.node.clone(), a.cidr)).collect()
+}
+
+/// Whether block `b` is being released (its affinity is in `releasing`): it reads
+/// as `deleted: true` and is withdrawn.
+pub fn is_releasing(b: &AllocationBlock, releasing: &BTreeSet<(String, IpNet)>) -> bool {
+    b.node().is_some_and(|n| releasing.contains(&(n.to_string(), b.cidr)))
+}
+
+/// One block of an IPAM store (file or etcd) as a JSON `IPAMBlock` document (JSON
+/// is YAML): what routing reads of it, in Calico's field names. `deleted`: the
+/// block is being released ([`is_releasing`]).
+pub fn block_document(b: &AllocationBlock, deleted: bool) -> String {
     let mut spec = serde_json::json!({
         "cidr": b.cidr.to_string(),
         "allocations": b.allocations,
@@ -139,11 +164,41 @@ fn document(b: &AllocationBlock, deleted: bool) -> String {
     .to_string()
 }
 
+/// One handle of an IPAM store as a JSON `IPAMHandle` document carrying its
+/// floating IPs (`spec.floatingIPs`, a bgpd extension that `bgpd-ipam` records from
+/// the pod's `cni.projectcalico.org/floatingIPs`); `None` for a handle without
+/// any, which routing has no use for. The name is the handle ID, as Calico names
+/// IPAMHandles.
+pub fn handle_document(h: &IpamHandle) -> Option<String> {
+    if h.floating_ips.is_empty() {
+        return None;
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPAMHandle",
+        "metadata": {"name": h.handle_id},
+        "spec": {"handleID": h.handle_id, "floatingIPs": h.floating_ips},
+    });
+    Some(doc.to_string())
+}
+
+/// Whether `key` is where Calico's etcdv3 layout keeps an IPAM block, whatever the
+/// prefix: `…/assignment/ipv4/block/10.0.0.0-26` (or `ipv6`). The etcd datastore
+/// names each block's source by its key.
+pub(crate) fn is_etcd_block_key(key: &Path) -> bool {
+    let mut c = key.components().rev().map(|c| c.as_os_str().to_str());
+    let (Some(Some(seg)), Some(Some("block")), Some(Some(family)), Some(Some("assignment"))) =
+        (c.next(), c.next(), c.next(), c.next())
+    else {
+        return false;
+    };
+    !seg.is_empty() && matches!(family, "ipv4" | "ipv6")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::datastore::{load, Affinity, Severity};
-    use ipam::block::BlockAffinity;
     use ipam::store::{Expect, Key, Write};
     use ipam::{Allocator, AssignRequest, Design};
 
@@ -232,6 +287,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn floating_ips_recorded_on_a_handle_join_the_model() {
+        let (_dir, path) = datastore(&pool("10.244.0.0/16"));
+        let alloc = allocator(&path);
+        let a = alloc.auto_assign(&request("node-1", "pod-a")).await.unwrap();
+        alloc.auto_assign(&request("node-2", "pod-b")).await.unwrap();
+        let (m, _) = load(&path).unwrap();
+        assert!(m.ipam_handles.is_empty(), "a handle without floating IPs is no document");
+        let floating: std::net::IpAddr = "10.244.200.1".parse().unwrap();
+        alloc.record_floating_ips("pod-a", "node-1", &[floating], &[a[0].ip]).await.unwrap();
+        let (m, problems) = load(&path).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        let got: Vec<_> =
+            m.floating_ips_for_node("node-1").map(|(h, f)| (h.handle_id.clone(), f.ip, f.target)).collect();
+        assert_eq!(got, [("pod-a".to_string(), floating, a[0].ip)]);
+        assert_eq!(m.floating_ips_for_node("node-2").count(), 0);
+        // The handle released: the floating IP is gone with it.
+        alloc.release_handle("pod-a").await.unwrap();
+        let (m, _) = load(&path).unwrap();
+        assert_eq!(m.floating_ips_for_node("node-1").count(), 0);
+    }
+
+    #[tokio::test]
     async fn a_block_the_yaml_defines_too_is_the_yamls() {
         let (_dir, path) = datastore(&pool("10.244.0.0/16"));
         let alloc = allocator(&path);
@@ -284,5 +361,12 @@ mod tests {
         }
         assert_eq!(block_name(&"10.244.1.0/26".parse().unwrap()), "10-244-1-0-26");
         assert_eq!(block_name(&"fd00:244::/122".parse().unwrap()), "fd00-244---122");
+        for k in ["/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26", "/p/assignment/ipv6/block/fd00::-122"] {
+            assert!(is_etcd_block_key(Path::new(k)), "{k}");
+            assert!(from_store(&Location { file: k.into(), document: 1, item: None }), "{k}");
+        }
+        for k in ["/calico/bgpd/ipamblocks/10-0-0-0-26", "/p/assignment/ipv5/block/x", "/p/assignment/ipv4/blocks/x"] {
+            assert!(!is_etcd_block_key(Path::new(k)), "{k}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster model that `bgpd run --datastore file:PATH --node NAME` reads: Calico
-//! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMBlock, and the
-//! Secrets that hold BGP passwords) and the Kubernetes Services and EndpointSlices whose
-//! addresses a node advertises, loaded from a YAML stream, validated once into typed
+//! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMBlock, IPAMHandle
+//! for its floating IPs, and the Secrets that hold BGP passwords) and the Kubernetes
+//! Services and EndpointSlices whose addresses a node advertises, loaded from a YAML stream, validated once into typed
 //! values.
 //!
 //! [`load`] never fails because of one bad object: each invalid object is reported as
@@ -19,6 +19,7 @@ mod endpoint_slice;
 mod fields;
 mod ip_pool;
 mod ipam_block;
+mod ipam_handle;
 pub mod ipam_store;
 pub mod live;
 mod node;
@@ -48,6 +49,8 @@ pub use ip_pool::IpPool;
 #[allow(unused_imports)]
 pub use ipam_block::{Affinity, BorrowedAddress, IpamBlock};
 #[allow(unused_imports)]
+pub use ipam_handle::{FloatingIp, IpamHandle};
+#[allow(unused_imports)]
 pub use node::{Node, NodeBgp};
 #[allow(unused_imports)]
 pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
@@ -75,6 +78,8 @@ pub struct Model {
     pub filters: BTreeMap<String, BgpFilter>,
     /// IPAM blocks by name.
     pub ipam_blocks: BTreeMap<String, IpamBlock>,
+    /// IPAM handles by name (only those with floating IPs come from the IPAM stores).
+    pub ipam_handles: BTreeMap<String, IpamHandle>,
     /// IP pools by name.
     pub ip_pools: BTreeMap<String, IpPool>,
     /// Kubernetes Services by `namespace/name`.
@@ -121,6 +126,17 @@ impl Model {
         self.ipam_blocks
             .values()
             .flat_map(move |b| b.borrowed.iter().filter(move |a| a.node == node).map(move |a| (b, a)))
+    }
+
+    /// The floating IPs that node `node` advertises (each entry of a handle's
+    /// `floatingIPs` whose `node` is `node`), in handle name, then list order.
+    pub fn floating_ips_for_node<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (&'a IpamHandle, &'a FloatingIp)> + 'a {
+        self.ipam_handles
+            .values()
+            .flat_map(move |h| h.floating_ips.iter().filter(move |f| f.node == node).map(move |f| (h, f)))
     }
 
     /// The IP pool that contains `net` (a block, an address), if any; the most specific
@@ -328,6 +344,7 @@ enum Kind {
     BgpFilter,
     Secret,
     IpamBlock,
+    IpamHandle,
     IpPool,
     Service,
     EndpointSlice,
@@ -342,6 +359,7 @@ impl Kind {
             Kind::BgpFilter => "BGPFilter",
             Kind::Secret => "Secret",
             Kind::IpamBlock => "IPAMBlock",
+            Kind::IpamHandle => "IPAMHandle",
             Kind::IpPool => "IPPool",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -368,6 +386,7 @@ enum Typed {
     BgpPeer(BgpPeer),
     BgpFilter(BgpFilter),
     IpamBlock(IpamBlock),
+    IpamHandle(IpamHandle),
     IpPool(IpPool),
     Service(Service),
     EndpointSlice(EndpointSlice),
@@ -443,6 +462,7 @@ fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
         Kind::BgpPeer => bgp_peer::parse(name, &root, secrets, &mut f).map(Typed::BgpPeer),
         Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(Typed::BgpFilter),
         Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(Typed::IpamBlock),
+        Kind::IpamHandle => ipam_handle::parse(name, &root, &mut f).map(Typed::IpamHandle),
         Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(Typed::IpPool),
         Kind::Service => service::parse(&namespace, name, &root, &mut f).map(Typed::Service),
         Kind::EndpointSlice => {
@@ -483,6 +503,7 @@ fn classify(o: &RawObject) -> Option<Kind> {
         (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(Kind::BgpFilter),
         ("v1", "Secret") => Some(Kind::Secret),
         (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
+        (CALICO_CRD, "IPAMHandle") => Some(Kind::IpamHandle),
         (CALICO_V3 | CALICO_CRD, "IPPool") => Some(Kind::IpPool),
         ("v1", "Service") => Some(Kind::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
@@ -526,7 +547,7 @@ impl Builder {
     fn ignored(&mut self, o: &RawObject, location: &Location) {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
-            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPPool" | "EndpointSlice" => {
+            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPAMHandle" | "IPPool" | "EndpointSlice" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
                 return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, location);
@@ -563,6 +584,9 @@ impl Builder {
             }
             Some(Typed::IpamBlock(b)) => {
                 self.model.ipam_blocks.insert(key, b);
+            }
+            Some(Typed::IpamHandle(h)) => {
+                self.model.ipam_handles.insert(key, h);
             }
             Some(Typed::IpPool(p)) => {
                 self.model.ip_pools.insert(key, p);

@@ -211,3 +211,68 @@ fn borrowed_address_is_advertised_by_the_pods_node_and_the_block_by_its_owner() 
     m.ip_pools.values_mut().for_each(|p| p.disable_bgp_export = true);
     assert!(originations(&m, "node-3").is_empty());
 }
+
+/// The fixture's model with an IPAMHandle carrying `floating` (`{ip, target, node}`
+/// flow mappings), read through the datastore parser as a store would hand it over.
+fn with_floating_ips(floating: &str) -> Model {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/datastore/testdata/advertise.yaml");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let handle = format!(
+        "---\napiVersion: crd.projectcalico.org/v1\nkind: IPAMHandle\nmetadata: {{name: k8s-pod-network.c1}}\n\
+         spec: {{handleID: k8s-pod-network.c1, floatingIPs: [{floating}]}}\n"
+    );
+    let sources = [crate::datastore::Source { path: "ds.yaml".into(), text: yaml + &handle }];
+    let (m, problems) = crate::datastore::parse_sources(&sources).unwrap();
+    assert!(problems.iter().all(|p| p.severity < Severity::Warning), "{problems:#?}");
+    m
+}
+
+#[test]
+fn floating_ip_is_advertised_by_the_pods_node_from_inside_a_pool() {
+    let m = with_floating_ips(
+        "{ip: 10.244.200.7, target: 10.244.0.5, node: node-3}, \
+         {ip: 'fd00:244:0:ff::7', target: 'fd00:244::5', node: node-3}, \
+         {ip: 10.244.200.8, target: 10.244.0.6, node: node-2}",
+    );
+    // node-3 is excluded from service advertisement, not from its pods' floating IPs.
+    let o = originations(&m, "node-3");
+    assert_eq!(prefixes(&o), ["10.244.200.7/32", "fd00:244:0:ff::7/128"]);
+    assert_eq!(
+        o[0].cause,
+        "floating IP of handle k8s-pod-network.c1 \u{2192} pod address 10.244.0.5 (IPPool pods-v4) on this node"
+    );
+    assert!(!o[0].blackhole);
+    let o2 = originations(&m, "node-2");
+    assert_eq!(find(&o2, "10.244.200.8/32").cause.matches("floating IP").count(), 1);
+    assert!(!prefixes(&originations(&m, "node-1")).iter().any(|p| p.starts_with("10.244.200.")));
+}
+
+#[test]
+fn floating_ip_outside_any_pool_or_in_a_pool_not_exported_is_not_advertised() {
+    // 192.0.2.0/24 is in no pool; 10.250.0.0/16 is the quarantine pool (disableBGPExport).
+    let m = with_floating_ips(
+        "{ip: 192.0.2.77, target: 10.244.0.5, node: node-3}, {ip: 10.250.1.1, target: 10.244.0.5, node: node-3}, \
+         {ip: 10.244.200.7, target: 10.244.0.5, node: node-3}",
+    );
+    assert_eq!(prefixes(&originations(&m, "node-3")), ["10.244.200.7/32"]);
+    let mut m = m;
+    m.ip_pools.values_mut().for_each(|p| p.disable_bgp_export = true);
+    assert!(originations(&m, "node-3").is_empty());
+}
+
+#[test]
+fn floating_ip_that_is_also_a_service_address_is_originated_once_with_both_causes() {
+    // 10.96.0.10 is a cluster IP that every node advertises (see the first test).
+    let mut m = with_floating_ips("{ip: 10.96.0.10, target: 10.244.0.5, node: node-1}");
+    let o = originations(&m, "node-1");
+    assert!(!find(&o, "10.96.0.10/32").cause.contains("floating IP"), "10.96.0.0/12 is in no pool");
+    let pool = crate::datastore::IpPool {
+        name: "floating".into(),
+        cidr: "10.96.0.0/24".parse().unwrap(),
+        ..m.ip_pools["pods-v4"].clone()
+    };
+    m.ip_pools.insert("floating".into(), pool);
+    let o = originations(&m, "node-1");
+    let cause = &find(&o, "10.96.0.10/32").cause;
+    assert!(cause.contains("floating IP of handle k8s-pod-network.c1") && cause.contains("cluster IP"), "{cause}");
+}

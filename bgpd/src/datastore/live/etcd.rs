@@ -13,6 +13,13 @@
 //!
 //! A value that is not well-formed YAML keeps the key's previous value (if any),
 //! with a note in `bgpd show config`: one bad write must not take objects away.
+//!
+//! The IPAM state that `bgpd-ipam` (or Calico) keeps in the same etcd, under
+//! Calico's `/calico/ipam/v2/` (`?ipamPrefix=` to change it), is read by the same
+//! client in the same way: its keys are fetched at the revision of the first read
+//! and watched from the same revision on, on the same watch stream, and resynced
+//! with the rest. Its blocks and the handles with floating IPs become IPAMBlock and
+//! IPAMHandle documents ([`ipam`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +30,16 @@ use tracing::{info, warn};
 use super::{Backoff, Publisher};
 use crate::datastore::source::{self, Source};
 
+mod ipam;
+
+use ipam::IpamEntries;
+
 /// The key prefix bgpd reads when `?prefix=` is not given.
 pub const DEFAULT_PREFIX: &str = "/calico/bgpd/";
+
+/// The key prefix of the IPAM state when `?ipamPrefix=` is not given: Calico's, as
+/// `bgpd-ipam` with `etcd:URL` writes it.
+pub const DEFAULT_IPAM_PREFIX: &str = ::ipam::store::etcd::DEFAULT_PREFIX;
 
 /// How long a connect or a full read may take before etcd counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,18 +83,63 @@ impl Entries {
         self.values.remove(key);
         self.notes.remove(key);
     }
+}
 
-    fn publish(&self, out: &Publisher) {
-        let sources = self.values.iter().map(|(k, v)| Source { path: k.into(), text: v.clone() }).collect();
-        out.content(sources, self.notes.values().cloned().collect());
+/// What the datastore read: the objects under the prefix and the IPAM state.
+struct Content {
+    prefix: String,
+    entries: Entries,
+    ipam: IpamEntries,
+}
+
+impl Content {
+    /// Takes a put of `key` (of either part; other keys are not ours).
+    fn put(&mut self, key: String, value: &[u8], old: Option<&Old>) {
+        if self.ipam.owns(&key) {
+            self.ipam.put(key, value, old.map(|o| &o.ipam));
+        } else if key.starts_with(&self.prefix) {
+            self.entries.put(key, value, old.map(|o| &o.values));
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        if self.ipam.owns(key) {
+            self.ipam.delete(key);
+        } else {
+            self.entries.delete(key);
+        }
+    }
+
+    /// Starts a full read; returns the values read so far.
+    fn begin_resync(&mut self) -> Old {
+        self.entries.notes.clear();
+        Old { values: std::mem::take(&mut self.entries.values), ipam: self.ipam.begin_resync() }
+    }
+
+    /// Publishes the objects, then the IPAM documents.
+    fn publish(&mut self, out: &Publisher) {
+        let mut sources: Vec<Source> =
+            self.entries.values.iter().map(|(k, v)| Source { path: k.into(), text: v.clone() }).collect();
+        sources.extend(self.ipam.sources());
+        let notes = self.entries.notes.values().chain(self.ipam.notes()).cloned().collect();
+        out.content(sources, notes);
     }
 }
 
-pub(super) async fn run(endpoints: Vec<String>, prefix: String, out: Publisher) {
-    let mut entries = Entries::default();
+/// The values before a resync, kept for keys whose new value is bad.
+struct Old {
+    values: BTreeMap<String, String>,
+    ipam: BTreeMap<String, ipam::Value>,
+}
+
+pub(super) async fn run(endpoints: Vec<String>, prefix: String, ipam_prefix: String, out: Publisher) {
+    let mut content =
+        Content { prefix: prefix.clone(), entries: Entries::default(), ipam: IpamEntries::new(&ipam_prefix) };
     let mut backoff = Backoff::new();
     while !out.closed() {
-        let Err(e) = session(&endpoints, &prefix, &mut entries, &out, &mut backoff).await else { return };
+        let Err(e) = session(&endpoints, &prefix, &ipam_prefix, &mut content, &out, &mut backoff).await else {
+            return;
+        };
         let delay = backoff.next();
         warn!("etcd datastore {}: {e}; keeping the last good model, retrying in {delay:?}", endpoints.join(","));
         out.unreachable(e);
@@ -98,12 +158,14 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-/// Connects, reads everything, then follows the watch until it fails (`Err`) or
-/// the daemon is gone (`Ok`).
+/// Connects, reads everything (the prefix, then the IPAM prefix at the same
+/// revision), then follows the watch of both until it fails (`Err`) or the daemon
+/// is gone (`Ok`).
 async fn session(
     endpoints: &[String],
     prefix: &str,
-    entries: &mut Entries,
+    ipam_prefix: &str,
+    content: &mut Content,
     out: &Publisher,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
@@ -115,17 +177,23 @@ async fn session(
     let mut client = timed("connect", Client::connect(endpoints, Some(opts))).await?;
     let resp = timed("get", client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
     let revision = resp.header().map_or(0, |h| h.revision());
-    let old = std::mem::take(&mut entries.values);
-    entries.notes.clear();
-    for kv in resp.kvs() {
-        entries.put(String::from_utf8_lossy(kv.key()).into_owned(), kv.value(), Some(&old));
+    // The IPAM keys as they were at the same revision: one consistent snapshot.
+    let ipam_opts = GetOptions::new().with_prefix().with_revision(revision);
+    let ipam_resp = timed("get of the IPAM keys", client.get(ipam_prefix, Some(ipam_opts))).await?;
+    let old = content.begin_resync();
+    for kv in resp.kvs().iter().chain(ipam_resp.kvs()) {
+        content.put(String::from_utf8_lossy(kv.key()).into_owned(), kv.value(), Some(&old));
     }
-    info!(keys = entries.values.len(), revision, "etcd datastore read");
-    entries.publish(out);
+    info!(keys = content.entries.values.len(), ipam_keys = ipam_resp.kvs().len(), revision, "etcd datastore read");
+    content.publish(out);
     *backoff = Backoff::new();
 
     let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let mut stream = timed("watch", client.watch(prefix, Some(opts))).await?;
+    let mut stream = timed("watch", client.watch(prefix, Some(opts.clone()))).await?;
+    // A second watch on the same stream, unless the first covers the IPAM keys.
+    if !ipam_prefix.starts_with(prefix) {
+        timed("watch of the IPAM keys", stream.watch(ipam_prefix, Some(opts))).await?;
+    }
     loop {
         let msg = tokio::select! {
             m = stream.message() => m,
@@ -154,11 +222,11 @@ async fn session(
             let Some(kv) = ev.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match ev.event_type() {
-                EventType::Put => entries.put(key, kv.value(), None),
-                EventType::Delete => entries.delete(&key),
+                EventType::Put => content.put(key, kv.value(), None),
+                EventType::Delete => content.delete(&key),
             }
         }
-        entries.publish(out);
+        content.publish(out);
     }
 }
 

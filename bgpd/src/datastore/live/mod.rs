@@ -25,12 +25,17 @@ pub enum DatastoreSpec {
     /// 500 ms poll as fallback), with the `bgpd-ipam` file store in the same
     /// directory if there is one.
     File(PathBuf),
-    /// `etcd:URL[,URL…][?prefix=P]`: objects stored as YAML or JSON under a key prefix.
+    /// `etcd:URL[,URL…][?prefix=P][&ipamPrefix=Q]`: objects stored as YAML or JSON
+    /// under a key prefix, and the IPAM state (`bgpd-ipam`'s, Calico's etcdv3 layout)
+    /// under another.
     Etcd {
         /// The client URLs, e.g. `http://127.0.0.1:2379`.
         endpoints: Vec<String>,
         /// The key prefix; ends with `/`.
         prefix: String,
+        /// The key prefix of the IPAM state (`/calico/ipam/v2/` by default); ends
+        /// with `/`.
+        ipam_prefix: String,
     },
     /// `kubernetes`: the API server, from the in-cluster service account or
     /// `KUBECONFIG` / `~/.kube/config`.
@@ -50,7 +55,8 @@ pub struct SpecError {
 }
 
 impl DatastoreSpec {
-    /// Parses `file:PATH`, `etcd:http://H:P[,…][?prefix=/p/]` or `kubernetes`.
+    /// Parses `file:PATH`, `etcd:http://H:P[,…][?prefix=/p/][&ipamPrefix=/q/]` or
+    /// `kubernetes`.
     /// `namespace` is where a Kubernetes datastore reads Secrets.
     pub fn parse(arg: &str, namespace: Option<&str>) -> Result<DatastoreSpec, SpecError> {
         let err = |reason: &str| SpecError { arg: arg.to_string(), reason: reason.to_string() };
@@ -65,7 +71,10 @@ impl DatastoreSpec {
             return Ok(DatastoreSpec::Kubernetes { secrets_namespace: ns.to_string() });
         }
         let Some(rest) = arg.strip_prefix("etcd:") else {
-            return Err(err("expected file:PATH, etcd:http://HOST:PORT[,…][?prefix=/KEY/PREFIX/] or kubernetes"));
+            return Err(err(
+                "expected file:PATH, etcd:http://HOST:PORT[,…][?prefix=/KEY/PREFIX/][&ipamPrefix=/KEY/PREFIX/] or \
+                 kubernetes",
+            ));
         };
         let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
         let endpoints: Vec<String> = urls.split(',').map(str::trim).map(str::to_string).collect();
@@ -73,16 +82,19 @@ impl DatastoreSpec {
             return Err(err("each etcd endpoint is a URL such as http://127.0.0.1:2379"));
         }
         let mut prefix = etcd::DEFAULT_PREFIX.to_string();
+        let mut ipam_prefix = etcd::DEFAULT_IPAM_PREFIX.to_string();
+        let dir = |p: &str| if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("prefix", p)) if p.starts_with('/') => {
-                    prefix = if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
+                Some(("prefix", p)) if p.starts_with('/') => prefix = dir(p),
+                Some(("ipamPrefix", p)) if p.starts_with('/') => ipam_prefix = dir(p),
+                Some((name @ ("prefix" | "ipamPrefix"), _)) => {
+                    return Err(err(&format!("the etcd {name} must start with /")))
                 }
-                Some(("prefix", _)) => return Err(err("the etcd prefix must start with /")),
-                _ => return Err(err("the only etcd option is ?prefix=/KEY/PREFIX/")),
+                _ => return Err(err("the etcd options are ?prefix=/KEY/PREFIX/ and &ipamPrefix=/KEY/PREFIX/")),
             }
         }
-        Ok(DatastoreSpec::Etcd { endpoints, prefix })
+        Ok(DatastoreSpec::Etcd { endpoints, prefix, ipam_prefix })
     }
 }
 
@@ -181,8 +193,8 @@ pub fn spawn(spec: &DatastoreSpec) -> watch::Receiver<Feed> {
         DatastoreSpec::File(path) => {
             tokio::spawn(file::run(path, publisher));
         }
-        DatastoreSpec::Etcd { endpoints, prefix } => {
-            tokio::spawn(etcd::run(endpoints, prefix, publisher));
+        DatastoreSpec::Etcd { endpoints, prefix, ipam_prefix } => {
+            tokio::spawn(etcd::run(endpoints, prefix, ipam_prefix, publisher));
         }
         DatastoreSpec::Kubernetes { secrets_namespace } => {
             tokio::spawn(kubernetes::run(secrets_namespace, publisher));
@@ -202,12 +214,25 @@ mod tests {
             DatastoreSpec::parse("etcd:http://127.0.0.1:2379,http://10.0.0.2:2379", None),
             Ok(DatastoreSpec::Etcd {
                 endpoints: vec!["http://127.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
-                prefix: etcd::DEFAULT_PREFIX.into()
+                prefix: etcd::DEFAULT_PREFIX.into(),
+                ipam_prefix: "/calico/ipam/v2/".into(),
             })
         );
         assert_eq!(
             DatastoreSpec::parse("etcd:http://127.0.0.1:2379?prefix=/x/y", None),
-            Ok(DatastoreSpec::Etcd { endpoints: vec!["http://127.0.0.1:2379".into()], prefix: "/x/y/".into() })
+            Ok(DatastoreSpec::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                prefix: "/x/y/".into(),
+                ipam_prefix: "/calico/ipam/v2/".into(),
+            })
+        );
+        assert_eq!(
+            DatastoreSpec::parse("etcd:http://127.0.0.1:2379?ipamPrefix=/t/ipam&prefix=/t/bgpd/", None),
+            Ok(DatastoreSpec::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                prefix: "/t/bgpd/".into(),
+                ipam_prefix: "/t/ipam/".into(),
+            })
         );
         assert_eq!(
             DatastoreSpec::parse("kubernetes", Some("calico-system")),
@@ -217,8 +242,15 @@ mod tests {
             DatastoreSpec::parse("kubernetes", None),
             Ok(DatastoreSpec::Kubernetes { secrets_namespace: "kube-system".into() })
         );
-        for bad in ["file:", "etcd:", "etcd:127.0.0.1:2379", "etcd:http://h:1?prefix=x", "etcd:http://h:1?foo=1", "k8s"]
-        {
+        for bad in [
+            "file:",
+            "etcd:",
+            "etcd:127.0.0.1:2379",
+            "etcd:http://h:1?prefix=x",
+            "etcd:http://h:1?ipamPrefix=x",
+            "etcd:http://h:1?foo=1",
+            "k8s",
+        ] {
             assert!(DatastoreSpec::parse(bad, None).is_err(), "{bad:?} accepted");
         }
     }
