@@ -5,8 +5,8 @@
 //! on the same data → bgpd resyncs, sees an edit it missed, and is ready again.
 //! And the IPAM state that `bgpd-ipam` keeps in etcd (the `ipam` crate's allocator
 //! over its `EtcdStore`, Calico's `/calico/ipam/v2/` layout): the node's affine
-//! blocks and its pods' borrowed addresses are originated as they are allocated,
-//! and withdrawn as they are released.
+//! blocks, its pods' borrowed addresses and the floating IPs mapped to its pods are
+//! originated as they are allocated, and withdrawn as they are released.
 //! No BGP peer is configured (the node only listens on a free loopback port), and
 //! the kernel is not programmed, so no root is needed.
 
@@ -269,6 +269,12 @@ fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
     let pool = json!({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "pods"},
                       "spec": {"cidr": "10.244.0.0/25", "blockSize": 26}});
     etcd.put("ippools/pods", &pool);
+    // Floating IPs come from a pool of their own (bgpd advertises none outside a pool).
+    etcd.put(
+        "ippools/floating",
+        &json!({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "floating"},
+                "spec": {"cidr": "10.250.0.0/24"}}),
+    );
     let design = ipam::Design::parse(&[(Path::new("pools.json"), &pool.to_string())]).expect("design");
     let rt = Etcd::rt();
     let store = rt.block_on(ipam::store::etcd::EtcdStore::connect(&etcd.url())).expect("connect the IPAM store");
@@ -298,11 +304,26 @@ fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
     let cause = &o.iter().find(|(p, _)| *p == borrowed).expect("the borrowed /32").1;
     assert!(cause.contains("borrowed from IPAMBlock") && cause.contains("handle pod-c"), "{cause}");
 
+    // A floating IP mapped to pod-a (as `bgpd-ipam` records the pod's
+    // cni.projectcalico.org/floatingIPs on its handle): originated by n1.
+    let floating: std::net::IpAddr = "10.250.0.7".parse().expect("an address");
+    rt.block_on(alloc.record_floating_ips("pod-a", "n1", &[floating], &[a[0].ip])).expect("record the floating IP");
+    wait_for("the floating IP's /32", limit, || originations(&socket).contains(&"10.250.0.7/32".to_string()));
+    let o = originations_with_causes(&socket);
+    let cause = &o.iter().find(|(p, _)| p == "10.250.0.7/32").expect("the floating /32").1;
+    assert_eq!(
+        cause,
+        &format!("floating IP of handle pod-a \u{2192} pod address {} (IPPool floating) on this node", a[0].ip)
+    );
+
     // pod-c gone: its /32 is withdrawn. pod-a gone and its empty block released
     // (affinity pendingDeletion, then block deleted in etcd): the block is withdrawn.
     rt.block_on(alloc.release_handle("pod-c")).expect("release pod-c");
-    wait_for("the borrowed /32 to be withdrawn", limit, || originations(&socket) == [block_a.clone()]);
+    wait_for("the borrowed /32 to be withdrawn", limit, || {
+        originations(&socket) == [block_a.clone(), "10.250.0.7/32".to_string()]
+    });
     rt.block_on(alloc.release_handle("pod-a")).expect("release pod-a");
+    wait_for("the floating IP to go with pod-a's handle", limit, || originations(&socket) == [block_a.clone()]);
     let released = rt.block_on(alloc.release_empty_blocks(Some("n1"))).expect("release n1's empty blocks");
     assert_eq!(released, [a[0].block]);
     wait_for("the released block to be withdrawn", limit, || originations(&socket).is_empty());
