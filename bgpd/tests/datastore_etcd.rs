@@ -106,6 +106,14 @@ impl Etcd {
         });
     }
 
+    /// Puts `value` at `key` (a whole key, outside [`PREFIX`]).
+    fn put_key(&self, key: &str, value: &str) {
+        Self::rt().block_on(async {
+            let mut c = etcd_client::Client::connect([self.url()], None).await.expect("connect to etcd");
+            c.put(key, value, None).await.expect("etcd put");
+        });
+    }
+
     fn delete(&self, key: &str) {
         Self::rt().block_on(async {
             let mut c = etcd_client::Client::connect([self.url()], None).await.expect("connect to etcd");
@@ -246,7 +254,13 @@ fn etcd_datastore_watch_outage_and_resync() {
     etcd.start();
     etcd.delete("ipamblocks/10-244-1-0-26");
     etcd.put("ipamblocks/10-244-3-0-26", &block("10.244.3.0/26", "n1"));
-    wait_for("the resync to show the edits", limit, || originations(&socket) == ["10.244.2.0/26", "10.244.3.0/26"]);
+    // … and in the IPAM keys (Calico's layout, as `bgpd-ipam` writes them).
+    let ipam_block = ipam::block::AllocationBlock::new("10.244.4.0/26".parse().expect("a CIDR"), Some("n1"), false);
+    let value = serde_json::to_string(&ipam_block).expect("a block as JSON");
+    etcd.put_key("/calico/ipam/v2/assignment/ipv4/block/10.244.4.0-26", &value);
+    wait_for("the resync to show the edits", limit, || {
+        originations(&socket) == ["10.244.2.0/26", "10.244.3.0/26", "10.244.4.0/26"]
+    });
     wait_for("readiness again", limit, || http_get(metrics, "/readyz").is_some_and(|r| r.0 == 200));
     let config = show(&socket, "config").expect("show config");
     assert_eq!(config["datastore_ok"], true, "{config}");
