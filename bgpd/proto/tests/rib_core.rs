@@ -25,7 +25,7 @@ use bgpd_proto::wire::{
     RouteRefresh, Update,
 };
 use bgpd_proto::{AttrCode, Family, FamilySet, WireContext};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 const LOCAL_AS: u32 = 65000;
 const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
@@ -363,6 +363,8 @@ impl Sim {
             tx: WireContext::new(true),
             local_v4: Some(LOCAL_V4),
             local_v6: Some(LOCAL_V6),
+            shared_v4: None,
+            shared_v6: None,
             route_refresh: true,
             enhanced_refresh: false,
             graceful_restart: None,
@@ -573,6 +575,35 @@ fn route_server_passes_routes_between_ebgp_peers_with_our_as_and_next_hop() {
     let eors: Vec<&Event> = peer.events.iter().filter(|e| matches!(e, Event::Eor(..))).collect();
     assert_eq!(eors, vec![&Event::Eor(V4, 1), &Event::Eor(V6, 1)], "End-of-RIB after the family's routes");
     assert!(matches!(peer.events.last(), Some(Event::Eor(V6, _))));
+}
+
+#[test]
+fn an_external_peer_on_a_shared_subnet_gets_third_party_next_hops() {
+    let mut s = Sim::new(rib_config());
+    let lan4: Ipv4Net = "10.0.0.0/24".parse().unwrap();
+    let lan6: Ipv6Net = "fd00::/64".parse().unwrap();
+    let on_lan = |x: &mut SessionInfo| {
+        x.shared_v4 = Some(lan4);
+        x.shared_v6 = Some(lan6);
+    };
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    s.up_with(a, on_lan);
+    s.up_with(b, on_lan);
+    // C is not on the LAN (another interface): it gets next hop self.
+    s.up(c);
+    s.send(a, ann(&["198.51.100.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, ann(&["2001:db8:1::/48"], &[65011], "fd00::11"));
+    // A next hop off the LAN is never passed on.
+    s.send(a, ann(&["203.0.113.0/24"], &[65011], "192.0.2.1"));
+    let b_view = s.peer(b);
+    assert_eq!(b_view.best("198.51.100.0/24").unwrap().next_hop, "10.0.0.11".parse::<IpAddr>().unwrap());
+    assert_eq!(b_view.best("2001:db8:1::/48").unwrap().next_hop, "fd00::11".parse::<IpAddr>().unwrap());
+    assert_eq!(b_view.best("203.0.113.0/24").unwrap().next_hop, IpAddr::V4(LOCAL_V4));
+    let c_view = s.peer(c);
+    assert_eq!(c_view.best("198.51.100.0/24").unwrap().next_hop, IpAddr::V4(LOCAL_V4));
+    assert_eq!(c_view.best("2001:db8:1::/48").unwrap().next_hop, IpAddr::V6(LOCAL_V6));
 }
 
 // ----- 2. best path -----

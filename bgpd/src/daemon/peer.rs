@@ -207,7 +207,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     info!(peer = %peer.name, addr = %peer.addr, "established (hold {} s)", n.hold_time);
                     established(&shared, &key, &n);
                     let local = conn.as_ref().map(|c| c.local.ip());
-                    rib.send(RibCmd::Up(rib_key, Box::new(session_info(&n, local, &node))));
+                    rib.send(RibCmd::Up(rib_key, Box::new(session_info(&n, local, peer.addr.ip(), &node))));
                 }
                 SessionEvent::Down(reason) => {
                     down(&shared, &key, &reason);
@@ -659,6 +659,7 @@ mod tests {
             listen: vec![],
             ipv4: Some("10.0.0.1".parse().unwrap()),
             ipv6: None,
+            subnets: Vec::new(),
             originations: vec![],
             cluster_id: None,
             exportable: vec![],

@@ -74,6 +74,11 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         listen,
         ipv4,
         ipv6,
+        subnets: bgp
+            .iter()
+            .flat_map(|b| [b.ipv4_address.map(|n| IpNet::V4(n.trunc())), b.ipv6_address.map(|n| IpNet::V6(n.trunc()))])
+            .flatten()
+            .collect(),
         originations,
         cluster_id,
         exportable,

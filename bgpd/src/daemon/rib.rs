@@ -449,7 +449,12 @@ fn route_views(rib: &Rib, filter: Option<IpNet>) -> Vec<RouteView> {
 }
 
 /// Session facts the RIB needs, from what the session negotiated.
-pub fn session_info(n: &bgpd_proto::session::Negotiated, local: Option<IpAddr>, node: &NodeSpec) -> SessionInfo {
+pub fn session_info(
+    n: &bgpd_proto::session::Negotiated,
+    local: Option<IpAddr>,
+    peer: IpAddr,
+    node: &NodeSpec,
+) -> SessionInfo {
     use bgpd_proto::{Family, FamilySet};
     let mut families = FamilySet::EMPTY;
     for f in &n.families {
@@ -462,12 +467,29 @@ pub fn session_info(n: &bgpd_proto::session::Negotiated, local: Option<IpAddr>, 
         Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => (node.ipv4, Some(a)),
         _ => (node.ipv4, node.ipv6),
     };
+    // The node's subnet (Calico: the prefix length of spec.bgp.ipv4Address /
+    // ipv6Address) when both ends of the session are on it.
+    let canonical = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    };
+    let shared =
+        |net: &ipnet::IpNet| local.is_some_and(|l| net.contains(&canonical(l))) && net.contains(&canonical(peer));
+    let shared_net = node.subnets.iter().find(|n| shared(n));
     SessionInfo {
         peer_id: n.peer_id,
         families,
         tx: n.tx.clone(),
         local_v4,
         local_v6,
+        shared_v4: shared_net.and_then(|n| match n {
+            ipnet::IpNet::V4(n) => Some(*n),
+            ipnet::IpNet::V6(_) => None,
+        }),
+        shared_v6: shared_net.and_then(|n| match n {
+            ipnet::IpNet::V6(n) => Some(*n),
+            ipnet::IpNet::V4(_) => None,
+        }),
         route_refresh: n.route_refresh,
         enhanced_refresh: n.enhanced_route_refresh,
         // Every family the peer lists is kept across its restart, whether or

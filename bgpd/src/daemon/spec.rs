@@ -81,6 +81,9 @@ pub struct NodeSpec {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address.
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The node's subnets (the prefix lengths of its Node addresses, as
+    /// Calico reads them): a peer on one of them gets third-party next hops.
+    pub subnets: Vec<IpNet>,
     /// Prefixes this node originates (its IPAM blocks, service ranges and
     /// addresses), why, and with which communities.
     pub originations: Vec<super::originate::Origination>,

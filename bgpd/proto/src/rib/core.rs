@@ -154,6 +154,13 @@ pub struct SessionInfo {
     pub local_v4: Option<Ipv4Addr>,
     /// IPv6 address for next hop self.
     pub local_v6: Option<Ipv6Addr>,
+    /// The IPv4 subnet this speaker and the peer share, when the peer is one
+    /// hop away on it: a route whose next hop is on it keeps that next hop
+    /// towards an external peer (third-party next hop, RFC 4271 §5.1.3), so
+    /// traffic between two routers on one segment does not detour via us.
+    pub shared_v4: Option<Ipv4Net>,
+    /// The IPv6 subnet shared with the peer, likewise.
+    pub shared_v6: Option<Ipv6Net>,
     /// The peer accepts ROUTE-REFRESH.
     pub route_refresh: bool,
     /// Enhanced route refresh (RFC 7313) was negotiated.
@@ -322,6 +329,8 @@ struct GroupKey {
     next_hop_mode: NextHopMode,
     local_v4: Option<Ipv4Addr>,
     local_v6: Option<Ipv6Addr>,
+    shared_v4: Option<Ipv4Net>,
+    shared_v6: Option<Ipv6Net>,
     families: FamilySet,
     four_octet_as: bool,
     add_path: FamilySet,
@@ -1038,6 +1047,8 @@ impl Rib {
             next_hop_mode: cfg.next_hop_mode,
             local_v4: s.local_v4,
             local_v6: s.local_v6,
+            shared_v4: s.shared_v4,
+            shared_v6: s.shared_v6,
             families: s.families,
             four_octet_as: s.tx.four_octet_as,
             add_path: s.tx.add_path,
@@ -1202,10 +1213,19 @@ impl Rib {
                 }
             }
         }
+        // Third-party next hop (RFC 4271 §5.1.3): towards an external peer on
+        // a subnet we share, a learned route whose next hop is on that subnet
+        // keeps it.
+        let on_shared = |nh: Option<IpAddr>| match nh {
+            Some(IpAddr::V4(a)) => g.shared_v4.is_some_and(|n| n.contains(&a)),
+            Some(IpAddr::V6(a)) => g.shared_v6.is_some_and(|n| n.contains(&a)),
+            None => false,
+        };
         let keep = match g.next_hop_mode {
             NextHopMode::SelfAddr => false,
             NextHopMode::Keep => src != Source::Local,
-            NextHopMode::Auto => g.ibgp && src != Source::Local && src != Source::Ebgp,
+            NextHopMode::Auto if g.ibgp => src != Source::Local && src != Source::Ebgp,
+            NextHopMode::Auto => src != Source::Local && on_shared(attrs.next_hop),
         };
         let self_v4 = g.local_v4.map(IpAddr::V4);
         let self_v6 = g.local_v6.map(IpAddr::V6);
