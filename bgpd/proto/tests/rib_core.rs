@@ -819,6 +819,26 @@ fn ecmp_across_neighbour_ases_and_add_path_sends_each_used_path() {
 }
 
 #[test]
+fn narrowing_and_widening_ecmp_live_sends_only_the_difference() {
+    let (mut s, a, _, [all, _, plain]) = ecmp_sim();
+    let p = "192.0.2.10/32";
+    let multipath = DecisionOptions { multipath_relax: true, ..DecisionOptions::default() };
+    s.rib.set_decision(multipath, 1);
+    s.rib.flush();
+    s.drain();
+    assert_eq!(s.rib.used(net(p)).len(), 1, "max paths 1: the best path alone");
+    assert_eq!(s.rib.used(net(p))[0].peer, a);
+    assert_eq!(s.peer(all).paths(p).len(), 1, "the ADD-PATH peer is told the second path is gone");
+    let before = s.peer(plain).updates();
+    s.rib.set_decision(multipath, 4);
+    s.rib.flush();
+    s.drain();
+    assert_eq!(s.rib.used(net(p)).len(), 2, "wider again: both paths");
+    assert_eq!(s.peer(all).paths(p).len(), 2);
+    assert_eq!(s.peer(plain).updates(), before, "the best path did not change: nothing to a plain peer");
+}
+
+#[test]
 fn withdrawing_one_ecmp_path_withdraws_only_its_identifier() {
     let (mut s, a, _, [all, one, plain]) = ecmp_sim();
     let p = "192.0.2.10/32";

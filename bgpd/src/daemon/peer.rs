@@ -660,6 +660,8 @@ mod tests {
             ipv4: Some("10.0.0.1".parse().unwrap()),
             ipv6: None,
             subnets: Vec::new(),
+            max_paths: 16,
+            always_compare_med: false,
             originations: vec![],
             cluster_id: None,
             exportable: vec![],

@@ -74,6 +74,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         listen,
         ipv4,
         ipv6,
+        max_paths: cfg.max_paths,
+        always_compare_med: cfg.always_compare_med,
         subnets: bgp
             .iter()
             .flat_map(|b| [b.ipv4_address.map(|n| IpNet::V4(n.trunc())), b.ipv6_address.map(|n| IpNet::V6(n.trunc()))])

@@ -175,8 +175,8 @@ pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
         router_id: node.router_id,
         local_as: node.asn,
         cluster_id: node.cluster_id,
-        decision: DecisionOptions { always_compare_med: false, multipath_relax: true },
-        max_paths: 16,
+        decision: DecisionOptions { always_compare_med: node.always_compare_med, multipath_relax: true },
+        max_paths: node.max_paths.into(),
         defer: restarted.then_some(DEFERRAL),
         fib: false,
     }
@@ -332,6 +332,9 @@ fn apply(
             }
         }
         RibCmd::Node(node) => {
+            // Decision settings apply to every prefix at once, with no session reset.
+            let decision = DecisionOptions { always_compare_med: node.always_compare_med, multipath_relax: true };
+            rib.set_decision(decision, node.max_paths.into());
             let wanted: Originated = node.originations.iter().map(|o| (o.prefix, o.communities.clone())).collect();
             for (gone, _) in originated.iter().filter(|(p, _)| !wanted.iter().any(|(w, _)| w == p)) {
                 rib.originate(*gone, None);

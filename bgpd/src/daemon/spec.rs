@@ -81,6 +81,10 @@ pub struct NodeSpec {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address.
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The ECMP width (`bgpd.io/max-paths` on the BGPConfiguration).
+    pub max_paths: u8,
+    /// Compare MED across neighbouring ASes (`bgpd.io/always-compare-med`).
+    pub always_compare_med: bool,
     /// The node's subnets (the prefix lengths of its Node addresses, as
     /// Calico reads them): a peer on one of them gets third-party next hops.
     pub subnets: Vec<IpNet>,

@@ -45,7 +45,15 @@ pub struct BgpConfiguration {
     /// `ignoredInterfaces`: interface names (globs allowed, `*`) whose routes bgpd
     /// leaves alone.
     pub ignored_interfaces: Vec<String>,
+    /// Annotation `bgpd.io/max-paths`: the ECMP width, 1 to 64 (default 16).
+    pub max_paths: u8,
+    /// Annotation `bgpd.io/always-compare-med`: compare MED across neighbouring
+    /// ASes too (default false, as in BIRD and FRR).
+    pub always_compare_med: bool,
 }
+
+/// The ECMP width when `bgpd.io/max-paths` is not set.
+pub const DEFAULT_MAX_PATHS: u8 = 16;
 
 impl Default for BgpConfiguration {
     /// Calico's defaults, used when there is no `default` BGPConfiguration.
@@ -65,8 +73,34 @@ impl Default for BgpConfiguration {
             communities: BTreeMap::new(),
             prefix_advertisements: Vec::new(),
             ignored_interfaces: Vec::new(),
+            max_paths: DEFAULT_MAX_PATHS,
+            always_compare_med: false,
         }
     }
+}
+
+/// bgpd's own decision settings, as annotations on the `default` BGPConfiguration
+/// (Calico has no fields for them): (max paths, always compare MED).
+fn decision_annotations(root: &Fields, f: &mut Findings) -> (u8, bool) {
+    let Ok(meta) = root.child("metadata") else { return (DEFAULT_MAX_PATHS, false) };
+    let a = f.take(meta.string_map("annotations")).unwrap_or_default();
+    let path = |k: &str| format!("metadata.annotations[{k:?}]");
+    let max_paths = a.get("bgpd.io/max-paths").map_or(DEFAULT_MAX_PATHS, |v| match v.parse::<u8>() {
+        Ok(n @ 1..=64) => n,
+        _ => {
+            f.error(path("bgpd.io/max-paths"), format!("{v:?} is not a number of paths from 1 to 64"));
+            DEFAULT_MAX_PATHS
+        }
+    });
+    let always = match a.get("bgpd.io/always-compare-med").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            f.error(path("bgpd.io/always-compare-med"), format!("{other:?} is not true or false"));
+            false
+        }
+    };
+    (max_paths, always)
 }
 
 /// `bindMode`.
@@ -169,6 +203,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     let communities = communities(&spec, f);
     let prefix_advertisements = prefix_advertisements(&spec, &communities, f);
     let ignored_interfaces = string_list(&spec, "ignoredInterfaces", f);
+    let (max_paths, always_compare_med) = decision_annotations(root, f);
     f.errors.is_empty().then_some(BgpConfiguration {
         as_number,
         listen_port,
@@ -184,6 +219,8 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         communities,
         prefix_advertisements,
         ignored_interfaces,
+        max_paths,
+        always_compare_med,
     })
 }
 

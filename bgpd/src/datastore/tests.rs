@@ -989,6 +989,21 @@ mod advertisement_kinds {
     }
 
     #[test]
+    fn decision_settings_by_annotation() {
+        let cfg = |a: &str| {
+            format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default, annotations: {{{a}}}}}\nspec: {{}}\n")
+        };
+        let c = parse(&cfg("bgpd.io/max-paths: '4', bgpd.io/always-compare-med: 'true'")).0.bgp_configuration;
+        assert_eq!((c.max_paths, c.always_compare_med), (4, true));
+        let d = BgpConfiguration::default();
+        assert_eq!((d.max_paths, d.always_compare_med), (16, false));
+        let errors = errors_of(&cfg("bgpd.io/max-paths: '0'"));
+        assert!(errors[0].contains(r#"bgpd.io/max-paths"]: "0" is not a number of paths from 1 to 64"#), "{errors:?}");
+        let errors = errors_of(&cfg("bgpd.io/always-compare-med: 'yes'"));
+        assert!(errors[0].contains(r#""yes" is not true or false"#), "{errors:?}");
+    }
+
+    #[test]
     fn load_balancer_aggregation_setting() {
         let cfg = |v: &str| {
             format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{serviceLoadBalancerAggregation: {v}}}\n")

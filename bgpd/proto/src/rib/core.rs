@@ -451,6 +451,18 @@ impl Rib {
         self.redecide_all();
     }
 
+    /// Changes the decision settings (always-compare-MED, ECMP width) and
+    /// decides every prefix again; the differences go out at the next flush.
+    pub fn set_decision(&mut self, decision: DecisionOptions, max_paths: usize) {
+        let max_paths = max_paths.max(1);
+        if self.cfg.decision == decision && self.cfg.max_paths == max_paths {
+            return;
+        }
+        self.cfg.decision = decision;
+        self.cfg.max_paths = max_paths;
+        self.redecide_all();
+    }
+
     /// The speaker's settings.
     pub fn config(&self) -> &RibConfig {
         &self.cfg
