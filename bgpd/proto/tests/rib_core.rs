@@ -336,6 +336,7 @@ impl Sim {
             policy_id: 0,
             max_prefix: None,
             add_path_send: 0,
+            mrai: Duration::ZERO,
         };
         f(&mut cfg);
         let id = self.rib.add_peer(cfg);
@@ -604,6 +605,46 @@ fn an_external_peer_on_a_shared_subnet_gets_third_party_next_hops() {
     let c_view = s.peer(c);
     assert_eq!(c_view.best("198.51.100.0/24").unwrap().next_hop, IpAddr::V4(LOCAL_V4));
     assert_eq!(c_view.best("2001:db8:1::/48").unwrap().next_hop, IpAddr::V6(LOCAL_V6));
+}
+
+#[test]
+fn mrai_holds_announcements_sends_the_last_state_once_and_lets_withdrawals_through() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let slow = s.add(12, 65012, |c| c.mrai = Duration::from_secs(5));
+    let fast = s.add(13, 65013, |_| {});
+    for p in [a, slow, fast] {
+        s.up(p);
+    }
+    let base = s.peer(slow).updates();
+    // The first announcement goes at once and starts the interval.
+    s.send(a, ann(&["198.51.100.0/24"], &[65011], "10.0.0.11"));
+    assert!(s.peer(slow).best("198.51.100.0/24").is_some());
+    assert_eq!(s.peer(slow).updates(), base + 1);
+    // Within the interval: a new prefix and a flap of another are held for
+    // the MRAI peer, not for the other one.
+    s.advance(1);
+    s.send(a, ann(&["203.0.113.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, ann(&["192.0.2.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, wd(&["192.0.2.0/24"]));
+    s.send(a, ann(&["192.0.2.0/24"], &[65011, 65011], "10.0.0.11"));
+    assert!(s.peer(fast).best("203.0.113.0/24").is_some(), "no MRAI: at once");
+    assert!(s.peer(slow).best("203.0.113.0/24").is_none(), "held by MRAI");
+    assert!(s.peer(slow).best("192.0.2.0/24").is_none(), "held by MRAI");
+    assert_eq!(s.peer(slow).updates(), base + 1);
+    assert!(s.rib.poll_timeout().is_some_and(|t| t <= s.now + Duration::from_secs(4)));
+    // A withdrawal is not held.
+    s.send(a, wd(&["198.51.100.0/24"]));
+    assert!(s.peer(slow).best("198.51.100.0/24").is_none(), "withdrawals go at once");
+    // The interval ends: what is held goes out, each prefix in its last state, once.
+    let before = s.peer(slow).updates();
+    s.advance(4);
+    let view = s.peer(slow);
+    assert_eq!(view.best("192.0.2.0/24").unwrap().as_path(), vec![LOCAL_AS, 65011, 65011], "the last state");
+    assert!(view.best("203.0.113.0/24").is_some());
+    assert_eq!(view.prefixes(), s.peer(fast).prefixes(), "both peers end with the same table");
+    let sent = view.updates() - before;
+    assert!(sent <= 2, "the held announcements are packed, not sent per change: {sent} UPDATEs");
 }
 
 // ----- 2. best path -----
@@ -1171,6 +1212,7 @@ fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<TestPolicy>, policy_id: u
         policy_id,
         max_prefix: None,
         add_path_send: 0,
+        mrai: Duration::ZERO,
     }
 }
 

@@ -138,6 +138,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
             max_prefix: p.max_prefix,
             add_path_send_count: p.add_path_send_count,
+            mrai: p.mrai,
         };
         let base = |name: String, addr: SocketAddr, peer_as: u32| PeerSpec {
             name,

@@ -64,6 +64,8 @@ pub struct RoutingSpec {
     pub max_prefix: Option<(u32, bool)>,
     /// Paths sent per prefix with ADD-PATH (0: the whole ECMP set).
     pub add_path_send_count: u8,
+    /// MinRouteAdvertisementInterval (zero: none).
+    pub mrai: std::time::Duration,
 }
 
 /// This node.

@@ -48,6 +48,8 @@ pub struct BgpPeer {
     pub add_path: AddPathConfig,
     /// Annotation `bgpd.io/add-path-send-count`: paths sent per prefix (0: the whole ECMP set).
     pub add_path_send_count: u8,
+    /// Annotation `bgpd.io/mrai`: MinRouteAdvertisementInterval in seconds (0, the default: none).
+    pub mrai: std::time::Duration,
 }
 
 /// ADD-PATH directions asked for on a peer.
@@ -60,8 +62,9 @@ pub struct AddPathConfig {
 }
 
 /// bgpd's own BGPPeer settings, as annotations (Calico has no fields for them).
-fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPathConfig, u8) {
-    let Ok(meta) = root.child("metadata") else { return (None, AddPathConfig::default(), 0) };
+fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPathConfig, u8, std::time::Duration) {
+    let none = std::time::Duration::ZERO;
+    let Ok(meta) = root.child("metadata") else { return (None, AddPathConfig::default(), 0, none) };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
     let path = |k: &str| format!("metadata.annotations[{k:?}]");
     let limit = a.get("bgpd.io/max-prefix").and_then(|v| match v.parse::<u32>() {
@@ -96,7 +99,14 @@ fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPath
             0
         }
     });
-    (limit.map(|l| (l, teardown)), add_path, count)
+    let mrai = a.get("bgpd.io/mrai").map_or(none, |v| match v.parse::<u64>() {
+        Ok(n @ 0..=600) => std::time::Duration::from_secs(n),
+        _ => {
+            f.error(path("bgpd.io/mrai"), format!("{v:?} is not a number of seconds from 0 to 600"));
+            none
+        }
+    });
+    (limit.map(|l| (l, teardown)), add_path, count, mrai)
 }
 
 /// Which nodes a BGPPeer applies to.
@@ -207,7 +217,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
             f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
         }
     }
-    let (max_prefix, add_path, add_path_send_count) = annotations(root, f);
+    let (max_prefix, add_path, add_path_send_count, mrai) = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
     f.errors.is_empty().then(|| BgpPeer {
         name: name.to_string(),
@@ -226,6 +236,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         max_prefix,
         add_path,
         add_path_send_count,
+        mrai,
     })
 }
 

@@ -133,6 +133,11 @@ pub struct PeerConfig {
     /// With ADD-PATH send negotiated: how many of the used paths to send
     /// (0: the whole ECMP set).
     pub add_path_send: u8,
+    /// MinRouteAdvertisementInterval (RFC 4271 §9.2.1.1): after an UPDATE
+    /// that announces routes, further announcements to the peer wait this
+    /// long and go out together (a route that flaps meanwhile is sent once, in
+    /// its last state). Withdrawals are not held. Zero (the default): none.
+    pub mrai: Duration,
 }
 
 impl PeerConfig {
@@ -258,6 +263,8 @@ pub trait RibPrefix: WirePrefix + Into<IpNet> + Send + Sync + 'static {
     fn fam_ref(f: &Families) -> &Fam<Self>;
     #[doc(hidden)]
     fn announcement(n: &[Nlri<Self>]) -> Announcement<'_>;
+    #[doc(hidden)]
+    fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)>;
 }
 
 impl RibPrefix for Ipv4Net {
@@ -271,6 +278,9 @@ impl RibPrefix for Ipv4Net {
     fn announcement(n: &[Nlri<Self>]) -> Announcement<'_> {
         Announcement::V4(n)
     }
+    fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)> {
+        &mut h.v4
+    }
 }
 
 impl RibPrefix for Ipv6Net {
@@ -283,6 +293,9 @@ impl RibPrefix for Ipv6Net {
     }
     fn announcement(n: &[Nlri<Self>]) -> Announcement<'_> {
         Announcement::V6(n)
+    }
+    fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)> {
+        &mut h.v6
     }
 }
 
@@ -336,6 +349,7 @@ struct GroupKey {
     add_path: FamilySet,
     add_path_send: u8,
     extended_message: bool,
+    mrai: Duration,
 }
 
 impl GroupKey {
@@ -349,6 +363,23 @@ impl GroupKey {
 struct Group {
     key: GroupKey,
     members: Vec<PeerId>,
+    held: Held,
+}
+
+/// Announcements an update group's MRAI holds back, per family (the used
+/// paths before the first held change, and now), and until when.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Held {
+    v4: FastMap<Ipv4Net, (Used, Used)>,
+    v6: FastMap<Ipv6Net, (Used, Used)>,
+    until: Option<Instant>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
 }
 
 struct PeerState {
@@ -384,6 +415,8 @@ pub struct Rib {
     out: VecDeque<Output>,
     reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>,
     defer_until: Option<Instant>,
+    /// The latest time an input brought (MRAI intervals start from it).
+    now: Option<Instant>,
 }
 
 /// One path as `show routes` presents it.
@@ -442,6 +475,7 @@ impl Rib {
             out: VecDeque::new(),
             reach: Box::new(|nh| nh.map(|_| 0)),
             defer_until,
+            now: None,
         }
     }
 
@@ -535,6 +569,7 @@ impl Rib {
     /// The session came up: the peer gets the table and End-of-RIB (after
     /// selection deferral, when this speaker restarted).
     pub fn peer_up(&mut self, peer: PeerId, session: SessionInfo, now: Instant) {
+        self.now = Some(now);
         if let Some(info) = self.infos.get_mut(peer.0 as usize).and_then(Option::as_mut) {
             info.router_id = session.peer_id;
         }
@@ -569,6 +604,7 @@ impl Rib {
     /// restart and the session did not end with a NOTIFICATION that rules it
     /// out), its routes stay as stale for its restart time; otherwise they go.
     pub fn peer_down(&mut self, peer: PeerId, graceful: bool, now: Instant) {
+        self.now = Some(now);
         // A session that never came up (a failed reconnect while the peer
         // restarts) changes nothing: its stale routes wait on.
         if self.peer(peer).is_none_or(|s| s.session.is_none()) {
@@ -603,6 +639,7 @@ impl Rib {
     /// An UPDATE from the peer (`treat_as_withdraw`: RFC 7606 says its
     /// announcements are withdrawals).
     pub fn update(&mut self, peer: PeerId, u: &Update, treat_as_withdraw: bool, now: Instant) {
+        self.now = Some(now);
         if let Some(f) = u.end_of_rib_family() {
             self.end_of_rib(peer, f, now);
             return;
@@ -761,6 +798,7 @@ impl Rib {
 
     /// The peer sent End-of-RIB for `family`: its stale paths of the family go.
     pub fn end_of_rib(&mut self, peer: PeerId, family: Family, now: Instant) {
+        self.now = Some(now);
         let Some(s) = self.peer_mut(peer) else { return };
         s.eor.insert(family);
         match family {
@@ -781,6 +819,7 @@ impl Rib {
     /// The peer asks for the table again (ROUTE-REFRESH): it gets it, framed
     /// by BoRR/EoRR when enhanced route refresh was negotiated.
     pub fn refresh_requested(&mut self, peer: PeerId, family: Family, now: Instant) {
+        self.now = Some(now);
         if self.deferring(now) {
             return;
         }
@@ -847,6 +886,7 @@ impl Rib {
     /// ROUTE-REFRESH; a new export policy (or next-hop mode, ADD-PATH count,
     /// reflector role) sends it the difference.
     pub fn set_peer_config(&mut self, peer: PeerId, cfg: PeerConfig, now: Instant) {
+        self.now = Some(now);
         // What is pending goes out under the old settings, and the peer
         // leaves its group first: the group's export must not see the new
         // policy of one member.
@@ -1021,12 +1061,15 @@ impl Rib {
 
     /// When [`Rib::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.iter().flatten().filter_map(|p| p.stale_until).chain(self.defer_until).min()
+        let held = self.groups.iter().filter(|g| !g.held.is_empty()).filter_map(|g| g.held.until);
+        self.peers.iter().flatten().filter_map(|p| p.stale_until).chain(self.defer_until).chain(held).min()
     }
 
     /// Runs what is due: restart timers of peers (their stale routes go)
     /// and the end of selection deferral.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.release_held(now);
         let expired: Vec<PeerId> = (0..self.peers.len())
             .filter(|&i| self.peers[i].as_ref().and_then(|p| p.stale_until).is_some_and(|t| t <= now))
             .map(|i| PeerId(i as u16))
@@ -1066,6 +1109,7 @@ impl Rib {
             add_path: s.tx.add_path,
             add_path_send: cfg.add_path_send,
             extended_message: s.tx.extended_message,
+            mrai: cfg.mrai,
         }
     }
 
@@ -1078,10 +1122,11 @@ impl Rib {
             None => match self.groups.iter().position(|g| g.members.is_empty()) {
                 Some(g) => {
                     self.groups[g].key = key;
+                    self.groups[g].held = Held::default();
                     g
                 }
                 None => {
-                    self.groups.push(Group { key, members: Vec::new() });
+                    self.groups.push(Group { key, members: Vec::new(), held: Held::default() });
                     self.groups.len() - 1
                 }
             },
@@ -1292,7 +1337,71 @@ impl Rib {
             if g.members.is_empty() || !g.key.families.contains(P::FAMILY) {
                 continue;
             }
-            let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { continue };
+            if g.key.mrai.is_zero() {
+                self.export_group(gi, &dirty);
+                continue;
+            }
+            // MRAI: changes join what the group holds; withdrawals go at once,
+            // announcements when the interval since the last ones is over.
+            let now = self.now;
+            let group = &mut self.groups[gi];
+            let waiting = group.held.until.is_some_and(|t| now.is_some_and(|n| n < t));
+            let held = P::held(&mut group.held);
+            for (prefix, (old, new)) in &dirty {
+                match held.entry(*prefix) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = new.clone(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert((old.clone(), new.clone()));
+                    }
+                }
+            }
+            let batch: FastMap<P, (Used, Used)> = if waiting {
+                let gone: Vec<P> = held.iter().filter(|(_, (_, new))| new.is_empty()).map(|(p, _)| *p).collect();
+                gone.into_iter().filter_map(|p| held.remove(&p).map(|v| (p, v))).collect()
+            } else {
+                std::mem::take(held)
+            };
+            self.send_held(gi, &batch, waiting);
+        }
+    }
+
+    /// Exports a batch an MRAI group held (or let through), and starts its
+    /// interval when the batch announced something.
+    fn send_held<P: RibPrefix>(&mut self, gi: usize, batch: &FastMap<P, (Used, Used)>, waiting: bool) {
+        if batch.is_empty() {
+            return;
+        }
+        self.export_group(gi, batch);
+        let announced = batch.values().any(|(_, new)| !new.is_empty());
+        if let (false, true, Some(now)) = (waiting, announced, self.now) {
+            let g = &mut self.groups[gi];
+            g.held.until = Some(now + g.key.mrai);
+        }
+    }
+
+    /// Releases what MRAI groups held once their interval is over.
+    fn release_held(&mut self, now: Instant) {
+        for gi in 0..self.groups.len() {
+            let g = &mut self.groups[gi];
+            if g.held.until.is_none_or(|t| t > now) {
+                continue;
+            }
+            g.held.until = None;
+            let v4 = std::mem::take(&mut g.held.v4);
+            let v6 = std::mem::take(&mut g.held.v6);
+            if g.members.is_empty() {
+                continue;
+            }
+            self.send_held(gi, &v4, false);
+            self.send_held(gi, &v6, false);
+        }
+    }
+
+    /// Exports changes (prefix → used paths before, now) to one update group.
+    fn export_group<P: RibPrefix>(&mut self, gi: usize, dirty: &FastMap<P, (Used, Used)>) {
+        {
+            let g = &self.groups[gi];
+            let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { return };
             let key = g.key.clone();
             let members = g.members.clone();
             // Members that are the source of a changed route get a stream
@@ -1318,7 +1427,7 @@ impl Rib {
             }
             for (to, exclude) in streams {
                 let mut build = Build::<P>::new(&key);
-                for (prefix, (old, now)) in &dirty {
+                for (prefix, (old, now)) in dirty {
                     let a = self.export(&key, &*policy, *prefix, old, exclude, &mut cache);
                     let b = self.export(&key, &*policy, *prefix, now, exclude, &mut cache);
                     build.diff(*prefix, &a, &b);
