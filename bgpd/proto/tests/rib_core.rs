@@ -337,6 +337,7 @@ impl Sim {
             max_prefix: None,
             add_path_send: 0,
             mrai: Duration::ZERO,
+            keep_received: false,
         };
         f(&mut cfg);
         let id = self.rib.add_peer(cfg);
@@ -1213,6 +1214,7 @@ fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<TestPolicy>, policy_id: u
         max_prefix: None,
         add_path_send: 0,
         mrai: Duration::ZERO,
+        keep_received: false,
     }
 }
 
@@ -1240,6 +1242,45 @@ fn a_new_import_policy_withdraws_now_rejected_routes_and_asks_for_a_refresh() {
         vec![&Event::Refresh(RouteRefresh::request(V4)), &Event::Refresh(RouteRefresh::request(V6))],
         "ROUTE-REFRESH for each family, to learn what the new policy now accepts"
     );
+}
+
+#[test]
+fn a_kept_copy_applies_a_new_import_policy_without_asking_the_peer() {
+    let mut s = Sim::new(rib_config());
+    let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
+    let a = s.add(11, 65011, |c| {
+        c.policy = policy(&[p1], &[], None);
+        c.policy_id = 1;
+        c.keep_received = true;
+    });
+    let b = s.add(12, 65012, |_| {});
+    // A has no route refresh: only the kept copy can bring p1 back.
+    s.up_with(a, |x| x.route_refresh = false);
+    s.up(b);
+    s.send(a, ann(&[p1, p2], &[65011], "10.0.0.11"));
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, wd(&["10.1.3.0/24"]));
+    assert_eq!(s.peer(b).prefixes(), vec![net(p2)], "p1 rejected on import");
+    // The new policy accepts p1 and rejects p2.
+    let mut cfg = cfg_like(&s, a, 65011, policy(&[p2], &[], None), 2);
+    cfg.keep_received = true;
+    s.rib.set_peer_config(a, cfg, s.now);
+    s.drain();
+    assert_eq!(
+        s.peer(b).prefixes(),
+        vec![net(p1)],
+        "p1 from the kept copy, p2 now rejected, the withdrawn one not revived"
+    );
+    assert!(!s.peer(a).events.iter().any(|e| matches!(e, Event::Refresh(_))), "no ROUTE-REFRESH needed");
+    // After the session goes down and up, the copy is the new session's.
+    s.down(a, false);
+    s.up_with(a, |x| x.route_refresh = false);
+    s.send(a, ann(&[p2], &[65011], "10.0.0.11"));
+    let mut cfg = cfg_like(&s, a, 65011, policy(&[], &[], None), 3);
+    cfg.keep_received = true;
+    s.rib.set_peer_config(a, cfg, s.now);
+    s.drain();
+    assert_eq!(s.peer(b).prefixes(), vec![net(p2)], "only what this session sent");
 }
 
 #[test]

@@ -139,6 +139,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             max_prefix: p.max_prefix,
             add_path_send_count: p.add_path_send_count,
             mrai: p.mrai,
+            keep_received: p.keep_received,
         };
         let base = |name: String, addr: SocketAddr, peer_as: u32| PeerSpec {
             name,

@@ -166,6 +166,7 @@ fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> P
         max_prefix: r.max_prefix.map(|(limit, teardown)| MaxPrefix { limit, teardown }),
         add_path_send: r.add_path_send_count,
         mrai: r.mrai,
+        keep_received: r.keep_received,
     }
 }
 

@@ -66,6 +66,8 @@ pub struct RoutingSpec {
     pub add_path_send_count: u8,
     /// MinRouteAdvertisementInterval (zero: none).
     pub mrai: std::time::Duration,
+    /// Keep the peer's routes before import policy.
+    pub keep_received: bool,
 }
 
 /// This node.

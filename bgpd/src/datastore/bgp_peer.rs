@@ -50,6 +50,18 @@ pub struct BgpPeer {
     pub add_path_send_count: u8,
     /// Annotation `bgpd.io/mrai`: MinRouteAdvertisementInterval in seconds (0, the default: none).
     pub mrai: std::time::Duration,
+    /// Annotation `bgpd.io/keep-received: "true"`: keep the peer's routes
+    /// before import policy (soft reconfiguration inbound).
+    pub keep_received: bool,
+}
+
+/// bgpd's own BGPPeer settings read from annotations.
+struct Annotations {
+    max_prefix: Option<(u32, bool)>,
+    add_path: AddPathConfig,
+    add_path_send_count: u8,
+    mrai: std::time::Duration,
+    keep_received: bool,
 }
 
 /// ADD-PATH directions asked for on a peer.
@@ -62,9 +74,17 @@ pub struct AddPathConfig {
 }
 
 /// bgpd's own BGPPeer settings, as annotations (Calico has no fields for them).
-fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPathConfig, u8, std::time::Duration) {
+fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
     let none = std::time::Duration::ZERO;
-    let Ok(meta) = root.child("metadata") else { return (None, AddPathConfig::default(), 0, none) };
+    let Ok(meta) = root.child("metadata") else {
+        return Annotations {
+            max_prefix: None,
+            add_path: AddPathConfig::default(),
+            add_path_send_count: 0,
+            mrai: none,
+            keep_received: false,
+        };
+    };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
     let path = |k: &str| format!("metadata.annotations[{k:?}]");
     let limit = a.get("bgpd.io/max-prefix").and_then(|v| match v.parse::<u32>() {
@@ -106,7 +126,15 @@ fn annotations(root: &Fields, f: &mut Findings) -> (Option<(u32, bool)>, AddPath
             none
         }
     });
-    (limit.map(|l| (l, teardown)), add_path, count, mrai)
+    let keep_received = match a.get("bgpd.io/keep-received").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            f.error(path("bgpd.io/keep-received"), format!("{other:?} is not true or false"));
+            false
+        }
+    };
+    Annotations { max_prefix: limit.map(|l| (l, teardown)), add_path, add_path_send_count: count, mrai, keep_received }
 }
 
 /// Which nodes a BGPPeer applies to.
@@ -217,7 +245,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
             f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
         }
     }
-    let (max_prefix, add_path, add_path_send_count, mrai) = annotations(root, f);
+    let Annotations { max_prefix, add_path, add_path_send_count, mrai, keep_received } = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
     f.errors.is_empty().then(|| BgpPeer {
         name: name.to_string(),
@@ -237,6 +265,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         add_path,
         add_path_send_count,
         mrai,
+        keep_received,
     })
 }
 

@@ -994,7 +994,7 @@ mod advertisement_kinds {
             format!("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor, annotations: {{{a}}}}}\nspec: {{peerIP: 10.0.0.1, asNumber: 65001}}\n")
         };
         let m = parse(&peer(
-            "bgpd.io/mrai: '5', bgpd.io/max-prefix: '100', bgpd.io/max-prefix-action: warn, bgpd.io/add-path: both, bgpd.io/add-path-send-count: '2'",
+            "bgpd.io/mrai: '5', bgpd.io/max-prefix: '100', bgpd.io/max-prefix-action: warn, bgpd.io/add-path: both, bgpd.io/add-path-send-count: '2', bgpd.io/keep-received: 'true'",
         ))
         .0;
         let p = &m.peers["tor"];
@@ -1002,12 +1002,15 @@ mod advertisement_kinds {
         assert_eq!(p.max_prefix, Some((100, false)));
         assert!(p.add_path.receive && p.add_path.send);
         assert_eq!(p.add_path_send_count, 2);
+        assert!(p.keep_received);
         let d = &parse(&peer("")).0.peers["tor"];
+        assert!(!d.keep_received);
         assert_eq!((d.mrai, d.max_prefix, d.add_path_send_count), (std::time::Duration::ZERO, None, 0));
         for (a, want) in [
             ("bgpd.io/mrai: '601'", r#""601" is not a number of seconds from 0 to 600"#),
             ("bgpd.io/max-prefix: '0'", r#""0" is not a positive number of prefixes"#),
             ("bgpd.io/add-path: all", r#""all" is not receive, send or both"#),
+            ("bgpd.io/keep-received: 'yes'", r#""yes" is not true or false"#),
         ] {
             let errors = errors_of(&peer(a));
             assert!(errors.iter().any(|e| e.contains(want)), "{a}: {errors:?}");

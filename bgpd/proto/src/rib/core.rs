@@ -138,6 +138,12 @@ pub struct PeerConfig {
     /// long and go out together (a route that flaps meanwhile is sent once, in
     /// its last state). Withdrawals are not held. Zero (the default): none.
     pub mrai: Duration,
+    /// Keep a copy of what the peer sends before import policy (RFC 4271's
+    /// Adj-RIB-In, "soft reconfiguration inbound"): an import policy change
+    /// is then applied to the copy instead of asking the peer for its routes
+    /// again (ROUTE-REFRESH), which a peer without route refresh cannot
+    /// answer. Costs a map entry per received path. Default: off.
+    pub keep_received: bool,
 }
 
 impl PeerConfig {
@@ -265,6 +271,8 @@ pub trait RibPrefix: WirePrefix + Into<IpNet> + Send + Sync + 'static {
     fn announcement(n: &[Nlri<Self>]) -> Announcement<'_>;
     #[doc(hidden)]
     fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)>;
+    #[doc(hidden)]
+    fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>>;
 }
 
 impl RibPrefix for Ipv4Net {
@@ -281,6 +289,9 @@ impl RibPrefix for Ipv4Net {
     fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)> {
         &mut h.v4
     }
+    fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>> {
+        &mut r.v4
+    }
 }
 
 impl RibPrefix for Ipv6Net {
@@ -296,6 +307,9 @@ impl RibPrefix for Ipv6Net {
     }
     fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)> {
         &mut h.v6
+    }
+    fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>> {
+        &mut r.v6
     }
 }
 
@@ -393,6 +407,16 @@ struct PeerState {
     /// Families whose End-of-RIB it has sent in this session.
     eor: FamilySet,
     group: Option<usize>,
+    /// What it sent, before import policy, when [`PeerConfig::keep_received`].
+    received: Received,
+}
+
+/// A peer's routes as received (before import policy), by prefix and path ID.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Received {
+    v4: FastMap<(Ipv4Net, u32), Arc<PathAttrs>>,
+    v6: FastMap<(Ipv6Net, u32), Arc<PathAttrs>>,
 }
 
 /// Where a route came from, as export rules see it.
@@ -512,6 +536,7 @@ impl Rib {
             stale_until: None,
             eor: FamilySet::EMPTY,
             group: None,
+            received: Received::default(),
         };
         let info = PeerInfo {
             router_id: Ipv4Addr::UNSPECIFIED,
@@ -612,6 +637,8 @@ impl Rib {
         }
         self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
+        // The next session sends everything again.
+        state.received = Received::default();
         let gr = state.session.take().and_then(|s| s.graceful_restart);
         match gr {
             Some((restart, families)) if graceful && families != FamilySet::EMPTY => {
@@ -650,12 +677,16 @@ impl Rib {
         let ebgp = state.cfg.ebgp();
         let loop_free = !treat_as_withdraw && self.loop_free(state, u);
         for w in &u.withdrawn {
-            self.withdraw::<Ipv4Net>(peer, w);
+            self.received_withdraw::<Ipv4Net>(peer, w);
         }
         if let Some(un) = u.mp_unreach() {
             match (&un.nlri, un.family) {
-                (MpNlri::V4(v), Family::IPV4_UNICAST) => v.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n)),
-                (MpNlri::V6(v), Family::IPV6_UNICAST) => v.iter().for_each(|n| self.withdraw::<Ipv6Net>(peer, n)),
+                (MpNlri::V4(v), Family::IPV4_UNICAST) => {
+                    v.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n))
+                }
+                (MpNlri::V6(v), Family::IPV6_UNICAST) => {
+                    v.iter().for_each(|n| self.received_withdraw::<Ipv6Net>(peer, n))
+                }
                 _ => {}
             }
         }
@@ -666,18 +697,18 @@ impl Rib {
         if !u.nlri.is_empty() {
             if loop_free {
                 let attrs = self.received_attrs(u, false, ebgp);
-                u.nlri.iter().for_each(|n| self.announce::<Ipv4Net>(peer, n, &attrs));
+                u.nlri.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &attrs));
             } else {
-                u.nlri.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n));
+                u.nlri.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n));
             }
         }
         if let Some(r) = mp {
             let attrs = loop_free.then(|| self.received_attrs(u, true, ebgp));
             match (&r.nlri, attrs) {
-                (MpNlri::V4(v), Some(a)) => v.iter().for_each(|n| self.announce::<Ipv4Net>(peer, n, &a)),
-                (MpNlri::V6(v), Some(a)) => v.iter().for_each(|n| self.announce::<Ipv6Net>(peer, n, &a)),
-                (MpNlri::V4(v), None) => v.iter().for_each(|n| self.withdraw::<Ipv4Net>(peer, n)),
-                (MpNlri::V6(v), None) => v.iter().for_each(|n| self.withdraw::<Ipv6Net>(peer, n)),
+                (MpNlri::V4(v), Some(a)) => v.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &a)),
+                (MpNlri::V6(v), Some(a)) => v.iter().for_each(|n| self.received_announce::<Ipv6Net>(peer, n, &a)),
+                (MpNlri::V4(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
+                (MpNlri::V6(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv6Net>(peer, n)),
                 _ => {}
             }
         }
@@ -732,6 +763,33 @@ impl Rib {
             });
         }
         self.interner.intern(a)
+    }
+
+    /// A path as received: kept before policy when the peer wants that, then announced.
+    fn received_announce<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>, attrs: &Arc<PathAttrs>) {
+        if let Some(s) = self.peer_mut(peer).filter(|s| s.cfg.keep_received) {
+            P::received(&mut s.received).insert((n.prefix, n.path_id.unwrap_or(0)), attrs.clone());
+        }
+        self.announce(peer, n, attrs);
+    }
+
+    /// A path withdrawn (or treated as withdrawn) by the peer.
+    fn received_withdraw<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>) {
+        if let Some(s) = self.peer_mut(peer).filter(|s| s.cfg.keep_received) {
+            P::received(&mut s.received).remove(&(n.prefix, n.path_id.unwrap_or(0)));
+        }
+        self.withdraw(peer, n);
+    }
+
+    /// Applies the peer's (new) import policy to its kept routes.
+    fn reimport<P: RibPrefix>(&mut self, peer: PeerId) {
+        let kept: Vec<((P, u32), Arc<PathAttrs>)> = match self.peer_mut(peer) {
+            Some(s) => P::received(&mut s.received).iter().map(|(k, a)| (*k, a.clone())).collect(),
+            None => return,
+        };
+        for ((prefix, path_id), attrs) in kept {
+            self.announce(peer, &Nlri { path_id: Some(path_id), prefix }, &attrs);
+        }
     }
 
     fn announce<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>, attrs: &Arc<PathAttrs>) {
@@ -894,15 +952,23 @@ impl Rib {
         self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
         let import_changed = state.cfg.policy_id != cfg.policy_id;
+        if !cfg.keep_received {
+            state.received = Received::default();
+        }
         let old_cfg = std::mem::replace(&mut state.cfg, cfg);
-        let up = state.session.clone();
+        // A copy kept from the start of the session can stand in for a refresh.
+        let kept = old_cfg.keep_received && self.peer(peer).is_some_and(|s| s.cfg.keep_received);
+        let up = self.peer(peer).and_then(|s| s.session.clone());
         if import_changed {
             let policy = self.peer(peer).map(|s| s.cfg.policy.clone());
             if let Some(policy) = policy {
                 self.recheck_import::<Ipv4Net>(peer, &*policy);
                 self.recheck_import::<Ipv6Net>(peer, &*policy);
             }
-            if let Some(s) = &up {
+            if kept {
+                self.reimport::<Ipv4Net>(peer);
+                self.reimport::<Ipv6Net>(peer);
+            } else if let Some(s) = &up {
                 if s.route_refresh {
                     for f in
                         [Family::IPV4_UNICAST, Family::IPV6_UNICAST].into_iter().filter(|f| s.families.contains(*f))
