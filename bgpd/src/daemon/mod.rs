@@ -110,7 +110,12 @@ fn load(
     s.config_problems = feed.notes.clone();
     s.config_problems.extend(problems.iter().map(|p| p.to_string()));
     for p in &problems {
-        warn!("datastore: {p}");
+        // Objects bgpd does not read (a Pod, say) are noted at debug level:
+        // a warning on every reload would drown the real ones.
+        match p.severity {
+            Severity::Debug => tracing::debug!("datastore: {p}"),
+            _ => warn!("datastore: {p}"),
+        }
     }
     if let Some(last) = last.as_ref() {
         keep_last_good(&mut model, &problems, last);
