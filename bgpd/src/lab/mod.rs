@@ -787,14 +787,13 @@ enum Target {
     Endpoint { service: String, node: String },
 }
 
-fn target(lab: &Lab, st: &State, what: &str) -> anyhow::Result<Target> {
+fn target(lab: &Lab, what: &str) -> anyhow::Result<Target> {
     if let Some((service, node)) = what.split_once('@') {
         let s = lab.topo.services.iter().find(|s| s.key == service || s.name == service);
         let Some(s) = s else { bail!("no lab service {service:?} (spec.services)") };
         if !s.endpoints.iter().any(|(n, _)| n == node) {
             bail!("service {} has no lab endpoint on {node:?}", s.key);
         }
-        let _ = st;
         return Ok(Target::Endpoint { service: s.key.clone(), node: node.into() });
     }
     if lab.topo.segments.iter().any(|s| s.name == what) {
@@ -814,7 +813,7 @@ pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
     let lab = Lab::load(file)?;
     let mut st = lab.read_state()?;
     let (bgpd, _) = binaries()?;
-    let t = target(&lab, &st, what)?;
+    let t = target(&lab, what)?;
     let verb = if recover { "recover" } else { "fail" };
     drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), |lab, st| {
         match &t {

@@ -160,20 +160,7 @@ pub struct Bgpd {
 impl Bgpd {
     /// Writes the datastore and starts `bgpd run` in `ns` (RUST_LOG=debug).
     pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Bgpd> {
-        let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
-        std::fs::write(&datastore, cfg.render())?;
-        let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
-        let mut b = Bgpd {
-            proc: ProcId(usize::MAX),
-            sock,
-            datastore,
-            datastore_arg: None,
-            ns: ns.clone(),
-            node: cfg.node.clone(),
-            tag: tag.into(),
-        };
-        b.proc = b.spawn(lab)?;
-        Ok(b)
+        Bgpd::start_yaml(lab, ns, tag, &cfg.node, &cfg.render())
     }
 
     fn spawn(&self, lab: &Lab) -> io::Result<ProcId> {
