@@ -169,7 +169,7 @@ fn policy(lab: &Lab) -> Result<(), String> {
         ));
     }
     let since_after = bird_since(&bird)?;
-    if since_after != since_before {
+    if !bird::same_since(&since_before, &since_after) {
         return Err(format!("BIRD's session was reset: up since {since_before:?}, now since {since_after:?}"));
     }
     if up_after["flaps"] != 0 {

@@ -212,3 +212,43 @@ impl Bird {
         }
     }
 }
+
+/// Whether two readings of BIRD's `since` column (`HH:MM:SS.mmm`, when a
+/// protocol last changed state) name the same moment. BIRD prints it from a
+/// monotonic timestamp converted to wall-clock time at each query, so two
+/// queries of one unchanged session may differ by a millisecond or so; a
+/// session reset moves it by the reconnect time (a second or more).
+pub fn same_since(a: &str, b: &str) -> bool {
+    match (since_ms(a), since_ms(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= SINCE_JITTER_MS,
+        _ => a == b,
+    }
+}
+
+/// How far BIRD's `since` may move between two queries of one session.
+const SINCE_JITTER_MS: i64 = 50;
+
+/// Milliseconds since midnight of `HH:MM:SS[.mmm]`.
+fn since_ms(since: &str) -> Option<i64> {
+    let (hms, ms) = since.split_once('.').unwrap_or((since, "0"));
+    let mut t = 0i64;
+    for part in hms.split(':') {
+        t = t * 60 + part.parse::<i64>().ok()?;
+    }
+    Some(t * 1000 + ms.parse::<i64>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_tolerates_query_jitter_but_not_a_reconnect() {
+        assert_eq!(since_ms("13:12:38.282"), Some(((13 * 60 + 12) * 60 + 38) * 1000 + 282));
+        assert_eq!(since_ms("13:12:38"), Some(((13 * 60 + 12) * 60 + 38) * 1000));
+        assert_eq!(since_ms("garbage"), None);
+        assert!(same_since("13:12:38.282", "13:12:38.281"), "a millisecond of jitter: the same session");
+        assert!(!same_since("13:12:39.700", "13:12:38.281"), "a reconnect");
+        assert!(!same_since("x", "y") && same_since("x", "x"), "unparsable: compared as text");
+    }
+}
