@@ -57,6 +57,27 @@ enum Command {
         /// Do not program the kernel (e.g. a route server or a benchmark).
         #[arg(long)]
         no_kernel: bool,
+        /// Seconds a decommission lets traffic move (routes sent with
+        /// GRACEFUL_SHUTDOWN) before the sessions close: when this node's
+        /// Node leaves the datastore, or on `bgpd stop --withdraw`.
+        #[arg(long, default_value_t = daemon::DEFAULT_DRAIN.as_secs())]
+        drain_time: u64,
+    },
+    /// Stop the running daemon. Without --withdraw, as SIGTERM: a restart
+    /// (peers keep this node's routes as graceful restart helpers, the kernel
+    /// keeps its routes). With --withdraw, decommission this node: routes
+    /// sent again with GRACEFUL_SHUTDOWN, the drain time for traffic to move,
+    /// then Cease to every peer; kernel routes and the restart marker removed.
+    Stop {
+        /// Decommission: take this node out for good.
+        #[arg(long)]
+        withdraw: bool,
+        /// With --withdraw: seconds to let traffic move (default: the daemon's --drain-time).
+        #[arg(long, requires = "withdraw")]
+        drain: Option<u64>,
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
     },
     /// Bring a network design up in network namespaces and prove it reachable
     /// (see docs/lab.md).
@@ -194,12 +215,26 @@ fn run_daemon(
     control_socket: PathBuf,
     metrics: Option<std::net::SocketAddr>,
     kernel_table: Option<u32>,
+    drain: std::time::Duration,
 ) -> anyhow::Result<()> {
     let namespace = std::env::var("POD_NAMESPACE").ok();
     let datastore = datastore::live::DatastoreSpec::parse(&datastore, namespace.as_deref())?;
     init_logging(&datastore);
-    let opts = daemon::RunOptions { datastore, node, control_socket, metrics, kernel_table };
+    let opts = daemon::RunOptions { datastore, node, control_socket, metrics, kernel_table, drain };
     runtime()?.block_on(daemon::run(opts))
+}
+
+fn stop(withdraw: bool, drain: Option<u64>, control_socket: PathBuf) -> anyhow::Result<()> {
+    let req = daemon::Request::Stop { withdraw, drain_secs: drain };
+    if withdraw {
+        eprintln!("bgpd stop: decommissioning (routes go out with GRACEFUL_SHUTDOWN, then the sessions close)…");
+    }
+    let v = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(daemon::ask(&control_socket, &req))?;
+    print!("{}", daemon::render(&req, &v));
+    Ok(())
 }
 
 fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<()> {
@@ -253,9 +288,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::DecodeMrt { json, file } => decode_mrt::run(&file, json),
-        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel } => {
-            run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table))
+        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel, drain_time } => {
+            let drain = std::time::Duration::from_secs(drain_time);
+            run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table), drain)
         }
+        Command::Stop { withdraw, drain, control_socket } => stop(withdraw, drain, control_socket),
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
         Command::Lab { what } => return lab_command(what),
     };

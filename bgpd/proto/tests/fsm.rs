@@ -563,3 +563,100 @@ fn collision_keeps_the_connection_of_the_higher_identifier() {
     assert_eq!(resolve_collision(hi, lo), CollisionWinner::Outgoing);
     // Both sides agree on the same TCP connection: lo's incoming is hi's outgoing.
 }
+
+// ----- graceful restart stops (RFC 4724, RFC 8538) -----
+
+/// A session with graceful restart (N bit as `n_bit`), Established with a
+/// peer whose graceful restart capability has the N bit as `peer_n_bit`.
+fn established_gr(n_bit: bool, peer_n_bit: bool) -> Fixture {
+    use bgpd_proto::session::GracefulRestartConfig;
+    use bgpd_proto::wire::{GrFamily, GracefulRestart};
+    let mut c = cfg();
+    c.graceful_restart = Some(GracefulRestartConfig { notification: n_bit, ..GracefulRestartConfig::new(120) });
+    let mut f = Fixture::new(c);
+    f.s.handle_manual_start(f.now);
+    f.s.handle_connected(f.now);
+    let gr = GracefulRestart {
+        flags: if peer_n_bit { GracefulRestart::NOTIFICATION } else { 0 },
+        time: 120,
+        families: vec![GrFamily { family: Family::IPV4_UNICAST, flags: GrFamily::FORWARDING }],
+    };
+    let caps = vec![
+        Capability::Multiprotocol(Family::IPV4_UNICAST),
+        Capability::FourOctetAs(65002),
+        Capability::GracefulRestart(gr),
+    ];
+    f.feed(&msg(&Message::Open(Open::new(65002, 90, Ipv4Addr::new(10, 0, 0, 2), caps))));
+    f.feed(&msg(&Message::Keepalive));
+    assert_eq!(f.s.state(), State::Established);
+    assert_eq!(f.s.negotiated().map(|n| n.graceful_notification), Some(n_bit && peer_n_bit));
+    f.drained()
+}
+
+#[test]
+fn test_established_restart_stop_closes_without_a_notification() {
+    // Without the N bit, a NOTIFICATION would end the peer's graceful restart.
+    let mut f = established_gr(true, false);
+    f.s.handle_restart_stop(f.now, "bgpd restarting");
+    assert_eq!(f.notification_sent(), None);
+    assert_eq!(f.s.state(), State::Idle);
+    let ev = f.events();
+    assert!(ev.contains(&SessionEvent::Disconnect));
+    assert!(ev.contains(&SessionEvent::Down(DownReason::Stopped)));
+    assert_eq!(f.s.poll_timeout(), None, "no automatic restart");
+}
+
+#[test]
+fn test_established_restart_stop_with_n_bit_sends_administrative_reset() {
+    let mut f = established_gr(true, true);
+    f.s.handle_restart_stop(f.now, "bgpd restarting");
+    let n = f.notification_sent().expect("a NOTIFICATION");
+    assert_eq!((n.code, n.subcode), (code::CEASE, code::cease::ADMINISTRATIVE_RESET));
+    assert_eq!(n.shutdown_message(), Some("bgpd restarting"));
+    assert!(!n.is_hard_reset(), "RFC 8538: graceful restart stays in force at the peer");
+    assert_eq!(f.s.state(), State::Idle);
+}
+
+#[test]
+fn test_established_manual_stop_with_n_bit_is_a_hard_reset() {
+    // RFC 8538 §5.1: Administrative Shutdown goes inside a Hard Reset.
+    let mut f = established_gr(true, true);
+    f.s.handle_manual_stop(f.now, Some("decommissioned"));
+    let n = f.notification_sent().expect("a NOTIFICATION");
+    assert!(n.is_hard_reset(), "{n:?}");
+    let inner = n.hard_reset_inner().expect("carries the Cease it ends with");
+    assert_eq!((inner.code, inner.subcode), (code::CEASE, code::cease::ADMINISTRATIVE_SHUTDOWN));
+    assert_eq!(inner.shutdown_message(), Some("decommissioned"));
+    assert!(n.describe().contains("Hard Reset") && n.describe().contains("decommissioned"), "{}", n.describe());
+}
+
+#[test]
+fn test_established_manual_stop_without_n_bit_is_a_plain_cease() {
+    let mut f = established_gr(false, true);
+    f.s.handle_manual_stop(f.now, None);
+    assert_down_with(&mut f, code::CEASE, code::cease::ADMINISTRATIVE_SHUTDOWN);
+}
+
+#[test]
+fn test_established_other_configuration_change_with_n_bit_is_not_a_hard_reset() {
+    let mut f = established_gr(true, true);
+    f.s.handle_stop(f.now, Notification::new(code::CEASE, code::cease::OTHER_CONFIGURATION_CHANGE, []));
+    assert_down_with(&mut f, code::CEASE, code::cease::OTHER_CONFIGURATION_CHANGE);
+}
+
+#[test]
+fn routes_are_retained_after_a_lost_connection_and_with_the_n_bit_after_a_notification() {
+    use bgpd_proto::session::retains_routes;
+    let hold = Notification::new(code::HOLD_TIMER_EXPIRED, 0, []);
+    let admin = Notification::new(code::CEASE, code::cease::ADMINISTRATIVE_SHUTDOWN, []);
+    let hard = Notification::hard_reset(&admin);
+    // RFC 4724 §4.2: a lost connection keeps them, a NOTIFICATION does not.
+    assert!(retains_routes(&DownReason::ConnectionFailed, false));
+    assert!(!retains_routes(&DownReason::NotificationSent(hold.clone()), false));
+    assert!(!retains_routes(&DownReason::NotificationReceived(admin.clone()), false));
+    // RFC 8538 §4: with the N bit, every NOTIFICATION but a Hard Reset keeps them.
+    assert!(retains_routes(&DownReason::NotificationSent(hold), true));
+    assert!(retains_routes(&DownReason::NotificationReceived(admin), true));
+    assert!(!retains_routes(&DownReason::NotificationReceived(hard.clone()), true));
+    assert!(!retains_routes(&DownReason::NotificationSent(hard), true));
+}

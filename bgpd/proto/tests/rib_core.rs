@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    AcceptAll, MaxPrefix, NextHopMode, Output, PeerConfig, PeerPolicy, Rib, RibConfig, SessionInfo, Verdict,
+    AcceptAll, DeferralWait, MaxPrefix, NextHopMode, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig,
+    SessionInfo, Verdict,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::table::PeerId;
@@ -302,6 +303,7 @@ fn rib_config() -> RibConfig {
         decision: DecisionOptions::default(),
         max_paths: 1,
         defer: None,
+        defer_peer_wait: Duration::from_secs(10),
         fib: false,
     }
 }
@@ -370,6 +372,7 @@ impl Sim {
             route_refresh: true,
             enhanced_refresh: false,
             graceful_restart: None,
+            long_lived: false,
         }
     }
 
@@ -958,7 +961,7 @@ fn add_path_identifiers_stay_distinct_for_large_received_identifiers() {
 // ----- 5. graceful restart helper -----
 
 fn gr_session(x: &mut SessionInfo) {
-    x.graceful_restart = Some((120, FamilySet::of(&[V4])));
+    x.graceful_restart = Some(PeerRestart::new(120, FamilySet::of(&[V4])));
 }
 
 #[test]
@@ -1033,13 +1036,17 @@ fn deferring() -> RibConfig {
     RibConfig { defer: Some(Duration::from_secs(60)), ..rib_config() }
 }
 
+fn gr_both(x: &mut SessionInfo) {
+    x.graceful_restart = Some(PeerRestart::new(120, both()));
+}
+
 #[test]
 fn selection_deferral_holds_export_until_every_peer_sent_end_of_rib() {
     let mut s = Sim::new(deferring());
     let a = s.add(11, 65011, |_| {});
     let b = s.add(12, 65012, |_| {});
-    s.up(a);
-    s.up(b);
+    s.up_with(a, gr_both);
+    s.up_with(b, gr_both);
     s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
     s.send(b, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
     s.send(b, ann(&["2001:db8:2::/48"], &[65012], "fd00::12"));
@@ -1049,8 +1056,12 @@ fn selection_deferral_holds_export_until_every_peer_sent_end_of_rib() {
     assert!(s.sends.is_empty(), "nothing exported during deferral");
     assert!(s.peer(a).events.is_empty() && s.peer(b).events.is_empty(), "not even End-of-RIB");
     assert_eq!(s.deferral_done, 0);
+    let view = s.rib.deferral(s.now).expect("deferring");
+    assert_eq!(view.until, s.now + Duration::from_secs(60));
+    assert_eq!(view.waiting, vec![("peer12".to_string(), DeferralWait::EndOfRib(vec![V6]))]);
     s.eor(b, V6);
     assert_eq!(s.deferral_done, 1);
+    assert_eq!(s.rib.deferral(s.now), None);
     assert_eq!(s.peer(a).prefixes(), vec![net("10.2.1.0/24"), net("2001:db8:2::/48")]);
     assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
     for p in [a, b] {
@@ -1067,12 +1078,11 @@ fn selection_deferral_ends_at_its_deadline() {
     let mut s = Sim::new(deferring());
     let a = s.add(11, 65011, |_| {});
     let b = s.add(12, 65012, |_| {});
-    s.up(a);
-    s.up(b);
+    s.up_with(a, gr_both);
+    s.up_with(b, gr_both);
     s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
     s.eor(a, V4);
     s.eor(a, V6);
-    assert_eq!(s.rib.poll_timeout(), Some(s.now + Duration::from_secs(60)));
     s.advance(59);
     assert_eq!(s.deferral_done, 0);
     assert!(s.peer(b).events.is_empty());
@@ -1084,22 +1094,244 @@ fn selection_deferral_ends_at_its_deadline() {
 }
 
 #[test]
-fn selection_deferral_waits_for_every_configured_peer() {
-    // RFC 4724 §4.1: End-of-RIB "from all its peers"; a peer that does not
-    // come back is waited for until the deferral timer.
+fn selection_deferral_waits_for_a_peer_that_is_not_up_only_a_while() {
+    // A configured peer that is down or gone holds the others for
+    // `defer_peer_wait` (10 s here), not until the 60 s deadline.
     let mut s = Sim::new(deferring());
     let a = s.add(11, 65011, |_| {});
     let b = s.add(12, 65012, |_| {});
     let _never_up = s.add(13, 65013, |_| {});
-    s.up(a);
-    s.up(b);
+    s.up_with(a, gr_both);
+    s.up_with(b, gr_both);
     s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
     for p in [a, b] {
         s.eor(p, V4);
         s.eor(p, V6);
     }
-    assert_eq!(s.deferral_done, 0, "the third peer has not sent End-of-RIB");
+    assert_eq!(s.deferral_done, 0, "the third peer may still come up");
+    let until = s.now + Duration::from_secs(10);
+    assert_eq!(
+        s.rib.deferral(s.now).map(|v| v.waiting),
+        Some(vec![("peer13".to_string(), DeferralWait::Session(until))])
+    );
+    assert_eq!(s.rib.poll_timeout(), Some(until), "the end of the wait is a deadline of its own");
+    s.advance(9);
+    assert_eq!(s.deferral_done, 0);
     assert!(s.peer(b).prefixes().is_empty());
+    s.advance(1);
+    assert_eq!(s.deferral_done, 1, "ten seconds, not the sixty of the deadline");
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
+    assert_eq!(s.rib.poll_timeout(), None, "no deadline left behind");
+}
+
+#[test]
+fn selection_deferral_does_not_wait_for_peers_without_graceful_restart_or_restarting_themselves() {
+    // RFC 4724 §4.1: excluding peers that did not advertise the capability
+    // and peers with the Restart State bit set.
+    let mut s = Sim::new(deferring());
+    let a = s.add(11, 65011, |_| {});
+    let plain = s.add(12, 65012, |_| {});
+    let restarting = s.add(13, 65013, |_| {});
+    s.up_with(a, gr_both);
+    s.up(plain);
+    s.up_with(restarting, |x| {
+        gr_both(x);
+        if let Some(r) = x.graceful_restart.as_mut() {
+            r.restarting = true;
+        }
+    });
+    s.send(plain, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(
+        s.rib.deferral(s.now).map(|v| v.waiting),
+        Some(vec![("peer11".to_string(), DeferralWait::EndOfRib(vec![V4, V6]))])
+    );
+    s.eor(a, V4);
+    assert_eq!(s.deferral_done, 0);
+    s.eor(a, V6);
+    assert_eq!(s.deferral_done, 1, "A's End-of-RIB was the only one waited for");
+    assert_eq!(s.peer(restarting).prefixes(), vec![net("10.1.1.0/24"), net("10.2.1.0/24")]);
+}
+
+#[test]
+fn a_clean_start_does_not_defer() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up_with(a, gr_both);
+    s.up_with(b, gr_both);
+    assert_eq!(s.rib.deferral(s.now), None);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.1.1.0/24")]);
+}
+
+// ----- 6b. long-lived graceful restart (RFC 9494) -----
+
+/// Graceful restart with `time` for both families and a long-lived stale time `llst`.
+fn llgr(time: u16, llst: u32) -> impl Fn(&mut SessionInfo) {
+    move |x: &mut SessionInfo| {
+        let mut r = PeerRestart::new(time, both());
+        r.long_lived = [llst, llst];
+        x.graceful_restart = Some(r);
+        x.long_lived = true;
+    }
+}
+
+fn llgr_aware(x: &mut SessionInfo) {
+    x.long_lived = true;
+}
+
+#[test]
+fn long_lived_stale_routes_are_marked_depreferenced_and_swept_after_the_long_lived_stale_time() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let alt = s.add(12, 65012, |_| {});
+    let aware = s.add(20, 65020, |_| {});
+    let plain = s.add(21, 65021, |_| {});
+    s.up_with(a, llgr(60, 600));
+    s.up(alt);
+    s.up_with(aware, llgr_aware);
+    s.up(plain);
+    // Two prefixes only A has, one NO_LLGR, and one with a longer path from ALT.
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.send(
+        a,
+        ann_with(
+            &["10.1.2.0/24"],
+            &[65011],
+            "10.0.0.11",
+            vec![Attr::Communities([Community::NO_LLGR].into_iter().collect())],
+        ),
+    );
+    s.send(a, ann(&["10.9.0.0/24"], &[65011], "10.0.0.11"));
+    s.send(alt, ann(&["10.9.0.0/24"], &[65012, 65100, 65101], "10.0.0.12"));
+    assert_eq!(s.peer(aware).best("10.9.0.0/24").map(|r| r.as_path()), Some(vec![LOCAL_AS, 65011]));
+
+    s.down(a, true);
+    s.advance(59);
+    assert!(s.peer(aware).best("10.1.1.0/24").is_some_and(|r| !r.communities().contains(&Community::LLGR_STALE)));
+    assert_eq!(s.peer(plain).prefixes().len(), 3, "restart time: plain graceful restart");
+    s.advance(1);
+    // RFC 9494 §4.2: NO_LLGR goes; the rest is marked and kept.
+    assert_eq!(s.peer(aware).best("10.1.2.0/24"), None, "NO_LLGR: removed when the long-lived time begins");
+    let kept = s.peer(aware).best("10.1.1.0/24").expect("kept long-lived stale");
+    assert!(kept.communities().contains(&Community::LLGR_STALE), "LLGR_STALE attached");
+    // §4.3: less preferred than any other path, even a longer one.
+    assert_eq!(s.peer(aware).best("10.9.0.0/24").map(|r| r.as_path()), Some(vec![LOCAL_AS, 65012, 65100, 65101]));
+    // §4.5: not sent to a peer without the capability.
+    assert_eq!(s.peer(plain).prefixes(), vec![net("10.9.0.0/24")], "LLGR_STALE routes withdrawn from non-LLGR peers");
+    let views = s.rib.routes(Some(net("10.9.0.0/24")));
+    let lost = views[0].1.iter().find(|p| p.peer.as_deref() == Some("peer11")).and_then(|p| p.reason);
+    assert_eq!(lost, Some(bgpd_proto::rib::decision::Reason::LongLivedStale));
+    assert_eq!(s.rib.poll_timeout(), Some(s.now + Duration::from_secs(600)));
+
+    s.advance(599);
+    assert!(s.peer(aware).best("10.1.1.0/24").is_some());
+    s.advance(1);
+    assert_eq!(s.peer(aware).best("10.1.1.0/24"), None, "long-lived stale time over: swept");
+    assert!(s.rib.routes(Some(net("10.1.1.0/24"))).is_empty());
+    assert_eq!(s.rib.poll_timeout(), None);
+}
+
+#[test]
+fn a_peer_back_in_its_long_lived_time_replaces_its_stale_routes_at_end_of_rib() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let aware = s.add(20, 65020, |_| {});
+    s.up_with(a, llgr(0, 600));
+    s.up_with(aware, llgr_aware);
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    s.down(a, true);
+    // Restart time 0: long-lived stale at once.
+    assert!(s.peer(aware).best("10.1.1.0/24").is_some_and(|r| r.communities().contains(&Community::LLGR_STALE)));
+    s.advance(100);
+    s.up_with(a, llgr(0, 600));
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert!(s.peer(aware).best("10.1.1.0/24").is_some_and(|r| !r.communities().contains(&Community::LLGR_STALE)));
+    assert!(s.peer(aware).best("10.1.2.0/24").is_some(), "still long-lived stale until End-of-RIB");
+    s.eor(a, V4);
+    assert_eq!(s.peer(aware).prefixes(), vec![net("10.1.1.0/24")], "End-of-RIB sweeps what was not sent again");
+    s.eor(a, V6);
+    assert_eq!(s.rib.poll_timeout(), None);
+}
+
+#[test]
+fn without_the_long_lived_capability_the_restart_time_ends_it() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    // A long-lived stale time without the peer having sent the capability (`long_lived` false) is ignored.
+    s.up_with(a, |x| {
+        llgr(30, 600)(x);
+        x.long_lived = false;
+    });
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.down(a, true);
+    s.advance(30);
+    assert!(s.peer(b).prefixes().is_empty());
+    assert_eq!(s.rib.poll_timeout(), None);
+}
+
+// ----- 6c. graceful shutdown (RFC 8326) -----
+
+#[test]
+fn graceful_shutdown_resends_every_route_with_the_community_and_local_pref_zero_to_ibgp() {
+    let mut s = Sim::new(rib_config());
+    let ext = s.add(11, 65011, |_| {});
+    let int = s.add(12, LOCAL_AS, |_| {});
+    s.up(ext);
+    s.up(int);
+    s.rib.originate(
+        net("10.244.1.0/26"),
+        Some(PathAttrs {
+            attributes: vec![
+                PathAttribute::new(Attr::Origin(Origin::Igp)),
+                PathAttribute::new(Attr::AsPath(AsPath::default())),
+            ],
+            next_hop: None,
+            link_local: None,
+            priority: None,
+        }),
+    );
+    s.rib.flush();
+    s.drain();
+    s.send(ext, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(int).best("10.244.1.0/26").and_then(|r| r.local_pref()), Some(100));
+
+    s.rib.set_graceful_shutdown(true);
+    s.drain();
+    let own = s.peer(int).best("10.244.1.0/26").expect("own block to iBGP");
+    assert_eq!(own.local_pref(), Some(0), "iBGP: LOCAL_PREF 0");
+    assert!(own.communities().contains(&Community::GRACEFUL_SHUTDOWN));
+    let learned = s.peer(int).best("10.1.1.0/24").expect("learned route to iBGP");
+    assert_eq!((learned.local_pref(), learned.communities().contains(&Community::GRACEFUL_SHUTDOWN)), (Some(0), true));
+    let to_ext = s.peer(ext).best("10.244.1.0/26").expect("own block to eBGP");
+    assert!(to_ext.communities().contains(&Community::GRACEFUL_SHUTDOWN));
+    assert_eq!(to_ext.local_pref(), None, "no LOCAL_PREF over eBGP");
+
+    s.rib.set_graceful_shutdown(false);
+    s.drain();
+    let own = s.peer(int).best("10.244.1.0/26").expect("own block to iBGP");
+    assert_eq!((own.local_pref(), own.communities().contains(&Community::GRACEFUL_SHUTDOWN)), (Some(100), false));
+}
+
+#[test]
+fn a_received_graceful_shutdown_route_loses_to_any_other() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let m = s.add(20, 65020, |_| {});
+    s.up(a);
+    s.up(b);
+    s.up(m);
+    let gshut = vec![Attr::Communities([Community::GRACEFUL_SHUTDOWN].into_iter().collect())];
+    s.send(a, ann_with(&["10.9.0.0/24"], &[65011], "10.0.0.11", gshut));
+    s.send(b, ann(&["10.9.0.0/24"], &[65012, 65100, 65101], "10.0.0.12"));
+    assert_eq!(s.peer(m).best("10.9.0.0/24").map(|r| r.as_path()), Some(vec![LOCAL_AS, 65012, 65100, 65101]));
+    let views = s.rib.routes(Some(net("10.9.0.0/24")));
+    let lost = views[0].1.iter().find(|p| p.peer.as_deref() == Some("peer11")).and_then(|p| p.reason);
+    assert_eq!(lost, Some(bgpd_proto::rib::decision::Reason::LocalPref));
 }
 
 // ----- 7. max-prefix -----
@@ -1441,7 +1673,7 @@ mod prop {
         let peers: Vec<PeerId> = (0..3).map(|i| s.add(11 + i as u8, PEER_AS[i], |_| {})).collect();
         let m = s.add(20, 65020, |_| {});
         let m2 = s.add(21, 65021, |_| {});
-        let gr = |x: &mut SessionInfo| x.graceful_restart = Some((120, both()));
+        let gr = |x: &mut SessionInfo| x.graceful_restart = Some(PeerRestart::new(120, both()));
         for p in &peers {
             s.up_with(*p, gr);
         }

@@ -14,7 +14,7 @@ use super::status::Shared;
 
 /// A request to the daemon.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "show", rename_all = "lowercase")]
+#[serde(tag = "request", rename_all = "lowercase")]
 pub enum Request {
     /// Peers and their sessions.
     Peers,
@@ -29,17 +29,57 @@ pub enum Request {
     Config,
     /// The kernel table bgpd programs: what it wants there and what fails.
     Fib,
+    /// Stop the daemon. Without `withdraw`, as SIGTERM does: a restart
+    /// (peers keep the routes as graceful restart helpers, the kernel keeps
+    /// its routes). With `withdraw`, decommission: routes sent again with
+    /// GRACEFUL_SHUTDOWN, `drain_secs` to let traffic move (the daemon's
+    /// `--drain-time` when absent), then Cease to every peer, the kernel
+    /// routes and the restart marker removed. Answered when done.
+    Stop {
+        /// Decommission this node.
+        withdraw: bool,
+        /// How long to let traffic move before the sessions close.
+        drain_secs: Option<u64>,
+    },
+}
+
+/// What the control socket asks of the daemon's main loop.
+#[derive(Debug)]
+pub enum LifecycleCmd {
+    /// `bgpd stop`, answered on `reply` when done.
+    Stop {
+        /// Decommission (else: stop for a restart).
+        withdraw: bool,
+        /// Drain time for a decommission.
+        drain: Option<std::time::Duration>,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<serde_json::Value>,
+    },
 }
 
 /// Answers one request from the shared status (routes: from the RIB task).
 pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
     match req {
+        Request::Stop { withdraw, drain_secs } => {
+            let tx = shared.lock().lifecycle_tx.clone();
+            let Some(tx) = tx else { return serde_json::json!({ "error": "the daemon is not running yet" }) };
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let drain = drain_secs.map(std::time::Duration::from_secs);
+            if tx.send(LifecycleCmd::Stop { withdraw: *withdraw, drain, reply }).is_err() {
+                return serde_json::json!({ "error": "the daemon is stopping already" });
+            }
+            rx.await.unwrap_or_else(|_| serde_json::json!({ "error": "the daemon stopped without answering" }))
+        }
         Request::Peers => {
             let s = shared.lock();
             let rib = s.rib;
+            let deferral = s.deferral.clone();
+            let lifecycle = s.lifecycle.clone();
             drop(s);
             let per_route = rib.bytes.checked_div(rib.paths).unwrap_or(0);
             serde_json::json!({
+                "deferral": deferral,
+                "lifecycle": lifecycle,
                 "peers": shared.peers(),
                 "rib": {
                     "ipv4_prefixes": rib.prefixes[0],
@@ -174,6 +214,30 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                     err
                 ));
             }
+            if let Some(d) = v["deferral"].as_object() {
+                let until = d.get("until").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let left = until.saturating_sub(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs()),
+                );
+                out.push_str(&format!(
+                    "restarting: selection deferral (RFC 4724) holds every UPDATE and the kernel sweep until {until} (unix time, {left} s from now) at the latest\n"
+                ));
+                for w in d.get("waiting").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                    out.push_str(&format!("  waiting for {}: {}\n", s(&w[0]), s(&w[1])));
+                }
+            }
+            match v["lifecycle"]["state"].as_str() {
+                Some("draining") => out.push_str(&format!(
+                    "decommissioning ({}): routes sent with GRACEFUL_SHUTDOWN; the sessions close at {} (unix time)\n",
+                    s(&v["lifecycle"]["why"]),
+                    s(&v["lifecycle"]["until"])
+                )),
+                Some("decommissioned") => out.push_str(&format!(
+                    "decommissioned ({}): no sessions, no routes; waiting for the Node to come back\n",
+                    s(&v["lifecycle"]["why"])
+                )),
+                _ => {}
+            }
             let r = &v["rib"];
             if !r.is_null() {
                 out.push_str(&format!(
@@ -245,6 +309,9 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                     out.push_str(&format!("not installed: {prefix}: {}\n", s(why)));
                 }
             }
+        }
+        Request::Stop { .. } => {
+            out.push_str(&format!("{}\n", s(&v["stopped"])));
         }
         Request::Config => {
             out.push_str(&format!("datastore reachable: {}\n", s(&v["datastore_ok"])));
@@ -334,10 +401,12 @@ mod tests {
 
     #[test]
     fn requests_are_one_json_line_each() {
-        assert_eq!(serde_json::to_string(&Request::Peers).unwrap(), r#"{"show":"peers"}"#);
-        let r: Request = serde_json::from_str(r#"{"show":"routes","prefix":"192.0.2.0/24"}"#).unwrap();
+        assert_eq!(serde_json::to_string(&Request::Peers).unwrap(), r#"{"request":"peers"}"#);
+        let r: Request = serde_json::from_str(r#"{"request":"routes","prefix":"192.0.2.0/24"}"#).unwrap();
         assert_eq!(r, Request::Routes { prefix: Some("192.0.2.0/24".parse().unwrap()) });
-        assert!(serde_json::from_str::<Request>(r#"{"show":"everything"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"request":"everything"}"#).is_err());
+        let r: Request = serde_json::from_str(r#"{"request":"stop","withdraw":true,"drain_secs":5}"#).unwrap();
+        assert_eq!(r, Request::Stop { withdraw: true, drain_secs: Some(5) });
     }
 
     #[tokio::test]
@@ -370,7 +439,7 @@ mod tests {
         let v = ask(&path, &Request::Originations).await.unwrap();
         assert!(v["originations"].as_array().unwrap().is_empty());
         let mut s = UnixStream::connect(&path).await.unwrap();
-        s.write_all(b"{\"show\":\"nonsense\"}\n").await.unwrap();
+        s.write_all(b"{\"request\":\"nonsense\"}\n").await.unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.unwrap();
         assert!(line.contains("bad request"), "{line}");

@@ -60,6 +60,13 @@ pub enum KernelCmd {
     /// The IP pools' encapsulation and this node's subnet (replacing the
     /// last; routes whose form changes are rewritten).
     Encap(Encap),
+    /// bgpd stops for a restart: the routes stay in the kernel as they are,
+    /// nothing is programmed any more; answered once the task stopped.
+    Freeze(tokio::sync::oneshot::Sender<()>),
+    /// Decommission: every route of bgpd's is removed from the table and
+    /// nothing is programmed until the next command; answered once the
+    /// kernel confirmed the removals.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Sends to the kernel task. Cheap to clone.
@@ -367,7 +374,8 @@ pub struct KernelOptions {
 }
 
 /// Starts the kernel task; `restarted`: bgpd ran here within the restart
-/// time, so the previous run's routes stay until the RIB's deferral ends.
+/// time and claims its forwarding state, so the previous run's routes stay
+/// until the RIB's deferral ends.
 pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::Result<KernelHandle> {
     let config = FibConfig { table: opts.table, graceful_restart: true, ..FibConfig::default() };
     let registry = prometheus::Registry::new();
@@ -425,6 +433,28 @@ async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted
                             swept = sweep(&fib.handle, "selection deferral over").await;
                         }
                         Vec::new()
+                    }
+                    KernelCmd::Freeze(done) => {
+                        // Graceful restart is configured in the FIB: shutting
+                        // it down leaves our routes in the kernel.
+                        let _ = fib.handle.shutdown().await;
+                        info!("kernel table: left as it is for the next run (graceful restart)");
+                        let _ = done.send(());
+                        return;
+                    }
+                    KernelCmd::Flush(done) => {
+                        desired = Desired { tunnel: desired.tunnel, encap: desired.encap.clone(), ..Desired::default() };
+                        match fib.handle.flush().await {
+                            Ok(()) => {
+                                let _ = fib.handle.settled().await;
+                                info!("kernel table: every route of bgpd's removed (decommission)");
+                            }
+                            Err(e) => warn!("kernel table: removing bgpd's routes failed: {e}"),
+                        }
+                        swept = true;
+                        publish(&shared, &desired, swept, None);
+                        let _ = done.send(());
+                        continue;
                     }
                 };
                 say_tunnel_missing(&desired, &mut tunnel_said);

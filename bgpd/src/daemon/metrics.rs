@@ -1,6 +1,9 @@
 //! Prometheus metrics at `/metrics`, liveness at `/healthz` (200 only while the
 //! daemon's main loop keeps ticking, so a stuck loop fails it) and readiness at
-//! `/readyz` (the datastore was read and is reachable).
+//! `/readyz` (the datastore was read and is reachable, no selection deferral
+//! after a restart is under way, and the node is not decommissioning: a
+//! DaemonSet rolling update moves to the next node only once this one has
+//! its routes back).
 
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,14 +90,23 @@ fn loop_alive(shared: &Shared) -> bool {
     shared.lock().heartbeat.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
 }
 
-/// `/readyz`: ready once the datastore was read and while it is reachable; the
-/// body says why not.
+/// `/readyz`: ready once the datastore was read and while it is reachable,
+/// once selection deferral after a restart is over, and unless the node is
+/// decommissioning; the body says why not.
 fn readiness(shared: &Shared) -> (&'static str, String) {
+    use super::status::Lifecycle;
     let s = shared.lock();
-    match (&s.datastore_unreachable, s.datastore_ok) {
-        (None, true) => ("200 OK", "ready\n".to_string()),
-        (Some((_, why)), _) => ("503 Service Unavailable", format!("datastore unreachable: {why}\n")),
-        (None, false) => ("503 Service Unavailable", "datastore not read yet\n".to_string()),
+    let unavailable = "503 Service Unavailable";
+    match (&s.datastore_unreachable, s.datastore_ok, &s.deferral, &s.lifecycle) {
+        (Some((_, why)), _, _, _) => (unavailable, format!("datastore unreachable: {why}\n")),
+        (None, false, _, _) => (unavailable, "datastore not read yet\n".to_string()),
+        (_, _, _, Lifecycle::Draining { why, .. }) => (unavailable, format!("decommissioning: {why}\n")),
+        (_, _, _, Lifecycle::Decommissioned { why }) => (unavailable, format!("decommissioned: {why}\n")),
+        (_, _, Some(d), _) => {
+            let waiting: Vec<String> = d.waiting.iter().map(|(p, w)| format!("{p} ({w})")).collect();
+            (unavailable, format!("restarting: selection deferral waits for {}\n", waiting.join(", ")))
+        }
+        (None, true, None, Lifecycle::Running) => ("200 OK", "ready\n".to_string()),
     }
 }
 

@@ -2,10 +2,13 @@
 //! (each owning a sans-IO [`bgpd_proto::session::Session`]), accepts
 //! connections for them, serves the control socket and metrics, and applies
 //! datastore edits without a restart: only the sessions an edit concerns
-//! are reset.
+//! are reset. SIGTERM is a restart, taking the node out is a decommission
+//! ([`lifecycle`]).
 
 mod control;
 mod kernel;
+mod lifecycle;
+mod marker;
 mod metrics;
 mod originate;
 mod peer;
@@ -28,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use control::{ask, render, Request};
+pub use lifecycle::DEFAULT_DRAIN;
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
 use crate::datastore::{Model, ObjectRef, Problem, Severity, Source};
@@ -49,6 +53,10 @@ pub struct RunOptions {
     /// The kernel table to install learned routes and blackholes into;
     /// `None`: no kernel programming (`--no-kernel`).
     pub kernel_table: Option<u32>,
+    /// How long a decommission lets traffic move before the sessions close
+    /// (when the Node leaves the datastore, or `bgpd stop --withdraw`
+    /// without `--drain`).
+    pub drain: Duration,
 }
 
 struct Running {
@@ -217,30 +225,46 @@ fn marker_path(opts: &RunOptions) -> PathBuf {
     dir.join(format!("{}.running", opts.node))
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
+/// Whether a load failed because this node no longer runs BGP: its Node is
+/// gone from the datastore, or has no BGP address any more.
+fn node_left(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<plan::PlanError>().is_some()
+}
+
+/// Runs the daemon until SIGINT or SIGTERM (a restart), or until `bgpd
+/// stop` (a restart, or with `--withdraw` a decommission).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shared = Shared::default();
     let mut last_model = None;
     let mut feed = live::spawn(&opts.datastore);
     let (mut node, peers, mut loaded) = first_load(&mut feed, &opts, &shared, &mut last_model).await?;
-    let marker = marker_path(&opts);
+    let marker_at = marker_path(&opts);
     let window = Duration::from_secs(peers.iter().filter_map(|p| p.restart_time).max().unwrap_or(120).into());
-    node.restarted = rib::restarted(&marker, window);
-    if let Some(dir) = marker.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let _ = std::fs::write(&marker, std::process::id().to_string());
-    info!(node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(), restarted = node.restarted, "starting");
+    let kernel_on = opts.kernel_table.is_some();
+    let assessed = marker::assess(&marker_at, SystemTime::now(), window, kernel_on);
+    node.restart = assessed.restart;
+    let mut marker = marker::Marker::create(&marker_at, SystemTime::now(), kernel_on, assessed.quick_restarts)
+        .with_context(|| format!("writing the restart marker {}", marker_at.display()))?;
+    info!(
+        node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(),
+        restarting = node.restart.restarting, forwarding = node.restart.forwarding, "starting: {}", assessed.why
+    );
     let kernel = match opts.kernel_table {
-        Some(table) => Some(kernel::spawn(&kernel::KernelOptions { table }, node.restarted, shared.clone())?),
+        // The previous run's routes are kept (until deferral ends) only when its forwarding state is claimed.
+        Some(table) => Some(kernel::spawn(&kernel::KernelOptions { table }, node.restart.forwarding, shared.clone())?),
         None => None,
     };
     // The kernel task follows the IP pools' encapsulation (ipipMode) itself.
-    let encap_to = kernel.clone();
-    kernel::send_encap(encap_to.as_ref(), last_model.as_ref(), &opts.node);
-    let rib = rib::spawn(&node, node.restarted, shared.clone(), kernel);
+    let kernel_handle = kernel.clone();
+    kernel::send_encap(kernel_handle.as_ref(), last_model.as_ref(), &opts.node);
+    let rib = rib::spawn(&node, node.restart.restarting, shared.clone(), kernel);
     rib.send(rib::RibCmd::Node(Box::new(node.clone())));
-    shared.lock().rib_handle = Some(rib.clone());
+    let (life_tx, mut life_rx) = mpsc::unbounded_channel();
+    {
+        let mut s = shared.lock();
+        s.rib_handle = Some(rib.clone());
+        s.lifecycle_tx = Some(life_tx);
+    }
 
     // Metrics first, bound here and handed over: once the control socket
     // answers, `/readyz` answers too.
@@ -299,7 +323,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut phase = lifecycle::Phase::Running;
+    // `bgpd stop` without --withdraw: answered once stopped.
+    let mut restart_reply: Option<tokio::sync::oneshot::Sender<serde_json::Value>> = None;
     loop {
+        let drain_until = match &phase {
+            lifecycle::Phase::Draining { until, .. } => Some(*until),
+            _ => None,
+        };
         tokio::select! {
             Some((stream, from)) = accepted.recv() => {
                 let ip = canonical(from.ip());
@@ -316,7 +347,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 shared.lock().heartbeat = Some(std::time::Instant::now());
-                touch(&marker);
+                if !matches!(phase, lifecycle::Phase::Decommissioned) {
+                    marker.touch();
+                }
             }
             changed = feed.changed() => {
                 if changed.is_err() {
@@ -329,39 +362,148 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     continue;
                 }
                 loaded = sources.clone();
-                match load(&f, &opts, &shared, &mut last_model) {
-                    Ok((mut new_node, new_peers)) => {
+                match (load(&f, &opts, &shared, &mut last_model), &mut phase) {
+                    (Err(e), lifecycle::Phase::Running) if node_left(&e) => {
+                        phase = lifecycle::start_drain(&rib, &shared, opts.drain, format!("{e:#}"), false);
+                    }
+                    (Err(e), _) if node_left(&e) => {}
+                    (Err(e), _) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),
+                    (Ok((mut new_node, new_peers)), current) => {
+                        match current {
+                            lifecycle::Phase::Draining { exit: false, .. } => {
+                                lifecycle::cancel_drain(&rib, &shared);
+                                phase = lifecycle::Phase::Running;
+                            }
+                            lifecycle::Phase::Decommissioned => {
+                                info!("the Node is back in the datastore: starting again (a clean start)");
+                                marker = marker::Marker::create(&marker_at, SystemTime::now(), kernel_on, 0)
+                                    .with_context(|| format!("writing the restart marker {}", marker_at.display()))?;
+                                node.restart = marker::Restart::default();
+                                shared.lock().lifecycle = status::Lifecycle::Running;
+                                phase = lifecycle::Phase::Running;
+                            }
+                            _ => {}
+                        }
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
                         set_listener_keys(&listeners, &new_peers, &old);
-                        new_node.restarted = node.restarted;
+                        new_node.restart = node.restart;
                         let t = std::time::Instant::now();
                         apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
                         tracing::debug!(apply_us = t.elapsed().as_micros() as u64, "datastore change applied");
-                        kernel::send_encap(encap_to.as_ref(), last_model.as_ref(), &opts.node);
+                        kernel::send_encap(kernel_handle.as_ref(), last_model.as_ref(), &opts.node);
                     }
-                    Err(e) => warn!("datastore reload failed, keeping the last good configuration: {e:#}"),
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            Some(cmd) = life_rx.recv() => match cmd {
+                control::LifecycleCmd::Stop { withdraw: false, reply, .. } => {
+                    if let lifecycle::Phase::Draining { .. } = phase {
+                        let _ = reply.send(serde_json::json!({ "error": "decommissioning already: the daemon stops when it is done" }));
+                        continue;
+                    }
+                    restart_reply = Some(reply);
+                    break;
+                }
+                control::LifecycleCmd::Stop { withdraw: true, drain, reply } => match &mut phase {
+                    lifecycle::Phase::Draining { replies, exit, .. } => {
+                        *exit = true;
+                        replies.push(reply);
+                    }
+                    lifecycle::Phase::Decommissioned => {
+                        let _ = reply.send(serde_json::json!({ "stopped": "decommissioned already; bgpd exits" }));
+                        return stopped(&opts).await;
+                    }
+                    lifecycle::Phase::Running => {
+                        let why = "bgpd stop --withdraw".to_string();
+                        phase = lifecycle::start_drain(&rib, &shared, drain.unwrap_or(opts.drain), why, true);
+                        if let lifecycle::Phase::Draining { replies, .. } = &mut phase {
+                            replies.push(reply);
+                        }
+                    }
+                },
+            },
+            _ = async { match drain_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                if let Some(exit) = finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
+                    if exit {
+                        return stopped(&opts).await;
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                if finish_on_signal(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
+                    return stopped(&opts).await;
+                }
+                break;
+            }
+            _ = term.recv() => {
+                if finish_on_signal(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
+                    return stopped(&opts).await;
+                }
+                break;
+            }
         }
     }
-    info!("stopping: Cease / Administrative Shutdown to every peer");
-    for r in running.values() {
-        let _ =
-            r.cmds.send(Box::new(PeerCmd::Stop(cease::ADMINISTRATIVE_SHUTDOWN, Some("bgpd stopping".into())))).await;
+    lifecycle::stop_for_restart(&running, &rib, kernel_handle.as_ref(), &mut marker).await;
+    if let Some(r) = restart_reply {
+        let _ = r.send(serde_json::json!({ "stopped": "stopped for a restart: peers keep this node's routes as graceful restart helpers" }));
     }
-    // Let the writers deliver the NOTIFICATIONs.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = std::fs::remove_file(&opts.control_socket);
-    Ok(())
+    stopped(&opts).await
 }
 
-/// Refreshes the marker's modification time.
-fn touch(marker: &Path) {
-    if let Ok(f) = std::fs::File::options().write(true).open(marker) {
-        let _ = f.set_modified(SystemTime::now());
+/// The drain time is over: decommissions. Returns whether the daemon exits
+/// (`None` when it was not draining).
+async fn finish_drain(
+    phase: &mut lifecycle::Phase,
+    running: &mut BTreeMap<String, Running>,
+    node: &mut NodeSpec,
+    rib: &rib::RibHandle,
+    kernel: Option<&kernel::KernelHandle>,
+    marker: &marker::Marker,
+    shared: &Shared,
+) -> Option<bool> {
+    let lifecycle::Phase::Draining { why, exit, replies, .. } =
+        std::mem::replace(phase, lifecycle::Phase::Decommissioned)
+    else {
+        return None;
+    };
+    lifecycle::decommission(running, node, rib, kernel, marker, &why).await;
+    shared.lock().lifecycle = status::Lifecycle::Decommissioned { why: why.clone() };
+    for r in replies {
+        let _ = r.send(serde_json::json!({ "stopped": format!("decommissioned ({why}): sessions closed with Cease, kernel routes removed") }));
     }
+    if !exit {
+        info!("decommissioned ({why}); waiting for the Node to come back");
+    }
+    Some(exit)
+}
+
+/// SIGTERM or SIGINT: during a decommission, the decommission ends at once
+/// and the daemon exits (true); otherwise it stops for a restart (false).
+async fn finish_on_signal(
+    phase: &mut lifecycle::Phase,
+    running: &mut BTreeMap<String, Running>,
+    node: &mut NodeSpec,
+    rib: &rib::RibHandle,
+    kernel: Option<&kernel::KernelHandle>,
+    marker: &marker::Marker,
+    shared: &Shared,
+) -> bool {
+    match phase {
+        lifecycle::Phase::Draining { .. } => {
+            info!("signal during the decommission: the sessions close now");
+            finish_drain(phase, running, node, rib, kernel, marker, shared).await;
+            true
+        }
+        lifecycle::Phase::Decommissioned => true,
+        lifecycle::Phase::Running => false,
+    }
+}
+
+/// The last words of a stopping daemon: the answers to `bgpd stop` get
+/// written, the control socket goes.
+async fn stopped(opts: &RunOptions) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = std::fs::remove_file(&opts.control_socket);
+    Ok(())
 }
 
 /// GTSM (RFC 5082) for an incoming connection: the peer's SYN must have

@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use bgpd_proto::session::{DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig, SessionEvent};
+use bgpd_proto::session::{
+    retains_routes, DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig, SessionEvent,
+};
 use bgpd_proto::wire::{AddPathMode, Notification};
 use bgpd_proto::{Family, MessageType};
 use bytes::{Buf, Bytes};
@@ -29,6 +31,10 @@ pub enum PeerCmd {
     Accepted(TcpStream),
     /// Stop: send Cease with this subcode (and shutdown communication) and end the task.
     Stop(u8, Option<String>),
+    /// Stop because bgpd restarts: the peer must keep our routes as a
+    /// graceful restart helper (no NOTIFICATION, or with the N bit an
+    /// Administrative Reset); end the task.
+    Restart,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
@@ -111,15 +117,18 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
     c.passive = peer.passive;
     c.hostname = Some(node.name.clone());
     // After a restart of bgpd, the R bit; forwarding is preserved for both
-    // families (what bgpd originates is forwarded by the kernel without it).
+    // families when the kernel kept it (what bgpd originates is forwarded by
+    // the kernel without it), see marker.rs.
     c.graceful_restart = peer.restart_time.map(|t| GracefulRestartConfig {
         restart_time: t.min(4095),
-        restarting: node.restarted,
-        forwarding_preserved: if node.restarted {
+        restarting: node.restart.restarting,
+        forwarding_preserved: if node.restart.forwarding {
             vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
         } else {
             Vec::new()
         },
+        notification: peer.graceful_notification,
+        long_lived_stale_time: peer.long_lived_stale_time,
     });
     let mode = match peer.add_path {
         (true, true) => Some(AddPathMode::BOTH),
@@ -135,15 +144,6 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
 
 /// How long a session torn down for too many prefixes waits before it starts again.
 const MAX_PREFIX_RESTART: Duration = Duration::from_secs(30);
-
-/// Whether the peer's routes are kept (graceful restart helper) after the
-/// session ended this way: only a lost connection (RFC 4724 §4.2). A
-/// NOTIFICATION ends the session for good, including Hold Timer Expired: a
-/// peer that stopped answering is not restarting (RFC 8538's N bit, which
-/// would keep routes across NOTIFICATIONs, is not negotiated).
-fn graceful(reason: &DownReason) -> bool {
-    matches!(reason, DownReason::ConnectionFailed)
-}
 
 /// The peer task's channels: commands from the daemon, the RIB's handle and
 /// what the RIB sends this peer.
@@ -178,6 +178,8 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
     // resolved. `outgoing` tells who initiated the primary connection.
     let mut second: Option<(Session, Conn)> = None;
     let mut outgoing = false;
+    // Whether the N bit (RFC 8538) was exchanged on the session last Established.
+    let mut graceful_notification = false;
     session.handle_manual_start(Instant::now());
     loop {
         // Act on what the session asked for.
@@ -205,13 +207,14 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                 }
                 SessionEvent::Established(n) => {
                     info!(peer = %peer.name, addr = %peer.addr, "established (hold {} s)", n.hold_time);
+                    graceful_notification = n.graceful_notification;
                     established(&shared, &key, &n);
                     let local = conn.as_ref().map(|c| c.local.ip());
                     rib.send(RibCmd::Up(rib_key, Box::new(session_info(&n, local, peer.addr.ip(), &node))));
                 }
                 SessionEvent::Down(reason) => {
                     down(&shared, &key, &reason);
-                    rib.send(RibCmd::Down(rib_key, graceful(&reason)));
+                    rib.send(RibCmd::Down(rib_key, retains_routes(&reason, graceful_notification)));
                 }
                 SessionEvent::Update { update, issues } => {
                     let withdraw_all = issues.iter().any(|i| i.action == bgpd_proto::ErrorAction::TreatAsWithdraw);
@@ -332,6 +335,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                 }
                 Some(PeerCmd::Stop(sub, msg)) => {
                     stop(&mut session, conn.as_mut(), sub, msg.as_deref());
+                    break;
+                }
+                Some(PeerCmd::Restart) => {
+                    session.handle_restart_stop(Instant::now(), "bgpd restarting (graceful restart)");
+                    let _ = flush(&mut session, conn.as_mut());
                     break;
                 }
                 None => {
@@ -589,7 +597,15 @@ fn established(shared: &Shared, name: &str, n: &Negotiated) {
             caps.push("extended-message".into());
         }
         if let Some(gr) = &n.peer_graceful_restart {
-            caps.push(format!("graceful-restart (peer, {} s)", gr.time));
+            let r = if gr.restarting() { ", restarting" } else { "" };
+            caps.push(format!("graceful-restart (peer, {} s{r})", gr.time));
+        }
+        if let Some(ll) = &n.peer_llgr {
+            let times: Vec<String> = ll.iter().map(|f| format!("{} {} s", f.family, f.stale_time)).collect();
+            caps.push(format!("long-lived-graceful-restart (peer: {})", times.join(", ")));
+        }
+        if n.graceful_notification {
+            caps.push("graceful-notification (N bit)".into());
         }
         caps.push(format!("hold-time {}", n.hold_time));
         p.view.capabilities = caps;
@@ -645,6 +661,8 @@ mod tests {
             source: None,
             passive: false,
             restart_time: Some(120),
+            long_lived_stale_time: Some(3600),
+            graceful_notification: false,
             add_path: (false, true),
             routing: Default::default(),
         }
@@ -666,7 +684,7 @@ mod tests {
             cluster_id: None,
             exportable: vec![],
             statics: vec![],
-            restarted: false,
+            restart: Default::default(),
         };
         let c = session_config(&node, &spec());
         assert_eq!((c.local_as, c.peer_as, c.hold_time), (64512, 65010, 90));
@@ -677,16 +695,13 @@ mod tests {
             vec![(Family::IPV4_UNICAST, AddPathMode::SEND), (Family::IPV6_UNICAST, AddPathMode::SEND)]
         );
         assert!(!c.graceful_restart.as_ref().unwrap().restarting);
-        let after_restart = session_config(&NodeSpec { restarted: true, ..node }, &spec());
+        assert_eq!(c.graceful_restart.as_ref().and_then(|g| g.long_lived_stale_time), Some(3600));
+        let restart = crate::daemon::marker::Restart { restarting: true, forwarding: true };
+        let after_restart = session_config(&NodeSpec { restart, ..node.clone() }, &spec());
         let gr = after_restart.graceful_restart.unwrap();
         assert!(gr.restarting && gr.forwarding_preserved.len() == 2, "R bit and F bits after a restart");
-    }
-
-    #[test]
-    fn routes_are_kept_after_a_lost_connection_not_after_a_cease() {
-        use bgpd_proto::error::code;
-        assert!(graceful(&DownReason::ConnectionFailed));
-        assert!(!graceful(&DownReason::NotificationSent(Notification::new(code::HOLD_TIMER_EXPIRED, 0, []))));
-        assert!(!graceful(&DownReason::NotificationReceived(Notification::new(code::CEASE, 2, []))));
+        let restart = crate::daemon::marker::Restart { restarting: true, forwarding: false };
+        let gr = session_config(&NodeSpec { restart, ..node }, &spec()).graceful_restart.unwrap();
+        assert!(gr.restarting && gr.forwarding_preserved.is_empty(), "R bit without F bits");
     }
 }

@@ -85,7 +85,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         cluster_id,
         exportable,
         statics: Vec::new(),
-        restarted: false,
+        restart: Default::default(),
     };
 
     let source_for = |peer: IpAddr, mode: SourceAddress| match (mode, peer) {
@@ -153,6 +153,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             source: source_for(addr.ip(), p.source_address),
             passive: false,
             restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+            long_lived_stale_time: p.long_lived_stale_time,
+            graceful_notification: p.graceful_notification,
             add_path: (p.add_path.receive, p.add_path.send),
             routing: routing.clone(),
         };
@@ -206,6 +208,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                 // Between two nodes only one side connects: the lower address.
                 passive: router_id > a,
                 restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+                long_lived_stale_time: cfg.node_mesh_long_lived_stale_time,
+                graceful_notification: false,
                 add_path: (false, false),
                 routing: RoutingSpec::default(),
             });

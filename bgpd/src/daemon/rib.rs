@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    MaxPrefix, Output, PeerConfig, PeerPolicy, Rib, RibConfig, RibStats, SessionInfo, Verdict,
+    DeferralWait, MaxPrefix, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig, RibStats, SessionInfo,
+    Verdict, DEFERRAL_PEER_WAIT,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::policy::{self, Direction, Filter, PeerType, RouteContext};
@@ -68,6 +69,12 @@ pub enum RibCmd {
     Node(Box<NodeSpec>),
     /// `show routes`.
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+    /// Decommissioning: send every route with GRACEFUL_SHUTDOWN (RFC 8326), or stop.
+    GracefulShutdown(bool),
+    /// bgpd stops for a restart: from now on nothing goes out (neither to
+    /// peers nor to the kernel), so that peers stopping one after the other
+    /// never see withdrawals of each other's routes; answered at once.
+    Quiesce(oneshot::Sender<()>),
 }
 
 /// Handle to the RIB task.
@@ -173,6 +180,7 @@ fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> P
 /// The RIB's settings for `node`; `restarted`: bgpd was running here within
 /// the restart time, so selection is deferred (RFC 4724 §4.1).
 pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
+    // RFC 4724 §4.1: a peer whose session is not up is waited for this long only.
     RibConfig {
         router_id: node.router_id,
         local_as: node.asn,
@@ -180,6 +188,7 @@ pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
         decision: DecisionOptions { always_compare_med: node.always_compare_med, multipath_relax: true },
         max_paths: node.max_paths.into(),
         defer: restarted.then_some(DEFERRAL),
+        defer_peer_wait: DEFERRAL_PEER_WAIT,
         fib: false,
     }
 }
@@ -248,6 +257,7 @@ async fn run(
 ) {
     let mut peers: HashMap<u64, Peer> = HashMap::new();
     let mut by_id: HashMap<PeerId, u64> = HashMap::new();
+    let mut quiet = false;
     loop {
         let deadline = rib.poll_timeout().map(tokio::time::Instant::from_std);
         let cmd = tokio::select! {
@@ -262,7 +272,16 @@ async fn run(
                 // Take what is queued (bounded), then export once.
                 let mut n = 0;
                 while let Some(c) = next {
-                    if let (RibCmd::Node(node), Some(k)) = (&c, &kernel) {
+                    let c = match c {
+                        RibCmd::Quiesce(done) => {
+                            quiet = true;
+                            let _ = done.send(());
+                            next = rx.try_recv().ok();
+                            continue;
+                        }
+                        c => c,
+                    };
+                    if let (RibCmd::Node(node), Some(k), false) = (&c, &kernel, quiet) {
                         k.send(KernelCmd::Blackholes(super::kernel::blackholes(node)));
                         k.send(KernelCmd::Statics(node.statics.clone()));
                     }
@@ -274,7 +293,9 @@ async fn run(
             }
         }
         while let Some(o) = rib.poll_output() {
-            dispatch(&rib, o, &peers, &by_id, kernel.as_ref());
+            if !quiet {
+                dispatch(&rib, o, &peers, &by_id, kernel.as_ref());
+            }
         }
         publish(&rib, &peers, &shared);
     }
@@ -358,6 +379,16 @@ fn apply(
         RibCmd::Routes(filter, reply) => {
             let _ = reply.send(route_views(rib, filter));
         }
+        // Taken by the task's loop before it gets here.
+        RibCmd::Quiesce(done) => {
+            let _ = done.send(());
+        }
+        RibCmd::GracefulShutdown(on) => {
+            if on {
+                info!("graceful shutdown (RFC 8326): every route goes out again with GRACEFUL_SHUTDOWN");
+            }
+            rib.set_graceful_shutdown(on);
+        }
     }
 }
 
@@ -404,11 +435,31 @@ fn dispatch(
     }
 }
 
-/// Counts for `show peers` and metrics.
+/// Counts for `show peers` and metrics, and the selection deferral.
 fn publish(rib: &Rib, peers: &HashMap<u64, Peer>, shared: &Shared) {
     let stats: RibStats = rib.stats();
+    let now = Instant::now();
+    let deferral = rib.deferral(now).map(|d| super::status::Deferral {
+        until: std::time::SystemTime::now() + d.until.saturating_duration_since(now),
+        waiting: d
+            .waiting
+            .into_iter()
+            .map(|(peer, w)| {
+                let why = match w {
+                    DeferralWait::EndOfRib(f) => {
+                        format!("End-of-RIB for {}", f.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+                    }
+                    DeferralWait::Session(t) => {
+                        format!("its session, for {} s more", t.saturating_duration_since(now).as_secs())
+                    }
+                };
+                (peer, why)
+            })
+            .collect(),
+    });
     let mut s = shared.lock();
     s.rib = stats;
+    s.deferral = deferral;
     for p in peers.values() {
         let n = rib.accepted(p.id);
         // Runs after every batch: no allocation unless a count is new.
@@ -507,17 +558,17 @@ pub fn session_info(
             for x in &g.families {
                 f.insert(x.family);
             }
-            (g.time, f)
+            let mut r = PeerRestart::new(g.time, f);
+            r.restarting = g.restarting();
+            for ll in n.peer_llgr.iter().flatten() {
+                match ll.family {
+                    Family::IPV4_UNICAST => r.long_lived[0] = ll.stale_time,
+                    Family::IPV6_UNICAST => r.long_lived[1] = ll.stale_time,
+                    _ => {}
+                }
+            }
+            r
         }),
+        long_lived: n.peer_llgr.is_some(),
     }
-}
-
-/// Whether bgpd ran on this node within `window` before now: a marker file
-/// it refreshes while running.
-pub fn restarted(marker: &std::path::Path, window: Duration) -> bool {
-    std::fs::metadata(marker)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age <= window)
 }

@@ -35,6 +35,11 @@ pub struct PeerSpec {
     pub passive: bool,
     /// Graceful restart time to advertise (Calico `maxRestartTime`), seconds.
     pub restart_time: Option<u16>,
+    /// Long-lived stale time to advertise (RFC 9494), seconds; `None`: no
+    /// LLGR capability (BGPPeer annotation `bgpd.io/long-lived-stale-time`).
+    pub long_lived_stale_time: Option<u32>,
+    /// Offer the N bit (RFC 8538; annotation `bgpd.io/graceful-notification`).
+    pub graceful_notification: bool,
     /// ADD-PATH for IPv4/IPv6 unicast: (receive, send).
     pub add_path: (bool, bool),
     /// How routes are handled: changes here never reset the session.
@@ -103,7 +108,7 @@ pub struct NodeSpec {
     /// Static routes to peers that are reached through a gateway (Calico
     /// `reachableBy`): (the peer's address as a host prefix, the gateway).
     pub statics: Vec<(IpNet, IpAddr)>,
-    /// bgpd ran on this node within the restart time before this start
-    /// (graceful restart: R bit, selection deferral).
-    pub restarted: bool,
+    /// What this start says about the run before it (graceful restart: R
+    /// bit, F bits, selection deferral).
+    pub restart: super::marker::Restart,
 }

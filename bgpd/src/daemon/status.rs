@@ -116,6 +116,48 @@ pub struct Status {
     pub rib_handle: Option<super::rib::RibHandle>,
     /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).
     pub kernel: Option<super::kernel::KernelView>,
+    /// Selection deferral after a restart, while it lasts (`show peers`, `/readyz`).
+    pub deferral: Option<Deferral>,
+    /// Decommissioning or decommissioned (`show peers`, `/readyz`).
+    pub lifecycle: Lifecycle,
+    /// The main loop, for `bgpd stop`.
+    pub lifecycle_tx: Option<tokio::sync::mpsc::UnboundedSender<super::control::LifecycleCmd>>,
+}
+
+/// Selection deferral in progress (RFC 4724 §4.1), as `show peers` says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deferral {
+    /// When it ends at the latest.
+    #[serde(serialize_with = "unix_secs")]
+    pub until: SystemTime,
+    /// The peers it waits for, and for what.
+    pub waiting: Vec<(String, String)>,
+}
+
+fn unix_secs<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// Where the node is in its life.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Lifecycle {
+    /// Running.
+    #[default]
+    Running,
+    /// Decommissioning: routes sent with GRACEFUL_SHUTDOWN; the sessions close then.
+    Draining {
+        /// Why (the request, or the Node's deletion).
+        why: String,
+        /// When the sessions close.
+        #[serde(serialize_with = "unix_secs")]
+        until: SystemTime,
+    },
+    /// Decommissioned: no sessions, no routes; waiting for the Node to come back.
+    Decommissioned {
+        /// Why.
+        why: String,
+    },
 }
 
 /// A cheaply cloned handle.

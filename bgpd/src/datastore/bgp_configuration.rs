@@ -50,6 +50,9 @@ pub struct BgpConfiguration {
     /// Annotation `bgpd.io/always-compare-med`: compare MED across neighbouring
     /// ASes too (default false, as in BIRD and FRR).
     pub always_compare_med: bool,
+    /// Annotation `bgpd.io/node-mesh-long-lived-stale-time`: the long-lived
+    /// stale time (RFC 9494) of the node-to-node mesh sessions, seconds.
+    pub node_mesh_long_lived_stale_time: Option<u32>,
 }
 
 /// The ECMP width when `bgpd.io/max-paths` is not set.
@@ -75,14 +78,17 @@ impl Default for BgpConfiguration {
             ignored_interfaces: Vec::new(),
             max_paths: DEFAULT_MAX_PATHS,
             always_compare_med: false,
+            node_mesh_long_lived_stale_time: Some(super::bgp_peer::DEFAULT_LONG_LIVED_STALE_TIME),
         }
     }
 }
 
-/// bgpd's own decision settings, as annotations on the `default` BGPConfiguration
-/// (Calico has no fields for them): (max paths, always compare MED).
-fn decision_annotations(root: &Fields, f: &mut Findings) -> (u8, bool) {
-    let Ok(meta) = root.child("metadata") else { return (DEFAULT_MAX_PATHS, false) };
+/// bgpd's own settings, as annotations on the `default` BGPConfiguration
+/// (Calico has no fields for them): (max paths, always compare MED, the mesh's
+/// long-lived stale time).
+fn decision_annotations(root: &Fields, f: &mut Findings) -> (u8, bool, Option<u32>) {
+    let ll_default = Some(super::bgp_peer::DEFAULT_LONG_LIVED_STALE_TIME);
+    let Ok(meta) = root.child("metadata") else { return (DEFAULT_MAX_PATHS, false, ll_default) };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
     let path = |k: &str| format!("metadata.annotations[{k:?}]");
     let max_paths = a.get("bgpd.io/max-paths").map_or(DEFAULT_MAX_PATHS, |v| match v.parse::<u8>() {
@@ -100,7 +106,8 @@ fn decision_annotations(root: &Fields, f: &mut Findings) -> (u8, bool) {
             false
         }
     };
-    (max_paths, always)
+    let mesh_ll = super::bgp_peer::long_lived_stale_time(&a, "bgpd.io/node-mesh-long-lived-stale-time", f);
+    (max_paths, always, mesh_ll)
 }
 
 /// `bindMode`.
@@ -203,7 +210,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     let communities = communities(&spec, f);
     let prefix_advertisements = prefix_advertisements(&spec, &communities, f);
     let ignored_interfaces = string_list(&spec, "ignoredInterfaces", f);
-    let (max_paths, always_compare_med) = decision_annotations(root, f);
+    let (max_paths, always_compare_med, node_mesh_long_lived_stale_time) = decision_annotations(root, f);
     f.errors.is_empty().then_some(BgpConfiguration {
         as_number,
         listen_port,
@@ -221,6 +228,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         ignored_interfaces,
         max_paths,
         always_compare_med,
+        node_mesh_long_lived_stale_time,
     })
 }
 

@@ -53,7 +53,20 @@ pub struct BgpPeer {
     /// Annotation `bgpd.io/keep-received: "true"`: keep the peer's routes
     /// before import policy (soft reconfiguration inbound).
     pub keep_received: bool,
+    /// Annotation `bgpd.io/long-lived-stale-time`: the long-lived stale time
+    /// (RFC 9494) advertised to the peer, seconds (default
+    /// [`DEFAULT_LONG_LIVED_STALE_TIME`]; 0: the capability without a time).
+    pub long_lived_stale_time: Option<u32>,
+    /// Annotation `bgpd.io/graceful-notification: "true"`: offer the N bit
+    /// (RFC 8538): NOTIFICATIONs other than Hard Reset keep graceful restart
+    /// in force (Hold Timer Expired included). Default false.
+    pub graceful_notification: bool,
 }
+
+/// The long-lived stale time bgpd advertises by default (RFC 9494), as
+/// BIRD's default: peers keep a restarting node's routes, depreferenced, an
+/// hour past the restart time.
+pub const DEFAULT_LONG_LIVED_STALE_TIME: u32 = 3600;
 
 /// bgpd's own BGPPeer settings read from annotations.
 struct Annotations {
@@ -62,6 +75,27 @@ struct Annotations {
     add_path_send_count: u8,
     mrai: std::time::Duration,
     keep_received: bool,
+    long_lived_stale_time: Option<u32>,
+    graceful_notification: bool,
+}
+
+/// Reads `bgpd.io/long-lived-stale-time` (seconds, 0 to 2^24 − 1) from annotations `a`.
+pub(crate) fn long_lived_stale_time(
+    a: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    f: &mut Findings,
+) -> Option<u32> {
+    match a.get(key).map(|v| (v, v.parse::<u32>())) {
+        None => Some(DEFAULT_LONG_LIVED_STALE_TIME),
+        Some((_, Ok(n))) if n <= bgpd_proto::session::MAX_LONG_LIVED_STALE_TIME => Some(n),
+        Some((v, _)) => {
+            f.error(
+                format!("metadata.annotations[{key:?}]"),
+                format!("{v:?} is not a number of seconds from 0 to 16777215"),
+            );
+            Some(DEFAULT_LONG_LIVED_STALE_TIME)
+        }
+    }
 }
 
 /// ADD-PATH directions asked for on a peer.
@@ -83,6 +117,8 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
             add_path_send_count: 0,
             mrai: none,
             keep_received: false,
+            long_lived_stale_time: Some(DEFAULT_LONG_LIVED_STALE_TIME),
+            graceful_notification: false,
         };
     };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
@@ -134,7 +170,24 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
             false
         }
     };
-    Annotations { max_prefix: limit.map(|l| (l, teardown)), add_path, add_path_send_count: count, mrai, keep_received }
+    let long_lived_stale_time = long_lived_stale_time(&a, "bgpd.io/long-lived-stale-time", f);
+    let graceful_notification = match a.get("bgpd.io/graceful-notification").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            f.error(path("bgpd.io/graceful-notification"), format!("{other:?} is not true or false"));
+            false
+        }
+    };
+    Annotations {
+        max_prefix: limit.map(|l| (l, teardown)),
+        add_path,
+        add_path_send_count: count,
+        mrai,
+        keep_received,
+        long_lived_stale_time,
+        graceful_notification,
+    }
 }
 
 /// Which nodes a BGPPeer applies to.
@@ -245,7 +298,15 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
             f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
         }
     }
-    let Annotations { max_prefix, add_path, add_path_send_count, mrai, keep_received } = annotations(root, f);
+    let Annotations {
+        max_prefix,
+        add_path,
+        add_path_send_count,
+        mrai,
+        keep_received,
+        long_lived_stale_time,
+        graceful_notification,
+    } = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
     f.errors.is_empty().then(|| BgpPeer {
         name: name.to_string(),
@@ -266,6 +327,8 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         add_path_send_count,
         mrai,
         keep_received,
+        long_lived_stale_time,
+        graceful_notification,
     })
 }
 

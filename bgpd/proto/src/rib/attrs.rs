@@ -113,6 +113,30 @@ impl PathAttrs {
         }
     }
 
+    /// Whether COMMUNITIES holds `c`.
+    pub fn has_community(&self, c: crate::wire::Community) -> bool {
+        self.communities().contains(&c)
+    }
+
+    /// Marked LLGR_STALE (RFC 9494 §4.3): a long-lived stale route, less
+    /// preferred than any other.
+    pub fn is_llgr_stale(&self) -> bool {
+        self.has_community(crate::wire::Community::LLGR_STALE)
+    }
+
+    /// These attributes with `c` added to COMMUNITIES (created if missing;
+    /// unchanged if `c` is there already).
+    pub fn with_community(&self, c: crate::wire::Community) -> PathAttrs {
+        let mut out = self.clone();
+        out.add_community(c);
+        out
+    }
+
+    /// Adds `c` to COMMUNITIES (created if missing) unless it is there.
+    pub fn add_community(&mut self, c: crate::wire::Community) {
+        add_community(&mut self.attributes, c);
+    }
+
     /// CLUSTER_LIST length (RFC 4456).
     pub fn cluster_list_len(&self) -> usize {
         match self.attr(AttrCode::CLUSTER_LIST) {
@@ -156,4 +180,19 @@ impl Interner {
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
     }
+}
+
+/// Adds `c` to the COMMUNITIES of `attributes` (created if missing) unless
+/// it is there; the attributes stay in type-code order.
+pub fn add_community(attributes: &mut Vec<PathAttribute>, c: crate::wire::Community) {
+    if let Some(PathAttribute { value: Attr::Communities(list), .. }) =
+        attributes.iter_mut().find(|a| a.value.code() == AttrCode::COMMUNITIES)
+    {
+        if !list.contains(&c) {
+            list.push(c);
+        }
+        return;
+    }
+    let at = attributes.iter().position(|a| a.value.code().0 > AttrCode::COMMUNITIES.0).unwrap_or(attributes.len());
+    attributes.insert(at, PathAttribute::new(Attr::Communities([c].into_iter().collect())));
 }

@@ -36,12 +36,18 @@ use crate::error::code;
 use crate::nlri::{Nlri, WirePrefix};
 use crate::types::{AttrCode, Family, FamilySet};
 use crate::wire::{
-    pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Message, MpNlri, NextHop, PathAttribute,
-    RefreshSubtype, RouteRefresh, Update, WireContext,
+    pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Community, Message, MpNlri, NextHop,
+    PathAttribute, RefreshSubtype, RouteRefresh, Update, WireContext,
 };
 
 /// How long stale routes of a peer that came back wait for its End-of-RIB.
 pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+
+/// How long selection deferral waits for a configured peer's session to
+/// come up before it stops waiting for that peer (RFC 4724 §4.1 waits for
+/// End-of-RIB from peers; a peer that is down or gone must not hold the
+/// others until the deferral deadline). Two of bgpd's connect retries.
+pub const DEFERRAL_PEER_WAIT: Duration = Duration::from_secs(10);
 
 /// What an import or export policy says about one route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,9 +182,38 @@ pub struct SessionInfo {
     pub route_refresh: bool,
     /// Enhanced route refresh (RFC 7313) was negotiated.
     pub enhanced_refresh: bool,
-    /// The peer's graceful restart: its restart time and the families whose
-    /// routes are kept while it restarts (those its capability lists).
-    pub graceful_restart: Option<(u16, FamilySet)>,
+    /// The peer's graceful restart capability (with its long-lived part).
+    pub graceful_restart: Option<PeerRestart>,
+    /// The peer sent the long-lived graceful restart capability (RFC 9494):
+    /// it may be sent routes marked LLGR_STALE; other peers are not (§4.5).
+    pub long_lived: bool,
+}
+
+/// A peer's graceful restart as its OPEN announced it (RFC 4724 §3, RFC
+/// 9494 §3): what this speaker keeps of its routes while it restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRestart {
+    /// Restart time, seconds.
+    pub time: u16,
+    /// Families its graceful restart capability lists: their routes are
+    /// kept (stale, still used) for the restart time.
+    pub families: FamilySet,
+    /// The Restart State (R) bit: it has just restarted itself, so this
+    /// speaker's selection deferral does not wait for its End-of-RIB (RFC
+    /// 4724 §4.1).
+    pub restarting: bool,
+    /// Long-lived stale time per family (IPv4, IPv6 unicast) from its LLGR
+    /// capability, seconds; 0: none. After the restart time (or at once for
+    /// a family the graceful restart capability does not list) its routes
+    /// are kept this long more, marked LLGR_STALE and least preferred.
+    pub long_lived: [u32; 2],
+}
+
+impl PeerRestart {
+    /// Graceful restart for `families` with `time`, no R bit, no long-lived part.
+    pub fn new(time: u16, families: FamilySet) -> PeerRestart {
+        PeerRestart { time, families, restarting: false, long_lived: [0, 0] }
+    }
 }
 
 /// Speaker-wide settings.
@@ -195,8 +230,14 @@ pub struct RibConfig {
     /// ECMP width.
     pub max_paths: usize,
     /// After this speaker restarted: hold best-path export until every peer
-    /// sent End-of-RIB, or this long (RFC 4724 §4.1 selection deferral).
+    /// that is waited for sent End-of-RIB, or this long (RFC 4724 §4.1
+    /// selection deferral). Waited for: peers whose session is up and that
+    /// sent the graceful restart capability without the R bit, and peers
+    /// not up yet during their first [`RibConfig::defer_peer_wait`].
     pub defer: Option<Duration>,
+    /// How long deferral waits for a peer's session to come up
+    /// ([`DEFERRAL_PEER_WAIT`] in the daemon).
+    pub defer_peer_wait: Duration,
     /// Emit [`Output::Fib`] for the kernel's forwarding table.
     pub fib: bool,
 }
@@ -359,6 +400,7 @@ struct GroupKey {
     shared_v4: Option<Ipv4Net>,
     shared_v6: Option<Ipv6Net>,
     families: FamilySet,
+    long_lived: bool,
     four_octet_as: bool,
     add_path: FamilySet,
     add_path_send: u8,
@@ -402,8 +444,15 @@ struct PeerState {
     /// Prefixes accepted from the peer.
     accepted: usize,
     over_limit: bool,
-    /// Its paths are stale until this deadline (it restarts gracefully).
+    /// Its paths are stale until this deadline: the end of its restart time
+    /// while it is down; once it is back, the end of the wait for its
+    /// End-of-RIB.
     stale_until: Option<Instant>,
+    /// Per family (IPv4, IPv6): its stale paths are long-lived stale (RFC
+    /// 9494 §4.2) until this deadline.
+    long_lived_until: [Option<Instant>; 2],
+    /// Its graceful restart capability when its session went down gracefully.
+    down_restart: Option<PeerRestart>,
     /// Families whose End-of-RIB it has sent in this session.
     eor: FamilySet,
     group: Option<usize>,
@@ -439,8 +488,31 @@ pub struct Rib {
     out: VecDeque<Output>,
     reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>,
     defer_until: Option<Instant>,
+    /// When selection deferral started (peers not up are waited for a while from then).
+    defer_started: Instant,
+    /// Decommissioning (RFC 8326): every route is sent with GRACEFUL_SHUTDOWN,
+    /// and with LOCAL_PREF 0 to iBGP peers.
+    graceful_shutdown: bool,
     /// The latest time an input brought (MRAI intervals start from it).
     now: Option<Instant>,
+}
+
+/// Why selection deferral still waits for a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeferralWait {
+    /// Its session is up; its End-of-RIB is missing for these families.
+    EndOfRib(Vec<Family>),
+    /// Its session is not up; it is waited for until then.
+    Session(Instant),
+}
+
+/// Selection deferral in progress (`show peers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferralView {
+    /// When it ends at the latest.
+    pub until: Instant,
+    /// The peers it waits for, by name, and why.
+    pub waiting: Vec<(String, DeferralWait)>,
 }
 
 /// One path as `show routes` presents it.
@@ -490,6 +562,8 @@ impl Rib {
     pub fn new(cfg: RibConfig, now: Instant) -> Rib {
         let defer_until = cfg.defer.map(|d| now + d);
         Rib {
+            defer_started: now,
+            graceful_shutdown: false,
             cfg,
             peers: Vec::new(),
             infos: Vec::new(),
@@ -534,6 +608,8 @@ impl Rib {
             accepted: 0,
             over_limit: false,
             stale_until: None,
+            long_lived_until: [None, None],
+            down_restart: None,
             eor: FamilySet::EMPTY,
             group: None,
             received: Received::default(),
@@ -600,19 +676,34 @@ impl Rib {
         }
         let Some(state) = self.peer_mut(peer) else { return };
         // RFC 4724 §4.2: stale routes of families the peer no longer lists
-        // go at once; the others wait for its End-of-RIB.
-        let keep = session.graceful_restart.map_or(FamilySet::EMPTY, |(_, f)| f);
+        // (in its graceful restart or long-lived capability) go at once; the
+        // others wait for its End-of-RIB.
+        let keep = session.graceful_restart.map_or([false, false], |r| {
+            [Family::IPV4_UNICAST, Family::IPV6_UNICAST].map(|f| {
+                let i = fam_index(f).unwrap_or(0);
+                r.families.contains(f) || (session.long_lived && r.long_lived[i] > 0)
+            })
+        });
         state.eor = FamilySet::EMPTY;
         state.session = Some(session);
         state.over_limit = false;
-        if let Some(until) = state.stale_until.as_mut() {
+        let restarting = state.stale_until.is_some() || state.long_lived_until.iter().any(Option::is_some);
+        if restarting {
             // Back: its stale routes wait for its End-of-RIB, at most this
-            // long (FRR's default stale-path time).
-            *until = now + STALE_PATH_TIME;
-            if !keep.contains(Family::IPV4_UNICAST) {
+            // long (FRR's default stale-path time); long-lived stale ones
+            // keep their own deadline (RFC 9494 §4.2).
+            if state.stale_until.is_some() {
+                state.stale_until = Some(now + STALE_PATH_TIME);
+            }
+            for (i, kept) in keep.into_iter().enumerate() {
+                if !kept {
+                    state.long_lived_until[i] = None;
+                }
+            }
+            if !keep[0] {
                 self.drop_family::<Ipv4Net>(peer, Path::is_stale);
             }
-            if !keep.contains(Family::IPV6_UNICAST) {
+            if !keep[1] {
                 self.drop_family::<Ipv6Net>(peer, Path::is_stale);
             }
         }
@@ -639,28 +730,113 @@ impl Rib {
         let Some(state) = self.peer_mut(peer) else { return };
         // The next session sends everything again.
         state.received = Received::default();
-        let gr = state.session.take().and_then(|s| s.graceful_restart);
+        let session = state.session.take();
+        let long_lived_peer = session.as_ref().is_some_and(|s| s.long_lived);
+        let gr = session.and_then(|s| s.graceful_restart);
+        let kept = |r: &PeerRestart, f: Family| {
+            let ll = if long_lived_peer { r.long_lived[fam_index(f).unwrap_or(0)] } else { 0 };
+            (r.families.contains(f) && r.time > 0, ll > 0)
+        };
         match gr {
-            Some((restart, families)) if graceful && families != FamilySet::EMPTY => {
-                state.stale_until = Some(now + Duration::from_secs(u64::from(restart)));
-                let v4 = families.contains(Family::IPV4_UNICAST);
-                let v6 = families.contains(Family::IPV6_UNICAST);
+            Some(r)
+                if graceful
+                    && [Family::IPV4_UNICAST, Family::IPV6_UNICAST].iter().any(|f| kept(&r, *f) != (false, false)) =>
+            {
+                let mut r = r;
+                if !long_lived_peer {
+                    r.long_lived = [0, 0];
+                }
+                state.down_restart = Some(r);
+                let in_restart_time = [Family::IPV4_UNICAST, Family::IPV6_UNICAST].iter().any(|f| kept(&r, *f).0);
+                state.stale_until = in_restart_time.then(|| now + Duration::from_secs(u64::from(r.time)));
                 self.fams.v4.table.mark(|p| p.peer == peer, STALE);
                 self.fams.v6.table.mark(|p| p.peer == peer, STALE);
-                // Families it does not keep forwarding for go now.
-                if !v4 {
-                    self.drop_family::<Ipv4Net>(peer, |_| true);
-                }
-                if !v6 {
-                    self.drop_family::<Ipv6Net>(peer, |_| true);
+                for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+                    let i = fam_index(f).unwrap_or(0);
+                    let already_long_lived = self.peer(peer).is_some_and(|s| s.long_lived_until[i].is_some());
+                    match kept(&r, f) {
+                        // A family already in its long-lived stale time stays there.
+                        _ if already_long_lived => {}
+                        (true, _) => {}
+                        // RFC 9494 §4.2: a family the graceful restart
+                        // capability does not list (restart time zero) is
+                        // long-lived stale at once.
+                        (false, true) => self.enter_long_lived(peer, f, now),
+                        // Families it does not keep forwarding for go now.
+                        (false, false) => self.drop_one_family(peer, f),
+                    }
                 }
             }
             _ => {
                 state.stale_until = None;
+                state.long_lived_until = [None, None];
+                state.down_restart = None;
                 self.drop_paths(peer, |_| true);
             }
         }
         self.flush();
+    }
+
+    fn drop_one_family(&mut self, peer: PeerId, f: Family) {
+        match f {
+            Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, |_| true),
+            Family::IPV6_UNICAST => self.drop_family::<Ipv6Net>(peer, |_| true),
+            _ => {}
+        }
+    }
+
+    /// RFC 9494 §4.2: the restart time of `peer` is over (or zero) for
+    /// family `f`, and its capability asks for a long-lived stale time: its
+    /// stale paths marked NO_LLGR go; the others carry LLGR_STALE, lose to
+    /// any other path (§4.3) and are kept until the long-lived stale time ends
+    /// or its End-of-RIB comes.
+    fn enter_long_lived(&mut self, peer: PeerId, f: Family, now: Instant) {
+        let Some(i) = fam_index(f) else { return };
+        let Some(secs) = self.peer(peer).and_then(|s| s.down_restart).map(|r| r.long_lived[i]) else { return };
+        if secs == 0 {
+            return self.drop_one_family(peer, f);
+        }
+        if let Some(s) = self.peer_mut(peer) {
+            s.long_lived_until[i] = Some(now + Duration::from_secs(u64::from(secs)));
+        }
+        match f {
+            Family::IPV4_UNICAST => self.mark_long_lived::<Ipv4Net>(peer),
+            Family::IPV6_UNICAST => self.mark_long_lived::<Ipv6Net>(peer),
+            _ => {}
+        }
+        let name = self.peer_name(peer).unwrap_or("?").to_string();
+        self.out.push_back(Output::Warning(
+            peer,
+            format!("{name}: restart time over, its {f} routes are kept long-lived stale (LLGR_STALE) for {secs} s"),
+        ));
+    }
+
+    fn mark_long_lived<P: RibPrefix>(&mut self, peer: PeerId) {
+        let stale: Vec<(P, u32, Arc<PathAttrs>)> = P::fam_ref(&self.fams)
+            .table
+            .iter()
+            .flat_map(|(pfx, paths)| {
+                paths.iter().filter(|p| p.peer == peer && p.is_stale()).map(move |p| (*pfx, p.path_id, p.attrs.clone()))
+            })
+            .collect();
+        for (prefix, path_id, attrs) in stale {
+            let n = Nlri { path_id: Some(path_id), prefix };
+            if attrs.has_community(Community::NO_LLGR) {
+                self.withdraw::<P>(peer, &n);
+                continue;
+            }
+            if attrs.is_llgr_stale() {
+                continue;
+            }
+            let marked = self.interner.intern(attrs.with_community(Community::LLGR_STALE));
+            let mut path = Path::new(peer, path_id, marked);
+            path.flags = STALE;
+            let d = decision_input(&self.infos, &self.cfg, &*self.reach);
+            let fam = P::fam(&mut self.fams);
+            if let (Some((old, new)), _) = fam.table.update(prefix, path, &d) {
+                note(&mut fam.dirty, prefix, old, new);
+            }
+        }
     }
 
     /// An UPDATE from the peer (`treat_as_withdraw`: RFC 7606 says its
@@ -762,6 +938,11 @@ impl Rib {
                 !matches!(x.value.code(), AttrCode::LOCAL_PREF | AttrCode::ORIGINATOR_ID | AttrCode::CLUSTER_LIST)
             });
         }
+        // RFC 8326 §4.2: the sender is about to go away; its routes lose to
+        // any alternative before it does (LOCAL_PREF 0, before import policy).
+        if a.has_community(Community::GRACEFUL_SHUTDOWN) {
+            set_local_pref(&mut a.attributes, 0);
+        }
         self.interner.intern(a)
     }
 
@@ -859,6 +1040,9 @@ impl Rib {
         self.now = Some(now);
         let Some(s) = self.peer_mut(peer) else { return };
         s.eor.insert(family);
+        if let Some(i) = fam_index(family) {
+            s.long_lived_until[i] = None;
+        }
         match family {
             Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, Path::is_stale),
             Family::IPV6_UNICAST => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
@@ -868,6 +1052,9 @@ impl Rib {
             let fams = s.session.as_ref().map_or(FamilySet::EMPTY, |x| x.families);
             if [Family::IPV4_UNICAST, Family::IPV6_UNICAST].iter().all(|f| !fams.contains(*f) || s.eor.contains(*f)) {
                 s.stale_until = None;
+            }
+            if s.stale_until.is_none() && s.long_lived_until.iter().all(Option::is_none) {
+                s.down_restart = None;
             }
         }
         self.flush();
@@ -1077,21 +1264,51 @@ impl Rib {
         self.defer_until.is_some()
     }
 
-    /// Ends selection deferral once every configured peer is up and sent
-    /// End-of-RIB for its families (RFC 4724 §4.1: "from all its peers"),
-    /// or at the deadline.
+    /// Why deferral waits for `p` at `now`, if it does. RFC 4724 §4.1:
+    /// End-of-RIB from every peer, "excluding the ones with the Restart
+    /// State bit set in the received capability and excluding the ones that
+    /// do not advertise the graceful restart capability". A peer whose
+    /// session is not up is waited for during the first
+    /// [`RibConfig::defer_peer_wait`] of the deferral only: a peer that is
+    /// down or gone must not hold every other one until the deadline.
+    fn deferral_wait(&self, p: &PeerState, now: Instant) -> Option<DeferralWait> {
+        match &p.session {
+            None => {
+                let until = self.defer_started + self.cfg.defer_peer_wait;
+                (now < until).then_some(DeferralWait::Session(until))
+            }
+            Some(s) => {
+                let gr = s.graceful_restart.as_ref()?;
+                if gr.restarting {
+                    return None;
+                }
+                let missing: Vec<Family> = [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+                    .into_iter()
+                    .filter(|f| s.families.contains(*f) && !p.eor.contains(*f))
+                    .collect();
+                (!missing.is_empty()).then_some(DeferralWait::EndOfRib(missing))
+            }
+        }
+    }
+
+    /// Selection deferral in progress: until when, and whom it waits for.
+    pub fn deferral(&self, now: Instant) -> Option<DeferralView> {
+        let until = self.defer_until?;
+        let waiting = self
+            .peers
+            .iter()
+            .flatten()
+            .filter_map(|p| self.deferral_wait(p, now).map(|w| (p.cfg.name.clone(), w)))
+            .collect();
+        Some(DeferralView { until, waiting })
+    }
+
+    /// Ends selection deferral once no peer is waited for any more (see
+    /// [`Rib::deferral_wait`]), or at the deadline.
     fn check_deferral(&mut self, now: Instant) {
         let Some(until) = self.defer_until else { return };
-        let any = self.peers.iter().flatten().next().is_some();
-        let all_eor = any
-            && self.peers.iter().flatten().all(|p| {
-                p.session.as_ref().is_some_and(|s| {
-                    [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
-                        .iter()
-                        .all(|f| !s.families.contains(*f) || p.eor.contains(*f))
-                })
-            });
-        if now < until && !all_eor {
+        let waiting = self.peers.iter().flatten().any(|p| self.deferral_wait(p, now).is_some());
+        if now < until && waiting {
             return;
         }
         self.defer_until = None;
@@ -1128,7 +1345,18 @@ impl Rib {
     /// When [`Rib::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let held = self.groups.iter().filter(|g| !g.held.is_empty()).filter_map(|g| g.held.until);
-        self.peers.iter().flatten().filter_map(|p| p.stale_until).chain(self.defer_until).chain(held).min()
+        // While deferring, the end of the wait for peers not up yet.
+        let peer_wait = self.defer_until.map(|_| self.defer_started + self.cfg.defer_peer_wait);
+        let peer_wait = peer_wait.filter(|t| self.now.is_none_or(|now| now < *t));
+        self.peers
+            .iter()
+            .flatten()
+            .flat_map(|p| std::iter::once(p.stale_until).chain(p.long_lived_until))
+            .flatten()
+            .chain(self.defer_until)
+            .chain(peer_wait)
+            .chain(held)
+            .min()
     }
 
     /// Runs what is due: restart timers of peers (their stale routes go)
@@ -1141,12 +1369,55 @@ impl Rib {
             .map(|i| PeerId(i as u16))
             .collect();
         for peer in expired {
-            if let Some(s) = self.peer_mut(peer) {
-                s.stale_until = None;
-                let name = s.cfg.name.clone();
+            let Some(s) = self.peer_mut(peer) else { continue };
+            s.stale_until = None;
+            let name = s.cfg.name.clone();
+            let back = s.session.is_some();
+            let long_lived = s.down_restart.map_or([0, 0], |r| r.long_lived);
+            let in_long_lived = s.long_lived_until;
+            for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+                let i = fam_index(f).unwrap_or(0);
+                if in_long_lived[i].is_some() {
+                    continue;
+                }
+                if !back && long_lived[i] > 0 {
+                    // RFC 9494 §4.2: the restart time is over, the long-lived stale time begins.
+                    self.enter_long_lived(peer, f, now);
+                } else {
+                    match f {
+                        Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, Path::is_stale),
+                        _ => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
+                    }
+                }
+            }
+            if long_lived == [0, 0] || back {
                 self.out.push_back(Output::Warning(peer, format!("{name}: restart time over, its stale routes go")));
             }
-            self.drop_paths(peer, Path::is_stale);
+        }
+        // Long-lived stale times that ended (RFC 9494 §4.2): those paths go.
+        for i in 0..self.peers.len() {
+            for (fi, f) in [Family::IPV4_UNICAST, Family::IPV6_UNICAST].into_iter().enumerate() {
+                let Some(s) = self.peers[i].as_mut() else { continue };
+                if s.long_lived_until[fi].is_none_or(|t| t > now) {
+                    continue;
+                }
+                s.long_lived_until[fi] = None;
+                let name = s.cfg.name.clone();
+                let peer = PeerId(i as u16);
+                self.out.push_back(Output::Warning(
+                    peer,
+                    format!("{name}: long-lived stale time over, its {f} stale routes go"),
+                ));
+                match f {
+                    Family::IPV4_UNICAST => self.drop_family::<Ipv4Net>(peer, Path::is_stale),
+                    _ => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
+                }
+            }
+        }
+        for s in self.peers.iter_mut().flatten() {
+            if s.stale_until.is_none() && s.long_lived_until.iter().all(Option::is_none) {
+                s.down_restart = None;
+            }
         }
         self.check_deferral(now);
         self.flush();
@@ -1171,6 +1442,7 @@ impl Rib {
             shared_v4: s.shared_v4,
             shared_v6: s.shared_v6,
             families: s.families,
+            long_lived: s.long_lived,
             four_octet_as: s.tx.four_octet_as,
             add_path: s.tx.add_path,
             add_path_send: cfg.add_path_send,
@@ -1245,10 +1517,13 @@ impl Rib {
         };
         // A route never goes back to the peer it came from: with ADD-PATH its
         // other paths still may; without, nothing is sent (as BIRD does).
+        // RFC 9494 §4.5: a long-lived stale path goes only to peers that
+        // sent the LLGR capability; to the others the prefix is withdrawn.
+        let sendable = |p: &&Path| Some(p.peer) != exclude && (g.long_lived || !p.attrs.is_llgr_stale());
         let chosen: SmallVec<[&Path; 2]> = if addpath {
-            used.iter().filter(|p| Some(p.peer) != exclude).take(n).collect()
+            used.iter().filter(sendable).take(n).collect()
         } else {
-            used.first().filter(|p| Some(p.peer) != exclude).into_iter().collect()
+            used.first().filter(sendable).into_iter().collect()
         };
         for p in chosen {
             let src = self.source(p);
@@ -1363,8 +1638,42 @@ impl Rib {
         if let (Family::IPV4_UNICAST, IpAddr::V4(a)) = (family, next_hop) {
             v.push(PathAttribute::new(Attr::NextHop(a)));
         }
+        if self.graceful_shutdown {
+            // RFC 8326 §4.1: this speaker is about to go away.
+            super::attrs::add_community(&mut v, Community::GRACEFUL_SHUTDOWN);
+            if g.ibgp {
+                set_local_pref(&mut v, 0);
+            }
+        }
         v.sort_by_key(|a| a.value.code().0);
         Some(PathAttrs { attributes: v, next_hop: Some(next_hop), link_local, priority: None })
+    }
+
+    /// Decommissioning (RFC 8326): with `on`, every route this speaker sends
+    /// carries the GRACEFUL_SHUTDOWN community, and LOCAL_PREF 0 towards
+    /// iBGP peers, so that peers move traffic to other paths before the
+    /// sessions close. Every established peer is sent its routes again.
+    pub fn set_graceful_shutdown(&mut self, on: bool) {
+        if self.graceful_shutdown == on {
+            return;
+        }
+        self.flush();
+        self.graceful_shutdown = on;
+        if self.defer_until.is_some() {
+            return;
+        }
+        let ups: Vec<PeerId> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| p.session.is_some()))
+            .map(|i| PeerId(i as u16))
+            .collect();
+        for p in ups {
+            self.send_table(p, false);
+        }
+    }
+
+    /// Whether [`Rib::set_graceful_shutdown`] is on.
+    pub fn graceful_shutdown(&self) -> bool {
+        self.graceful_shutdown
     }
 
     /// Exports what changed since the last flush to every update group.
@@ -1712,5 +2021,13 @@ impl<P: RibPrefix> Build<P> {
             });
             entry.1.push(Nlri { path_id: self.addpath.then_some(*id), prefix });
         }
+    }
+}
+
+/// Sets LOCAL_PREF in `attributes` to `value` (added if missing).
+fn set_local_pref(attributes: &mut Vec<PathAttribute>, value: u32) {
+    match attributes.iter_mut().find(|a| a.value.code() == AttrCode::LOCAL_PREF) {
+        Some(a) => a.value = Attr::LocalPref(value),
+        None => attributes.push(PathAttribute::new(Attr::LocalPref(value))),
     }
 }

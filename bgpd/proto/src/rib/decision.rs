@@ -33,6 +33,8 @@ pub struct Candidate {
     pub peer_addr: IpAddr,
     /// Originated by this speaker (always preferred over learned paths).
     pub local: bool,
+    /// Marked LLGR_STALE (RFC 9494 §4.3): less preferred than any path that is not.
+    pub llgr_stale: bool,
 }
 
 /// Decision options an operator sets.
@@ -50,6 +52,8 @@ pub struct DecisionOptions {
 pub enum Reason {
     /// Its next hop is unreachable (§9.1.2.2 (a)).
     NextHopUnreachable,
+    /// Long-lived stale (LLGR_STALE, RFC 9494 §4.3) while the other is not.
+    LongLivedStale,
     /// Not originated locally while the other was.
     NotLocal,
     /// Lower LOCAL_PREF (§9.1.1).
@@ -77,6 +81,7 @@ impl Reason {
     pub fn describe(self) -> &'static str {
         match self {
             Reason::NextHopUnreachable => "next hop unreachable",
+            Reason::LongLivedStale => "long-lived stale (LLGR_STALE)",
             Reason::NotLocal => "a local route is preferred",
             Reason::LocalPref => "lower local preference",
             Reason::AsPathLength => "longer AS path",
@@ -98,8 +103,10 @@ fn origin_rank(o: Origin) -> u8 {
 /// Compares two paths: `Less` means `a` is better. The second value is the
 /// step that decided (`None` for equal paths).
 pub fn compare(a: &Candidate, b: &Candidate, opts: DecisionOptions) -> (Ordering, Option<Reason>) {
-    let steps: [(Ordering, Reason); 11] = [
+    let steps: [(Ordering, Reason); 12] = [
         (b.igp_cost.is_some().cmp(&a.igp_cost.is_some()), Reason::NextHopUnreachable),
+        // RFC 9494 §4.3: a long-lived stale path loses to any other, whatever its attributes.
+        (a.llgr_stale.cmp(&b.llgr_stale), Reason::LongLivedStale),
         (b.local.cmp(&a.local), Reason::NotLocal),
         (b.local_pref.cmp(&a.local_pref), Reason::LocalPref),
         (a.as_path_len.cmp(&b.as_path_len), Reason::AsPathLength),
@@ -126,6 +133,7 @@ pub fn compare(a: &Candidate, b: &Candidate, opts: DecisionOptions) -> (Ordering
 pub fn multipath_equal(a: &Candidate, b: &Candidate, opts: DecisionOptions) -> bool {
     let reachable = a.igp_cost.is_some() && b.igp_cost.is_some();
     reachable
+        && a.llgr_stale == b.llgr_stale
         && a.local == b.local
         && a.local_pref == b.local_pref
         && a.as_path_len == b.as_path_len
@@ -204,6 +212,7 @@ mod tests {
             cluster_list_len: 0,
             peer_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer)),
             local: false,
+            llgr_stale: false,
         }
     }
 
@@ -218,6 +227,13 @@ mod tests {
         let mut b = c(1);
         b.igp_cost = None;
         loses_at(c(2), b, Reason::NextHopUnreachable);
+        // RFC 9494 §4.3: long-lived stale loses before local preference, even to a worse path.
+        let mut b = c(1);
+        b.llgr_stale = true;
+        b.local = true;
+        let mut a = c(2);
+        a.local_pref = 10;
+        loses_at(a, b, Reason::LongLivedStale);
         let mut a = c(2);
         a.local = true;
         a.local_pref = 50;

@@ -232,6 +232,7 @@ impl DecisionInput<'_> {
             cluster_list_len: a.cluster_list_len(),
             peer_addr: addr,
             local: p.peer.is_local(),
+            llgr_stale: a.is_llgr_stale(),
         }
     }
 }

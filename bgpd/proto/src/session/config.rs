@@ -15,7 +15,30 @@ pub struct GracefulRestartConfig {
     pub restarting: bool,
     /// Families whose forwarding state was preserved across the restart (F bit).
     pub forwarding_preserved: Vec<Family>,
+    /// Offer the N bit (RFC 8538): a NOTIFICATION other than Hard Reset
+    /// then keeps graceful restart in force on both sides.
+    pub notification: bool,
+    /// Offer long-lived graceful restart (RFC 9494) for every configured
+    /// family with this long-lived stale time in seconds (at most 2^24 − 1;
+    /// 0: helper only). The F bits are those of `forwarding_preserved`.
+    pub long_lived_stale_time: Option<u32>,
 }
+
+impl GracefulRestartConfig {
+    /// Graceful restart with `restart_time`, as a speaker that did not restart.
+    pub fn new(restart_time: u16) -> GracefulRestartConfig {
+        GracefulRestartConfig {
+            restart_time,
+            restarting: false,
+            forwarding_preserved: Vec::new(),
+            notification: false,
+            long_lived_stale_time: None,
+        }
+    }
+}
+
+/// The largest long-lived stale time (24 bits, RFC 9494 §3).
+pub const MAX_LONG_LIVED_STALE_TIME: u32 = 0x00FF_FFFF;
 
 /// The configuration of one session. Validated by [`SessionConfig::validate`]
 /// before a session is built from it.
@@ -76,6 +99,9 @@ pub enum ConfigError {
     /// The graceful restart time does not fit 12 bits.
     #[error("graceful restart time {0} s exceeds 4095")]
     RestartTime(u16),
+    /// The long-lived stale time does not fit 24 bits.
+    #[error("long-lived stale time {0} s exceeds 16777215")]
+    LongLivedStaleTime(u32),
     /// No family to exchange.
     #[error("no address family configured")]
     NoFamily,
@@ -129,6 +155,9 @@ impl SessionConfig {
         if let Some(gr) = &self.graceful_restart {
             if gr.restart_time > 4095 {
                 return Err(ConfigError::RestartTime(gr.restart_time));
+            }
+            if let Some(t) = gr.long_lived_stale_time.filter(|t| *t > MAX_LONG_LIVED_STALE_TIME) {
+                return Err(ConfigError::LongLivedStaleTime(t));
             }
         }
         if self.families.is_empty() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::{ConfigError, GracefulRestartConfig, SessionConfig};
+pub use config::{ConfigError, GracefulRestartConfig, SessionConfig, MAX_LONG_LIVED_STALE_TIME};
 pub use negotiate::{build_open, negotiate, Negotiated};
 
 use crate::error::{code, EncodeError, UpdateIssue};
@@ -48,7 +48,8 @@ pub enum DownReason {
     NotificationReceived(Notification),
     /// The transport connection failed or closed (TcpConnectionFails).
     ConnectionFailed,
-    /// Stopped by the operator without a NOTIFICATION (no connection was up).
+    /// Stopped without a NOTIFICATION: no connection was up, or this
+    /// speaker closed it for a restart ([`Session::handle_restart_stop`]).
     Stopped,
 }
 
@@ -203,13 +204,40 @@ impl Session {
     /// A stop with a NOTIFICATION of the caller's choice (for example Cease /
     /// Peer De-configured or Other Configuration Change, RFC 4486): sent if a
     /// connection is up, then Idle; no automatic restart.
+    ///
+    /// RFC 8538 §5.1: once the N bit is exchanged, a Cease that must end the
+    /// peer's graceful restart (Administrative Shutdown, Peer De-configured,
+    /// Maximum Number of Prefixes, BFD Down) goes inside a Hard Reset.
     pub fn handle_stop(&mut self, _now: Instant, n: Notification) {
         self.timers = Timers::default();
         self.connect_retry_counter = 0;
+        let n_bit = self.negotiated.as_ref().is_some_and(|x| x.graceful_notification);
+        let n = if n_bit && n.needs_hard_reset() { Notification::hard_reset(&n) } else { n };
         if self.connected && matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
             self.send_notification(n.clone());
             self.go_down(DownReason::NotificationSent(n));
         } else if self.state != State::Idle {
+            self.go_down(DownReason::Stopped);
+        }
+        self.goto(State::Idle);
+    }
+
+    /// A stop for a restart of this speaker (RFC 4724 §4): the peer must
+    /// keep our routes as a graceful restart helper. Where the N bit was
+    /// exchanged, Cease / Administrative Reset with `message` says so (RFC
+    /// 8538 §3: a NOTIFICATION other than Hard Reset keeps graceful restart
+    /// in force); otherwise the connection is closed without a NOTIFICATION,
+    /// which every graceful restart helper takes as a restart. Then Idle; no
+    /// automatic restart.
+    pub fn handle_restart_stop(&mut self, now: Instant, message: &str) {
+        let n_bit = self.negotiated.as_ref().is_some_and(|x| x.graceful_notification);
+        if n_bit && self.connected && self.state == State::Established {
+            self.handle_stop(now, Notification::cease_with_message(code::cease::ADMINISTRATIVE_RESET, message));
+            return;
+        }
+        self.timers = Timers::default();
+        self.connect_retry_counter = 0;
+        if self.state != State::Idle {
             self.go_down(DownReason::Stopped);
         }
         self.goto(State::Idle);
@@ -578,6 +606,23 @@ impl Session {
                 self.goto(State::OpenConfirm);
             }
             Err(e) => self.error(now, Notification::from_error(&e)),
+        }
+    }
+}
+
+/// Whether the routes of a peer whose session ended for `reason` are kept
+/// as stale (this speaker is its graceful restart helper), given that the
+/// peer sent the graceful restart capability. RFC 4724 §4.2: a lost
+/// connection keeps them, a NOTIFICATION does not. RFC 8538 §4: where the N
+/// bit was exchanged (`graceful_notification`), every NOTIFICATION sent or
+/// received keeps them too, except a Hard Reset. `Stopped` (this speaker
+/// stopped the session without a NOTIFICATION) keeps them: it is a restart
+/// of this speaker, whose RIB goes with it.
+pub fn retains_routes(reason: &DownReason, graceful_notification: bool) -> bool {
+    match reason {
+        DownReason::ConnectionFailed | DownReason::Stopped => true,
+        DownReason::NotificationSent(n) | DownReason::NotificationReceived(n) => {
+            graceful_notification && !n.is_hard_reset()
         }
     }
 }

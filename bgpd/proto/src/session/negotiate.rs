@@ -25,18 +25,29 @@ pub fn build_open(cfg: &SessionConfig) -> Open {
         caps.push(Capability::Role(role));
     }
     if let Some(gr) = &cfg.graceful_restart {
+        let mut flags = if gr.restarting { GracefulRestart::RESTART } else { 0 };
+        if gr.notification {
+            flags |= GracefulRestart::NOTIFICATION;
+        }
+        let forwarding = |f: &Family| if gr.forwarding_preserved.contains(f) { GrFamily::FORWARDING } else { 0 };
         caps.push(Capability::GracefulRestart(GracefulRestart {
-            flags: if gr.restarting { GracefulRestart::RESTART } else { 0 },
+            flags,
             time: gr.restart_time.min(4095),
-            families: cfg
-                .families
-                .iter()
-                .map(|f| GrFamily {
-                    family: *f,
-                    flags: if gr.forwarding_preserved.contains(f) { GrFamily::FORWARDING } else { 0 },
-                })
-                .collect(),
+            families: cfg.families.iter().map(|f| GrFamily { family: *f, flags: forwarding(f) }).collect(),
         }));
+        // RFC 9494 §3: advertised together with the graceful restart capability.
+        if let Some(stale_time) = gr.long_lived_stale_time {
+            caps.push(Capability::LongLivedGr(
+                cfg.families
+                    .iter()
+                    .map(|f| LlgrFamily {
+                        family: *f,
+                        flags: forwarding(f),
+                        stale_time: stale_time.min(super::config::MAX_LONG_LIVED_STALE_TIME),
+                    })
+                    .collect(),
+            ));
+        }
     }
     caps.push(Capability::FourOctetAs(cfg.local_as));
     if !cfg.add_path.is_empty() {
@@ -79,8 +90,12 @@ pub struct Negotiated {
     pub extended_next_hop: bool,
     /// The peer's graceful restart capability.
     pub peer_graceful_restart: Option<GracefulRestart>,
-    /// The peer's long-lived graceful restart families.
+    /// The peer's long-lived graceful restart families (RFC 9494 §3: only
+    /// when it also sent the graceful restart capability).
     pub peer_llgr: Option<Vec<LlgrFamily>>,
+    /// Both sides sent the N bit (RFC 8538 §2): only a Hard Reset ends
+    /// graceful restart; other NOTIFICATIONs keep the routes.
+    pub graceful_notification: bool,
     /// The peer's BGP role.
     pub peer_role: Option<Role>,
     /// The peer's host name (FQDN capability).
@@ -193,6 +208,10 @@ pub fn negotiate(cfg: &SessionConfig, peer: &Open) -> Result<Negotiated, DecodeE
     });
     let four_octet_as = four;
     let extended_message = ext_msg && cfg.extended_message;
+    // RFC 9494 §3: an LLGR capability without the graceful restart one is disregarded.
+    let llgr = llgr.filter(|_| gr.is_some());
+    let graceful_notification = cfg.graceful_restart.as_ref().is_some_and(|g| g.notification)
+        && gr.as_ref().is_some_and(|g: &GracefulRestart| g.flags & GracefulRestart::NOTIFICATION != 0);
     Ok(Negotiated {
         peer_as,
         peer_id: peer.bgp_id,
@@ -208,6 +227,7 @@ pub fn negotiate(cfg: &SessionConfig, peer: &Open) -> Result<Negotiated, DecodeE
         extended_next_hop: ext_nh && cfg.extended_next_hop,
         peer_graceful_restart: gr,
         peer_llgr: llgr,
+        graceful_notification,
         peer_role: role,
         peer_hostname: hostname,
         rx: WireContext::new(four_octet_as).with_add_path(add_path_rx).with_extended_message(extended_message),
@@ -313,9 +333,9 @@ mod tests {
         let mut c = cfg();
         c.local_as = 4_200_000_001;
         c.graceful_restart = Some(super::super::config::GracefulRestartConfig {
-            restart_time: 120,
             restarting: true,
             forwarding_preserved: vec![Family::IPV4_UNICAST],
+            ..super::super::config::GracefulRestartConfig::new(120)
         });
         let o = build_open(&c);
         assert_eq!(o.my_as, AS_TRANS as u16);
@@ -327,5 +347,53 @@ mod tests {
         let gr = gr.unwrap();
         assert!(gr.restarting());
         assert!(gr.families[0].forwarding() && !gr.families[1].forwarding());
+    }
+
+    #[test]
+    fn n_bit_and_long_lived_capability() {
+        use super::super::config::GracefulRestartConfig;
+        let mut c = cfg();
+        c.graceful_restart = Some(GracefulRestartConfig {
+            forwarding_preserved: vec![Family::IPV6_UNICAST],
+            notification: true,
+            long_lived_stale_time: Some(3600),
+            ..GracefulRestartConfig::new(120)
+        });
+        let o = build_open(&c);
+        let gr = o.capabilities().find_map(|c| match c {
+            Capability::GracefulRestart(g) => Some(g.clone()),
+            _ => None,
+        });
+        assert_eq!(gr.map(|g| g.flags), Some(GracefulRestart::NOTIFICATION), "N bit, no R bit");
+        let ll = o.capabilities().find_map(|c| match c {
+            Capability::LongLivedGr(v) => Some(v.clone()),
+            _ => None,
+        });
+        let ll = ll.expect("LLGR capability offered");
+        assert_eq!(
+            ll.iter().map(|f| (f.family, f.flags, f.stale_time)).collect::<Vec<_>>(),
+            vec![(Family::IPV4_UNICAST, 0, 3600), (Family::IPV6_UNICAST, GrFamily::FORWARDING, 3600)]
+        );
+        // The N bit counts only when both sides send it.
+        let peer_gr = |flags| Capability::GracefulRestart(GracefulRestart { flags, time: 90, families: vec![] });
+        assert!(
+            negotiate(&c, &peer_open(65002, vec![peer_gr(GracefulRestart::NOTIFICATION)]))
+                .unwrap()
+                .graceful_notification
+        );
+        assert!(!negotiate(&c, &peer_open(65002, vec![peer_gr(0)])).unwrap().graceful_notification);
+        let mut without = c.clone();
+        if let Some(g) = without.graceful_restart.as_mut() {
+            g.notification = false;
+        }
+        assert!(
+            !negotiate(&without, &peer_open(65002, vec![peer_gr(GracefulRestart::NOTIFICATION)]))
+                .unwrap()
+                .graceful_notification
+        );
+        // RFC 9494 §3: LLGR without the graceful restart capability is disregarded.
+        let llgr = Capability::LongLivedGr(vec![LlgrFamily { family: Family::IPV4_UNICAST, flags: 0, stale_time: 60 }]);
+        assert_eq!(negotiate(&c, &peer_open(65002, vec![llgr.clone()])).unwrap().peer_llgr, None);
+        assert!(negotiate(&c, &peer_open(65002, vec![peer_gr(0), llgr])).unwrap().peer_llgr.is_some());
     }
 }

@@ -37,6 +37,45 @@ impl Notification {
         Notification::new(code::CEASE, subcode, data)
     }
 
+    /// Cease / Hard Reset (RFC 8538 §3) carrying `inner` (its code,
+    /// subcode and data) as its data: the session ends for good even where
+    /// the N bit makes other NOTIFICATIONs graceful.
+    pub fn hard_reset(inner: &Notification) -> Notification {
+        let mut data = Vec::with_capacity(inner.data.len() + 2);
+        data.push(inner.code);
+        data.push(inner.subcode);
+        data.extend_from_slice(&inner.data);
+        Notification::new(code::CEASE, code::cease::HARD_RESET, data)
+    }
+
+    /// Whether this is a Cease / Hard Reset (RFC 8538 §3).
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == code::CEASE && self.subcode == code::cease::HARD_RESET
+    }
+
+    /// The NOTIFICATION a Hard Reset carries (RFC 8538 §3), if its data holds one.
+    pub fn hard_reset_inner(&self) -> Option<Notification> {
+        match (self.is_hard_reset(), self.data.as_slice()) {
+            (true, [c, s, rest @ ..]) => Some(Notification::new(*c, *s, rest)),
+            _ => None,
+        }
+    }
+
+    /// RFC 8538 §5.1: once the N bit is exchanged, these Cease subcodes are
+    /// sent inside a Hard Reset (the peer must drop the routes); the others
+    /// (and every error code) leave graceful restart in force. Administrative
+    /// Reset is left graceful here: bgpd sends it when it restarts.
+    pub fn needs_hard_reset(&self) -> bool {
+        self.code == code::CEASE
+            && matches!(
+                self.subcode,
+                code::cease::MAX_PREFIXES
+                    | code::cease::ADMINISTRATIVE_SHUTDOWN
+                    | code::cease::PEER_DECONFIGURED
+                    | code::cease::BFD_DOWN
+            )
+    }
+
     /// The NOTIFICATION a decoding error calls for.
     pub fn from_error(e: &DecodeError) -> Notification {
         Notification::new(e.code, e.subcode, e.data.clone())
@@ -93,6 +132,9 @@ impl Notification {
 
     /// Human-readable names of the code and subcode.
     pub fn describe(&self) -> String {
+        if let Some(inner) = self.hard_reset_inner() {
+            return format!("Cease / Hard Reset ({})", inner.describe());
+        }
         let (c, s) = names(self.code, self.subcode);
         let mut out = format!("{c} / {s}");
         if let Some(m) = self.shutdown_message() {
