@@ -92,32 +92,37 @@ impl Etcd {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
     }
 
+    /// A client of the etcd at `url`.
+    async fn client(url: String) -> Result<bgpd_etcd::Client, bgpd_etcd::Error> {
+        bgpd_etcd::Client::connect(&[url], bgpd_etcd::ConnectOptions::default()).await
+    }
+
     fn get_probe(&self) -> bool {
         Self::rt().block_on(async {
-            let Ok(mut c) = etcd_client::Client::connect([self.url()], None).await else { return false };
-            c.get("probe", None).await.is_ok()
+            let Ok(c) = Self::client(self.url()).await else { return false };
+            c.get("probe").await.is_ok()
         })
     }
 
     fn put(&self, key: &str, value: &Value) {
         Self::rt().block_on(async {
-            let mut c = etcd_client::Client::connect([self.url()], None).await.expect("connect to etcd");
-            c.put(format!("{PREFIX}{key}"), value.to_string(), None).await.expect("etcd put");
+            let c = Self::client(self.url()).await.expect("connect to etcd");
+            c.put(format!("{PREFIX}{key}"), value.to_string()).await.expect("etcd put");
         });
     }
 
     /// Puts `value` at `key` (a whole key, outside [`PREFIX`]).
     fn put_key(&self, key: &str, value: &str) {
         Self::rt().block_on(async {
-            let mut c = etcd_client::Client::connect([self.url()], None).await.expect("connect to etcd");
-            c.put(key, value, None).await.expect("etcd put");
+            let c = Self::client(self.url()).await.expect("connect to etcd");
+            c.put(key, value).await.expect("etcd put");
         });
     }
 
     fn delete(&self, key: &str) {
         Self::rt().block_on(async {
-            let mut c = etcd_client::Client::connect([self.url()], None).await.expect("connect to etcd");
-            c.delete(format!("{PREFIX}{key}"), None).await.expect("etcd delete");
+            let c = Self::client(self.url()).await.expect("connect to etcd");
+            c.delete(format!("{PREFIX}{key}")).await.expect("etcd delete");
         });
     }
 }

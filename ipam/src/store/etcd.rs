@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use bgpd_etcd::{Client, Compare, CompareResult, ConnectOptions, RequestOp};
 use ipnet::IpNet;
 
 use super::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
@@ -49,9 +49,12 @@ impl EtcdStore {
 
     /// Connects using a custom key prefix (tests use one per run).
     pub async fn connect_with_prefix(endpoint: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
-        let opts =
-            ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(10));
-        let client = Client::connect([endpoint], Some(opts)).await.map_err(backend)?;
+        let opts = ConnectOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            ..ConnectOptions::default()
+        };
+        let client = Client::connect(&[endpoint], opts).await.map_err(backend)?;
         Ok(EtcdStore { client, prefix: prefix.to_string() })
     }
 
@@ -106,24 +109,20 @@ fn revision(r: i64) -> u64 {
 
 impl Store for EtcdStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
-        let mut c = self.client.clone();
-        let resp = c.get(self.key_path(key), None).await.map_err(backend)?;
-        match resp.kvs().first() {
+        match self.client.get(self.key_path(key)).await.map_err(backend)? {
             None => Ok(None),
             Some(kv) => {
-                Ok(Some(Versioned { value: self.decode(kv.key(), kv.value())?, revision: revision(kv.mod_revision()) }))
+                Ok(Some(Versioned { value: self.decode(&kv.key, &kv.value)?, revision: revision(kv.mod_revision) }))
             }
         }
     }
 
     async fn list(&self, scope: &Scope) -> Result<Vec<Versioned<Object>>, StoreError> {
-        let mut c = self.client.clone();
-        let resp = c.get(self.scope_prefix(scope), Some(GetOptions::new().with_prefix())).await.map_err(backend)?;
-        resp.kvs()
+        let snapshot = self.client.get_prefix(self.scope_prefix(scope), None).await.map_err(backend)?;
+        snapshot
+            .kvs
             .iter()
-            .map(|kv| {
-                Ok(Versioned { value: self.decode(kv.key(), kv.value())?, revision: revision(kv.mod_revision()) })
-            })
+            .map(|kv| Ok(Versioned { value: self.decode(&kv.key, &kv.value)?, revision: revision(kv.mod_revision) }))
             .collect()
     }
 
@@ -134,19 +133,18 @@ impl Store for EtcdStore {
             let path = self.key_path(&w.key);
             compares.push(match w.expect {
                 // A key that does not exist has create_revision 0.
-                Expect::Absent => Compare::create_revision(path.clone(), CompareOp::Equal, 0),
+                Expect::Absent => Compare::create_revision(path.clone(), CompareResult::Equal, 0),
                 Expect::Revision(r) => {
-                    Compare::mod_revision(path.clone(), CompareOp::Equal, i64::try_from(r).map_err(backend)?)
+                    Compare::mod_revision(path.clone(), CompareResult::Equal, i64::try_from(r).map_err(backend)?)
                 }
             });
             ops.push(match &w.value {
-                Some(v) => TxnOp::put(path, EtcdStore::encode(v)?, None),
-                None => TxnOp::delete(path, None),
+                Some(v) => RequestOp::put(path, EtcdStore::encode(v)?),
+                None => RequestOp::delete(path),
             });
         }
-        let mut c = self.client.clone();
-        let resp = c.txn(Txn::new().when(compares).and_then(ops)).await.map_err(backend)?;
-        if resp.succeeded() {
+        let resp = self.client.txn(compares, ops, Vec::new()).await.map_err(backend)?;
+        if resp.succeeded {
             Ok(())
         } else {
             // etcd does not say which compare failed; name the first key.
@@ -164,12 +162,11 @@ impl EtcdStore {
     /// (`/calico/resources/v3/projectcalico.org/ippools/NAME`, …), where each
     /// value is the resource as JSON.
     pub async fn load_design(&self) -> Result<crate::design::Design, StoreError> {
-        let mut c = self.client.clone();
-        let resp = c.get(RESOURCES_PREFIX, Some(GetOptions::new().with_prefix())).await.map_err(backend)?;
+        let snapshot = self.client.get_prefix(RESOURCES_PREFIX, None).await.map_err(backend)?;
         let mut docs = Vec::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).to_string();
-            let text = String::from_utf8_lossy(kv.value()).to_string();
+        for kv in &snapshot.kvs {
+            let key = String::from_utf8_lossy(&kv.key).to_string();
+            let text = String::from_utf8_lossy(&kv.value).to_string();
             docs.push((std::path::PathBuf::from(key), text));
         }
         let refs: Vec<(&std::path::Path, &str)> = docs.iter().map(|(p, t)| (p.as_path(), t.as_str())).collect();
@@ -180,8 +177,7 @@ impl EtcdStore {
     /// Writes a `projectcalico.org/v3` resource as Calico keeps it in etcd
     /// (`plural` is e.g. `ippools`, `nodes`, `ipamconfigurations`).
     pub async fn put_resource(&self, plural: &str, name: &str, resource: &serde_json::Value) -> Result<(), StoreError> {
-        let mut c = self.client.clone();
-        c.put(format!("{RESOURCES_PREFIX}{plural}/{name}"), resource.to_string(), None).await.map_err(backend)?;
+        self.client.put(format!("{RESOURCES_PREFIX}{plural}/{name}"), resource.to_string()).await.map_err(backend)?;
         Ok(())
     }
 }

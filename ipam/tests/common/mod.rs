@@ -221,10 +221,11 @@ impl Etcd {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         loop {
             let ok = rt.block_on(async {
-                let Ok(mut c) = etcd_client::Client::connect([etcd.url.as_str()], None).await else {
+                let opts = bgpd_etcd::ConnectOptions::default();
+                let Ok(c) = bgpd_etcd::Client::connect(&[etcd.url.as_str()], opts).await else {
                     return false;
                 };
-                c.get("probe", None).await.is_ok()
+                c.get("probe").await.is_ok()
             });
             if ok {
                 break;

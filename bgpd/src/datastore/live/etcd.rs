@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use bgpd_etcd::{Client, ConnectOptions, KeepAlive, WatchEvent, WatchMessage, WatchSpec};
 use tracing::{info, warn};
 
 use super::{Backoff, Publisher};
@@ -170,60 +170,57 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     // HTTP/2 keepalives notice a silently dead connection within ~10 s.
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-        .with_keep_alive_while_idle(true);
-    let mut client = timed("connect", Client::connect(endpoints, Some(opts))).await?;
-    let resp = timed("get", client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
+    let opts = ConnectOptions {
+        connect_timeout: REQUEST_TIMEOUT,
+        request_timeout: REQUEST_TIMEOUT,
+        keep_alive: Some(KeepAlive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            while_idle: true,
+        }),
+        ..ConnectOptions::default()
+    };
+    let client = timed("connect", Client::connect(endpoints, opts)).await?;
+    let snapshot = timed("get", client.get_prefix(prefix, None)).await?;
+    let revision = snapshot.revision;
     // The IPAM keys as they were at the same revision: one consistent snapshot.
-    let ipam_opts = GetOptions::new().with_prefix().with_revision(revision);
-    let ipam_resp = timed("get of the IPAM keys", client.get(ipam_prefix, Some(ipam_opts))).await?;
+    let ipam = timed("get of the IPAM keys", client.get_prefix(ipam_prefix, Some(revision))).await?;
     let old = content.begin_resync();
-    for kv in resp.kvs().iter().chain(ipam_resp.kvs()) {
-        content.put(String::from_utf8_lossy(kv.key()).into_owned(), kv.value(), Some(&old));
+    for kv in snapshot.kvs.iter().chain(&ipam.kvs) {
+        content.put(String::from_utf8_lossy(&kv.key).into_owned(), &kv.value, Some(&old));
     }
-    info!(keys = content.entries.values.len(), ipam_keys = ipam_resp.kvs().len(), revision, "etcd datastore read");
+    info!(keys = content.entries.values.len(), ipam_keys = ipam.kvs.len(), revision, "etcd datastore read");
     content.publish(out);
     *backoff = Backoff::new();
 
-    let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let mut stream = timed("watch", client.watch(prefix, Some(opts.clone()))).await?;
+    let (mut stream, _) = timed("watch", client.watch(WatchSpec::prefix(prefix).from_revision(revision + 1))).await?;
     // A second watch on the same stream, unless the first covers the IPAM keys.
     if !ipam_prefix.starts_with(prefix) {
-        timed("watch of the IPAM keys", stream.watch(ipam_prefix, Some(opts))).await?;
+        let spec = WatchSpec::prefix(ipam_prefix).from_revision(revision + 1);
+        timed("watch of the IPAM keys", stream.create(spec)).await?;
     }
     loop {
         let msg = tokio::select! {
-            m = stream.message() => m,
+            m = stream.next() => m,
             // Stop with the daemon even when nothing changes.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 if out.closed() { return Ok(()) }
                 continue;
             }
         };
-        let resp = match msg {
-            Ok(Some(r)) => r,
+        let events = match msg {
+            Ok(Some(WatchMessage::Events { events, .. })) => events,
+            Ok(Some(WatchMessage::Progress { .. })) => continue,
+            // Cancelled when its start revision was compacted away: a resync reads
+            // everything again.
+            Ok(Some(WatchMessage::Cancelled(c))) => return Err(format!("watch: {}", bgpd_etcd::Error::from(c))),
             Ok(None) => return Err("the watch stream ended".into()),
             Err(e) => return Err(format!("watch: {e}")),
         };
-        if resp.canceled() {
-            return Err(format!(
-                "the watch was cancelled ({}; compacted at revision {})",
-                resp.cancel_reason(),
-                resp.compact_revision()
-            ));
-        }
-        if resp.events().is_empty() {
-            continue;
-        }
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match ev.event_type() {
-                EventType::Put => content.put(key, kv.value(), None),
-                EventType::Delete => content.delete(&key),
+        for ev in events {
+            match ev {
+                WatchEvent::Put(kv) => content.put(String::from_utf8_lossy(&kv.key).into_owned(), &kv.value, None),
+                WatchEvent::Delete(kv) => content.delete(&String::from_utf8_lossy(&kv.key)),
             }
         }
         content.publish(out);
