@@ -139,13 +139,45 @@ enum LabCmd {
         /// A router, a segment, or SERVICE@NODE.
         target: String,
     },
-    /// Drill: kill a node's bgpd and start it again (graceful restart) while
-    /// probing; fails if a probe was lost.
+    /// Drill: stop a node's (or bgpd router's) bgpd and start it again while
+    /// probing, several at once if named; fails if a probe was lost.
     Restart {
+        /// The template.
+        file: PathBuf,
+        /// Nodes or bgpd routers, restarted at once.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// How bgpd is stopped: `term` (SIGTERM, as Kubernetes stops a pod:
+        /// a graceful restart) or `kill` (SIGKILL, a crash).
+        #[arg(long, default_value = "term", value_parser = ["term", "kill"])]
+        signal: String,
+    },
+    /// Drill: take a node down for good while probing: its bgpd decommissions
+    /// (`bgpd stop --withdraw`), then the machine goes off (its links down);
+    /// its pods are no longer probed. With --crash: SIGKILL, then links down
+    /// (a machine failure, no decommission).
+    Stop {
         /// The template.
         file: PathBuf,
         /// The node.
         node: String,
+        /// Fail the node instead of decommissioning it.
+        #[arg(long)]
+        crash: bool,
+    },
+    /// Drill: bring a node taken down by `stop` back (links up, bgpd started) while probing.
+    Start {
+        /// The template.
+        file: PathBuf,
+        /// The node.
+        node: String,
+    },
+    /// Drill: restart every node's and bgpd router's bgpd one at a time with
+    /// SIGTERM, each once the one before is back (as a DaemonSet rolling
+    /// update with maxUnavailable 1), probing throughout; fails on any loss.
+    Upgrade {
+        /// The template.
+        file: PathBuf,
     },
     /// (internal) A pod's listener: answers each TCP connection with NAME.
     #[command(hide = true)]
@@ -265,7 +297,10 @@ fn lab_command(what: LabCmd) -> ExitCode {
         LabCmd::Check { file } => lab::check(&file),
         LabCmd::Fail { file, target } => lab::fail(&file, &target, false),
         LabCmd::Recover { file, target } => lab::fail(&file, &target, true),
-        LabCmd::Restart { file, node } => lab::restart(&file, &node),
+        LabCmd::Restart { file, targets, signal } => lab::restart(&file, &targets, signal == "kill"),
+        LabCmd::Stop { file, node, crash } => lab::stop(&file, &node, crash),
+        LabCmd::Start { file, node } => lab::start(&file, &node),
+        LabCmd::Upgrade { file } => lab::upgrade(&file),
         LabCmd::Serve { name, port } => lab::probe::serve(&name, port).map(|()| true),
         LabCmd::Probe { interval_ms: None, targets, .. } => lab::probe::probe(&targets).map(|()| true),
         LabCmd::Probe { interval_ms: Some(ms), stop_file, max_secs, targets } => {

@@ -167,7 +167,7 @@ fn kernel_routes(lab: &Lab) -> Result<(), String> {
     if fib["kernel"]["swept"] != false || fib["kernel"]["table"] != 254 {
         return Err(format!("show fib during the deferral: want table 254, not swept: {fib}"));
     }
-    if !b.log(lab).contains("restarted=true") {
+    if !b.log(lab).contains("restarting=true") {
         return Err("bgpd's log does not say it started as restarted".into());
     }
 

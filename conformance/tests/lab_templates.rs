@@ -2,9 +2,18 @@
 //! passes its session and reachability checks; the drills each template
 //! documents pass; `bgpd lab down` leaves no namespace, link or process.
 //!
-//! - `flat-mesh`, `route-reflectors`: up, checks, down.
-//! - `l3-tor-per-rack`: `lab restart … node-2` (SIGKILL and start: graceful
-//!   restart) loses no probe — the command exits non-zero otherwise.
+//! Every drill fails (exits non-zero) when a probe is lost, and every
+//! template is upgraded (`lab upgrade`: each bgpd restarted with SIGTERM,
+//! one at a time, as a DaemonSet rolling update) without a loss.
+//!
+//! - `flat-mesh`: node-4 is taken down for good (`lab stop`: decommission,
+//!   then its links down), node-1 restarts with SIGTERM while node-4 is down
+//!   (its deferral does not wait for node-4 to the deadline), node-4 comes
+//!   back (`lab start`), then the upgrade.
+//! - `route-reflectors`: both reflectors restart at once (SIGTERM), then the
+//!   upgrade.
+//! - `l3-tor-per-rack`: `lab restart … node-2` with SIGTERM (the default)
+//!   and with SIGKILL loses no probe, then the upgrade (the bgpd spine too).
 //! - `dual-tor-ecmp`: `lab fail … tor-a` cuts every link of a ToR: the
 //!   checks pass through the other one; `lab recover` brings it back. Then
 //!   `lab fail … b2` cuts one link (node-2 to tor-b), and `recover`.
@@ -105,12 +114,27 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
 
 #[test]
 fn flat_mesh() {
-    run_template("flat-mesh", "flatmesh", &[], &["all checks passed", "192.0.2.10 via 10.0.0.13"]);
+    run_template(
+        "flat-mesh",
+        "flatmesh",
+        &[
+            &["stop", "FILE", "node-4"],
+            &["restart", "FILE", "node-1", "--signal", "term"],
+            &["start", "FILE", "node-4"],
+            &["upgrade", "FILE"],
+        ],
+        &["all checks passed", "192.0.2.10 via 10.0.0.13"],
+    );
 }
 
 #[test]
 fn route_reflectors() {
-    run_template("route-reflectors", "rrs", &[], &["all checks passed", "192.0.2.10 via 10.0.0.12"]);
+    run_template(
+        "route-reflectors",
+        "rrs",
+        &[&["restart", "FILE", "rr-1", "rr-2"], &["upgrade", "FILE"]],
+        &["all checks passed", "192.0.2.10 via 10.0.0.12"],
+    );
 }
 
 #[test]
@@ -118,7 +142,12 @@ fn l3_tor_per_rack_restart_loses_nothing() {
     run_template(
         "l3-tor-per-rack",
         "l3tor",
-        &[&["restart", "FILE", "node-2"], &["status", "FILE"]],
+        &[
+            &["restart", "FILE", "node-2"],
+            &["restart", "FILE", "node-2", "--signal", "kill"],
+            &["upgrade", "FILE"],
+            &["status", "FILE"],
+        ],
         &["all checks passed", "192.0.2.10 nhid"],
     );
 }
@@ -133,6 +162,7 @@ fn dual_tor_ecmp_survives_a_tor() {
             &["recover", "FILE", "tor-a"],
             &["fail", "FILE", "b2"],
             &["recover", "FILE", "b2"],
+            &["upgrade", "FILE"],
         ],
         // ECMP on the nodes: a pod block of another node through both ToRs.
         &["all checks passed", "nexthop via 10.1.1.1 dev a1", "nexthop via 10.2.1.1 dev b1"],
@@ -144,7 +174,12 @@ fn anycast_moves_to_the_other_cluster() {
     run_template(
         "anycast-two-clusters",
         "anycast",
-        &[&["fail", "FILE", "web@east-2"], &["check", "FILE"], &["recover", "FILE", "web@east-2"]],
+        &[
+            &["fail", "FILE", "web@east-2"],
+            &["check", "FILE"],
+            &["recover", "FILE", "web@east-2"],
+            &["upgrade", "FILE"],
+        ],
         &["all checks passed"],
     );
 }

@@ -198,9 +198,9 @@ fn restarting_speaker(lab: &Lab) -> Result<(), String> {
     .map_err(|e| diag(&b, e))?;
     // bgpd knew it restarted: it set the R bit and deferred selection.
     let log = b.log(lab);
-    let starts: Vec<&str> = log.lines().filter(|l| l.contains(" starting ") && l.contains("restarted=")).collect();
-    if starts.len() != 2 || !starts[0].contains("restarted=false") || !starts[1].contains("restarted=true") {
-        return Err(format!("bgpd's start lines should say restarted=false then restarted=true: {starts:?}"));
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains(" starting") && l.contains("restarting=")).collect();
+    if starts.len() != 2 || !starts[0].contains("restarting=false") || !starts[1].contains("restarting=true") {
+        return Err(format!("bgpd's start lines should say restarting=false then restarting=true: {starts:?}"));
     }
     // The peers' own routes came back too.
     wait_for("bgpd: BIRD's route after the restart", UP, || b.has_route("bird", "10.100.52.0/24"))?;

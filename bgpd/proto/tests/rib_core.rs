@@ -1125,21 +1125,13 @@ fn selection_deferral_waits_for_a_peer_that_is_not_up_only_a_while() {
 }
 
 #[test]
-fn selection_deferral_does_not_wait_for_peers_without_graceful_restart_or_restarting_themselves() {
-    // RFC 4724 §4.1: excluding peers that did not advertise the capability
-    // and peers with the Restart State bit set.
+fn selection_deferral_does_not_wait_for_peers_without_graceful_restart() {
+    // RFC 4724 §4.1: excluding peers that did not advertise the capability.
     let mut s = Sim::new(deferring());
     let a = s.add(11, 65011, |_| {});
     let plain = s.add(12, 65012, |_| {});
-    let restarting = s.add(13, 65013, |_| {});
     s.up_with(a, gr_both);
     s.up(plain);
-    s.up_with(restarting, |x| {
-        gr_both(x);
-        if let Some(r) = x.graceful_restart.as_mut() {
-            r.restarting = true;
-        }
-    });
     s.send(plain, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
     s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
     assert_eq!(
@@ -1150,7 +1142,50 @@ fn selection_deferral_does_not_wait_for_peers_without_graceful_restart_or_restar
     assert_eq!(s.deferral_done, 0);
     s.eor(a, V6);
     assert_eq!(s.deferral_done, 1, "A's End-of-RIB was the only one waited for");
-    assert_eq!(s.peer(restarting).prefixes(), vec![net("10.1.1.0/24"), net("10.2.1.0/24")]);
+    assert_eq!(s.peer(plain).prefixes(), vec![net("10.1.1.0/24")]);
+}
+
+fn gr_restarting(x: &mut SessionInfo) {
+    gr_both(x);
+    if let Some(r) = x.graceful_restart.as_mut() {
+        r.restarting = true;
+    }
+}
+
+#[test]
+fn a_restarting_peer_gets_our_table_first_and_its_routes_are_waited_for() {
+    // A peer with the R bit waits for our End-of-RIB before it sends its
+    // routes. Once only such peers are left they get our table first; the
+    // helpers get theirs only once their routes are in, so no helper sweeps
+    // them.
+    let mut s = Sim::new(deferring());
+    let helper = s.add(11, 65011, |_| {});
+    let r1 = s.add(12, 65012, |_| {});
+    let r2 = s.add(13, 65013, |_| {});
+    s.up_with(helper, gr_both);
+    s.up_with(r1, gr_restarting);
+    s.up_with(r2, gr_restarting);
+    s.send(helper, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    assert!(s.peer(r1).events.is_empty(), "the helper is still waited for");
+    s.eor(helper, V4);
+    s.eor(helper, V6);
+    // Only restarting peers left: they get the table and End-of-RIB, once.
+    assert_eq!(s.peer(r1).prefixes(), vec![net("10.1.1.0/24")]);
+    assert_eq!(s.peer(r1).eors(), vec![V4, V6]);
+    assert_eq!(s.peer(r2).eors(), vec![V4, V6]);
+    assert!(s.peer(helper).events.is_empty(), "the helper waits for the restarting peers' routes");
+    assert_eq!(s.deferral_done, 0);
+    assert_eq!(s.rib.deferral(s.now).map(|v| v.waiting.len()), Some(2), "both restarting peers are still waited for");
+    s.send(r1, ann(&["10.2.1.0/24"], &[65012], "10.0.0.12"));
+    s.eor(r1, V4);
+    s.eor(r1, V6);
+    assert_eq!(s.peer(r2).eors(), vec![V4, V6], "sent once");
+    s.send(r2, ann(&["10.3.1.0/24"], &[65013], "10.0.0.13"));
+    s.eor(r2, V4);
+    s.eor(r2, V6);
+    assert_eq!(s.deferral_done, 1);
+    assert_eq!(s.peer(helper).prefixes(), vec![net("10.2.1.0/24"), net("10.3.1.0/24")]);
+    assert_eq!(s.peer(r1).prefixes(), vec![net("10.1.1.0/24"), net("10.3.1.0/24")], "R2's routes follow");
 }
 
 #[test]

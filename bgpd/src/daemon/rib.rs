@@ -449,6 +449,10 @@ fn publish(rib: &Rib, peers: &HashMap<u64, Peer>, shared: &Shared) {
                     DeferralWait::EndOfRib(f) => {
                         format!("End-of-RIB for {}", f.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
                     }
+                    DeferralWait::Restarting(f) => format!(
+                        "End-of-RIB for {} (it restarts too; it was sent this node's table first)",
+                        f.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ),
                     DeferralWait::Session(t) => {
                         format!("its session, for {} s more", t.saturating_duration_since(now).as_secs())
                     }

@@ -39,7 +39,7 @@ const CNI_DIR: &str = "/usr/lib/cni";
 const SERVICE_ROUTE_METRIC: &str = "10";
 
 /// What `lab up` started and allocated: read by the other subcommands.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct State {
     template: PathBuf,
     /// (name, namespace, pid, argv, log).
@@ -50,6 +50,9 @@ struct State {
     endpoints: BTreeMap<String, bool>,
     /// Faults in effect (`lab fail`).
     faults: Vec<String>,
+    /// Nodes taken down for good (`lab stop`): not checked, their pods not probed.
+    #[serde(default)]
+    stopped: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,8 +208,8 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
     write_datastores(&lab, &st)?;
     for r in lab.topo.routers() {
         let ns = lab.topo.netns(&r.name);
-        for (name, pid, argv) in routers::start(&lab.topo, r, &lab.dir, &bgpd)? {
-            st.procs.push(Proc { name, ns: ns.clone(), pid, argv, log: PathBuf::new() });
+        for (name, pid, argv, log) in routers::start(&lab.topo, r, &lab.dir, &bgpd)? {
+            st.procs.push(Proc { name, ns: ns.clone(), pid, argv, log });
         }
         lab.save(&st)?;
     }
@@ -488,14 +491,16 @@ type Source = (String, String, Vec<Expect>);
 /// The probes: (source name, its namespace) → (target, what answers are right).
 fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
     let port = lab.topo.port;
-    let mut sources: Vec<(String, String)> = st.pods.iter().map(|p| (p.name.clone(), p.ns.clone())).collect();
+    let up = |p: &&Pod| !st.stopped.contains(&p.node);
+    let mut sources: Vec<(String, String)> =
+        st.pods.iter().filter(up).map(|p| (p.name.clone(), p.ns.clone())).collect();
     for m in lab.topo.members.values().filter(|m| matches!(m.role, Role::Host { .. })) {
         sources.push((m.name.clone(), lab.topo.netns(&m.name)));
     }
     let mut plan = Vec::new();
     for (src, ns) in sources {
         let mut targets = Vec::new();
-        for p in st.pods.iter().filter(|p| p.name != src) {
+        for p in st.pods.iter().filter(up).filter(|p| p.name != src) {
             for a in p.addresses() {
                 targets.push((SocketAddr::new(a, port), vec![p.name.clone()]));
             }
@@ -505,6 +510,7 @@ fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
                 .endpoints
                 .iter()
                 .filter(|(n, _)| st.endpoints.get(&endpoint_key(&s.key, n)).copied().unwrap_or(false))
+                .filter(|(n, _)| !st.stopped.contains(n))
                 .filter_map(|(n, _)| st.pods.iter().find(|p| &p.node == n).map(|p| p.name.clone()))
                 .collect();
             if ready.is_empty() {
@@ -535,9 +541,26 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
             dead.extend(lab.topo.members[m].addresses_on(&seg.name));
         }
     }
+    // A stopped node is off: every session to it is expected down.
+    for m in st.stopped.iter().filter_map(|n| lab.topo.members.get(n)) {
+        for (seg, _) in &m.links {
+            dead.extend(m.addresses_on(seg));
+        }
+    }
     let failed_addr = |a: &str| a.parse::<SocketAddr>().is_ok_and(|a| dead.contains(&a.ip()));
-    // Sessions.
-    for node in lab.topo.nodes() {
+    // Sessions, and no bgpd still restarting (selection deferral holds its
+    // UPDATEs: it has not got its routes back to its peers yet).
+    for r in
+        lab.topo.routers().filter(|r| matches!(r.role, Role::Router { implementation: spec::Implementation::Bgpd, .. }))
+    {
+        if failed.iter().any(|f| f.name == r.name) {
+            continue;
+        }
+        if let Some(v) = ask_peers(&routers::RouterFiles::new(&lab.dir, &r.name).bgpd_sock()) {
+            checks.push(restart_check(&r.name, &v));
+        }
+    }
+    for node in lab.topo.nodes().filter(|n| !st.stopped.contains(&n.name)) {
         match ask_peers(&lab.node_socket(&node.name)) {
             None => checks.push(Check {
                 what: format!("{}: bgpd answers", node.name),
@@ -548,6 +571,7 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
                 ),
             }),
             Some(v) => {
+                checks.push(restart_check(&node.name, &v));
                 for p in v["peers"].as_array().into_iter().flatten() {
                     if failed_addr(p["address"].as_str().unwrap_or("")) {
                         continue;
@@ -610,6 +634,22 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     checks
 }
 
+/// The check that a bgpd is not in its selection deferral after a restart.
+fn restart_check(name: &str, peers: &serde_json::Value) -> Check {
+    let d = &peers["deferral"];
+    let waiting: Vec<String> = d["waiting"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| format!("{} ({})", w[0].as_str().unwrap_or("?"), w[1].as_str().unwrap_or("?")))
+        .collect();
+    Check {
+        what: format!("{name}: bgpd ready (no restart deferral)"),
+        ok: d.is_null(),
+        detail: format!("selection deferral waits for {}", waiting.join(", ")),
+    }
+}
+
 /// `bgpd show peers --json` of the bgpd on `socket`, if it answers within 3 s.
 fn ask_peers(socket: &Path) -> Option<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
@@ -662,11 +702,13 @@ fn converge(lab: &Lab, st: &State, bgpd: &Path, limit: Duration) -> (bool, Strin
         if failed.is_empty() || start.elapsed() >= limit {
             let mut r = String::new();
             let sessions = checks.iter().filter(|c| c.what.contains(": session")).count();
-            let probes = checks.len() - sessions;
+            let probes = checks.iter().filter(|c| c.what.contains(" -> ")).count();
+            let ready = checks.len() - sessions - probes;
             let _ = writeln!(
                 r,
-                "== checks: {} sessions, {} probes; {} failed (after {:.1} s)",
+                "== checks: {} sessions, {} bgpd ready, {} probes; {} failed (after {:.1} s)",
                 sessions,
+                ready,
                 probes,
                 failed.len(),
                 start.elapsed().as_secs_f64()
@@ -775,6 +817,9 @@ pub fn status(file: &Path) -> anyhow::Result<bool> {
     for f in &st.faults {
         println!("  fault in effect: {f} (`bgpd lab recover {} {f}`)", file.display());
     }
+    for n in &st.stopped {
+        println!("  node down: {n} (`bgpd lab start {} {n}`)", file.display());
+    }
     let (ok, report) = converge(&lab, &st, &bgpd, Duration::ZERO);
     print!("{report}");
     Ok(ok)
@@ -815,7 +860,7 @@ pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
     let (bgpd, _) = binaries()?;
     let t = target(&lab, what)?;
     let verb = if recover { "recover" } else { "fail" };
-    drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), |lab, st| {
+    drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), Drill::probing_all(300), |lab, st| {
         match &t {
             Target::Router(r) => {
                 let m = &lab.topo.members[r];
@@ -843,30 +888,187 @@ pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
     .map(|(ok, _)| ok)
 }
 
-/// `bgpd lab restart FILE NODE`: kills the node's bgpd (SIGKILL, as a crash
-/// would) and starts it again; with graceful restart the kernel keeps its
-/// routes and the peers keep theirs, so no probe may be lost.
-pub fn restart(file: &Path, node: &str) -> anyhow::Result<bool> {
+/// The bgpd processes the lab runs: every node's (but stopped ones) and
+/// every bgpd router's, by member name.
+fn bgpd_members(lab: &Lab, st: &State) -> Vec<String> {
+    let nodes = lab.topo.nodes().map(|n| n.name.clone()).filter(|n| !st.stopped.contains(n));
+    let routers = lab
+        .topo
+        .routers()
+        .filter(|r| matches!(r.role, Role::Router { implementation: spec::Implementation::Bgpd, .. }))
+        .map(|r| r.name.clone());
+    nodes.chain(routers).collect()
+}
+
+/// Stops `member`'s bgpd (SIGTERM: a graceful restart; with `kill`,
+/// SIGKILL: a crash), waits until it is gone (SIGKILL after 10 s), and
+/// returns its process record, removed from the state.
+fn stop_bgpd(st: &mut State, member: &str, kill: bool) -> anyhow::Result<Proc> {
+    let name = format!("{member}/bgpd");
+    let i = st.procs.iter().position(|p| p.name == name).with_context(|| format!("{member}'s bgpd is not running"))?;
+    let old = st.procs.remove(i);
+    net::signal(old.pid, if kill { "KILL" } else { "TERM" });
+    let exe = old.argv.first().cloned().unwrap_or_default();
+    let t0 = Instant::now();
+    while net::alive(old.pid, &exe) {
+        if t0.elapsed() > Duration::from_secs(10) {
+            net::signal(old.pid, "KILL");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(old)
+}
+
+/// Starts a bgpd again as it ran before ([`stop_bgpd`]), its old log kept as `.log.1`.
+fn start_bgpd(lab: &Lab, st: &mut State, old: &Proc) -> anyhow::Result<()> {
+    let _ = std::fs::rename(&old.log, old.log.with_extension("log.1"));
+    lab.start(st, &old.name, &old.ns, old.argv.clone(), old.log.clone())
+}
+
+/// `bgpd lab restart FILE TARGET… [--signal term|kill]`: stops the bgpd of
+/// each node or bgpd router named (SIGTERM by default, as Kubernetes stops a
+/// pod; SIGKILL as a crash), all at once, and starts them again. With
+/// graceful restart the kernels keep their routes and the peers keep theirs,
+/// so no probe may be lost.
+pub fn restart(file: &Path, targets: &[String], kill: bool) -> anyhow::Result<bool> {
     let lab = Lab::load(file)?;
     let mut st = lab.read_state()?;
     let (bgpd, _) = binaries()?;
-    let name = format!("{node}/bgpd");
-    if !st.procs.iter().any(|p| p.name == name) {
-        bail!("{node:?} is not a node of lab {}", lab.topo.name);
+    let known = bgpd_members(&lab, &st);
+    if let Some(t) = targets.iter().find(|t| !known.contains(t)) {
+        bail!("{t:?} is not a running node or bgpd router of lab {} ({})", lab.topo.name, known.join(", "));
     }
-    let (ok, lost) = drill(&lab, &mut st, &bgpd, &format!("restart {node}'s bgpd"), |lab, st| {
-        let i = st.procs.iter().position(|p| p.name == name).context("node process")?;
-        let old = st.procs.remove(i);
-        net::signal(old.pid, "KILL");
-        std::thread::sleep(Duration::from_millis(200));
-        let log = old.log.with_extension("log.1");
-        let _ = std::fs::rename(&old.log, &log);
-        lab.start(st, &old.name, &old.ns, old.argv.clone(), old.log.clone())
+    let how = if kill { "SIGKILL" } else { "SIGTERM" };
+    let what = format!("restart {}'s bgpd ({how})", targets.join(" and "));
+    let (ok, lost) = drill(&lab, &mut st, &bgpd, &what, Drill::probing_all(300), |lab, st| {
+        let old: Vec<Proc> = targets.iter().map(|t| stop_bgpd(st, t, kill)).collect::<anyhow::Result<_>>()?;
+        old.iter().try_for_each(|p| start_bgpd(lab, st, p))
     })?;
     if lost > 0 {
-        println!("graceful restart lost {lost} probes (target: 0)");
+        println!("restart lost {lost} probes (target: 0)");
     }
     Ok(ok && lost == 0)
+}
+
+/// `bgpd lab stop FILE NODE [--crash]`: takes a node down for good. By
+/// default as an operator would: its bgpd decommissions (`bgpd stop
+/// --withdraw`: routes sent with GRACEFUL_SHUTDOWN, a drain, then Cease);
+/// with `crash`, SIGKILL. Then the machine goes off: its links go down, its
+/// service endpoints turn unready, and its pods are no longer probed.
+pub fn stop(file: &Path, node: &str, crash: bool) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    if !lab.topo.nodes().any(|n| n.name == node) || st.stopped.iter().any(|n| n == node) {
+        bail!("{node:?} is not a running node of lab {}", lab.topo.name);
+    }
+    let what = if crash { format!("{node} fails (SIGKILL, links down)") } else { format!("decommission {node}") };
+    let (ok, lost) = drill(&lab, &mut st, &bgpd, &what, Drill { max_secs: 300, unprobed: Some(node) }, |lab, st| {
+        if crash {
+            stop_bgpd(st, node, true)?;
+        } else {
+            let sock = lab.node_socket(node);
+            let out = Command::new(&bgpd)
+                .args(["stop", "--withdraw", "--drain", &LAB_DRAIN.as_secs().to_string(), "--control-socket"])
+                .arg(&sock)
+                .output()
+                .context("running bgpd stop --withdraw")?;
+            if !out.status.success() {
+                bail!("bgpd stop --withdraw on {node}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            // It exits once decommissioned.
+            stop_bgpd(st, node, false)?;
+        }
+        for (seg, _) in &lab.topo.members[node].links {
+            net::ip_in(&lab.topo.netns(node), &["link", "set", seg, "down"])?;
+        }
+        let keys: Vec<String> = lab.topo.services.iter().map(|s| s.key.clone()).collect();
+        for k in keys {
+            if st.endpoints.contains_key(&endpoint_key(&k, node)) {
+                st.endpoints.insert(endpoint_key(&k, node), false);
+            }
+        }
+        st.stopped.push(node.to_string());
+        write_datastores(lab, st)
+    })?;
+    Ok(ok && lost == 0)
+}
+
+/// How long `lab stop` lets traffic move away from a decommissioned node.
+const LAB_DRAIN: Duration = Duration::from_secs(3);
+
+/// `bgpd lab start FILE NODE`: brings a node taken down by `stop` back: its
+/// links up, its bgpd started (a clean start), its endpoints as the
+/// template says.
+pub fn start(file: &Path, node: &str) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    if !st.stopped.iter().any(|n| n == node) {
+        bail!("{node:?} is not a node that `bgpd lab stop` took down");
+    }
+    let (ok, lost) =
+        drill(&lab, &mut st, &bgpd, &format!("start {node} again"), Drill::probing_all(300), |lab, st| {
+            for (seg, _) in &lab.topo.members[node].links {
+                net::ip_in(&lab.topo.netns(node), &["link", "set", seg, "up"])?;
+            }
+            st.stopped.retain(|n| n != node);
+            for s in lab.topo.services.clone() {
+                for (n, ready) in s.endpoints.iter().filter(|(n, _)| n == node) {
+                    set_endpoint(lab, st, &s.key, n, *ready)?;
+                }
+            }
+            write_datastores(lab, st)?;
+            start_node(lab, st, &bgpd, node)
+        })?;
+    Ok(ok && lost == 0)
+}
+
+/// `bgpd lab upgrade FILE`: every node's and bgpd router's bgpd restarted
+/// with SIGTERM, one at a time, each once the checks pass again after the
+/// one before (its deferral over: a DaemonSet update with maxUnavailable 1
+/// waits for readiness), probing throughout.
+pub fn upgrade(file: &Path) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    let members = bgpd_members(&lab, &st);
+    let budget = 60 + 90 * members.len() as u64;
+    let what = format!("upgrade: restart {} one at a time (SIGTERM)", members.join(", "));
+    let (ok, lost) = drill(&lab, &mut st, &bgpd, &what, Drill::probing_all(budget), |lab, st| {
+        for m in &members {
+            let t0 = Instant::now();
+            let old = stop_bgpd(st, m, false)?;
+            start_bgpd(lab, st, &old)?;
+            lab.save(st)?;
+            let (ok, report) = converge(lab, st, &bgpd, CONVERGE);
+            if !ok {
+                print!("{report}");
+                bail!("after restarting {m}'s bgpd the checks did not pass");
+            }
+            println!("  {m}: restarted and ready again in {:.1} s", t0.elapsed().as_secs_f64());
+        }
+        Ok(())
+    })?;
+    if lost > 0 {
+        println!("upgrade lost {lost} probes (target: 0)");
+    }
+    Ok(ok && lost == 0)
+}
+
+/// How a drill probes.
+struct Drill<'a> {
+    /// The probers stop by themselves after this long.
+    max_secs: u64,
+    /// A node whose pods are not probed (the drill takes it down).
+    unprobed: Option<&'a str>,
+}
+
+impl Drill<'_> {
+    fn probing_all(max_secs: u64) -> Drill<'static> {
+        Drill { max_secs, unprobed: None }
+    }
 }
 
 /// Runs `event` while every source probes every target each 200 ms; waits
@@ -877,30 +1079,46 @@ fn drill(
     st: &mut State,
     bgpd: &Path,
     what: &str,
+    drill: Drill<'_>,
     event: impl FnOnce(&Lab, &mut State) -> anyhow::Result<()>,
 ) -> anyhow::Result<(bool, u64)> {
     let stop = lab.dir.join("probe.stop");
     let _ = std::fs::remove_file(&stop);
-    let plan = probe_plan(lab, st);
+    let max_secs = drill.max_secs;
+    // The pods of a node the drill takes down are not probed (nor services
+    // whose only endpoints are there).
+    let mut view = st.clone();
+    view.stopped.extend(drill.unprobed.map(str::to_string));
+    let plan = probe_plan(lab, &view);
     let mut loops = Vec::new();
     for (src, ns, targets) in &plan {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]).arg(bgpd).args(["lab", "probe", "--interval-ms", "200", "--stop-file"]);
-        cmd.arg(&stop).args(["--max-secs", "300"]).args(targets.iter().map(|(t, _)| t.to_string()));
+        cmd.arg(&stop).args(["--max-secs", &max_secs.to_string()]).args(targets.iter().map(|(t, _)| t.to_string()));
         cmd.stdout(std::process::Stdio::piped());
         loops.push((src.clone(), cmd.spawn().context("cannot start a prober")?));
     }
+    // The probers stop whatever happens below (they would probe on, to
+    // their time limit, after a failed event).
+    struct StopProbers<'a>(&'a Path);
+    impl Drop for StopProbers<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, b"");
+        }
+    }
+    let stop_guard = StopProbers(&stop);
     std::thread::sleep(Duration::from_secs(2));
     println!("lab {}: {what}", lab.topo.name);
     let t0 = Instant::now();
-    event(lab, st)?;
+    let happened = event(lab, st);
     lab.save(st)?;
+    happened?;
     let (ok, report) = converge(lab, st, bgpd, CONVERGE);
     let settled = t0.elapsed();
     // Keep probing a while after convergence: stale routes a peer sweeps at
     // End-of-RIB, or a late withdrawal, would show here.
     std::thread::sleep(Duration::from_secs(5));
-    std::fs::write(&stop, b"")?;
+    drop(stop_guard);
     let mut sent = 0;
     let mut lost = 0;
     let mut lines = String::new();

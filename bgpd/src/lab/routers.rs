@@ -1,6 +1,8 @@
 //! ToRs and spines: BIRD 2 or FRR from their Debian packages, configured from
 //! the topology (an eBGP or iBGP session to every node and router on the
-//! router's segments), learned routes installed with ECMP, graceful restart on.
+//! router's segments), learned routes installed with ECMP, graceful restart on,
+//! and routes carrying GRACEFUL_SHUTDOWN (RFC 8326) taken with LOCAL_PREF 0,
+//! the receiver policy the RFC asks operators for (bgpd applies it itself).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,7 +40,8 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
             c.push_str("  direct;\n  rr client;\n");
         }
         let nh = if ibgp { " next hop self;" } else { "" };
-        let _ = writeln!(c, "  {af} {{ import all; export all; gateway direct;{nh} }};\n}}");
+        let import = "import filter { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; };";
+        let _ = writeln!(c, "  {af} {{ {import} export all; gateway direct;{nh} }};\n}}");
     }
     c
 }
@@ -46,7 +49,12 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
 /// FRR's `bgpd.conf` for a router: multipath across neighbouring ASes too.
 pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
     let mut c = String::new();
-    let _ = writeln!(c, "hostname r{asn}\n!\nrouter bgp {asn}\n bgp router-id {router_id}");
+    let _ = writeln!(c, "hostname r{asn}\n!");
+    // RFC 8326 §4.2: a route a peer is about to withdraw loses to any other.
+    c.push_str("bgp community-list standard GSHUT seq 5 permit graceful-shutdown\n");
+    c.push_str("route-map GSHUT-IN permit 10\n match community GSHUT\n set local-preference 0\n");
+    c.push_str("route-map GSHUT-IN permit 20\n!\n");
+    let _ = writeln!(c, "router bgp {asn}\n bgp router-id {router_id}");
     c.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n");
     c.push_str(" bgp bestpath as-path multipath-relax\n");
     for s in sessions {
@@ -61,7 +69,7 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
             " address-family {af} unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16"
         );
         for s in sessions.iter().filter(|s| s.neighbor.is_ipv4() == v4) {
-            let _ = writeln!(c, "  neighbor {} activate", s.neighbor);
+            let _ = writeln!(c, "  neighbor {} activate\n  neighbor {} route-map GSHUT-IN in", s.neighbor, s.neighbor);
             if s.peer_as == asn {
                 let _ = writeln!(
                     c,
@@ -139,13 +147,11 @@ pub fn bgpd_datastore(router: &Member, sessions: &[RouterSession]) -> String {
     y
 }
 
-/// Starts a router's daemons in its namespace; returns (process name, pid, argv)s.
-pub fn start(
-    topo: &Topology,
-    router: &Member,
-    state: &Path,
-    bgpd: &Path,
-) -> anyhow::Result<Vec<(String, u32, Vec<String>)>> {
+/// A daemon a router runs: (process name, pid, argv, log).
+pub type Started = (String, u32, Vec<String>, PathBuf);
+
+/// Starts a router's daemons in its namespace.
+pub fn start(topo: &Topology, router: &Member, state: &Path, bgpd: &Path) -> anyhow::Result<Vec<Started>> {
     let Role::Router { implementation, asn, router_id, .. } = &router.role else { return Ok(Vec::new()) };
     let ns = topo.netns(&router.name);
     let files = RouterFiles::new(state, &router.name);
@@ -169,16 +175,18 @@ pub fn start(
                 "--kernel-table".into(),
                 "254".into(),
             ];
-            let pid = net::spawn(&ns, &argv, &d.join("bgpd.log"))?;
-            Ok(vec![(format!("{}/bgpd", router.name), pid, argv)])
+            let log = d.join("bgpd.log");
+            let pid = net::spawn(&ns, &argv, &log)?;
+            Ok(vec![(format!("{}/bgpd", router.name), pid, argv, log)])
         }
         Implementation::Bird => {
             let conf = d.join("bird.conf");
             std::fs::write(&conf, bird_conf(*router_id, *asn, &sessions))?;
             let argv = ["bird", "-f", "-c", &s(&conf), "-s", &s(&files.bird_sock()), "-P", &s(&d.join("bird.pid"))];
             let argv: Vec<String> = argv.iter().map(|x| x.to_string()).collect();
-            let pid = net::spawn(&ns, &argv, &d.join("bird.log"))?;
-            Ok(vec![(format!("{}/bird", router.name), pid, argv)])
+            let log = d.join("bird.log");
+            let pid = net::spawn(&ns, &argv, &log)?;
+            Ok(vec![(format!("{}/bird", router.name), pid, argv, log)])
         }
         Implementation::Frr => {
             let zconf = d.join("zebra.conf");
@@ -198,13 +206,15 @@ pub fn start(
                 v
             };
             let zargv = common("zebra", &zconf, "zebra.pid");
-            let zebra = net::spawn(&ns, &zargv, &d.join("zebra.log"))?;
+            let zlog = d.join("zebra.log");
+            let zebra = net::spawn(&ns, &zargv, &zlog)?;
             wait(|| zapi.exists(), 100).context("FRR zebra did not open its API socket within 10 s")?;
             let bargv = common("bgpd", &bconf, "bgpd.pid");
-            let frr_bgpd = net::spawn(&ns, &bargv, &d.join("bgpd.log"))?;
+            let blog = d.join("bgpd.log");
+            let frr_bgpd = net::spawn(&ns, &bargv, &blog)?;
             Ok(vec![
-                (format!("{}/zebra", router.name), zebra, zargv),
-                (format!("{}/frr-bgpd", router.name), frr_bgpd, bargv),
+                (format!("{}/zebra", router.name), zebra, zargv, zlog),
+                (format!("{}/frr-bgpd", router.name), frr_bgpd, bargv, blog),
             ])
         }
     }
@@ -344,6 +354,10 @@ spec:
         let frr = frr_conf(Ipv4Addr::new(10, 0, 255, 1), 65000, &sessions);
         assert!(frr.contains(" neighbor 10.0.255.2 remote-as 65001\n"), "{frr}");
         assert!(frr.contains("  neighbor 10.0.255.2 activate\n") && frr.contains("multipath-relax"), "{frr}");
+        // RFC 8326 receiver policy: GRACEFUL_SHUTDOWN routes get LOCAL_PREF 0.
+        assert!(bird.contains("if (65535, 0) ~ bgp_community then bgp_local_pref = 0;"), "{bird}");
+        assert!(frr.contains("  neighbor 10.0.255.2 route-map GSHUT-IN in\n"), "{frr}");
+        assert!(frr.contains("permit graceful-shutdown") && frr.contains(" set local-preference 0\n"), "{frr}");
         // iBGP neighbours are reflector clients.
         let ibgp = [RouterSession {
             peer: "n".into(),

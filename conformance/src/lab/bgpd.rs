@@ -338,6 +338,31 @@ impl Bgpd {
         v.get("routes").and_then(Value::as_array).cloned().ok_or_else(|| format!("no \"routes\" array in {v}"))
     }
 
+    /// `bgpd show peers --json` whole: the peers, the RIB line, the
+    /// selection deferral (`deferral`, null when none) and the lifecycle.
+    pub fn peers_view(&self) -> Result<Value, String> {
+        self.show(&["peers"])
+    }
+
+    /// `bgpd stop --withdraw --drain SECS`: decommissions this node; returns
+    /// what it printed once the daemon answered (it exits then).
+    pub fn stop_withdraw(&self, drain_secs: u64) -> Result<String, String> {
+        let out = Command::new(binary())
+            .args(["stop", "--withdraw", "--drain", &drain_secs.to_string(), "--control-socket"])
+            .arg(&self.sock)
+            .output()
+            .map_err(|e| format!("bgpd stop: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("bgpd stop --withdraw: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The restart marker beside the control socket (`<node>.running`).
+    pub fn marker(&self) -> PathBuf {
+        self.sock.with_file_name(format!("{}.running", self.node))
+    }
+
     /// `bgpd show WHAT…` as text (for failure messages); the error text
     /// instead when it fails.
     pub fn show_text(&self, what: &[&str]) -> String {

@@ -453,6 +453,9 @@ struct PeerState {
     long_lived_until: [Option<Instant>; 2],
     /// Its graceful restart capability when its session went down gracefully.
     down_restart: Option<PeerRestart>,
+    /// It restarts too and was sent the table and End-of-RIB during this
+    /// speaker's deferral (see [`Rib::check_deferral`]).
+    sent_early: bool,
     /// Families whose End-of-RIB it has sent in this session.
     eor: FamilySet,
     group: Option<usize>,
@@ -502,6 +505,9 @@ pub struct Rib {
 pub enum DeferralWait {
     /// Its session is up; its End-of-RIB is missing for these families.
     EndOfRib(Vec<Family>),
+    /// It restarts too (R bit): its End-of-RIB is missing for these
+    /// families; it gets this speaker's first once only such peers are left.
+    Restarting(Vec<Family>),
     /// Its session is not up; it is waited for until then.
     Session(Instant),
 }
@@ -610,6 +616,7 @@ impl Rib {
             stale_until: None,
             long_lived_until: [None, None],
             down_restart: None,
+            sent_early: false,
             eor: FamilySet::EMPTY,
             group: None,
             received: Received::default(),
@@ -685,6 +692,7 @@ impl Rib {
             })
         });
         state.eor = FamilySet::EMPTY;
+        state.sent_early = false;
         state.session = Some(session);
         state.over_limit = false;
         let restarting = state.stale_until.is_some() || state.long_lived_until.iter().any(Option::is_some);
@@ -1265,12 +1273,22 @@ impl Rib {
     }
 
     /// Why deferral waits for `p` at `now`, if it does. RFC 4724 §4.1:
-    /// End-of-RIB from every peer, "excluding the ones with the Restart
-    /// State bit set in the received capability and excluding the ones that
-    /// do not advertise the graceful restart capability". A peer whose
-    /// session is not up is waited for during the first
-    /// [`RibConfig::defer_peer_wait`] of the deferral only: a peer that is
-    /// down or gone must not hold every other one until the deadline.
+    /// End-of-RIB from every peer, "excluding the ones that do not
+    /// advertise the graceful restart capability". A peer whose session is
+    /// not up is waited for during the first [`RibConfig::defer_peer_wait`]
+    /// of the deferral only: a peer that is down or gone must not hold every
+    /// other one until the deadline.
+    ///
+    /// Deviation: RFC 4724 §4.1 also excludes peers with the Restart State
+    /// bit, so that two restarting speakers do not wait for each other. But
+    /// such a peer still has routes this speaker had before its restart (FRR
+    /// sets the bit for a while after its own start, restarted or not), and
+    /// ending the deferral without them withdraws them from every helper at
+    /// the End-of-RIB, and from the kernel at the sweep. So they are waited
+    /// for too, and the deadlock is broken the other way: once only
+    /// restarting peers are left, they get this speaker's table and
+    /// End-of-RIB first ([`Rib::check_deferral`]), end their own deferral,
+    /// and send theirs.
     fn deferral_wait(&self, p: &PeerState, now: Instant) -> Option<DeferralWait> {
         match &p.session {
             None => {
@@ -1279,14 +1297,15 @@ impl Rib {
             }
             Some(s) => {
                 let gr = s.graceful_restart.as_ref()?;
-                if gr.restarting {
-                    return None;
-                }
                 let missing: Vec<Family> = [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
                     .into_iter()
                     .filter(|f| s.families.contains(*f) && !p.eor.contains(*f))
                     .collect();
-                (!missing.is_empty()).then_some(DeferralWait::EndOfRib(missing))
+                match (missing.is_empty(), gr.restarting) {
+                    (true, _) => None,
+                    (false, false) => Some(DeferralWait::EndOfRib(missing)),
+                    (false, true) => Some(DeferralWait::Restarting(missing)),
+                }
             }
         }
     }
@@ -1304,11 +1323,27 @@ impl Rib {
     }
 
     /// Ends selection deferral once no peer is waited for any more (see
-    /// [`Rib::deferral_wait`]), or at the deadline.
+    /// [`Rib::deferral_wait`]), or at the deadline. When every peer still
+    /// waited for restarts itself (R bit), those get this speaker's table and
+    /// End-of-RIB now, once each: they wait for it to end their own deferral.
     fn check_deferral(&mut self, now: Instant) {
         let Some(until) = self.defer_until else { return };
-        let waiting = self.peers.iter().flatten().any(|p| self.deferral_wait(p, now).is_some());
-        if now < until && waiting {
+        let waiting: Vec<(PeerId, bool)> = (0..self.peers.len())
+            .filter_map(|i| {
+                let p = self.peers[i].as_ref()?;
+                let w = self.deferral_wait(p, now)?;
+                Some((PeerId(i as u16), matches!(w, DeferralWait::Restarting(_))))
+            })
+            .collect();
+        if now < until && !waiting.is_empty() {
+            if waiting.iter().all(|(_, restarting)| *restarting) {
+                for (peer, _) in waiting {
+                    let first = self.peer_mut(peer).is_some_and(|s| !std::mem::replace(&mut s.sent_early, true));
+                    if first {
+                        self.send_table(peer, true);
+                    }
+                }
+            }
             return;
         }
         self.defer_until = None;
