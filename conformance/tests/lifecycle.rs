@@ -15,6 +15,9 @@
 //!   restarting BIRD's route LLGR_STALE and depreferenced after the restart
 //!   time, then sweeps it; BIRD and FRR keep a restarting bgpd's route with
 //!   LLGR_STALE after its restart time, then sweep it.
+//! - the node's Node deleted from the datastore: bgpd decommissions by
+//!   itself (GRACEFUL_SHUTDOWN, drain, Cease), stays up without sessions,
+//!   and starts again when the Node comes back.
 //! - the N bit (RFC 8538) with FRR: a SIGTERM restart sends Cease /
 //!   Administrative Reset and FRR keeps the route; a decommission sends a
 //!   Hard Reset and FRR drops it.
@@ -341,6 +344,74 @@ fn decommission(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
+fn node_deleted(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(13, &["bgpd", "bird"]))?;
+    let block = "10.244.13.0/26";
+    let with_node = node_docs(13, block, &[("bird", 2, 65020, &[], "")]);
+    let node_doc = doc::node("node-1", "10.255.13.1/24", &[], None);
+    let without_node = with_node.replace(&node_doc, "");
+    if without_node == with_node {
+        return Err("the test's datastore has no Node document to delete".into());
+    }
+    let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "ndl", "node-1", &with_node))?;
+    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "ndl", &bird_with_kernel(13, &["10.100.132.0/24"])))?;
+    wait_for("bgpd: bird Established", UP, || b.established("bird"))?;
+    wait_for("BIRD: bgpd's block", UP, || bird.has_route("bgpd", block))?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    setup(b.reconfigure_yaml(&without_node))?;
+    let lifecycle = |want: &str| {
+        let v = b.peers_view()?;
+        if v["lifecycle"]["state"] == want {
+            Ok(v)
+        } else {
+            Err(format!("lifecycle {}, want {want}", v["lifecycle"]))
+        }
+    };
+    wait_for("bgpd: draining after the Node's deletion", Duration::from_secs(10), || lifecycle("draining"))
+        .map_err(|e| diag(&b, e))?;
+    wait_for("BIRD: bgpd's block with GRACEFUL_SHUTDOWN", Duration::from_secs(8), || {
+        let r = bird.cmd(&["show", "route", block, "all"])?;
+        if r.contains("(65535,0)") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })?;
+    wait_for("bgpd: decommissioned", Duration::from_secs(30), || lifecycle("decommissioned"))
+        .map_err(|e| diag(&b, e))?;
+    wait_for("BIRD: the route gone after the Cease", Duration::from_secs(10), || {
+        bird_lacks(&bird, block)?;
+        let p = bird.protocol("bgpd")?;
+        if p.contains("Administrative shutdown") {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    })?;
+    let k = bgpd_kernel_routes(&ns[0])?;
+    if !k.trim().is_empty() || b.marker().exists() {
+        return Err(format!("after the decommission: kernel routes {k:?}, marker left: {}", b.marker().exists()));
+    }
+    if !lab.running(b.proc) {
+        return Err("bgpd exited after the Node's deletion; it should wait for the Node to come back".into());
+    }
+
+    setup(b.reconfigure_yaml(&with_node))?;
+    wait_for("bgpd: running again once the Node is back", Duration::from_secs(10), || lifecycle("running"))?;
+    wait_for("bgpd: bird Established again", UP, || b.established("bird"))?;
+    wait_for("BIRD: bgpd's block again", UP, || bird.has_route("bgpd", block))?;
+    wait_for("bgpd's kernel: BIRD's route again", UP, || {
+        let k = bgpd_kernel_routes(&ns[0])?;
+        if k.contains("10.100.132.0/24") {
+            Ok(())
+        } else {
+            Err(k)
+        }
+    })?;
+    Ok(())
+}
+
 fn deferral(lab: &Lab) -> Result<(), String> {
     // bgpd .1, BIRD .2 (graceful restart), GoBGP .3 (none), and .4: a configured peer nobody runs.
     let ns = setup(lab.lan(9, &["bgpd", "bird", "gobgp"]))?;
@@ -596,6 +667,7 @@ fn lifecycle() {
             ),
             ("decommission: GRACEFUL_SHUTDOWN before the Cease, then nothing left".into(), Box::new(decommission)),
             ("deferral: a non-GR peer and a peer down do not hold it to its deadline".into(), Box::new(deferral)),
+            ("Node deleted: decommission, then back when the Node is".into(), Box::new(node_deleted)),
             ("LLGR helper: BIRD's route LLGR_STALE, depreferenced, swept".into(), Box::new(llgr_helper)),
             (
                 "LLGR restarting: BIRD and FRR keep bgpd's route LLGR_STALE, then sweep it".into(),

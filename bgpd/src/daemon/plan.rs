@@ -262,6 +262,7 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_eq!(p1[0].peer_as, 64512, "n2 has no AS of its own: the cluster's");
         assert_ne!(p1[0].passive, p2[0].passive, "exactly one side connects");
         assert!(!p1[0].passive, "the lower address connects");
+        assert_eq!((p1[0].long_lived_stale_time, p1[0].graceful_notification), (Some(3600), false));
     }
 
     #[test]
@@ -276,6 +277,14 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         let tor = &p1[0];
         assert_eq!((tor.addr.port(), tor.peer_as, tor.local_as, tor.hold_time), (1179, 65100, 65001, 30));
         assert_eq!(tor.ttl_security, Some(1));
+        assert_eq!(tor.long_lived_stale_time, Some(3600), "LLGR offered by default");
+        let annotated = yaml.replace(
+            "metadata: {name: tor-r1}",
+            "metadata: {name: tor-r1, annotations: {bgpd.io/long-lived-stale-time: '30', bgpd.io/graceful-notification: 'true'}}",
+        );
+        let (_, p) = plan_of(&annotated, "n1").unwrap();
+        assert_eq!((p[0].long_lived_stale_time, p[0].graceful_notification), (Some(30), true));
+        assert!(!p[0].same_session(tor), "a change of either resets the session (both are in the OPEN)");
         assert!(n1.statics.is_empty());
         let via_gw = yaml.replace("ttlSecurity: 1}", "ttlSecurity: 1, reachableBy: 10.0.0.1}");
         let (n1, _) = plan_of(&via_gw, "n1").unwrap();

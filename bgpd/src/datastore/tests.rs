@@ -998,6 +998,8 @@ mod advertisement_kinds {
         ))
         .0;
         let p = &m.peers["tor"];
+        assert_eq!(p.long_lived_stale_time, Some(3600), "LLGR offered by default");
+        assert!(!p.graceful_notification, "the N bit is opt-in");
         assert_eq!(p.mrai, std::time::Duration::from_secs(5));
         assert_eq!(p.max_prefix, Some((100, false)));
         assert!(p.add_path.receive && p.add_path.send);
@@ -1006,7 +1008,16 @@ mod advertisement_kinds {
         let d = &parse(&peer("")).0.peers["tor"];
         assert!(!d.keep_received);
         assert_eq!((d.mrai, d.max_prefix, d.add_path_send_count), (std::time::Duration::ZERO, None, 0));
+        let g =
+            &parse(&peer("bgpd.io/long-lived-stale-time: '0', bgpd.io/graceful-notification: 'true'")).0.peers["tor"];
+        assert_eq!((g.long_lived_stale_time, g.graceful_notification), (Some(0), true));
         for (a, want) in [
+            (
+                "bgpd.io/long-lived-stale-time: '16777216'",
+                r#""16777216" is not a number of seconds from 0 to 16777215"#,
+            ),
+            ("bgpd.io/long-lived-stale-time: 'forever'", r#""forever" is not a number of seconds"#),
+            ("bgpd.io/graceful-notification: 'on'", r#""on" is not true or false"#),
             ("bgpd.io/mrai: '601'", r#""601" is not a number of seconds from 0 to 600"#),
             ("bgpd.io/max-prefix: '0'", r#""0" is not a positive number of prefixes"#),
             ("bgpd.io/add-path: all", r#""all" is not receive, send or both"#),
@@ -1030,6 +1041,11 @@ mod advertisement_kinds {
         assert!(errors[0].contains(r#"bgpd.io/max-paths"]: "0" is not a number of paths from 1 to 64"#), "{errors:?}");
         let errors = errors_of(&cfg("bgpd.io/always-compare-med: 'yes'"));
         assert!(errors[0].contains(r#""yes" is not true or false"#), "{errors:?}");
+        assert_eq!(d.node_mesh_long_lived_stale_time, Some(3600));
+        let c = parse(&cfg("bgpd.io/node-mesh-long-lived-stale-time: '60'")).0.bgp_configuration;
+        assert_eq!(c.node_mesh_long_lived_stale_time, Some(60));
+        let errors = errors_of(&cfg("bgpd.io/node-mesh-long-lived-stale-time: '-1'"));
+        assert!(errors[0].contains("node-mesh-long-lived-stale-time"), "{errors:?}");
     }
 
     #[test]
