@@ -63,15 +63,20 @@ enum Command {
         #[arg(long, default_value_t = daemon::DEFAULT_DRAIN.as_secs())]
         drain_time: u64,
     },
-    /// Stop the running daemon. Without --withdraw, as SIGTERM: a restart
-    /// (peers keep this node's routes as graceful restart helpers, the kernel
-    /// keeps its routes). With --withdraw, decommission this node: routes
-    /// sent again with GRACEFUL_SHUTDOWN, the drain time for traffic to move,
-    /// then Cease to every peer; kernel routes and the restart marker removed.
+    /// Stop the running daemon. By default a deliberate stop (not a
+    /// restart): Cease to every peer (they drop this node's routes), its
+    /// kernel routes and restart marker removed, so the next start is a clean
+    /// one. --withdraw: decommission this node, the same after its routes went
+    /// out again with GRACEFUL_SHUTDOWN and a drain time for traffic to move.
+    /// --restart: as SIGTERM, a restart (peers keep this node's routes as
+    /// graceful restart helpers, the kernel keeps its routes).
     Stop {
-        /// Decommission: take this node out for good.
-        #[arg(long)]
+        /// Decommission: take this node out for good, gracefully.
+        #[arg(long, conflicts_with = "restart")]
         withdraw: bool,
+        /// A restart, as SIGTERM.
+        #[arg(long)]
+        restart: bool,
         /// With --withdraw: seconds to let traffic move (default: the daemon's --drain-time).
         #[arg(long, requires = "withdraw")]
         drain: Option<u64>,
@@ -256,9 +261,9 @@ fn run_daemon(
     runtime()?.block_on(daemon::run(opts))
 }
 
-fn stop(withdraw: bool, drain: Option<u64>, control_socket: PathBuf) -> anyhow::Result<()> {
-    let req = daemon::Request::Stop { withdraw, drain_secs: drain };
-    if withdraw {
+fn stop(how: daemon::StopHow, drain: Option<u64>, control_socket: PathBuf) -> anyhow::Result<()> {
+    let req = daemon::Request::Stop { how, drain_secs: drain };
+    if how == daemon::StopHow::Withdraw {
         eprintln!("bgpd stop: decommissioning (routes go out with GRACEFUL_SHUTDOWN, then the sessions close)…");
     }
     let v = tokio::runtime::Builder::new_current_thread()
@@ -327,7 +332,14 @@ fn main() -> ExitCode {
             let drain = std::time::Duration::from_secs(drain_time);
             run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table), drain)
         }
-        Command::Stop { withdraw, drain, control_socket } => stop(withdraw, drain, control_socket),
+        Command::Stop { withdraw, restart, drain, control_socket } => {
+            let how = match (withdraw, restart) {
+                (true, _) => daemon::StopHow::Withdraw,
+                (false, true) => daemon::StopHow::Restart,
+                (false, false) => daemon::StopHow::Stop,
+            };
+            stop(how, drain, control_socket)
+        }
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
         Command::Lab { what } => return lab_command(what),
     };

@@ -344,6 +344,47 @@ fn decommission(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
+fn deliberate_stop(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(14, &["bgpd", "bird"]))?;
+    let block = "10.244.14.0/26";
+    let yaml = node_docs(14, block, &[("bird", 2, 65020, &[], "")]);
+    let mut b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "dls", "node-1", &yaml))?;
+    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "dls", &bird_with_kernel(14, &["10.100.142.0/24"])))?;
+    wait_for("bgpd: bird Established", UP, || b.established("bird"))?;
+    wait_for("BIRD: bgpd's block", UP, || bird.has_route("bgpd", block))?;
+    let out = b.stop(&[]).map_err(|e| diag(&b, e))?;
+    if !out.contains("decommissioned (bgpd stop)") {
+        return Err(format!("bgpd stop said: {out}"));
+    }
+    wait_for("BIRD: the route gone at once, by Cease", Duration::from_secs(5), || {
+        bird_lacks(&bird, block)?;
+        let p = bird.protocol("bgpd")?;
+        if p.contains("Administrative shutdown") {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    })?;
+    let k = bgpd_kernel_routes(&ns[0])?;
+    if !k.trim().is_empty() || b.marker().exists() {
+        return Err(format!("after bgpd stop: kernel routes {k:?}, marker left: {}", b.marker().exists()));
+    }
+    wait_for(
+        "bgpd exits",
+        Duration::from_secs(10),
+        || if lab.running(b.proc) { Err("running".into()) } else { Ok(()) },
+    )?;
+    // Started again at once: a clean start, no deferral.
+    lab.stop(b.proc);
+    setup(b.start_again(lab))?;
+    wait_for("bgpd: bird Established again", UP, || b.established("bird"))?;
+    let starts: Vec<String> = b.log(lab).lines().filter(|l| l.contains(" starting")).map(String::from).collect();
+    if starts.len() != 2 || !starts[1].contains("restarting=false") {
+        return Err(format!("the start after a deliberate stop should be a clean one: {starts:?}"));
+    }
+    Ok(())
+}
+
 fn node_deleted(lab: &Lab) -> Result<(), String> {
     let ns = setup(lab.lan(13, &["bgpd", "bird"]))?;
     let block = "10.244.13.0/26";
@@ -668,6 +709,7 @@ fn lifecycle() {
             ("decommission: GRACEFUL_SHUTDOWN before the Cease, then nothing left".into(), Box::new(decommission)),
             ("deferral: a non-GR peer and a peer down do not hold it to its deadline".into(), Box::new(deferral)),
             ("Node deleted: decommission, then back when the Node is".into(), Box::new(node_deleted)),
+            ("bgpd stop: Cease at once, nothing left, the next start clean".into(), Box::new(deliberate_stop)),
             ("LLGR helper: BIRD's route LLGR_STALE, depreferenced, swept".into(), Box::new(llgr_helper)),
             (
                 "LLGR restarting: BIRD and FRR keep bgpd's route LLGR_STALE, then sweep it".into(),

@@ -29,18 +29,30 @@ pub enum Request {
     Config,
     /// The kernel table bgpd programs: what it wants there and what fails.
     Fib,
-    /// Stop the daemon. Without `withdraw`, as SIGTERM does: a restart
-    /// (peers keep the routes as graceful restart helpers, the kernel keeps
-    /// its routes). With `withdraw`, decommission: routes sent again with
-    /// GRACEFUL_SHUTDOWN, `drain_secs` to let traffic move (the daemon's
-    /// `--drain-time` when absent), then Cease to every peer, the kernel
-    /// routes and the restart marker removed. Answered when done.
+    /// Stop the daemon ([`StopHow`]); answered when done.
     Stop {
-        /// Decommission this node.
-        withdraw: bool,
-        /// How long to let traffic move before the sessions close.
+        /// A restart, a deliberate stop, or a decommission.
+        how: StopHow,
+        /// With [`StopHow::Withdraw`]: how long to let traffic move before
+        /// the sessions close (the daemon's `--drain-time` when absent).
         drain_secs: Option<u64>,
     },
+}
+
+/// How `bgpd stop` stops the daemon.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StopHow {
+    /// As SIGTERM: a restart. Peers keep the routes as graceful restart
+    /// helpers, the kernel keeps its routes, the restart marker stays.
+    Restart,
+    /// A deliberate stop, not a restart: Cease to every peer at once (they
+    /// drop the routes), the kernel routes and the restart marker removed,
+    /// so the next start is a clean one.
+    Stop,
+    /// Decommission: routes sent again with GRACEFUL_SHUTDOWN, a drain for
+    /// traffic to move, then as [`StopHow::Stop`].
+    Withdraw,
 }
 
 /// What the control socket asks of the daemon's main loop.
@@ -48,8 +60,8 @@ pub enum Request {
 pub enum LifecycleCmd {
     /// `bgpd stop`, answered on `reply` when done.
     Stop {
-        /// Decommission (else: stop for a restart).
-        withdraw: bool,
+        /// How.
+        how: StopHow,
         /// Drain time for a decommission.
         drain: Option<std::time::Duration>,
         /// Where the answer goes.
@@ -60,12 +72,12 @@ pub enum LifecycleCmd {
 /// Answers one request from the shared status (routes: from the RIB task).
 pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
     match req {
-        Request::Stop { withdraw, drain_secs } => {
+        Request::Stop { how, drain_secs } => {
             let tx = shared.lock().lifecycle_tx.clone();
             let Some(tx) = tx else { return serde_json::json!({ "error": "the daemon is not running yet" }) };
             let (reply, rx) = tokio::sync::oneshot::channel();
             let drain = drain_secs.map(std::time::Duration::from_secs);
-            if tx.send(LifecycleCmd::Stop { withdraw: *withdraw, drain, reply }).is_err() {
+            if tx.send(LifecycleCmd::Stop { how: *how, drain, reply }).is_err() {
                 return serde_json::json!({ "error": "the daemon is stopping already" });
             }
             rx.await.unwrap_or_else(|_| serde_json::json!({ "error": "the daemon stopped without answering" }))
@@ -405,8 +417,8 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"request":"routes","prefix":"192.0.2.0/24"}"#).unwrap();
         assert_eq!(r, Request::Routes { prefix: Some("192.0.2.0/24".parse().unwrap()) });
         assert!(serde_json::from_str::<Request>(r#"{"request":"everything"}"#).is_err());
-        let r: Request = serde_json::from_str(r#"{"request":"stop","withdraw":true,"drain_secs":5}"#).unwrap();
-        assert_eq!(r, Request::Stop { withdraw: true, drain_secs: Some(5) });
+        let r: Request = serde_json::from_str(r#"{"request":"stop","how":"withdraw","drain_secs":5}"#).unwrap();
+        assert_eq!(r, Request::Stop { how: StopHow::Withdraw, drain_secs: Some(5) });
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-pub use control::{ask, render, Request};
+pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
@@ -395,7 +395,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             Some(cmd) = life_rx.recv() => match cmd {
-                control::LifecycleCmd::Stop { withdraw: false, reply, .. } => {
+                control::LifecycleCmd::Stop { how: StopHow::Restart, reply, .. } => {
                     if let lifecycle::Phase::Draining { .. } = phase {
                         let _ = reply.send(serde_json::json!({ "error": "decommissioning already: the daemon stops when it is done" }));
                         continue;
@@ -403,7 +403,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     restart_reply = Some(reply);
                     break;
                 }
-                control::LifecycleCmd::Stop { withdraw: true, drain, reply } => match &mut phase {
+                control::LifecycleCmd::Stop { how: StopHow::Stop, reply, .. } => {
+                    // A deliberate stop: the decommission without its drain.
+                    let why = "bgpd stop".to_string();
+                    phase = match std::mem::replace(&mut phase, lifecycle::Phase::Running) {
+                        lifecycle::Phase::Draining { why, mut replies, .. } => {
+                            replies.push(reply);
+                            lifecycle::Phase::Draining { until: tokio::time::Instant::now(), why, exit: true, replies }
+                        }
+                        _ => lifecycle::Phase::Draining { until: tokio::time::Instant::now(), why, exit: true, replies: vec![reply] },
+                    };
+                    finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await;
+                    return stopped(&opts).await;
+                }
+                control::LifecycleCmd::Stop { how: StopHow::Withdraw, drain, reply } => match &mut phase {
                     lifecycle::Phase::Draining { replies, exit, .. } => {
                         *exit = true;
                         replies.push(reply);

@@ -347,13 +347,20 @@ impl Bgpd {
     /// `bgpd stop --withdraw --drain SECS`: decommissions this node; returns
     /// what it printed once the daemon answered (it exits then).
     pub fn stop_withdraw(&self, drain_secs: u64) -> Result<String, String> {
+        self.stop(&["--withdraw", "--drain", &drain_secs.to_string()])
+    }
+
+    /// `bgpd stop ARGS…`; returns what it printed once the daemon answered.
+    pub fn stop(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(binary())
-            .args(["stop", "--withdraw", "--drain", &drain_secs.to_string(), "--control-socket"])
+            .arg("stop")
+            .args(args)
+            .arg("--control-socket")
             .arg(&self.sock)
             .output()
             .map_err(|e| format!("bgpd stop: {e}"))?;
         if !out.status.success() {
-            return Err(format!("bgpd stop --withdraw: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!("bgpd stop {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
