@@ -173,6 +173,27 @@ fn bird_lacks(bird: &bird::Bird, prefix: &str) -> Result<(), String> {
     }
 }
 
+/// `Ok` once BIRD has dropped `block` and its session says it got Cease / Administrative Shutdown.
+fn bird_ceased(bird: &bird::Bird, block: &str) -> Result<(), String> {
+    bird_lacks(bird, block)?;
+    let p = bird.protocol("bgpd")?;
+    if p.contains("Administrative shutdown") {
+        Ok(())
+    } else {
+        Err(format!("BIRD's bgpd protocol: {p}"))
+    }
+}
+
+/// `Ok` when bgpd left no kernel route and no restart marker (after a decommission or a deliberate stop).
+fn nothing_left(ns: &Ns, b: &bgpd::Bgpd) -> Result<(), String> {
+    let k = bgpd_kernel_routes(ns)?;
+    if k.trim().is_empty() && !b.marker().exists() {
+        Ok(())
+    } else {
+        Err(format!("bgpd left kernel routes {k:?}, marker left: {}", b.marker().exists()))
+    }
+}
+
 fn sigterm_restart(lab: &Lab) -> Result<(), String> {
     let ns = setup(lab.lan(7, &["bgpd", "bird", "frr"]))?;
     let block = "10.244.7.0/26";
@@ -325,22 +346,10 @@ fn decommission(lab: &Lab) -> Result<(), String> {
         }
     })?;
     wait_for("BIRD: the route gone, the session closed by Cease", Duration::from_secs(10), || {
-        bird_lacks(&bird, block)?;
-        let p = bird.protocol("bgpd")?;
-        if p.contains("Administrative shutdown") {
-            Ok(())
-        } else {
-            Err(format!("BIRD's bgpd protocol: {p}"))
-        }
+        bird_ceased(&bird, block)
     })?;
     wait_for("FRR: the route gone", Duration::from_secs(10), || frr_lacks(&frr, block))?;
-    let k = bgpd_kernel_routes(&ns[0])?;
-    if !k.trim().is_empty() {
-        return Err(format!("bgpd's kernel routes left after the decommission: {k}"));
-    }
-    if b.marker().exists() {
-        return Err("the restart marker is left after the decommission".into());
-    }
+    nothing_left(&ns[0], &b)?;
     Ok(())
 }
 
@@ -356,19 +365,8 @@ fn deliberate_stop(lab: &Lab) -> Result<(), String> {
     if !out.contains("decommissioned (bgpd stop)") {
         return Err(format!("bgpd stop said: {out}"));
     }
-    wait_for("BIRD: the route gone at once, by Cease", Duration::from_secs(5), || {
-        bird_lacks(&bird, block)?;
-        let p = bird.protocol("bgpd")?;
-        if p.contains("Administrative shutdown") {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    })?;
-    let k = bgpd_kernel_routes(&ns[0])?;
-    if !k.trim().is_empty() || b.marker().exists() {
-        return Err(format!("after bgpd stop: kernel routes {k:?}, marker left: {}", b.marker().exists()));
-    }
+    wait_for("BIRD: the route gone at once, by Cease", Duration::from_secs(5), || bird_ceased(&bird, block))?;
+    nothing_left(&ns[0], &b)?;
     wait_for(
         "bgpd exits",
         Duration::from_secs(10),
@@ -421,19 +419,8 @@ fn node_deleted(lab: &Lab) -> Result<(), String> {
     })?;
     wait_for("bgpd: decommissioned", Duration::from_secs(30), || lifecycle("decommissioned"))
         .map_err(|e| diag(&b, e))?;
-    wait_for("BIRD: the route gone after the Cease", Duration::from_secs(10), || {
-        bird_lacks(&bird, block)?;
-        let p = bird.protocol("bgpd")?;
-        if p.contains("Administrative shutdown") {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    })?;
-    let k = bgpd_kernel_routes(&ns[0])?;
-    if !k.trim().is_empty() || b.marker().exists() {
-        return Err(format!("after the decommission: kernel routes {k:?}, marker left: {}", b.marker().exists()));
-    }
+    wait_for("BIRD: the route gone after the Cease", Duration::from_secs(10), || bird_ceased(&bird, block))?;
+    nothing_left(&ns[0], &b)?;
     if !lab.running(b.proc) {
         return Err("bgpd exited after the Node's deletion; it should wait for the Node to come back".into());
     }

@@ -441,14 +441,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
-                if finish_on_signal(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
-                    return stopped(&opts).await;
+            // SIGINT or SIGTERM: a restart, but during a decommission the
+            // decommission ends at once and the daemon exits.
+            _ = async { tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} } } => {
+                if let lifecycle::Phase::Draining { .. } = phase {
+                    info!("signal during the decommission: the sessions close now");
+                    finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await;
                 }
-                break;
-            }
-            _ = term.recv() => {
-                if finish_on_signal(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
+                if !matches!(phase, lifecycle::Phase::Running) {
                     return stopped(&opts).await;
                 }
                 break;
@@ -487,28 +487,6 @@ async fn finish_drain(
         info!("decommissioned ({why}); waiting for the Node to come back");
     }
     Some(exit)
-}
-
-/// SIGTERM or SIGINT: during a decommission, the decommission ends at once
-/// and the daemon exits (true); otherwise it stops for a restart (false).
-async fn finish_on_signal(
-    phase: &mut lifecycle::Phase,
-    running: &mut BTreeMap<String, Running>,
-    node: &mut NodeSpec,
-    rib: &rib::RibHandle,
-    kernel: Option<&kernel::KernelHandle>,
-    marker: &marker::Marker,
-    shared: &Shared,
-) -> bool {
-    match phase {
-        lifecycle::Phase::Draining { .. } => {
-            info!("signal during the decommission: the sessions close now");
-            finish_drain(phase, running, node, rib, kernel, marker, shared).await;
-            true
-        }
-        lifecycle::Phase::Decommissioned => true,
-        lifecycle::Phase::Running => false,
-    }
 }
 
 /// The last words of a stopping daemon: the answers to `bgpd stop` get
