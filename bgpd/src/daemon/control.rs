@@ -436,6 +436,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn peers_say_the_deferral_and_the_decommission() {
+        use crate::daemon::status::{Deferral, Lifecycle};
+        let shared = shared_with_routes();
+        let until = std::time::SystemTime::now() + std::time::Duration::from_secs(42);
+        shared.lock().deferral =
+            Some(Deferral { until, waiting: vec![("tor".into(), "End-of-RIB for ipv4/unicast".into())] });
+        let v = answer(&shared, &Request::Peers).await;
+        assert!(v["deferral"]["until"].as_u64().is_some(), "{v}");
+        let text = render(&Request::Peers, &v);
+        assert!(text.contains("restarting: selection deferral"), "{text}");
+        assert!(text.contains("waiting for tor: End-of-RIB for ipv4/unicast"), "{text}");
+        shared.lock().deferral = None;
+        shared.lock().lifecycle = Lifecycle::Draining { why: "bgpd stop --withdraw".into(), until };
+        let text = render(&Request::Peers, &answer(&shared, &Request::Peers).await);
+        assert!(text.contains("decommissioning (bgpd stop --withdraw)"), "{text}");
+        assert!(!text.contains("restarting:"), "{text}");
+        shared.lock().lifecycle = Lifecycle::Decommissioned { why: "Node gone".into() };
+        let text = render(&Request::Peers, &answer(&shared, &Request::Peers).await);
+        assert!(text.contains("decommissioned (Node gone)"), "{text}");
+    }
+
+    #[tokio::test]
     async fn the_socket_answers_and_reports_bad_requests() {
         let dir = std::env::temp_dir().join(format!("bgpd-control-test-{}", std::process::id()));
         let path = dir.join("bgpd.sock");

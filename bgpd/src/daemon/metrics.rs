@@ -182,4 +182,22 @@ mod tests {
         assert_eq!(status, "503 Service Unavailable");
         assert!(body.contains("connection refused"), "{body}");
     }
+
+    #[test]
+    fn not_ready_during_a_restart_deferral_or_a_decommission() {
+        use crate::daemon::status::{Deferral, Lifecycle};
+        let shared = Shared::default();
+        shared.lock().datastore_ok = true;
+        shared.lock().deferral = Some(Deferral {
+            until: std::time::SystemTime::now(),
+            waiting: vec![("tor".into(), "End-of-RIB for ipv4/unicast".into())],
+        });
+        let (status, body) = readiness(&shared);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("selection deferral waits for tor (End-of-RIB"), "{body}");
+        shared.lock().deferral = None;
+        assert_eq!(readiness(&shared).0, "200 OK");
+        shared.lock().lifecycle = Lifecycle::Decommissioned { why: "Node gone".into() };
+        assert_eq!(readiness(&shared), ("503 Service Unavailable", "decommissioned: Node gone\n".to_string()));
+    }
 }
