@@ -3,8 +3,9 @@
 //! it is a restart and what it may claim about it to its peers (RFC 4724 §3:
 //! the Restart State bit, the Forwarding State bits, selection deferral).
 //!
-//! - A start finds no marker, or one older than the restart time: a clean
-//!   start (no R bit, no F bits, no deferral, stale kernel routes swept).
+//! - A start finds no marker, or one older than the window (as long as a peer
+//!   may keep the node's routes: restart time plus long-lived stale time): a
+//!   clean start (no R bit, no F bits, no deferral, stale kernel routes swept).
 //! - A start finds a fresh one: a restart (R bit, deferral). The F bits are
 //!   claimed only when the kernel was programmed before and is now (never
 //!   with `--no-kernel`), and not in a crash loop: after
@@ -76,8 +77,9 @@ fn unix(t: SystemTime) -> u64 {
 
 /// Judges a start at `now` from the marker at `path` (its content and its
 /// modification time, the last moment the previous run was alive).
-/// `window`: the longest restart time of the peers; `kernel`: this run
-/// programs the kernel.
+/// `window`: how long a peer may keep this node's routes (its restart time
+/// plus its long-lived stale time, the longest of the peers); `kernel`: this
+/// run programs the kernel.
 pub fn assess(path: &Path, now: SystemTime, window: Duration, kernel: bool) -> Assessment {
     let clean = |why: String| Assessment { restart: Restart::default(), quick_restarts: 0, why };
     let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {

@@ -225,6 +225,18 @@ fn marker_path(opts: &RunOptions) -> PathBuf {
     dir.join(format!("{}.running", opts.node))
 }
 
+/// How long after the last run was alive a start is still a restart: as
+/// long as some peer may keep this node's routes, its restart time plus its
+/// long-lived stale time (RFC 9494) at the longest. (A reboot clears the
+/// marker: `/run` is a tmpfs, and the kernel lost its routes too.)
+fn restart_window(peers: &[PeerSpec]) -> Duration {
+    let longest = peers
+        .iter()
+        .filter_map(|p| p.restart_time.map(|t| u64::from(t) + u64::from(p.long_lived_stale_time.unwrap_or(0))))
+        .max();
+    Duration::from_secs(longest.unwrap_or(120))
+}
+
 /// Whether a load failed because this node no longer runs BGP: its Node is
 /// gone from the datastore, or has no BGP address any more.
 fn node_left(e: &anyhow::Error) -> bool {
@@ -239,7 +251,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut feed = live::spawn(&opts.datastore);
     let (mut node, peers, mut loaded) = first_load(&mut feed, &opts, &shared, &mut last_model).await?;
     let marker_at = marker_path(&opts);
-    let window = Duration::from_secs(peers.iter().filter_map(|p| p.restart_time).max().unwrap_or(120).into());
+    let window = restart_window(&peers);
     let kernel_on = opts.kernel_table.is_some();
     let assessed = marker::assess(&marker_at, SystemTime::now(), window, kernel_on);
     node.restart = assessed.restart;
@@ -590,6 +602,14 @@ mod tests {
         assert_eq!(m.peers.get("tor"), last.peers.get("tor"));
         let (_, peers) = plan::plan(&m, "n1").unwrap();
         assert_eq!(peers.len(), 1);
+    }
+
+    #[test]
+    fn a_start_is_a_restart_as_long_as_a_peer_may_keep_the_routes() {
+        let (m, _) = model(&format!("{NODE}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor, annotations: {{bgpd.io/long-lived-stale-time: '600'}}}}\nspec: {{peerIP: 10.0.0.2, asNumber: 65010, maxRestartTime: 60s}}\n"));
+        let (_, peers) = plan::plan(&m, "n1").unwrap();
+        assert_eq!(restart_window(&peers), Duration::from_secs(660));
+        assert_eq!(restart_window(&[]), Duration::from_secs(120), "no peer: Calico's restart time");
     }
 
     #[test]
