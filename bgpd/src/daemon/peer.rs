@@ -602,7 +602,8 @@ fn established(shared: &Shared, name: &str, n: &Negotiated) {
         }
         if let Some(ll) = &n.peer_llgr {
             let times: Vec<String> = ll.iter().map(|f| format!("{} {} s", f.family, f.stale_time)).collect();
-            caps.push(format!("long-lived-graceful-restart (peer: {})", times.join(", ")));
+            let times = if times.is_empty() { "aware, no family".to_string() } else { times.join(", ") };
+            caps.push(format!("long-lived-graceful-restart (peer: {times})"));
         }
         if n.graceful_notification {
             caps.push("graceful-notification (N bit)".into());
