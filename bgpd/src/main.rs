@@ -220,6 +220,8 @@ enum ShowWhat {
     Config,
     /// The kernel table bgpd programs: counts and routes not installed.
     Fib,
+    /// BFD sessions: state, discriminators, negotiated intervals, detection time.
+    Bfd,
 }
 
 /// Logs to stderr at `RUST_LOG` if set, else at the file datastore's
@@ -281,6 +283,7 @@ fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<(
         ShowWhat::Originations => daemon::Request::Originations,
         ShowWhat::Config => daemon::Request::Config,
         ShowWhat::Fib => daemon::Request::Fib,
+        ShowWhat::Bfd => daemon::Request::Bfd,
     };
     let v = tokio::runtime::Builder::new_current_thread()
         .enable_all()

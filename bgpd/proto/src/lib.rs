@@ -6,7 +6,9 @@
 //! - [`wire`]: the BGP-4 message codec (RFC 4271 and extensions), with RFC 7606
 //!   error classification.
 //! - [`mrt`]: MRT (RFC 6396) framing, to read captures and table dumps.
+//! - [`bfd`]: Bidirectional Forwarding Detection (RFC 5880), asynchronous mode.
 
+pub mod bfd;
 pub mod error;
 pub mod mrt;
 pub mod nlri;

@@ -40,6 +40,8 @@ macro_rules! code_point {
     };
 }
 
+pub(crate) use code_point;
+
 code_point! {
     /// Address Family Identifier (IANA "Address Family Numbers").
     Afi(u16) {

@@ -29,6 +29,8 @@ pub enum Request {
     Config,
     /// The kernel table bgpd programs: what it wants there and what fails.
     Fib,
+    /// The BFD sessions.
+    Bfd,
     /// Stop the daemon ([`StopHow`]); answered when done.
     Stop {
         /// A restart, a deliberate stop, or a decommission.
@@ -124,6 +126,10 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
                 .collect();
             serde_json::json!({ "originations": o })
         }
+        Request::Bfd => {
+            let s = shared.lock();
+            serde_json::json!({ "bfd": s.bfd })
+        }
         Request::Fib => {
             let s = shared.lock();
             match &s.kernel {
@@ -208,7 +214,10 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                 "NAME", "ADDRESS", "AS", "STATE", "UPTIME", "PREFIXES", "INFO"
             ));
             for p in v["peers"].as_array().into_iter().flatten() {
-                let info = if p["state"] == "Established" { s(&p["peer_hostname"]) } else { s(&p["last_failure"]) };
+                let mut info = if p["state"] == "Established" { s(&p["peer_hostname"]) } else { s(&p["last_failure"]) };
+                if let Some(b) = p["bfd"].as_str() {
+                    info.push_str(&format!(" (BFD {b})"));
+                }
                 let err = if p["last_error"].is_null() {
                     String::new()
                 } else {
@@ -325,6 +334,51 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         Request::Stop { .. } => {
             out.push_str(&format!("{}\n", s(&v["stopped"])));
         }
+        Request::Bfd => {
+            let b = &v["bfd"];
+            out.push_str(&format!(
+                "{:<20} {:<26} {:<10} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}  {}\n",
+                "PEER",
+                "ADDRESS",
+                "TYPE",
+                "STATE",
+                "LOCAL",
+                "REMOTE",
+                "TX ms",
+                "RX ms",
+                "DETECT ms",
+                "FLAPS",
+                "DIAGNOSTIC"
+            ));
+            for x in b["sessions"].as_object().into_iter().flat_map(|m| m.values()) {
+                let kind = match x["interface"].as_str() {
+                    Some(i) => format!("{} ({i})", s(&x["kind"])),
+                    None => s(&x["kind"]),
+                };
+                let err = x["error"].as_str().map(|e| format!("  ERROR {e}")).unwrap_or_default();
+                out.push_str(&format!(
+                    "{:<20} {:<26} {:<10} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}  {}{}\n",
+                    s(&x["peer"]),
+                    s(&x["address"]),
+                    kind,
+                    s(&x["state"]),
+                    s(&x["local_discr"]),
+                    s(&x["remote_discr"]),
+                    s(&x["tx_interval_ms"]),
+                    s(&x["rx_interval_ms"]),
+                    s(&x["detection_time_ms"]),
+                    s(&x["flaps"]),
+                    s(&x["diag"]),
+                    err
+                ));
+            }
+            for (why, n) in b["discarded"].as_object().into_iter().flatten() {
+                out.push_str(&format!("discarded: {n} packets: {why}\n"));
+            }
+            for e in b["errors"].as_array().into_iter().flatten() {
+                out.push_str(&format!("error: {}\n", s(e)));
+            }
+        }
         Request::Config => {
             out.push_str(&format!("datastore reachable: {}\n", s(&v["datastore_ok"])));
             if let Some(since) = v["unreachable_since"].as_u64() {
@@ -370,6 +424,7 @@ mod tests {
             capabilities: vec![],
             peer_id: Some("10.0.0.2".into()),
             peer_hostname: Some("tor-1".into()),
+            bfd: None,
         };
         let routes: Vec<RouteView> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
             .iter()

@@ -12,13 +12,14 @@ use bgpd_proto::error::code::cease;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::kernel::{KernelCmd, KernelHandle};
+use super::bfd::BfdCmd;
+use super::kernel::KernelCmd;
 use super::marker::Marker;
 use super::peer::PeerCmd;
 use super::rib::{RibCmd, RibHandle};
 use super::spec::NodeSpec;
 use super::status::{Lifecycle, Shared};
-use super::Running;
+use super::{Running, Tasks};
 
 /// The drain time of a decommission when none is asked for.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -62,21 +63,26 @@ pub fn cancel_drain(rib: &RibHandle, shared: &Shared) {
     shared.lock().lifecycle = Lifecycle::Running;
 }
 
+/// Tells every BFD remote this node is AdminDown (RFC 5882 §3.2: not a
+/// failure, so its BGP does not drop the session for it).
+async fn bfd_admin_down(tasks: &Tasks) {
+    let (tx, rx) = oneshot::channel();
+    tasks.bfd.send(BfdCmd::AdminDownAll(tx));
+    let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+}
+
 /// Stops for a restart: the RIB and the kernel go quiet first (so that no
 /// peer hears of another's routes going, and no kernel route is removed),
-/// then every session closes the graceful way (no NOTIFICATION, or with the
-/// N bit an Administrative Reset), and the marker notes a clean stop.
-pub async fn stop_for_restart(
-    running: &BTreeMap<String, Running>,
-    rib: &RibHandle,
-    kernel: Option<&KernelHandle>,
-    marker: &mut Marker,
-) {
+/// BFD says AdminDown, then every session closes the graceful way (no
+/// NOTIFICATION, or with the N bit an Administrative Reset), and the marker
+/// notes a clean stop.
+pub async fn stop_for_restart(running: &BTreeMap<String, Running>, tasks: &Tasks, marker: &mut Marker) {
     info!("stopping for a restart: peers keep this node's routes (graceful restart), the kernel keeps its routes");
     let (tx, rx) = oneshot::channel();
-    rib.send(RibCmd::Quiesce(tx));
+    tasks.rib.send(RibCmd::Quiesce(tx));
     let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-    if let Some(k) = kernel {
+    bfd_admin_down(tasks).await;
+    if let Some(k) = &tasks.kernel {
         let (tx, rx) = oneshot::channel();
         k.send(KernelCmd::Freeze(tx));
         let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
@@ -97,12 +103,13 @@ pub async fn stop_for_restart(
 pub async fn decommission(
     running: &mut BTreeMap<String, Running>,
     node: &mut NodeSpec,
-    rib: &RibHandle,
-    kernel: Option<&KernelHandle>,
+    tasks: &Tasks,
     marker: &Marker,
     why: &str,
 ) {
     info!("decommissioning ({why}): Cease to every peer, kernel routes removed");
+    bfd_admin_down(tasks).await;
+    let rib = &tasks.rib;
     let message = format!("bgpd: node {} decommissioned ({why})", node.name);
     for (_, r) in std::mem::take(running) {
         let _ = r.cmds.send(Box::new(PeerCmd::Stop(cease::ADMINISTRATIVE_SHUTDOWN, Some(message.clone())))).await;
@@ -112,7 +119,7 @@ pub async fn decommission(
     rib.send(RibCmd::Node(Box::new(node.clone())));
     rib.send(RibCmd::GracefulShutdown(false));
     tokio::time::sleep(CLOSE_TIME).await;
-    if let Some(k) = kernel {
+    if let Some(k) = &tasks.kernel {
         let (tx, rx) = oneshot::channel();
         k.send(KernelCmd::Flush(tx));
         if tokio::time::timeout(Duration::from_secs(10), rx).await.is_err() {

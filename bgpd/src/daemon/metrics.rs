@@ -5,7 +5,7 @@
 //! DaemonSet rolling update moves to the next node only once this one has
 //! its routes back).
 
-use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::warn;
@@ -37,6 +37,19 @@ pub fn render(shared: &Shared) -> String {
     let rib_per_path = gauge("bgpd_rib_bytes_per_path", "RIB bytes per path", &[]);
     let groups = gauge("bgpd_update_groups", "Update groups (peers sharing one encoded stream)", &[]);
     let err = gauge("bgpd_peer_last_error", "Last NOTIFICATION code*256+subcode (0: none)", &["peer"]);
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric names and labels are constants");
+        reg.register(Box::new(c.clone())).expect("each metric is registered once");
+        c
+    };
+    let bfd_state =
+        gauge("bgpd_bfd_session_state", "BFD session state: 0 AdminDown, 1 Down, 2 Init, 3 Up", &["peer", "address"]);
+    let bfd_detect = gauge("bgpd_bfd_detection_time_milliseconds", "BFD detection time, milliseconds", &["peer"]);
+    let bfd_flaps = counter("bgpd_bfd_flaps_total", "Times the BFD session left Up", &["peer"]);
+    let bfd_rx = counter("bgpd_bfd_packets_received_total", "BFD control packets accepted", &["peer"]);
+    let bfd_tx = counter("bgpd_bfd_packets_sent_total", "BFD control packets sent", &["peer"]);
+    let bfd_discarded =
+        counter("bgpd_bfd_packets_discarded_total", "BFD control packets discarded, by why", &["reason"]);
     let cfg_ok = gauge(
         "bgpd_datastore_ok",
         "1 while the datastore is reachable (0 before the first read and during outages)",
@@ -63,10 +76,26 @@ pub fn render(shared: &Shared) -> String {
         routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
         err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
     }
-    let (ok, rib) = {
+    let (ok, rib, bfd) = {
         let s = shared.lock();
-        (s.datastore_ok, s.rib)
+        (s.datastore_ok, s.rib, s.bfd.clone())
     };
+    for b in bfd.sessions.values() {
+        let code = match b.state.as_str() {
+            "AdminDown" => 0,
+            "Down" => 1,
+            "Init" => 2,
+            _ => 3,
+        };
+        bfd_state.with_label_values(&[&b.peer, &b.address.to_string()]).set(code);
+        bfd_detect.with_label_values(&[&b.peer]).set(b.detection_time_ms as i64);
+        bfd_flaps.with_label_values(&[&b.peer]).inc_by(b.flaps);
+        bfd_rx.with_label_values(&[&b.peer]).inc_by(b.received);
+        bfd_tx.with_label_values(&[&b.peer]).inc_by(b.sent);
+    }
+    for (why, n) in &bfd.discarded {
+        bfd_discarded.with_label_values(&[why]).inc_by(*n);
+    }
     cfg_ok.with_label_values::<&str>(&[]).set(i64::from(ok));
     rib_prefixes.with_label_values(&["ipv4"]).set(rib.prefixes[0] as i64);
     rib_prefixes.with_label_values(&["ipv6"]).set(rib.prefixes[1] as i64);

@@ -5,6 +5,7 @@
 //! are reset. SIGTERM is a restart, taking the node out is a decommission
 //! ([`lifecycle`]).
 
+mod bfd;
 mod control;
 mod kernel;
 mod lifecycle;
@@ -57,6 +58,13 @@ pub struct RunOptions {
     /// (when the Node leaves the datastore, or `bgpd stop --withdraw`
     /// without `--drain`).
     pub drain: Duration,
+}
+
+/// The daemon's tasks, as the main loop and its lifecycle steps reach them.
+struct Tasks {
+    rib: rib::RibHandle,
+    kernel: Option<kernel::KernelHandle>,
+    bfd: bfd::BfdHandle,
 }
 
 struct Running {
@@ -271,6 +279,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     kernel::send_encap(kernel_handle.as_ref(), last_model.as_ref(), &opts.node);
     let rib = rib::spawn(&node, node.restart.restarting, shared.clone(), kernel);
     rib.send(rib::RibCmd::Node(Box::new(node.clone())));
+    let (bfd_notices_tx, mut bfd_notices) = mpsc::unbounded_channel();
+    let tasks = Tasks {
+        rib: rib.clone(),
+        kernel: kernel_handle.clone(),
+        bfd: bfd::spawn(shared.clone(), bfd_notices_tx).context("starting the BFD task")?,
+    };
     let (life_tx, mut life_rx) = mpsc::unbounded_channel();
     {
         let mut s = shared.lock();
@@ -333,6 +347,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     for p in peers {
         running.insert(p.name.clone(), spawn_peer(&node, p, &shared, &rib));
     }
+    set_bfd(&tasks, &node, &running);
+    let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut phase = lifecycle::Phase::Running;
@@ -361,6 +377,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 shared.lock().heartbeat = Some(std::time::Instant::now());
                 if !matches!(phase, lifecycle::Phase::Decommissioned) {
                     marker.touch();
+                }
+                ticks += 1;
+                // Interfaces come and go: which peers get BFD is checked again every 5 s.
+                if ticks % 10 == 0 {
+                    set_bfd(&tasks, &node, &running);
+                }
+            }
+            Some(n) = bfd_notices.recv() => {
+                if let Some(r) = running.get(&n.peer) {
+                    let _ = r.cmds.send(Box::new(PeerCmd::Bfd { up: n.up, failure: n.failure })).await;
                 }
             }
             changed = feed.changed() => {
@@ -401,6 +427,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         new_node.restart = node.restart;
                         let t = std::time::Instant::now();
                         apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
+                        set_bfd(&tasks, &node, &running);
                         tracing::debug!(apply_us = t.elapsed().as_micros() as u64, "datastore change applied");
                         kernel::send_encap(kernel_handle.as_ref(), last_model.as_ref(), &opts.node);
                     }
@@ -425,7 +452,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         }
                         _ => lifecycle::Phase::Draining { until: tokio::time::Instant::now(), why, exit: true, replies: vec![reply] },
                     };
-                    finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await;
+                    finish_drain(&mut phase, &mut running, &mut node, &tasks, &marker, &shared).await;
                     return stopped(&opts).await;
                 }
                 control::LifecycleCmd::Stop { how: StopHow::Withdraw, drain, reply } => match &mut phase {
@@ -447,7 +474,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 },
             },
             _ = async { match drain_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                if let Some(exit) = finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await {
+                if let Some(exit) = finish_drain(&mut phase, &mut running, &mut node, &tasks, &marker, &shared).await {
                     if exit {
                         return stopped(&opts).await;
                     }
@@ -458,7 +485,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = async { tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} } } => {
                 if let lifecycle::Phase::Draining { .. } = phase {
                     info!("signal during the decommission: the sessions close now");
-                    finish_drain(&mut phase, &mut running, &mut node, &rib, kernel_handle.as_ref(), &marker, &shared).await;
+                    finish_drain(&mut phase, &mut running, &mut node, &tasks, &marker, &shared).await;
                 }
                 if !matches!(phase, lifecycle::Phase::Running) {
                     return stopped(&opts).await;
@@ -467,7 +494,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
-    lifecycle::stop_for_restart(&running, &rib, kernel_handle.as_ref(), &mut marker).await;
+    lifecycle::stop_for_restart(&running, &tasks, &mut marker).await;
     if let Some(r) = restart_reply {
         let _ = r.send(serde_json::json!({ "stopped": "stopped for a restart: peers keep this node's routes as graceful restart helpers" }));
     }
@@ -480,8 +507,7 @@ async fn finish_drain(
     phase: &mut lifecycle::Phase,
     running: &mut BTreeMap<String, Running>,
     node: &mut NodeSpec,
-    rib: &rib::RibHandle,
-    kernel: Option<&kernel::KernelHandle>,
+    tasks: &Tasks,
     marker: &marker::Marker,
     shared: &Shared,
 ) -> Option<bool> {
@@ -490,7 +516,7 @@ async fn finish_drain(
     else {
         return None;
     };
-    lifecycle::decommission(running, node, rib, kernel, marker, &why).await;
+    lifecycle::decommission(running, node, tasks, marker, &why).await;
     shared.lock().lifecycle = status::Lifecycle::Decommissioned { why: why.clone() };
     for r in replies {
         let _ = r.send(serde_json::json!({ "stopped": format!("decommissioned ({why}): sessions closed with Cease, kernel routes removed") }));
@@ -499,6 +525,11 @@ async fn finish_drain(
         info!("decommissioned ({why}); waiting for the Node to come back");
     }
     Some(exit)
+}
+
+/// Tells the BFD task which sessions the running peers need.
+fn set_bfd(tasks: &Tasks, node: &NodeSpec, running: &BTreeMap<String, Running>) {
+    tasks.bfd.send(bfd::BfdCmd::Set(bfd::sessions_for(node, running.values().map(|r| &r.spec))));
 }
 
 /// The last words of a stopping daemon: the answers to `bgpd stop` get

@@ -35,6 +35,14 @@ pub enum PeerCmd {
     /// graceful restart helper (no NOTIFICATION, or with the N bit an
     /// Administrative Reset); end the task.
     Restart,
+    /// The BFD session with the peer came up, or went down (`failure`: by a
+    /// failure of the path, not because the remote said AdminDown).
+    Bfd {
+        /// Up.
+        up: bool,
+        /// Down by a failure.
+        failure: bool,
+    },
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
@@ -171,6 +179,9 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
     };
     let key = register(&shared, &peer);
     let mut restart_at: Option<tokio::time::Instant> = None;
+    // RFC 5882 §4.2: BFD saw the path fail: the session is down and stays
+    // down until BFD is up again.
+    let mut bfd_hold = false;
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
     // RFC 4271 §6.8: while OPENs are pending, a second connection (the one
@@ -252,8 +263,10 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
         tokio::select! {
             _ = async { match restart_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 restart_at = None;
-                info!(peer = %peer.name, "starting again after the max-prefix teardown");
-                session.handle_manual_start(Instant::now());
+                if !bfd_hold {
+                    info!(peer = %peer.name, "starting again after the max-prefix teardown");
+                    session.handle_manual_start(Instant::now());
+                }
             }
             out = from_rib.recv() => match out {
                 Some(RibOut::Send(messages)) => {
@@ -342,6 +355,26 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     let _ = flush(&mut session, conn.as_mut());
                     break;
                 }
+                Some(PeerCmd::Bfd { up: false, failure: true }) => {
+                    // RFC 5882 §4.2: the path failed; the session goes at
+                    // once (Cease / BFD Down, RFC 9384) and its routes with it.
+                    warn!(peer = %peer.name, "BFD down: closing the BGP session until BFD is up again");
+                    failure(&shared, &key, "BFD down: held down until BFD is up again".into());
+                    stop(&mut session, conn.as_mut(), bgpd_proto::error::code::cease::BFD_DOWN, None);
+                    if let Some(c) = conn.take() {
+                        c.linger();
+                    }
+                    connecting = None;
+                    second = None;
+                    bfd_hold = true;
+                }
+                Some(PeerCmd::Bfd { up: true, .. }) => {
+                    if std::mem::take(&mut bfd_hold) {
+                        info!(peer = %peer.name, "BFD up: starting the BGP session again");
+                        session.handle_manual_start(Instant::now());
+                    }
+                }
+                Some(PeerCmd::Bfd { .. }) => {}
                 None => {
                     stop(&mut session, conn.as_mut(), bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
                     break;
@@ -556,6 +589,7 @@ fn register(shared: &Shared, peer: &PeerSpec) -> String {
         capabilities: Vec::new(),
         peer_id: None,
         peer_hostname: None,
+        bfd: None,
     };
     shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None });
     key
@@ -664,6 +698,7 @@ mod tests {
             restart_time: Some(120),
             long_lived_stale_time: Some(3600),
             graceful_notification: false,
+            bfd: Default::default(),
             add_path: (false, true),
             routing: Default::default(),
         }
@@ -686,6 +721,7 @@ mod tests {
             exportable: vec![],
             statics: vec![],
             restart: Default::default(),
+            bfd_interfaces: Vec::new(),
         };
         let c = session_config(&node, &spec());
         assert_eq!((c.local_as, c.peer_as, c.hold_time), (64512, 65010, 90));

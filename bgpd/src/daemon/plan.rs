@@ -86,6 +86,12 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         exportable,
         statics: Vec::new(),
         restart: Default::default(),
+        bfd_interfaces: model
+            .bfd_configurations
+            .values()
+            .filter(|c| c.node_selector.matches(&node.labels))
+            .flat_map(|c| c.interfaces.iter().cloned())
+            .collect(),
     };
 
     let source_for = |peer: IpAddr, mode: SourceAddress| match (mode, peer) {
@@ -155,6 +161,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
             long_lived_stale_time: p.long_lived_stale_time,
             graceful_notification: p.graceful_notification,
+            bfd: p.bfd,
             add_path: (p.add_path.receive, p.add_path.send),
             routing: routing.clone(),
         };
@@ -210,6 +217,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                 restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
                 long_lived_stale_time: cfg.node_mesh_long_lived_stale_time,
                 graceful_notification: false,
+                bfd: Default::default(),
                 add_path: (false, false),
                 routing: RoutingSpec::default(),
             });
@@ -313,5 +321,23 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
     fn unknown_node_is_an_error_naming_it() {
         let e = plan_of(NODES, "n9").unwrap_err();
         assert!(e.to_string().contains("n9"));
+    }
+
+    #[test]
+    fn bfd_configurations_select_nodes_and_the_annotation_stays_out_of_the_session() {
+        let yaml = format!(
+            "{NODES}---\napiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata: {{name: b-racks}}\n\
+             spec: {{nodeSelector: \"rack == 'r1'\", interfaces: [{{matchPattern: eth*, multiplier: 3}}]}}\n\
+             ---\napiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata: {{name: a-all}}\n\
+             spec: {{interfaces: [{{matchPattern: '*'}}]}}\n"
+        );
+        let (n1, p1) = plan_of(&yaml, "n1").unwrap();
+        let (n2, _) = plan_of(&yaml, "n2").unwrap();
+        let patterns = |n: &NodeSpec| n.bfd_interfaces.iter().map(|i| i.match_pattern.clone()).collect::<Vec<_>>();
+        assert_eq!(patterns(&n1), ["*", "eth*"], "every selecting configuration, in name order");
+        assert_eq!(patterns(&n2), ["*"]);
+        let mut off = p1[0].clone();
+        off.bfd = crate::datastore::BfdMode::Off;
+        assert!(off.same_session(&p1[0]), "turning BFD on or off does not reset the BGP session");
     }
 }

@@ -40,6 +40,10 @@ pub struct PeerSpec {
     pub long_lived_stale_time: Option<u32>,
     /// Offer the N bit (RFC 8538; annotation `bgpd.io/graceful-notification`).
     pub graceful_notification: bool,
+    /// BFD with this peer (annotation `bgpd.io/bfd`; resolved against the
+    /// node's BFDConfiguration interfaces by the BFD task). A change does not
+    /// reset the BGP session.
+    pub bfd: crate::datastore::BfdMode,
     /// ADD-PATH for IPv4/IPv6 unicast: (receive, send).
     pub add_path: (bool, bool),
     /// How routes are handled: changes here never reset the session.
@@ -49,7 +53,7 @@ pub struct PeerSpec {
 impl PeerSpec {
     /// Whether `other` needs no new session (only routing differs, if anything).
     pub fn same_session(&self, other: &PeerSpec) -> bool {
-        let strip = |p: &PeerSpec| PeerSpec { routing: RoutingSpec::default(), ..p.clone() };
+        let strip = |p: &PeerSpec| PeerSpec { routing: RoutingSpec::default(), bfd: Default::default(), ..p.clone() };
         strip(self) == strip(other)
     }
 }
@@ -111,4 +115,8 @@ pub struct NodeSpec {
     /// What this start says about the run before it (graceful restart: R
     /// bit, F bits, selection deferral).
     pub restart: super::marker::Restart,
+    /// The BFD timers per interface pattern of the BFDConfigurations that
+    /// select this node, in their order (the first pattern that matches a
+    /// peer's interface wins).
+    pub bfd_interfaces: Vec<crate::datastore::BfdInterface>,
 }

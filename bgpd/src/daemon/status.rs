@@ -80,6 +80,8 @@ pub struct PeerView {
     pub peer_id: Option<String>,
     /// The peer's host name (FQDN capability).
     pub peer_hostname: Option<String>,
+    /// The BFD session's state, when the peer runs BFD.
+    pub bfd: Option<String>,
 }
 
 /// Per-peer live data.
@@ -120,6 +122,8 @@ pub struct Status {
     pub deferral: Option<Deferral>,
     /// Decommissioning or decommissioned (`show peers`, `/readyz`).
     pub lifecycle: Lifecycle,
+    /// The BFD sessions (`show bfd`, metrics, `show peers`).
+    pub bfd: super::bfd::BfdView,
     /// The main loop, for `bgpd stop`.
     pub lifecycle_tx: Option<tokio::sync::mpsc::UnboundedSender<super::control::LifecycleCmd>>,
 }
@@ -180,6 +184,7 @@ impl Shared {
                 let mut v = p.view.clone();
                 v.uptime_secs = p.established_at.map_or(0, |t| t.elapsed().as_secs());
                 v.routes_received = s.routes_received.get(&v.name).copied().unwrap_or(0);
+                v.bfd = s.bfd.sessions.get(&v.name).map(|b| b.state.clone());
                 v
             })
             .collect()

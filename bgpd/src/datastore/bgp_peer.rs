@@ -61,6 +61,24 @@ pub struct BgpPeer {
     /// (RFC 8538): NOTIFICATIONs other than Hard Reset keep graceful restart
     /// in force (Hold Timer Expired included). Default false.
     pub graceful_notification: bool,
+    /// Annotation `bgpd.io/bfd`: BFD with this peer.
+    pub bfd: BfdMode,
+}
+
+/// Whether a BGP peer runs BFD (BGPPeer annotation `bgpd.io/bfd`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BfdMode {
+    /// No annotation: single-hop BFD when a BFDConfiguration selects the node
+    /// and an interface pattern matches the interface the peer is on.
+    #[default]
+    Auto,
+    /// `"true"`: single-hop BFD, with the BFDConfiguration's timers when one
+    /// matches, else bgpd's defaults.
+    On,
+    /// `"false"`: no BFD.
+    Off,
+    /// `"multihop"`: multihop BFD (RFC 5883), for a peer not on a connected network.
+    Multihop,
 }
 
 /// The long-lived stale time bgpd advertises by default (RFC 9494), as
@@ -77,6 +95,7 @@ struct Annotations {
     keep_received: bool,
     long_lived_stale_time: Option<u32>,
     graceful_notification: bool,
+    bfd: BfdMode,
 }
 
 /// Reads `bgpd.io/long-lived-stale-time` (seconds, 0 to 2^24 − 1) from annotations `a`.
@@ -119,6 +138,7 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
             keep_received: false,
             long_lived_stale_time: Some(DEFAULT_LONG_LIVED_STALE_TIME),
             graceful_notification: false,
+            bfd: BfdMode::Auto,
         };
     };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
@@ -179,7 +199,18 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
             false
         }
     };
+    let bfd = match a.get("bgpd.io/bfd").map(String::as_str) {
+        None => BfdMode::Auto,
+        Some("true") => BfdMode::On,
+        Some("false") => BfdMode::Off,
+        Some("multihop") => BfdMode::Multihop,
+        Some(other) => {
+            f.error(path("bgpd.io/bfd"), format!("{other:?} is not true, false or multihop"));
+            BfdMode::Auto
+        }
+    };
     Annotations {
+        bfd,
         max_prefix: limit.map(|l| (l, teardown)),
         add_path,
         add_path_send_count: count,
@@ -306,6 +337,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         keep_received,
         long_lived_stale_time,
         graceful_notification,
+        bfd,
     } = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
     f.errors.is_empty().then(|| BgpPeer {
@@ -329,6 +361,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         keep_received,
         long_lived_stale_time,
         graceful_notification,
+        bfd,
     })
 }
 

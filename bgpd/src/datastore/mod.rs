@@ -12,6 +12,7 @@
 //!
 //! Field names and defaults are Calico's; `docs/configuration.md` is the reference.
 
+mod bfd_configuration;
 mod bgp_configuration;
 mod bgp_filter;
 mod bgp_peer;
@@ -37,11 +38,12 @@ use ipam::Selector;
 // The module's API: the daemon, the peering plan and `bgpd show config` use these;
 // in a binary crate, re-exports not used yet would warn.
 #[allow(unused_imports)]
-pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdvertisement};
+pub use bfd_configuration::{BfdConfiguration, BfdInterface};
 #[allow(unused_imports)]
+pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdvertisement};
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
-pub use bgp_peer::{AddPathConfig, BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
+pub use bgp_peer::{AddPathConfig, BfdMode, BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 #[allow(unused_imports)]
 pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
 #[allow(unused_imports)]
@@ -86,6 +88,8 @@ pub struct Model {
     pub services: BTreeMap<String, Service>,
     /// EndpointSlices by `namespace/name`.
     pub endpoint_slices: BTreeMap<String, EndpointSlice>,
+    /// BFDConfigurations by name.
+    pub bfd_configurations: BTreeMap<String, BfdConfiguration>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -348,6 +352,7 @@ enum Kind {
     IpPool,
     Service,
     EndpointSlice,
+    BfdConfiguration,
 }
 
 impl Kind {
@@ -363,6 +368,7 @@ impl Kind {
             Kind::IpPool => "IPPool",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::BfdConfiguration => "BFDConfiguration",
         }
     }
 
@@ -391,6 +397,7 @@ enum Typed {
     Service(Service),
     EndpointSlice(EndpointSlice),
     BgpConfiguration(BgpConfiguration),
+    BfdConfiguration(BfdConfiguration),
 }
 
 /// What validating one object found, before it joins the model.
@@ -461,6 +468,7 @@ fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
         }
         Kind::BgpPeer => bgp_peer::parse(name, &root, secrets, &mut f).map(Typed::BgpPeer),
         Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(Typed::BgpFilter),
+        Kind::BfdConfiguration => bfd_configuration::parse(name, &root, &mut f).map(Typed::BfdConfiguration),
         Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(Typed::IpamBlock),
         Kind::IpamHandle => ipam_handle::parse(name, &root, &mut f).map(Typed::IpamHandle),
         Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(Typed::IpPool),
@@ -501,6 +509,7 @@ fn classify(o: &RawObject) -> Option<Kind> {
         (CALICO_V3 | CALICO_CRD, "BGPConfiguration") => Some(Kind::BgpConfiguration),
         (CALICO_V3 | CALICO_CRD, "BGPPeer") => Some(Kind::BgpPeer),
         (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(Kind::BgpFilter),
+        (CALICO_V3 | CALICO_CRD, "BFDConfiguration") => Some(Kind::BfdConfiguration),
         ("v1", "Secret") => Some(Kind::Secret),
         (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
         (CALICO_CRD, "IPAMHandle") => Some(Kind::IpamHandle),
@@ -547,7 +556,8 @@ impl Builder {
     fn ignored(&mut self, o: &RawObject, location: &Location) {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
-            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPAMHandle" | "IPPool" | "EndpointSlice" => {
+            "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPAMHandle" | "IPPool" | "EndpointSlice"
+            | "BFDConfiguration" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
                 return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, location);
@@ -598,6 +608,9 @@ impl Builder {
                 self.model.endpoint_slices.insert(key, s);
             }
             Some(Typed::BgpConfiguration(x)) => self.model.bgp_configuration = x,
+            Some(Typed::BfdConfiguration(x)) => {
+                self.model.bfd_configurations.insert(key, x);
+            }
         }
         if let (Some(key), true, true) = (c.key, accepted, f.errors.is_empty()) {
             if let Some(previous) = self.seen.insert(key, location.clone()) {

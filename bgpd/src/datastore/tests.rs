@@ -250,6 +250,110 @@ fn invalid_peers_are_reported_and_skipped() {
     }
 }
 
+const BFD_HEAD: &str = "apiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata: {name: bfd}\n";
+
+#[test]
+fn bfd_configuration_defaults_are_calico_enterprise_s() {
+    let text = format!(
+        "{BFD_HEAD}spec:\n  nodeSelector: has(rack)\n  interfaces:\n  - matchPattern: eth*\n    \
+         minimumRecvInterval: 300ms\n    minimumSendInterval: 300ms\n    idleSendInterval: 1s\n    multiplier: 3\n  \
+         - matchPattern: '*'\n"
+    );
+    let (model, problems) = parse(&text);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let bfd = &model.bfd_configurations["bfd"];
+    let [eth, any] = &bfd.interfaces[..] else { panic!("two interfaces: {bfd:?}") };
+    assert_eq!(
+        (eth.minimum_recv_interval, eth.minimum_send_interval, eth.idle_send_interval, eth.multiplier),
+        (Duration::from_millis(300), Duration::from_millis(300), Duration::from_secs(1), 3)
+    );
+    assert_eq!(
+        (any.minimum_recv_interval, any.minimum_send_interval, any.idle_send_interval, any.multiplier),
+        (Duration::from_millis(10), Duration::from_millis(100), Duration::from_secs(60), 5),
+        "Calico Enterprise's defaults"
+    );
+    assert!(eth.matches(Some("eth1")) && !eth.matches(Some("ens3")) && !eth.matches(None));
+    assert!(any.matches(Some("ens3")) && any.matches(None));
+    let exact = BfdInterface { match_pattern: "bond0".into(), ..eth.clone() };
+    assert!(exact.matches(Some("bond0")) && !exact.matches(Some("bond0.100")));
+    // The selector is Calico's.
+    let rack: BTreeMap<String, String> = [("rack".to_string(), "a".to_string())].into();
+    assert!(bfd.node_selector.matches(&rack) && !bfd.node_selector.matches(&BTreeMap::new()));
+}
+
+/// Each invalid BFDConfiguration is reported with this exact message and dropped.
+#[test]
+fn invalid_bfd_configurations_are_reported_and_skipped() {
+    let cases: &[(&str, &str)] = &[
+        ("spec: {interfaces: [{minimumRecvInterval: 10ms}]}", "spec.interfaces[0].matchPattern: missing"),
+        (
+            "spec: {interfaces: [{matchPattern: 'e*h*'}]}",
+            r#"spec.interfaces[0].matchPattern: "e*h*": only a trailing "*" is supported"#,
+        ),
+        (
+            "spec: {interfaces: [{matchPattern: '*', minimumRecvInterval: 0s}]}",
+            "spec.interfaces[0].minimumRecvInterval: 0ns is not a whole number of milliseconds",
+        ),
+        (
+            "spec: {interfaces: [{matchPattern: '*', minimumSendInterval: 1500us}]}",
+            "spec.interfaces[0].minimumSendInterval: 1.5ms is not a whole number of milliseconds",
+        ),
+        (
+            "spec: {interfaces: [{matchPattern: '*', idleSendInterval: 2h}]}",
+            "spec.interfaces[0].idleSendInterval: 7200s is longer than BFD's 32-bit microsecond fields allow",
+        ),
+        (
+            "spec: {interfaces: [{matchPattern: '*', multiplier: 0}]}",
+            "spec.interfaces[0].multiplier: 0 is not a multiplier from 1 to 255",
+        ),
+        (
+            "spec: {interfaces: [{matchPattern: '*', multiplier: 300}]}",
+            "spec.interfaces[0].multiplier: 300 is not a multiplier from 1 to 255",
+        ),
+        ("spec: {nodeSelector: 'rack = a'}", r#"spec.nodeSelector: invalid selector "rack = a""#),
+        ("spec: {interfaces: '*'}", r#"spec.interfaces: expected a list, found "*""#),
+    ];
+    for (spec, expected) in cases {
+        let (model, problems) = parse(&format!("{BFD_HEAD}{spec}\n"));
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+        let want = format!("BFDConfiguration \"bfd\": {expected}");
+        assert!(errors[0].starts_with(&want), "{spec}:\n got  {}\n want {want}…", errors[0]);
+        assert!(model.bfd_configurations.is_empty(), "{spec}: invalid configuration kept");
+    }
+    // An unknown field is a warning, and the rest is read.
+    let (model, problems) = parse(&format!("{BFD_HEAD}spec: {{interfaces: [{{matchPattern: '*', echo: true}}]}}\n"));
+    assert_eq!(of(&problems, Severity::Warning).len(), 1, "{problems:#?}");
+    assert_eq!(model.bfd_configurations["bfd"].interfaces.len(), 1);
+}
+
+#[test]
+fn the_bfd_annotation_turns_bfd_on_off_or_multihop_for_one_peer() {
+    for (value, want) in [
+        (None, BfdMode::Auto),
+        (Some("true"), BfdMode::On),
+        (Some("false"), BfdMode::Off),
+        (Some("multihop"), BfdMode::Multihop),
+    ] {
+        let ann = value.map(|v| format!("annotations: {{bgpd.io/bfd: '{v}'}}, ")).unwrap_or_default();
+        let text = format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{{ann}name: p}}\nspec: {{peerIP: 10.0.0.1, asNumber: 65000}}\n"
+        );
+        let (model, problems) = parse(&text);
+        assert!(problems.is_empty(), "{value:?}: {problems:#?}");
+        assert_eq!(model.peers["p"].bfd, want, "{value:?}");
+    }
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {annotations: {bgpd.io/bfd: 'yes'}, name: p}\n\
+                spec: {peerIP: 10.0.0.1, asNumber: 65000}\n";
+    let (_, problems) = parse(text);
+    let errors = of(&problems, Severity::Error);
+    assert!(
+        errors.iter().any(|e| e.contains(r#"bgpd.io/bfd"#) && e.contains(r#""yes" is not true, false or multihop"#)),
+        "{errors:#?}"
+    );
+}
+
 #[test]
 fn all_faults_of_one_object_are_reported_together() {
     let (_, problems) = parse(&format!("{PEER_HEAD}spec: {{peerIP: nope, asNumber: 0, keepaliveTime: x}}\n"));
@@ -735,6 +839,10 @@ mod robustness {
         "value",
         "prefixAdvertisements",
         "listenPort",
+        "interfaces",
+        "matchPattern",
+        "multiplier",
+        "minimumRecvInterval",
         "labels",
         "data",
         "stringData",
@@ -760,6 +868,7 @@ mod robustness {
         let kinds = prop::sample::select(vec![
             ("projectcalico.org/v3", "BGPPeer"),
             ("projectcalico.org/v3", "BGPFilter"),
+            ("projectcalico.org/v3", "BFDConfiguration"),
             ("projectcalico.org/v3", "BGPConfiguration"),
             ("projectcalico.org/v3", "Node"),
             ("crd.projectcalico.org/v1", "IPAMBlock"),

@@ -338,6 +338,12 @@ impl Bgpd {
         v.get("routes").and_then(Value::as_array).cloned().ok_or_else(|| format!("no \"routes\" array in {v}"))
     }
 
+    /// `bgpd show bfd --json`, the `bfd` object (sessions by peer name, discards).
+    pub fn bfd(&self) -> Result<Value, String> {
+        let v = self.show(&["bfd"])?;
+        v.get("bfd").cloned().ok_or_else(|| format!("no \"bfd\" object in {v}"))
+    }
+
     /// `bgpd show peers --json` whole: the peers, the RIB line, the
     /// selection deferral (`deferral`, null when none) and the lifecycle.
     pub fn peers_view(&self) -> Result<Value, String> {

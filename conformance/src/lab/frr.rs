@@ -102,6 +102,17 @@ impl Frr {
     /// Like [`Frr::start`], with a `bgpd.conf` the caller rendered (e.g.
     /// [`Config::render`] with lines edited in).
     pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<Frr> {
+        Frr::start_daemons(lab, ns, tag, text, None)
+    }
+
+    /// Like [`Frr::start_conf`], with FRR's BFD daemon (`bfdd`) on `bfdd`,
+    /// its configuration (`bfd` / `peer …` blocks); bgpd's `neighbor X bfd`
+    /// then follows the sessions.
+    pub fn start_with_bfdd(lab: &Lab, ns: &Ns, tag: &str, text: &str, bfdd: &str) -> io::Result<Frr> {
+        Frr::start_daemons(lab, ns, tag, text, Some(bfdd))
+    }
+
+    fn start_daemons(lab: &Lab, ns: &Ns, tag: &str, text: &str, bfdd: Option<&str>) -> io::Result<Frr> {
         let dir = lab.dir().join(format!("{tag}-frr"));
         std::fs::create_dir_all(&dir)?;
         let zconf = dir.join("zebra.conf");
@@ -123,6 +134,15 @@ impl Frr {
             }
         })
         .map_err(io::Error::other)?;
+        if let Some(conf) = bfdd {
+            let fconf = dir.join("bfdd.conf");
+            std::fs::write(&fconf, conf)?;
+            super::netns::run(Command::new("chown").arg("frr:frr").arg(&fconf))?;
+            let mut f = ns.command(&format!("{FRR_DIR}/bfdd"));
+            f.arg("-f").arg(&fconf).arg("-i").arg(dir.join("bfdd.pid")).arg("-z").arg(&zapi);
+            f.arg("--vty_socket").arg(&dir).args(["-P", "0"]);
+            lab.spawn(&format!("{tag}-bfdd"), f)?;
+        }
         let mut b = ns.command(&format!("{FRR_DIR}/bgpd"));
         b.arg("-S").arg("-f").arg(&bconf).arg("-i").arg(dir.join("bgpd.pid")).arg("-z").arg(&zapi);
         b.arg("--vty_socket").arg(&dir).args(["-P", "0"]);
@@ -147,6 +167,12 @@ impl Frr {
         } else {
             Err(format!("vtysh {cmds:?}: {text}{}", String::from_utf8_lossy(&out.stderr)))
         }
+    }
+
+    /// `show bfd peer ADDR json` (bfdd's view of the BFD session with `addr`).
+    pub fn bfd_peer(&self, addr: &str) -> Result<Value, String> {
+        let out = self.vtysh(&[&format!("show bfd peer {addr} json")])?;
+        serde_json::from_str(&out).map_err(|e| format!("vtysh output not JSON ({e}): {out}"))
     }
 
     /// `show bgp neighbors ADDR json`, the object for that neighbor.

@@ -67,7 +67,13 @@ const WATCHED: &[Watched] = &[
     Watched { group: CRD, version: "v1", kind: "BGPFilter", plural: "bgpfilters", scope: Scope::All },
     Watched { group: CRD, version: "v1", kind: "IPPool", plural: "ippools", scope: Scope::All },
     Watched { group: CRD, version: "v1", kind: "IPAMBlock", plural: "ipamblocks", scope: Scope::All },
+    // Calico Enterprise's kind: a cluster without its CRD (Calico open source) or
+    // with a ClusterRole from before bgpd read it simply has no BFD.
+    Watched { group: CRD, version: "v1", kind: "BFDConfiguration", plural: "bfdconfigurations", scope: Scope::All },
 ];
+
+/// Kinds whose absence, or a ClusterRole that does not grant them, means "none".
+const OPTIONAL: &[&str] = &["BFDConfiguration"];
 
 impl Watched {
     fn api_version(&self) -> String {
@@ -204,11 +210,17 @@ impl KindState {
 
     fn error(&mut self, w: &Watched, e: &watcher::Error) -> bool {
         if let watcher::Error::InitialListFailed(kube::Error::Api(resp)) = e {
-            if resp.code == 404 && !w.group.is_empty() {
-                // The CRD is not installed: nothing of this kind exists.
+            let forbidden = resp.code == 403 && OPTIONAL.contains(&w.kind);
+            if (resp.code == 404 && !w.group.is_empty()) || forbidden {
+                // The CRD is not installed (or, for an optional kind, not granted):
+                // nothing of this kind exists.
                 let was_empty = self.objects.as_ref().is_some_and(BTreeMap::is_empty);
                 self.objects = Some(BTreeMap::new());
-                self.note = Some(format!("{}/{} is not installed; none read", w.plural, w.group));
+                self.note = Some(if forbidden {
+                    format!("{}/{} is not granted to bgpd's ClusterRole; none read", w.plural, w.group)
+                } else {
+                    format!("{}/{} is not installed; none read", w.plural, w.group)
+                });
                 self.error = None;
                 return !was_empty;
             }

@@ -15,6 +15,7 @@ const BGP_PEER: &str = include_str!("fixtures/bgppeer.json");
 const BGP_CONFIGURATION: &str = include_str!("fixtures/bgpconfiguration.json");
 const SECRET: &str = include_str!("fixtures/secret.json");
 const IPAM_BLOCK: &str = include_str!("fixtures/ipamblock.json");
+const BFD_CONFIGURATION: &str = include_str!("fixtures/bfdconfiguration.json");
 
 fn watched(plural: &str) -> &'static Watched {
     WATCHED.iter().find(|w| w.plural == plural).expect("a watched kind")
@@ -89,6 +90,19 @@ fn crd_objects_and_a_secret_list_item_make_the_model() {
 }
 
 #[test]
+fn a_bfd_configuration_crd_object_selects_nodes_and_timers() {
+    let (model, problems) = load(&[("bfdconfigurations", BFD_CONFIGURATION)]);
+    assert!(errors(&problems).is_empty(), "{:?}", errors(&problems));
+    let bfd = &model.bfd_configurations["tor-links"];
+    assert_eq!(bfd.interfaces.len(), 1);
+    let eth = &bfd.interfaces[0];
+    assert!(eth.matches(Some("eth0")) && !eth.matches(Some("vxlan.calico")));
+    assert_eq!(eth.minimum_recv_interval, std::time::Duration::from_millis(300));
+    assert_eq!(eth.idle_send_interval, std::time::Duration::from_secs(1));
+    assert_eq!(eth.multiplier, 3);
+}
+
+#[test]
 fn bookkeeping_metadata_is_dropped_and_kind_filled_in() {
     let (key, v) = convert(watched("secrets"), &json(SECRET)).unwrap();
     assert_eq!(key, "kubernetes:secrets/calico-system/bgp-secrets");
@@ -156,6 +170,15 @@ fn a_missing_crd_is_an_empty_kind_and_other_errors_make_the_datastore_unreachabl
     // The watcher delivering again clears the error.
     k.event(filters, Event::Init);
     assert!(k.error.is_none());
+
+    // BFDConfiguration is Calico Enterprise's: absent or not granted, there is no BFD.
+    let bfd = watched("bfdconfigurations");
+    for code in [404, 403] {
+        let mut k = KindState::default();
+        assert!(k.error(bfd, &api_error(code)), "{code}");
+        assert!(k.error.is_none() && k.objects.as_ref().is_some_and(BTreeMap::is_empty), "{code}");
+        assert!(k.note.as_deref().is_some_and(|n| n.contains("bfdconfigurations")), "{:?}", k.note);
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,605 @@
+//! The BFD task: this node's BFD sessions (RFC 5880; the state machine is
+//! `bgpd_proto::bfd`, sans-IO) on their sockets, one session per BGP peer
+//! that runs BFD. Single-hop (RFC 5881): UDP port 3784, sent with TTL 255 and
+//! accepted only with TTL 255, from a source port in 49152-65535 of its own per
+//! session. Multihop (RFC 5883): UDP port 4784. IPv4 and IPv6.
+//!
+//! It runs on a thread of its own with its own runtime, so that a BFD packet
+//! never waits behind a full-table UPDATE burst of the RIB or a peer task.
+//! The daemon gives it the whole set of sessions wanted ([`BfdCmd::Set`],
+//! diffed here) and hears back when a session comes up or fails
+//! ([`BfdNotice`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use bgpd_proto::bfd::{BfdConfig, BfdEvent, BfdSession, ControlPacket, Discard, State};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::spec::{NodeSpec, PeerSpec};
+use super::status::Shared;
+use crate::datastore::{BfdInterface, BfdMode};
+
+/// The single-hop BFD port (RFC 5881 §4).
+pub const SINGLE_HOP_PORT: u16 = 3784;
+/// The multihop BFD port (RFC 5883 §5).
+pub const MULTIHOP_PORT: u16 = 4784;
+
+/// One BFD session the daemon wants: with the BGP peer `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdPeer {
+    /// The BGP peer's name.
+    pub name: String,
+    /// Its address.
+    pub addr: IpAddr,
+    /// The BGP session's source address, which BFD sends from too (the
+    /// remote matches a session by it); the routed source when not set.
+    pub local: Option<IpAddr>,
+    /// Multihop (RFC 5883) rather than single-hop.
+    pub multihop: bool,
+    /// Timers.
+    pub config: BfdConfig,
+    /// The interface the peer is on, when known (for `show bfd`).
+    pub interface: Option<String>,
+}
+
+/// What the BFD task is told.
+#[derive(Debug)]
+pub enum BfdCmd {
+    /// The sessions wanted now (all of them: the others go).
+    Set(Vec<BfdPeer>),
+    /// bgpd stops (a restart or a decommission): every session tells its
+    /// remote it is AdminDown, which RFC 5882 §3.2 says is not a failure, so
+    /// the remote's BGP keeps the session's graceful restart; answered once sent.
+    AdminDownAll(oneshot::Sender<()>),
+}
+
+/// A BFD session came up or failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdNotice {
+    /// The BGP peer.
+    pub peer: String,
+    /// Up, or down.
+    pub up: bool,
+    /// Down by a failure of the path (detection time, or the remote saw it
+    /// fail), not because the remote said AdminDown (RFC 5882 §3.2).
+    pub failure: bool,
+    /// Why, for the log.
+    pub diag: String,
+}
+
+/// Sends to the BFD task.
+#[derive(Clone, Debug)]
+pub struct BfdHandle(mpsc::UnboundedSender<BfdCmd>);
+
+impl BfdHandle {
+    /// Sends a command (the task lives as long as the daemon).
+    pub fn send(&self, cmd: BfdCmd) {
+        let _ = self.0.send(cmd);
+    }
+}
+
+/// `show bfd`: one session.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BfdStatus {
+    /// The BGP peer.
+    pub peer: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// `single-hop` or `multihop`.
+    pub kind: &'static str,
+    /// The interface it is on, when known.
+    pub interface: Option<String>,
+    /// The session's state.
+    pub state: String,
+    /// The remote's state.
+    pub remote_state: String,
+    /// Local discriminator.
+    pub local_discr: u32,
+    /// Remote discriminator (0: not known).
+    pub remote_discr: u32,
+    /// The negotiated transmit interval, ms.
+    pub tx_interval_ms: u64,
+    /// The negotiated receive interval, ms.
+    pub rx_interval_ms: u64,
+    /// The detection time, ms.
+    pub detection_time_ms: u64,
+    /// The multiplier this side sends.
+    pub multiplier: u8,
+    /// Since when Up (Unix seconds).
+    pub up_since: Option<u64>,
+    /// The last local diagnostic.
+    pub diag: String,
+    /// The remote's diagnostic.
+    pub remote_diag: String,
+    /// Times it left Up.
+    pub flaps: u64,
+    /// Packets received, sent.
+    pub received: u64,
+    /// Packets sent.
+    pub sent: u64,
+    /// A problem with its sockets, if any.
+    pub error: Option<String>,
+}
+
+/// `show bfd`: every session and the packets discarded before reaching one.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BfdView {
+    /// Sessions by peer name.
+    pub sessions: BTreeMap<String, BfdStatus>,
+    /// Packets discarded, by why (RFC 5880 §6.8.6, RFC 5881 §5).
+    pub discarded: BTreeMap<String, u64>,
+    /// Listening sockets that could not be opened.
+    pub errors: Vec<String>,
+}
+
+/// The sessions `node` runs for `peers`: each peer whose `bgpd.io/bfd`
+/// asks for BFD, or (no annotation) whose interface a BFDConfiguration
+/// pattern of the node matches, with that pattern's timers.
+pub fn sessions_for<'a>(node: &NodeSpec, peers: impl Iterator<Item = &'a PeerSpec>) -> Vec<BfdPeer> {
+    sessions_on(node, peers, &connected_networks())
+}
+
+/// [`sessions_for`] with the host's connected networks given: (interface, network).
+fn sessions_on<'a>(
+    node: &NodeSpec,
+    peers: impl Iterator<Item = &'a PeerSpec>,
+    networks: &[(String, ipnet::IpNet)],
+) -> Vec<BfdPeer> {
+    let mut out = Vec::new();
+    for p in peers {
+        let addr = p.addr.ip();
+        // The interface the peer is reached through: the longest connected network holding it.
+        let interface = networks
+            .iter()
+            .filter(|(_, net)| net.contains(&addr))
+            .max_by_key(|(_, net)| net.prefix_len())
+            .map(|(name, _)| name.clone());
+        let matched = BfdInterface::best(&node.bfd_interfaces, interface.as_deref());
+        let (multihop, config) = match (p.bfd, matched) {
+            (BfdMode::Off, _) => continue,
+            // Single-hop only for a peer on a connected network.
+            (BfdMode::Auto, Some(i)) if interface.is_some() => (false, config_of(i)),
+            (BfdMode::Auto, _) => continue,
+            (BfdMode::On, i) => (false, i.map_or_else(BfdConfig::default, config_of)),
+            (BfdMode::Multihop, i) => (true, i.map_or_else(BfdConfig::default, config_of)),
+        };
+        let local = p.source.filter(|l| l.is_ipv4() == addr.is_ipv4());
+        out.push(BfdPeer { name: p.name.clone(), addr, local, multihop, config, interface });
+    }
+    out
+}
+
+/// A BFDConfiguration interface's timers as a session's configuration.
+pub fn config_of(i: &BfdInterface) -> BfdConfig {
+    BfdConfig {
+        desired_min_tx: i.minimum_send_interval,
+        required_min_rx: i.minimum_recv_interval,
+        detect_mult: i.multiplier,
+        idle_tx: i.idle_send_interval.max(bgpd_proto::bfd::MIN_IDLE_TX),
+        passive: false,
+    }
+}
+
+/// The networks of this host's interfaces: (interface, network).
+fn connected_networks() -> Vec<(String, ipnet::IpNet)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut out = Vec::new();
+    for a in addrs {
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else { continue };
+        let net = match (addr.as_sockaddr_in(), mask.as_sockaddr_in(), addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            (Some(a), Some(m), _, _) => {
+                let len = u32::from(m.ip()).leading_ones() as u8;
+                ipnet::Ipv4Net::new(a.ip(), len).ok().map(|n| ipnet::IpNet::V4(n.trunc()))
+            }
+            (_, _, Some(a), Some(m)) => {
+                let len = u128::from(m.ip()).leading_ones() as u8;
+                ipnet::Ipv6Net::new(a.ip(), len).ok().map(|n| ipnet::IpNet::V6(n.trunc()))
+            }
+            _ => None,
+        };
+        if let Some(net) = net.filter(|n| n.prefix_len() > 0) {
+            out.push((a.interface_name, net));
+        }
+    }
+    out
+}
+
+/// Starts the BFD task on a thread of its own.
+pub fn spawn(shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) -> anyhow::Result<BfdHandle> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new().name("bfd".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                warn!("BFD: cannot start its runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(run(rx, shared, notices));
+    })?;
+    Ok(BfdHandle(tx))
+}
+
+/// A received datagram: its bytes, sender, TTL or hop limit, and on which port.
+struct Datagram {
+    bytes: [u8; 64],
+    len: usize,
+    from: SocketAddr,
+    ttl: Option<u8>,
+    multihop: bool,
+}
+
+struct Sess {
+    peer: BfdPeer,
+    bfd: BfdSession,
+    socket: Option<std::net::UdpSocket>,
+    error: Option<String>,
+}
+
+struct Task {
+    sessions: BTreeMap<String, Sess>,
+    by_discr: HashMap<u32, String>,
+    /// Listeners opened, by (IPv6, multihop).
+    listening: HashMap<(bool, bool), ()>,
+    packets: mpsc::UnboundedSender<Datagram>,
+    notices: mpsc::UnboundedSender<BfdNotice>,
+    discarded: BTreeMap<String, u64>,
+    errors: Vec<String>,
+}
+
+async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) {
+    let (packets_tx, mut packets) = mpsc::unbounded_channel();
+    let mut t = Task {
+        sessions: BTreeMap::new(),
+        by_discr: HashMap::new(),
+        listening: HashMap::new(),
+        packets: packets_tx,
+        notices,
+        discarded: BTreeMap::new(),
+        errors: Vec::new(),
+    };
+    let mut published = Instant::now();
+    loop {
+        let deadline = t.sessions.values().filter_map(|s| s.bfd.poll_timeout()).min();
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                None => break,
+                Some(BfdCmd::Set(peers)) => t.set(peers),
+                Some(BfdCmd::AdminDownAll(done)) => {
+                    let now = Instant::now();
+                    for s in t.sessions.values_mut() {
+                        s.bfd.set_admin_down(now, true);
+                    }
+                    t.drive(now);
+                    let _ = done.send(());
+                }
+            },
+            Some(d) = packets.recv() => t.receive(&d),
+            _ = async { match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            } } => {}
+        }
+        let changed = t.drive(Instant::now());
+        if changed || published.elapsed() >= Duration::from_millis(500) {
+            t.publish(&shared);
+            published = Instant::now();
+        }
+    }
+}
+
+impl Task {
+    /// Applies the wanted set: new sessions, changed timers (a Poll
+    /// sequence, no reset), gone sessions (AdminDown sent first).
+    fn set(&mut self, peers: Vec<BfdPeer>) {
+        let now = Instant::now();
+        let gone: Vec<String> =
+            self.sessions.keys().filter(|n| !peers.iter().any(|p| &p.name == *n)).cloned().collect();
+        for name in gone {
+            if let Some(mut s) = self.sessions.remove(&name) {
+                s.bfd.set_admin_down(now, true);
+                send_all(&mut s, now);
+                self.by_discr.remove(&s.bfd.local_discr());
+                info!(peer = %name, "BFD session removed");
+            }
+        }
+        for p in peers {
+            match self.sessions.get_mut(&p.name) {
+                Some(s) if s.peer.addr == p.addr && s.peer.multihop == p.multihop && s.peer.local == p.local => {
+                    if s.peer.config != p.config {
+                        if let Err(e) = s.bfd.set_config(now, p.config) {
+                            warn!(peer = %p.name, "BFD: invalid timers: {e}");
+                        }
+                    }
+                    s.peer = p;
+                }
+                _ => {
+                    if let Some(mut old) = self.sessions.remove(&p.name) {
+                        old.bfd.set_admin_down(now, true);
+                        send_all(&mut old, now);
+                        self.by_discr.remove(&old.bfd.local_discr());
+                    }
+                    self.listen(p.addr.is_ipv6(), p.multihop);
+                    let discr = self.new_discriminator();
+                    match BfdSession::new(p.config, discr, fastrand::u64(..), now) {
+                        Ok(bfd) => {
+                            let (socket, error) = match tx_socket(p.addr, p.local) {
+                                Ok(s) => (Some(s), None),
+                                Err(e) => (None, Some(format!("cannot open the sending socket: {e}"))),
+                            };
+                            info!(peer = %p.name, addr = %p.addr, multihop = p.multihop, "BFD session added");
+                            self.by_discr.insert(discr, p.name.clone());
+                            self.sessions.insert(p.name.clone(), Sess { peer: p, bfd, socket, error });
+                        }
+                        Err(e) => warn!(peer = %p.name, "BFD: invalid timers: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn new_discriminator(&self) -> u32 {
+        loop {
+            let d = fastrand::u32(1..);
+            if !self.by_discr.contains_key(&d) {
+                return d;
+            }
+        }
+    }
+
+    /// Opens the listener for (family, kind) once.
+    fn listen(&mut self, v6: bool, multihop: bool) {
+        if self.listening.contains_key(&(v6, multihop)) {
+            return;
+        }
+        self.listening.insert((v6, multihop), ());
+        let port = if multihop { MULTIHOP_PORT } else { SINGLE_HOP_PORT };
+        match rx_socket(v6, port) {
+            Ok(sock) => {
+                let tx = self.packets.clone();
+                tokio::spawn(read_loop(sock, multihop, tx));
+            }
+            Err(e) => {
+                let what = format!("cannot listen on UDP {port} ({}): {e}", if v6 { "IPv6" } else { "IPv4" });
+                warn!("BFD: {what}");
+                self.errors.push(what);
+            }
+        }
+    }
+
+    /// A datagram from a listener: checked, demultiplexed (RFC 5880
+    /// §6.8.6: by Your Discriminator, else by the sender's address) and given
+    /// to its session.
+    fn receive(&mut self, d: &Datagram) {
+        let now = Instant::now();
+        let outcome = ControlPacket::decode(&d.bytes[..d.len]).and_then(|p| {
+            // RFC 5881 §5: single-hop packets only with TTL 255 (GTSM).
+            if !d.multihop && d.ttl != Some(255) {
+                return Err(Discard::Ttl);
+            }
+            let from = canonical(d.from.ip());
+            let name = if p.your_discr != 0 {
+                self.by_discr.get(&p.your_discr).cloned().ok_or(Discard::UnknownDiscriminator)?
+            } else {
+                self.sessions
+                    .iter()
+                    .find(|(_, s)| s.peer.addr == from && s.peer.multihop == d.multihop)
+                    .map(|(n, _)| n.clone())
+                    .ok_or(Discard::UnknownPeer)?
+            };
+            let s = self.sessions.get_mut(&name).ok_or(Discard::UnknownPeer)?;
+            if s.peer.addr != from || s.peer.multihop != d.multihop {
+                return Err(Discard::UnknownPeer);
+            }
+            s.bfd.handle_packet(now, &p)
+        });
+        if let Err(why) = outcome {
+            debug!(from = %d.from, "BFD packet discarded: {why}");
+            *self.discarded.entry(why.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Runs timers, sends what is due and reports state changes; true when
+    /// a state changed.
+    fn drive(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for s in self.sessions.values_mut() {
+            s.bfd.handle_timeout(now);
+            send_all(s, now);
+            while let Some(BfdEvent::StateChanged { from, to, diag, remote_admin_down }) = s.bfd.poll_event() {
+                changed = true;
+                info!(peer = %s.peer.name, addr = %s.peer.addr, "BFD {from} -> {to} ({diag})");
+                let notice = match (from, to) {
+                    (_, State::Up) => {
+                        Some(BfdNotice { peer: s.peer.name.clone(), up: true, failure: false, diag: diag.to_string() })
+                    }
+                    (State::Up, State::Down) => Some(BfdNotice {
+                        peer: s.peer.name.clone(),
+                        up: false,
+                        failure: !remote_admin_down,
+                        diag: diag.to_string(),
+                    }),
+                    _ => None,
+                };
+                if let Some(n) = notice {
+                    let _ = self.notices.send(n);
+                }
+            }
+        }
+        changed
+    }
+
+    fn publish(&self, shared: &Shared) {
+        let now = Instant::now();
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|(name, s)| {
+                let v = s.bfd.view();
+                let up_since = v.up_since.map(|t| {
+                    let at = SystemTime::now() - now.saturating_duration_since(t);
+                    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+                });
+                let status = BfdStatus {
+                    peer: name.clone(),
+                    address: s.peer.addr,
+                    kind: if s.peer.multihop { "multihop" } else { "single-hop" },
+                    interface: s.peer.interface.clone(),
+                    state: v.state.to_string(),
+                    remote_state: v.remote_state.to_string(),
+                    local_discr: v.local_discr,
+                    remote_discr: v.remote_discr,
+                    tx_interval_ms: v.tx_interval.as_millis() as u64,
+                    rx_interval_ms: v.rx_interval.as_millis() as u64,
+                    detection_time_ms: v.detection_time.as_millis() as u64,
+                    multiplier: s.bfd.config().detect_mult,
+                    up_since,
+                    diag: v.diag.to_string(),
+                    remote_diag: v.remote_diag.to_string(),
+                    flaps: v.stats.flaps,
+                    received: v.stats.received,
+                    sent: v.stats.sent,
+                    error: s.error.clone(),
+                };
+                (name.clone(), status)
+            })
+            .collect();
+        shared.lock().bfd = BfdView { sessions, discarded: self.discarded.clone(), errors: self.errors.clone() };
+    }
+}
+
+/// Sends every packet the session has due; a socket that cannot take one
+/// now drops it (BFD tolerates a lost packet; the next one follows).
+fn send_all(s: &mut Sess, now: Instant) {
+    let port = if s.peer.multihop { MULTIHOP_PORT } else { SINGLE_HOP_PORT };
+    let to = SocketAddr::new(s.peer.addr, port);
+    while let Some(p) = s.bfd.poll_transmit(now) {
+        let Some(sock) = &s.socket else { continue };
+        match sock.send_to(&p.encode(), to) {
+            Ok(_) => s.error = None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => s.error = Some(format!("send to {to}: {e}")),
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A session's sending socket: its own source port in 49152-65535 (RFC
+/// 5881 §4), TTL / hop limit 255, from `local` when given.
+fn tx_socket(peer: IpAddr, local: Option<IpAddr>) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let v6 = peer.is_ipv6();
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let unspecified: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+    let any = local.unwrap_or(unspecified);
+    let start = fastrand::u16(49152..=65535);
+    let mut last = io::Error::other("no free source port in 49152-65535");
+    for i in 0..16384u16 {
+        let port = 49152 + (start - 49152 + i) % 16384;
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if v6 {
+            s.set_only_v6(true)?;
+            s.set_unicast_hops_v6(255)?;
+        } else {
+            s.set_ttl_v4(255)?;
+        }
+        match s.bind(&SocketAddr::new(any, port).into()) {
+            Ok(()) => {
+                s.set_nonblocking(true)?;
+                return Ok(s.into());
+            }
+            // The session's source address is not (or no longer) on this host:
+            // the routed source, as the BGP session would have.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && local.is_some() => return tx_socket(peer, None),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A listening socket on `port` that reports each datagram's TTL / hop limit.
+fn rx_socket(v6: bool, port: u16) -> io::Result<tokio::net::UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    let any: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+    if v6 {
+        s.set_only_v6(true)?;
+        setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
+    } else {
+        setsockopt(&s, sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?;
+    }
+    s.bind(&SocketAddr::new(any, port).into())?;
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// Reads datagrams with their TTL and hands them to the task.
+async fn read_loop(sock: tokio::net::UdpSocket, multihop: bool, tx: mpsc::UnboundedSender<Datagram>) {
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        loop {
+            match sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock)) {
+                Ok(mut d) => {
+                    d.multihop = multihop;
+                    if tx.send(d).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("BFD receive: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn recv_with_ttl(sock: &tokio::net::UdpSocket) -> io::Result<Datagram> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut bytes = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!(libc::c_int);
+    let (len, ttl, from) = {
+        let mut iov = [io::IoSliceMut::new(&mut bytes)];
+        let msg = recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+        let mut ttl = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                match c {
+                    ControlMessageOwned::Ipv4Ttl(t) => ttl = u8::try_from(t).ok(),
+                    ControlMessageOwned::Ipv6HopLimit(h) => ttl = u8::try_from(h).ok(),
+                    _ => {}
+                }
+            }
+        }
+        let from = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port())))
+        });
+        (msg.bytes, ttl, from)
+    };
+    let from = from.ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
+    Ok(Datagram { bytes, len: len.min(64), from, ttl, multihop: false })
+}
+
+#[cfg(test)]
+mod tests;

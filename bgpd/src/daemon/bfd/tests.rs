@@ -1,0 +1,246 @@
+//! Which peers run BFD with which timers, and the task's checks on what it
+//! receives (spoofed and malformed packets), without sockets.
+
+use super::*;
+use crate::daemon::plan::plan;
+use crate::datastore::{parse_sources, Source};
+
+const NODES: &str = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1, labels: {rack: r1}}\n\
+                     spec: {bgp: {ipv4Address: 10.0.0.1/24, ipv6Address: 'fd00::1/64'}}\n\
+                     ---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
+                     spec: {nodeToNodeMeshEnabled: false}\n";
+
+fn peer(name: &str, ip: &str, annotation: Option<&str>) -> String {
+    let ann = annotation.map(|a| format!("annotations: {{bgpd.io/bfd: '{a}'}}, ")).unwrap_or_default();
+    format!(
+        "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{{ann}name: {name}}}\n\
+         spec: {{peerIP: '{ip}', asNumber: 65000}}\n"
+    )
+}
+
+fn bfd_configuration(interfaces: &str) -> String {
+    format!("---\napiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata: {{name: b}}\nspec: {{interfaces: [{interfaces}]}}\n")
+}
+
+/// The sessions n1 runs, on a host whose connected networks are given.
+fn sessions(yaml: &str, networks: &[(&str, &str)]) -> Vec<BfdPeer> {
+    let (model, problems) = parse_sources(&[Source { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:?}");
+    let (node, peers) = plan(&model, "n1").unwrap();
+    let networks: Vec<(String, ipnet::IpNet)> =
+        networks.iter().map(|(i, n)| (i.to_string(), n.parse().unwrap())).collect();
+    sessions_on(&node, peers.iter(), &networks)
+}
+
+const HOST: &[(&str, &str)] = &[("eth0", "10.0.0.0/24"), ("eth0", "fd00::/64"), ("ens3", "192.168.7.0/24")];
+
+#[test]
+fn a_bfd_configuration_runs_bfd_with_the_peers_on_its_interfaces() {
+    let yaml = format!(
+        "{NODES}{}{}{}{}",
+        peer("tor", "10.0.0.254", None),
+        peer("tor6", "fd00::fe", None),
+        peer("mgmt", "192.168.7.1", None),
+        bfd_configuration(
+            "{matchPattern: eth*, minimumRecvInterval: 300ms, minimumSendInterval: 200ms, multiplier: 3}"
+        )
+    );
+    let s = sessions(&yaml, HOST);
+    let names: Vec<&str> = s.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["tor", "tor6"], "ens3 is not selected");
+    let tor = &s[0];
+    assert_eq!((tor.multihop, tor.interface.as_deref()), (false, Some("eth0")));
+    assert_eq!(tor.config.required_min_rx, Duration::from_millis(300));
+    assert_eq!(tor.config.desired_min_tx, Duration::from_millis(200));
+    assert_eq!(tor.config.detect_mult, 3);
+    assert_eq!(tor.config.idle_tx, Duration::from_secs(60), "Calico Enterprise's idleSendInterval default");
+    assert_eq!(tor.local, Some("10.0.0.1".parse().unwrap()), "sent from the BGP session's source");
+    assert_eq!(s[1].local, Some("fd00::1".parse().unwrap()));
+}
+
+#[test]
+fn without_a_configuration_or_annotation_there_is_no_bfd() {
+    let yaml = format!("{NODES}{}", peer("tor", "10.0.0.254", None));
+    assert!(sessions(&yaml, HOST).is_empty());
+}
+
+#[test]
+fn the_annotation_overrides_the_configuration_for_one_peer() {
+    let yaml = format!(
+        "{NODES}{}{}{}{}{}",
+        peer("off", "10.0.0.253", Some("false")),
+        peer("on", "10.0.0.252", Some("true")),
+        peer("far", "172.16.0.1", Some("multihop")),
+        peer("far-on", "172.16.0.2", Some("true")),
+        bfd_configuration("{matchPattern: eth0, multiplier: 4}")
+    );
+    let s = sessions(&yaml, HOST);
+    let got: Vec<(&str, bool, u8)> = s.iter().map(|p| (p.name.as_str(), p.multihop, p.config.detect_mult)).collect();
+    // A multihop or explicitly asked peer off any configured interface gets
+    // the default timers (300 ms x 3).
+    assert_eq!(got, [("far", true, 3), ("far-on", false, 3), ("on", false, 4)]);
+    assert_eq!(s[0].interface, None);
+    let yaml = format!("{NODES}{}", peer("on", "10.0.0.252", Some("true")));
+    assert_eq!(sessions(&yaml, HOST)[0].config, BfdConfig::default());
+}
+
+#[test]
+fn the_most_specific_pattern_and_the_longest_network_win() {
+    let yaml = format!(
+        "{NODES}{}{}",
+        peer("tor", "10.0.0.254", None),
+        bfd_configuration("{matchPattern: '*', multiplier: 9}, {matchPattern: eth*, multiplier: 7}, {matchPattern: eth0.100, multiplier: 5}")
+    );
+    assert_eq!(sessions(&yaml, HOST)[0].config.detect_mult, 7);
+    // The peer is in 10.0.0.0/24 of eth0 and 10.0.0.0/25 of the VLAN: the VLAN is the way.
+    let host = [("eth0", "10.0.0.0/24"), ("eth0.100", "10.0.0.128/25")];
+    assert_eq!(sessions(&yaml, &host)[0].config.detect_mult, 5);
+    assert_eq!(sessions(&yaml, &host)[0].interface.as_deref(), Some("eth0.100"));
+    let lo = [("lo0", "127.0.0.0/8")];
+    assert!(sessions(&yaml, &lo).is_empty(), "not on a connected network: no single-hop session");
+}
+
+fn task() -> (Task, mpsc::UnboundedReceiver<BfdNotice>) {
+    let (packets, _) = mpsc::unbounded_channel();
+    let (notices, rx) = mpsc::unbounded_channel();
+    let t = Task {
+        sessions: BTreeMap::new(),
+        by_discr: HashMap::new(),
+        // No listener is opened: the packets are handed in directly.
+        listening: [((false, false), ()), ((true, false), ()), ((false, true), ())].into(),
+        packets,
+        notices,
+        discarded: BTreeMap::new(),
+        errors: Vec::new(),
+    };
+    (t, rx)
+}
+
+fn add(t: &mut Task, name: &str, addr: &str, multihop: bool) -> u32 {
+    let p = BfdPeer {
+        name: name.into(),
+        addr: addr.parse().unwrap(),
+        local: Some(if addr.contains(':') { "::1" } else { "127.0.0.1" }.parse().unwrap()),
+        multihop,
+        config: BfdConfig::default(),
+        interface: None,
+    };
+    t.set(vec![p]);
+    t.sessions[name].bfd.local_discr()
+}
+
+fn datagram(p: &ControlPacket, from: &str, ttl: u8, multihop: bool) -> Datagram {
+    let mut bytes = [0u8; 64];
+    let enc = p.encode();
+    bytes[..enc.len()].copy_from_slice(&enc);
+    Datagram { bytes, len: enc.len(), from: SocketAddr::new(from.parse().unwrap(), 49152), ttl: Some(ttl), multihop }
+}
+
+fn hello(your_discr: u32, state: State) -> ControlPacket {
+    ControlPacket {
+        diag: bgpd_proto::bfd::Diag::NONE,
+        state,
+        poll: false,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: 0x5eed,
+        your_discr,
+        desired_min_tx: 300_000,
+        required_min_rx: 300_000,
+        required_min_echo_rx: 0,
+    }
+}
+
+#[test]
+fn spoofed_and_malformed_packets_are_counted_and_dropped() {
+    let (mut t, _notices) = task();
+    let discr = add(&mut t, "tor", "127.0.0.2", false);
+    let good = hello(0, State::Down);
+
+    t.receive(&datagram(&good, "127.0.0.2", 254, false));
+    t.receive(&datagram(&good, "127.0.0.2", 1, false));
+    t.receive(&datagram(&hello(discr ^ 1, State::Down), "127.0.0.2", 255, false));
+    t.receive(&datagram(&good, "127.0.0.9", 255, false));
+    t.receive(&datagram(&hello(discr, State::Down), "127.0.0.9", 255, false));
+    let mut short = datagram(&good, "127.0.0.2", 255, false);
+    short.len = 23;
+    t.receive(&short);
+    let mut long = datagram(&good, "127.0.0.2", 255, false);
+    long.bytes[3] = 40; // Length says 40, 24 received.
+    t.receive(&long);
+    let mut v2 = datagram(&good, "127.0.0.2", 255, false);
+    v2.bytes[0] = (2 << 5) | (v2.bytes[0] & 0x1f);
+    t.receive(&v2);
+    let want: BTreeMap<String, u64> = [
+        ("TTL is not 255", 2),
+        ("your discriminator names no session", 1),
+        ("no session for the sender", 2),
+        ("bad length", 2),
+        ("version is not 1", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(t.discarded, want);
+    assert_eq!(t.sessions["tor"].bfd.state(), State::Down, "nothing spoofed moved the session");
+
+    // The real peer's packet, with TTL 255, does.
+    t.receive(&datagram(&good, "127.0.0.2", 255, false));
+    assert_eq!(t.sessions["tor"].bfd.state(), State::Init);
+}
+
+#[test]
+fn multihop_packets_need_no_ttl_255_but_a_multihop_session() {
+    let (mut t, _notices) = task();
+    add(&mut t, "far", "127.0.0.3", true);
+    // A single-hop packet from the multihop peer's address finds no single-hop session.
+    t.receive(&datagram(&hello(0, State::Down), "127.0.0.3", 255, false));
+    assert_eq!(t.discarded.get("no session for the sender"), Some(&1));
+    t.receive(&datagram(&hello(0, State::Down), "127.0.0.3", 250, true));
+    assert_eq!(t.sessions["far"].bfd.state(), State::Init);
+}
+
+#[test]
+fn the_session_comes_up_and_a_silent_remote_is_a_failure_notice() {
+    let (mut t, mut notices) = task();
+    let discr = add(&mut t, "tor", "127.0.0.2", false);
+    t.receive(&datagram(&hello(0, State::Down), "127.0.0.2", 255, false));
+    t.receive(&datagram(&hello(discr, State::Up), "127.0.0.2", 255, false));
+    let now = Instant::now();
+    t.drive(now);
+    let up = notices.try_recv().expect("an Up notice");
+    assert!(up.up && up.peer == "tor");
+    // Nothing more is heard: after the detection time (3 x 300 ms) the session fails.
+    t.drive(now + Duration::from_millis(1000));
+    let down = notices.try_recv().expect("a Down notice");
+    assert!(!down.up && down.failure, "{down:?}");
+    assert_eq!(down.diag, "Control Detection Time Expired");
+}
+
+#[test]
+fn the_remote_s_admin_down_is_not_a_failure() {
+    let (mut t, mut notices) = task();
+    let discr = add(&mut t, "tor", "127.0.0.2", false);
+    t.receive(&datagram(&hello(discr, State::Init), "127.0.0.2", 255, false));
+    t.drive(Instant::now());
+    assert!(notices.try_recv().unwrap().up);
+    t.receive(&datagram(&hello(discr, State::AdminDown), "127.0.0.2", 255, false));
+    t.drive(Instant::now());
+    let down = notices.try_recv().unwrap();
+    assert!(!down.up && !down.failure, "RFC 5882 §3.2: AdminDown is not a path failure: {down:?}");
+}
+
+#[test]
+fn a_timer_edit_keeps_the_session_and_a_gone_peer_ends_it() {
+    let (mut t, _notices) = task();
+    let discr = add(&mut t, "tor", "127.0.0.2", false);
+    let mut p = t.sessions["tor"].peer.clone();
+    p.config.detect_mult = 5;
+    t.set(vec![p]);
+    assert_eq!(t.sessions["tor"].bfd.local_discr(), discr, "same session, new timers (a Poll sequence)");
+    assert_eq!(t.sessions["tor"].bfd.config().detect_mult, 5);
+    t.set(Vec::new());
+    assert!(t.sessions.is_empty() && t.by_discr.is_empty());
+}

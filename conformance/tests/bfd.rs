@@ -1,0 +1,245 @@
+//! BFD (RFC 5880, 5881, 5883) between bgpd and BIRD 2 (`protocol bfd`) and
+//! FRR (bfdd), with BGP on it (RFC 5882): single-hop over IPv4 and IPv6, and
+//! multihop through a router. Each case:
+//!
+//! - the BFD session comes up, with the 300 ms x 3 both sides configured, as
+//!   bgpd and the peer each show it;
+//! - the peer's namespace (the router's, for multihop) goes silent
+//!   (iptables drops everything, the links stay up): bgpd's BFD goes down and
+//!   its BGP session closes with Cease / BFD Down and drops the peer's routes,
+//!   well before the 9 s hold timer would;
+//! - while BFD is down the BGP session stays down; when the path is back BFD
+//!   comes up and BGP with it.
+
+use std::time::{Duration, Instant};
+
+use conformance::lab::bgpd::{self, doc};
+use conformance::lab::{bird, frr, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use serde_json::Value;
+
+const UP: Duration = Duration::from_secs(60);
+
+/// The BFDConfiguration of the cases: every interface, 300 ms x 3, 1 s idle.
+const BFD_CONFIG: &str = "apiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata:\n  name: default\nspec:\n  nodeSelector: all()\n  interfaces:\n  - matchPattern: \"*\"\n    minimumRecvInterval: 300ms\n    minimumSendInterval: 300ms\n    idleSendInterval: 1s\n    multiplier: 3\n";
+
+/// bgpd's datastore: node-1 (`v4`, `v6` addresses), a BFDConfiguration, and
+/// one BGPPeer `name` at `peer_ip` with `bgpd.io/bfd: bfd`.
+fn datastore(v4: &str, v6: Option<&str>, name: &str, peer_ip: &str, asn: u32, bfd: &str) -> String {
+    let mut node = doc::node("node-1", v4, &[], None);
+    if let Some(v6) = v6 {
+        node.push_str(&format!("    ipv6Address: \"{v6}\"\n"));
+    }
+    let spec = format!("  peerIP: \"{peer_ip}\"\n  asNumber: {asn}\n  keepaliveTime: 3s\n");
+    doc::stream(&[
+        doc::bgp_configuration(64512),
+        node,
+        BFD_CONFIG.to_string(),
+        doc::peer(name, &[("bgpd.io/bfd", bfd)], &spec),
+    ])
+}
+
+/// Drops every packet in (and through) `ns`, links left up: a silent failure.
+fn silence(ns: &Ns, on: bool) -> Result<(), String> {
+    let op = if on { "-I" } else { "-D" };
+    for tool in ["iptables", "ip6tables"] {
+        for chain in ["INPUT", "OUTPUT", "FORWARD"] {
+            ns.run(tool, &[op, chain, "-j", "DROP"]).map_err(|e| format!("{tool} {op} {chain}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// bgpd's BFD session with `peer`, once it is Up.
+fn bfd_up(b: &bgpd::Bgpd, peer: &str) -> Result<Value, String> {
+    let v = b.bfd()?;
+    let s = v["sessions"][peer].clone();
+    if s["state"] == "Up" {
+        Ok(s)
+    } else {
+        Err(format!("bgpd's BFD session with {peer}: {s}"))
+    }
+}
+
+fn diag(b: &bgpd::Bgpd, e: String) -> String {
+    format!(
+        "{e}\n--- bgpd show bfd ---\n{}\n--- bgpd show peers ---\n{}",
+        b.show_text(&["bfd"]),
+        b.show_text(&["peers"])
+    )
+}
+
+/// The common drill once the sessions are up: the peer's side goes silent,
+/// BFD takes BGP down before the hold timer; the path comes back, and both.
+fn drill(lab: &Lab, b: &bgpd::Bgpd, peer: &str, silent: &Ns, route: &str) -> Result<(), String> {
+    let s = wait_for(&format!("bgpd: BFD with {peer} Up"), UP, || bfd_up(b, peer)).map_err(|e| diag(b, e))?;
+    if s["tx_interval_ms"] != 300 || s["rx_interval_ms"] != 300 || s["detection_time_ms"] != 900 {
+        return Err(format!("bgpd's negotiated BFD timers: want 300/300/900 ms, have {s}"));
+    }
+    wait_for(&format!("bgpd: {route} from {peer}"), UP, || b.has_route(peer, route)).map_err(|e| diag(b, e))?;
+    let _ = lab;
+    silence(silent, true)?;
+    let t0 = Instant::now();
+    let gone = wait_for("bgpd: the peer's routes gone after BFD down", Duration::from_secs(8), || {
+        match b.has_route(peer, route) {
+            Ok(r) => Err(format!("still there: {r}")),
+            Err(_) => Ok(()),
+        }
+    });
+    let took = t0.elapsed();
+    let held = gone.and_then(|()| {
+        let p = b.peer(peer)?;
+        if !p["last_error"].as_str().unwrap_or("").contains("BFD Down") {
+            return Err(format!("the BGP session should have closed with Cease / BFD Down: {p}"));
+        }
+        // Well within the 9 s hold time: BFD, not the hold timer, took it down.
+        if took >= Duration::from_secs(5) {
+            return Err(format!("the routes went {took:?} after the failure: the hold timer, not BFD"));
+        }
+        holds_for("BGP stays down while BFD is down", Duration::from_secs(3), || b.not_established(peer))
+    });
+    silence(silent, false)?;
+    held.map_err(|e| diag(b, e))?;
+    wait_for(&format!("bgpd: BFD with {peer} Up again"), UP, || bfd_up(b, peer)).map_err(|e| diag(b, e))?;
+    wait_for(&format!("bgpd: {peer} Established again"), UP, || b.established(peer)).map_err(|e| diag(b, e))?;
+    wait_for(&format!("bgpd: {route} back"), UP, || b.has_route(peer, route)).map_err(|e| diag(b, e))?;
+    let flaps = b.bfd()?["sessions"][peer]["flaps"].as_u64().unwrap_or(0);
+    if flaps != 1 {
+        return Err(format!("bgpd's BFD session should have flapped once, not {flaps}"));
+    }
+    Ok(())
+}
+
+const BIRD_BFD: &str =
+    "protocol bfd {\n  interface \"*\" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n  multihop { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n}\n";
+
+fn bird_conf(
+    router_id: &str,
+    local: &str,
+    neighbor: &str,
+    routes4: &[&str],
+    routes6: &[&str],
+    multihop: Option<u8>,
+) -> String {
+    let cfg = bird::Config {
+        router_id: router_id.into(),
+        routes4: routes4.iter().map(|r| r.to_string()).collect(),
+        routes6: routes6.iter().map(|r| r.to_string()).collect(),
+        sessions: vec![bird::Session {
+            name: "bgpd".into(),
+            local: local.into(),
+            local_as: 65020,
+            neighbor: neighbor.into(),
+            peer_as: 64512,
+            multihop,
+            ..Default::default()
+        }],
+    };
+    format!("{}{BIRD_BFD}", cfg.render().replace("  graceful restart on;\n", "  graceful restart on;\n  bfd on;\n"))
+}
+
+/// BIRD's `show bfd sessions` line for `addr`, once Up.
+fn bird_bfd_up(bird: &bird::Bird, addr: &str) -> Result<String, String> {
+    let out = bird.cmd(&["show", "bfd", "sessions"])?;
+    match out.lines().find(|l| l.split_whitespace().next() == Some(addr)) {
+        Some(l) if l.contains("Up") => Ok(l.to_string()),
+        other => Err(format!("BIRD's BFD session with {addr}: {other:?}\n{out}")),
+    }
+}
+
+fn bird_v4(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(15, &["bgpd", "bird"]))?;
+    let yaml = datastore("10.255.15.1/24", None, "bird", "10.255.15.2", 65020, "true");
+    let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "bf4", "node-1", &yaml))?;
+    let conf = bird_conf("10.255.15.2", "10.255.15.2", "10.255.15.1", &["10.100.150.0/24"], &[], None);
+    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "bf4", &conf))?;
+    wait_for("bgpd: bird Established", UP, || b.established("bird"))?;
+    let line = wait_for("BIRD: BFD with bgpd Up", UP, || bird_bfd_up(&bird, "10.255.15.1"))?;
+    if !line.contains("0.300") {
+        return Err(format!("BIRD should show the 300 ms interval: {line}"));
+    }
+    drill(lab, &b, "bird", &ns[1], "10.100.150.0/24")
+}
+
+fn bird_v6(lab: &Lab) -> Result<(), String> {
+    let (a, p) = setup(lab.pair(17))?;
+    let yaml = datastore("10.255.17.1/24", Some("fd00:255:17::1/64"), "bird", "fd00:255:17::2", 65020, "true");
+    let b = setup(bgpd::Bgpd::start_yaml(lab, &a, "bf6", "node-1", &yaml))?;
+    let conf = bird_conf("10.255.17.2", "fd00:255:17::2", "fd00:255:17::1", &[], &["2001:db8:170::/48"], None);
+    let bird = setup(bird::Bird::start_conf(lab, &p, "bf6", &conf))?;
+    wait_for("bgpd: bird Established", UP, || b.established("bird"))?;
+    wait_for("BIRD: BFD with bgpd Up", UP, || bird_bfd_up(&bird, "fd00:255:17::1"))?;
+    drill(lab, &b, "bird", &p, "2001:db8:170::/48")
+}
+
+fn bird_multihop(lab: &Lab) -> Result<(), String> {
+    let (a, r, p) = setup(lab.routed(18, 19))?;
+    let yaml = datastore("10.255.18.1/24", None, "bird", "10.255.19.2", 65020, "multihop");
+    let b = setup(bgpd::Bgpd::start_yaml(lab, &a, "bfm", "node-1", &yaml))?;
+    let conf = bird_conf("10.255.19.2", "10.255.19.2", "10.255.18.1", &["10.100.190.0/24"], &[], Some(2));
+    let bird = setup(bird::Bird::start_conf(lab, &p, "bfm", &conf))?;
+    wait_for("bgpd: bird Established", UP, || b.established("bird"))?;
+    wait_for("BIRD: multihop BFD with bgpd Up", UP, || bird_bfd_up(&bird, "10.255.18.1"))?;
+    if b.bfd()?["sessions"]["bird"]["kind"] != "multihop" {
+        return Err(format!("bgpd should run multihop BFD: {}", b.show_text(&["bfd"])));
+    }
+    // The router in between goes silent.
+    drill(lab, &b, "bird", &r, "10.100.190.0/24")
+}
+
+fn frr_v4(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(16, &["bgpd", "frr"]))?;
+    let yaml = datastore("10.255.16.1/24", None, "frr", "10.255.16.2", 65021, "true");
+    let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "bff", "node-1", &yaml))?;
+    let cfg = frr::Config {
+        asn: 65021,
+        router_id: "10.255.16.2".into(),
+        routes4: vec!["10.100.160.0/24".into()],
+        routes6: vec![],
+        neighbors: vec![frr::Neighbor {
+            addr: "10.255.16.1".into(),
+            remote_as: 64512,
+            update_source: "10.255.16.2".into(),
+            ..Default::default()
+        }],
+    };
+    let text = cfg.render().replace(
+        " neighbor 10.255.16.1 timers connect 2\n",
+        " neighbor 10.255.16.1 timers connect 2\n neighbor 10.255.16.1 bfd\n",
+    );
+    let bfdd = "bfd\n peer 10.255.16.1 local-address 10.255.16.2\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
+    let frr = setup(frr::Frr::start_with_bfdd(lab, &ns[1], "bff", &text, bfdd))?;
+    wait_for("bgpd: frr Established", UP, || b.established("frr"))?;
+    let peer = wait_for("FRR: BFD with bgpd up", UP, || {
+        let v = frr.bfd_peer("10.255.16.1")?;
+        if v["status"] == "up" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })?;
+    if peer["transmit-interval"] != 300 || peer["receive-interval"] != 300 {
+        return Err(format!("FRR should show 300 ms both ways: {peer}"));
+    }
+    drill(lab, &b, "frr", &ns[1], "10.100.160.0/24")
+}
+
+fn prerequisites_met(test: &str) -> bool {
+    let programs = ["ip", "iptables", "ip6tables", "bird", "birdc", "vtysh", "/usr/lib/frr/bfdd", "/usr/lib/frr/bgpd"];
+    let ok = prerequisites(test, &programs);
+    if ok {
+        bgpd::binary();
+    }
+    ok
+}
+
+#[test]
+fn bfd_with_bird_and_frr() {
+    if prerequisites_met("bfd") {
+        run_parallel(vec![
+            ("BIRD single-hop IPv4: up, silent failure, BGP down at once, back".into(), Box::new(bird_v4)),
+            ("BIRD single-hop IPv6".into(), Box::new(bird_v6)),
+            ("BIRD multihop through a router".into(), Box::new(bird_multihop)),
+            ("FRR bfdd single-hop IPv4".into(), Box::new(frr_v4)),
+        ]);
+    }
+}
