@@ -71,12 +71,22 @@ fn diag(b: &bgpd::Bgpd, e: String) -> String {
 /// The common drill once the sessions are up: the peer's side goes silent,
 /// BFD takes BGP down before the hold timer; the path comes back, and both.
 fn drill(lab: &Lab, b: &bgpd::Bgpd, peer: &str, silent: &Ns, route: &str) -> Result<(), String> {
-    let s = wait_for(&format!("bgpd: BFD with {peer} Up"), UP, || bfd_up(b, peer)).map_err(|e| diag(b, e))?;
-    if s["tx_interval_ms"] != 300 || s["rx_interval_ms"] != 300 || s["detection_time_ms"] != 900 {
-        return Err(format!("bgpd's negotiated BFD timers: want 300/300/900 ms, have {s}"));
-    }
+    // Up first at the 1 s of a session not Up (RFC 5880 §6.8.3), then the
+    // configured 300 ms once the Poll sequence that follows is done.
+    let timers = format!("bgpd: BFD with {peer} Up at 300/300 ms, detection 900 ms");
+    wait_for(&timers, UP, || {
+        let s = bfd_up(b, peer)?;
+        if s["tx_interval_ms"] == 300 && s["rx_interval_ms"] == 300 && s["detection_time_ms"] == 900 {
+            Ok(())
+        } else {
+            Err(format!("have {s}"))
+        }
+    })
+    .map_err(|e| diag(b, e))?;
     wait_for(&format!("bgpd: {route} from {peer}"), UP, || b.has_route(peer, route)).map_err(|e| diag(b, e))?;
     let _ = lab;
+    let flaps = |b: &bgpd::Bgpd| b.bfd().map(|v| v["sessions"][peer]["flaps"].as_u64().unwrap_or(0));
+    let before = flaps(b)?;
     silence(silent, true)?;
     let t0 = Instant::now();
     let gone = wait_for("bgpd: the peer's routes gone after BFD down", Duration::from_secs(8), || {
@@ -102,9 +112,9 @@ fn drill(lab: &Lab, b: &bgpd::Bgpd, peer: &str, silent: &Ns, route: &str) -> Res
     wait_for(&format!("bgpd: BFD with {peer} Up again"), UP, || bfd_up(b, peer)).map_err(|e| diag(b, e))?;
     wait_for(&format!("bgpd: {peer} Established again"), UP, || b.established(peer)).map_err(|e| diag(b, e))?;
     wait_for(&format!("bgpd: {route} back"), UP, || b.has_route(peer, route)).map_err(|e| diag(b, e))?;
-    let flaps = b.bfd()?["sessions"][peer]["flaps"].as_u64().unwrap_or(0);
-    if flaps != 1 {
-        return Err(format!("bgpd's BFD session should have flapped once, not {flaps}"));
+    let after = flaps(b)?;
+    if after != before + 1 {
+        return Err(format!("bgpd's BFD session should have flapped once in the drill, not {}", after - before));
     }
     Ok(())
 }
@@ -186,31 +196,44 @@ fn bird_multihop(lab: &Lab) -> Result<(), String> {
     drill(lab, &b, "bird", &r, "10.100.190.0/24")
 }
 
-fn frr_v4(lab: &Lab) -> Result<(), String> {
-    let ns = setup(lab.lan(16, &["bgpd", "frr"]))?;
-    let yaml = datastore("10.255.16.1/24", None, "frr", "10.255.16.2", 65021, "true");
-    let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "bff", "node-1", &yaml))?;
+/// FRR with bfdd: `neighbor X bfd profile fast` (bfdd's `profile fast`: 300 ms
+/// x 3), as frr-k8s configures it. A `peer` block of its own would be a second
+/// session: BGP's registration carries the interface, the block does not.
+#[allow(clippy::too_many_arguments)]
+fn frr_case(
+    lab: &Lab,
+    bgpd_ns: &Ns,
+    frr_ns: &Ns,
+    silent: &Ns,
+    tag: &str,
+    yaml: &str,
+    frr_addr: &str,
+    bgpd_addr: &str,
+    multihop: bool,
+    route: &str,
+) -> Result<(), String> {
+    let b = setup(bgpd::Bgpd::start_yaml(lab, bgpd_ns, tag, "node-1", yaml))?;
+    let v6 = route.contains(':');
     let cfg = frr::Config {
         asn: 65021,
-        router_id: "10.255.16.2".into(),
-        routes4: vec!["10.100.160.0/24".into()],
-        routes6: vec![],
+        router_id: "10.255.99.2".into(),
+        routes4: if v6 { vec![] } else { vec![route.into()] },
+        routes6: if v6 { vec![route.into()] } else { vec![] },
         neighbors: vec![frr::Neighbor {
-            addr: "10.255.16.1".into(),
+            addr: bgpd_addr.into(),
             remote_as: 64512,
-            update_source: "10.255.16.2".into(),
+            update_source: frr_addr.into(),
             ..Default::default()
         }],
     };
-    let text = cfg.render().replace(
-        " neighbor 10.255.16.1 timers connect 2\n",
-        " neighbor 10.255.16.1 timers connect 2\n neighbor 10.255.16.1 bfd\n",
-    );
-    let bfdd = "bfd\n peer 10.255.16.1 local-address 10.255.16.2\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
-    let frr = setup(frr::Frr::start_with_bfdd(lab, &ns[1], "bff", &text, bfdd))?;
+    let connect = format!(" neighbor {bgpd_addr} timers connect 2\n");
+    let hop = if multihop { format!(" neighbor {bgpd_addr} ebgp-multihop 2\n") } else { String::new() };
+    let text = cfg.render().replace(&connect, &format!("{connect}{hop} neighbor {bgpd_addr} bfd profile fast\n"));
+    let bfdd = "bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
+    let frr = setup(frr::Frr::start_with_bfdd(lab, frr_ns, tag, &text, bfdd))?;
     wait_for("bgpd: frr Established", UP, || b.established("frr"))?;
     let peer = wait_for("FRR: BFD with bgpd up", UP, || {
-        let v = frr.bfd_peer("10.255.16.1")?;
+        let v = frr.bfd_peer(bgpd_addr)?;
         if v["status"] == "up" {
             Ok(v)
         } else {
@@ -220,7 +243,32 @@ fn frr_v4(lab: &Lab) -> Result<(), String> {
     if peer["transmit-interval"] != 300 || peer["receive-interval"] != 300 {
         return Err(format!("FRR should show 300 ms both ways: {peer}"));
     }
-    drill(lab, &b, "frr", &ns[1], "10.100.160.0/24")
+    if peer["multihop"] != multihop {
+        return Err(format!("FRR's session should be multihop: {multihop}: {peer}"));
+    }
+    let kind = if multihop { "multihop" } else { "single-hop" };
+    if b.bfd()?["sessions"]["frr"]["kind"] != kind {
+        return Err(format!("bgpd should run {kind} BFD: {}", b.show_text(&["bfd"])));
+    }
+    drill(lab, &b, "frr", silent, route)
+}
+
+fn frr_v4(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(16, &["bgpd", "frr"]))?;
+    let yaml = datastore("10.255.16.1/24", None, "frr", "10.255.16.2", 65021, "true");
+    frr_case(lab, &ns[0], &ns[1], &ns[1], "bff", &yaml, "10.255.16.2", "10.255.16.1", false, "10.100.160.0/24")
+}
+
+fn frr_v6(lab: &Lab) -> Result<(), String> {
+    let (a, p) = setup(lab.pair(20))?;
+    let yaml = datastore("10.255.20.1/24", Some("fd00:255:20::1/64"), "frr", "fd00:255:20::2", 65021, "true");
+    frr_case(lab, &a, &p, &p, "bf6f", &yaml, "fd00:255:20::2", "fd00:255:20::1", false, "2001:db8:200::/48")
+}
+
+fn frr_multihop(lab: &Lab) -> Result<(), String> {
+    let (a, r, p) = setup(lab.routed(21, 22))?;
+    let yaml = datastore("10.255.21.1/24", None, "frr", "10.255.22.2", 65021, "multihop");
+    frr_case(lab, &a, &p, &r, "bfmf", &yaml, "10.255.22.2", "10.255.21.1", true, "10.100.220.0/24")
 }
 
 fn prerequisites_met(test: &str) -> bool {
@@ -240,6 +288,8 @@ fn bfd_with_bird_and_frr() {
             ("BIRD single-hop IPv6".into(), Box::new(bird_v6)),
             ("BIRD multihop through a router".into(), Box::new(bird_multihop)),
             ("FRR bfdd single-hop IPv4".into(), Box::new(frr_v4)),
+            ("FRR bfdd single-hop IPv6".into(), Box::new(frr_v6)),
+            ("FRR bfdd multihop through a router".into(), Box::new(frr_multihop)),
         ]);
     }
 }

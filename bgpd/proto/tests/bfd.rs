@@ -158,8 +158,33 @@ fn test_up_remote_down() {
     let mut f = at(State::Up);
     f.recv(from_remote(State::Down, 11)).unwrap();
     assert_eq!(f.s.state(), State::Down);
-    assert_eq!(changed(&f.events()), vec![(State::Up, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN)]);
+    let ev = f.events();
+    assert_eq!(changed(&ev), vec![(State::Up, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN)]);
+    assert!(
+        matches!(ev[..], [BfdEvent::StateChanged { path_failure: true, .. }]),
+        "the remote's session saw the path fail: {ev:?}"
+    );
     assert_eq!(f.s.view().stats.flaps, 1);
+}
+
+#[test]
+fn test_up_remote_new_session_down() {
+    // The remote's BFD started over (a new discriminator, Your Discriminator
+    // 0, Down): the session goes Down as §6.8.6 says, but its packets arrive.
+    let mut f = at(State::Up);
+    let renewed = ControlPacket { my_discr: 78, ..from_remote(State::Down, 0) };
+    f.recv(renewed).unwrap();
+    assert_eq!(f.s.state(), State::Down);
+    let ev = f.events();
+    assert!(
+        matches!(ev[..], [BfdEvent::StateChanged { to: State::Down, path_failure: false, .. }]),
+        "not a failure of the path: {ev:?}"
+    );
+    // The three-way handshake with the new session brings it back.
+    f.recv(ControlPacket { my_discr: 78, ..from_remote(State::Down, 0) }).unwrap();
+    assert_eq!(f.s.state(), State::Init);
+    f.recv(ControlPacket { my_discr: 78, ..from_remote(State::Up, 11) }).unwrap();
+    assert_eq!(f.s.state(), State::Up);
 }
 
 #[test]
@@ -169,7 +194,7 @@ fn test_up_remote_admin_down_is_not_a_failure() {
     assert_eq!(f.s.state(), State::Down);
     let ev = f.events();
     assert!(
-        matches!(ev[..], [BfdEvent::StateChanged { to: State::Down, remote_admin_down: true, .. }]),
+        matches!(ev[..], [BfdEvent::StateChanged { to: State::Down, path_failure: false, .. }]),
         "RFC 5882 §3.2: a client must not take it as a path failure: {ev:?}"
     );
     f.advance(Duration::from_secs(10));

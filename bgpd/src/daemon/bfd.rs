@@ -412,7 +412,7 @@ impl Task {
         for s in self.sessions.values_mut() {
             s.bfd.handle_timeout(now);
             send_all(s, now);
-            while let Some(BfdEvent::StateChanged { from, to, diag, remote_admin_down }) = s.bfd.poll_event() {
+            while let Some(BfdEvent::StateChanged { from, to, diag, path_failure }) = s.bfd.poll_event() {
                 changed = true;
                 info!(peer = %s.peer.name, addr = %s.peer.addr, "BFD {from} -> {to} ({diag})");
                 let notice = match (from, to) {
@@ -422,7 +422,7 @@ impl Task {
                     (State::Up, State::Down) => Some(BfdNotice {
                         peer: s.peer.name.clone(),
                         up: false,
-                        failure: !remote_admin_down,
+                        failure: path_failure,
                         diag: diag.to_string(),
                     }),
                     _ => None,

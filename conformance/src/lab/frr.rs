@@ -169,10 +169,18 @@ impl Frr {
         }
     }
 
-    /// `show bfd peer ADDR json` (bfdd's view of the BFD session with `addr`).
+    /// bfdd's view of its BFD session with `addr` (from `show bfd peers json`,
+    /// which lists single-hop and multihop sessions alike).
     pub fn bfd_peer(&self, addr: &str) -> Result<Value, String> {
-        let out = self.vtysh(&[&format!("show bfd peer {addr} json")])?;
-        serde_json::from_str(&out).map_err(|e| format!("vtysh output not JSON ({e}): {out}"))
+        let out = self.vtysh(&["show bfd peers json"])?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("vtysh output not JSON ({e}): {out}"))?;
+        let want: std::net::IpAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["peer"].as_str().and_then(|a| a.parse().ok()) == Some(want))
+            .cloned()
+            .ok_or_else(|| format!("bfdd has no session with {addr}: {out}"))
     }
 
     /// `show bgp neighbors ADDR json`, the object for that neighbor.

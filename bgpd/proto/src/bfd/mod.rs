@@ -91,9 +91,13 @@ pub enum BfdEvent {
         to: State,
         /// The local diagnostic (why).
         diag: Diag,
-        /// The remote said it is AdminDown: RFC 5882 §3.2, not a failure of
-        /// the path, so a client must not tear its session down for it.
-        remote_admin_down: bool,
+        /// Down because the path failed: the detection time expired, or the
+        /// remote's session (the same one) went down. Not when the remote said
+        /// AdminDown (RFC 5882 §3.2), nor when a new session of the remote (a
+        /// new discriminator: its BFD restarted or was reconfigured) starts in
+        /// Down: its packets arrive, the path works. A client tears its own
+        /// session down only for a failure.
+        path_failure: bool,
     },
 }
 
@@ -250,6 +254,9 @@ impl BfdSession {
         }
         self.stats.received += 1;
         let before = self.tx_interval();
+        // The remote started over with a new session (§6.8.6 demultiplexed it
+        // here by address): it lost the old one's state, not the path.
+        let renewed = self.remote_discr != 0 && p.my_discr != self.remote_discr;
         self.remote_discr = p.my_discr;
         self.remote_state = p.state;
         self.remote_diag = p.diag;
@@ -265,13 +272,13 @@ impl BfdSession {
         }
         match (self.state, p.state) {
             (s, State::AdminDown) if s != State::Down => {
-                self.go(now, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN)
+                self.go(now, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN, false)
             }
             (_, State::AdminDown) => {}
-            (State::Down, State::Down) => self.go(now, State::Init, Diag::NONE),
-            (State::Down, State::Init) => self.go(now, State::Up, Diag::NONE),
-            (State::Init, State::Init | State::Up) => self.go(now, State::Up, Diag::NONE),
-            (State::Up, State::Down) => self.go(now, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN),
+            (State::Down, State::Down) => self.go(now, State::Init, Diag::NONE, false),
+            (State::Down, State::Init) => self.go(now, State::Up, Diag::NONE, false),
+            (State::Init, State::Init | State::Up) => self.go(now, State::Up, Diag::NONE, false),
+            (State::Up, State::Down) => self.go(now, State::Down, Diag::NEIGHBOR_SIGNALED_SESSION_DOWN, !renewed),
             _ => {}
         }
         if p.poll {
@@ -294,7 +301,7 @@ impl BfdSession {
         if self.detect_at.is_some_and(|t| t <= now) {
             self.detect_at = None;
             if matches!(self.state, State::Init | State::Up) {
-                self.go(now, State::Down, Diag::CONTROL_DETECTION_TIME_EXPIRED);
+                self.go(now, State::Down, Diag::CONTROL_DETECTION_TIME_EXPIRED, true);
             }
             // §6.8.1: the remote's discriminator is forgotten when the detection time expires.
             self.remote_discr = 0;
@@ -367,9 +374,9 @@ impl BfdSession {
     /// it as a failure.
     pub fn set_admin_down(&mut self, now: Instant, down: bool) {
         match (self.state, down) {
-            (State::AdminDown, false) => self.go(now, State::Down, Diag::NONE),
+            (State::AdminDown, false) => self.go(now, State::Down, Diag::NONE, false),
             (s, true) if s != State::AdminDown => {
-                self.go(now, State::AdminDown, Diag::ADMINISTRATIVELY_DOWN);
+                self.go(now, State::AdminDown, Diag::ADMINISTRATIVELY_DOWN, false);
                 self.detect_at = None;
             }
             _ => {}
@@ -469,7 +476,8 @@ impl BfdSession {
         self.next_tx = Some(self.last_tx.map_or(now, |t| (t + i).max(now)));
     }
 
-    fn go(&mut self, now: Instant, to: State, diag: Diag) {
+    /// Enters state `to` for `diag`; `path_failure` as the event says.
+    fn go(&mut self, now: Instant, to: State, diag: Diag, path_failure: bool) {
         let from = self.state;
         if from == to {
             return;
@@ -489,8 +497,8 @@ impl BfdSession {
             // A Poll sequence does not outlive the Up state.
             self.polling = false;
         }
-        let remote_admin_down = self.remote_state == State::AdminDown && to == State::Down;
-        self.events.push_back(BfdEvent::StateChanged { from, to, diag, remote_admin_down });
+        let path_failure = path_failure && from == State::Up && to == State::Down;
+        self.events.push_back(BfdEvent::StateChanged { from, to, diag, path_failure });
         // Tell the remote at once.
         self.send_now = true;
         let (tx, rx) = self.wanted_intervals();
