@@ -136,6 +136,10 @@ enum LabCmd {
         file: PathBuf,
         /// A router, a segment, or SERVICE@NODE.
         target: String,
+        /// A router only: fail silently, dropping every packet in its
+        /// namespace with its links left up (only BFD or the hold timer notices).
+        #[arg(long)]
+        silent: bool,
     },
     /// Undo `fail`: restore the router's links or the segment, or make the endpoint ready again.
     Recover {
@@ -303,8 +307,8 @@ fn lab_command(what: LabCmd) -> ExitCode {
         LabCmd::Down { file } => lab::down(&file),
         LabCmd::Status { file } => lab::status(&file),
         LabCmd::Check { file } => lab::check(&file),
-        LabCmd::Fail { file, target } => lab::fail(&file, &target, false),
-        LabCmd::Recover { file, target } => lab::fail(&file, &target, true),
+        LabCmd::Fail { file, target, silent } => lab::fail(&file, &target, false, silent),
+        LabCmd::Recover { file, target } => lab::fail(&file, &target, true, false),
         LabCmd::Restart { file, targets, signal } => lab::restart(&file, &targets, signal == "kill"),
         LabCmd::Stop { file, node, crash } => lab::stop(&file, &node, crash),
         LabCmd::Start { file, node } => lab::start(&file, &node),

@@ -9,14 +9,20 @@
 //! - `flat-mesh`: node-4 is taken down for good (`lab stop`: decommission,
 //!   then its links down), node-1 restarts with SIGTERM while node-4 is down
 //!   (its deferral does not wait for node-4 to the deadline), node-4 comes
-//!   back (`lab start`), then the upgrade.
+//!   back (`lab start`), node-2 crashes (SIGKILL) and restarts, then the
+//!   upgrade.
 //! - `route-reflectors`: both reflectors restart at once (SIGTERM), then the
 //!   upgrade.
-//! - `l3-tor-per-rack`: `lab restart … node-2` with SIGTERM (the default)
-//!   and with SIGKILL loses no probe, then the upgrade (the bgpd spine too).
+//! - `l3-tor-per-rack` (BFD with the ToRs): `lab restart … node-2` with
+//!   SIGTERM (the default) loses no probe, its BFD sessions carried across
+//!   the restart, then the upgrade (the bgpd spine too). (A crash is a BFD
+//!   failure to the ToRs: see docs/bfd.md; the crash drill runs on
+//!   flat-mesh, without BFD.)
 //! - `dual-tor-ecmp`: `lab fail … tor-a` cuts every link of a ToR: the
 //!   checks pass through the other one; `lab recover` brings it back. Then
-//!   `lab fail … b2` cuts one link (node-2 to tor-b), and `recover`.
+//!   `lab fail … b2` cuts one link (node-2 to tor-b), and `recover`. Then
+//!   each ToR fails silently (`--silent`: every packet dropped, links up):
+//!   BFD (300 ms x 3) must end the probes' failures within 1.5 s.
 //! - `anycast-two-clusters`: `lab fail … web@east-2` turns east's endpoint
 //!   unready: the service address is answered only by west's endpoint;
 //!   `lab recover` brings east back.
@@ -69,11 +75,22 @@ fn leftovers(name: &str) -> Vec<String> {
 
 /// Brings a template up, runs `drills` (each must exit 0), brings it down
 /// and checks nothing is left. The template's lab is taken down first in
-/// case an earlier run was interrupted.
-fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str]) {
-    let programs: &[&str] = &["ip", "bird", "birdc", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/cni/ptp"];
+/// case an earlier run was interrupted. Returns the outputs of `up` and of
+/// each drill, in order (none when the prerequisites are missing).
+fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str]) -> Vec<String> {
+    let programs: &[&str] = &[
+        "ip",
+        "iptables",
+        "ip6tables",
+        "bird",
+        "birdc",
+        "vtysh",
+        "/usr/lib/frr/zebra",
+        "/usr/lib/frr/bfdd",
+        "/usr/lib/cni/ptp",
+    ];
     if !prerequisites(name, programs) {
-        return;
+        return Vec::new();
     }
     let ipam = binary().with_file_name("bgpd-ipam");
     assert!(ipam.is_file(), "{} missing: `cargo build -p ipam` (cargo test --workspace builds it)", ipam.display());
@@ -107,20 +124,30 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
     }
     assert!(down_ok, "`bgpd lab down` failed: {down_out}");
     assert!(left.is_empty(), "`bgpd lab down` left: {left:#?}");
-    for o in outputs {
+    for o in &outputs {
         println!("{o}");
     }
+    outputs
+}
+
+/// The longest time probes failed in a drill's output (`probes failed for
+/// X s at most`), or 0 when none did.
+fn failed_for(out: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.split_once("probes failed for ").and_then(|(_, r)| r.split(' ').next()?.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 #[test]
 fn flat_mesh() {
-    run_template(
+    let _ = run_template(
         "flat-mesh",
         "flatmesh",
         &[
             &["stop", "FILE", "node-4"],
             &["restart", "FILE", "node-1", "--signal", "term"],
             &["start", "FILE", "node-4"],
+            &["restart", "FILE", "node-2", "--signal", "kill"],
             &["upgrade", "FILE"],
         ],
         &["all checks passed", "192.0.2.10 via 10.0.0.13"],
@@ -129,7 +156,7 @@ fn flat_mesh() {
 
 #[test]
 fn route_reflectors() {
-    run_template(
+    let _ = run_template(
         "route-reflectors",
         "rrs",
         &[&["restart", "FILE", "rr-1", "rr-2"], &["upgrade", "FILE"]],
@@ -139,22 +166,17 @@ fn route_reflectors() {
 
 #[test]
 fn l3_tor_per_rack_restart_loses_nothing() {
-    run_template(
+    let _ = run_template(
         "l3-tor-per-rack",
         "l3tor",
-        &[
-            &["restart", "FILE", "node-2"],
-            &["restart", "FILE", "node-2", "--signal", "kill"],
-            &["upgrade", "FILE"],
-            &["status", "FILE"],
-        ],
+        &[&["restart", "FILE", "node-2"], &["upgrade", "FILE"], &["status", "FILE"]],
         &["all checks passed", "192.0.2.10 nhid"],
     );
 }
 
 #[test]
 fn dual_tor_ecmp_survives_a_tor() {
-    run_template(
+    let out = run_template(
         "dual-tor-ecmp",
         "dualtor",
         &[
@@ -162,16 +184,29 @@ fn dual_tor_ecmp_survives_a_tor() {
             &["recover", "FILE", "tor-a"],
             &["fail", "FILE", "b2"],
             &["recover", "FILE", "b2"],
+            &["fail", "FILE", "tor-a", "--silent"],
+            &["recover", "FILE", "tor-a"],
+            &["fail", "FILE", "tor-b", "--silent"],
+            &["recover", "FILE", "tor-b"],
             &["upgrade", "FILE"],
         ],
         // ECMP on the nodes: a pod block of another node through both ToRs.
         &["all checks passed", "nexthop via 10.1.1.1 dev a1", "nexthop via 10.2.1.1 dev b1"],
     );
+    // A ToR failing silently (links up, every packet dropped): BFD at 300 ms
+    // x 3 takes its sessions down in under a second, where the hold timer
+    // would take 9 s. Both ToRs: BIRD's BFD and FRR's bfdd.
+    for (i, tor) in [(5, "tor-a (BIRD)"), (7, "tor-b (FRR)")] {
+        let Some(drill) = out.get(i) else { return };
+        let secs = failed_for(drill);
+        assert!(secs > 0.0, "a silent {tor} failure loses the probes through it until detected:\n{drill}");
+        assert!(secs <= 1.5, "{tor} failed silently: probes failed for {secs} s, more than 1.5 s:\n{drill}");
+    }
 }
 
 #[test]
 fn anycast_moves_to_the_other_cluster() {
-    run_template(
+    let _ = run_template(
         "anycast-two-clusters",
         "anycast",
         &[

@@ -424,3 +424,63 @@ fn two_sessions_come_up_negotiate_and_detect_a_silent_path_within_the_detection_
     assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up));
     assert_eq!(p.a.view().stats.flaps, 1);
 }
+
+/// One side slows down (a Poll sequence to 1 s x 20: the remote's detection
+/// time for it becomes 20 s), snapshots, goes away for 5 s (its driver
+/// restarts) and resumes: the other side never leaves Up, and the resumed
+/// session is back at 300 ms x 3 after its own Poll sequence.
+#[test]
+fn a_session_resumed_after_a_restart_shorter_than_the_detection_time_never_goes_down() {
+    let mut p = Pair::new();
+    p.for_(Duration::from_secs(3));
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up));
+    let slow = BfdConfig { desired_min_tx: Duration::from_secs(1), detect_mult: 20, ..*p.a.config() };
+    p.a.set_config(p.now, slow).unwrap();
+    p.for_(10 * MS);
+    assert!(!p.a.poll_pending(), "the Final came back");
+    let r = p.a.snapshot().expect("Up: a snapshot");
+    assert_eq!((r.local_discr, r.remote_discr, r.desired_min_tx, r.detect_mult), (100, 200, 1_000_000, 20));
+    assert_eq!(r.remote_detection_time(), Duration::from_secs(20));
+    while p.b.poll_event().is_some() {}
+
+    // The driver is gone for 5 s: nothing is sent or received on a's side.
+    let gone = p.now + Duration::from_secs(5);
+    while p.now < gone {
+        while p.b.poll_transmit(p.now).is_some() {}
+        p.b.handle_timeout(p.now);
+        p.now = p.b.poll_timeout().map_or(gone, |t| t.min(gone)).max(p.now + MS);
+    }
+    assert_eq!(p.b.state(), State::Up, "b waits up to the 20 s detection time");
+
+    let cfg = BfdConfig { idle_tx: Duration::from_secs(1), ..cfg() };
+    p.a = BfdSession::resume(cfg, &r, 9, p.now).unwrap();
+    assert_eq!(p.a.state(), State::Up);
+    let first = p.a.poll_transmit(p.now).expect("the first packet goes at once");
+    assert!(first.poll && first.state == State::Up && first.your_discr == 200 && first.my_discr == 100, "{first:?}");
+    p.b.handle_packet(p.now, &first).unwrap();
+    p.for_(Duration::from_secs(3));
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up));
+    assert!(p.b.poll_event().is_none(), "b saw no state change");
+    assert!(!p.a.poll_pending());
+    let (va, vb) = (p.a.view(), p.b.view());
+    assert_eq!((va.tx_interval, vb.detection_time), (300 * MS, 900 * MS), "back to 300 ms x 3");
+}
+
+#[test]
+fn a_session_resumed_too_late_goes_down_and_comes_back() {
+    let mut p = Pair::new();
+    p.for_(Duration::from_secs(3));
+    let r = p.a.snapshot().unwrap();
+    // Gone 2 s at 300 ms x 3: b declared it down long before.
+    let gone = p.now + Duration::from_secs(2);
+    while p.now < gone {
+        while p.b.poll_transmit(p.now).is_some() {}
+        p.b.handle_timeout(p.now);
+        p.now = p.b.poll_timeout().map_or(gone, |t| t.min(gone)).max(p.now + MS);
+    }
+    assert_eq!(p.b.state(), State::Down);
+    p.a = BfdSession::resume(*p.a.config(), &r, 9, p.now).unwrap();
+    p.for_(Duration::from_secs(4));
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up), "a three-way handshake again");
+    assert_eq!(p.a.view().stats.flaps, 1, "a went down once: b told it so");
+}

@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use bgpd_proto::bfd::{BfdConfig, BfdEvent, BfdSession, ControlPacket, Discard, State};
-use serde::Serialize;
+use bgpd_proto::bfd::{BfdConfig, BfdEvent, BfdResume, BfdSession, ControlPacket, Discard, State};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -46,17 +46,98 @@ pub struct BfdPeer {
     pub config: BfdConfig,
     /// The interface the peer is on, when known (for `show bfd`).
     pub interface: Option<String>,
+    /// How long a restart of bgpd may keep the session alive at the remote
+    /// (the BGP restart time: as long as the peer keeps the routes).
+    pub restart_window: Duration,
 }
+
+/// A session Up carried across a restart of bgpd (in the restart marker):
+/// the remote keeps it Up if the new run resumes it within its detection
+/// time, which the old run stretched before stopping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// The BGP peer.
+    pub peer: String,
+    /// Its address.
+    pub addr: IpAddr,
+    /// Multihop.
+    pub multihop: bool,
+    /// bfd.LocalDiscr.
+    pub local_discr: u32,
+    /// bfd.RemoteDiscr.
+    pub remote_discr: u32,
+    /// The remote's Required Min RX Interval, µs.
+    pub remote_min_rx: u32,
+    /// The remote's Desired Min TX Interval, µs.
+    pub remote_desired_min_tx: u32,
+    /// The remote's Detect Mult.
+    pub remote_detect_mult: u8,
+    /// The Desired Min TX Interval the remote last heard, µs.
+    pub desired_min_tx: u32,
+    /// The Detect Mult the remote last heard.
+    pub detect_mult: u8,
+}
+
+impl ResumeRecord {
+    fn of(peer: &BfdPeer, r: &BfdResume) -> ResumeRecord {
+        ResumeRecord {
+            peer: peer.name.clone(),
+            addr: peer.addr,
+            multihop: peer.multihop,
+            local_discr: r.local_discr,
+            remote_discr: r.remote_discr,
+            remote_min_rx: r.remote_min_rx,
+            remote_desired_min_tx: r.remote_desired_min_tx,
+            remote_detect_mult: r.remote_detect_mult,
+            desired_min_tx: r.desired_min_tx,
+            detect_mult: r.detect_mult,
+        }
+    }
+
+    fn resume(&self) -> BfdResume {
+        BfdResume {
+            local_discr: self.local_discr,
+            remote_discr: self.remote_discr,
+            remote_min_rx: self.remote_min_rx,
+            remote_desired_min_tx: self.remote_desired_min_tx,
+            remote_detect_mult: self.remote_detect_mult,
+            desired_min_tx: self.desired_min_tx,
+            detect_mult: self.detect_mult,
+        }
+    }
+
+    /// How long after the old run stopped the remote still holds the session.
+    pub fn remote_detection_time(&self) -> Duration {
+        self.resume().remote_detection_time()
+    }
+}
+
+/// The transmit interval a session slows down to before a restart; the
+/// multiplier makes the remote's detection time the restart window (up to
+/// 255 of these).
+const RESTART_TX: Duration = Duration::from_secs(1);
+
+/// How long a restart waits for the remotes' Finals to the slow-down.
+const RESTART_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// What the BFD task is told.
 #[derive(Debug)]
 pub enum BfdCmd {
     /// The sessions wanted now (all of them: the others go).
     Set(Vec<BfdPeer>),
-    /// bgpd stops (a restart or a decommission): every session tells its
-    /// remote it is AdminDown, which RFC 5882 §3.2 says is not a failure, so
-    /// the remote's BGP keeps the session's graceful restart; answered once sent.
+    /// bgpd stops for good (a decommission, a deliberate stop): every
+    /// session tells its remote it is AdminDown (RFC 5882 §3.2: not a path
+    /// failure); answered once sent.
     AdminDownAll(oneshot::Sender<()>),
+    /// bgpd stops for a restart: every session Up slows down (a Poll
+    /// sequence to [`RESTART_TX`] and a multiplier that makes the remote's
+    /// detection time the restart window), and once the remotes have
+    /// answered (or after [`RESTART_POLL_WAIT`]) the sessions are answered
+    /// as records for the next run to resume.
+    PrepareRestart(oneshot::Sender<Vec<ResumeRecord>>),
+    /// The previous run's sessions (a restart): sessions [`BfdCmd::Set`]
+    /// creates for the same peer and address resume them, until `deadline`.
+    Resume(Vec<ResumeRecord>, Instant),
 }
 
 /// A BFD session came up or failed.
@@ -145,8 +226,9 @@ pub fn sessions_for<'a>(node: &NodeSpec, peers: impl Iterator<Item = &'a PeerSpe
     sessions_on(node, peers, &connected_networks())
 }
 
-/// [`sessions_for`] with the host's connected networks given: (interface, network).
-fn sessions_on<'a>(
+/// [`sessions_for`] with the host's connected networks given: (interface,
+/// this host's address with the network's prefix length).
+pub fn sessions_on<'a>(
     node: &NodeSpec,
     peers: impl Iterator<Item = &'a PeerSpec>,
     networks: &[(String, ipnet::IpNet)],
@@ -155,11 +237,8 @@ fn sessions_on<'a>(
     for p in peers {
         let addr = p.addr.ip();
         // The interface the peer is reached through: the longest connected network holding it.
-        let interface = networks
-            .iter()
-            .filter(|(_, net)| net.contains(&addr))
-            .max_by_key(|(_, net)| net.prefix_len())
-            .map(|(name, _)| name.clone());
+        let connected = networks.iter().filter(|(_, net)| net.contains(&addr)).max_by_key(|(_, net)| net.prefix_len());
+        let interface = connected.map(|(name, _)| name.clone());
         let matched = BfdInterface::best(&node.bfd_interfaces, interface.as_deref());
         let (multihop, config) = match (p.bfd, matched) {
             (BfdMode::Off, _) => continue,
@@ -169,8 +248,16 @@ fn sessions_on<'a>(
             (BfdMode::On, i) => (false, i.map_or_else(BfdConfig::default, config_of)),
             (BfdMode::Multihop, i) => (true, i.map_or_else(BfdConfig::default, config_of)),
         };
-        let local = p.source.filter(|l| l.is_ipv4() == addr.is_ipv4());
-        out.push(BfdPeer { name: p.name.clone(), addr, local, multihop, config, interface });
+        // Single-hop: from this host's address on the shared network (RFC
+        // 5881 sessions are between the two interfaces; the remote knows us by
+        // that address, even where BGP runs from the node's IP). Multihop: from
+        // the BGP session's source.
+        let local = match (multihop, connected) {
+            (false, Some((_, net))) => Some(net.addr()),
+            _ => p.source.filter(|l| l.is_ipv4() == addr.is_ipv4()),
+        };
+        let restart_window = Duration::from_secs(u64::from(p.restart_time.unwrap_or(120)));
+        out.push(BfdPeer { name: p.name.clone(), addr, local, multihop, config, interface, restart_window });
     }
     out
 }
@@ -186,7 +273,7 @@ pub fn config_of(i: &BfdInterface) -> BfdConfig {
     }
 }
 
-/// The networks of this host's interfaces: (interface, network).
+/// This host's interface addresses with their prefix lengths: (interface, address/len).
 fn connected_networks() -> Vec<(String, ipnet::IpNet)> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
     let mut out = Vec::new();
@@ -195,11 +282,11 @@ fn connected_networks() -> Vec<(String, ipnet::IpNet)> {
         let net = match (addr.as_sockaddr_in(), mask.as_sockaddr_in(), addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
             (Some(a), Some(m), _, _) => {
                 let len = u32::from(m.ip()).leading_ones() as u8;
-                ipnet::Ipv4Net::new(a.ip(), len).ok().map(|n| ipnet::IpNet::V4(n.trunc()))
+                ipnet::Ipv4Net::new(a.ip(), len).ok().map(ipnet::IpNet::V4)
             }
             (_, _, Some(a), Some(m)) => {
                 let len = u128::from(m.ip()).leading_ones() as u8;
-                ipnet::Ipv6Net::new(a.ip(), len).ok().map(|n| ipnet::IpNet::V6(n.trunc()))
+                ipnet::Ipv6Net::new(a.ip(), len).ok().map(ipnet::IpNet::V6)
             }
             _ => None,
         };
@@ -243,6 +330,11 @@ struct Sess {
 }
 
 struct Task {
+    /// Records of the previous run to resume, until the deadline.
+    resume: BTreeMap<String, ResumeRecord>,
+    resume_until: Option<Instant>,
+    /// A restart being prepared: answered when the Poll sequences are done.
+    restart: Option<(oneshot::Sender<Vec<ResumeRecord>>, Instant)>,
     sessions: BTreeMap<String, Sess>,
     by_discr: HashMap<u32, String>,
     /// Listeners opened, by (IPv6, multihop).
@@ -256,6 +348,9 @@ struct Task {
 async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) {
     let (packets_tx, mut packets) = mpsc::unbounded_channel();
     let mut t = Task {
+        resume: BTreeMap::new(),
+        resume_until: None,
+        restart: None,
         sessions: BTreeMap::new(),
         by_discr: HashMap::new(),
         listening: HashMap::new(),
@@ -266,7 +361,8 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
     };
     let mut published = Instant::now();
     loop {
-        let deadline = t.sessions.values().filter_map(|s| s.bfd.poll_timeout()).min();
+        let restart = t.restart.as_ref().map(|(_, d)| *d);
+        let deadline = t.sessions.values().filter_map(|s| s.bfd.poll_timeout()).chain(restart).min();
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 None => break,
@@ -279,6 +375,11 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
                     t.drive(now);
                     let _ = done.send(());
                 }
+                Some(BfdCmd::PrepareRestart(reply)) => t.prepare_restart(reply),
+                Some(BfdCmd::Resume(records, deadline)) => {
+                    t.resume = records.into_iter().map(|r| (r.peer.clone(), r)).collect();
+                    t.resume_until = Some(deadline);
+                }
             },
             Some(d) = packets.recv() => t.receive(&d),
             _ = async { match deadline {
@@ -287,6 +388,7 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
             } } => {}
         }
         let changed = t.drive(Instant::now());
+        t.restart_ready(Instant::now());
         if changed || published.elapsed() >= Duration::from_millis(500) {
             t.publish(&shared);
             published = Instant::now();
@@ -326,8 +428,16 @@ impl Task {
                         self.by_discr.remove(&old.bfd.local_discr());
                     }
                     self.listen(p.addr.is_ipv6(), p.multihop);
-                    let discr = self.new_discriminator();
-                    match BfdSession::new(p.config, discr, fastrand::u64(..), now) {
+                    let resumed = self.resumable(&p, now);
+                    let discr = resumed.as_ref().map_or_else(|| self.new_discriminator(), |r| r.local_discr);
+                    let session = match &resumed {
+                        Some(r) => {
+                            info!(peer = %p.name, "BFD session resumed from the previous run (Up, same discriminators)");
+                            BfdSession::resume(p.config, &r.resume(), fastrand::u64(..), now)
+                        }
+                        None => BfdSession::new(p.config, discr, fastrand::u64(..), now),
+                    };
+                    match session {
                         Ok(bfd) => {
                             let (socket, error) = match tx_socket(p.addr, p.local) {
                                 Ok(s) => (Some(s), None),
@@ -342,6 +452,46 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Slows every session Up down for a restart (see [`BfdCmd::PrepareRestart`]).
+    fn prepare_restart(&mut self, reply: oneshot::Sender<Vec<ResumeRecord>>) {
+        let now = Instant::now();
+        for s in self.sessions.values_mut().filter(|s| s.bfd.state() == State::Up) {
+            let mult = (s.peer.restart_window.as_secs() / RESTART_TX.as_secs()).clamp(3, 255) as u8;
+            let slow = BfdConfig { desired_min_tx: RESTART_TX, detect_mult: mult, ..*s.bfd.config() };
+            if let Err(e) = s.bfd.set_config(now, slow) {
+                warn!(peer = %s.peer.name, "BFD: cannot slow down for the restart: {e}");
+            }
+        }
+        self.restart = Some((reply, now + RESTART_POLL_WAIT));
+        self.restart_ready(now);
+    }
+
+    /// Answers a restart being prepared once no Poll is pending (or at its deadline).
+    fn restart_ready(&mut self, now: Instant) {
+        let Some((_, deadline)) = &self.restart else { return };
+        let pending = self.sessions.values().any(|s| s.bfd.state() == State::Up && s.bfd.poll_pending());
+        if pending && now < *deadline {
+            return;
+        }
+        let Some((reply, _)) = self.restart.take() else { return };
+        // A session whose Final did not come may still have been heard: kept too.
+        let records: Vec<ResumeRecord> =
+            self.sessions.values().filter_map(|s| s.bfd.snapshot().map(|r| ResumeRecord::of(&s.peer, &r))).collect();
+        info!("BFD: {} of {} sessions slowed down to be resumed after the restart", records.len(), self.sessions.len());
+        let _ = reply.send(records);
+    }
+
+    /// The previous run's session for `p`, if it may be resumed now.
+    fn resumable(&mut self, p: &BfdPeer, now: Instant) -> Option<ResumeRecord> {
+        if self.resume_until.is_none_or(|d| now > d) {
+            self.resume.clear();
+            return None;
+        }
+        let r = self.resume.remove(&p.name)?;
+        let same = r.addr == p.addr && r.multihop == p.multihop && !self.by_discr.contains_key(&r.local_discr);
+        same.then_some(r)
     }
 
     fn new_discriminator(&self) -> u32 {

@@ -336,41 +336,52 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         }
         Request::Bfd => {
             let b = &v["bfd"];
-            out.push_str(&format!(
-                "{:<20} {:<26} {:<10} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}  {}\n",
+            let row = |c: [&str; 13]| {
+                format!(
+                    "{:<20} {:<26} {:<10} {:<10} {:<7} {:>10} {:>10} {:>6} {:>6} {:>9} {:>9} {:>5}  {}\n",
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
+                )
+            };
+            out.push_str(&row([
                 "PEER",
                 "ADDRESS",
                 "TYPE",
+                "INTERFACE",
                 "STATE",
                 "LOCAL",
                 "REMOTE",
                 "TX ms",
                 "RX ms",
                 "DETECT ms",
+                "UP",
                 "FLAPS",
-                "DIAGNOSTIC"
-            ));
+                "DIAGNOSTIC",
+            ]));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             for x in b["sessions"].as_object().into_iter().flat_map(|m| m.values()) {
-                let kind = match x["interface"].as_str() {
-                    Some(i) => format!("{} ({i})", s(&x["kind"])),
-                    None => s(&x["kind"]),
-                };
-                let err = x["error"].as_str().map(|e| format!("  ERROR {e}")).unwrap_or_default();
-                out.push_str(&format!(
-                    "{:<20} {:<26} {:<10} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}  {}{}\n",
-                    s(&x["peer"]),
-                    s(&x["address"]),
-                    kind,
-                    s(&x["state"]),
-                    s(&x["local_discr"]),
-                    s(&x["remote_discr"]),
-                    s(&x["tx_interval_ms"]),
-                    s(&x["rx_interval_ms"]),
-                    s(&x["detection_time_ms"]),
-                    s(&x["flaps"]),
-                    s(&x["diag"]),
-                    err
-                ));
+                let up = x["up_since"].as_u64().map_or_else(|| "-".to_string(), |t| ago(now.saturating_sub(t)));
+                let mut diag = s(&x["diag"]);
+                if x["remote_diag"].as_str().is_some_and(|d| d != "No Diagnostic") {
+                    diag.push_str(&format!(" (remote: {})", s(&x["remote_diag"])));
+                }
+                if let Some(e) = x["error"].as_str() {
+                    diag.push_str(&format!("  ERROR {e}"));
+                }
+                out.push_str(&row([
+                    &s(&x["peer"]),
+                    &s(&x["address"]),
+                    &s(&x["kind"]),
+                    x["interface"].as_str().unwrap_or("-"),
+                    &s(&x["state"]),
+                    &s(&x["local_discr"]),
+                    &s(&x["remote_discr"]),
+                    &s(&x["tx_interval_ms"]),
+                    &s(&x["rx_interval_ms"]),
+                    &s(&x["detection_time_ms"]),
+                    &up,
+                    &s(&x["flaps"]),
+                    &diag,
+                ]));
             }
             for (why, n) in b["discarded"].as_object().into_iter().flatten() {
                 out.push_str(&format!("discarded: {n} packets: {why}\n"));
@@ -396,6 +407,15 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         }
     }
     out
+}
+/// A duration in seconds as `show` prints an uptime: `45s`, `12m03s`, `5h02m`, `3d04h`.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
 }
 
 #[cfg(test)]
@@ -534,5 +554,35 @@ mod tests {
         assert!(line.contains("bad request"), "{line}");
         server.abort();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn show_bfd_prints_each_session_and_the_discards() {
+        let v = serde_json::json!({ "bfd": {
+            "sessions": { "tor": {
+                "peer": "tor", "address": "10.0.0.2", "kind": "single-hop", "interface": "eth0",
+                "state": "Up", "remote_state": "Up", "local_discr": 17, "remote_discr": 99,
+                "tx_interval_ms": 300, "rx_interval_ms": 300, "detection_time_ms": 900, "multiplier": 3,
+                "up_since": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 125,
+                "diag": "Control Detection Time Expired", "remote_diag": "Neighbor Signaled Session Down",
+                "flaps": 2, "received": 10, "sent": 11, "error": null
+            }},
+            "discarded": { "TTL is not 255": 4 },
+            "errors": []
+        }});
+        let text = render(&Request::Bfd, &v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("PEER") && lines[0].contains("DETECT ms"), "{text}");
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            &row[..12],
+            ["tor", "10.0.0.2", "single-hop", "eth0", "Up", "17", "99", "300", "300", "900", "2m05s", "2"]
+        );
+        assert!(
+            lines[1].ends_with("Control Detection Time Expired (remote: Neighbor Signaled Session Down)"),
+            "{text}"
+        );
+        assert_eq!(lines[2], "discarded: 4 packets: TTL is not 255");
+        assert_eq!((ago(59), ago(3600), ago(90000)), ("59s".to_string(), "1h00m".to_string(), "1d01h".to_string()));
     }
 }

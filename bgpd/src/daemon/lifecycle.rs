@@ -73,15 +73,18 @@ async fn bfd_admin_down(tasks: &Tasks) {
 
 /// Stops for a restart: the RIB and the kernel go quiet first (so that no
 /// peer hears of another's routes going, and no kernel route is removed),
-/// BFD says AdminDown, then every session closes the graceful way (no
-/// NOTIFICATION, or with the N bit an Administrative Reset), and the marker
-/// notes a clean stop.
+/// BFD sessions slow down so that their remotes hold them Up through the
+/// restart (the next run resumes them), then every session closes the
+/// graceful way (no NOTIFICATION, or with the N bit an Administrative
+/// Reset), and the marker notes a clean stop and the BFD sessions.
 pub async fn stop_for_restart(running: &BTreeMap<String, Running>, tasks: &Tasks, marker: &mut Marker) {
     info!("stopping for a restart: peers keep this node's routes (graceful restart), the kernel keeps its routes");
     let (tx, rx) = oneshot::channel();
     tasks.rib.send(RibCmd::Quiesce(tx));
     let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-    bfd_admin_down(tasks).await;
+    let (tx, rx) = oneshot::channel();
+    tasks.bfd.send(BfdCmd::PrepareRestart(tx));
+    let bfd = tokio::time::timeout(Duration::from_secs(2), rx).await.ok().and_then(Result::ok).unwrap_or_default();
     if let Some(k) = &tasks.kernel {
         let (tx, rx) = oneshot::channel();
         k.send(KernelCmd::Freeze(tx));
@@ -91,7 +94,7 @@ pub async fn stop_for_restart(running: &BTreeMap<String, Running>, tasks: &Tasks
         let _ = r.cmds.send(Box::new(PeerCmd::Restart)).await;
     }
     tokio::time::sleep(CLOSE_TIME).await;
-    if let Err(e) = marker.clean_stop() {
+    if let Err(e) = marker.clean_stop(bfd) {
         warn!("cannot update the restart marker {}: {e}", marker.path().display());
     }
 }

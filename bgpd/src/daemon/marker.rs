@@ -13,7 +13,8 @@
 //!   [`STABLE_RUN`], bgpd stops claiming forwarding state, so its peers drop
 //!   its stale routes instead of keeping them through restart after restart.
 //! - A stop by SIGTERM (a restart on purpose) keeps the marker and notes the
-//!   clean stop; a decommission removes it.
+//!   clean stop, with the BFD sessions the next run resumes; a decommission
+//!   removes it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -51,6 +52,9 @@ struct Record {
     /// It stopped on purpose (SIGTERM: a restart), not by a crash.
     #[serde(default)]
     clean_stop: bool,
+    /// The BFD sessions it left Up for the next run to resume (a clean stop).
+    #[serde(default)]
+    bfd: Vec<super::bfd::ResumeRecord>,
 }
 
 /// The marker of this run.
@@ -69,6 +73,9 @@ pub struct Assessment {
     pub quick_restarts: u32,
     /// Why, for the log.
     pub why: String,
+    /// The previous run's BFD sessions that the remotes still hold Up (their
+    /// detection time since the stop has not passed): to resume.
+    pub bfd: Vec<super::bfd::ResumeRecord>,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -81,7 +88,7 @@ fn unix(t: SystemTime) -> u64 {
 /// plus its long-lived stale time, the longest of the peers); `kernel`: this
 /// run programs the kernel.
 pub fn assess(path: &Path, now: SystemTime, window: Duration, kernel: bool) -> Assessment {
-    let clean = |why: String| Assessment { restart: Restart::default(), quick_restarts: 0, why };
+    let clean = |why: String| Assessment { restart: Restart::default(), quick_restarts: 0, why, bfd: Vec::new() };
     let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
         return clean("no restart marker: a clean start".into());
     };
@@ -115,13 +122,25 @@ pub fn assess(path: &Path, now: SystemTime, window: Duration, kernel: bool) -> A
             if prev.clean_stop { ", stopped on purpose" } else { ", it did not stop cleanly" }
         ),
     };
-    Assessment { restart: Restart { restarting: true, forwarding }, quick_restarts, why }
+    let bfd = if prev.clean_stop {
+        prev.bfd.into_iter().filter(|r| r.remote_detection_time() > age).collect()
+    } else {
+        Vec::new()
+    };
+    Assessment { restart: Restart { restarting: true, forwarding }, quick_restarts, why, bfd }
 }
 
 impl Marker {
     /// Writes the marker of this run (process `pid`, started `now`).
     pub fn create(path: &Path, now: SystemTime, kernel: bool, quick_restarts: u32) -> std::io::Result<Marker> {
-        let record = Record { pid: std::process::id(), started: unix(now), kernel, quick_restarts, clean_stop: false };
+        let record = Record {
+            pid: std::process::id(),
+            started: unix(now),
+            kernel,
+            quick_restarts,
+            clean_stop: false,
+            bfd: Vec::new(),
+        };
         let m = Marker { path: path.to_path_buf(), record };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -143,9 +162,11 @@ impl Marker {
         }
     }
 
-    /// This run stops on purpose for a restart: the marker stays, fresh.
-    pub fn clean_stop(&mut self) -> std::io::Result<()> {
+    /// This run stops on purpose for a restart: the marker stays, fresh,
+    /// with the BFD sessions to resume.
+    pub fn clean_stop(&mut self, bfd: Vec<super::bfd::ResumeRecord>) -> std::io::Result<()> {
         self.record.clean_stop = true;
+        self.record.bfd = bfd;
         self.write()
     }
 
@@ -229,6 +250,36 @@ mod tests {
         assert!(assess(&path, now, WINDOW, true).restart.forwarding);
     }
 
+    /// A BFD session slowed down to 1 s x `mult` before the stop.
+    fn bfd_record(mult: u8) -> super::super::bfd::ResumeRecord {
+        super::super::bfd::ResumeRecord {
+            peer: "tor".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            multihop: false,
+            local_discr: 7,
+            remote_discr: 9,
+            remote_min_rx: 300_000,
+            remote_desired_min_tx: 300_000,
+            remote_detect_mult: 3,
+            desired_min_tx: 1_000_000,
+            detect_mult: mult,
+        }
+    }
+
+    #[test]
+    fn bfd_sessions_are_resumed_after_a_clean_stop_within_their_detection_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean =
+            Record { kernel: true, clean_stop: true, bfd: vec![bfd_record(60), bfd_record(5)], ..Record::default() };
+        let (path, now) = marker(dir.path(), &clean, 3600, 10);
+        let a = assess(&path, now, WINDOW, true);
+        assert_eq!(a.bfd, [bfd_record(60)], "the remote held the 5 s session only 5 s: gone");
+        // A crash leaves nothing to resume (the sessions were never slowed down).
+        let crashed = Record { clean_stop: false, ..clean };
+        let (path, now) = marker(dir.path(), &crashed, 3600, 1);
+        assert!(assess(&path, now, WINDOW, true).bfd.is_empty());
+    }
+
     #[test]
     fn an_older_marker_holding_only_a_pid_is_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -246,9 +297,10 @@ mod tests {
         let r: Record = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!((r.kernel, r.quick_restarts, r.clean_stop), (true, 2, false));
         m.touch();
-        m.clean_stop().unwrap();
+        m.clean_stop(vec![bfd_record(60)]).unwrap();
         let r: Record = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert!(r.clean_stop);
+        assert_eq!(r.bfd, [bfd_record(60)]);
         m.remove().unwrap();
         assert!(!path.exists());
         m.remove().unwrap();

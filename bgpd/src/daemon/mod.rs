@@ -5,7 +5,7 @@
 //! are reset. SIGTERM is a restart, taking the node out is a decommission
 //! ([`lifecycle`]).
 
-mod bfd;
+pub(crate) mod bfd;
 mod control;
 mod kernel;
 mod lifecycle;
@@ -285,6 +285,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         kernel: kernel_handle.clone(),
         bfd: bfd::spawn(shared.clone(), bfd_notices_tx).context("starting the BFD task")?,
     };
+    if !assessed.bfd.is_empty() {
+        // The remotes hold these sessions Up for their detection time from the
+        // previous run's stop: resumed if their peers are configured by then.
+        let left = assessed.bfd.iter().map(bfd::ResumeRecord::remote_detection_time).max().unwrap_or_default();
+        info!(sessions = assessed.bfd.len(), "BFD: resuming the previous run's sessions");
+        tasks.bfd.send(bfd::BfdCmd::Resume(assessed.bfd.clone(), std::time::Instant::now() + left));
+    }
     let (life_tx, mut life_rx) = mpsc::unbounded_channel();
     {
         let mut s = shared.lock();

@@ -53,6 +53,10 @@ struct State {
     /// Nodes taken down for good (`lab stop`): not checked, their pods not probed.
     #[serde(default)]
     stopped: Vec<String>,
+    /// Routers of `faults` that failed silently (`lab fail --silent`: every
+    /// packet dropped, links up) rather than losing their links.
+    #[serde(default)]
+    silent: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -815,7 +819,8 @@ pub fn status(file: &Path) -> anyhow::Result<bool> {
         println!("  {:<24} pid {:<8} {}", p.name, p.pid, if up { "running" } else { "NOT RUNNING" });
     }
     for f in &st.faults {
-        println!("  fault in effect: {f} (`bgpd lab recover {} {f}`)", file.display());
+        let how = if st.silent.contains(f) { " (silent)" } else { "" };
+        println!("  fault in effect: {f}{how} (`bgpd lab recover {} {f}`)", file.display());
     }
     for n in &st.stopped {
         println!("  node down: {n} (`bgpd lab start {} {n}`)", file.display());
@@ -850,18 +855,42 @@ fn target(lab: &Lab, what: &str) -> anyhow::Result<Target> {
     }
 }
 
-/// `bgpd lab fail FILE TARGET` and `bgpd lab recover FILE TARGET`: cut (or
-/// restore) every link of a router, or one segment (a link), or turn a
-/// service's endpoint on a node unready (or ready), while probing; then the
-/// checks, and the probes lost.
-pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
+/// `bgpd lab fail FILE TARGET [--silent]` and `bgpd lab recover FILE TARGET`:
+/// cut (or restore) every link of a router, or one segment (a link), or turn
+/// a service's endpoint on a node unready (or ready), while probing; then the
+/// checks, and the probes lost. With `silent`, a router fails without losing
+/// carrier: every packet in its namespace is dropped (iptables), as a hung
+/// forwarding plane or a reload that keeps the links up would; only BFD (or
+/// the hold timer) notices. `recover` undoes whichever failure is in effect.
+pub fn fail(file: &Path, what: &str, recover: bool, silent: bool) -> anyhow::Result<bool> {
     let lab = Lab::load(file)?;
     let mut st = lab.read_state()?;
     let (bgpd, _) = binaries()?;
     let t = target(&lab, what)?;
-    let verb = if recover { "recover" } else { "fail" };
-    drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), Drill::probing_all(300), |lab, st| {
+    if silent && !matches!(t, Target::Router(_)) {
+        bail!("--silent fails a router: {what:?} is a segment or an endpoint");
+    }
+    if !recover && st.faults.iter().any(|f| f == what) {
+        bail!("{what} has failed already (`bgpd lab recover {} {what}` first)", file.display());
+    }
+    let endpoint = matches!(t, Target::Endpoint { .. });
+    if recover && !endpoint && !st.faults.iter().any(|f| f == what) {
+        bail!("{what} has not failed (`bgpd lab status {}` lists the faults in effect)", file.display());
+    }
+    let verb = match (recover, silent) {
+        (true, _) => "recover",
+        (false, true) => "fail (silent)",
+        (false, false) => "fail",
+    };
+    let (ok, _) = drill(&lab, &mut st, &bgpd, &format!("{verb} {what}"), Drill::probing_all(300), |lab, st| {
         match &t {
+            Target::Router(r) if st.silent.contains(r) || (silent && !recover) => {
+                net::silence(&lab.topo.netns(r), !recover)?;
+                st.silent.retain(|x| x != r);
+                if !recover {
+                    st.silent.push(r.clone());
+                }
+            }
             Target::Router(r) => {
                 let m = &lab.topo.members[r];
                 for (seg, _) in &m.links {
@@ -884,8 +913,8 @@ pub fn fail(file: &Path, what: &str, recover: bool) -> anyhow::Result<bool> {
             st.faults.push(what.to_string());
         }
         Ok(())
-    })
-    .map(|(ok, _)| ok)
+    })?;
+    Ok(ok)
 }
 
 /// The bgpd processes the lab runs: every node's (but stopped ones) and
@@ -1122,6 +1151,8 @@ fn drill(
     let mut sent = 0;
     let mut lost = 0;
     let mut lines = String::new();
+    // The longest failure window of any probed flow: (ms, source, target).
+    let mut outage: Option<(u64, String, SocketAddr)> = None;
     for (src, child) in loops {
         let out = child.wait_with_output()?;
         let Some(c) = String::from_utf8_lossy(&out.stdout)
@@ -1138,6 +1169,11 @@ fn drill(
         for (t, e, n) in &c.failures {
             let _ = writeln!(lines, "  {src} -> {t}: {n} lost ({e})");
         }
+        for (t, ms) in &c.outages {
+            if outage.as_ref().is_none_or(|(m, ..)| ms > m) {
+                outage = Some((*ms, src.clone(), *t));
+            }
+        }
     }
     let _ = std::fs::remove_file(&stop);
     print!("{report}");
@@ -1146,6 +1182,9 @@ fn drill(
         if ok { "passed" } else { "FAILED" },
         settled.as_secs_f64()
     );
+    if let Some((ms, src, t)) = &outage {
+        println!("drill {what}: probes failed for {:.1} s at most ({src} -> {t})", *ms as f64 / 1000.0);
+    }
     print!("{lines}");
     Ok((ok, lost))
 }

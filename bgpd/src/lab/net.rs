@@ -27,6 +27,19 @@ pub fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     run(Command::new("ip").arg("-n").arg(ns).args(args))
 }
 
+/// Drops (with `on`) every packet in, out of and through namespace `ns`, its
+/// links left up: a silent failure (a hung forwarding plane). `on = false`
+/// removes the rules again.
+pub fn silence(ns: &str, on: bool) -> anyhow::Result<()> {
+    let op = if on { "-I" } else { "-D" };
+    for tool in ["iptables", "ip6tables"] {
+        for chain in ["INPUT", "OUTPUT", "FORWARD"] {
+            run(Command::new("ip").args(["netns", "exec", ns, tool, op, chain, "-j", "DROP"]))?;
+        }
+    }
+    Ok(())
+}
+
 /// The network namespaces whose names start with `prefix`.
 pub fn namespaces(prefix: &str) -> Vec<String> {
     let Ok(out) = ip(&["netns", "list"]) else { return Vec::new() };

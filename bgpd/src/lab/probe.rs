@@ -87,6 +87,12 @@ pub struct LoopCounts {
     pub answers: Vec<(SocketAddr, String, u64)>,
     /// (target, error) → count, for the failures.
     pub failures: Vec<(SocketAddr, String, u64)>,
+    /// (target, ms): for each target with failures, the window over which
+    /// its probes failed: from the start of the first failed probe to the
+    /// start of the first answered one after the last failure (to the end,
+    /// if none was).
+    #[serde(default)]
+    pub outages: Vec<(SocketAddr, u64)>,
 }
 
 fn bump(list: &mut Vec<(SocketAddr, String, u64)>, t: SocketAddr, what: String) {
@@ -96,30 +102,62 @@ fn bump(list: &mut Vec<(SocketAddr, String, u64)>, t: SocketAddr, what: String) 
     }
 }
 
+/// The window over which `probes` (start time since the loop began,
+/// answered) failed: from the first failed probe to the first answered one
+/// after the last failure (or to `end`). Answers inside it are not gaps in
+/// the outage: with ECMP each probe (a new connection) may take another path.
+fn failure_window(probes: &mut [(Duration, bool)], end: Duration) -> Option<Duration> {
+    probes.sort();
+    let first = probes.iter().find(|(_, ok)| !ok)?.0;
+    let last = probes.iter().rev().find(|(_, ok)| !ok)?.0;
+    let answered = probes.iter().find(|(at, ok)| *ok && *at > last).map_or(end, |(at, _)| *at);
+    Some(answered.saturating_sub(first))
+}
+
 /// Probes every target every `interval` until `stop` exists or `max` has
-/// passed, then prints the counts as one JSON line.
+/// passed, then prints the counts as one JSON line. A probe starts on time
+/// whether the ones before it have finished or not (one that gets no answer
+/// takes [`TIMEOUT`]), so an outage is timed to about one `interval`.
 pub fn probe_loop(targets: &[SocketAddr], interval: Duration, stop: &Path, max: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut counts = LoopCounts::default();
+    let (tx, rx) = std::sync::mpsc::channel::<(Duration, Outcome)>();
+    let mut in_flight = Vec::new();
     while !stop.exists() && start.elapsed() < max {
         let round = Instant::now();
-        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
-            let hs: Vec<_> = targets.iter().map(|t| s.spawn(move || probe_once(*t))).collect();
-            hs.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        counts.rounds += 1;
-        for o in outcomes {
-            counts.sent += 1;
-            match o.answer {
-                Ok(a) => bump(&mut counts.answers, o.target, a),
-                Err(e) => {
-                    counts.failed += 1;
-                    bump(&mut counts.failures, o.target, e);
-                }
-            }
+        let at = round - start;
+        for t in targets {
+            let (tx, t) = (tx.clone(), *t);
+            in_flight.push(std::thread::spawn(move || {
+                let _ = tx.send((at, probe_once(t)));
+            }));
         }
+        in_flight.retain(|h| !h.is_finished());
+        counts.rounds += 1;
         if let Some(rest) = interval.checked_sub(round.elapsed()) {
             std::thread::sleep(rest);
+        }
+    }
+    let end = start.elapsed();
+    drop(tx);
+    for h in in_flight {
+        let _ = h.join();
+    }
+    let mut by_target: std::collections::BTreeMap<SocketAddr, Vec<(Duration, bool)>> = Default::default();
+    for (at, o) in rx {
+        counts.sent += 1;
+        by_target.entry(o.target).or_default().push((at, o.answer.is_ok()));
+        match o.answer {
+            Ok(a) => bump(&mut counts.answers, o.target, a),
+            Err(e) => {
+                counts.failed += 1;
+                bump(&mut counts.failures, o.target, e);
+            }
+        }
+    }
+    for (t, mut probes) in by_target {
+        if let Some(d) = failure_window(&mut probes, end) {
+            counts.outages.push((t, d.as_millis() as u64));
         }
     }
     // Whoever reads this may be gone (a drill that failed): not worth a panic.
@@ -145,5 +183,17 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let o = probe_once(closed);
         assert!(o.answer.as_ref().is_err_and(|e| e.starts_with("connect")), "{o:?}");
+    }
+
+    #[test]
+    fn the_failure_window_runs_from_the_first_failure_to_the_answer_after_the_last() {
+        let ms = Duration::from_millis;
+        // An answer between failures (another ECMP path) does not end it.
+        let mut probes = vec![(ms(0), true), (ms(200), false), (ms(400), true), (ms(600), false), (ms(800), true)];
+        assert_eq!(failure_window(&mut probes, ms(900)), Some(ms(600)));
+        // Out of order (as the threads report), and failing to the end.
+        let mut probes = vec![(ms(600), false), (ms(0), true), (ms(200), false), (ms(400), false)];
+        assert_eq!(failure_window(&mut probes, ms(1000)), Some(ms(800)));
+        assert_eq!(failure_window(&mut [(ms(0), true), (ms(200), true)], ms(300)), None);
     }
 }

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
+use bgpd_proto::bfd::BfdConfig;
+
 use super::net;
 use super::spec::{Implementation, Member, Role, RouterSession, Topology};
 
@@ -29,6 +31,10 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
             "protocol kernel {{\n  {af} {{ import none; export where source != RTS_DEVICE; }};\n  merge paths on;\n}}"
         );
     }
+    if sessions.iter().any(|s| s.bfd.is_some()) {
+        // Sessions come from BGP's `bfd` option, each with its own timers.
+        c.push_str("protocol bfd {}\n");
+    }
     for s in sessions {
         let ibgp = s.peer_as == asn;
         let af = if s.neighbor.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -36,6 +42,16 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
         let _ = writeln!(c, "  local {} as {asn};\n  neighbor {} as {};", s.local, s.neighbor, s.peer_as);
         c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
         c.push_str("  graceful restart on;\n");
+        if let Some(b) = &s.bfd {
+            let _ = writeln!(
+                c,
+                "  bfd {{ min rx interval {} ms; min tx interval {} ms; idle tx interval {} ms; multiplier {}; }};",
+                b.required_min_rx.as_millis(),
+                b.desired_min_tx.as_millis(),
+                b.idle_tx.as_millis(),
+                b.detect_mult
+            );
+        }
         if ibgp {
             c.push_str("  direct;\n  rr client;\n");
         }
@@ -61,6 +77,9 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
         let a = s.neighbor;
         let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
         let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
+        if let Some(b) = &s.bfd {
+            let _ = writeln!(c, " neighbor {a} bfd profile {}", bfd_profile_name(b));
+        }
     }
     // Each session carries its own family (as Calico's BIRD sessions do).
     for (af, v4) in [("ipv4", true), ("ipv6", false)] {
@@ -82,6 +101,34 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
     }
     c.push_str("!\n");
     c
+}
+
+/// FRR bfdd's profile for a set of timers.
+fn bfd_profile_name(b: &BfdConfig) -> String {
+    format!("bfd-{}-{}-{}", b.desired_min_tx.as_millis(), b.required_min_rx.as_millis(), b.detect_mult)
+}
+
+/// FRR's `bfdd.conf`: a profile per set of timers the sessions use (BGP's
+/// `neighbor X bfd profile P` asks bfdd for the session, as frr-k8s does);
+/// `None` when no session runs BFD.
+pub fn frr_bfdd_conf(sessions: &[RouterSession]) -> Option<String> {
+    let timers: std::collections::BTreeSet<(u128, u128, u8)> = sessions
+        .iter()
+        .filter_map(|s| s.bfd.as_ref())
+        .map(|b| (b.desired_min_tx.as_millis(), b.required_min_rx.as_millis(), b.detect_mult))
+        .collect();
+    if timers.is_empty() {
+        return None;
+    }
+    let mut c = String::from("bfd\n");
+    for (tx, rx, mult) in timers {
+        let _ = writeln!(
+            c,
+            " profile bfd-{tx}-{rx}-{mult}\n  transmit-interval {tx}\n  receive-interval {rx}\n  detect-multiplier {mult}\n !"
+        );
+    }
+    c.push_str("!\n");
+    Some(c)
 }
 
 fn proto_name(peer: &str, addr: &std::net::IpAddr) -> String {
@@ -136,13 +183,43 @@ pub fn bgpd_datastore(router: &Member, sessions: &[RouterSession]) -> String {
     y.push_str(
         "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: transit}\nspec:\n  exportV4: [{action: Accept}]\n  importV4: [{action: Accept}]\n  exportV6: [{action: Accept}]\n  importV6: [{action: Accept}]\n",
     );
+    // BFD where a node runs it with the router: the BGPPeer asks for it, and
+    // a BFDConfiguration gives the segment's interface the node's timers.
+    let mut bfd_interfaces: Vec<(String, BfdConfig)> = Vec::new();
     for s in sessions {
         let name = if s.neighbor.is_ipv4() { s.peer.clone() } else { format!("{}-v6", s.peer) };
+        let bfd = if s.bfd.is_some() { "true" } else { "false" };
         let _ = write!(
             y,
-            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{node: {}, peerIP: \"{}\", asNumber: {}, filters: [transit]}}\n",
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}, annotations: {{bgpd.io/bfd: '{bfd}'}}}}\nspec: {{node: {}, peerIP: \"{}\", asNumber: {}, filters: [transit]}}\n",
             router.name, s.neighbor, s.peer_as
         );
+        let segment = router.links.iter().map(|(seg, a)| (seg, std::net::IpAddr::V4(a.addr())));
+        let segment = segment
+            .chain(router.links6.iter().map(|(seg, a)| (seg, std::net::IpAddr::V6(a.addr()))))
+            .find(|(_, a)| *a == s.local)
+            .map(|(seg, _)| seg.clone());
+        if let (Some(b), Some(seg)) = (s.bfd, segment) {
+            if !bfd_interfaces.iter().any(|(x, _)| *x == seg) {
+                bfd_interfaces.push((seg, b));
+            }
+        }
+    }
+    if !bfd_interfaces.is_empty() {
+        let _ = write!(
+            y,
+            "---\napiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata: {{name: lab}}\nspec:\n  nodeSelector: all()\n  interfaces:\n"
+        );
+        for (seg, b) in bfd_interfaces {
+            let _ = writeln!(
+                y,
+                "  - {{matchPattern: {seg}, minimumRecvInterval: {}ms, minimumSendInterval: {}ms, idleSendInterval: {}ms, multiplier: {}}}",
+                b.required_min_rx.as_millis(),
+                b.desired_min_tx.as_millis(),
+                b.idle_tx.as_millis(),
+                b.detect_mult
+            );
+        }
     }
     y
 }
@@ -209,13 +286,21 @@ pub fn start(topo: &Topology, router: &Member, state: &Path, bgpd: &Path) -> any
             let zlog = d.join("zebra.log");
             let zebra = net::spawn(&ns, &zargv, &zlog)?;
             wait(|| zapi.exists(), 100).context("FRR zebra did not open its API socket within 10 s")?;
+            let mut started = vec![(format!("{}/zebra", router.name), zebra, zargv, zlog)];
+            if let Some(text) = frr_bfdd_conf(&sessions) {
+                let fconf = d.join("bfdd.conf");
+                std::fs::write(&fconf, text)?;
+                net::run(Command::new("chown").arg("frr:frr").arg(&fconf))?;
+                let fargv = common("bfdd", &fconf, "bfdd.pid");
+                let flog = d.join("bfdd.log");
+                let bfdd = net::spawn(&ns, &fargv, &flog)?;
+                started.push((format!("{}/bfdd", router.name), bfdd, fargv, flog));
+            }
             let bargv = common("bgpd", &bconf, "bgpd.pid");
             let blog = d.join("bgpd.log");
             let frr_bgpd = net::spawn(&ns, &bargv, &blog)?;
-            Ok(vec![
-                (format!("{}/zebra", router.name), zebra, zargv, zlog),
-                (format!("{}/frr-bgpd", router.name), frr_bgpd, bargv, blog),
-            ])
+            started.push((format!("{}/frr-bgpd", router.name), frr_bgpd, bargv, blog));
+            Ok(started)
         }
     }
 }
@@ -364,8 +449,55 @@ spec:
             local: Ipv4Addr::new(10, 0, 0, 1).into(),
             neighbor: Ipv4Addr::new(10, 0, 0, 2).into(),
             peer_as: 65000,
+            bfd: None,
         }];
         assert!(bird_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("rr client;"));
         assert!(frr_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("neighbor 10.0.0.2 route-reflector-client"));
+    }
+
+    #[test]
+    fn routers_mirror_the_bfd_the_nodes_run_with_them() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../templates/dual-tor-ecmp.yaml");
+        let t = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let tor_a = &t.members["tor-a"];
+        let sessions = t.router_sessions(tor_a);
+        assert_eq!(sessions.len(), 3);
+        let b = sessions[0].bfd.expect("node-1 runs BFD with tor-a (the template's BFDConfiguration)");
+        assert_eq!((b.desired_min_tx.as_millis(), b.required_min_rx.as_millis(), b.detect_mult), (300, 300, 3));
+        assert!(sessions.iter().all(|s| s.bfd == Some(b)));
+
+        let bird = bird_conf(Ipv4Addr::new(10, 1, 1, 1), 65001, &sessions);
+        assert!(bird.contains("protocol bfd {}"), "{bird}");
+        assert!(
+            bird.contains(
+                "  bfd { min rx interval 300 ms; min tx interval 300 ms; idle tx interval 1000 ms; multiplier 3; };"
+            ),
+            "{bird}"
+        );
+        let frr = frr_conf(Ipv4Addr::new(10, 1, 1, 1), 65001, &sessions);
+        assert!(frr.contains(" neighbor 10.1.1.2 bfd profile bfd-300-300-3\n"), "{frr}");
+        let bfdd = frr_bfdd_conf(&sessions).expect("bfdd runs");
+        assert!(bfdd.contains(" profile bfd-300-300-3\n  transmit-interval 300\n  receive-interval 300\n"), "{bfdd}");
+
+        // A bgpd router: the BGPPeers ask for BFD and a BFDConfiguration has the timers.
+        let yaml = bgpd_datastore(tor_a, &sessions);
+        let (model, problems) =
+            crate::datastore::parse_sources(&[crate::datastore::Source { path: "r.yaml".into(), text: yaml.clone() }])
+                .unwrap();
+        assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:?}\n{yaml}");
+        let (node, peers) = crate::daemon::plan::plan(&model, "tor-a").unwrap();
+        let networks: Vec<(String, ipnet::IpNet)> =
+            tor_a.links.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V4(*a))).collect();
+        let bfd = crate::daemon::bfd::sessions_on(&node, peers.iter(), &networks);
+        assert_eq!(bfd.len(), 3, "{yaml}");
+        assert!(bfd.iter().all(|s| s.config.desired_min_tx.as_millis() == 300 && !s.multihop));
+
+        // Without a BFDConfiguration, nothing runs BFD.
+        let plain = std::fs::read_to_string(path).unwrap().replace("kind: BFDConfiguration", "kind: Ignored");
+        let t = Topology::parse(&plain).unwrap();
+        let sessions = t.router_sessions(&t.members["tor-a"]);
+        assert!(sessions.iter().all(|s| s.bfd.is_none()));
+        assert!(frr_bfdd_conf(&sessions).is_none());
+        assert!(!bird_conf(Ipv4Addr::new(10, 1, 1, 1), 65001, &sessions).contains("bfd"));
     }
 }

@@ -243,6 +243,10 @@ pub struct RouterSession {
     pub neighbor: IpAddr,
     /// The neighbour's AS.
     pub peer_as: u32,
+    /// BFD with the neighbour, with these timers: a node runs BFD with the
+    /// router here (its BFDConfiguration or `bgpd.io/bfd` annotation says so),
+    /// and the router mirrors it.
+    pub bfd: Option<bgpd_proto::bfd::BfdConfig>,
 }
 
 /// A service the lab gives endpoints to.
@@ -277,6 +281,9 @@ pub struct Topology {
     pub services: Vec<LabService>,
     /// The port pods answer on.
     pub port: u16,
+    /// The BFD sessions the nodes run with routers: (node, router address) →
+    /// the node's timers.
+    pub bfd: BTreeMap<(String, IpAddr), bgpd_proto::bfd::BfdConfig>,
 }
 
 fn is_name(s: &str) -> bool {
@@ -370,7 +377,8 @@ impl Topology {
                 let m = &self.members[other];
                 let addr = m.addresses_on(seg).into_iter().find(|a| a.is_ipv4() == local.is_ipv4());
                 let (Some(peer_as), Some(neighbor)) = (m.asn(), addr) else { continue };
-                out.push(RouterSession { peer: other.clone(), local, neighbor, peer_as });
+                let bfd = self.bfd.get(&(other.clone(), local)).copied();
+                out.push(RouterSession { peer: other.clone(), local, neighbor, peer_as, bfd });
             }
         }
         out
@@ -632,7 +640,36 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         }
         services.push(LabService { key, namespace: s.namespace, name: s.name, clusters, addresses, endpoints });
     }
-    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port })
+    let bfd = node_bfd(&members, &cluster_yaml);
+    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd })
+}
+
+/// The BFD sessions each node's bgpd will run, as it decides them: its plan
+/// from its cluster's resources, its interfaces being the lab's segments.
+fn node_bfd(
+    members: &BTreeMap<String, Member>,
+    clusters: &BTreeMap<String, String>,
+) -> BTreeMap<(String, IpAddr), bgpd_proto::bfd::BfdConfig> {
+    let mut out = BTreeMap::new();
+    let models: BTreeMap<&String, crate::datastore::Model> = clusters
+        .iter()
+        .filter_map(|(c, text)| {
+            let src = crate::datastore::Source { path: format!("cluster {c}").into(), text: text.clone() };
+            crate::datastore::parse_sources(&[src]).ok().map(|(m, _)| (c, m))
+        })
+        .collect();
+    for m in members.values() {
+        let Role::Node { cluster, .. } = &m.role else { continue };
+        let Some(model) = models.get(cluster) else { continue };
+        let Ok((node, peers)) = crate::daemon::plan::plan(model, &m.name) else { continue };
+        let v4 = m.links.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V4(*a)));
+        let networks: Vec<(String, ipnet::IpNet)> =
+            v4.chain(m.links6.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V6(*a)))).collect();
+        for b in crate::daemon::bfd::sessions_on(&node, peers.iter(), &networks) {
+            out.insert((m.name.clone(), b.addr), b.config);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

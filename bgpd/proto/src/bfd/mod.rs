@@ -8,6 +8,12 @@
 //! The driver owns the sockets (RFC 5881 single-hop, RFC 5883 multihop), the
 //! discriminators and the demultiplexing by discriminator or address.
 //!
+//! A session Up can be carried across a restart of its driver
+//! ([`BfdSession::snapshot`] before, [`BfdSession::resume`] after): the
+//! remote sees nothing but a gap in the packets, which the driver makes
+//! shorter than the remote's detection time by slowing the session down
+//! first (a Poll sequence). See `docs/bfd.md`.
+//!
 //! Not built: echo mode and demand mode (RFC 5880 §6.4, §6.6: optional),
 //! authentication (§6.7: optional; a packet with the A bit is discarded).
 
@@ -99,6 +105,35 @@ pub enum BfdEvent {
         /// session down only for a failure.
         path_failure: bool,
     },
+}
+
+/// What a session Up carries across a restart of its driver: what the remote
+/// knows of it and what it knows of the remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdResume {
+    /// bfd.LocalDiscr (the remote's Your Discriminator).
+    pub local_discr: u32,
+    /// bfd.RemoteDiscr.
+    pub remote_discr: u32,
+    /// The remote's Required Min RX Interval, µs.
+    pub remote_min_rx: u32,
+    /// The remote's Desired Min TX Interval, µs.
+    pub remote_desired_min_tx: u32,
+    /// The remote's Detect Mult.
+    pub remote_detect_mult: u8,
+    /// The Desired Min TX Interval the remote last heard from this side, µs.
+    pub desired_min_tx: u32,
+    /// The Detect Mult the remote last heard from this side.
+    pub detect_mult: u8,
+}
+
+impl BfdResume {
+    /// How long the remote waits without a packet before it declares the
+    /// session down (§6.8.4, as the remote computes it).
+    pub fn remote_detection_time(&self) -> Duration {
+        let per = u64::from(self.remote_min_rx.max(self.desired_min_tx));
+        Duration::from_micros(per.saturating_mul(u64::from(self.detect_mult)))
+    }
 }
 
 /// Counters and the negotiated values, for `show bfd` and metrics.
@@ -229,6 +264,47 @@ impl BfdSession {
     /// The state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// A session Up resumed after a restart of its driver from `r` (the
+    /// previous run's [`BfdSession::snapshot`]): Up at once with the same
+    /// discriminators, its first packet due at once with a Poll sequence back
+    /// to `cfg`'s intervals; the remote's detection timer starts now.
+    pub fn resume(cfg: BfdConfig, r: &BfdResume, seed: u64, now: Instant) -> Result<BfdSession, ConfigError> {
+        let mut s = BfdSession::new(cfg, r.local_discr, seed, now)?;
+        s.state = State::Up;
+        s.remote_state = State::Up;
+        s.remote_discr = r.remote_discr;
+        s.remote_min_rx = r.remote_min_rx;
+        s.remote_desired_min_tx = r.remote_desired_min_tx;
+        s.remote_detect_mult = r.remote_detect_mult;
+        s.up_since = Some(now);
+        // What the remote last heard from this side, then the change back.
+        s.tx_desired = r.desired_min_tx;
+        s.tx_in_effect = r.desired_min_tx;
+        let (tx, rx) = s.wanted_intervals();
+        s.change_intervals(now, tx, rx);
+        s.send_now = true;
+        s.detect_at = Some(now + s.detection_time());
+        Ok(s)
+    }
+
+    /// What [`BfdSession::resume`] needs, when Up and the remote is known.
+    pub fn snapshot(&self) -> Option<BfdResume> {
+        (self.state == State::Up && self.remote_discr != 0).then_some(BfdResume {
+            local_discr: self.local_discr,
+            remote_discr: self.remote_discr,
+            remote_min_rx: self.remote_min_rx,
+            remote_desired_min_tx: self.remote_desired_min_tx,
+            remote_detect_mult: self.remote_detect_mult,
+            desired_min_tx: self.tx_desired,
+            detect_mult: self.cfg.detect_mult,
+        })
+    }
+
+    /// A Poll sequence is under way (its Final not received yet).
+    pub fn poll_pending(&self) -> bool {
+        self.polling
     }
 
     /// This side's discriminator.

@@ -32,7 +32,7 @@ fn sessions(yaml: &str, networks: &[(&str, &str)]) -> Vec<BfdPeer> {
     sessions_on(&node, peers.iter(), &networks)
 }
 
-const HOST: &[(&str, &str)] = &[("eth0", "10.0.0.0/24"), ("eth0", "fd00::/64"), ("ens3", "192.168.7.0/24")];
+const HOST: &[(&str, &str)] = &[("eth0", "10.0.0.1/24"), ("eth0", "fd00::1/64"), ("ens3", "192.168.7.5/24")];
 
 #[test]
 fn a_bfd_configuration_runs_bfd_with_the_peers_on_its_interfaces() {
@@ -80,6 +80,10 @@ fn the_annotation_overrides_the_configuration_for_one_peer() {
     // the default timers (300 ms x 3).
     assert_eq!(got, [("far", true, 3), ("far-on", false, 3), ("on", false, 4)]);
     assert_eq!(s[0].interface, None);
+    assert_eq!(s[0].local, Some("10.0.0.1".parse().unwrap()), "multihop: from the BGP session's source");
+    // Single-hop on another interface than the node IP's: from that interface's address.
+    let yaml = format!("{NODES}{}", peer("mgmt", "192.168.7.1", Some("true")));
+    assert_eq!(sessions(&yaml, HOST)[0].local, Some("192.168.7.5".parse().unwrap()));
     let yaml = format!("{NODES}{}", peer("on", "10.0.0.252", Some("true")));
     assert_eq!(sessions(&yaml, HOST)[0].config, BfdConfig::default());
 }
@@ -93,10 +97,11 @@ fn the_most_specific_pattern_and_the_longest_network_win() {
     );
     assert_eq!(sessions(&yaml, HOST)[0].config.detect_mult, 7);
     // The peer is in 10.0.0.0/24 of eth0 and 10.0.0.0/25 of the VLAN: the VLAN is the way.
-    let host = [("eth0", "10.0.0.0/24"), ("eth0.100", "10.0.0.128/25")];
+    let host = [("eth0", "10.0.0.1/24"), ("eth0.100", "10.0.0.129/25")];
     assert_eq!(sessions(&yaml, &host)[0].config.detect_mult, 5);
     assert_eq!(sessions(&yaml, &host)[0].interface.as_deref(), Some("eth0.100"));
-    let lo = [("lo0", "127.0.0.0/8")];
+    assert_eq!(sessions(&yaml, &host)[0].local, Some("10.0.0.129".parse().unwrap()), "that interface's address");
+    let lo = [("lo0", "127.0.0.1/8")];
     assert!(sessions(&yaml, &lo).is_empty(), "not on a connected network: no single-hop session");
 }
 
@@ -104,6 +109,9 @@ fn task() -> (Task, mpsc::UnboundedReceiver<BfdNotice>) {
     let (packets, _) = mpsc::unbounded_channel();
     let (notices, rx) = mpsc::unbounded_channel();
     let t = Task {
+        resume: BTreeMap::new(),
+        resume_until: None,
+        restart: None,
         sessions: BTreeMap::new(),
         by_discr: HashMap::new(),
         // No listener is opened: the packets are handed in directly.
@@ -124,6 +132,7 @@ fn add(t: &mut Task, name: &str, addr: &str, multihop: bool) -> u32 {
         multihop,
         config: BfdConfig::default(),
         interface: None,
+        restart_window: Duration::from_secs(120),
     };
     t.set(vec![p]);
     t.sessions[name].bfd.local_discr()
@@ -243,4 +252,55 @@ fn a_timer_edit_keeps_the_session_and_a_gone_peer_ends_it() {
     assert_eq!(t.sessions["tor"].bfd.config().detect_mult, 5);
     t.set(Vec::new());
     assert!(t.sessions.is_empty() && t.by_discr.is_empty());
+}
+
+#[test]
+fn a_restart_slows_the_sessions_down_and_the_next_run_resumes_them() {
+    let (mut t, _notices) = task();
+    let discr = add(&mut t, "tor", "127.0.0.2", false);
+    t.receive(&datagram(&hello(discr, State::Init), "127.0.0.2", 255, false));
+    t.drive(Instant::now());
+    assert_eq!(t.sessions["tor"].bfd.state(), State::Up);
+    let (tx, mut rx) = oneshot::channel();
+    t.prepare_restart(tx);
+    assert!(rx.try_recv().is_err(), "waits for the remote's Final");
+    assert_eq!(t.sessions["tor"].bfd.config().detect_mult, 120, "1 s x 120: the 120 s restart time");
+    let fin = ControlPacket { final_: true, ..hello(discr, State::Up) };
+    t.receive(&datagram(&fin, "127.0.0.2", 255, false));
+    t.restart_ready(Instant::now());
+    let records = rx.try_recv().expect("answered once the Final came");
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].local_discr, records[0].remote_discr), (discr, 0x5eed));
+    assert_eq!(records[0].remote_detection_time(), Duration::from_secs(120));
+
+    // The next run: the same peer resumes Up with the same discriminators.
+    let (mut next, mut notices) = task();
+    next.resume = records.into_iter().map(|r| (r.peer.clone(), r)).collect();
+    next.resume_until = Some(Instant::now() + Duration::from_secs(60));
+    assert_eq!(add(&mut next, "tor", "127.0.0.2", false), discr);
+    assert_eq!(next.sessions["tor"].bfd.state(), State::Up);
+    next.drive(Instant::now());
+    assert!(notices.try_recv().is_err(), "no state change to report: it never went down");
+    // A peer at another address does not take the record.
+    let (mut other, _) = task();
+    other.resume = next.resume.clone();
+    other.resume.insert("tor".into(), ResumeRecord { addr: "127.0.0.9".parse().unwrap(), ..rec(discr) });
+    other.resume_until = Some(Instant::now() + Duration::from_secs(60));
+    assert_ne!(add(&mut other, "tor", "127.0.0.2", false), discr);
+    assert_eq!(other.sessions["tor"].bfd.state(), State::Down);
+}
+
+fn rec(discr: u32) -> ResumeRecord {
+    ResumeRecord {
+        peer: "tor".into(),
+        addr: "127.0.0.2".parse().unwrap(),
+        multihop: false,
+        local_discr: discr,
+        remote_discr: 0x5eed,
+        remote_min_rx: 300_000,
+        remote_desired_min_tx: 300_000,
+        remote_detect_mult: 3,
+        desired_min_tx: 1_000_000,
+        detect_mult: 120,
+    }
 }
