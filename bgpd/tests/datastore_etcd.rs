@@ -350,3 +350,44 @@ fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
     assert_eq!(config["datastore_ok"], true, "{config}");
     drop(bgpd);
 }
+
+/// A BFDConfiguration in etcd selects the node's interface towards a peer:
+/// the BFD session appears, follows an edit of its timers, and goes when
+/// the configuration is deleted. (The peer is 127.0.0.2 on loopback: bgpd's
+/// BFD packets go there and nobody answers, so the session stays Down.)
+#[test]
+fn etcd_datastore_bfd_configuration_follows_edits() {
+    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = etcd_with_node(tmp.path());
+    etcd.put(
+        "bgppeers/p",
+        &json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "p"},
+                "spec": {"node": "n1", "peerIP": "127.0.0.2", "asNumber": 65000}}),
+    );
+    let bfd = |mult: u32| {
+        json!({"apiVersion": "projectcalico.org/v3", "kind": "BFDConfiguration", "metadata": {"name": "default"},
+               "spec": {"interfaces": [{"matchPattern": "lo", "minimumRecvInterval": "300ms",
+                                        "minimumSendInterval": "300ms", "idleSendInterval": "1s", "multiplier": mult}]}})
+    };
+    etcd.put("bfdconfigurations/default", &bfd(3));
+    let (bgpd, socket, _) = start_bgpd(tmp.path(), &etcd);
+    let limit = Duration::from_secs(30);
+    let session = |socket: &Path| show(socket, "bfd").map(|v| v["bfd"]["sessions"]["p"].clone()).unwrap_or_default();
+    wait_for("the BFD session with p", limit, || session(&socket)["kind"] == "single-hop");
+    let s = session(&socket);
+    assert_eq!((s["interface"].as_str(), s["multiplier"].as_u64()), (Some("lo"), Some(3)), "{s}");
+    assert!(s["local_discr"].as_u64().is_some_and(|d| d != 0), "{s}");
+
+    etcd.put("bfdconfigurations/default", &bfd(7));
+    wait_for("the new multiplier", limit, || session(&socket)["multiplier"] == 7);
+    assert_eq!(session(&socket)["local_discr"], s["local_discr"], "the same session, new timers");
+
+    etcd.delete("bfdconfigurations/default");
+    wait_for("the session to go", limit, || {
+        show(&socket, "bfd").is_some_and(|v| v["bfd"]["sessions"].as_object().is_some_and(|m| m.is_empty()))
+    });
+    drop(bgpd);
+}
