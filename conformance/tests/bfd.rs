@@ -10,9 +10,14 @@
 //!   well before the 9 s hold timer would;
 //! - while BFD is down the BGP session stays down; when the path is back BFD
 //!   comes up and BGP with it.
+//!
+//! The BIRD IPv4 case also sends bgpd spoofed and malformed packets from the
+//! peer's address (a Down with TTL 64, bad lengths, version 2, an unknown
+//! discriminator): each is counted as discarded and the session stays Up.
 
 use std::time::{Duration, Instant};
 
+use bgpd_proto::bfd::{ControlPacket, Diag, State};
 use conformance::lab::bgpd::{self, doc};
 use conformance::lab::{bird, frr, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
@@ -167,7 +172,77 @@ fn bird_v4(lab: &Lab) -> Result<(), String> {
     if !line.contains("0.300") {
         return Err(format!("BIRD should show the 300 ms interval: {line}"));
     }
+    spoofed(&b, &ns[1], "bird", "10.255.15.2", "10.255.15.1")?;
     drill(lab, &b, "bird", &ns[1], "10.100.150.0/24")
+}
+
+/// From the peer's namespace and address, packets a session must not take:
+/// a Down for the session with TTL 64 (a spoofer further away), a packet too
+/// short, one whose Length is more than was sent, version 2, and an unknown
+/// Your Discriminator. Each is counted as discarded, and the session stays Up.
+fn spoofed(b: &bgpd::Bgpd, ns: &Ns, peer: &str, from: &str, to: &str) -> Result<(), String> {
+    let s = wait_for("bgpd: BFD Up", UP, || bfd_up(b, peer))?;
+    let (ours, theirs) =
+        (s["local_discr"].as_u64().unwrap_or(0) as u32, s["remote_discr"].as_u64().unwrap_or(0) as u32);
+    let flaps = s["flaps"].clone();
+    let down = ControlPacket {
+        diag: Diag::CONTROL_DETECTION_TIME_EXPIRED,
+        state: State::Down,
+        poll: false,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: theirs,
+        your_discr: ours,
+        desired_min_tx: 300_000,
+        required_min_rx: 300_000,
+        required_min_echo_rx: 0,
+    }
+    .encode();
+    let mut long = down;
+    long[3] = 48;
+    let mut v2 = down;
+    v2[0] = (2 << 5) | (v2[0] & 0x1f);
+    let unknown = ControlPacket { your_discr: ours.wrapping_add(1).max(1), ..ControlPacket::decode(&down).unwrap() };
+    let sends: Vec<(Vec<u8>, u32)> = vec![
+        (down.to_vec(), 64),
+        (down[..20].to_vec(), 255),
+        (long.to_vec(), 255),
+        (v2.to_vec(), 255),
+        (unknown.encode().to_vec(), 255),
+    ];
+    let (from, to) = (format!("{from}:49999"), format!("{to}:3784"));
+    setup(ns.in_ns(move || -> std::io::Result<()> {
+        let sock = std::net::UdpSocket::bind(&from)?;
+        for (bytes, ttl) in &sends {
+            sock.set_ttl(*ttl)?;
+            sock.send_to(bytes, &to)?;
+        }
+        Ok(())
+    }))
+    .and_then(setup)?;
+    let want = ["TTL is not 255", "bad length", "version is not 1", "your discriminator names no session"];
+    wait_for("bgpd to count the spoofed and malformed packets", Duration::from_secs(5), || {
+        let v = b.bfd()?;
+        let d = &v["discarded"];
+        let missing: Vec<&str> = want.iter().copied().filter(|w| d[*w].as_u64().unwrap_or(0) == 0).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not counted: {missing:?}; discarded: {d}"))
+        }
+    })
+    .map_err(|e| diag(b, e))?;
+    holds_for("the BFD session stays Up through them", Duration::from_secs(2), || {
+        let s = bfd_up(b, peer)?;
+        if s["flaps"] == flaps {
+            Ok(())
+        } else {
+            Err(format!("it flapped: {s}"))
+        }
+    })
+    .map_err(|e| diag(b, e))
 }
 
 fn bird_v6(lab: &Lab) -> Result<(), String> {
