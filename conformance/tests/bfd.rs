@@ -11,6 +11,10 @@
 //! - while BFD is down the BGP session stays down; when the path is back BFD
 //!   comes up and BGP with it.
 //!
+//! And bgpd restarts with SIGTERM while BIRD and FRR run BFD with it: their
+//! BFD sessions never leave Up (bgpd carries them across the restart), and
+//! neither ends its BGP session for BFD.
+//!
 //! The BIRD IPv4 case also sends bgpd spoofed and malformed packets from the
 //! peer's address (a Down with TTL 64, bad lengths, version 2, an unknown
 //! discriminator): each is counted as discarded and the session stays Up.
@@ -346,6 +350,103 @@ fn frr_multihop(lab: &Lab) -> Result<(), String> {
     frr_case(lab, &a, &p, &r, "bfmf", &yaml, "10.255.22.2", "10.255.21.1", true, "10.100.220.0/24")
 }
 
+/// bgpd restarts with SIGTERM (a rolling upgrade) while BIRD and FRR run BFD
+/// with it: the sessions are carried over (slowed down, then resumed with the
+/// same discriminators), so neither peer's BFD leaves Up and neither ends its
+/// BGP session for BFD; both keep bgpd's session as graceful restart says.
+fn restart_keeps_bfd(lab: &Lab) -> Result<(), String> {
+    let ns = setup(lab.lan(23, &["bgpd", "bird", "frr"]))?;
+    let spec = |ip: &str, asn: u32| format!("  peerIP: \"{ip}\"\n  asNumber: {asn}\n  keepaliveTime: 3s\n");
+    let yaml = doc::stream(&[
+        doc::bgp_configuration(64512),
+        doc::node("node-1", "10.255.23.1/24", &[], None),
+        BFD_CONFIG.to_string(),
+        doc::peer("bird", &[], &spec("10.255.23.2", 65020)),
+        doc::peer("frr", &[], &spec("10.255.23.3", 65021)),
+    ]);
+    let mut b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "bfr", "node-1", &yaml))?;
+    let bird_text = bird_conf("10.255.23.2", "10.255.23.2", "10.255.23.1", &["10.100.230.0/24"], &[], None);
+    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "bfr", &bird_text))?;
+    let cfg = frr::Config {
+        asn: 65021,
+        router_id: "10.255.23.3".into(),
+        routes4: vec!["10.100.231.0/24".into()],
+        routes6: vec![],
+        neighbors: vec![frr::Neighbor {
+            addr: "10.255.23.1".into(),
+            remote_as: 64512,
+            update_source: "10.255.23.3".into(),
+            ..Default::default()
+        }],
+    };
+    let connect = " neighbor 10.255.23.1 timers connect 2\n";
+    let text = cfg.render().replace(connect, &format!("{connect} neighbor 10.255.23.1 bfd profile fast\n"));
+    let bfdd = "bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
+    let frr = setup(frr::Frr::start_with_bfdd(lab, &ns[2], "bfr", &text, bfdd))?;
+    let frr_up = || {
+        let v = frr.bfd_peer("10.255.23.1")?;
+        if v["status"] == "up" {
+            Ok(v)
+        } else {
+            Err(format!("FRR's BFD session with bgpd: {v}"))
+        }
+    };
+    let peers_up = || -> Result<(), String> {
+        bird_bfd_up(&bird, "10.255.23.1")?;
+        frr_up().map(|_| ())
+    };
+    for p in ["bird", "frr"] {
+        wait_for(&format!("bgpd: {p} Established"), UP, || b.established(p))?;
+    }
+    let discr = |b: &bgpd::Bgpd| -> Result<(Value, Value), String> {
+        let v = b.bfd()?;
+        Ok((v["sessions"]["bird"]["local_discr"].clone(), v["sessions"]["frr"]["local_discr"].clone()))
+    };
+    let before = wait_for("bgpd: BFD Up with both at 300 ms", UP, || {
+        let v = b.bfd()?;
+        for p in ["bird", "frr"] {
+            if v["sessions"][p]["state"] != "Up" || v["sessions"][p]["detection_time_ms"] != 900 {
+                return Err(format!("{p}: {}", v["sessions"][p]));
+            }
+        }
+        discr(&b)
+    })
+    .map_err(|e| diag(&b, e))?;
+    wait_for("BIRD and FRR: BFD Up", UP, peers_up)?;
+    let uptime = frr_up()?["uptime"].as_u64().unwrap_or(0);
+
+    setup(b.restart(lab))?;
+    // Through the restart and after it, neither peer's BFD leaves Up.
+    let held = holds_for("BIRD's and FRR's BFD stay Up through bgpd's restart", Duration::from_secs(8), peers_up);
+    let resumed = wait_for("bgpd: the same BFD sessions, Up again at 300 ms", UP, || {
+        let v = b.bfd()?;
+        let now = discr(&b)?;
+        let fast = ["bird", "frr"].iter().all(|p| v["sessions"][p]["detection_time_ms"] == 900);
+        if now == before && fast {
+            Ok(())
+        } else {
+            Err(format!("before {before:?}, now {v}"))
+        }
+    });
+    held.and(resumed).map_err(|e| diag(&b, e))?;
+    let after = frr_up()?["uptime"].as_u64().unwrap_or(0);
+    if after < uptime {
+        return Err(format!("FRR's BFD session restarted: uptime {uptime} s before, {after} s after"));
+    }
+    for p in ["bird", "frr"] {
+        wait_for(&format!("bgpd: {p} Established again"), UP, || b.established(p))?;
+    }
+    let p = bird.protocol("bgpd")?;
+    if p.contains("BFD session down") {
+        return Err(format!("BIRD ended its BGP session for BFD: {p}"));
+    }
+    let n = frr.neighbor("10.255.23.1")?;
+    if n["lastResetDueTo"].as_str().is_some_and(|r| r.contains("BFD")) {
+        return Err(format!("FRR ended its BGP session for BFD: {}", n["lastResetDueTo"]));
+    }
+    Ok(())
+}
+
 fn prerequisites_met(test: &str) -> bool {
     let programs = ["ip", "iptables", "ip6tables", "bird", "birdc", "vtysh", "/usr/lib/frr/bfdd", "/usr/lib/frr/bgpd"];
     let ok = prerequisites(test, &programs);
@@ -365,6 +466,7 @@ fn bfd_with_bird_and_frr() {
             ("FRR bfdd single-hop IPv4".into(), Box::new(frr_v4)),
             ("FRR bfdd single-hop IPv6".into(), Box::new(frr_v6)),
             ("FRR bfdd multihop through a router".into(), Box::new(frr_multihop)),
+            ("BIRD and FRR: BFD carried across bgpd's SIGTERM restart".into(), Box::new(restart_keeps_bfd)),
         ]);
     }
 }

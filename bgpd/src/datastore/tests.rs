@@ -281,6 +281,21 @@ fn bfd_configuration_defaults_are_calico_enterprise_s() {
     assert!(bfd.node_selector.matches(&rack) && !bfd.node_selector.matches(&BTreeMap::new()));
 }
 
+/// Calico Enterprise's documented sample, as written there.
+#[test]
+fn the_calico_enterprise_bfd_sample_loads() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: BFDConfiguration\nmetadata:\n  name: default\nspec:\n  \
+                nodeSelector: \"all()\"\n  interfaces:\n  - matchPattern: \"*\"\n    minimumRecvInterval: 10ms\n    \
+                minimumSendInterval: 100ms\n    idleSendInterval: 1m\n    multiplier: 5\n";
+    let (model, problems) = parse(text);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let i = &model.bfd_configurations["default"].interfaces[0];
+    assert_eq!(
+        (i.minimum_recv_interval, i.minimum_send_interval, i.idle_send_interval, i.multiplier),
+        (Duration::from_millis(10), Duration::from_millis(100), Duration::from_secs(60), 5)
+    );
+}
+
 /// Each invalid BFDConfiguration is reported with this exact message and dropped.
 #[test]
 fn invalid_bfd_configurations_are_reported_and_skipped() {
