@@ -62,53 +62,19 @@ pub struct ResumeRecord {
     pub addr: IpAddr,
     /// Multihop.
     pub multihop: bool,
-    /// bfd.LocalDiscr.
-    pub local_discr: u32,
-    /// bfd.RemoteDiscr.
-    pub remote_discr: u32,
-    /// The remote's Required Min RX Interval, µs.
-    pub remote_min_rx: u32,
-    /// The remote's Desired Min TX Interval, µs.
-    pub remote_desired_min_tx: u32,
-    /// The remote's Detect Mult.
-    pub remote_detect_mult: u8,
-    /// The Desired Min TX Interval the remote last heard, µs.
-    pub desired_min_tx: u32,
-    /// The Detect Mult the remote last heard.
-    pub detect_mult: u8,
+    /// The session's state.
+    #[serde(flatten)]
+    pub session: BfdResume,
 }
 
 impl ResumeRecord {
-    fn of(peer: &BfdPeer, r: &BfdResume) -> ResumeRecord {
-        ResumeRecord {
-            peer: peer.name.clone(),
-            addr: peer.addr,
-            multihop: peer.multihop,
-            local_discr: r.local_discr,
-            remote_discr: r.remote_discr,
-            remote_min_rx: r.remote_min_rx,
-            remote_desired_min_tx: r.remote_desired_min_tx,
-            remote_detect_mult: r.remote_detect_mult,
-            desired_min_tx: r.desired_min_tx,
-            detect_mult: r.detect_mult,
-        }
-    }
-
-    fn resume(&self) -> BfdResume {
-        BfdResume {
-            local_discr: self.local_discr,
-            remote_discr: self.remote_discr,
-            remote_min_rx: self.remote_min_rx,
-            remote_desired_min_tx: self.remote_desired_min_tx,
-            remote_detect_mult: self.remote_detect_mult,
-            desired_min_tx: self.desired_min_tx,
-            detect_mult: self.detect_mult,
-        }
+    fn of(peer: &BfdPeer, session: BfdResume) -> ResumeRecord {
+        ResumeRecord { peer: peer.name.clone(), addr: peer.addr, multihop: peer.multihop, session }
     }
 
     /// How long after the old run stopped the remote still holds the session.
     pub fn remote_detection_time(&self) -> Duration {
-        self.resume().remote_detection_time()
+        self.session.remote_detection_time()
     }
 }
 
@@ -429,11 +395,11 @@ impl Task {
                     }
                     self.listen(p.addr.is_ipv6(), p.multihop);
                     let resumed = self.resumable(&p, now);
-                    let discr = resumed.as_ref().map_or_else(|| self.new_discriminator(), |r| r.local_discr);
+                    let discr = resumed.as_ref().map_or_else(|| self.new_discriminator(), |r| r.session.local_discr);
                     let session = match &resumed {
                         Some(r) => {
                             info!(peer = %p.name, "BFD session resumed from the previous run (Up, same discriminators)");
-                            BfdSession::resume(p.config, &r.resume(), fastrand::u64(..), now)
+                            BfdSession::resume(p.config, &r.session, fastrand::u64(..), now)
                         }
                         None => BfdSession::new(p.config, discr, fastrand::u64(..), now),
                     };
@@ -478,7 +444,7 @@ impl Task {
         let Some((reply, _)) = self.restart.take() else { return };
         // A session whose Final did not come may still have been heard: kept too.
         let records: Vec<ResumeRecord> =
-            self.sessions.values().filter_map(|s| s.bfd.snapshot().map(|r| ResumeRecord::of(&s.peer, &r))).collect();
+            self.sessions.values().filter_map(|s| s.bfd.snapshot().map(|r| ResumeRecord::of(&s.peer, r))).collect();
         info!("BFD: {} of {} sessions slowed down to be resumed after the restart", records.len(), self.sessions.len());
         let _ = reply.send(records);
     }
@@ -490,7 +456,7 @@ impl Task {
             return None;
         }
         let r = self.resume.remove(&p.name)?;
-        let same = r.addr == p.addr && r.multihop == p.multihop && !self.by_discr.contains_key(&r.local_discr);
+        let same = r.addr == p.addr && r.multihop == p.multihop && !self.by_discr.contains_key(&r.session.local_discr);
         same.then_some(r)
     }
 

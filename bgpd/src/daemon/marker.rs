@@ -256,13 +256,15 @@ mod tests {
             peer: "tor".into(),
             addr: "10.0.0.1".parse().unwrap(),
             multihop: false,
-            local_discr: 7,
-            remote_discr: 9,
-            remote_min_rx: 300_000,
-            remote_desired_min_tx: 300_000,
-            remote_detect_mult: 3,
-            desired_min_tx: 1_000_000,
-            detect_mult: mult,
+            session: bgpd_proto::bfd::BfdResume {
+                local_discr: 7,
+                remote_discr: 9,
+                remote_min_rx: 300_000,
+                remote_desired_min_tx: 300_000,
+                remote_detect_mult: 3,
+                desired_min_tx: 1_000_000,
+                detect_mult: mult,
+            },
         }
     }
 

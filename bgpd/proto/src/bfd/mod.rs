@@ -110,6 +110,7 @@ pub enum BfdEvent {
 /// What a session Up carries across a restart of its driver: what the remote
 /// knows of it and what it knows of the remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BfdResume {
     /// bfd.LocalDiscr (the remote's Your Discriminator).
     pub local_discr: u32,

@@ -270,7 +270,7 @@ fn a_restart_slows_the_sessions_down_and_the_next_run_resumes_them() {
     t.restart_ready(Instant::now());
     let records = rx.try_recv().expect("answered once the Final came");
     assert_eq!(records.len(), 1);
-    assert_eq!((records[0].local_discr, records[0].remote_discr), (discr, 0x5eed));
+    assert_eq!((records[0].session.local_discr, records[0].session.remote_discr), (discr, 0x5eed));
     assert_eq!(records[0].remote_detection_time(), Duration::from_secs(120));
 
     // The next run: the same peer resumes Up with the same discriminators.
@@ -295,12 +295,14 @@ fn rec(discr: u32) -> ResumeRecord {
         peer: "tor".into(),
         addr: "127.0.0.2".parse().unwrap(),
         multihop: false,
-        local_discr: discr,
-        remote_discr: 0x5eed,
-        remote_min_rx: 300_000,
-        remote_desired_min_tx: 300_000,
-        remote_detect_mult: 3,
-        desired_min_tx: 1_000_000,
-        detect_mult: 120,
+        session: bgpd_proto::bfd::BfdResume {
+            local_discr: discr,
+            remote_discr: 0x5eed,
+            remote_min_rx: 300_000,
+            remote_desired_min_tx: 300_000,
+            remote_detect_mult: 3,
+            desired_min_tx: 1_000_000,
+            detect_mult: 120,
+        },
     }
 }
