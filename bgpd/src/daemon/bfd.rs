@@ -10,7 +10,8 @@
 //! diffed here) and hears back when a session comes up or fails
 //! ([`BfdNotice`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -29,6 +30,8 @@ use crate::datastore::{BfdInterface, BfdMode};
 pub const SINGLE_HOP_PORT: u16 = 3784;
 /// The multihop BFD port (RFC 5883 §5).
 pub const MULTIHOP_PORT: u16 = 4784;
+/// Datagrams read from one listener in one wakeup at most.
+const MAX_READS_PER_WAKEUP: usize = 256;
 
 /// One BFD session the daemon wants: with the BGP peer `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,6 +296,8 @@ struct Sess {
     bfd: BfdSession,
     socket: Option<std::net::UdpSocket>,
     error: Option<String>,
+    /// The deadline this session has in the timer queue, if any.
+    scheduled: Option<Instant>,
 }
 
 struct Task {
@@ -303,40 +308,49 @@ struct Task {
     restart: Option<(oneshot::Sender<Vec<ResumeRecord>>, Instant)>,
     sessions: BTreeMap<String, Sess>,
     by_discr: HashMap<u32, String>,
+    /// Every session's next deadline (entries that no longer match the
+    /// session's `scheduled` are stale and skipped): a wakeup touches only
+    /// the sessions that are due, not all of them.
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Sessions touched since the last drive (a packet, a configuration).
+    dirty: Vec<String>,
     /// Listeners opened, by (IPv6, multihop).
     listening: HashMap<(bool, bool), ()>,
-    packets: mpsc::UnboundedSender<Datagram>,
+    /// Listeners opened since the run loop last took them.
+    new_listeners: Vec<Listener>,
     notices: mpsc::UnboundedSender<BfdNotice>,
     discarded: BTreeMap<String, u64>,
     errors: Vec<String>,
 }
 
 async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) {
-    let (packets_tx, mut packets) = mpsc::unbounded_channel();
-    let mut t = Task {
-        resume: BTreeMap::new(),
-        resume_until: None,
-        restart: None,
-        sessions: BTreeMap::new(),
-        by_discr: HashMap::new(),
-        listening: HashMap::new(),
-        packets: packets_tx,
-        notices,
-        discarded: BTreeMap::new(),
-        errors: Vec::new(),
-    };
+    let mut t = Task::new(notices);
+    // The listeners are read here, in the task's own wakeup: no hop through
+    // another task per packet.
+    let mut listeners: Vec<Listener> = Vec::new();
     let mut published = Instant::now();
     loop {
         let restart = t.restart.as_ref().map(|(_, d)| *d);
-        let deadline = t.sessions.values().filter_map(|s| s.bfd.poll_timeout()).chain(restart).min();
+        let deadline = t.next_deadline().into_iter().chain(restart).min();
+        listeners.append(&mut t.new_listeners);
+        let readable = std::future::poll_fn(|cx| {
+            // Every listener's readiness is polled so that each registers its waker.
+            let ready = listeners.iter().filter(|l| l.sock.poll_recv_ready(cx).is_ready()).count();
+            if ready > 0 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        });
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 None => break,
                 Some(BfdCmd::Set(peers)) => t.set(peers),
                 Some(BfdCmd::AdminDownAll(done)) => {
                     let now = Instant::now();
-                    for s in t.sessions.values_mut() {
+                    for (name, s) in t.sessions.iter_mut() {
                         s.bfd.set_admin_down(now, true);
+                        t.dirty.push(name.clone());
                     }
                     t.drive(now);
                     let _ = done.send(());
@@ -347,7 +361,12 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
                     t.resume_until = Some(deadline);
                 }
             },
-            Some(d) = packets.recv() => t.receive(&d),
+            _ = readable => {
+                // Everything already waiting, in this one wakeup.
+                for l in &listeners {
+                    l.drain(|d| t.receive(d));
+                }
+            }
             _ = async { match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
                 None => std::future::pending().await,
@@ -363,6 +382,23 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
 }
 
 impl Task {
+    fn new(notices: mpsc::UnboundedSender<BfdNotice>) -> Task {
+        Task {
+            resume: BTreeMap::new(),
+            resume_until: None,
+            restart: None,
+            sessions: BTreeMap::new(),
+            by_discr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            listening: HashMap::new(),
+            new_listeners: Vec::new(),
+            notices,
+            discarded: BTreeMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
     /// Applies the wanted set: new sessions, changed timers (a Poll
     /// sequence, no reset), gone sessions (AdminDown sent first).
     fn set(&mut self, peers: Vec<BfdPeer>) {
@@ -384,6 +420,7 @@ impl Task {
                         if let Err(e) = s.bfd.set_config(now, p.config) {
                             warn!(peer = %p.name, "BFD: invalid timers: {e}");
                         }
+                        self.dirty.push(p.name.clone());
                     }
                     s.peer = p;
                 }
@@ -411,7 +448,9 @@ impl Task {
                             };
                             info!(peer = %p.name, addr = %p.addr, multihop = p.multihop, "BFD session added");
                             self.by_discr.insert(discr, p.name.clone());
-                            self.sessions.insert(p.name.clone(), Sess { peer: p, bfd, socket, error });
+                            self.dirty.push(p.name.clone());
+                            let sess = Sess { peer: p, bfd, socket, error, scheduled: None };
+                            self.sessions.insert(sess.peer.name.clone(), sess);
                         }
                         Err(e) => warn!(peer = %p.name, "BFD: invalid timers: {e}"),
                     }
@@ -423,7 +462,8 @@ impl Task {
     /// Slows every session Up down for a restart (see [`BfdCmd::PrepareRestart`]).
     fn prepare_restart(&mut self, reply: oneshot::Sender<Vec<ResumeRecord>>) {
         let now = Instant::now();
-        for s in self.sessions.values_mut().filter(|s| s.bfd.state() == State::Up) {
+        for (name, s) in self.sessions.iter_mut().filter(|(_, s)| s.bfd.state() == State::Up) {
+            self.dirty.push(name.clone());
             let mult = (s.peer.restart_window.as_secs() / RESTART_TX.as_secs()).clamp(3, 255) as u8;
             let slow = BfdConfig { desired_min_tx: RESTART_TX, detect_mult: mult, ..*s.bfd.config() };
             if let Err(e) = s.bfd.set_config(now, slow) {
@@ -477,10 +517,7 @@ impl Task {
         self.listening.insert((v6, multihop), ());
         let port = if multihop { MULTIHOP_PORT } else { SINGLE_HOP_PORT };
         match rx_socket(v6, port) {
-            Ok(sock) => {
-                let tx = self.packets.clone();
-                tokio::spawn(read_loop(sock, multihop, tx));
-            }
+            Ok(sock) => self.new_listeners.push(Listener { sock, multihop }),
             Err(e) => {
                 let what = format!("cannot listen on UDP {port} ({}): {e}", if v6 { "IPv6" } else { "IPv4" });
                 warn!("BFD: {what}");
@@ -493,7 +530,10 @@ impl Task {
     /// §6.8.6: by Your Discriminator, else by the sender's address) and given
     /// to its session.
     fn receive(&mut self, d: &Datagram) {
-        let now = Instant::now();
+        self.receive_at(d, Instant::now());
+    }
+
+    fn receive_at(&mut self, d: &Datagram, now: Instant) {
         let outcome = ControlPacket::decode(&d.bytes[..d.len]).and_then(|p| {
             // RFC 5881 §5: single-hop packets only with TTL 255 (GTSM).
             if !d.multihop && d.ttl != Some(255) {
@@ -513,7 +553,9 @@ impl Task {
             if s.peer.addr != from || s.peer.multihop != d.multihop {
                 return Err(Discard::UnknownPeer);
             }
-            s.bfd.handle_packet(now, &p)
+            s.bfd.handle_packet(now, &p)?;
+            self.dirty.push(name);
+            Ok(())
         });
         if let Err(why) = outcome {
             debug!(from = %d.from, "BFD packet discarded: {why}");
@@ -521,11 +563,41 @@ impl Task {
         }
     }
 
-    /// Runs timers, sends what is due and reports state changes; true when
-    /// a state changed.
+    /// The earliest deadline in the timer queue (stale entries dropped);
+    /// now when a session was touched since the last drive.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            return Some(Instant::now());
+        }
+        while let Some(Reverse((at, name))) = self.timers.peek() {
+            if self.sessions.get(name).is_some_and(|s| s.scheduled == Some(*at)) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Runs the timers of the sessions that are due or were touched, sends
+    /// what they have due, reports their state changes and queues their next
+    /// deadlines; true when a state changed.
     fn drive(&mut self, now: Instant) -> bool {
+        let mut due = std::mem::take(&mut self.dirty);
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, name))) = self.timers.pop() else { break };
+            if let Some(s) = self.sessions.get_mut(&name).filter(|s| s.scheduled == Some(at)) {
+                s.scheduled = None;
+                due.push(name);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
         let mut changed = false;
-        for s in self.sessions.values_mut() {
+        for name in due {
+            let Some(s) = self.sessions.get_mut(&name) else { continue };
             s.bfd.handle_timeout(now);
             send_all(s, now);
             while let Some(BfdEvent::StateChanged { from, to, diag, path_failure }) = s.bfd.poll_event() {
@@ -545,6 +617,13 @@ impl Task {
                 };
                 if let Some(n) = notice {
                     let _ = self.notices.send(n);
+                }
+            }
+            let next = s.bfd.poll_timeout();
+            if next != s.scheduled {
+                s.scheduled = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, name)));
                 }
             }
         }
@@ -664,24 +743,26 @@ fn rx_socket(v6: bool, port: u16) -> io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(s.into())
 }
 
-/// Reads datagrams with their TTL and hands them to the task.
-async fn read_loop(sock: tokio::net::UdpSocket, multihop: bool, tx: mpsc::UnboundedSender<Datagram>) {
-    loop {
-        if sock.readable().await.is_err() {
-            return;
-        }
-        loop {
-            match sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock)) {
+/// A listening socket (RFC 5881 single-hop or RFC 5883 multihop port).
+struct Listener {
+    sock: tokio::net::UdpSocket,
+    multihop: bool,
+}
+
+impl Listener {
+    /// Reads every datagram waiting, with its TTL (a bounded number per
+    /// wakeup, so that timers are never starved by a flood).
+    fn drain(&self, mut each: impl FnMut(&Datagram)) {
+        for _ in 0..MAX_READS_PER_WAKEUP {
+            match self.sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(&self.sock)) {
                 Ok(mut d) => {
-                    d.multihop = multihop;
-                    if tx.send(d).is_err() {
-                        return;
-                    }
+                    d.multihop = self.multihop;
+                    each(&d);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!("BFD receive: {e}");
-                    break;
+                    return;
                 }
             }
         }

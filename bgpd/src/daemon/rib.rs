@@ -258,8 +258,14 @@ async fn run(
     let mut peers: HashMap<u64, Peer> = HashMap::new();
     let mut by_id: HashMap<PeerId, u64> = HashMap::new();
     let mut quiet = false;
+    // The status is published at most every PUBLISH_EVERY: it is O(peers),
+    // and with many peers changing state (a thousand peers retrying their
+    // connections) publishing after every batch was most of the RIB task's time.
+    let mut published = Instant::now() - PUBLISH_EVERY;
+    let mut unpublished = false;
     loop {
-        let deadline = rib.poll_timeout().map(tokio::time::Instant::from_std);
+        let publish_at = unpublished.then(|| published + PUBLISH_EVERY);
+        let deadline = rib.poll_timeout().into_iter().chain(publish_at).min().map(tokio::time::Instant::from_std);
         let cmd = tokio::select! {
             c = rx.recv() => match c { Some(c) => Some(c), None => break },
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
@@ -297,9 +303,18 @@ async fn run(
                 dispatch(&rib, o, &peers, &by_id, kernel.as_ref());
             }
         }
-        publish(&rib, &peers, &shared);
+        unpublished = true;
+        let now = Instant::now();
+        if now >= published + PUBLISH_EVERY {
+            publish(&rib, &peers, &shared);
+            published = now;
+            unpublished = false;
+        }
     }
 }
+
+/// How often at most the RIB's status (counts, deferral) is published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 fn apply(
     rib: &mut Rib,

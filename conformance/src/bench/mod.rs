@@ -1,5 +1,6 @@
 //! Benchmarks run by the `bench` binary: `cargo run --release -p conformance --bin bench -- NAME …`.
 
+pub mod bfd;
 pub mod codec;
 pub mod fib;
 pub mod latency;

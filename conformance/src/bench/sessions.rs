@@ -234,7 +234,8 @@ impl Outcome {
 
 fn bench_one(c: Contender, opts: &Options, bgpd: Option<&Path>) -> Result<Outcome, String> {
     let n = opts.peers;
-    let bed = Testbed::new(c.name(), n)?;
+    let far: Vec<Ipv4Addr> = (0..n).map(far_addr).collect();
+    let bed = Testbed::new("sess", c.name(), DUT_ADDR, &far)?;
     let files = TempDir::new(c.name())?;
 
     // The DUT's own footprint: the same program, same namespace, no peer.
@@ -295,21 +296,21 @@ fn bench_one(c: Contender, opts: &Options, bgpd: Option<&Path>) -> Result<Outcom
 // ----- cleanup on exit, error and Ctrl-C ------------------------------------------------------
 
 /// What must not outlive the bench: namespaces, child processes, scratch directories.
-struct Registry {
-    namespaces: Vec<String>,
-    pids: Vec<u32>,
-    dirs: Vec<PathBuf>,
+pub(crate) struct Registry {
+    pub(crate) namespaces: Vec<String>,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) dirs: Vec<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry { namespaces: Vec::new(), pids: Vec::new(), dirs: Vec::new() });
 
-fn registry() -> MutexGuard<'static, Registry> {
+pub(crate) fn registry() -> MutexGuard<'static, Registry> {
     // A panic while holding the lock leaves plain lists behind: still usable.
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// On SIGINT or SIGTERM: kill the children, delete the namespaces and files, exit 130.
-fn install_signal_cleanup() -> Result<(), String> {
+pub(crate) fn install_signal_cleanup() -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut term = {
         let _g = rt.enter();
@@ -345,12 +346,12 @@ fn install_signal_cleanup() -> Result<(), String> {
 }
 
 /// A scratch directory for configuration files, logs and control sockets.
-struct TempDir {
-    path: PathBuf,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
 }
 
 impl TempDir {
-    fn new(tag: &str) -> Result<TempDir, String> {
+    pub(crate) fn new(tag: &str) -> Result<TempDir, String> {
         let path = std::env::temp_dir().join(format!("bgpd-bench-sessions-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
         registry().dirs.push(path.clone());
@@ -367,7 +368,7 @@ impl Drop for TempDir {
 
 // ----- namespaces ------------------------------------------------------------------------------
 
-fn ip(args: &[&str]) -> Result<(), String> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
     if !out.status.success() {
         return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
@@ -375,7 +376,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn ip_batch(ns: &str, commands: &str) -> Result<(), String> {
+pub(crate) fn ip_batch(ns: &str, commands: &str) -> Result<(), String> {
     let mut child = Command::new("ip")
         .args(["-n", ns, "-batch", "-"])
         .stdin(Stdio::piped())
@@ -394,12 +395,12 @@ fn ip_batch(ns: &str, commands: &str) -> Result<(), String> {
 }
 
 /// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn add(name: String) -> Result<Netns, String> {
+    pub(crate) fn add(name: String) -> Result<Netns, String> {
         ip(&["netns", "add", &name])?;
         registry().namespaces.push(name.clone());
         Ok(Netns { name })
@@ -413,39 +414,94 @@ impl Drop for Netns {
     }
 }
 
-/// The DUT's namespace and the far ends' namespace, joined by a veth.
-struct Testbed {
-    dut: Netns,
-    far: Netns,
+/// The DUT's namespace and the far ends' namespace, joined by a veth (`dut0`, `far0`):
+/// the DUT's address on one side, the far ends' addresses on the other, all in one /16.
+pub(crate) struct Testbed {
+    pub dut: Netns,
+    pub far: Netns,
 }
 
 impl Testbed {
-    fn new(tag: &str, n: usize) -> Result<Testbed, String> {
-        let base = format!("bgpdbench-sess-{}-{tag}", std::process::id());
+    /// `bench` names the namespaces (with this process and `tag`).
+    pub fn new(bench: &str, tag: &str, dut_addr: Ipv4Addr, far: &[Ipv4Addr]) -> Result<Testbed, String> {
+        let base = format!("bgpdbench-{bench}-{}-{tag}", std::process::id());
         let dut = Netns::add(format!("{base}-dut"))?;
-        let far = Netns::add(format!("{base}-far"))?;
-        ip(&["link", "add", "dut0", "netns", &dut.name, "type", "veth", "peer", "name", "far0", "netns", &far.name])?;
-        ip_batch(&dut.name, &format!("link set lo up\naddr add {DUT_ADDR}/16 dev dut0\nlink set dut0 up\n"))?;
+        let far_ns = Netns::add(format!("{base}-far"))?;
+        ip(&[
+            "link",
+            "add",
+            "dut0",
+            "netns",
+            &dut.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "far0",
+            "netns",
+            &far_ns.name,
+        ])?;
+        ip_batch(&dut.name, &format!("link set lo up\naddr add {dut_addr}/16 dev dut0\nlink set dut0 up\n"))?;
         let mut cmds = String::from("link set lo up\n");
-        for i in 0..n {
-            let _ = writeln!(cmds, "addr add {}/16 dev far0", far_addr(i));
+        for a in far {
+            let _ = writeln!(cmds, "addr add {a}/16 dev far0");
         }
         cmds.push_str("link set far0 up\n");
-        ip_batch(&far.name, &cmds)?;
-        // Permanent neighbour entries on the DUT side: no ARP for N addresses, and no clash
-        // with the kernel's table-wide limit on resolved entries (gc_thresh3, 1024 by default).
-        let mac = link_mac(&far.name, "far0")?;
+        ip_batch(&far_ns.name, &cmds)?;
+        // Permanent neighbour entries both ways: no ARP for N addresses (nor the kernel's
+        // table-wide limit on resolved entries, gc_thresh3, 1024 by default), and no ARP
+        // probe in the middle of a measurement window.
+        let far_mac = link_mac(&far_ns.name, "far0")?;
         let mut neigh = String::new();
-        for i in 0..n {
-            let _ = writeln!(neigh, "neigh replace {} lladdr {mac} dev dut0 nud permanent", far_addr(i));
+        for a in far {
+            let _ = writeln!(neigh, "neigh replace {a} lladdr {far_mac} dev dut0 nud permanent");
         }
         ip_batch(&dut.name, &neigh)?;
-        Ok(Testbed { dut, far })
+        let dut_mac = link_mac(&dut.name, "dut0")?;
+        ip_batch(&far_ns.name, &format!("neigh replace {dut_addr} lladdr {dut_mac} dev far0 nud permanent\n"))?;
+        Ok(Testbed { dut, far: far_ns })
     }
 }
 
+/// Starts a far end (this bench binary, run again in a namespace by `cmd`) with its
+/// stdin held open (it exits when that closes) and its stdout read line by line.
+pub(crate) fn spawn_far_end(mut cmd: Command) -> Result<(Child, Option<ChildStdin>, mpsc::Receiver<String>), String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting the far end: {e}"))?;
+    registry().pids.push(child.id());
+    let stdout = child.stdout.take().ok_or("far end: no stdout")?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    Ok((child, stdin, lines))
+}
+
+/// `bgpd show WHAT --json` against the DUT's control socket.
+pub(crate) fn bgpd_show_json(bin: &Path, control: &Path, what: &str) -> Result<serde_json::Value, String> {
+    let out = Command::new(bin)
+        .args(["show", what, "--json", "--control-socket"])
+        .arg(control)
+        .output()
+        .map_err(|e| format!("bgpd show {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bgpd show {what}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bgpd show {what} --json: {e}"))
+}
+
 /// The MAC address of `dev` in namespace `ns`.
-fn link_mac(ns: &str, dev: &str) -> Result<String, String> {
+pub(crate) fn link_mac(ns: &str, dev: &str) -> Result<String, String> {
     let out =
         Command::new("ip").args(["-n", ns, "-o", "link", "show", dev]).output().map_err(|e| format!("ip: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -605,16 +661,7 @@ impl Dut {
         match self.contender {
             Contender::Bgpd => {
                 let bin = self.bgpd.as_deref().ok_or("no bgpd binary")?;
-                let out = Command::new(bin)
-                    .args(["show", "peers", "--json", "--control-socket"])
-                    .arg(&self.control)
-                    .output()
-                    .map_err(|e| format!("bgpd show peers: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!("bgpd show peers: {}", String::from_utf8_lossy(&out.stderr).trim()));
-                }
-                let v: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).map_err(|e| format!("bgpd show peers --json: {e}"))?;
+                let v = bgpd_show_json(bin, &self.control, "peers")?;
                 let peers =
                     v.get("peers").and_then(|p| p.as_array()).ok_or("bgpd show peers --json: no peers array")?;
                 Ok(peers.iter().filter(|p| p.get("state").and_then(|s| s.as_str()) == Some("Established")).count())
@@ -687,7 +734,7 @@ fn clock_ticks() -> u64 {
 
 /// Gives a child asked to stop 3 s to exit, kills it otherwise, and takes it
 /// off the list of processes to kill on Ctrl-C.
-fn reap(child: &mut std::process::Child) {
+pub(crate) fn reap(child: &mut std::process::Child) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
@@ -725,28 +772,12 @@ struct FarEnd {
 impl FarEnd {
     fn spawn(ns: &Netns, n: usize, lifetime: Duration) -> Result<FarEnd, String> {
         let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
             .arg(exe)
             .args(["sessions", "__farend", "--peers", &n.to_string(), "--lifetime-secs"])
-            .arg(lifetime.as_secs().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("starting the far end: {e}"))?;
-        registry().pids.push(child.id());
-        let stdout = child.stdout.take().ok_or("far end: no stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
+            .arg(lifetime.as_secs().to_string());
+        let (child, stdin, lines) = spawn_far_end(cmd)?;
         let far = FarEnd { child, stdin, lines, up: 0, downs: 0 };
         match far.lines.recv_timeout(Duration::from_secs(30)) {
             Ok(l) if l == "ready" => Ok(far),

@@ -106,26 +106,20 @@ fn the_most_specific_pattern_and_the_longest_network_win() {
 }
 
 fn task() -> (Task, mpsc::UnboundedReceiver<BfdNotice>) {
-    let (packets, _) = mpsc::unbounded_channel();
     let (notices, rx) = mpsc::unbounded_channel();
-    let t = Task {
-        resume: BTreeMap::new(),
-        resume_until: None,
-        restart: None,
-        sessions: BTreeMap::new(),
-        by_discr: HashMap::new(),
-        // No listener is opened: the packets are handed in directly.
-        listening: [((false, false), ()), ((true, false), ()), ((false, true), ())].into(),
-        packets,
-        notices,
-        discarded: BTreeMap::new(),
-        errors: Vec::new(),
-    };
+    let mut t = Task::new(notices);
+    // No listener is opened: the packets are handed in directly.
+    t.listening = [((false, false), ()), ((true, false), ()), ((false, true), ())].into();
     (t, rx)
 }
 
 fn add(t: &mut Task, name: &str, addr: &str, multihop: bool) -> u32 {
-    let p = BfdPeer {
+    t.set(vec![bfd_peer(name, addr, multihop)]);
+    t.sessions[name].bfd.local_discr()
+}
+
+fn bfd_peer(name: &str, addr: &str, multihop: bool) -> BfdPeer {
+    BfdPeer {
         name: name.into(),
         addr: addr.parse().unwrap(),
         local: Some(if addr.contains(':') { "::1" } else { "127.0.0.1" }.parse().unwrap()),
@@ -133,9 +127,7 @@ fn add(t: &mut Task, name: &str, addr: &str, multihop: bool) -> u32 {
         config: BfdConfig::default(),
         interface: None,
         restart_window: Duration::from_secs(120),
-    };
-    t.set(vec![p]);
-    t.sessions[name].bfd.local_discr()
+    }
 }
 
 fn datagram(p: &ControlPacket, from: &str, ttl: u8, multihop: bool) -> Datagram {
@@ -305,4 +297,31 @@ fn rec(discr: u32) -> ResumeRecord {
             detect_mult: 120,
         },
     }
+}
+
+#[test]
+fn the_timer_queue_wakes_only_the_session_that_is_due() {
+    let (mut t, mut notices) = task();
+    t.set(vec![bfd_peer("a", "127.0.0.2", false), bfd_peer("b", "127.0.0.3", false)]);
+    let (a, b) = (t.sessions["a"].bfd.local_discr(), t.sessions["b"].bfd.local_discr());
+    t.receive(&datagram(&hello(a, State::Init), "127.0.0.2", 255, false));
+    t.receive(&datagram(&hello(b, State::Init), "127.0.0.3", 255, false));
+    let start = Instant::now();
+    t.drive(start);
+    assert!(notices.try_recv().unwrap().up && notices.try_recv().unwrap().up);
+    let first = t.next_deadline().expect("a deadline while sessions run");
+    assert!(first > start && first <= start + Duration::from_millis(1000), "the next transmit or detection");
+    // `b` keeps being heard; `a` is silent past its detection time (900 ms).
+    for step in 1..=12 {
+        let now = start + Duration::from_millis(100 * step);
+        t.receive_at(&datagram(&hello(b, State::Up), "127.0.0.3", 255, false), now);
+        t.drive(now);
+    }
+    let down = notices.try_recv().expect("a's Down");
+    assert_eq!((down.peer.as_str(), down.up, down.failure), ("a", false, true));
+    assert!(notices.try_recv().is_err(), "b stays up");
+    assert_eq!(t.sessions["b"].bfd.state(), State::Up);
+    // Stale queue entries are skipped: every session keeps exactly one live deadline.
+    let live = t.timers.iter().filter(|e| t.sessions.get(&e.0 .1).is_some_and(|s| s.scheduled == Some(e.0 .0)));
+    assert_eq!(live.count(), 2);
 }
