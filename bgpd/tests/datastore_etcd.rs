@@ -20,21 +20,6 @@ use serde_json::{json, Value};
 
 const PREFIX: &str = "/bgpd-test/";
 
-fn require(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("SKIPPED: {what}");
-    false
-}
-
-fn have_program(p: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
 }
@@ -225,7 +210,7 @@ fn start_bgpd(tmp: &Path, etcd: &Etcd) -> (Proc, PathBuf, u16) {
 
 #[test]
 fn etcd_datastore_watch_outage_and_resync() {
-    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+    if !testgate::require_cmd("etcd_datastore_watch_outage_and_resync", "etcd") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -279,7 +264,7 @@ fn request(node: &str, handle: &str) -> ipam::AssignRequest {
 
 #[test]
 fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
-    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+    if !testgate::require_cmd("etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd", "etcd") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -357,7 +342,7 @@ fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
 /// BFD packets go there and nobody answers, so the session stays Down.)
 #[test]
 fn etcd_datastore_bfd_configuration_follows_edits() {
-    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+    if !testgate::require_cmd("etcd_datastore_bfd_configuration_follows_edits", "etcd") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");

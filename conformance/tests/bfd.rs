@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::bfd::{ControlPacket, Diag, State};
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, frr, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use conformance::lab::{bird, frr, holds_for, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -449,7 +449,7 @@ fn restart_keeps_bfd(lab: &Lab) -> Result<(), String> {
 
 fn prerequisites_met(test: &str) -> bool {
     let programs = ["ip", "iptables", "ip6tables", "bird", "birdc", "vtysh", "/usr/lib/frr/bfdd", "/usr/lib/frr/bgpd"];
-    let ok = prerequisites(test, &programs);
+    let ok = testgate::require_root_and_cmds(test, &programs);
     if ok {
         bgpd::binary();
     }
@@ -458,7 +458,7 @@ fn prerequisites_met(test: &str) -> bool {
 
 #[test]
 fn bfd_with_bird_and_frr() {
-    if prerequisites_met("bfd") {
+    if prerequisites_met("bfd_with_bird_and_frr") {
         run_parallel(vec![
             ("BIRD single-hop IPv4: up, silent failure, BGP down at once, back".into(), Box::new(bird_v4)),
             ("BIRD single-hop IPv6".into(), Box::new(bird_v6)),

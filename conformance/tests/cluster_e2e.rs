@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, etcd, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use conformance::lab::{bird, etcd, holds_for, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -396,7 +396,7 @@ fn hot_reconfiguration(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn cluster_e2e() {
-    if !prerequisites("cluster_e2e", &["ip", "bird", "birdc", "etcd"]) {
+    if !testgate::require_root_and_cmds("cluster_e2e", &["ip", "bird", "birdc", "etcd"]) {
         return;
     }
     run_parallel(vec![

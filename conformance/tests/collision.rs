@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use conformance::lab::{bgpd, bird, holds_for, prerequisites, run_parallel, setup, wait_for, Case, Lab, Ns};
+use conformance::lab::{bgpd, bird, holds_for, run_parallel, setup, wait_for, Case, Lab, Ns};
 
 const UP: Duration = Duration::from_secs(60);
 const ROUNDS: usize = 3;
@@ -127,7 +127,7 @@ fn frozen_collision(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn collision_leaves_one_session() {
-    if !prerequisites("collision", &["ip", "ss", "bird", "birdc"]) {
+    if !testgate::require_root_and_cmds("collision_leaves_one_session", &["ip", "ss", "bird", "birdc"]) {
         return;
     }
     bgpd::binary();

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use conformance::lab::{bgpd, bird, frr, holds_for, prerequisites, run_parallel, setup, wait_for, Case, Lab, Ns};
+use conformance::lab::{bgpd, bird, frr, holds_for, run_parallel, setup, wait_for, Case, Lab, Ns};
 
 const UP: Duration = Duration::from_secs(60);
 const NEVER: Duration = Duration::from_secs(15);
@@ -113,7 +113,10 @@ fn never_up(b: &bgpd::Bgpd, peer_up: impl Fn() -> Result<(), String>) -> Result<
 
 #[test]
 fn gtsm_one_hop_up_two_hops_refused() {
-    if !prerequisites("gtsm", &["ip", "sysctl", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]) {
+    if !testgate::require_root_and_cmds(
+        "gtsm_one_hop_up_two_hops_refused",
+        &["ip", "sysctl", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
+    ) {
         return;
     }
     bgpd::binary();
@@ -184,7 +187,7 @@ fn gtsm_one_hop_up_two_hops_refused() {
 #[test]
 
 fn gtsm_incoming_from_two_hops_refused() {
-    if !prerequisites("gtsm", &["ip", "sysctl", "bird", "birdc"]) {
+    if !testgate::require_root_and_cmds("gtsm_incoming_from_two_hops_refused", &["ip", "sysctl", "bird", "birdc"]) {
         return;
     }
     bgpd::binary();

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use conformance::lab::{bgpd, bird, frr, prerequisites, run_parallel, setup, wait_for, Case, Lab, Ns};
+use conformance::lab::{bgpd, bird, frr, run_parallel, setup, wait_for, Case, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -55,8 +55,8 @@ fn wait_last_error(b: &bgpd::Bgpd, want_code: [u64; 2], want_text: &[&str]) -> R
 
 #[test]
 fn hold_timer_expiry_and_peer_notifications() {
-    if !prerequisites(
-        "hold_notification",
+    if !testgate::require_root_and_cmds(
+        "hold_timer_expiry_and_peer_notifications",
         &["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
     ) {
         return;

@@ -259,8 +259,8 @@ fn run(s: Scenario) -> Result<(), String> {
 
 #[test]
 fn interop_established_capabilities_routes() {
-    if !conformance::lab::prerequisites(
-        "interop",
+    if !testgate::require_root_and_cmds(
+        "interop_established_capabilities_routes",
         &[
             "ip",
             "bird",

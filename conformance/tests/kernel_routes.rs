@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use conformance::lab::{bird, holds_for, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -196,7 +196,7 @@ fn kernel_routes(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn kernel_routes_ecmp_blackhole_withdraw_and_restart() {
-    if !prerequisites("kernel_routes", &["ip", "bird", "birdc"]) {
+    if !testgate::require_root_and_cmds("kernel_routes_ecmp_blackhole_withdraw_and_restart", &["ip", "bird", "birdc"]) {
         return;
     }
     run_parallel(vec![("kernel routes".into(), Box::new(kernel_routes))]);

@@ -34,7 +34,6 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use conformance::lab::bgpd::binary;
-use conformance::lab::prerequisites;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -76,8 +75,9 @@ fn leftovers(name: &str) -> Vec<String> {
 /// Brings a template up, runs `drills` (each must exit 0), brings it down
 /// and checks nothing is left. The template's lab is taken down first in
 /// case an earlier run was interrupted. Returns the outputs of `up` and of
-/// each drill, in order (none when the prerequisites are missing).
-fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str]) -> Vec<String> {
+/// each drill, in order; `None` when a prerequisite is missing (a skip, see
+/// `testgate`).
+fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str]) -> Option<Vec<String>> {
     let programs: &[&str] = &[
         "ip",
         "iptables",
@@ -89,8 +89,8 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
         "/usr/lib/frr/bfdd",
         "/usr/lib/cni/ptp",
     ];
-    if !prerequisites(name, programs) {
-        return Vec::new();
+    if !testgate::require_root_and_cmds(&format!("lab template {name}"), programs) {
+        return None;
     }
     let ipam = binary().with_file_name("bgpd-ipam");
     assert!(ipam.is_file(), "{} missing: `cargo build -p ipam` (cargo test --workspace builds it)", ipam.display());
@@ -127,7 +127,7 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
     for o in &outputs {
         println!("{o}");
     }
-    outputs
+    Some(outputs)
 }
 
 /// The longest time probes failed in a drill's output (`probes failed for
@@ -176,7 +176,7 @@ fn l3_tor_per_rack_restart_loses_nothing() {
 
 #[test]
 fn dual_tor_ecmp_survives_a_tor() {
-    let out = run_template(
+    let Some(out) = run_template(
         "dual-tor-ecmp",
         "dualtor",
         &[
@@ -192,12 +192,14 @@ fn dual_tor_ecmp_survives_a_tor() {
         ],
         // ECMP on the nodes: a pod block of another node through both ToRs.
         &["all checks passed", "nexthop via 10.1.1.1 dev a1", "nexthop via 10.2.1.1 dev b1"],
-    );
+    ) else {
+        return;
+    };
     // A ToR failing silently (links up, every packet dropped): BFD at 300 ms
     // x 3 takes its sessions down in under a second, where the hold timer
     // would take 9 s. Both ToRs: BIRD's BFD and FRR's bfdd.
     for (i, tor) in [(5, "tor-a (BIRD)"), (7, "tor-b (FRR)")] {
-        let Some(drill) = out.get(i) else { return };
+        let drill = &out[i];
         let secs = failed_for(drill);
         assert!(secs > 0.0, "a silent {tor} failure loses the probes through it until detected:\n{drill}");
         assert!(secs <= 1.5, "{tor} failed silently: probes failed for {secs} s, more than 1.5 s:\n{drill}");
@@ -221,7 +223,7 @@ fn anycast_moves_to_the_other_cluster() {
 
 #[test]
 fn an_interrupted_up_is_cleaned_by_down() {
-    if !prerequisites("interrupted up", &["ip", "/usr/lib/cni/ptp"]) {
+    if !testgate::require_root_and_cmds("an_interrupted_up_is_cleaned_by_down", &["ip", "/usr/lib/cni/ptp"]) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, frr, gobgp, holds_for, prerequisites, run_parallel, setup, wait_for, Lab, Ns};
+use conformance::lab::{bird, frr, gobgp, holds_for, run_parallel, setup, wait_for, Lab, Ns};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -678,7 +678,7 @@ fn n_bit(lab: &Lab) -> Result<(), String> {
 fn prerequisites_met(test: &str) -> bool {
     let programs =
         ["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "gobgpd", "gobgp"];
-    let ok = prerequisites(test, &programs);
+    let ok = testgate::require_root_and_cmds(test, &programs);
     if ok {
         bgpd::binary();
     }

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use conformance::lab::{bgpd, bird, prerequisites, setup, wait_for, Lab};
+use conformance::lab::{bgpd, bird, setup, wait_for, Lab};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -258,7 +258,7 @@ fn bird_status(b: &bgpd::Bgpd) -> Result<Value, String> {
 
 #[test]
 fn malformed_messages_get_the_required_notification() {
-    if !prerequisites("malformed", &["ip", "bird", "birdc"]) {
+    if !testgate::require_root_and_cmds("malformed_messages_get_the_required_notification", &["ip", "bird", "birdc"]) {
         return;
     }
     bgpd::binary();

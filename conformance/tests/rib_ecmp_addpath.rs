@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, frr, gobgp, prerequisites, run_parallel, setup, wait_for, Case, Lab};
+use conformance::lab::{bird, frr, gobgp, run_parallel, setup, wait_for, Case, Lab};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -142,8 +142,8 @@ fn ecmp_and_add_path(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn ecmp_and_add_path_send() {
-    if !prerequisites(
-        "rib_ecmp_addpath",
+    if !testgate::require_root_and_cmds(
+        "ecmp_and_add_path_send",
         &["ip", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "gobgpd", "gobgp", "unshare"],
     ) {
         return;

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, frr, holds_for, prerequisites, run_parallel, setup, wait_for, Lab};
+use conformance::lab::{bird, frr, holds_for, run_parallel, setup, wait_for, Lab};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -209,7 +209,10 @@ fn restarting_speaker(lab: &Lab) -> Result<(), String> {
 }
 
 fn prerequisites_met(test: &str) -> bool {
-    let ok = prerequisites(test, &["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]);
+    let ok = testgate::require_root_and_cmds(
+        test,
+        &["ip", "kill", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
+    );
     if ok {
         bgpd::binary();
     }
@@ -218,14 +221,14 @@ fn prerequisites_met(test: &str) -> bool {
 
 #[test]
 fn graceful_restart_helper() {
-    if prerequisites_met("rib_graceful_restart helper") {
+    if prerequisites_met("graceful_restart_helper") {
         run_parallel(vec![("bgpd helps FRR restart: stale routes, End-of-RIB sweep".into(), Box::new(helper))]);
     }
 }
 
 #[test]
 fn graceful_restart_restarting_speaker() {
-    if prerequisites_met("rib_graceful_restart restarting speaker") {
+    if prerequisites_met("graceful_restart_restarting_speaker") {
         run_parallel(vec![("bgpd restarts: BIRD and FRR keep its routes".into(), Box::new(restarting_speaker))]);
     }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{exabgp, holds_for, prerequisites, run_parallel, setup, wait_for, Case, Lab};
+use conformance::lab::{exabgp, holds_for, run_parallel, setup, wait_for, Case, Lab};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -110,7 +110,7 @@ fn warn(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn max_prefix() {
-    if !prerequisites("rib_max_prefix", &["ip", "exabgp", "python3"]) {
+    if !testgate::require_root_and_cmds("max_prefix", &["ip", "exabgp", "python3"]) {
         return;
     }
     bgpd::binary();

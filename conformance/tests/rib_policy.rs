@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, prerequisites, run_parallel, setup, wait_for, Case, Lab};
+use conformance::lab::{bird, run_parallel, setup, wait_for, Case, Lab};
 
 const UP: Duration = Duration::from_secs(60);
 /// How long a changed filter may take to show (datastore re-read within a
@@ -180,7 +180,7 @@ fn policy(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn bgp_filter_policy() {
-    if !prerequisites("rib_policy", &["ip", "bird", "birdc"]) {
+    if !testgate::require_root_and_cmds("bgp_filter_policy", &["ip", "bird", "birdc"]) {
         return;
     }
     bgpd::binary();

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use conformance::lab::bgpd::{self, doc};
-use conformance::lab::{bird, frr, gobgp, prerequisites, run_parallel, setup, wait_for, Case, Lab};
+use conformance::lab::{bird, frr, gobgp, run_parallel, setup, wait_for, Case, Lab};
 use serde_json::Value;
 
 const UP: Duration = Duration::from_secs(60);
@@ -249,8 +249,8 @@ fn bgpd_is_client(lab: &Lab) -> Result<(), String> {
 
 #[test]
 fn route_reflection() {
-    if !prerequisites(
-        "rib_reflector",
+    if !testgate::require_root_and_cmds(
+        "route_reflection",
         &["ip", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "gobgpd", "gobgp", "unshare"],
     ) {
         return;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use conformance::bench::routeserver::scenario::{self, Kind, Scenario};
 use conformance::bench::routeserver::{run_one, DutKind, RunConfig, Target};
-use conformance::lab::{bgpd, prerequisites};
+use conformance::lab::bgpd;
 
 fn scenarios() -> Vec<Scenario> {
     vec![
@@ -34,7 +34,7 @@ fn check(target: Target) {
 
 #[test]
 fn bird_as_route_server_passes_every_prefix_and_the_best_path() {
-    if !prerequisites("routeserver_smoke bird", &["bird", "ip"]) {
+    if !testgate::require_root_and_cmds("bird_as_route_server_passes_every_prefix_and_the_best_path", &["bird", "ip"]) {
         return;
     }
     check(Target::Dut(DutKind::Bird, None));
@@ -42,7 +42,7 @@ fn bird_as_route_server_passes_every_prefix_and_the_best_path() {
 
 #[test]
 fn generator_delivers_every_prefix_without_a_dut() {
-    if !prerequisites("routeserver_smoke generator", &["ip"]) {
+    if !testgate::require_root_and_cmds("generator_delivers_every_prefix_without_a_dut", &["ip"]) {
         return;
     }
     check(Target::Generator);
@@ -50,7 +50,7 @@ fn generator_delivers_every_prefix_without_a_dut() {
 
 #[test]
 fn bgpd_as_route_server_passes_every_prefix_and_the_best_path() {
-    if !prerequisites("routeserver_smoke bgpd", &["ip"]) {
+    if !testgate::require_root_and_cmds("bgpd_as_route_server_passes_every_prefix_and_the_best_path", &["ip"]) {
         return;
     }
     check(Target::Dut(DutKind::Bgpd, Some(bgpd::binary())));

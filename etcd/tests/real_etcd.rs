@@ -1,7 +1,7 @@
 //! The client against a real etcd (Debian's `etcd-server`, 3.4 on Debian 12),
 //! started per test on free loopback ports with a temporary data directory and
-//! killed on drop. Without the `etcd` binary each test says it is skipped, and
-//! fails when `CI` is set (CI installs it: `.ci/install-deps`).
+//! killed on drop. Without the `etcd` binary each test is skipped through
+//! `testgate` (a failure when `CI` is set; CI installs it: `.ci/install-deps`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -15,10 +15,6 @@ use bgpd_etcd::{
 /// How long a test waits for a message before it fails (a safety net against a
 /// hang, not a speed requirement).
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn have_program(p: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
@@ -42,12 +38,7 @@ impl Etcd {
     /// Starts etcd and waits until it answers; `None` (the test is skipped) when
     /// there is no `etcd` binary, outside CI.
     async fn start(test: &str) -> Option<Etcd> {
-        if !have_program("etcd") {
-            let why = "no etcd binary on PATH (install the Debian package etcd-server)";
-            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-                panic!("{test}: CI is set but {why}");
-            }
-            eprintln!("SKIPPED {test}: {why}");
+        if !testgate::require_cmd(test, "etcd") {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");

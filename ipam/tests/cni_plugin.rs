@@ -147,10 +147,7 @@ fn small_pool(octet: u8) -> String {
 
 #[test]
 fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
-    if !require(is_root(), "not root: network namespaces need root")
-        || !require(have_program(PTP), "/usr/lib/cni/ptp missing (Debian containernetworking-plugins)")
-        || !require(have_program("ip"), "ip (iproute2) missing")
-    {
+    if !testgate::require_root_and_cmds("ptp_add_check_del_distinct_reuse_and_exhaustion", &[PTP, "ip"]) {
         return;
     }
     let octet = (std::process::id() % 200) as u8 + 20;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 
-fn etcd_or_skip() -> Option<Etcd> {
-    if !require(have_program("etcd"), "etcd (Debian package etcd-server) is not installed") {
+fn etcd_or_skip(test: &str) -> Option<Etcd> {
+    if !testgate::require_cmd(test, "etcd") {
         return None;
     }
     let e = Etcd::start();
@@ -18,13 +18,13 @@ fn etcd_or_skip() -> Option<Etcd> {
 
 #[test]
 fn etcd_8_processes_4_nodes_unique_and_released() {
-    let Some(etcd) = etcd_or_skip() else { return };
+    let Some(etcd) = etcd_or_skip("etcd_8_processes_4_nodes_unique_and_released") else { return };
     let count: u32 = std::env::var("IPAM_ETCD_ASSIGNMENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(250);
     concurrency_scenario(&format!("etcd:{}", etcd.url), 8, count, Duration::from_secs(280));
 }
 
 #[test]
 fn etcd_kill_9_leaves_consistent_state_and_gc_reclaims() {
-    let Some(etcd) = etcd_or_skip() else { return };
+    let Some(etcd) = etcd_or_skip("etcd_kill_9_leaves_consistent_state_and_gc_reclaims") else { return };
     crash_scenario(&format!("etcd:{}", etcd.url), 100, Duration::from_secs(240));
 }

@@ -17,7 +17,7 @@ use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
     AcceptAll, DeferralWait, MaxPrefix, NextHopMode, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig,
-    SessionInfo, Verdict,
+    SessionInfo, Verdict, STALE_PATH_TIME,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::table::PeerId;
@@ -1661,7 +1661,7 @@ fn enhanced_route_refresh_frames_the_table_with_borr_and_eorr() {
     assert!(s.rib.routes(None).iter().all(|(_, v)| v.iter().all(|p| !p.stale)));
 }
 
-// ----- 11. property: the monitor's view is the RIB's best paths -----
+// ----- 11. property: the RIB and every peer's view match a reference model -----
 
 mod prop {
     use super::*;
@@ -1708,89 +1708,194 @@ mod prop {
         let peers: Vec<PeerId> = (0..3).map(|i| s.add(11 + i as u8, PEER_AS[i], |_| {})).collect();
         let m = s.add(20, 65020, |_| {});
         let m2 = s.add(21, 65021, |_| {});
-        let gr = |x: &mut SessionInfo| x.graceful_restart = Some(PeerRestart::new(120, both()));
+        let gr = |x: &mut SessionInfo| x.graceful_restart = Some(PeerRestart::new(RESTART_TIME, both()));
         for p in &peers {
             s.up_with(*p, gr);
         }
         s.up(m);
         s.up_with(m2, |x| x.tx = WireContext::new(true).with_add_path(both()));
-        let mut up = [true; 3];
+        let mut model = Model { up: [true; 3], ..Model::default() };
         for op in ops {
             match *op {
-                Op::Announce { peer, prefix, len, med } if up[peer] => {
+                Op::Announce { peer, prefix, len, med } if model.up[peer] => {
                     let (len, med) = if stable { (1 + (peer + prefix) % 3, None) } else { (len, med) };
                     let mut path = vec![PEER_AS[peer]];
                     path.extend((1..len).map(|i| 64700 + i as u32));
                     let nh = if prefix < 4 { format!("10.0.0.{}", 11 + peer) } else { format!("fd00::{}", 11 + peer) };
                     let extra = med.map(Attr::Med).into_iter().collect();
                     s.send_no_flush(peers[peer], ann_with(&[PREFIXES[prefix]], &path, &nh, extra));
+                    model.paths[peer].insert(prefix, (path, false));
                 }
-                Op::Withdraw { peer, prefix } if up[peer] => s.send_no_flush(peers[peer], wd(&[PREFIXES[prefix]])),
-                Op::Down { peer, graceful } if up[peer] => {
-                    up[peer] = false;
+                Op::Withdraw { peer, prefix } if model.up[peer] => {
+                    s.send_no_flush(peers[peer], wd(&[PREFIXES[prefix]]));
+                    model.paths[peer].remove(&prefix);
+                }
+                Op::Down { peer, graceful } if model.up[peer] => {
                     s.down(peers[peer], graceful);
+                    model.down(peer, graceful);
                 }
-                Op::Up { peer } if !up[peer] => {
-                    up[peer] = true;
+                Op::Up { peer } if !model.up[peer] => {
                     s.up_with(peers[peer], gr);
+                    model.up(peer);
                 }
-                Op::Eor { peer } if up[peer] => {
+                Op::Eor { peer } if model.up[peer] => {
                     s.eor(peers[peer], V4);
                     s.eor(peers[peer], V6);
+                    model.end_of_rib(peer);
                 }
                 Op::Flush => {
                     s.rib.flush();
                     s.drain();
                 }
-                Op::Wait { secs } => s.advance(secs),
+                Op::Wait { secs } => {
+                    s.advance(secs);
+                    model.advance(secs);
+                }
                 _ => {}
             }
         }
         s.rib.flush();
         s.drain();
 
-        let routes = s.rib.routes(None);
-        let mut expect_m: BTreeMap<IpNet, Vec<u32>> = BTreeMap::new();
-        for (prefix, paths) in &routes {
-            let used: Vec<_> = paths.iter().filter(|p| p.used).collect();
-            let Some(best) = used.first() else { continue };
-            prop_assert!(paths[0].best);
-            let best_len = best.attrs.as_path().path_len();
-            prop_assert!(paths.iter().all(|p| p.attrs.as_path().path_len() >= best_len), "best is shortest: {prefix}");
-            let with_us = |p: &bgpd_proto::rib::core::PathView| {
-                let mut v = vec![LOCAL_AS];
-                v.extend(flat(&p.attrs.as_path()));
-                v
-            };
-            expect_m.insert(*prefix, with_us(best));
-            // The ADD-PATH monitor holds every used path.
-            let mut want: Vec<Vec<u32>> = used.iter().map(|p| with_us(p)).collect();
-            want.sort();
-            let pfx = prefix.to_string();
-            let mut got: Vec<Vec<u32>> = s.peer(m2).paths(&pfx).iter().map(|(_, r)| r.as_path()).collect();
-            got.sort();
-            prop_assert_eq!(got, want, "ADD-PATH monitor, {}", prefix);
-            // Each source peer holds the best path unless it is its own.
-            for (i, p) in peers.iter().enumerate() {
-                if !up[i] {
-                    continue;
-                }
-                let own = best.peer.as_deref() == Some(s.rib.peer_name(*p).unwrap_or_default());
-                let got = s.peer(*p).best(&pfx).map(Received::as_path);
-                prop_assert_eq!(got, (!own).then(|| with_us(best)), "peer {} for {}", i, prefix);
+        // Every value below comes from the model, none from the RIB.
+        let name = |i: usize| format!("peer{}", 11 + i);
+        let with_us = |p: &[u32]| [&[LOCAL_AS], p].concat();
+        let max_paths = if stable { 1 } else { 4 };
+        let mut want_paths = BTreeMap::new();
+        for (i, paths) in model.paths.iter().enumerate() {
+            for (k, (path, stale)) in paths {
+                want_paths.insert((net(PREFIXES[*k]), name(i)), (path.clone(), *stale));
             }
         }
+        let (mut want_selection, mut want_m, mut want_m2) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut want_source: [BTreeMap<IpNet, Vec<u32>>; 3] = Default::default();
+        for (k, prefix) in PREFIXES.iter().enumerate() {
+            let Some((best, used)) = model.select(k, max_paths) else { continue };
+            let path = |i: usize| with_us(&model.paths[i][&k].0);
+            want_selection.insert(net(prefix), (name(best), used.iter().map(|i| name(*i)).collect::<Vec<_>>()));
+            want_m.insert(net(prefix), path(best));
+            let mut all: Vec<Vec<u32>> = used.iter().map(|i| path(*i)).collect();
+            all.sort();
+            want_m2.insert(net(prefix), all);
+            // Without ADD-PATH a peer gets the best path, unless it is its own.
+            for (i, w) in want_source.iter_mut().enumerate() {
+                if i != best {
+                    w.insert(net(prefix), path(best));
+                }
+            }
+        }
+
+        // The RIB: its paths (stale ones included), then its selection.
+        let routes = s.rib.routes(None);
+        let got_paths: BTreeMap<(IpNet, String), (Vec<u32>, bool)> = routes
+            .iter()
+            .flat_map(|(prefix, paths)| {
+                paths
+                    .iter()
+                    .map(|p| ((*prefix, p.peer.clone().unwrap_or_default()), (flat(&p.attrs.as_path()), p.stale)))
+            })
+            .collect();
+        prop_assert_eq!(got_paths, want_paths, "the RIB's paths (AS_PATH, stale)");
+        let got_selection: BTreeMap<IpNet, (String, Vec<String>)> = routes
+            .iter()
+            .filter_map(|(prefix, paths)| {
+                let best = paths.iter().find(|p| p.best)?.peer.clone().unwrap_or_default();
+                let mut used: Vec<String> =
+                    paths.iter().filter(|p| p.used).map(|p| p.peer.clone().unwrap_or_default()).collect();
+                used.sort();
+                Some((*prefix, (best, used)))
+            })
+            .collect();
+        prop_assert_eq!(got_selection, want_selection, "the RIB's best path and ECMP set");
+
+        // What the peers were sent.
         let got_m: BTreeMap<IpNet, Vec<u32>> = s.peer(m).rib_in.iter().map(|((p, _), r)| (*p, r.as_path())).collect();
-        prop_assert_eq!(got_m, expect_m, "monitor vs Loc-RIB best paths");
-        let m2_prefixes = s.peer(m2).prefixes();
-        prop_assert_eq!(m2_prefixes, s.rib_prefixes());
+        prop_assert_eq!(got_m, want_m, "monitor: the best paths");
+        let mut got_m2: BTreeMap<IpNet, Vec<Vec<u32>>> = BTreeMap::new();
+        for ((p, _), r) in &s.peer(m2).rib_in {
+            got_m2.entry(*p).or_default().push(r.as_path());
+        }
+        got_m2.values_mut().for_each(|v| v.sort());
+        prop_assert_eq!(got_m2, want_m2, "ADD-PATH monitor: every used path");
         for (i, p) in peers.iter().enumerate() {
-            if up[i] {
-                let held = s.peer(*p).prefixes();
-                prop_assert!(held.iter().all(|x| s.rib_prefixes().contains(x)), "peer {} holds a withdrawn route", i);
+            if model.up[i] {
+                let got: BTreeMap<IpNet, Vec<u32>> =
+                    s.peer(*p).rib_in.iter().map(|((p, _), r)| (*p, r.as_path())).collect();
+                prop_assert_eq!(&got, &want_source[i], "peer {}: the best paths not its own", i);
             }
         }
         Ok(())
+    }
+
+    /// The restart time the source peers' graceful restart capability gives (s).
+    const RESTART_TIME: u16 = 120;
+
+    /// A reference model of the RIB, written from the RFCs and sharing no code
+    /// with `rib::core`, `rib::table` or `rib::decision`: the property test's
+    /// expected values come from here, never from the RIB under test.
+    #[derive(Default)]
+    struct Model {
+        /// Virtual seconds since the start.
+        now: u64,
+        up: [bool; 3],
+        /// Per source peer: prefix (index into `PREFIXES`) → (AS_PATH, stale).
+        paths: [BTreeMap<usize, (Vec<u32>, bool)>; 3],
+        /// Per source peer: when its stale paths go.
+        stale_until: [Option<u64>; 3],
+    }
+
+    impl Model {
+        /// RFC 4724 §4.2: after a graceful loss the peer's paths are kept,
+        /// marked stale, for its restart time; any other loss withdraws them.
+        fn down(&mut self, peer: usize, graceful: bool) {
+            self.up[peer] = false;
+            if graceful {
+                self.paths[peer].values_mut().for_each(|(_, stale)| *stale = true);
+                self.stale_until[peer] = Some(self.now + u64::from(RESTART_TIME));
+            } else {
+                self.paths[peer].clear();
+                self.stale_until[peer] = None;
+            }
+        }
+
+        /// Back within its restart time: its stale paths wait for its
+        /// End-of-RIB, at most the stale-path time.
+        fn up(&mut self, peer: usize) {
+            self.up[peer] = true;
+            if self.stale_until[peer].is_some() {
+                self.stale_until[peer] = Some(self.now + STALE_PATH_TIME.as_secs());
+            }
+        }
+
+        /// RFC 4724 §4.2: End-of-RIB (both families) removes what is still stale.
+        fn end_of_rib(&mut self, peer: usize) {
+            self.paths[peer].retain(|_, (_, stale)| !*stale);
+            self.stale_until[peer] = None;
+        }
+
+        fn advance(&mut self, secs: u64) {
+            self.now += secs;
+            for peer in 0..3 {
+                if self.stale_until[peer].is_some_and(|t| t <= self.now) {
+                    self.end_of_rib(peer);
+                }
+            }
+        }
+
+        /// RFC 4271 §9.1.2.2 for `prefix`: (best, used) source peers. Every
+        /// path is eBGP with LOCAL_PREF 100, ORIGIN IGP and a reachable next
+        /// hop, and each peer is its own neighbouring AS (so MED is never
+        /// compared): (a) the shortest AS_PATH wins, then (f) the lowest BGP
+        /// identifier (peer i's is 10.0.0.(11+i)). With `multipath_relax`,
+        /// every path of the best length is used, at most `max_paths`.
+        fn select(&self, prefix: usize, max_paths: usize) -> Option<(usize, Vec<usize>)> {
+            let mut candidates: Vec<(usize, usize)> =
+                (0..3).filter_map(|i| self.paths[i].get(&prefix).map(|(path, _)| (path.len(), i))).collect();
+            candidates.sort();
+            let &(best_len, best) = candidates.first()?;
+            let used = candidates.iter().filter(|(len, _)| *len == best_len).map(|(_, i)| *i).take(max_paths).collect();
+            Some((best, used))
+        }
     }
 
     proptest! {

@@ -24,47 +24,6 @@ pub use netns::Ns;
 use process::Proc;
 pub use process::ProcId;
 
-/// Whether the suite runs in CI (`CI=true`), where a missing prerequisite is
-/// a failure rather than a skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Checks that the test can run: root, and every program in `programs` on
-/// `PATH` (or an absolute path that exists). Returns `false` after printing
-/// why the test is skipped; panics instead under `CI=true`.
-pub fn prerequisites(test: &str, programs: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !rustix_is_root() {
-        missing.push("root (network namespaces, veth, TCP MD5)".to_string());
-    }
-    for p in programs {
-        if !program_exists(p) {
-            missing.push(format!("program {p}"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test}: needs {}", missing.join(", "));
-    if in_ci() {
-        panic!("{why} (CI=true: a conformance test may not be skipped; install with .ci/install-deps)");
-    }
-    eprintln!("SKIPPED {why}");
-    false
-}
-
-fn rustix_is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn program_exists(p: &str) -> bool {
-    if p.contains('/') {
-        return Path::new(p).exists();
-    }
-    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file())).unwrap_or(false)
-}
-
 /// Polls `f` every 250 ms until it returns `Some`, or fails after `timeout`
 /// with `what` and the last diagnostic `f` gave.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
@@ -120,10 +79,15 @@ pub fn run_parallel(cases: Vec<Case>) {
         match h.join() {
             Ok(Ok(())) => eprintln!("ok: {name}"),
             Ok(Err(e)) => failures.push(format!("FAILED {name}: {e}")),
-            Err(_) => failures.push(format!("FAILED {name}: panicked")),
+            Err(p) => failures.push(format!("FAILED {name}: panicked: {}", panic_text(&*p))),
         }
     }
     assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// The message of a panic payload (`panic!` with a string or a format).
+fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
 /// Turns an I/O error from setting up a lab into a case's error.

@@ -12,28 +12,6 @@ use serde_json::Value;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Whether this test can run: root and `ip` are needed. Under CI=true a missing
-/// requirement fails the test; elsewhere it is skipped with the reason printed.
-pub fn can_run(test: &str) -> bool {
-    let reason = if !nix::unistd::Uid::effective().is_root() {
-        Some("needs root (network namespaces, netlink route writes)")
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("needs the `ip` program (iproute2)")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: {r}, and CI=true requires it")
-        }
-        Some(r) => {
-            eprintln!("SKIP {test}: {r}");
-            false
-        }
-    }
-}
-
 /// A network namespace of its own, removed (with everything in it) on drop.
 pub struct TestNs {
     pub name: String,

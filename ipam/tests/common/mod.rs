@@ -1,5 +1,5 @@
-//! Helpers shared by the process-level tests: worker processes, a real etcd,
-//! and the "needs root / a program" gate.
+//! Helpers shared by the process-level tests: worker processes and a real
+//! etcd. Tests that need root or a program ask `testgate`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,32 +12,6 @@ use std::time::{Duration, Instant};
 /// Path of the load-generator binary.
 pub fn bench_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ipam-bench")
-}
-
-/// Returns false (after printing why) when a requirement is missing outside
-/// CI; panics when it is missing under `CI=true`.
-pub fn require(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("SKIPPED: {what}");
-    false
-}
-
-/// Whether we run as root.
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Whether a program exists (absolute path or on PATH).
-pub fn have_program(p: &str) -> bool {
-    if p.starts_with('/') {
-        return Path::new(p).exists();
-    }
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).exists()))
 }
 
 /// A pool YAML for the process tests: one /16 pool in /26 blocks, no block limit.
