@@ -18,6 +18,14 @@
 //! then block and affinity deleted together), so a process that dies between
 //! writes leaves a state that the next claim, release or [`Allocator::gc`]
 //! completes or undoes.
+//!
+//! Every block read from the store is validated first
+//! ([`AllocationBlock::validate`], and its size against its pool's
+//! `blockSize`). A block that fails is never used: assignment skips it (and
+//! never claims a block overlapping it), an operation that needs that very
+//! block fails with [`IpamError::InvalidBlock`] naming it and the problem, and
+//! release and GC leave it and what refers to it untouched, so that nothing is
+//! lost before an operator repairs it. [`Stats::invalid_blocks`] counts them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -27,8 +35,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::block::{
-    AffinityState, AllocationAttribute, AllocationBlock, BlockAffinity, FloatingIp, IpamHandle, ATTR_NAMESPACE,
-    ATTR_NODE, ATTR_POD,
+    AffinityState, AllocationAttribute, AllocationBlock, BlockAffinity, BlockProblem, FloatingIp, InvalidBlock,
+    IpamHandle, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD,
 };
 use crate::design::Design;
 use crate::model::{AssignmentMode, Family, IpPool};
@@ -101,9 +109,39 @@ pub enum IpamError {
     /// A floating IP could not be mapped.
     #[error("floating IP {0}: no assigned address of the same family to map it to")]
     FloatingIpWithoutTarget(IpAddr),
+    /// A floating IP is another handle's (another pod's) address: advertising
+    /// it from this pod's node would take that pod's traffic.
+    #[error("floating IP {ip} is the address of handle {handle:?} (another pod); it cannot float to this pod")]
+    FloatingIpIsAnotherPodsAddress {
+        /// The floating IP.
+        ip: IpAddr,
+        /// The handle it is assigned to.
+        handle: String,
+    },
+    /// A floating IP (or a requested address) is already a floating IP of
+    /// another handle.
+    #[error("{ip} is already a floating IP of handle {handle:?}")]
+    FloatingIpTaken {
+        /// The address.
+        ip: IpAddr,
+        /// The handle that records it.
+        handle: String,
+    },
+    /// A retried assignment found the handle holding an address the request
+    /// does not ask for (the request changed between attempts).
+    #[error("handle {handle:?} already holds {ip}, which this request does not ask for")]
+    HandleHoldsOther {
+        /// The handle.
+        handle: String,
+        /// The address it holds.
+        ip: IpAddr,
+    },
     /// The handle does not exist.
     #[error("handle {0:?} not found")]
     HandleNotFound(String),
+    /// A block in the store breaks an invariant; it is not used.
+    #[error("{0}; the block is not used until it is repaired")]
+    InvalidBlock(InvalidBlock),
     /// Too many concurrent writers kept winning.
     #[error("gave up after {0} conflicting writes")]
     TooManyConflicts(u32),
@@ -158,6 +196,9 @@ pub struct AssignedIp {
 /// Outcome of [`Allocator::gc`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
+    /// Blocks left alone because they are invalid (with what is wrong): their
+    /// addresses, affinities and handles are not touched.
+    pub invalid_blocks: Vec<InvalidBlock>,
     /// Addresses freed because their handle was not live.
     pub released: Vec<IpAddr>,
     /// Handle objects deleted.
@@ -183,6 +224,8 @@ pub struct Stats {
     pub blocks_released: AtomicU64,
     /// Conflicting commits retried.
     pub conflicts: AtomicU64,
+    /// Times an invalid block was read and refused (see [`IpamError::InvalidBlock`]).
+    pub invalid_blocks: AtomicU64,
 }
 
 /// Block IPAM over a store, for one network design.
@@ -263,8 +306,47 @@ impl<S: Store> Allocator<S> {
         Ok(())
     }
 
+    /// Reads the block at `cidr`, validated: [`IpamError::InvalidBlock`] if it
+    /// breaks an invariant (see [`Allocator::validate_block`]).
     async fn get_block(&self, cidr: IpNet) -> Result<Option<Versioned<AllocationBlock>>, IpamError> {
-        Ok(self.store.get(&Key::Block(cidr)).await?.and_then(block_of))
+        let Some(block) = self.store.get(&Key::Block(cidr)).await?.and_then(block_of) else {
+            return Ok(None);
+        };
+        let checked = if block.value.cidr != cidr {
+            Err(InvalidBlock { cidr, problem: BlockProblem::StoredUnderOtherKey { stored: block.value.cidr } })
+        } else {
+            self.validate_block(&block.value)
+        };
+        match checked {
+            Ok(()) => Ok(Some(block)),
+            Err(e) => Err(self.refuse(e)),
+        }
+    }
+
+    /// Checks a block read from the store: its own invariants, and a size
+    /// equal to the `blockSize` of the pool that contains it (Calico never
+    /// changes a pool's block size, and [`IpPool::block_of`] relies on it).
+    pub fn validate_block(&self, block: &AllocationBlock) -> Result<(), InvalidBlock> {
+        block.validate()?;
+        if let Some(pool) = self.design.pool_of_block(&block.cidr) {
+            if pool.block_size != block.cidr.prefix_len() {
+                return Err(InvalidBlock {
+                    cidr: block.cidr,
+                    problem: BlockProblem::NotThePoolsBlockSize {
+                        pool: pool.name.clone(),
+                        block_size: pool.block_size,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs and counts an invalid block; the error to return or skip.
+    fn refuse(&self, e: InvalidBlock) -> IpamError {
+        self.stats.invalid_blocks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(block = %e.cidr, problem = %e.problem, "invalid IPAM block in the store: not used");
+        IpamError::InvalidBlock(e)
     }
 
     async fn get_handle(&self, h: &str) -> Result<Option<Versioned<IpamHandle>>, IpamError> {
@@ -286,8 +368,20 @@ impl<S: Store> Allocator<S> {
             .collect())
     }
 
-    async fn blocks(&self) -> Result<Vec<Versioned<AllocationBlock>>, IpamError> {
-        Ok(self.store.list(&Scope::Blocks).await?.into_iter().filter_map(block_of).collect())
+    /// Every block in the store: the valid ones, and what is wrong with the others.
+    async fn blocks(&self) -> Result<(Vec<Versioned<AllocationBlock>>, Vec<InvalidBlock>), IpamError> {
+        let mut valid = Vec::new();
+        let mut invalid = Vec::new();
+        for block in self.store.list(&Scope::Blocks).await?.into_iter().filter_map(block_of) {
+            match self.validate_block(&block.value) {
+                Ok(()) => valid.push(block),
+                Err(e) => {
+                    self.refuse(e.clone());
+                    invalid.push(e);
+                }
+            }
+        }
+        Ok((valid, invalid))
     }
 
     /// The pools a request may use for one family.
@@ -396,6 +490,69 @@ impl<S: Store> Allocator<S> {
         Ok(out)
     }
 
+    /// What a CNI ADD does, idempotently: makes the handle hold `num_v4` IPv4
+    /// and `num_v6` IPv6 addresses (or exactly `ip_addrs` when given, as
+    /// `cni.projectcalico.org/ipAddrs`) and records `floating` on it, then
+    /// returns every address it holds (IPv4 first).
+    ///
+    /// A retry after a crash completes what the earlier attempt left undone:
+    /// the family not yet assigned, the requested addresses not yet held, the
+    /// floating IPs not yet recorded. The result is complete or an error; on
+    /// an error the handle is released (everything it held, whichever attempt
+    /// assigned it), so a failed ADD leaves nothing behind.
+    pub async fn assign_handle(
+        &self,
+        req: &AssignRequest,
+        ip_addrs: &[IpAddr],
+        floating: &[IpAddr],
+    ) -> Result<Vec<AssignedIp>, IpamError> {
+        let held = self.addresses_of(&req.handle).await?;
+        match self.complete_handle(req, ip_addrs, floating, held).await {
+            Ok(all) => Ok(all),
+            Err(e) => {
+                if let Err(release) = self.release_handle(&req.handle).await {
+                    tracing::warn!(handle = %req.handle, error = %release, "could not release after a failed assignment");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn complete_handle(
+        &self,
+        req: &AssignRequest,
+        ip_addrs: &[IpAddr],
+        floating: &[IpAddr],
+        mut held: Vec<AssignedIp>,
+    ) -> Result<Vec<AssignedIp>, IpamError> {
+        let other = |ip: IpAddr| IpamError::HandleHoldsOther { handle: req.handle.clone(), ip };
+        if ip_addrs.is_empty() {
+            for (family, want) in [(Family::V4, req.num_v4 as usize), (Family::V6, req.num_v6 as usize)] {
+                let have: Vec<IpAddr> = held.iter().map(|a| a.ip).filter(|ip| Family::of(*ip) == family).collect();
+                if let Some(extra) = have.get(want) {
+                    return Err(other(*extra));
+                }
+                let more = self.assign_family(req, family, want - have.len()).await?;
+                held.extend(more);
+            }
+        } else {
+            if let Some(extra) = held.iter().find(|a| !ip_addrs.contains(&a.ip)) {
+                return Err(other(extra.ip));
+            }
+            for ip in ip_addrs {
+                if !held.iter().any(|a| a.ip == *ip) {
+                    held.push(self.assign_ip(*ip, req).await?);
+                }
+            }
+        }
+        held.sort_by_key(|a| (Family::of(a.ip), a.ip));
+        if !floating.is_empty() {
+            let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
+            self.record_floating_ips(&req.handle, &req.node, floating, &ips).await?;
+        }
+        Ok(held)
+    }
+
     async fn assign_family(&self, req: &AssignRequest, family: Family, n: usize) -> Result<Vec<AssignedIp>, IpamError> {
         if n == 0 {
             return Ok(Vec::new());
@@ -446,8 +603,11 @@ impl<S: Store> Allocator<S> {
                 if aff.value.state == AffinityState::PendingDeletion {
                     continue;
                 }
-                let Some(block) = self.get_block(aff.value.cidr).await? else {
-                    continue;
+                let block = match self.get_block(aff.value.cidr).await {
+                    Ok(Some(block)) => block,
+                    // Not there, or invalid (logged): try the node's other blocks.
+                    Ok(None) | Err(IpamError::InvalidBlock(_)) => continue,
+                    Err(e) => return Err(e),
                 };
                 if block.value.node() != Some(node) {
                     continue;
@@ -506,7 +666,7 @@ impl<S: Store> Allocator<S> {
             }
             // 3. Borrow from another node's block.
             if !cfg.strict_affinity {
-                for block in self.blocks().await? {
+                for block in self.blocks().await?.0 {
                     let Some(pool) = pool_of(&block.value.cidr) else {
                         continue;
                     };
@@ -550,19 +710,29 @@ impl<S: Store> Allocator<S> {
 
     /// Finds an unclaimed block in the pools and claims it for `node`.
     async fn claim_free_block(&self, pools: &[&IpPool], node: &str) -> Result<Claim, IpamError> {
-        let existing: BTreeSet<IpNet> = self
-            .store
-            .list(&Scope::Blocks)
-            .await?
-            .into_iter()
-            .map(|v| match v.value.key() {
-                Key::Block(c) => Ok(c),
-                other => Err(StoreError::Corrupt {
-                    location: format!("{other:?}"),
-                    reason: "non-block object listed as block".into(),
-                }),
-            })
-            .collect::<Result<_, _>>()?;
+        // Every stored block, valid or not, occupies its space: an invalid one
+        // is left for an operator, never claimed over.
+        let mut existing: BTreeSet<IpNet> = BTreeSet::new();
+        // Blocks that are not one of a pool's blocks (other size, host bits):
+        // checked for overlap rather than equality.
+        let mut odd: Vec<IpNet> = Vec::new();
+        for v in self.store.list(&Scope::Blocks).await? {
+            let cidr = match v.value.key() {
+                Key::Block(c) => c,
+                other => {
+                    return Err(IpamError::Store(StoreError::Corrupt {
+                        location: format!("{other:?}"),
+                        reason: "non-block object listed as block".into(),
+                    }))
+                }
+            };
+            let regular = cidr.trunc() == cidr
+                && self.design.pool_of_block(&cidr).is_some_and(|p| p.block_size == cidr.prefix_len());
+            if !regular {
+                odd.push(cidr);
+            }
+            existing.insert(cidr);
+        }
         for pool in pools {
             let count = pool.block_count();
             let start = node_hash(node) as u128 % count;
@@ -571,13 +741,28 @@ impl<S: Store> Allocator<S> {
                 let Some(cidr) = pool.block_at((start + i) % count) else {
                     continue;
                 };
-                if existing.contains(&cidr) || self.fully_reserved(&cidr) {
+                let overlaps_odd = odd.iter().any(|o| o.contains(&cidr) || cidr.contains(o));
+                if existing.contains(&cidr) || overlaps_odd || self.fully_reserved(&cidr) {
                     continue;
                 }
                 return self.claim_block(cidr, node).await;
             }
         }
         Ok(Claim::NoFreeBlock)
+    }
+
+    /// Before claiming `cidr` by itself: an invalid block overlapping it (of
+    /// another size, or with host bits set) is refused rather than claimed over.
+    async fn refuse_overlapping(&self, cidr: IpNet) -> Result<(), IpamError> {
+        for block in self.store.list(&Scope::Blocks).await?.into_iter().filter_map(block_of) {
+            let other = block.value.cidr;
+            if other != cidr && (other.contains(&cidr) || cidr.contains(&other)) {
+                if let Err(e) = self.validate_block(&block.value) {
+                    return Err(self.refuse(e));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn fully_reserved(&self, cidr: &IpNet) -> bool {
@@ -635,9 +820,15 @@ impl<S: Store> Allocator<S> {
         if req.skip_first_address && ip == cidr.network() {
             return Err(IpamError::AddressReserved(ip));
         }
+        // A pod asking for an address that floats to another pod would have
+        // that pod's node draw its traffic.
+        if let Some(handle) = self.floating_ips_of_others(&req.handle).await?.remove(&ip) {
+            return Err(IpamError::FloatingIpTaken { ip, handle });
+        }
         let mut conflicts = 0;
         loop {
             let Some(block) = self.get_block(cidr).await? else {
+                self.refuse_overlapping(cidr).await?;
                 match self.claim_block(cidr, &req.node).await? {
                     Claim::Claimed => {}
                     _ => self.backoff(&mut conflicts).await?,
@@ -667,6 +858,18 @@ impl<S: Store> Allocator<S> {
 
     /// Records floating IPs for a handle, each mapped to the handle's first
     /// address of the same family, so that bgpd advertises them from `node`.
+    /// Recording what is already recorded writes nothing.
+    ///
+    /// Refused, so that a pod cannot make its node advertise a `/32` (`/128`)
+    /// that draws another pod's traffic: a floating IP that is allocated in a
+    /// block to another handle ([`IpamError::FloatingIpIsAnotherPodsAddress`])
+    /// or recorded as a floating IP by another handle
+    /// ([`IpamError::FloatingIpTaken`]; checked again after the write, so that
+    /// of two racing handles at most one keeps it), or that lies in an invalid
+    /// block. [`Allocator::assign_ip`] in turn refuses to hand out a recorded
+    /// floating IP. A free address of a pool that still hands out pod
+    /// addresses could be given to a pod later: keep floating IPs in a pool of
+    /// their own (a warning is logged otherwise).
     pub async fn record_floating_ips(
         &self,
         handle: &str,
@@ -674,21 +877,95 @@ impl<S: Store> Allocator<S> {
         floating: &[IpAddr],
         assigned: &[IpAddr],
     ) -> Result<Vec<FloatingIp>, IpamError> {
-        let mut list = Vec::new();
+        let mut list: Vec<FloatingIp> = Vec::new();
         for f in floating {
+            if list.iter().any(|x| x.ip == *f) {
+                continue;
+            }
             let target = assigned
                 .iter()
                 .find(|a| Family::of(**a) == Family::of(*f))
                 .ok_or(IpamError::FloatingIpWithoutTarget(*f))?;
             list.push(FloatingIp { ip: *f, target: *target, node: node.to_string() });
         }
+        self.check_floating_ips(handle, &list).await?;
+        let before = self.put_floating_ips(handle, list.clone()).await?;
+        // Another handle may have recorded one of them between the check and
+        // the write: then neither may keep it, and this one gives it back.
+        if let Err(e) = self.check_taken(handle, &list).await {
+            self.put_floating_ips(handle, before).await?;
+            return Err(e);
+        }
+        Ok(list)
+    }
+
+    /// Refuses floating IPs that are another handle's address or floating IP.
+    async fn check_floating_ips(&self, handle: &str, list: &[FloatingIp]) -> Result<(), IpamError> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let (valid, invalid) = self.blocks().await?;
+        for f in list {
+            if let Some(e) = invalid.iter().find(|e| e.cidr.contains(&f.ip)) {
+                return Err(IpamError::InvalidBlock(e.clone()));
+            }
+            for b in valid.iter().filter(|b| b.value.cidr.contains(&f.ip)) {
+                let owner = b.value.ordinal(f.ip).and_then(|o| b.value.allocations.get(o as usize).copied().flatten());
+                if let Some(idx) = owner {
+                    let owner = b.value.attributes.get(idx as usize).and_then(|a| a.handle_id.as_deref());
+                    if owner != Some(handle) {
+                        let handle = owner.unwrap_or_default().to_string();
+                        return Err(IpamError::FloatingIpIsAnotherPodsAddress { ip: f.ip, handle });
+                    }
+                }
+            }
+            if let Some(pool) = self.design.pool_containing(f.ip).filter(|p| p.usable_for_workloads()) {
+                tracing::warn!(
+                    ip = %f.ip, pool = %pool.name, handle,
+                    "floating IP lies in a pool that hands out pod addresses: a pod given it later would lose its traffic"
+                );
+            }
+        }
+        self.check_taken(handle, list).await
+    }
+
+    async fn check_taken(&self, handle: &str, list: &[FloatingIp]) -> Result<(), IpamError> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let mut others = self.floating_ips_of_others(handle).await?;
+        match list.iter().find_map(|f| others.remove(&f.ip).map(|h| (f.ip, h))) {
+            Some((ip, handle)) => Err(IpamError::FloatingIpTaken { ip, handle }),
+            None => Ok(()),
+        }
+    }
+
+    /// The floating IPs recorded by handles other than `handle`, with theirs.
+    async fn floating_ips_of_others(&self, handle: &str) -> Result<BTreeMap<IpAddr, String>, IpamError> {
+        let mut out = BTreeMap::new();
+        for v in self.store.list(&Scope::Handles).await? {
+            if let Some(h) = handle_of(v).filter(|h| h.value.handle_id != handle) {
+                for f in h.value.floating_ips {
+                    out.insert(f.ip, h.value.handle_id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a handle's floating IPs (no write when unchanged); returns the
+    /// ones it had.
+    async fn put_floating_ips(&self, handle: &str, list: Vec<FloatingIp>) -> Result<Vec<FloatingIp>, IpamError> {
         let mut conflicts = 0;
         loop {
             let h = self.get_handle(handle).await?.ok_or_else(|| IpamError::HandleNotFound(handle.to_string()))?;
+            if h.value.floating_ips == list {
+                return Ok(list);
+            }
             let mut v = h.value.clone();
             v.floating_ips = list.clone();
             match self.store.commit(vec![Write::put(Expect::Revision(h.revision), Object::Handle(v))]).await {
-                Ok(()) => return Ok(list),
+                Ok(()) => return Ok(h.value.floating_ips),
                 Err(e) => {
                     conflict_or(e)?;
                     self.backoff(&mut conflicts).await?;
@@ -730,6 +1007,10 @@ impl<S: Store> Allocator<S> {
 
     /// Releases every address of a handle and deletes the handle. Releasing an
     /// unknown handle is not an error (CNI DEL must be idempotent).
+    ///
+    /// Addresses in an invalid block cannot be released: the rest are, the
+    /// handle is kept holding only that block's count (and no floating IPs,
+    /// since the pod is gone), and the result is [`IpamError::InvalidBlock`].
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
         let mut conflicts = 0;
         loop {
@@ -738,12 +1019,21 @@ impl<S: Store> Allocator<S> {
             };
             let mut writes = Vec::new();
             let mut freed = Vec::new();
-            for cidr_text in h.value.block.keys() {
+            let mut kept = IpamHandle { handle_id: handle.to_string(), ..IpamHandle::default() };
+            let mut invalid = None;
+            for (cidr_text, count) in &h.value.block {
                 let Ok(cidr) = cidr_text.parse::<IpNet>() else {
                     continue;
                 };
-                let Some(block) = self.get_block(cidr).await? else {
-                    continue;
+                let block = match self.get_block(cidr).await {
+                    Ok(Some(block)) => block,
+                    Ok(None) => continue,
+                    Err(IpamError::InvalidBlock(e)) => {
+                        kept.block.insert(cidr_text.clone(), *count);
+                        invalid.get_or_insert(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 };
                 let mut b = block.value.clone();
                 let f = b.release_where(|x| x == Some(handle));
@@ -752,11 +1042,18 @@ impl<S: Store> Allocator<S> {
                     writes.push(Write::put(Expect::Revision(block.revision), Object::Block(b)));
                 }
             }
-            writes.push(Write::delete(Key::Handle(handle.to_string()), h.revision));
+            writes.push(if kept.block.is_empty() {
+                Write::delete(Key::Handle(handle.to_string()), h.revision)
+            } else {
+                Write::put(Expect::Revision(h.revision), Object::Handle(kept))
+            });
             match self.store.commit(writes).await {
                 Ok(()) => {
                     self.stats.released.fetch_add(freed.len() as u64, Ordering::Relaxed);
-                    return Ok(freed);
+                    return match invalid {
+                        None => Ok(freed),
+                        Some(e) => Err(IpamError::InvalidBlock(e)),
+                    };
                 }
                 Err(e) => {
                     conflict_or(e)?;
@@ -767,7 +1064,8 @@ impl<S: Store> Allocator<S> {
     }
 
     /// Releases specific addresses (whatever their handle); returns those that
-    /// were assigned.
+    /// were assigned. Those in an invalid block stay assigned, and the result
+    /// is then [`IpamError::InvalidBlock`] (after releasing the others).
     pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
         let mut by_block: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
         for ip in ips {
@@ -776,11 +1074,18 @@ impl<S: Store> Allocator<S> {
             }
         }
         let mut freed_all = Vec::new();
+        let mut invalid = None;
         for (cidr, ips) in by_block {
             let mut conflicts = 0;
             loop {
-                let Some(block) = self.get_block(cidr).await? else {
-                    break;
+                let block = match self.get_block(cidr).await {
+                    Ok(Some(block)) => block,
+                    Ok(None) => break,
+                    Err(IpamError::InvalidBlock(e)) => {
+                        invalid.get_or_insert(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 };
                 let mut b = block.value.clone();
                 let freed = b.release_ips(&ips);
@@ -810,7 +1115,10 @@ impl<S: Store> Allocator<S> {
                 }
             }
         }
-        Ok(freed_all)
+        match invalid {
+            None => Ok(freed_all),
+            Some(e) => Err(IpamError::InvalidBlock(e)),
+        }
     }
 
     /// The write that removes `n` addresses of `cidr` from a handle (deleting
@@ -850,7 +1158,8 @@ impl<S: Store> Allocator<S> {
                         released.push(aff.value.cidr);
                         break;
                     }
-                    Ok(false) => break,
+                    // Invalid (logged): left for an operator; go on with the others.
+                    Ok(false) | Err(IpamError::InvalidBlock(_)) => break,
                     Err(IpamError::Store(StoreError::Conflict(_))) => self.backoff(&mut conflicts).await?,
                     Err(e) => return Err(e),
                 }
@@ -902,8 +1211,11 @@ impl<S: Store> Allocator<S> {
     /// finishes interrupted block releases.
     pub async fn gc(&self, live: &BTreeSet<String>) -> Result<GcReport, IpamError> {
         let mut report = GcReport::default();
-        // Leaked addresses.
-        for block in self.blocks().await? {
+        // Leaked addresses (of valid blocks only).
+        let (valid, invalid) = self.blocks().await?;
+        let invalid_cidrs: BTreeSet<IpNet> = invalid.iter().map(|e| e.cidr).collect();
+        report.invalid_blocks = invalid;
+        for block in valid {
             let cidr = block.value.cidr;
             let mut conflicts = 0;
             let mut current = Some(block);
@@ -936,7 +1248,14 @@ impl<S: Store> Allocator<S> {
                     Err(e) => {
                         conflict_or(e)?;
                         self.backoff(&mut conflicts).await?;
-                        current = self.get_block(cidr).await?;
+                        current = match self.get_block(cidr).await {
+                            Ok(b) => b,
+                            Err(IpamError::InvalidBlock(e)) => {
+                                report.invalid_blocks.push(e);
+                                None
+                            }
+                            Err(e) => return Err(e),
+                        };
                     }
                 }
             }
@@ -948,17 +1267,29 @@ impl<S: Store> Allocator<S> {
             if live.contains(&h.value.handle_id) {
                 continue;
             }
+            // A handle with addresses in an invalid block is what records
+            // them; it stays until the block is repaired.
+            let in_invalid = h.value.block.keys().any(|c| c.parse::<IpNet>().is_ok_and(|c| invalid_cidrs.contains(&c)));
+            if in_invalid {
+                continue;
+            }
             let del = Write::delete(Key::Handle(h.value.handle_id.clone()), h.revision);
             match self.store.commit(vec![del]).await {
                 Ok(()) => report.handles_deleted.push(h.value.handle_id.clone()),
                 Err(e) => conflict_or(e)?,
             }
         }
-        // Affinities: stale pending claims, interrupted releases.
+        // Affinities: stale pending claims, interrupted releases. Those of
+        // invalid blocks are left alone.
+        let (valid, invalid) = self.blocks().await?;
+        let invalid_cidrs: BTreeSet<IpNet> = invalid.iter().map(|e| e.cidr).chain(invalid_cidrs).collect();
         let blocks: BTreeMap<IpNet, Versioned<AllocationBlock>> =
-            self.blocks().await?.into_iter().map(|b| (b.value.cidr, b)).collect();
+            valid.into_iter().map(|b| (b.value.cidr, b)).collect();
         let affs = self.affinities(None).await?;
         for aff in &affs {
+            if invalid_cidrs.iter().any(|c| c.contains(&aff.value.cidr) || aff.value.cidr.contains(c)) {
+                continue;
+            }
             let block = blocks.get(&aff.value.cidr);
             let ours = block.is_some_and(|b| b.value.node() == Some(aff.value.node.as_str()));
             match aff.value.state {
@@ -1044,7 +1375,7 @@ pub async fn check_consistency<S: Store>(store: &S) -> Result<Vec<String>, Store
     let mut from_blocks: BTreeMap<(String, String), u32> = BTreeMap::new();
     for (i, b) in blocks.iter().enumerate() {
         if let Err(e) = b.check() {
-            problems.push(e);
+            problems.push(e.to_string());
         }
         for other in &blocks[i + 1..] {
             if b.cidr.contains(&other.cidr) || other.cidr.contains(&b.cidr) {

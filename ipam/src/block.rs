@@ -51,9 +51,13 @@ pub struct AllocationAttribute {
 /// An allocation block: a CIDR cut from a pool, with per-address state
 /// (Calico `IPAMBlock` spec).
 ///
-/// Invariants (checked by [`AllocationBlock::check`]): `allocations` has one
-/// slot per address; `unallocated` lists exactly the empty slots, each once;
-/// every slot refers to an existing attribute; every attribute is referenced.
+/// Invariants (checked by [`AllocationBlock::validate`], which the allocator
+/// applies to every block it reads from a store): the CIDR is a block (no host
+/// bits, a Calico block size); `allocations` has one slot per address;
+/// `unallocated` lists exactly the empty slots, each once; every slot refers to
+/// an existing attribute; the affinity is `host:NODE` or `virtual:NAME`; the
+/// sequence number can still be incremented. [`AllocationBlock::check`] also
+/// requires every attribute to be referenced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationBlock {
@@ -104,7 +108,7 @@ impl AllocationBlock {
 
     /// The address at `ordinal`.
     pub fn addr(&self, ordinal: u32) -> Option<IpAddr> {
-        addr_from(Family::of_net(&self.cidr), net_base(&self.cidr) + ordinal as u128)
+        addr_from(Family::of_net(&self.cidr), net_base(&self.cidr).checked_add(ordinal as u128)?)
     }
 
     /// The ordinal of `ip`, if the block contains it.
@@ -115,9 +119,9 @@ impl AllocationBlock {
         u32::try_from(addr_value(ip) - net_base(&self.cidr)).ok()
     }
 
-    /// Number of addresses in use.
+    /// Number of addresses in use (of a valid block; never underflows).
     pub fn used(&self) -> usize {
-        self.allocations.len() - self.unallocated.len()
+        self.allocations.len().saturating_sub(self.unallocated.len())
     }
 
     /// Whether no address is in use.
@@ -138,7 +142,9 @@ impl AllocationBlock {
         let mut taken = Vec::new();
         let mut keep = Vec::with_capacity(self.unallocated.len());
         for &ord in &self.unallocated {
-            if taken.len() < n {
+            // Only ordinals with an empty slot (always so in a valid block).
+            let empty_slot = matches!(self.allocations.get(ord as usize), Some(None));
+            if taken.len() < n && empty_slot {
                 if let Some(ip) = self.addr(ord).filter(|ip| usable(*ip)) {
                     taken.push((ord, ip));
                     continue;
@@ -153,9 +159,11 @@ impl AllocationBlock {
         let idx = self.attributes.len() as u32;
         self.attributes.push(attr);
         for (ord, _) in &taken {
-            self.allocations[*ord as usize] = Some(idx);
+            if let Some(slot) = self.allocations.get_mut(*ord as usize) {
+                *slot = Some(idx);
+            }
         }
-        self.sequence_number += 1;
+        self.sequence_number = self.sequence_number.saturating_add(1);
         taken.into_iter().map(|(_, ip)| ip).collect()
     }
 
@@ -167,11 +175,14 @@ impl AllocationBlock {
         let Some(pos) = self.unallocated.iter().position(|&o| o == ord) else {
             return false;
         };
-        self.unallocated.remove(pos);
         let idx = self.attributes.len() as u32;
+        let Some(slot @ None) = self.allocations.get_mut(ord as usize) else {
+            return false;
+        };
+        *slot = Some(idx);
+        self.unallocated.remove(pos);
         self.attributes.push(attr);
-        self.allocations[ord as usize] = Some(idx);
-        self.sequence_number += 1;
+        self.sequence_number = self.sequence_number.saturating_add(1);
         true
     }
 
@@ -196,7 +207,7 @@ impl AllocationBlock {
         }
         if !freed.is_empty() {
             self.compact_attributes();
-            self.sequence_number += 1;
+            self.sequence_number = self.sequence_number.saturating_add(1);
         }
         freed
     }
@@ -208,7 +219,7 @@ impl AllocationBlock {
             let Some(ord) = self.ordinal(*ip) else {
                 continue;
             };
-            if let Some(idx) = self.allocations[ord as usize].take() {
+            if let Some(idx) = self.allocations.get_mut(ord as usize).and_then(Option::take) {
                 let h = self.attributes.get(idx as usize).and_then(|a| a.handle_id.clone()).unwrap_or_default();
                 self.unallocated.push(ord);
                 freed.push((*ip, h));
@@ -216,7 +227,7 @@ impl AllocationBlock {
         }
         if !freed.is_empty() {
             self.compact_attributes();
-            self.sequence_number += 1;
+            self.sequence_number = self.sequence_number.saturating_add(1);
         }
         freed
     }
@@ -244,7 +255,9 @@ impl AllocationBlock {
             keep
         });
         for idx in self.allocations.iter_mut().flatten() {
-            *idx = remap[*idx as usize];
+            if let Some(new) = remap.get(*idx as usize) {
+                *idx = *new;
+            }
         }
     }
 
@@ -266,43 +279,187 @@ impl AllocationBlock {
         })
     }
 
-    /// Checks the block's structural invariants; returns what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks every invariant the allocator relies on (see the type's docs);
+    /// returns the first problem found, naming the block. A block read from a
+    /// store that fails this is not used: the store holds something bgpd-ipam
+    /// did not write, and acting on it could hand an address out twice.
+    pub fn validate(&self) -> Result<(), InvalidBlock> {
+        let invalid = |problem| InvalidBlock { cidr: self.cidr, problem };
+        let family = Family::of_net(&self.cidr);
+        let prefix = self.cidr.prefix_len();
+        if prefix < family.min_block_size() || prefix > family.max_prefix() {
+            return Err(invalid(BlockProblem::NotABlockSize {
+                prefix,
+                family,
+                min: family.min_block_size(),
+                max: family.max_prefix(),
+            }));
+        }
+        if self.cidr.trunc() != self.cidr {
+            return Err(invalid(BlockProblem::HostBitsSet { network: self.cidr.trunc() }));
+        }
+        if let Some(a) = &self.affinity {
+            if !valid_affinity(a) {
+                return Err(invalid(BlockProblem::BadAffinity(a.clone())));
+            }
+        }
+        if self.sequence_number == u64::MAX {
+            return Err(invalid(BlockProblem::SequenceNumberExhausted));
+        }
+        // The prefix is at most 12 bits short of the address, so this is small.
         let n = block_len(&self.cidr) as usize;
         if self.allocations.len() != n {
-            return Err(format!("block {}: {} allocation slots, expected {n}", self.cidr, self.allocations.len()));
+            return Err(invalid(BlockProblem::AllocationSlots { found: self.allocations.len(), expected: n }));
         }
         let mut free = vec![false; n];
         for &o in &self.unallocated {
             let slot = free
                 .get_mut(o as usize)
-                .ok_or_else(|| format!("block {}: unallocated ordinal {o} out of range", self.cidr))?;
+                .ok_or(invalid(BlockProblem::FreeOrdinalOutOfRange { ordinal: o, slots: n }))?;
             if *slot {
-                return Err(format!("block {}: ordinal {o} free twice", self.cidr));
+                return Err(invalid(BlockProblem::FreeOrdinalTwice(o)));
             }
             *slot = true;
         }
-        let mut referenced = vec![false; self.attributes.len()];
-        for (ord, a) in self.allocations.iter().enumerate() {
-            match (a, free[ord]) {
-                (Some(_), true) => return Err(format!("block {}: ordinal {ord} both allocated and free", self.cidr)),
-                (None, false) => {
-                    return Err(format!("block {}: ordinal {ord} neither allocated nor free (leaked)", self.cidr))
+        for (ord, (a, is_free)) in self.allocations.iter().zip(&free).enumerate() {
+            let ordinal = ord as u32;
+            match (a, is_free) {
+                (Some(_), true) => return Err(invalid(BlockProblem::AllocatedAndFree(ordinal))),
+                (None, false) => return Err(invalid(BlockProblem::Leaked(ordinal))),
+                (Some(index), false) if *index as usize >= self.attributes.len() => {
+                    return Err(invalid(BlockProblem::AttributeOutOfRange {
+                        ordinal,
+                        index: *index,
+                        attributes: self.attributes.len(),
+                    }))
                 }
-                (Some(idx), false) => {
-                    *referenced
-                        .get_mut(*idx as usize)
-                        .ok_or_else(|| format!("block {}: ordinal {ord} refers to missing attribute", self.cidr))? =
-                        true;
-                }
-                (None, true) => {}
+                _ => {}
             }
-        }
-        if let Some(i) = referenced.iter().position(|r| !r) {
-            return Err(format!("block {}: attribute {i} unreferenced", self.cidr));
         }
         Ok(())
     }
+
+    /// [`AllocationBlock::validate`], and also no attribute left unreferenced
+    /// (harmless to the allocator, which drops such attributes on the next
+    /// release, but never left by it).
+    pub fn check(&self) -> Result<(), InvalidBlock> {
+        self.validate()?;
+        let mut referenced = vec![false; self.attributes.len()];
+        for idx in self.allocations.iter().flatten() {
+            if let Some(r) = referenced.get_mut(*idx as usize) {
+                *r = true;
+            }
+        }
+        match referenced.iter().position(|r| !r) {
+            Some(i) => Err(InvalidBlock { cidr: self.cidr, problem: BlockProblem::UnreferencedAttribute(i) }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether an affinity is one Calico writes: `host:NODE` (a node's block) or
+/// `virtual:NAME` (e.g. Calico's LoadBalancer blocks), with a name that can
+/// be part of a store key.
+fn valid_affinity(a: &str) -> bool {
+    let Some((kind, name)) = a.split_once(':') else {
+        return false;
+    };
+    matches!(kind, "host" | "virtual")
+        && !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+/// A block read from a store that breaks an invariant the allocator relies on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("IPAM block {cidr}: {problem}")]
+pub struct InvalidBlock {
+    /// The block (its `cidr` field, or the key it was read under).
+    pub cidr: IpNet,
+    /// What is wrong.
+    pub problem: BlockProblem,
+}
+
+/// What is wrong with a block: each kind of malformation the allocator
+/// refuses, with the field it is in.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlockProblem {
+    /// `cidr` has a prefix length no pool can have as its `blockSize`.
+    #[error("cidr: /{prefix} is not a block size ({family} blocks are /{min} to /{max})")]
+    NotABlockSize {
+        /// The prefix length.
+        prefix: u8,
+        /// The CIDR's family.
+        family: Family,
+        /// Widest block.
+        min: u8,
+        /// Narrowest block.
+        max: u8,
+    },
+    /// `cidr` has host bits set.
+    #[error("cidr: host bits set (the block would be {network})")]
+    HostBitsSet {
+        /// The CIDR with its host bits cleared.
+        network: IpNet,
+    },
+    /// `cidr` lies in a pool but is not of that pool's `blockSize`.
+    #[error("cidr: not of the blockSize /{block_size} of IPPool {pool:?} that contains it")]
+    NotThePoolsBlockSize {
+        /// The pool.
+        pool: String,
+        /// Its `blockSize`.
+        block_size: u8,
+    },
+    /// The block was stored under another block's key.
+    #[error("cidr: the block is stored under this key but says it is {stored}")]
+    StoredUnderOtherKey {
+        /// The `cidr` field of the stored block.
+        stored: IpNet,
+    },
+    /// `allocations` does not have one slot per address.
+    #[error("allocations: {found} slots, the block has {expected} addresses")]
+    AllocationSlots {
+        /// Slots present.
+        found: usize,
+        /// Addresses in the block.
+        expected: usize,
+    },
+    /// `unallocated` names an ordinal outside the block.
+    #[error("unallocated: ordinal {ordinal} is outside the block's {slots} addresses")]
+    FreeOrdinalOutOfRange {
+        /// The ordinal.
+        ordinal: u32,
+        /// Addresses in the block.
+        slots: usize,
+    },
+    /// `unallocated` names an ordinal twice.
+    #[error("unallocated: ordinal {0} is listed twice")]
+    FreeOrdinalTwice(u32),
+    /// An ordinal is both allocated and listed as free.
+    #[error("allocations: ordinal {0} is allocated and also listed in unallocated")]
+    AllocatedAndFree(u32),
+    /// An ordinal is neither allocated nor listed as free.
+    #[error("unallocated: ordinal {0} is neither allocated nor listed (leaked)")]
+    Leaked(u32),
+    /// An allocation refers to an attribute that does not exist.
+    #[error("allocations: ordinal {ordinal} refers to attribute {index}, but there are {attributes} attributes")]
+    AttributeOutOfRange {
+        /// The ordinal.
+        ordinal: u32,
+        /// The attribute index it holds.
+        index: u32,
+        /// Attributes present.
+        attributes: usize,
+    },
+    /// An attribute no allocation refers to (only [`AllocationBlock::check`]).
+    #[error("attributes: attribute {0} is referenced by no allocation")]
+    UnreferencedAttribute(usize),
+    /// `sequenceNumber` cannot be incremented on the next change.
+    #[error("sequenceNumber: {}, the largest value, cannot be incremented", u64::MAX)]
+    SequenceNumberExhausted,
+    /// `affinity` is not `host:NODE` or `virtual:NAME`.
+    #[error("affinity: {0:?} is not \"host:NODE\" or \"virtual:NAME\"")]
+    BadAffinity(String),
 }
 
 /// Number of addresses in a block CIDR (blocks are at most 2^12 addresses).
@@ -362,6 +519,7 @@ pub struct FloatingIp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn attr(h: &str) -> AllocationAttribute {
         AllocationAttribute { handle_id: Some(h.into()), secondary: BTreeMap::new() }
@@ -387,6 +545,75 @@ mod tests {
         b.check().unwrap();
         assert_eq!(b.used(), 3);
         assert_eq!(b.handle_counts().get("h2"), Some(&2));
+    }
+
+    fn arb_garbage_block() -> impl Strategy<Value = AllocationBlock> {
+        let cidrs = ["10.0.0.0/30", "10.0.0.8/29", "10.0.0.1/30", "fd00::/126", "10.0.0.0/8", "::/0"];
+        let affinities = [None, Some("host:n1"), Some("host:"), Some("n1"), Some("virtual:lb"), Some("host:a/b")];
+        (
+            prop::sample::select(cidrs.to_vec()),
+            prop::collection::vec(prop::option::of(0u32..4), 0..10),
+            prop::collection::vec(0u32..12, 0..10),
+            0usize..4,
+            prop::sample::select(affinities.to_vec()),
+            prop::sample::select(vec![0u64, 7, u64::MAX]),
+        )
+            .prop_map(|(cidr, allocations, unallocated, n_attrs, affinity, sequence_number)| AllocationBlock {
+                cidr: cidr.parse().unwrap(),
+                affinity: affinity.map(str::to_string),
+                strict_affinity: false,
+                allocations,
+                unallocated,
+                attributes: (0..n_attrs).map(|i| attr(&format!("h{i}"))).collect(),
+                sequence_number,
+            })
+    }
+
+    /// Allocations and releases in any order, from an empty block.
+    fn arb_valid_block() -> impl Strategy<Value = AllocationBlock> {
+        let op = (0u8..4, 0usize..5, 0u32..8);
+        (prop::sample::select(vec!["10.0.0.0/29", "fd00::/125"]), prop::collection::vec(op, 0..12)).prop_map(
+            |(cidr, ops)| {
+                let mut b = AllocationBlock::new(cidr.parse().unwrap(), Some("n1"), false);
+                for (kind, n, ord) in ops {
+                    let h = format!("h{}", ord % 3);
+                    let ip = b.addr(ord).unwrap();
+                    match kind {
+                        0 => drop(b.allocate(n, attr(&h), |_| true)),
+                        1 => drop(b.allocate_ip(ip, attr(&h))),
+                        2 => drop(b.release_where(|x| x == Some(h.as_str()))),
+                        _ => drop(b.release_ips(&[ip])),
+                    }
+                }
+                b
+            },
+        )
+    }
+
+    fn exercise(b: &mut AllocationBlock, n: usize) {
+        let _ = (b.used(), b.is_empty(), b.handle_counts(), b.allocated().count(), b.validate(), b.check());
+        let ip = b.addr(1);
+        b.allocate(n, attr("x"), |_| true);
+        if let Some(ip) = ip {
+            b.allocate_ip(ip, attr("y"));
+            b.release_ips(&[ip]);
+        }
+        b.release_where(|h| h == Some("h0"));
+        let _ = (b.used(), b.is_empty(), b.handle_counts(), b.allocated().count());
+    }
+
+    proptest! {
+        #[test]
+        fn prop_block_operations_never_panic_on_garbage(mut b in arb_garbage_block(), n in 0usize..5) {
+            exercise(&mut b, n);
+        }
+
+        #[test]
+        fn prop_operations_keep_a_valid_block_valid(mut b in arb_valid_block(), n in 0usize..5) {
+            prop_assert_eq!(b.check(), Ok(()));
+            exercise(&mut b, n);
+            prop_assert_eq!(b.check(), Ok(()));
+        }
     }
 
     #[test]

@@ -124,6 +124,20 @@ pub struct IpamConf {
     pub gateway_ipv6: Option<IpAddr>,
 }
 
+/// Calico's `feature_control` object, at the top level of the network
+/// configuration (the interface plugin's level, as Calico's own plugin reads
+/// it). Its other fields (`ip_addrs_no_ipam`) concern the interface plugin and
+/// are ignored here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct FeatureControl {
+    /// Honour the pod annotation `cni.projectcalico.org/floatingIPs`. Off by
+    /// default, as in Calico: a pod with the annotation then gets an error
+    /// ("requested feature is not enabled: floating_ips"), since a floating
+    /// IP makes the pod's node advertise an address chosen by the pod.
+    #[serde(default)]
+    pub floating_ips: bool,
+}
+
 /// The network configuration on stdin (only the fields IPAM needs; the
 /// interface plugin's own fields are ignored).
 #[derive(Clone, Debug, Deserialize)]
@@ -135,6 +149,9 @@ pub struct NetConf {
     pub name: String,
     /// IPAM section.
     pub ipam: IpamConf,
+    /// Calico's `feature_control` (default: every feature off).
+    #[serde(default)]
+    pub feature_control: FeatureControl,
     /// Previous result (CHECK, and chained ADD).
     #[serde(rename = "prevResult", default)]
     pub prev_result: Option<serde_json::Value>,
@@ -194,6 +211,20 @@ mod tests {
         assert!(conf.ipam.assign_ipv4.unwrap().get());
         assert!(!conf.ipam.assign_ipv6.unwrap().get());
         assert_eq!(conf.ipam.ipv4_pools, vec!["default-ipv4-ippool"]);
+    }
+
+    #[test]
+    fn test_feature_control_as_calico_writes_it() {
+        let conf = |extra: &str| {
+            serde_json::from_str::<NetConf>(&format!(
+                r#"{{"cniVersion":"1.0.0","name":"n",{extra}"ipam":{{"type":"bgpd-ipam","datastore":"file:/x"}}}}"#
+            ))
+        };
+        assert!(!conf("").unwrap().feature_control.floating_ips, "off by default");
+        assert!(!conf(r#""feature_control":{"ip_addrs_no_ipam":true},"#).unwrap().feature_control.floating_ips);
+        assert!(conf(r#""feature_control":{"floating_ips":true},"#).unwrap().feature_control.floating_ips);
+        // Calico reads a JSON boolean; anything else is a decode error.
+        assert!(conf(r#""feature_control":{"floating_ips":"yes"},"#).is_err());
     }
 
     #[test]

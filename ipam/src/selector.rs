@@ -20,6 +20,14 @@
 //! An empty selector selects everything, as in Calico. `!has(k)` is `!` applied
 //! to `has(k)`. `k != "v"` and `k not in {…}` also match when the label is absent,
 //! as in Calico.
+//!
+//! Selectors come from files and from the API, so nesting is bounded: a
+//! selector whose parentheses nest deeper than [`MAX_DEPTH`], or whose parsed
+//! tree is deeper than that, is an error ("selector nested deeper than 64
+//! levels"), never a stack overflow. A run of `&&` (or `||`) operands becomes a
+//! balanced tree, so a long flat conjunction stays shallow. Every recursive walk
+//! of a parsed selector (evaluation, `Display`, `Clone`, `Drop`) is therefore at
+//! most [`MAX_DEPTH`] deep.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -56,6 +64,12 @@ pub enum Selector {
     Or(Box<Selector>, Box<Selector>),
 }
 
+/// The deepest nesting a selector may have: parentheses open at once, and levels
+/// of the parsed tree (each `!`, `&&` and `||` node is one level). Calico's own
+/// selectors are a few levels deep; 64 leaves room for generated ones while
+/// keeping every recursive walk far from the end of a thread's stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// Why a selector string could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid selector {input:?} at byte {offset}: {reason}")]
@@ -71,12 +85,12 @@ pub struct SelectorError {
 impl Selector {
     /// Parses a selector in Calico syntax. The empty (or all-blank) string is `all()`.
     pub fn parse(input: &str) -> Result<Selector, SelectorError> {
-        let mut p = Parser { input, pos: 0 };
+        let mut p = Parser { input, pos: 0, open: 0 };
         p.skip_ws();
         if p.at_end() {
             return Ok(Selector::All);
         }
-        let e = p.parse_or()?;
+        let (e, _depth) = p.parse_or()?;
         p.skip_ws();
         if !p.at_end() {
             return Err(p.error("unexpected trailing input"));
@@ -149,6 +163,15 @@ impl fmt::Display for Selector {
 struct Parser<'a> {
     input: &'a str,
     pos: usize,
+    /// Parentheses open at `pos` (bounds the parser's own recursion).
+    open: usize,
+}
+
+/// A parsed expression with the depth of its tree (1 for a term).
+type Node = (Selector, usize);
+
+fn too_deep() -> String {
+    format!("selector nested deeper than {MAX_DEPTH} levels")
 }
 
 fn is_label_char(c: char) -> bool {
@@ -204,38 +227,86 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_or(&mut self) -> Result<Selector, SelectorError> {
-        let mut left = self.parse_and()?;
+    fn parse_or(&mut self) -> Result<Node, SelectorError> {
+        let mut operands = vec![self.parse_and()?];
         while self.eat("||") {
-            let right = self.parse_and()?;
-            left = Selector::Or(Box::new(left), Box::new(right));
+            operands.push(self.parse_and()?);
         }
-        Ok(left)
+        self.balanced(operands, Selector::Or)
     }
 
-    fn parse_and(&mut self) -> Result<Selector, SelectorError> {
-        let mut left = self.parse_unary()?;
+    fn parse_and(&mut self) -> Result<Node, SelectorError> {
+        let mut operands = vec![self.parse_unary()?];
         while self.eat("&&") {
-            let right = self.parse_unary()?;
-            left = Selector::And(Box::new(left), Box::new(right));
+            operands.push(self.parse_unary()?);
         }
-        Ok(left)
+        self.balanced(operands, Selector::And)
     }
 
-    fn parse_unary(&mut self) -> Result<Selector, SelectorError> {
-        self.skip_ws();
-        if self.rest().starts_with("!=") {
-            return Err(self.error("unexpected \"!=\""));
+    /// Joins a run of operands of one operator, in order, into a balanced tree
+    /// (`&&` and `||` are associative, and evaluation still goes left to right),
+    /// so that its depth grows with the logarithm of the run's length.
+    fn balanced(
+        &self,
+        mut operands: Vec<Node>,
+        join: fn(Box<Selector>, Box<Selector>) -> Selector,
+    ) -> Result<Node, SelectorError> {
+        while operands.len() > 1 {
+            let mut next = Vec::with_capacity(operands.len().div_ceil(2));
+            let mut it = operands.into_iter();
+            while let Some((a, da)) = it.next() {
+                match it.next() {
+                    Some((b, db)) => next.push((join(Box::new(a), Box::new(b)), 1 + da.max(db))),
+                    None => next.push((a, da)),
+                }
+            }
+            operands = next;
         }
-        if self.eat("!") {
-            return Ok(Selector::Not(Box::new(self.parse_unary()?)));
+        let node = operands.pop().ok_or_else(|| self.error("expected an expression"))?;
+        self.check_depth(node)
+    }
+
+    fn check_depth(&self, node: Node) -> Result<Node, SelectorError> {
+        if node.1 > MAX_DEPTH {
+            return Err(self.error(&too_deep()));
         }
-        if self.eat("(") {
+        Ok(node)
+    }
+
+    fn parse_unary(&mut self) -> Result<Node, SelectorError> {
+        // A run of `!` is counted here rather than recursed into, so that no
+        // input can make the parser recurse deeper than its open parentheses.
+        let mut nots = 0usize;
+        loop {
+            self.skip_ws();
+            if self.rest().starts_with("!=") {
+                return Err(self.error("unexpected \"!=\""));
+            }
+            if !self.eat("!") {
+                break;
+            }
+            nots += 1;
+            if nots > MAX_DEPTH {
+                return Err(self.error(&too_deep()));
+            }
+        }
+        let (mut e, mut depth) = if self.eat("(") {
+            self.open += 1;
+            if self.open > MAX_DEPTH {
+                return Err(self.error(&too_deep()));
+            }
             let e = self.parse_or()?;
             self.expect(")")?;
-            return Ok(e);
+            self.open -= 1;
+            e
+        } else {
+            (self.parse_term()?, 1)
+        };
+        for _ in 0..nots {
+            e = Selector::Not(Box::new(e));
+            depth += 1;
         }
-        self.parse_term()
+        self.check_depth((e, depth))
     }
 
     fn parse_label(&mut self) -> Result<String, SelectorError> {
@@ -405,6 +476,70 @@ mod tests {
             assert_eq!(err.input, bad);
             assert!(err.offset <= bad.len());
         }
+    }
+
+    fn assert_too_deep(text: &str) {
+        let err = Selector::parse(text).expect_err("a selector nested too deep");
+        assert!(err.reason.contains("nested deeper than 64 levels"), "{}", err.reason);
+        assert!(err.offset <= text.len());
+    }
+
+    #[test]
+    fn test_ten_thousand_levels_are_an_error_not_a_stack_overflow() {
+        // Runs on the test harness's ordinary thread (2 MiB stack): before the
+        // limit each of these overflowed it.
+        let n = 10_000;
+        let term = "rack == 'r1'";
+        assert_too_deep(&format!("{}{term}{}", "!(".repeat(n), ")".repeat(n)));
+        assert_too_deep(&format!("{}{term}{}", "(".repeat(n), ")".repeat(n)));
+        assert_too_deep(&format!("{}{term}", "!".repeat(n)));
+        assert_too_deep(&format!("{}{term}{}", format!("({term} && ").repeat(n), ")".repeat(n)));
+        assert_too_deep(&format!("{}{term}{}", format!("({term} || !").repeat(n), ")".repeat(n)));
+        // Unbalanced too: the limit is met before the missing ")" is.
+        assert_too_deep(&"(".repeat(n));
+    }
+
+    #[test]
+    fn test_depth_limit_boundary_and_round_trip() {
+        let l = labels(&[("rack", "r1")]);
+        // 63 negations over a term: 64 levels, accepted; one more is refused.
+        let ok = format!("{}has(rack)", "!".repeat(MAX_DEPTH - 1));
+        let sel = Selector::parse(&ok).unwrap();
+        assert!(!sel.matches(&l), "an odd number of negations of a true term");
+        assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel, "Display of the deepest selector parses back");
+        assert_too_deep(&format!("!{ok}"));
+        // 64 open parentheses are accepted; 65 are not.
+        let parens = |n: usize| format!("{}has(rack){}", "(".repeat(n), ")".repeat(n));
+        assert_eq!(Selector::parse(&parens(MAX_DEPTH)).unwrap(), Selector::Has("rack".into()));
+        assert_too_deep(&parens(MAX_DEPTH + 1));
+    }
+
+    #[test]
+    fn test_long_flat_chain_is_a_shallow_balanced_tree() {
+        fn depth(s: &Selector) -> usize {
+            match s {
+                Selector::Not(e) => 1 + depth(e),
+                Selector::And(a, b) | Selector::Or(a, b) => 1 + depth(a).max(depth(b)),
+                _ => 1,
+            }
+        }
+        let n = 10_000;
+        let all: Vec<String> = (0..n).map(|i| format!("k{i} == 'v'")).collect();
+        let conj = Selector::parse(&all.join(" && ")).unwrap();
+        assert!(depth(&conj) <= 1 + 14, "depth {}", depth(&conj));
+        let mut l: BTreeMap<String, String> = (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert!(conj.matches(&l));
+        l.insert(format!("k{}", n - 1), "w".into());
+        assert!(!conj.matches(&l), "the last operand still counts");
+        let disj = Selector::parse(&all.join(" || ")).unwrap();
+        assert!(disj.matches(&labels(&[("k9999", "v")])));
+        assert!(!disj.matches(&labels(&[])));
+        assert_eq!(Selector::parse(&conj.to_string()).unwrap(), conj);
+        // Precedence is unchanged: `&&` runs inside an `||` run.
+        let s = Selector::parse("a == '1' && b == '2' || c == '3' && d == '4' || e == '5'").unwrap();
+        assert!(s.matches(&labels(&[("e", "5")])));
+        assert!(s.matches(&labels(&[("c", "3"), ("d", "4")])));
+        assert!(!s.matches(&labels(&[("a", "1"), ("d", "4")])));
     }
 
     fn arb_label() -> impl Strategy<Value = String> {

@@ -238,3 +238,116 @@ fn release_empty_blocks_and_gc_of_crash_leftovers() {
         assert!(check_consistency(s).await.unwrap().is_empty());
     });
 }
+
+/// IPv4 and IPv6 pod pools, and a pool of floating IPs that pods never get
+/// automatically (`Manual`).
+const DUAL: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods-v4}
+spec: {cidr: 10.8.0.0/24, blockSize: 28}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods-v6}
+spec: {cidr: "fd00:8::/120", blockSize: 124}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: floating}
+spec: {cidr: 10.9.0.0/24, blockSize: 28, assignmentMode: Manual}
+"#;
+
+#[test]
+fn assign_handle_completes_what_a_crashed_attempt_left_and_is_idempotent() {
+    let (_d, a) = setup(DUAL);
+    rt().block_on(async {
+        let fip: IpAddr = "10.9.0.9".parse().unwrap();
+        let r = req("h1", "n1", "default", 1, 1);
+        // The first attempt died after its IPv4 commit: no IPv6, no floating IP.
+        let v4 = a.auto_assign(&req("h1", "n1", "default", 1, 0)).await.unwrap();
+        let got = a.assign_handle(&r, &[], &[fip]).await.unwrap();
+        let ips: Vec<IpAddr> = got.iter().map(|g| g.ip).collect();
+        assert_eq!(ips.len(), 2, "{got:?}");
+        assert_eq!(ips[0], v4[0].ip, "the address already held is kept");
+        assert_eq!(Family::of(ips[1]), Family::V6);
+        let f = floating_ips(a.store()).await.unwrap();
+        assert_eq!((f.len(), f[0].ip, f[0].target), (1, fip, v4[0].ip));
+        // Once more: the same, and nothing written.
+        let key = ipam::store::Key::Handle("h1".into());
+        let before = a.store().get(&key).await.unwrap().unwrap().revision;
+        assert_eq!(a.assign_handle(&r, &[], &[fip]).await.unwrap(), got);
+        let after = a.store().get(&key).await.unwrap().unwrap().revision;
+        assert_eq!(after, before, "an idempotent retry writes nothing");
+        assert!(check_consistency(a.store()).await.unwrap().is_empty());
+
+        // Requested addresses (ipAddrs): the one not yet held is assigned.
+        let want: [IpAddr; 2] = ["10.9.0.20".parse().unwrap(), "fd00:8::20".parse().unwrap()];
+        a.assign_ip(want[0], &req("h2", "n1", "default", 0, 0)).await.unwrap();
+        let got = a.assign_handle(&req("h2", "n1", "default", 0, 0), &want, &[]).await.unwrap();
+        assert_eq!(got.iter().map(|g| g.ip).collect::<Vec<_>>(), want);
+    });
+}
+
+#[test]
+fn assign_handle_that_cannot_complete_fails_and_releases_everything() {
+    let (_d, a) = setup(DUAL);
+    rt().block_on(async {
+        // Dual stack asked for, after the IPv4 commit, with an IPv6 pool that
+        // does not exist: the retry cannot complete.
+        a.auto_assign(&req("h1", "n1", "default", 1, 0)).await.unwrap();
+        let mut r = req("h1", "n1", "default", 1, 1);
+        r.ipv6_pools = vec!["nope".into()];
+        let err = a.assign_handle(&r, &[], &[]).await.unwrap_err();
+        assert!(matches!(err, IpamError::UnknownPool { .. }), "{err}");
+        assert!(a.addresses_of("h1").await.unwrap().is_empty(), "the partial IPv4 assignment was released");
+        // A retry whose request no longer matches what the handle holds.
+        a.auto_assign(&req("h2", "n1", "default", 1, 1)).await.unwrap();
+        let err = a.assign_handle(&req("h2", "n1", "default", 1, 0), &[], &[]).await.unwrap_err();
+        assert!(matches!(err, IpamError::HandleHoldsOther { .. }), "{err}");
+        assert!(err.to_string().contains("h2"), "{err}");
+        assert!(ipam::allocator::allocated_addresses(a.store()).await.unwrap().is_empty());
+        assert!(check_consistency(a.store()).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn floating_ips_that_would_take_another_pods_traffic_are_refused() {
+    let (_d, a) = setup(DUAL);
+    rt().block_on(async {
+        let pod_a = a.auto_assign(&req("a", "n1", "default", 1, 0)).await.unwrap()[0].ip;
+        let pod_b = a.auto_assign(&req("b", "n2", "default", 1, 0)).await.unwrap()[0].ip;
+        // Another pod's address (in a pod pool, or requested from the floating pool).
+        let err = a.record_floating_ips("b", "n2", &[pod_a], &[pod_b]).await.unwrap_err();
+        match &err {
+            IpamError::FloatingIpIsAnotherPodsAddress { ip, handle } => {
+                assert_eq!((*ip, handle.as_str()), (pod_a, "a"))
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains(&pod_a.to_string()) && err.to_string().contains("\"a\""), "{err}");
+        let manual: IpAddr = "10.9.0.30".parse().unwrap();
+        a.assign_ip(manual, &req("c", "n1", "default", 0, 0)).await.unwrap();
+        let err = a.record_floating_ips("b", "n2", &[manual], &[pod_b]).await.unwrap_err();
+        assert!(matches!(err, IpamError::FloatingIpIsAnotherPodsAddress { .. }), "{err}");
+        // A floating IP another handle already records.
+        let fip: IpAddr = "10.9.0.9".parse().unwrap();
+        a.record_floating_ips("a", "n1", &[fip], &[pod_a]).await.unwrap();
+        let err = a.record_floating_ips("b", "n2", &[fip], &[pod_b]).await.unwrap_err();
+        match &err {
+            IpamError::FloatingIpTaken { ip, handle } => assert_eq!((*ip, handle.as_str()), (fip, "a")),
+            other => panic!("{other}"),
+        }
+        // Nor may a pod ask for it as its own address.
+        let err = a.assign_ip(fip, &req("d", "n2", "default", 0, 0)).await.unwrap_err();
+        assert!(matches!(err, IpamError::FloatingIpTaken { .. }), "{err}");
+        // Nothing was recorded for b; a's stands, and its own address may float to it.
+        let f = floating_ips(a.store()).await.unwrap();
+        assert_eq!(f.iter().map(|f| f.ip).collect::<Vec<_>>(), [fip]);
+        a.record_floating_ips("a", "n1", &[fip, pod_a], &[pod_a]).await.unwrap();
+        // Released with its pod, the floating IP is free for another.
+        a.release_handle("a").await.unwrap();
+        a.record_floating_ips("b", "n2", &[fip], &[pod_b]).await.unwrap();
+        assert!(check_consistency(a.store()).await.unwrap().is_empty());
+    });
+}

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use ipam::allocator::{Allocator, AssignRequest, AssignedIp, IpamError};
-use ipam::annotations::PodIpam;
+use ipam::annotations::{PodIpam, FLOATING_IPS};
 use ipam::cni::{code, parse_cni_args, CniError, IpConfig, IpamResult, NetConf, Route, SUPPORTED_VERSIONS};
 use ipam::model::Family;
 use ipam::store::any::{AnyStore, DatastoreSpec, OpenError};
@@ -77,7 +77,8 @@ fn ipam_error(version: &str, e: IpamError) -> CniError {
         IpamError::PoolsExhausted { .. } | IpamError::NoEligiblePool { .. } => code::NO_ADDRESS,
         IpamError::TooManyConflicts(_) => code::TRY_AGAIN,
         IpamError::Store(StoreError::Conflict(_)) => code::TRY_AGAIN,
-        IpamError::Store(_) => code::IO_FAILURE,
+        // The datastore holds something unusable: as for corrupt data.
+        IpamError::Store(_) | IpamError::InvalidBlock(_) => code::IO_FAILURE,
         _ => code::BAD_REQUEST,
     };
     err(version, code, e.to_string(), "")
@@ -152,68 +153,51 @@ async fn add(conf: &NetConf, alloc: &Allocator<AnyStore>, handle: &str) -> Resul
     let namespace = args.get("K8S_POD_NAMESPACE").cloned();
     let pod = args.get("K8S_POD_NAME").cloned();
     let node = node_name(conf);
-    // ADD retried for the same container: hand back what it already holds.
-    let existing = alloc.addresses_of(handle).await.map_err(|e| ipam_error(v, e))?;
-    let assigned = if !existing.is_empty() {
-        existing
-    } else {
-        let design = alloc.design();
-        let empty = BTreeMap::new();
-        let pod_anns = match (&namespace, &pod) {
-            (Some(ns), Some(p)) => design.pods.get(&(ns.clone(), p.clone())).map(|p| &p.annotations).unwrap_or(&empty),
-            _ => &empty,
-        };
-        let ns_anns =
-            namespace.as_ref().and_then(|ns| design.namespaces.get(ns)).map(|n| &n.annotations).unwrap_or(&empty);
-        let choices =
-            PodIpam::from_annotations(pod_anns, ns_anns).map_err(|e| err(v, code::BAD_REQUEST, e.to_string(), ""))?;
-        let req = AssignRequest {
-            handle: handle.to_string(),
-            node: node.clone(),
-            namespace: namespace.clone(),
-            pod: pod.clone(),
-            num_v4: u32::from(conf.ipam.assign_ipv4.is_none_or(|f| f.get())),
-            num_v6: u32::from(conf.ipam.assign_ipv6.is_some_and(|f| f.get())),
-            ipv4_pools: choices.ipv4_pools.clone().unwrap_or(conf.ipam.ipv4_pools.clone()),
-            ipv6_pools: choices.ipv6_pools.clone().unwrap_or(conf.ipam.ipv6_pools.clone()),
-            skip_first_address: true,
-        };
-        let assigned = if choices.ip_addrs.is_empty() {
-            alloc.auto_assign(&req).await.map_err(|e| ipam_error(v, e))?
-        } else {
-            assign_requested(alloc, &req, &choices.ip_addrs).await.map_err(|e| ipam_error(v, e))?
-        };
-        if !choices.floating_ips.is_empty() {
-            let ips: Vec<IpAddr> = assigned.iter().map(|a| a.ip).collect();
-            if let Err(e) = alloc.record_floating_ips(handle, &node, &choices.floating_ips, &ips).await {
-                let _ = alloc.release_handle(handle).await;
-                return Err(ipam_error(v, e));
-            }
-        }
-        assigned
+    let design = alloc.design();
+    let empty = BTreeMap::new();
+    let pod_anns = match (&namespace, &pod) {
+        (Some(ns), Some(p)) => design.pods.get(&(ns.clone(), p.clone())).map(|p| &p.annotations).unwrap_or(&empty),
+        _ => &empty,
     };
+    let ns_anns = namespace.as_ref().and_then(|ns| design.namespaces.get(ns)).map(|n| &n.annotations).unwrap_or(&empty);
+    // As Calico: a pod asking for floating IPs is refused unless the network
+    // configuration enables them (whatever the annotation's value holds).
+    let wants_floating = pod_anns.get(FLOATING_IPS).is_some_and(|a| !a.is_empty());
+    if wants_floating && !conf.feature_control.floating_ips {
+        // Release what an earlier attempt of this ADD may have assigned; if
+        // that fails too, say so after the refusal.
+        let released = alloc.release_handle(handle).await;
+        return Err(err(
+            v,
+            code::BAD_REQUEST,
+            format!(
+                "requested feature is not enabled: floating_ips (pod {}/{} has the annotation {FLOATING_IPS}; \
+                 the network configuration needs \"feature_control\": {{\"floating_ips\": true}})",
+                namespace.as_deref().unwrap_or_default(),
+                pod.as_deref().unwrap_or_default()
+            ),
+            released.err().map(|e| format!("releasing handle {handle}: {e}")).unwrap_or_default(),
+        ));
+    }
+    let choices =
+        PodIpam::from_annotations(pod_anns, ns_anns).map_err(|e| err(v, code::BAD_REQUEST, e.to_string(), ""))?;
+    let req = AssignRequest {
+        handle: handle.to_string(),
+        node,
+        namespace,
+        pod,
+        num_v4: u32::from(conf.ipam.assign_ipv4.is_none_or(|f| f.get())),
+        num_v6: u32::from(conf.ipam.assign_ipv6.is_some_and(|f| f.get())),
+        ipv4_pools: choices.ipv4_pools.clone().unwrap_or(conf.ipam.ipv4_pools.clone()),
+        ipv6_pools: choices.ipv6_pools.clone().unwrap_or(conf.ipam.ipv6_pools.clone()),
+        skip_first_address: true,
+    };
+    // Idempotent: an ADD retried after a crash (or repeated) completes what
+    // the handle lacks and returns everything it holds, or fails and releases.
+    let assigned =
+        alloc.assign_handle(&req, &choices.ip_addrs, &choices.floating_ips).await.map_err(|e| ipam_error(v, e))?;
     let result = result_for(conf, &assigned);
     serde_json::to_string(&result).map_err(|e| err(v, code::IO_FAILURE, "cannot encode result", e.to_string()))
-}
-
-/// Assigns `cni.projectcalico.org/ipAddrs`; all or nothing.
-async fn assign_requested(
-    alloc: &Allocator<AnyStore>,
-    req: &AssignRequest,
-    ips: &[IpAddr],
-) -> Result<Vec<AssignedIp>, IpamError> {
-    let mut out = Vec::new();
-    for ip in ips {
-        match alloc.assign_ip(*ip, req).await {
-            Ok(a) => out.push(a),
-            Err(e) => {
-                let done: Vec<IpAddr> = out.iter().map(|a: &AssignedIp| a.ip).collect();
-                alloc.release_ips(&done).await?;
-                return Err(e);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn result_for(conf: &NetConf, assigned: &[AssignedIp]) -> IpamResult {
