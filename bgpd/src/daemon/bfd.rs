@@ -125,12 +125,12 @@ pub struct BfdNotice {
 
 /// Sends to the BFD task.
 #[derive(Clone, Debug)]
-pub struct BfdHandle(mpsc::UnboundedSender<BfdCmd>);
+pub struct BfdHandle(super::progress::Tracked<BfdCmd>);
 
 impl BfdHandle {
     /// Sends a command (the task lives as long as the daemon).
     pub fn send(&self, cmd: BfdCmd) {
-        let _ = self.0.send(cmd);
+        self.0.send(cmd);
     }
 }
 
@@ -268,7 +268,8 @@ fn connected_networks() -> Vec<(String, ipnet::IpNet)> {
 
 /// Starts the BFD task on a thread of its own.
 pub fn spawn(shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) -> anyhow::Result<BfdHandle> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx, progress) = super::progress::channel("bfd");
+    shared.lock().tasks.push(progress.clone());
     std::thread::Builder::new().name("bfd".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -277,7 +278,7 @@ pub fn spawn(shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) -> anyho
                 return;
             }
         };
-        rt.block_on(run(rx, shared, notices));
+        rt.block_on(run(rx, progress, shared, notices));
     })?;
     Ok(BfdHandle(tx))
 }
@@ -323,7 +324,12 @@ struct Task {
     errors: Vec<String>,
 }
 
-async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices: mpsc::UnboundedSender<BfdNotice>) {
+async fn run(
+    mut cmds: mpsc::UnboundedReceiver<BfdCmd>,
+    progress: std::sync::Arc<super::progress::Progress>,
+    shared: Shared,
+    notices: mpsc::UnboundedSender<BfdNotice>,
+) {
     let mut t = Task::new(notices);
     // The listeners are read here, in the task's own wakeup: no hop through
     // another task per packet.
@@ -343,7 +349,7 @@ async fn run(mut cmds: mpsc::UnboundedReceiver<BfdCmd>, shared: Shared, notices:
             }
         });
         tokio::select! {
-            cmd = cmds.recv() => match cmd {
+            cmd = cmds.recv() => match cmd.inspect(|_| progress.done(1)) {
                 None => break,
                 Some(BfdCmd::Set(peers)) => t.set(peers),
                 Some(BfdCmd::AdminDownAll(done)) => {

@@ -466,7 +466,7 @@ mod tests {
             })
             .collect();
         // A stand-in for the RIB task: answers `show routes` from a fixed list.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, mut rx) = RibHandle::new();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
                 if let RibCmd::Routes(filter, reply) = cmd {
@@ -481,7 +481,7 @@ mod tests {
         });
         let mut s = shared.lock();
         s.peers.insert("tor#0".into(), PeerStatus { view, established_at: None });
-        s.rib_handle = Some(RibHandle::new(tx));
+        s.rib_handle = Some(handle);
         drop(s);
         shared
     }

@@ -36,6 +36,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::progress::Tracked;
 use super::spec::NodeSpec;
 use super::status::Shared;
 use crate::datastore::Model;
@@ -71,12 +72,12 @@ pub enum KernelCmd {
 
 /// Sends to the kernel task. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct KernelHandle(mpsc::UnboundedSender<KernelCmd>);
+pub struct KernelHandle(Tracked<KernelCmd>);
 
 impl KernelHandle {
     /// Sends a command (the task lives as long as the daemon).
     pub fn send(&self, cmd: KernelCmd) {
-        let _ = self.0.send(cmd);
+        self.0.send(cmd);
     }
 }
 
@@ -395,13 +396,20 @@ pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::R
         failing: BTreeMap::new(),
         registry,
     });
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx, progress) = super::progress::channel("kernel");
+    shared.lock().tasks.push(progress.clone());
     info!(table = config.table, protocol = config.protocol, restarted, "programming the kernel table");
-    tokio::spawn(run(fib, rx, restarted, shared));
+    tokio::spawn(run(fib, rx, progress, restarted, shared));
     Ok(KernelHandle(tx))
 }
 
-async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted: bool, shared: Shared) {
+async fn run(
+    mut fib: Fib,
+    mut rx: mpsc::UnboundedReceiver<KernelCmd>,
+    progress: std::sync::Arc<super::progress::Progress>,
+    restarted: bool,
+    shared: Shared,
+) {
     let mut desired = Desired::default();
     let mut tunnel_said = false;
     // Before any route: whether tunl0 exists decides their first form.
@@ -416,6 +424,10 @@ async fn run(mut fib: Fib, mut rx: mpsc::UnboundedReceiver<KernelCmd>, restarted
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
+                // Counted as finished when taken: what follows awaits the
+                // kernel, and a kernel that never answers leaves the next
+                // command waiting, which is what counts as stuck.
+                progress.done(1);
                 let changes = match cmd {
                     KernelCmd::Forwarding(routes) => desired.forwarding(routes),
                     KernelCmd::Blackholes(p) => desired.set_blackholes(p),

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::warn;
 
+use super::progress::STALL_LIMIT;
 use super::status::Shared;
 
 /// Renders the current metrics in the Prometheus text format.
@@ -114,9 +115,21 @@ pub fn render(shared: &Shared) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Whether the daemon's main loop went round in the last 5 s (it ticks every 500 ms).
-fn loop_alive(shared: &Shared) -> bool {
-    shared.lock().heartbeat.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
+/// `/healthz`: healthy while the daemon's main loop went round in the last
+/// 5 s (it ticks every 500 ms) and no task is stuck (work waiting, none
+/// finished for [`STALL_LIMIT`]); the body says what is wrong.
+fn liveness(shared: &Shared) -> (&'static str, String) {
+    let s = shared.lock();
+    if s.heartbeat.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+        return ("503 Service Unavailable", "main loop not responding\n".into());
+    }
+    let now = std::time::Instant::now();
+    let stuck: Vec<String> = s.tasks.iter().filter_map(|t| t.stuck(now, STALL_LIMIT)).collect();
+    if stuck.is_empty() {
+        ("200 OK", "ok\n".into())
+    } else {
+        ("503 Service Unavailable", stuck.join("\n") + "\n")
+    }
 }
 
 /// `/readyz`: ready once the datastore was read and while it is reachable,
@@ -166,8 +179,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> std::io::Result<()>
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => ("200 OK", render(&shared)),
-                "/healthz" if loop_alive(&shared) => ("200 OK", "ok\n".to_string()),
-                "/healthz" => ("503 Service Unavailable", "main loop not responding\n".to_string()),
+                "/healthz" => liveness(&shared),
                 "/readyz" => readiness(&shared),
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
@@ -189,9 +201,14 @@ mod tests {
     #[test]
     fn metrics_render_per_peer_series_and_liveness_follows_the_loop() {
         let shared = Shared::default();
-        assert!(!loop_alive(&shared), "no tick yet");
+        assert_eq!(liveness(&shared).0, "503 Service Unavailable", "no tick yet");
         shared.lock().heartbeat = Some(std::time::Instant::now());
-        assert!(loop_alive(&shared));
+        assert_eq!(liveness(&shared).0, "200 OK");
+        // A task with work waiting that finishes nothing for the limit makes it unhealthy.
+        let (tx, _rx, progress) = crate::daemon::progress::channel::<u32>("kernel");
+        shared.lock().tasks.push(progress);
+        tx.send(1);
+        assert_eq!(liveness(&shared).0, "200 OK", "waiting, but not for long");
         let text = render(&shared);
         assert!(text.contains("bgpd_datastore_ok 0"), "{text}");
     }

@@ -14,6 +14,7 @@ mod metrics;
 mod originate;
 mod peer;
 pub(crate) mod plan;
+mod progress;
 mod rib;
 mod sockopt;
 mod spec;
@@ -254,6 +255,7 @@ fn node_left(e: &anyhow::Error) -> bool {
 /// Runs the daemon until SIGINT or SIGTERM (a restart), or until `bgpd
 /// stop` (a restart, or with `--withdraw` a decommission).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    progress::exit_on_panic();
     let shared = Shared::default();
     let mut last_model = None;
     let mut feed = live::spawn(&opts.datastore);

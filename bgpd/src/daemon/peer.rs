@@ -7,6 +7,8 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bgpd_proto::session::{
@@ -47,13 +49,57 @@ pub enum PeerCmd {
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
+/// UPDATEs of one peer handed to the RIB and not applied yet, at most.
+/// The socket is read only while fewer are, so a peer that sends faster
+/// than the RIB applies is slowed down by TCP instead of growing bgpd's
+/// memory: with this limit, one drain of the socket (16 reads of 64 KiB)
+/// and 4,096-byte UPDATEs, about 9 MiB per peer at most.
+pub const MAX_UPDATES_IN_FLIGHT: usize = 2048;
+
+/// The peer's UPDATEs in flight to the RIB (see [`MAX_UPDATES_IN_FLIGHT`]).
+#[derive(Debug, Default)]
+pub struct Credit {
+    in_flight: AtomicUsize,
+    resumed: tokio::sync::Notify,
+}
+
+impl Credit {
+    /// Whether the socket may be read now.
+    fn open(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < MAX_UPDATES_IN_FLIGHT
+    }
+
+    /// One more UPDATE in flight, until the returned guard is dropped.
+    fn take(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// An UPDATE in flight to the RIB: dropped once the RIB applied it.
+#[derive(Debug)]
+pub struct InFlight(Arc<Credit>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Reading resumes when half the limit is applied (no wakeup per UPDATE).
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == MAX_UPDATES_IN_FLIGHT / 2 + 1 {
+            self.0.resumed.notify_one();
+        }
+    }
+}
+
 /// A connection to the peer. Writes go straight from the peer task; what
-/// the socket cannot take yet waits in `pending` until it is writable (a
-/// peer that stops reading is caught by its hold timer).
+/// the socket cannot take yet waits in `pending` until it is writable. A
+/// peer that stops reading keeps the session alive with its own keepalives,
+/// so its hold timer never fires: the send hold timer (RFC 9687) closes the
+/// connection when nothing could be written for [`send_hold_time`].
 struct Conn {
     stream: TcpStream,
     pending: VecDeque<Bytes>,
     local: SocketAddr,
+    /// Since when the socket has taken nothing of what is pending.
+    blocked_since: Option<Instant>,
 }
 
 impl Conn {
@@ -89,6 +135,10 @@ impl Conn {
     /// `Err` when the connection failed.
     fn write_pending(&mut self) -> io::Result<()> {
         const BATCH: usize = 128;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
         while !self.pending.is_empty() {
             let mut slices = [io::IoSlice::new(&[]); BATCH];
             let mut count = 0;
@@ -98,6 +148,9 @@ impl Conn {
             }
             match self.stream.try_write_vectored(&slices[..count]) {
                 Ok(mut n) => {
+                    if n > 0 {
+                        self.blocked_since = None;
+                    }
                     while n > 0 {
                         let Some(front) = self.pending.front_mut() else { break };
                         if n >= front.len() {
@@ -109,12 +162,23 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked_since.get_or_insert(now);
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
+        self.blocked_since = None;
         Ok(())
     }
+}
+
+/// RFC 9687's SendHoldTime: 8 minutes or twice the negotiated hold time,
+/// whichever is longer (the RFC's recommended value).
+fn send_hold_time(session: &Session) -> Duration {
+    let hold = session.negotiated().map_or(0, |n| u64::from(n.hold_time));
+    Duration::from_secs(hold * 2).max(Duration::from_secs(8 * 60))
 }
 
 /// Builds the session configuration for `peer` on `node`.
@@ -178,6 +242,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
         }
     };
     let key = register(&shared, &peer);
+    let credit = Arc::new(Credit::default());
     let mut restart_at: Option<tokio::time::Instant> = None;
     // RFC 5882 §4.2: BFD saw the path fail: the session is down and stays
     // down until BFD is up again.
@@ -232,7 +297,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     if !issues.is_empty() {
                         warn!(peer = %peer.name, "UPDATE with RFC 7606 issues: {issues:?}");
                     }
-                    rib.send(RibCmd::Update(rib_key, Box::new(update), withdraw_all));
+                    rib.send(RibCmd::Update(rib_key, Box::new(update), withdraw_all, credit.take()));
                 }
                 SessionEvent::RouteRefresh(rr) => rib.send(RibCmd::Refresh(rib_key, rr)),
             }
@@ -312,6 +377,19 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     }
                 }
             }
+            _ = async { match conn.as_ref().and_then(|c| c.blocked_since) {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t + send_hold_time(&session))).await,
+                None => std::future::pending().await,
+            } } => {
+                // RFC 9687: the peer has read nothing for the send hold time.
+                // A NOTIFICATION could not be delivered either: the
+                // connection is closed and the session fails.
+                let secs = send_hold_time(&session).as_secs();
+                warn!(peer = %peer.name, "send hold timer expired: the peer read nothing for {secs} s; closing (RFC 9687)");
+                failure(&shared, &key, format!("send hold timer expired: the peer read nothing for {secs} s (RFC 9687)"));
+                conn = None;
+                session.handle_connection_failed(Instant::now());
+            }
             r = async { match conn.as_ref() { Some(c) if !c.pending.is_empty() => c.stream.writable().await, _ => std::future::pending().await } } => {
                 // The socket takes more of what a slow reader left pending.
                 let failed = match (r, conn.as_mut()) {
@@ -325,7 +403,8 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     session.handle_connection_failed(Instant::now());
                 }
             }
-            r = async { match conn.as_ref() { Some(c) => c.stream.readable().await, None => std::future::pending().await } } => {
+            _ = credit.resumed.notified(), if !credit.open() => {}
+            r = async { match conn.as_ref() { Some(c) => c.stream.readable().await, None => std::future::pending().await } }, if credit.open() => {
                 // Drain what the socket holds through one buffer per worker
                 // thread: an idle session keeps no read buffer of its own.
                 let outcome = match (r, conn.as_ref()) {
@@ -465,7 +544,7 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
         let _ = sockopt::set_gtsm(&stream, v6, h);
     }
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-    Conn { stream, pending: VecDeque::new(), local }
+    Conn { stream, pending: VecDeque::new(), local, blocked_since: None }
 }
 
 /// An incoming connection for this peer. Taken as the session's connection
@@ -680,10 +759,10 @@ fn record_stats(shared: &Shared, name: &str, session: &Session) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> PeerSpec {
+    pub(crate) fn spec() -> PeerSpec {
         PeerSpec {
             name: "tor".into(),
             addr: "10.0.0.2:179".parse().unwrap(),
@@ -704,9 +783,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn session_configuration_from_the_spec() {
-        let node = NodeSpec {
+    fn node() -> NodeSpec {
+        NodeSpec {
             name: "node-1".into(),
             router_id: "10.0.0.1".parse().unwrap(),
             asn: 64512,
@@ -722,7 +800,12 @@ mod tests {
             statics: vec![],
             restart: Default::default(),
             bfd_interfaces: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn session_configuration_from_the_spec() {
+        let node = node();
         let c = session_config(&node, &spec());
         assert_eq!((c.local_as, c.peer_as, c.hold_time), (64512, 65010, 90));
         assert_eq!(c.graceful_restart.as_ref().map(|g| g.restart_time), Some(120));
@@ -740,5 +823,57 @@ mod tests {
         let restart = crate::daemon::marker::Restart { restarting: true, forwarding: false };
         let gr = session_config(&NodeSpec { restart, ..node }, &spec()).graceful_restart.unwrap();
         assert!(gr.restarting && gr.forwarding_preserved.is_empty(), "R bit without F bits");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_nothing_starts_the_send_hold_wait_and_reading_ends_it() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(listener.local_addr().unwrap()), listener.accept());
+        let (mut reader, _) = server.unwrap();
+        let client = client.unwrap();
+        let local = client.local_addr().unwrap();
+        let mut c = Conn { stream: client, pending: VecDeque::new(), local, blocked_since: None };
+        // The peer reads nothing: queue more than the socket buffers can hold.
+        for _ in 0..4096 {
+            c.pending.push_back(Bytes::from(vec![0u8; 4096]));
+        }
+        c.write_pending().unwrap();
+        assert!(!c.pending.is_empty(), "16 MiB do not fit the socket buffers");
+        let since = c.blocked_since.expect("blocked: the send hold wait runs");
+        c.write_pending().unwrap();
+        assert_eq!(c.blocked_since, Some(since), "still blocked: the wait keeps its start");
+        // The peer reads again: the socket takes more, the wait ends.
+        let mut buf = vec![0u8; 1 << 20];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while c.blocked_since.is_some() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(100), reader.read(&mut buf)).await;
+            c.write_pending().unwrap();
+        }
+        assert_eq!(c.blocked_since, None, "progress resets the send hold timer");
+    }
+
+    #[test]
+    fn the_send_hold_time_is_eight_minutes_or_twice_the_hold_time() {
+        let session = Session::new(session_config(&node(), &spec())).unwrap();
+        assert_eq!(send_hold_time(&session), Duration::from_secs(480), "not negotiated yet: 8 minutes");
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_not_read_while_the_rib_has_the_limit_of_updates_and_resumes_at_half() {
+        let credit = Arc::new(Credit::default());
+        let mut in_flight: Vec<InFlight> = (0..MAX_UPDATES_IN_FLIGHT - 1).map(|_| credit.take()).collect();
+        assert!(credit.open());
+        in_flight.push(credit.take());
+        assert!(!credit.open(), "at the limit: the socket is left unread, TCP slows the peer");
+        // The RIB applies UPDATEs: no wakeup until half of them are done.
+        in_flight.truncate(MAX_UPDATES_IN_FLIGHT / 2 + 1);
+        let early = tokio::time::timeout(Duration::from_millis(50), credit.resumed.notified()).await;
+        assert!(early.is_err(), "no wakeup per UPDATE");
+        in_flight.pop();
+        tokio::time::timeout(Duration::from_secs(1), credit.resumed.notified()).await.expect("woken at half");
+        assert!(credit.open());
+        drop(in_flight);
+        assert_eq!(credit.in_flight.load(Ordering::Acquire), 0);
     }
 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::datastore::Community;
 
 use super::kernel::{KernelCmd, KernelHandle};
+use super::progress::{self, Progress, Tracked};
 use super::spec::{NodeSpec, PeerSpec};
 use super::status::{RouteView, Shared};
 
@@ -61,8 +62,8 @@ pub enum RibCmd {
     Up(u64, Box<SessionInfo>),
     /// A session went down (`true`: graceful restart applies).
     Down(u64, bool),
-    /// An UPDATE (`true`: treat as withdraw, RFC 7606).
-    Update(u64, Box<Update>, bool),
+    /// An UPDATE (`true`: treat as withdraw, RFC 7606), in flight until applied.
+    Update(u64, Box<Update>, bool, super::peer::InFlight),
     /// A ROUTE-REFRESH message from the peer.
     Refresh(u64, RouteRefresh),
     /// The node's originations and the prefixes the default export passes.
@@ -79,18 +80,19 @@ pub enum RibCmd {
 
 /// Handle to the RIB task.
 #[derive(Clone, Debug)]
-pub struct RibHandle(mpsc::UnboundedSender<RibCmd>);
+pub struct RibHandle(Tracked<RibCmd>);
 
 impl RibHandle {
     /// A handle over a channel of one's own (tests answer it themselves).
     #[cfg(test)]
-    pub fn new(tx: mpsc::UnboundedSender<RibCmd>) -> RibHandle {
-        RibHandle(tx)
+    pub fn new() -> (RibHandle, mpsc::UnboundedReceiver<RibCmd>) {
+        let (tx, rx, _) = progress::channel("rib");
+        (RibHandle(tx), rx)
     }
 
     /// Sends a command (the task lives as long as the daemon).
     pub fn send(&self, cmd: RibCmd) {
-        let _ = self.0.send(cmd);
+        self.0.send(cmd);
     }
 
     /// `show routes`.
@@ -170,7 +172,9 @@ fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> P
             import_all,
         }),
         policy_id: policy_id(spec, exportable, node_as),
-        max_prefix: r.max_prefix.map(|(limit, teardown)| MaxPrefix { limit, teardown }),
+        // Every peer has a limit, mesh peers included: its own (annotation
+        // `bgpd.io/max-prefix`), else DEFAULT_MAX_PREFIX with a warning only.
+        max_prefix: Some(r.max_prefix.map_or(DEFAULT_MAX_PREFIX, |(limit, teardown)| MaxPrefix { limit, teardown })),
         add_path_send: r.add_path_send_count,
         mrai: r.mrai,
         keep_received: r.keep_received,
@@ -237,19 +241,21 @@ struct Peer {
 /// Starts the RIB task; with `kernel`, its forwarding changes and the
 /// node's blocks go there to be installed in the kernel.
 pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared, kernel: Option<KernelHandle>) -> RibHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx, progress) = progress::channel("rib");
+    shared.lock().tasks.push(progress.clone());
     let mut cfg = rib_config(node, restarted);
     cfg.fib = kernel.is_some();
     let rib = Rib::new(cfg, Instant::now());
     let exportable = Arc::new(node.exportable.clone());
     let originated: Originated = Vec::new();
-    tokio::spawn(run(rib, rx, shared, exportable, originated, kernel));
+    tokio::spawn(run(rib, rx, progress, shared, exportable, originated, kernel));
     RibHandle(tx)
 }
 
 async fn run(
     mut rib: Rib,
     mut rx: mpsc::UnboundedReceiver<RibCmd>,
+    progress: Arc<Progress>,
     shared: Shared,
     mut exportable: Arc<Vec<IpNet>>,
     mut originated: Originated,
@@ -282,6 +288,7 @@ async fn run(
                         RibCmd::Quiesce(done) => {
                             quiet = true;
                             let _ = done.send(());
+                            progress.done(1);
                             next = rx.try_recv().ok();
                             continue;
                         }
@@ -292,6 +299,7 @@ async fn run(
                         k.send(KernelCmd::Statics(node.statics.clone()));
                     }
                     apply(&mut rib, c, &mut peers, &mut by_id, &mut exportable, &mut originated, now);
+                    progress.done(1);
                     n += 1;
                     next = if n < 1024 { rx.try_recv().ok() } else { None };
                 }
@@ -312,6 +320,12 @@ async fn run(
         }
     }
 }
+
+/// The prefix limit of a peer without one of its own: above it, a warning
+/// (logged), nothing torn down. Far above what a
+/// Kubernetes fabric sends a node, below a full Internet table, which every
+/// node would otherwise install into its kernel without a word.
+pub const DEFAULT_MAX_PREFIX: MaxPrefix = MaxPrefix { limit: 100_000, teardown: false };
 
 /// How often at most the RIB's status (counts, deferral) is published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
@@ -355,7 +369,7 @@ fn apply(
                 rib.peer_down(p.id, graceful, now);
             }
         }
-        RibCmd::Update(key, u, taw) => {
+        RibCmd::Update(key, u, taw, _in_flight) => {
             if let Some(p) = peers.get(&key) {
                 rib.update(p.id, &u, taw, now);
             }
@@ -589,5 +603,23 @@ pub fn session_info(
             r
         }),
         long_lived: n.peer_llgr.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_has_a_prefix_limit_its_own_or_the_default_warning() {
+        let exportable = Arc::new(Vec::new());
+        let mut spec = crate::daemon::peer::tests::spec();
+        spec.routing.max_prefix = None;
+        let cfg = peer_config(&spec, &exportable, 64512);
+        assert_eq!(cfg.max_prefix, Some(DEFAULT_MAX_PREFIX));
+        const { assert!(!DEFAULT_MAX_PREFIX.teardown, "the default only warns") };
+        spec.routing.max_prefix = Some((500, true));
+        let cfg = peer_config(&spec, &exportable, 64512);
+        assert_eq!(cfg.max_prefix, Some(MaxPrefix { limit: 500, teardown: true }));
     }
 }

@@ -110,6 +110,8 @@ pub struct Status {
     pub datastore_unreachable: Option<(SystemTime, String)>,
     /// When the daemon's main loop last went round (it ticks every 500 ms).
     pub heartbeat: Option<Instant>,
+    /// The work counters of the RIB, kernel and BFD tasks (`/healthz`).
+    pub tasks: Vec<std::sync::Arc<super::progress::Progress>>,
     /// The RIB's sizes.
     pub rib: bgpd_proto::rib::core::RibStats,
     /// Prefixes accepted per peer name.
