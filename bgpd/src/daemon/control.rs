@@ -157,8 +157,19 @@ pub async fn serve(path: &Path, shared: Shared) -> std::io::Result<()> {
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
+    // Only root (bgpd's user) may talk to the daemon, whatever the umask:
+    // the socket can stop it and decommission the node.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: the server carries on.
+                warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, &shared).await {
@@ -168,10 +179,26 @@ pub async fn serve(path: &Path, shared: Shared) -> std::io::Result<()> {
     }
 }
 
+/// The longest request line a client may send.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r).read_line(&mut line).await?;
+    let mut reader = BufReader::new(r.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(std::io::Error::other("no request within 10 s")),
+    };
+    if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+        let reply = serde_json::json!({ "error": format!("request longer than {MAX_REQUEST} bytes") });
+        w.write_all(reply.to_string().as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        return w.shutdown().await;
+    }
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => answer(shared, &req).await,
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
@@ -552,6 +579,16 @@ mod tests {
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.unwrap();
         assert!(line.contains("bad request"), "{line}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "root only");
+        // A request without end is cut at the limit and answered with an error.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&vec![b'x'; 70 * 1024]).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        assert!(line.contains("request longer than 65536 bytes"), "{line}");
+        // The server still answers.
+        assert!(ask(&path, &Request::Originations).await.is_ok());
         server.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }

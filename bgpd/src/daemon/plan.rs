@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, PeerScope, SourceAddress};
 
-use super::spec::{NodeSpec, PeerSpec, RoutingSpec};
+use super::spec::{NodeSpec, Password, PeerSpec, RoutingSpec};
 
 /// Why this node cannot run with the model.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             addr,
             local_as: p.local_as_number.map_or(asn, |a| a.get()),
             peer_as,
-            password: p.password.as_ref().map(|k| k.as_bytes().to_vec()),
+            password: p.password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
             hold_time: hold,
             keepalive: p.keepalive_time,
             ttl_security: p.ttl_security.map(|h| h.get()),
@@ -207,7 +207,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                 addr: SocketAddr::new(IpAddr::V4(a), port),
                 local_as: asn,
                 peer_as: model.node_as_number(&other.name).get(),
-                password: cfg.node_mesh_password.as_ref().map(|k| k.as_bytes().to_vec()),
+                password: cfg.node_mesh_password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
                 hold_time: DEFAULT_HOLD,
                 keepalive: None,
                 ttl_security: None,

@@ -10,6 +10,23 @@ use bgpd_proto::rib::core::NextHopMode;
 use bgpd_proto::rib::policy::Filter;
 use ipnet::IpNet;
 
+/// A TCP MD5 key: never printed (`Debug` says it is there, not what it is).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub Vec<u8>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl std::ops::Deref for Password {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// One BGP peer of this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
@@ -22,7 +39,7 @@ pub struct PeerSpec {
     /// The peer's AS.
     pub peer_as: u32,
     /// TCP MD5 key (RFC 2385).
-    pub password: Option<Vec<u8>>,
+    pub password: Option<Password>,
     /// Hold time to propose, seconds.
     pub hold_time: u16,
     /// Keepalive interval, if configured.
@@ -119,4 +136,16 @@ pub struct NodeSpec {
     /// select this node, in their order (the first pattern that matches a
     /// peer's interface wins).
     pub bfd_interfaces: Vec<crate::datastore::BfdInterface>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_peer_spec_never_prints_its_password() {
+        let mut spec = crate::daemon::peer::tests::spec();
+        spec.password = Some(super::Password(b"s3cret-key".to_vec()));
+        let printed = format!("{spec:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("password: Some(Password(<redacted>))"), "{printed}");
+    }
 }
