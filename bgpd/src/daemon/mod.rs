@@ -199,18 +199,41 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(l)
 }
 
-fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec], old: &[PeerSpec]) {
+/// Sets each peer's TCP MD5 key on the listeners of its family, and
+/// removes the keys of addresses that no longer have one (a peer gone, or
+/// its password removed). Returns the peers' addresses whose key could not
+/// be set: their connections are refused rather than accepted unsigned.
+fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec], old: &[PeerSpec]) -> Vec<IpAddr> {
+    let mut failed = Vec::new();
     for (addr, l) in listeners {
-        for p in old.iter().filter(|p| p.password.is_some() && !peers.iter().any(|n| n.addr.ip() == p.addr.ip())) {
-            let _ = sockopt::set_md5(l, p.addr.ip(), &[]);
+        let keyed = |ip: IpAddr| peers.iter().any(|n| n.addr.ip() == ip && n.password.is_some());
+        for p in old.iter().filter(|p| p.password.is_some() && !keyed(p.addr.ip())) {
+            if p.addr.is_ipv6() == addr.is_ipv6() {
+                if let Err(e) = sockopt::set_md5(l, p.addr.ip(), &[]) {
+                    warn!(peer = %p.name, "cannot remove the TCP MD5 key of {} from {addr}: {e}", p.addr.ip());
+                }
+            }
         }
         for p in peers.iter().filter(|p| p.addr.is_ipv6() == addr.is_ipv6()) {
             if let Some(key) = &p.password {
                 if let Err(e) = sockopt::set_md5(l, p.addr.ip(), key) {
-                    warn!(peer = %p.name, "cannot set the TCP MD5 key on {addr}: {e}");
+                    warn!(peer = %p.name, "cannot set the TCP MD5 key on {addr}: {e}; its connections are refused");
+                    failed.push(canonical(p.addr.ip()));
                 }
             }
         }
+    }
+    failed
+}
+
+/// Whether a connection from `ip` may be handed to `peer`: refused when the
+/// peer has a TCP MD5 key that could not be set on the listener (the
+/// connection would otherwise be accepted unsigned).
+fn md5_check(peer: &PeerSpec, ip: IpAddr, unkeyed: &[IpAddr]) -> Result<(), String> {
+    if peer.password.is_some() && unkeyed.contains(&ip) {
+        Err("its TCP MD5 key could not be set on the listener: an unsigned connection is not accepted".into())
+    } else {
+        Ok(())
     }
 }
 
@@ -328,7 +351,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!listeners.is_empty(), "no listening address could be bound ({:?})", node.listen);
-    set_listener_keys(&listeners, &peers, &[]);
+    let mut unkeyed = set_listener_keys(&listeners, &peers, &[]);
     let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(64);
     let listeners = std::sync::Arc::new(listeners);
     for i in 0..listeners.len() {
@@ -372,7 +395,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some((stream, from)) = accepted.recv() => {
                 let ip = canonical(from.ip());
                 match running.values().find(|r| canonical(r.spec.addr.ip()) == ip) {
-                    Some(r) => match gtsm_check(&stream, &r.spec) {
+                    Some(r) => match md5_check(&r.spec, ip, &unkeyed).and_then(|()| gtsm_check(&stream, &r.spec)) {
                         Ok(()) => { let _ = r.cmds.send(Box::new(PeerCmd::Accepted(stream))).await; }
                         Err(why) => {
                             warn!(peer = %r.spec.name, "connection from {from} refused: {why}");
@@ -432,7 +455,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                             _ => {}
                         }
                         let old: Vec<PeerSpec> = running.values().map(|r| r.spec.clone()).collect();
-                        set_listener_keys(&listeners, &new_peers, &old);
+                        unkeyed = set_listener_keys(&listeners, &new_peers, &old);
                         new_node.restart = node.restart;
                         let t = std::time::Instant::now();
                         apply(&mut running, &mut node, new_node, new_peers, &shared, &rib).await;
@@ -659,5 +682,31 @@ mod tests {
         let (mut m, problems) = model(NODE);
         keep_last_good(&mut m, &problems, &last);
         assert!(m.peers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_removed_password_leaves_the_listener_and_an_unset_key_refuses_the_peer() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listeners = vec![(addr, listen(addr).unwrap())];
+        let mut with_key = crate::daemon::peer::tests::spec();
+        with_key.addr = "127.0.0.2:179".parse().unwrap();
+        with_key.password = Some(spec::Password(b"s3cret".to_vec()));
+        assert!(set_listener_keys(&listeners, std::slice::from_ref(&with_key), &[]).is_empty());
+        // The same peer without a password: its key goes from the listener
+        // (removing a key that is not there fails: it was there, and is gone).
+        let mut without = with_key.clone();
+        without.password = None;
+        assert!(
+            set_listener_keys(&listeners, std::slice::from_ref(&without), std::slice::from_ref(&with_key)).is_empty()
+        );
+        assert!(sockopt::set_md5(&listeners[0].1, with_key.addr.ip(), &[]).is_err(), "the key was removed");
+        // A key that cannot be set (longer than 80 octets): that peer's
+        // connections are refused, not accepted unsigned.
+        let mut bad = with_key.clone();
+        bad.password = Some(spec::Password(vec![b'k'; 81]));
+        let unkeyed = set_listener_keys(&listeners, std::slice::from_ref(&bad), &[]);
+        assert_eq!(unkeyed, vec![bad.addr.ip()]);
+        assert!(md5_check(&bad, bad.addr.ip(), &unkeyed).is_err());
+        assert!(md5_check(&without, without.addr.ip(), &unkeyed).is_ok(), "no key asked: nothing to refuse");
     }
 }
