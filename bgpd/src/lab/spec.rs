@@ -408,6 +408,18 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     if node_docs.is_empty() {
         return Err("no Node resources: the lab runs one bgpd per Node".into());
     }
+    // A cluster's name becomes a directory under the lab's state directory:
+    // a name only, never a path that could lead out of it.
+    for v in &resources {
+        if let Some(c) = cluster_of(v) {
+            if !is_name(&c) {
+                let what = get_str(v, &["metadata", "name"]).unwrap_or("?");
+                return Err(format!(
+                    "{what}: annotation {CLUSTER_ANNOTATION} {c:?}: a cluster name is lowercase letters, digits and '-'"
+                ));
+            }
+        }
+    }
     let mut clusters: BTreeSet<String> = BTreeSet::new();
     for n in &node_docs {
         clusters.insert(cluster_of(n).unwrap_or_else(|| DEFAULT_CLUSTER.into()));
@@ -762,6 +774,18 @@ spec:
         for (text, want) in cases {
             let e = Topology::parse(&text).unwrap_err();
             assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_name_that_is_a_path_is_refused() {
+        for bad in ["../../etc", "a/b", "..", "/tmp/x"] {
+            let text = SMALL.replace(
+                "metadata: {name: node-1}",
+                &format!("metadata: {{name: node-1, annotations: {{lab.bgpd.io/cluster: '{bad}'}}}}"),
+            );
+            let err = Topology::parse(&text).map(|_| ()).expect_err(bad);
+            assert!(err.contains("a cluster name is lowercase letters"), "{bad}: {err}");
         }
     }
 }
