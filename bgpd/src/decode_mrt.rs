@@ -273,3 +273,51 @@ fn print_table(path: &Path, s: &Stats) {
     println!("roundtrip_mismatches  {}", s.roundtrip_mismatches);
     println!("mrt_errors            {}", s.mrt_errors);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TABLE_DUMP_V2 RIB_IPV6_UNICAST record (RFC 6396 §4.3.2, no ADD-PATH)
+    /// for 2001:db8::/32 with one entry per attribute field in `entries`.
+    fn rib_ipv6_unicast(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = vec![0, 0, 0, 7, 32, 0x20, 0x01, 0x0d, 0xb8];
+        body.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+        for (i, attrs) in entries.iter().enumerate() {
+            body.extend_from_slice(&(i as u16).to_be_bytes());
+            body.extend_from_slice(&1_452_169_448u32.to_be_bytes());
+            body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+            body.extend_from_slice(attrs);
+        }
+        let mut rec = vec![0x56, 0x8f, 0x4a, 0xe8, 0, 13, 0, 4];
+        rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        rec.extend_from_slice(&body);
+        rec
+    }
+
+    /// ORIGIN IGP, AS_PATH 65017 65018 (4-octet), MP_REACH_NLRI with `mp` as its value.
+    fn attributes(mp: &[u8]) -> Vec<u8> {
+        let mut a =
+            vec![0x40, 1, 1, 0, 0x40, 2, 10, 2, 2, 0, 0, 0xfd, 0xf9, 0, 0, 0xfd, 0xfa, 0x80, 14, mp.len() as u8];
+        a.extend_from_slice(mp);
+        a
+    }
+
+    #[test]
+    fn ipv6_rib_entries_round_trip_with_either_mp_reach_form() {
+        let global = [0x20u8, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let link_local = [0xfeu8, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        // RFC 6396 §4.3.4: next hop length and next hop only.
+        let short = [[16u8].as_slice(), &global].concat();
+        // RIPE RIS (Quagga's dump code): the whole attribute, AFI/SAFI and the
+        // entry's prefix included, with a global and a link-local next hop.
+        let full = [[0u8, 2, 1, 32].as_slice(), &global, &link_local, &[0, 32, 0x20, 0x01, 0x0d, 0xb8]].concat();
+        let data = rib_ipv6_unicast(&[attributes(&short), attributes(&full), attributes(&full)]);
+        let mut stats = Stats::default();
+        stats.read(&data);
+        assert_eq!((stats.records, stats.mrt_errors, stats.rib_entries), (1, 0, 3));
+        assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+        assert_eq!(stats.roundtrip_mismatches, 0);
+        assert_eq!(stats.attribute_sets(), 2, "the two next hops make two attribute sets");
+    }
+}

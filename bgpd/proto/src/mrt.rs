@@ -405,6 +405,39 @@ mod tests {
         assert!(matches!(read_record(&rec[..5], 0), Err(MrtError::Truncated { reason: "header", .. })));
     }
 
+    /// ORIGIN IGP, AS_PATH 65017 (4-octet), then `mp` as MP_REACH_NLRI.
+    fn rib_attributes_with_mp_reach(mp: &[u8]) -> Vec<u8> {
+        let mut a = vec![0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xf9, 0x80, 14, mp.len() as u8];
+        a.extend_from_slice(mp);
+        a
+    }
+
+    const NH_GLOBAL: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const NH_LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+    #[test]
+    fn ipv6_rib_entry_attributes_round_trip_in_both_mp_reach_forms() {
+        // RFC 6396 §4.3.4 short form: next hop length and next hop (global + link-local).
+        let short = [[32u8].as_slice(), &NH_GLOBAL, &NH_LINK_LOCAL].concat();
+        // The whole attribute with the entry's prefix, as Quagga-based collectors
+        // (RIPE RIS) write it: AFI 2, SAFI 1, next hop, reserved, 2001:db8::/32.
+        let full = [[0u8, 2, 1, 32].as_slice(), &NH_GLOBAL, &NH_LINK_LOCAL, &[0, 32, 0x20, 0x01, 0x0d, 0xb8]].concat();
+        for (name, mp) in [("short", short), ("full", full)] {
+            let bytes = rib_attributes_with_mp_reach(&mp);
+            let (attrs, issues) = decode_rib_attributes(&bytes, Family::IPV6_UNICAST, true).unwrap();
+            assert!(issues.is_empty(), "{name}: {issues:?}");
+            let Some(crate::wire::Attr::MpReach(r)) = attrs.last().map(|a| &a.value) else {
+                panic!("{name}: no MP_REACH")
+            };
+            assert_eq!(r.family, Family::IPV6_UNICAST, "{name}");
+            let ctx = rib_context(Family::IPV6_UNICAST, true);
+            let mut again = Vec::new();
+            crate::wire::encode_path_attributes(&attrs, &ctx, &mut again).unwrap();
+            assert_eq!(again, bytes, "{name}: re-encoded as received");
+            assert_eq!(decode_rib_attributes(&again, Family::IPV6_UNICAST, true).unwrap().0, attrs, "{name}");
+        }
+    }
+
     #[test]
     fn bgp4mp_as4_message_is_located() {
         let mut body = vec![];

@@ -64,6 +64,18 @@ fn mp_reach_v6(nh_len: u8, nlri: &[u8]) -> Vec<u8> {
     attr(0x90, 14, &v)
 }
 
+/// 2001:db8::/32.
+const V6_NLRI: &[u8] = &[32, 0x20, 0x01, 0x0d, 0xb8];
+
+fn mp_unreach_v6(nlri: &[u8]) -> Vec<u8> {
+    attr(0x80, 15, &[&[0, 2, 1], nlri].concat())
+}
+
+/// COMMUNITIES claiming 60 octets where 8 are left: enough to hide an MP_* attribute.
+fn overrun_with_room() -> Vec<u8> {
+    [&[0xC0, 8, 60][..], &[0, 1, 0, 1, 0x80, 15, 3, 0]].concat()
+}
+
 #[derive(Debug)]
 enum Expect {
     Reset(u8, u8, Option<Vec<u8>>),
@@ -267,6 +279,31 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "attribute overruns the attributes field",
             update(&[], &[origin(), as_path(), next_hop(), vec![0xC0, 8, 9, 0, 1]].concat(), NLRI),
+            Issue(Withdraw, AttrCode::COMMUNITIES),
+        ),
+        // RFC 7606 §3 (j): treat-as-withdraw needs every MP_* attribute parsed;
+        // an overrun that may hide one (enough octets left) resets instead.
+        (
+            "attribute overrun before MP_REACH_NLRI could be located",
+            update(
+                &[],
+                &[origin(), as_path(), next_hop(), vec![0xC0, 8, 60, 0, 1, 0, 1], mp_reach_v6(16, V6_NLRI)].concat(),
+                NLRI,
+            ),
+            Reset(u, 1, None),
+        ),
+        (
+            "attribute overrun after MP_REACH_NLRI, room left for an MP_UNREACH_NLRI",
+            update(&[], &[mp_reach_v6(16, V6_NLRI), origin(), as_path(), overrun_with_room()].concat(), &[]),
+            Reset(u, 1, None),
+        ),
+        (
+            "attribute overrun after MP_REACH_NLRI and MP_UNREACH_NLRI",
+            update(
+                &[],
+                &[mp_reach_v6(16, V6_NLRI), mp_unreach_v6(V6_NLRI), origin(), as_path(), overrun_with_room()].concat(),
+                &[],
+            ),
             Issue(Withdraw, AttrCode::COMMUNITIES),
         ),
         (

@@ -30,11 +30,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use super::attrs::{Interner, PathAttrs};
+use super::checks::{next_hop_fault, Ignored, IgnoredCounts, Logged, NextHopRules};
 use super::decision::{DecisionOptions, Reason};
 use super::table::{DecisionInput, FastMap, Path, PeerId, PeerInfo, Table, Used, STALE};
 use crate::error::code;
 use crate::nlri::{Nlri, WirePrefix};
-use crate::types::{AttrCode, Family, FamilySet};
+use crate::types::{AttrCode, Family, FamilySet, AS_TRANS};
 use crate::wire::{
     pack_announcements, pack_withdrawals, Announcement, AsPath, Attr, Community, Message, MpNlri, NextHop,
     PathAttribute, RefreshSubtype, RouteRefresh, Update, WireContext,
@@ -461,6 +462,10 @@ struct PeerState {
     group: Option<usize>,
     /// What it sent, before import policy, when [`PeerConfig::keep_received`].
     received: Received,
+    /// What of what it sent was not taken as it came ([`Rib::ignored`]).
+    ignored: IgnoredCounts,
+    /// The [`Ignored`] kinds logged in this session.
+    ignored_logged: Logged,
 }
 
 /// A peer's routes as received (before import policy), by prefix and path ID.
@@ -620,6 +625,8 @@ impl Rib {
             eor: FamilySet::EMPTY,
             group: None,
             received: Received::default(),
+            ignored: IgnoredCounts::default(),
+            ignored_logged: Logged::default(),
         };
         let info = PeerInfo {
             router_id: Ipv4Addr::UNSPECIFIED,
@@ -674,6 +681,31 @@ impl Rib {
         self.peer(peer).map_or(0, |p| p.accepted)
     }
 
+    /// How many UPDATEs from the peer had routes or attributes the RIB did not
+    /// take as they came, by reason ([`Ignored`]); for metrics.
+    pub fn ignored(&self, peer: PeerId) -> IgnoredCounts {
+        self.peer(peer).map_or_else(IgnoredCounts::default, |p| p.ignored)
+    }
+
+    /// Counts an [`Ignored`] case; the first of its kind in a session is
+    /// logged with `detail` (later ones only counted: a peer that sends such
+    /// routes sends many).
+    fn note_ignored(&mut self, peer: PeerId, kind: Ignored, detail: impl FnOnce() -> String) {
+        let Some(s) = self.peer_mut(peer) else { return };
+        s.ignored.add(kind);
+        if !s.ignored_logged.first(kind) {
+            return;
+        }
+        let msg = format!(
+            "{}: {}: {}; further cases in this session are only counted ({})",
+            s.cfg.name,
+            detail(),
+            kind.outcome(),
+            kind.name()
+        );
+        self.out.push_back(Output::Warning(peer, msg));
+    }
+
     /// The session came up: the peer gets the table and End-of-RIB (after
     /// selection deferral, when this speaker restarted).
     pub fn peer_up(&mut self, peer: PeerId, session: SessionInfo, now: Instant) {
@@ -693,6 +725,7 @@ impl Rib {
         });
         state.eor = FamilySet::EMPTY;
         state.sent_early = false;
+        state.ignored_logged = Logged::default();
         state.session = Some(session);
         state.over_limit = false;
         let restarting = state.stale_until.is_some() || state.long_lived_until.iter().any(Option::is_some);
@@ -848,7 +881,11 @@ impl Rib {
     }
 
     /// An UPDATE from the peer (`treat_as_withdraw`: RFC 7606 says its
-    /// announcements are withdrawals).
+    /// announcements are withdrawals). Beyond the codec's checks, what needs
+    /// the session is checked here ([`super::checks`]): confederation segments
+    /// from an external peer and unusable next hops withdraw the routes
+    /// concerned, NLRI of families not negotiated are ignored, AS4_PATH from a
+    /// 4-octet speaker is discarded; each case is counted ([`Rib::ignored`]).
     pub fn update(&mut self, peer: PeerId, u: &Update, treat_as_withdraw: bool, now: Instant) {
         self.now = Some(now);
         if let Some(f) = u.end_of_rib_family() {
@@ -857,9 +894,28 @@ impl Rib {
         }
         // A peer without a session (torn down for max-prefix, say) may still
         // have UPDATEs in flight: they are dropped.
-        let Some(state) = self.peer(peer).filter(|s| s.session.is_some()) else { return };
+        let Some(state) = self.peer(peer) else { return };
+        let Some(session) = &state.session else { return };
         let ebgp = state.cfg.ebgp();
-        let loop_free = !treat_as_withdraw && self.loop_free(state, u);
+        let four_octet_as = session.tx.four_octet_as;
+        let families = session.families;
+        let rules = NextHopRules {
+            extended_next_hop: session.tx.extended_next_hop,
+            local_v4: session.local_v4,
+            local_v6: session.local_v6,
+        };
+        // RFC 5065 §5: bgpd has no confederation, so no eBGP peer is in ours.
+        let confed = ebgp && u.as_path().is_some_and(AsPath::has_confed);
+        let loop_free = !treat_as_withdraw && !confed && self.loop_free(state, u, four_octet_as);
+        if confed {
+            let path = u.as_path().map(ToString::to_string).unwrap_or_default();
+            self.note_ignored(peer, Ignored::ConfedFromExternal, || {
+                format!("AS_PATH {path} has confederation segments")
+            });
+        }
+        if four_octet_as && u.attributes.iter().any(|a| matches!(a.value, Attr::As4Path(_) | Attr::As4Aggregator(_))) {
+            self.note_ignored(peer, Ignored::As4FromNewSpeaker, || "AS4_PATH/AS4_AGGREGATOR received".to_string());
+        }
         for w in &u.withdrawn {
             self.received_withdraw::<Ipv4Net>(peer, w);
         }
@@ -874,26 +930,38 @@ impl Rib {
                 _ => {}
             }
         }
-        let mp = u.mp_reach().filter(|r| fam_index(r.family).is_some());
+        let mp = u.mp_reach().filter(|r| !r.nlri.is_empty());
         if u.nlri.is_empty() && mp.is_none() {
             return;
         }
         if !u.nlri.is_empty() {
-            if loop_free {
-                let attrs = self.received_attrs(u, false, ebgp);
-                u.nlri.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &attrs));
-            } else {
-                u.nlri.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n));
+            let nh = u.next_hop().map(NextHop::V4);
+            match self.usable(peer, Family::IPV4_UNICAST, nh.as_ref(), families, &rules) {
+                None => {}
+                Some(true) if loop_free => {
+                    let attrs = self.received_attrs(u, false, ebgp, four_octet_as);
+                    u.nlri.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &attrs));
+                }
+                Some(_) => u.nlri.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
             }
         }
         if let Some(r) = mp {
-            let attrs = loop_free.then(|| self.received_attrs(u, true, ebgp));
-            match (&r.nlri, attrs) {
-                (MpNlri::V4(v), Some(a)) => v.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &a)),
-                (MpNlri::V6(v), Some(a)) => v.iter().for_each(|n| self.received_announce::<Ipv6Net>(peer, n, &a)),
-                (MpNlri::V4(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
-                (MpNlri::V6(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv6Net>(peer, n)),
-                _ => {}
+            match self.usable(peer, r.family, Some(&r.next_hop), families, &rules) {
+                None => {}
+                Some(usable) => {
+                    let attrs = (usable && loop_free).then(|| self.received_attrs(u, true, ebgp, four_octet_as));
+                    match (&r.nlri, attrs) {
+                        (MpNlri::V4(v), Some(a)) => {
+                            v.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &a))
+                        }
+                        (MpNlri::V6(v), Some(a)) => {
+                            v.iter().for_each(|n| self.received_announce::<Ipv6Net>(peer, n, &a))
+                        }
+                        (MpNlri::V4(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
+                        (MpNlri::V6(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv6Net>(peer, n)),
+                        _ => {}
+                    }
+                }
             }
         }
         self.check_limit(peer);
@@ -902,9 +970,33 @@ impl Rib {
         }
     }
 
+    /// Whether NLRI of `family` with next hop `nh` may be used: `None` when
+    /// the family is not one the session negotiated (RFC 4760 §8: the NLRI
+    /// are ignored), `Some(false)` when the next hop cannot be right (RFC 4271
+    /// §6.3, RFC 7606 §7.3, RFC 8950: treat-as-withdraw), `Some(true)` otherwise.
+    /// A missing next hop is the codec's business (RFC 7606 §3 (d)).
+    fn usable(
+        &mut self,
+        peer: PeerId,
+        family: Family,
+        nh: Option<&NextHop>,
+        families: FamilySet,
+        rules: &NextHopRules,
+    ) -> Option<bool> {
+        if !families.contains(family) || fam_index(family).is_none() {
+            self.note_ignored(peer, Ignored::FamilyNotNegotiated, || format!("{family} NLRI"));
+            return None;
+        }
+        let fault = nh.and_then(|nh| next_hop_fault(family, nh, rules));
+        if let Some((kind, addr)) = fault {
+            self.note_ignored(peer, kind, || format!("{family} NLRI with next hop {addr}"));
+        }
+        Some(fault.is_none())
+    }
+
     /// AS_PATH loop (with allowas-in), and RFC 4456 §8 ORIGINATOR_ID / CLUSTER_LIST loops.
-    fn loop_free(&self, state: &PeerState, u: &Update) -> bool {
-        let path = u.effective_as_path().unwrap_or_default();
+    fn loop_free(&self, state: &PeerState, u: &Update, four_octet_as: bool) -> bool {
+        let path = u.received_as_path(four_octet_as).unwrap_or_default();
         let allowed = state.cfg.allow_local_as as usize;
         if path.count(state.cfg.local_as) > allowed
             || (state.cfg.local_as != self.cfg.local_as && path.count(self.cfg.local_as) > allowed)
@@ -928,17 +1020,15 @@ impl Rib {
     /// AS path reconciled (RFC 6793), and for eBGP, the attributes that must
     /// not cross an AS boundary removed (LOCAL_PREF, RFC 4271 §5.1.5;
     /// ORIGINATOR_ID and CLUSTER_LIST, RFC 4456 §8).
-    fn received_attrs(&mut self, u: &Update, mp: bool, ebgp: bool) -> Arc<PathAttrs> {
+    fn received_attrs(&mut self, u: &Update, mp: bool, ebgp: bool, four_octet_as: bool) -> Arc<PathAttrs> {
         let mut a = PathAttrs::from_update(u, mp);
         let has_as4 = a.attributes.iter().any(|x| matches!(x.value, Attr::As4Path(_) | Attr::As4Aggregator(..)));
         if has_as4 {
-            if let Some(p) = u.effective_as_path() {
-                for x in a.attributes.iter_mut() {
-                    if let Attr::AsPath(old) = &mut x.value {
-                        *old = p.clone();
-                    }
-                }
+            if !four_octet_as {
+                reconcile_as4(&mut a.attributes, u);
             }
+            // RFC 6793 §4.1: from a 4-octet speaker they are discarded; from a
+            // 2-octet one they are merged in: either way never kept nor passed on.
             a.attributes.retain(|x| !matches!(x.value, Attr::As4Path(_) | Attr::As4Aggregator(..)));
         }
         if ebgp {
@@ -2055,6 +2145,29 @@ impl<P: RibPrefix> Build<P> {
                 (a.clone(), Vec::new())
             });
             entry.1.push(Nlri { path_id: self.addpath.then_some(*id), prefix });
+        }
+    }
+}
+
+/// RFC 6793 §4.2.3, for an UPDATE from a 2-octet AS speaker: AS_PATH with
+/// AS4_PATH merged in, and an AGGREGATOR naming AS_TRANS replaced by
+/// AS4_AGGREGATOR (both left alone when AGGREGATOR names another AS: the
+/// AS4_* attributes then came from elsewhere).
+fn reconcile_as4(attributes: &mut [PathAttribute], u: &Update) {
+    let Some(path) = u.effective_as_path() else { return };
+    let as4_aggregator = match u.attr(AttrCode::AS4_AGGREGATOR) {
+        Some(Attr::As4Aggregator(a)) => Some(*a),
+        _ => None,
+    };
+    for x in attributes.iter_mut() {
+        match &mut x.value {
+            Attr::AsPath(old) => *old = path.clone(),
+            Attr::Aggregator(agg) if agg.asn == AS_TRANS => {
+                if let Some(a4) = as4_aggregator {
+                    *agg = a4;
+                }
+            }
+            _ => {}
         }
     }
 }

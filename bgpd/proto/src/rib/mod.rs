@@ -4,6 +4,7 @@
 //! restart around these.)
 
 pub mod attrs;
+pub mod checks;
 pub mod core;
 pub mod decision;
 pub mod policy;

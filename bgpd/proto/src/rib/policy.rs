@@ -329,8 +329,7 @@ pub fn fallback(dir: Direction) -> Fallback {
 
 /// Evaluates the filters in order for the route's family (from `ctx.prefix`) and
 /// direction: the first rule that matches decides; [`Verdict::NoMatch`] when none
-/// does. Allocates nothing unless a rule tests `asPathPrefix` on a route that still
-/// carries an AS4_PATH (RFC 6793), which is then merged first.
+/// does. Allocates nothing.
 pub fn evaluate<'a>(filters: &'a [Arc<Filter>], dir: Direction, ctx: &RouteContext<'_>) -> Verdict<'a> {
     let v6 = matches!(ctx.prefix, IpNet::V6(_));
     for filter in filters {
@@ -371,9 +370,9 @@ pub fn accepts_all(filters: &[Arc<Filter>], dir: Direction, v6: bool) -> bool {
 }
 
 /// Applies operations in order to a copy of `attrs`. `prependASPath` keeps the
-/// AS_PATH valid (segments of at most 255 AS numbers, 4-octet numbers kept; an
-/// AS4_PATH, if any, is left as is, which RFC 6793 §4.2.3 merging handles since the
-/// new AS numbers lead the path); `addCommunity` keeps the communities already there
+/// AS_PATH valid (segments of at most 255 AS numbers, 4-octet numbers kept: the
+/// RIB holds AS paths with 4-octet numbers and no AS4_PATH, and the encoder writes
+/// AS_TRANS for 2-octet peers); `addCommunity` keeps the communities already there
 /// and adds none twice; `setPriority` sets [`PathAttrs::priority`]. A missing
 /// COMMUNITIES, LARGE_COMMUNITY or AS_PATH attribute is created, in type-code order.
 pub fn apply(ops: &[Operation], attrs: &PathAttrs) -> PathAttrs {
@@ -449,26 +448,15 @@ fn has_community(attrs: &PathAttrs, c: &CommunityValue) -> bool {
 
 /// Whether the AS_PATH starts with `prefix` (BIRD `bgp_path ~ [= a b * =]`): the AS
 /// numbers must lead the path in AS_SEQUENCE segments (an AS_SET or confederation
-/// segment before the prefix is complete fails the match). An AS4_PATH is merged in
-/// first (RFC 6793 §4.2.3).
+/// segment before the prefix is complete fails the match). The path is the one the
+/// RIB holds: reconciled with AS4_PATH on receipt where RFC 6793 asks for it (from a
+/// 2-octet speaker only, §4.2.3; a 4-octet speaker's AS4_PATH is discarded, §4.1),
+/// which only the session knows; an AS4_PATH left in `attrs` is not looked at.
 fn as_path_starts_with(attrs: &PathAttrs, prefix: &[u32]) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    let mut path = None;
-    let mut as4 = None;
-    for a in &attrs.attributes {
-        match &a.value {
-            Attr::AsPath(p) => path = Some(p),
-            Attr::As4Path(p) => as4 = Some(p),
-            _ => {}
-        }
-    }
-    let Some(path) = path else { return false };
-    match as4 {
-        None => path_starts_with(path, prefix),
-        Some(as4) => path_starts_with(&path.reconcile_as4(Some(as4)), prefix),
-    }
+    attrs.as_path_ref().is_some_and(|path| path_starts_with(path, prefix))
 }
 
 fn path_starts_with(path: &AsPath, prefix: &[u32]) -> bool {
@@ -713,13 +701,14 @@ mod tests {
         let c = ctx("10.0.0.0/24", &split);
         assert!(r(&[1, 2]).matches(&c));
         assert!(!r(&[1, 2, 3]).matches(&c));
-        // 4-octet numbers from a 2-octet peer: AS_PATH has AS_TRANS, AS4_PATH the real
-        // numbers (RFC 6793 §4.2.3 merge).
-        let mut old = attrs(&[100, 23456], &[]);
-        old.attributes.push(PathAttribute::new(Attr::As4Path(AsPath::sequence([4_200_000_000]))));
-        let c = ctx("10.0.0.0/24", &old);
-        assert!(r(&[100, 4_200_000_000]).matches(&c));
-        assert!(!r(&[100, 23456]).matches(&c));
+        // The path as the RIB holds it: an AS4_PATH is not merged here. Whether it
+        // must be depends on the session (RFC 6793 §4.1, §4.2.3): the RIB
+        // reconciles on receipt and keeps no AS4_PATH.
+        let mut as4 = attrs(&[100, 23456], &[]);
+        as4.attributes.push(PathAttribute::new(Attr::As4Path(AsPath::sequence([4_200_000_000]))));
+        let c = ctx("10.0.0.0/24", &as4);
+        assert!(r(&[100, 23456]).matches(&c));
+        assert!(!r(&[100, 4_200_000_000]).matches(&c));
     }
 
     #[test]

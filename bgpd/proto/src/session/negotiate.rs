@@ -208,6 +208,9 @@ pub fn negotiate(cfg: &SessionConfig, peer: &Open) -> Result<Negotiated, DecodeE
     });
     let four_octet_as = four;
     let extended_message = ext_msg && cfg.extended_message;
+    // RFC 8950 §4: IPv4 unicast NLRI may carry IPv6 next hops once both sides offered it.
+    let extended_next_hop =
+        if ext_nh && cfg.extended_next_hop { FamilySet::of(&[Family::IPV4_UNICAST]) } else { FamilySet::EMPTY };
     // RFC 9494 §3: an LLGR capability without the graceful restart one is disregarded.
     let llgr = llgr.filter(|_| gr.is_some());
     let graceful_notification = cfg.graceful_restart.as_ref().is_some_and(|g| g.notification)
@@ -230,8 +233,14 @@ pub fn negotiate(cfg: &SessionConfig, peer: &Open) -> Result<Negotiated, DecodeE
         graceful_notification,
         peer_role: role,
         peer_hostname: hostname,
-        rx: WireContext::new(four_octet_as).with_add_path(add_path_rx).with_extended_message(extended_message),
-        tx: WireContext::new(four_octet_as).with_add_path(add_path_tx).with_extended_message(extended_message),
+        rx: WireContext::new(four_octet_as)
+            .with_add_path(add_path_rx)
+            .with_extended_message(extended_message)
+            .with_extended_next_hop(extended_next_hop),
+        tx: WireContext::new(four_octet_as)
+            .with_add_path(add_path_tx)
+            .with_extended_message(extended_message)
+            .with_extended_next_hop(extended_next_hop),
     })
 }
 
@@ -312,6 +321,24 @@ mod tests {
         assert!(!n.add_path_tx.contains(Family::IPV4_UNICAST) && !n.add_path_tx.contains(Family::IPV6_UNICAST));
         // No multiprotocol capability: IPv4 unicast only.
         assert_eq!(negotiate(&c, &peer_open(65002, vec![])).unwrap().families, vec![Family::IPV4_UNICAST]);
+    }
+
+    #[test]
+    fn extended_next_hop_reaches_both_wire_contexts_only_when_both_offer_it() {
+        let offer = || Capability::ExtendedNextHop(vec![(Family::IPV4_UNICAST, Afi::IPV6)]);
+        let mut c = cfg();
+        c.extended_next_hop = true;
+        let n = negotiate(&c, &peer_open(65002, vec![offer()])).unwrap();
+        assert!(n.extended_next_hop);
+        for ctx in [&n.rx, &n.tx] {
+            assert!(ctx.extended_next_hop.contains(Family::IPV4_UNICAST), "{ctx:?}");
+        }
+        // Offered by one side only: not negotiated, IPv6 next hops are not allowed for IPv4.
+        let n = negotiate(&c, &peer_open(65002, vec![])).unwrap();
+        assert!(!n.extended_next_hop && !n.rx.extended_next_hop.contains(Family::IPV4_UNICAST));
+        c.extended_next_hop = false;
+        let n = negotiate(&c, &peer_open(65002, vec![offer()])).unwrap();
+        assert!(!n.rx.extended_next_hop.contains(Family::IPV4_UNICAST));
     }
 
     #[test]

@@ -278,6 +278,18 @@ pub struct MpReach {
     pub nlri: MpNlri,
 }
 
+impl MpReach {
+    /// Whether it is written in the TABLE_DUMP_V2 short form, next hop length
+    /// and next hop only (RFC 6396 §4.3.4): in a RIB entry context, when the
+    /// short form loses nothing. Some writers (Quagga's, hence RIPE RIS dumps)
+    /// put the whole attribute in RIB entries, AFI, SAFI and the entry's
+    /// prefix included; such a value is written back in that full form, so
+    /// that decode → encode → decode gives it back.
+    fn abbreviated(&self, ctx: &WireContext) -> bool {
+        ctx.mp_reach_abbreviated && self.nlri.is_empty() && ctx.mp_family.unwrap_or(Family::IPV6_UNICAST) == self.family
+    }
+}
+
 /// MP_UNREACH_NLRI (RFC 4760 §4).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MpUnreach {
@@ -415,7 +427,7 @@ impl PathAttribute {
             Attr::Aggregator(_) => as_size + 4,
             Attr::Communities(c) => 4 * c.len(),
             Attr::ClusterList(c) => 4 * c.len(),
-            Attr::MpReach(r) if ctx.mp_reach_abbreviated => 1 + r.next_hop.wire_len(),
+            Attr::MpReach(r) if r.abbreviated(ctx) => 1 + r.next_hop.wire_len(),
             Attr::MpReach(r) => 5 + r.next_hop.wire_len() + r.nlri.wire_len(),
             Attr::MpUnreach(u) => 3 + u.nlri.wire_len(),
             Attr::ExtCommunities(c) => 8 * c.len(),
@@ -465,7 +477,8 @@ impl PathAttribute {
             Attr::Communities(c) => c.iter().for_each(|c| out.put_u32(c.0)),
             Attr::ClusterList(c) => c.iter().for_each(|a| out.put_slice(&a.octets())),
             Attr::MpReach(r) => {
-                if !ctx.mp_reach_abbreviated {
+                let full = !r.abbreviated(ctx);
+                if full {
                     out.put_u16(r.family.afi.0);
                     out.put_u8(r.family.safi.0);
                 }
@@ -473,7 +486,7 @@ impl PathAttribute {
                     .map_err(|_| crate::error::EncodeError::FieldTooLong("next hop"))?;
                 out.put_u8(nh_len);
                 r.next_hop.encode(out);
-                if !ctx.mp_reach_abbreviated {
+                if full {
                     out.put_u8(0);
                     r.nlri.encode(out);
                 }
@@ -676,6 +689,8 @@ fn decode_mp_reach(data: &[u8], ctx: &WireContext) -> Result<MpReach, &'static s
     if ctx.mp_reach_abbreviated {
         // RFC 6396 §4.3.4: in TABLE_DUMP_V2 RIB entries only the next hop
         // length and next hop are kept; the family comes from the RIB subtype.
+        // A whole attribute (AFI first, so its first octet is 0 and not the
+        // length of the rest) is read as in an UPDATE below.
         if let [nh_len, nh @ ..] = data {
             if usize::from(*nh_len) == nh.len() {
                 let family = ctx.mp_family.unwrap_or(Family::IPV6_UNICAST);

@@ -44,6 +44,9 @@ pub struct WireContext {
     pub add_path: FamilySet,
     /// Messages may be up to 65535 octets (RFC 8654).
     pub extended_message: bool,
+    /// Families whose NLRI may carry an IPv6 next hop (RFC 8950): both sides
+    /// sent the extended next hop capability for them.
+    pub extended_next_hop: FamilySet,
     /// MRT TABLE_DUMP_V2 RIB entries abbreviate MP_REACH_NLRI to its next hop
     /// (RFC 6396 §4.3.4); the family then comes from the RIB entry.
     pub(crate) mp_reach_abbreviated: bool,
@@ -65,6 +68,12 @@ impl WireContext {
     /// This context with or without extended messages.
     pub fn with_extended_message(mut self, on: bool) -> WireContext {
         self.extended_message = on;
+        self
+    }
+
+    /// This context with IPv6 next hops allowed for `families` (RFC 8950).
+    pub fn with_extended_next_hop(mut self, families: FamilySet) -> WireContext {
+        self.extended_next_hop = families;
         self
     }
 

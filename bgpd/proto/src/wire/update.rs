@@ -171,8 +171,22 @@ impl Update {
         }
     }
 
-    /// The AS path with AS4_PATH merged in, for a message from a 2-octet AS
-    /// speaker (RFC 6793 §4.2.3); AS_PATH itself otherwise.
+    /// The AS path of a message received on a session, reconciled as RFC 6793
+    /// asks: on a session where both sides negotiated 4-octet AS numbers,
+    /// AS_PATH as it is (§4.1: AS4_PATH and AS4_AGGREGATOR from a NEW speaker
+    /// are discarded, never merged); from a 2-octet speaker, AS_PATH with
+    /// AS4_PATH merged in ([`Update::effective_as_path`]).
+    pub fn received_as_path(&self, four_octet_as: bool) -> Option<AsPath> {
+        if four_octet_as {
+            return self.as_path().cloned();
+        }
+        self.effective_as_path()
+    }
+
+    /// The AS path with AS4_PATH merged in, as RFC 6793 §4.2.3 reconstructs it
+    /// for a message from a 2-octet AS speaker (OLD BGP speaker). On a session
+    /// with 4-octet AS numbers use [`Update::received_as_path`]: there
+    /// AS4_PATH is not merged.
     pub fn effective_as_path(&self) -> Option<AsPath> {
         let path = self.as_path()?;
         let as4 = match self.attr(AttrCode::AS4_PATH) {
@@ -297,7 +311,8 @@ fn decode_attributes(
             _ => (AttrFlags(0), AttrCode(0), 3),
         };
         if field.len() < hdr {
-            // RFC 7606 §4: too few octets left for an attribute header.
+            // RFC 7606 §4: too few octets left for an attribute header (and
+            // so for a hidden MP_REACH_NLRI/MP_UNREACH_NLRI).
             issues.push(UpdateIssue {
                 attr: code,
                 action: ErrorAction::TreatAsWithdraw,
@@ -311,6 +326,11 @@ fn decode_attributes(
             if matches!(code, AttrCode::MP_REACH_NLRI | AttrCode::MP_UNREACH_NLRI) {
                 return Err(DecodeError::malformed_attribute_list(
                     "MP_REACH_NLRI/MP_UNREACH_NLRI overruns the path attributes",
+                ));
+            }
+            if !mp_located(seen, &field[hdr..]) {
+                return Err(DecodeError::malformed_attribute_list(
+                    "attribute length overruns the path attributes before MP_REACH_NLRI/MP_UNREACH_NLRI could be located",
                 ));
             }
             issues.push(UpdateIssue {
@@ -347,6 +367,26 @@ fn decode_attributes(
         }
     }
     Ok(attrs)
+}
+
+/// The fewest octets an MP_REACH_NLRI or MP_UNREACH_NLRI attribute takes:
+/// a 3-octet header and MP_UNREACH_NLRI's AFI and SAFI (RFC 4760 §4).
+const MIN_MP_ATTRIBUTE_LEN: usize = 6;
+
+/// After an attribute overran the path attributes (RFC 7606 §4), whether
+/// every MP_REACH_NLRI / MP_UNREACH_NLRI of the UPDATE is known to have been
+/// parsed, so that treat-as-withdraw reaches all of its NLRI. RFC 7606 §3 (j):
+/// treat-as-withdraw needs the NLRI field and the MP_* attributes "successfully
+/// parsed"; if that is not possible, "session reset" (or "AFI/SAFI disable",
+/// which bgpd does not implement) MUST be followed. The octets after the
+/// overrunning attribute's header (`unread`) are not interpreted: an MP_*
+/// attribute may hide there unless both were parsed already (another copy
+/// would be a §3 (g) duplicate) or too few octets are left to hold one. Otherwise IPv6 (or any
+/// MP) prefixes announced there would stay installed with their old
+/// attributes while the IPv4 ones are withdrawn.
+fn mp_located(seen: &Seen, unread: &[u8]) -> bool {
+    (seen.contains(AttrCode::MP_REACH_NLRI) && seen.contains(AttrCode::MP_UNREACH_NLRI))
+        || unread.len() < MIN_MP_ATTRIBUTE_LEN
 }
 
 /// RFC 7606 §3 (d): missing well-known mandatory attributes → treat-as-withdraw.
