@@ -46,6 +46,11 @@ pub fn render(shared: &Shared) -> String {
     let bfd_state =
         gauge("bgpd_bfd_session_state", "BFD session state: 0 AdminDown, 1 Down, 2 Init, 3 Up", &["peer", "address"]);
     let bfd_detect = gauge("bgpd_bfd_detection_time_milliseconds", "BFD detection time, milliseconds", &["peer"]);
+    let ignored = counter(
+        "bgpd_peer_routes_ignored_total",
+        "Received routes ignored or withdrawn on receipt, by why (RFC 7606 checks, next hop, family)",
+        &["peer", "reason"],
+    );
     let bfd_flaps = counter("bgpd_bfd_flaps_total", "Times the BFD session left Up", &["peer"]);
     let bfd_rx = counter("bgpd_bfd_packets_received_total", "BFD control packets accepted", &["peer"]);
     let bfd_tx = counter("bgpd_bfd_packets_sent_total", "BFD control packets sent", &["peer"]);
@@ -77,10 +82,15 @@ pub fn render(shared: &Shared) -> String {
         routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
         err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
     }
-    let (ok, rib, bfd) = {
+    let (ok, rib, bfd, ignored_by_peer) = {
         let s = shared.lock();
-        (s.datastore_ok, s.rib, s.bfd.clone())
+        (s.datastore_ok, s.rib, s.bfd.clone(), s.routes_ignored.clone())
     };
+    for (peer, counts) in &ignored_by_peer {
+        for (why, n) in counts.iter().filter(|(_, n)| *n > 0) {
+            ignored.with_label_values(&[peer, why.name()]).inc_by(n);
+        }
+    }
     for b in bfd.sessions.values() {
         let code = match b.state.as_str() {
             "AdminDown" => 0,
@@ -211,6 +221,15 @@ mod tests {
         assert_eq!(liveness(&shared).0, "200 OK", "waiting, but not for long");
         let text = render(&shared);
         assert!(text.contains("bgpd_datastore_ok 0"), "{text}");
+        assert!(!text.contains("bgpd_peer_routes_ignored_total{"), "nothing ignored: no series");
+        let mut counts = bgpd_proto::rib::checks::IgnoredCounts::default();
+        let kind = bgpd_proto::rib::checks::Ignored::ALL[0];
+        counts.add(kind);
+        counts.add(kind);
+        shared.lock().routes_ignored.insert("tor".into(), counts);
+        let text = render(&shared);
+        let line = format!("bgpd_peer_routes_ignored_total{{peer=\"tor\",reason=\"{}\"}} 2", kind.name());
+        assert!(text.contains(&line), "{line} in {text}");
     }
 
     #[test]

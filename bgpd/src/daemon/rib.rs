@@ -502,6 +502,12 @@ fn publish(rib: &Rib, peers: &HashMap<u64, Peer>, shared: &Shared) {
                 s.routes_received.insert(p.spec.name.clone(), n);
             }
         }
+        let ignored = rib.ignored(p.id);
+        if ignored != Default::default() {
+            s.routes_ignored.insert(p.spec.name.clone(), ignored);
+        } else if s.routes_ignored.contains_key(&p.spec.name) {
+            s.routes_ignored.remove(&p.spec.name);
+        }
     }
 }
 

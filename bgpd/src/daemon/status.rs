@@ -116,6 +116,9 @@ pub struct Status {
     pub rib: bgpd_proto::rib::core::RibStats,
     /// Prefixes accepted per peer name.
     pub routes_received: BTreeMap<String, usize>,
+    /// Received routes the RIB ignored or withdrew per peer name, by why
+    /// (next-hop checks, families not negotiated, AS4_PATH discarded, …).
+    pub routes_ignored: BTreeMap<String, bgpd_proto::rib::checks::IgnoredCounts>,
     /// The RIB task, for `show routes`.
     pub rib_handle: Option<super::rib::RibHandle>,
     /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).

@@ -94,7 +94,8 @@ impl IgnoredCounts {
         Ignored::ALL.iter().map(|k| (*k, self.get(*k)))
     }
 
-    pub(crate) fn add(&mut self, kind: Ignored) {
+    /// Counts one case of `kind`.
+    pub fn add(&mut self, kind: Ignored) {
         self.0[kind as usize] += 1;
     }
 }
