@@ -5,11 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod daemon;
-#[allow(dead_code)]
-mod datastore;
-mod decode_mrt;
-mod lab;
+use bgpd::{daemon, datastore, decode_mrt, lab};
 
 const DEFAULT_CONTROL_SOCKET: &str = "/run/bgpd/bgpd.sock";
 
