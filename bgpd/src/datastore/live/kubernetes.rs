@@ -14,9 +14,10 @@
 //! backoff and lists again after a lost watch. A CRD that is not installed (404 on
 //! the list) counts as an empty kind, with a note.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures::stream::AbortHandle;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
@@ -49,11 +50,11 @@ struct Watched {
 
 const CRD: &str = "crd.projectcalico.org";
 
-/// Everything bgpd reads from the API server (and therefore what its ClusterRole
-/// grants: get, list, watch on these and nothing else).
+/// Everything bgpd lists and watches in full (and therefore what its ClusterRole
+/// grants: get, list, watch on these and nothing else). Secrets are not among them:
+/// see [`SECRET`].
 const WATCHED: &[Watched] = &[
     Watched { group: "", version: "v1", kind: "Node", plural: "nodes", scope: Scope::All },
-    Watched { group: "", version: "v1", kind: "Secret", plural: "secrets", scope: Scope::SecretsNamespace },
     Watched { group: "", version: "v1", kind: "Service", plural: "services", scope: Scope::All },
     Watched {
         group: "discovery.k8s.io",
@@ -71,6 +72,14 @@ const WATCHED: &[Watched] = &[
     // with a ClusterRole from before bgpd read it simply has no BFD.
     Watched { group: CRD, version: "v1", kind: "BFDConfiguration", plural: "bfdconfigurations", scope: Scope::All },
 ];
+
+/// Secrets are watched one by one, each by name (a field selector on
+/// `metadata.name`), in bgpd's namespace, and only those a BGPPeer or the
+/// BGPConfiguration refers to for a password: bgpd never lists the namespace's
+/// Secrets, never holds one that no peer uses, and its Role can grant exactly the
+/// referenced names (`resourceNames`), as Calico's does for calico-node.
+const SECRET: Watched =
+    Watched { group: "", version: "v1", kind: "Secret", plural: "secrets", scope: Scope::SecretsNamespace };
 
 /// Kinds whose absence, or a ClusterRole that does not grant them, means "none".
 const OPTIONAL: &[&str] = &["BFDConfiguration"];
@@ -209,17 +218,30 @@ impl KindState {
     }
 
     fn error(&mut self, w: &Watched, e: &watcher::Error) -> bool {
+        self.error_for(w, None, e)
+    }
+
+    /// As [`KindState::error`], for the watch of one Secret by `name`: a Secret the
+    /// Role does not grant (403) counts as absent, with a note that says so, rather
+    /// than making the whole datastore unreachable (the peer that needs it reports
+    /// its password as not found).
+    fn error_for(&mut self, w: &Watched, secret: Option<(&str, &str)>, e: &watcher::Error) -> bool {
         if let watcher::Error::InitialListFailed(kube::Error::Api(resp)) = e {
-            let forbidden = resp.code == 403 && OPTIONAL.contains(&w.kind);
+            let forbidden = resp.code == 403 && (OPTIONAL.contains(&w.kind) || secret.is_some());
             if (resp.code == 404 && !w.group.is_empty()) || forbidden {
                 // The CRD is not installed (or, for an optional kind, not granted):
                 // nothing of this kind exists.
                 let was_empty = self.objects.as_ref().is_some_and(BTreeMap::is_empty);
                 self.objects = Some(BTreeMap::new());
-                self.note = Some(if forbidden {
-                    format!("{}/{} is not granted to bgpd's ClusterRole; none read", w.plural, w.group)
-                } else {
-                    format!("{}/{} is not installed; none read", w.plural, w.group)
+                self.note = Some(match secret {
+                    Some((ns, name)) => format!(
+                        "Secret {ns}/{name} is not granted to bgpd (add {name:?} to the resourceNames of its Role \
+                         in {ns}); its passwords cannot be read"
+                    ),
+                    None if forbidden => {
+                        format!("{}/{} is not granted to bgpd's ClusterRole; none read", w.plural, w.group)
+                    }
+                    None => format!("{}/{} is not installed; none read", w.plural, w.group),
                 });
                 self.error = None;
                 return !was_empty;
@@ -230,22 +252,91 @@ impl KindState {
     }
 }
 
-fn publish(kinds: &[KindState], out: &Publisher) {
-    if let Some(err) = kinds.iter().find_map(|k| k.error.clone()) {
+/// Publishes the content once every kind and every referenced Secret is listed and
+/// none is in error; marks the datastore unreachable while one is in error.
+fn publish(kinds: &[KindState], secrets: &SecretWatches, out: &Publisher) {
+    let all = || kinds.iter().chain(secrets.by_name.values().map(|(state, _)| state));
+    if let Some(err) = all().find_map(|k| k.error.clone()) {
         out.unreachable(err);
     }
-    if kinds.iter().any(|k| k.objects.is_none()) {
+    if all().any(|k| k.objects.is_none()) {
         return;
     }
     let mut sources = Vec::new();
-    for k in kinds {
+    for k in all() {
         for (key, t) in k.objects.iter().flatten() {
             sources.push(Source { path: key.into(), text: t.clone() });
         }
     }
-    let notes = kinds.iter().filter_map(|k| k.note.clone()).collect();
-    if kinds.iter().all(|k| k.error.is_none()) {
+    let notes = all().filter_map(|k| k.note.clone()).collect();
+    if all().all(|k| k.error.is_none()) {
         out.content(sources, notes);
+    }
+}
+
+/// The names of the Secrets that BGPPeers (`spec.password`) and BGPConfigurations
+/// (`spec.nodeMeshPassword`) refer to, read from their converted objects.
+fn referenced_secrets(kinds: &[KindState]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (w, k) in WATCHED.iter().zip(kinds) {
+        let field = match (w.group, w.kind) {
+            (CRD, "BGPPeer") => "password",
+            (CRD, "BGPConfiguration") => "nodeMeshPassword",
+            _ => continue,
+        };
+        for text in k.objects.iter().flat_map(BTreeMap::values) {
+            let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+            if let Some(name) = v["spec"][field]["secretKeyRef"]["name"].as_str() {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Where a watcher event comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    /// `WATCHED[i]`.
+    Kind(usize),
+    /// The watch of one Secret, by name.
+    Secret(String),
+}
+
+type Events = futures::stream::SelectAll<
+    futures::stream::BoxStream<'static, (Slot, Result<Event<DynamicObject>, watcher::Error>)>,
+>;
+
+/// The watches of the referenced Secrets: each one's state, and the handle that
+/// stops its watcher when no object refers to it any more.
+#[derive(Default)]
+struct SecretWatches {
+    by_name: BTreeMap<String, (KindState, AbortHandle)>,
+}
+
+impl SecretWatches {
+    /// Starts a watch for every newly referenced name and stops (and forgets) the
+    /// ones no longer referenced. Returns whether the set changed.
+    fn sync(&mut self, wanted: &BTreeSet<String>, api: &Api<DynamicObject>, events: &mut Events) -> bool {
+        let before = self.by_name.len();
+        self.by_name.retain(|name, (_, handle)| {
+            let keep = wanted.contains(name);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        let removed = before != self.by_name.len();
+        let new: Vec<&String> = wanted.iter().filter(|n| !self.by_name.contains_key(*n)).collect();
+        let added = !new.is_empty();
+        for name in new {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let slot = Slot::Secret(name.clone());
+            let (stream, handle) = futures::stream::abortable(watcher::watcher(api.clone(), config).default_backoff());
+            events.push(stream.map(move |e| (slot.clone(), e)).boxed());
+            self.by_name.insert(name.clone(), (KindState::default(), handle));
+        }
+        removed || added
     }
 }
 
@@ -262,36 +353,61 @@ pub(super) async fn run(secrets_namespace: String, out: Publisher) {
             }
         }
     };
+    watch(client, secrets_namespace, out).await
+}
+
+/// Watches every kind of [`WATCHED`] and the referenced Secrets through `client`,
+/// and publishes the content until `out` is closed.
+async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) {
     let streams = WATCHED.iter().enumerate().map(|(i, w)| {
         let ar = w.resource();
         let api: Api<DynamicObject> = match w.scope {
             Scope::All => Api::all_with(client.clone(), &ar),
             Scope::SecretsNamespace => Api::namespaced_with(client.clone(), &secrets_namespace, &ar),
         };
-        watcher::watcher(api, watcher::Config::default()).default_backoff().map(move |e| (i, e)).boxed()
+        watcher::watcher(api, watcher::Config::default()).default_backoff().map(move |e| (Slot::Kind(i), e)).boxed()
     });
-    let mut events = futures::stream::select_all(streams);
+    let secrets_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &secrets_namespace, &SECRET.resource());
+    let mut events: Events = futures::stream::select_all(streams);
     let mut kinds: Vec<KindState> = WATCHED.iter().map(|_| KindState::default()).collect();
+    let mut secrets = SecretWatches::default();
     let mut dirty = false;
     info!(namespace = %secrets_namespace, "kubernetes datastore: watching {} kinds", WATCHED.len());
     while !out.closed() {
         // Changes come in bursts (a list, a rollout): publish once things settle.
         let next = tokio::time::timeout(Duration::from_millis(100), events.next()).await;
         match next {
-            Ok(Some((i, Ok(ev)))) => {
+            Ok(Some((Slot::Kind(i), Ok(ev)))) => {
                 // A kind that failed and delivers again may make the datastore reachable.
                 let recovered = kinds[i].error.is_some();
-                dirty |= kinds[i].event(&WATCHED[i], ev) || recovered;
+                let changed = kinds[i].event(&WATCHED[i], ev);
+                if changed && matches!(WATCHED[i].kind, "BGPPeer" | "BGPConfiguration") {
+                    dirty |= secrets.sync(&referenced_secrets(&kinds), &secrets_api, &mut events);
+                }
+                dirty |= changed || recovered;
             }
-            Ok(Some((i, Err(e)))) => {
+            Ok(Some((Slot::Secret(name), Ok(ev)))) => {
+                // Events of a watch stopped a moment ago have no state any more.
+                if let Some((state, _)) = secrets.by_name.get_mut(&name) {
+                    let recovered = state.error.is_some();
+                    dirty |= state.event(&SECRET, ev) || recovered;
+                }
+            }
+            Ok(Some((slot, Err(e)))) => {
                 warn!("kubernetes datastore: {e}; keeping the last good model");
-                dirty |= kinds[i].error(&WATCHED[i], &e);
-                publish(&kinds, &out);
+                dirty |= match &slot {
+                    Slot::Kind(i) => kinds[*i].error(&WATCHED[*i], &e),
+                    Slot::Secret(name) => match secrets.by_name.get_mut(name) {
+                        Some((state, _)) => state.error_for(&SECRET, Some((&secrets_namespace, name)), &e),
+                        None => false,
+                    },
+                };
+                publish(&kinds, &secrets, &out);
             }
             Ok(None) => return,
             Err(_) if dirty => {
                 dirty = false;
-                publish(&kinds, &out);
+                publish(&kinds, &secrets, &out);
             }
             Err(_) => {}
         }

@@ -13,11 +13,14 @@ const NODE_RR: &str = include_str!("fixtures/node-rr.json");
 const NODE_PLAIN: &str = include_str!("fixtures/node-plain.json");
 const BGP_PEER: &str = include_str!("fixtures/bgppeer.json");
 const BGP_CONFIGURATION: &str = include_str!("fixtures/bgpconfiguration.json");
-const SECRET: &str = include_str!("fixtures/secret.json");
+const SECRET_JSON: &str = include_str!("fixtures/secret.json");
 const IPAM_BLOCK: &str = include_str!("fixtures/ipamblock.json");
 const BFD_CONFIGURATION: &str = include_str!("fixtures/bfdconfiguration.json");
 
 fn watched(plural: &str) -> &'static Watched {
+    if plural == "secrets" {
+        return &super::SECRET;
+    }
     WATCHED.iter().find(|w| w.plural == plural).expect("a watched kind")
 }
 
@@ -69,7 +72,7 @@ fn crd_objects_and_a_secret_list_item_make_the_model() {
     let (model, problems) = load(&[
         ("nodes", NODE_RR),
         ("nodes", NODE_PLAIN),
-        ("secrets", SECRET),
+        ("secrets", SECRET_JSON),
         ("bgpconfigurations", BGP_CONFIGURATION),
         ("bgppeers", BGP_PEER),
         ("ipamblocks", IPAM_BLOCK),
@@ -104,7 +107,7 @@ fn a_bfd_configuration_crd_object_selects_nodes_and_timers() {
 
 #[test]
 fn bookkeeping_metadata_is_dropped_and_kind_filled_in() {
-    let (key, v) = convert(watched("secrets"), &json(SECRET)).unwrap();
+    let (key, v) = convert(watched("secrets"), &json(SECRET_JSON)).unwrap();
     assert_eq!(key, "kubernetes:secrets/calico-system/bgp-secrets");
     assert_eq!(v["apiVersion"], "v1");
     assert_eq!(v["kind"], "Secret");
@@ -190,21 +193,140 @@ async fn published_content_waits_for_every_kind_and_keeps_the_last_good_on_error
         kinds[i].event(w, Event::Init);
         kinds[i].event(w, Event::InitDone);
     }
-    publish(&kinds, &out);
+    publish(&kinds, &SecretWatches::default(), &out);
     assert!(rx.borrow_and_update().sources.is_none(), "nodes not listed yet");
     kinds[0].event(&WATCHED[0], Event::Init);
     kinds[0].event(&WATCHED[0], Event::InitApply(dynamic(NODE_RR)));
     kinds[0].event(&WATCHED[0], Event::InitDone);
-    publish(&kinds, &out);
+    publish(&kinds, &SecretWatches::default(), &out);
     let first = rx.borrow_and_update().sources.clone().expect("complete");
     assert_eq!(first.len(), 1);
-    kinds[2].error(&WATCHED[2], &api_error(500));
-    publish(&kinds, &out);
+    let services = WATCHED.iter().position(|w| w.plural == "services").unwrap();
+    kinds[services].error(&WATCHED[services], &api_error(500));
+    publish(&kinds, &SecretWatches::default(), &out);
     let f = rx.borrow_and_update().clone();
     assert!(f.unreachable.as_ref().is_some_and(|u| u.reason.contains("services")), "{:?}", f.unreachable);
     assert_eq!(f.sources.as_deref(), Some(&*first), "the last content stays");
-    kinds[2].event(&WATCHED[2], Event::Init);
-    kinds[2].event(&WATCHED[2], Event::InitDone);
-    publish(&kinds, &out);
+    kinds[services].event(&WATCHED[services], Event::Init);
+    kinds[services].event(&WATCHED[services], Event::InitDone);
+    publish(&kinds, &SecretWatches::default(), &out);
     assert!(rx.borrow_and_update().unreachable.is_none());
+}
+
+mod api_server;
+
+fn secret(name: &str, key: &str, value: &str) -> Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": "kube-system" },
+        "data": { key: base64::engine::general_purpose::STANDARD.encode(value) },
+    })
+}
+
+fn peer(name: &str, secret: Option<&str>) -> Value {
+    let mut spec = serde_json::json!({ "peerIP": "192.0.2.1", "asNumber": 64512 });
+    if let Some(s) = secret {
+        spec["password"] = serde_json::json!({ "secretKeyRef": { "name": s, "key": "password" } });
+    }
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
+        "metadata": { "name": name }, "spec": spec,
+    })
+}
+
+/// Waits (at most 10 s) until the published feed satisfies `ok`.
+async fn published(
+    rx: &mut tokio::sync::watch::Receiver<super::super::Feed>,
+    what: &str,
+    ok: impl Fn(&super::super::Feed) -> bool,
+) -> super::super::Feed {
+    let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|f| ok(f))).await;
+    let found = waited.ok().and_then(Result::ok).map(|f| f.clone());
+    found.unwrap_or_else(|| panic!("never published: {what}; last feed: {:?}", rx.borrow().sources))
+}
+
+fn keys(f: &super::super::Feed) -> Vec<String> {
+    f.sources.iter().flat_map(|s| s.iter()).map(|s| s.path.display().to_string()).collect()
+}
+
+#[tokio::test]
+async fn only_the_secrets_peers_refer_to_are_read_and_held() {
+    const PEERS: &str = "/apis/crd.projectcalico.org/v1/bgppeers";
+    const SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
+    let server = api_server::ApiServer::default();
+    server.apply("/api/v1/nodes", json(NODE_RR));
+    server.apply(PEERS, peer("tor", Some("bgp-password")));
+    server.apply(SECRETS, secret("bgp-password", "password", "s3cr3t"));
+    server.apply(SECRETS, secret("unrelated", "token", "not bgpd's business"));
+    server.forbid_secret("not-granted");
+    let client = server.start().await;
+    let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
+    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+
+    let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
+    let held = keys(&f);
+    assert!(held.contains(&"kubernetes:secrets/kube-system/bgp-password".to_string()), "{held:?}");
+    assert!(!held.iter().any(|k| k.contains("unrelated")), "an unreferenced Secret is held: {held:?}");
+    let secret_requests: Vec<String> = server.requests().into_iter().filter(|r| r.contains("/secrets")).collect();
+    assert!(!secret_requests.is_empty());
+    for r in &secret_requests {
+        assert!(r.contains("fieldSelector=metadata.name=bgp-password"), "a Secrets request not by name: {r}");
+    }
+
+    // A new peer refers to a Secret the Role does not grant: the datastore stays
+    // reachable, the note names the Secret and the fix.
+    server.apply(PEERS, peer("second", Some("not-granted")));
+    let f = published(&mut rx, "the second peer", |f| keys(f).iter().any(|k| k.ends_with("bgppeers/second"))).await;
+    assert!(f.unreachable.is_none(), "{:?}", f.unreachable);
+    assert!(
+        f.notes.iter().any(|n| n.contains("kube-system/not-granted") && n.contains("resourceNames")),
+        "{:?}",
+        f.notes
+    );
+    assert!(server.requests().iter().any(|r| r.contains("fieldSelector=metadata.name=not-granted")));
+
+    // No peer refers to the first Secret any more: it leaves the content.
+    server.apply(PEERS, peer("tor", None));
+    let f = published(&mut rx, "the Secret dropped", |f| {
+        f.sources.is_some() && !keys(f).iter().any(|k| k.contains("bgp-password"))
+    })
+    .await;
+    assert!(keys(&f).iter().any(|k| k.ends_with("bgppeers/tor")));
+    assert!(!server.requests().iter().any(|r| r.ends_with("/secrets?") || r.contains("/secrets?watch")));
+    task.abort();
+}
+
+/// The shipped RBAC grants exactly what the watchers read: get/list/watch on every
+/// kind of `WATCHED` cluster-wide, and Secrets only by name in bgpd's namespace.
+#[test]
+fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
+    use serde::Deserialize as _;
+    let text = include_str!("../../../../../templates/kubernetes/bgpd.yaml");
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect();
+    let rules = |kind: &str| -> Vec<serde_yaml::Value> {
+        let doc = docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+        doc["rules"].as_sequence().expect("rules").clone()
+    };
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    let mut granted = BTreeSet::new();
+    for rule in rules("ClusterRole") {
+        assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{rule:?}");
+        assert!(rule.get("resourceNames").is_none());
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                granted.insert((group.clone(), resource));
+            }
+        }
+    }
+    let watched: BTreeSet<(String, String)> =
+        WATCHED.iter().map(|w| (w.group.to_string(), w.plural.to_string())).collect();
+    assert_eq!(granted, watched, "the ClusterRole and WATCHED differ");
+    let secrets = rules("Role");
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(strings(&secrets[0]["resources"]), ["secrets"]);
+    assert!(!strings(&secrets[0]["resourceNames"]).is_empty(), "Secrets must be granted by name");
 }
