@@ -9,27 +9,40 @@
 //! timeout, etcd's `Unavailable`) is returned as an error, not retried (a put or a
 //! txn may have been applied), and moves the current endpoint to the next one of
 //! the list, so that the caller's next request fails over.
+//!
+//! Security: `https://` endpoints speak TLS ([`crate::Tls`], its files read
+//! and checked at each connect); with [`crate::Credentials`] the client gets a token from
+//! `Auth.Authenticate` when it connects and sends it as the `token` metadata of
+//! every request. When etcd refuses the token (a simple token expires after
+//! `--auth-token-ttl` unused; every token is refused after a change of users or
+//! roles), the client authenticates again and sends the request once more: etcd
+//! refused it before applying it, so the repeat is safe.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use tokio::task::JoinSet;
 use tonic::client::Grpc;
-use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint as TonicEndpoint};
 use tonic_prost::ProstCodec;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{chain, Call, Error};
 use crate::prefix::prefix_range;
+use crate::security::{endpoints_scheme, Credentials, Password, Scheme, Tls};
 use crate::watch::{Watch, WatchId, WatchSpec};
 use crate::wire::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    AuthAdminResponse, AuthEnableRequest, AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    AuthenticateRequest, AuthenticateResponse, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 
-/// How to connect: timeouts, HTTP/2 keepalives and the largest answer accepted.
+/// How to connect: timeouts, HTTP/2 keepalives, the largest answer accepted,
+/// TLS and credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// How long a connection to one endpoint may take to set up.
@@ -42,16 +55,25 @@ pub struct ConnectOptions {
     /// The largest answer accepted, in bytes (a get of a big prefix is one
     /// answer); tonic's default, 4 MiB, unless set.
     pub max_response_size: usize,
+    /// TLS settings of `https://` endpoints (`None` with `https://`: the
+    /// system's CA roots, no client certificate); an error with `http://`
+    /// endpoints, which would silently not use them.
+    pub tls: Option<Tls>,
+    /// The etcd user to authenticate as; `None`: no authentication.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectOptions {
-    /// 5 s to connect, 10 s per request, no keepalives, 4 MiB answers.
+    /// 5 s to connect, 10 s per request, no keepalives, 4 MiB answers, no
+    /// TLS settings, no credentials.
     fn default() -> ConnectOptions {
         ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             keep_alive: None,
             max_response_size: 4 * 1024 * 1024,
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -82,6 +104,13 @@ struct Inner {
     current: AtomicUsize,
     request_timeout: Duration,
     max_response_size: usize,
+    credentials: Option<Credentials>,
+    /// The auth token sent with every request (with credentials, once
+    /// authenticated). A lock held across a renewal, so that requests that
+    /// fail together renew once.
+    token: tokio::sync::Mutex<Option<AsciiMetadataValue>>,
+    /// How many tokens etcd gave (the first, then one per renewal).
+    authentications: AtomicU64,
 }
 
 /// One endpoint: its URL (for messages) and its channel.
@@ -102,15 +131,30 @@ pub struct Snapshot {
 }
 
 impl Client {
-    /// Connects to `endpoints` (`http://HOST:PORT`, or `HOST:PORT` for http):
-    /// fails only when no endpoint accepts a connection within
-    /// `opts.connect_timeout`, naming each endpoint's failure.
+    /// Connects to `endpoints` (`http://HOST:PORT`, or `HOST:PORT` for http;
+    /// or all `https://HOST:PORT`), then, with credentials, authenticates:
+    /// fails when no endpoint accepts a connection within
+    /// `opts.connect_timeout` (naming each endpoint's failure, a TLS handshake
+    /// failure among them), when a TLS file is bad, or when etcd refuses the
+    /// user or password.
     pub async fn connect(endpoints: &[impl AsRef<str>], opts: ConnectOptions) -> Result<Client, Error> {
-        let tonic_endpoints =
-            endpoints.iter().map(|e| tonic_endpoint(e.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
-        if tonic_endpoints.is_empty() {
+        if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
+        let all = || endpoints.iter().map(|e| e.as_ref()).collect::<Vec<_>>().join(",");
+        let scheme = endpoints_scheme(endpoints).map_err(|reason| Error::Endpoint { endpoint: all(), reason })?;
+        let tls = match (scheme, &opts.tls) {
+            (Scheme::Https, tls) => Some(crate::tls::load(&tls.clone().unwrap_or_default())?),
+            (Scheme::Http, Some(_)) => {
+                let reason = "TLS settings are given but the endpoints are http://: TLS needs https:// endpoints";
+                return Err(Error::Endpoint { endpoint: all(), reason: reason.into() });
+            }
+            (Scheme::Http, None) => None,
+        };
+        let tonic_endpoints = endpoints
+            .iter()
+            .map(|e| tonic_endpoint(e.as_ref(), &opts, tls.as_ref().map(|t| &t.tonic)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut attempts = JoinSet::new();
         for (i, endpoint) in tonic_endpoints.iter().enumerate() {
             let (endpoint, limit) = (endpoint.clone(), opts.connect_timeout);
@@ -127,7 +171,24 @@ impl Client {
             match attempt {
                 Ok(Ok(channel)) => {
                     debug!(endpoint = tonic_endpoints[i].uri().to_string(), "etcd connected");
-                    return Ok(Client::with_channel(&tonic_endpoints, i, channel, &opts));
+                    let client = Client::with_channel(&tonic_endpoints, i, channel, &opts);
+                    let checked = match (&client.inner.credentials, &tls) {
+                        (Some(_), _) => client.renew_token(None).await,
+                        (None, Some(_)) => client.probe().await,
+                        (None, None) => Ok(()),
+                    };
+                    return match (checked, &tls) {
+                        (Ok(()), _) => Ok(client),
+                        (Err(Error::Transport { endpoint, reason, .. }), Some(tls)) => {
+                            let why = crate::tls::diagnose(tonic_endpoints[i].uri(), tls, opts.connect_timeout).await;
+                            let reason = match why {
+                                Some(why) => format!("{why} (then: {reason})"),
+                                None => reason,
+                            };
+                            Err(Error::Transport { call: Call::Connect, endpoint, reason })
+                        }
+                        (Err(e), _) => Err(e),
+                    };
                 }
                 Ok(Err(e)) => failures[i] = chain(&e),
                 Err(_) => failures[i] = format!("no connection within {:?}", opts.connect_timeout),
@@ -164,6 +225,9 @@ impl Client {
                 current: AtomicUsize::new(index),
                 request_timeout: opts.request_timeout,
                 max_response_size: opts.max_response_size,
+                credentials: opts.credentials.clone(),
+                token: tokio::sync::Mutex::new(None),
+                authentications: AtomicU64::new(0),
             }),
         }
     }
@@ -219,9 +283,99 @@ impl Client {
     }
 
     /// Opens a Watch stream with its first watch; more are created on the
-    /// stream with [`Watch::create`].
+    /// stream with [`Watch::create`] (with credentials, while the stream's
+    /// token is valid: etcd checks it at each create).
     pub async fn watch(&self, first: WatchSpec) -> Result<(Watch, WatchId), Error> {
-        Watch::open(self.clone(), first).await
+        let token = self.token().await;
+        match Watch::open(self.clone(), first.clone(), token.clone()).await {
+            // etcd checks a watch's token when the watch is created, and
+            // cancels the watch when the token is stale (etcd 3.4: "invalid
+            // auth token", or "permission denied"): a new token tells that
+            // apart from a real denial.
+            Err(e) if self.inner.credentials.is_some() && (e.is_stale_token() || is_refused_watch(&e)) => {
+                self.renew_token(token.as_ref()).await?;
+                Watch::open(self.clone(), first, self.token().await).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// How many auth tokens etcd gave this client: 1 after connecting with
+    /// credentials, one more per renewal (0 without credentials).
+    pub fn authentications(&self) -> u64 {
+        self.inner.authentications.load(Ordering::Relaxed)
+    }
+
+    /// Creates the etcd user `name` (`Auth.UserAdd`).
+    pub async fn user_add(&self, name: &str, password: &Password) -> Result<(), Error> {
+        let request = AuthUserAddRequest { name: name.into(), password: password.expose().into() };
+        let _: AuthAdminResponse = self.unary(Call::UserAdd, request).await?;
+        Ok(())
+    }
+
+    /// Creates the role `name` (`Auth.RoleAdd`; `root` is the role with every
+    /// right).
+    pub async fn role_add(&self, name: &str) -> Result<(), Error> {
+        let _: AuthAdminResponse = self.unary(Call::RoleAdd, AuthRoleAddRequest { name: name.into() }).await?;
+        Ok(())
+    }
+
+    /// Gives `user` the role `role` (`Auth.UserGrantRole`).
+    pub async fn user_grant_role(&self, user: &str, role: &str) -> Result<(), Error> {
+        let request = AuthUserGrantRoleRequest { user: user.into(), role: role.into() };
+        let _: AuthAdminResponse = self.unary(Call::UserGrantRole, request).await?;
+        Ok(())
+    }
+
+    /// Turns etcd's authentication on (`Auth.AuthEnable`): from then on every
+    /// request needs a token. etcd requires a `root` user with the `root` role
+    /// first.
+    pub async fn auth_enable(&self) -> Result<(), Error> {
+        let _: AuthAdminResponse = self.unary(Call::AuthEnable, AuthEnableRequest {}).await?;
+        Ok(())
+    }
+
+    /// Makes sure a TLS connection is usable: TLS 1.3 lets the client's
+    /// handshake end before etcd has checked the client certificate, so a
+    /// refused certificate shows only at the first request. Any answer of etcd,
+    /// an error status included (no token), means the connection works.
+    async fn probe(&self) -> Result<(), Error> {
+        let request = RangeRequest { key: vec![0], count_only: true, ..RangeRequest::default() };
+        match self.unary_once::<_, RangeResponse>(Call::Range, request, None).await {
+            Ok(_) | Err(Error::Status { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current auth token, if any.
+    pub(crate) async fn token(&self) -> Option<AsciiMetadataValue> {
+        self.inner.token.lock().await.clone()
+    }
+
+    /// Gets a new token from etcd unless the current one is no longer `stale`
+    /// (another request renewed it meanwhile). Needs credentials.
+    async fn renew_token(&self, stale: Option<&AsciiMetadataValue>) -> Result<(), Error> {
+        let Some(credentials) = &self.inner.credentials else { return Ok(()) };
+        let mut token = self.inner.token.lock().await;
+        if token.as_ref() != stale {
+            return Ok(());
+        }
+        let request =
+            AuthenticateRequest { name: credentials.username.clone(), password: credentials.password.expose().into() };
+        let (url, resp): (_, AuthenticateResponse) = self.unary_once(Call::Authenticate, request, None).await?;
+        let value = AsciiMetadataValue::try_from(resp.token).map_err(|_| Error::Malformed {
+            call: Call::Authenticate,
+            endpoint: url.clone(),
+            what: "a token that cannot be sent as gRPC metadata".into(),
+        })?;
+        *token = Some(value);
+        let n = self.inner.authentications.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            debug!(user = credentials.username, endpoint = url, "etcd authenticated");
+        } else {
+            info!(user = credentials.username, endpoint = url, "etcd refused the auth token; authenticated again");
+        }
+        Ok(())
     }
 
     /// The current endpoint's index and the endpoint.
@@ -260,15 +414,37 @@ impl Client {
 
     async fn unary<Q, A>(&self, call: Call, request: Q) -> Result<A, Error>
     where
-        Q: prost::Message + Send + Sync + 'static,
+        Q: prost::Message + Clone + Send + Sync + 'static,
         A: prost::Message + Default + Send + Sync + 'static,
     {
         Ok(self.unary_from(call, request).await?.1)
     }
 
-    /// Sends `request` to the current endpoint; returns the endpoint's URL (for
-    /// messages about the answer) and the answer.
+    /// Sends `request` with the auth token to the current endpoint, once more
+    /// with a new token when etcd refuses the token; returns the endpoint's URL
+    /// (for messages about the answer) and the answer.
     async fn unary_from<Q, A>(&self, call: Call, request: Q) -> Result<(String, A), Error>
+    where
+        Q: prost::Message + Clone + Send + Sync + 'static,
+        A: prost::Message + Default + Send + Sync + 'static,
+    {
+        let token = self.token().await;
+        match self.unary_once(call, request.clone(), token.as_ref()).await {
+            Err(e) if e.is_stale_token() && self.inner.credentials.is_some() => {
+                self.renew_token(token.as_ref()).await?;
+                self.unary_once(call, request, self.token().await.as_ref()).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Sends `request` with `token` to the current endpoint.
+    async fn unary_once<Q, A>(
+        &self,
+        call: Call,
+        request: Q,
+        token: Option<&AsciiMetadataValue>,
+    ) -> Result<(String, A), Error>
     where
         Q: prost::Message + Send + Sync + 'static,
         A: prost::Message + Default + Send + Sync + 'static,
@@ -284,6 +460,7 @@ impl Client {
             let mut request = tonic::Request::new(request);
             // etcd gives up on the request too once it is late.
             request.set_timeout(limit);
+            with_token(request.metadata_mut(), token);
             let codec = ProstCodec::<Q, A>::default();
             grpc.unary(request, path, codec).await.map_err(|s| Error::from_status(call, &url, &s))
         })
@@ -305,20 +482,44 @@ impl Client {
     }
 }
 
-/// The tonic endpoint of `url` with the options applied.
-fn tonic_endpoint(url: &str, opts: &ConnectOptions) -> Result<TonicEndpoint, Error> {
+/// Puts the auth token, if any, in a request's metadata, where etcd looks for
+/// it.
+pub(crate) fn with_token(metadata: &mut MetadataMap, token: Option<&AsciiMetadataValue>) {
+    if let Some(t) = token {
+        metadata.insert("token", t.clone());
+    }
+}
+
+/// Whether `e` is a watch that etcd cancelled for its token: as not permitted
+/// (etcd 3.4 when the token has expired) or for the token itself.
+fn is_refused_watch(e: &Error) -> bool {
+    matches!(e, Error::WatchCancelled(c) if c.reason.as_deref().is_some_and(|r| {
+        r.contains("permission denied") || r.contains("invalid auth token")
+    }))
+}
+
+/// The tonic endpoint of `url` with the options applied; `tls` for an
+/// `https://` URL (the caller checked that the URLs are all of one scheme).
+fn tonic_endpoint(url: &str, opts: &ConnectOptions, tls: Option<&ClientTlsConfig>) -> Result<TonicEndpoint, Error> {
     let invalid = |reason: &str| Error::Endpoint { endpoint: url.to_string(), reason: reason.to_string() };
     let full = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
     let uri: http::Uri = full.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(invalid("https (TLS) is not supported; use http://")),
-        _ => return Err(invalid("not an http:// URL")),
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(invalid("not an http:// or https:// URL")),
+    };
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
     }
     let mut endpoint = TonicEndpoint::from(uri).connect_timeout(opts.connect_timeout);
+    match (https, tls) {
+        (true, Some(tls)) => {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| Error::Tls(chain(&e)))?;
+        }
+        (true, None) => return Err(invalid("an https:// endpoint without TLS settings")),
+        (false, _) => {}
+    }
     if let Some(k) = opts.keep_alive {
         endpoint = endpoint
             .http2_keep_alive_interval(k.interval)
@@ -335,8 +536,11 @@ mod tests {
     #[test]
     fn endpoints_are_http_urls() {
         let o = ConnectOptions::default();
-        assert_eq!(tonic_endpoint("http://127.0.0.1:2379", &o).unwrap().uri().to_string(), "http://127.0.0.1:2379/");
-        assert_eq!(tonic_endpoint("127.0.0.1:2379", &o).unwrap().uri().to_string(), "http://127.0.0.1:2379/");
+        assert_eq!(
+            tonic_endpoint("http://127.0.0.1:2379", &o, None).unwrap().uri().to_string(),
+            "http://127.0.0.1:2379/"
+        );
+        assert_eq!(tonic_endpoint("127.0.0.1:2379", &o, None).unwrap().uri().to_string(), "http://127.0.0.1:2379/");
         for (bad, why) in [
             ("https://e:2379", "TLS"),
             ("ftp://etcd:2379", "http://"),
@@ -344,7 +548,7 @@ mod tests {
             ("http://", ""),
             ("a b", ""),
         ] {
-            match tonic_endpoint(bad, &o) {
+            match tonic_endpoint(bad, &o, None) {
                 Err(Error::Endpoint { endpoint, reason }) => {
                     assert_eq!(endpoint, bad);
                     assert!(reason.contains(why), "{bad}: {reason}");

@@ -2,12 +2,13 @@
 //! and the endpoint it went to.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::watch::Cancellation;
 
 /// What the client was doing when an error happened: connecting, or one of the
-/// gRPC methods of etcd's KV and Watch services.
+/// gRPC methods of etcd's KV, Watch and Auth services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Call {
     /// Connecting to the endpoints.
@@ -24,6 +25,16 @@ pub enum Call {
     Compact,
     /// `Watch.Watch`.
     Watch,
+    /// `Auth.Authenticate`: a user and password for a token.
+    Authenticate,
+    /// `Auth.UserAdd`.
+    UserAdd,
+    /// `Auth.RoleAdd`.
+    RoleAdd,
+    /// `Auth.UserGrantRole`.
+    UserGrantRole,
+    /// `Auth.AuthEnable`.
+    AuthEnable,
 }
 
 impl Call {
@@ -38,6 +49,11 @@ impl Call {
             Call::Txn => Some("/etcdserverpb.KV/Txn"),
             Call::Compact => Some("/etcdserverpb.KV/Compact"),
             Call::Watch => Some("/etcdserverpb.Watch/Watch"),
+            Call::Authenticate => Some("/etcdserverpb.Auth/Authenticate"),
+            Call::UserAdd => Some("/etcdserverpb.Auth/UserAdd"),
+            Call::RoleAdd => Some("/etcdserverpb.Auth/RoleAdd"),
+            Call::UserGrantRole => Some("/etcdserverpb.Auth/UserGrantRole"),
+            Call::AuthEnable => Some("/etcdserverpb.Auth/AuthEnable"),
         }
     }
 }
@@ -52,6 +68,11 @@ impl fmt::Display for Call {
             Call::Txn => "KV.Txn",
             Call::Compact => "KV.Compact",
             Call::Watch => "Watch.Watch",
+            Call::Authenticate => "Auth.Authenticate",
+            Call::UserAdd => "Auth.UserAdd",
+            Call::RoleAdd => "Auth.RoleAdd",
+            Call::UserGrantRole => "Auth.UserGrantRole",
+            Call::AuthEnable => "Auth.AuthEnable",
         })
     }
 }
@@ -62,7 +83,9 @@ pub enum Error {
     /// `connect` was given no endpoint.
     #[error("etcd connect: no endpoint given")]
     NoEndpoints,
-    /// An endpoint is not a URL this client can use (`http://HOST:PORT`).
+    /// An endpoint is not a URL this client can use (`http://HOST:PORT`,
+    /// `https://HOST:PORT`), or the endpoints mix http and https (then
+    /// `endpoint` lists them all).
     #[error("etcd endpoint {endpoint:?}: {reason}")]
     Endpoint {
         /// The endpoint as given.
@@ -70,6 +93,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TLS file cannot be read or does not hold what it should: the CA
+    /// bundle, the client certificate or the client key.
+    #[error("etcd TLS {what} {}: {reason}", path.display())]
+    TlsFile {
+        /// Which file: `CA bundle`, `client certificate` or `client key`.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS settings were refused as a whole (a client key that does not
+    /// belong to its certificate, no system CA roots when no bundle is given).
+    #[error("etcd TLS settings: {0}")]
+    Tls(String),
     /// No connection could be made, or it broke (nothing, or not all, of the
     /// answer came back).
     #[error("etcd {call} via {endpoint}: {reason}")]
@@ -130,6 +168,16 @@ impl From<Cancellation> for Error {
 }
 
 impl Error {
+    /// Whether etcd refused the request's auth token as invalid (expired, or
+    /// made before the last change of etcd's users and roles): a new token
+    /// from `Auth.Authenticate` makes the request go through.
+    pub(crate) fn is_stale_token(&self) -> bool {
+        // etcd's ErrGRPCInvalidAuthToken (Unauthenticated) and
+        // ErrGRPCAuthOldRevision (InvalidArgument), by their messages.
+        matches!(self, Error::Status { message, .. }
+            if message.contains("invalid auth token") || message.contains("revision of auth store is old"))
+    }
+
     /// Whether the endpoint looks unusable (no connection, no answer, or etcd
     /// says it is unavailable, e.g. a member without a leader): the client then
     /// sends its next requests to the next endpoint.

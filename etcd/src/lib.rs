@@ -1,6 +1,8 @@
 //! A small etcd v3 client: the KV service (get, get of a prefix at a revision,
 //! put, delete, transactions, compaction) and the Watch service (several
-//! watches on one bidirectional stream), over plain-text HTTP/2 gRPC.
+//! watches on one bidirectional stream), over HTTP/2 gRPC in plain text or TLS
+//! (a CA bundle, a client certificate for mutual TLS), as an etcd user when etcd
+//! has authentication enabled ([`security`]).
 //!
 //! Why not the `etcd-client` crate: its build script runs protoc on etcd's
 //! `.proto` files, so building bgpd needed protoc and the well-known protobuf
@@ -26,12 +28,15 @@
 mod client;
 mod error;
 mod prefix;
+pub mod security;
+mod tls;
 mod watch;
 pub mod wire;
 
 pub use client::{Client, ConnectOptions, KeepAlive, Snapshot};
 pub use error::{Call, Error};
 pub use prefix::{prefix_range, prefix_range_end};
+pub use security::{Access, ClientIdentity, Credentials, Password, SpecOptions, Tls};
 /// The gRPC status code of [`Error::Status`].
 pub use tonic::Code;
 pub use watch::{Cancellation, Watch, WatchEvent, WatchId, WatchMessage, WatchSpec};

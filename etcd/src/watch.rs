@@ -14,9 +14,10 @@ use http::uri::PathAndQuery;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::AsciiMetadataValue;
 use tonic_prost::ProstCodec;
 
-use crate::client::Client;
+use crate::client::{with_token, Client};
 use crate::error::{chain, Call, Error};
 use crate::prefix::prefix_range;
 use crate::wire::{
@@ -173,8 +174,12 @@ impl fmt::Debug for Watch {
 
 impl Watch {
     /// Opens a stream on the client's current endpoint with `first` as its
-    /// first watch.
-    pub(crate) async fn open(client: Client, first: WatchSpec) -> Result<(Watch, WatchId), Error> {
+    /// first watch, sending `token` (etcd checks it at each create).
+    pub(crate) async fn open(
+        client: Client,
+        first: WatchSpec,
+        token: Option<AsciiMetadataValue>,
+    ) -> Result<(Watch, WatchId), Error> {
         let (index, endpoint) = client.endpoint();
         let url = endpoint.url.clone();
         let mut grpc = client.grpc(endpoint);
@@ -193,7 +198,8 @@ impl Watch {
             // Every call has a path; "/" is never sent.
             let path = PathAndQuery::from_static(Call::Watch.path().unwrap_or("/"));
             let codec = ProstCodec::<WatchRequest, WatchResponse>::default();
-            let request = tonic::Request::new(ReceiverStream::new(rx));
+            let mut request = tonic::Request::new(ReceiverStream::new(rx));
+            with_token(request.metadata_mut(), token.as_ref());
             grpc.streaming(request, path, codec).await.map_err(|s| Error::from_status(Call::Watch, &url, &s))
         })
         .await;

@@ -4,9 +4,10 @@
 //! Field numbers and types are those of etcd's `etcdserverpb` (`rpc.proto`) and
 //! `mvccpb` (`kv.proto`) packages; names follow what `prost-build` would generate,
 //! so a reader who knows the generated code finds the same shapes. Only the KV and
-//! Watch services' messages are here, and of those only the fields this client
-//! uses or returns: protobuf decoders skip fields they do not know, so a field
-//! left out is ignored in answers and never sent in requests.
+//! Watch services' messages and a few of the Auth service's are here, and of
+//! those only the fields this client uses or returns: protobuf decoders skip
+//! fields they do not know, so a field left out is ignored in answers and never
+//! sent in requests.
 
 /// Facts about the cluster at the time of an answer, sent with every response.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -499,6 +500,93 @@ pub mod event {
         /// The key was deleted.
         Delete = 1,
     }
+}
+
+/// Asks for a token for a user (`Auth.Authenticate`). Its `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct AuthenticateRequest {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The user's password.
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthenticateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticateRequest").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The answer to an [`AuthenticateRequest`]. Its `Debug` hides the token.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct AuthenticateResponse {
+    /// The header.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// The token, sent as the `token` metadata of later requests.
+    #[prost(string, tag = "2")]
+    pub token: String,
+}
+
+impl std::fmt::Debug for AuthenticateResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticateResponse").field("header", &self.header).finish_non_exhaustive()
+    }
+}
+
+/// Creates a user (`Auth.UserAdd`). Its `Debug` hides the password.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct AuthUserAddRequest {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Its password.
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthUserAddRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUserAddRequest").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Creates a role (`Auth.RoleAdd`); `root` is the role of all rights.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleAddRequest {
+    /// The role.
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// Gives a user a role (`Auth.UserGrantRole`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGrantRoleRequest {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub user: String,
+    /// The role.
+    #[prost(string, tag = "2")]
+    pub role: String,
+}
+
+/// Turns authentication on (`Auth.AuthEnable`); etcd requires a `root` user
+/// with the `root` role first.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthEnableRequest {}
+
+/// The answer to the Auth administration requests: only a header.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthAdminResponse {
+    /// The header.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
 }
 
 #[cfg(test)]

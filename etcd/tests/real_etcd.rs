@@ -1,85 +1,17 @@
 //! The client against a real etcd (Debian's `etcd-server`, 3.4 on Debian 12),
-//! started per test on free loopback ports with a temporary data directory and
-//! killed on drop. Without the `etcd` binary each test is skipped through
-//! `testgate` (a failure when `CI` is set; CI installs it: `.ci/install-deps`).
+//! started per test by `common::Etcd`. Without the `etcd` binary each test is
+//! skipped through `testgate` (a failure when `CI` is set; CI installs it:
+//! `.ci/install-deps`).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
 use bgpd_etcd::wire::response_op::Response;
 use bgpd_etcd::{
     Call, Client, Compare, CompareResult, ConnectOptions, Error, RequestOp, WatchEvent, WatchMessage, WatchSpec,
 };
-
-/// How long a test waits for a message before it fails (a safety net against a
-/// hang, not a speed requirement).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
-}
-
-/// A real etcd; killed and its data directory removed on drop.
-struct Etcd {
-    child: Child,
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    /// Starts etcd and waits until it answers; `None` (the test is skipped) when
-    /// there is no `etcd` binary, outside CI.
-    async fn start(test: &str) -> Option<Etcd> {
-        if !testgate::require_cmd(test, "etcd") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .arg("--name=bgpd-etcd-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=bgpd-etcd-test={peer_url}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { child, dir, url };
-        let answers = async {
-            loop {
-                if let Ok(c) = Client::connect(&[&etcd.url], ConnectOptions::default()).await {
-                    if c.get("probe").await.is_ok() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        if tokio::time::timeout(PATIENCE, answers).await.is_err() {
-            let log = std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default();
-            panic!("etcd at {} did not answer within {PATIENCE:?}; its log:\n{log}", etcd.url);
-        }
-        Some(etcd)
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(&[&self.url], ConnectOptions::default()).await.expect("connect to etcd")
-    }
-}
+use common::{free_port, Etcd, PATIENCE};
 
 /// The next message of `watch`; fails the test when none comes.
 async fn next(watch: &mut bgpd_etcd::Watch) -> WatchMessage {
