@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use bgpd_etcd::{Client, Compare, CompareResult, ConnectOptions, RequestOp};
+use bgpd_etcd::{Access, Client, Compare, CompareResult, ConnectOptions, RequestOp};
 use ipnet::IpNet;
 
 use super::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
@@ -49,12 +49,21 @@ impl EtcdStore {
 
     /// Connects using a custom key prefix (tests use one per run).
     pub async fn connect_with_prefix(endpoint: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
+        let access = Access { endpoints: vec![endpoint.to_string()], tls: None, credentials: None };
+        EtcdStore::connect_to(&access, prefix).await
+    }
+
+    /// Connects to `access`'s endpoints, over TLS and as the etcd user when it
+    /// says so, using the key prefix `prefix`.
+    pub async fn connect_to(access: &Access, prefix: &str) -> Result<EtcdStore, StoreError> {
         let opts = ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            tls: access.tls.clone(),
+            credentials: access.credentials.clone(),
             ..ConnectOptions::default()
         };
-        let client = Client::connect(&[endpoint], opts).await.map_err(backend)?;
+        let client = Client::connect(&access.endpoints, opts).await.map_err(backend)?;
         Ok(EtcdStore { client, prefix: prefix.to_string() })
     }
 

@@ -10,6 +10,9 @@
 //! on any error (etcd down, watch cancelled or compacted) the datastore is marked
 //! unreachable, the content read so far stays, and after a backoff the client
 //! connects again and reads everything again (a resync), then watches again.
+//! Each connection reads the TLS files again and authenticates again (the
+//! `access` of the `--datastore` string and Calico's `ETCD_*` variables), so
+//! renewed certificates are used from the next reconnection on.
 //!
 //! A value that is not well-formed YAML keeps the key's previous value (if any),
 //! with a note in `bgpd show config`: one bad write must not take objects away.
@@ -24,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bgpd_etcd::{Client, ConnectOptions, KeepAlive, WatchEvent, WatchMessage, WatchSpec};
+use bgpd_etcd::{Access, Client, ConnectOptions, KeepAlive, WatchEvent, WatchMessage, WatchSpec};
 use tracing::{info, warn};
 
 use super::{Backoff, Publisher};
@@ -132,16 +135,16 @@ struct Old {
     ipam: BTreeMap<String, ipam::Value>,
 }
 
-pub(super) async fn run(endpoints: Vec<String>, prefix: String, ipam_prefix: String, out: Publisher) {
+pub(super) async fn run(access: Access, prefix: String, ipam_prefix: String, out: Publisher) {
     let mut content =
         Content { prefix: prefix.clone(), entries: Entries::default(), ipam: IpamEntries::new(&ipam_prefix) };
     let mut backoff = Backoff::new();
     while !out.closed() {
-        let Err(e) = session(&endpoints, &prefix, &ipam_prefix, &mut content, &out, &mut backoff).await else {
+        let Err(e) = session(&access, &prefix, &ipam_prefix, &mut content, &out, &mut backoff).await else {
             return;
         };
         let delay = backoff.next();
-        warn!("etcd datastore {}: {e}; keeping the last good model, retrying in {delay:?}", endpoints.join(","));
+        warn!("etcd datastore {}: {e}; keeping the last good model, retrying in {delay:?}", access.endpoints.join(","));
         out.unreachable(e);
         tokio::time::sleep(delay).await;
     }
@@ -158,11 +161,12 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-/// Connects, reads everything (the prefix, then the IPAM prefix at the same
-/// revision), then follows the watch of both until it fails (`Err`) or the daemon
-/// is gone (`Ok`).
+/// Connects (over TLS and as the etcd user when `access` says so), reads
+/// everything (the prefix, then the IPAM prefix at the same revision), then
+/// follows the watch of both until it fails (`Err`) or the daemon is gone
+/// (`Ok`).
 async fn session(
-    endpoints: &[String],
+    access: &Access,
     prefix: &str,
     ipam_prefix: &str,
     content: &mut Content,
@@ -178,9 +182,11 @@ async fn session(
             timeout: Duration::from_secs(5),
             while_idle: true,
         }),
+        tls: access.tls.clone(),
+        credentials: access.credentials.clone(),
         ..ConnectOptions::default()
     };
-    let client = timed("connect", Client::connect(endpoints, opts)).await?;
+    let client = timed("connect", Client::connect(&access.endpoints, opts)).await?;
     let snapshot = timed("get", client.get_prefix(prefix, None)).await?;
     let revision = snapshot.revision;
     // The IPAM keys as they were at the same revision: one consistent snapshot.
