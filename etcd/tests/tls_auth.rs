@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bgpd_etcd::{
-    Call, Client, ClientIdentity, ConnectOptions, Credentials, Error, Password, Tls, WatchMessage, WatchSpec,
+    Call, Client, ClientIdentity, ConnectOptions, Credentials, Error, Password, SpecOptions, Tls, WatchMessage,
+    WatchSpec,
 };
 use common::{Etcd, PATIENCE};
 
@@ -314,4 +315,31 @@ async fn an_expired_token_is_renewed_over_mutual_tls() {
     assert_eq!(c.authentications(), 3, "etcd refused the watch's expired token, the client got a new one");
     let r = c.put("/e/k", "2").await.expect("put");
     assert!(matches!(next(&mut w).await, WatchMessage::Events { revision, .. } if revision == r));
+}
+
+#[tokio::test]
+async fn a_datastore_strings_options_reach_etcd() {
+    if !testgate::require_cmds("a_datastore_strings_options_reach_etcd", &["etcd", "openssl"]) {
+        return;
+    }
+    let pki = Pki::new();
+    let args = [pki.server_args(true), vec!["--bcrypt-cost=4".into()]].concat();
+    let etcd = Etcd::launch("https", &args, pki.client(true)).await;
+    enable_auth(&Client::connect(&[&etcd.url], pki.client(true)).await.unwrap(), &Password::new("pw")).await;
+    std::fs::write(pki.file("password"), "pw\n").unwrap();
+
+    // What bgpd and bgpd-ipam do with `etcd:URL?OPTIONS`: the options, then
+    // Calico's variables for the rest (here the user), then connect.
+    let mut options = SpecOptions::default();
+    for (name, file) in [("ca", "ca.pem"), ("cert", "client.pem"), ("key", "client.key"), ("password-file", "password")]
+    {
+        assert!(options.take(name, pki.file(file).to_str().unwrap()).unwrap());
+    }
+    let access = options
+        .resolve(&etcd.url, |name| (name == "ETCD_USERNAME").then(|| "root".to_string()))
+        .expect("the options and ETCD_USERNAME");
+    let opts = ConnectOptions { tls: access.tls, credentials: access.credentials, ..ConnectOptions::default() };
+    let c = Client::connect(&access.endpoints, opts).await.expect("connect as the datastore string says");
+    assert_eq!(c.authentications(), 1);
+    put_get_watch(&c).await;
 }
