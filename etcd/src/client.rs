@@ -172,23 +172,7 @@ impl Client {
                 Ok(Ok(channel)) => {
                     debug!(endpoint = tonic_endpoints[i].uri().to_string(), "etcd connected");
                     let client = Client::with_channel(&tonic_endpoints, i, channel, &opts);
-                    let checked = match (&client.inner.credentials, &tls) {
-                        (Some(_), _) => client.renew_token(None).await,
-                        (None, Some(_)) => client.probe().await,
-                        (None, None) => Ok(()),
-                    };
-                    return match (checked, &tls) {
-                        (Ok(()), _) => Ok(client),
-                        (Err(Error::Transport { endpoint, reason, .. }), Some(tls)) => {
-                            let why = crate::tls::diagnose(tonic_endpoints[i].uri(), tls, opts.connect_timeout).await;
-                            let reason = match why {
-                                Some(why) => format!("{why} (then: {reason})"),
-                                None => reason,
-                            };
-                            Err(Error::Transport { call: Call::Connect, endpoint, reason })
-                        }
-                        (Err(e), _) => Err(e),
-                    };
+                    return client.checked(tls.as_ref(), tonic_endpoints[i].uri(), opts.connect_timeout).await;
                 }
                 Ok(Err(e)) => failures[i] = chain(&e),
                 Err(_) => failures[i] = format!("no connection within {:?}", opts.connect_timeout),
@@ -202,6 +186,34 @@ impl Client {
             .collect::<Vec<_>>()
             .join("; ");
         Err(Error::Transport { call: Call::Connect, endpoint, reason })
+    }
+
+    /// The client once it has made sure its connection is usable: with
+    /// credentials, by authenticating; over TLS, by a first request (see
+    /// [`Client::probe`]). When that fails over TLS, the error says why as
+    /// rustls sees it ([`crate::tls::diagnose`] on `uri` within `limit`).
+    async fn checked(
+        self,
+        tls: Option<&crate::tls::Loaded>,
+        uri: &http::Uri,
+        limit: Duration,
+    ) -> Result<Client, Error> {
+        let checked = match (&self.inner.credentials, tls) {
+            (Some(_), _) => self.renew_token(None).await,
+            (None, Some(_)) => self.probe().await,
+            (None, None) => Ok(()),
+        };
+        match (checked, tls) {
+            (Ok(()), _) => Ok(self),
+            (Err(Error::Transport { endpoint, reason, .. }), Some(tls)) => {
+                let reason = match crate::tls::diagnose(uri, tls, limit).await {
+                    Some(why) => format!("{why} (then: {reason})"),
+                    None => reason,
+                };
+                Err(Error::Transport { call: Call::Connect, endpoint, reason })
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// A client whose current endpoint is `endpoints[index]`, connected as
