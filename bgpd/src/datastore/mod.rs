@@ -224,7 +224,7 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
         let mut first = 1;
         let mut parts = Vec::new();
         let mut failed = false;
-        for part in source::split_documents(&s.text) {
+        for (i, part) in source::split_documents(&s.text).into_iter().enumerate() {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             part.hash(&mut h);
             let key = (part.len(), h.finish());
@@ -245,7 +245,14 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
             };
             mine.insert(key, (p.clone(), docs));
             parts.push((p, first - 1));
-            first += docs;
+            // Comments before the first `---` are no document in the whole
+            // file, though alone they parse as an empty one (found by the
+            // `datastore` fuzz target: the documents after them were
+            // numbered one too high).
+            let preamble = i == 0
+                && part.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+                && part.len() < s.text.len();
+            first += if preamble { 0 } else { docs };
         }
         if failed {
             // Reports the error with its line and column in the whole file.
