@@ -27,6 +27,8 @@ mod config;
 mod driver;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kernel;
 mod metrics;
 pub mod netns;

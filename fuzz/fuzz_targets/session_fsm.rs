@@ -1,0 +1,4 @@
+//! libFuzzer entry for [`bgpd_fuzz::session_fsm`] (what it checks is documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bgpd_fuzz::session_fsm(data));
