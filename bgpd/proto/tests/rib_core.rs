@@ -1410,6 +1410,31 @@ fn max_prefix_without_teardown_only_warns() {
     assert_eq!(s.peer(b).prefixes().len(), 7, "the routes stay");
 }
 
+#[test]
+fn max_prefix_counts_the_copy_kept_before_policy() {
+    // Import policy rejects everything A sends, but with keep-received the RIB
+    // still holds each route: the limit counts that copy.
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |c| {
+        let all: Vec<String> = (1..=6).map(|i| format!("10.1.{i}.0/24")).collect();
+        c.policy = policy(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[], None);
+        c.keep_received = true;
+        c.max_prefix = Some(MaxPrefix { limit: 5, teardown: true });
+    });
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    for i in 1..=5 {
+        s.send(a, ann(&[&format!("10.1.{i}.0/24")], &[65011], "10.0.0.11"));
+    }
+    assert_eq!(s.rib.accepted(a), 0, "policy rejects them all");
+    assert!(s.teardowns.is_empty(), "5 kept prefixes are within the limit");
+    assert_eq!(s.rib.kept_received(a), 5);
+    s.send(a, ann(&["10.1.6.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.teardowns, vec![(a, 1)], "6 kept prefixes are over the limit");
+    assert_eq!(s.rib.kept_received(a), 0, "the kept copy goes with the session");
+}
+
 // ----- 8. policy -----
 
 #[test]

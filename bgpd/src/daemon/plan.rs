@@ -142,7 +142,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             },
             allow_local_as: p.num_allowed_local_as_numbers.map_or(0, |n| n.get()),
             filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
-            max_prefix: p.max_prefix,
+            max_prefix: p.max_prefix.or(cfg.default_max_prefix),
             add_path_send_count: p.add_path_send_count,
             mrai: p.mrai,
             keep_received: p.keep_received,
@@ -219,7 +219,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
                 graceful_notification: false,
                 bfd: Default::default(),
                 add_path: (false, false),
-                routing: RoutingSpec::default(),
+                routing: RoutingSpec { max_prefix: cfg.default_max_prefix, ..RoutingSpec::default() },
             });
         }
     }
@@ -271,6 +271,19 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_ne!(p1[0].passive, p2[0].passive, "exactly one side connects");
         assert!(!p1[0].passive, "the lower address connects");
         assert_eq!((p1[0].long_lived_stale_time, p1[0].graceful_notification), (Some(3600), false));
+    }
+
+    #[test]
+    fn the_configured_default_prefix_limit_applies_to_mesh_and_peers_without_their_own() {
+        let (_, p) = plan_of(NODES, "n1").unwrap();
+        assert_eq!(p[0].routing.max_prefix, None, "unset: the daemon's built-in default applies");
+        let cfg = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default, annotations: {bgpd.io/max-prefix: '5000'}}\nspec: {}\n";
+        let peers = "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.0.254, asNumber: 65100}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: own, annotations: {bgpd.io/max-prefix: '10'}}\nspec: {peerIP: 10.0.0.253, asNumber: 65100}\n";
+        let (_, p) = plan_of(&format!("{NODES}{cfg}{peers}"), "n1").unwrap();
+        let limit = |name: &str| p.iter().find(|s| s.name.starts_with(name)).unwrap().routing.max_prefix;
+        assert_eq!(limit("mesh/n2"), Some((5000, false)), "the mesh gets the default, warn only");
+        assert_eq!(limit("tor"), Some((5000, false)));
+        assert_eq!(limit("own"), Some((10, true)), "a peer's own limit wins");
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct BgpConfiguration {
     /// Annotation `bgpd.io/node-mesh-long-lived-stale-time`: the long-lived
     /// stale time (RFC 9494) of the node-to-node mesh sessions, seconds.
     pub node_mesh_long_lived_stale_time: Option<u32>,
+    /// Annotations `bgpd.io/max-prefix` and `bgpd.io/max-prefix-action`: the
+    /// prefix limit of every peer that has none of its own, node-to-node mesh
+    /// peers included, and whether exceeding it closes the session (default:
+    /// warn only). Unset: the built-in default (100,000, warn).
+    pub default_max_prefix: Option<(u32, bool)>,
 }
 
 /// The ECMP width when `bgpd.io/max-paths` is not set.
@@ -79,6 +84,7 @@ impl Default for BgpConfiguration {
             max_paths: DEFAULT_MAX_PATHS,
             always_compare_med: false,
             node_mesh_long_lived_stale_time: Some(super::bgp_peer::DEFAULT_LONG_LIVED_STALE_TIME),
+            default_max_prefix: None,
         }
     }
 }
@@ -211,6 +217,12 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     let prefix_advertisements = prefix_advertisements(&spec, &communities, f);
     let ignored_interfaces = string_list(&spec, "ignoredInterfaces", f);
     let (max_paths, always_compare_med, node_mesh_long_lived_stale_time) = decision_annotations(root, f);
+    let default_max_prefix = match root.child("metadata") {
+        Ok(meta) => {
+            super::bgp_peer::prefix_limit(&f.take(meta.string_map("annotations")).unwrap_or_default(), false, f)
+        }
+        Err(_) => None,
+    };
     f.errors.is_empty().then_some(BgpConfiguration {
         as_number,
         listen_port,
@@ -229,6 +241,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         max_paths,
         always_compare_med,
         node_mesh_long_lived_stale_time,
+        default_max_prefix,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `projectcalico.org/v3` `BGPPeer`: a BGP session that some nodes open to a remote
 //! speaker (a ToR, a route reflector, other nodes).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroU8};
 use std::time::Duration;
@@ -143,21 +144,7 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
     };
     let a = f.take(meta.string_map("annotations")).unwrap_or_default();
     let path = |k: &str| format!("metadata.annotations[{k:?}]");
-    let limit = a.get("bgpd.io/max-prefix").and_then(|v| match v.parse::<u32>() {
-        Ok(n) if n > 0 => Some(n),
-        _ => {
-            f.error(path("bgpd.io/max-prefix"), format!("{v:?} is not a positive number of prefixes"));
-            None
-        }
-    });
-    let teardown = match a.get("bgpd.io/max-prefix-action").map(String::as_str) {
-        None | Some("teardown") => true,
-        Some("warn") => false,
-        Some(other) => {
-            f.error(path("bgpd.io/max-prefix-action"), format!("{other:?} is not teardown or warn"));
-            true
-        }
-    };
+    let max_prefix = prefix_limit(&a, true, f);
     let add_path = match a.get("bgpd.io/add-path").map(String::as_str) {
         None => AddPathConfig::default(),
         Some("receive") => AddPathConfig { receive: true, send: false },
@@ -211,7 +198,7 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
     };
     Annotations {
         bfd,
-        max_prefix: limit.map(|l| (l, teardown)),
+        max_prefix,
         add_path,
         add_path_send_count: count,
         mrai,
@@ -219,6 +206,34 @@ fn annotations(root: &Fields, f: &mut Findings) -> Annotations {
         long_lived_stale_time,
         graceful_notification,
     }
+}
+
+/// Annotations `bgpd.io/max-prefix` (a positive number of prefixes) and
+/// `bgpd.io/max-prefix-action` (`teardown` or `warn`; `teardown_by_default` when
+/// absent): the limit and whether exceeding it closes the session.
+pub(crate) fn prefix_limit(
+    a: &BTreeMap<String, String>,
+    teardown_by_default: bool,
+    f: &mut Findings,
+) -> Option<(u32, bool)> {
+    let path = |k: &str| format!("metadata.annotations[{k:?}]");
+    let limit = a.get("bgpd.io/max-prefix").and_then(|v| match v.parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            f.error(path("bgpd.io/max-prefix"), format!("{v:?} is not a positive number of prefixes"));
+            None
+        }
+    });
+    let teardown = match a.get("bgpd.io/max-prefix-action").map(String::as_str) {
+        None => teardown_by_default,
+        Some("teardown") => true,
+        Some("warn") => false,
+        Some(other) => {
+            f.error(path("bgpd.io/max-prefix-action"), format!("{other:?} is not teardown or warn"));
+            teardown_by_default
+        }
+    };
+    limit.map(|l| (l, teardown))
 }
 
 /// Which nodes a BGPPeer applies to.

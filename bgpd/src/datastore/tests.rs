@@ -1170,6 +1170,13 @@ mod advertisement_kinds {
         assert_eq!(c.node_mesh_long_lived_stale_time, Some(60));
         let errors = errors_of(&cfg("bgpd.io/node-mesh-long-lived-stale-time: '-1'"));
         assert!(errors[0].contains("node-mesh-long-lived-stale-time"), "{errors:?}");
+        assert_eq!(d.default_max_prefix, None);
+        let c = parse(&cfg("bgpd.io/max-prefix: '2000'")).0.bgp_configuration;
+        assert_eq!(c.default_max_prefix, Some((2000, false)), "the default limit only warns unless told");
+        let c = parse(&cfg("bgpd.io/max-prefix: '2000', bgpd.io/max-prefix-action: teardown")).0.bgp_configuration;
+        assert_eq!(c.default_max_prefix, Some((2000, true)));
+        let errors = errors_of(&cfg("bgpd.io/max-prefix: '0'"));
+        assert!(errors[0].contains(r#""0" is not a positive number of prefixes"#), "{errors:?}");
     }
 
     #[test]

@@ -681,6 +681,12 @@ impl Rib {
         self.peer(peer).map_or(0, |p| p.accepted)
     }
 
+    /// How many paths of the peer are kept before import policy
+    /// ([`PeerConfig::keep_received`]; counted against its prefix limit).
+    pub fn kept_received(&self, peer: PeerId) -> usize {
+        self.peer(peer).map_or(0, |s| s.received.v4.len() + s.received.v6.len())
+    }
+
     /// How many UPDATEs from the peer had routes or attributes the RIB did not
     /// take as they came, by reason ([`Ignored`]); for metrics.
     pub fn ignored(&self, peer: PeerId) -> IgnoredCounts {
@@ -1111,7 +1117,10 @@ impl Rib {
     fn check_limit(&mut self, peer: PeerId) {
         let Some(s) = self.peer_mut(peer) else { return };
         let Some(m) = s.cfg.max_prefix else { return };
-        if s.accepted <= m.limit as usize {
+        // The copy kept before import policy holds memory too: a peer whose routes
+        // policy rejects must not grow it without bound.
+        let kept = s.received.v4.len() + s.received.v6.len();
+        if s.accepted.max(kept) <= m.limit as usize {
             s.over_limit = false;
             return;
         }
@@ -1119,12 +1128,20 @@ impl Rib {
             return;
         }
         s.over_limit = true;
-        let msg = format!("{} prefixes received, more than the limit of {}", s.accepted, m.limit);
+        let msg = if kept > s.accepted {
+            format!(
+                "{kept} prefixes received (kept before policy; {} accepted), more than the limit of {}",
+                s.accepted, m.limit
+            )
+        } else {
+            format!("{} prefixes received, more than the limit of {}", s.accepted, m.limit)
+        };
         if m.teardown {
             self.out.push_back(Output::Teardown { peer, subcode: code::cease::MAX_PREFIXES, reason: msg });
             self.leave_group(peer);
             if let Some(s) = self.peer_mut(peer) {
                 s.session = None;
+                s.received = Received::default();
             }
             self.drop_paths(peer, |_| true);
             self.flush();
