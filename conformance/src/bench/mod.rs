@@ -1,6 +1,7 @@
 //! Benchmarks run by the `bench` binary: `cargo run --release -p conformance --bin bench -- NAME …`.
 
 pub mod bfd;
+pub mod chaos;
 pub mod codec;
 pub mod fib;
 pub mod latency;

@@ -12,17 +12,20 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((name, rest)) = args.split_first() else {
-        eprintln!("usage: bench bfd|codec|fib|latency|routeserver|sessions [ARGS…]");
+        eprintln!("usage: bench bfd|chaos|codec|fib|latency|routeserver|sessions [ARGS…]");
         return ExitCode::from(2);
     };
     let result = match name.as_str() {
         "bfd" => conformance::bench::bfd::run(rest),
+        "chaos" => conformance::bench::chaos::run(rest),
         "codec" => conformance::bench::codec::run(rest),
         "fib" => conformance::bench::fib::run(rest),
         "latency" => conformance::bench::latency::run(rest),
         "routeserver" => conformance::bench::routeserver::run(rest),
         "sessions" => conformance::bench::sessions::run(rest),
-        other => Err(format!("unknown benchmark {other:?}; known: bfd, codec, fib, latency, routeserver, sessions")),
+        other => {
+            Err(format!("unknown benchmark {other:?}; known: bfd, chaos, codec, fib, latency, routeserver, sessions"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
