@@ -1980,3 +1980,108 @@ fn forwarding_follows_the_ecmp_set_and_yields_to_own_routes() {
     s.down(b, false);
     assert!(s.fib.is_empty());
 }
+
+// ----- export paused (a peer whose connection does not keep up) -----
+
+#[test]
+fn a_paused_peer_is_sent_nothing_then_only_the_net_difference() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    for p in [a, b, c] {
+        s.up(p);
+    }
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).prefixes().len(), 2);
+    s.rib.pause_export(b);
+    assert!(s.rib.export_paused(b));
+    let updates = s.peer(b).updates();
+    // While paused: one prefix withdrawn, one announced and withdrawn again,
+    // one announced, one changed several times.
+    s.send(a, wd(&["10.1.1.0/24"]));
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, wd(&["10.1.3.0/24"]));
+    s.send(a, ann(&["10.1.4.0/24"], &[65011], "10.0.0.11"));
+    for n in 0..5 {
+        s.send(a, ann(&["10.1.2.0/24"], &[65011, 64600 + n], "10.0.0.11"));
+    }
+    assert_eq!(s.peer(b).updates(), updates, "nothing goes to a paused peer");
+    assert_ne!(s.peer(c).updates(), updates, "the others are sent everything");
+    let before = s.peer(c).updates();
+    s.rib.resume_export(b, s.now);
+    s.drain();
+    assert!(!s.rib.export_paused(b));
+    assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in, "after resuming, B holds what C holds");
+    assert!(s.peer(b).updates() - updates <= 3, "the net difference only: {}", s.peer(b).updates() - updates);
+    assert_eq!(s.peer(c).updates(), before, "resuming B sends C nothing");
+    // Back in its group: later changes reach it as they reach the others.
+    s.send(a, ann(&["10.1.5.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in);
+}
+
+#[test]
+fn paused_export_converges_to_the_same_table_whatever_the_interleaving() {
+    // Two sources change a small pool of prefixes at random while monitor B
+    // is paused and resumed at random; monitor C never is. Whenever B is not
+    // paused, and at the end, B holds exactly what C holds.
+    let mut seed: u64 = 0x5eed_cafe;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut s = Sim::new(rib_config());
+    let srcs = [s.add(11, 65011, |_| {}), s.add(14, 65014, |_| {})];
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    for p in [srcs[0], srcs[1], b, c] {
+        s.up(p);
+    }
+    for step in 0..2000 {
+        let src = srcs[next(2) as usize];
+        let prefix = format!("10.2.{}.0/24", next(16));
+        match next(10) {
+            0 => s.rib.pause_export(b),
+            1 => {
+                s.rib.resume_export(b, s.now);
+                s.drain();
+            }
+            2 | 3 => s.send(src, wd(&[&prefix])),
+            4 if step % 7 == 0 => {
+                // A source flaps: its routes go, then it comes back empty.
+                s.down(src, false);
+                s.up(src);
+            }
+            _ => {
+                let asn = if src == srcs[0] { 65011 } else { 65014 };
+                let path: Vec<u32> = std::iter::once(asn).chain((0..next(3)).map(|i| 64700 + i as u32)).collect();
+                let nh = if src == srcs[0] { "10.0.0.11" } else { "10.0.0.14" };
+                s.send(src, ann(&[&prefix], &path, nh));
+            }
+        }
+        if !s.rib.export_paused(b) {
+            assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in, "step {step}");
+        }
+    }
+    s.rib.resume_export(b, s.now);
+    s.drain();
+    assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in);
+}
+
+#[test]
+fn a_paused_peer_that_goes_down_gets_the_whole_table_on_its_next_session() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.rib.pause_export(b);
+    s.send(a, ann(&["10.1.2.0/24"], &[65011], "10.0.0.11"));
+    s.down(b, false);
+    assert!(!s.rib.export_paused(b), "the backlog goes with the session");
+    s.up(b);
+    assert_eq!(s.peer(b).prefixes().len(), 2);
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(b).prefixes().len(), 3, "in its group again");
+}

@@ -472,6 +472,8 @@ mod tests {
             peer_id: Some("10.0.0.2".into()),
             peer_hostname: Some("tor-1".into()),
             bfd: None,
+            queued_bytes: 0,
+            export_paused: false,
         };
         let routes: Vec<RouteView> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
             .iter()

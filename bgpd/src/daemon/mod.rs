@@ -244,8 +244,9 @@ fn spawn_peer(node: &NodeSpec, spec: PeerSpec, shared: &Shared, rib: &rib::RibHa
     // slots whatever the bound): a few hundred bytes per idle peer.
     let (tx, rx) = mpsc::channel(8);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    rib.send(rib::RibCmd::AddPeer { key, spec: Box::new(spec.clone()), tx: out_tx });
-    let links = peer::Links { cmds: rx, rib: rib.clone(), key, from_rib: out_rx };
+    let queue = Arc::new(rib::OutQueue::default());
+    rib.send(rib::RibCmd::AddPeer { key, spec: Box::new(spec.clone()), tx: out_tx, queue: queue.clone() });
+    let links = peer::Links { cmds: rx, rib: rib.clone(), key, from_rib: out_rx, queue };
     tokio::spawn(peer::run(node.clone(), spec.clone(), links, shared.clone()));
     Running { spec, cmds: tx, rib_key: key }
 }

@@ -97,6 +97,8 @@ impl Drop for InFlight {
 struct Conn {
     stream: TcpStream,
     pending: VecDeque<Bytes>,
+    /// The bytes in `pending`.
+    pending_bytes: usize,
     local: SocketAddr,
     /// Since when the socket has taken nothing of what is pending.
     blocked_since: Option<Instant>,
@@ -155,9 +157,11 @@ impl Conn {
                         let Some(front) = self.pending.front_mut() else { break };
                         if n >= front.len() {
                             n -= front.len();
+                            self.pending_bytes -= front.len();
                             self.pending.pop_front();
                         } else {
                             front.advance(n);
+                            self.pending_bytes -= n;
                             n = 0;
                         }
                     }
@@ -228,11 +232,13 @@ pub struct Links {
     pub key: u64,
     /// What the RIB sends this peer.
     pub from_rib: mpsc::UnboundedReceiver<RibOut>,
+    /// What waits towards the peer (shared with the RIB task).
+    pub queue: Arc<super::rib::OutQueue>,
 }
 
 /// Runs the peer until it is stopped.
 pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
-    let Links { mut cmds, rib, key: rib_key, mut from_rib } = links;
+    let Links { mut cmds, rib, key: rib_key, mut from_rib, queue } = links;
     let cfg = session_config(&node, &peer);
     let mut session = match Session::new(cfg) {
         Ok(s) => s,
@@ -308,7 +314,11 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
             session.handle_connection_failed(Instant::now());
             continue;
         }
-        record_stats(&shared, &key, &session);
+        record_stats(&shared, &key, &session, &queue);
+        queue.set_buffered(conn.as_ref().map_or(0, |c| c.pending_bytes));
+        if queue.should_resume() {
+            rib.send(RibCmd::Resume(rib_key));
+        }
 
         if let Some((s2, c2)) = second.as_mut() {
             while s2.poll_event().is_some() {}
@@ -335,6 +345,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
             }
             out = from_rib.recv() => match out {
                 Some(RibOut::Send(messages)) => {
+                    queue.taken(messages.iter().map(Bytes::len).sum());
                     for m in messages {
                         let _ = session.send_encoded(m, MessageType::UPDATE);
                     }
@@ -544,7 +555,7 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
         let _ = sockopt::set_gtsm(&stream, v6, h);
     }
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-    Conn { stream, pending: VecDeque::new(), local, blocked_since: None }
+    Conn { stream, pending: VecDeque::new(), pending_bytes: 0, local, blocked_since: None }
 }
 
 /// An incoming connection for this peer. Taken as the session's connection
@@ -632,6 +643,7 @@ fn flush(session: &mut Session, conn: Option<&mut Conn>) -> io::Result<()> {
     match conn {
         Some(c) => {
             while let Some(b) = session.poll_transmit() {
+                c.pending_bytes += b.len();
                 c.pending.push_back(b);
             }
             c.write_pending()
@@ -669,6 +681,8 @@ fn register(shared: &Shared, peer: &PeerSpec) -> String {
         peer_id: None,
         peer_hostname: None,
         bfd: None,
+        queued_bytes: 0,
+        export_paused: false,
     };
     shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None });
     key
@@ -746,11 +760,13 @@ fn down(shared: &Shared, name: &str, reason: &DownReason) {
     });
 }
 
-fn record_stats(shared: &Shared, name: &str, session: &Session) {
+fn record_stats(shared: &Shared, name: &str, session: &Session, queue: &super::rib::OutQueue) {
     let st = session.stats();
     let names = ["error", "OPEN", "UPDATE", "NOTIFICATION", "KEEPALIVE", "ROUTE-REFRESH"];
     with_peer(shared, name, |p| {
         p.view.flaps = st.flaps;
+        p.view.queued_bytes = queue.bytes();
+        p.view.export_paused = queue.paused();
         for (i, n) in names.iter().enumerate() {
             p.view.received.insert((*n).into(), st.received[i]);
             p.view.sent.insert((*n).into(), st.sent[i]);
@@ -833,9 +849,10 @@ pub(crate) mod tests {
         let (mut reader, _) = server.unwrap();
         let client = client.unwrap();
         let local = client.local_addr().unwrap();
-        let mut c = Conn { stream: client, pending: VecDeque::new(), local, blocked_since: None };
+        let mut c = Conn { stream: client, pending: VecDeque::new(), pending_bytes: 0, local, blocked_since: None };
         // The peer reads nothing: queue more than the socket buffers can hold.
         for _ in 0..4096 {
+            c.pending_bytes += 4096;
             c.pending.push_back(Bytes::from(vec![0u8; 4096]));
         }
         c.write_pending().unwrap();

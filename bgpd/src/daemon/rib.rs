@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,64 @@ pub enum RibOut {
     Teardown(u8, String),
 }
 
+/// The bytes of UPDATEs the RIB has handed one peer task that its socket has
+/// not taken yet, and whether export to the peer is paused. Past
+/// [`PAUSE_EXPORT_AT`] the RIB stops encoding for the peer (it leaves its
+/// update group and the changes it misses collect per prefix in the RIB,
+/// [`Rib::pause_export`]); once the peer has taken all but
+/// [`RESUME_EXPORT_AT`], its task asks for the difference from the Loc-RIB
+/// ([`RibCmd::Resume`]). So what a peer that reads slowly (or not at all, until
+/// the send hold timer closes it) costs is bounded by the table, not by the
+/// churn it is sent.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    /// In the channel to the peer task.
+    channel: AtomicUsize,
+    /// Taken by the peer task, not written to the socket yet.
+    buffered: AtomicUsize,
+    /// Set by the RIB task when it pauses export to the peer, cleared by the
+    /// peer task when it asks to resume.
+    paused: AtomicBool,
+}
+
+/// Queued bytes towards a peer above which export to it pauses.
+pub const PAUSE_EXPORT_AT: usize = 8 << 20;
+/// Queued bytes towards a paused peer below which export resumes.
+pub const RESUME_EXPORT_AT: usize = 1 << 20;
+
+impl OutQueue {
+    /// Bytes queued towards the peer.
+    pub fn bytes(&self) -> usize {
+        self.channel.load(Ordering::Acquire) + self.buffered.load(Ordering::Acquire)
+    }
+
+    /// The peer task took `n` bytes from the channel.
+    pub fn taken(&self, n: usize) {
+        self.channel.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// The peer task holds `n` bytes its socket has not taken.
+    pub fn set_buffered(&self, n: usize) {
+        self.buffered.store(n, Ordering::Release);
+    }
+
+    /// Whether export to the peer is paused.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// The peer task: whether to ask the RIB to resume now (true once per pause).
+    pub fn should_resume(&self) -> bool {
+        self.paused() && self.bytes() <= RESUME_EXPORT_AT && self.paused.swap(false, Ordering::AcqRel)
+    }
+
+    /// The RIB task queued `n` more bytes: whether export must pause now.
+    fn queued(&self, n: usize) -> bool {
+        self.channel.fetch_add(n, Ordering::AcqRel);
+        self.bytes() > PAUSE_EXPORT_AT && !self.paused.swap(true, Ordering::AcqRel)
+    }
+}
+
 /// What the RIB task is told.
 pub enum RibCmd {
     /// A peer task started.
@@ -53,7 +112,11 @@ pub enum RibCmd {
         spec: Box<PeerSpec>,
         /// Where its outbound data goes.
         tx: mpsc::UnboundedSender<RibOut>,
+        /// How much of it waits (shared with the peer task).
+        queue: Arc<OutQueue>,
     },
+    /// The peer's socket took what was queued towards it: export to it resumes.
+    Resume(u64),
     /// A peer's routing settings changed (no session reset).
     SetPeer(u64, Box<PeerSpec>),
     /// A peer task ended.
@@ -235,6 +298,7 @@ fn origination_attrs(communities: &[Community]) -> PathAttrs {
 struct Peer {
     id: PeerId,
     tx: mpsc::UnboundedSender<RibOut>,
+    queue: Arc<OutQueue>,
     spec: PeerSpec,
 }
 
@@ -306,10 +370,22 @@ async fn run(
                 rib.flush();
             }
         }
+        let mut full = Vec::new();
         while let Some(o) = rib.poll_output() {
             if !quiet {
-                dispatch(&rib, o, &peers, &by_id, kernel.as_ref());
+                dispatch(&rib, o, &peers, &by_id, kernel.as_ref(), &mut full);
             }
+        }
+        for id in full {
+            if let Some(p) = by_id.get(&id).and_then(|k| peers.get(k)) {
+                warn!(
+                    peer = %p.spec.name,
+                    "the peer does not take what it is sent ({} MiB queued): export paused, \
+                     changes kept per prefix until it catches up",
+                    p.queue.bytes() >> 20
+                );
+            }
+            rib.pause_export(id);
         }
         unpublished = true;
         let now = Instant::now();
@@ -340,10 +416,17 @@ fn apply(
     now: Instant,
 ) {
     match cmd {
-        RibCmd::AddPeer { key, spec, tx } => {
+        RibCmd::AddPeer { key, spec, tx, queue } => {
             let id = rib.add_peer(peer_config(&spec, exportable, rib.config().local_as));
             by_id.insert(id, key);
-            peers.insert(key, Peer { id, tx, spec: *spec });
+            peers.insert(key, Peer { id, tx, queue, spec: *spec });
+        }
+        RibCmd::Resume(key) => {
+            // Paused again since the peer task asked (it asks again once drained).
+            if let Some(p) = peers.get(&key).filter(|p| !p.queue.paused()) {
+                info!(peer = %p.spec.name, "the peer took what was queued: export resumes from the Loc-RIB");
+                rib.resume_export(p.id, now);
+            }
         }
         RibCmd::SetPeer(key, spec) => {
             if let Some(p) = peers.get_mut(&key) {
@@ -361,11 +444,14 @@ fn apply(
         }
         RibCmd::Up(key, info) => {
             if let Some(p) = peers.get(&key) {
+                // A new session starts with the whole table and no backlog.
+                p.queue.paused.store(false, Ordering::Release);
                 rib.peer_up(p.id, *info, now);
             }
         }
         RibCmd::Down(key, graceful) => {
             if let Some(p) = peers.get(&key) {
+                p.queue.paused.store(false, Ordering::Release);
                 rib.peer_down(p.id, graceful, now);
             }
         }
@@ -421,19 +507,24 @@ fn apply(
     }
 }
 
+/// Hands an output of the RIB to its peer tasks or the kernel task; peers
+/// whose queue this fills past [`PAUSE_EXPORT_AT`] are added to `full`.
 fn dispatch(
     rib: &Rib,
     o: Output,
     peers: &HashMap<u64, Peer>,
     by_id: &HashMap<PeerId, u64>,
     kernel: Option<&KernelHandle>,
+    full: &mut Vec<PeerId>,
 ) {
     let tx = |id: &PeerId| by_id.get(id).and_then(|k| peers.get(k)).map(|p| &p.tx);
     match o {
         Output::Send { peers: ids, messages } => {
+            let bytes: usize = messages.iter().map(Bytes::len).sum();
             for id in &ids {
-                if let Some(t) = tx(id) {
-                    let _ = t.send(RibOut::Send(messages.clone()));
+                let Some(p) = by_id.get(id).and_then(|k| peers.get(k)) else { continue };
+                if p.tx.send(RibOut::Send(messages.clone())).is_ok() && p.queue.queued(bytes) {
+                    full.push(*id);
                 }
             }
         }

@@ -82,6 +82,13 @@ pub struct PeerView {
     pub peer_hostname: Option<String>,
     /// The BFD session's state, when the peer runs BFD.
     pub bfd: Option<String>,
+    /// Bytes of UPDATEs queued towards the peer that its socket has not taken.
+    #[serde(default)]
+    pub queued_bytes: usize,
+    /// Export to the peer is paused: it does not take what it is sent (see
+    /// `rib::OutQueue`); it is sent the difference once it catches up.
+    #[serde(default)]
+    pub export_paused: bool,
 }
 
 /// Per-peer live data.

@@ -276,6 +276,20 @@ pub enum Output {
     Fib(Vec<FibRoute>),
 }
 
+/// Adds changes (prefix → used paths before, now) to what is held back: a
+/// prefix already held keeps its "before" (what was last sent) and takes the
+/// new "now".
+fn hold<P: RibPrefix>(held: &mut FastMap<P, (Used, Used)>, changes: &FastMap<P, (Used, Used)>) {
+    for (prefix, (old, new)) in changes {
+        match held.entry(*prefix) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = new.clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((old.clone(), new.clone()));
+            }
+        }
+    }
+}
+
 /// One forwarding change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FibRoute {
@@ -460,6 +474,11 @@ struct PeerState {
     /// Families whose End-of-RIB it has sent in this session.
     eor: FamilySet,
     group: Option<usize>,
+    /// Export paused ([`Rib::pause_export`]): out of its update group, the
+    /// changes it misses collect here, each prefix with the used paths it was
+    /// last sent and the ones it is owed; one entry per prefix however often
+    /// it changes, so the backlog is bounded by the table, not by the churn.
+    paused: Option<Held>,
     /// What it sent, before import policy, when [`PeerConfig::keep_received`].
     received: Received,
     /// What of what it sent was not taken as it came ([`Rib::ignored`]).
@@ -624,6 +643,7 @@ impl Rib {
             sent_early: false,
             eor: FamilySet::EMPTY,
             group: None,
+            paused: None,
             received: Received::default(),
             ignored: IgnoredCounts::default(),
             ignored_logged: Logged::default(),
@@ -720,6 +740,8 @@ impl Rib {
             info.router_id = session.peer_id;
         }
         let Some(state) = self.peer_mut(peer) else { return };
+        // A new session is sent the whole table: nothing owed from before.
+        state.paused = None;
         // RFC 4724 §4.2: stale routes of families the peer no longer lists
         // (in its graceful restart or long-lived capability) go at once; the
         // others wait for its End-of-RIB.
@@ -777,6 +799,7 @@ impl Rib {
         let Some(state) = self.peer_mut(peer) else { return };
         // The next session sends everything again.
         state.received = Received::default();
+        state.paused = None;
         let session = state.session.take();
         let long_lived_peer = session.as_ref().is_some_and(|s| s.long_lived);
         let gr = session.and_then(|s| s.graceful_restart);
@@ -1202,6 +1225,69 @@ impl Rib {
         }
     }
 
+    /// Stops exporting to the peer (its connection does not take what it is
+    /// sent: the daemon's queue towards it is full). It leaves its update
+    /// group; what changes meanwhile is remembered per prefix, not encoded
+    /// ([`PeerState::paused`]), and sent by [`Rib::resume_export`]. No-op
+    /// without a session or when already paused.
+    pub fn pause_export(&mut self, peer: PeerId) {
+        let Some(state) = self.peer_mut(peer) else { return };
+        if state.session.is_none() || state.paused.is_some() {
+            return;
+        }
+        let group = state.group;
+        let mut paused = Held::default();
+        // What its group holds back (MRAI) was sent to no member yet.
+        if let Some(g) = group.and_then(|g| self.groups.get(g)) {
+            hold(&mut paused.v4, &g.held.v4);
+            hold(&mut paused.v6, &g.held.v6);
+        }
+        self.leave_group(peer);
+        if let Some(state) = self.peer_mut(peer) {
+            state.paused = Some(paused);
+        }
+    }
+
+    /// Whether export to the peer is paused.
+    pub fn export_paused(&self, peer: PeerId) -> bool {
+        self.peer(peer).is_some_and(|s| s.paused.is_some())
+    }
+
+    /// Resumes export to a paused peer: it is sent, from the Loc-RIB as it is
+    /// now, the difference for every prefix that changed while it was paused,
+    /// and rejoins its update group.
+    pub fn resume_export(&mut self, peer: PeerId, now: Instant) {
+        self.now = Some(now);
+        // Changes not flushed yet go to the groups, and to this peer's backlog.
+        self.flush();
+        let Some(paused) = self.peer_mut(peer).and_then(|s| s.paused.take()) else { return };
+        if !self.deferring(now) {
+            self.export_to::<Ipv4Net>(peer, &paused.v4);
+            self.export_to::<Ipv6Net>(peer, &paused.v6);
+        }
+        self.join_group(peer);
+    }
+
+    /// Exports changes (prefix → used paths it was sent, used paths now) to
+    /// one peer alone.
+    fn export_to<P: RibPrefix>(&mut self, peer: PeerId, batch: &FastMap<P, (Used, Used)>) {
+        let Some(state) = self.peer(peer) else { return };
+        let Some(s) = &state.session else { return };
+        if batch.is_empty() || !s.families.contains(P::FAMILY) {
+            return;
+        }
+        let key = self.group_key(&state.cfg, s);
+        let policy = state.cfg.policy.clone();
+        let mut cache = ExportCache::default();
+        let mut build = Build::<P>::new(&key);
+        for (prefix, (old, now)) in batch {
+            let a = self.export(&key, &*policy, *prefix, old, Some(peer), &mut cache);
+            let b = self.export(&key, &*policy, *prefix, now, Some(peer), &mut cache);
+            build.diff(*prefix, &a, &b);
+        }
+        self.emit(vec![peer], &key, build);
+    }
+
     /// The peer starts re-sending `family` (BoRR, RFC 7313): its paths turn stale.
     pub fn refresh_begin(&mut self, peer: PeerId, family: Family) {
         match family {
@@ -1596,6 +1682,10 @@ impl Rib {
     fn join_group(&mut self, peer: PeerId) {
         let Some(state) = self.peer(peer) else { return };
         let Some(s) = &state.session else { return };
+        if state.paused.is_some() {
+            // Rejoins when its export resumes.
+            return;
+        }
         let key = self.group_key(&state.cfg, s);
         let g = match self.groups.iter().position(|g| g.key == key && !g.members.is_empty()) {
             Some(g) => g,
@@ -1849,6 +1939,12 @@ impl Rib {
         if dirty.is_empty() {
             return;
         }
+        for state in self.peers.iter_mut().flatten() {
+            let (Some(paused), Some(s)) = (state.paused.as_mut(), &state.session) else { continue };
+            if s.families.contains(P::FAMILY) {
+                hold(P::held(paused), &dirty);
+            }
+        }
         for gi in 0..self.groups.len() {
             let g = &self.groups[gi];
             if g.members.is_empty() || !g.key.families.contains(P::FAMILY) {
@@ -1864,14 +1960,7 @@ impl Rib {
             let group = &mut self.groups[gi];
             let waiting = group.held.until.is_some_and(|t| now.is_some_and(|n| n < t));
             let held = P::held(&mut group.held);
-            for (prefix, (old, new)) in &dirty {
-                match held.entry(*prefix) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = new.clone(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert((old.clone(), new.clone()));
-                    }
-                }
-            }
+            hold(held, &dirty);
             let batch: FastMap<P, (Used, Used)> = if waiting {
                 let gone: Vec<P> = held.iter().filter(|(_, (_, new))| new.is_empty()).map(|(p, _)| *p).collect();
                 gone.into_iter().filter_map(|p| held.remove(&p).map(|v| (p, v))).collect()
