@@ -32,7 +32,10 @@ enum Command {
     /// Run the node's BGP speaker.
     Run {
         /// The datastore: `file:PATH` (a YAML file or a directory of them, watched),
-        /// `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]` (watched), or
+        /// `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]` (watched; `https://`
+        /// with `&ca=FILE&cert=FILE&key=FILE&username=U&password-file=FILE`, or
+        /// Calico's ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE,
+        /// ETCD_USERNAME, ETCD_PASSWORD), or
         /// `kubernetes` (in-cluster service account or KUBECONFIG; Secrets are read
         /// in the namespace `POD_NAMESPACE`, else kube-system).
         #[arg(long)]

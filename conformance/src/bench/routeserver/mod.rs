@@ -331,8 +331,10 @@ const USAGE: &str = "usage: routeserver [--dut bgpd,bird,frr,gobgp] [--scenario 
                      [--timeout SECS] [--mrt PATH] [--bgpd PATH] [--no-generator] | --show-config TESTERS";
 
 /// The MRT capture the `mrt-*` scenarios replay by default.
+/// The RIS capture the benchmark replays by default, in the shared data folder
+/// (`$BGPD_SHARED_DATA`, else `../shared/data`).
 pub fn default_mrt() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mrt/updates.et-header.2015.gz")
+    testgate::shared_data_dir().join("mrt/updates.et-header.2015.gz")
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
