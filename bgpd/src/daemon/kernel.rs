@@ -420,16 +420,37 @@ async fn run(
         swept = sweep(&fib.handle, "not a restart").await;
     }
     let mut events_open = true;
+    // A command taken while coalescing forwarding changes, handled next.
+    let mut carried: Option<KernelCmd> = None;
     loop {
         tokio::select! {
-            cmd = rx.recv() => {
+            cmd = async { match carried.take() { Some(c) => Some(c), None => rx.recv().await } } => {
                 let Some(cmd) = cmd else { break };
                 // Counted as finished when taken: what follows awaits the
                 // kernel, and a kernel that never answers leaves the next
                 // command waiting, which is what counts as stuck.
                 progress.done(1);
                 let changes = match cmd {
-                    KernelCmd::Forwarding(routes) => desired.forwarding(routes),
+                    KernelCmd::Forwarding(routes) => {
+                        // What the RIB queued while the kernel took the last
+                        // batch goes into this one, one change per prefix: a
+                        // slow kernel costs one entry per changed prefix, and
+                        // a route that flapped meanwhile is written once.
+                        let mut changes = desired.forwarding(routes);
+                        while let Ok(next) = rx.try_recv() {
+                            match next {
+                                KernelCmd::Forwarding(more) => {
+                                    progress.done(1);
+                                    changes.extend(desired.forwarding(more));
+                                }
+                                other => {
+                                    carried = Some(other);
+                                    break;
+                                }
+                            }
+                        }
+                        coalesce(changes)
+                    }
                     KernelCmd::Blackholes(p) => desired.set_blackholes(p),
                     KernelCmd::Statics(s) => desired.set_statics(s),
                     KernelCmd::Encap(e) => {
@@ -500,6 +521,14 @@ async fn run(
             },
         }
     }
+}
+
+/// The last change of each prefix, in the order of their last changes.
+fn coalesce(changes: Vec<RouteChange>) -> Vec<RouteChange> {
+    let mut seen = std::collections::HashSet::with_capacity(changes.len());
+    let mut out: Vec<RouteChange> = changes.into_iter().rev().filter(|c| seen.insert(c.prefix())).collect();
+    out.reverse();
+    out
 }
 
 /// Hands changes to the FIB; false when it has stopped.
@@ -617,6 +646,23 @@ mod tests {
 
     fn unicast(prefix: &str, hops: &[&str]) -> RouteChange {
         RouteChange::Upsert(Route::unicast(net(prefix), hops.iter().map(|h| NextHop::via(ip(h))).collect()))
+    }
+
+    #[test]
+    fn queued_forwarding_batches_coalesce_to_the_last_change_per_prefix() {
+        let mut d = Desired::default();
+        let mut changes = d.forwarding(vec![fr("10.1.0.0/24", &["10.0.0.2"]), fr("10.2.0.0/24", &["10.0.0.2"])]);
+        changes.extend(d.forwarding(vec![fr("10.1.0.0/24", &[])]));
+        changes.extend(d.forwarding(vec![fr("10.3.0.0/24", &["10.0.0.3"]), fr("10.1.0.0/24", &["10.0.0.4"])]));
+        assert_eq!(
+            coalesce(changes),
+            vec![
+                unicast("10.2.0.0/24", &["10.0.0.2"]),
+                unicast("10.3.0.0/24", &["10.0.0.3"]),
+                unicast("10.1.0.0/24", &["10.0.0.4"]),
+            ],
+            "one change per prefix, its last"
+        );
     }
 
     #[test]
