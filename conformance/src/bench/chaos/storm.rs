@@ -31,7 +31,7 @@ use super::{
 /// The most source addresses (10.77.0.201 to 10.77.0.250).
 pub const MAX_SOURCES: usize = 50;
 /// The most attempts waiting for an answer at once.
-pub const MAX_IN_FLIGHT: u64 = 8000;
+pub const MAX_IN_FLIGHT: u64 = 15_000;
 /// How long an attempt waits for the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -88,6 +88,12 @@ async fn connect(src: Ipv4Addr) -> std::io::Result<Option<tokio::net::TcpStream>
 /// Runs the storm from `sources` in `ns`: `rate` attempts a second, paced every millisecond,
 /// for `secs`, then waits for the last answers. Returns the counts and the seconds it took.
 pub fn storm(ns: &Ns, sources: &[Ipv4Addr], rate: u64, secs: u64) -> Result<(StormCounts, f64), String> {
+    // Each attempt waiting holds a descriptor: raise the soft limit to the hard one.
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum },
+    );
     let counts = Arc::new(StormCounts::default());
     let c = counts.clone();
     let sources = sources.to_vec();
