@@ -231,9 +231,14 @@ impl Capability {
                 if rest.len() != usize::from(dl) {
                     return bad("FQDN domain name length does not match the capability");
                 }
-                Capability::Fqdn {
-                    hostname: String::from_utf8_lossy(host).into_owned(),
-                    domain: String::from_utf8_lossy(rest).into_owned(),
+                match (std::str::from_utf8(host), std::str::from_utf8(rest)) {
+                    (Ok(hostname), Ok(domain)) => {
+                        Capability::Fqdn { hostname: hostname.to_string(), domain: domain.to_string() }
+                    }
+                    // Names that are not UTF-8 are kept as received, so that the
+                    // capability re-encodes to the same octets (a lossy decode
+                    // grew them: found by the `open` fuzz target).
+                    _ => Capability::Unknown { code, data: d.to_vec() },
                 }
             }
             _ => Capability::Unknown { code, data: d.to_vec() },
