@@ -82,10 +82,16 @@ pub fn render(shared: &Shared) -> String {
         routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
         err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
     }
-    let (ok, rib, bfd, ignored_by_peer) = {
+    let refused = counter(
+        "bgpd_connections_refused_total",
+        "Incoming BGP connections refused because they came from no configured peer",
+        &[],
+    );
+    let (ok, rib, bfd, ignored_by_peer, refused_unconfigured) = {
         let s = shared.lock();
-        (s.datastore_ok, s.rib, s.bfd.clone(), s.routes_ignored.clone())
+        (s.datastore_ok, s.rib, s.bfd.clone(), s.routes_ignored.clone(), s.refused_unconfigured)
     };
+    refused.with_label_values::<&str>(&[]).inc_by(refused_unconfigured);
     for (peer, counts) in &ignored_by_peer {
         for (why, n) in counts.iter().filter(|(_, n)| *n > 0) {
             ignored.with_label_values(&[peer, why.name()]).inc_by(n);

@@ -226,6 +226,41 @@ fn set_listener_keys(listeners: &[(SocketAddr, TcpListener)], peers: &[PeerSpec]
     failed
 }
 
+/// The log of connections refused because they come from no configured peer:
+/// the first one, then at most one line per [`Refusals::EVERY`] with how many
+/// there were (10,000 a second must not write 10,000 lines, `bench chaos`).
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Since when refusals are counted and not logged; how many, the last one.
+    quiet: Option<(std::time::Instant, u64, SocketAddr)>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, from: SocketAddr) {
+        let now = std::time::Instant::now();
+        match &mut self.quiet {
+            Some((since, n, last)) if now.duration_since(*since) < Self::EVERY => {
+                *n += 1;
+                *last = from;
+            }
+            Some((since, n, last)) => {
+                info!(
+                    "{} more connections refused in the last {} s: not from a configured peer (the last from {last})",
+                    *n + 1,
+                    now.duration_since(*since).as_secs()
+                );
+                self.quiet = Some((now, 0, from));
+            }
+            None => {
+                info!("connection from {from} refused: not a configured peer");
+                self.quiet = Some((now, 0, from));
+            }
+        }
+    }
+}
+
 /// Whether a connection from `ip` may be handed to `peer`: refused when the
 /// peer has a TCP MD5 key that could not be set on the listener (the
 /// connection would otherwise be accepted unsigned).
@@ -387,6 +422,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut phase = lifecycle::Phase::Running;
     // `bgpd stop` without --withdraw: answered once stopped.
     let mut restart_reply: Option<tokio::sync::oneshot::Sender<serde_json::Value>> = None;
+    let mut refusals = Refusals::default();
     loop {
         let drain_until = match &phase {
             lifecycle::Phase::Draining { until, .. } => Some(*until),
@@ -403,7 +439,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                             shared.note_failure(&r.spec.name, format!("incoming connection refused: {why}"));
                         }
                     },
-                    None => info!("connection from {from} refused: not a configured peer"),
+                    None => {
+                        shared.lock().refused_unconfigured += 1;
+                        refusals.note(from);
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -646,6 +685,17 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_connections_are_counted_not_each_logged() {
+        let mut r = Refusals::default();
+        let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        for _ in 0..10_000 {
+            r.note(from);
+        }
+        let (_, quiet, last) = r.quiet.expect("counting");
+        assert_eq!((quiet, last), (9_999, from), "one line for the first, the rest counted");
+    }
     use crate::datastore::{parse_sources, Source};
 
     fn model(yaml: &str) -> (Model, Vec<Problem>) {

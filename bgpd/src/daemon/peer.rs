@@ -50,28 +50,66 @@ pub enum PeerCmd {
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
 /// UPDATEs of one peer handed to the RIB and not applied yet, at most.
-/// The socket is read only while fewer are, so a peer that sends faster
-/// than the RIB applies is slowed down by TCP instead of growing bgpd's
-/// memory: with this limit, one drain of the socket (16 reads of 64 KiB)
-/// and 4,096-byte UPDATEs, about 9 MiB per peer at most.
+/// The socket is read only while fewer are (and a drain of the socket stops
+/// there too), so a peer that sends faster than the RIB applies is slowed
+/// down by TCP instead of growing bgpd's memory.
 pub const MAX_UPDATES_IN_FLIGHT: usize = 2048;
 
-/// The peer's UPDATEs in flight to the RIB (see [`MAX_UPDATES_IN_FLIGHT`]).
+/// UPDATEs of all peers together handed to the RIB and not applied yet, at
+/// most: a hundred peers flooding at once must not queue a hundred times the
+/// per-peer limit (`bench chaos`, malformed flood: 703 MiB before this bound).
+pub const MAX_UPDATES_IN_FLIGHT_ALL: usize = 16_384;
+
+/// While the node-wide limit is reached, how often a peer task looks again.
+const ALL_FULL_RETRY: Duration = Duration::from_millis(10);
+
+/// The node's UPDATEs in flight to the RIB (see [`MAX_UPDATES_IN_FLIGHT_ALL`]);
+/// one per RIB, shared by every peer's [`Credit`].
 #[derive(Debug, Default)]
+pub struct Budget {
+    in_flight: AtomicUsize,
+}
+
+impl Budget {
+    fn room(&self) -> usize {
+        MAX_UPDATES_IN_FLIGHT_ALL.saturating_sub(self.in_flight.load(Ordering::Acquire))
+    }
+}
+
+/// The peer's UPDATEs in flight to the RIB (see [`MAX_UPDATES_IN_FLIGHT`]).
+#[derive(Debug)]
 pub struct Credit {
     in_flight: AtomicUsize,
     resumed: tokio::sync::Notify,
+    all: Arc<Budget>,
 }
 
 impl Credit {
+    fn new(all: Arc<Budget>) -> Credit {
+        Credit { in_flight: AtomicUsize::new(0), resumed: tokio::sync::Notify::new(), all }
+    }
+
+    /// How many more UPDATEs may be decoded now: the smaller of what is left
+    /// of the peer's limit and of the node's.
+    fn room(&self) -> usize {
+        MAX_UPDATES_IN_FLIGHT.saturating_sub(self.in_flight.load(Ordering::Acquire)).min(self.all.room())
+    }
+
     /// Whether the socket may be read now.
     fn open(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) < MAX_UPDATES_IN_FLIGHT
+        self.room() > 0
+    }
+
+    /// Whether the peer's own limit is what keeps its socket unread (it is
+    /// woken at half); otherwise the node's is (it looks again shortly).
+    fn own_limit(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) >= MAX_UPDATES_IN_FLIGHT
     }
 
     /// One more UPDATE in flight, until the returned guard is dropped.
     fn take(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.all.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 }
@@ -82,6 +120,7 @@ pub struct InFlight(Arc<Credit>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.all.in_flight.fetch_sub(1, Ordering::AcqRel);
         // Reading resumes when half the limit is applied (no wakeup per UPDATE).
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == MAX_UPDATES_IN_FLIGHT / 2 + 1 {
             self.0.resumed.notify_one();
@@ -248,7 +287,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
         }
     };
     let key = register(&shared, &peer);
-    let credit = Arc::new(Credit::default());
+    let credit = Arc::new(Credit::new(rib.budget()));
     let mut restart_at: Option<tokio::time::Instant> = None;
     // RFC 5882 §4.2: BFD saw the path fail: the session is down and stays
     // down until BFD is up again.
@@ -367,7 +406,7 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
             }
             r = async { match second.as_ref() { Some((_, c2)) => c2.stream.readable().await, None => std::future::pending().await } } => {
                 let lost = match (r, second.as_mut()) {
-                    (Ok(()), Some((s2, c2))) => drain(c2, s2).is_err(),
+                    (Ok(()), Some((s2, c2))) => drain(c2, s2, &credit).is_err(),
                     _ => true,
                 };
                 if lost {
@@ -414,13 +453,14 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     session.handle_connection_failed(Instant::now());
                 }
             }
-            _ = credit.resumed.notified(), if !credit.open() => {}
+            _ = credit.resumed.notified(), if credit.own_limit() => {}
+            _ = tokio::time::sleep(ALL_FULL_RETRY), if !credit.open() && !credit.own_limit() => {}
             r = async { match conn.as_ref() { Some(c) => c.stream.readable().await, None => std::future::pending().await } }, if credit.open() => {
                 // Drain what the socket holds through one buffer per worker
                 // thread: an idle session keeps no read buffer of its own.
                 let outcome = match (r, conn.as_ref()) {
                     (Err(e), _) => Err(e.to_string()),
-                    (Ok(()), Some(c)) => drain(c, &mut session),
+                    (Ok(()), Some(c)) => drain(c, &mut session, &credit),
                     (Ok(()), None) => Ok(()),
                 };
                 if let Err(why) = outcome {
@@ -487,11 +527,16 @@ thread_local! {
 
 /// Reads everything the socket has without blocking and feeds the session.
 /// `Err` when the connection is closed or failed.
-fn drain(c: &Conn, session: &mut Session) -> Result<(), String> {
+fn drain(c: &Conn, session: &mut Session, credit: &Credit) -> Result<(), String> {
     READ_BUF.with(|b| {
         let mut buf = b.borrow_mut();
-        // At most 16 reads per wake-up, so one busy peer cannot hold the task.
+        // At most 16 reads per wake-up, so one busy peer cannot hold the task;
+        // and none once the UPDATEs decoded but not handed on yet fill what
+        // the RIB may be sent (small UPDATEs: a read holds a thousand).
         for _ in 0..16 {
+            if session.pending_events() >= credit.room() {
+                return Ok(());
+            }
             match c.stream.try_read(&mut buf) {
                 Ok(0) => return Err("closed by the peer".into()),
                 Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
@@ -878,7 +923,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_socket_is_not_read_while_the_rib_has_the_limit_of_updates_and_resumes_at_half() {
-        let credit = Arc::new(Credit::default());
+        let credit = Arc::new(Credit::new(Arc::default()));
         let mut in_flight: Vec<InFlight> = (0..MAX_UPDATES_IN_FLIGHT - 1).map(|_| credit.take()).collect();
         assert!(credit.open());
         in_flight.push(credit.take());
@@ -892,5 +937,24 @@ pub(crate) mod tests {
         assert!(credit.open());
         drop(in_flight);
         assert_eq!(credit.in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_node_wide_limit_closes_every_peer_and_reopens_as_the_rib_applies() {
+        let all = Arc::new(Budget::default());
+        let peers: Vec<Arc<Credit>> = (0..10).map(|_| Arc::new(Credit::new(all.clone()))).collect();
+        // Each peer below its own limit, together at the node's.
+        let per = MAX_UPDATES_IN_FLIGHT_ALL / peers.len();
+        let mut in_flight: Vec<InFlight> = peers.iter().flat_map(|c| (0..per).map(|_| c.take())).collect();
+        in_flight.extend((0..MAX_UPDATES_IN_FLIGHT_ALL - per * peers.len()).map(|_| peers[0].take()));
+        let idle = Arc::new(Credit::new(all.clone()));
+        assert!(!idle.open(), "a peer with nothing in flight waits too");
+        assert!(!idle.own_limit(), "for the node's limit: it looks again, no wakeup from its own");
+        assert_eq!(idle.room(), 0);
+        in_flight.truncate(in_flight.len() - 100);
+        assert_eq!(idle.room(), 100, "room for 100: a drain stops there");
+        assert!(peers.iter().all(|c| c.open()));
+        drop(in_flight);
+        assert_eq!(all.in_flight.load(Ordering::Acquire), 0);
     }
 }

@@ -143,19 +143,25 @@ pub enum RibCmd {
 
 /// Handle to the RIB task.
 #[derive(Clone, Debug)]
-pub struct RibHandle(Tracked<RibCmd>);
+pub struct RibHandle(Tracked<RibCmd>, Arc<super::peer::Budget>);
 
 impl RibHandle {
     /// A handle over a channel of one's own (tests answer it themselves).
     #[cfg(test)]
     pub fn new() -> (RibHandle, mpsc::UnboundedReceiver<RibCmd>) {
         let (tx, rx, _) = progress::channel("rib");
-        (RibHandle(tx), rx)
+        (RibHandle(tx, Arc::default()), rx)
     }
 
     /// Sends a command (the task lives as long as the daemon).
     pub fn send(&self, cmd: RibCmd) {
         self.0.send(cmd);
+    }
+
+    /// The node-wide count of UPDATEs in flight to this RIB, which every
+    /// peer's reading respects.
+    pub fn budget(&self) -> Arc<super::peer::Budget> {
+        self.1.clone()
     }
 
     /// `show routes`.
@@ -313,7 +319,7 @@ pub fn spawn(node: &NodeSpec, restarted: bool, shared: Shared, kernel: Option<Ke
     let exportable = Arc::new(node.exportable.clone());
     let originated: Originated = Vec::new();
     tokio::spawn(run(rib, rx, progress, shared, exportable, originated, kernel));
-    RibHandle(tx)
+    RibHandle(tx, Arc::default())
 }
 
 async fn run(

@@ -126,6 +126,9 @@ pub struct Status {
     /// Received routes the RIB ignored or withdrew per peer name, by why
     /// (next-hop checks, families not negotiated, AS4_PATH discarded, …).
     pub routes_ignored: BTreeMap<String, bgpd_proto::rib::checks::IgnoredCounts>,
+    /// Incoming connections refused because they came from no configured
+    /// peer's address (`bgpd_connections_refused_total`).
+    pub refused_unconfigured: u64,
     /// The RIB task, for `show routes`.
     pub rib_handle: Option<super::rib::RibHandle>,
     /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).

@@ -434,6 +434,12 @@ impl Session {
         [t.connect_retry, t.hold, t.keepalive, t.delay_open, t.idle_hold].into_iter().flatten().min()
     }
 
+    /// How many events wait to be taken by [`Session::poll_event`] (a driver
+    /// that bounds what it hands on stops reading while many do).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next event for the driver or the RIB.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
