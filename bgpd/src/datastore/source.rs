@@ -61,7 +61,12 @@ pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
     files
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                let at = e.utf8_error().valid_up_to();
+                let why = format!("not UTF-8 text (the byte at offset {at} is not): a datastore file is YAML or JSON");
+                io(&p)(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+            })?;
             Ok(Source { path: p, text })
         })
         .collect()
@@ -81,6 +86,7 @@ pub(crate) fn objects_numbered(
     out: &mut Vec<RawObject>,
     problems: &mut Vec<Problem>,
 ) -> Result<usize, LoadError> {
+    too_deep(source)?;
     let mut n = 0;
     for (i, doc) in serde_yaml::Deserializer::from_str(&source.text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| syntax_error(&source.path, &e))?;
@@ -93,6 +99,52 @@ pub(crate) fn objects_numbered(
         }
     }
     Ok(n)
+}
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused before the
+/// YAML parser sees them: the parser refuses more than 128 levels anyway, but
+/// only after reading the whole document, which for 10,000 levels took over a
+/// second (quadratic in the depth); a datastore never nests so deep.
+const MAX_FLOW_DEPTH: usize = 256;
+
+/// A syntax error for a source whose flow collections nest deeper than
+/// [`MAX_FLOW_DEPTH`] (outside quoted scalars and comments).
+fn too_deep(source: &Source) -> Result<(), LoadError> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
+    let mut prev = '\n';
+    for c in source.text.chars() {
+        column += 1;
+        if c == '\n' {
+            (line, column, comment) = (line + 1, 0, false);
+            prev = c;
+            continue;
+        }
+        match c {
+            _ if comment => {}
+            _ if escaped => escaped = false,
+            '\\' if double => escaped = true,
+            '"' if !single => double = !double,
+            '\'' if !double => single = !single,
+            _ if single || double => {}
+            '#' if prev.is_whitespace() => comment = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(LoadError::Syntax {
+                        path: source.path.clone(),
+                        line: Some(line),
+                        column: Some(column),
+                        reason: format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
+                    });
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 /// Splits a YAML stream into parts at its document markers (a line that is

@@ -790,6 +790,37 @@ mod robustness {
 
     use super::super::*;
 
+    #[test]
+    fn deeply_nested_flow_collections_are_refused_before_parsing() {
+        let deep = |n: usize| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: deep\nspec:\n  peerIP: {}{}\n",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let e = parse_sources(&[Source { path: "deep.yaml".into(), text: deep(10_000) }]).unwrap_err().to_string();
+        assert!(e.starts_with("deep.yaml:6:") && e.contains("nested deeper than 256 levels"), "{e}");
+        // Brackets in quoted strings and comments are text, not nesting.
+        let quoted = format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: n1  # {}\n  labels: {{a: \"{}\", b: '{}'}}\n",
+            "[".repeat(300),
+            "{".repeat(300),
+            "[".repeat(300)
+        );
+        let (model, _) = parse_sources(&[Source { path: "q.yaml".into(), text: quoted }]).unwrap();
+        assert_eq!(model.nodes["n1"].labels["a"].len(), 300);
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.yaml");
+        std::fs::write(&path, b"kind: Node\n\xff\xfe\x00garbage").unwrap();
+        let e = source::read(&path).expect_err("not UTF-8").to_string();
+        assert!(e.contains("garbage.yaml") && e.contains("not UTF-8 text (the byte at offset 11 is not)"), "{e}");
+    }
+
     fn scalar() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),

@@ -374,6 +374,8 @@ struct YamlWatch {
     seen: Option<Fingerprint>,
     /// The sources last read completely.
     sources: Option<Vec<Source>>,
+    /// The last read error logged (logged once until it changes or a read works).
+    said: Option<String>,
 }
 
 impl YamlWatch {
@@ -393,12 +395,18 @@ impl YamlWatch {
                 self.last = Some(now);
                 self.seen = None;
                 self.sources = Some(sources);
+                self.said = None;
                 true
             }
             Err(e) => {
                 // Read again on the next notification or poll, whatever the fingerprint says.
                 self.last = None;
-                out.unreachable(e.to_string());
+                let reason = e.to_string();
+                if self.said.as_ref() != Some(&reason) {
+                    warn!("datastore: {reason}; keeping the last good model");
+                    self.said = Some(reason.clone());
+                }
+                out.unreachable(reason);
                 false
             }
         }
@@ -441,7 +449,7 @@ async fn run_with(path: PathBuf, out: Publisher, settle_time: Duration) {
         }
     };
     let mut watched = notify.as_mut().is_some_and(|n| n.refresh(&dirs(&path)).0);
-    let mut yaml = YamlWatch { path: path.clone(), last: None, seen: None, sources: None };
+    let mut yaml = YamlWatch { path: path.clone(), last: None, seen: None, sources: None, said: None };
     let mut ipam = IpamWatch::new(&path);
     let mut settle = Settle::new(settle_time);
     // The first read at once: the directories are watched already, so a file
