@@ -11,6 +11,11 @@
 //! the kernel: the DUT's Send-Q plus A's Recv-Q). RFC 9687's send hold timer would close
 //! A only once nothing could be sent to it for that long: bgpd's is max(8 min, 2 × hold
 //! time), so within a 60 s window A stays.
+//!
+//! Then A reads again: the figures say how long until it held every route of B (bgpd
+//! paused its export to A once 8 MiB waited for it, and resumes from its Loc-RIB once A
+//! has taken what was queued), and bgpd's view of A at the end of the window (bytes
+//! queued, export paused).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -59,6 +64,11 @@ pub fn run(kind: DutKind, bgpd: Option<&Path>, o: &Options) -> Result<Figures, S
     let a_open = a_conn.iter().any(|(local, _)| local.starts_with(&format!("{a_addr}:")));
     let queued =
         queue_bytes(&bed.dut_ns, a_addr, true).unwrap_or(0) + queue_bytes(&bed.peers_ns, a_addr, false).unwrap_or(0);
+    let a_export = match (kind, bgpd) {
+        (DutKind::Bgpd, Some(bin)) => bgpd_export_view(bin, &bed.lab.dir().join("bgpd.sock"), "t2"),
+        _ => "—".into(),
+    };
+    let catch_up = catch_up(&mut a, load.routes as usize, CATCH_UP_LIMIT);
     let a_write_error = a_writer.stop();
     let speaker_error = bed.speaker_error();
     let alive = bed.alive();
@@ -91,9 +101,78 @@ pub fn run(kind: DutKind, bgpd: Option<&Path>, o: &Options) -> Result<Figures, S
         },
     );
     f.num("bytes waiting for A in the kernel (DUT Send-Q + A Recv-Q)", queued as f64, 0);
+    f.text("the DUT's export to A at the end of the window", a_export);
+    f.text(
+        "A reads again: it held every route of B after",
+        match catch_up {
+            Ok(t) => format!("{:.2} s", t.as_secs_f64()),
+            Err(e) => e,
+        },
+    );
     f.text("sessions B and C", speaker_error.unwrap_or_else(|| "up throughout".into()));
     f.text("DUT process", if alive { "running" } else { "exited" });
     Ok(f)
+}
+
+/// How long A may take to catch up once it reads again.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+
+/// bgpd's view of the export to `name`: the bytes queued towards it and whether
+/// export is paused (`bgpd show peers --json`).
+fn bgpd_export_view(bin: &Path, control: &Path, name: &str) -> String {
+    match crate::bench::sessions::bgpd_show_json(bin, control, "peers") {
+        Ok(v) => match v["peers"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)) {
+            Some(p) => format!(
+                "{} MiB queued, export {}",
+                p["queued_bytes"].as_u64().unwrap_or(0) >> 20,
+                if p["export_paused"].as_bool() == Some(true) { "paused" } else { "running" }
+            ),
+            None => "? (no such peer)".into(),
+        },
+        Err(e) => format!("? ({e})"),
+    }
+}
+
+/// A reads its socket again and keeps the table it is sent until it holds
+/// `routes` prefixes: how long that took, or why it did not.
+fn catch_up(a: &mut std::net::TcpStream, routes: usize, limit: Duration) -> Result<Duration, String> {
+    use std::io::Read;
+    let t0 = Instant::now();
+    a.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| format!("read timeout: {e}"))?;
+    let ctx = bgpd_proto::WireContext::new(true);
+    let mut table = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    while t0.elapsed() < limit {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match a.read(&mut buf[filled..]) {
+            Ok(0) => return Err(format!("the DUT closed A's connection with {} routes held", table.len())),
+            Ok(n) => filled += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => return Err(format!("reading: {e}")),
+        }
+        let mut at = 0;
+        loop {
+            let frame =
+                bgpd_proto::wire::Message::decode(&buf[at..filled], &ctx).map_err(|e| format!("decoding: {e}"))?;
+            let Some(frame) = frame else { break };
+            at += frame.len;
+            if let bgpd_proto::wire::Message::Update(u) = frame.message {
+                u.withdrawn.iter().for_each(|n| {
+                    table.remove(&n.prefix);
+                });
+                table.extend(u.nlri.iter().map(|n| n.prefix));
+            }
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        if table.len() >= routes {
+            return Ok(t0.elapsed());
+        }
+    }
+    Err(format!("not within {} s ({} of {routes} routes)", limit.as_secs(), table.len()))
 }
 
 /// Connects A and exchanges OPENs, retrying until the setup deadline.
