@@ -13,7 +13,7 @@
 //! `cargo fuzz` (docs/fuzzing.md).
 //!
 //! `BGPD_FUZZ_SMOKE_MUTATIONS=N` changes the count (e.g. 0: corpora only);
-//! `BGPD_FUZZ_SMOKE_SEED=N` the seed. A failure prints the target, the seed,
+//! `BGPD_FUZZ_SMOKE_SEED=N` the seed; `BGPD_FUZZ_SMOKE_SECONDS=N` the time bound. A failure prints the target, the seed,
 //! the input number and the input in hex, to be saved as a corpus file.
 
 use std::path::{Path, PathBuf};
@@ -122,9 +122,10 @@ fn smoke(name: &str) {
     let seed = env_number("BGPD_FUZZ_SMOKE_SEED").unwrap_or(SEED);
     let count = env_number("BGPD_FUZZ_SMOKE_MUTATIONS").map_or(MUTATIONS, |n| n as usize);
     let mut rng = fastrand::Rng::with_seed(seed ^ name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)));
+    let budget = env_number("BGPD_FUZZ_SMOKE_SECONDS").map_or(BUDGET, Duration::from_secs);
     let start = Instant::now();
     for i in 0..count {
-        if start.elapsed() > BUDGET {
+        if start.elapsed() > budget {
             break;
         }
         let input = mutate(&mut rng, &inputs);
