@@ -177,6 +177,34 @@ pub struct BfdStatus {
     pub error: Option<String>,
 }
 
+#[cfg(test)]
+impl BfdStatus {
+    /// An Up single-hop session with `peer` at 10.0.0.2, for tests.
+    pub fn example(peer: &str) -> BfdStatus {
+        BfdStatus {
+            peer: peer.into(),
+            address: "10.0.0.2".parse().unwrap(),
+            kind: "single-hop",
+            interface: Some("eth0".into()),
+            state: "Up".into(),
+            remote_state: "Up".into(),
+            local_discr: 1,
+            remote_discr: 2,
+            tx_interval_ms: 300,
+            rx_interval_ms: 300,
+            detection_time_ms: 900,
+            multiplier: 3,
+            up_since: None,
+            diag: "None".into(),
+            remote_diag: "None".into(),
+            flaps: 1,
+            received: 10,
+            sent: 10,
+            error: None,
+        }
+    }
+}
+
 /// `show bfd`: every session and the packets discarded before reaching one.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct BfdView {

@@ -454,26 +454,9 @@ mod tests {
     fn shared_with_routes() -> Shared {
         let shared = Shared::default();
         let view = PeerView {
-            name: "tor".into(),
-            address: "10.0.0.2:179".parse().unwrap(),
-            peer_as: 65010,
-            local_as: 64512,
-            state: "Established".into(),
-            uptime_secs: 0,
-            established_since: None,
-            flaps: 0,
-            received: Default::default(),
-            sent: Default::default(),
-            routes_received: 0,
-            last_error: None,
-            last_error_code: None,
-            last_failure: None,
-            capabilities: vec![],
             peer_id: Some("10.0.0.2".into()),
             peer_hostname: Some("tor-1".into()),
-            bfd: None,
-            queued_bytes: 0,
-            export_paused: false,
+            ..PeerView::example("tor")
         };
         let routes: Vec<RouteView> = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
             .iter()

@@ -82,7 +82,7 @@ impl KernelHandle {
 }
 
 /// What `bgpd show fib` and the metrics report about the kernel task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct KernelView {
     /// The kernel table programmed.
     pub table: u32,

@@ -27,10 +27,13 @@ pub fn render(shared: &Shared) -> String {
         &["peer", "address"],
     );
     let up = gauge("bgpd_peer_uptime_seconds", "Seconds since the session reached Established", &["peer"]);
-    let flaps = gauge("bgpd_peer_flaps_total", "Times the session left Established", &["peer"]);
-    let rx = gauge("bgpd_peer_messages_received_total", "Messages received by type", &["peer", "type"]);
-    let tx = gauge("bgpd_peer_messages_sent_total", "Messages sent by type", &["peer", "type"]);
     let routes = gauge("bgpd_peer_routes_received", "Prefixes received and kept", &["peer"]);
+    let queued = gauge("bgpd_peer_queued_bytes", "Bytes of UPDATEs queued towards the peer, not taken yet", &["peer"]);
+    let paused = gauge(
+        "bgpd_peer_export_paused",
+        "1 while export to the peer is paused: it does not take what it is sent",
+        &["peer"],
+    );
     let rib_prefixes = gauge("bgpd_rib_prefixes", "Prefixes in the Loc-RIB", &["family"]);
     let rib_paths = gauge("bgpd_rib_paths", "Paths in the RIB, all peers", &[]);
     let rib_sets = gauge("bgpd_rib_attribute_sets", "Distinct path attribute sets", &[]);
@@ -43,6 +46,12 @@ pub fn render(shared: &Shared) -> String {
         reg.register(Box::new(c.clone())).expect("each metric is registered once");
         c
     };
+    // Counts since the daemon started, exported as counters (rate() and
+    // increase() need them so); the registry is built per scrape, so each is
+    // set with inc_by from zero.
+    let flaps = counter("bgpd_peer_flaps_total", "Times the session left Established", &["peer"]);
+    let rx = counter("bgpd_peer_messages_received_total", "Messages received by type", &["peer", "type"]);
+    let tx = counter("bgpd_peer_messages_sent_total", "Messages sent by type", &["peer", "type"]);
     let bfd_state =
         gauge("bgpd_bfd_session_state", "BFD session state: 0 AdminDown, 1 Down, 2 Init, 3 Up", &["peer", "address"]);
     let bfd_detect = gauge("bgpd_bfd_detection_time_milliseconds", "BFD detection time, milliseconds", &["peer"]);
@@ -72,14 +81,16 @@ pub fn render(shared: &Shared) -> String {
         };
         state.with_label_values(&[&p.name, &p.address.to_string()]).set(code);
         up.with_label_values(&[&p.name]).set(p.uptime_secs as i64);
-        flaps.with_label_values(&[&p.name]).set(p.flaps as i64);
+        flaps.with_label_values(&[&p.name]).inc_by(p.flaps);
         for (t, n) in &p.received {
-            rx.with_label_values(&[&p.name, t]).set(*n as i64);
+            rx.with_label_values(&[&p.name, t]).inc_by(*n);
         }
         for (t, n) in &p.sent {
-            tx.with_label_values(&[&p.name, t]).set(*n as i64);
+            tx.with_label_values(&[&p.name, t]).inc_by(*n);
         }
         routes.with_label_values(&[&p.name]).set(p.routes_received as i64);
+        queued.with_label_values(&[&p.name]).set(p.queued_bytes as i64);
+        paused.with_label_values(&[&p.name]).set(i64::from(p.export_paused));
         err.with_label_values(&[&p.name]).set(p.last_error_code.map_or(0, |(c, s)| i64::from(c) * 256 + i64::from(s)));
     }
     let refused = counter(
@@ -236,6 +247,104 @@ mod tests {
         let text = render(&shared);
         let line = format!("bgpd_peer_routes_ignored_total{{peer=\"tor\",reason=\"{}\"}} 2", kind.name());
         assert!(text.contains(&line), "{line} in {text}");
+    }
+
+    /// A node with one of everything, so that every metric family has a series.
+    fn everything() -> Shared {
+        use crate::daemon::status::{PeerStatus, PeerView};
+        let shared = Shared::default();
+        let mut view = PeerView::example("tor");
+        view.received.insert("UPDATE".into(), 3);
+        view.sent.insert("UPDATE".into(), 2);
+        shared.lock().peers.insert("tor".into(), PeerStatus { view, established_at: None });
+        let mut counts = bgpd_proto::rib::checks::IgnoredCounts::default();
+        counts.add(bgpd_proto::rib::checks::Ignored::ALL[0]);
+        shared.lock().routes_ignored.insert("tor".into(), counts);
+        shared.lock().refused_unconfigured = 3;
+        let mut bfd = shared.lock().bfd.clone();
+        bfd.sessions.insert("tor".into(), crate::daemon::bfd::BfdStatus::example("tor"));
+        bfd.discarded.insert("ttl".into(), 1);
+        shared.lock().bfd = bfd;
+        let registry = prometheus::Registry::new();
+        let fib = fib::FibMetrics::register(&registry).unwrap();
+        fib.routes_installed.with_label_values(&["ipv4"]).set(1);
+        fib.operations.with_label_values(&["install"]).inc();
+        fib.errors.with_label_values(&["ENETUNREACH"]).inc();
+        shared.lock().kernel = Some(crate::daemon::kernel::KernelView { registry, ..Default::default() });
+        shared
+    }
+
+    /// `# TYPE name kind` of a rendering.
+    fn types(text: &str) -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn counts_are_counters_and_every_total_is_one() {
+        let types = types(&render(&everything()));
+        for name in ["bgpd_peer_flaps_total", "bgpd_peer_messages_received_total", "bgpd_connections_refused_total"] {
+            assert_eq!(types.get(name).map(String::as_str), Some("counter"), "{name}");
+        }
+        for (name, kind) in &types {
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
+        }
+    }
+
+    /// The metric names an expression uses: identifiers starting bgpd_ or fib_,
+    /// each with whether it stands inside rate( or increase( directly.
+    fn used(expr: &str) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut rest = expr;
+        let mut prev = "";
+        while let Some(i) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            let tail = &rest[i..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let word = &tail[..end];
+            if word.starts_with("bgpd_") || word.starts_with("fib_") {
+                let over_time = matches!(prev, "rate" | "irate" | "increase") && rest[..i].trim() == "(";
+                out.push((word.to_string(), over_time));
+            }
+            prev = word;
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_use_metrics_that_exist() {
+        let types = types(&render(&everything()));
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../templates/kubernetes/grafana-dashboard.json")).unwrap();
+        let mut exprs: Vec<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().unwrap().iter())
+            .map(|t| t["expr"].as_str().unwrap().to_string())
+            .collect();
+        exprs.push(dashboard["templating"]["list"][1]["query"].as_str().unwrap().to_string());
+        let alerts: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../../templates/kubernetes/alerts.yaml")).unwrap();
+        let rules = alerts["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+        assert!(rules.len() >= 6);
+        exprs.extend(rules.iter().map(|r| r["expr"].as_str().unwrap().to_string()));
+        let mut seen = 0;
+        for e in &exprs {
+            for (name, over_time) in used(e) {
+                seen += 1;
+                let kind = types.get(&name).unwrap_or_else(|| panic!("{name} (in {e:?}) is not exported"));
+                if over_time {
+                    assert_eq!(kind, "counter", "rate()/increase() of {name}, a {kind}, in {e:?}");
+                } else {
+                    assert_eq!(kind, "gauge", "{name}, a {kind}, used without rate() in {e:?}");
+                }
+            }
+        }
+        assert!(seen >= 25, "{seen} metric uses found");
     }
 
     #[test]

@@ -91,6 +91,35 @@ pub struct PeerView {
     pub export_paused: bool,
 }
 
+#[cfg(test)]
+impl PeerView {
+    /// An Established peer `name` at 10.0.0.2 (AS 65010), for tests.
+    pub fn example(name: &str) -> PeerView {
+        PeerView {
+            name: name.into(),
+            address: "10.0.0.2:179".parse().unwrap(),
+            peer_as: 65010,
+            local_as: 64512,
+            state: "Established".into(),
+            uptime_secs: 0,
+            established_since: None,
+            flaps: 0,
+            received: Default::default(),
+            sent: Default::default(),
+            routes_received: 0,
+            last_error: None,
+            last_error_code: None,
+            last_failure: None,
+            capabilities: vec![],
+            peer_id: None,
+            peer_hostname: None,
+            bfd: None,
+            queued_bytes: 0,
+            export_paused: false,
+        }
+    }
+}
+
 /// Per-peer live data.
 #[derive(Debug)]
 pub struct PeerStatus {
