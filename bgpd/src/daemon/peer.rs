@@ -707,28 +707,7 @@ fn flush(session: &mut Session, conn: Option<&mut Conn>) -> io::Result<()> {
 fn register(shared: &Shared, peer: &PeerSpec) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let key = format!("{}#{}", peer.name, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let view = PeerView {
-        name: peer.name.clone(),
-        address: peer.addr,
-        peer_as: peer.peer_as,
-        local_as: peer.local_as,
-        state: "Idle".into(),
-        uptime_secs: 0,
-        established_since: None,
-        flaps: 0,
-        received: Default::default(),
-        sent: Default::default(),
-        routes_received: 0,
-        last_error: None,
-        last_error_code: None,
-        last_failure: None,
-        capabilities: Vec::new(),
-        peer_id: None,
-        peer_hostname: None,
-        bfd: None,
-        queued_bytes: 0,
-        export_paused: false,
-    };
+    let view = PeerView::new(&peer.name, peer.addr, peer.peer_as, peer.local_as);
     shared.lock().peers.insert(key.clone(), PeerStatus { view, established_at: None });
     key
 }

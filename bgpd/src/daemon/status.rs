@@ -91,16 +91,15 @@ pub struct PeerView {
     pub export_paused: bool,
 }
 
-#[cfg(test)]
 impl PeerView {
-    /// An Established peer `name` at 10.0.0.2 (AS 65010), for tests.
-    pub fn example(name: &str) -> PeerView {
+    /// A peer that has not connected yet (Idle, nothing counted).
+    pub fn new(name: &str, address: SocketAddr, peer_as: u32, local_as: u32) -> PeerView {
         PeerView {
             name: name.into(),
-            address: "10.0.0.2:179".parse().unwrap(),
-            peer_as: 65010,
-            local_as: 64512,
-            state: "Established".into(),
+            address,
+            peer_as,
+            local_as,
+            state: "Idle".into(),
             uptime_secs: 0,
             established_since: None,
             flaps: 0,
@@ -110,13 +109,21 @@ impl PeerView {
             last_error: None,
             last_error_code: None,
             last_failure: None,
-            capabilities: vec![],
+            capabilities: Vec::new(),
             peer_id: None,
             peer_hostname: None,
             bfd: None,
             queued_bytes: 0,
             export_paused: false,
         }
+    }
+
+    /// An Established peer `name` at 10.0.0.2 (AS 65010, local AS 64512), for tests.
+    #[cfg(test)]
+    pub fn example(name: &str) -> PeerView {
+        let mut v = PeerView::new(name, "10.0.0.2:179".parse().unwrap(), 65010, 64512);
+        v.state = "Established".into();
+        v
     }
 }
 
