@@ -294,6 +294,8 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
     let mut bfd_hold = false;
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
+    // When the attempt in `connecting` started.
+    let mut connect_since = Instant::now();
     // RFC 4271 §6.8: while OPENs are pending, a second connection (the one
     // the peer initiated) runs in a session of its own until the collision is
     // resolved. `outgoing` tells who initiated the primary connection.
@@ -314,13 +316,21 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
                     }
                     conn = None;
                     connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
+                    connect_since = Instant::now();
                 }
                 SessionEvent::Disconnect => {
                     let _ = flush(&mut session, conn.as_mut());
                     if let Some(c) = conn.take() {
                         c.linger();
                     }
-                    connecting = None;
+                    if connecting.take().is_some() {
+                        // ConnectRetry expired in Connect (the FSM drops the attempt,
+                        // then starts another): the attempt got no answer. The
+                        // attempt's own timeout, as long, would have said so had it
+                        // fired first; whichever does must leave the explanation.
+                        let secs = connect_since.elapsed().as_secs_f64().round() as u64;
+                        failure(&shared, &key, format!("connect to {}: {}", peer.addr, no_answer(&peer, secs)));
+                    }
                 }
                 SessionEvent::StateChanged { from, to } => {
                     debug!(peer = %peer.name, "state {} -> {}", state_name(from), state_name(to));
