@@ -112,11 +112,55 @@ pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "string_map")]
     pub labels: BTreeMap<String, String>,
     /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "string_map")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Labels and annotations as Calico's loader reads them: a YAML boolean or
+/// number (`routeReflector: true`) is its text, null the empty string.
+fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Bool(bool),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+    }
+    let m: Option<BTreeMap<String, Option<Scalar>>> = Option::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                None => String::new(),
+                Some(Scalar::Text(s)) => s,
+                Some(Scalar::Bool(b)) => b.to_string(),
+                Some(Scalar::Int(i)) => i.to_string(),
+                Some(Scalar::Uint(u)) => u.to_string(),
+                Some(Scalar::Float(f)) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn scalar_label_values_are_their_text_as_calico_reads_them() {
+        let m: ObjectMeta =
+            serde_yaml::from_str("name: rr1\nlabels: {routeReflector: true, rack: 3, none: null}").unwrap();
+        let got: Vec<(&str, &str)> = m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("none", ""), ("rack", "3"), ("routeReflector", "true")]);
+        let bad = serde_yaml::from_str::<ObjectMeta>("name: n\nlabels: {rack: [1]}");
+        assert!(bad.is_err(), "a list is no label value");
+    }
 }
 
 /// `spec` of a `projectcalico.org/v3` IPPool, as written in YAML.

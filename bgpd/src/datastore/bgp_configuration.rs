@@ -258,10 +258,14 @@ fn cidr_list(spec: &Fields, key: &str, f: &mut Findings) -> Vec<IpNet> {
     let mut out = Vec::new();
     for (path, item) in f.take(spec.list(key)).unwrap_or_default() {
         let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
-        match f.take(entry.parse_str("cidr", parse_network)) {
-            Some(Some(net)) => out.push(net),
-            Some(None) => f.error(entry.path_of("cidr"), "missing"),
-            None => {}
+        // An entry without a CIDR (`{}`, `{cidr: ""}`) is skipped, as Calico does,
+        // rather than dropping the whole BGPConfiguration.
+        if matches!(entry.str("cidr"), Ok(None)) {
+            f.warn(entry.path_of("cidr"), "missing: the entry is skipped (as Calico does)");
+            continue;
+        }
+        if let Some(Some(net)) = f.take(entry.parse_str("cidr", parse_network)) {
+            out.push(net);
         }
     }
     out

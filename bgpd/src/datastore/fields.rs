@@ -156,8 +156,15 @@ impl<'a> Fields<'a> {
             let Value::String(k) = k else {
                 return Err(FieldError::new(m.path.clone(), format!("keys must be strings, found {}", describe(k))));
             };
-            let v = as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?;
-            out.insert(k.clone(), v.to_string());
+            // Calico's loader reads labels and annotations as strings: a YAML
+            // boolean or number (`routeReflector: true`) is its text.
+            let v = match v {
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Null => String::new(),
+                v => as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?.to_string(),
+            };
+            out.insert(k.clone(), v);
         }
         Ok(out)
     }
@@ -248,12 +255,20 @@ mod tests {
 
     #[test]
     fn wrong_types_are_named() {
-        let v = yaml("{l: 3, m: [1], labels: {a: 1}, flag: 'yes'}");
+        let v = yaml("{l: 3, m: [1], labels: {a: [1]}, flag: 'yes'}");
         let f = Fields::at(Some(&v), "spec").unwrap();
         assert_eq!(f.list("l").unwrap_err().reason, "expected a list, found 3");
         assert_eq!(f.child("m").unwrap_err().reason, "expected a mapping, found a list");
         assert_eq!(f.string_map("labels").unwrap_err().field, "spec.labels.a");
         assert_eq!(f.bool("flag").unwrap_err().reason, "expected true or false, found \"yes\"");
+    }
+
+    #[test]
+    fn scalar_label_values_are_their_text_as_calico_reads_them() {
+        let v = yaml("{labels: {routeReflector: true, rack: 3, ratio: 1.5, none: null, s: x}}");
+        let labels = Fields::at(Some(&v), "metadata").unwrap().string_map("labels").unwrap();
+        let got: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("none", ""), ("rack", "3"), ("ratio", "1.5"), ("routeReflector", "true"), ("s", "x")]);
     }
 
     #[test]

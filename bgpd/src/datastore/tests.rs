@@ -438,7 +438,10 @@ fn invalid_bgp_configuration_is_reported_and_defaults_remain() {
             "spec: {serviceExternalIPs: [{cidr: 300.0.0.0/8}]}",
             r#"spec.serviceExternalIPs[0].cidr: "300.0.0.0/8" is not a CIDR"#,
         ),
-        ("spec: {serviceLoadBalancerIPs: [{}]}", "spec.serviceLoadBalancerIPs[0].cidr: missing"),
+        (
+            "spec: {serviceLoadBalancerIPs: [{cidr: 7}]}",
+            "spec.serviceLoadBalancerIPs[0].cidr: expected a string, found 7",
+        ),
         ("spec: {serviceLoadBalancerIPs: ['10.0.0.0/8']}", "spec.serviceLoadBalancerIPs[0]: expected a mapping"),
         (
             "spec: {communities: [{name: a, value: '65536:1'}]}",
@@ -496,7 +499,7 @@ fn invalid_nodes_blocks_and_metadata() {
         (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{asNumber: 65000}}}}"), r#"Node "n": spec.bgp.ipv4Address: a BGP node needs ipv4Address or ipv6Address"#),
         (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: 0}}}}"), r#"Node "n": spec.bgp.asNumber: AS number 0 is reserved"#),
         (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 'fd00::1'}}}}"), r#"Node "n": spec.bgp.routeReflectorClusterID: "fd00::1" is not an IPv4 address"#),
-        (format!("{node}metadata: {{name: n, labels: {{rack: 1}}}}\nspec: {{}}"), r#"Node "n": metadata.labels.rack: expected a string, found 1"#),
+        (format!("{node}metadata: {{name: n, labels: {{rack: [1]}}}}\nspec: {{}}"), r#"Node "n": metadata.labels.rack: expected a string, found a list"#),
         (format!("{node}metadata: {{labels: {{}}}}\nspec: {{}}"), "Node (unnamed): metadata.name: missing"),
         (format!("{node}metadata: {{name: 'a/b'}}\nspec: {{}}"), r#"Node "a/b": metadata.name: "a/b" contains '/'"#),
         (format!("{node}metadata: {{name: [a]}}\nspec: {{}}"), "Node (unnamed): metadata.name: expected a string, found a list"),
@@ -1208,6 +1211,27 @@ mod advertisement_kinds {
         assert_eq!(c.default_max_prefix, Some((2000, true)));
         let errors = errors_of(&cfg("bgpd.io/max-prefix: '0'"));
         assert!(errors[0].contains(r#""0" is not a positive number of prefixes"#), "{errors:?}");
+    }
+
+    #[test]
+    fn an_empty_service_range_entry_is_skipped_not_the_configuration() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n  asNumber: 64600\n  serviceClusterIPs: [{cidr: 10.96.0.0/12}, {}, {cidr: ''}]\n";
+        let (model, problems) = parse(text);
+        let c = &model.bgp_configuration;
+        assert_eq!(c.as_number.get(), 64600, "the configuration is kept");
+        assert_eq!(c.service_cluster_ips, vec!["10.96.0.0/12".parse::<ipnet::IpNet>().unwrap()]);
+        let warnings: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("serviceClusterIPs[1].cidr: missing: the entry is skipped"), "{warnings:?}");
+        assert!(errors_of(text).is_empty());
+    }
+
+    #[test]
+    fn a_boolean_label_is_its_text_so_a_reflector_selector_matches() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: rr1, labels: {routeReflector: true}}\nspec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 224.0.0.1}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: to-rr}\nspec: {nodeSelector: all(), peerSelector: routeReflector == 'true'}\n";
+        let (model, problems) = parse(text);
+        assert!(errors_of(text).is_empty(), "{problems:?}");
+        assert_eq!(model.nodes["rr1"].labels["routeReflector"], "true");
     }
 
     #[test]
