@@ -28,13 +28,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgpd_proto::nlri::Nlri;
-use bgpd_proto::rib::core::{
-    AcceptAll, NextHopMode, Output, PeerConfig, PeerRestart, Rib, RibConfig, SessionInfo, STALE_PATH_TIME,
-};
+use bgpd_proto::rib::core::{Output, PeerConfig, PeerRestart, Rib, RibConfig, SessionInfo, STALE_PATH_TIME};
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::table::PeerId;
 use bgpd_proto::wire::{AsPath, Attr, Message, MpNlri, MpReach, MpUnreach, NextHop, Origin, PathAttribute, Update};
@@ -193,21 +190,7 @@ struct Sim {
 }
 
 fn peer_config(name: String, addr: Ipv4Addr, asn: u32) -> PeerConfig {
-    PeerConfig {
-        name,
-        addr: IpAddr::V4(addr),
-        local_as: LOCAL_AS,
-        peer_as: asn,
-        rr_client: false,
-        next_hop_mode: NextHopMode::Auto,
-        allow_local_as: 0,
-        policy: Arc::new(AcceptAll),
-        policy_id: 0,
-        max_prefix: None,
-        add_path_send: 0,
-        mrai: Duration::ZERO,
-        keep_received: false,
-    }
+    PeerConfig::new(name, IpAddr::V4(addr), LOCAL_AS, asn)
 }
 
 fn session(id: Ipv4Addr, tx: WireContext, graceful: bool) -> SessionInfo {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    AcceptAll, DeferralWait, MaxPrefix, NextHopMode, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig,
-    SessionInfo, Verdict, STALE_PATH_TIME,
+    DeferralWait, MaxPrefix, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig, SessionInfo, Verdict,
+    STALE_PATH_TIME,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::table::PeerId;
@@ -326,21 +326,7 @@ impl Sim {
     /// Registers peer 10.0.0.`n` (also its router ID) of AS `asn`.
     fn add(&mut self, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> PeerId {
         let addr = Ipv4Addr::new(10, 0, 0, n);
-        let mut cfg = PeerConfig {
-            name: format!("peer{n}"),
-            addr: IpAddr::V4(addr),
-            local_as: LOCAL_AS,
-            peer_as: asn,
-            rr_client: false,
-            next_hop_mode: NextHopMode::Auto,
-            allow_local_as: 0,
-            policy: Arc::new(AcceptAll),
-            policy_id: 0,
-            max_prefix: None,
-            add_path_send: 0,
-            mrai: Duration::ZERO,
-            keep_received: false,
-        };
+        let mut cfg = PeerConfig::new(format!("peer{n}"), IpAddr::V4(addr), LOCAL_AS, asn);
         f(&mut cfg);
         let id = self.rib.add_peer(cfg);
         let peer = SimPeer {
@@ -1493,20 +1479,11 @@ fn a_new_export_policy_sends_the_difference_without_a_session_event() {
 }
 
 fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<TestPolicy>, policy_id: u64) -> PeerConfig {
+    let addr = s.peer(id).addr;
     PeerConfig {
-        name: format!("peer{}", s.peer(id).addr.octets()[3]),
-        addr: IpAddr::V4(s.peer(id).addr),
-        local_as: LOCAL_AS,
-        peer_as: asn,
-        rr_client: false,
-        next_hop_mode: NextHopMode::Auto,
-        allow_local_as: 0,
         policy,
         policy_id,
-        max_prefix: None,
-        add_path_send: 0,
-        mrai: Duration::ZERO,
-        keep_received: false,
+        ..PeerConfig::new(format!("peer{}", addr.octets()[3]), IpAddr::V4(addr), LOCAL_AS, asn)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::checks::Ignored;
-use bgpd_proto::rib::core::{AcceptAll, NextHopMode, Output, PeerConfig, Rib, RibConfig, SessionInfo};
+use bgpd_proto::rib::core::{Output, PeerConfig, Rib, RibConfig, SessionInfo};
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::table::PeerId;
 use bgpd_proto::wire::{
@@ -65,21 +65,7 @@ fn session(peer_id: Ipv4Addr) -> SessionInfo {
 }
 
 fn peer_config(name: &str, addr: Ipv4Addr, peer_as: u32) -> PeerConfig {
-    PeerConfig {
-        name: name.into(),
-        addr: IpAddr::V4(addr),
-        local_as: LOCAL_AS,
-        peer_as,
-        rr_client: false,
-        next_hop_mode: NextHopMode::Auto,
-        allow_local_as: 0,
-        policy: Arc::new(AcceptAll),
-        policy_id: 0,
-        max_prefix: None,
-        add_path_send: 0,
-        mrai: Duration::ZERO,
-        keep_received: false,
-    }
+    PeerConfig::new(name, IpAddr::V4(addr), LOCAL_AS, peer_as)
 }
 
 impl Harness {

@@ -165,6 +165,27 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// A peer with the plain defaults: every route accepted and exported
+    /// ([`AcceptAll`]), no route reflection, next hop `Auto`, no allowas-in,
+    /// no prefix limit, no ADD-PATH, no MRAI, nothing kept before policy.
+    pub fn new(name: impl Into<String>, addr: IpAddr, local_as: u32, peer_as: u32) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            addr,
+            local_as,
+            peer_as,
+            rr_client: false,
+            next_hop_mode: NextHopMode::Auto,
+            allow_local_as: 0,
+            policy: Arc::new(AcceptAll),
+            policy_id: 0,
+            max_prefix: None,
+            add_path_send: 0,
+            mrai: Duration::ZERO,
+            keep_received: false,
+        }
+    }
+
     fn ebgp(&self) -> bool {
         self.local_as != self.peer_as
     }
