@@ -188,8 +188,7 @@ pub fn run(bgpd: Option<&Path>, o: &Options) -> Result<Figures, String> {
     let bed = Bed::new("datastore", DutKind::Bgpd, &peers, &[], bgpd, Duration::from_secs(300))?;
     let speakers = Speakers::connect(&bed, &load)?;
     std::thread::sleep(QUIET);
-    load_good_table(&bed.control, Duration::from_secs(120))
-        .ok_or_else(|| format!("the monitor never held the good tester's {} routes", o.routes))?;
+    load_good_table(&bed.control, o.routes)?;
     let dir = bed.lab.dir().to_path_buf();
     let (store, sock, log) = (dir.join("bgpd.yaml"), dir.join("bgpd.sock"), dir.join("bgpd.log"));
     let good = dut::bgpd_datastore(&peers);

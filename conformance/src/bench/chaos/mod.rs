@@ -229,11 +229,17 @@ impl Speakers {
     }
 }
 
-/// Opens the gate and waits until the monitor holds the good tester's table (`Some(seconds)`
-/// from the gate) or `timeout` passes.
-pub fn load_good_table(control: &Control, timeout: Duration) -> Option<f64> {
+/// How long the monitor may take to hold the good tester's table.
+const GOOD_TABLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Opens the gate and waits until the monitor holds the good tester's `routes` routes:
+/// the seconds from the gate, or an error once [`GOOD_TABLE_LIMIT`] passed.
+pub fn load_good_table(control: &Control, routes: usize) -> Result<f64, String> {
     let t0 = control.open_gate();
-    control.wait_done(t0 + timeout).map(|d| d.saturating_duration_since(t0).as_secs_f64())
+    control
+        .wait_done(t0 + GOOD_TABLE_LIMIT)
+        .map(|d| d.saturating_duration_since(t0).as_secs_f64())
+        .ok_or_else(|| format!("the monitor never held the good tester's {routes} routes"))
 }
 
 /// What the samplers saw while a load ran.
