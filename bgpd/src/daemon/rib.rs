@@ -529,7 +529,12 @@ fn dispatch(
             let bytes: usize = messages.iter().map(Bytes::len).sum();
             for id in &ids {
                 let Some(p) = by_id.get(id).and_then(|k| peers.get(k)) else { continue };
-                if p.tx.send(RibOut::Send(messages.clone())).is_ok() && p.queue.queued(bytes) {
+                // Counted before it is sent: the peer task subtracts what it
+                // takes, which must never be more than was added.
+                let full_now = p.queue.queued(bytes);
+                if p.tx.send(RibOut::Send(messages.clone())).is_err() {
+                    p.queue.taken(bytes);
+                } else if full_now {
                     full.push(*id);
                 }
             }
