@@ -11,13 +11,13 @@ mod kernel;
 mod lifecycle;
 mod marker;
 mod metrics;
-mod originate;
-mod peer;
+pub(crate) mod originate;
+pub(crate) mod peer;
 pub(crate) mod plan;
 mod progress;
-mod rib;
+pub(crate) mod rib;
 mod sockopt;
-mod spec;
+pub(crate) mod spec;
 mod status;
 
 use std::collections::BTreeMap;

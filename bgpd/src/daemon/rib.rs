@@ -222,7 +222,7 @@ fn policy_id(spec: &PeerSpec, exportable: &[IpNet], node_as: u32) -> u64 {
 
 /// `node_as`: the node's AS; Calico's `peerType` compares the peer's AS with
 /// it (not with a `localASNumber` override).
-fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> PeerConfig {
+pub fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> PeerConfig {
     let r = &spec.routing;
     let import_all = policy::accepts_all(&r.filters, Direction::Import, false)
         && policy::accepts_all(&r.filters, Direction::Import, true);
@@ -275,7 +275,7 @@ type Originated = Vec<(IpNet, Vec<Community>)>;
 /// The attributes of a route this node originates: ORIGIN IGP, an empty
 /// AS_PATH, and the `prefixAdvertisements` communities (standard ones as
 /// COMMUNITIES, large ones as LARGE_COMMUNITY), in the configured order.
-fn origination_attrs(communities: &[Community]) -> PathAttrs {
+pub fn origination_attrs(communities: &[Community]) -> PathAttrs {
     let mut attributes =
         vec![PathAttribute::new(Attr::Origin(Origin::Igp)), PathAttribute::new(Attr::AsPath(AsPath::default()))];
     let standard: Vec<wire::Community> = communities
