@@ -14,6 +14,7 @@ pub mod mrt;
 pub mod nlri;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod types;
 pub mod wire;
 

@@ -1,0 +1,589 @@
+//! Many [`Speaker`]s on a virtual clock, their connections in-memory pipes:
+//! a whole fabric simulated deterministically (a seed picks each link's
+//! latency, and so the order in which things race).
+//!
+//! Members have interfaces on named segments (L2 networks). A TCP
+//! connection to a peer address succeeds when a live member owns the
+//! address on a live segment the source is on too, and that member has a
+//! session configured for the source's address with the same TCP MD5 key;
+//! it is refused when the member exists without such a session (or runs no
+//! speaker), and gets no answer otherwise (as with a key that differs: the
+//! kernel drops the segments). Next hops resolve when they are on a live
+//! segment of the member. A failed member or segment takes its connections
+//! down at once (as a link-down would; a silent failure would wait for the
+//! hold timer or BFD, and converge to the same state).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+
+use super::{ConnId, Event, Initiator, PeerKey, Reachability, Speaker};
+use crate::session::{DownReason, State};
+
+/// How long a fabric must be quiet (no session up or down, no route
+/// change) to count as converged.
+pub const QUIET: Duration = Duration::from_secs(120);
+
+/// One session as the simulation saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionReport {
+    /// The peer's name (its `PeerConfig` name).
+    pub peer: String,
+    /// Its address.
+    pub remote: IpAddr,
+    /// The session's state now.
+    pub state: State,
+    /// Established now.
+    pub established: bool,
+    /// Why it last went down, if it did.
+    pub last_down: Option<DownReason>,
+    /// Why the last connection attempt failed, if it did.
+    pub last_failure: Option<String>,
+}
+
+/// One end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct End {
+    member: usize,
+    peer: PeerKey,
+    conn: ConnId,
+}
+
+#[derive(Clone, Debug)]
+struct Link {
+    ends: [End; 2],
+    segment: usize,
+    latency: Duration,
+    /// When the last delivery in each direction is due (deliveries keep their order).
+    last: [Instant; 2],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Delivery {
+    Bytes { link: usize, to: u8, bytes: Bytes },
+    Closed { link: usize, to: u8 },
+    Connect { member: usize, peer: PeerKey, attempt: u64 },
+    Refused { member: usize, peer: PeerKey, attempt: u64 },
+    Timer { member: usize },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Track {
+    established: bool,
+    last_down: Option<DownReason>,
+    last_failure: Option<String>,
+    attempt: Option<u64>,
+}
+
+struct Member {
+    name: String,
+    speaker: Option<Speaker>,
+    interfaces: Vec<(usize, IpNet)>,
+    alive: bool,
+    fib: BTreeMap<IpNet, Vec<IpAddr>>,
+    tracks: BTreeMap<PeerKey, Track>,
+    /// Open connections: (peer, conn) → link.
+    conns: BTreeMap<(PeerKey, ConnId), usize>,
+    timer: Option<Instant>,
+}
+
+/// A simulated fabric.
+pub struct Fabric {
+    start: Instant,
+    now: Instant,
+    rng: u64,
+    seq: u64,
+    attempts: u64,
+    members: Vec<Member>,
+    segments: Vec<(String, bool)>,
+    links: Vec<Option<Link>>,
+    queue: BinaryHeap<Reverse<(Instant, u64, Delivery)>>,
+    last_activity: Instant,
+}
+
+impl Fabric {
+    /// An empty fabric; `seed` picks the latencies. Its clock starts at the
+    /// instant [`Fabric::now`] returns: build the speakers with it.
+    pub fn new(seed: u64) -> Fabric {
+        let start = Instant::now();
+        Fabric {
+            start,
+            now: start,
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            seq: 0,
+            attempts: 0,
+            members: Vec::new(),
+            segments: Vec::new(),
+            links: Vec::new(),
+            queue: BinaryHeap::new(),
+            last_activity: start,
+        }
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time since the fabric was created.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn segment(&mut self, name: &str) -> usize {
+        match self.segments.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.segments.push((name.to_string(), true));
+                self.segments.len() - 1
+            }
+        }
+    }
+
+    /// Adds a member with its interfaces (segment, address with the
+    /// subnet's length); `speaker`: `None` for a host that runs no BGP.
+    /// Its speaker's next hops resolve on its segments from now on.
+    pub fn add_member(&mut self, name: &str, speaker: Option<Speaker>, interfaces: Vec<(String, IpNet)>) {
+        let interfaces = interfaces.into_iter().map(|(s, a)| (self.segment(&s), a)).collect();
+        self.members.push(Member {
+            name: name.to_string(),
+            speaker,
+            interfaces,
+            alive: true,
+            fib: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            timer: None,
+        });
+        let m = self.members.len() - 1;
+        self.set_reachability(m);
+        self.drain(m);
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// The members' names, in the order they were added.
+    pub fn members(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.name.as_str())
+    }
+
+    /// A member's speaker.
+    pub fn speaker(&self, name: &str) -> Option<&Speaker> {
+        self.index(name).and_then(|i| self.members[i].speaker.as_ref())
+    }
+
+    /// A member's speaker, to change it (call [`Fabric::run`] afterwards).
+    pub fn speaker_mut(&mut self, name: &str) -> Option<&mut Speaker> {
+        let i = self.index(name)?;
+        self.members[i].speaker.as_mut()
+    }
+
+    /// Whether the member is up.
+    pub fn alive(&self, name: &str) -> bool {
+        self.index(name).is_some_and(|i| self.members[i].alive)
+    }
+
+    /// Whether the segment is up.
+    pub fn segment_alive(&self, name: &str) -> bool {
+        self.segments.iter().any(|(n, up)| n == name && *up)
+    }
+
+    /// The learned routes in the member's forwarding table: prefix → ECMP next hops.
+    pub fn fib(&self, name: &str) -> BTreeMap<IpNet, Vec<IpAddr>> {
+        self.index(name).map(|i| self.members[i].fib.clone()).unwrap_or_default()
+    }
+
+    /// The member's sessions, in the order its peers were added.
+    pub fn sessions(&self, name: &str) -> Vec<SessionReport> {
+        let Some(m) = self.index(name).map(|i| &self.members[i]) else { return Vec::new() };
+        let Some(sp) = m.speaker.as_ref() else { return Vec::new() };
+        sp.peers()
+            .map(|(key, peer, setup)| {
+                let t = m.tracks.get(&key).cloned().unwrap_or_default();
+                SessionReport {
+                    peer: setup.rib.name.clone(),
+                    remote: setup.rib.addr,
+                    state: peer.state(),
+                    established: peer.state() == State::Established,
+                    last_down: t.last_down,
+                    last_failure: t.last_failure,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes a member down: its connections close at once, it answers nothing.
+    pub fn fail_member(&mut self, name: &str) {
+        let Some(i) = self.index(name) else { return };
+        self.members[i].alive = false;
+        let links: Vec<usize> = self.members[i].conns.values().copied().collect();
+        for l in links {
+            self.cut(l);
+        }
+        self.members[i].fib.clear();
+    }
+
+    /// Takes a segment down: connections over it close at once, its
+    /// subnets stop resolving next hops.
+    pub fn fail_segment(&mut self, name: &str) {
+        let Some(s) = self.segments.iter().position(|(n, _)| n == name) else { return };
+        self.segments[s].1 = false;
+        let links: Vec<usize> =
+            (0..self.links.len()).filter(|l| self.links[*l].as_ref().is_some_and(|k| k.segment == s)).collect();
+        for l in links {
+            self.cut(l);
+        }
+        for m in 0..self.members.len() {
+            if self.members[m].interfaces.iter().any(|(seg, _)| *seg == s) {
+                self.set_reachability(m);
+                self.drain(m);
+            }
+        }
+    }
+
+    /// Closes both ends of a link now.
+    fn cut(&mut self, l: usize) {
+        let Some(link) = self.links[l].take() else { return };
+        for end in link.ends {
+            let m = &mut self.members[end.member];
+            m.conns.remove(&(end.peer, end.conn));
+            if m.alive {
+                if let Some(sp) = m.speaker.as_mut() {
+                    sp.handle_connection_lost(end.peer, end.conn, self.now);
+                }
+                if let Some(t) = m.tracks.get_mut(&end.peer) {
+                    t.last_failure = Some(format!("connection lost: {} failed", self.segments[link.segment].0));
+                }
+                self.drain(end.member);
+            }
+        }
+    }
+
+    fn set_reachability(&mut self, m: usize) {
+        let nets: Vec<(IpNet, u32)> = self.members[m]
+            .interfaces
+            .iter()
+            .filter(|(s, _)| self.segments[*s].1)
+            .map(|(_, a)| (a.trunc(), 0))
+            .collect();
+        let now = self.now;
+        if let Some(sp) = self.members[m].speaker.as_mut() {
+            sp.handle_reachability(Reachability::Networks(nets), now);
+        }
+    }
+
+    fn push(&mut self, at: Instant, d: Delivery) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, d)));
+    }
+
+    fn latency(&mut self) -> Duration {
+        Duration::from_micros(500 + self.random() % 4_500)
+    }
+
+    /// Takes what member `m`'s speaker wants done and schedules it.
+    fn drain(&mut self, m: usize) {
+        if !self.members[m].alive {
+            return;
+        }
+        let now = self.now;
+        loop {
+            let Some(sp) = self.members[m].speaker.as_mut() else { return };
+            if let Some(t) = sp.poll_transmit() {
+                let Some(&l) = self.members[m].conns.get(&(t.peer, t.conn)) else { continue };
+                let Some(link) = self.links[l].as_mut() else { continue };
+                let dir = usize::from(link.ends[0].member != m || link.ends[0].peer != t.peer);
+                let at = (now + link.latency).max(link.last[dir]);
+                link.last[dir] = at;
+                if t.bytes.get(18) == Some(&2) {
+                    // An UPDATE is routing activity.
+                    self.last_activity = now;
+                }
+                self.push(at, Delivery::Bytes { link: l, to: (1 - dir) as u8, bytes: t.bytes });
+                continue;
+            }
+            let Some(ev) = sp.poll_event() else { break };
+            self.event(m, ev);
+        }
+        // The member's next deadline.
+        let next = self.members[m].speaker.as_ref().and_then(Speaker::poll_timeout);
+        if let Some(t) = next {
+            if self.members[m].timer.is_none_or(|s| t < s || s < now) {
+                self.members[m].timer = Some(t);
+                self.push(t.max(now), Delivery::Timer { member: m });
+            }
+        }
+    }
+
+    fn event(&mut self, m: usize, ev: Event) {
+        let now = self.now;
+        match ev {
+            Event::Connect(peer) => {
+                self.attempts += 1;
+                let attempt = self.attempts;
+                self.members[m].tracks.entry(peer).or_default().attempt = Some(attempt);
+                let lat = self.latency();
+                self.push(now + lat * 2, Delivery::Connect { member: m, peer, attempt });
+            }
+            Event::CancelConnect { peer, unanswered } => {
+                let t = self.members[m].tracks.entry(peer).or_default();
+                t.attempt = None;
+                if unanswered && t.last_failure.is_none() {
+                    t.last_failure = Some("no answer".into());
+                }
+            }
+            Event::Close(peer, conn) => {
+                if let Some(l) = self.members[m].conns.remove(&(peer, conn)) {
+                    if let Some(link) = self.links[l].as_mut() {
+                        let dir = usize::from(link.ends[0].member != m || link.ends[0].peer != peer);
+                        let at = (now + link.latency).max(link.last[dir]);
+                        link.last[dir] = at;
+                        self.push(at, Delivery::Closed { link: l, to: (1 - dir) as u8 });
+                    }
+                }
+            }
+            Event::Established { peer, .. } => {
+                let t = self.members[m].tracks.entry(peer).or_default();
+                t.established = true;
+                t.last_failure = None;
+                self.last_activity = now;
+            }
+            Event::Down { peer, reason, .. } => {
+                let t = self.members[m].tracks.entry(peer).or_default();
+                if std::mem::take(&mut t.established) {
+                    self.last_activity = now;
+                }
+                if reason != DownReason::ConnectionFailed || t.last_down.is_none() {
+                    t.last_down = Some(reason);
+                }
+            }
+            Event::Fib(routes) => {
+                let fib = &mut self.members[m].fib;
+                for r in routes {
+                    if r.next_hops.is_empty() {
+                        fib.remove(&r.prefix);
+                    } else {
+                        fib.insert(r.prefix, r.next_hops);
+                    }
+                }
+                self.last_activity = now;
+            }
+            Event::Teardown { peer, reason, .. } => {
+                self.members[m].tracks.entry(peer).or_default().last_failure = Some(reason);
+            }
+            Event::StateChanged { .. }
+            | Event::UpdateIssues { .. }
+            | Event::Collision { .. }
+            | Event::Warning { .. }
+            | Event::DeferralDone => {}
+        }
+    }
+
+    /// Where a connection from member `m` to `addr` lands: (segment, the
+    /// member that owns the address, its address, our address).
+    fn route(&self, m: usize, addr: IpAddr) -> Option<(usize, usize, IpAddr)> {
+        for (seg, net) in &self.members[m].interfaces {
+            if !self.segments[*seg].1 || !net.contains(&addr) {
+                continue;
+            }
+            let owner = self
+                .members
+                .iter()
+                .position(|o| o.alive && o.interfaces.iter().any(|(s, a)| s == seg && a.addr() == addr))?;
+            return Some((*seg, owner, net.addr()));
+        }
+        None
+    }
+
+    fn connect(&mut self, m: usize, peer: PeerKey, attempt: u64) {
+        if !self.members[m].alive || self.members[m].tracks.get(&peer).and_then(|t| t.attempt) != Some(attempt) {
+            return;
+        }
+        let now = self.now;
+        let Some((_, setup)) = self.members[m].speaker.as_ref().and_then(|s| s.peer(peer)) else { return };
+        let (addr, password) = (setup.rib.addr, setup.password.clone());
+        let fail = |f: &mut Fabric, why: String, refused: bool| {
+            if let Some(t) = f.members[m].tracks.get_mut(&peer) {
+                t.last_failure = Some(why);
+            }
+            if refused {
+                f.push(now, Delivery::Refused { member: m, peer, attempt });
+            }
+        };
+        let Some((seg, owner, local)) = self.route(m, addr) else {
+            // No answer: the attempt is abandoned when ConnectRetry expires.
+            return fail(
+                self,
+                format!("no answer: {addr} is on no segment of {} that is up", self.members[m].name),
+                false,
+            );
+        };
+        let remote_key = self.members[owner]
+            .speaker
+            .as_ref()
+            .and_then(|s| s.peers().find(|(_, _, st)| st.rib.addr == local).map(|(k, _, st)| (k, st.password.clone())));
+        let Some((rk, remote_password)) = remote_key else {
+            let why = format!("connection refused: {} has no session for {local}", self.members[owner].name);
+            return fail(self, why, true);
+        };
+        if remote_password != password {
+            return fail(self, "no answer: TCP MD5 keys differ (the kernel drops the segments)".into(), false);
+        }
+        let Some(rconn) = self.members[owner]
+            .speaker
+            .as_mut()
+            .and_then(|s| s.handle_connected(rk, Initiator::Remote, Some(addr), now))
+        else {
+            self.drain(owner);
+            let why = format!(
+                "connection refused: {} is not accepting (its session is busy or stopped)",
+                self.members[owner].name
+            );
+            return fail(self, why, true);
+        };
+        self.members[m].tracks.entry(peer).or_default().attempt = None;
+        let lconn =
+            self.members[m].speaker.as_mut().and_then(|s| s.handle_connected(peer, Initiator::Local, Some(local), now));
+        let latency = self.latency();
+        match lconn {
+            Some(lconn) => {
+                let l = self.links.len();
+                self.links.push(Some(Link {
+                    ends: [End { member: m, peer, conn: lconn }, End { member: owner, peer: rk, conn: rconn }],
+                    segment: seg,
+                    latency,
+                    last: [now; 2],
+                }));
+                self.members[m].conns.insert((peer, lconn), l);
+                self.members[owner].conns.insert((rk, rconn), l);
+            }
+            None => {
+                if let Some(s) = self.members[owner].speaker.as_mut() {
+                    s.handle_connection_lost(rk, rconn, now);
+                }
+            }
+        }
+        self.drain(m);
+        self.drain(owner);
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        match d {
+            Delivery::Bytes { link, to, bytes } => {
+                let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
+                if !self.members[end.member].alive {
+                    return;
+                }
+                if let Some(sp) = self.members[end.member].speaker.as_mut() {
+                    sp.handle_bytes(end.peer, end.conn, &bytes, now);
+                }
+                self.drain(end.member);
+            }
+            Delivery::Closed { link, to } => {
+                let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
+                self.links[link] = None;
+                let m = &mut self.members[end.member];
+                if m.conns.remove(&(end.peer, end.conn)).is_some() && m.alive {
+                    if let Some(sp) = m.speaker.as_mut() {
+                        sp.handle_connection_lost(end.peer, end.conn, now);
+                    }
+                    self.drain(end.member);
+                }
+            }
+            Delivery::Connect { member, peer, attempt } => self.connect(member, peer, attempt),
+            Delivery::Refused { member, peer, attempt } => {
+                let t = self.members[member].tracks.entry(peer).or_default();
+                if t.attempt == Some(attempt) {
+                    t.attempt = None;
+                    if let Some(sp) = self.members[member].speaker.as_mut() {
+                        sp.handle_connect_failed(peer, now);
+                    }
+                    self.drain(member);
+                }
+            }
+            Delivery::Timer { member } => {
+                let m = &mut self.members[member];
+                if m.timer.is_some_and(|t| t <= now) {
+                    m.timer = None;
+                }
+                if m.alive {
+                    if let Some(sp) = m.speaker.as_mut() {
+                        if sp.poll_timeout().is_some_and(|t| t <= now) {
+                            sp.handle_timeout(now);
+                        }
+                    }
+                    self.drain(member);
+                }
+            }
+        }
+    }
+
+    /// Runs until the fabric is quiet for [`QUIET`] (converged: true) or
+    /// `limit` of virtual time has passed (false).
+    pub fn run(&mut self, limit: Duration) -> bool {
+        let end = self.now + limit;
+        for m in 0..self.members.len() {
+            self.drain(m);
+        }
+        self.last_activity = self.now;
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            let at = *at;
+            if at >= self.last_activity + QUIET {
+                // Quiet, unless a RIB still has a deadline that changes
+                // routes (stale routes of a peer that went away, MRAI,
+                // deferral): quiet counts again from there.
+                let rib_next = self
+                    .members
+                    .iter()
+                    .filter(|m| m.alive)
+                    .filter_map(|m| m.speaker.as_ref().and_then(|s| s.rib().poll_timeout()))
+                    .min();
+                match rib_next {
+                    Some(t) if t < end && t > self.last_activity => {
+                        self.last_activity = t;
+                        continue;
+                    }
+                    // Due already: its timer is queued; go on.
+                    Some(t) if t < end => {}
+                    _ => {
+                        self.now = self.now.max(self.last_activity + QUIET).min(end);
+                        return rib_next.is_none();
+                    }
+                }
+            }
+            if at > end {
+                self.now = end;
+                return false;
+            }
+            let Some(Reverse((at, _, d))) = self.queue.pop() else { break };
+            self.now = self.now.max(at);
+            self.deliver(d);
+        }
+        true
+    }
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric")
+            .field("elapsed", &self.elapsed())
+            .field("members", &self.members.len())
+            .field("links", &self.links.iter().flatten().count())
+            .finish()
+    }
+}
