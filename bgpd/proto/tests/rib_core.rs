@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    DeferralWait, MaxPrefix, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig, SessionInfo, Verdict,
-    STALE_PATH_TIME,
+    DeferralWait, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, SessionInfo, STALE_PATH_TIME,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
+use bgpd_proto::rib::policy::{
+    Action, CidrMatch, CommunityValue, DefaultExport, Filter, MatchOperator, Operation, PeerPolicy, PeerType, Rule,
+};
 use bgpd_proto::rib::table::PeerId;
 use bgpd_proto::wire::{
     AsPath, Attr, Community, Message, MpNlri, MpReach, MpUnreach, NextHop, Origin, PathAttribute, RefreshSubtype,
@@ -464,41 +466,45 @@ impl Sim {
     }
 }
 
-/// Test policy: rejects some prefixes on import or export, adds a community on export.
-#[derive(Debug, Default)]
-struct TestPolicy {
-    import_reject: Vec<IpNet>,
-    export_reject: Vec<IpNet>,
-    export_community: Option<Community>,
+/// A rule matching exactly `prefix`, with `action`.
+fn exact(prefix: &str, action: Action) -> Rule {
+    let mut r = Rule::new(action);
+    r.cidr = Some(CidrMatch { cidr: net(prefix), op: MatchOperator::Equal, min_len: None, max_len: None });
+    r
 }
 
-impl PeerPolicy for TestPolicy {
-    fn import(&self, prefix: IpNet, _: &PathAttrs) -> Verdict {
-        if self.import_reject.contains(&prefix) {
-            Verdict::Reject
-        } else {
-            Verdict::Accept
-        }
+/// A BGPFilter named `name` that rejects `import_reject` on import and
+/// `export_reject` on export (exact prefixes) and, with `export_community`,
+/// accepts every other route on export adding that community.
+fn filter(name: &str, import_reject: &[&str], export_reject: &[&str], export_community: Option<Community>) -> Filter {
+    let mut f = Filter { name: name.into(), ..Filter::default() };
+    for p in import_reject {
+        let list = if net(p).addr().is_ipv4() { &mut f.import_v4 } else { &mut f.import_v6 };
+        list.push(exact(p, Action::Reject));
     }
-    fn export(&self, prefix: IpNet, attrs: &PathAttrs, _learned: bool) -> Verdict {
-        if self.export_reject.contains(&prefix) {
-            return Verdict::Reject;
-        }
-        let Some(c) = self.export_community else { return Verdict::Accept };
-        let mut a = attrs.clone();
-        match a.attributes.iter_mut().find(|x| x.value.code() == AttrCode::COMMUNITIES) {
-            Some(PathAttribute { value: Attr::Communities(v), .. }) => v.push(c),
-            _ => a.attributes.push(PathAttribute::new(Attr::Communities([c].into_iter().collect()))),
-        }
-        Verdict::Modify(a)
+    for p in export_reject {
+        let list = if net(p).addr().is_ipv4() { &mut f.export_v4 } else { &mut f.export_v6 };
+        list.push(exact(p, Action::Reject));
     }
+    if let Some(c) = export_community {
+        let mut tag = Rule::new(Action::Accept);
+        tag.operations = vec![Operation::AddCommunity(CommunityValue::Standard(c))];
+        f.export_v4.push(tag.clone());
+        f.export_v6.push(tag);
+    }
+    f
 }
 
-fn policy(import_reject: &[&str], export_reject: &[&str], export_community: Option<Community>) -> Arc<TestPolicy> {
-    Arc::new(TestPolicy {
-        import_reject: import_reject.iter().map(|p| net(p)).collect(),
-        export_reject: export_reject.iter().map(|p| net(p)).collect(),
-        export_community,
+/// A peer policy of one such filter, everything else exported.
+fn policy(import_reject: &[&str], export_reject: &[&str], export_community: Option<Community>) -> Arc<PeerPolicy> {
+    policy_of(vec![filter("test", import_reject, export_reject, export_community)])
+}
+
+fn policy_of(filters: Vec<Filter>) -> Arc<PeerPolicy> {
+    Arc::new(PeerPolicy {
+        filters: filters.into_iter().map(Arc::new).collect(),
+        peer_type: PeerType::Ebgp,
+        default_export: DefaultExport::All,
     })
 }
 
@@ -1429,12 +1435,10 @@ fn import_policy_rejects_and_export_policy_modifies_for_its_peer_only() {
     let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
     let a = s.add(11, 65011, |c| {
         c.policy = policy(&[p2], &[], None);
-        c.policy_id = 1;
     });
     let tag = Community::new(65000, 777);
     let b = s.add(12, 65012, |c| {
         c.policy = policy(&[], &[], Some(tag));
-        c.policy_id = 2;
     });
     let c = s.add(13, 65013, |_| {});
     for p in [a, b, c] {
@@ -1455,7 +1459,6 @@ fn a_new_export_policy_sends_the_difference_without_a_session_event() {
     let a = s.add(11, 65011, |_| {});
     let b = s.add(12, 65012, |c| {
         c.policy = policy(&[], &[p1], None);
-        c.policy_id = 1;
     });
     s.up(a);
     s.up(b);
@@ -1463,7 +1466,7 @@ fn a_new_export_policy_sends_the_difference_without_a_session_event() {
     assert_eq!(s.peer(b).prefixes(), vec![net(p2), net(p3)]);
     let events = s.peer(b).events.len();
     // Same peer, new export policy: p2 rejected instead of p1.
-    let mut cfg = cfg_like(&s, b, 65012, policy(&[], &[p2], None), 2);
+    let mut cfg = cfg_like(&s, b, 65012, policy(&[], &[p2], None));
     s.rib.set_peer_config(b, cfg.clone(), s.now);
     s.drain();
     assert_eq!(s.peer(b).prefixes(), vec![net(p1), net(p3)], "p2 withdrawn, p1 announced");
@@ -1478,13 +1481,9 @@ fn a_new_export_policy_sends_the_difference_without_a_session_event() {
     assert_eq!(s.peer(b).events.len(), n);
 }
 
-fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<TestPolicy>, policy_id: u64) -> PeerConfig {
+fn cfg_like(s: &Sim, id: PeerId, asn: u32, policy: Arc<PeerPolicy>) -> PeerConfig {
     let addr = s.peer(id).addr;
-    PeerConfig {
-        policy,
-        policy_id,
-        ..PeerConfig::new(format!("peer{}", addr.octets()[3]), IpAddr::V4(addr), LOCAL_AS, asn)
-    }
+    PeerConfig { policy, ..PeerConfig::new(format!("peer{}", addr.octets()[3]), IpAddr::V4(addr), LOCAL_AS, asn) }
 }
 
 #[test]
@@ -1493,14 +1492,13 @@ fn a_new_import_policy_withdraws_now_rejected_routes_and_asks_for_a_refresh() {
     let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
     let a = s.add(11, 65011, |c| {
         c.policy = policy(&[], &[], None);
-        c.policy_id = 1;
     });
     let b = s.add(12, 65012, |_| {});
     s.up(a);
     s.up(b);
     s.send(a, ann(&[p1, p2], &[65011], "10.0.0.11"));
     assert_eq!(s.peer(b).prefixes().len(), 2);
-    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[], None), 2);
+    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[], None));
     s.rib.set_peer_config(a, cfg, s.now);
     s.drain();
     assert_eq!(s.peer(b).prefixes(), vec![net(p2)], "p1 now rejected on import: withdrawn");
@@ -1519,7 +1517,6 @@ fn a_kept_copy_applies_a_new_import_policy_without_asking_the_peer() {
     let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
     let a = s.add(11, 65011, |c| {
         c.policy = policy(&[p1], &[], None);
-        c.policy_id = 1;
         c.keep_received = true;
     });
     let b = s.add(12, 65012, |_| {});
@@ -1531,7 +1528,7 @@ fn a_kept_copy_applies_a_new_import_policy_without_asking_the_peer() {
     s.send(a, wd(&["10.1.3.0/24"]));
     assert_eq!(s.peer(b).prefixes(), vec![net(p2)], "p1 rejected on import");
     // The new policy accepts p1 and rejects p2.
-    let mut cfg = cfg_like(&s, a, 65011, policy(&[p2], &[], None), 2);
+    let mut cfg = cfg_like(&s, a, 65011, policy(&[p2], &[], None));
     cfg.keep_received = true;
     s.rib.set_peer_config(a, cfg, s.now);
     s.drain();
@@ -1545,7 +1542,7 @@ fn a_kept_copy_applies_a_new_import_policy_without_asking_the_peer() {
     s.down(a, false);
     s.up_with(a, |x| x.route_refresh = false);
     s.send(a, ann(&[p2], &[65011], "10.0.0.11"));
-    let mut cfg = cfg_like(&s, a, 65011, policy(&[], &[], None), 3);
+    let mut cfg = cfg_like(&s, a, 65011, policy(&[], &[], None));
     cfg.keep_received = true;
     s.rib.set_peer_config(a, cfg, s.now);
     s.drain();
@@ -1559,18 +1556,16 @@ fn an_import_policy_change_withdraws_from_peers_sharing_the_changed_peers_group(
     // A and B share policy 1 and so an update group; A joins first.
     let a = s.add(11, 65011, |c| {
         c.policy = policy(&[], &[], None);
-        c.policy_id = 1;
     });
     let b = s.add(12, 65012, |c| {
         c.policy = policy(&[], &[], None);
-        c.policy_id = 1;
     });
     s.up(a);
     s.up(b);
     s.send(a, ann(&[p1], &[65011], "10.0.0.11"));
     assert!(s.peer(b).best(p1).is_some());
     // A's new policy rejects p1 both ways.
-    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[p1], None), 2);
+    let cfg = cfg_like(&s, a, 65011, policy(&[p1], &[p1], None));
     s.rib.set_peer_config(a, cfg, s.now);
     s.drain();
     assert!(s.rib_prefixes().is_empty());
@@ -1601,10 +1596,10 @@ fn removing_an_ebgp_peer_withdraws_its_routes_from_ibgp_peers() {
 #[test]
 fn peers_with_equal_config_share_one_encoded_stream() {
     let mut s = Sim::new(rib_config());
-    let a = s.add(11, 65011, |c| c.policy_id = 99);
+    let a = s.add(11, 65011, |c| c.policy = policy(&[], &["192.0.2.0/24"], None));
     let b = s.add(12, 65012, |_| {});
     let c = s.add(13, 65013, |_| {});
-    let d = s.add(14, 65014, |c| c.policy_id = 7);
+    let d = s.add(14, 65014, |c| c.policy = policy(&[], &["198.51.100.0/24"], None));
     for p in [a, b, c, d] {
         s.up(p);
     }
@@ -1622,6 +1617,73 @@ fn peers_with_equal_config_share_one_encoded_stream() {
     assert_eq!(to_d[0].0, vec![d], "another policy: its own stream");
     assert_eq!(s.peer(b).rib_in, s.peer(c).rib_in);
     assert_eq!(s.rib.stats().groups, 3);
+}
+
+#[test]
+fn peers_share_a_group_by_policy_equality() {
+    let mut s = Sim::new(rib_config());
+    let tag = |n| Some(Community::new(65000, n));
+    // B and C: the same filter, built apart. D: a filter differing only in the
+    // value of an operation. E: what PeerConfig::new gives, with a filter set
+    // afterwards and nothing else changed (when the RIB compared a separate
+    // policy ID, E kept ID 0 and shared F's stream, which sent it what its
+    // filter rejects). F: PeerConfig::new as it is.
+    let b = s.add(12, 65012, |c| c.policy = policy(&[], &[], tag(1)));
+    let c = s.add(13, 65013, |c| c.policy = policy(&[], &[], tag(1)));
+    let d = s.add(14, 65014, |c| c.policy = policy(&[], &[], tag(2)));
+    let e = s.add(15, 65015, |c| c.policy = policy(&[], &["10.1.1.0/24"], None));
+    let f = s.add(16, 65016, |_| {});
+    let a = s.add(11, 65011, |_| {});
+    for p in [a, b, c, d, e, f] {
+        s.up(p);
+    }
+    s.sends.clear();
+    s.send(a, ann(&["10.1.1.0/24", "10.1.2.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(stream(&s, b), vec![b, c], "equal filters: one group");
+    assert_eq!(stream(&s, d), vec![d], "another community value: another group");
+    assert_eq!(stream(&s, e), vec![e]);
+    assert_eq!(stream(&s, f), vec![f]);
+    assert_eq!(s.peer(e).prefixes(), vec![net("10.1.2.0/24")], "E's filter holds");
+    assert_eq!(s.peer(f).prefixes().len(), 2);
+    assert_eq!(s.peer(d).best("10.1.1.0/24").unwrap().communities(), vec![Community::new(65000, 2)]);
+    // A is in F's group (the same default policy) but is the source of the
+    // batch, so it got a stream of its own. Groups: A+F, B+C, D, E.
+    assert_eq!(s.rib.stats().groups, 4);
+    // C's policy changes to D's: C leaves B's group and joins D's.
+    let cfg = cfg_like(&s, c, 65013, policy(&[], &[], tag(2)));
+    s.rib.set_peer_config(c, cfg, s.now);
+    s.drain();
+    s.sends.clear();
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(stream(&s, c), vec![c, d]);
+    assert_eq!(stream(&s, b), vec![b]);
+}
+
+/// The peers of the first `Output::Send` that went to `id`, sorted.
+fn stream(s: &Sim, id: PeerId) -> Vec<PeerId> {
+    let mut to: Vec<PeerId> = s.sends.iter().find(|(ps, _)| ps.contains(&id)).expect("a send").0.clone();
+    to.sort();
+    to
+}
+
+#[test]
+fn an_export_only_policy_change_asks_the_peer_for_nothing() {
+    let mut s = Sim::new(rib_config());
+    let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
+    let a = s.add(11, 65011, |c| c.policy = policy(&[], &[p1], None));
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(b, ann(&[p1, p2], &[65012], "10.0.0.12"));
+    s.send(a, ann(&["10.2.0.0/16"], &[65011], "10.0.0.11"));
+    assert_eq!(s.peer(a).prefixes(), vec![net(p2)]);
+    // The filter's export list changes, its import list does not.
+    let cfg = cfg_like(&s, a, 65011, policy(&[], &[p2], None));
+    s.rib.set_peer_config(a, cfg, s.now);
+    s.drain();
+    assert_eq!(s.peer(a).prefixes(), vec![net(p1)]);
+    assert!(!s.peer(a).events.iter().any(|e| matches!(e, Event::Refresh(_))), "import is unchanged: no ROUTE-REFRESH");
+    assert_eq!(s.rib_prefixes().len(), 3, "A's route kept");
 }
 
 // ----- 10. enhanced route refresh -----

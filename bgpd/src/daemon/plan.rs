@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bgpd_proto::rib::core::NextHopMode as RibNextHop;
+use bgpd_proto::rib::policy::{ExportRange, RangeSource};
 use ipnet::IpNet;
 
 use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, PeerScope, SourceAddress};
@@ -27,20 +28,33 @@ const DEFAULT_RESTART: Duration = Duration::from_secs(120);
 /// Hold time proposed when no keepalive time is configured (RFC 4271 §10 suggests 90 s).
 const DEFAULT_HOLD: u16 = 90;
 
-/// What Calico's default export passes on of the routes learned from peers:
-/// prefixes inside an IP pool whose export is not disabled (Calico's export filter
-/// accepts the pools and rejects `disableBGPExport` ones; disabled pools keep their
-/// existing blocks routed, so they stay), plus the service ranges. Without any
-/// IPPool in the datastore the IPAM blocks stand in for the pools.
-fn exportable(model: &Model) -> Vec<IpNet> {
+/// The ranges Calico's default export knows, for the routes learned from peers:
+/// IP pools (passed on, or held back for a pool with `disableBGPExport`: Calico's
+/// export filter rejects those; disabled pools keep their existing blocks routed,
+/// so they stay), plus the service ranges. Without any IPPool in the datastore the
+/// IPAM blocks stand in for the pools.
+fn exportable(model: &Model) -> Vec<ExportRange> {
     let cfg = &model.bgp_configuration;
-    let mut out: Vec<IpNet> = if model.ip_pools.is_empty() {
-        model.ipam_blocks.values().map(|b| b.cidr).collect()
+    let mut out: Vec<ExportRange> = if model.ip_pools.is_empty() {
+        let block = |b: &crate::datastore::IpamBlock| RangeSource::IpamBlock(b.name.clone());
+        model.ipam_blocks.values().map(|b| ExportRange { cidr: b.cidr, source: block(b) }).collect()
     } else {
-        model.ip_pools.values().filter(|p| !p.disable_bgp_export).map(|p| p.cidr).collect()
+        let source = |p: &crate::datastore::IpPool| match p.disable_bgp_export {
+            true => RangeSource::IpPoolExportDisabled(p.name.clone()),
+            false => RangeSource::IpPool(p.name.clone()),
+        };
+        model.ip_pools.values().map(|p| ExportRange { cidr: p.cidr, source: source(p) }).collect()
     };
-    out.extend(cfg.service_cluster_ips.iter().chain(&cfg.service_external_ips).chain(&cfg.service_load_balancer_ips));
-    out.sort();
+    let services = [
+        (&cfg.service_cluster_ips, RangeSource::ServiceClusterIps),
+        (&cfg.service_external_ips, RangeSource::ServiceExternalIps),
+        (&cfg.service_load_balancer_ips, RangeSource::ServiceLoadBalancerIps),
+    ];
+    for (ranges, source) in services {
+        out.extend(ranges.iter().map(|cidr| ExportRange { cidr: *cidr, source: source.clone() }));
+    }
+    // In prefix order (stable: an IPPool before a service range of the same CIDR).
+    out.sort_by_key(|r| r.cidr);
     out.dedup();
     out
 }

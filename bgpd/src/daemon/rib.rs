@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    DeferralWait, MaxPrefix, Output, PeerConfig, PeerPolicy, PeerRestart, Rib, RibConfig, RibStats, SessionInfo,
-    Verdict, DEFERRAL_PEER_WAIT,
+    DeferralWait, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, RibStats, SessionInfo, DEFERRAL_PEER_WAIT,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
-use bgpd_proto::rib::policy::{self, Direction, Filter, PeerType, RouteContext};
+use bgpd_proto::rib::policy::{DefaultExport, ExportRange, PeerPolicy, PeerType};
 use bgpd_proto::rib::table::PeerId;
 use bgpd_proto::wire;
 use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, RefreshSubtype, RouteRefresh, Update};
@@ -172,60 +171,21 @@ impl RibHandle {
     }
 }
 
-/// Calico's policy for one peer: its BGPFilters, then Calico's defaults
-/// (import: accept; export: this node's own routes, and learned routes
-/// inside an IPAM block or a service range).
-#[derive(Debug)]
-pub struct CalicoPolicy {
-    filters: Vec<Arc<Filter>>,
-    peer_type: PeerType,
-    exportable: Arc<Vec<IpNet>>,
-    import_all: bool,
-}
-
-impl CalicoPolicy {
-    fn verdict(&self, dir: Direction, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict {
-        let ctx = RouteContext { prefix, attrs, peer_type: self.peer_type, from_remote_peer: learned, interface: None };
-        match policy::evaluate(&self.filters, dir, &ctx) {
-            policy::Verdict::Accept([]) => Verdict::Accept,
-            policy::Verdict::Accept(ops) => Verdict::Modify(policy::apply(ops, attrs)),
-            policy::Verdict::Reject => Verdict::Reject,
-            policy::Verdict::NoMatch => match dir {
-                Direction::Import => Verdict::Accept,
-                Direction::Export if !learned || self.exportable.iter().any(|c| c.contains(&prefix)) => Verdict::Accept,
-                Direction::Export => Verdict::Reject,
-            },
-        }
+/// Calico's policy for one peer, as data: its BGPFilters, then Calico's
+/// defaults (import: accept; export: this node's own routes, and learned routes
+/// inside an exported range). `node_as`: Calico's `peerType` compares the
+/// peer's AS with the node's (not with a `localASNumber` override).
+pub fn peer_policy(spec: &PeerSpec, exportable: &Arc<Vec<ExportRange>>, node_as: u32) -> PeerPolicy {
+    PeerPolicy {
+        filters: spec.routing.filters.clone(),
+        peer_type: if node_as == spec.peer_as { PeerType::Ibgp } else { PeerType::Ebgp },
+        default_export: DefaultExport::Calico(exportable.clone()),
     }
 }
 
-impl PeerPolicy for CalicoPolicy {
-    fn import(&self, prefix: IpNet, attrs: &PathAttrs) -> Verdict {
-        self.verdict(Direction::Import, prefix, attrs, true)
-    }
-    fn export(&self, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict {
-        self.verdict(Direction::Export, prefix, attrs, learned)
-    }
-    fn import_accepts_all(&self) -> bool {
-        self.import_all
-    }
-}
-
-fn policy_id(spec: &PeerSpec, exportable: &[IpNet], node_as: u32) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{:?}", spec.routing.filters).hash(&mut h);
-    (node_as == spec.peer_as).hash(&mut h);
-    exportable.hash(&mut h);
-    h.finish()
-}
-
-/// `node_as`: the node's AS; Calico's `peerType` compares the peer's AS with
-/// it (not with a `localASNumber` override).
-pub fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) -> PeerConfig {
+/// The RIB's configuration of a peer; `node_as`: the node's AS (see [`peer_policy`]).
+pub fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<ExportRange>>, node_as: u32) -> PeerConfig {
     let r = &spec.routing;
-    let import_all = policy::accepts_all(&r.filters, Direction::Import, false)
-        && policy::accepts_all(&r.filters, Direction::Import, true);
     PeerConfig {
         name: spec.name.clone(),
         addr: spec.addr.ip(),
@@ -234,13 +194,7 @@ pub fn peer_config(spec: &PeerSpec, exportable: &Arc<Vec<IpNet>>, node_as: u32) 
         rr_client: r.rr_client,
         next_hop_mode: r.next_hop_mode,
         allow_local_as: r.allow_local_as,
-        policy: Arc::new(CalicoPolicy {
-            filters: r.filters.clone(),
-            peer_type: if node_as == spec.peer_as { PeerType::Ibgp } else { PeerType::Ebgp },
-            exportable: exportable.clone(),
-            import_all,
-        }),
-        policy_id: policy_id(spec, exportable, node_as),
+        policy: Arc::new(peer_policy(spec, exportable, node_as)),
         // Every peer has a limit, mesh peers included: its own (annotation
         // `bgpd.io/max-prefix`), else DEFAULT_MAX_PREFIX with a warning only.
         max_prefix: Some(r.max_prefix.map_or(DEFAULT_MAX_PREFIX, |(limit, teardown)| MaxPrefix { limit, teardown })),
@@ -327,7 +281,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<RibCmd>,
     progress: Arc<Progress>,
     shared: Shared,
-    mut exportable: Arc<Vec<IpNet>>,
+    mut exportable: Arc<Vec<ExportRange>>,
     mut originated: Originated,
     kernel: Option<KernelHandle>,
 ) {
@@ -417,7 +371,7 @@ fn apply(
     cmd: RibCmd,
     peers: &mut HashMap<u64, Peer>,
     by_id: &mut HashMap<PeerId, u64>,
-    exportable: &mut Arc<Vec<IpNet>>,
+    exportable: &mut Arc<Vec<ExportRange>>,
     originated: &mut Originated,
     now: Instant,
 ) {
@@ -729,5 +683,30 @@ mod tests {
         spec.routing.max_prefix = Some((500, true));
         let cfg = peer_config(&spec, &exportable, 64512);
         assert_eq!(cfg.max_prefix, Some(MaxPrefix { limit: 500, teardown: true }));
+    }
+
+    #[test]
+    fn peers_with_the_same_filters_get_equal_policies() {
+        use bgpd_proto::rib::policy::{Action, Filter, Rule};
+        let exportable = Arc::new(vec![ExportRange {
+            cidr: "10.244.0.0/16".parse().unwrap(),
+            source: bgpd_proto::rib::policy::RangeSource::IpPool("default".into()),
+        }]);
+        let filter = || {
+            let mut f = Filter { name: "no-transit".into(), ..Filter::default() };
+            f.export_v4 = vec![Rule::new(Action::Reject)];
+            Arc::new(f)
+        };
+        let mut a = crate::daemon::peer::tests::spec();
+        a.routing.filters = vec![filter()];
+        let mut b = a.clone();
+        b.name = "other".into();
+        b.routing.filters = vec![filter()];
+        let node_as = a.peer_as + 1;
+        assert_eq!(peer_config(&a, &exportable, node_as).policy, peer_config(&b, &exportable, node_as).policy);
+        // The same filters towards an iBGP peer: `peerType` rules see another value.
+        assert_ne!(peer_config(&a, &exportable, node_as).policy, peer_config(&a, &exportable, a.peer_as).policy);
+        b.routing.filters.clear();
+        assert_ne!(peer_config(&a, &exportable, node_as).policy, peer_config(&b, &exportable, node_as).policy);
     }
 }

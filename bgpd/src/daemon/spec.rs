@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use bgpd_proto::rib::core::NextHopMode;
-use bgpd_proto::rib::policy::Filter;
+use bgpd_proto::rib::policy::{ExportRange, Filter};
 use ipnet::IpNet;
 
 /// A TCP MD5 key: never printed (`Debug` says it is there, not what it is).
@@ -123,9 +123,10 @@ pub struct NodeSpec {
     pub originations: Vec<super::originate::Origination>,
     /// Route reflector cluster ID (`routeReflectorClusterID`).
     pub cluster_id: Option<Ipv4Addr>,
-    /// Prefixes whose learned routes Calico's default export policy passes
-    /// on (IPAM blocks of every node, service ranges).
-    pub exportable: Vec<IpNet>,
+    /// The ranges Calico's default export policy knows for learned routes:
+    /// those it passes on (IP pools, or the IPAM blocks without pools;
+    /// service ranges) and the IP pools with `disableBGPExport` it holds back.
+    pub exportable: Vec<ExportRange>,
     /// Static routes to peers that are reached through a gateway (Calico
     /// `reachableBy`): (the peer's address as a host prefix, the gateway).
     pub statics: Vec<(IpNet, IpAddr)>,

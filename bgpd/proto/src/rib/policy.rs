@@ -50,7 +50,7 @@ use super::attrs::PathAttrs;
 use crate::wire::{AsPath, Attr, Community, LargeCommunity, PathAttribute, SegmentKind};
 
 /// One BGPFilter: its name and its four ordered rule lists.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// `metadata.name`, for logs and `bgpd show`.
     pub name: String,
@@ -78,7 +78,7 @@ impl Filter {
 
 /// One rule: conditions (all optional, all must hold), an action, and operations.
 /// A rule without conditions matches every route.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// `cidr` + `matchOperator` (+ `prefixLength`): a condition on the prefix.
     pub cidr: Option<CidrMatch>,
@@ -179,7 +179,7 @@ impl Rule {
 /// where `lo` is the larger of `cidr`'s length and `min`, and `hi` the smaller of
 /// 32/128 and `max`. `Equal` is an exact comparison; `prefixLength` does not apply to
 /// it. `NotEqual` and `NotIn` are the negations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CidrMatch {
     /// `cidr` (a network address: no host bits).
     pub cidr: IpNet,
@@ -324,6 +324,187 @@ pub fn fallback(dir: Direction) -> Fallback {
     match dir {
         Direction::Import => Fallback::Accept,
         Direction::Export => Fallback::DefaultExport,
+    }
+}
+
+/// One peer's policy, as plain data: its BGPFilters in order, then Calico's defaults
+/// (import: accept; export: [`DefaultExport`]). Peers with equal policies share an
+/// update group (the RIB compares the data itself, hashing it to find the group), so
+/// there is no separate identity to keep in step with the behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerPolicy {
+    /// The peer's BGPFilters (`spec.filters`), in order.
+    pub filters: Vec<Arc<Filter>>,
+    /// What rules with `peerType` see: Calico compares the peer's AS with the node's.
+    pub peer_type: PeerType,
+    /// What is exported when no rule matched.
+    pub default_export: DefaultExport,
+}
+
+/// What a peer is sent when no rule of its filters matched a route.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DefaultExport {
+    /// Every route: a plain BGP speaker (tests, route servers, the simulator's routers).
+    All,
+    /// Calico's ordinary export policy: the node's own routes, and learned routes
+    /// inside a range that is exported ([`ExportRange`]; the first range containing
+    /// the prefix decides). Anything else learned is not passed on, so a node never
+    /// becomes a transit router.
+    Calico(Arc<Vec<ExportRange>>),
+}
+
+/// A range Calico's default export knows about: learned routes inside it are passed
+/// on, or, for an IPPool with `disableBGPExport`, held back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExportRange {
+    /// The range.
+    pub cidr: IpNet,
+    /// The object it comes from.
+    pub source: RangeSource,
+}
+
+/// Where an [`ExportRange`] comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RangeSource {
+    /// An IPPool (its name).
+    IpPool(String),
+    /// An IPPool with `disableBGPExport: true` (its name): not exported.
+    IpPoolExportDisabled(String),
+    /// An IPAMBlock (its name), standing in for the pools when the datastore has none.
+    IpamBlock(String),
+    /// BGPConfiguration `serviceClusterIPs`.
+    ServiceClusterIps,
+    /// BGPConfiguration `serviceExternalIPs`.
+    ServiceExternalIps,
+    /// BGPConfiguration `serviceLoadBalancerIPs`.
+    ServiceLoadBalancerIps,
+}
+
+impl RangeSource {
+    /// Whether learned routes inside the range are exported.
+    pub fn exported(&self) -> bool {
+        !matches!(self, RangeSource::IpPoolExportDisabled(_))
+    }
+}
+
+/// Which step of a [`PeerPolicy`] decided about a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecidedBy {
+    /// A rule: `filter` indexes [`PeerPolicy::filters`], `rule` the filter's list for
+    /// the direction and the route's family ([`Filter::rules`]).
+    Rule {
+        /// Index of the filter.
+        filter: usize,
+        /// Index of the rule in its list.
+        rule: usize,
+    },
+    /// No rule matched, import: Calico accepts.
+    ImportDefault,
+    /// No rule matched, export, [`DefaultExport::All`].
+    ExportAll,
+    /// No rule matched, export: a route this node originates.
+    OwnRoute,
+    /// No rule matched, export: learned, inside this exported range (an index into
+    /// the [`DefaultExport::Calico`] ranges).
+    InRange(usize),
+    /// No rule matched, export: learned, inside this range whose export is disabled
+    /// (an IPPool with `disableBGPExport`).
+    ExportDisabled(usize),
+    /// No rule matched, export: learned and outside every range Calico exports.
+    NotExportable,
+}
+
+/// What a [`PeerPolicy`] says about one route, and which step said it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// Take the route (after [`Decision::operations`]), or drop it.
+    pub accept: bool,
+    /// Operations to apply ([`apply`]) when accepted; empty for the defaults.
+    pub operations: &'a [Operation],
+    /// The step that decided.
+    pub by: DecidedBy,
+}
+
+impl Decision<'_> {
+    fn default(accept: bool, by: DecidedBy) -> Decision<'static> {
+        Decision { accept, operations: &[], by }
+    }
+}
+
+impl PeerPolicy {
+    /// No filters, everything exported: what a plain BGP speaker does.
+    pub fn accept_all(peer_type: PeerType) -> PeerPolicy {
+        PeerPolicy { filters: Vec::new(), peer_type, default_export: DefaultExport::All }
+    }
+
+    /// A route received from the peer (`from_remote_peer` is always true on import).
+    pub fn import(&self, prefix: IpNet, attrs: &PathAttrs) -> Decision<'_> {
+        let ctx = RouteContext { prefix, attrs, peer_type: self.peer_type, from_remote_peer: true, interface: None };
+        self.rule(Direction::Import, &ctx).unwrap_or(Decision::default(true, DecidedBy::ImportDefault))
+    }
+
+    /// A route about to be sent to the peer (`learned`: from another peer, not
+    /// originated here), with its attributes as this speaker holds them.
+    pub fn export(&self, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Decision<'_> {
+        let ctx = RouteContext { prefix, attrs, peer_type: self.peer_type, from_remote_peer: learned, interface: None };
+        if let Some(d) = self.rule(Direction::Export, &ctx) {
+            return d;
+        }
+        let ranges = match &self.default_export {
+            DefaultExport::All => return Decision::default(true, DecidedBy::ExportAll),
+            DefaultExport::Calico(_) if !learned => return Decision::default(true, DecidedBy::OwnRoute),
+            DefaultExport::Calico(ranges) => ranges,
+        };
+        let inside =
+            |exported: bool| ranges.iter().position(|r| r.source.exported() == exported && r.cidr.contains(&prefix));
+        match (inside(true), inside(false)) {
+            (Some(i), _) => Decision::default(true, DecidedBy::InRange(i)),
+            (None, Some(i)) => Decision::default(false, DecidedBy::ExportDisabled(i)),
+            (None, None) => Decision::default(false, DecidedBy::NotExportable),
+        }
+    }
+
+    /// The first rule that matches, as a decision.
+    fn rule(&self, dir: Direction, ctx: &RouteContext<'_>) -> Option<Decision<'_>> {
+        let v6 = matches!(ctx.prefix, IpNet::V6(_));
+        for (fi, filter) in self.filters.iter().enumerate() {
+            if let Some(ri) = filter.rules(dir, v6).iter().position(|r| r.matches(ctx)) {
+                let rule = &filter.rules(dir, v6)[ri];
+                return Some(Decision {
+                    accept: rule.action == Action::Accept,
+                    operations: if rule.action == Action::Accept { &rule.operations } else { &[] },
+                    by: DecidedBy::Rule { filter: fi, rule: ri },
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether every received route is imported unchanged (both families), so that
+    /// the RIB may skip the import evaluation.
+    pub fn import_accepts_all(&self) -> bool {
+        accepts_all(&self.filters, Direction::Import, false) && accepts_all(&self.filters, Direction::Import, true)
+    }
+
+    /// Whether `other` imports exactly as this policy does: per family, the same
+    /// import rules in the same order across the filters, and the same peer type.
+    /// (Filter names, export rules and the default export do not matter: a change
+    /// there needs no ROUTE-REFRESH.)
+    pub fn same_import(&self, other: &PeerPolicy) -> bool {
+        fn rules(p: &PeerPolicy, v6: bool) -> impl Iterator<Item = &Rule> {
+            p.filters.iter().flat_map(move |f| f.rules(Direction::Import, v6))
+        }
+        self.peer_type == other.peer_type
+            && rules(self, false).eq(rules(other, false))
+            && rules(self, true).eq(rules(other, true))
+    }
+
+    /// The range [`DecidedBy::InRange`] or [`DecidedBy::ExportDisabled`] names.
+    pub fn range(&self, index: usize) -> Option<&ExportRange> {
+        match &self.default_export {
+            DefaultExport::Calico(ranges) => ranges.get(index),
+            DefaultExport::All => None,
+        }
     }
 }
 
@@ -973,5 +1154,114 @@ mod tests {
         assert!(!glob_match(b"a*b*c", b"aXbYbZ"));
         assert!(glob_match(b"*a", b"aaaa"));
         assert!(!glob_match(b"?", b""));
+    }
+
+    fn peer_policy(filters: Vec<Arc<Filter>>, ranges: Option<Vec<ExportRange>>) -> PeerPolicy {
+        let default_export = ranges.map_or(DefaultExport::All, |r| DefaultExport::Calico(Arc::new(r)));
+        PeerPolicy { filters, peer_type: PeerType::Ebgp, default_export }
+    }
+
+    fn hash_of(p: &PeerPolicy) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(p)
+    }
+
+    #[test]
+    fn peer_policies_are_equal_by_content_not_by_allocation() {
+        let make = |min_len| {
+            filter("pods", |f| {
+                f.export_v4 = vec![rule(Action::Accept, |r| {
+                    r.cidr =
+                        Some(CidrMatch { cidr: net("10.244.0.0/16"), op: MatchOperator::In, min_len, max_len: None })
+                })]
+            })
+        };
+        // Two filters built apart (distinct allocations) with the same content.
+        let a = peer_policy(vec![make(Some(24))], None);
+        let b = peer_policy(vec![make(Some(24))], None);
+        assert_eq!(a, b);
+        assert_eq!(hash_of(&a), hash_of(&b), "equal policies hash alike (update groups find each other)");
+        // A prefix length bound, the filters' order, the default export: each makes another policy.
+        assert_ne!(a, peer_policy(vec![make(None)], None));
+        let other = filter("other", |f| f.export_v4 = vec![Rule::new(Action::Reject)]);
+        let ab = peer_policy(vec![make(Some(24)), other.clone()], None);
+        let ba = peer_policy(vec![other, make(Some(24))], None);
+        assert_ne!(ab, ba);
+        assert_ne!(a, peer_policy(vec![make(Some(24))], Some(vec![])));
+        // PeerConfig::new's policy has no filters and exports everything.
+        assert_eq!(PeerPolicy::accept_all(PeerType::Ebgp), peer_policy(vec![], None));
+    }
+
+    #[test]
+    fn peer_policy_names_the_step_that_decided() {
+        let a = attrs(&[65001], &[]);
+        let f1 = filter("f1", |f| {
+            f.import_v4 = vec![
+                rule(Action::Accept, |r| r.cidr = cidr("10.9.0.0/16", MatchOperator::Equal)),
+                rule(Action::Reject, |r| r.cidr = cidr("10.0.0.0/8", MatchOperator::In)),
+            ];
+            f.export_v4 = vec![rule(Action::Accept, |r| {
+                r.cidr = cidr("192.0.2.0/24", MatchOperator::Equal);
+                r.operations = vec![Operation::SetPriority(5)];
+            })];
+        });
+        let f2 = filter("f2", |f| f.export_v4 = vec![rule(Action::Reject, |r| r.source = Some(Source::RemotePeers))]);
+        let pools = vec![
+            ExportRange { cidr: net("10.244.0.0/16"), source: RangeSource::IpPool("default".into()) },
+            ExportRange { cidr: net("10.250.0.0/16"), source: RangeSource::IpPoolExportDisabled("quiet".into()) },
+            ExportRange { cidr: net("10.96.0.0/12"), source: RangeSource::ServiceClusterIps },
+        ];
+        let p = peer_policy(vec![f1.clone()], Some(pools.clone()));
+        let import = |s| p.import(net(s), &a);
+        assert_eq!(import("10.1.0.0/16").by, DecidedBy::Rule { filter: 0, rule: 1 });
+        assert!(!import("10.1.0.0/16").accept);
+        assert_eq!(import("10.9.0.0/16").by, DecidedBy::Rule { filter: 0, rule: 0 });
+        assert!(import("192.168.0.0/16").accept);
+        assert_eq!(import("192.168.0.0/16").by, DecidedBy::ImportDefault);
+        let export = |s, learned| p.export(net(s), &a, learned);
+        let d = export("192.0.2.0/24", true);
+        assert_eq!(
+            (d.accept, d.operations, d.by),
+            (true, &[Operation::SetPriority(5)][..], DecidedBy::Rule { filter: 0, rule: 0 })
+        );
+        assert_eq!(export("172.16.0.0/24", false).by, DecidedBy::OwnRoute);
+        assert_eq!(export("10.244.3.0/26", true).by, DecidedBy::InRange(0));
+        assert_eq!(export("10.96.0.10/32", true).by, DecidedBy::InRange(2));
+        let disabled = export("10.250.1.0/26", true);
+        assert_eq!((disabled.accept, disabled.by), (false, DecidedBy::ExportDisabled(1)));
+        assert_eq!(p.range(1), Some(&pools[1]));
+        let outside = export("172.16.0.0/24", true);
+        assert_eq!((outside.accept, outside.by), (false, DecidedBy::NotExportable));
+        // The second filter decides what the first does not match.
+        let p2 = peer_policy(vec![f1, f2], Some(pools));
+        assert_eq!(p2.export(net("10.244.3.0/26"), &a, true).by, DecidedBy::Rule { filter: 1, rule: 0 });
+        // Everything, without Calico's default.
+        let all = peer_policy(vec![], None);
+        assert_eq!((all.export(net("172.16.0.0/24"), &a, true).by), DecidedBy::ExportAll);
+    }
+
+    #[test]
+    fn same_import_looks_at_import_rules_and_peer_type_only() {
+        let reject = |name: &str| {
+            filter(name, |f| {
+                f.import_v4 = vec![rule(Action::Reject, |r| r.cidr = cidr("10.0.0.0/8", MatchOperator::In))]
+            })
+        };
+        let a = peer_policy(vec![reject("a")], None);
+        // Another name, another export list, another default export: imports the same.
+        let mut b = peer_policy(
+            vec![filter("b", |f| {
+                f.import_v4 = reject("x").import_v4.clone();
+                f.export_v6 = vec![Rule::new(Action::Reject)];
+            })],
+            Some(vec![]),
+        );
+        assert!(a.same_import(&b));
+        b.peer_type = PeerType::Ibgp;
+        assert!(!a.same_import(&b), "peerType conditions see another value");
+        // The same rule in the IPv6 list is another import policy.
+        let v6 = peer_policy(vec![filter("a", |f| f.import_v6 = reject("x").import_v4.clone())], None);
+        assert!(!a.same_import(&v6));
+        assert!(!a.same_import(&peer_policy(vec![], None)));
     }
 }

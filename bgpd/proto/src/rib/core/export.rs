@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use crate::nlri::Nlri;
 use crate::rib::attrs::PathAttrs;
+use crate::rib::policy::{self, DecidedBy, Decision};
 use crate::rib::table::{FastMap, Path, PeerId, Used};
 use crate::types::{AttrCode, Family};
 use crate::wire::{
@@ -21,9 +22,20 @@ use crate::wire::{
 };
 
 use super::{
-    forwarding, set_local_pref, FibRoute, Group, GroupKey, Held, NextHopMode, Output, PeerConfig, PeerPolicy, Rib,
-    RibPrefix, SessionInfo, Verdict,
+    forwarding, set_local_pref, FibRoute, Group, GroupKey, Held, NextHopMode, Output, PeerConfig, Rib, RibPrefix,
+    SessionInfo,
 };
+
+/// Why a used path chosen for a peer is not sent to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NotSent {
+    /// iBGP-learned towards iBGP, not reflected (RFC 4456 §8).
+    Reflection,
+    /// Export policy rejected it.
+    Policy(DecidedBy),
+    /// No next hop of the family for the peer.
+    NoNextHop,
+}
 
 /// Where a route came from, as export rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,28 +125,25 @@ impl Rib {
             return;
         }
         let key = self.group_key(&state.cfg, s);
-        let policy = state.cfg.policy.clone();
         let mut cache = ExportCache::default();
         let mut build = Build::<P>::new(&key);
         for (prefix, (old, now)) in batch {
-            let a = self.export(&key, &*policy, *prefix, old, Some(peer), &mut cache);
-            let b = self.export(&key, &*policy, *prefix, now, Some(peer), &mut cache);
+            let a = self.export(&key, *prefix, old, Some(peer), &mut cache);
+            let b = self.export(&key, *prefix, now, Some(peer), &mut cache);
             build.diff(*prefix, &a, &b);
         }
         self.emit(vec![peer], &key, build);
     }
 
     /// Sends `peer` the difference between what the old configuration
-    /// exported and what the new one does.
+    /// (its group key holds its policy) exported and what the new one does.
     pub(super) fn reexport<P: RibPrefix>(
         &mut self,
         peer: PeerId,
         old: &GroupKey,
-        old_policy: &dyn PeerPolicy,
         new: &GroupKey,
         before: &FastMap<P, (Used, Used)>,
     ) {
-        let Some(new_policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
         let mut build = Build::<P>::new(new);
         let mut old_cache = ExportCache::default();
         let mut new_cache = ExportCache::default();
@@ -142,13 +151,13 @@ impl Rib {
         for (prefix, paths) in table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
             let was = before.get(prefix).map_or(&used, |(old, _)| old);
-            let a = self.export(old, old_policy, *prefix, was, Some(peer), &mut old_cache);
-            let b = self.export(new, &*new_policy, *prefix, &used, Some(peer), &mut new_cache);
+            let a = self.export(old, *prefix, was, Some(peer), &mut old_cache);
+            let b = self.export(new, *prefix, &used, Some(peer), &mut new_cache);
             build.diff(*prefix, &a, &b);
         }
         // Prefixes that are gone altogether since.
         for (prefix, (was, _)) in before.iter().filter(|(p, _)| table.get(p).is_none()) {
-            let a = self.export(old, old_policy, *prefix, was, Some(peer), &mut old_cache);
+            let a = self.export(old, *prefix, was, Some(peer), &mut old_cache);
             build.diff(*prefix, &a, &[]);
         }
         self.emit(vec![peer], new, build);
@@ -156,7 +165,7 @@ impl Rib {
 
     pub(super) fn group_key(&self, cfg: &PeerConfig, s: &SessionInfo) -> GroupKey {
         GroupKey {
-            policy_id: cfg.policy_id,
+            policy: cfg.policy.clone(),
             ibgp: !cfg.ebgp(),
             rr_client: cfg.rr_client,
             local_as: cfg.local_as,
@@ -183,19 +192,25 @@ impl Rib {
             return;
         }
         let key = self.group_key(&state.cfg, s);
-        let g = match self.groups.iter().position(|g| g.key == key && !g.members.is_empty()) {
-            Some(g) => g,
-            None => match self.groups.iter().position(|g| g.members.is_empty()) {
-                Some(g) => {
-                    self.groups[g].key = key;
-                    self.groups[g].held = Held::default();
-                    g
-                }
-                None => {
-                    self.groups.push(Group { key, members: Vec::new(), held: Held::default() });
-                    self.groups.len() - 1
-                }
-            },
+        // Found by hashing the key (policy data included), confirmed by
+        // comparing it: equal policies share a group, and only those.
+        let g = match self.group_index.get(&key) {
+            Some(&g) => g,
+            None => {
+                let g = match self.groups.iter().position(|g| g.members.is_empty()) {
+                    Some(g) => {
+                        self.groups[g].key = key.clone();
+                        self.groups[g].held = Held::default();
+                        g
+                    }
+                    None => {
+                        self.groups.push(Group { key: key.clone(), members: Vec::new(), held: Held::default() });
+                        self.groups.len() - 1
+                    }
+                };
+                self.group_index.insert(key, g);
+                g
+            }
         };
         self.groups[g].members.push(peer);
         if let Some(s) = self.peer_mut(peer) {
@@ -207,6 +222,9 @@ impl Rib {
         let Some(g) = self.peer_mut(peer).and_then(|s| s.group.take()) else { return };
         if let Some(group) = self.groups.get_mut(g) {
             group.members.retain(|m| *m != peer);
+            if group.members.is_empty() {
+                self.group_index.remove(&group.key);
+            }
         }
     }
 
@@ -223,10 +241,9 @@ impl Rib {
 
     /// What the group is sent for `prefix` whose used paths are `used`:
     /// (path identifier, attributes) pairs; one pair without ADD-PATH.
-    fn export<P: RibPrefix>(
+    pub(super) fn export<P: RibPrefix>(
         &self,
         g: &GroupKey,
-        policy: &dyn PeerPolicy,
         prefix: P,
         used: &[Path],
         exclude: Option<PeerId>,
@@ -254,31 +271,7 @@ impl Rib {
             used.first().filter(sendable).into_iter().collect()
         };
         for p in chosen {
-            let src = self.source(p);
-            let allowed = match (g.ibgp, src) {
-                (false, _) | (true, Source::Local | Source::Ebgp) => true,
-                (true, Source::IbgpClient) => self.cfg.cluster_id.is_some(),
-                (true, Source::IbgpNonClient) => self.cfg.cluster_id.is_some() && g.rr_client,
-            };
-            if !allowed {
-                continue;
-            }
-            let attrs = match policy.export(prefix.into(), &p.attrs, !p.peer.is_local()) {
-                Verdict::Reject => continue,
-                Verdict::Accept => {
-                    let key = (Arc::as_ptr(&p.attrs), p.peer);
-                    match cache.by_source.get(&key) {
-                        Some(a) => a.clone(),
-                        None => {
-                            let a = self.transform(g, P::FAMILY, p, &p.attrs, src).map(|a| cache.share(a));
-                            cache.by_source.insert(key, a.clone());
-                            a
-                        }
-                    }
-                }
-                Verdict::Modify(m) => self.transform(g, P::FAMILY, p, &m, src).map(|a| cache.share(a)),
-            };
-            if let Some(a) = attrs {
+            if let Ok((a, _)) = self.export_path(g, prefix.into(), P::FAMILY, p, cache) {
                 let mut id = if addpath { out_path_id(p) } else { 0 };
                 // Two paths of one prefix folding to one identifier (received
                 // identifiers differing only in their high bits): the later
@@ -290,6 +283,48 @@ impl Rib {
             }
         }
         out
+    }
+
+    /// Whether one used path chosen for the group is sent, and with which
+    /// attributes: route reflection (RFC 4456 §8), export policy (and the
+    /// step that decided), this speaker's changes ([`Rib::transform`]).
+    pub(super) fn export_path(
+        &self,
+        g: &GroupKey,
+        prefix: IpNet,
+        family: Family,
+        p: &Path,
+        cache: &mut ExportCache,
+    ) -> Result<(Arc<PathAttrs>, DecidedBy), NotSent> {
+        let src = self.source(p);
+        let allowed = match (g.ibgp, src) {
+            (false, _) | (true, Source::Local | Source::Ebgp) => true,
+            (true, Source::IbgpClient) => self.cfg.cluster_id.is_some(),
+            (true, Source::IbgpNonClient) => self.cfg.cluster_id.is_some() && g.rr_client,
+        };
+        if !allowed {
+            return Err(NotSent::Reflection);
+        }
+        let decision = g.policy.export(prefix, &p.attrs, !p.peer.is_local());
+        let attrs = match decision {
+            Decision { accept: false, by, .. } => return Err(NotSent::Policy(by)),
+            Decision { operations: [], .. } => {
+                let key = (Arc::as_ptr(&p.attrs), p.peer);
+                match cache.by_source.get(&key) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let a = self.transform(g, family, p, &p.attrs, src).map(|a| cache.share(a));
+                        cache.by_source.insert(key, a.clone());
+                        a
+                    }
+                }
+            }
+            Decision { operations, .. } => {
+                let m = policy::apply(operations, &p.attrs);
+                self.transform(g, family, p, &m, src).map(|a| cache.share(a))
+            }
+        };
+        attrs.map(|a| (a, decision.by)).ok_or(NotSent::NoNextHop)
     }
 
     /// The attributes sent to the group for path `p` (with `attrs` after
@@ -503,7 +538,6 @@ impl Rib {
     fn export_group<P: RibPrefix>(&mut self, gi: usize, dirty: &FastMap<P, (Used, Used)>) {
         {
             let g = &self.groups[gi];
-            let Some(policy) = self.peer(g.members[0]).map(|s| s.cfg.policy.clone()) else { return };
             let key = g.key.clone();
             let members = g.members.clone();
             // Members that are the source of a changed route get a stream
@@ -530,8 +564,8 @@ impl Rib {
             for (to, exclude) in streams {
                 let mut build = Build::<P>::new(&key);
                 for (prefix, (old, now)) in dirty {
-                    let a = self.export(&key, &*policy, *prefix, old, exclude, &mut cache);
-                    let b = self.export(&key, &*policy, *prefix, now, exclude, &mut cache);
+                    let a = self.export(&key, *prefix, old, exclude, &mut cache);
+                    let b = self.export(&key, *prefix, now, exclude, &mut cache);
                     build.diff(*prefix, &a, &b);
                 }
                 self.emit(to, &key, build);
@@ -561,12 +595,11 @@ impl Rib {
         let Some(state) = self.peer(peer) else { return };
         let Some(s) = &state.session else { return };
         let key = self.group_key(&state.cfg, s);
-        let policy = state.cfg.policy.clone();
         let mut cache = ExportCache::default();
         let mut build = Build::<P>::new(&key);
         for (prefix, paths) in P::fam_ref(&self.fams).table.iter() {
             let used: SmallVec<[Path; 1]> = paths.iter().take_while(|p| p.is_used()).cloned().collect();
-            let b = self.export(&key, &*policy, *prefix, &used, Some(peer), &mut cache);
+            let b = self.export(&key, *prefix, &used, Some(peer), &mut cache);
             build.diff(*prefix, &[], &b);
         }
         self.emit(vec![peer], &key, build);
@@ -615,7 +648,7 @@ fn hold<P: RibPrefix>(held: &mut FastMap<P, (Used, Used)>, changes: &FastMap<P, 
 /// peer (the usual case: every prefix with one source set shares one), and
 /// by value (so that sets a policy modified per prefix still pack together).
 #[derive(Default)]
-struct ExportCache {
+pub(super) struct ExportCache {
     by_source: FastMap<(*const PathAttrs, PeerId), Option<Arc<PathAttrs>>>,
     by_value: std::collections::HashSet<Arc<PathAttrs>, foldhash::fast::RandomState>,
 }

@@ -16,9 +16,9 @@ use crate::rib::table::{Path, PeerId, STALE};
 use crate::types::{AttrCode, Family, FamilySet, AS_TRANS};
 use crate::wire::{AsPath, Attr, Community, MpNlri, NextHop, PathAttribute, Update};
 
-use super::{
-    decision_input, fam_index, note, set_local_pref, Output, PeerPolicy, PeerState, Received, Rib, RibPrefix, Verdict,
-};
+use super::{decision_input, fam_index, note, set_local_pref, Output, PeerState, Received, Rib, RibPrefix};
+use super::{PolicyStep, Rejection};
+use crate::rib::policy::Direction;
 
 impl Rib {
     /// Counts an [`Ignored`] case; the first of its kind in a session is
@@ -66,7 +66,13 @@ impl Rib {
         };
         // RFC 5065 §5: bgpd has no confederation, so no eBGP peer is in ours.
         let confed = ebgp && u.as_path().is_some_and(AsPath::has_confed);
-        let loop_free = !treat_as_withdraw && !confed && self.loop_free(state, u, four_octet_as);
+        let rejected = if treat_as_withdraw {
+            Some(Rejection::TreatAsWithdraw)
+        } else if confed {
+            Some(Rejection::ConfedFromExternal)
+        } else {
+            self.loop_check(state, u, four_octet_as)
+        };
         if confed {
             let path = u.as_path().map(ToString::to_string).unwrap_or_default();
             self.note_ignored(peer, Ignored::ConfedFromExternal, || {
@@ -98,30 +104,31 @@ impl Rib {
             let nh = u.next_hop().map(NextHop::V4);
             match self.usable(peer, Family::IPV4_UNICAST, nh.as_ref(), families, &rules) {
                 None => {}
-                Some(true) if loop_free => {
-                    let attrs = self.received_attrs(u, false, ebgp, four_octet_as);
-                    u.nlri.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &attrs));
-                }
-                Some(_) => u.nlri.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
+                Some(fault) => match fault.or_else(|| rejected.clone()) {
+                    None => {
+                        let attrs = self.received_attrs(u, false, ebgp, four_octet_as);
+                        u.nlri.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &attrs));
+                    }
+                    Some(why) => u.nlri.iter().for_each(|n| self.received_reject::<Ipv4Net>(peer, n, &why)),
+                },
             }
         }
         if let Some(r) = mp {
             match self.usable(peer, r.family, Some(&r.next_hop), families, &rules) {
                 None => {}
-                Some(usable) => {
-                    let attrs = (usable && loop_free).then(|| self.received_attrs(u, true, ebgp, four_octet_as));
-                    match (&r.nlri, attrs) {
-                        (MpNlri::V4(v), Some(a)) => {
-                            v.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &a))
-                        }
-                        (MpNlri::V6(v), Some(a)) => {
-                            v.iter().for_each(|n| self.received_announce::<Ipv6Net>(peer, n, &a))
-                        }
-                        (MpNlri::V4(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv4Net>(peer, n)),
-                        (MpNlri::V6(v), None) => v.iter().for_each(|n| self.received_withdraw::<Ipv6Net>(peer, n)),
-                        _ => {}
+                Some(fault) => match (&r.nlri, fault.or_else(|| rejected.clone())) {
+                    (MpNlri::V4(v), None) => {
+                        let a = self.received_attrs(u, true, ebgp, four_octet_as);
+                        v.iter().for_each(|n| self.received_announce::<Ipv4Net>(peer, n, &a))
                     }
-                }
+                    (MpNlri::V6(v), None) => {
+                        let a = self.received_attrs(u, true, ebgp, four_octet_as);
+                        v.iter().for_each(|n| self.received_announce::<Ipv6Net>(peer, n, &a))
+                    }
+                    (MpNlri::V4(v), Some(why)) => v.iter().for_each(|n| self.received_reject::<Ipv4Net>(peer, n, &why)),
+                    (MpNlri::V6(v), Some(why)) => v.iter().for_each(|n| self.received_reject::<Ipv6Net>(peer, n, &why)),
+                    _ => {}
+                },
             }
         }
         self.check_limit(peer);
@@ -132,9 +139,9 @@ impl Rib {
 
     /// Whether NLRI of `family` with next hop `nh` may be used: `None` when
     /// the family is not one the session negotiated (RFC 4760 §8: the NLRI
-    /// are ignored), `Some(false)` when the next hop cannot be right (RFC 4271
-    /// §6.3, RFC 7606 §7.3, RFC 8950: treat-as-withdraw), `Some(true)` otherwise.
-    /// A missing next hop is the codec's business (RFC 7606 §3 (d)).
+    /// are ignored), `Some(Some(why))` when the next hop cannot be right (RFC
+    /// 4271 §6.3, RFC 7606 §7.3, RFC 8950: treat-as-withdraw), `Some(None)`
+    /// otherwise. A missing next hop is the codec's business (RFC 7606 §3 (d)).
     fn usable(
         &mut self,
         peer: PeerId,
@@ -142,7 +149,7 @@ impl Rib {
         nh: Option<&NextHop>,
         families: FamilySet,
         rules: &NextHopRules,
-    ) -> Option<bool> {
+    ) -> Option<Option<Rejection>> {
         if !families.contains(family) || fam_index(family).is_none() {
             self.note_ignored(peer, Ignored::FamilyNotNegotiated, || format!("{family} NLRI"));
             return None;
@@ -151,29 +158,30 @@ impl Rib {
         if let Some((kind, addr)) = fault {
             self.note_ignored(peer, kind, || format!("{family} NLRI with next hop {addr}"));
         }
-        Some(fault.is_none())
+        Some(fault.map(|(kind, addr)| Rejection::NextHop { kind, addr }))
     }
 
-    /// AS_PATH loop (with allowas-in), and RFC 4456 §8 ORIGINATOR_ID / CLUSTER_LIST loops.
-    fn loop_free(&self, state: &PeerState, u: &Update, four_octet_as: bool) -> bool {
+    /// AS_PATH loop (with allowas-in), and RFC 4456 §8 ORIGINATOR_ID /
+    /// CLUSTER_LIST loops: which one, if any.
+    fn loop_check(&self, state: &PeerState, u: &Update, four_octet_as: bool) -> Option<Rejection> {
         let path = u.received_as_path(four_octet_as).unwrap_or_default();
-        let allowed = state.cfg.allow_local_as as usize;
-        if path.count(state.cfg.local_as) > allowed
-            || (state.cfg.local_as != self.cfg.local_as && path.count(self.cfg.local_as) > allowed)
-        {
-            return false;
+        let allowed = state.cfg.allow_local_as;
+        for asn in [state.cfg.local_as, self.cfg.local_as] {
+            if path.count(asn) > allowed as usize {
+                return Some(Rejection::AsPathLoop { asn, allowed });
+            }
         }
         if let Some(Attr::OriginatorId(o)) = u.attr(AttrCode::ORIGINATOR_ID) {
             if *o == self.cfg.router_id {
-                return false;
+                return Some(Rejection::OriginatorIsSelf);
             }
         }
         if let (Some(Attr::ClusterList(c)), Some(id)) = (u.attr(AttrCode::CLUSTER_LIST), self.cfg.cluster_id) {
             if c.contains(&id) {
-                return false;
+                return Some(Rejection::ClusterLoop);
             }
         }
-        true
+        None
     }
 
     /// The attributes of a received UPDATE as the RIB keeps them: 4-octet
@@ -212,11 +220,22 @@ impl Rib {
         self.announce(peer, n, attrs);
     }
 
-    /// A path withdrawn (or treated as withdrawn) by the peer.
+    /// A path withdrawn by the peer.
     fn received_withdraw<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>) {
         if let Some(s) = self.peer_mut(peer).filter(|s| s.cfg.keep_received) {
             P::received(&mut s.received).remove(&(n.prefix, n.path_id.unwrap_or(0)));
         }
+        self.forget_rejection(peer, n.prefix.into());
+        self.withdraw(peer, n);
+    }
+
+    /// A path the peer announced that cannot be taken (treated as
+    /// withdrawn), and why.
+    fn received_reject<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>, why: &Rejection) {
+        if let Some(s) = self.peer_mut(peer).filter(|s| s.cfg.keep_received) {
+            P::received(&mut s.received).remove(&(n.prefix, n.path_id.unwrap_or(0)));
+        }
+        self.note_rejection(peer, n.prefix.into(), why.clone());
         self.withdraw(peer, n);
     }
 
@@ -233,15 +252,25 @@ impl Rib {
 
     fn announce<P: RibPrefix>(&mut self, peer: PeerId, n: &Nlri<P>, attrs: &Arc<PathAttrs>) {
         let Some(state) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) else { return };
-        let attrs = if state.cfg.policy.import_accepts_all() {
+        let attrs = if state.import_all {
             attrs.clone()
         } else {
-            match state.cfg.policy.import(n.prefix.into(), attrs) {
-                Verdict::Accept => attrs.clone(),
-                Verdict::Modify(a) => self.interner.intern(a),
-                Verdict::Reject => return self.withdraw(peer, n),
+            let prefix: IpNet = n.prefix.into();
+            let policy = &state.cfg.policy;
+            match policy.import(prefix, attrs) {
+                d if !d.accept => {
+                    let why = Rejection::Policy(PolicyStep::of(policy, Direction::Import, prefix, d.by));
+                    self.note_rejection(peer, prefix, why);
+                    return self.withdraw(peer, n);
+                }
+                d if d.operations.is_empty() => attrs.clone(),
+                d => {
+                    let a = crate::rib::policy::apply(d.operations, attrs);
+                    self.interner.intern(a)
+                }
             }
         };
+        self.forget_rejection(peer, n.prefix.into());
         let path = Path::new(peer, n.path_id.unwrap_or(0), attrs);
         let d = decision_input(&self.infos, &self.cfg, &*self.reach);
         let fam = P::fam(&mut self.fams);
@@ -343,15 +372,22 @@ impl Rib {
         }
     }
 
-    pub(super) fn recheck_import<P: RibPrefix>(&mut self, peer: PeerId, policy: &dyn PeerPolicy) {
-        let rejected: Vec<(P, u32)> = P::fam_ref(&self.fams)
+    /// Withdraws the peer's routes its (new) import policy rejects.
+    pub(super) fn recheck_import<P: RibPrefix>(&mut self, peer: PeerId) {
+        let Some(policy) = self.peer(peer).map(|s| s.cfg.policy.clone()) else { return };
+        let rejected: Vec<(P, u32, Rejection)> = P::fam_ref(&self.fams)
             .table
             .iter()
             .flat_map(|(pfx, paths)| paths.iter().filter(|p| p.peer == peer).map(move |p| (*pfx, p)))
-            .filter(|(pfx, p)| policy.import((*pfx).into(), &p.attrs) == Verdict::Reject)
-            .map(|(pfx, p)| (pfx, p.path_id))
+            .filter_map(|(pfx, p)| {
+                let d = policy.import(pfx.into(), &p.attrs);
+                (!d.accept).then(|| {
+                    (pfx, p.path_id, Rejection::Policy(PolicyStep::of(&policy, Direction::Import, pfx.into(), d.by)))
+                })
+            })
             .collect();
-        for (prefix, path_id) in rejected {
+        for (prefix, path_id, why) in rejected {
+            self.note_rejection(peer, prefix.into(), why);
             self.withdraw::<P>(peer, &Nlri { path_id: Some(path_id), prefix });
         }
     }

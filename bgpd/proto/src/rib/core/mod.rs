@@ -25,12 +25,17 @@
 //! selection deferral, timers), `export.rs` (update groups, MRAI, export
 //! and encoding), `views.rs` (queries).
 
+mod explain;
 mod export;
 mod import;
 mod peers;
 mod restart;
 mod views;
 
+pub use explain::{
+    Explanation, Export, Forwarding, Import, PathExplanation, PathExport, PathSource, PathStatus, PeerDrops,
+    PeerExplanation, PeerKind, PolicyStep, Rejection, REJECTIONS_KEPT,
+};
 pub use restart::DeferralWait;
 pub use views::{DeferralView, PathView, RibStats};
 
@@ -47,6 +52,7 @@ use smallvec::SmallVec;
 use super::attrs::{Interner, PathAttrs};
 use super::checks::{IgnoredCounts, Logged};
 use super::decision::DecisionOptions;
+use super::policy::{PeerPolicy, PeerType};
 use super::table::{DecisionInput, FastMap, Path, PeerId, PeerInfo, Table, Used};
 use crate::nlri::{Nlri, WirePrefix};
 use crate::types::{AttrCode, Family, FamilySet};
@@ -60,47 +66,6 @@ pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
 /// End-of-RIB from peers; a peer that is down or gone must not hold the
 /// others until the deferral deadline). Two of bgpd's connect retries.
 pub const DEFERRAL_PEER_WAIT: Duration = Duration::from_secs(10);
-
-/// What an import or export policy says about one route.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Take the route as it is.
-    Accept,
-    /// Take the route with these attributes instead.
-    Modify(PathAttrs),
-    /// Drop it.
-    Reject,
-}
-
-/// A peer's import and export policy. The daemon implements it with
-/// Calico `BGPFilter`s and Calico's defaults; tests with closures.
-pub trait PeerPolicy: Send + Sync + std::fmt::Debug {
-    /// A route received from the peer.
-    fn import(&self, prefix: IpNet, attrs: &PathAttrs) -> Verdict;
-    /// A route about to be sent to the peer (`learned`: from another peer,
-    /// not originated here), with its attributes as this speaker holds them.
-    fn export(&self, prefix: IpNet, attrs: &PathAttrs, learned: bool) -> Verdict;
-    /// Whether every route is imported unchanged (lets the RIB skip the call).
-    fn import_accepts_all(&self) -> bool {
-        false
-    }
-}
-
-/// Accepts everything both ways.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AcceptAll;
-
-impl PeerPolicy for AcceptAll {
-    fn import(&self, _: IpNet, _: &PathAttrs) -> Verdict {
-        Verdict::Accept
-    }
-    fn export(&self, _: IpNet, _: &PathAttrs, _: bool) -> Verdict {
-        Verdict::Accept
-    }
-    fn import_accepts_all(&self) -> bool {
-        true
-    }
-}
 
 /// Calico `nextHopMode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -142,10 +107,9 @@ pub struct PeerConfig {
     pub next_hop_mode: NextHopMode,
     /// How often the local AS may appear in a received AS_PATH (allowas-in).
     pub allow_local_as: u32,
-    /// Its policy.
-    pub policy: Arc<dyn PeerPolicy>,
-    /// Equal for peers with equal policies (update groups compare this, not the policy).
-    pub policy_id: u64,
+    /// Its import and export policy. Peers with equal policies (and equal
+    /// session settings) share an update group.
+    pub policy: Arc<PeerPolicy>,
     /// Prefix limit.
     pub max_prefix: Option<MaxPrefix>,
     /// With ADD-PATH send negotiated: how many of the used paths to send
@@ -166,7 +130,7 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     /// A peer with the plain defaults: every route accepted and exported
-    /// ([`AcceptAll`]), no route reflection, next hop `Auto`, no allowas-in,
+    /// ([`PeerPolicy::accept_all`]), no route reflection, next hop `Auto`, no allowas-in,
     /// no prefix limit, no ADD-PATH, no MRAI, nothing kept before policy.
     pub fn new(name: impl Into<String>, addr: IpAddr, local_as: u32, peer_as: u32) -> PeerConfig {
         PeerConfig {
@@ -177,8 +141,7 @@ impl PeerConfig {
             rr_client: false,
             next_hop_mode: NextHopMode::Auto,
             allow_local_as: 0,
-            policy: Arc::new(AcceptAll),
-            policy_id: 0,
+            policy: Arc::new(PeerPolicy::accept_all(if local_as == peer_as { PeerType::Ibgp } else { PeerType::Ebgp })),
             max_prefix: None,
             add_path_send: 0,
             mrai: Duration::ZERO,
@@ -347,6 +310,10 @@ pub trait RibPrefix: WirePrefix + Into<IpNet> + Send + Sync + 'static {
     fn held(h: &mut Held) -> &mut FastMap<Self, (Used, Used)>;
     #[doc(hidden)]
     fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>>;
+    #[doc(hidden)]
+    fn held_ref(h: &Held) -> &FastMap<Self, (Used, Used)>;
+    #[doc(hidden)]
+    fn received_ref(r: &Received) -> &FastMap<(Self, u32), Arc<PathAttrs>>;
 }
 
 impl RibPrefix for Ipv4Net {
@@ -366,6 +333,12 @@ impl RibPrefix for Ipv4Net {
     fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>> {
         &mut r.v4
     }
+    fn held_ref(h: &Held) -> &FastMap<Self, (Used, Used)> {
+        &h.v4
+    }
+    fn received_ref(r: &Received) -> &FastMap<(Self, u32), Arc<PathAttrs>> {
+        &r.v4
+    }
 }
 
 impl RibPrefix for Ipv6Net {
@@ -384,6 +357,12 @@ impl RibPrefix for Ipv6Net {
     }
     fn received(r: &mut Received) -> &mut FastMap<(Self, u32), Arc<PathAttrs>> {
         &mut r.v6
+    }
+    fn held_ref(h: &Held) -> &FastMap<Self, (Used, Used)> {
+        &h.v6
+    }
+    fn received_ref(r: &Received) -> &FastMap<(Self, u32), Arc<PathAttrs>> {
+        &r.v6
     }
 }
 
@@ -423,7 +402,7 @@ pub struct Families {
 /// What makes peers share an update group.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct GroupKey {
-    policy_id: u64,
+    policy: Arc<PeerPolicy>,
     ibgp: bool,
     rr_client: bool,
     local_as: u32,
@@ -503,6 +482,12 @@ struct PeerState {
     ignored: IgnoredCounts,
     /// The [`Ignored`](super::checks::Ignored) kinds logged in this session.
     ignored_logged: Logged,
+    /// Whether its import policy takes every route unchanged (evaluation skipped).
+    import_all: bool,
+    /// Why prefixes it sent were dropped, the last reason per prefix, for
+    /// [`Rib::explain`]; at most [`REJECTIONS_KEPT`], cleared when its session
+    /// comes up.
+    rejected: explain::Rejections,
 }
 
 /// A peer's routes as received (before import policy), by prefix and path ID.
@@ -521,6 +506,8 @@ pub struct Rib {
     fams: Families,
     interner: Interner,
     groups: Vec<Group>,
+    /// The groups with members, by key.
+    group_index: FastMap<GroupKey, usize>,
     out: VecDeque<Output>,
     reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>,
     defer_until: Option<Instant>,
@@ -554,6 +541,7 @@ impl Rib {
             fams: Families::default(),
             interner: Interner::default(),
             groups: Vec::new(),
+            group_index: FastMap::default(),
             out: VecDeque::new(),
             reach: Box::new(|nh| nh.map(|_| 0)),
             defer_until,

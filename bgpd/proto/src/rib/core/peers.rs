@@ -12,12 +12,14 @@ use crate::rib::table::{Path, PeerId, PeerInfo};
 use crate::types::{Family, FamilySet};
 use crate::wire::{Message, RouteRefresh};
 
-use super::{fam_index, Output, PeerConfig, PeerState, Received, Rib, SessionInfo, STALE_PATH_TIME};
+use super::{fam_index, Output, PeerConfig, PeerState, Received, Rejection, Rib, SessionInfo, STALE_PATH_TIME};
 
 impl Rib {
     /// Registers a peer (its session is not up yet).
     pub fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
         let state = PeerState {
+            import_all: cfg.policy.import_accepts_all(),
+            rejected: Default::default(),
             cfg,
             session: None,
             accepted: 0,
@@ -90,6 +92,7 @@ impl Rib {
         state.eor = FamilySet::EMPTY;
         state.sent_early = false;
         state.ignored_logged = Logged::default();
+        state.rejected.clear();
         state.session = Some(session);
         state.over_limit = false;
         let restarting = state.stale_until.is_some() || state.long_lived_until.iter().any(Option::is_some);
@@ -133,20 +136,22 @@ impl Rib {
         self.flush();
         self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
-        let import_changed = state.cfg.policy_id != cfg.policy_id;
+        let import_changed = !state.cfg.policy.same_import(&cfg.policy);
         if !cfg.keep_received {
             state.received = Received::default();
+        }
+        state.import_all = cfg.policy.import_accepts_all();
+        if import_changed {
+            // What the old import policy rejected may pass now.
+            state.rejected.retain(|_, why| !matches!(why, Rejection::Policy(_)));
         }
         let old_cfg = std::mem::replace(&mut state.cfg, cfg);
         // A copy kept from the start of the session can stand in for a refresh.
         let kept = old_cfg.keep_received && self.peer(peer).is_some_and(|s| s.cfg.keep_received);
         let up = self.peer(peer).and_then(|s| s.session.clone());
         if import_changed {
-            let policy = self.peer(peer).map(|s| s.cfg.policy.clone());
-            if let Some(policy) = policy {
-                self.recheck_import::<Ipv4Net>(peer, &*policy);
-                self.recheck_import::<Ipv6Net>(peer, &*policy);
-            }
+            self.recheck_import::<Ipv4Net>(peer);
+            self.recheck_import::<Ipv6Net>(peer);
             if kept {
                 self.reimport::<Ipv4Net>(peer);
                 self.reimport::<Ipv6Net>(peer);
@@ -174,8 +179,8 @@ impl Rib {
             // unchanged (max-prefix, say), no table walk needed.
             let unchanged = old_key == new_key && !import_changed && before4.is_empty() && before6.is_empty();
             if !unchanged && !self.deferring(now) {
-                self.reexport::<Ipv4Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before4);
-                self.reexport::<Ipv6Net>(peer, &old_key, &*old_cfg.policy, &new_key, &before6);
+                self.reexport::<Ipv4Net>(peer, &old_key, &new_key, &before4);
+                self.reexport::<Ipv6Net>(peer, &old_key, &new_key, &before6);
             }
         }
         self.join_group(peer);
