@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod datastore;
 pub mod decode_mrt;
 pub mod lab;
+pub mod verify;

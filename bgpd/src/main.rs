@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use bgpd::{daemon, datastore, decode_mrt, lab};
+use bgpd::{daemon, datastore, decode_mrt, lab, verify};
 
 const DEFAULT_CONTROL_SOCKET: &str = "/run/bgpd/bgpd.sock";
 
@@ -89,6 +89,24 @@ enum Command {
         /// What to do.
         #[command(subcommand)]
         what: LabCmd,
+    },
+    /// Check a network design offline (the template `lab` reads): simulate
+    /// every node and router, trace packets, report black holes, loops and
+    /// misconfigured sessions, services and pools with the objects responsible
+    /// (see docs/verify.md). Exit 0: sound; 1: a problem found; 2: the
+    /// template cannot be read.
+    Verify {
+        /// The template (e.g. templates/l3-tor-per-rack.yaml).
+        file: PathBuf,
+        /// Also check every failure of up to N routers, links and nodes at once.
+        #[arg(long, default_value_t = 0)]
+        failures: usize,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Explain a member's route to a prefix: `--explain NODE PREFIX`.
+        #[arg(long, num_args = 2, value_names = ["NODE", "PREFIX"])]
+        explain: Option<Vec<String>>,
     },
     /// Show what the running daemon knows.
     Show {
@@ -330,6 +348,47 @@ fn lab_command(what: LabCmd) -> ExitCode {
     }
 }
 
+fn verify_command(file: PathBuf, failures: usize, json: bool, explain: Option<Vec<String>>) -> ExitCode {
+    let explain = match explain.as_deref() {
+        Some([member, prefix]) => {
+            match prefix.parse::<ipnet::IpNet>().or_else(|_| prefix.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(p) => Some((member.clone(), p)),
+                Err(e) => {
+                    eprintln!("bgpd verify: --explain {member} {prefix}: not a prefix or address: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let opts = verify::Options { failures, explain };
+    match verify::verify(&file, &opts) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("bgpd verify: cannot encode the report: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            if report.sound() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bgpd verify: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -348,6 +407,7 @@ fn main() -> ExitCode {
         }
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
         Command::Lab { what } => return lab_command(what),
+        Command::Verify { file, failures, json, explain } => return verify_command(file, failures, json, explain),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,251 @@
+//! `bgpd verify`: a design template checked offline. The template `bgpd lab`
+//! builds is read the same way; every node and bgpd router is configured by
+//! the daemon's own code and BIRD and FRR routers are approximated, all run
+//! as sans-IO speakers on the simulator's virtual clock; the pods get the
+//! addresses the IPAM allocator would give them. Then: static checks of
+//! sessions, selectors, services and pools ([`checks`], [`ipam`]); packets
+//! traced hop by hop through the resulting forwarding tables ([`reach`]);
+//! and, with `--failures N`, the same after each failure of up to N routers,
+//! links and nodes. No root, no daemons, no network. See `docs/verify.md`.
+
+pub mod checks;
+pub mod explain;
+pub mod forward;
+pub mod ipam;
+pub mod model;
+pub mod reach;
+pub mod report;
+pub mod sim;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use crate::lab::spec::{Role, TemplateError, Topology};
+
+use forward::{Fibs, Network};
+use model::Design;
+use report::{Class, FailureOutcome, Finding, Kind, Report, Severity, TraceCounts};
+use sim::{Scenario, Simulation};
+
+/// What to verify beyond the design as written.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Fail every combination of up to this many routers, links and nodes.
+    pub failures: usize,
+    /// Explain a node's route to a prefix: (member, prefix).
+    pub explain: Option<(String, IpNet)>,
+}
+
+/// At most this many failure scenarios are run (combinations past it are
+/// left out, and the report says so).
+pub const MAX_SCENARIOS: usize = 500;
+
+/// Reads and verifies a template file.
+pub fn verify(path: &Path, opts: &Options) -> Result<Report, TemplateError> {
+    let topo = Topology::load(path)?;
+    Ok(verify_topology(topo, &path.display().to_string(), opts))
+}
+
+/// Verifies a template already read.
+pub fn verify_topology(topo: Topology, template: &str, opts: &Options) -> Report {
+    let design = model::build(topo);
+    let mut findings = design.findings.clone();
+    findings.extend(checks::run(&design));
+    let none = Scenario::none();
+    let run = Run::new(&design, &none);
+    findings.extend(run.sim.findings.iter().cloned());
+    let sessions = sim::sessions(&design, &run.sim, &none);
+    findings.extend(sessions_down(&design, &sessions, &findings));
+    findings.extend(run.findings.iter().cloned());
+    let explanation = opts.explain.as_ref().map(|(m, p)| explain_route(&design, &run.sim, m, *p));
+    let failures = if opts.failures > 0 { failures(&design, opts.failures, &run.findings) } else { Vec::new() };
+    let t = &design.topo;
+    Report {
+        template: template.to_string(),
+        lab: t.name.clone(),
+        members: (t.nodes().count(), t.routers().count(), t.members.len() - t.nodes().count() - t.routers().count()),
+        converged: run.sim.converged,
+        sessions,
+        traces: run.counts,
+        findings,
+        failures,
+        explanation,
+    }
+}
+
+/// One simulation and what its traces found.
+struct Run {
+    sim: Simulation,
+    counts: TraceCounts,
+    findings: Vec<Finding>,
+}
+
+impl Run {
+    fn new(design: &Design, failed: &Scenario) -> Run {
+        let sim = sim::simulate(design, failed);
+        let fibs: Fibs = design.members.keys().map(|m| (m.clone(), sim.fabric.fib(m))).collect();
+        let net = Network::new(design, failed, &fibs);
+        let (counts, findings) = reach::check(design, &sim, failed, &net);
+        Run { sim, counts, findings }
+    }
+}
+
+/// Sessions that did not come up and that no static finding explains.
+fn sessions_down(design: &Design, sessions: &[report::SessionState], known: &[Finding]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in sessions.iter().filter(|s| !s.established) {
+        let Some(m) = design.members.get(&s.member) else { continue };
+        let Some(p) = m.speaker.as_ref().and_then(|sp| sp.peers.iter().find(|p| p.name == s.peer)) else { continue };
+        let explained = known
+            .iter()
+            .filter(|f| f.class == Class::Session)
+            .any(|f| f.names(p.object.kind, &p.object.name) && (f.names(m.kind, &m.name) || p.object.kind == m.kind));
+        if explained {
+            continue;
+        }
+        out.push(
+            Finding::problem(
+                Class::Session,
+                vec![p.object.clone(), m.object()],
+                format!(
+                    "{}'s session {} to {} did not come up: {}",
+                    s.member,
+                    s.peer,
+                    s.remote,
+                    s.failure.clone().unwrap_or_default()
+                ),
+            )
+            .fix(format!("check both ends of the session ({})", p.object)),
+        );
+    }
+    out
+}
+
+/// The names of what can fail: routers, segments, nodes.
+fn failure_points(design: &Design) -> Vec<(bool, String)> {
+    let t = &design.topo;
+    let routers = t.routers().map(|r| (false, r.name.clone()));
+    let segments = t.segments.iter().map(|s| (true, s.name.clone()));
+    let nodes = t.members.values().filter(|m| matches!(m.role, Role::Node { .. })).map(|m| (false, m.name.clone()));
+    routers.chain(segments).chain(nodes).collect()
+}
+
+/// Combinations of `k` out of `n` indices, in order, at most `limit`.
+fn combinations(n: usize, k: usize, limit: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut idx: Vec<usize> = (0..k).collect();
+    if k == 0 || k > n {
+        return out;
+    }
+    loop {
+        if out.len() >= limit {
+            return out;
+        }
+        out.push(idx.clone());
+        let Some(i) = (0..k).rev().find(|&i| idx[i] != i + n - k) else { return out };
+        idx[i] += 1;
+        for j in i + 1..k {
+            idx[j] = idx[j - 1] + 1;
+        }
+    }
+}
+
+/// Every failure scenario of up to `n` points, with what it breaks that the
+/// design without failures did not.
+fn failures(design: &Design, n: usize, baseline: &[Finding]) -> Vec<FailureOutcome> {
+    let points = failure_points(design);
+    let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
+    let mut out = Vec::new();
+    for k in 1..=n {
+        let left = MAX_SCENARIOS.saturating_sub(out.len());
+        for combo in combinations(points.len(), k, left) {
+            let mut failed = Scenario::none();
+            for i in combo {
+                let (segment, name) = &points[i];
+                if *segment {
+                    failed.segments.insert(name.clone());
+                } else {
+                    failed.members.insert(name.clone());
+                }
+            }
+            let run = Run::new(design, &failed);
+            let fresh: Vec<Finding> =
+                run.findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
+            let mut findings = Vec::new();
+            let cut = run.counts.traced - run.counts.delivered;
+            if fresh.iter().any(|f| f.severity == Severity::Problem) {
+                findings.push(
+                    Finding::problem(
+                        Class::Partition,
+                        failed.objects(design),
+                        format!(
+                            "the failure of {} cuts {cut} of {} traced flows",
+                            failed.objects(design).iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
+                            run.counts.traced
+                        ),
+                    )
+                    .fix("add redundancy around it: a second uplink, ToR or endpoint"),
+                );
+            }
+            findings.extend(fresh);
+            out.push(FailureOutcome { failed: failed.objects(design), converged: run.sim.converged, findings });
+        }
+    }
+    out
+}
+
+/// `--explain MEMBER PREFIX`: the paths a member has for a prefix and which
+/// it uses, or why it has none.
+fn explain_route(design: &Design, sim: &Simulation, member: &str, prefix: IpNet) -> Vec<String> {
+    let prefix = prefix.trunc();
+    let mut out = Vec::new();
+    if let Some(m) = design.members.get(member) {
+        for (net, local) in &m.local {
+            if net.contains(&prefix) {
+                out.push(format!("{member} handles {net} itself: {local:?}"));
+            }
+        }
+        if let Some(sp) = &m.speaker {
+            for (p, _, cause) in sp.originations.iter().filter(|(p, _, _)| *p == prefix) {
+                out.push(format!("{member} originates {p}: {cause}"));
+            }
+        }
+    }
+    let routes = sim.fabric.speaker(member).map(|s| s.rib().routes(Some(prefix))).unwrap_or_default();
+    let paths = routes.iter().find(|(p, _)| *p == prefix).map(|(_, v)| v.as_slice()).unwrap_or_default();
+    for v in paths.iter().filter(|v| v.peer.is_some()) {
+        let state = if v.best {
+            "best".to_string()
+        } else if v.used {
+            "used (ECMP)".to_string()
+        } else {
+            format!("not used: {}", v.reason.map_or("lost", |r| r.describe()))
+        };
+        let nh = v.attrs.next_hop.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        out.push(format!(
+            "path from {}: AS_PATH {}, next hop {nh}: {state}",
+            v.peer.as_deref().unwrap_or("?"),
+            v.attrs.as_path()
+        ));
+    }
+    if let Some(hops) = sim.fabric.fib(member).get(&prefix) {
+        let hops: Vec<String> = hops.iter().map(ToString::to_string).collect();
+        out.push(format!("in {member}'s forwarding table via {}", hops.join(", ")));
+    } else if !paths.iter().any(|v| v.used) {
+        out.push(format!("{member} has no used path to {prefix}:"));
+        out.extend(
+            explain::missing(design, sim, &Scenario::none(), member, prefix).into_iter().map(|l| format!("  {l}")),
+        );
+    }
+    if out.is_empty() {
+        out.push(format!("{member} is not a member of the lab"));
+    }
+    out
+}
+
+/// Whether `report` names an object of `kind` called `name` in a finding of `class`.
+pub fn found(report: &Report, class: Class, kind: Kind, name: &str) -> bool {
+    report.findings.iter().any(|f| f.class == class && f.severity == Severity::Problem && f.names(kind, name))
+}
