@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::nlri::Nlri;
 use bgpd_proto::rib::attrs::PathAttrs;
+use bgpd_proto::rib::checks::Ignored;
 use bgpd_proto::rib::core::{
-    DeferralWait, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, SessionInfo, STALE_PATH_TIME,
+    DeferralWait, Explanation, Export, Forwarding, Import, MaxPrefix, Output, PathExport, PathSource, PathStatus,
+    PeerConfig, PeerDrops, PeerExplanation, PeerKind, PeerRestart, PolicyStep, Rejection, Rib, RibConfig, SessionInfo,
+    REJECTIONS_KEPT, STALE_PATH_TIME,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
+use bgpd_proto::rib::decision::Reason;
 use bgpd_proto::rib::policy::{
-    Action, CidrMatch, CommunityValue, DefaultExport, Filter, MatchOperator, Operation, PeerPolicy, PeerType, Rule,
+    Action, CidrMatch, CommunityValue, DefaultExport, ExportRange, Filter, MatchOperator, Operation, PeerPolicy,
+    PeerType, RangeSource, Rule,
 };
 use bgpd_proto::rib::table::PeerId;
 use bgpd_proto::wire::{
@@ -2123,4 +2128,265 @@ fn a_paused_peer_that_goes_down_gets_the_whole_table_on_its_next_session() {
     assert_eq!(s.peer(b).prefixes().len(), 2);
     s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
     assert_eq!(s.peer(b).prefixes().len(), 3, "in its group again");
+}
+
+// ----- 13. explain -----
+
+/// Calico's default export over these ranges (IPPool `pods` 10.244.0.0/16,
+/// `quiet` 10.250.0.0/16 with disableBGPExport), behind `filters`.
+fn calico(filters: Vec<Filter>, peer_type: PeerType) -> Arc<PeerPolicy> {
+    let ranges = vec![
+        ExportRange { cidr: net("10.244.0.0/16"), source: RangeSource::IpPool("pods".into()) },
+        ExportRange { cidr: net("10.250.0.0/16"), source: RangeSource::IpPoolExportDisabled("quiet".into()) },
+    ];
+    Arc::new(PeerPolicy {
+        filters: filters.into_iter().map(Arc::new).collect(),
+        peer_type,
+        default_export: DefaultExport::Calico(Arc::new(ranges)),
+    })
+}
+
+fn peer_of<'a>(e: &'a Explanation, name: &str) -> &'a PeerExplanation {
+    e.peers.iter().find(|p| p.name == name).expect("the peer is explained")
+}
+
+/// The export outcome of each path towards `name`.
+fn sent_to(e: &Explanation, name: &str) -> Vec<PathExport> {
+    match &peer_of(e, name).export {
+        Export::Paths { paths, .. } => paths.clone(),
+        other => panic!("{name}: no paths: {other:?}"),
+    }
+}
+
+#[test]
+fn explain_an_origination_sent_by_calicos_default_and_dropped_by_a_looping_peer() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |c| c.policy = calico(vec![], PeerType::Ebgp));
+    // B is in this node's AS... as seen from A's routes: it has A's AS.
+    let b = s.add(12, 65011, |c| c.policy = calico(vec![], PeerType::Ebgp));
+    s.up(a);
+    s.up(b);
+    s.rib.originate(net("10.244.1.0/26"), Some(origination()));
+    s.rib.flush();
+    s.drain();
+    let e = s.rib.explain(net("10.244.1.0/26"));
+    assert_eq!(e.forwarding, Forwarding::Originated);
+    assert_eq!(e.paths.len(), 1);
+    assert_eq!((&e.paths[0].source, e.paths[0].status), (&PathSource::Originated, PathStatus::Best));
+    assert_eq!(e.export_ranges.iter().map(|r| r.cidr).collect::<Vec<_>>(), vec![net("10.244.0.0/16")]);
+    let PathExport::Sent { by, dropped_by_peer, attrs, path_id } = &sent_to(&e, "peer11")[0] else {
+        panic!("sent to A")
+    };
+    assert_eq!((by, *dropped_by_peer, *path_id), (&PolicyStep::OwnRoute, None, None));
+    assert_eq!(attrs.as_path_ref().unwrap().to_string(), LOCAL_AS.to_string(), "as sent: our AS prepended");
+
+    // A's route goes to B, whose AS is already in the path: B drops it.
+    s.send(a, ann(&["10.244.9.0/26"], &[65011], "10.0.0.11"));
+    let e = s.rib.explain(net("10.244.9.0/26"));
+    let PathExport::Sent { by, dropped_by_peer, .. } = &sent_to(&e, "peer12")[0] else { panic!("sent to B") };
+    assert_eq!(
+        by,
+        &PolicyStep::InRange(ExportRange { cidr: net("10.244.0.0/16"), source: RangeSource::IpPool("pods".into()) })
+    );
+    assert_eq!(*dropped_by_peer, Some(PeerDrops::AsPathLoop(65011)));
+    assert_eq!(sent_to(&e, "peer11"), vec![PathExport::FromThisPeer], "split horizon");
+    assert_eq!(peer_of(&e, "peer11").import, Import::InRib(1));
+    assert_eq!(e.forwarding, Forwarding::Learned(vec!["10.0.0.11".parse().unwrap()]));
+}
+
+/// ORIGIN IGP, an empty AS_PATH: what the daemon originates.
+fn origination() -> PathAttrs {
+    PathAttrs {
+        attributes: vec![
+            PathAttribute::new(Attr::Origin(Origin::Igp)),
+            PathAttribute::new(Attr::AsPath(AsPath::default())),
+        ],
+        next_hop: None,
+        link_local: None,
+        priority: None,
+    }
+}
+
+#[test]
+fn explain_export_names_the_filter_rule_and_calicos_default() {
+    let mut s = Sim::new(rib_config());
+    let mut no_lab = Filter { name: "no-lab".into(), ..Filter::default() };
+    no_lab.export_v4 = vec![exact("10.244.7.0/26", Action::Accept), exact("10.244.8.0/26", Action::Reject)];
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |c| c.policy = calico(vec![no_lab], PeerType::Ebgp));
+    s.up(a);
+    s.up(b);
+    for p in ["10.244.8.0/26", "10.250.1.0/26", "192.168.0.0/24", "10.244.7.0/26"] {
+        s.send(a, ann(&[p], &[65011], "10.0.0.11"));
+    }
+    let only = |p: &str| sent_to(&s.rib.explain(net(p)), "peer12").remove(0);
+    let PathExport::Rejected(step) = only("10.244.8.0/26") else { panic!("a rule of no-lab rejects it") };
+    let PolicyStep::Rule { filter, index: 1, v6: false, .. } = &step else { panic!("rule 1: {step:?}") };
+    assert_eq!(filter.name, "no-lab");
+    assert_eq!(step.rule(), Some(&exact("10.244.8.0/26", Action::Reject)));
+    assert_eq!(
+        only("10.250.1.0/26"),
+        PathExport::Rejected(PolicyStep::ExportDisabled(ExportRange {
+            cidr: net("10.250.0.0/16"),
+            source: RangeSource::IpPoolExportDisabled("quiet".into())
+        }))
+    );
+    assert_eq!(only("192.168.0.0/24"), PathExport::Rejected(PolicyStep::NotExportable));
+    assert!(matches!(only("10.244.7.0/26"), PathExport::Sent { by: PolicyStep::Rule { index: 0, .. }, .. }));
+    // What the explanation says is what B has.
+    assert_eq!(s.peer(b).prefixes(), vec![net("10.244.7.0/26")]);
+}
+
+#[test]
+fn explain_paths_not_best_not_sent_without_add_path_and_beyond_the_add_path_limit() {
+    let (mut s, a, b, [_all, one, plain]) = ecmp_sim();
+    let c = s.add(16, 65016, |_| {});
+    s.up(c);
+    // A third, longer path: not in the ECMP set.
+    s.send(c, ann(&["192.0.2.10/32"], &[65016, 65999, 65100], "10.0.0.16"));
+    let e = s.rib.explain(net("192.0.2.10/32"));
+    let statuses: Vec<PathStatus> = e.paths.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, vec![PathStatus::Best, PathStatus::Multipath, PathStatus::Lost(Reason::AsPathLength)]);
+    let hops: Vec<IpAddr> = ["10.0.0.11", "10.0.0.12"].iter().map(|h| h.parse().unwrap()).collect();
+    assert_eq!(e.forwarding, Forwarding::Learned(hops));
+    let to_plain = sent_to(&e, s.rib.peer_name(plain).unwrap());
+    assert!(matches!(to_plain[0], PathExport::Sent { path_id: None, .. }));
+    assert_eq!(to_plain[1..], [PathExport::OnlyBestWithoutAddPath, PathExport::NotUsed]);
+    let to_one = sent_to(&e, s.rib.peer_name(one).unwrap());
+    assert!(matches!(to_one[0], PathExport::Sent { path_id: Some(_), .. }));
+    assert_eq!(to_one[1..], [PathExport::AddPathLimit(1), PathExport::NotUsed]);
+    assert_eq!(sent_to(&e, s.rib.peer_name(a).unwrap())[0], PathExport::FromThisPeer);
+    assert!(matches!(sent_to(&e, s.rib.peer_name(b).unwrap())[0], PathExport::Sent { .. }));
+    // With an ECMP width of one, B's equal path waits outside the full set.
+    s.rib.set_decision(DecisionOptions { multipath_relax: true, ..DecisionOptions::default() }, 1);
+    let e = s.rib.explain(net("192.0.2.10/32"));
+    assert_eq!(e.paths[1].status, PathStatus::EcmpFull { max_paths: 1 });
+}
+
+#[test]
+fn explain_ibgp_split_horizon_and_reflection() {
+    let mut s = Sim::new(rib_config());
+    let i1 = s.add(21, LOCAL_AS, |_| {});
+    let i2 = s.add(22, LOCAL_AS, |_| {});
+    s.up(i1);
+    s.up(i2);
+    s.send(i1, ann_with(&["10.9.0.0/16"], &[], "10.0.0.21", vec![Attr::LocalPref(100)]));
+    let e = s.rib.explain(net("10.9.0.0/16"));
+    assert_eq!(peer_of(&e, "peer21").kind, PeerKind::Ibgp);
+    assert_eq!(sent_to(&e, "peer22"), vec![PathExport::IbgpSplitHorizon { reflector: false }]);
+    assert!(s.peer(i2).rib_in.is_empty());
+    // As a reflector, the same route goes from a client to the other iBGP peer.
+    let mut s = Sim::new(RibConfig { cluster_id: Some(CLUSTER_ID), ..rib_config() });
+    let client = s.add(21, LOCAL_AS, |c| c.rr_client = true);
+    let other = s.add(22, LOCAL_AS, |_| {});
+    let other2 = s.add(23, LOCAL_AS, |_| {});
+    s.up(client);
+    s.up(other);
+    s.up(other2);
+    s.send(other, ann_with(&["10.9.0.0/16"], &[], "10.0.0.22", vec![Attr::LocalPref(100)]));
+    let e = s.rib.explain(net("10.9.0.0/16"));
+    assert!(matches!(sent_to(&e, "peer21")[0], PathExport::Sent { .. }), "non-client to client");
+    assert_eq!(
+        sent_to(&e, "peer23"),
+        vec![PathExport::IbgpSplitHorizon { reflector: true }],
+        "non-client to non-client"
+    );
+}
+
+#[test]
+fn explain_import_rejections_by_loop_next_hop_and_policy() {
+    let mut s = Sim::new(rib_config());
+    let mut f = Filter { name: "only-pods".into(), ..Filter::default() };
+    f.import_v4 = vec![exact("10.1.1.0/24", Action::Reject)];
+    let a = s.add(11, 65011, |c| c.policy = policy_of(vec![f.clone()]));
+    let b = s.add(12, 65012, |c| {
+        c.policy = policy_of(vec![f]);
+        c.keep_received = true;
+    });
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.send(a, ann(&["10.1.2.0/24"], &[65011, LOCAL_AS], "10.0.0.11"));
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "127.0.0.1"));
+    let import = |s: &Sim, p: &str, name: &str| peer_of(&s.rib.explain(net(p)), name).import.clone();
+    let Import::Rejected(Rejection::Policy(step)) = import(&s, "10.1.1.0/24", "peer11") else { panic!("policy") };
+    assert_eq!(step.rule(), Some(&exact("10.1.1.0/24", Action::Reject)));
+    assert_eq!(
+        import(&s, "10.1.2.0/24", "peer11"),
+        Import::Rejected(Rejection::AsPathLoop { asn: LOCAL_AS, allowed: 0 })
+    );
+    assert_eq!(
+        import(&s, "10.1.3.0/24", "peer11"),
+        Import::Rejected(Rejection::NextHop { kind: Ignored::MartianNextHop, addr: "127.0.0.1".parse().unwrap() })
+    );
+    assert_eq!(import(&s, "10.1.4.0/24", "peer11"), Import::NotInRib { unrecorded: false }, "never sent");
+    // Sent again, acceptably: the record goes.
+    s.send(a, ann(&["10.1.3.0/24"], &[65011], "10.0.0.11"));
+    assert_eq!(import(&s, "10.1.3.0/24", "peer11"), Import::InRib(1));
+    // Withdrawn: the record goes too.
+    s.send(a, wd(&["10.1.2.0/24"]));
+    assert_eq!(import(&s, "10.1.2.0/24", "peer11"), Import::NotInRib { unrecorded: false });
+    // With the copy kept before policy, "not received" is certain and a
+    // rejection is what the policy says now.
+    s.send(b, ann(&["10.1.1.0/24"], &[65012], "10.0.0.12"));
+    assert!(matches!(import(&s, "10.1.1.0/24", "peer12"), Import::Rejected(Rejection::Policy(_))));
+    assert_eq!(import(&s, "10.1.9.0/24", "peer12"), Import::NotReceived);
+    s.down(b, false);
+    assert_eq!(import(&s, "10.1.9.0/24", "peer12"), Import::NoSession);
+    assert_eq!(peer_of(&s.rib.explain(net("10.1.9.0/24")), "peer12").export, Export::NoSession);
+}
+
+#[test]
+fn explain_a_route_whose_next_hop_is_unreachable_and_paused_export() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
+    s.rib.pause_export(b);
+    let e = s.rib.explain(net("10.1.1.0/24"));
+    assert!(matches!(peer_of(&e, "peer12").export, Export::Paths { paused: true, .. }));
+    s.rib.set_reachability(Box::new(|nh| (nh != Some("10.0.0.11".parse().unwrap())).then_some(0)));
+    let e = s.rib.explain(net("10.1.1.0/24"));
+    assert_eq!(e.forwarding, Forwarding::NoUsablePath);
+    assert_eq!(e.paths[0].status, PathStatus::Lost(Reason::NextHopUnreachable));
+    assert_eq!(sent_to(&e, "peer12"), vec![PathExport::NotUsed]);
+    let none = s.rib.explain(net("10.7.0.0/16"));
+    assert_eq!((&none.forwarding, none.paths.len()), (&Forwarding::NoRoute, 0));
+    assert_eq!(sent_to(&none, "peer12"), vec![]);
+}
+
+#[test]
+fn explain_says_an_unnegotiated_family_and_the_deferral() {
+    let mut s = Sim::new(RibConfig { defer: Some(Duration::from_secs(60)), ..rib_config() });
+    let a = s.add(11, 65011, |_| {});
+    // A configured peer not up yet holds the deferral for a while.
+    s.add(12, 65012, |_| {});
+    s.up_with(a, |x| x.families = FamilySet::of(&[V4]));
+    let e = s.rib.explain(net("2001:db8::/32"));
+    assert!(e.deferring);
+    assert_eq!(peer_of(&e, "peer11").import, Import::FamilyNotNegotiated);
+    assert_eq!(peer_of(&e, "peer11").export, Export::FamilyNotNegotiated);
+}
+
+#[test]
+fn explain_remembers_a_bounded_number_of_rejections_and_says_so() {
+    let mut s = Sim::new(rib_config());
+    let a = s.add(11, 65011, |_| {});
+    s.up(a);
+    let prefixes: Vec<String> = (0..=REJECTIONS_KEPT).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    // Every one an AS-path loop.
+    for chunk in refs.chunks(256) {
+        s.send(a, ann(chunk, &[65011, LOCAL_AS], "10.0.0.11"));
+    }
+    let import = |s: &Sim, p: &str| peer_of(&s.rib.explain(net(p)), "peer11").import.clone();
+    assert!(matches!(import(&s, refs[0]), Import::Rejected(Rejection::AsPathLoop { .. })));
+    assert!(matches!(import(&s, refs[REJECTIONS_KEPT - 1]), Import::Rejected(_)));
+    assert_eq!(import(&s, refs[REJECTIONS_KEPT]), Import::NotInRib { unrecorded: true }, "past the bound");
+    // A new session starts with none.
+    s.down(a, false);
+    s.up(a);
+    assert_eq!(import(&s, refs[0]), Import::NotInRib { unrecorded: false });
 }
