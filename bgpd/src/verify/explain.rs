@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use bgpd_proto::rib::policy::{DecidedBy, DefaultExport, Direction, PeerPolicy, RangeSource};
+use bgpd_proto::Family;
 use ipnet::IpNet;
 
 use super::model::{Design, MemberModel, PeerModel};
@@ -23,6 +24,12 @@ pub fn missing(design: &Design, sim: &Simulation, failed: &Scenario, member: &st
     };
     if !originated(design, failed, prefix) {
         return vec![format!("never advertised: no member that is up originates {prefix}")];
+    }
+    if let Some((p, _, cause)) = sp.originations.iter().find(|(p, _, _)| p.contains(&prefix)) {
+        return vec![format!(
+            "{member} originates {p} itself ({cause}) and so uses no path from its peers, but delivers nothing \
+             there: the addresses inside need a more specific route"
+        )];
     }
     if sp.peers.is_empty() {
         return vec![format!("{member} has no BGP session configured")];
@@ -70,6 +77,14 @@ fn from_peer(design: &Design, sim: &Simulation, m: &MemberModel, p: &PeerModel, 
                 None => format!("received from {}, not used", n.name),
             };
         }
+    }
+    // RFC 4760: a session carries only the families both ends offered.
+    let family = if prefix.addr().is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST };
+    let theirs_back = n.speaker.as_ref().and_then(|s| s.peers.iter().find(|b| m.owns(b.remote)));
+    let offered =
+        p.session.families.contains(&family) && theirs_back.is_none_or(|b| b.session.families.contains(&family));
+    if !offered {
+        return format!("the session does not carry {family} routes (not offered by both ends)");
     }
     let theirs = sim.fabric.speaker(&n.name).map(|s| s.rib().routes(Some(prefix))).unwrap_or_default();
     let Some(best) = theirs.iter().find(|(q, _)| *q == prefix).and_then(|(_, paths)| paths.iter().find(|v| v.best))

@@ -167,6 +167,26 @@ impl<'a> Network<'a> {
         out
     }
 
+    /// The source address a member's own packets for `dst` carry: its
+    /// address on the interface they leave by, as the kernel picks it.
+    pub fn source_address(&self, member: &str, dst: IpAddr) -> Option<IpAddr> {
+        let m = self.design.members.get(member)?;
+        let on = |seg: &str| {
+            self.live_interfaces(m)
+                .find(|(s, a)| s == seg && a.addr().is_ipv4() == dst.is_ipv4())
+                .map(|(_, a)| a.addr())
+        };
+        let out = match self.lookup(m, dst) {
+            Some((_, Action::Connected(seg))) => on(&seg),
+            Some((_, Action::Via(hops))) => hops.iter().find_map(|h| {
+                let (seg, _) = self.live_interfaces(m).find(|(_, a)| a.contains(h))?;
+                on(seg)
+            }),
+            _ => None,
+        };
+        out.or_else(|| self.live_interfaces(m).map(|(_, a)| a.addr()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+    }
+
     /// How many distinct next-hop members `member` uses for `dst` (its ECMP width).
     pub fn width(&self, member: &str, dst: IpAddr) -> usize {
         let Some(m) = self.design.members.get(member) else { return 0 };

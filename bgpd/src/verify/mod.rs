@@ -214,27 +214,39 @@ fn explain_route(design: &Design, sim: &Simulation, member: &str, prefix: IpNet)
         }
     }
     let routes = sim.fabric.speaker(member).map(|s| s.rib().routes(Some(prefix))).unwrap_or_default();
-    let paths = routes.iter().find(|(p, _)| *p == prefix).map(|(_, v)| v.as_slice()).unwrap_or_default();
-    for v in paths.iter().filter(|v| v.peer.is_some()) {
-        let state = if v.best {
-            "best".to_string()
-        } else if v.used {
-            "used (ECMP)".to_string()
-        } else {
-            format!("not used: {}", v.reason.map_or("lost", |r| r.describe()))
-        };
-        let nh = v.attrs.next_hop.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-        out.push(format!(
-            "path from {}: AS_PATH {}, next hop {nh}: {state}",
-            v.peer.as_deref().unwrap_or("?"),
-            v.attrs.as_path()
-        ));
+    // The prefix itself, else the RIB's prefixes inside or around it.
+    let exact: Vec<&(IpNet, Vec<bgpd_proto::rib::core::PathView>)> =
+        routes.iter().filter(|(p, _)| *p == prefix).collect();
+    let chosen = if exact.is_empty() { routes.iter().collect() } else { exact };
+    let fib = sim.fabric.fib(member);
+    for (net, paths) in &chosen {
+        out.push(format!("{net}:"));
+        for v in paths.iter().filter(|v| v.peer.is_some()) {
+            let state = if v.best {
+                "best".to_string()
+            } else if v.used {
+                "used (ECMP)".to_string()
+            } else {
+                format!("not used: {}", v.reason.map_or("lost", |r| r.describe()))
+            };
+            let nh = v.attrs.next_hop.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+            out.push(format!(
+                "  path from {}: AS_PATH {}, next hop {nh}: {state}",
+                v.peer.as_deref().unwrap_or("?"),
+                v.attrs.as_path()
+            ));
+        }
+        match fib.get(net) {
+            Some(hops) => {
+                let hops: Vec<String> = hops.iter().map(ToString::to_string).collect();
+                out.push(format!("  in {member}'s forwarding table via {}", hops.join(", ")));
+            }
+            None if paths.iter().any(|v| v.peer.is_none()) => out.push(format!("  originated by {member}")),
+            None => out.push(format!("  not in {member}'s forwarding table")),
+        }
     }
-    if let Some(hops) = sim.fabric.fib(member).get(&prefix) {
-        let hops: Vec<String> = hops.iter().map(ToString::to_string).collect();
-        out.push(format!("in {member}'s forwarding table via {}", hops.join(", ")));
-    } else if !paths.iter().any(|v| v.used) {
-        out.push(format!("{member} has no used path to {prefix}:"));
+    if chosen.is_empty() {
+        out.push(format!("{member} has no path to {prefix} or a prefix inside it:"));
         out.extend(
             explain::missing(design, sim, &Scenario::none(), member, prefix).into_iter().map(|l| format!("  {l}")),
         );

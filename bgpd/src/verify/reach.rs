@@ -21,6 +21,7 @@ struct Source {
     start: String,
     addrs: Vec<IpAddr>,
     services_only: bool,
+    pod: bool,
 }
 
 /// A probe target and who must answer.
@@ -44,18 +45,14 @@ fn sources(design: &Design, failed: &Scenario) -> Vec<Source> {
             start: p.node.clone(),
             addrs: p.addresses.clone(),
             services_only: false,
+            pod: true,
         });
     }
     for m in design.members.values().filter(|m| !failed.down(&m.name)) {
-        // One address per family: the first (a node's Node address comes first).
-        let mut addrs: Vec<IpAddr> = Vec::new();
-        for (_, a) in &m.interfaces {
-            if !addrs.iter().any(|x| x.is_ipv4() == a.addr().is_ipv4()) {
-                addrs.push(a.addr());
-            }
-        }
+        // Its source address depends on the way out (see `check`).
+        let addrs = Vec::new();
         let services_only = m.kind == Kind::Router;
-        out.push(Source { label: m.name.clone(), start: m.name.clone(), addrs, services_only });
+        out.push(Source { label: m.name.clone(), start: m.name.clone(), addrs, services_only, pod: false });
     }
     out
 }
@@ -68,7 +65,9 @@ fn targets(design: &Design, failed: &Scenario) -> Vec<Target> {
         }
     }
     for s in &design.topo.services {
-        let ready = s.endpoints.iter().any(|(n, ready)| *ready && !failed.down(n));
+        // As the lab probes: a ready endpoint on a node that is up and has a pod.
+        let ready =
+            s.endpoints.iter().any(|(n, ready)| *ready && !failed.down(n) && design.pods.iter().any(|p| &p.node == n));
         if !ready {
             continue;
         }
@@ -126,7 +125,14 @@ pub fn check(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network
             if src.services_only && !matches!(t.expect, Expect::Service(_)) {
                 continue;
             }
-            let Some(from) = src.addrs.iter().copied().find(|a| a.is_ipv4() == t.addr.is_ipv4()) else { continue };
+            // A pod has its address; a member's own packets leave with the
+            // address of the interface they go out by.
+            let from = if src.pod {
+                src.addrs.iter().copied().find(|a| a.is_ipv4() == t.addr.is_ipv4())
+            } else {
+                net.source_address(&src.start, t.addr)
+            };
+            let Some(from) = from else { continue };
             if from == t.addr || t.label == format!("pod {}", src.label) {
                 continue;
             }
@@ -272,6 +278,9 @@ fn fix_for_missing(design: &Design, sim: &Simulation, failed: &Scenario, at: &st
     }
     if lines.iter().any(|l| l.contains("never advertised")) {
         return "make sure a member advertises the prefix (a ready endpoint, an advertised range, a pool)".into();
+    }
+    if lines.iter().any(|l| l.contains("no BGP session configured")) {
+        return "give the member a BGP session (a BGPPeer, the node-to-node mesh, a route reflector)".into();
     }
     if lines.iter().any(|l| l.contains("session is down")) {
         return "bring the session up (see the Sessions findings)".into();

@@ -145,6 +145,13 @@ pub struct Finding {
 impl Finding {
     /// A problem of `class` about `objects`.
     pub fn problem(class: Class, objects: Vec<Object>, summary: impl Into<String>) -> Finding {
+        let mut unique: Vec<Object> = Vec::with_capacity(objects.len());
+        for o in objects {
+            if !unique.contains(&o) {
+                unique.push(o);
+            }
+        }
+        let objects = unique;
         Finding { class, severity: Severity::Problem, objects, summary: summary.into(), detail: Vec::new(), fix: None }
     }
 
