@@ -38,9 +38,12 @@ fn owner(design: &Design, addr: IpAddr) -> Option<(&MemberModel, &str)> {
         .find_map(|m| m.interfaces.iter().find(|(_, n)| n.addr() == addr).map(|(seg, _)| (m, seg.as_str())))
 }
 
-/// A member's session towards one of `member`'s addresses.
-fn session_back<'a>(from: &'a MemberModel, to: &MemberModel) -> Option<&'a PeerModel> {
-    from.speaker.as_ref()?.peers.iter().find(|p| to.owns(p.remote))
+/// `from`'s session towards one of `to`'s addresses: the one of the same
+/// family as `p` (routers have a session per family), else any.
+pub fn session_back<'a>(from: &'a MemberModel, to: &MemberModel, p: &PeerModel) -> Option<&'a PeerModel> {
+    let peers = &from.speaker.as_ref()?.peers;
+    let same = |b: &&PeerModel| b.remote.is_ipv4() == p.remote.is_ipv4();
+    peers.iter().filter(|b| to.owns(b.remote)).find(same).or_else(|| peers.iter().find(|b| to.owns(b.remote)))
 }
 
 fn how_to_add(owner: &MemberModel, member: &MemberModel, design: &Design) -> String {
@@ -97,7 +100,7 @@ fn sessions(design: &Design) -> Vec<Finding> {
                     .fix(format!("peer with {}'s address on a segment {} shares with it", peer.name, m.name)),
                 );
             }
-            let Some(back) = session_back(peer, m) else {
+            let Some(back) = session_back(peer, m, p) else {
                 out.push(
                     Finding::problem(
                         Class::Session,

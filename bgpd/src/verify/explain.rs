@@ -80,7 +80,7 @@ fn from_peer(design: &Design, sim: &Simulation, m: &MemberModel, p: &PeerModel, 
     }
     // RFC 4760: a session carries only the families both ends offered.
     let family = if prefix.addr().is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST };
-    let theirs_back = n.speaker.as_ref().and_then(|s| s.peers.iter().find(|b| m.owns(b.remote)));
+    let theirs_back = super::checks::session_back(n, m, p);
     let offered =
         p.session.families.contains(&family) && theirs_back.is_none_or(|b| b.session.families.contains(&family));
     if !offered {
@@ -91,7 +91,7 @@ fn from_peer(design: &Design, sim: &Simulation, m: &MemberModel, p: &PeerModel, 
     else {
         return format!("{} has no route to {prefix} either", n.name);
     };
-    let Some(back) = n.speaker.as_ref().and_then(|s| s.peers.iter().find(|b| m.owns(b.remote))) else {
+    let Some(back) = super::checks::session_back(n, m, p) else {
         return format!("{} has no session back to {}", n.name, m.name);
     };
     let learned = best.peer.is_some();

@@ -246,7 +246,13 @@ fn explain_route(design: &Design, sim: &Simulation, member: &str, prefix: IpNet)
         }
     }
     if chosen.is_empty() {
-        out.push(format!("{member} has no path to {prefix} or a prefix inside it:"));
+        // The route that should cover it: what some member originates.
+        let prefix = if prefix.prefix_len() == prefix.max_prefix_len() {
+            reach::covering(design, &Scenario::none(), prefix.addr())
+        } else {
+            prefix
+        };
+        out.push(format!("{member} has no path to {prefix}:"));
         out.extend(
             explain::missing(design, sim, &Scenario::none(), member, prefix).into_iter().map(|l| format!("  {l}")),
         );

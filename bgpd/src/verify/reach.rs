@@ -99,7 +99,7 @@ enum Break {
 
 /// The most specific prefix a live member originates that covers `addr`
 /// (the route that should have taken the packet), else the address itself.
-fn covering(design: &Design, failed: &Scenario, addr: IpAddr) -> IpNet {
+pub fn covering(design: &Design, failed: &Scenario, addr: IpAddr) -> IpNet {
     design
         .members
         .values()
