@@ -120,6 +120,22 @@ enum Command {
         #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
     },
+    /// Why the running daemon advertises a prefix to each peer or not, and
+    /// whether it is in the kernel: the paths and why each lost, the filter
+    /// rule or default that decided, loops, split horizon (docs/explain.md).
+    Explain {
+        /// The prefix, exactly (e.g. 10.244.3.0/26).
+        prefix: ipnet::IpNet,
+        /// Only this peer (its name, as `bgpd show peers` lists it).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -306,6 +322,11 @@ fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<(
         ShowWhat::Fib => daemon::Request::Fib,
         ShowWhat::Bfd => daemon::Request::Bfd,
     };
+    ask_and_print(req, json, control_socket)
+}
+
+/// Asks the daemon and prints its answer (JSON with `json`).
+fn ask_and_print(req: daemon::Request, json: bool, control_socket: PathBuf) -> anyhow::Result<()> {
     let v = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -406,6 +427,9 @@ fn main() -> ExitCode {
             stop(how, drain, control_socket)
         }
         Command::Show { what, json, control_socket } => show(what, json, control_socket),
+        Command::Explain { prefix, peer, json, control_socket } => {
+            ask_and_print(daemon::Request::Explain { prefix, peer }, json, control_socket)
+        }
         Command::Lab { what } => return lab_command(what),
         Command::Verify { file, failures, json, explain } => return verify_command(file, failures, json, explain),
     };

@@ -25,6 +25,13 @@ pub enum Request {
     },
     /// What this node originates and why.
     Originations,
+    /// Why a prefix is or is not advertised to each peer and in the kernel.
+    Explain {
+        /// The prefix (exactly; host bits are cleared).
+        prefix: IpNet,
+        /// Only this peer (by name).
+        peer: Option<String>,
+    },
     /// The configuration as loaded, with its problems.
     Config,
     /// The kernel table bgpd programs: what it wants there and what fails.
@@ -113,6 +120,22 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
                 None => Vec::new(),
             };
             serde_json::json!({ "routes": routes })
+        }
+        Request::Explain { prefix, peer } => {
+            let handle = shared.lock().rib_handle.clone();
+            let Some(e) = (match handle {
+                Some(h) => h.explain(*prefix).await,
+                None => None,
+            }) else {
+                return serde_json::json!({ "error": "the RIB is not running" });
+            };
+            if let Some(name) = peer.as_deref().filter(|n| !e.peers.iter().any(|p| p.name == *n)) {
+                return serde_json::json!({ "error": format!("no peer named {name:?}") });
+            }
+            let s = shared.lock();
+            let failing = s.kernel.as_ref().and_then(|k| k.failing.get(&e.prefix)).map(String::as_str);
+            let view = super::explain::view(&e, &s.originations, failing, peer.as_deref());
+            serde_json::json!({ "explain": view })
         }
         Request::Originations => {
             let s = shared.lock();
@@ -361,6 +384,10 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         Request::Stop { .. } => {
             out.push_str(&format!("{}\n", s(&v["stopped"])));
         }
+        Request::Explain { .. } => match serde_json::from_value(v["explain"].clone()) {
+            Ok(view) => out.push_str(&super::explain::render(&view)),
+            Err(e) => out.push_str(&format!("cannot read the daemon's answer: {e}\n")),
+        },
         Request::Bfd => {
             let b = &v["bfd"];
             let row = |c: [&str; 13]| {
@@ -496,6 +523,179 @@ mod tests {
         s.rib_handle = Some(handle);
         drop(s);
         shared
+    }
+
+    /// A node with two ToR peers and a real RIB behind the control socket:
+    /// tor-a (AS 65010) sends three routes, tor-b (AS 65020) has a BGPFilter
+    /// that rejects one of them on export; the node originates a block.
+    fn shared_with_a_rib() -> Shared {
+        use crate::daemon::originate::Origination;
+        use crate::daemon::rib::{origination_attrs, peer_config, rib_config};
+        use bgpd_proto::nlri::Nlri;
+        use bgpd_proto::rib::core::{Rib, SessionInfo};
+        use bgpd_proto::rib::policy::{Action, CidrMatch, ExportRange, Filter, MatchOperator, RangeSource, Rule};
+        use bgpd_proto::wire::{AsPath, Attr, Origin, PathAttribute, Update};
+        use bgpd_proto::{FamilySet, WireContext};
+        use std::sync::Arc;
+
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut node = crate::daemon::spec::NodeSpec {
+            name: "node-1".into(),
+            router_id: "10.0.0.1".parse().unwrap(),
+            asn: 64512,
+            listen: vec![],
+            ipv4: Some("10.0.0.1".parse().unwrap()),
+            ipv6: None,
+            subnets: Vec::new(),
+            max_paths: 16,
+            always_compare_med: false,
+            originations: vec![Origination {
+                prefix: net("10.244.1.0/26"),
+                cause: "IPAMBlock 10-244-1-0-26 (affinity host:node-1, IPPool pods)".into(),
+                communities: vec![],
+                blackhole: true,
+            }],
+            cluster_id: None,
+            exportable: vec![ExportRange { cidr: net("10.244.0.0/16"), source: RangeSource::IpPool("pods".into()) }],
+            statics: vec![],
+            restart: Default::default(),
+            bfd_interfaces: Vec::new(),
+        };
+        node.exportable.push(ExportRange {
+            cidr: net("10.250.0.0/16"),
+            source: RangeSource::IpPoolExportDisabled("quiet".into()),
+        });
+        let exportable = Arc::new(node.exportable.clone());
+        let now = std::time::Instant::now();
+        let mut rib = Rib::new(rib_config(&node, false), now);
+        let mut a = crate::daemon::peer::tests::spec();
+        a.name = "tor-a".into();
+        let mut b = a.clone();
+        b.name = "tor-b".into();
+        b.addr = "10.0.0.3:179".parse().unwrap();
+        b.peer_as = 65020;
+        let mut no_pods = Filter { name: "no-pods".into(), ..Filter::default() };
+        let mut rule = Rule::new(Action::Reject);
+        rule.cidr = Some(CidrMatch { cidr: net("10.244.8.0/24"), op: MatchOperator::In, min_len: None, max_len: None });
+        no_pods.export_v4 = vec![rule];
+        b.routing.filters = vec![Arc::new(no_pods)];
+        let ia = rib.add_peer(peer_config(&a, &exportable, node.asn));
+        let ib = rib.add_peer(peer_config(&b, &exportable, node.asn));
+        for (id, addr) in [(ia, "10.0.0.2"), (ib, "10.0.0.3")] {
+            let session = SessionInfo {
+                peer_id: addr.parse().unwrap(),
+                families: FamilySet::of(&[bgpd_proto::Family::IPV4_UNICAST]),
+                tx: WireContext::new(true),
+                local_v4: node.ipv4,
+                local_v6: None,
+                shared_v4: None,
+                shared_v6: None,
+                route_refresh: true,
+                enhanced_refresh: false,
+                graceful_restart: None,
+                long_lived: false,
+            };
+            rib.peer_up(id, session, now);
+        }
+        let mut u = Update {
+            attributes: vec![
+                PathAttribute::new(Attr::Origin(Origin::Igp)),
+                PathAttribute::new(Attr::AsPath(AsPath::sequence([65010]))),
+                PathAttribute::new(Attr::NextHop("10.0.0.2".parse().unwrap())),
+            ],
+            ..Update::default()
+        };
+        for p in ["10.244.8.0/26", "192.168.0.0/24", "10.250.3.0/26"] {
+            let IpNet::V4(v4) = net(p) else { unreachable!("IPv4 test prefixes") };
+            u.nlri.push(Nlri::new(v4));
+        }
+        rib.update(ia, &u, false, now);
+        rib.originate(net("10.244.1.0/26"), Some(origination_attrs(&[])));
+        rib.flush();
+        while rib.poll_output().is_some() {}
+
+        // The RIB task's part: answer `explain` from this RIB.
+        let (handle, mut rx) = RibHandle::new();
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                if let RibCmd::Explain(prefix, reply) = cmd {
+                    let _ = reply.send(rib.explain(prefix));
+                }
+            }
+        });
+        let shared = Shared::default();
+        let mut s = shared.lock();
+        s.rib_handle = Some(handle);
+        s.originations = node.originations.clone();
+        drop(s);
+        shared
+    }
+
+    /// The advertised lines of `peer` in an `explain` answer.
+    fn advertised<'a>(v: &'a serde_json::Value, peer: &str) -> &'a serde_json::Value {
+        let peers = v["explain"]["peers"].as_array().expect("peers");
+        &peers.iter().find(|p| p["name"] == peer).expect("the peer")["advertised"]
+    }
+
+    #[tokio::test]
+    async fn explain_answers_over_the_socket_in_words_and_codes() {
+        let dir = std::env::temp_dir().join(format!("bgpd-explain-test-{}", std::process::id()));
+        let path = dir.join("bgpd.sock");
+        let p = path.clone();
+        let shared = shared_with_a_rib();
+        let server = tokio::spawn(async move { serve(&p, shared).await });
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let ask_explain = |prefix: &str, peer: Option<&str>| Request::Explain {
+            prefix: prefix.parse().unwrap(),
+            peer: peer.map(str::to_string),
+        };
+
+        // A learned pod route: tor-b's filter rejects it, tor-a sent it.
+        let req = ask_explain("10.244.8.0/26", None);
+        let v = ask(&path, &req).await.unwrap();
+        assert_eq!(advertised(&v, "tor-b")[0]["code"], "rejected_by_rule", "{v}");
+        let text = render(&req, &v);
+        assert!(text.contains("BGPFilter no-pods exportV4 rule 1: cidr In 10.244.8.0/24, Reject"), "{text}");
+        assert!(text.contains("the path from tor-a: not sent back to the peer it came from"), "{text}");
+        assert!(text.contains("tor-a") && text.contains("best path"), "{text}");
+
+        // A learned route outside every pool, one in a pool with disableBGPExport.
+        let v = ask(&path, &ask_explain("192.168.0.0/24", Some("tor-b"))).await.unwrap();
+        assert_eq!(advertised(&v, "tor-b")[0]["code"], "not_exportable", "{v}");
+        assert_eq!(v["explain"]["peers"].as_array().unwrap().len(), 1, "only the peer asked about");
+        let v = ask(&path, &ask_explain("10.250.3.0/26", Some("tor-b"))).await.unwrap();
+        assert_eq!(advertised(&v, "tor-b")[0]["code"], "export_disabled", "{v}");
+        assert!(advertised(&v, "tor-b")[0]["text"].as_str().unwrap().contains("IPPool quiet"), "{v}");
+
+        // The node's own block: why it exists, sent to both by Calico's default.
+        let req = ask_explain("10.244.1.0/26", None);
+        let v = ask(&path, &req).await.unwrap();
+        assert_eq!(v["explain"]["originated"], "IPAMBlock 10-244-1-0-26 (affinity host:node-1, IPPool pods)");
+        assert_eq!(advertised(&v, "tor-a")[0]["code"], "sent");
+        assert_eq!(v["explain"]["kernel"]["code"], "originated");
+        let text = render(&req, &v);
+        assert!(text.contains("Calico's default export (this node's own route)"), "{text}");
+
+        // Not in the RIB at all, and a peer that does not exist.
+        let v = ask(&path, &ask_explain("10.99.0.0/16", Some("tor-a"))).await.unwrap();
+        assert_eq!(v["explain"]["kernel"]["code"], "no_route");
+        assert_eq!(v["explain"]["peers"][0]["received"]["code"], "not_in_rib");
+        let err = ask(&path, &ask_explain("10.99.0.0/16", Some("nope"))).await.unwrap_err();
+        assert!(err.to_string().contains("no peer named") && err.to_string().contains("nope"), "{err}");
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn explain_requests_are_one_json_line() {
+        let r: Request =
+            serde_json::from_str(r#"{"request":"explain","prefix":"10.244.1.0/26","peer":"tor-a"}"#).unwrap();
+        assert_eq!(r, Request::Explain { prefix: "10.244.1.0/26".parse().unwrap(), peer: Some("tor-a".into()) });
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub(crate) mod bfd;
 mod control;
+pub(crate) mod explain;
 mod kernel;
 mod lifecycle;
 mod marker;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    DeferralWait, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, RibStats, SessionInfo, DEFERRAL_PEER_WAIT,
+    DeferralWait, Explanation, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, RibStats, SessionInfo,
+    DEFERRAL_PEER_WAIT,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::policy::{DefaultExport, ExportRange, PeerPolicy, PeerType};
@@ -132,6 +133,8 @@ pub enum RibCmd {
     Node(Box<NodeSpec>),
     /// `show routes`.
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+    /// `bgpd explain`.
+    Explain(IpNet, oneshot::Sender<Explanation>),
     /// Decommissioning: send every route with GRACEFUL_SHUTDOWN (RFC 8326), or stop.
     GracefulShutdown(bool),
     /// bgpd stops for a restart: from now on nothing goes out (neither to
@@ -168,6 +171,14 @@ impl RibHandle {
         let (tx, rx) = oneshot::channel();
         self.send(RibCmd::Routes(filter, tx));
         rx.await.unwrap_or_default()
+    }
+
+    /// `bgpd explain`: why the prefix is (not) advertised and installed;
+    /// `None` when the RIB task is gone.
+    pub async fn explain(&self, prefix: IpNet) -> Option<Explanation> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RibCmd::Explain(prefix, tx));
+        rx.await.ok()
     }
 }
 
@@ -453,6 +464,9 @@ fn apply(
         }
         RibCmd::Routes(filter, reply) => {
             let _ = reply.send(route_views(rib, filter));
+        }
+        RibCmd::Explain(prefix, reply) => {
+            let _ = reply.send(rib.explain(prefix));
         }
         // Taken by the task's loop before it gets here.
         RibCmd::Quiesce(done) => {
