@@ -23,7 +23,8 @@
 //! `impl Rib` of its own: `peers.rs` (peer lifecycle), `import.rs`
 //! (UPDATEs in, import policy, max-prefix), `restart.rs` (graceful restart,
 //! selection deferral, timers), `export.rs` (update groups, MRAI, export
-//! and encoding), `views.rs` (queries).
+//! and encoding), `views.rs` (queries), `explain.rs` (why a prefix is or
+//! is not sent to each peer and used: [`Rib::explain`]).
 
 mod explain;
 mod export;
