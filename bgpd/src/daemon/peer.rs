@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bgpd_proto::session::{
-    retains_routes, DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig, SessionEvent,
-};
-use bgpd_proto::wire::{AddPathMode, Notification};
-use bgpd_proto::{Family, MessageType};
+use bgpd_proto::session::{DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig};
+use bgpd_proto::speaker::{ConnId, Initiator, Peer, PeerEvent};
+use bgpd_proto::wire::AddPathMode;
+use bgpd_proto::Family;
 use bytes::{Buf, Bytes};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -257,9 +256,6 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
     c
 }
 
-/// How long a session torn down for too many prefixes waits before it starts again.
-const MAX_PREFIX_RESTART: Duration = Duration::from_secs(30);
-
 /// The peer task's channels: commands from the daemon, the RIB's handle and
 /// what the RIB sends this peer.
 pub struct Links {
@@ -275,12 +271,59 @@ pub struct Links {
     pub queue: Arc<super::rib::OutQueue>,
 }
 
-/// Runs the peer until it is stopped.
+/// The peer task's connections: at most two at a time (the session's, and
+/// the second one of a collision), each named by the [`Peer`] that took it.
+#[derive(Default)]
+struct Conns(Vec<(ConnId, Conn)>);
+
+impl Conns {
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.0.iter_mut().find(|(i, _)| *i == id).map(|(_, c)| c)
+    }
+
+    fn at(&self, i: usize) -> Option<&(ConnId, Conn)> {
+        self.0.get(i)
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let pos = self.0.iter().position(|(i, _)| *i == id)?;
+        Some(self.0.remove(pos).1)
+    }
+
+    /// When the send hold timer of the connection blocked longest expires.
+    fn send_hold_deadline(&self, peer: &Peer) -> Option<(ConnId, Instant)> {
+        let hold = send_hold_time(peer.session());
+        self.0.iter().filter_map(|(id, c)| c.blocked_since.map(|t| (*id, t + hold))).min_by_key(|(_, t)| *t)
+    }
+}
+
+/// Queues what the peer has to send on its connections and writes what
+/// the sockets take; returns the connections whose write failed.
+fn flush(peer: &mut Peer, conns: &mut Conns) -> Vec<ConnId> {
+    while let Some((id, b)) = peer.poll_transmit() {
+        if let Some(c) = conns.get_mut(id) {
+            c.pending_bytes += b.len();
+            c.pending.push_back(b);
+        }
+    }
+    let mut failed = Vec::new();
+    for (id, c) in &mut conns.0 {
+        if c.write_pending().is_err() {
+            failed.push(*id);
+        }
+    }
+    failed
+}
+
+/// Runs the peer until it is stopped: a driver over [`Peer`], which owns
+/// the session (and the second one of a collision), the restart after a
+/// max-prefix teardown and the BFD hold-down; this task moves bytes and
+/// time, opens and closes connections, and reports to the RIB and the status.
 pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
     let Links { mut cmds, rib, key: rib_key, mut from_rib, queue } = links;
     let cfg = session_config(&node, &peer);
-    let mut session = match Session::new(cfg) {
-        Ok(s) => s,
+    let mut p = match Peer::new(cfg, Instant::now()) {
+        Ok(p) => p,
         Err(e) => {
             warn!(peer = %peer.name, "invalid session configuration: {e}");
             return;
@@ -288,243 +331,240 @@ pub async fn run(node: NodeSpec, peer: PeerSpec, links: Links, shared: Shared) {
     };
     let key = register(&shared, &peer);
     let credit = Arc::new(Credit::new(rib.budget()));
-    let mut restart_at: Option<tokio::time::Instant> = None;
-    // RFC 5882 §4.2: BFD saw the path fail: the session is down and stays
-    // down until BFD is up again.
-    let mut bfd_hold = false;
-    let mut conn: Option<Conn> = None;
+    let mut conns = Conns::default();
     let mut connecting: Option<Connecting> = None;
     // When the attempt in `connecting` started.
     let mut connect_since = Instant::now();
-    // RFC 4271 §6.8: while OPENs are pending, a second connection (the one
-    // the peer initiated) runs in a session of its own until the collision is
-    // resolved. `outgoing` tells who initiated the primary connection.
-    let mut second: Option<(Session, Conn)> = None;
-    let mut outgoing = false;
-    // Whether the N bit (RFC 8538) was exchanged on the session last Established.
-    let mut graceful_notification = false;
-    session.handle_manual_start(Instant::now());
     loop {
-        // Act on what the session asked for.
-        while let Some(ev) = session.poll_event() {
+        // What the peer has to send goes first: a Close below comes after it.
+        for id in flush(&mut p, &mut conns) {
+            failure(&shared, &key, "connection lost: write failed".into());
+            conns.remove(id);
+            p.handle_connection_lost(id, Instant::now());
+        }
+        let mut acted = false;
+        while let Some(ev) = p.poll_event() {
+            acted = true;
             match ev {
-                SessionEvent::Connect => {
-                    if connecting.is_some() {
-                        // The previous attempt got no answer within ConnectRetry.
-                        let t = cfg_timeout(&session).as_secs();
-                        failure(&shared, &key, format!("connect to {}: {}", peer.addr, no_answer(&peer, t)));
-                    }
-                    conn = None;
-                    connecting = Some(Box::pin(connect(peer.clone(), cfg_timeout(&session))));
+                PeerEvent::Connect => {
+                    connecting = Some(Box::pin(connect(peer.clone(), p.session().config().connect_retry)));
                     connect_since = Instant::now();
                 }
-                SessionEvent::Disconnect => {
-                    let _ = flush(&mut session, conn.as_mut());
-                    if let Some(c) = conn.take() {
-                        c.linger();
-                    }
-                    if connecting.take().is_some() {
-                        // ConnectRetry expired in Connect (the FSM drops the attempt,
-                        // then starts another): the attempt got no answer. The
-                        // attempt's own timeout, as long, would have said so had it
-                        // fired first; whichever does must leave the explanation.
+                PeerEvent::CancelConnect { unanswered } => {
+                    if connecting.take().is_some() && unanswered {
+                        // ConnectRetry expired first; the attempt's own timeout,
+                        // as long, would have said so had it fired first.
                         let secs = connect_since.elapsed().as_secs_f64().round() as u64;
                         failure(&shared, &key, format!("connect to {}: {}", peer.addr, no_answer(&peer, secs)));
                     }
                 }
-                SessionEvent::StateChanged { from, to } => {
-                    debug!(peer = %peer.name, "state {} -> {}", state_name(from), state_name(to));
-                    set_state(&shared, &key, &session);
+                PeerEvent::Close(id) => {
+                    if let Some(c) = conns.remove(id) {
+                        c.linger();
+                    }
                 }
-                SessionEvent::Established(n) => {
+                PeerEvent::StateChanged { from, to } => {
+                    debug!(peer = %peer.name, "state {} -> {}", state_name(from), state_name(to));
+                    set_state(&shared, &key, &p);
+                }
+                PeerEvent::Established { negotiated: n, .. } => {
                     info!(peer = %peer.name, addr = %peer.addr, "established (hold {} s)", n.hold_time);
-                    graceful_notification = n.graceful_notification;
                     established(&shared, &key, &n);
-                    let local = conn.as_ref().map(|c| c.local.ip());
+                    let local = p.connection().and_then(|(_, l)| l);
                     rib.send(RibCmd::Up(rib_key, Box::new(session_info(&n, local, peer.addr.ip(), &node))));
                 }
-                SessionEvent::Down(reason) => {
+                PeerEvent::Down { reason, graceful, .. } => {
                     down(&shared, &key, &reason);
-                    rib.send(RibCmd::Down(rib_key, retains_routes(&reason, graceful_notification)));
+                    rib.send(RibCmd::Down(rib_key, graceful));
                 }
-                SessionEvent::Update { update, issues } => {
-                    let withdraw_all = issues.iter().any(|i| i.action == bgpd_proto::ErrorAction::TreatAsWithdraw);
+                PeerEvent::Update { update, issues, treat_as_withdraw } => {
                     if !issues.is_empty() {
                         warn!(peer = %peer.name, "UPDATE with RFC 7606 issues: {issues:?}");
                     }
-                    rib.send(RibCmd::Update(rib_key, Box::new(update), withdraw_all, credit.take()));
+                    rib.send(RibCmd::Update(rib_key, update, treat_as_withdraw, credit.take()));
                 }
-                SessionEvent::RouteRefresh(rr) => rib.send(RibCmd::Refresh(rib_key, rr)),
+                PeerEvent::Refresh(r) => rib.send(RibCmd::Refresh(rib_key, r)),
+                PeerEvent::Collision { kept } => {
+                    let whose = if kept == Initiator::Remote { "the peer" } else { "this node" };
+                    info!(peer = %peer.name, "connection collision: keeping the connection {whose} opened");
+                    set_state(&shared, &key, &p);
+                }
             }
         }
-        if flush(&mut session, conn.as_mut()).is_err() {
-            failure(&shared, &key, "connection lost: write failed".into());
-            conn = None;
-            session.handle_connection_failed(Instant::now());
+        if acted {
             continue;
         }
-        record_stats(&shared, &key, &session, &queue);
-        queue.set_buffered(conn.as_ref().map_or(0, |c| c.pending_bytes));
+        record_stats(&shared, &key, &p, &queue);
+        queue.set_buffered(conns.0.iter().map(|(_, c)| c.pending_bytes).sum());
         if queue.should_resume() {
             rib.send(RibCmd::Resume(rib_key));
         }
 
-        if let Some((s2, c2)) = second.as_mut() {
-            while s2.poll_event().is_some() {}
-            if flush(s2, Some(c2)).is_err() {
-                second = None;
+        let deadline = p.poll_timeout().map(tokio::time::Instant::from_std);
+        let send_hold = conns.send_hold_deadline(&p);
+        let read = |i: usize| {
+            let c = conns.at(i).map(|(id, c)| (*id, &c.stream));
+            async move {
+                match c {
+                    Some((id, s)) => (id, s.readable().await),
+                    None => std::future::pending().await,
+                }
             }
+        };
+        let write = |i: usize| {
+            let c = conns.at(i).filter(|(_, c)| !c.pending.is_empty()).map(|(id, c)| (*id, &c.stream));
+            async move {
+                match c {
+                    Some((id, s)) => (id, s.writable().await),
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        enum Wake {
+            Timer,
+            Rib(Option<RibOut>),
+            Connected(io::Result<TcpStream>),
+            SendHold(ConnId),
+            Writable(ConnId, io::Result<()>),
+            Readable(ConnId, io::Result<()>),
+            Cmd(Option<PeerCmd>),
+            Nothing,
         }
-        if resolve(&mut session, &mut conn, &mut second, &mut outgoing, node.router_id, &peer) {
-            set_state(&shared, &key, &session);
-            continue;
-        }
-        let deadline = [session.poll_timeout(), second.as_ref().and_then(|(s2, _)| s2.poll_timeout())]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(tokio::time::Instant::from_std);
-        tokio::select! {
-            _ = async { match restart_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                restart_at = None;
-                if !bfd_hold {
-                    info!(peer = %peer.name, "starting again after the max-prefix teardown");
-                    session.handle_manual_start(Instant::now());
-                }
+        let wake = tokio::select! {
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Wake::Timer,
+            out = from_rib.recv() => Wake::Rib(out),
+            r = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => Wake::Connected(r),
+            id = async { match send_hold {
+                Some((id, t)) => { tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await; id }
+                None => std::future::pending().await,
+            } } => Wake::SendHold(id),
+            (id, r) = write(0) => Wake::Writable(id, r),
+            (id, r) = write(1) => Wake::Writable(id, r),
+            _ = credit.resumed.notified(), if credit.own_limit() => Wake::Nothing,
+            _ = tokio::time::sleep(ALL_FULL_RETRY), if !credit.open() && !credit.own_limit() => Wake::Nothing,
+            (id, r) = read(0), if credit.open() => Wake::Readable(id, r),
+            (id, r) = read(1), if credit.open() => Wake::Readable(id, r),
+            cmd = cmds.recv() => Wake::Cmd(cmd.map(|c| *c)),
+        };
+        let now = Instant::now();
+        match wake {
+            Wake::Nothing => {}
+            Wake::Timer => p.handle_timeout(now),
+            Wake::Rib(Some(RibOut::Send(messages))) => {
+                queue.taken(messages.iter().map(Bytes::len).sum());
+                p.send_updates(messages);
             }
-            out = from_rib.recv() => match out {
-                Some(RibOut::Send(messages)) => {
-                    queue.taken(messages.iter().map(Bytes::len).sum());
-                    for m in messages {
-                        let _ = session.send_encoded(m, MessageType::UPDATE);
-                    }
-                }
-                Some(RibOut::Message(m)) => {
-                    let _ = session.send(&m);
-                }
-                Some(RibOut::Teardown(sub, reason)) => {
-                    stop(&mut session, conn.as_mut(), sub, Some(&reason));
-                    restart_at = Some(tokio::time::Instant::now() + MAX_PREFIX_RESTART);
-                }
-                None => {}
-            },
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                session.handle_timeout(Instant::now());
-                if let Some((s2, _)) = second.as_mut() {
-                    s2.handle_timeout(Instant::now());
-                }
+            Wake::Rib(Some(RibOut::Message(m))) => {
+                let _ = p.send(&m);
             }
-            r = async { match second.as_ref() { Some((_, c2)) => c2.stream.readable().await, None => std::future::pending().await } } => {
-                let lost = match (r, second.as_mut()) {
-                    (Ok(()), Some((s2, c2))) => drain(c2, s2, &credit).is_err(),
-                    _ => true,
-                };
-                if lost {
-                    second = None;
-                }
-            }
-            r = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+            Wake::Rib(Some(RibOut::Teardown(sub, reason))) => p.handle_teardown(sub, &reason, now),
+            Wake::Rib(None) => {}
+            Wake::Connected(r) => {
                 connecting = None;
                 match r {
                     Ok(stream) => {
-                        conn = Some(split(stream, &peer));
-                        outgoing = true;
-                        session.handle_connected(Instant::now());
+                        let c = split(stream, &peer);
+                        // Not taken (the peer's own connection was meanwhile): dropped.
+                        if let Some(id) = p.handle_connected(Initiator::Local, Some(c.local.ip()), now) {
+                            conns.0.push((id, c));
+                        }
                     }
                     Err(e) => {
                         failure(&shared, &key, format!("connect to {}: {e}", peer.addr));
-                        session.handle_connection_failed(Instant::now());
+                        p.handle_connect_failed(now);
                     }
                 }
             }
-            _ = async { match conn.as_ref().and_then(|c| c.blocked_since) {
-                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t + send_hold_time(&session))).await,
-                None => std::future::pending().await,
-            } } => {
+            Wake::SendHold(id) => {
                 // RFC 9687: the peer has read nothing for the send hold time.
                 // A NOTIFICATION could not be delivered either: the
                 // connection is closed and the session fails.
-                let secs = send_hold_time(&session).as_secs();
+                let secs = send_hold_time(p.session()).as_secs();
                 warn!(peer = %peer.name, "send hold timer expired: the peer read nothing for {secs} s; closing (RFC 9687)");
-                failure(&shared, &key, format!("send hold timer expired: the peer read nothing for {secs} s (RFC 9687)"));
-                conn = None;
-                session.handle_connection_failed(Instant::now());
+                failure(
+                    &shared,
+                    &key,
+                    format!("send hold timer expired: the peer read nothing for {secs} s (RFC 9687)"),
+                );
+                conns.remove(id);
+                p.handle_connection_lost(id, now);
             }
-            r = async { match conn.as_ref() { Some(c) if !c.pending.is_empty() => c.stream.writable().await, _ => std::future::pending().await } } => {
+            Wake::Writable(id, r) => {
                 // The socket takes more of what a slow reader left pending.
-                let failed = match (r, conn.as_mut()) {
+                let failed = match (r, conns.get_mut(id)) {
                     (Ok(()), Some(c)) => c.write_pending().is_err(),
                     (Err(_), _) => true,
                     (Ok(()), None) => false,
                 };
                 if failed {
                     failure(&shared, &key, "connection lost: write failed".into());
-                    conn = None;
-                    session.handle_connection_failed(Instant::now());
+                    conns.remove(id);
+                    p.handle_connection_lost(id, now);
                 }
             }
-            _ = credit.resumed.notified(), if credit.own_limit() => {}
-            _ = tokio::time::sleep(ALL_FULL_RETRY), if !credit.open() && !credit.own_limit() => {}
-            r = async { match conn.as_ref() { Some(c) => c.stream.readable().await, None => std::future::pending().await } }, if credit.open() => {
+            Wake::Readable(id, r) => {
                 // Drain what the socket holds through one buffer per worker
                 // thread: an idle session keeps no read buffer of its own.
-                let outcome = match (r, conn.as_ref()) {
-                    (Err(e), _) => Err(e.to_string()),
-                    (Ok(()), Some(c)) => drain(c, &mut session, &credit),
-                    (Ok(()), None) => Ok(()),
+                let outcome = match r {
+                    Err(e) => Err(e.to_string()),
+                    Ok(()) => match conns.0.iter().find(|(i, _)| *i == id) {
+                        Some((_, c)) => drain(c, id, &mut p, &credit),
+                        None => Ok(()),
+                    },
                 };
                 if let Err(why) = outcome {
-                    debug!(peer = %peer.name, "connection lost: {why}");
-                    failure(&shared, &key, format!("connection lost: {why}"));
-                    conn = None;
-                    session.handle_connection_failed(Instant::now());
+                    // A second connection that fails is not the session's failure.
+                    if p.connection().is_some_and(|(c, _)| c == id) {
+                        debug!(peer = %peer.name, "connection lost: {why}");
+                        failure(&shared, &key, format!("connection lost: {why}"));
+                    }
+                    conns.remove(id);
+                    p.handle_connection_lost(id, now);
                 }
             }
-            cmd = cmds.recv() => match cmd.map(|c| *c) {
-                Some(PeerCmd::Accepted(stream)) => {
-                    if accept(&mut session, &mut conn, &mut connecting, &mut second, stream, &peer) {
-                        outgoing = false;
-                    }
+            Wake::Cmd(Some(PeerCmd::Accepted(stream))) => {
+                let c = split(stream, &peer);
+                match p.handle_connected(Initiator::Remote, Some(c.local.ip()), now) {
+                    Some(id) => conns.0.push((id, c)),
+                    None => debug!(peer = %peer.name, state = state_name(p.state()), "incoming connection refused"),
                 }
-                Some(PeerCmd::Stop(sub, msg)) => {
-                    stop(&mut session, conn.as_mut(), sub, msg.as_deref());
-                    break;
+            }
+            Wake::Cmd(Some(PeerCmd::Stop(sub, msg))) => {
+                p.handle_stop(sub, msg.as_deref(), now);
+                break;
+            }
+            Wake::Cmd(Some(PeerCmd::Restart)) => {
+                p.handle_restart_stop("bgpd restarting (graceful restart)", now);
+                break;
+            }
+            Wake::Cmd(Some(PeerCmd::Bfd { up: false, failure: true })) => {
+                // RFC 5882 §4.2: the path failed; the session goes at
+                // once (Cease / BFD Down, RFC 9384) and its routes with it.
+                warn!(peer = %peer.name, "BFD down: closing the BGP session until BFD is up again");
+                failure(&shared, &key, "BFD down: held down until BFD is up again".into());
+                p.handle_bfd(false, true, now);
+            }
+            Wake::Cmd(Some(PeerCmd::Bfd { up: true, .. })) => {
+                if p.bfd_held() {
+                    info!(peer = %peer.name, "BFD up: starting the BGP session again");
                 }
-                Some(PeerCmd::Restart) => {
-                    session.handle_restart_stop(Instant::now(), "bgpd restarting (graceful restart)");
-                    let _ = flush(&mut session, conn.as_mut());
-                    break;
-                }
-                Some(PeerCmd::Bfd { up: false, failure: true }) => {
-                    // RFC 5882 §4.2: the path failed; the session goes at
-                    // once (Cease / BFD Down, RFC 9384) and its routes with it.
-                    warn!(peer = %peer.name, "BFD down: closing the BGP session until BFD is up again");
-                    failure(&shared, &key, "BFD down: held down until BFD is up again".into());
-                    stop(&mut session, conn.as_mut(), bgpd_proto::error::code::cease::BFD_DOWN, None);
-                    if let Some(c) = conn.take() {
-                        c.linger();
-                    }
-                    connecting = None;
-                    second = None;
-                    bfd_hold = true;
-                }
-                Some(PeerCmd::Bfd { up: true, .. }) => {
-                    if std::mem::take(&mut bfd_hold) {
-                        info!(peer = %peer.name, "BFD up: starting the BGP session again");
-                        session.handle_manual_start(Instant::now());
-                    }
-                }
-                Some(PeerCmd::Bfd { .. }) => {}
-                None => {
-                    stop(&mut session, conn.as_mut(), bgpd_proto::error::code::cease::PEER_DECONFIGURED, None);
-                    break;
-                }
-            },
+                p.handle_bfd(true, false, now);
+            }
+            Wake::Cmd(Some(PeerCmd::Bfd { .. })) => {}
+            Wake::Cmd(None) => {
+                p.handle_stop(bgpd_proto::error::code::cease::PEER_DECONFIGURED, None, now);
+                break;
+            }
         }
     }
-    while session.poll_event().is_some() {}
-    let _ = flush(&mut session, conn.as_mut());
-    if let Some(c) = conn.take() {
+    // What the stop queued (a NOTIFICATION) is written before the connections close.
+    let _ = flush(&mut p, &mut conns);
+    while let Some(ev) = p.poll_event() {
+        if let PeerEvent::Down { reason, .. } = ev {
+            down(&shared, &key, &reason);
+        }
+    }
+    for (_, c) in conns.0.drain(..) {
         c.linger();
     }
     rib.send(RibCmd::RemovePeer(rib_key));
@@ -535,41 +575,27 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65536]);
 }
 
-/// Reads everything the socket has without blocking and feeds the session.
+/// Reads everything the socket has without blocking and feeds the peer.
 /// `Err` when the connection is closed or failed.
-fn drain(c: &Conn, session: &mut Session, credit: &Credit) -> Result<(), String> {
+fn drain(c: &Conn, id: ConnId, peer: &mut Peer, credit: &Credit) -> Result<(), String> {
     READ_BUF.with(|b| {
         let mut buf = b.borrow_mut();
         // At most 16 reads per wake-up, so one busy peer cannot hold the task;
         // and none once the UPDATEs decoded but not handed on yet fill what
         // the RIB may be sent (small UPDATEs: a read holds a thousand).
         for _ in 0..16 {
-            if session.pending_events() >= credit.room() {
+            if peer.pending_events() >= credit.room() {
                 return Ok(());
             }
             match c.stream.try_read(&mut buf) {
                 Ok(0) => return Err("closed by the peer".into()),
-                Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
+                Ok(n) => peer.handle_bytes(id, &buf[..n], Instant::now()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             }
         }
         Ok(())
     })
-}
-
-fn stop(session: &mut Session, conn: Option<&mut Conn>, subcode: u8, message: Option<&str>) {
-    let n = match message {
-        Some(m) => Notification::cease_with_message(subcode, m),
-        None => Notification::new(bgpd_proto::error::code::CEASE, subcode, []),
-    };
-    session.handle_stop(Instant::now(), n);
-    let _ = flush(session, conn);
-}
-
-/// How long an outgoing connection attempt may take: the ConnectRetry time.
-fn cfg_timeout(session: &Session) -> Duration {
-    session.config().connect_retry
 }
 
 /// Why a connection attempt may have gone unanswered.
@@ -613,103 +639,6 @@ fn split(stream: TcpStream, peer: &PeerSpec) -> Conn {
     Conn { stream, pending: VecDeque::new(), pending_bytes: 0, local, blocked_since: None }
 }
 
-/// An incoming connection for this peer. Taken as the session's connection
-/// when the session waits for one (Active, or Connect before its own attempt
-/// completed): returns true then. While the session's own connection is past
-/// the TCP handshake but not Established, the new one runs in a second
-/// session until the collision is resolved (RFC 4271 §6.8). Otherwise it is
-/// refused.
-fn accept(
-    session: &mut Session,
-    conn: &mut Option<Conn>,
-    connecting: &mut Option<Connecting>,
-    second: &mut Option<(Session, Conn)>,
-    stream: TcpStream,
-    peer: &PeerSpec,
-) -> bool {
-    use bgpd_proto::session::State;
-    match session.state() {
-        State::Active | State::Connect if conn.is_none() => {
-            *connecting = None;
-            *conn = Some(split(stream, peer));
-            session.handle_connected(Instant::now());
-            true
-        }
-        State::OpenSent | State::OpenConfirm if second.is_none() => {
-            let Ok(mut s2) = Session::new(session.config().clone()) else { return false };
-            let now = Instant::now();
-            s2.handle_manual_start(now);
-            // The second session answers this connection; it opens none of its own.
-            while s2.poll_event().is_some() {}
-            s2.handle_connected(now);
-            *second = Some((s2, split(stream, peer)));
-            false
-        }
-        state => {
-            debug!(peer = %peer.name, state = state_name(state), "incoming connection refused");
-            false
-        }
-    }
-}
-
-/// Resolves a collision once a peer's OPEN tells its BGP identifier:
-/// the losing connection gets Cease / Connection Collision Resolution, the
-/// winning one becomes the session's. Returns true when the primary changed.
-fn resolve(
-    session: &mut Session,
-    conn: &mut Option<Conn>,
-    second: &mut Option<(Session, Conn)>,
-    outgoing: &mut bool,
-    local_id: std::net::Ipv4Addr,
-    peer: &PeerSpec,
-) -> bool {
-    use bgpd_proto::session::{resolve_collision, CollisionWinner, State};
-    let Some((s2, _)) = second.as_ref() else { return false };
-    if s2.state() == State::Idle {
-        *second = None;
-        return false;
-    }
-    let Some(remote_id) = session.negotiated().or(s2.negotiated()).map(|n| n.peer_id) else { return false };
-    // An Established session always keeps its connection (RFC 4271 §6.8).
-    let primary_wins = session.state() == State::Established
-        || match resolve_collision(local_id, remote_id) {
-            CollisionWinner::Outgoing => *outgoing,
-            CollisionWinner::Incoming => !*outgoing,
-        };
-    let now = Instant::now();
-    let Some((mut s2, mut c2)) = second.take() else { return false };
-    if primary_wins {
-        s2.handle_collision_dump(now);
-        let _ = flush(&mut s2, Some(&mut c2));
-        false
-    } else {
-        info!(peer = %peer.name, "connection collision: keeping the connection the peer opened");
-        session.handle_collision_dump(now);
-        let _ = flush(session, conn.as_mut());
-        while session.poll_event().is_some() {}
-        *session = s2;
-        *conn = Some(c2);
-        *outgoing = !*outgoing;
-        true
-    }
-}
-
-fn flush(session: &mut Session, conn: Option<&mut Conn>) -> io::Result<()> {
-    match conn {
-        Some(c) => {
-            while let Some(b) = session.poll_transmit() {
-                c.pending_bytes += b.len();
-                c.pending.push_back(b);
-            }
-            c.write_pending()
-        }
-        None => {
-            while session.poll_transmit().is_some() {}
-            Ok(())
-        }
-    }
-}
-
 // ----- status -----
 
 /// Adds the peer to the shared status under a key of its own (a peer whose
@@ -728,8 +657,8 @@ fn with_peer(shared: &Shared, name: &str, f: impl FnOnce(&mut PeerStatus)) {
     }
 }
 
-fn set_state(shared: &Shared, name: &str, session: &Session) {
-    with_peer(shared, name, |p| p.view.state = state_name(session.state()).into());
+fn set_state(shared: &Shared, name: &str, peer: &Peer) {
+    with_peer(shared, name, |p| p.view.state = state_name(peer.state()).into());
 }
 
 fn failure(shared: &Shared, key: &str, why: String) {
@@ -794,8 +723,8 @@ fn down(shared: &Shared, name: &str, reason: &DownReason) {
     });
 }
 
-fn record_stats(shared: &Shared, name: &str, session: &Session, queue: &super::rib::OutQueue) {
-    let st = session.stats();
+fn record_stats(shared: &Shared, name: &str, peer: &Peer, queue: &super::rib::OutQueue) {
+    let st = peer.stats();
     let names = ["error", "OPEN", "UPDATE", "NOTIFICATION", "KEEPALIVE", "ROUTE-REFRESH"];
     with_peer(shared, name, |p| {
         p.view.flaps = st.flaps;

@@ -18,8 +18,9 @@ use bgpd_proto::rib::core::{
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::policy::{DefaultExport, ExportRange, PeerPolicy, PeerType};
 use bgpd_proto::rib::table::PeerId;
+use bgpd_proto::speaker::Refresh;
 use bgpd_proto::wire;
-use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, RefreshSubtype, RouteRefresh, Update};
+use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, Update};
 use bytes::Bytes;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
@@ -128,7 +129,7 @@ pub enum RibCmd {
     /// An UPDATE (`true`: treat as withdraw, RFC 7606), in flight until applied.
     Update(u64, Box<Update>, bool, super::peer::InFlight),
     /// A ROUTE-REFRESH message from the peer.
-    Refresh(u64, RouteRefresh),
+    Refresh(u64, Refresh),
     /// The node's originations and the prefixes the default export passes.
     Node(Box<NodeSpec>),
     /// `show routes`.
@@ -433,10 +434,10 @@ fn apply(
         }
         RibCmd::Refresh(key, rr) => {
             if let Some(p) = peers.get(&key) {
-                match rr.subtype {
-                    RefreshSubtype::BORR => rib.refresh_begin(p.id, rr.family),
-                    RefreshSubtype::EORR => rib.refresh_end(p.id, rr.family),
-                    _ => rib.refresh_requested(p.id, rr.family, now),
+                match rr {
+                    Refresh::Begin(f) => rib.refresh_begin(p.id, f),
+                    Refresh::End(f) => rib.refresh_end(p.id, f),
+                    Refresh::Request(f) => rib.refresh_requested(p.id, f, now),
                 }
             }
         }
