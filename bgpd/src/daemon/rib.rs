@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use bgpd_proto::rib::attrs::PathAttrs;
 use bgpd_proto::rib::core::{
-    DeferralWait, Explanation, MaxPrefix, Output, PeerConfig, PeerRestart, Rib, RibConfig, RibStats, SessionInfo,
-    DEFERRAL_PEER_WAIT,
+    DeferralWait, Explanation, MaxPrefix, Output, PeerConfig, Rib, RibConfig, RibStats, SessionInfo, DEFERRAL_PEER_WAIT,
 };
 use bgpd_proto::rib::decision::DecisionOptions;
 use bgpd_proto::rib::policy::{DefaultExport, ExportRange, PeerPolicy, PeerType};
 use bgpd_proto::rib::table::PeerId;
-use bgpd_proto::speaker::Refresh;
+use bgpd_proto::speaker::{LocalAddrs, Refresh};
 use bgpd_proto::wire;
 use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, Update};
 use bytes::Bytes;
@@ -614,73 +613,16 @@ fn route_views(rib: &Rib, filter: Option<IpNet>) -> Vec<RouteView> {
     out
 }
 
-/// Session facts the RIB needs, from what the session negotiated.
+/// Session facts the RIB needs, from what the session negotiated (the
+/// node's addresses for next hop self and its subnets).
 pub fn session_info(
     n: &bgpd_proto::session::Negotiated,
     local: Option<IpAddr>,
     peer: IpAddr,
     node: &NodeSpec,
 ) -> SessionInfo {
-    use bgpd_proto::{Family, FamilySet};
-    let mut families = FamilySet::EMPTY;
-    for f in &n.families {
-        if matches!(*f, Family::IPV4_UNICAST | Family::IPV6_UNICAST) {
-            families.insert(*f);
-        }
-    }
-    let (local_v4, local_v6) = match local {
-        Some(IpAddr::V4(a)) => (Some(a), node.ipv6),
-        Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => (node.ipv4, Some(a)),
-        _ => (node.ipv4, node.ipv6),
-    };
-    // The node's subnet (Calico: the prefix length of spec.bgp.ipv4Address /
-    // ipv6Address) when both ends of the session are on it.
-    let canonical = |a: IpAddr| match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        v4 => v4,
-    };
-    let shared =
-        |net: &ipnet::IpNet| local.is_some_and(|l| net.contains(&canonical(l))) && net.contains(&canonical(peer));
-    let shared_net = node.subnets.iter().find(|n| shared(n));
-    SessionInfo {
-        peer_id: n.peer_id,
-        families,
-        tx: n.tx.clone(),
-        local_v4,
-        local_v6,
-        shared_v4: shared_net.and_then(|n| match n {
-            ipnet::IpNet::V4(n) => Some(*n),
-            ipnet::IpNet::V6(_) => None,
-        }),
-        shared_v6: shared_net.and_then(|n| match n {
-            ipnet::IpNet::V6(n) => Some(*n),
-            ipnet::IpNet::V4(_) => None,
-        }),
-        route_refresh: n.route_refresh,
-        enhanced_refresh: n.enhanced_route_refresh,
-        // Every family the peer lists is kept across its restart, whether or
-        // not it sets the Forwarding State bit: dropping a family whose F bit
-        // is clear when the peer comes back would withdraw routes that its
-        // End-of-RIB is about to confirm (hitless beats the letter of RFC
-        // 4724 §4.2 here; docs/rib.md). No families listed: nothing is kept.
-        graceful_restart: n.peer_graceful_restart.as_ref().map(|g| {
-            let mut f = FamilySet::EMPTY;
-            for x in &g.families {
-                f.insert(x.family);
-            }
-            let mut r = PeerRestart::new(g.time, f);
-            r.restarting = g.restarting();
-            for ll in n.peer_llgr.iter().flatten() {
-                match ll.family {
-                    Family::IPV4_UNICAST => r.long_lived[0] = ll.stale_time,
-                    Family::IPV6_UNICAST => r.long_lived[1] = ll.stale_time,
-                    _ => {}
-                }
-            }
-            r
-        }),
-        long_lived: n.peer_llgr.is_some(),
-    }
+    let addrs = LocalAddrs { ipv4: node.ipv4, ipv6: node.ipv6, subnets: node.subnets.clone() };
+    bgpd_proto::speaker::session_info(n, local, peer, &addrs)
 }
 
 #[cfg(test)]
