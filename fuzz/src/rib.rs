@@ -264,7 +264,7 @@ impl Sim {
     }
 
     fn flush(&mut self) {
-        self.rib.flush();
+        self.rib.flush(self.now);
         self.drain();
     }
 

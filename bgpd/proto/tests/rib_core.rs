@@ -394,7 +394,7 @@ impl Sim {
     /// The peer sends `u`: through the codec, into the RIB, then a flush.
     fn send(&mut self, id: PeerId, u: Update) {
         self.send_no_flush(id, u);
-        self.rib.flush();
+        self.rib.flush(self.now);
         self.drain();
     }
 
@@ -866,14 +866,14 @@ fn narrowing_and_widening_ecmp_live_sends_only_the_difference() {
     let p = "192.0.2.10/32";
     let multipath = DecisionOptions { multipath_relax: true, ..DecisionOptions::default() };
     s.rib.set_decision(multipath, 1);
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     assert_eq!(s.rib.used(net(p)).len(), 1, "max paths 1: the best path alone");
     assert_eq!(s.rib.used(net(p))[0].peer, a);
     assert_eq!(s.peer(all).paths(p).len(), 1, "the ADD-PATH peer is told the second path is gone");
     let before = s.peer(plain).updates();
     s.rib.set_decision(multipath, 4);
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     assert_eq!(s.rib.used(net(p)).len(), 2, "wider again: both paths");
     assert_eq!(s.peer(all).paths(p).len(), 2);
@@ -928,7 +928,7 @@ fn add_path_paths_received_from_one_peer_are_sent_on_with_distinct_identifiers()
             ..Update::default()
         },
     );
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     assert_eq!(s.rib.used(net(p)).len(), 1);
 }
@@ -1326,7 +1326,7 @@ fn graceful_shutdown_resends_every_route_with_the_community_and_local_pref_zero_
             priority: None,
         }),
     );
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     s.send(ext, ann(&["10.1.1.0/24"], &[65011], "10.0.0.11"));
     assert_eq!(s.peer(int).best("10.244.1.0/26").and_then(|r| r.local_pref()), Some(100));
@@ -1813,7 +1813,7 @@ mod prop {
                     model.end_of_rib(peer);
                 }
                 Op::Flush => {
-                    s.rib.flush();
+                    s.rib.flush(s.now);
                     s.drain();
                 }
                 Op::Wait { secs } => {
@@ -1823,7 +1823,7 @@ mod prop {
                 _ => {}
             }
         }
-        s.rib.flush();
+        s.rib.flush(s.now);
         s.drain();
 
         // Every value below comes from the model, none from the RIB.
@@ -2014,11 +2014,11 @@ fn forwarding_follows_the_ecmp_set_and_yields_to_own_routes() {
     assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.12".parse::<IpAddr>().unwrap()]));
     // This node originates the prefix: its own route wins, the learned one leaves the FIB.
     s.rib.originate(net(p), Some(PathAttrs { attributes: vec![], next_hop: None, link_local: None, priority: None }));
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     assert_eq!(s.fib.get(&net(p)), None);
     s.rib.originate(net(p), None);
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.12".parse::<IpAddr>().unwrap()]));
     s.down(b, false);
@@ -2167,7 +2167,7 @@ fn explain_an_origination_sent_by_calicos_default_and_dropped_by_a_looping_peer(
     s.up(a);
     s.up(b);
     s.rib.originate(net("10.244.1.0/26"), Some(origination()));
-    s.rib.flush();
+    s.rib.flush(s.now);
     s.drain();
     let e = s.rib.explain(net("10.244.1.0/26"));
     assert_eq!(e.forwarding, Forwarding::Originated);

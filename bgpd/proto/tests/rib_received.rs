@@ -107,7 +107,7 @@ impl Harness {
                 let Message::Update(u) = frame.message else { panic!("not an UPDATE") };
                 let withdraw_all = frame.issues.iter().any(|i| i.action == ErrorAction::TreatAsWithdraw);
                 self.rib.update(self.peer, &u, withdraw_all, self.now);
-                self.rib.flush();
+                self.rib.flush(self.now);
                 self.drain();
                 Ok(())
             }

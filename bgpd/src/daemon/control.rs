@@ -611,7 +611,7 @@ mod tests {
         }
         rib.update(ia, &u, false, now);
         rib.originate(net("10.244.1.0/26"), Some(origination_attrs(&[])));
-        rib.flush();
+        rib.flush(now);
         while rib.poll_output().is_some() {}
 
         // The RIB task's part: answer `explain` from this RIB.

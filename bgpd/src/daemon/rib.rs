@@ -338,7 +338,7 @@ async fn run(
                     n += 1;
                     next = if n < 1024 { rx.try_recv().ok() } else { None };
                 }
-                rib.flush();
+                rib.flush(now);
             }
         }
         let mut full = Vec::new();

@@ -441,7 +441,7 @@ impl Speaker {
                     }
                 }
             }
-            self.rib.flush();
+            self.rib.flush(now);
             while let Some(o) = self.rib.poll_output() {
                 moved = true;
                 self.dispatch(o, now);

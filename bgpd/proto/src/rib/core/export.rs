@@ -107,7 +107,7 @@ impl Rib {
     pub fn resume_export(&mut self, peer: PeerId, now: Instant) {
         self.now = Some(now);
         // Changes not flushed yet go to the groups, and to this peer's backlog.
-        self.flush();
+        self.flush_out();
         let Some(paused) = self.peer_mut(peer).and_then(|s| s.paused.take()) else { return };
         if !self.deferring(now) {
             self.export_to::<Ipv4Net>(peer, &paused.v4);
@@ -420,7 +420,7 @@ impl Rib {
         if self.graceful_shutdown == on {
             return;
         }
-        self.flush();
+        self.flush_out();
         self.graceful_shutdown = on;
         if self.defer_until.is_some() {
             return;
@@ -440,7 +440,14 @@ impl Rib {
     }
 
     /// Exports what changed since the last flush to every update group.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.flush_out();
+    }
+
+    /// [`Rib::flush`] at the time of the last input (every input that
+    /// changes routes ends with it).
+    pub(super) fn flush_out(&mut self) {
         if self.defer_until.is_some() {
             self.fams.v4.dirty.clear();
             self.fams.v6.dirty.clear();

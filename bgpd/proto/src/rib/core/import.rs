@@ -133,7 +133,7 @@ impl Rib {
         }
         self.check_limit(peer);
         if self.dirty() >= 4096 {
-            self.flush();
+            self.flush_out();
         }
     }
 
@@ -327,7 +327,7 @@ impl Rib {
                 s.received = Received::default();
             }
             self.drop_paths(peer, |_| true);
-            self.flush();
+            self.flush_out();
         } else {
             self.out.push_back(Output::Warning(peer, msg));
         }
@@ -349,7 +349,7 @@ impl Rib {
             Family::IPV6_UNICAST => self.drop_family::<Ipv6Net>(peer, Path::is_stale),
             _ => {}
         }
-        self.flush();
+        self.flush_out();
     }
 
     /// Originates `prefix` with `attrs` (ORIGIN, communities; AS_PATH empty),

@@ -60,14 +60,14 @@ impl Rib {
         self.drop_paths(peer, |_| true);
         // Export while the peer is still known: its paths' source type
         // decides who must hear of their withdrawal.
-        self.flush();
+        self.flush_out();
         if let Some(s) = self.peers.get_mut(peer.0 as usize) {
             *s = None;
         }
         if let Some(s) = self.infos.get_mut(peer.0 as usize) {
             *s = None;
         }
-        self.flush();
+        self.flush_out();
     }
 
     /// The session came up: the peer gets the table and End-of-RIB (after
@@ -120,7 +120,7 @@ impl Rib {
         if self.deferring(now) {
             return;
         }
-        self.flush();
+        self.flush_out();
         self.send_table(peer, true);
     }
 
@@ -133,7 +133,7 @@ impl Rib {
         // What is pending goes out under the old settings, and the peer
         // leaves its group first: the group's export must not see the new
         // policy of one member.
-        self.flush();
+        self.flush_out();
         self.leave_group(peer);
         let Some(state) = self.peer_mut(peer) else { return };
         let import_changed = !state.cfg.policy.same_import(&cfg.policy);
@@ -170,7 +170,7 @@ impl Rib {
         // below, which starts from what it was sent: the old used paths.
         let before4 = self.fams.v4.dirty.clone();
         let before6 = self.fams.v6.dirty.clone();
-        self.flush();
+        self.flush_out();
         let Some(session) = up else { return };
         let old_key = self.group_key(&old_cfg, &session);
         let new_key = self.peer(peer).map(|s| self.group_key(&s.cfg, &session));

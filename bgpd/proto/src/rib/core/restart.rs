@@ -89,7 +89,7 @@ impl Rib {
                 self.drop_paths(peer, |_| true);
             }
         }
-        self.flush();
+        self.flush_out();
     }
 
     fn drop_one_family(&mut self, peer: PeerId, f: Family) {
@@ -176,7 +176,7 @@ impl Rib {
                 s.down_restart = None;
             }
         }
-        self.flush();
+        self.flush_out();
         self.check_deferral(now);
     }
 
@@ -357,6 +357,6 @@ impl Rib {
             }
         }
         self.check_deferral(now);
-        self.flush();
+        self.flush_out();
     }
 }
