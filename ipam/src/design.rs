@@ -4,6 +4,8 @@
 //! Kinds read here: `projectcalico.org/v3` IPPool, IPAMConfiguration,
 //! IPReservation and Node; core `v1` Node, Namespace and Pod (labels and
 //! annotations only). Every other kind is skipped: bgpd reads those.
+//! Documents are read by [`crate::yaml`], as bgpd reads them: YAML 1.1
+//! boolean words as Calico reads them, and lists of resources as their items.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -95,6 +97,13 @@ struct Header {
     metadata: ObjectMeta,
 }
 
+/// Why one resource could not be added: a field of the wrong type (the
+/// caller names the document) or a validation failure.
+enum AddError {
+    Yaml(serde_yaml::Error),
+    Other(DesignError),
+}
+
 #[derive(Deserialize)]
 struct WithSpec<T> {
     #[serde(default)]
@@ -132,62 +141,79 @@ impl Design {
         let mut d = Design::default();
         let mut pools = BTreeMap::new();
         for (path, text) in sources {
-            for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            for (index, doc) in crate::yaml::documents(text).enumerate() {
                 let yaml_err =
                     |e: serde_yaml::Error| DesignError::Yaml { path: path.to_path_buf(), index, reason: e.to_string() };
-                let value = serde_yaml::Value::deserialize(doc).map_err(yaml_err)?;
-                if value.is_null() {
-                    continue;
-                }
-                let header: Header = serde_yaml::from_value(value.clone()).map_err(yaml_err)?;
-                let invalid = |source| DesignError::Invalid { path: path.to_path_buf(), source };
-                let name = header.metadata.name.clone();
-                let group = header.api_version.split('/').next().unwrap_or("");
-                let calico = group == "projectcalico.org" || group == "crd.projectcalico.org";
-                match (calico, header.kind.as_str()) {
-                    (true, "IPPool") => {
-                        let spec: WithSpec<IpPoolSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
-                        let pool = IpPool::from_spec(&name, &spec.spec).map_err(invalid)?;
-                        if pools.insert(name.clone(), pool).is_some() {
-                            return Err(DesignError::Duplicate { kind: "IPPool", name });
-                        }
-                    }
-                    (true, "IPAMConfiguration" | "IPAMConfig") => {
-                        let spec: WithSpec<IpamConfigSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
-                        d.config = IpamConfig::from_spec(&spec.spec);
-                    }
-                    (true, "IPReservation") => {
-                        let spec: WithSpec<IpReservationSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
-                        d.reservations.push(IpReservation::from_spec(&name, &spec.spec).map_err(invalid)?);
-                    }
-                    (_, "Node") => {
-                        let node = d
-                            .nodes
-                            .entry(name.clone())
-                            .or_insert_with(|| Node { name: name.clone(), ..Node::default() });
-                        // A core v1 Node and a Calico Node of one name merge their labels.
-                        node.labels.extend(header.metadata.labels);
-                    }
-                    (false, "Namespace") => {
-                        d.namespaces.insert(
-                            name.clone(),
-                            Namespace::new(&name, header.metadata.labels, header.metadata.annotations),
-                        );
-                    }
-                    (false, "Pod") => {
-                        let ns = header.metadata.namespace.unwrap_or_else(|| "default".to_string());
-                        d.pods.insert(
-                            (ns.clone(), name.clone()),
-                            Pod { namespace: ns, name, annotations: header.metadata.annotations },
-                        );
-                    }
-                    _ => {}
+                let list_err = |e: crate::yaml::ListError| DesignError::Yaml {
+                    path: path.to_path_buf(),
+                    index,
+                    reason: e.to_string(),
+                };
+                for resource in crate::yaml::resources(doc.map_err(yaml_err)?).map_err(list_err)? {
+                    d.add(path, resource.value, &mut pools).map_err(|e| match e {
+                        AddError::Yaml(e) => yaml_err(e),
+                        AddError::Other(e) => e,
+                    })?;
                 }
             }
         }
         d.pools = pools.into_values().collect();
         d.check_overlaps()?;
         Ok(d)
+    }
+
+    /// Adds one resource read from `path`.
+    fn add(
+        &mut self,
+        path: &Path,
+        value: serde_yaml::Value,
+        pools: &mut BTreeMap<String, IpPool>,
+    ) -> Result<(), AddError> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let yaml_err = AddError::Yaml;
+        let header: Header = serde_yaml::from_value(value.clone()).map_err(yaml_err)?;
+        let invalid = |source| AddError::Other(DesignError::Invalid { path: path.to_path_buf(), source });
+        let name = header.metadata.name.clone();
+        let group = header.api_version.split('/').next().unwrap_or("");
+        let calico = group == "projectcalico.org" || group == "crd.projectcalico.org";
+        match (calico, header.kind.as_str()) {
+            (true, "IPPool") => {
+                let spec: WithSpec<IpPoolSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
+                let pool = IpPool::from_spec(&name, &spec.spec).map_err(invalid)?;
+                if pools.insert(name.clone(), pool).is_some() {
+                    return Err(AddError::Other(DesignError::Duplicate { kind: "IPPool", name }));
+                }
+            }
+            (true, "IPAMConfiguration" | "IPAMConfig") => {
+                let spec: WithSpec<IpamConfigSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
+                self.config = IpamConfig::from_spec(&spec.spec);
+            }
+            (true, "IPReservation") => {
+                let spec: WithSpec<IpReservationSpec> = serde_yaml::from_value(value).map_err(yaml_err)?;
+                self.reservations.push(IpReservation::from_spec(&name, &spec.spec).map_err(invalid)?);
+            }
+            (_, "Node") => {
+                let node =
+                    self.nodes.entry(name.clone()).or_insert_with(|| Node { name: name.clone(), ..Node::default() });
+                // A core v1 Node and a Calico Node of one name merge their labels.
+                node.labels.extend(header.metadata.labels);
+            }
+            (false, "Namespace") => {
+                self.namespaces
+                    .insert(name.clone(), Namespace::new(&name, header.metadata.labels, header.metadata.annotations));
+            }
+            (false, "Pod") => {
+                let ns = header.metadata.namespace.unwrap_or_else(|| "default".to_string());
+                self.pods.insert(
+                    (ns.clone(), name.clone()),
+                    Pod { namespace: ns, name, annotations: header.metadata.annotations },
+                );
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn check_overlaps(&self) -> Result<(), DesignError> {
@@ -365,6 +391,42 @@ spec: {reservedCIDRs: [10.0.0.1, 10.0.1.0/24]}
         assert!(d.is_reserved("10.0.0.1".parse().unwrap()));
         assert!(d.is_reserved("10.0.1.77".parse().unwrap()));
         assert!(!d.is_reserved("10.0.0.2".parse().unwrap()));
+    }
+
+    /// What `calicoctl apply -f` takes: a document that is a sequence of
+    /// resources, and a typed list (what `calicoctl get ippools -o yaml` prints)
+    /// whose items omit `apiVersion` and `kind`. Labels written as YAML 1.1
+    /// words are Calico's `"true"` / `"false"`; quoted, they stay as written.
+    #[test]
+    fn test_lists_of_resources_and_yaml11_label_words() {
+        let d = parse(
+            r#"
+- apiVersion: projectcalico.org/v3
+  kind: IPPool
+  metadata: {name: pods-a}
+  spec: {cidr: 10.244.0.0/17}
+- apiVersion: projectcalico.org/v3
+  kind: Node
+  metadata:
+    name: rr1
+    labels: {route-reflector: yes, edge: Off, quoted: 'yes', tagged: !!str on}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPoolList
+items:
+- metadata: {name: pods-b}
+  spec: {cidr: 10.244.128.0/17, nodeSelector: route-reflector == 'true'}
+"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = d.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["pods-a", "pods-b"]);
+        let labels = d.node_labels("rr1");
+        let got: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("edge", "false"), ("quoted", "yes"), ("route-reflector", "true"), ("tagged", "on")]);
+        assert!(d.pool("pods-b").unwrap().node_selector.matches(&labels));
+        let err = parse("apiVersion: v1\nkind: List\nitems: {a: 1}\n").unwrap_err();
+        assert!(err.to_string().contains("items: expected a list of resources"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod model;
 pub mod selector;
 pub mod store;
 pub mod usage;
+pub mod yaml;
 
 pub use allocator::{affine_blocks, Allocator, AssignRequest, AssignedIp, IpamError};
 pub use design::Design;

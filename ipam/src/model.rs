@@ -120,7 +120,9 @@ pub struct ObjectMeta {
 }
 
 /// Labels and annotations as Calico's loader reads them: a YAML boolean or
-/// number (`routeReflector: true`) is its text, null the empty string.
+/// number (`routeReflector: true`) is its text, null the empty string. A plain
+/// YAML 1.1 word (`yes`, `off`) is a boolean when read through
+/// [`crate::yaml::documents`], so `"true"` / `"false"` here, as in Calico.
 fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
