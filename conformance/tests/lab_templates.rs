@@ -27,6 +27,10 @@
 //!   unready: the service address is answered only by west's endpoint;
 //!   `lab recover` brings east back.
 //!
+//! Right after `up`, before the drills, every node's and router's kernel
+//! routes must be the ones `bgpd verify` predicts for the template (prefixes
+//! and next hops; `lab_templates/agreement.rs`, docs/verify.md).
+//!
 //! The labs run one at a time (each is several daemons on a 2-core machine).
 
 use std::path::{Path, PathBuf};
@@ -34,6 +38,9 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use conformance::lab::bgpd::binary;
+
+#[path = "lab_templates/agreement.rs"]
+mod agreement;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -99,12 +106,13 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
     let f = file.to_str().expect("utf-8 path");
     let _ = lab(&["down", f]);
     let (ok, out) = lab(&["up", f]);
-    let mut failure = None;
-    if !ok {
-        failure = Some(format!("`bgpd lab up {f}` failed:\n{out}"));
+    let mut failure = if !ok {
+        Some(format!("`bgpd lab up {f}` failed:\n{out}"))
     } else if let Some(missing) = expect.iter().find(|e| !out.contains(*e)) {
-        failure = Some(format!("`bgpd lab up` output lacks {missing:?}:\n{out}"));
-    }
+        Some(format!("`bgpd lab up` output lacks {missing:?}:\n{out}"))
+    } else {
+        agrees_with_verify(name, &file).err()
+    };
     let mut outputs = vec![out];
     for d in drills {
         if failure.is_some() {
@@ -128,6 +136,19 @@ fn run_template(name: &str, lab_name: &str, drills: &[&[&str]], expect: &[&str])
         println!("{o}");
     }
     Some(outputs)
+}
+
+/// Whether every node's and router's kernel routes, right after `lab up`,
+/// are the ones `bgpd verify` predicts (see `agreement`); the counts are
+/// printed as a `NOTE`, the differences are the failure.
+fn agrees_with_verify(name: &str, file: &Path) -> Result<(), String> {
+    let test = format!("lab template {name} (agreement with bgpd verify)");
+    let agreement = agreement::check(file, 5).map_err(|e| format!("{test}: {e}"))?;
+    if !agreement.differences.is_empty() {
+        return Err(format!("{test}: the kernel routes differ from the prediction:\n{}", agreement.summary()));
+    }
+    testgate::note(&test, agreement.summary());
+    Ok(())
 }
 
 /// The longest time probes failed in a drill's output (`probes failed for

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod forward;
 pub mod ipam;
 pub mod model;
+pub mod predict;
 pub mod reach;
 pub mod report;
 pub mod sim;
