@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use super::fields::{as_str, quoted, Fields, Findings};
+use serde_yaml::Value;
+
+use super::fields::{as_str, quoted, FieldError, Fields, Findings};
 use super::service::IpFamily;
 use super::values::{check_name, parse_ip};
 
@@ -82,23 +84,14 @@ pub(crate) fn parse(
     };
     let mut endpoints = Vec::new();
     for (path, item) in f.take(root.list("endpoints")).unwrap_or_default() {
-        let Some(e) = f.take(Fields::at(Some(item), &path)) else { continue };
-        let mut addresses = Vec::new();
-        for (apath, a) in f.take(e.list("addresses")).unwrap_or_default() {
-            let Some(s) = f.take(as_str(a).map_err(|r| super::fields::FieldError::new(apath.clone(), r))) else {
-                continue;
-            };
-            let Some(fam) = address_type else { continue };
-            match parse_ip(s) {
-                Ok(ip) if IpFamily::of(&ip) == fam => addresses.push(ip),
-                Ok(ip) => f.error(apath, format!("{ip} is not of the slice's addressType")),
-                Err(reason) => f.error(apath, reason),
-            }
+        // Kubernetes validates each endpoint; one it would not store cannot be
+        // trusted to say where a ready endpoint runs, so it is skipped and the
+        // slice's other endpoints are kept.
+        match endpoint(&path, item, address_type) {
+            Ok(Some(e)) => endpoints.push(e),
+            Ok(None) => {}
+            Err(e) => f.warn(e.field, format!("{}; the endpoint is skipped", e.reason)),
         }
-        let node_name = f.opt(e.parse_str("nodeName", |s| check_name(s).map(|()| s.to_string())));
-        let conditions = f.take(e.child("conditions"));
-        let ready = conditions.and_then(|c| f.opt(c.bool("ready"))).unwrap_or(true);
-        endpoints.push(Endpoint { addresses, node_name, ready });
     }
     f.errors.is_empty().then(|| EndpointSlice {
         namespace: namespace.to_string(),
@@ -107,4 +100,73 @@ pub(crate) fn parse(
         address_type,
         endpoints,
     })
+}
+
+/// One entry of `endpoints` at `path`; `None` when the slice's `addressType`
+/// is unknown (its other faults are errors of the slice).
+fn endpoint(path: &str, item: &Value, address_type: Option<IpFamily>) -> Result<Option<Endpoint>, FieldError> {
+    let e = Fields::at(Some(item), path)?;
+    let mut addresses = Vec::new();
+    for (apath, a) in e.list("addresses")? {
+        let s = as_str(a).map_err(|r| FieldError::new(apath.clone(), r))?;
+        let Some(fam) = address_type else { return Ok(None) };
+        match parse_ip(s) {
+            Ok(ip) if IpFamily::of(&ip) == fam => addresses.push(ip),
+            Ok(ip) => return Err(FieldError::new(apath, format!("{ip} is not of the slice's addressType"))),
+            Err(reason) => return Err(FieldError::new(apath, reason)),
+        }
+    }
+    let node_name = e.parse_str("nodeName", |s| check_name(s).map(|()| s.to_string()))?;
+    let ready = e.child("conditions")?.bool("ready")?.unwrap_or(true);
+    Ok(Some(Endpoint { addresses, node_name, ready }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::datastore::{parse_sources, Severity, Source};
+
+    /// An EndpointSlice with one good endpoint and three that Kubernetes would
+    /// not store (not a mapping, an address of the other family, `ready` not a
+    /// boolean): the slice is kept with the good endpoint, and each bad one is a
+    /// warning naming it.
+    #[test]
+    fn malformed_endpoints_are_skipped_and_the_slice_kept() {
+        let text = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc12
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+- addresses: [10.244.1.5]
+  nodeName: node-1
+  conditions: {ready: true}
+- nope
+- addresses: ["fd00::5"]
+  nodeName: node-2
+- addresses: [10.244.3.5]
+  nodeName: node-3
+  conditions: {ready: maybe}
+"#;
+        let (model, problems) = parse_sources(&[Source { path: "eps.yaml".into(), text: text.into() }]).unwrap();
+        let slice = &model.endpoint_slices["shop/web-abc12"];
+        let nodes: Vec<Option<&str>> = slice.endpoints.iter().map(|e| e.node_name.as_deref()).collect();
+        assert_eq!(nodes, [Some("node-1")]);
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["endpoints[1]", "endpoints[2].addresses[0]", "endpoints[3].conditions.ready"]);
+        assert!(
+            problems.iter().all(|p| p.severity == Severity::Warning && p.reason.contains("skipped")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_slice_without_an_address_type_is_still_dropped() {
+        let text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: web}}\nendpoints: []\n";
+        let (model, problems) = parse_sources(&[Source { path: "eps.yaml".into(), text: text.into() }]).unwrap();
+        assert!(model.endpoint_slices.is_empty());
+        assert_eq!((problems[0].severity, problems[0].field.as_str()), (Severity::Error, "addressType"));
+    }
 }

@@ -207,12 +207,19 @@ pub(crate) fn quoted(s: &str) -> String {
     }
 }
 
-/// The value as a string.
+/// The value as a string. A boolean is its text, as Calico's loader writes a
+/// YAML boolean into a string field: `true` / `false`, and so the plain YAML 1.1
+/// words too (`node: n` names the node `false` in Calico, and here).
 pub(crate) fn as_str(v: &Value) -> Result<&str, String> {
-    v.as_str().ok_or_else(|| format!("expected a string, found {}", describe(v)))
+    match v {
+        Value::Bool(true) => Ok("true"),
+        Value::Bool(false) => Ok("false"),
+        v => v.as_str().ok_or_else(|| format!("expected a string, found {}", describe(v))),
+    }
 }
 
-/// The value as a boolean (only `true` and `false`, as in YAML 1.2 and JSON).
+/// The value as a boolean: `true` and `false`, and the plain YAML 1.1 words
+/// (`yes`, `off`, …) that [`ipam::yaml::documents`] reads as booleans, as Calico does.
 pub(crate) fn as_bool(v: &Value) -> Result<bool, String> {
     v.as_bool().ok_or_else(|| format!("expected true or false, found {}", describe(v)))
 }
@@ -269,6 +276,19 @@ mod tests {
         let labels = Fields::at(Some(&v), "metadata").unwrap().string_map("labels").unwrap();
         let got: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, [("none", ""), ("rack", "3"), ("ratio", "1.5"), ("routeReflector", "true"), ("s", "x")]);
+    }
+
+    /// Calico's loader writes a YAML boolean into a string field as its text.
+    #[test]
+    fn booleans_in_string_fields_are_their_text() {
+        let v = ipam::yaml::documents("{a: true, b: off, c: 'off'}").next().unwrap().unwrap();
+        let f = Fields::at(Some(&v), "spec").unwrap();
+        assert_eq!(
+            (f.str("a").unwrap(), f.str("b").unwrap(), f.str("c").unwrap()),
+            (Some("true"), Some("false"), Some("off"))
+        );
+        assert_eq!(f.bool("b").unwrap(), Some(false), "a YAML 1.1 word in a boolean field");
+        assert!(f.bool("c").is_err(), "quoted, it is text");
     }
 
     #[test]

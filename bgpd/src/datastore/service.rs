@@ -30,7 +30,8 @@ pub struct Service {
     /// `spec.loadBalancerIP` (deprecated in Kubernetes, still honoured by Calico when
     /// matching single-address `serviceLoadBalancerIPs` entries).
     pub load_balancer_ip: Option<IpAddr>,
-    /// `status.loadBalancer.ingress[].ip` (entries with only a hostname are skipped).
+    /// `status.loadBalancer.ingress[].ip` (entries with only a hostname, or that
+    /// are not addresses, are skipped).
     pub load_balancer_ingress: Vec<IpAddr>,
 }
 
@@ -197,17 +198,97 @@ fn cluster_ips(spec: &Fields, f: &mut Findings) -> Vec<IpAddr> {
     }
 }
 
+/// `status.loadBalancer.ingress[].ip`. The status is written by a controller,
+/// not by the operator, and a fault in it says nothing about the spec: an entry
+/// that is not an address (or a status of the wrong shape) is skipped with a
+/// warning naming it, and the Service is kept, as Calico keeps it. An entry
+/// with only a `hostname` (a cloud load balancer's DNS name) is skipped silently.
 fn ingress(root: &Fields, f: &mut Findings) -> Vec<IpAddr> {
-    let Some(status) = f.take(root.child("status")) else { return Vec::new() };
-    let Some(lb) = f.take(status.child("loadBalancer")) else { return Vec::new() };
     let mut out = Vec::new();
-    for (path, item) in f.take(lb.list("ingress")).unwrap_or_default() {
-        let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
-        if let Some(Some(ip)) = f.take(entry.parse_str("ip", parse_ip)) {
-            if !out.contains(&ip) {
-                out.push(ip);
-            }
+    let skip = |e: super::fields::FieldError, f: &mut Findings| f.warn(e.field, format!("{}; skipped", e.reason));
+    let entries = root.child("status").and_then(|s| s.child("loadBalancer")).and_then(|lb| lb.list("ingress"));
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => {
+            skip(e, f);
+            return out;
+        }
+    };
+    for (path, item) in entries {
+        match Fields::at(Some(item), &path).and_then(|entry| entry.parse_str("ip", parse_ip)) {
+            Ok(Some(ip)) if !out.contains(&ip) => out.push(ip),
+            Ok(_) => {}
+            Err(e) => skip(e, f),
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::datastore::{parse_sources, Problem, Severity, Source};
+
+    fn load(text: &str) -> (crate::datastore::Model, Vec<Problem>) {
+        parse_sources(&[Source { path: "svc.yaml".into(), text: text.into() }]).unwrap()
+    }
+
+    /// A LoadBalancer Service as a cloud controller leaves it: an ingress entry
+    /// with a host name (no address), one whose `ip` is not an address, one that
+    /// is not a mapping, and a good one. Kubernetes' API server would not store
+    /// the bad two; a file can hold them. The Service keeps its spec and the good
+    /// address; each bad entry is a warning naming it.
+    #[test]
+    fn bad_status_entries_are_skipped_and_the_service_kept() {
+        let (model, problems) = load(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.10
+  externalTrafficPolicy: Local
+status:
+  loadBalancer:
+    ingress:
+    - hostname: web.elb.example.com
+    - ip: web.example.com
+    - just-a-string
+    - ip: 203.0.113.7
+"#,
+        );
+        let svc = &model.services["shop/web"];
+        assert_eq!(svc.cluster_ips, ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(svc.load_balancer_ingress, ["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]);
+        let warnings: Vec<String> =
+            problems.iter().filter(|p| p.severity == Severity::Warning).map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{problems:#?}");
+        assert!(warnings[0].starts_with("Service \"shop/web\": status.loadBalancer.ingress[1].ip: "), "{warnings:?}");
+        assert!(warnings[0].contains("skipped"), "{warnings:?}");
+        assert!(warnings[1].contains("status.loadBalancer.ingress[2]"), "{warnings:?}");
+        assert!(problems.iter().all(|p| p.severity != Severity::Error), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_status_of_the_wrong_shape_is_ignored_with_a_warning() {
+        for status in ["status: [1]", "status: {loadBalancer: 3}", "status: {loadBalancer: {ingress: {ip: 1.2.3.4}}}"] {
+            let (model, problems) = load(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: 10.96.0.10}}\n{status}\n"
+            ));
+            let svc = &model.services["default/web"];
+            assert!(svc.load_balancer_ingress.is_empty(), "{status}");
+            assert_eq!(problems.len(), 1, "{status}: {problems:#?}");
+            assert_eq!(problems[0].severity, Severity::Warning, "{status}");
+            assert!(problems[0].field.starts_with("status"), "{status}: {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_spec_still_drops_the_service() {
+        let (model, problems) =
+            load("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.96.0.300}\n");
+        assert!(model.services.is_empty());
+        assert_eq!(problems[0].severity, Severity::Error);
+        assert_eq!(problems[0].field, "spec.clusterIP");
+    }
 }

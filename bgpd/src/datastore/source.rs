@@ -1,11 +1,12 @@
 //! Reading the file datastore: one YAML/JSON file, or a directory whose `*.yaml`,
 //! `*.yml` and `*.json` files are read in name order; each file a stream of
-//! `---`-separated documents; a `kind: List` (or `kind: FooList`) document stands for
-//! its `items`.
+//! `---`-separated documents, read by [`ipam::yaml`] as Calico reads them: a
+//! document that is a YAML sequence, or a `kind: List` (or `kind: FooList`)
+//! document, stands for its resources; plain YAML 1.1 words (`yes`, `off`) are
+//! booleans.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::fields::{describe, Fields};
@@ -88,14 +89,26 @@ pub(crate) fn objects_numbered(
 ) -> Result<usize, LoadError> {
     too_deep(source)?;
     let mut n = 0;
-    for (i, doc) in serde_yaml::Deserializer::from_str(&source.text).enumerate() {
-        let value = Value::deserialize(doc).map_err(|e| syntax_error(&source.path, &e))?;
+    // Read as Calico's loader reads YAML: plain YAML 1.1 words (`yes`, `off`)
+    // are booleans, and a document may be a list of resources.
+    for (i, doc) in ipam::yaml::documents(&source.text).enumerate() {
+        let value = doc.map_err(|e| syntax_error(&source.path, &e))?;
         let location = Location { file: source.path.clone(), document: first + i, item: None };
         n = i + 1;
-        match value {
-            // Empty documents (a leading `---`, a file of comments) carry nothing.
-            Value::Null => {}
-            value => object(value, location, None, out, problems),
+        // Empty documents (a leading `---`, a file of comments) stand for nothing.
+        match ipam::yaml::resources(value) {
+            Ok(resources) => {
+                for r in resources {
+                    object(r.value, Location { item: r.item.map(|i| i + 1), ..location.clone() }, out, problems);
+                }
+            }
+            Err(e) => problems.push(Problem {
+                severity: Severity::Error,
+                object: None,
+                field: e.field,
+                reason: e.reason,
+                location,
+            }),
         }
     }
     Ok(n)
@@ -184,15 +197,8 @@ fn syntax_error(path: &Path, e: &serde_yaml::Error) -> LoadError {
     }
 }
 
-/// Classifies one document (or List item). `list` carries the apiVersion and item kind
-/// a `FooList` gives its items when they omit them.
-fn object(
-    value: Value,
-    location: Location,
-    list: Option<(&str, &str)>,
-    out: &mut Vec<RawObject>,
-    problems: &mut Vec<Problem>,
-) {
+/// Classifies one resource (a document, or an element of a list).
+fn object(value: Value, location: Location, out: &mut Vec<RawObject>, problems: &mut Vec<Problem>) {
     let problem = |field: &str, reason: String| Problem {
         severity: Severity::Error,
         object: None,
@@ -214,32 +220,19 @@ fn object(
         }
     };
     // The error is boxed: a Problem is large and this is the rare path.
-    let field = |key: &str, inherited: Option<&str>| match fields.str(key) {
+    let field = |key: &str| match fields.str(key) {
         Ok(Some(s)) => Ok(s.to_string()),
-        Ok(None) => inherited.map(str::to_string).ok_or_else(|| Box::new(problem(key, "missing".into()))),
+        Ok(None) => Err(Box::new(problem(key, "missing".into()))),
         Err(e) => Err(Box::new(problem(&e.field, e.reason))),
     };
-    let kind = match field("kind", list.map(|l| l.1)) {
+    let kind = match field("kind") {
         Ok(k) => k,
         Err(p) => return problems.push(*p),
     };
-    let api_version = match field("apiVersion", list.map(|l| l.0)) {
+    let api_version = match field("apiVersion") {
         Ok(v) => v,
         Err(p) => return problems.push(*p),
     };
-    if list.is_none() && (kind == "List" || (kind.ends_with("List") && fields.has("items"))) {
-        let items = match fields.list("items") {
-            Ok(items) => items,
-            Err(e) => return problems.push(problem(&e.field, e.reason)),
-        };
-        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
-        let inherited = item_kind.map(|k| (api_version.as_str(), k));
-        for (n, (_, item)) in items.into_iter().enumerate() {
-            let location = Location { item: Some(n + 1), ..location.clone() };
-            object(item.clone(), location, inherited, out, problems);
-        }
-        return;
-    }
     out.push(RawObject { location, api_version, kind, value });
 }
 
@@ -275,6 +268,37 @@ mod tests {
         assert_eq!(objs[1].location.item, Some(2));
     }
 
+    /// `calicoctl apply -f` takes a document that is a YAML sequence of resources.
+    #[test]
+    fn a_sequence_document_is_its_resources() {
+        let (objs, problems) = split(
+            "apiVersion: v1\nkind: Secret\n---\n- apiVersion: projectcalico.org/v3\n  kind: BGPPeer\n- {apiVersion: v1, kind: Secret}\n- 7\n",
+        );
+        assert_eq!(objs.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>(), ["Secret", "BGPPeer", "Secret"]);
+        assert_eq!((objs[1].location.document, objs[1].location.item), (2, Some(1)));
+        assert_eq!(objs[2].location.item, Some(2));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].location.item, Some(3), "the element that is no object is named");
+    }
+
+    #[test]
+    fn list_items_that_are_not_a_list_are_a_problem() {
+        let (objs, problems) = split("apiVersion: v1\nkind: List\nitems: {a: 1}\n");
+        assert!(objs.is_empty());
+        assert_eq!((problems[0].field.as_str(), problems[0].location.document), ("items", 1));
+    }
+
+    /// A plain YAML 1.1 word is a boolean, as Calico's loader reads it; quoted it is text.
+    #[test]
+    fn yaml11_words_are_booleans_quoted_ones_text() {
+        let (objs, _) = split("apiVersion: v1\nkind: Node\nmetadata: {labels: {a: yes, b: 'yes', c: Off}}\n");
+        let labels = &objs[0].value["metadata"]["labels"];
+        assert_eq!(
+            (labels["a"].as_bool(), labels["b"].as_str(), labels["c"].as_bool()),
+            (Some(true), Some("yes"), Some(false))
+        );
+    }
+
     #[test]
     fn typed_lists_lend_kind_and_api_version() {
         let (objs, _) = split("apiVersion: projectcalico.org/v3\nkind: BGPPeerList\nitems:\n- metadata: {name: a}\n");
@@ -287,9 +311,11 @@ mod tests {
             "just a string\n---\n[1, 2]\n---\nkind: Secret\n---\napiVersion: v1\n---\napiVersion: v1\nkind: Secret\n",
         );
         assert_eq!(objs.len(), 1);
-        assert_eq!(problems.len(), 4);
-        assert_eq!(problems[2].field, "apiVersion");
-        assert_eq!(problems[3].field, "kind");
+        // `[1, 2]` is a list of two resources, neither an object.
+        assert_eq!(problems.len(), 5);
+        assert_eq!((problems[1].location.item, problems[2].location.item), (Some(1), Some(2)));
+        assert_eq!(problems[3].field, "apiVersion");
+        assert_eq!(problems[4].field, "kind");
     }
 
     #[test]

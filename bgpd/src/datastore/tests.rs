@@ -493,13 +493,13 @@ fn invalid_nodes_blocks_and_metadata() {
     let node = "apiVersion: projectcalico.org/v3\nkind: Node\n";
     let block = "apiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\n";
     let cases: &[(String, &str)] = &[
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/33}}}}"), r#"Node "n": spec.bgp.ipv4Address: "10.0.0.1/33" is not an IPv4 address"#),
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 'fd00::1/64'}}}}"), r#"Node "n": spec.bgp.ipv4Address: "fd00::1/64" is not an IPv4 address"#),
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv6Address: 10.0.0.1/24}}}}"), r#"Node "n": spec.bgp.ipv6Address: "10.0.0.1/24" is not an IPv6 address"#),
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{asNumber: 65000}}}}"), r#"Node "n": spec.bgp.ipv4Address: a BGP node needs ipv4Address or ipv6Address"#),
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: 0}}}}"), r#"Node "n": spec.bgp.asNumber: AS number 0 is reserved"#),
-        (format!("{node}metadata: {{name: n}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 'fd00::1'}}}}"), r#"Node "n": spec.bgp.routeReflectorClusterID: "fd00::1" is not an IPv4 address"#),
-        (format!("{node}metadata: {{name: n, labels: {{rack: [1]}}}}\nspec: {{}}"), r#"Node "n": metadata.labels.rack: expected a string, found a list"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/33}}}}"), r#"Node "n1": spec.bgp.ipv4Address: "10.0.0.1/33" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 'fd00::1/64'}}}}"), r#"Node "n1": spec.bgp.ipv4Address: "fd00::1/64" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{ipv6Address: 10.0.0.1/24}}}}"), r#"Node "n1": spec.bgp.ipv6Address: "10.0.0.1/24" is not an IPv6 address"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{asNumber: 65000}}}}"), r#"Node "n1": spec.bgp.ipv4Address: a BGP node needs ipv4Address or ipv6Address"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: 0}}}}"), r#"Node "n1": spec.bgp.asNumber: AS number 0 is reserved"#),
+        (format!("{node}metadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 'fd00::1'}}}}"), r#"Node "n1": spec.bgp.routeReflectorClusterID: "fd00::1" is not an IPv4 address"#),
+        (format!("{node}metadata: {{name: n1, labels: {{rack: [1]}}}}\nspec: {{}}"), r#"Node "n1": metadata.labels.rack: expected a string, found a list"#),
         (format!("{node}metadata: {{labels: {{}}}}\nspec: {{}}"), "Node (unnamed): metadata.name: missing"),
         (format!("{node}metadata: {{name: 'a/b'}}\nspec: {{}}"), r#"Node "a/b": metadata.name: "a/b" contains '/'"#),
         (format!("{node}metadata: {{name: [a]}}\nspec: {{}}"), "Node (unnamed): metadata.name: expected a string, found a list"),
@@ -1091,8 +1091,8 @@ mod advertisement_kinds {
                 "spec.externalTrafficPolicy: \"local\" is not one of Cluster, Local",
             ),
             ("spec: {ipFamilies: [IPv5]}", "spec.ipFamilies[0]: \"IPv5\" is not one of IPv4, IPv6"),
-            ("status: {loadBalancer: {ingress: [{ip: x}]}}", "status.loadBalancer.ingress[0].ip: \"x\" is not an IP"),
         ];
+        // A fault in `status` is a warning and the Service stays: see service.rs.
         for (body, want) in cases {
             let text = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: ns}}\n{body}\n");
             let errors = errors_of(&text);
@@ -1116,26 +1116,35 @@ mod advertisement_kinds {
         let got: Vec<_> = s.endpoints.iter().map(|e| (e.node_name.as_deref(), e.ready)).collect();
         assert_eq!(got, [(Some("n1"), true), (Some("n2"), false), (None, true)]);
 
+        // (body, problem, whether the slice is dropped: a bad endpoint is only skipped)
         let cases = [
             (
                 "addressType: IPv4\nendpoints: [{addresses: ['fd00::1']}]",
                 "endpoints[0].addresses[0]: fd00::1 is not of the slice's addressType",
+                false,
             ),
-            ("addressType: IPv7", "addressType: \"IPv7\" is not one of IPv4, IPv6, FQDN"),
-            ("endpoints: []", "addressType: missing"),
+            ("addressType: IPv7", "addressType: \"IPv7\" is not one of IPv4, IPv6, FQDN", true),
+            ("endpoints: []", "addressType: missing", true),
             (
                 "addressType: IPv4\nendpoints: [{addresses: [1.2.3.4], conditions: {ready: 'yes'}}]",
                 "endpoints[0].conditions.ready: expected true or false",
+                false,
             ),
-            ("addressType: IPv4\nendpoints: [{addresses: [1.2.3.4], nodeName: 'a b'}]", "endpoints[0].nodeName:"),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [1.2.3.4], nodeName: 'a b'}]",
+                "endpoints[0].nodeName:",
+                false,
+            ),
         ];
-        for (body, want) in cases {
+        for (body, want, dropped) in cases {
             let text = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: e, namespace: ns, labels: {{kubernetes.io/service-name: s}}}}\n{body}\n");
-            let errors = errors_of(&text);
+            let (m, problems) = parse(&text);
+            let found = of(&problems, if dropped { Severity::Error } else { Severity::Warning });
             assert!(
-                errors.iter().any(|e| e.starts_with("EndpointSlice \"ns/e\": ") && e.contains(want)),
-                "{body}: {errors:?}"
+                found.iter().any(|e| e.starts_with("EndpointSlice \"ns/e\": ") && e.contains(want)),
+                "{body}: {problems:?}"
             );
+            assert_eq!(m.endpoint_slices.is_empty(), dropped, "{body}");
         }
         let (m, problems) = parse(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: orphan}\naddressType: FQDN\n",
@@ -1242,7 +1251,8 @@ mod advertisement_kinds {
         assert!(parse(&cfg("Enabled")).0.bgp_configuration.service_load_balancer_aggregation);
         assert!(!parse(&cfg("Disabled")).0.bgp_configuration.service_load_balancer_aggregation);
         assert!(BgpConfiguration::default().service_load_balancer_aggregation);
-        let errors = errors_of(&cfg("Off"));
+        // Quoted: unquoted, `Off` is YAML 1.1's false, as Calico reads it.
+        let errors = errors_of(&cfg("'Off'"));
         assert!(
             errors[0].contains("spec.serviceLoadBalancerAggregation: \"Off\" is not one of Enabled, Disabled"),
             "{errors:?}"

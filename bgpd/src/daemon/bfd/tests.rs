@@ -13,7 +13,7 @@ const NODES: &str = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {na
 fn peer(name: &str, ip: &str, annotation: Option<&str>) -> String {
     let ann = annotation.map(|a| format!("annotations: {{bgpd.io/bfd: '{a}'}}, ")).unwrap_or_default();
     format!(
-        "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{{ann}name: {name}}}\n\
+        "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{{ann}name: '{name}'}}\n\
          spec: {{peerIP: '{ip}', asNumber: 65000}}\n"
     )
 }
