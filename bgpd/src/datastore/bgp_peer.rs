@@ -312,7 +312,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
     let scope = scope(&spec, f);
     let remote = remote(&spec, f);
     let local_as_number = f.opt(spec.get("localASNumber", AsNumber::from_value));
-    let password = secrets.password(&spec, "password", f);
+    let password = secrets.peer_password(&spec, f);
     let keepalive_time = f.opt(spec.get("keepaliveTime", duration_from_value));
     if keepalive_time == Some(Duration::ZERO) {
         f.error(spec.path_of("keepaliveTime"), "must be more than 0 (leave it out for the default)");

@@ -76,6 +76,26 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// A BGPPeer's `spec.password`, as [`Secrets::password`] reads it; a
+    /// reference that does not resolve also says what it costs. bgpd fails
+    /// closed: the peer is skipped (no session) rather than run without the
+    /// TCP MD5 key it asks for, as Calico's confd would run it. A peer that
+    /// requires the key would refuse such a session anyway; one that does not
+    /// would accept an unauthenticated session the operator did not ask for.
+    pub fn peer_password(&self, spec: &Fields, f: &mut Findings) -> Option<Md5Key> {
+        let before = f.errors.len();
+        let key = self.password(spec, "password", f);
+        for e in &mut f.errors[before..] {
+            e.reason.push_str(
+                ": no session runs with this peer until the password resolves \
+                 (bgpd never runs a peer without the password it is configured with; Calico would)",
+            );
+        }
+        key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +129,22 @@ mod tests {
         let spec = Fields::at(Some(&v), "spec").unwrap();
         let mut f = Findings::default();
         (secrets.password(&spec, "password", &mut f), f)
+    }
+
+    /// bgpd fails closed where Calico would run the session without a password:
+    /// the error says so, in `bgpd show config` and the log.
+    #[test]
+    fn an_unresolved_peer_password_says_no_session_runs() {
+        let v: Value = serde_yaml::from_str("password: {secretKeyRef: {name: bgp-secrets, key: rr-password}}").unwrap();
+        let spec = Fields::at(Some(&v), "spec").unwrap();
+        let mut f = Findings::default();
+        assert!(Secrets::default().peer_password(&spec, &mut f).is_none());
+        assert_eq!(f.errors.len(), 1);
+        assert_eq!(
+            f.errors[0].reason,
+            "Secret \"bgp-secrets\" not found: no session runs with this peer until the password resolves \
+             (bgpd never runs a peer without the password it is configured with; Calico would)"
+        );
     }
 
     #[test]

@@ -314,8 +314,10 @@ impl Topology {
     pub fn parse(text: &str) -> Result<Topology, String> {
         let mut lab: Option<LabDoc> = None;
         let mut resources: Vec<Value> = Vec::new();
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let v = Value::deserialize(doc).map_err(|e| format!("document {}: invalid YAML: {e}", i + 1))?;
+        // Read as the nodes' datastore reads it (YAML 1.1 words, lists of
+        // resources), so that what is re-serialised for it means the same.
+        for (i, doc) in ipam::yaml::documents(text).enumerate() {
+            let v = doc.map_err(|e| format!("document {}: invalid YAML: {e}", i + 1))?;
             if v.is_null() {
                 continue;
             }
@@ -331,7 +333,8 @@ impl Topology {
                 let doc = serde_yaml::Deserializer::from_str(text).nth(i).ok_or("the Lab document vanished")?;
                 lab = Some(LabDoc::deserialize(doc).map_err(|e| format!("document {} (Lab): {e}", i + 1))?);
             } else {
-                resources.push(v);
+                let listed = ipam::yaml::resources(v).map_err(|e| format!("document {}: {e}", i + 1))?;
+                resources.extend(listed.into_iter().map(|r| r.value));
             }
         }
         let lab = lab.ok_or("no `apiVersion: bgpd.io/v1` `kind: Lab` document")?;
@@ -744,6 +747,23 @@ spec:
         assert!(!t.clusters[DEFAULT_CLUSTER].contains("kind: Lab"));
         assert_eq!(t.owner_of(Ipv4Addr::new(10, 0, 1, 12).into()).map(|m| m.name.as_str()), Some("node-2"));
         assert!(!t.dual_stack());
+    }
+
+    /// The resources as `calicoctl apply` takes them: the two Nodes as one
+    /// document holding a YAML sequence, and a label written `yes`, which the
+    /// nodes' datastore must still read as Calico reads it (`"true"`).
+    #[test]
+    fn a_list_of_resources_and_yaml11_words_reach_the_datastore_as_written() {
+        let nodes = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-1}\nspec: {bgp: {ipv4Address: 10.0.1.11/24}}\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-2}\nspec: {bgp: {ipv4Address: 10.0.1.12/24, asNumber: 65102}}\n";
+        let listed = "- apiVersion: projectcalico.org/v3\n  kind: Node\n  metadata: {name: node-1, labels: {rr: yes}}\n  spec: {bgp: {ipv4Address: 10.0.1.11/24}}\n- apiVersion: projectcalico.org/v3\n  kind: Node\n  metadata: {name: node-2}\n  spec: {bgp: {ipv4Address: 10.0.1.12/24, asNumber: 65102}}\n";
+        assert!(SMALL.contains(nodes));
+        let text = SMALL.replace(nodes, listed);
+        let t = Topology::parse(&text).unwrap();
+        assert_eq!(t.nodes().count(), 2);
+        let source =
+            crate::datastore::Source { path: "cluster.yaml".into(), text: t.clusters[DEFAULT_CLUSTER].clone() };
+        let (model, _) = crate::datastore::parse_sources(&[source]).unwrap();
+        assert_eq!(model.nodes["node-1"].labels.get("rr").map(String::as_str), Some("true"));
     }
 
     #[test]
