@@ -106,10 +106,10 @@ pub enum AssignmentMode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// Object name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub name: String,
     /// Namespace, for namespaced kinds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_text")]
     pub namespace: Option<String>,
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "string_map")]
@@ -150,6 +150,26 @@ fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String,
         .collect())
 }
 
+/// A string field as Calico's loader reads it: a boolean (so a plain YAML 1.1
+/// word, `name: off`) is its text `true` / `false`, as bgpd reads it too.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(optional_text(d)?.unwrap_or_default())
+}
+
+/// [`text`] for an optional field.
+fn optional_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Bool(bool),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::Text(s) => s,
+        Text::Bool(b) => b.to_string(),
+    }))
+}
+
 #[cfg(test)]
 mod label_tests {
     use super::*;
@@ -162,6 +182,16 @@ mod label_tests {
         assert_eq!(got, [("none", ""), ("rack", "3"), ("routeReflector", "true")]);
         let bad = serde_yaml::from_str::<ObjectMeta>("name: n\nlabels: {rack: [1]}");
         assert!(bad.is_err(), "a list is no label value");
+    }
+
+    /// `name: off` is the name `false` in Calico (a YAML 1.1 word in a string field).
+    #[test]
+    fn a_yaml11_word_as_a_name_is_its_boolean_text() {
+        let v = crate::yaml::documents("name: off\nnamespace: yes\n").next().unwrap().unwrap();
+        let m: ObjectMeta = serde_yaml::from_value(v).unwrap();
+        assert_eq!((m.name.as_str(), m.namespace.as_deref()), ("false", Some("true")));
+        let m: ObjectMeta = serde_yaml::from_str("name: 'off'").unwrap();
+        assert_eq!((m.name.as_str(), m.namespace), ("off", None));
     }
 }
 

@@ -36,7 +36,7 @@ spec: {cidr: 10.4.0.0/24, blockSize: 28, assignmentMode: Manual}
 ---
 apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: off}
+metadata: {name: 'off'}
 spec: {cidr: 10.5.0.0/24, disabled: true}
 ---
 apiVersion: projectcalico.org/v3
