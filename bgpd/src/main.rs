@@ -262,12 +262,13 @@ enum ShowWhat {
 }
 
 /// Logs to stderr at `RUST_LOG` if set, else at the file datastore's
-/// `BGPConfiguration.spec.logSeverityScreen` (read once at start), else at info.
-fn init_logging(datastore: &datastore::live::DatastoreSpec) {
+/// `logSeverityScreen` for `node` (its `node.NAME` BGPConfiguration's, else the
+/// default's; read once at start), else at info.
+fn init_logging(datastore: &datastore::live::DatastoreSpec, node: &str) {
     use datastore::LogSeverity;
     let configured = match datastore {
         datastore::live::DatastoreSpec::File(path) => {
-            datastore::load(path).map(|(m, _)| m.bgp_configuration.log_severity_screen).unwrap_or_default()
+            datastore::load(path).map(|(m, _)| m.log_severity_of(node)).unwrap_or_default()
         }
         _ => LogSeverity::default(),
     };
@@ -295,7 +296,7 @@ fn run_daemon(
 ) -> anyhow::Result<()> {
     let namespace = std::env::var("POD_NAMESPACE").ok();
     let datastore = datastore::live::DatastoreSpec::parse(&datastore, namespace.as_deref())?;
-    init_logging(&datastore);
+    init_logging(&datastore, &node);
     let opts = daemon::RunOptions { datastore, node, control_socket, metrics, kernel_table, drain };
     runtime()?.block_on(daemon::run(opts))
 }

@@ -96,7 +96,7 @@ pub fn originations(model: &Model, node: &str) -> Vec<Origination> {
         services(model, node, &mut add);
     }
 
-    let adverts = &model.bgp_configuration.prefix_advertisements;
+    let adverts = model.prefix_advertisements_for(node);
     out.into_iter()
         .map(|(prefix, (causes, blackhole))| {
             let mut communities = Vec::new();

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bgpd_proto::session::{DownReason, GracefulRestartConfig, Negotiated, Session, SessionConfig};
 use bgpd_proto::speaker::{ConnId, Initiator, Peer, PeerEvent};
 use bgpd_proto::wire::AddPathMode;
-use bgpd_proto::Family;
 use bytes::{Buf, Bytes};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -230,17 +229,14 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
     c.keepalive_time = peer.keepalive;
     c.passive = peer.passive;
     c.hostname = Some(node.name.clone());
+    c.families = peer.families.clone();
     // After a restart of bgpd, the R bit; forwarding is preserved for both
     // families when the kernel kept it (what bgpd originates is forwarded by
     // the kernel without it), see marker.rs.
     c.graceful_restart = peer.restart_time.map(|t| GracefulRestartConfig {
         restart_time: t.min(4095),
         restarting: node.restart.restarting,
-        forwarding_preserved: if node.restart.forwarding {
-            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
-        } else {
-            Vec::new()
-        },
+        forwarding_preserved: if node.restart.forwarding { peer.families.clone() } else { Vec::new() },
         notification: peer.graceful_notification,
         long_lived_stale_time: peer.long_lived_stale_time,
     });
@@ -251,7 +247,7 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
         (false, false) => None,
     };
     if let Some(m) = mode {
-        c.add_path = vec![(Family::IPV4_UNICAST, m), (Family::IPV6_UNICAST, m)];
+        c.add_path = peer.families.iter().map(|f| (*f, m)).collect();
     }
     c
 }
@@ -740,6 +736,7 @@ fn record_stats(shared: &Shared, name: &str, peer: &Peer, queue: &super::rib::Ou
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use bgpd_proto::Family;
 
     pub(crate) fn spec() -> PeerSpec {
         PeerSpec {
@@ -758,6 +755,7 @@ pub(crate) mod tests {
             graceful_notification: false,
             bfd: Default::default(),
             add_path: (false, true),
+            families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
             routing: Default::default(),
         }
     }

@@ -8,7 +8,11 @@ use bgpd_proto::rib::core::NextHopMode as RibNextHop;
 use bgpd_proto::rib::policy::{ExportRange, RangeSource};
 use ipnet::IpNet;
 
-use crate::datastore::{BindMode, Model, NextHopMode, PeerRemote, PeerScope, SourceAddress};
+use bgpd_proto::Family;
+
+use crate::datastore::{
+    BgpPeer, BindMode, Model, NextHopMode, Node, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+};
 
 use super::spec::{NodeSpec, Password, PeerSpec, RoutingSpec};
 
@@ -59,7 +63,9 @@ fn exportable(model: &Model) -> Vec<ExportRange> {
     out
 }
 
-/// The node and its peers for `node_name`.
+/// The node and its peers for `node_name`, as Calico's confd would configure
+/// its BIRD: the rules are listed in `docs/configuration.md`, "How bgpd plans
+/// sessions (as Calico does)".
 pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>), PlanError> {
     let node = model.nodes.get(node_name).ok_or_else(|| PlanError::UnknownNode(node_name.to_string()))?;
     let bgp = node.bgp.as_ref();
@@ -68,7 +74,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     let router_id = ipv4.ok_or_else(|| PlanError::NoRouterId(node_name.to_string()))?;
     let asn = model.node_as_number(node_name).get();
     let cfg = &model.bgp_configuration;
-    let port = cfg.listen_port;
+    // A `node.NAME` BGPConfiguration may set this node's port.
+    let port = model.listen_port_of(node_name);
     let listen = match cfg.bind_mode {
         BindMode::NodeIp => {
             ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)).map(|a| SocketAddr::new(a, port)).collect()
@@ -81,7 +88,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     let originations = super::originate::originations(model, node_name);
     let cluster_id = bgp.and_then(|b| b.route_reflector_cluster_id);
     let exportable = exportable(model);
-    let spec = NodeSpec {
+    let mut spec = NodeSpec {
         name: node_name.to_string(),
         router_id,
         asn,
@@ -107,142 +114,22 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             .flat_map(|c| c.interfaces.iter().cloned())
             .collect(),
     };
-
-    let source_for = |peer: IpAddr, mode: SourceAddress| match (mode, peer) {
-        (SourceAddress::UseNodeIp, IpAddr::V4(_)) => ipv4.map(IpAddr::V4),
-        (SourceAddress::UseNodeIp, IpAddr::V6(_)) => ipv6.map(IpAddr::V6),
-        (SourceAddress::None, _) => None,
-    };
-    let mut peers = Vec::new();
-    // Node-to-node BGPPeers work both ways (as in Calico): a node that a
-    // BGPPeer's peerSelector selects peers with the nodes its nodeSelector
-    // (or node, or nothing: all) selects — that is how route reflectors
-    // reach their clients.
-    let labels = model.nodes.get(node_name).map(|n| n.labels.clone()).unwrap_or_default();
-    let mut entries: Vec<(&crate::datastore::BgpPeer, Option<Vec<&crate::datastore::Node>>)> = Vec::new();
-    for p in model.peers_for_node(node_name) {
-        match &p.remote {
-            PeerRemote::Address { .. } => entries.push((p, None)),
-            PeerRemote::Nodes(sel) => entries.push((p, Some(model.nodes_matching(sel).collect()))),
+    let me = Me { node, asn, cluster_id };
+    let mut peers: Vec<PeerSpec> = Vec::new();
+    // Calico keeps one peering per address: global BGPPeers first, then the
+    // node's own, then the reverse of other nodes' BGPPeers, then the mesh.
+    for candidate in bgp_peer_sessions(model, &me).into_iter().chain(mesh_sessions(model, &me)) {
+        if !peers.iter().any(|p| p.addr.ip() == candidate.addr.ip()) {
+            peers.push(candidate);
         }
     }
-    for p in model.peers.values() {
-        let PeerRemote::Nodes(sel) = &p.remote else { continue };
-        if !sel.matches(&labels) {
-            continue;
-        }
-        let others: Vec<&crate::datastore::Node> = model
-            .nodes
-            .values()
-            .filter(|n| match &p.scope {
-                PeerScope::Node(name) => &n.name == name,
-                PeerScope::NodeSelector(s) => s.matches(&n.labels),
-                PeerScope::Global => true,
-            })
-            .collect();
-        entries.push((p, Some(others)));
-    }
-    for (p, others) in entries {
-        let hold = p
-            .keepalive_time
-            .map_or(DEFAULT_HOLD, |k| u16::try_from(k.as_secs().saturating_mul(3)).unwrap_or(u16::MAX).max(3));
-        let restart = p.max_restart_time.unwrap_or(DEFAULT_RESTART);
-        let routing = RoutingSpec {
-            rr_client: false,
-            next_hop_mode: match p.next_hop_mode {
-                NextHopMode::Auto => RibNextHop::Auto,
-                NextHopMode::Self_ => RibNextHop::SelfAddr,
-                NextHopMode::Keep => RibNextHop::Keep,
-            },
-            allow_local_as: p.num_allowed_local_as_numbers.map_or(0, |n| n.get()),
-            filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
-            max_prefix: p.max_prefix.or(cfg.default_max_prefix),
-            add_path_send_count: p.add_path_send_count,
-            mrai: p.mrai,
-            keep_received: p.keep_received,
-        };
-        let base = |name: String, addr: SocketAddr, peer_as: u32| PeerSpec {
-            name,
-            addr,
-            local_as: p.local_as_number.map_or(asn, |a| a.get()),
-            peer_as,
-            password: p.password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
-            hold_time: hold,
-            keepalive: p.keepalive_time,
-            ttl_security: p.ttl_security.map(|h| h.get()),
-            source: source_for(addr.ip(), p.source_address),
-            passive: false,
-            restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
-            long_lived_stale_time: p.long_lived_stale_time,
-            graceful_notification: p.graceful_notification,
-            bfd: p.bfd,
-            add_path: (p.add_path.receive, p.add_path.send),
-            routing: routing.clone(),
-        };
-        match (&p.remote, others) {
-            (PeerRemote::Address { address, as_number }, _) => {
-                let addr = SocketAddr::new(address.ip, address.port.unwrap_or(179));
-                peers.push(base(p.name.clone(), addr, as_number.get()));
-            }
-            (PeerRemote::Nodes(_), others) => {
-                for other in others.unwrap_or_default().into_iter().filter(|n| n.name != node_name) {
-                    let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
-                    if peers.iter().any(|q| q.addr.ip() == IpAddr::V4(a)) {
-                        continue;
-                    }
-                    let other_as = model.node_as_number(&other.name).get();
-                    let mut s =
-                        base(format!("{}/{}", p.name, other.name), SocketAddr::new(IpAddr::V4(a), port), other_as);
-                    s.passive = IpAddr::V4(router_id) > IpAddr::V4(a);
-                    // A reflector's peers that are not reflectors of its
-                    // cluster are its clients (Calico's route reflector model).
-                    let other_cluster = other.bgp.as_ref().and_then(|b| b.route_reflector_cluster_id);
-                    s.routing.rr_client =
-                        cluster_id.is_some() && other_cluster != cluster_id && s.local_as == s.peer_as;
-                    peers.push(s);
-                }
-            }
-        }
-    }
-    // The node-to-node mesh: every other node with an IPv4 address, route
-    // reflectors excepted (they peer through BGPPeers), and none at all for
-    // a reflector. One session per node pair carries IPv4 and IPv6.
-    let is_reflector =
-        |n: &crate::datastore::Node| n.bgp.as_ref().is_some_and(|b| b.route_reflector_cluster_id.is_some());
-    if cfg.node_to_node_mesh_enabled && !is_reflector(node) {
-        for other in model.nodes.values().filter(|n| n.name != node_name && !is_reflector(n)) {
-            let Some(a) = other.bgp.as_ref().and_then(|b| b.ipv4_address).map(|n| n.addr()) else { continue };
-            if peers.iter().any(|p| p.addr.ip() == IpAddr::V4(a)) {
-                continue;
-            }
-            let restart = cfg.node_mesh_max_restart_time;
-            peers.push(PeerSpec {
-                name: format!("mesh/{}", other.name),
-                addr: SocketAddr::new(IpAddr::V4(a), port),
-                local_as: asn,
-                peer_as: model.node_as_number(&other.name).get(),
-                password: cfg.node_mesh_password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
-                hold_time: DEFAULT_HOLD,
-                keepalive: None,
-                ttl_security: None,
-                source: Some(IpAddr::V4(router_id)),
-                // Between two nodes only one side connects: the lower address.
-                passive: router_id > a,
-                restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
-                long_lived_stale_time: cfg.node_mesh_long_lived_stale_time,
-                graceful_notification: false,
-                bfd: Default::default(),
-                add_path: (false, false),
-                routing: RoutingSpec { max_prefix: cfg.default_max_prefix, ..RoutingSpec::default() },
-            });
-        }
-    }
-    let mut spec = spec;
     spec.statics = model
         .peers_for_node(node_name)
         .into_iter()
         .filter_map(|p| match (&p.remote, p.reachable_by) {
-            (PeerRemote::Address { address, .. }, Some(gw)) => Some((IpNet::from(address.ip), gw)),
+            (PeerRemote::Address { address, .. } | PeerRemote::Node { address }, Some(gw)) => {
+                Some((IpNet::from(address.ip), gw))
+            }
             _ => None,
         })
         .collect();
@@ -250,6 +137,269 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     spec.statics.dedup();
     Ok((spec, peers))
 }
+
+/// The node being planned.
+struct Me<'a> {
+    node: &'a Node,
+    asn: u32,
+    cluster_id: Option<Ipv4Addr>,
+}
+
+/// A Node's BGP address of `family` (`Family::IPV4_UNICAST` or `IPV6_UNICAST`).
+fn address(node: &Node, family: Family) -> Option<IpAddr> {
+    let bgp = node.bgp.as_ref()?;
+    match family {
+        Family::IPV4_UNICAST => bgp.ipv4_address.map(|n| IpAddr::V4(n.addr())),
+        _ => bgp.ipv6_address.map(|n| IpAddr::V6(n.addr())),
+    }
+}
+
+/// The unicast family of an address.
+fn family_of(ip: IpAddr) -> Family {
+    if ip.is_ipv4() {
+        Family::IPV4_UNICAST
+    } else {
+        Family::IPV6_UNICAST
+    }
+}
+
+/// Calico's rule for who connects between two Calico nodes: the one whose
+/// address is lower *as text* waits (confd compares the address strings, so
+/// `10.0.0.10` is lower than `10.0.0.9`), the other connects. Matching the
+/// comparison exactly is what lets a bgpd node and a BIRD node always agree.
+fn waits_for(me: IpAddr, peer: IpAddr) -> bool {
+    peer.to_string() > me.to_string()
+}
+
+/// A session to Calico node `other` over `family`, when both nodes have an
+/// address of that family: (the peer's address, this node's).
+fn node_pair(me: &Node, other: &Node, family: Family) -> Option<(IpAddr, IpAddr)> {
+    if other.name == me.name {
+        return None;
+    }
+    Some((address(other, family)?, address(me, family)?))
+}
+
+/// The name of a session to node `other`: `PREFIX/NODE`, with `/ipv6` for
+/// the IPv6 session.
+fn session_name(prefix: &str, other: &str, family: Family) -> String {
+    match family {
+        Family::IPV4_UNICAST => format!("{prefix}/{other}"),
+        _ => format!("{prefix}/{other}/ipv6"),
+    }
+}
+
+/// The sessions BGPPeers give this node, in Calico's order of precedence:
+/// global BGPPeers (neither `node` nor `nodeSelector`), the BGPPeers that
+/// select this node, then the reverse side of BGPPeers whose remote side
+/// (`peerSelector`, or a `peerIP` that is this node) selects it.
+fn bgp_peer_sessions(model: &Model, me: &Me) -> Vec<PeerSpec> {
+    let mine = model.peers_for_node(&me.node.name);
+    let (global, scoped): (Vec<&BgpPeer>, Vec<&BgpPeer>) =
+        mine.into_iter().partition(|p| matches!(p.scope, PeerScope::Global));
+    let mut out = Vec::new();
+    for p in global.iter().chain(&scoped) {
+        forward(model, me, p, &mut out);
+    }
+    for p in model.peers.values().filter(|p| p.reverse_peering == ReversePeering::Auto) {
+        reverse(model, me, p, &mut out);
+    }
+    out
+}
+
+/// The sessions BGPPeer `p`, which applies to this node, opens.
+fn forward(model: &Model, me: &Me, p: &BgpPeer, out: &mut Vec<PeerSpec>) {
+    let (peer_addr, as_number) = match &p.remote {
+        PeerRemote::Nodes(sel) => {
+            for other in model.nodes_matching(sel) {
+                for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+                    let Some((ip, _)) = node_pair(me.node, other, family) else { continue };
+                    let name = session_name(&p.name, &other.name, family);
+                    out.push(to_node(model, me, p, name, other, ip));
+                }
+            }
+            return;
+        }
+        PeerRemote::Address { address, as_number } => (address, Some(as_number.get())),
+        PeerRemote::Node { address } => (address, None),
+    };
+    let ip = peer_addr.ip;
+    if address_of(me.node, ip) {
+        return; // Calico skips a peer at the node's own address.
+    }
+    let remote = model.node_with_address(ip);
+    // Without asNumber the peer is the node at that address, with its AS.
+    let Some(peer_as) = as_number.or_else(|| remote.map(|n| model.node_as_number(&n.name).get())) else { return };
+    // A Calico node at that address with that AS is dialled on its listen port.
+    let same_node = remote.filter(|n| model.node_as_number(&n.name).get() == peer_as);
+    let port = peer_addr.port.or_else(|| same_node.map(|n| model.listen_port_of(&n.name))).unwrap_or(179);
+    let mut s = from_bgp_peer(model, me, p, p.name.clone(), SocketAddr::new(ip, port), peer_as);
+    if let Some(n) = remote {
+        // A session between two Calico nodes: only when this node has an
+        // address of that family too (Calico runs no BIRD for a family the
+        // node lacks), carrying that family only; for a global BGPPeer the
+        // node with the lower address waits (confd's `calico_node` peers;
+        // other BGPPeers always connect).
+        let Some(mine) = address(me.node, family_of(ip)) else { return };
+        s.families = vec![family_of(ip)];
+        s.passive = matches!(p.scope, PeerScope::Global) && waits_for(mine, ip);
+        s.routing.rr_client = rr_client(me, &s, cluster_of(n));
+    } else {
+        s.routing.rr_client = rr_client(me, &s, None);
+    }
+    out.push(s);
+}
+
+/// The sessions this node runs because BGPPeer `p`'s remote side selects
+/// it: to every node `p` applies to.
+fn reverse(model: &Model, me: &Me, p: &BgpPeer, out: &mut Vec<PeerSpec>) {
+    let families = match &p.remote {
+        PeerRemote::Nodes(sel) if sel.matches(&me.node.labels) => vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        PeerRemote::Nodes(_) => return,
+        PeerRemote::Address { address, .. } | PeerRemote::Node { address } => {
+            let as_matches = match &p.remote {
+                PeerRemote::Address { as_number, .. } => as_number.get() == me.asn,
+                _ => true,
+            };
+            let port_matches = address.port.is_none_or(|port| port == model.listen_port_of(&me.node.name));
+            if !(address_of(me.node, address.ip) && as_matches && port_matches) {
+                return;
+            }
+            // Reversed over the family of the peerIP only.
+            vec![family_of(address.ip)]
+        }
+    };
+    for other in model.nodes.values().filter(|n| applies_to(p, n)) {
+        for family in &families {
+            let Some((ip, _)) = node_pair(me.node, other, *family) else { continue };
+            let name = session_name(&p.name, &other.name, *family);
+            out.push(to_node(model, me, p, name, other, ip));
+        }
+    }
+}
+
+/// Whether BGPPeer `p` applies to node `n` (its `node`, `nodeSelector`, or all).
+fn applies_to(p: &BgpPeer, n: &Node) -> bool {
+    match &p.scope {
+        PeerScope::Node(name) => &n.name == name,
+        PeerScope::NodeSelector(s) => s.matches(&n.labels),
+        PeerScope::Global => true,
+    }
+}
+
+/// Whether `ip` is one of `node`'s BGP addresses.
+fn address_of(node: &Node, ip: IpAddr) -> bool {
+    address(node, family_of(ip)) == Some(ip)
+}
+
+/// A node's route reflector cluster ID.
+fn cluster_of(n: &Node) -> Option<Ipv4Addr> {
+    n.bgp.as_ref().and_then(|b| b.route_reflector_cluster_id)
+}
+
+/// Calico's route reflector rule: on a reflector, an iBGP peer that is not a
+/// reflector of the same cluster is a client.
+fn rr_client(me: &Me, s: &PeerSpec, peer_cluster: Option<Ipv4Addr>) -> bool {
+    me.cluster_id.is_some() && s.local_as == s.peer_as && peer_cluster != me.cluster_id
+}
+
+/// A session of BGPPeer `p` to Calico node `other` at `ip` (one of its
+/// addresses): its AS, its listen port, that family only, and this node
+/// connects (Calico makes no side of a node-specific peering passive).
+fn to_node(model: &Model, me: &Me, p: &BgpPeer, name: String, other: &Node, ip: IpAddr) -> PeerSpec {
+    let addr = SocketAddr::new(ip, model.listen_port_of(&other.name));
+    let mut s = from_bgp_peer(model, me, p, name, addr, model.node_as_number(&other.name).get());
+    s.families = vec![family_of(ip)];
+    s.routing.rr_client = rr_client(me, &s, cluster_of(other));
+    s
+}
+
+/// A session with BGPPeer `p`'s settings to `addr` in AS `peer_as`.
+fn from_bgp_peer(model: &Model, me: &Me, p: &BgpPeer, name: String, addr: SocketAddr, peer_as: u32) -> PeerSpec {
+    let hold = p
+        .keepalive_time
+        .map_or(DEFAULT_HOLD, |k| u16::try_from(k.as_secs().saturating_mul(3)).unwrap_or(u16::MAX).max(3));
+    let restart = p.max_restart_time.unwrap_or(DEFAULT_RESTART);
+    let routing = RoutingSpec {
+        rr_client: false,
+        next_hop_mode: match p.next_hop_mode {
+            NextHopMode::Auto => RibNextHop::Auto,
+            NextHopMode::Self_ => RibNextHop::SelfAddr,
+            NextHopMode::Keep => RibNextHop::Keep,
+        },
+        allow_local_as: p.num_allowed_local_as_numbers.map_or(0, |n| n.get()),
+        filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
+        max_prefix: p.max_prefix.or(model.bgp_configuration.default_max_prefix),
+        add_path_send_count: p.add_path_send_count,
+        mrai: p.mrai,
+        keep_received: p.keep_received,
+    };
+    let source = match p.source_address {
+        SourceAddress::UseNodeIp => address(me.node, family_of(addr.ip())),
+        SourceAddress::None => None,
+    };
+    PeerSpec {
+        name,
+        addr,
+        local_as: p.local_as_number.map_or(me.asn, |a| a.get()),
+        peer_as,
+        password: p.password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
+        hold_time: hold,
+        keepalive: p.keepalive_time,
+        ttl_security: p.ttl_security.map(|h| h.get()),
+        source,
+        passive: false,
+        restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+        long_lived_stale_time: p.long_lived_stale_time,
+        graceful_notification: p.graceful_notification,
+        bfd: p.bfd,
+        add_path: (p.add_path.receive, p.add_path.send),
+        families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        routing,
+    }
+}
+
+/// The node-to-node mesh: with `nodeToNodeMeshEnabled`, a node that is no
+/// route reflector peers with every other node that is none, one session per
+/// family both have, each carrying its family only; of two nodes the one
+/// with the lower address (as text) waits and the other connects.
+fn mesh_sessions(model: &Model, me: &Me) -> Vec<PeerSpec> {
+    let cfg = &model.bgp_configuration;
+    let is_reflector = |n: &Node| cluster_of(n).is_some();
+    if !cfg.node_to_node_mesh_enabled || is_reflector(me.node) {
+        return Vec::new();
+    }
+    let restart = cfg.node_mesh_max_restart_time;
+    let mut out = Vec::new();
+    for other in model.nodes.values().filter(|n| !is_reflector(n)) {
+        for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            let Some((ip, mine)) = node_pair(me.node, other, family) else { continue };
+            out.push(PeerSpec {
+                name: session_name("mesh", &other.name, family),
+                addr: SocketAddr::new(ip, model.listen_port_of(&other.name)),
+                local_as: me.asn,
+                peer_as: model.node_as_number(&other.name).get(),
+                password: cfg.node_mesh_password.as_ref().map(|k| Password(k.as_bytes().to_vec())),
+                hold_time: DEFAULT_HOLD,
+                keepalive: None,
+                ttl_security: None,
+                source: Some(mine),
+                passive: waits_for(mine, ip),
+                restart_time: Some(u16::try_from(restart.as_secs()).unwrap_or(4095).min(4095)),
+                long_lived_stale_time: cfg.node_mesh_long_lived_stale_time,
+                graceful_notification: false,
+                bfd: Default::default(),
+                add_path: (false, false),
+                families: vec![family],
+                routing: RoutingSpec { max_prefix: cfg.default_max_prefix, ..RoutingSpec::default() },
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod calico_corpus;
 
 #[cfg(test)]
 mod tests {
@@ -283,7 +433,7 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_eq!(p1[0].name, "mesh/n2");
         assert_eq!(p1[0].peer_as, 64512, "n2 has no AS of its own: the cluster's");
         assert_ne!(p1[0].passive, p2[0].passive, "exactly one side connects");
-        assert!(!p1[0].passive, "the lower address connects");
+        assert!(p1[0].passive, "the lower address waits, the higher connects (Calico's rule)");
         assert_eq!((p1[0].long_lived_stale_time, p1[0].graceful_notification), (Some(3600), false));
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bgpd_proto::rib::core::NextHopMode;
 use bgpd_proto::rib::policy::{ExportRange, Filter};
+use bgpd_proto::types::Family;
 use ipnet::IpNet;
 
 /// A TCP MD5 key: never printed (`Debug` says it is there, not what it is).
@@ -61,8 +62,13 @@ pub struct PeerSpec {
     /// node's BFDConfiguration interfaces by the BFD task). A change does not
     /// reset the BGP session.
     pub bfd: crate::datastore::BfdMode,
-    /// ADD-PATH for IPv4/IPv6 unicast: (receive, send).
+    /// ADD-PATH for the session's families: (receive, send).
     pub add_path: (bool, bool),
+    /// The address families the session carries (multiprotocol capabilities
+    /// offered). A session between two Calico nodes carries only the family
+    /// of its addresses, as Calico's BIRD (one daemon per family) does; a
+    /// session to any other peer offers IPv4 and IPv6 unicast.
+    pub families: Vec<Family>,
     /// How routes are handled: changes here never reset the session.
     pub routing: RoutingSpec,
 }

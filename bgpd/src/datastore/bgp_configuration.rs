@@ -165,7 +165,79 @@ pub struct PrefixAdvertisement {
     pub communities: Vec<Community>,
 }
 
+/// A per-node BGPConfiguration (`node.NAME`): the fields Calico lets one
+/// node override (its documentation: "Only prefixAdvertisements, listenPort,
+/// and logSeverityScreen can be overridden this way"); `None`: the `default`
+/// BGPConfiguration's value applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeBgpConfiguration {
+    /// `listenPort`: the port this node listens on, and that other nodes dial
+    /// it on (mesh, `peerSelector` peers, BGPPeers whose `peerIP` is this node).
+    pub listen_port: Option<u16>,
+    /// `logSeverityScreen`: this node's log level.
+    pub log_severity_screen: Option<LogSeverity>,
+    /// `prefixAdvertisements`, names resolved against this object's own
+    /// `communities`: when given, it replaces the default's list for this node.
+    pub prefix_advertisements: Option<Vec<PrefixAdvertisement>>,
+}
+
+/// The fields of a `node.NAME` BGPConfiguration that apply to the node.
+const NODE_FIELDS: &[&str] = &["listenPort", "logSeverityScreen", "prefixAdvertisements", "communities"];
+
+/// Reads a per-node BGPConfiguration (`node.NAME`). The fields Calico only
+/// reads from `default` are warned about and ignored, as Calico ignores them.
+pub(crate) fn parse_node(root: &Fields, f: &mut Findings) -> Option<NodeBgpConfiguration> {
+    let spec = f.take(root.child("spec"))?;
+    for other in spec.unknown_keys(NODE_FIELDS) {
+        f.warn(
+            other,
+            "only listenPort, logSeverityScreen and prefixAdvertisements (with its communities) apply per node, \
+             as in Calico; ignored here (set it in the BGPConfiguration named \"default\")",
+        );
+    }
+    let listen_port = f.opt(spec.get("listenPort", port));
+    let log_severity_screen = f.opt(spec.parse_str("logSeverityScreen", str::parse));
+    let named = communities(&spec, f);
+    let prefix_advertisements = spec.has("prefixAdvertisements").then(|| prefix_advertisements(&spec, &named, f));
+    f.errors.is_empty().then_some(NodeBgpConfiguration { listen_port, log_severity_screen, prefix_advertisements })
+}
+
+/// `programClusterRoutes`: whether the BGP daemon (BIRD in Calico; here bgpd)
+/// programs the kernel routes to other nodes' blocks, or Felix does. bgpd
+/// always programs them for IPIP and unencapsulated pools (Calico's `Enabled`).
+fn program_cluster_routes(spec: &Fields, f: &mut Findings) {
+    let value = f.opt(spec.parse_str("programClusterRoutes", |s| match s {
+        "Enabled" | "Disabled" | "EnabledIPIPOnly" | "EnabledNoEncapOnly" => Ok(s.to_string()),
+        _ => Err(format!("{} is not one of Enabled, Disabled, EnabledIPIPOnly, EnabledNoEncapOnly", quoted(s))),
+    }));
+    if let Some(v) = value.filter(|v| v != "Enabled") {
+        f.warn(
+            spec.path_of("programClusterRoutes"),
+            format!(
+                "{}: not honoured; bgpd programs the routes of IPIP and unencapsulated IP pools itself \
+                 (Calico's Enabled): leave Felix's programClusterRoutes off for them",
+                quoted(&v)
+            ),
+        );
+    }
+}
+
+/// Fields of Calico's BGPConfiguration that bgpd refuses, and why.
+fn refused_fields(spec: &Fields, f: &mut Findings) {
+    for key in ["localWorkloadPeeringIPV4", "localWorkloadPeeringIPV6"] {
+        if spec.has(key) {
+            f.warn(
+                spec.path_of(key),
+                "not supported: bgpd does not peer with the node's own workloads (BGPPeer localWorkloadSelector); ignored",
+            );
+        }
+    }
+}
+
 const FIELDS: &[&str] = &[
+    "programClusterRoutes",
+    "localWorkloadPeeringIPV4",
+    "localWorkloadPeeringIPV6",
     "asNumber",
     "listenPort",
     "bindMode",
@@ -188,6 +260,8 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     for unknown in spec.unknown_keys(FIELDS) {
         f.warn(unknown, "not supported by bgpd; ignored");
     }
+    program_cluster_routes(&spec, f);
+    refused_fields(&spec, f);
     let d = BgpConfiguration::default();
     let as_number = f.opt(spec.get("asNumber", AsNumber::from_value)).unwrap_or(d.as_number);
     let listen_port = f.opt(spec.get("listenPort", port)).unwrap_or(d.listen_port);

@@ -64,6 +64,20 @@ pub struct BgpPeer {
     pub graceful_notification: bool,
     /// Annotation `bgpd.io/bfd`: BFD with this peer.
     pub bfd: BfdMode,
+    /// `reversePeering`: whether the nodes this peer's remote side selects
+    /// (`peerSelector`, or a `peerIP` that is a Calico node) peer back on
+    /// their own (`Auto`, the default) or only through a BGPPeer of their own.
+    pub reverse_peering: ReversePeering,
+}
+
+/// `reversePeering` of a BGPPeer between Calico nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReversePeering {
+    /// The remote nodes get the reverse session from this BGPPeer (Calico's default).
+    #[default]
+    Auto,
+    /// They do not: another BGPPeer must select them for it.
+    Manual,
 }
 
 /// Whether a BGP peer runs BFD (BGPPeer annotation `bgpd.io/bfd`).
@@ -260,6 +274,12 @@ pub enum PeerRemote {
     /// `peerSelector`: every Calico node whose labels match (e.g. route reflectors);
     /// their addresses and AS numbers come from their Node objects.
     Nodes(Selector),
+    /// `peerIP` without `asNumber`: the Calico node with that address, with its
+    /// AS (as Calico reads it); no session while no Node has the address.
+    Node {
+        /// The node's IP and optional port.
+        address: PeerAddress,
+    },
 }
 
 /// `sourceAddress`.
@@ -301,6 +321,7 @@ const FIELDS: &[&str] = &[
     "nextHopMode",
     "numAllowedLocalASNumbers",
     "reachableBy",
+    "reversePeering",
 ];
 
 /// Reads a BGPPeer (name already checked by the caller).
@@ -309,8 +330,23 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
     for unknown in spec.unknown_keys(FIELDS) {
         f.warn(unknown, "not supported by bgpd; ignored");
     }
+    if spec.has("localWorkloadSelector") {
+        f.error(
+            spec.path_of("localWorkloadSelector"),
+            "not supported: bgpd does not track the node's workload endpoints, so it cannot peer with \
+             the pods this selects (KubeVirt / in-cluster routers); the BGPPeer is skipped",
+        );
+        return None;
+    }
     let scope = scope(&spec, f);
     let remote = remote(&spec, f);
+    let reverse_peering = f
+        .opt(spec.parse_str("reversePeering", |s| match s {
+            "Auto" => Ok(ReversePeering::Auto),
+            "Manual" => Ok(ReversePeering::Manual),
+            _ => Err(format!("{} is not one of Auto, Manual", quoted(s))),
+        }))
+        .unwrap_or_default();
     let local_as_number = f.opt(spec.get("localASNumber", AsNumber::from_value));
     let password = secrets.peer_password(&spec, f);
     let keepalive_time = f.opt(spec.get("keepaliveTime", duration_from_value));
@@ -339,7 +375,9 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         }))
         .and_then(NonZeroU32::new);
     let reachable_by = f.opt(spec.parse_str("reachableBy", parse_ip));
-    if let (Some(gw), Some(PeerRemote::Address { address, .. })) = (reachable_by, &remote) {
+    if let (Some(gw), Some(PeerRemote::Address { address, .. } | PeerRemote::Node { address })) =
+        (reachable_by, &remote)
+    {
         if gw.is_ipv4() != address.ip.is_ipv4() {
             f.error(spec.path_of("reachableBy"), format!("{gw} is not of the same IP family as peerIP {}", address.ip));
         }
@@ -377,6 +415,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         long_lived_stale_time,
         graceful_notification,
         bfd,
+        reverse_peering,
     })
 }
 
@@ -405,10 +444,8 @@ fn remote(spec: &Fields, f: &mut Findings) -> Option<PeerRemote> {
     let (address, as_number, peer_selector) = (address?, as_number?, peer_selector?);
     match (address, as_number, peer_selector) {
         (Some(address), Some(as_number), None) => Some(PeerRemote::Address { address, as_number }),
-        (Some(_), None, None) => {
-            f.error(spec.path_of("asNumber"), "missing (required with peerIP)");
-            None
-        }
+        // Calico peers with the node at that address, with its AS.
+        (Some(address), None, None) => Some(PeerRemote::Node { address }),
         (None, _, None) => {
             f.error(spec.path_of("peerIP"), "missing (a BGPPeer needs peerIP or peerSelector)");
             None

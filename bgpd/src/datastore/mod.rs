@@ -40,10 +40,12 @@ use ipam::Selector;
 #[allow(unused_imports)]
 pub use bfd_configuration::{BfdConfiguration, BfdInterface};
 #[allow(unused_imports)]
-pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, PrefixAdvertisement};
+pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, NodeBgpConfiguration, PrefixAdvertisement};
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
-pub use bgp_peer::{AddPathConfig, BfdMode, BgpPeer, NextHopMode, PeerRemote, PeerScope, SourceAddress};
+pub use bgp_peer::{
+    AddPathConfig, BfdMode, BgpPeer, NextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+};
 #[allow(unused_imports)]
 pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
 #[allow(unused_imports)]
@@ -72,6 +74,8 @@ pub struct Model {
     /// The `default` BGPConfiguration, or Calico's defaults when there is none (or
     /// when it was invalid: see the load's problems).
     pub bgp_configuration: BgpConfiguration,
+    /// The per-node BGPConfigurations (`node.NAME`), by node name.
+    pub node_bgp_configurations: BTreeMap<String, NodeBgpConfiguration>,
     /// Calico Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// BGPPeers by name.
@@ -159,6 +163,44 @@ impl Model {
     /// The Nodes whose labels match `selector` (for a `peerSelector`), in name order.
     pub fn nodes_matching<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.values().filter(move |n| selector.matches(&n.labels))
+    }
+
+    /// The port node `node` listens on, and that other nodes dial it on: its
+    /// per-node BGPConfiguration's `listenPort`, else the default's (179 unless set).
+    pub fn listen_port_of(&self, node: &str) -> u16 {
+        self.node_bgp_configurations
+            .get(node)
+            .and_then(|c| c.listen_port)
+            .unwrap_or(self.bgp_configuration.listen_port)
+    }
+
+    /// The log level of node `node`: its per-node `logSeverityScreen`, else the default's.
+    pub fn log_severity_of(&self, node: &str) -> LogSeverity {
+        self.node_bgp_configurations
+            .get(node)
+            .and_then(|c| c.log_severity_screen)
+            .unwrap_or(self.bgp_configuration.log_severity_screen)
+    }
+
+    /// The `prefixAdvertisements` that apply to node `node`: its per-node
+    /// BGPConfiguration's when that sets the field (it replaces the default's
+    /// list, as in Calico), else the default's.
+    pub fn prefix_advertisements_for(&self, node: &str) -> &[PrefixAdvertisement] {
+        self.node_bgp_configurations
+            .get(node)
+            .and_then(|c| c.prefix_advertisements.as_deref())
+            .unwrap_or(&self.bgp_configuration.prefix_advertisements)
+    }
+
+    /// The Node whose `ipv4Address` or `ipv6Address` is `ip` (the first in name
+    /// order should two claim it).
+    pub fn node_with_address(&self, ip: std::net::IpAddr) -> Option<&Node> {
+        self.nodes.values().find(|n| {
+            n.bgp.as_ref().is_some_and(|b| match ip {
+                std::net::IpAddr::V4(a) => b.ipv4_address.is_some_and(|x| x.addr() == a),
+                std::net::IpAddr::V6(a) => b.ipv6_address.is_some_and(|x| x.addr() == a),
+            })
+        })
     }
 
     /// The AS number node `node` speaks: its own `spec.bgp.asNumber`, else the
@@ -344,6 +386,7 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
         b.stored_block(o, *c, loc);
     }
     b.check_filters(&filters);
+    b.check_node_peers();
     (b.model, b.problems)
 }
 
@@ -404,6 +447,8 @@ enum Typed {
     Service(Service),
     EndpointSlice(EndpointSlice),
     BgpConfiguration(BgpConfiguration),
+    /// A `node.NAME` BGPConfiguration, with the node's name.
+    NodeBgpConfiguration(String, NodeBgpConfiguration),
     BfdConfiguration(BfdConfiguration),
 }
 
@@ -487,14 +532,18 @@ fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
         Kind::BgpConfiguration if name == "default" => {
             bgp_configuration::parse(&root, secrets, &mut f).map(Typed::BgpConfiguration)
         }
-        Kind::BgpConfiguration if name.starts_with("node.") => {
-            f.warn("metadata.name", "per-node BGPConfiguration is not supported by bgpd yet; ignored");
-            return done(f, Some(name), None, None);
-        }
-        Kind::BgpConfiguration => {
-            f.error("metadata.name", "bgpd reads only the BGPConfiguration named \"default\"");
-            None
-        }
+        Kind::BgpConfiguration => match name.strip_prefix("node.").filter(|n| !n.is_empty()) {
+            Some(node) => {
+                bgp_configuration::parse_node(&root, &mut f).map(|c| Typed::NodeBgpConfiguration(node.to_string(), c))
+            }
+            None => {
+                f.error(
+                    "metadata.name",
+                    "a BGPConfiguration is named \"default\" (the cluster's) or \"node.NAME\" (one node's)",
+                );
+                None
+            }
+        },
     };
     if value.is_none() && f.errors.is_empty() {
         // Every None above comes with an error; keep that true if code changes.
@@ -615,6 +664,9 @@ impl Builder {
                 self.model.endpoint_slices.insert(key, s);
             }
             Some(Typed::BgpConfiguration(x)) => self.model.bgp_configuration = x,
+            Some(Typed::NodeBgpConfiguration(node, x)) => {
+                self.model.node_bgp_configurations.insert(node, x);
+            }
             Some(Typed::BfdConfiguration(x)) => {
                 self.model.bfd_configurations.insert(key, x);
             }
@@ -659,6 +711,31 @@ impl Builder {
         }
         for w in f.warnings {
             self.problem(Severity::Warning, kind, name, w.field, w.reason, location);
+        }
+    }
+
+    /// Warns about BGPPeers without `asNumber` whose `peerIP` is no Node's
+    /// address: Calico takes the AS of the node at that address, so without one
+    /// there is no session.
+    fn check_node_peers(&mut self) {
+        let orphans: Vec<(String, std::net::IpAddr, Location)> = self
+            .model
+            .peers
+            .values()
+            .filter_map(|p| match &p.remote {
+                PeerRemote::Node { address } if self.model.node_with_address(address.ip).is_none() => {
+                    let loc = self.seen.get(&(Kind::BgpPeer, p.name.clone()))?;
+                    Some((p.name.clone(), address.ip, loc.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (peer, ip, loc) in orphans {
+            let reason = format!(
+                "missing, and {ip} is no Node's address (without asNumber the peer must be a Calico node, \
+                 whose AS it takes): no session until such a Node exists"
+            );
+            self.problem(Severity::Warning, "BGPPeer", Some(&peer), "spec.asNumber".into(), reason, &loc);
         }
     }
 

@@ -208,7 +208,8 @@ fn invalid_peers_are_reported_and_skipped() {
         ("spec: {peerIP: 10.0.0.1, asNumber: 4294967296}", "spec.asNumber: AS number 4294967296 is out of range 1..=4294967295"),
         ("spec: {peerIP: 10.0.0.1, asNumber: '1.65536'}", r#"spec.asNumber: "1.65536": each half of a dotted AS number must be 0..=65535"#),
         ("spec: {peerIP: 10.0.0.1, asNumber: 65000, localASNumber: 0}", "spec.localASNumber: AS number 0 is reserved"),
-        ("spec: {peerIP: 10.0.0.1}", "spec.asNumber: missing (required with peerIP)"),
+        ("spec: {localWorkloadSelector: \"app == 'router'\"}", "spec.localWorkloadSelector: not supported"),
+        ("spec: {peerSelector: all(), reversePeering: Sometimes}", r#"spec.reversePeering: "Sometimes" is not one of Auto, Manual"#),
         ("spec: {asNumber: 65000}", "spec.peerIP: missing (a BGPPeer needs peerIP or peerSelector)"),
         ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 30}", r#"spec.keepaliveTime: expected a duration string such as "30s", found 30"#),
         ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 1m30}", r#"spec.keepaliveTime: "1m30" is not a duration (missing unit"#),
@@ -474,14 +475,21 @@ fn bgp_configuration_names() {
     let cfg = |name: &str| {
         format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: {name}}}\nspec: {{asNumber: 65000}}\n")
     };
+    // A per-node configuration is read; asNumber is not a per-node field (Calico ignores it there).
     let (model, problems) = parse(&cfg("node.rack-a-1"));
-    assert_eq!(model, Model::default());
-    assert_eq!(of(&problems, Severity::Warning).len(), 1);
+    assert_eq!(model.bgp_configuration, BgpConfiguration::default());
+    assert_eq!(model.node_bgp_configurations["rack-a-1"], crate::datastore::NodeBgpConfiguration::default());
+    let warnings = of(&problems, Severity::Warning);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("BGPConfiguration \"node.rack-a-1\": spec.asNumber: only listenPort"),
+        "{warnings:?}"
+    );
     let (model, problems) = parse(&cfg("custom"));
     assert_eq!(model, Model::default());
     assert_eq!(
         of(&problems, Severity::Error),
-        ["BGPConfiguration \"custom\": metadata.name: bgpd reads only the BGPConfiguration named \"default\" (test.yaml, document 1)"]
+        ["BGPConfiguration \"custom\": metadata.name: a BGPConfiguration is named \"default\" (the cluster's) or \"node.NAME\" (one node's) (test.yaml, document 1)"]
     );
     // The CRD form (what kubectl shows with the Kubernetes datastore) is read too.
     let (model, _) = parse(&cfg("default").replace("projectcalico.org/v3", "crd.projectcalico.org/v1"));
@@ -544,14 +552,13 @@ fn duplicates_later_wins_with_a_warning_and_invalid_later_keeps_earlier() {
 
 #[test]
 fn unsupported_fields_and_missing_filters_warn_but_load() {
-    let text =
-        format!("{PEER_HEAD}spec: {{peerIP: 10.0.0.1, asNumber: 65000, localWorkloadSelector: x, filters: [f1]}}\n");
+    let text = format!("{PEER_HEAD}spec: {{peerIP: 10.0.0.1, asNumber: 65000, futureField: x, filters: [f1]}}\n");
     let (model, problems) = parse(&text);
     assert!(model.peers.contains_key("tor-1"));
     assert_eq!(
         of(&problems, Severity::Warning),
         [
-            "BGPPeer \"tor-1\": spec.localWorkloadSelector: not supported by bgpd; ignored (test.yaml, document 1)",
+            "BGPPeer \"tor-1\": spec.futureField: not supported by bgpd; ignored (test.yaml, document 1)",
             "BGPPeer \"tor-1\": spec.filters: BGPFilter \"f1\" is not in the datastore; the peer runs without it (test.yaml, document 1)",
         ]
     );
