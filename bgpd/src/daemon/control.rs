@@ -78,11 +78,25 @@ pub enum LifecycleCmd {
     },
 }
 
+/// What the control socket answers from: the shared status (data only) and
+/// the tasks it asks (the RIB task for routes and explanations, the main
+/// loop for `bgpd stop`), absent until the daemon has started them.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    /// The daemon's status.
+    pub shared: Shared,
+    /// The RIB task.
+    pub rib: Option<super::rib::RibHandle>,
+    /// The main loop.
+    pub lifecycle: Option<tokio::sync::mpsc::UnboundedSender<LifecycleCmd>>,
+}
+
 /// Answers one request from the shared status (routes: from the RIB task).
-pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
+pub async fn answer(ctl: &Control, req: &Request) -> serde_json::Value {
+    let shared = &ctl.shared;
     match req {
         Request::Stop { how, drain_secs } => {
-            let tx = shared.lock().lifecycle_tx.clone();
+            let tx = ctl.lifecycle.clone();
             let Some(tx) = tx else { return serde_json::json!({ "error": "the daemon is not running yet" }) };
             let (reply, rx) = tokio::sync::oneshot::channel();
             let drain = drain_secs.map(std::time::Duration::from_secs);
@@ -114,7 +128,7 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
             })
         }
         Request::Routes { prefix } => {
-            let handle = shared.lock().rib_handle.clone();
+            let handle = ctl.rib.clone();
             let routes = match handle {
                 Some(h) => h.routes(*prefix).await,
                 None => Vec::new(),
@@ -122,7 +136,7 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
             serde_json::json!({ "routes": routes })
         }
         Request::Explain { prefix, peer } => {
-            let handle = shared.lock().rib_handle.clone();
+            let handle = ctl.rib.clone();
             let Some(e) = (match handle {
                 Some(h) => h.explain(*prefix).await,
                 None => None,
@@ -174,7 +188,7 @@ pub async fn answer(shared: &Shared, req: &Request) -> serde_json::Value {
 }
 
 /// Serves the control socket at `path` until the task is dropped.
-pub async fn serve(path: &Path, shared: Shared) -> std::io::Result<()> {
+pub async fn serve(path: &Path, ctl: Control) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -193,9 +207,9 @@ pub async fn serve(path: &Path, shared: Shared) -> std::io::Result<()> {
                 continue;
             }
         };
-        let shared = shared.clone();
+        let ctl = ctl.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &shared).await {
+            if let Err(e) = handle(stream, &ctl).await {
                 warn!("control socket client: {e}");
             }
         });
@@ -207,7 +221,7 @@ const MAX_REQUEST: u64 = 64 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, ctl: &Control) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
@@ -223,7 +237,7 @@ async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
         return w.shutdown().await;
     }
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(shared, &req).await,
+        Ok(req) => answer(ctl, &req).await,
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     w.write_all(reply.to_string().as_bytes()).await?;
@@ -478,7 +492,7 @@ mod tests {
     use crate::daemon::rib::{RibCmd, RibHandle};
     use crate::daemon::status::{PeerStatus, PeerView, RouteView};
 
-    fn shared_with_routes() -> Shared {
+    fn shared_with_routes() -> Control {
         let shared = Shared::default();
         let view = PeerView {
             peer_id: Some("10.0.0.2".into()),
@@ -518,17 +532,14 @@ mod tests {
                 }
             }
         });
-        let mut s = shared.lock();
-        s.peers.insert("tor#0".into(), PeerStatus { view, established_at: None });
-        s.rib_handle = Some(handle);
-        drop(s);
-        shared
+        shared.lock().peers.insert("tor#0".into(), PeerStatus { view, established_at: None });
+        Control { shared, rib: Some(handle), lifecycle: None }
     }
 
     /// A node with two ToR peers and a real RIB behind the control socket:
     /// tor-a (AS 65010) sends three routes, tor-b (AS 65020) has a BGPFilter
     /// that rejects one of them on export; the node originates a block.
-    fn shared_with_a_rib() -> Shared {
+    fn shared_with_a_rib() -> Control {
         use crate::daemon::originate::Origination;
         use crate::daemon::rib::{origination_attrs, peer_config, rib_config};
         use bgpd_proto::nlri::Nlri;
@@ -624,11 +635,8 @@ mod tests {
             }
         });
         let shared = Shared::default();
-        let mut s = shared.lock();
-        s.rib_handle = Some(handle);
-        s.originations = node.originations.clone();
-        drop(s);
-        shared
+        shared.lock().originations = node.originations.clone();
+        Control { shared, rib: Some(handle), lifecycle: None }
     }
 
     /// The advertised lines of `peer` in an `explain` answer.
@@ -727,19 +735,19 @@ mod tests {
         use crate::daemon::status::{Deferral, Lifecycle};
         let shared = shared_with_routes();
         let until = std::time::SystemTime::now() + std::time::Duration::from_secs(42);
-        shared.lock().deferral =
+        shared.shared.lock().deferral =
             Some(Deferral { until, waiting: vec![("tor".into(), "End-of-RIB for ipv4/unicast".into())] });
         let v = answer(&shared, &Request::Peers).await;
         assert!(v["deferral"]["until"].as_u64().is_some(), "{v}");
         let text = render(&Request::Peers, &v);
         assert!(text.contains("restarting: selection deferral"), "{text}");
         assert!(text.contains("waiting for tor: End-of-RIB for ipv4/unicast"), "{text}");
-        shared.lock().deferral = None;
-        shared.lock().lifecycle = Lifecycle::Draining { why: "bgpd stop --withdraw".into(), until };
+        shared.shared.lock().deferral = None;
+        shared.shared.lock().lifecycle = Lifecycle::Draining { why: "bgpd stop --withdraw".into(), until };
         let text = render(&Request::Peers, &answer(&shared, &Request::Peers).await);
         assert!(text.contains("decommissioning (bgpd stop --withdraw)"), "{text}");
         assert!(!text.contains("restarting:"), "{text}");
-        shared.lock().lifecycle = Lifecycle::Decommissioned { why: "Node gone".into() };
+        shared.shared.lock().lifecycle = Lifecycle::Decommissioned { why: "Node gone".into() };
         let text = render(&Request::Peers, &answer(&shared, &Request::Peers).await);
         assert!(text.contains("decommissioned (Node gone)"), "{text}");
     }

@@ -71,15 +71,7 @@ pub fn render(shared: &Shared) -> String {
         &[],
     );
     for p in shared.peers() {
-        let code = match p.state.as_str() {
-            "Idle" => 1,
-            "Connect" => 2,
-            "Active" => 3,
-            "OpenSent" => 4,
-            "OpenConfirm" => 5,
-            _ => 6,
-        };
-        state.with_label_values(&[&p.name, &p.address.to_string()]).set(code);
+        state.with_label_values(&[&p.name, &p.address.to_string()]).set(i64::from(p.state.mib_code()));
         up.with_label_values(&[&p.name]).set(p.uptime_secs as i64);
         flaps.with_label_values(&[&p.name]).inc_by(p.flaps);
         for (t, n) in &p.received {

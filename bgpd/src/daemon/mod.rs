@@ -355,11 +355,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tasks.bfd.send(bfd::BfdCmd::Resume(assessed.bfd.clone(), std::time::Instant::now() + left));
     }
     let (life_tx, mut life_rx) = mpsc::unbounded_channel();
-    {
-        let mut s = shared.lock();
-        s.rib_handle = Some(rib.clone());
-        s.lifecycle_tx = Some(life_tx);
-    }
 
     // Metrics first, bound here and handed over: once the control socket
     // answers, `/readyz` answers too.
@@ -373,9 +368,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         });
     }
     let control_path = opts.control_socket.clone();
-    let control_shared = shared.clone();
+    let ctl = control::Control { shared: shared.clone(), rib: Some(rib.clone()), lifecycle: Some(life_tx) };
     tokio::spawn(async move {
-        if let Err(e) = control::serve(&control_path, control_shared).await {
+        if let Err(e) = control::serve(&control_path, ctl).await {
             warn!("control socket {}: {e}", control_path.display());
         }
     });

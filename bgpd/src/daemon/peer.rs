@@ -654,7 +654,7 @@ fn with_peer(shared: &Shared, name: &str, f: impl FnOnce(&mut PeerStatus)) {
 }
 
 fn set_state(shared: &Shared, name: &str, peer: &Peer) {
-    with_peer(shared, name, |p| p.view.state = state_name(peer.state()).into());
+    with_peer(shared, name, |p| p.view.state = peer.state());
 }
 
 fn failure(shared: &Shared, key: &str, why: String) {

@@ -55,7 +55,7 @@ pub struct PeerView {
     /// Local AS.
     pub local_as: u32,
     /// FSM state.
-    pub state: String,
+    pub state: State,
     /// Seconds since Established (0 otherwise).
     pub uptime_secs: u64,
     /// Established since (Unix seconds).
@@ -99,7 +99,7 @@ impl PeerView {
             address,
             peer_as,
             local_as,
-            state: "Idle".into(),
+            state: State::Idle,
             uptime_secs: 0,
             established_since: None,
             flaps: 0,
@@ -122,7 +122,7 @@ impl PeerView {
     #[cfg(test)]
     pub fn example(name: &str) -> PeerView {
         let mut v = PeerView::new(name, "10.0.0.2:179".parse().unwrap(), 65010, 64512);
-        v.state = "Established".into();
+        v.state = State::Established;
         v
     }
 }
@@ -165,8 +165,6 @@ pub struct Status {
     /// Incoming connections refused because they came from no configured
     /// peer's address (`bgpd_connections_refused_total`).
     pub refused_unconfigured: u64,
-    /// The RIB task, for `show routes`.
-    pub rib_handle: Option<super::rib::RibHandle>,
     /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).
     pub kernel: Option<super::kernel::KernelView>,
     /// Selection deferral after a restart, while it lasts (`show peers`, `/readyz`).
@@ -175,8 +173,6 @@ pub struct Status {
     pub lifecycle: Lifecycle,
     /// The BFD sessions (`show bfd`, metrics, `show peers`).
     pub bfd: super::bfd::BfdView,
-    /// The main loop, for `bgpd stop`.
-    pub lifecycle_tx: Option<tokio::sync::mpsc::UnboundedSender<super::control::LifecycleCmd>>,
 }
 
 /// Selection deferral in progress (RFC 4724 §4.1), as `show peers` says it.

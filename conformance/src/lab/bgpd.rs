@@ -24,7 +24,7 @@ pub fn binary() -> PathBuf {
     let p = exe.parent().and_then(Path::parent).map(|d| d.join("bgpd")).unwrap_or_default();
     assert!(
         p.is_file(),
-        "bgpd binary not found at {} (from the test binary {}): run `cargo build -p bgpd` first (with the same CARGO_TARGET_DIR), or set BGPD_BIN",
+        "bgpd binary not found at {} (from the test binary {}): run `cargo build -p bgpd -p bgpd-lab` first (with the same CARGO_TARGET_DIR), or set BGPD_BIN",
         p.display(),
         exe.display()
     );

@@ -22,8 +22,10 @@ pub use negotiate::{build_open, negotiate, Negotiated};
 use crate::error::{code, EncodeError, UpdateIssue};
 use crate::wire::{Message, Notification, Open, RouteRefresh, Update, WireContext};
 
-/// The session states of RFC 4271 §8.2.2.
+/// The session states of RFC 4271 §8.2.2 (named as the RFC names them,
+/// also when serialized).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum State {
     /// Refuses connections; waits for a start event.
     Idle,
@@ -37,6 +39,20 @@ pub enum State {
     OpenConfirm,
     /// Exchanging UPDATEs.
     Established,
+}
+
+impl State {
+    /// BGP4-MIB's `bgpPeerState` number (RFC 4273): Idle 1 … Established 6.
+    pub fn mib_code(self) -> u8 {
+        match self {
+            State::Idle => 1,
+            State::Connect => 2,
+            State::Active => 3,
+            State::OpenSent => 4,
+            State::OpenConfirm => 5,
+            State::Established => 6,
+        }
+    }
 }
 
 /// Why a session left Established or failed to reach it.
