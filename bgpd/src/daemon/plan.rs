@@ -366,7 +366,9 @@ fn from_bgp_peer(model: &Model, me: &Me, p: &BgpPeer, name: String, addr: Socket
 fn mesh_sessions(model: &Model, me: &Me) -> Vec<PeerSpec> {
     let cfg = &model.bgp_configuration;
     let is_reflector = |n: &Node| cluster_of(n).is_some();
-    if !cfg.node_to_node_mesh_enabled || is_reflector(me.node) {
+    // A nodeMeshPassword that does not resolve holds the mesh (the datastore
+    // reports it): no session without the password it is configured with.
+    if !cfg.node_to_node_mesh_enabled || is_reflector(me.node) || cfg.node_mesh_password_unresolved {
         return Vec::new();
     }
     let restart = cfg.node_mesh_max_restart_time;
@@ -435,6 +437,18 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_ne!(p1[0].passive, p2[0].passive, "exactly one side connects");
         assert!(p1[0].passive, "the lower address waits, the higher connects (Calico's rule)");
         assert_eq!((p1[0].long_lived_stale_time, p1[0].graceful_notification), (Some(3600), false));
+    }
+
+    #[test]
+    fn an_unresolved_mesh_password_holds_the_mesh_not_the_explicit_peers() {
+        let cfg = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
+                   spec: {nodeMeshPassword: {secretKeyRef: {name: gone, key: k}}}\n---\n\
+                   apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n\
+                   spec: {peerIP: 10.0.0.254, asNumber: 65100}\n";
+        let (m, _) = parse_sources(&[Source { path: "ds.yaml".into(), text: format!("{NODES}{cfg}") }]).unwrap();
+        let (_, p) = plan(&m, "n1").unwrap();
+        let names: Vec<&str> = p.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["tor"], "no mesh session without its password; the ToR still peers");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct BgpConfiguration {
     pub node_to_node_mesh_enabled: bool,
     /// `nodeMeshPassword`: TCP MD5 key for the mesh sessions.
     pub node_mesh_password: Option<Md5Key>,
+    /// `nodeMeshPassword` is set but its Secret does not resolve: the mesh
+    /// is held (no mesh session runs) until it does, rather than run without
+    /// the password it is configured with.
+    pub node_mesh_password_unresolved: bool,
     /// `nodeMeshMaxRestartTime`: graceful-restart time for mesh sessions. Default 120s.
     pub node_mesh_max_restart_time: Duration,
     /// `serviceClusterIPs[].cidr`: Service cluster IP ranges to advertise.
@@ -73,6 +77,7 @@ impl Default for BgpConfiguration {
             log_severity_screen: LogSeverity::Info,
             node_to_node_mesh_enabled: true,
             node_mesh_password: None,
+            node_mesh_password_unresolved: false,
             node_mesh_max_restart_time: Duration::from_secs(120),
             service_cluster_ips: Vec::new(),
             service_external_ips: Vec::new(),
@@ -274,7 +279,20 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         .unwrap_or(d.bind_mode);
     let log_severity_screen = f.opt(spec.parse_str("logSeverityScreen", str::parse)).unwrap_or(d.log_severity_screen);
     let node_to_node_mesh_enabled = f.opt(spec.bool("nodeToNodeMeshEnabled")).unwrap_or(d.node_to_node_mesh_enabled);
-    let node_mesh_password = secrets.password(&spec, "nodeMeshPassword", f);
+    // A nodeMeshPassword whose Secret does not resolve holds the mesh and
+    // keeps the rest of the object: dropping the object would fall back to
+    // the defaults, which run the mesh without any password.
+    let mut pf = Findings::default();
+    let node_mesh_password = secrets.password(&spec, "nodeMeshPassword", &mut pf);
+    let node_mesh_password_unresolved = !pf.errors.is_empty();
+    for mut e in pf.errors {
+        e.reason.push_str(
+            ": the node-to-node mesh is held (no mesh session runs) until the password resolves \
+             (bgpd never runs the mesh without the password it is configured with; Calico would)",
+        );
+        f.warnings.push(e);
+    }
+    f.warnings.extend(pf.warnings);
     let node_mesh_max_restart_time =
         f.opt(spec.get("nodeMeshMaxRestartTime", duration_from_value)).unwrap_or(d.node_mesh_max_restart_time);
     let service_cluster_ips = cidr_list(&spec, "serviceClusterIPs", f);
@@ -304,6 +322,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         log_severity_screen,
         node_to_node_mesh_enabled,
         node_mesh_password,
+        node_mesh_password_unresolved,
         node_mesh_max_restart_time,
         service_cluster_ips,
         service_external_ips,

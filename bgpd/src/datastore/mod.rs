@@ -168,10 +168,7 @@ impl Model {
     /// The port node `node` listens on, and that other nodes dial it on: its
     /// per-node BGPConfiguration's `listenPort`, else the default's (179 unless set).
     pub fn listen_port_of(&self, node: &str) -> u16 {
-        self.node_bgp_configurations
-            .get(node)
-            .and_then(|c| c.listen_port)
-            .unwrap_or(self.bgp_configuration.listen_port)
+        self.node_bgp_configurations.get(node).and_then(|c| c.listen_port).unwrap_or(self.bgp_configuration.listen_port)
     }
 
     /// The log level of node `node`: its per-node `logSeverityScreen`, else the default's.

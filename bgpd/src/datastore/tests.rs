@@ -428,10 +428,6 @@ fn invalid_bgp_configuration_is_reported_and_defaults_remain() {
             r#"spec.nodeMeshMaxRestartTime: "2d" is not a duration (unknown unit "d""#,
         ),
         (
-            "spec: {nodeMeshPassword: {secretKeyRef: {name: x, key: y}}}",
-            r#"spec.nodeMeshPassword.secretKeyRef: Secret "x" not found"#,
-        ),
-        (
             "spec: {serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: 10.96.0.1/12}]}",
             r#"spec.serviceClusterIPs[1].cidr: "10.96.0.1/12" has host bits set (the network is 10.96.0.0/12)"#,
         ),
@@ -468,6 +464,22 @@ fn invalid_bgp_configuration_is_reported_and_defaults_remain() {
         assert!(errors[0].starts_with(&want), "{spec}:\n got  {}\n want {want}…", errors[0]);
         assert_eq!(model.bgp_configuration, BgpConfiguration::default(), "{spec}");
     }
+}
+
+#[test]
+fn an_unresolved_mesh_password_holds_the_mesh_and_keeps_the_rest() {
+    // Dropping the object would fall back to the defaults, which run the
+    // mesh without any password: the object stays, the mesh is held.
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
+                spec: {asNumber: 65001, nodeMeshPassword: {secretKeyRef: {name: x, key: y}}}\n";
+    let (model, problems) = parse(text);
+    assert!(of(&problems, Severity::Error).is_empty(), "{problems:#?}");
+    let warnings = of(&problems, Severity::Warning);
+    let want = r#"BGPConfiguration "default": spec.nodeMeshPassword.secretKeyRef: Secret "x" not found: the node-to-node mesh is held"#;
+    assert!(warnings.iter().any(|w| w.starts_with(want)), "{warnings:#?}");
+    let cfg = &model.bgp_configuration;
+    assert_eq!(cfg.as_number.get(), 65001, "the rest of the object is kept");
+    assert!(cfg.node_mesh_password_unresolved && cfg.node_mesh_password.is_none());
 }
 
 #[test]
