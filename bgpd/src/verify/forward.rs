@@ -3,17 +3,27 @@
 //! service endpoints, the routes its speaker installed, a host's default
 //! gateway), and traces hop by hop by longest prefix match, following every
 //! ECMP branch, with the reason a branch ends.
+//!
+//! A design of a thousand nodes traces millions of flows, so the tables are
+//! indexed once per scenario (learned routes by prefix length, neighbours by
+//! segment and address) and where a packet for a destination ends from a
+//! member is worked out once: every flow through that member reuses it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
 
 use super::model::{Design, Local, MemberModel};
 use super::sim::Scenario;
 
-/// Learned routes per member: prefix → ECMP next hops (what the simulator installed).
-pub type Fibs = BTreeMap<String, BTreeMap<IpNet, Vec<IpAddr>>>;
+/// One member's learned routes: prefix → ECMP next hops (what the simulator installed).
+pub type Fib = BTreeMap<IpNet, Vec<IpAddr>>;
+
+/// Every member's learned routes, by member name.
+pub type Fibs<'a> = HashMap<&'a str, &'a Fib>;
 
 /// Why a branch of a trace stops short of its destination.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,42 +49,150 @@ pub enum End {
     Loop(Vec<String>),
 }
 
+/// Every way a packet can end, shared by the flows that reach the same
+/// member for the same destination.
+pub type Ends = Rc<BTreeSet<End>>;
+
 /// What a member does with a destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Action {
-    Deliver(String),
-    Connected(String),
-    Via(Vec<IpAddr>),
-    Blackhole(String),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action<'a> {
+    Deliver(&'a str),
+    Connected(&'a str),
+    Via(&'a [IpAddr]),
+    Blackhole(&'a str),
+}
+
+/// Paths longer than this many hops count as a loop (a guard: loops are
+/// caught when a member comes round again).
+const MAX_HOPS: usize = 64;
+
+/// One member's forwarding state in the scenario.
+struct Table<'a> {
+    member: &'a MemberModel,
+    up: bool,
+    /// Its interfaces on segments that are up.
+    live: Vec<&'a (String, IpNet)>,
+    fib: Option<&'a Fib>,
+    /// Its learned routes by prefix number ([`Network::prefixes`]); `None`
+    /// when a prefix of its has host bits set (then `fib` is searched linearly).
+    routes: Option<Vec<Option<&'a [IpAddr]>>>,
+}
+
+impl<'a> Table<'a> {
+    /// The learned route with the longest prefix covering the destination
+    /// whose covering prefixes, longest first, are `chain`.
+    fn longest_match(&self, dst: IpAddr, chain: &[u32], prefixes: &[IpNet]) -> Option<(IpNet, &'a [IpAddr])> {
+        let fib = self.fib?;
+        let Some(routes) = &self.routes else {
+            // The first of the longest, in prefix order.
+            let mut best: Option<(IpNet, &'a [IpAddr])> = None;
+            for (net, hops) in fib.iter().filter(|(n, _)| n.contains(&dst)) {
+                if best.is_none_or(|(b, _)| net.prefix_len() > b.prefix_len()) {
+                    best = Some((*net, hops.as_slice()));
+                }
+            }
+            return best;
+        };
+        chain.iter().find_map(|id| routes[*id as usize].map(|hops| (prefixes[*id as usize], hops)))
+    }
+}
+
+/// Where a member's packets for a destination end, and how many hops deep
+/// the trace went to find out.
+#[derive(Clone)]
+struct Known {
+    ends: Ends,
+    depth: usize,
+}
+
+/// What is worked out once per destination.
+struct Destination {
+    /// The numbers of the learned prefixes that cover it, longest first.
+    chain: Rc<[u32]>,
+    /// Per member: where its packets for it end (only results without a
+    /// loop, which do not depend on the path that led there).
+    known: Vec<Option<Known>>,
 }
 
 /// The forwarding state of the whole design in one scenario.
 pub struct Network<'a> {
-    design: &'a Design,
-    failed: &'a Scenario,
-    fibs: &'a Fibs,
+    tables: Vec<Table<'a>>,
+    index: HashMap<&'a str, usize>,
+    /// (segment, address) → the first live member (in name order) that has it there.
+    hosts: HashMap<(&'a str, IpAddr), usize>,
+    /// Every prefix some member learned, numbered.
+    prefixes: Vec<IpNet>,
+    numbers: HashMap<IpNet, u32>,
+    /// The lengths of `prefixes`, longest first: IPv4, IPv6.
+    lengths: [Vec<u8>; 2],
+    destinations: RefCell<HashMap<IpAddr, Destination>>,
 }
 
 impl<'a> Network<'a> {
-    /// The design's members, with `failed` down and `fibs` installed.
-    pub fn new(design: &'a Design, failed: &'a Scenario, fibs: &'a Fibs) -> Network<'a> {
-        Network { design, failed, fibs }
+    /// The design's members, with `failed` down and `fib` giving each
+    /// member's installed routes.
+    pub fn new(design: &'a Design, failed: &'a Scenario, fib: impl Fn(&str) -> Option<&'a Fib>) -> Network<'a> {
+        let mut prefixes = Vec::new();
+        let mut numbers: HashMap<IpNet, u32> = HashMap::new();
+        let mut lengths = [BTreeSet::new(), BTreeSet::new()];
+        let fibs: Vec<Option<&'a Fib>> = design.members.values().map(|m| fib(&m.name)).collect();
+        for net in fibs.iter().flatten().flat_map(|f| f.keys()).filter(|n| **n == n.trunc()) {
+            numbers.entry(*net).or_insert_with(|| {
+                prefixes.push(*net);
+                lengths[usize::from(net.addr().is_ipv6())].insert(net.prefix_len());
+                (prefixes.len() - 1) as u32
+            });
+        }
+        let tables: Vec<Table<'a>> = design
+            .members
+            .values()
+            .zip(fibs)
+            .map(|(m, fib)| {
+                let routes = fib.and_then(|f| {
+                    let mut routes = vec![None; prefixes.len()];
+                    for (net, hops) in f {
+                        routes[*numbers.get(net)? as usize] = Some(hops.as_slice());
+                    }
+                    Some(routes)
+                });
+                let live = m.interfaces.iter().filter(|(s, _)| !failed.segments.contains(s)).collect();
+                Table { member: m, up: !failed.down(&m.name), live, fib, routes }
+            })
+            .collect();
+        let index = tables.iter().enumerate().map(|(i, t)| (t.member.name.as_str(), i)).collect();
+        let mut hosts = HashMap::new();
+        for (i, t) in tables.iter().enumerate().filter(|(_, t)| t.up) {
+            for (seg, a) in &t.member.interfaces {
+                hosts.entry((seg.as_str(), a.addr())).or_insert(i);
+            }
+        }
+        let lengths = lengths.map(|l| l.into_iter().rev().collect());
+        Network { tables, index, hosts, prefixes, numbers, lengths, destinations: RefCell::new(HashMap::new()) }
     }
 
-    fn live_interfaces<'m>(&self, m: &'m MemberModel) -> impl Iterator<Item = &'m (String, IpNet)> + 'm {
-        let failed = self.failed.segments.clone();
-        m.interfaces.iter().filter(move |(s, _)| !failed.contains(s))
+    /// The numbers of the learned prefixes covering `dst`, longest first.
+    fn chain(&self, dst: IpAddr) -> Rc<[u32]> {
+        if let Some(d) = self.destinations.borrow().get(&dst) {
+            return d.chain.clone();
+        }
+        let chain: Rc<[u32]> = self.lengths[usize::from(dst.is_ipv6())]
+            .iter()
+            .filter_map(|len| self.numbers.get(&IpNet::new(dst, *len).ok()?.trunc()).copied())
+            .collect();
+        let known = vec![None; self.tables.len()];
+        self.destinations.borrow_mut().insert(dst, Destination { chain: chain.clone(), known });
+        chain
     }
 
-    /// The route `member` uses for `dst`: longest prefix wins; on equal
+    /// The route a member uses for `dst`: longest prefix wins; on equal
     /// prefixes, its own (connected, local) beat learned ones, as the
     /// kernel's connected routes and bgpd's lower-metric service routes do.
-    fn lookup(&self, m: &MemberModel, dst: IpAddr) -> Option<(IpNet, Action)> {
-        if self.live_interfaces(m).any(|(_, a)| a.addr() == dst) {
-            return Some((IpNet::from(dst), Action::Deliver("its own address".into())));
+    fn lookup(&self, t: &Table<'a>, dst: IpAddr, chain: &[u32]) -> Option<(IpNet, Action<'a>)> {
+        if t.live.iter().any(|(_, a)| a.addr() == dst) {
+            return Some((IpNet::from(dst), Action::Deliver("its own address")));
         }
-        let mut best: Option<(IpNet, u8, Action)> = None;
-        let mut offer = |net: IpNet, rank: u8, action: Action| {
+        let mut best: Option<(IpNet, u8, Action<'a>)> = None;
+        let mut offer = |net: IpNet, rank: u8, action: Action<'a>| {
             if !net.contains(&dst) {
                 return;
             }
@@ -86,115 +204,158 @@ impl<'a> Network<'a> {
                 best = Some((net, rank, action));
             }
         };
+        let m = t.member;
         for (net, local) in &m.local {
             let action = match local {
-                Local::Deliver(what) => Action::Deliver(what.clone()),
-                Local::Blackhole(why) => Action::Blackhole(why.clone()),
+                Local::Deliver(what) => Action::Deliver(what),
+                Local::Blackhole(why) => Action::Blackhole(why),
             };
             offer(*net, 2, action);
         }
-        for (seg, a) in self.live_interfaces(m) {
-            offer(a.trunc(), 2, Action::Connected(seg.clone()));
+        for iface in t.live.iter().copied() {
+            offer(iface.1.trunc(), 2, Action::Connected(&iface.0));
         }
-        if let Some(fib) = self.fibs.get(&m.name) {
-            for (net, hops) in fib {
-                offer(*net, 1, Action::Via(hops.clone()));
-            }
+        // Of the learned routes only the longest match can win: every other
+        // one covering `dst` is shorter.
+        if let Some((net, hops)) = t.longest_match(dst, chain, &self.prefixes) {
+            offer(net, 1, Action::Via(hops));
         }
         for g in &m.gateways {
             let default = if g.is_ipv4() { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) };
-            offer(default, 0, Action::Via(vec![*g]));
+            offer(default, 0, Action::Via(std::slice::from_ref(g)));
         }
         best.map(|(n, _, a)| (n, a))
     }
 
-    /// The live member that has `addr` on segment `seg`.
-    fn neighbour(&self, seg: &str, addr: IpAddr) -> Option<&'a MemberModel> {
-        self.design
-            .members
-            .values()
-            .filter(|m| !self.failed.down(&m.name))
-            .find(|m| m.interfaces.iter().any(|(s, a)| s == seg && a.addr() == addr))
-    }
-
-    /// Where a next hop leads from `m`: the member that answers for it.
-    fn resolve(&self, m: &MemberModel, nh: IpAddr) -> Option<&'a MemberModel> {
-        let (seg, _) = self.live_interfaces(m).find(|(_, a)| a.contains(&nh))?;
-        self.neighbour(seg, nh)
+    /// Where a next hop leads from a member: the member that answers for it.
+    fn resolve(&self, t: &Table<'a>, nh: IpAddr) -> Option<usize> {
+        let (seg, _) = t.live.iter().find(|(_, a)| a.contains(&nh))?;
+        self.hosts.get(&(seg.as_str(), nh)).copied()
     }
 
     /// Every way a packet for `dst` can end, starting at `from`.
-    pub fn trace(&self, from: &str, dst: IpAddr) -> BTreeSet<End> {
-        let mut stack = Vec::new();
-        self.ends(from, dst, &mut stack)
+    pub fn trace(&self, from: &str, dst: IpAddr) -> Ends {
+        match self.index.get(from) {
+            Some(&i) => self.ends(i, dst, &mut Vec::new()).0,
+            None => Rc::new(BTreeSet::from([End::Dropped(from.to_string(), Drop::NoRoute)])),
+        }
     }
 
-    fn ends(&self, name: &str, dst: IpAddr, stack: &mut Vec<String>) -> BTreeSet<End> {
-        if let Some(i) = stack.iter().position(|s| s == name) {
-            let mut members: Vec<String> = stack[i..].to_vec();
-            members.push(name.to_string());
-            return BTreeSet::from([End::Loop(members)]);
+    /// Where packets for `dst` end from member `i`, reached through
+    /// `stack`, and how deep the trace went from `i`.
+    fn ends(&self, i: usize, dst: IpAddr, stack: &mut Vec<usize>) -> (Ends, usize) {
+        let t = &self.tables[i];
+        let name = &t.member.name;
+        let one = |e: End| (Rc::new(BTreeSet::from([e])), 0);
+        if let Some(p) = stack.iter().position(|s| *s == i) {
+            let mut members: Vec<String> = stack[p..].iter().map(|s| self.tables[*s].member.name.clone()).collect();
+            members.push(name.clone());
+            return one(End::Loop(members));
         }
-        let Some(m) = self.design.members.get(name).filter(|_| !self.failed.down(name)) else {
-            return BTreeSet::from([End::Dropped(name.to_string(), Drop::NoRoute)]);
-        };
-        // Longer than any sane path: a guard, loops are caught above.
-        if stack.len() > 64 {
-            return BTreeSet::from([End::Loop(stack.clone())]);
+        if !t.up {
+            return one(End::Dropped(name.clone(), Drop::NoRoute));
         }
-        let here = |d: Drop| BTreeSet::from([End::Dropped(name.to_string(), d)]);
-        let Some((_, action)) = self.lookup(m, dst) else { return here(Drop::NoRoute) };
-        let next: Vec<Result<&MemberModel, Drop>> = match action {
-            Action::Deliver(what) => return BTreeSet::from([End::Delivered(name.to_string(), what)]),
-            Action::Blackhole(why) => return here(Drop::Blackhole(why)),
-            Action::Connected(seg) => match self.neighbour(&seg, dst) {
-                Some(n) => vec![Ok(n)],
-                None => vec![Err(Drop::NoHost(seg))],
+        if stack.len() > MAX_HOPS {
+            return one(End::Loop(stack.iter().map(|s| self.tables[*s].member.name.clone()).collect()));
+        }
+        // A result without a loop holds wherever the packet came from, as
+        // long as this path's length leaves room for its depth.
+        let chain = self.chain(dst);
+        let known = self.destinations.borrow().get(&dst).and_then(|d| d.known[i].clone());
+        if let Some(k) = known.filter(|k| stack.len() + k.depth <= MAX_HOPS) {
+            return (k.ends, k.depth);
+        }
+        let (ends, depth) = self.walk(t, i, dst, &chain, stack);
+        if !ends.iter().any(|e| matches!(e, End::Loop(_))) {
+            if let Some(d) = self.destinations.borrow_mut().get_mut(&dst) {
+                d.known[i] = Some(Known { ends: ends.clone(), depth });
+            }
+        }
+        (ends, depth)
+    }
+
+    /// One hop from member `i` and every branch on from there.
+    fn walk(&self, t: &Table<'a>, i: usize, dst: IpAddr, chain: &[u32], stack: &mut Vec<usize>) -> (Ends, usize) {
+        let name = &t.member.name;
+        let here = |d: Drop| (Rc::new(BTreeSet::from([End::Dropped(name.clone(), d)])), 0);
+        let Some((_, action)) = self.lookup(t, dst, chain) else { return here(Drop::NoRoute) };
+        let next: Vec<Result<usize, Drop>> = match action {
+            Action::Deliver(what) => {
+                return (Rc::new(BTreeSet::from([End::Delivered(name.clone(), what.to_string())])), 0)
+            }
+            Action::Blackhole(why) => return here(Drop::Blackhole(why.to_string())),
+            Action::Connected(seg) => match self.hosts.get(&(seg, dst)) {
+                Some(n) => vec![Ok(*n)],
+                None => vec![Err(Drop::NoHost(seg.to_string()))],
             },
-            Action::Via(hops) => hops.iter().map(|nh| self.resolve(m, *nh).ok_or(Drop::Unresolvable(*nh))).collect(),
+            Action::Via(hops) => hops.iter().map(|nh| self.resolve(t, *nh).ok_or(Drop::Unresolvable(*nh))).collect(),
         };
-        let mut out = BTreeSet::new();
-        stack.push(name.to_string());
+        stack.push(i);
+        let mut branches: Vec<Ends> = Vec::new();
+        let mut here_ends = BTreeSet::new();
+        let mut depth = 0;
         for n in next {
             match n {
-                Ok(n) => out.extend(self.ends(&n.name, dst, stack)),
+                Ok(n) => {
+                    let (e, d) = self.ends(n, dst, stack);
+                    depth = depth.max(d + 1);
+                    branches.push(e);
+                }
                 Err(d) => {
-                    out.insert(End::Dropped(name.to_string(), d));
+                    here_ends.insert(End::Dropped(name.clone(), d));
                 }
             }
         }
         stack.pop();
-        out
+        // ECMP branches that end alike (the common case) share their result.
+        if here_ends.is_empty() {
+            if let Some((first, rest)) = branches.split_first() {
+                if rest.iter().all(|b| Rc::ptr_eq(b, first) || b == first) {
+                    return (first.clone(), depth);
+                }
+            }
+        }
+        for b in &branches {
+            here_ends.extend(b.iter().cloned());
+        }
+        (Rc::new(here_ends), depth)
     }
 
     /// The source address a member's own packets for `dst` carry: its
     /// address on the interface they leave by, as the kernel picks it.
     pub fn source_address(&self, member: &str, dst: IpAddr) -> Option<IpAddr> {
-        let m = self.design.members.get(member)?;
+        let t = &self.tables[*self.index.get(member)?];
         let on = |seg: &str| {
-            self.live_interfaces(m)
-                .find(|(s, a)| s == seg && a.addr().is_ipv4() == dst.is_ipv4())
-                .map(|(_, a)| a.addr())
+            t.live.iter().find(|(s, a)| s == seg && a.addr().is_ipv4() == dst.is_ipv4()).map(|(_, a)| a.addr())
         };
-        let out = match self.lookup(m, dst) {
-            Some((_, Action::Connected(seg))) => on(&seg),
+        let out = match self.lookup(t, dst, &self.chain(dst)) {
+            Some((_, Action::Connected(seg))) => on(seg),
             Some((_, Action::Via(hops))) => hops.iter().find_map(|h| {
-                let (seg, _) = self.live_interfaces(m).find(|(_, a)| a.contains(h))?;
+                let (seg, _) = t.live.iter().find(|(_, a)| a.contains(h))?;
                 on(seg)
             }),
             _ => None,
         };
-        out.or_else(|| self.live_interfaces(m).map(|(_, a)| a.addr()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+        out.or_else(|| t.live.iter().map(|(_, a)| a.addr()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+    }
+
+    /// The distinct next-hop members `member` uses for `dst` (its ECMP set).
+    pub fn used_neighbours(&self, member: &str, dst: IpAddr) -> BTreeSet<&'a str> {
+        let Some(t) = self.index.get(member).map(|i| &self.tables[*i]) else { return BTreeSet::new() };
+        match self.lookup(t, dst, &self.chain(dst)) {
+            Some((_, Action::Via(hops))) => hops.iter().filter_map(|h| self.neighbour_of(member, *h)).collect(),
+            _ => BTreeSet::new(),
+        }
     }
 
     /// How many distinct next-hop members `member` uses for `dst` (its ECMP width).
     pub fn width(&self, member: &str, dst: IpAddr) -> usize {
-        let Some(m) = self.design.members.get(member) else { return 0 };
-        match self.lookup(m, dst) {
-            Some((_, Action::Via(hops))) => {
-                hops.iter().filter_map(|h| self.resolve(m, *h)).map(|n| &n.name).collect::<BTreeSet<_>>().len()
-            }
-            _ => 0,
-        }
+        self.used_neighbours(member, dst).len()
+    }
+
+    /// The member a next hop of `member` leads to.
+    pub fn neighbour_of(&self, member: &str, nh: IpAddr) -> Option<&'a str> {
+        let t = &self.tables[*self.index.get(member)?];
+        self.resolve(t, nh).map(|n| self.tables[n].member.name.as_str())
     }
 }

@@ -20,12 +20,13 @@ pub mod sim;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 
 use crate::lab::spec::{Role, TemplateError, Topology};
 
-use forward::{Fibs, Network};
+use forward::Fibs;
 use model::Design;
 use report::{Class, FailureOutcome, Finding, Kind, Report, Severity, TraceCounts};
 use sim::{Scenario, Simulation};
@@ -51,25 +52,41 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, TemplateError> {
 
 /// Verifies a template already read.
 pub fn verify_topology(topo: Topology, template: &str, opts: &Options) -> Report {
+    let n = opts.failures;
+    check(topo, template, opts, |design| every_combination(design, n))
+}
+
+/// Verifies a template already read, then the design with each of
+/// `scenarios` failed, instead of every combination of up to
+/// `opts.failures` failures (a benchmark's every single ToR failure).
+pub fn verify_failures(topo: Topology, template: &str, opts: &Options, scenarios: Vec<Scenario>) -> Report {
+    check(topo, template, opts, |_| scenarios)
+}
+
+fn check(topo: Topology, template: &str, opts: &Options, scenarios: impl FnOnce(&Design) -> Vec<Scenario>) -> Report {
     let design = model::build(topo);
     let mut findings = design.findings.clone();
     findings.extend(checks::run(&design));
     let none = Scenario::none();
-    let run = Run::new(&design, &none);
+    let run = Run::new(&design, &none, threads());
     findings.extend(run.sim.findings.iter().cloned());
     let sessions = sim::sessions(&design, &run.sim, &none);
     findings.extend(sessions_down(&design, &sessions, &findings));
     findings.extend(run.findings.iter().cloned());
     let explanation = opts.explain.as_ref().map(|(m, p)| explain_route(&design, &run.sim, m, *p));
-    let failures = if opts.failures > 0 { failures(&design, opts.failures, &run.findings) } else { Vec::new() };
+    let Run { sim, counts, findings: baseline } = run;
+    let converged = sim.converged;
+    // A thousand nodes' RIBs take a second to free: nothing waits for it.
+    std::thread::spawn(move || drop(sim));
+    let failures = failures(&design, scenarios(&design), &baseline);
     let t = &design.topo;
     Report {
         template: template.to_string(),
         lab: t.name.clone(),
         members: (t.nodes().count(), t.routers().count(), t.members.len() - t.nodes().count() - t.routers().count()),
-        converged: run.sim.converged,
+        converged,
         sessions,
-        traces: run.counts,
+        traces: counts,
         findings,
         failures,
         explanation,
@@ -84,13 +101,21 @@ struct Run {
 }
 
 impl Run {
-    fn new(design: &Design, failed: &Scenario) -> Run {
+    /// Simulates the design with `failed` down and traces every flow on
+    /// `threads` threads.
+    fn new(design: &Design, failed: &Scenario, threads: usize) -> Run {
         let sim = sim::simulate(design, failed);
-        let fibs: Fibs = design.members.keys().map(|m| (m.clone(), sim.fabric.fib(m))).collect();
-        let net = Network::new(design, failed, &fibs);
-        let (counts, findings) = reach::check(design, &sim, failed, &net);
+        let fibs: Fibs = design.members.keys().filter_map(|m| Some((m.as_str(), sim.fabric.fib_ref(m)?))).collect();
+        let (counts, findings) = reach::check(design, &sim, failed, &fibs, threads);
+        drop(fibs);
         Run { sim, counts, findings }
     }
+}
+
+/// How many threads tracing flows and failure scenarios use: the machine's
+/// cores, at most 8.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
 /// Sessions that did not come up and that no static finding explains.
@@ -153,11 +178,9 @@ fn combinations(n: usize, k: usize, limit: usize) -> Vec<Vec<usize>> {
     }
 }
 
-/// Every failure scenario of up to `n` points, with what it breaks that the
-/// design without failures did not.
-fn failures(design: &Design, n: usize, baseline: &[Finding]) -> Vec<FailureOutcome> {
+/// Every combination of up to `n` failure points, at most [`MAX_SCENARIOS`].
+fn every_combination(design: &Design, n: usize) -> Vec<Scenario> {
     let points = failure_points(design);
-    let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
     let mut out = Vec::new();
     for k in 1..=n {
         let left = MAX_SCENARIOS.saturating_sub(out.len());
@@ -171,30 +194,61 @@ fn failures(design: &Design, n: usize, baseline: &[Finding]) -> Vec<FailureOutco
                     failed.members.insert(name.clone());
                 }
             }
-            let run = Run::new(design, &failed);
-            let fresh: Vec<Finding> =
-                run.findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
-            let mut findings = Vec::new();
-            let cut = run.counts.traced - run.counts.delivered;
-            if fresh.iter().any(|f| f.severity == Severity::Problem) {
-                findings.push(
-                    Finding::problem(
-                        Class::Partition,
-                        failed.objects(design),
-                        format!(
-                            "the failure of {} cuts {cut} of {} traced flows",
-                            failed.objects(design).iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
-                            run.counts.traced
-                        ),
-                    )
-                    .fix("add redundancy around it: a second uplink, ToR or endpoint"),
-                );
-            }
-            findings.extend(fresh);
-            out.push(FailureOutcome { failed: failed.objects(design), converged: run.sim.converged, findings });
+            out.push(failed);
         }
     }
     out
+}
+
+/// What each failure scenario breaks that the design without failures did
+/// not. The scenarios are shared out over the cores (each one simulated and
+/// traced on one thread); the outcomes come in the scenarios' order.
+fn failures(design: &Design, scenarios: Vec<Scenario>, baseline: &[Finding]) -> Vec<FailureOutcome> {
+    let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(failed) = scenarios.get(i) else { return done };
+            done.push((i, failure(design, failed, &known)));
+        }
+    };
+    let mut done: Vec<(usize, FailureOutcome)> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads().min(scenarios.len())).map(|_| s.spawn(work)).collect();
+        let mut done = work();
+        for h in others {
+            done.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        done
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, o)| o).collect()
+}
+
+/// One failure scenario: its simulation and traces, and what they find beyond `known`.
+fn failure(design: &Design, failed: &Scenario, known: &BTreeSet<(Class, String)>) -> FailureOutcome {
+    let run = Run::new(design, failed, 1);
+    let fresh: Vec<Finding> =
+        run.findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
+    let mut findings = Vec::new();
+    let cut = run.counts.traced - run.counts.delivered;
+    if fresh.iter().any(|f| f.severity == Severity::Problem) {
+        findings.push(
+            Finding::problem(
+                Class::Partition,
+                failed.objects(design),
+                format!(
+                    "the failure of {} cuts {cut} of {} traced flows",
+                    failed.objects(design).iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
+                    run.counts.traced
+                ),
+            )
+            .fix("add redundancy around it: a second uplink, ToR or endpoint"),
+        );
+    }
+    findings.extend(fresh);
+    FailureOutcome { failed: failed.objects(design), converged: run.sim.converged, findings }
 }
 
 /// `--explain MEMBER PREFIX`: the paths a member has for a prefix and which

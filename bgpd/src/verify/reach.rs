@@ -5,12 +5,12 @@
 //! reason a route is missing; dual-homed nodes using fewer next hops than
 //! they could are reported too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::forward::{Drop, End, Network};
+use super::forward::{Drop, End, Fibs, Network};
 use super::model::Design;
 use super::report::{Class, Finding, Kind, Object, TraceCounts};
 use super::sim::{Scenario, Simulation};
@@ -111,17 +111,58 @@ pub fn covering(design: &Design, failed: &Scenario, addr: IpAddr) -> IpNet {
         .unwrap_or_else(|| IpNet::from(addr))
 }
 
-/// Traces every flow; returns the counts and the findings.
-pub fn check(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network) -> (TraceCounts, Vec<Finding>) {
+/// Traces every flow; returns the counts and the findings. `fibs`: each
+/// member's installed routes; the flows are shared out over `threads`
+/// threads (each with its own [`Network`]), in order, so that the findings
+/// list them as one thread would.
+pub fn check(
+    design: &Design,
+    sim: &Simulation,
+    failed: &Scenario,
+    fibs: &Fibs,
+    threads: usize,
+) -> (TraceCounts, Vec<Finding>) {
+    let sources = sources(design, failed);
+    let targets = targets(design, failed);
+    let network = || Network::new(design, failed, |m| fibs.get(m).copied());
+    let chunk = sources.len().div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Traced> = std::thread::scope(|s| {
+        let mut chunks = sources.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let rest: Vec<_> = chunks.map(|c| s.spawn(|| trace_flows(design, failed, &network(), c, &targets))).collect();
+        let mut parts = vec![trace_flows(design, failed, &network(), first, &targets)];
+        for h in rest {
+            parts.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        parts
+    });
     let mut counts = TraceCounts::default();
     let mut broken: BTreeMap<Break, Vec<String>> = BTreeMap::new();
-    let mut memo: BTreeMap<(String, IpAddr), BTreeSet<End>> = BTreeMap::new();
-    let mut trace = |from: &str, dst: IpAddr| -> BTreeSet<End> {
-        memo.entry((from.to_string(), dst)).or_insert_with(|| net.trace(from, dst)).clone()
-    };
-    let targets = targets(design, failed);
-    for src in sources(design, failed) {
-        for t in &targets {
+    for (c, b) in parts {
+        counts.traced += c.traced;
+        counts.delivered += c.delivered;
+        for (k, flows) in b {
+            broken.entry(k).or_default().extend(flows);
+        }
+    }
+    let mut findings: Vec<Finding> =
+        broken.into_iter().map(|(b, flows)| finding(design, sim, failed, b, flows)).collect();
+    findings.extend(ecmp(design, sim, failed, &network()));
+    (counts, findings)
+}
+
+/// What tracing some flows found: the counts, and the broken branches with the flows they break.
+type Traced = (TraceCounts, BTreeMap<Break, Vec<String>>);
+
+/// Traces the flows of `sources` to `targets`, in order.
+fn trace_flows(design: &Design, failed: &Scenario, net: &Network, sources: &[Source], targets: &[Target]) -> Traced {
+    let mut counts = TraceCounts::default();
+    let mut broken: BTreeMap<Break, Vec<String>> = BTreeMap::new();
+    // Where each broken destination should have been taken: asked once per address.
+    let mut covers: HashMap<IpAddr, IpNet> = HashMap::new();
+    let mut cover = |addr: IpAddr| *covers.entry(addr).or_insert_with(|| covering(design, failed, addr));
+    for src in sources {
+        for t in targets {
             if src.services_only && !matches!(t.expect, Expect::Service(_)) {
                 continue;
             }
@@ -133,28 +174,31 @@ pub fn check(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network
                 net.source_address(&src.start, t.addr)
             };
             let Some(from) = from else { continue };
-            if from == t.addr || t.label == format!("pod {}", src.label) {
+            if from == t.addr || t.label.strip_prefix("pod ") == Some(src.label.as_str()) {
                 continue;
             }
-            let flow = format!("{} ({from}) -> {} ({})", src.label, t.label, t.addr);
+            // Named only when it is broken: most flows are not.
+            let flow = || format!("{} ({from}) -> {} ({})", src.label, t.label, t.addr);
             let mut ok = true;
             counts.traced += 1;
-            for end in trace(&src.start, t.addr) {
+            for end in net.trace(&src.start, t.addr).iter() {
                 let issue = match end {
                     End::Delivered(at, what) => {
                         let right = match &t.expect {
-                            Expect::Member(m) => *m == at,
-                            Expect::Service(key) => what.starts_with(&format!("Service {key} ")),
+                            Expect::Member(m) => m == at,
+                            Expect::Service(key) => what
+                                .strip_prefix("Service ")
+                                .and_then(|w| w.strip_prefix(key.as_str()))
+                                .is_some_and(|w| w.starts_with(' ')),
                         };
                         if right {
                             // The answer goes back from where it arrived.
                             counts.traced += 1;
-                            let back = trace(&at, from);
                             let mut back_ok = true;
-                            for b in back {
-                                if let Some(issue) = broken_end(design, failed, b, from) {
+                            for b in net.trace(at, from).iter() {
+                                if let Some(issue) = broken_end(b, from, &mut cover) {
                                     back_ok = false;
-                                    broken.entry(issue).or_default().push(format!("{flow}: the answer"));
+                                    broken.entry(issue).or_default().push(format!("{}: the answer", flow()));
                                 }
                             }
                             if back_ok {
@@ -164,14 +208,14 @@ pub fn check(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network
                             }
                             None
                         } else {
-                            Some(Break::Elsewhere { at, what, prefix: covering(design, failed, t.addr) })
+                            Some(Break::Elsewhere { at: at.clone(), what: what.clone(), prefix: cover(t.addr) })
                         }
                     }
-                    other => broken_end(design, failed, other, t.addr),
+                    other => broken_end(other, t.addr, &mut cover),
                 };
                 if let Some(issue) = issue {
                     ok = false;
-                    broken.entry(issue).or_default().push(flow.clone());
+                    broken.entry(issue).or_default().push(flow());
                 }
             }
             if ok {
@@ -179,17 +223,14 @@ pub fn check(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network
             }
         }
     }
-    let mut findings: Vec<Finding> =
-        broken.into_iter().map(|(b, flows)| finding(design, sim, failed, b, flows)).collect();
-    findings.extend(ecmp(design, sim, failed, net));
-    (counts, findings)
+    (counts, broken)
 }
 
-fn broken_end(design: &Design, failed: &Scenario, end: End, dst: IpAddr) -> Option<Break> {
+fn broken_end(end: &End, dst: IpAddr, cover: &mut impl FnMut(IpAddr) -> IpNet) -> Option<Break> {
     match end {
         End::Delivered(..) => None,
-        End::Dropped(at, why) => Some(Break::Drop { at, why, prefix: covering(design, failed, dst) }),
-        End::Loop(members) => Some(Break::Loop { members, prefix: covering(design, failed, dst) }),
+        End::Dropped(at, why) => Some(Break::Drop { at: at.clone(), why: why.clone(), prefix: cover(dst) }),
+        End::Loop(members) => Some(Break::Loop { members: members.clone(), prefix: cover(dst) }),
     }
 }
 
@@ -322,12 +363,16 @@ fn ecmp(design: &Design, sim: &Simulation, failed: &Scenario, net: &Network) -> 
             if paths.iter().any(|v| v.peer.is_none()) {
                 continue;
             }
-            // Distinct next hops offered by neighbours with a session up: two
-            // reflectors passing on one node's route offer one next hop.
-            let offered: BTreeSet<IpAddr> = paths
+            // Distinct next hops offered by neighbours with a session up, by
+            // the member they lead to: two reflectors passing on one node's
+            // route offer one next hop, and so do two ToRs passing on a rack
+            // mate's route with its addresses on both their segments as next
+            // hops (third-party next hops), which the node uses both of.
+            let offered: BTreeSet<Result<&str, IpAddr>> = paths
                 .iter()
                 .filter(|v| v.peer.as_deref().is_some_and(|p| up.contains_key(p)))
                 .filter_map(|v| v.attrs.next_hop)
+                .map(|nh| net.neighbour_of(&m.name, nh).ok_or(nh))
                 .collect();
             if offered.len() < 2 {
                 continue;

@@ -7,3 +7,4 @@ pub mod fib;
 pub mod latency;
 pub mod routeserver;
 pub mod sessions;
+pub mod verify;

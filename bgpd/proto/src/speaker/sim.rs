@@ -12,9 +12,18 @@
 //! segment of the member. A failed member or segment takes its connections
 //! down at once (as a link-down would; a silent failure would wait for the
 //! hold timer or BFD, and converge to the same state).
+//!
+//! A member reads what arrives at once when it is idle; a read keeps it busy
+//! for [`READ_TIME`], and what arrives meanwhile is read together when it is
+//! done, one read per connection, as a daemon's event loop reads every
+//! socket that became ready while it worked. So a member that hears from
+//! many peers at once passes their routes on in a few UPDATEs rather than
+//! one per prefix, as a real speaker under load does; a design of a
+//! thousand nodes then converges in a few hundred thousand deliveries
+//! instead of millions.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -27,6 +36,10 @@ use crate::session::{DownReason, State};
 /// How long a fabric must be quiet (no session up or down, no route
 /// change) to count as converged.
 pub const QUIET: Duration = Duration::from_secs(120);
+
+/// How long a member is busy after reading: bytes that arrive meanwhile
+/// wait, and are read together when it is done.
+pub const READ_TIME: Duration = Duration::from_millis(5);
 
 /// One session as the simulation saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +75,9 @@ struct Link {
     last: [Instant; 2],
 }
 
+/// What the queue delivers: bytes or a close over a link, a connection
+/// attempt's outcome, a member's timer, or the end of a member's read (it
+/// reads what waits).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Delivery {
     Bytes { link: usize, to: u8, bytes: Bytes },
@@ -69,6 +85,7 @@ enum Delivery {
     Connect { member: usize, peer: PeerKey, attempt: u64 },
     Refused { member: usize, peer: PeerKey, attempt: u64 },
     Timer { member: usize },
+    Read { member: usize },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -89,6 +106,11 @@ struct Member {
     /// Open connections: (peer, conn) → link.
     conns: BTreeMap<(PeerKey, ConnId), usize>,
     timer: Option<Instant>,
+    /// Busy reading until then: what arrives before waits in `unread`.
+    busy_until: Option<Instant>,
+    /// Bytes that arrived while it was busy: (link, end), what, in the
+    /// order they arrived (one entry per link, appended to).
+    unread: Vec<(usize, u8, Vec<u8>)>,
 }
 
 /// A simulated fabric.
@@ -99,6 +121,8 @@ pub struct Fabric {
     seq: u64,
     attempts: u64,
     members: Vec<Member>,
+    /// Member name → index in `members` (the first of a name).
+    names: HashMap<String, usize>,
     segments: Vec<(String, bool)>,
     links: Vec<Option<Link>>,
     queue: BinaryHeap<Reverse<(Instant, u64, Delivery)>>,
@@ -117,6 +141,7 @@ impl Fabric {
             seq: 0,
             attempts: 0,
             members: Vec::new(),
+            names: HashMap::new(),
             segments: Vec::new(),
             links: Vec::new(),
             queue: BinaryHeap::new(),
@@ -166,14 +191,17 @@ impl Fabric {
             tracks: BTreeMap::new(),
             conns: BTreeMap::new(),
             timer: None,
+            busy_until: None,
+            unread: Vec::new(),
         });
         let m = self.members.len() - 1;
+        self.names.entry(name.to_string()).or_insert(m);
         self.set_reachability(m);
         self.drain(m);
     }
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
+        self.names.get(name).copied()
     }
 
     /// The members' names, in the order they were added.
@@ -204,7 +232,12 @@ impl Fabric {
 
     /// The learned routes in the member's forwarding table: prefix → ECMP next hops.
     pub fn fib(&self, name: &str) -> BTreeMap<IpNet, Vec<IpAddr>> {
-        self.index(name).map(|i| self.members[i].fib.clone()).unwrap_or_default()
+        self.fib_ref(name).cloned().unwrap_or_default()
+    }
+
+    /// The member's forwarding table as [`Fabric::fib`] gives it, without a copy.
+    pub fn fib_ref(&self, name: &str) -> Option<&BTreeMap<IpNet, Vec<IpAddr>>> {
+        self.index(name).map(|i| &self.members[i].fib)
     }
 
     /// The member's sessions, in the order its peers were added.
@@ -481,21 +514,65 @@ impl Fabric {
         self.drain(owner);
     }
 
+    /// Hands bytes that waited to the speaker at the link's end `to` (if the link still stands).
+    fn read(&mut self, link: usize, to: u8, bytes: &[u8]) {
+        let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
+        let now = self.now;
+        let m = &mut self.members[end.member];
+        if let (true, Some(sp)) = (m.alive, m.speaker.as_mut()) {
+            sp.handle_bytes(end.peer, end.conn, bytes, now);
+        }
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         match d {
             Delivery::Bytes { link, to, bytes } => {
                 let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
-                if !self.members[end.member].alive {
+                let m = &mut self.members[end.member];
+                if !m.alive {
                     return;
                 }
-                if let Some(sp) = self.members[end.member].speaker.as_mut() {
+                if !m.unread.is_empty() || m.busy_until.is_some_and(|b| b > now) {
+                    // Busy (or bytes wait already, to be read first): read
+                    // with whatever else arrives, when it is done.
+                    if m.unread.is_empty() {
+                        let at = m.busy_until.unwrap_or(now);
+                        self.push(at, Delivery::Read { member: end.member });
+                    }
+                    let m = &mut self.members[end.member];
+                    match m.unread.iter_mut().find(|(l, t, _)| *l == link && *t == to) {
+                        Some((_, _, waiting)) => waiting.extend_from_slice(&bytes),
+                        None => m.unread.push((link, to, bytes.to_vec())),
+                    }
+                    return;
+                }
+                m.busy_until = Some(now + READ_TIME);
+                if let Some(sp) = m.speaker.as_mut() {
                     sp.handle_bytes(end.peer, end.conn, &bytes, now);
                 }
                 self.drain(end.member);
             }
+            Delivery::Read { member } => {
+                let unread = std::mem::take(&mut self.members[member].unread);
+                if unread.is_empty() || !self.members[member].alive {
+                    return;
+                }
+                self.members[member].busy_until = Some(now + READ_TIME);
+                for (link, to, bytes) in unread {
+                    self.read(link, to, &bytes);
+                }
+                self.drain(member);
+            }
             Delivery::Closed { link, to } => {
                 let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
+                // What arrived before the close is read first.
+                let m = &mut self.members[end.member];
+                if let Some(i) = m.unread.iter().position(|(l, t, _)| *l == link && *t == to) {
+                    let (_, _, bytes) = m.unread.remove(i);
+                    self.read(link, to, &bytes);
+                    self.drain(end.member);
+                }
                 self.links[link] = None;
                 let m = &mut self.members[end.member];
                 if m.conns.remove(&(end.peer, end.conn)).is_some() && m.alive {
