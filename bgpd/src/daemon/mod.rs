@@ -5,20 +5,20 @@
 //! are reset. SIGTERM is a restart, taking the node out is a decommission
 //! ([`lifecycle`]).
 
-pub(crate) mod bfd;
+pub mod bfd;
 mod control;
-pub(crate) mod explain;
+pub mod explain;
 mod kernel;
 mod lifecycle;
 mod marker;
 mod metrics;
-pub(crate) mod originate;
-pub(crate) mod peer;
-pub(crate) mod plan;
+pub mod originate;
+pub mod peer;
+pub mod plan;
 mod progress;
-pub(crate) mod rib;
+pub mod rib;
 mod sockopt;
-pub(crate) mod spec;
+pub mod spec;
 mod status;
 
 use std::collections::BTreeMap;

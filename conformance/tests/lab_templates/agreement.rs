@@ -1,6 +1,6 @@
 //! Agreement with `bgpd verify` (issue 14): once `bgpd lab up` has passed its
 //! checks, every node's and router's kernel routes equal what `bgpd verify`
-//! predicts for the same template (`bgpd::verify::predict::predict`): the
+//! predicts for the same template (`bgpd_lab::verify::predict::predict`): the
 //! learned prefixes, each with its set of next hops, and the blackholes a
 //! node installs for its own blocks.
 //!
@@ -24,8 +24,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use bgpd::lab::spec::{Implementation, Role, Topology};
-use bgpd::verify::predict::{predict, Forwarding};
+use bgpd_lab::spec::{Implementation, Role, Topology};
+use bgpd_lab::verify::predict::{predict, Forwarding};
 use ipnet::IpNet;
 use serde_json::Value;
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::lab::spec::Topology;
+use crate::spec::Topology;
 
 use super::model::{self, Local};
 use super::report::Kind;
@@ -81,7 +81,7 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> Topology {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates").join(name);
         Topology::load(&path).expect("a shipped template loads")
     }
 

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::datastore::{Model, PeerRemote, PeerScope, TrafficPolicy};
-use crate::lab::spec::Role;
+use crate::spec::Role;
+use bgpd::datastore::{Model, PeerRemote, PeerScope, TrafficPolicy};
 
 use super::model::{Design, MemberModel, PeerModel};
 use super::report::{Class, Finding, Kind, Object};

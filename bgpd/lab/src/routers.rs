@@ -375,7 +375,7 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::spec::Topology;
+    use crate::spec::Topology;
     use std::net::Ipv4Addr;
 
     const LAB: &str = r#"
@@ -409,14 +409,11 @@ spec:
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("datastore.yaml");
         std::fs::write(&file, &yaml).unwrap();
-        let (model, problems) = crate::datastore::load(&file).unwrap();
-        let serious: Vec<_> = problems
-            .iter()
-            .filter(|p| p.severity != crate::datastore::Severity::Debug)
-            .map(|p| p.to_string())
-            .collect();
+        let (model, problems) = bgpd::datastore::load(&file).unwrap();
+        let serious: Vec<_> =
+            problems.iter().filter(|p| p.severity != bgpd::datastore::Severity::Debug).map(|p| p.to_string()).collect();
         assert!(serious.is_empty(), "{serious:?}\n{yaml}");
-        let (node, peers) = crate::daemon::plan::plan(&model, "tor").unwrap();
+        let (node, peers) = bgpd::daemon::plan::plan(&model, "tor").unwrap();
         assert_eq!(node.asn, 65001);
         let mut got: Vec<(String, u32)> = peers.iter().map(|p| (p.addr.ip().to_string(), p.peer_as)).collect();
         got.sort();
@@ -457,7 +454,7 @@ spec:
 
     #[test]
     fn routers_mirror_the_bfd_the_nodes_run_with_them() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../templates/dual-tor-ecmp.yaml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates/dual-tor-ecmp.yaml");
         let t = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
         let tor_a = &t.members["tor-a"];
         let sessions = t.router_sessions(tor_a);
@@ -482,13 +479,13 @@ spec:
         // A bgpd router: the BGPPeers ask for BFD and a BFDConfiguration has the timers.
         let yaml = bgpd_datastore(tor_a, &sessions);
         let (model, problems) =
-            crate::datastore::parse_sources(&[crate::datastore::Source { path: "r.yaml".into(), text: yaml.clone() }])
+            bgpd::datastore::parse_sources(&[bgpd::datastore::Source { path: "r.yaml".into(), text: yaml.clone() }])
                 .unwrap();
-        assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:?}\n{yaml}");
-        let (node, peers) = crate::daemon::plan::plan(&model, "tor-a").unwrap();
+        assert!(problems.iter().all(|p| p.severity < bgpd::datastore::Severity::Warning), "{problems:?}\n{yaml}");
+        let (node, peers) = bgpd::daemon::plan::plan(&model, "tor-a").unwrap();
         let networks: Vec<(String, ipnet::IpNet)> =
             tor_a.links.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V4(*a))).collect();
-        let bfd = crate::daemon::bfd::sessions_on(&node, peers.iter(), &networks);
+        let bfd = bgpd::daemon::bfd::sessions_on(&node, peers.iter(), &networks);
         assert_eq!(bfd.len(), 3, "{yaml}");
         assert!(bfd.iter().all(|s| s.config.desired_min_tx.as_millis() == 300 && !s.multihop));
 

@@ -74,7 +74,7 @@ fn from_peer(design: &Design, sim: &Simulation, m: &MemberModel, p: &PeerModel, 
     let Some(mine) = sim.fabric.speaker(&m.name).map(|s| s.rib().explain(prefix)) else {
         return format!("{} runs no BGP", m.name);
     };
-    let view = crate::daemon::explain::view(&mine, &[], None, None);
+    let view = bgpd::daemon::explain::view(&mine, &[], None, None);
     let received = view.peers.iter().find(|l| l.address == p.remote && l.name == p.name);
     match received.map(|l| l.received.code.as_str()) {
         Some("in_rib") => {
@@ -104,7 +104,7 @@ fn from_peer(design: &Design, sim: &Simulation, m: &MemberModel, p: &PeerModel, 
     if theirs.paths.is_empty() {
         return format!("{} has no route to {prefix} either", n.name);
     }
-    let view = crate::daemon::explain::view(&theirs, &[], None, None);
+    let view = bgpd::daemon::explain::view(&theirs, &[], None, None);
     let Some(sent) = view.peers.iter().find(|l| l.address == back.remote && l.name == back.name) else {
         return format!("{} has no session back to {}", n.name, m.name);
     };

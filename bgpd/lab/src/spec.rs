@@ -666,21 +666,21 @@ fn node_bfd(
     clusters: &BTreeMap<String, String>,
 ) -> BTreeMap<(String, IpAddr), bgpd_proto::bfd::BfdConfig> {
     let mut out = BTreeMap::new();
-    let models: BTreeMap<&String, crate::datastore::Model> = clusters
+    let models: BTreeMap<&String, bgpd::datastore::Model> = clusters
         .iter()
         .filter_map(|(c, text)| {
-            let src = crate::datastore::Source { path: format!("cluster {c}").into(), text: text.clone() };
-            crate::datastore::parse_sources(&[src]).ok().map(|(m, _)| (c, m))
+            let src = bgpd::datastore::Source { path: format!("cluster {c}").into(), text: text.clone() };
+            bgpd::datastore::parse_sources(&[src]).ok().map(|(m, _)| (c, m))
         })
         .collect();
     for m in members.values() {
         let Role::Node { cluster, .. } = &m.role else { continue };
         let Some(model) = models.get(cluster) else { continue };
-        let Ok((node, peers)) = crate::daemon::plan::plan(model, &m.name) else { continue };
+        let Ok((node, peers)) = bgpd::daemon::plan::plan(model, &m.name) else { continue };
         let v4 = m.links.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V4(*a)));
         let networks: Vec<(String, ipnet::IpNet)> =
             v4.chain(m.links6.iter().map(|(s, a)| (s.clone(), ipnet::IpNet::V6(*a)))).collect();
-        for b in crate::daemon::bfd::sessions_on(&node, peers.iter(), &networks) {
+        for b in bgpd::daemon::bfd::sessions_on(&node, peers.iter(), &networks) {
             out.insert((m.name.clone(), b.addr), b.config);
         }
     }

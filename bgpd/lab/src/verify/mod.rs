@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 
-use crate::lab::spec::{Role, TemplateError, Topology};
+use crate::spec::{Role, TemplateError, Topology};
 
 use forward::Fibs;
 use model::Design;

@@ -3,7 +3,7 @@
 //! pods in order, one IPv4 and, in a dual-stack lab, one IPv6 address each,
 //! the block's first address skipped for ptp's gateway), over a store kept in
 //! memory. The blocks it claims become the same `IPAMBlock` documents the
-//! daemon reads from the file store ([`crate::datastore::ipam_store`]).
+//! daemon reads from the file store ([`bgpd::datastore::ipam_store`]).
 //!
 //! The `ipam` crate has stores on disk, etcd and Kubernetes only; the
 //! allocator needs just the compare-and-swap [`Store`] interface, so a map in
@@ -20,9 +20,9 @@ use ipam::model::Family;
 use ipam::store::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreError, Versioned, Write};
 use ipnet::IpNet;
 
-use crate::datastore::ipam_store::{block_document, handle_document, is_releasing, releasing};
-use crate::datastore::Source;
-use crate::lab::spec::{Role, Topology};
+use crate::spec::{Role, Topology};
+use bgpd::datastore::ipam_store::{block_document, handle_document, is_releasing, releasing};
+use bgpd::datastore::Source;
 
 use super::report::{Class, Finding, Kind, Object as Obj};
 

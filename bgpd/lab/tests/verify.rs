@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use bgpd::verify::report::{Class, Kind, Report, Severity};
-use bgpd::verify::{found, verify, Options};
+use bgpd_lab::verify::report::{Class, Kind, Report, Severity};
+use bgpd_lab::verify::{found, verify, Options};
 
 fn templates() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../templates")
 }
 
 fn run(rel: &str, opts: &Options) -> Report {

@@ -1,5 +1,9 @@
-//! `bgpd lab`: brings a planned network design up on one machine, in network
-//! namespaces, and proves it reachable.
+//! `bgpd-lab`: the design tools, in a crate of their own so that the node
+//! daemon's binary holds none of them. `bgpd lab …` and `bgpd verify …` run
+//! the `bgpd-lab` binary installed beside `bgpd`.
+//!
+//! `bgpd lab` brings a planned network design up on one machine, in network
+//! namespaces, and proves it reachable; [`verify`] checks a design offline.
 //!
 //! A template ([`spec`]) holds the cluster's Calico and Kubernetes resources
 //! and a `Lab` document (routers, L2 segments, hosts, pods, endpoints). `up`
@@ -16,6 +20,7 @@ pub mod net;
 pub mod probe;
 pub mod routers;
 pub mod spec;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,17 +156,21 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The `bgpd` binary running now, and the `bgpd-ipam` beside it.
+/// The `bgpd` binary beside this `bgpd-lab` (nodes run it; the pods'
+/// listeners and the probes run as `bgpd lab serve` / `bgpd lab probe`, which
+/// comes back here), and the `bgpd-ipam` beside it.
 fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let me = std::env::current_exe().context("cannot find the bgpd binary")?;
+    let me = std::env::current_exe().context("cannot find the bgpd-lab binary")?;
+    let build = "build them together, e.g. `cargo build --release -p bgpd -p bgpd-lab -p ipam`";
+    let bgpd = me.with_file_name("bgpd");
+    if !bgpd.is_file() {
+        bail!("bgpd (the node daemon) is not beside {}: {build}", me.display());
+    }
     let ipam = me.with_file_name("bgpd-ipam");
     if !ipam.is_file() {
-        bail!(
-            "bgpd-ipam (the CNI IPAM plugin) is not beside {}: build both, e.g. `cargo build --release -p bgpd -p ipam`",
-            me.display()
-        );
+        bail!("bgpd-ipam (the CNI IPAM plugin) is not beside {}: {build}", me.display());
     }
-    Ok((me, ipam))
+    Ok((bgpd, ipam))
 }
 
 fn need_program(path: &str, package: &str) -> anyhow::Result<()> {
@@ -658,7 +667,7 @@ fn restart_check(name: &str, peers: &serde_json::Value) -> Check {
 fn ask_peers(socket: &Path) -> Option<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     rt.block_on(async {
-        let ask = crate::daemon::ask(socket, &crate::daemon::Request::Peers);
+        let ask = bgpd::daemon::ask(socket, &bgpd::daemon::Request::Peers);
         tokio::time::timeout(Duration::from_secs(3), ask).await.ok().and_then(Result::ok)
     })
 }

@@ -19,10 +19,10 @@ use bgpd_proto::types::Family;
 use bgpd_proto::wire::{AsPath, Attr, Origin, PathAttribute};
 use ipnet::IpNet;
 
-use crate::daemon::spec::{NodeSpec, PeerSpec};
-use crate::datastore::{self, Model, Severity as DsSeverity, Source};
-use crate::lab::routers::bgpd_datastore;
-use crate::lab::spec::{Implementation, Member, Role, RouterSession, Topology};
+use crate::routers::bgpd_datastore;
+use crate::spec::{Implementation, Member, Role, RouterSession, Topology};
+use bgpd::daemon::spec::{NodeSpec, PeerSpec};
+use bgpd::datastore::{self, Model, Severity as DsSeverity, Source};
 
 use super::ipam::{PredictedPod, Prediction};
 use super::report::{Class, Finding, Kind, Object};
@@ -236,7 +236,7 @@ pub fn peer_object(peer_name: &str, cluster: &str, multi_cluster: bool) -> Objec
 
 /// A speaker configured by the daemon's code from a plan.
 fn daemon_speaker(node: &NodeSpec, peers: &[PeerSpec], cluster: &str, multi_cluster: bool) -> SpeakerModel {
-    let mut rib = crate::daemon::rib::rib_config(node, false);
+    let mut rib = bgpd::daemon::rib::rib_config(node, false);
     rib.fib = true;
     let exportable = Arc::new(node.exportable.clone());
     let peers = peers
@@ -245,15 +245,15 @@ fn daemon_speaker(node: &NodeSpec, peers: &[PeerSpec], cluster: &str, multi_clus
             object: peer_object(&p.name, cluster, multi_cluster),
             name: p.name.clone(),
             remote: p.addr.ip(),
-            session: crate::daemon::peer::session_config(node, p),
-            rib: crate::daemon::rib::peer_config(p, &exportable, node.asn),
+            session: bgpd::daemon::peer::session_config(node, p),
+            rib: bgpd::daemon::rib::peer_config(p, &exportable, node.asn),
             password: p.password.as_ref().map(|k| k.0.clone()),
         })
         .collect();
     let originations = node
         .originations
         .iter()
-        .map(|o| (o.prefix, crate::daemon::rib::origination_attrs(&o.communities), o.cause.clone()))
+        .map(|o| (o.prefix, bgpd::daemon::rib::origination_attrs(&o.communities), o.cause.clone()))
         .collect();
     let local = LocalAddrs { ipv4: node.ipv4, ipv6: node.ipv6, subnets: node.subnets.clone() };
     SpeakerModel { rib, peers, originations, local }
@@ -266,7 +266,7 @@ fn node(
     topo: &Topology,
     pods: &[PredictedPod],
 ) -> Result<MemberModel, Finding> {
-    let (spec, peers) = crate::daemon::plan::plan(model, &m.name).map_err(|e| {
+    let (spec, peers) = bgpd::daemon::plan::plan(model, &m.name).map_err(|e| {
         Finding::problem(Class::Session, vec![Object::new(Kind::Node, &m.name)], format!("node {}: {e}", m.name))
             .fix("give the Node a spec.bgp.ipv4Address")
     })?;
@@ -313,7 +313,7 @@ fn bgpd_router(m: &Member, topo: &Topology) -> Result<MemberModel, Finding> {
     let (model, _) = datastore::parse_sources(&[src]).map_err(|e| {
         Finding::problem(Class::Session, obj.clone(), format!("router {}: its datastore cannot be read: {e}", m.name))
     })?;
-    let (spec, peers) = crate::daemon::plan::plan(&model, &m.name)
+    let (spec, peers) = bgpd::daemon::plan::plan(&model, &m.name)
         .map_err(|e| Finding::problem(Class::Session, obj.clone(), format!("router {}: {e}", m.name)))?;
     let mut speaker = daemon_speaker(&spec, &peers, "", false);
     for p in &mut speaker.peers {
