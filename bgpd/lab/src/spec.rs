@@ -761,8 +761,8 @@ spec:
         let t = Topology::parse(&text).unwrap();
         assert_eq!(t.nodes().count(), 2);
         let source =
-            crate::datastore::Source { path: "cluster.yaml".into(), text: t.clusters[DEFAULT_CLUSTER].clone() };
-        let (model, _) = crate::datastore::parse_sources(&[source]).unwrap();
+            bgpd::datastore::Source { path: "cluster.yaml".into(), text: t.clusters[DEFAULT_CLUSTER].clone() };
+        let (model, _) = bgpd::datastore::parse_sources(&[source]).unwrap();
         assert_eq!(model.nodes["node-1"].labels.get("rr").map(String::as_str), Some("true"));
     }
 
