@@ -6,9 +6,9 @@
 //! failed; the same design with one mistake (the nodes refuse their own rack
 //! AS back) is found broken, so the soundness is the checks' verdict.
 
-use bgpd::lab::spec::Topology;
-use bgpd::verify::report::{Class, Kind};
-use bgpd::verify::{found, verify_topology, Options};
+use bgpd_lab::spec::Topology;
+use bgpd_lab::verify::report::{Class, Kind};
+use bgpd_lab::verify::{found, verify_topology, Options};
 use conformance::bench::verify::{measure, template, Shape};
 
 fn shape() -> Shape {

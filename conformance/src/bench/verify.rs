@@ -42,10 +42,10 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bgpd::lab::spec::Topology;
-use bgpd::verify::report::{Report, Severity};
-use bgpd::verify::sim::Scenario;
-use bgpd::verify::{self, Options};
+use bgpd_lab::spec::Topology;
+use bgpd_lab::verify::report::{Report, Severity};
+use bgpd_lab::verify::sim::Scenario;
+use bgpd_lab::verify::{self, Options};
 
 /// The generated design's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
