@@ -126,6 +126,10 @@ pub struct Peer {
     connecting: bool,
     /// The second connection of a collision, in a session of its own.
     second: Option<(Session, Conn)>,
+    /// What the second session did before the collision was resolved:
+    /// announced if it wins (it may be Established already: OPEN and
+    /// KEEPALIVE can arrive in one read), dropped if it loses.
+    second_events: Vec<SessionEvent>,
     next_conn: u32,
     local_id: Ipv4Addr,
     /// When to start again after a max-prefix teardown.
@@ -151,6 +155,7 @@ impl Peer {
             initiator: Initiator::Local,
             connecting: false,
             second: None,
+            second_events: Vec::new(),
             next_conn: 0,
             local_id,
             restart_at: None,
@@ -231,6 +236,7 @@ impl Peer {
                 s2.handle_connected(now);
                 let c = self.new_conn(local);
                 let id = c.id;
+                self.second_events.clear();
                 self.second = Some((s2, c));
                 Some(id)
             }
@@ -335,6 +341,7 @@ impl Peer {
     }
 
     fn drop_second(&mut self) {
+        self.second_events.clear();
         if let Some((_, c)) = self.second.take() {
             self.events.push_back(PeerEvent::Close(c.id));
         }
@@ -403,7 +410,9 @@ impl Peer {
             }
             if let Some((s2, _)) = self.second.as_mut() {
                 // The second session is announced only if it wins.
-                while s2.poll_event().is_some() {}
+                while let Some(ev) = s2.poll_event() {
+                    self.second_events.push(ev);
+                }
             }
             self.take_transmit();
             if !self.resolve(now) {
@@ -484,6 +493,7 @@ impl Peer {
                 CollisionWinner::Incoming => self.initiator == Initiator::Remote,
             };
         let Some((mut s2, c2)) = self.second.take() else { return false };
+        let second_events = std::mem::take(&mut self.second_events);
         if primary_wins {
             s2.handle_collision_dump(now);
             while let Some(b) = s2.poll_transmit() {
@@ -511,7 +521,16 @@ impl Peer {
                 Initiator::Remote => Initiator::Local,
             };
             self.events.push_back(PeerEvent::Collision { kept: self.initiator });
-            self.events.push_back(PeerEvent::StateChanged { from, to: self.session.state() });
+            // What the winner did meanwhile is the session's now: its state
+            // changes, and Established if it got that far (else the RIB
+            // would never hear of the session).
+            let to = self.session.state();
+            if !second_events.iter().any(|e| matches!(e, SessionEvent::StateChanged { .. })) {
+                self.events.push_back(PeerEvent::StateChanged { from, to });
+            }
+            for ev in second_events {
+                self.translate(ev);
+            }
             true
         }
     }

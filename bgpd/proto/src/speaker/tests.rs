@@ -201,6 +201,41 @@ fn collision_keeps_the_connection_of_the_higher_identifier_on_both_sides() {
 }
 
 #[test]
+fn a_winning_second_connection_that_is_established_in_one_read_reaches_the_rib() {
+    // A (10.9.9.1) and B (10.9.9.2) connect at once; B's connection wins.
+    let mut p = Pair::new(["10.9.9.1", "10.9.9.2"], [65001, 65002], |_, _| {});
+    let now = p.now;
+    let (k0, k1) = (p.key[0], p.key[1]);
+    let a_out = p.sp[0].handle_connected(k0, Initiator::Local, Some(ip(ADDR[0])), now).unwrap();
+    let b_out = p.sp[1].handle_connected(k1, Initiator::Local, Some(ip(ADDR[1])), now).unwrap();
+    let b_in = p.sp[1].handle_connected(k1, Initiator::Remote, Some(ip(ADDR[1])), now).unwrap();
+    let a_in = p.sp[0].handle_connected(k0, Initiator::Remote, Some(ip(ADDR[0])), now).unwrap();
+    // A's OPENs reach B; B keeps its own connection and answers on it with
+    // KEEPALIVE, after the OPEN it sent when it connected.
+    while let Some(t) = p.sp[0].poll_transmit() {
+        let to = if t.conn == a_out { b_in } else { b_out };
+        p.sp[1].handle_bytes(k1, to, &t.bytes, now);
+    }
+    let mut to_a_in = Vec::new();
+    while let Some(t) = p.sp[1].poll_transmit() {
+        if t.conn == b_out {
+            to_a_in.extend_from_slice(&t.bytes);
+        }
+    }
+    // A reads B's OPEN and KEEPALIVE in one read on the connection that wins.
+    p.sp[0].handle_bytes(k0, a_in, &to_a_in, now);
+    p.collect();
+    assert_eq!(collisions(&p.events[0]), vec![Initiator::Remote]);
+    assert_eq!(p.state(0), State::Established);
+    assert!(
+        p.events[0].iter().any(|e| matches!(e, Event::Established { .. })),
+        "the session is announced (and so up in the RIB): {:?}",
+        p.events[0]
+    );
+    assert!(p.sp[0].peer(k0).unwrap().0.connection().is_some_and(|(c, _)| c == a_in));
+}
+
+#[test]
 fn an_established_session_keeps_its_connection_against_a_late_one() {
     let mut p = Pair::new(["10.9.9.1", "10.9.9.2"], [65001, 65002], |_, _| {});
     p.established();
