@@ -433,11 +433,15 @@ impl Fabric {
             if !self.segments[*seg].1 || !net.contains(&addr) {
                 continue;
             }
+            // Nobody has the address on this segment: another segment of the
+            // same subnet may still lead to it.
             let owner = self
                 .members
                 .iter()
-                .position(|o| o.alive && o.interfaces.iter().any(|(s, a)| s == seg && a.addr() == addr))?;
-            return Some((*seg, owner, net.addr()));
+                .position(|o| o.alive && o.interfaces.iter().any(|(s, a)| s == seg && a.addr() == addr));
+            if let Some(owner) = owner {
+                return Some((*seg, owner, net.addr()));
+            }
         }
         None
     }

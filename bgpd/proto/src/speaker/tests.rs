@@ -567,3 +567,24 @@ fn sessions_that_cannot_come_up_say_why() {
     let to_n3 = &s[1];
     assert!(to_n3.last_failure.as_deref().is_some_and(|f| f.contains("refused")), "{to_n3:?}");
 }
+
+#[test]
+fn a_connection_finds_its_peer_on_the_second_of_two_segments_with_one_subnet() {
+    // a is on two segments that share 10.0.0.0/24; b is only on the second.
+    let mut f = Fabric::new(3);
+    let now = f.now();
+    let id = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let mut a = Speaker::new(rib_cfg(id("1.1.1.1"), 65001), now);
+    a.add_peer(setup("b", ip("10.0.0.2"), id("1.1.1.1"), 65001, 65002), now).unwrap();
+    let mut b = Speaker::new(rib_cfg(id("2.2.2.2"), 65002), now);
+    // b only waits: a's connection must find it.
+    let mut waits = setup("a", ip("10.0.0.1"), id("2.2.2.2"), 65002, 65001);
+    waits.session.passive = true;
+    b.add_peer(waits, now).unwrap();
+    b.originate(net("192.0.2.0/24"), Some(own_attrs()), now);
+    f.add_member("a", Some(a), vec![("s1".into(), net("10.0.0.1/24")), ("s2".into(), net("10.0.0.1/24"))]);
+    f.add_member("b", Some(b), vec![("s2".into(), net("10.0.0.2/24"))]);
+    assert!(f.run(Duration::from_secs(600)));
+    assert!(f.sessions("a").iter().all(|s| s.established), "{:?}", f.sessions("a"));
+    assert_eq!(f.fib("a").get(&net("192.0.2.0/24")), Some(&vec![ip("10.0.0.2")]));
+}
