@@ -551,26 +551,14 @@ mod tests {
 
         let net = |s: &str| -> IpNet { s.parse().unwrap() };
         let mut node = crate::daemon::spec::NodeSpec {
-            name: "node-1".into(),
-            router_id: "10.0.0.1".parse().unwrap(),
-            asn: 64512,
-            listen: vec![],
-            ipv4: Some("10.0.0.1".parse().unwrap()),
-            ipv6: None,
-            subnets: Vec::new(),
-            max_paths: 16,
-            always_compare_med: false,
             originations: vec![Origination {
                 prefix: net("10.244.1.0/26"),
                 cause: "IPAMBlock 10-244-1-0-26 (affinity host:node-1, IPPool pods)".into(),
                 communities: vec![],
                 blackhole: true,
             }],
-            cluster_id: None,
             exportable: vec![ExportRange { cidr: net("10.244.0.0/16"), source: RangeSource::IpPool("pods".into()) }],
-            statics: vec![],
-            restart: Default::default(),
-            bfd_interfaces: Vec::new(),
+            ..crate::daemon::peer::tests::node()
         };
         node.exportable.push(ExportRange {
             cidr: net("10.250.0.0/16"),

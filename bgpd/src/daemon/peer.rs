@@ -760,7 +760,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn node() -> NodeSpec {
+    pub(crate) fn node() -> NodeSpec {
         NodeSpec {
             name: "node-1".into(),
             router_id: "10.0.0.1".parse().unwrap(),
