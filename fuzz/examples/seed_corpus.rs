@@ -569,6 +569,7 @@ fn ipam_store_seeds() {
                 ipv4_pools: Vec::new(),
                 ipv6_pools: Vec::new(),
                 skip_first_address: true,
+                attachment: None,
             };
             now(alloc.auto_assign(&req)).expect("an address");
         }

@@ -53,6 +53,8 @@ struct Env {
     _bin: tempfile::TempDir,
     cni_path: String,
     ds: tempfile::TempDir,
+    /// The host lock's directory (not /var/run: tests stay off the host's).
+    lock: tempfile::TempDir,
     /// The namespace that plays the node (the "host" side of ptp): plugins
     /// run in it, so their host veths, routes and ip_forward stay out of the
     /// machine's own namespace.
@@ -64,13 +66,14 @@ impl Env {
         let bin = tempfile::tempdir().expect("tempdir");
         std::fs::copy(env!("CARGO_BIN_EXE_bgpd-ipam"), bin.path().join("bgpd-ipam")).expect("copy bgpd-ipam");
         let cni_path = format!("{}:/usr/lib/cni", bin.path().display());
-        Env { _bin: bin, cni_path, ds: datastore_dir(yaml), node: None }
+        Env { _bin: bin, cni_path, ds: datastore_dir(yaml), lock: tempfile::tempdir().expect("tempdir"), node: None }
     }
 
     fn conf(&self, extra_ipam: &str) -> String {
         format!(
-            r#"{{"cniVersion":"1.0.0","name":"podnet","type":"ptp","ipam":{{"type":"bgpd-ipam","datastore":"file:{}","nodename":"node-1"{extra_ipam}}}}}"#,
-            self.ds.path().display()
+            r#"{{"cniVersion":"1.0.0","name":"podnet","type":"ptp","ipam":{{"type":"bgpd-ipam","datastore":"file:{}","nodename":"node-1","lock_dir":"{}"{extra_ipam}}}}}"#,
+            self.ds.path().display(),
+            self.lock.path().display()
         )
     }
 
@@ -219,13 +222,20 @@ fn plugin() -> &'static str {
     env!("CARGO_BIN_EXE_bgpd-ipam")
 }
 
+/// The files of the datastore directory that hold IPAM state (not the lock
+/// file, which checking that the directory can be locked creates).
+fn state_files(env: &Env) -> usize {
+    let entries = std::fs::read_dir(env.ds.path()).into_iter().flatten().flatten();
+    entries.filter(|e| e.file_name() != ipam::store::file::LOCK_FILE).count()
+}
+
 /// Calls bgpd-ipam directly; asserts failure; returns the error code and
 /// message and checks that no IPAM state was written.
 fn expect_error(env: &Env, stdin: &str) -> (u64, String) {
-    let before = std::fs::read_dir(env.ds.path()).map(|d| d.count()).unwrap_or(0);
+    let before = state_files(env);
     let (ok, res) = env.call(plugin(), "ADD", "cx", "/var/run/netns/none", "px", stdin);
     assert!(!ok, "expected an error, got {res}");
-    let after = std::fs::read_dir(env.ds.path()).map(|d| d.count()).unwrap_or(0);
+    let after = state_files(env);
     assert_eq!(before, after, "state written on error");
     let code = res["code"].as_u64().unwrap_or_else(|| panic!("no code in {res}"));
     let msg = res["msg"].as_str().unwrap_or_default().to_string();
@@ -239,9 +249,10 @@ fn bad_input_gives_clear_errors_and_no_state_change() {
     // Malformed JSON.
     let (code, _) = expect_error(&env, "{not json");
     assert_eq!(code, 6);
-    // Unknown field in the ipam section.
-    let (code, _) = expect_error(&env, &env.conf(r#","subnet":"10.0.0.0/8""#));
-    assert_eq!(code, 6);
+    // Unknown field in the ipam section: unsupported (2), named with its value.
+    let (code, msg) = expect_error(&env, &env.conf(r#","subnet":"10.0.0.0/8""#));
+    assert_eq!(code, 2, "{msg}");
+    assert!(msg.contains("subnet") && msg.contains("10.0.0.0/8"), "{msg}");
     // Unsupported version.
     let (code, _) = expect_error(&env, &env.conf("").replace("1.0.0", "9.9.9"));
     assert_eq!(code, 1);

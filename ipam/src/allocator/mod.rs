@@ -182,6 +182,45 @@ pub struct AssignRequest {
     /// Never hand out a block's first address: the CNI plugin uses it as the
     /// pods' gateway (interface plugins such as ptp put it on the host side).
     pub skip_first_address: bool,
+    /// The CNI attachment the addresses are for, recorded in each
+    /// allocation's attributes (see [`Attachment`]).
+    pub attachment: Option<Attachment>,
+}
+
+/// Attribute key: the CNI network an address was assigned on.
+pub const ATTR_NETWORK: &str = "network";
+/// Attribute key: the CNI container ID an address was assigned to.
+pub const ATTR_CONTAINER_ID: &str = "containerID";
+/// Attribute key: the interface inside the container (`CNI_IFNAME`).
+pub const ATTR_IFNAME: &str = "ifname";
+
+/// A CNI attachment: the key under which the CNI specification says a plugin
+/// keeps its state (network name, container ID, interface name). Written into
+/// every allocation's attributes so that CNI `GC` can tell whose an address
+/// is without parsing the handle's name, which cannot be split unambiguously
+/// (all three parts may contain dots).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Attachment {
+    /// Network name (the network configuration's `name`).
+    pub network: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+impl Attachment {
+    /// The attachment recorded in an allocation's attributes, if all three
+    /// parts are there (allocations made before attachments were recorded
+    /// have none).
+    pub fn of(attr: &AllocationAttribute) -> Option<Attachment> {
+        let get = |k: &str| attr.secondary.get(k).cloned();
+        Some(Attachment {
+            network: get(ATTR_NETWORK)?,
+            container_id: get(ATTR_CONTAINER_ID)?,
+            ifname: get(ATTR_IFNAME)?,
+        })
+    }
 }
 
 /// One assigned address.
@@ -453,6 +492,11 @@ impl<S: Store> Allocator<S> {
         }
         if let Some(pod) = &req.pod {
             secondary.insert(ATTR_POD.to_string(), pod.clone());
+        }
+        if let Some(a) = &req.attachment {
+            secondary.insert(ATTR_NETWORK.to_string(), a.network.clone());
+            secondary.insert(ATTR_CONTAINER_ID.to_string(), a.container_id.clone());
+            secondary.insert(ATTR_IFNAME.to_string(), a.ifname.clone());
         }
         AllocationAttribute { handle_id: Some(req.handle.clone()), secondary }
     }

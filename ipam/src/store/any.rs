@@ -120,6 +120,17 @@ impl DatastoreSpec {
             }
         }
     }
+
+    /// Opens the store alone, without reading the design: what releasing by
+    /// handle needs (CNI `DEL` and `GC` must work while the design is broken).
+    pub async fn open_store(&self) -> Result<AnyStore, OpenError> {
+        Ok(match self {
+            DatastoreSpec::File(p) => AnyStore::File(FileStore::open(p)?),
+            DatastoreSpec::Etcd(access) => {
+                AnyStore::Etcd(Box::new(EtcdStore::connect_to(access, super::etcd::DEFAULT_PREFIX).await?))
+            }
+        })
+    }
 }
 
 impl Store for AnyStore {

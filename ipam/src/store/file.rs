@@ -17,6 +17,10 @@
 //!   revision are skipped, so a crash at any point of compaction is harmless.
 //! * `DIR/ipam-state.lock` is `flock`ed exclusively for each commit, so several
 //!   processes on one machine serialise their writes; readers take no lock.
+//! * The store is node-local: a directory on a network filesystem is refused
+//!   when the lock file is first opened ([`FileStore::check_lockable`]),
+//!   since readers rely on the local page cache and two nodes sharing the
+//!   directory would hand out the same addresses.
 //!   Each process caches the state and reads only what was appended since.
 //!
 //! The calls block on file I/O and on the lock (held only for one commit);
@@ -267,16 +271,59 @@ impl FileStore {
         self.dir.join(LOCK_FILE)
     }
 
+    /// Checks that this directory can hold a writable store: it is on a
+    /// local filesystem and its lock file can be opened and `flock`ed.
+    ///
+    /// The file store is node-local: its readers take no lock and follow the
+    /// journal by offset, which relies on the local page cache showing every
+    /// append at once. On a network filesystem (NFS, SMB, CephFS, 9p, AFS)
+    /// that does not hold, and two nodes sharing the directory would hand out
+    /// the same addresses; such a directory is refused, whatever its locks do.
+    pub fn check_lockable(&self) -> Result<(), StoreError> {
+        let f = self.open_lock_file()?;
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            // Taken: let it go at once (closing `f` would too).
+            Ok(()) => {
+                let _ = rustix::fs::flock(&f, rustix::fs::FlockOperation::Unlock);
+                Ok(())
+            }
+            // Held exclusively by a writer right now: locking works.
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(()),
+            Err(e) => Err(StoreError::Io {
+                context: format!("flock {} (the file: datastore needs working locks)", self.lock_path().display()),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Opens (creating) the lock file, after refusing a network filesystem.
+    fn open_lock_file(&self) -> Result<File, StoreError> {
+        let st = rustix::fs::statfs(&self.dir)
+            .map_err(|e| StoreError::Io { context: format!("statfs {}", self.dir.display()), source: e.into() })?;
+        // `f_type` is a filesystem magic number (linux/magic.h); it is
+        // compared as 32 bits, as the kernel defines the constants.
+        if let Some(fs) = network_filesystem(st.f_type as u32) {
+            return Err(StoreError::Io {
+                context: format!(
+                    "{} is on {fs}, a filesystem other nodes may share: the file: datastore is node-local \
+                     (use etcd: for more than one node)",
+                    self.dir.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+            });
+        }
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())
+            .map_err(io_err(format!("opening {}", self.lock_path().display())))
+    }
+
     fn commit_sync(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut inner = self.lock_inner();
         if inner.lock_file.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.lock_path())
-                .map_err(io_err(format!("opening {}", self.lock_path().display())))?;
-            inner.lock_file = Some(f);
+            inner.lock_file = Some(self.open_lock_file()?);
         }
         let Some(lock_file) = inner.lock_file.as_ref() else { unreachable!("lock file opened just above") };
         rustix::fs::flock(lock_file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| StoreError::Io {
@@ -400,6 +447,22 @@ impl FileStore {
     }
 }
 
+/// The name of a network filesystem by its magic number (linux/magic.h), or
+/// `None` for any other (local) filesystem.
+pub fn network_filesystem(magic: u32) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "NFS",
+        0x517b => "SMB",
+        0xff53_4d42 => "CIFS",
+        0xfe53_4d42 => "SMB2",
+        0x00c3_6400 => "CephFS",
+        0x0102_1997 => "9p",
+        0x5346_414f => "AFS",
+        0x7375_7245 => "Coda",
+        _ => return None,
+    })
+}
+
 /// Parses one journal line (without its newline); `None` if torn or damaged.
 fn parse_record(line: &[u8]) -> Option<Record> {
     let tab = line.iter().rposition(|b| *b == b'\t')?;
@@ -463,6 +526,33 @@ mod tests {
         assert!(dir.path().join(STATE_FILE).exists());
         let c = FileStore::open(dir.path()).unwrap();
         assert_eq!(get(&c, "h").unwrap().value, handle("h", 11));
+    }
+
+    #[test]
+    fn test_network_filesystems_are_named_local_ones_not() {
+        // NFS_SUPER_MAGIC, CIFS_MAGIC_NUMBER, CEPH_SUPER_MAGIC (linux/magic.h).
+        assert_eq!(network_filesystem(0x6969), Some("NFS"));
+        assert_eq!(network_filesystem(0xff53_4d42), Some("CIFS"));
+        assert_eq!(network_filesystem(0x00c3_6400), Some("CephFS"));
+        // EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC.
+        for local in [0xef53, 0x0102_1994, 0x5846_5342, 0x9123_683e] {
+            assert_eq!(network_filesystem(local), None, "{local:#x}");
+        }
+    }
+
+    #[test]
+    fn test_directory_that_cannot_be_locked_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        s.check_lockable().expect("a temporary directory can be locked");
+        // The lock file cannot be opened: the store is refused, by name,
+        // before anything is written.
+        std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+        std::fs::create_dir(dir.path().join(LOCK_FILE)).unwrap();
+        let e = s.check_lockable().unwrap_err().to_string();
+        assert!(e.contains(LOCK_FILE), "{e}");
+        assert!(s.commit_sync(vec![Write::put(Expect::Absent, handle("h", 1))]).is_err());
+        assert!(!dir.path().join("ipam-journal.0.log").exists());
     }
 
     #[test]
