@@ -182,22 +182,42 @@ impl Publisher {
 
     /// Marks the datastore unreachable; the content stays.
     pub(crate) fn unreachable(&self, reason: String) {
-        self.tx.send_if_modified(|f| match &mut f.unreachable {
-            Some(u) if u.reason == reason => false,
-            Some(u) => {
-                u.reason = reason;
-                true
+        self.tx.send_if_modified(|f| mark_unreachable(f, reason));
+    }
+
+    /// Publishes new content read while part of the datastore cannot be read (a
+    /// Kubernetes kind whose watch fails, the others still read): the content is
+    /// replaced and the datastore marked unreachable at once, in one change.
+    pub(crate) fn partial_content(&self, sources: Vec<Source>, notes: Vec<String>, reason: String) {
+        self.tx.send_if_modified(|f| {
+            let same = f.sources.as_deref() == Some(&sources) && f.notes == notes;
+            if !same {
+                f.sources = Some(Arc::new(sources));
+                f.notes = notes;
             }
-            None => {
-                f.unreachable = Some(Unreachable { since: SystemTime::now(), reason });
-                true
-            }
+            mark_unreachable(f, reason) || !same
         });
     }
 
     /// Whether the daemon has gone (the task can stop).
     pub(crate) fn closed(&self) -> bool {
         self.tx.is_closed()
+    }
+}
+
+/// Marks `f` unreachable for `reason` (keeping when the outage began); returns
+/// whether that changed anything.
+fn mark_unreachable(f: &mut Feed, reason: String) -> bool {
+    match &mut f.unreachable {
+        Some(u) if u.reason == reason => false,
+        Some(u) => {
+            u.reason = reason;
+            true
+        }
+        None => {
+            f.unreachable = Some(Unreachable { since: SystemTime::now(), reason });
+            true
+        }
     }
 }
 

@@ -4,10 +4,17 @@
 //! `crd.projectcalico.org/v1`, a list item without apiVersion/kind); they are not
 //! captured from a cluster (none runs here).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
+use serde_json::Value;
+
+use super::convert::{convert, Converted};
+use super::follow::Failure;
+use super::kinds::{CalicoApi, Discovered, Probe};
 use super::*;
-use crate::datastore::{parse_sources, Affinity, AsNumber, Md5Key, Model, PeerScope, Problem, Severity};
+use crate::datastore::{parse_sources, Affinity, AsNumber, Md5Key, Model, PeerScope, Problem, Severity, Source};
 
 const NODE_RR: &str = include_str!("fixtures/node-rr.json");
 const NODE_PLAIN: &str = include_str!("fixtures/node-plain.json");
@@ -17,11 +24,16 @@ const SECRET_JSON: &str = include_str!("fixtures/secret.json");
 const IPAM_BLOCK: &str = include_str!("fixtures/ipamblock.json");
 const BFD_CONFIGURATION: &str = include_str!("fixtures/bfdconfiguration.json");
 
-fn watched(plural: &str) -> &'static Watched {
+/// The kinds watched on a cluster with `crd.projectcalico.org/v1`.
+fn v1_kinds() -> Vec<Watched> {
+    kinds::watched(CalicoApi::CrdV1)
+}
+
+fn watched(plural: &str) -> Watched {
     if plural == "secrets" {
-        return &super::SECRET;
+        return SECRET;
     }
-    WATCHED.iter().find(|w| w.plural == plural).expect("a watched kind")
+    v1_kinds().into_iter().find(|w| w.plural == plural).expect("a watched kind")
 }
 
 fn json(text: &str) -> Value {
@@ -33,8 +45,8 @@ fn load(objects: &[(&str, &str)]) -> (Model, Vec<Problem>) {
     let sources: Vec<Source> = objects
         .iter()
         .map(|(plural, text)| {
-            let (key, v) = convert(watched(plural), &json(text)).expect("named object");
-            Source { path: key.into(), text: v.to_string() }
+            let c = convert(&watched(plural), &json(text)).expect("named object");
+            Source { path: c.key.into(), text: c.object.to_string() }
         })
         .collect();
     parse_sources(&sources).expect("converted objects are valid YAML")
@@ -107,109 +119,188 @@ fn a_bfd_configuration_crd_object_selects_nodes_and_timers() {
 
 #[test]
 fn bookkeeping_metadata_is_dropped_and_kind_filled_in() {
-    let (key, v) = convert(watched("secrets"), &json(SECRET_JSON)).unwrap();
+    let Converted { key, object: v, note } = convert(&watched("secrets"), &json(SECRET_JSON)).unwrap();
     assert_eq!(key, "kubernetes:secrets/calico-system/bgp-secrets");
+    assert_eq!(note, None);
     assert_eq!(v["apiVersion"], "v1");
     assert_eq!(v["kind"], "Secret");
     assert_eq!(v["metadata"], serde_json::json!({"name": "bgp-secrets", "namespace": "calico-system"}));
     assert_eq!(v["data"]["rr-password"], "czNjcjN0");
-    let (key, v) = convert(watched("bgppeers"), &json(BGP_PEER)).unwrap();
-    assert_eq!(key, "kubernetes:bgppeers/to-rr");
-    assert!(v["metadata"].get("annotations").is_none() && v["metadata"].get("resourceVersion").is_none());
-    assert!(convert(watched("bgppeers"), &serde_json::json!({"metadata": {}})).is_none());
+    let c = convert(&watched("bgppeers"), &json(BGP_PEER)).unwrap();
+    assert_eq!(c.key, "kubernetes:bgppeers/to-rr");
+    // Its only annotation is Calico's metadata, which holds no labels or annotations.
+    assert!(c.object["metadata"].get("annotations").is_none(), "{}", c.object);
+    assert!(c.object["metadata"].get("resourceVersion").is_none() && c.object["metadata"].get("uid").is_none());
+    assert!(convert(&watched("bgppeers"), &serde_json::json!({"metadata": {}})).is_none());
+}
+
+#[test]
+fn unusable_calico_metadata_annotations_are_noted_and_the_object_kept() {
+    let mut p = json(BGP_PEER);
+    p["metadata"]["annotations"]["projectcalico.org/metadata"] = "{not json".into();
+    p["metadata"]["annotations"]["bgpd.io/mrai"] = "3".into();
+    let c = convert(&watched("bgppeers"), &p).unwrap();
+    assert_eq!(c.object["metadata"]["annotations"], serde_json::json!({"bgpd.io/mrai": "3"}));
+    let note = c.note.expect("a note");
+    assert!(note.contains("bgppeers/to-rr") && note.contains("projectcalico.org/metadata"), "{note}");
+    let mut n = json(NODE_RR);
+    n["metadata"]["annotations"]["projectcalico.org/labels"] = "[1]".into();
+    let c = convert(&watched("nodes"), &n).unwrap();
+    assert_eq!(c.object["metadata"]["labels"]["rack"], "r1", "the Kubernetes labels stay");
+    assert!(c.note.is_some_and(|n| n.contains("projectcalico.org/labels")));
+}
+
+#[test]
+fn calicos_kinds_from_v3_are_handed_over_in_their_crd_form() {
+    let v3 = kinds::watched(CalicoApi::V3);
+    let blocks = v3.iter().find(|w| w.plural == "ipamblocks").unwrap();
+    assert_eq!(blocks.api_version(), "projectcalico.org/v3");
+    let mut b = json(IPAM_BLOCK);
+    b["apiVersion"] = "projectcalico.org/v3".into();
+    let c = convert(blocks, &b).unwrap();
+    assert_eq!(c.object["apiVersion"], "crd.projectcalico.org/v1");
+    let (model, problems) = parse_sources(&[Source { path: c.key.into(), text: c.object.to_string() }]).unwrap();
+    assert!(errors(&problems).is_empty(), "{:?}", errors(&problems));
+    assert_eq!(model.ipam_blocks.len(), 1);
 }
 
 fn dynamic(text: &str) -> DynamicObject {
     serde_json::from_str(text).expect("fixture is a Kubernetes object")
 }
 
+fn listed(texts: &[&str]) -> Update {
+    Update::Listed(texts.iter().map(|t| dynamic(t)).collect())
+}
+
+fn failure(code: Option<u16>) -> Update {
+    Update::Failed(Failure { code, message: format!("status {code:?}") })
+}
+
+fn state_keys(k: &Store) -> Vec<String> {
+    match k.view() {
+        View::Ready { sources, .. } => sources.iter().map(|s| s.path.display().to_string()).collect(),
+        View::Waiting(_) => panic!("not complete"),
+    }
+}
+
 #[test]
 fn a_kind_is_complete_after_its_first_list_and_tracks_changes() {
-    let w = watched("nodes");
-    let mut k = KindState::default();
-    assert!(!k.event(w, Event::Init));
-    assert!(!k.event(w, Event::InitApply(dynamic(NODE_RR))));
-    assert!(k.objects.is_none(), "not complete before InitDone");
-    assert!(k.event(w, Event::InitDone));
-    assert_eq!(k.objects.as_ref().map(BTreeMap::len), Some(1));
+    let nodes = [watched("nodes")];
+    let mut store = Store::new(&nodes, "kube-system");
+    let node = Slot::Kind(0);
+    assert!(!store.complete());
+    assert!(store.update(&node, listed(&[NODE_RR])));
+    assert!(store.complete());
     // A status-only update of the Node converts to the same text: no change.
     let mut v = json(NODE_RR);
     v["status"]["nodeInfo"]["kubeletVersion"] = "v1.33.2".into();
     v["metadata"]["resourceVersion"] = "482999".into();
-    assert!(!k.event(w, Event::Apply(serde_json::from_value(v.clone()).unwrap())));
+    assert!(!store.update(&node, Update::Applied(serde_json::from_value(v.clone()).unwrap())));
     v["metadata"]["labels"]["rack"] = "r2".into();
-    assert!(k.event(w, Event::Apply(serde_json::from_value(v).unwrap())), "a label change is a change");
-    assert!(k.event(w, Event::Apply(dynamic(NODE_PLAIN))));
-    assert!(k.event(w, Event::Delete(dynamic(NODE_RR))));
-    assert!(!k.event(w, Event::Delete(dynamic(NODE_RR))), "deleting what is gone changes nothing");
-    assert_eq!(k.objects.unwrap().keys().collect::<Vec<_>>(), ["kubernetes:nodes/worker-9"]);
-}
-
-fn api_error(code: u16) -> watcher::Error {
-    watcher::Error::InitialListFailed(kube::Error::Api(kube::core::ErrorResponse {
-        status: "Failure".into(),
-        message: "the server could not find the requested resource".into(),
-        reason: "NotFound".into(),
-        code,
-    }))
+    assert!(store.update(&node, Update::Applied(serde_json::from_value(v).unwrap())), "a label change is a change");
+    assert!(store.update(&node, Update::Applied(dynamic(NODE_PLAIN))));
+    assert!(store.update(&node, Update::Deleted(dynamic(NODE_RR))));
+    assert!(!store.update(&node, Update::Deleted(dynamic(NODE_RR))), "deleting what is gone changes nothing");
+    assert_eq!(state_keys(&store), ["kubernetes:nodes/worker-9"]);
+    // A list replaces everything.
+    assert!(store.update(&node, listed(&[NODE_RR])));
+    assert_eq!(state_keys(&store), ["kubernetes:nodes/rr-1"]);
+    assert!(!store.update(&node, listed(&[NODE_RR])), "the same list again");
 }
 
 #[test]
-fn a_missing_crd_is_an_empty_kind_and_other_errors_make_the_datastore_unreachable() {
-    let filters = watched("bgpfilters");
-    let mut k = KindState::default();
-    assert!(k.error(filters, &api_error(404)));
-    assert_eq!(k.objects.as_ref().map(BTreeMap::len), Some(0));
-    assert!(k.error.is_none());
-    assert!(k.note.as_deref().is_some_and(|n| n.contains("bgpfilters")), "{:?}", k.note);
-
-    let nodes = watched("nodes");
-    let mut k = KindState::default();
-    assert!(!k.error(nodes, &api_error(404)), "core kinds always exist: a 404 is an error");
-    assert!(k.error.is_some());
-    let mut k = KindState::default();
-    assert!(!k.error(filters, &api_error(403)));
-    assert!(k.error.as_deref().is_some_and(|e| e.contains("bgpfilters")), "{:?}", k.error);
-    // The watcher delivering again clears the error.
-    k.event(filters, Event::Init);
-    assert!(k.error.is_none());
-
-    // BFDConfiguration is Calico Enterprise's: absent or not granted, there is no BFD.
-    let bfd = watched("bfdconfigurations");
-    for code in [404, 403] {
-        let mut k = KindState::default();
-        assert!(k.error(bfd, &api_error(code)), "{code}");
-        assert!(k.error.is_none() && k.objects.as_ref().is_some_and(BTreeMap::is_empty), "{code}");
-        assert!(k.note.as_deref().is_some_and(|n| n.contains("bfdconfigurations")), "{:?}", k.note);
+fn every_failure_keeps_the_objects_and_a_list_or_a_watch_clears_it() {
+    let kinds = [watched("ipamblocks"), watched("bgpfilters")];
+    let mut store = Store::new(&kinds, "kube-system");
+    let blocks = Slot::Kind(0);
+    store.update(&Slot::Kind(1), listed(&[]));
+    // Before the first list, a 404 is an error (never "no objects").
+    assert!(!store.update(&blocks, failure(Some(404))));
+    assert!(matches!(store.view(), View::Waiting(Some(e)) if e.contains("ipamblocks")));
+    store.update(&blocks, listed(&[IPAM_BLOCK]));
+    assert_eq!(store.error(), None);
+    for code in [Some(404), Some(500), Some(403), None] {
+        assert!(!store.update(&blocks, failure(code)), "{code:?}");
+        let View::Ready { sources, error, .. } = store.view() else { panic!("{code:?}: complete") };
+        assert_eq!(sources.len(), 1, "{code:?}: the block stays");
+        assert!(error.is_some_and(|e| e.contains("ipamblocks") && e.contains("keeping the 1 objects")), "{code:?}");
+        // The watch established again clears it, with no event.
+        assert!(!store.update(&blocks, Update::Watching));
+        assert_eq!(store.error(), None, "{code:?}");
     }
+}
+
+#[test]
+fn a_403_on_the_optional_kind_or_a_secret_means_none_with_a_note() {
+    let kinds = [watched("bfdconfigurations")];
+    let mut store = Store::new(&kinds, "kube-system");
+    assert!(store.update(&Slot::Kind(0), failure(Some(403))));
+    let View::Ready { sources, notes, error } = store.view() else { panic!("complete") };
+    assert!(sources.is_empty() && error.is_none());
+    assert!(notes.iter().any(|n| n.contains("bfdconfigurations")), "{notes:?}");
+    // A Secret the Role does not grant.
+    let (new, gone) = store.sync_secrets(&BTreeSet::from(["bgp-pw".to_string()]));
+    assert_eq!((new.len(), gone.len()), (1, 0));
+    assert!(!store.complete(), "a new Secret is waited for");
+    store.update(&Slot::Secret("bgp-pw".into()), failure(Some(403)));
+    let View::Ready { notes, error: None, .. } = store.view() else { panic!("complete, no error") };
+    assert!(notes.iter().any(|n| n.contains("kube-system/bgp-pw") && n.contains("resourceNames")), "{notes:?}");
+    let (_, gone) = store.sync_secrets(&BTreeSet::new());
+    assert_eq!(gone, ["bgp-pw"]);
+    assert!(!store.update(&Slot::Secret("bgp-pw".into()), listed(&[SECRET_JSON])), "a stopped watch is ignored");
+}
+
+#[test]
+fn discovery_prefers_the_crds_and_never_takes_absence_for_no_objects() {
+    let all: BTreeSet<String> = kinds::CALICO.iter().map(|(_, p, _)| p.to_string()).collect();
+    let without = |plural: &str| -> BTreeSet<String> { all.iter().filter(|p| *p != plural).cloned().collect() };
+    let v1 = |p: Probe| (CalicoApi::CrdV1, p);
+    let v3 = |p: Probe| (CalicoApi::V3, p);
+    assert_eq!(
+        kinds::choose(&[v1(Probe::Served(all.clone()))]),
+        Ok(Discovered { api: CalicoApi::CrdV1, missing_optional: BTreeSet::new() })
+    );
+    let d = kinds::choose(&[v1(Probe::Absent), v3(Probe::Served(without("bfdconfigurations")))]).unwrap();
+    assert_eq!(d.api, CalicoApi::V3);
+    assert_eq!(d.missing_optional, BTreeSet::from(["bfdconfigurations"]));
+    let e = kinds::choose(&[v1(Probe::Absent), v3(Probe::Absent)]).unwrap_err();
+    assert!(e.contains("crd.projectcalico.org/v1 and projectcalico.org/v3"), "{e}");
+    let e = kinds::choose(&[v1(Probe::Served(without("bgppeers")))]).unwrap_err();
+    assert!(e.contains("without bgppeers"), "{e}");
+    let e = kinds::choose(&[v1(Probe::Failed("503".into())), v3(Probe::Served(all))]).unwrap_err();
+    assert!(e.contains("crd.projectcalico.org/v1: 503"), "a failed probe of the preferred group is an error: {e}");
 }
 
 #[tokio::test]
 async fn published_content_waits_for_every_kind_and_keeps_the_last_good_on_errors() {
     let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
     let out = Publisher { tx };
-    let mut kinds: Vec<KindState> = WATCHED.iter().map(|_| KindState::default()).collect();
-    for (i, w) in WATCHED.iter().enumerate().skip(1) {
-        kinds[i].event(w, Event::Init);
-        kinds[i].event(w, Event::InitDone);
+    let kinds = v1_kinds();
+    let mut store = Store::new(&kinds, "kube-system");
+    for i in 1..kinds.len() {
+        store.update(&Slot::Kind(i), listed(&[]));
     }
-    publish(&kinds, &SecretWatches::default(), &out);
+    publish(&store, &out);
     assert!(rx.borrow_and_update().sources.is_none(), "nodes not listed yet");
-    kinds[0].event(&WATCHED[0], Event::Init);
-    kinds[0].event(&WATCHED[0], Event::InitApply(dynamic(NODE_RR)));
-    kinds[0].event(&WATCHED[0], Event::InitDone);
-    publish(&kinds, &SecretWatches::default(), &out);
+    store.update(&Slot::Kind(0), listed(&[NODE_RR]));
+    publish(&store, &out);
     let first = rx.borrow_and_update().sources.clone().expect("complete");
     assert_eq!(first.len(), 1);
-    let services = WATCHED.iter().position(|w| w.plural == "services").unwrap();
-    kinds[services].error(&WATCHED[services], &api_error(500));
-    publish(&kinds, &SecretWatches::default(), &out);
+    let services = kinds.iter().position(|w| w.plural == "services").unwrap();
+    store.update(&Slot::Kind(services), failure(Some(500)));
+    publish(&store, &out);
     let f = rx.borrow_and_update().clone();
     assert!(f.unreachable.as_ref().is_some_and(|u| u.reason.contains("services")), "{:?}", f.unreachable);
     assert_eq!(f.sources.as_deref(), Some(&*first), "the last content stays");
-    kinds[services].event(&WATCHED[services], Event::Init);
-    kinds[services].event(&WATCHED[services], Event::InitDone);
-    publish(&kinds, &SecretWatches::default(), &out);
+    let since = f.unreachable.unwrap().since;
+    // Another kind's change is published while services fail, still unreachable.
+    store.update(&Slot::Kind(0), Update::Applied(dynamic(NODE_PLAIN)));
+    publish(&store, &out);
+    let f = rx.borrow_and_update().clone();
+    assert_eq!(f.sources.as_ref().map(|s| s.len()), Some(2));
+    assert_eq!(f.unreachable.map(|u| u.since), Some(since), "the same outage");
+    store.update(&Slot::Kind(services), Update::Watching);
+    publish(&store, &out);
     assert!(rx.borrow_and_update().unreachable.is_none());
 }
 
@@ -255,6 +346,7 @@ async fn only_the_secrets_peers_refer_to_are_read_and_held() {
     const PEERS: &str = "/apis/crd.projectcalico.org/v1/bgppeers";
     const SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
     let server = api_server::ApiServer::default();
+    server.serve_calico("crd.projectcalico.org/v1");
     server.apply("/api/v1/nodes", json(NODE_RR));
     server.apply(PEERS, peer("tor", Some("bgp-password")));
     server.apply(SECRETS, secret("bgp-password", "password", "s3cr3t"));
@@ -298,7 +390,7 @@ async fn only_the_secrets_peers_refer_to_are_read_and_held() {
 }
 
 /// The shipped RBAC grants exactly what the watchers read: get/list/watch on every
-/// kind of `WATCHED` cluster-wide, and Secrets only by name in bgpd's namespace.
+/// kind bgpd may watch (Calico's in either group) cluster-wide, and Secrets only by name in bgpd's namespace.
 #[test]
 fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
     use serde::Deserialize as _;
@@ -322,11 +414,247 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
             }
         }
     }
-    let watched: BTreeSet<(String, String)> =
-        WATCHED.iter().map(|w| (w.group.to_string(), w.plural.to_string())).collect();
-    assert_eq!(granted, watched, "the ClusterRole and WATCHED differ");
+    assert_eq!(granted, kinds::granted(), "the ClusterRole and what bgpd may read differ");
     let secrets = rules("Role");
     assert_eq!(secrets.len(), 1);
     assert_eq!(strings(&secrets[0]["resources"]), ["secrets"]);
     assert!(!strings(&secrets[0]["resourceNames"]).is_empty(), "Secrets must be granted by name");
+}
+
+// ---------------------------------------------------------------------------
+// Against the API-server stand-in: each of these reproduced a failure of the
+// datastore before it was fixed (issue 20).
+
+const V1: &str = "crd.projectcalico.org/v1";
+const V1_PEERS: &str = "/apis/crd.projectcalico.org/v1/bgppeers";
+const V1_BLOCKS: &str = "/apis/crd.projectcalico.org/v1/ipamblocks";
+const NODES: &str = "/api/v1/nodes";
+
+type Feeds = std::sync::Arc<std::sync::Mutex<Vec<super::super::Feed>>>;
+
+/// The datastore watching `server`: its feed, its task, and every feed it
+/// published (recorded as it happened).
+struct Running {
+    rx: tokio::sync::watch::Receiver<super::super::Feed>,
+    task: tokio::task::JoinHandle<()>,
+    seen: Feeds,
+    recorder: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.recorder.abort();
+    }
+}
+
+async fn running(server: &api_server::ApiServer) -> Running {
+    let client = server.start().await;
+    let (tx, rx) = tokio::sync::watch::channel(super::super::Feed::default());
+    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let seen: Feeds = Default::default();
+    let mut recorded = rx.clone();
+    let log = seen.clone();
+    let recorder = tokio::spawn(async move {
+        while recorded.changed().await.is_ok() {
+            let f = recorded.borrow_and_update().clone();
+            log.lock().unwrap().push(f);
+        }
+    });
+    Running { rx, task, seen, recorder }
+}
+
+/// Waits (at most 10 s) until `n` watches are open.
+async fn watching(server: &api_server::ApiServer, n: usize) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while server.open_watches() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    waited.await.unwrap_or_else(|_| panic!("{} watches open, not {n}", server.open_watches()));
+}
+
+fn model_of(f: &super::super::Feed) -> Model {
+    let sources = f.sources.as_deref().expect("content");
+    parse_sources(sources).expect("converted objects are valid YAML").0
+}
+
+fn block(name: &str, cidr: &str, node: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
+        "metadata": { "name": name },
+        "spec": { "cidr": cidr, "affinity": format!("host:{node}"), "allocations": [], "unallocated": [],
+                  "attributes": [], "strictAffinity": false },
+    })
+}
+
+fn has_key(f: &super::super::Feed, suffix: &str) -> bool {
+    keys(f).iter().any(|k| k.ends_with(suffix))
+}
+
+/// bgpd's own settings are annotations: a real cluster must deliver them. An
+/// object written through Calico's API server or calicoctl keeps its labels and
+/// annotations in `projectcalico.org/metadata` (merged over the object's own, as
+/// Calico's `ConvertK8sResourceToCalicoResource` does); a Node's Calico labels are
+/// in `projectcalico.org/labels` (the Kubernetes labels win, as in Calico's
+/// `mergeCalicoAndK8sLabels`).
+#[test]
+fn annotations_and_calicos_metadata_annotation_reach_the_model() {
+    let mut direct = peer("direct", None);
+    direct["metadata"]["annotations"] = serde_json::json!({ "bgpd.io/max-prefix": "100", "bgpd.io/add-path": "send" });
+    let mut via_calico = peer("via-calico", None);
+    via_calico["metadata"]["labels"] = serde_json::json!({ "tier": "own", "kept": "yes" });
+    via_calico["metadata"]["annotations"] = serde_json::json!({
+        "bgpd.io/keep-received": "true",
+        "projectcalico.org/metadata":
+            r#"{"creationTimestamp":null,"labels":{"tier":"calico"},"annotations":{"bgpd.io/mrai":"5"}}"#,
+    });
+    let mut node = json(NODE_RR);
+    node["metadata"]["annotations"]["projectcalico.org/labels"] = r#"{"rack":"calico-value","zone":"z1"}"#.into();
+    let (direct, via_calico) = (direct.to_string(), via_calico.to_string());
+    let node = node.to_string();
+    let (model, problems) = load(&[("bgppeers", &direct), ("bgppeers", &via_calico), ("nodes", &node)]);
+    assert!(errors(&problems).is_empty(), "{:?}", errors(&problems));
+    let direct = &model.peers["direct"];
+    assert_eq!(direct.max_prefix, Some((100, true)));
+    let via = &model.peers["via-calico"];
+    assert!(via.keep_received, "the object's own annotation is kept");
+    assert_eq!(via.mrai, Duration::from_secs(5), "the annotation from projectcalico.org/metadata");
+    let v = convert(&watched("bgppeers"), &json(&via_calico)).unwrap().object;
+    assert_eq!(v["metadata"]["labels"], serde_json::json!({ "tier": "calico", "kept": "yes" }));
+    assert!(v["metadata"]["annotations"].get("projectcalico.org/metadata").is_none());
+    let labels = &model.nodes["rr-1"].labels;
+    assert_eq!(labels.get("rack").map(String::as_str), Some("r1"), "the Kubernetes label wins");
+    assert_eq!(labels.get("zone").map(String::as_str), Some("z1"), "the Calico label is merged");
+}
+
+/// A watch cut mid-stream whose next attempt is refused: the kinds that failed
+/// are quiet (no object changes afterwards), yet the datastore is reachable again
+/// once their watches are back, and later changes are published.
+#[tokio::test]
+async fn a_reset_mid_watch_with_quiet_kinds_recovers_once_the_watches_are_back() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_RR));
+    server.apply(V1_PEERS, peer("tor", None));
+    let mut run = running(&server).await;
+    published(&mut run.rx, "the first content", |f| f.sources.is_some() && f.unreachable.is_none()).await;
+    watching(&server, 7).await;
+    server.fail_watches(500, 3);
+    server.reset_watches();
+    published(&mut run.rx, "unreachable after the refused watches", |f| f.unreachable.is_some()).await;
+    let f = published(&mut run.rx, "reachable again", |f| f.unreachable.is_none()).await;
+    assert!(has_key(&f, "bgppeers/tor"), "{:?}", keys(&f));
+    server.apply(V1_PEERS, peer("later", None));
+    let f = published(&mut run.rx, "a later change", |f| has_key(f, "bgppeers/later")).await;
+    assert!(f.unreachable.is_none());
+}
+
+/// kubernetes/kubernetes #71218: after an API server or etcd restart a list can
+/// answer 404 for a while. The kind keeps its last good objects (never "none"),
+/// the datastore says why it is unreachable, and the list is retried.
+#[tokio::test]
+async fn a_404_on_relist_keeps_the_last_good_objects_and_retries() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_PLAIN));
+    server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
+    let mut run = running(&server).await;
+    published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
+    watching(&server, 7).await;
+    let lists = || server.requests().iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).count();
+    let before = lists();
+    server.fail_lists(V1_BLOCKS, 404, 2);
+    server.expire_watches();
+    server.apply(V1_BLOCKS, block("b2", "10.244.9.0/26", "worker-9"));
+    let f = published(&mut run.rx, "the second block after the relists", |f| {
+        has_key(f, "ipamblocks/b2") && f.unreachable.is_none()
+    })
+    .await;
+    assert!(has_key(&f, "ipamblocks/b1"));
+    assert!(lists() >= before + 3, "two refused lists and a good one");
+    let seen = run.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|f| f.unreachable.as_ref().is_some_and(|u| u.reason.contains("ipamblocks"))),
+        "the 404 is reported"
+    );
+    for f in seen.iter().filter(|f| f.sources.is_some()) {
+        assert!(has_key(f, "ipamblocks/b1"), "published without the block: {:?}", keys(f));
+    }
+}
+
+/// 410 Gone on an open watch (its resourceVersion compacted away): the kinds are
+/// listed again and what changed meanwhile arrives.
+#[tokio::test]
+async fn a_410_gone_lists_again_and_catches_up() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_PLAIN));
+    server.apply(V1_PEERS, peer("old", None));
+    let mut run = running(&server).await;
+    published(&mut run.rx, "the first content", |f| has_key(f, "bgppeers/old")).await;
+    watching(&server, 7).await;
+    server.expire_watches();
+    server.delete(V1_PEERS, "old");
+    server.apply(V1_PEERS, peer("new", None));
+    let f = published(&mut run.rx, "the peers after the relist", |f| {
+        has_key(f, "bgppeers/new") && !has_key(f, "bgppeers/old")
+    })
+    .await;
+    assert!(f.unreachable.is_none());
+}
+
+/// Routine Node status updates at 1,000 a second (what a large cluster's kubelets
+/// send): a real change is still published, and the status updates publish
+/// nothing of their own.
+#[tokio::test]
+async fn a_change_is_published_under_1000_node_status_updates_a_second() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    // With every kind served nothing else (a retried list) wakes the datastore up.
+    server.serve_resource(V1, "bfdconfigurations", "BFDConfiguration");
+    server.apply(NODES, json(NODE_RR));
+    server.apply(NODES, json(NODE_PLAIN));
+    let mut run = running(&server).await;
+    let first = published(&mut run.rx, "the first content", |f| f.sources.is_some()).await;
+    let churn = server.churn(NODES, "worker-9", 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.apply(V1_PEERS, peer("during-churn", None));
+    let f = published(&mut run.rx, "the peer added during the churn", |f| has_key(f, "bgppeers/during-churn")).await;
+    drop(churn);
+    let seen = run.seen.lock().unwrap().clone();
+    let contents: Vec<_> = seen.iter().filter_map(|f| f.sources.clone()).collect();
+    let distinct = contents.windows(2).filter(|w| !std::sync::Arc::ptr_eq(&w[0], &w[1])).count() + 1;
+    assert_eq!(distinct, 2, "status updates published content of their own");
+    assert_eq!(keys(&f).len(), keys(&first).len() + 1);
+}
+
+/// A cluster whose Calico kinds are `projectcalico.org/v3` CRDs (no
+/// `crd.projectcalico.org`): found by discovery and read.
+#[tokio::test]
+async fn a_v3_only_cluster_is_found_by_discovery_and_read() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico("projectcalico.org/v3");
+    server.apply(NODES, json(NODE_RR));
+    let mut p = peer("v3-peer", None);
+    p["apiVersion"] = "projectcalico.org/v3".into();
+    server.apply("/apis/projectcalico.org/v3/bgppeers", p);
+    let mut run = running(&server).await;
+    let f = published(&mut run.rx, "the v3 peer", |f| f.sources.is_some()).await;
+    assert!(has_key(&f, "bgppeers/v3-peer"), "{:?}", keys(&f));
+    assert!(model_of(&f).peers.contains_key("v3-peer"));
+    assert!(f.unreachable.is_none());
+}
+
+/// A cluster without Calico's kinds is an error, never an empty model: bgpd must
+/// not run ready with no peers and no blocks.
+#[tokio::test]
+async fn a_cluster_without_calicos_kinds_is_unreachable_not_empty() {
+    let server = api_server::ApiServer::default();
+    server.apply(NODES, json(NODE_RR));
+    let mut run = running(&server).await;
+    let f = published(&mut run.rx, "the missing group reported", |f| f.unreachable.is_some()).await;
+    let reason = &f.unreachable.as_ref().unwrap().reason;
+    assert!(reason.contains("crd.projectcalico.org/v1") && reason.contains("projectcalico.org/v3"), "{reason}");
+    assert!(run.seen.lock().unwrap().iter().all(|f| f.sources.is_none()), "published content without Calico's kinds");
 }

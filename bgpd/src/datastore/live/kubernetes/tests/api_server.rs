@@ -1,34 +1,111 @@
-//! A stand-in Kubernetes API server on loopback, just enough for kube's watcher:
-//! lists (with a `metadata.name` field selector) answered from objects the test
-//! holds, watches kept open as chunked streams the test pushes events into, 403 for
-//! Secrets the "Role" does not grant, and a log of every request's path and query.
+//! A stand-in Kubernetes API server on loopback, for the datastore's tests. What it
+//! reproduces of a real API server, and what it does not, is listed in
+//! `docs/kubernetes.md` ("The API-server stand-in"); in short:
+//!
+//! - discovery (`GET /apis/GROUP/VERSION`): only the groups and resources the test
+//!   serves, 404 for the others, and 404 on every request to a collection of a
+//!   group or resource that is not served;
+//! - lists with paging (`limit`, `continue`), each page from the snapshot of the
+//!   first (as the API server serves pages at the first page's resourceVersion);
+//! - watches from a `resourceVersion`: the changes after it are replayed, then the
+//!   live ones; a version older than the compacted history answers a `410 Gone`
+//!   ERROR event; `allowWatchBookmarks` watches get BOOKMARK events on request;
+//! - faults on request: the next lists of a collection answered with an error code
+//!   (the transient 404 of kubernetes/kubernetes #71218), the next watches refused,
+//!   every open watch cut mid-stream (a connection reset) or ended with 410;
+//! - a `metadata.name` field selector; Secrets the "Role" does not grant answer 403;
+//! - changes at a configurable rate (status churn on a Node);
+//! - a log of every request's path and decoded query.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// What an open watch is sent: an event line, or the end of the connection.
+enum Push {
+    Event(Value),
+    /// Cut the connection without ending the chunked body (a reset mid-watch).
+    Reset,
+}
+
 /// A watch in progress: its collection, its name selector, and where its events go.
 struct Watch {
     collection: String,
     name: Option<String>,
-    tx: mpsc::UnboundedSender<Value>,
+    bookmarks: bool,
+    tx: mpsc::UnboundedSender<Push>,
 }
 
-#[derive(Default)]
+/// One change, kept for watches that start from an older resourceVersion.
+struct Change {
+    version: u64,
+    collection: String,
+    name: String,
+    event: Value,
+}
+
 struct State {
     /// Objects by collection path (`/api/v1/nodes`, `/apis/GROUP/VERSION/PLURAL`,
     /// `/api/v1/namespaces/NS/secrets`) and name.
     objects: BTreeMap<String, BTreeMap<String, Value>>,
+    /// The API group versions served (`v1` for the core group), each with its
+    /// resources (plural, kind).
+    served: BTreeMap<String, Vec<(String, String)>>,
     /// Secrets (by name) the service account may not read.
     forbidden: BTreeSet<String>,
     /// Every request as `PATH?QUERY`, query decoded.
     requests: Vec<String>,
     watches: Vec<Watch>,
+    /// Every change since the start, oldest first; those at or below `compacted`
+    /// are gone (a watch from there gets 410).
+    history: Vec<Change>,
+    compacted: u64,
     version: u64,
+    /// Status codes the next lists of a collection answer, in order.
+    failing_lists: BTreeMap<String, VecDeque<u16>>,
+    /// Status codes the next watch requests (any collection) answer, in order.
+    failing_watches: VecDeque<u16>,
+    /// Lists in progress: the rest of each list's snapshot, by continue token.
+    pages: BTreeMap<String, (u64, VecDeque<Value>)>,
+    next_token: u64,
+}
+
+/// The kinds of a Calico group, as served by its CRDs.
+const CALICO_RESOURCES: &[(&str, &str)] = &[
+    ("bgpconfigurations", "BGPConfiguration"),
+    ("bgppeers", "BGPPeer"),
+    ("bgpfilters", "BGPFilter"),
+    ("ippools", "IPPool"),
+    ("ipamblocks", "IPAMBlock"),
+];
+
+impl Default for State {
+    fn default() -> State {
+        let resources = |list: &[(&str, &str)]| list.iter().map(|(p, k)| (p.to_string(), k.to_string())).collect();
+        let served = BTreeMap::from([
+            ("v1".to_string(), resources(&[("nodes", "Node"), ("services", "Service"), ("secrets", "Secret")])),
+            ("discovery.k8s.io/v1".to_string(), resources(&[("endpointslices", "EndpointSlice")])),
+        ]);
+        State {
+            objects: BTreeMap::new(),
+            served,
+            forbidden: BTreeSet::new(),
+            requests: Vec::new(),
+            watches: Vec::new(),
+            history: Vec::new(),
+            compacted: 0,
+            version: 1,
+            failing_lists: BTreeMap::new(),
+            failing_watches: VecDeque::new(),
+            pages: BTreeMap::new(),
+            next_token: 0,
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -62,6 +139,37 @@ fn decode(query: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `/apis/G/V/PLURAL`, `/api/v1/PLURAL`, `/api/v1/namespaces/NS/PLURAL` → (`G/V` or
+/// `v1`, PLURAL).
+fn group_version_resource(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", v, "namespaces", _, plural] | ["api", v, plural] => Some((v.to_string(), plural.to_string())),
+        ["apis", g, v, "namespaces", _, plural] | ["apis", g, v, plural] => {
+            Some((format!("{g}/{v}"), plural.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn reason_of(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "NotFound",
+        410 => "Expired",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
+    }
+}
+
 impl ApiServer {
     /// Starts serving on a loopback port; returns a client for it.
     pub(super) async fn start(&self) -> kube::Client {
@@ -77,12 +185,92 @@ impl ApiServer {
         kube::Client::try_from(config).expect("a client")
     }
 
+    /// Serves the Calico kinds under `group_version` (`crd.projectcalico.org/v1`
+    /// or `projectcalico.org/v3`), as the CRDs of a Calico install do.
+    pub(super) fn serve_calico(&self, group_version: &str) {
+        let resources = CALICO_RESOURCES.iter().map(|(p, k)| (p.to_string(), k.to_string())).collect();
+        self.0.lock().unwrap().served.insert(group_version.into(), resources);
+    }
+
+    /// Serves one more resource of a group version.
+    pub(super) fn serve_resource(&self, group_version: &str, plural: &str, kind: &str) {
+        let mut s = self.0.lock().unwrap();
+        s.served.entry(group_version.into()).or_default().push((plural.into(), kind.into()));
+    }
+
     pub(super) fn forbid_secret(&self, name: &str) {
         self.0.lock().unwrap().forbidden.insert(name.into());
     }
 
     pub(super) fn requests(&self) -> Vec<String> {
         self.0.lock().unwrap().requests.clone()
+    }
+
+    /// The next `times` lists of `collection` answer `code` (a transient 404 after
+    /// an API server or etcd restart, kubernetes/kubernetes #71218; a 500; …).
+    pub(super) fn fail_lists(&self, collection: &str, code: u16, times: usize) {
+        let mut s = self.0.lock().unwrap();
+        s.failing_lists.entry(collection.into()).or_default().extend(std::iter::repeat_n(code, times));
+    }
+
+    /// The next `times` watch requests (of any collection) answer `code`.
+    pub(super) fn fail_watches(&self, code: u16, times: usize) {
+        self.0.lock().unwrap().failing_watches.extend(std::iter::repeat_n(code, times));
+    }
+
+    /// Cuts every open watch connection mid-stream.
+    pub(super) fn reset_watches(&self) {
+        let mut s = self.0.lock().unwrap();
+        for w in s.watches.drain(..) {
+            let _ = w.tx.send(Push::Reset);
+        }
+    }
+
+    /// Forgets the history up to now and ends every open watch with a `410 Gone`
+    /// ERROR event: the clients must list again.
+    pub(super) fn expire_watches(&self) {
+        let mut s = self.0.lock().unwrap();
+        s.compacted = s.version;
+        let gone = json!({ "type": "ERROR", "object": status(410, "Expired", "too old resource version") });
+        for w in s.watches.drain(..) {
+            let _ = w.tx.send(Push::Event(gone.clone()));
+            let _ = w.tx.send(Push::Reset);
+        }
+    }
+
+    /// Sends a BOOKMARK at the current resourceVersion to every watch that asked
+    /// for bookmarks; returns how many got one.
+    pub(super) fn bookmark(&self) -> usize {
+        let mut s = self.0.lock().unwrap();
+        let version = s.version.to_string();
+        let mut sent = 0;
+        let served = s.served.clone();
+        s.watches.retain(|w| {
+            if !w.bookmarks {
+                return !w.tx.is_closed();
+            }
+            let (gv, plural) = group_version_resource(&w.collection).unwrap_or_default();
+            let kind = served.get(&gv).and_then(|r| r.iter().find(|(p, _)| *p == plural)).map(|(_, k)| k.clone());
+            let event = json!({ "type": "BOOKMARK", "object": {
+                "apiVersion": gv, "kind": kind, "metadata": { "resourceVersion": version },
+            } });
+            let ok = w.tx.send(Push::Event(event)).is_ok();
+            sent += usize::from(ok);
+            ok
+        });
+        sent
+    }
+
+    /// The resourceVersion of the last change.
+    pub(super) fn version(&self) -> u64 {
+        self.0.lock().unwrap().version
+    }
+
+    /// The number of watches open now.
+    pub(super) fn open_watches(&self) -> usize {
+        let mut s = self.0.lock().unwrap();
+        s.watches.retain(|w| !w.tx.is_closed());
+        s.watches.len()
     }
 
     /// Adds or replaces an object, and tells the watches that see it.
@@ -97,10 +285,37 @@ impl ApiServer {
         }
     }
 
+    /// Modifies `status.heartbeat` of the object `name` of `collection` `per_second`
+    /// times a second (in steps every 10 ms), as kubelets' status updates do to
+    /// Nodes, until the returned handle is aborted or dropped.
+    pub(super) fn churn(&self, collection: &str, name: &str, per_second: u32) -> ChurnGuard {
+        let me = self.clone();
+        let (collection, name) = (collection.to_string(), name.to_string());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut beat = 0u64;
+            loop {
+                tick.tick().await;
+                for _ in 0..per_second.div_ceil(100) {
+                    let Some(mut obj) =
+                        me.0.lock().unwrap().objects.get(&collection).and_then(|m| m.get(&name).cloned())
+                    else {
+                        return;
+                    };
+                    beat += 1;
+                    obj["status"]["heartbeat"] = json!(beat);
+                    me.apply(&collection, obj);
+                }
+            }
+        });
+        ChurnGuard(task)
+    }
+
     fn change(&self, collection: &str, mut obj: Value, kind: &str) {
         let mut s = self.0.lock().unwrap();
         s.version += 1;
-        obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        let version = s.version;
+        obj["metadata"]["resourceVersion"] = json!(version.to_string());
         let name = name_of(&obj);
         let objects = s.objects.entry(collection.into()).or_default();
         let kind = match (kind, objects.contains_key(&name)) {
@@ -118,12 +333,117 @@ impl ApiServer {
             }
         };
         let event = json!({ "type": kind, "object": obj });
+        s.history.push(Change { version, collection: collection.into(), name: name.clone(), event: event.clone() });
         s.watches.retain(|w| {
             if w.collection != collection || w.name.as_ref().is_some_and(|n| *n != name) {
                 return !w.tx.is_closed();
             }
-            w.tx.send(event.clone()).is_ok()
+            w.tx.send(Push::Event(event.clone())).is_ok()
         });
+    }
+
+    /// The answer to a request that is not a watch.
+    fn answer(&self, path: &str, params: &BTreeMap<&str, &str>, name: Option<&String>) -> (u16, Value) {
+        let mut s = self.0.lock().unwrap();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // Discovery of one group version.
+        let discovered = match parts.as_slice() {
+            ["api", v] => Some(v.to_string()),
+            ["apis", g, v] => Some(format!("{g}/{v}")),
+            _ => None,
+        };
+        if let Some(gv) = discovered {
+            let Some(resources) = s.served.get(&gv) else {
+                return (404, status(404, "NotFound", "the server could not find the requested resource"));
+            };
+            let list: Vec<Value> = resources
+                .iter()
+                .map(|(plural, kind)| {
+                    json!({
+                        "name": plural, "singularName": "", "namespaced": plural != "nodes" && !gv.contains("projectcalico"),
+                        "kind": kind, "verbs": ["get", "list", "watch"],
+                    })
+                })
+                .collect();
+            return (
+                200,
+                json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list }),
+            );
+        }
+        let Some((gv, plural)) = group_version_resource(path) else {
+            return (404, status(404, "NotFound", "the server could not find the requested resource"));
+        };
+        if !s.served.get(&gv).is_some_and(|r| r.iter().any(|(p, _)| *p == plural)) {
+            return (404, status(404, "NotFound", "the server could not find the requested resource"));
+        }
+        if let Some(code) = s.failing_lists.get_mut(path).and_then(VecDeque::pop_front) {
+            return (code, status(code, reason_of(code), "injected failure"));
+        }
+        // A page of a list in progress, or a new list (a snapshot of now).
+        let (version, mut rest) = match params.get("continue") {
+            Some(token) => match s.pages.remove(*token) {
+                Some(p) => p,
+                None => return (410, status(410, "Expired", "the continue token has expired")),
+            },
+            None => {
+                let items: VecDeque<Value> = s
+                    .objects
+                    .get(path)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(|o| name.is_none_or(|n| name_of(o) == *n))
+                    .cloned()
+                    .collect();
+                (s.version, items)
+            }
+        };
+        let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let page: Vec<Value> = rest.drain(..limit.unwrap_or(usize::MAX).min(rest.len())).collect();
+        let mut metadata = json!({ "resourceVersion": version.to_string() });
+        if !rest.is_empty() {
+            s.next_token += 1;
+            let token = format!("page-{}", s.next_token);
+            metadata["continue"] = json!(token);
+            s.pages.insert(token, (version, rest));
+        }
+        (200, json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page }))
+    }
+
+    /// Registers a watch of `collection` from `from` (a resourceVersion); returns
+    /// the events to replay first and the channel of the live ones, or the status
+    /// code the request answers.
+    fn open_watch(
+        &self,
+        collection: &str,
+        name: Option<String>,
+        from: Option<u64>,
+        bookmarks: bool,
+    ) -> Result<(Vec<Value>, mpsc::UnboundedReceiver<Push>), u16> {
+        let mut s = self.0.lock().unwrap();
+        let served = group_version_resource(collection)
+            .is_some_and(|(gv, plural)| s.served.get(&gv).is_some_and(|r| r.iter().any(|(p, _)| *p == plural)));
+        if !served {
+            return Err(404);
+        }
+        if let Some(code) = s.failing_watches.pop_front() {
+            return Err(code);
+        }
+        let from = from.unwrap_or(s.version);
+        let replay = if from < s.compacted {
+            vec![json!({ "type": "ERROR", "object": status(410, "Expired", "too old resource version") })]
+        } else {
+            s.history
+                .iter()
+                .filter(|c| c.version > from && c.collection == collection)
+                .filter(|c| name.as_ref().is_none_or(|n| *n == c.name))
+                .map(|c| c.event.clone())
+                .collect()
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        if from >= s.compacted {
+            s.watches.push(Watch { collection: collection.into(), name, bookmarks, tx });
+        }
+        Ok((replay, rx))
     }
 
     async fn serve(self, mut conn: TcpStream) {
@@ -150,62 +470,73 @@ impl ApiServer {
             let name = params.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
             let forbidden = path.ends_with("/secrets")
                 && name.as_ref().is_none_or(|n| self.0.lock().unwrap().forbidden.contains(n));
-            if forbidden {
-                let body = json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": format!("secrets {:?} is forbidden", name.unwrap_or_default()),
-                    "reason": "Forbidden", "code": 403,
-                })
-                .to_string();
-                let resp = format!(
-                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if conn.write_all(resp.as_bytes()).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            if params.get("watch") == Some(&"true") {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                self.0.lock().unwrap().watches.push(Watch { collection: path.to_string(), name, tx });
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-                if conn.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                while let Some(event) = rx.recv().await {
-                    let line = format!("{event}\n");
-                    let chunk = format!("{:x}\r\n{line}\r\n", line.len());
-                    if conn.write_all(chunk.as_bytes()).await.is_err() {
+            let answer = if forbidden {
+                let message = format!("secrets {:?} is forbidden", name.clone().unwrap_or_default());
+                Some((403, status(403, "Forbidden", &message)))
+            } else if params.get("watch") == Some(&"true") {
+                let from = params.get("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
+                let bookmarks = params.get("allowWatchBookmarks") == Some(&"true");
+                match self.open_watch(path, name.clone(), from, bookmarks) {
+                    Ok((replay, rx)) => {
+                        Self::stream(conn, replay, rx).await;
                         return;
                     }
+                    Err(code) => Some((code, status(code, reason_of(code), "injected failure"))),
                 }
-                return;
-            }
-            let body = {
-                let s = self.0.lock().unwrap();
-                let items: Vec<Value> = s
-                    .objects
-                    .get(path)
-                    .into_iter()
-                    .flat_map(|m| m.values())
-                    .filter(|o| name.as_ref().is_none_or(|n| name_of(o) == *n))
-                    .cloned()
-                    .collect();
-                json!({
-                    "apiVersion": "v1", "kind": "List",
-                    "metadata": { "resourceVersion": s.version.to_string() },
-                    "items": items,
-                })
-                .to_string()
+            } else {
+                None
             };
+            let (code, body) = answer.unwrap_or_else(|| self.answer(path, &params, name.as_ref()));
+            let body = body.to_string();
             let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                reason_of(code),
                 body.len()
             );
             if conn.write_all(resp.as_bytes()).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Streams a watch: the replayed events, then the live ones, until the client
+    /// goes away or the test cuts the connection.
+    async fn stream(mut conn: TcpStream, replay: Vec<Value>, mut rx: mpsc::UnboundedReceiver<Push>) {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        if conn.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let gone = replay.first().is_some_and(|e| e["type"] == "ERROR");
+        let mut pushes = replay.into_iter().map(Push::Event).collect::<VecDeque<_>>();
+        if gone {
+            pushes.push_back(Push::Reset);
+        }
+        loop {
+            let push = match pushes.pop_front() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            let Push::Event(event) = push else {
+                // Dropping the connection here leaves the chunked body unfinished.
+                return;
+            };
+            let line = format!("{event}\n");
+            let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+            if conn.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Stops a [`ApiServer::churn`] when dropped.
+pub(super) struct ChurnGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ChurnGuard {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
