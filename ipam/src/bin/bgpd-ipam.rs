@@ -57,10 +57,8 @@ fn main() -> ExitCode {
             format!("CNI_COMMAND {command:?} is not ADD, DEL, CHECK, STATUS, GC or VERSION"),
             "",
         )),
-        Some(Command::Version) => {
-            let v = serde_json::json!({"cniVersion": LATEST_VERSION, "supportedVersions": SUPPORTED_VERSIONS});
-            Ok(Some(v.to_string()))
-        }
+        // VERSION needs no stdin (the spec gives it only `cniVersion`).
+        Some(Command::Version) => Ok(Some(version_answer())),
         Some(command) => read_and_run(command),
     };
     match outcome {
@@ -75,6 +73,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn version_answer() -> String {
+    serde_json::json!({"cniVersion": LATEST_VERSION, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -172,7 +174,7 @@ async fn run(
                 None => gc(&version, &conf).await.map(|()| None),
             }
         }
-        Command::Version => unreachable!("VERSION is answered before stdin is read"),
+        Command::Version => Ok(Some(version_answer())),
     }
 }
 
