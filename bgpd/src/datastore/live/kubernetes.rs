@@ -41,6 +41,9 @@ use kinds::{Scope, Watched, SECRET};
 use pacer::Pacer;
 use store::{KindState, Store, View};
 
+/// The kinds read only for Service advertisement.
+const SERVICE_KINDS: [&str; 2] = ["services", "endpointslices"];
+
 /// Where an update comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Slot {
@@ -120,9 +123,20 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
     // Dropping the set (returning) stops every task.
     let mut tasks = JoinSet::new();
     let mut store = Store::new(&watched, &secrets_namespace);
+    // Services and EndpointSlices are read only while a BGPConfiguration
+    // advertises Service addresses: decided once BGPConfigurations are listed
+    // (until then the store waits for them too).
+    let service_kinds: Vec<usize> =
+        watched.iter().enumerate().filter(|(_, w)| SERVICE_KINDS.contains(&w.plural)).map(|(i, _)| i).collect();
+    let configurations = watched.iter().position(|w| w.is_calico() && w.kind == "BGPConfiguration");
+    let mut service_tasks: Option<Vec<AbortHandle>> = None;
+    let mut services_decided = false;
     for (i, w) in watched.iter().enumerate() {
         if found.missing_optional.contains(w.plural) {
             store.set(i, KindState::absent(format!("{} is not installed; none read", w.name())));
+            continue;
+        }
+        if service_kinds.contains(&i) {
             continue;
         }
         tasks.spawn(follow(api(&client, w, &secrets_namespace), None, Slot::Kind(i), tx.clone()));
@@ -142,6 +156,10 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
             received = rx.recv() => {
                 // `tx` is held here: the channel never closes.
                 let Some((slot, update)) = received else { return };
+                if matches!(slot, Slot::Kind(i) if service_kinds.contains(&i)) && service_tasks.is_none() {
+                    // From a watch stopped a moment ago.
+                    continue;
+                }
                 let before = (store.complete(), store.error());
                 if let Update::Failed(f) = &update {
                     warn!("kubernetes datastore: {slot:?}: {}; keeping the last good objects", f.message);
@@ -164,6 +182,29 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
                             tx.clone(),
                         );
                         secret_tasks.insert(name, tasks.spawn(follower));
+                    }
+                }
+                let decide = configurations.is_some_and(|c| slot == Slot::Kind(c) && store.listed(c));
+                if decide && (changed || !services_decided) {
+                    let wanted = store.advertises_services();
+                    if !services_decided || wanted != service_tasks.is_some() {
+                        info!("kubernetes datastore: Service advertisement {}: {} Services and EndpointSlices",
+                            if wanted { "configured" } else { "not configured" },
+                            if wanted { "watching" } else { "not watching" });
+                        for task in service_tasks.take().into_iter().flatten() {
+                            task.abort();
+                        }
+                        for &i in &service_kinds {
+                            store.set(i, if wanted { KindState::default() } else { KindState::unread() });
+                        }
+                        if wanted {
+                            let follow_kind = |i: usize| {
+                                follow(api(&client, store.kind(i), &secrets_namespace), None, Slot::Kind(i), tx.clone())
+                            };
+                            service_tasks = Some(service_kinds.iter().map(|&i| tasks.spawn(follow_kind(i))).collect());
+                        }
+                        services_decided = true;
+                        changed = true;
                     }
                 }
                 if changed {

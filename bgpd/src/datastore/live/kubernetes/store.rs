@@ -44,6 +44,11 @@ impl KindState {
         KindState { objects: Some(BTreeMap::new()), error: None, note: Some(note) }
     }
 
+    /// A kind bgpd does not read now (nothing needs it): no objects.
+    pub(super) fn unread() -> KindState {
+        KindState { objects: Some(BTreeMap::new()), error: None, note: None }
+    }
+
     /// Takes one update of the collection of `w` (the Secret `secret` of
     /// namespace `ns` for a Secret's watch); returns whether the objects changed.
     pub(super) fn update(&mut self, w: &Watched, secret: Option<(&str, &str)>, u: Update) -> bool {
@@ -142,6 +147,24 @@ impl Store {
     /// Replaces the state of the kind at `i` (one that is not watched).
     pub(super) fn set(&mut self, i: usize, state: KindState) {
         self.kinds[i].1 = state;
+    }
+
+    /// Whether the kind at `i` has been listed.
+    pub(super) fn listed(&self, i: usize) -> bool {
+        self.kinds[i].1.objects.is_some()
+    }
+
+    /// Whether a BGPConfiguration advertises Service addresses
+    /// (`serviceClusterIPs`, `serviceExternalIPs` or `serviceLoadBalancerIPs`):
+    /// only then are Services and EndpointSlices read.
+    pub(super) fn advertises_services(&self) -> bool {
+        let configurations = self.kinds.iter().filter(|(w, _)| w.is_calico() && w.kind == "BGPConfiguration");
+        configurations.flat_map(|(_, k)| k.objects.iter().flat_map(BTreeMap::values)).any(|h| {
+            let Ok(v) = serde_json::from_str::<Value>(&h.text) else { return false };
+            ["serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs"]
+                .iter()
+                .any(|field| v["spec"][field].as_array().is_some_and(|a| !a.is_empty()))
+        })
     }
 
     /// Takes an update from `slot`; returns whether the content changed. Updates

@@ -539,7 +539,7 @@ async fn a_reset_mid_watch_with_quiet_kinds_recovers_once_the_watches_are_back()
     server.apply(V1_PEERS, peer("tor", None));
     let mut run = running(&server).await;
     published(&mut run.rx, "the first content", |f| f.sources.is_some() && f.unreachable.is_none()).await;
-    watching(&server, 7).await;
+    watching(&server, 6).await;
     server.fail_watches(500, 3);
     server.reset_watches();
     published(&mut run.rx, "unreachable after the refused watches", |f| f.unreachable.is_some()).await;
@@ -561,7 +561,7 @@ async fn a_404_on_relist_keeps_the_last_good_objects_and_retries() {
     server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
     let mut run = running(&server).await;
     published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
-    watching(&server, 7).await;
+    watching(&server, 6).await;
     let lists = || server.requests().iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).count();
     let before = lists();
     server.fail_lists(V1_BLOCKS, 404, 2);
@@ -593,7 +593,7 @@ async fn a_410_gone_lists_again_and_catches_up() {
     server.apply(V1_PEERS, peer("old", None));
     let mut run = running(&server).await;
     published(&mut run.rx, "the first content", |f| has_key(f, "bgppeers/old")).await;
-    watching(&server, 7).await;
+    watching(&server, 6).await;
     server.expire_watches();
     server.delete(V1_PEERS, "old");
     server.apply(V1_PEERS, peer("new", None));
@@ -657,4 +657,114 @@ async fn a_cluster_without_calicos_kinds_is_unreachable_not_empty() {
     let reason = &f.unreachable.as_ref().unwrap().reason;
     assert!(reason.contains("crd.projectcalico.org/v1") && reason.contains("projectcalico.org/v3"), "{reason}");
     assert!(run.seen.lock().unwrap().iter().all(|f| f.sources.is_none()), "published content without Calico's kinds");
+}
+
+fn configuration(service_cluster_ips: &[&str]) -> Value {
+    let cidrs: Vec<Value> = service_cluster_ips.iter().map(|c| serde_json::json!({ "cidr": c })).collect();
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPConfiguration",
+        "metadata": { "name": "default" },
+        "spec": { "asNumber": 64512, "serviceClusterIPs": cidrs },
+    })
+}
+
+/// Services and EndpointSlices (every one of the cluster, with their churn) are
+/// read only while a BGPConfiguration advertises Service addresses.
+#[tokio::test]
+async fn services_are_read_only_while_service_advertisement_is_configured() {
+    const CONFIGURATIONS: &str = "/apis/crd.projectcalico.org/v1/bgpconfigurations";
+    const SERVICES: &str = "/api/v1/services";
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_RR));
+    server.apply(CONFIGURATIONS, configuration(&[]));
+    server.apply(
+        SERVICES,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web", "namespace": "default" },
+            "spec": { "clusterIP": "10.96.0.10", "ports": [{ "port": 80 }] },
+        }),
+    );
+    let mut run = running(&server).await;
+    let f = published(&mut run.rx, "the first content", |f| f.sources.is_some()).await;
+    assert!(!has_key(&f, "services/default/web"));
+    let read = |path: &str| server.requests().iter().any(|r| r.starts_with(path));
+    assert!(!read(SERVICES) && !read("/apis/discovery.k8s.io"), "{:?}", server.requests());
+
+    server.apply(CONFIGURATIONS, configuration(&["10.96.0.0/12"]));
+    let f = published(&mut run.rx, "the Service", |f| has_key(f, "services/default/web")).await;
+    assert!(f.unreachable.is_none());
+    assert!(read(SERVICES) && read("/apis/discovery.k8s.io/v1/endpointslices"));
+
+    server.apply(CONFIGURATIONS, configuration(&[]));
+    published(&mut run.rx, "the Service gone", |f| f.sources.is_some() && !has_key(f, "services/default/web")).await;
+}
+
+/// Lists are read in pages; a watch starts from the list's resourceVersion and
+/// resumes from the last BOOKMARK after a reset, so nothing is listed again.
+#[tokio::test]
+async fn lists_are_paged_and_watches_resume_from_the_last_bookmark() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_PLAIN));
+    let count = usize::try_from(follow::PAGE).unwrap() * 2 + 7;
+    for i in 0..count {
+        let (a, b) = (i / 64, (i % 64) * 4);
+        server.apply(V1_BLOCKS, block(&format!("b{i:04}"), &format!("10.{}.{}.{b}/30", 100 + a / 256, a % 256), "x"));
+    }
+    let mut run = running(&server).await;
+    let f = published(&mut run.rx, "every block", |f| f.sources.is_some()).await;
+    assert_eq!(keys(&f).iter().filter(|k| k.contains("ipamblocks/")).count(), count);
+    let pages: Vec<String> =
+        server.requests().into_iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert!(pages[0].contains("limit=500") && pages[1].contains("continue="), "{pages:?}");
+    watching(&server, 6).await;
+    // Changes elsewhere move the resourceVersion; a bookmark tells the watchers.
+    server.apply(NODES, json(NODE_RR));
+    assert_eq!(server.bookmark(), 6, "every watch asks for bookmarks");
+    let bookmarked = server.version();
+    // Nothing shows that a watcher took its bookmark: give it time to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lists_before = server.requests().iter().filter(|r| !r.contains("watch=true")).count();
+    server.reset_watches();
+    watching(&server, 6).await;
+    let requests = server.requests();
+    let block_watches: Vec<&String> =
+        requests.iter().filter(|r| r.starts_with(V1_BLOCKS) && r.contains("watch=true")).collect();
+    let last = block_watches.last().expect("a watch");
+    assert!(last.contains(&format!("resourceVersion={bookmarked}")), "{last}");
+    assert_eq!(requests.iter().filter(|r| !r.contains("watch=true")).count(), lists_before, "listed again");
+}
+
+/// bgpd reads its Secrets from its own namespace (`POD_NAMESPACE`, from the
+/// downward API): the ServiceAccount, the Secrets Role, the bindings' subjects,
+/// the DaemonSet and the alerts must all be in one namespace.
+#[test]
+fn the_manifests_put_everything_in_one_namespace_and_pod_namespace_follows_it() {
+    use serde::Deserialize as _;
+    let mut namespaces = BTreeSet::new();
+    for text in [
+        include_str!("../../../../../templates/kubernetes/bgpd.yaml"),
+        include_str!("../../../../../templates/kubernetes/alerts.yaml"),
+    ] {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let doc = serde_yaml::Value::deserialize(doc).unwrap();
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            if !matches!(kind.as_str(), "ClusterRole" | "ClusterRoleBinding") {
+                let ns = doc["metadata"]["namespace"].as_str();
+                namespaces.insert(ns.unwrap_or_else(|| panic!("{kind} without a namespace")).to_string());
+            }
+            for subject in doc["subjects"].as_sequence().into_iter().flatten() {
+                namespaces.insert(subject["namespace"].as_str().expect("a subject's namespace").to_string());
+            }
+            if kind == "DaemonSet" {
+                let env = &doc["spec"]["template"]["spec"]["containers"][0]["env"];
+                let pod_namespace = env.as_sequence().into_iter().flatten().find(|e| e["name"] == "POD_NAMESPACE");
+                let from = pod_namespace.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]);
+                assert_eq!(from.and_then(|f| f.as_str()), Some("metadata.namespace"));
+            }
+        }
+    }
+    assert_eq!(namespaces.len(), 1, "{namespaces:?}");
 }
