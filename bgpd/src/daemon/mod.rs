@@ -17,6 +17,7 @@ pub mod peer;
 pub mod plan;
 mod progress;
 pub mod rib;
+pub mod router_id;
 mod sockopt;
 pub mod spec;
 mod status;
@@ -328,7 +329,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut marker = marker::Marker::create(&marker_at, SystemTime::now(), kernel_on, assessed.quick_restarts)
         .with_context(|| format!("writing the restart marker {}", marker_at.display()))?;
     info!(
-        node = %node.name, router_id = %node.router_id, asn = node.asn, peers = peers.len(),
+        node = %node.name, router_id = %node.router_id, router_id_from = node.router_id_source.as_str(),
+        asn = node.asn, peers = peers.len(),
         restarting = node.restart.restarting, forwarding = node.restart.forwarding, "starting: {}", assessed.why
     );
     let kernel = match opts.kernel_table {

@@ -230,6 +230,7 @@ pub fn session_config(node: &NodeSpec, peer: &PeerSpec) -> SessionConfig {
     c.passive = peer.passive;
     c.hostname = Some(node.name.clone());
     c.families = peer.families.clone();
+    c.extended_next_hop = peer.extended_next_hop;
     // After a restart of bgpd, the R bit; forwarding is preserved for both
     // families when the kernel kept it (what bgpd originates is forwarded by
     // the kernel without it), see marker.rs.
@@ -682,6 +683,10 @@ fn established(shared: &Shared, name: &str, n: &Negotiated) {
         if n.extended_message {
             caps.push("extended-message".into());
         }
+        if n.extended_next_hop {
+            // RFC 8950: IPv4 unicast routes may carry IPv6 next hops.
+            caps.push("extended-next-hop ipv4/unicast".into());
+        }
         if let Some(gr) = &n.peer_graceful_restart {
             let r = if gr.restarting() { ", restarting" } else { "" };
             caps.push(format!("graceful-restart (peer, {} s{r})", gr.time));
@@ -756,6 +761,7 @@ pub(crate) mod tests {
             bfd: Default::default(),
             add_path: (false, true),
             families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+            extended_next_hop: false,
             routing: Default::default(),
         }
     }
@@ -764,6 +770,7 @@ pub(crate) mod tests {
         NodeSpec {
             name: "node-1".into(),
             router_id: "10.0.0.1".parse().unwrap(),
+            router_id_source: crate::daemon::router_id::RouterIdSource::Ipv4Address,
             asn: 64512,
             listen: vec![],
             ipv4: Some("10.0.0.1".parse().unwrap()),

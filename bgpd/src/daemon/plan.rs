@@ -22,9 +22,9 @@ pub enum PlanError {
     /// No Node object has this name.
     #[error("no Node named {0:?} in the datastore")]
     UnknownNode(String),
-    /// The node has no BGP address to take its router ID from.
-    #[error("Node {0:?}: spec.bgp.ipv4Address is needed for the BGP identifier")]
-    NoRouterId(String),
+    /// The node has no `spec.bgp`: it runs no BGP.
+    #[error("Node {0:?} has no spec.bgp: it does not run BGP")]
+    NoBgp(String),
 }
 
 /// Calico's default graceful restart time when none is configured.
@@ -71,7 +71,10 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     let bgp = node.bgp.as_ref();
     let ipv4 = bgp.and_then(|b| b.ipv4_address).map(|n| n.addr());
     let ipv6 = bgp.and_then(|b| b.ipv6_address).map(|n| n.addr());
-    let router_id = ipv4.ok_or_else(|| PlanError::NoRouterId(node_name.to_string()))?;
+    // RFC 6286 §2.1: the identifier need not be an address of the node; an
+    // IPv6-only node takes the hash of its name (router_id.rs).
+    let (router_id, router_id_source) =
+        super::router_id::router_id(node).ok_or_else(|| PlanError::NoBgp(node_name.to_string()))?;
     let asn = model.node_as_number(node_name).get();
     let cfg = &model.bgp_configuration;
     // A `node.NAME` BGPConfiguration may set this node's port.
@@ -91,6 +94,7 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
     let mut spec = NodeSpec {
         name: node_name.to_string(),
         router_id,
+        router_id_source,
         asn,
         listen,
         ipv4,
@@ -114,7 +118,8 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
             .flat_map(|c| c.interfaces.iter().cloned())
             .collect(),
     };
-    let me = Me { node, asn, cluster_id };
+    let ipv4_routes = spec.exportable.iter().any(|r| r.cidr.addr().is_ipv4());
+    let me = Me { node, asn, cluster_id, ipv4_routes };
     let mut peers: Vec<PeerSpec> = Vec::new();
     // Calico keeps one peering per address: global BGPPeers first, then the
     // node's own, then the reverse of other nodes' BGPPeers, then the mesh.
@@ -122,6 +127,12 @@ pub fn plan(model: &Model, node_name: &str) -> Result<(NodeSpec, Vec<PeerSpec>),
         if !peers.iter().any(|p| p.addr.ip() == candidate.addr.ip()) {
             peers.push(candidate);
         }
+    }
+    // RFC 8950: a session over IPv6 that carries IPv4 unicast offers IPv6
+    // next hops for it; without them an IPv6-only node has no next hop to
+    // give its IPv4 routes.
+    for p in &mut peers {
+        p.extended_next_hop = p.addr.is_ipv6() && p.families.contains(&Family::IPV4_UNICAST);
     }
     spec.statics = model
         .peers_for_node(node_name)
@@ -143,6 +154,9 @@ struct Me<'a> {
     node: &'a Node,
     asn: u32,
     cluster_id: Option<Ipv4Addr>,
+    /// The cluster has IPv4 ranges to route (IPv4 pools, blocks or service
+    /// ranges).
+    ipv4_routes: bool,
 }
 
 /// A Node's BGP address of `family` (`Family::IPV4_UNICAST` or `IPV6_UNICAST`).
@@ -178,6 +192,22 @@ fn node_pair(me: &Node, other: &Node, family: Family) -> Option<(IpAddr, IpAddr)
         return None;
     }
     Some((address(other, family)?, address(me, family)?))
+}
+
+/// The families of a session between this node and Calico node `other`
+/// over `family`. Calico runs one BIRD per family, so each session carries
+/// its own family only; but Calico cannot route IPv4 between nodes that do
+/// not both have an IPv4 address at all. bgpd does: when the cluster has
+/// IPv4 ranges and either node lacks an IPv4 address, their IPv6 session
+/// carries IPv4 unicast too, with IPv6 next hops (RFC 8950).
+fn node_families(me: &Me, other: &Node, family: Family) -> Vec<Family> {
+    let no_ipv4_session =
+        address(me.node, Family::IPV4_UNICAST).is_none() || address(other, Family::IPV4_UNICAST).is_none();
+    if family == Family::IPV6_UNICAST && me.ipv4_routes && no_ipv4_session {
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    } else {
+        vec![family]
+    }
 }
 
 /// The name of a session to node `other`: `PREFIX/NODE`, with `/ipv6` for
@@ -241,7 +271,7 @@ fn forward(model: &Model, me: &Me, p: &BgpPeer, out: &mut Vec<PeerSpec>) {
         // node with the lower address waits (confd's `calico_node` peers;
         // other BGPPeers always connect).
         let Some(mine) = address(me.node, family_of(ip)) else { return };
-        s.families = vec![family_of(ip)];
+        s.families = node_families(me, n, family_of(ip));
         s.passive = matches!(p.scope, PeerScope::Global) && waits_for(mine, ip);
         s.routing.rr_client = rr_client(me, &s, cluster_of(n));
     } else {
@@ -309,7 +339,7 @@ fn rr_client(me: &Me, s: &PeerSpec, peer_cluster: Option<Ipv4Addr>) -> bool {
 fn to_node(model: &Model, me: &Me, p: &BgpPeer, name: String, other: &Node, ip: IpAddr) -> PeerSpec {
     let addr = SocketAddr::new(ip, model.listen_port_of(&other.name));
     let mut s = from_bgp_peer(model, me, p, name, addr, model.node_as_number(&other.name).get());
-    s.families = vec![family_of(ip)];
+    s.families = node_families(me, other, family_of(ip));
     s.routing.rr_client = rr_client(me, &s, cluster_of(other));
     s
 }
@@ -355,6 +385,7 @@ fn from_bgp_peer(model: &Model, me: &Me, p: &BgpPeer, name: String, addr: Socket
         bfd: p.bfd,
         add_path: (p.add_path.receive, p.add_path.send),
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        extended_next_hop: false,
         routing,
     }
 }
@@ -392,7 +423,8 @@ fn mesh_sessions(model: &Model, me: &Me) -> Vec<PeerSpec> {
                 graceful_notification: false,
                 bfd: Default::default(),
                 add_path: (false, false),
-                families: vec![family],
+                families: node_families(me, other, family),
+                extended_next_hop: false,
                 routing: RoutingSpec { max_prefix: cfg.default_max_prefix, ..RoutingSpec::default() },
             });
         }
@@ -506,6 +538,80 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
         assert_eq!(names, ["to-rr/n1", "to-rr/n2"], "a reflector has no mesh peers");
         // n2 shares the reflector's AS: a client; n1 has an AS of its own: an eBGP peer.
         assert_eq!(prr.iter().map(|p| p.routing.rr_client).collect::<Vec<_>>(), [false, true]);
+    }
+
+    const IPV6_ONLY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: v6-a}
+spec: {bgp: {ipv6Address: "fd00::1/64"}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: v6-b}
+spec: {bgp: {ipv6Address: "fd00::2/64"}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods-v6}
+spec: {cidr: "fd10::/48"}
+"#;
+
+    const IPV4_POOL: &str =
+        "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.244.0.0/16}\n";
+
+    #[test]
+    fn an_ipv6_only_node_plans_with_a_router_id_hashed_from_its_name() {
+        let (a, peers) = plan_of(IPV6_ONLY, "v6-a").unwrap();
+        assert_eq!(a.router_id, super::super::router_id::hash_of_name("v6-a"));
+        assert_eq!(a.router_id_source, super::super::router_id::RouterIdSource::NameHash);
+        assert_ne!(a.router_id, plan_of(IPV6_ONLY, "v6-b").unwrap().0.router_id);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].families, [Family::IPV6_UNICAST], "no IPv4 ranges: IPv6 only, as Calico");
+        assert!(!peers[0].extended_next_hop);
+    }
+
+    #[test]
+    fn ipv6_only_nodes_with_ipv4_pools_carry_ipv4_over_ipv6_with_extended_next_hop() {
+        let (_, peers) = plan_of(&format!("{IPV6_ONLY}{IPV4_POOL}"), "v6-a").unwrap();
+        let mesh = &peers[0];
+        assert_eq!(mesh.name, "mesh/v6-b/ipv6");
+        assert_eq!(mesh.families, [Family::IPV4_UNICAST, Family::IPV6_UNICAST]);
+        assert!(mesh.extended_next_hop, "RFC 8950: IPv4 routes get IPv6 next hops");
+        // Dual-stack nodes keep Calico's one session per family.
+        let dual = NODES.replace("{ipv4Address: 10.0.0.2/24}", "{ipv4Address: 10.0.0.2/24, ipv6Address: 'fd00::2/64'}");
+        let dual = dual.replace(
+            "{ipv4Address: 10.0.0.1/24, asNumber: 65001}",
+            "{ipv4Address: 10.0.0.1/24, ipv6Address: 'fd00::1/64', asNumber: 65001}",
+        );
+        let (_, peers) = plan_of(&format!("{dual}{IPV4_POOL}"), "n1").unwrap();
+        let fams: Vec<(&str, Vec<Family>, bool)> =
+            peers.iter().map(|p| (p.name.as_str(), p.families.clone(), p.extended_next_hop)).collect();
+        assert_eq!(
+            fams,
+            [("mesh/n2", vec![Family::IPV4_UNICAST], false), ("mesh/n2/ipv6", vec![Family::IPV6_UNICAST], false)]
+        );
+    }
+
+    #[test]
+    fn a_bgp_peer_over_ipv6_offers_extended_next_hop_for_ipv4() {
+        let peer = "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n\
+                    spec: {peerIP: 'fd00::fe', asNumber: 65100}\n---\napiVersion: projectcalico.org/v3\n\
+                    kind: BGPPeer\nmetadata: {name: tor4}\nspec: {peerIP: 10.0.0.254, asNumber: 65100}\n";
+        let (_, peers) = plan_of(&format!("{IPV6_ONLY}{peer}"), "v6-a").unwrap();
+        let tor = peers.iter().find(|p| p.name == "tor").unwrap();
+        assert_eq!(tor.families, [Family::IPV4_UNICAST, Family::IPV6_UNICAST]);
+        assert!(tor.extended_next_hop);
+        let tor4 = peers.iter().find(|p| p.name == "tor4").unwrap();
+        assert!(!tor4.extended_next_hop, "an IPv4 session carries IPv4 next hops");
+    }
+
+    #[test]
+    fn a_node_without_bgp_is_an_error_naming_it() {
+        let yaml =
+            format!("{NODES}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: n3}}\nspec: {{}}\n");
+        let e = plan_of(&yaml, "n3").unwrap_err();
+        assert!(matches!(e, PlanError::NoBgp(ref n) if n == "n3"), "{e}");
     }
 
     #[test]

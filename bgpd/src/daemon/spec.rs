@@ -69,6 +69,9 @@ pub struct PeerSpec {
     /// of its addresses, as Calico's BIRD (one daemon per family) does; a
     /// session to any other peer offers IPv4 and IPv6 unicast.
     pub families: Vec<Family>,
+    /// Offer IPv6 next hops for IPv4 unicast (RFC 8950): on every session
+    /// over IPv6 that carries IPv4 unicast.
+    pub extended_next_hop: bool,
     /// How routes are handled: changes here never reset the session.
     pub routing: RoutingSpec,
 }
@@ -107,8 +110,11 @@ pub struct RoutingSpec {
 pub struct NodeSpec {
     /// The node's name.
     pub name: String,
-    /// BGP identifier (the node's IPv4 address, as Calico uses).
+    /// BGP identifier: the `bgpd.io/router-id` annotation, else the node's
+    /// IPv4 address (as Calico uses), else a hash of its name.
     pub router_id: Ipv4Addr,
+    /// Where `router_id` came from.
+    pub router_id_source: super::router_id::RouterIdSource,
     /// The node's AS.
     pub asn: u32,
     /// Addresses and port to listen on.

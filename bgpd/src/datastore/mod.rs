@@ -55,7 +55,7 @@ pub use ipam_block::{Affinity, BorrowedAddress, IpamBlock};
 #[allow(unused_imports)]
 pub use ipam_handle::{FloatingIp, IpamHandle};
 #[allow(unused_imports)]
-pub use node::{Node, NodeBgp};
+pub use node::{usable_router_id, Node, NodeBgp, RouterIdSetting};
 #[allow(unused_imports)]
 pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
 #[allow(unused_imports)]

@@ -32,6 +32,31 @@ pub struct NodeBgp {
     pub ipv6_address: Option<Ipv6Net>,
     /// `routeReflectorClusterID`: set on route reflector nodes (an IPv4 address).
     pub route_reflector_cluster_id: Option<Ipv4Addr>,
+    /// Annotation `bgpd.io/router-id` on the Node: how its BGP identifier is
+    /// chosen, as Calico's `CALICO_ROUTER_ID` says it (an address, or
+    /// `hash`); `None`: the IPv4 address, else the hash of the name.
+    pub router_id: Option<RouterIdSetting>,
+}
+
+/// An explicit choice of a node's BGP identifier (annotation `bgpd.io/router-id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterIdSetting {
+    /// This identifier.
+    Address(Ipv4Addr),
+    /// The hash of the node name, even when the node has an IPv4 address
+    /// (Calico's `CALICO_ROUTER_ID=hash`).
+    Hash,
+}
+
+/// The annotation that sets a node's router ID.
+const ROUTER_ID_ANNOTATION: &str = "bgpd.io/router-id";
+
+/// Whether `a` may be a BGP identifier: RFC 6286 §2.1 asks only for a
+/// non-zero value, but peers refuse identifiers in the reserved ranges with
+/// "Bad BGP Identifier" (projectcalico/calico#5146): 0/8, 127/8, 224/4
+/// (multicast) and 240/4 (reserved, broadcast).
+pub fn usable_router_id(a: Ipv4Addr) -> bool {
+    !matches!(a.octets()[0], 0 | 127 | 224..=255)
 }
 
 const BGP_FIELDS: &[&str] =
@@ -40,14 +65,39 @@ const BGP_FIELDS: &[&str] =
 /// Reads a Node (name and labels already checked by the caller).
 pub(crate) fn parse(name: &str, labels: BTreeMap<String, String>, root: &Fields, f: &mut Findings) -> Option<Node> {
     let spec = f.take(root.child("spec"))?;
-    let bgp = if spec.has("bgp") { parse_bgp(&f.take(spec.child("bgp"))?, f) } else { None };
+    let router_id = router_id_annotation(root, f);
+    let bgp = if spec.has("bgp") { parse_bgp(&f.take(spec.child("bgp"))?, router_id, f) } else { None };
     if spec.has("bgp") && bgp.is_none() {
         return None;
     }
     f.errors.is_empty().then(|| Node { name: name.to_string(), labels, bgp })
 }
 
-fn parse_bgp(bgp: &Fields, f: &mut Findings) -> Option<NodeBgp> {
+/// Reads the `bgpd.io/router-id` annotation: an IPv4 address outside the
+/// reserved ranges, or `hash`.
+fn router_id_annotation(root: &Fields, f: &mut Findings) -> Option<RouterIdSetting> {
+    let meta = root.child("metadata").ok()?;
+    let a = f.take(meta.string_map("annotations"))?;
+    let v = a.get(ROUTER_ID_ANNOTATION)?;
+    let path = format!("metadata.annotations[{ROUTER_ID_ANNOTATION:?}]");
+    if v == "hash" {
+        return Some(RouterIdSetting::Hash);
+    }
+    match v.parse::<Ipv4Addr>() {
+        Ok(a) if usable_router_id(a) => Some(RouterIdSetting::Address(a)),
+        Ok(a) => {
+            let why = "is in a reserved range (0/8, 127/8, 224/4, 240/4) that peers refuse as a BGP identifier";
+            f.error(path, format!("{a} {why}"));
+            None
+        }
+        Err(_) => {
+            f.error(path, format!("{v:?} is neither an IPv4 address nor \"hash\""));
+            None
+        }
+    }
+}
+
+fn parse_bgp(bgp: &Fields, router_id: Option<RouterIdSetting>, f: &mut Findings) -> Option<NodeBgp> {
     for unknown in bgp.unknown_keys(BGP_FIELDS) {
         f.warn(unknown, "not supported by bgpd; ignored");
     }
@@ -61,5 +111,11 @@ fn parse_bgp(bgp: &Fields, f: &mut Findings) -> Option<NodeBgp> {
     if f.errors.is_empty() && ipv4_address.is_none() && ipv6_address.is_none() {
         f.error(bgp.path_of("ipv4Address"), "a BGP node needs ipv4Address or ipv6Address");
     }
-    f.errors.is_empty().then_some(NodeBgp { as_number, ipv4_address, ipv6_address, route_reflector_cluster_id })
+    f.errors.is_empty().then_some(NodeBgp {
+        as_number,
+        ipv4_address,
+        ipv6_address,
+        route_reflector_cluster_id,
+        router_id,
+    })
 }
