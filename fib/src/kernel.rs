@@ -11,7 +11,7 @@ use netlink_packet_core::{
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop, RouteNextHopFlags,
-    RouteProtocol, RouteScope, RouteType,
+    RouteProtocol, RouteScope, RouteType, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -105,6 +105,28 @@ fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// The gateway an attribute names: `RTA_GATEWAY`, or `RTA_VIA` (a gateway of
+/// the other family: an IPv4 route through an IPv6 next hop, RFC 8950).
+fn gateway_of(attr: &RouteAttribute) -> Option<IpAddr> {
+    match attr {
+        RouteAttribute::Gateway(a) => ip_of(a),
+        RouteAttribute::Via(RouteVia::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Via(RouteVia::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// The attribute that carries gateway `gw` of a route to `prefix`: the
+/// kernel takes a gateway of the prefix's own family as `RTA_GATEWAY` and
+/// one of the other family only as `RTA_VIA` (Linux 5.2 and later).
+fn gateway_attribute(prefix: &IpNet, gw: IpAddr) -> RouteAttribute {
+    match (prefix, gw) {
+        (IpNet::V4(_), IpAddr::V6(a)) => RouteAttribute::Via(RouteVia::Inet6(a)),
+        (IpNet::V6(_), IpAddr::V4(a)) => RouteAttribute::Via(RouteVia::Inet(a)),
+        _ => RouteAttribute::Gateway(gw.into()),
+    }
+}
+
 /// Reads a route message. `None` for families other than IPv4/IPv6 and malformed prefixes.
 pub(crate) fn decode_route(msg: &RouteMessage) -> Option<TableRoute> {
     let h = &msg.header;
@@ -128,7 +150,7 @@ pub(crate) fn decode_route(msg: &RouteMessage) -> Option<TableRoute> {
             RouteAttribute::Destination(a) => dst = ip_of(a),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Priority(p) => metric = *p,
-            RouteAttribute::Gateway(a) => gateway = ip_of(a),
+            RouteAttribute::Gateway(_) | RouteAttribute::Via(_) => gateway = gateway_of(attr),
             RouteAttribute::Oif(i) => oif = *i,
             RouteAttribute::PrefSource(a) => pref_src = ip_of(a),
             RouteAttribute::MultiPath(hops) => multipath = Some(hops),
@@ -146,10 +168,7 @@ pub(crate) fn decode_route(msg: &RouteMessage) -> Option<TableRoute> {
                 Some(hops) => hops
                     .iter()
                     .map(|nh| KernelHop {
-                        gateway: nh.attributes.iter().find_map(|a| match a {
-                            RouteAttribute::Gateway(g) => ip_of(g),
-                            _ => None,
-                        }),
+                        gateway: nh.attributes.iter().find_map(gateway_of),
                         oif: nh.interface_index,
                         weight: nh.hops.saturating_add(1),
                         onlink: nh.flags.contains(RouteNextHopFlags::Onlink),
@@ -201,7 +220,7 @@ pub(crate) fn encode_install(prefix: &IpNet, spec: &KernelSpec, id: &Identity) -
             header.kind = RouteType::Unicast;
             if let [hop] = hops.as_slice() {
                 if let Some(gw) = hop.gateway {
-                    attributes.push(RouteAttribute::Gateway(gw.into()));
+                    attributes.push(gateway_attribute(prefix, gw));
                 } else if prefix.addr().is_ipv4() {
                     header.scope = RouteScope::Link;
                 }
@@ -220,7 +239,7 @@ pub(crate) fn encode_install(prefix: &IpNet, spec: &KernelSpec, id: &Identity) -
                             nh.flags |= RouteNextHopFlags::Onlink;
                         }
                         if let Some(gw) = hop.gateway {
-                            nh.attributes.push(RouteAttribute::Gateway(gw.into()));
+                            nh.attributes.push(gateway_attribute(prefix, gw));
                         }
                         nh
                     })
@@ -355,6 +374,9 @@ mod tests {
                 ),
             ),
             ("2001:db8::/64", KernelSpec::unicast(vec![hop("fe80::1", 3, 2), hop("fe80::2", 4, 3)], None)),
+            // RFC 8950: IPv4 through IPv6 gateways (RTA_VIA), alone and in ECMP.
+            ("10.8.0.0/26", KernelSpec::unicast(vec![hop("fd00::12", 3, 1)], None)),
+            ("10.8.1.0/26", KernelSpec::unicast(vec![hop("fd00::12", 3, 1), hop("fd00:1::13", 4, 1)], None)),
             ("10.9.0.0/26", KernelSpec { target: KernelTarget::Blackhole, pref_src: None }),
             (
                 "10.9.0.0/26",
@@ -386,6 +408,15 @@ mod tests {
             assert_eq!(got.metric, 20);
             assert_eq!(got.spec, spec, "{prefix}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_gateway_of_an_ipv4_route_is_written_as_rta_via() {
+        let prefix: IpNet = "10.8.0.0/26".parse().unwrap();
+        let msg = encode_install(&prefix, &KernelSpec::unicast(vec![hop("fd00::12", 3, 1)], None), &ID);
+        let via = RouteAttribute::Via(RouteVia::Inet6("fd00::12".parse().unwrap()));
+        assert!(msg.attributes.contains(&via), "{:?}", msg.attributes);
+        assert!(!msg.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_))));
     }
 
     #[test]

@@ -124,8 +124,10 @@ impl Route {
             for hop in hops {
                 match (&hop.gateway, &hop.device) {
                     (None, None) => return Err(invalid("next hop has neither gateway nor device".into())),
-                    (Some(gw), _) if gw.is_ipv4() != v4 => {
-                        return Err(invalid(format!("gateway {gw} is not of the prefix's address family")))
+                    // RFC 8950: an IPv4 route may go through an IPv6 gateway
+                    // (the kernel's RTA_VIA); not the other way round.
+                    (Some(gw), _) if gw.is_ipv4() && !v4 => {
+                        return Err(invalid(format!("gateway {gw} is IPv4 for an IPv6 prefix")))
                     }
                     (Some(gw), _) if gw.is_unspecified() || gw.is_multicast() => {
                         return Err(invalid(format!("gateway {gw} is not a unicast address")))
@@ -181,9 +183,11 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_family_mismatch() {
-        let r = Route::unicast(net("10.0.0.0/24"), vec![NextHop::via("2001:db8::1".parse().unwrap())]);
+    fn validate_rejects_family_mismatch_but_an_ipv6_gateway_for_ipv4() {
+        let r = Route::unicast(net("2001:db8::/64"), vec![NextHop::via("10.0.0.1".parse().unwrap())]);
         assert!(r.validate().is_err());
+        let r = Route::unicast(net("10.0.0.0/24"), vec![NextHop::via("2001:db8::1".parse().unwrap())]);
+        r.validate().expect("RFC 8950: IPv4 over an IPv6 gateway");
         let mut r = Route::blackhole(net("2001:db8::/64"));
         r.pref_src = Some("10.0.0.1".parse().unwrap());
         assert!(r.validate().is_err());

@@ -320,6 +320,44 @@ async fn recursive_next_hop_follows_the_underlying_route() {
     .await;
 }
 
+/// RFC 8950: IPv4 routes learned with IPv6 next hops go in through the IPv6
+/// gateway (`RTA_VIA`), resolved through the IPv6 routes, alone and in ECMP,
+/// and a resync reads them back as written (no rewrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_routes_through_ipv6_gateways() {
+    if !testgate::require_root_and_cmds("ipv4_routes_through_ipv6_gateways", &["ip"]) {
+        return;
+    }
+    let ns = TestNs::new("via6");
+    let fib = Fib::spawn(config(&ns), FibMetrics::unregistered()).unwrap();
+    let h = fib.handle.clone();
+    h.apply(upserts(vec![
+        Route::unicast(net("10.60.0.0/26"), vec![NextHop::via(ip("2001:db8:1::2"))]),
+        Route::unicast(
+            net("10.60.1.0/26"),
+            vec![NextHop::via(ip("2001:db8:1::2")), NextHop::via_dev(ip("2001:db8:2::2"), "veth2")],
+        ),
+    ]))
+    .await
+    .unwrap();
+    let failures = h.settled().await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let r = ns.route(TABLE, "10.60.0.0/26").expect("IPv4 via IPv6 installed");
+    assert_eq!(r["via"]["family"], "inet6", "{r}");
+    assert_eq!(gateways(&r), vec![hop("2001:db8:1::2", "veth0", 1)]);
+    let r = ns.route(TABLE, "10.60.1.0/26").expect("IPv4 ECMP via IPv6 installed");
+    assert_eq!(sorted(gateways(&r)), vec![hop("2001:db8:1::2", "veth0", 1), hop("2001:db8:2::2", "veth2", 1)]);
+
+    // A resync compares the kernel's view with what we want: equal, so
+    // nothing is rewritten and nothing fails.
+    h.resync().await.unwrap();
+    assert!(h.settled().await.unwrap().is_empty());
+    assert_eq!(ns.routes(TABLE).len(), 2);
+    h.apply(vec![RouteChange::Remove(net("10.60.0.0/26"))]).await.unwrap();
+    assert!(h.settled().await.unwrap().is_empty());
+    assert!(ns.route(TABLE, "10.60.0.0/26").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_routes_fail_clearly_and_the_others_go_in() {
     if !testgate::require_root_and_cmds("bad_routes_fail_clearly_and_the_others_go_in", &["ip"]) {

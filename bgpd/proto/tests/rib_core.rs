@@ -89,7 +89,16 @@ fn ann_ids(nlri: &[(&str, Option<u32>)], path: &[u32], nh: &str, extra: Vec<Attr
                 nlri: MpNlri::V6(v6),
             }))),
         ),
-        _ => panic!("test UPDATE: next hop family must match the prefixes"),
+        // IPv4 NLRI with an IPv6 next hop (RFC 8950 §3).
+        IpAddr::V6(global) => attributes.insert(
+            0,
+            PathAttribute::new(Attr::MpReach(Box::new(MpReach {
+                family: V4,
+                next_hop: NextHop::V6 { global, link_local: None },
+                nlri: MpNlri::V4(v4),
+            }))),
+        ),
+        _ => panic!("test UPDATE: an IPv4 next hop for IPv6 prefixes"),
     }
     attributes.extend(extra.into_iter().map(PathAttribute::new));
     u.attributes = attributes;
@@ -606,6 +615,49 @@ fn an_external_peer_on_a_shared_subnet_gets_third_party_next_hops() {
     let c_view = s.peer(c);
     assert_eq!(c_view.best("198.51.100.0/24").unwrap().next_hop, IpAddr::V4(LOCAL_V4));
     assert_eq!(c_view.best("2001:db8:1::/48").unwrap().next_hop, IpAddr::V6(LOCAL_V6));
+}
+
+/// An IPv6 session with the extended next hop capability negotiated for IPv4
+/// unicast (RFC 8950).
+fn extended_next_hop(x: &mut SessionInfo) {
+    x.tx = x.tx.clone().with_extended_next_hop(FamilySet::of(&[V4]));
+}
+
+#[test]
+fn ipv4_routes_take_ipv6_next_hops_only_where_extended_next_hop_was_negotiated() {
+    let mut s = Sim::new(RibConfig { fib: true, ..rib_config() });
+    let ipv6_only = |x: &mut SessionInfo| {
+        extended_next_hop(x);
+        x.local_v4 = None;
+    };
+    let a = s.add(11, 65011, |_| {});
+    let b = s.add(12, 65012, |_| {});
+    let c = s.add(13, 65013, |_| {});
+    let d = s.add(14, 65014, |_| {});
+    let e = s.add(15, 65015, |_| {});
+    s.peers.get_mut(&a).unwrap().rx = WireContext::new(true).with_extended_next_hop(FamilySet::of(&[V4]));
+    s.up_with(a, ipv6_only);
+    s.up_with(b, ipv6_only);
+    // C: no IPv4 address and no extended next hop: no next hop to give.
+    s.up_with(c, |x| x.local_v4 = None);
+    // D: an IPv4 address, no extended next hop: the IPv4 address.
+    s.up(d);
+    // E: dual stack, extended next hop: the session's IPv6 address, as BIRD and FRR.
+    s.up_with(e, extended_next_hop);
+    s.send(a, ann(&["198.51.100.0/24"], &[65011], "fd00::11"));
+
+    let nh = |p: PeerId| s.peer(p).best("198.51.100.0/24").map(|r| r.next_hop);
+    assert_eq!(nh(b), Some(IpAddr::V6(LOCAL_V6)));
+    assert_eq!(nh(c), None, "RFC 8950 §4: no IPv6 next hop without the capability");
+    assert_eq!(nh(d), Some(IpAddr::V4(LOCAL_V4)));
+    assert_eq!(nh(e), Some(IpAddr::V6(LOCAL_V6)));
+    let v6_hop: IpAddr = "fd00::11".parse().unwrap();
+    assert_eq!(s.fib.get(&net("198.51.100.0/24")), Some(&vec![v6_hop]), "forwarded via the IPv6 gateway");
+
+    // A peer without the capability that sends one is treated as withdrawn.
+    s.peers.get_mut(&d).unwrap().rx = WireContext::new(true).with_extended_next_hop(FamilySet::of(&[V4]));
+    s.send(d, ann(&["203.0.113.0/24"], &[65014], "fd00::14"));
+    assert!(!s.rib_prefixes().contains(&net("203.0.113.0/24")));
 }
 
 #[test]

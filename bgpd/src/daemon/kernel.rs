@@ -21,7 +21,8 @@
 //!   route into an IPv4 pool with `ipipMode: Always` goes `via NEXT_HOP dev
 //!   tunl0 onlink`; with `CrossSubnet` only next hops outside this node's
 //!   subnet (the network of the Node's `spec.bgp.ipv4Address`) do, the others
-//!   stay plain. Routes into a `vxlanMode` pool are not installed: Felix
+//!   stay plain. An IPv6 next hop of an IPv4 route (RFC 8950) is never
+//!   tunnelled (`tunl0` is IPv4 in IPv4): the FIB writes it with `RTA_VIA`. Routes into a `vxlanMode` pool are not installed: Felix
 //!   programs those through `vxlan.calico`. bgpd never creates `tunl0` (Felix
 //!   owns it); while it is missing the routes go plain and an error says so.
 
@@ -191,17 +192,20 @@ impl Encap {
         match form {
             PoolForm::Plain => plain(),
             PoolForm::Vxlan => Treatment::Felix,
-            PoolForm::IpipAlways => Treatment::Install(hops.iter().map(|h| (*h, true)).collect()),
+            // tunl0 carries IPv4 in IPv4: a next hop that is IPv6 (RFC 8950)
+            // is reached directly.
+            PoolForm::IpipAlways => Treatment::Install(hops.iter().map(|h| (*h, h.is_ipv4())).collect()),
             // Per next hop: of an ECMP set, the peers on our subnet are
             // reached directly, the others through the tunnel.
             PoolForm::IpipCrossSubnet => Treatment::Install(
                 hops.iter()
                     .map(|h| {
-                        let on_subnet = match (h, self.subnet) {
-                            (IpAddr::V4(a), Some(net)) => net.contains(a),
-                            _ => false,
+                        let tunnel = match (h, self.subnet) {
+                            (IpAddr::V4(a), Some(net)) => !net.contains(a),
+                            (IpAddr::V4(_), None) => true,
+                            (IpAddr::V6(_), _) => false,
                         };
-                        (*h, !on_subnet)
+                        (*h, tunnel)
                     })
                     .collect(),
             ),
@@ -319,10 +323,10 @@ impl Desired {
     fn forwarding(&mut self, routes: Vec<FibRoute>) -> Vec<RouteChange> {
         let mut out = Vec::with_capacity(routes.len());
         for r in routes {
-            // A gateway of the other family cannot be used (an IPv4 prefix
-            // over an IPv6 next hop needs RTA_VIA, which the FIB lacks).
+            // An IPv4 prefix may go through an IPv6 next hop (RFC 8950; the
+            // FIB writes RTA_VIA); an IPv6 prefix never through an IPv4 one.
             let hops: Vec<IpAddr> =
-                r.next_hops.into_iter().filter(|h| h.is_ipv4() == r.prefix.addr().is_ipv4()).collect();
+                r.next_hops.into_iter().filter(|h| h.is_ipv6() || r.prefix.addr().is_ipv4()).collect();
             if hops.is_empty() {
                 self.learned.remove(&r.prefix);
             } else {
@@ -676,12 +680,15 @@ mod tests {
     }
 
     #[test]
-    fn next_hops_of_the_other_family_are_dropped() {
+    fn ipv4_goes_through_ipv6_next_hops_but_ipv6_never_through_ipv4() {
         let mut d = Desired::default();
+        // RFC 8950: the FIB writes these with RTA_VIA.
         let c = d.forwarding(vec![fr("10.1.0.0/24", &["fd00::2"])]);
-        assert_eq!(c, vec![RouteChange::Remove(net("10.1.0.0/24"))]);
-        let c = d.forwarding(vec![fr("10.2.0.0/24", &["fd00::2", "10.0.0.2"])]);
-        assert_eq!(c, vec![unicast("10.2.0.0/24", &["10.0.0.2"])]);
+        assert_eq!(c, vec![unicast("10.1.0.0/24", &["fd00::2"])]);
+        let c = d.forwarding(vec![fr("fd10::/64", &["10.0.0.2"])]);
+        assert_eq!(c, vec![RouteChange::Remove(net("fd10::/64"))]);
+        let c = d.forwarding(vec![fr("fd11::/64", &["10.0.0.2", "fd00::2"])]);
+        assert_eq!(c, vec![unicast("fd11::/64", &["fd00::2"])]);
     }
 
     #[test]
@@ -817,6 +824,9 @@ spec: {cidr: 'fd00:244::/48'}
             vec![tunnel("10.244.1.0/26", &["192.168.1.11"]), tunnel("10.244.2.0/26", &["10.0.0.2", "10.0.0.3"])]
         );
         assert_eq!(d.ipip.len(), 2);
+        // An IPv6 next hop (RFC 8950) cannot be a tunl0 endpoint: reached directly.
+        let c = d.forwarding(vec![fr("10.244.3.0/26", &["fd00::11"])]);
+        assert_eq!(c, vec![unicast("10.244.3.0/26", &["fd00::11"])]);
     }
 
     #[test]

@@ -112,19 +112,15 @@ fn run(prog: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Gateways of a route from `ip -j`: the single `gateway` or each of `nexthops`.
+/// Gateways of a route from `ip -j`: the single `gateway` or each of `nexthops`. A gateway
+/// of the other family (`RTA_VIA`) shows as `"via": {"family": "inet6", "host": …}`.
 pub fn gateways(route: &Value) -> Vec<(String, String, u64)> {
+    let gw = |h: &Value| h["gateway"].as_str().or(h["via"]["host"].as_str()).unwrap_or("").to_owned();
     if let Some(hops) = route["nexthops"].as_array() {
         hops.iter()
-            .map(|h| {
-                (
-                    h["gateway"].as_str().unwrap_or("").to_owned(),
-                    h["dev"].as_str().unwrap_or("").to_owned(),
-                    h["weight"].as_u64().unwrap_or(1),
-                )
-            })
+            .map(|h| (gw(h), h["dev"].as_str().unwrap_or("").to_owned(), h["weight"].as_u64().unwrap_or(1)))
             .collect()
     } else {
-        vec![(route["gateway"].as_str().unwrap_or("").to_owned(), route["dev"].as_str().unwrap_or("").to_owned(), 1)]
+        vec![(gw(route), route["dev"].as_str().unwrap_or("").to_owned(), 1)]
     }
 }

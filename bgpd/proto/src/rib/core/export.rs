@@ -180,6 +180,7 @@ impl Rib {
             add_path: s.tx.add_path,
             add_path_send: cfg.add_path_send,
             extended_message: s.tx.extended_message,
+            extended_next_hop: s.tx.extended_next_hop.contains(Family::IPV4_UNICAST),
             mrai: cfg.mrai,
         }
     }
@@ -390,10 +391,17 @@ impl Rib {
         };
         let self_v4 = g.local_v4.map(IpAddr::V4);
         let self_v6 = g.local_v6.map(IpAddr::V6);
-        let (next_hop, link_local) = if keep && attrs.next_hop.is_some() {
+        // RFC 8950 §4: IPv4 NLRI carry an IPv6 next hop only where the
+        // extended next hop capability was negotiated for them.
+        let v6_allowed = family != Family::IPV4_UNICAST || g.extended_next_hop;
+        let (next_hop, link_local) = if keep && attrs.next_hop.is_some_and(|nh| nh.is_ipv4() || v6_allowed) {
             (attrs.next_hop, attrs.link_local)
+        } else if family == Family::IPV4_UNICAST && g.extended_next_hop {
+            // Its own IPv6 address on the session, as BIRD and FRR give
+            // (bgpd offers the capability on IPv6 sessions only).
+            (self_v6.or(self_v4), None)
         } else if family == Family::IPV4_UNICAST {
-            (self_v4.or(self_v6), None)
+            (self_v4, None)
         } else {
             (self_v6, None)
         };

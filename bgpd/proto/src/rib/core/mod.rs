@@ -418,6 +418,8 @@ struct GroupKey {
     add_path: FamilySet,
     add_path_send: u8,
     extended_message: bool,
+    /// IPv4 unicast may carry IPv6 next hops (RFC 8950, negotiated).
+    extended_next_hop: bool,
     mrai: Duration,
 }
 
@@ -425,6 +427,9 @@ impl GroupKey {
     fn tx(&self) -> WireContext {
         let mut c = WireContext::new(self.four_octet_as).with_add_path(self.add_path);
         c.extended_message = self.extended_message;
+        if self.extended_next_hop {
+            c = c.with_extended_next_hop(FamilySet::of(&[Family::IPV4_UNICAST]));
+        }
         c
     }
 }
