@@ -28,9 +28,9 @@ mod pacer;
 mod store;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{info, warn};
@@ -100,11 +100,101 @@ async fn discover(client: &kube::Client, out: &Publisher) -> Option<kinds::Disco
     }
 }
 
-/// The collection of `w` through `client`.
-fn api(client: &kube::Client, w: &Watched, secrets_namespace: &str) -> Api<DynamicObject> {
-    match w.scope {
-        Scope::All => Api::all_with(client.clone(), &w.resource()),
-        Scope::SecretsNamespace => Api::namespaced_with(client.clone(), secrets_namespace, &w.resource()),
+/// The running list-and-watch tasks, and what starts and stops them.
+struct Followers {
+    client: kube::Client,
+    secrets_namespace: String,
+    tx: mpsc::UnboundedSender<(Slot, Update)>,
+    /// Every task; dropping the set stops them all.
+    tasks: JoinSet<()>,
+    /// The watches of the referenced Secrets, by name.
+    secrets: BTreeMap<String, AbortHandle>,
+    /// The indexes of [`SERVICE_KINDS`] in the store.
+    service_kinds: Vec<usize>,
+    /// Their watches while Service advertisement is configured; `None` while it
+    /// is not, or not known yet.
+    services: Option<Vec<AbortHandle>>,
+    /// Whether the BGPConfigurations have been read to decide.
+    services_decided: bool,
+}
+
+impl Followers {
+    /// Starts following the collection of `w` (the object `name` only, if given).
+    fn start(&mut self, w: &Watched, name: Option<String>, slot: Slot) -> AbortHandle {
+        let api = match w.scope {
+            Scope::All => Api::all_with(self.client.clone(), &w.resource()),
+            Scope::SecretsNamespace => {
+                Api::namespaced_with(self.client.clone(), &self.secrets_namespace, &w.resource())
+            }
+        };
+        self.tasks.spawn(follow(api, name, slot, self.tx.clone()))
+    }
+
+    /// Whether an update comes from a watch stopped a moment ago.
+    fn stale(&self, slot: &Slot) -> bool {
+        matches!(slot, Slot::Kind(i) if self.service_kinds.contains(i)) && self.services.is_none()
+    }
+
+    /// Watches exactly the Secrets the store's objects refer to; returns whether
+    /// the content changed (a Secret forgotten).
+    fn sync_secrets(&mut self, store: &mut Store) -> bool {
+        let (new, gone) = store.sync_secrets(&store.referenced_secrets());
+        for name in &gone {
+            if let Some(task) = self.secrets.remove(name) {
+                task.abort();
+            }
+        }
+        for name in new {
+            let task = self.start(&SECRET, Some(name.clone()), Slot::Secret(name.clone()));
+            self.secrets.insert(name, task);
+        }
+        !gone.is_empty()
+    }
+
+    /// Watches Services and EndpointSlices exactly while a BGPConfiguration
+    /// advertises Service addresses; returns whether the content changed.
+    fn sync_services(&mut self, store: &mut Store) -> bool {
+        let wanted = store.advertises_services();
+        if self.services_decided && wanted == self.services.is_some() {
+            return false;
+        }
+        info!(
+            "kubernetes datastore: Service advertisement {}configured: {}watching Services and EndpointSlices",
+            if wanted { "" } else { "not " },
+            if wanted { "" } else { "not " }
+        );
+        for task in self.services.take().into_iter().flatten() {
+            task.abort();
+        }
+        for i in self.service_kinds.clone() {
+            store.set(i, if wanted { KindState::default() } else { KindState::unread() });
+        }
+        if wanted {
+            let kinds: Vec<(usize, Watched)> = self.service_kinds.iter().map(|&i| (i, *store.kind(i))).collect();
+            self.services = Some(kinds.into_iter().map(|(i, w)| self.start(&w, None, Slot::Kind(i))).collect());
+        }
+        self.services_decided = true;
+        true
+    }
+
+    /// Takes one update into `store`, starting and stopping the watches it calls
+    /// for; returns whether the content changed.
+    fn take(&mut self, store: &mut Store, slot: &Slot, update: Update) -> bool {
+        if let Update::Failed(f) = &update {
+            warn!("kubernetes datastore: {slot:?}: {}; keeping the last good objects", f.message);
+        }
+        let mut changed = store.update(slot, update);
+        let Slot::Kind(i) = *slot else { return changed };
+        let kind = store.kind(i);
+        if kind.is_calico() && matches!(kind.kind, "BGPPeer" | "BGPConfiguration") && changed {
+            changed |= self.sync_secrets(store);
+        }
+        let kind = store.kind(i);
+        let configurations = kind.is_calico() && kind.kind == "BGPConfiguration" && store.listed(i);
+        if configurations && (changed || !self.services_decided) {
+            changed |= self.sync_services(store);
+        }
+        changed
     }
 }
 
@@ -120,33 +210,31 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
         watched.len()
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // Dropping the set (returning) stops every task.
-    let mut tasks = JoinSet::new();
     let mut store = Store::new(&watched, &secrets_namespace);
-    // Services and EndpointSlices are read only while a BGPConfiguration
-    // advertises Service addresses: decided once BGPConfigurations are listed
-    // (until then the store waits for them too).
-    let service_kinds: Vec<usize> =
-        watched.iter().enumerate().filter(|(_, w)| SERVICE_KINDS.contains(&w.plural)).map(|(i, _)| i).collect();
-    let configurations = watched.iter().position(|w| w.is_calico() && w.kind == "BGPConfiguration");
-    let mut service_tasks: Option<Vec<AbortHandle>> = None;
-    let mut services_decided = false;
+    let mut followers = Followers {
+        client,
+        secrets_namespace,
+        tx,
+        tasks: JoinSet::new(),
+        secrets: BTreeMap::new(),
+        // Read only while a BGPConfiguration advertises Service addresses:
+        // decided once BGPConfigurations are listed (the store waits for them).
+        service_kinds: (0..watched.len()).filter(|&i| SERVICE_KINDS.contains(&watched[i].plural)).collect(),
+        services: None,
+        services_decided: false,
+    };
     for (i, w) in watched.iter().enumerate() {
         if found.missing_optional.contains(w.plural) {
             store.set(i, KindState::absent(format!("{} is not installed; none read", w.name())));
-            continue;
+        } else if !followers.service_kinds.contains(&i) {
+            followers.start(w, None, Slot::Kind(i));
         }
-        if service_kinds.contains(&i) {
-            continue;
-        }
-        tasks.spawn(follow(api(&client, w, &secrets_namespace), None, Slot::Kind(i), tx.clone()));
     }
-    let mut secret_tasks: BTreeMap<String, AbortHandle> = BTreeMap::new();
     let mut pacer = Pacer::default();
-    let mut alive = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
     loop {
         let due = pacer.due().map(tokio::time::Instant::from_std);
-        let never = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let never = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             biased;
             () = tokio::time::sleep_until(due.unwrap_or(never)), if due.is_some() => {
@@ -154,66 +242,18 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
                 pacer.published();
             }
             received = rx.recv() => {
-                // `tx` is held here: the channel never closes.
+                // `followers` holds a sender: the channel never closes.
                 let Some((slot, update)) = received else { return };
-                if matches!(slot, Slot::Kind(i) if service_kinds.contains(&i)) && service_tasks.is_none() {
-                    // From a watch stopped a moment ago.
+                if followers.stale(&slot) {
                     continue;
                 }
                 let before = (store.complete(), store.error());
-                if let Update::Failed(f) = &update {
-                    warn!("kubernetes datastore: {slot:?}: {}; keeping the last good objects", f.message);
-                }
-                let mut changed = store.update(&slot, update);
-                let refers = matches!(slot, Slot::Kind(i) if matches!(store.kind(i).kind, "BGPPeer" | "BGPConfiguration"));
-                if changed && refers {
-                    let (new, gone) = store.sync_secrets(&store.referenced_secrets());
-                    for name in gone {
-                        if let Some(task) = secret_tasks.remove(&name) {
-                            task.abort();
-                        }
-                        changed = true;
-                    }
-                    for name in new {
-                        let follower = follow(
-                            api(&client, &SECRET, &secrets_namespace),
-                            Some(name.clone()),
-                            Slot::Secret(name.clone()),
-                            tx.clone(),
-                        );
-                        secret_tasks.insert(name, tasks.spawn(follower));
-                    }
-                }
-                let decide = configurations.is_some_and(|c| slot == Slot::Kind(c) && store.listed(c));
-                if decide && (changed || !services_decided) {
-                    let wanted = store.advertises_services();
-                    if !services_decided || wanted != service_tasks.is_some() {
-                        info!("kubernetes datastore: Service advertisement {}: {} Services and EndpointSlices",
-                            if wanted { "configured" } else { "not configured" },
-                            if wanted { "watching" } else { "not watching" });
-                        for task in service_tasks.take().into_iter().flatten() {
-                            task.abort();
-                        }
-                        for &i in &service_kinds {
-                            store.set(i, if wanted { KindState::default() } else { KindState::unread() });
-                        }
-                        if wanted {
-                            let follow_kind = |i: usize| {
-                                follow(api(&client, store.kind(i), &secrets_namespace), None, Slot::Kind(i), tx.clone())
-                            };
-                            service_tasks = Some(service_kinds.iter().map(|&i| tasks.spawn(follow_kind(i))).collect());
-                        }
-                        services_decided = true;
-                        changed = true;
-                    }
-                }
-                if changed {
+                if followers.take(&mut store, &slot, update) {
                     pacer.changed(Instant::now());
                 }
                 // The first complete read, and every change of health (an error,
                 // a recovery), are published at once.
-                let after = (store.complete(), store.error());
-                if after != before {
+                if (store.complete(), store.error()) != before {
                     publish(&store, &out);
                     pacer.published();
                 }
@@ -222,8 +262,8 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
                 if out.closed() {
                     return;
                 }
-                // Forget the tasks of Secrets no longer watched.
-                while tasks.try_join_next().is_some() {}
+                // Forget the tasks of watches stopped.
+                while followers.tasks.try_join_next().is_some() {}
             }
         }
     }

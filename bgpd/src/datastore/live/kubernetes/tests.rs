@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::convert::{convert, Converted};
