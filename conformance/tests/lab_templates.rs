@@ -26,6 +26,9 @@
 //! - `anycast-two-clusters`: `lab fail … web@east-2` turns east's endpoint
 //!   unready: the service address is answered only by west's endpoint;
 //!   `lab recover` brings east back.
+//! - `ipv6-only` (no IPv4 address on any link, IPv4 pods): IPv4 routes go
+//!   through IPv6 gateways in every kernel (RFC 8950); `lab restart …
+//!   node-2`, then the upgrade.
 //!
 //! Right after `up`, before the drills, every node's and router's kernel
 //! routes must be the ones `bgpd verify` predicts for the template (prefixes
@@ -239,6 +242,17 @@ fn anycast_moves_to_the_other_cluster() {
             &["upgrade", "FILE"],
         ],
         &["all checks passed"],
+    );
+}
+
+#[test]
+fn ipv6_only_carries_ipv4_over_ipv6_next_hops() {
+    let _ = run_template(
+        "ipv6-only",
+        "v6only",
+        &[&["restart", "FILE", "node-2"], &["upgrade", "FILE"]],
+        // node-1's route to rack 2's IPv4 pods: through the BIRD ToR's IPv6 address.
+        &["all checks passed", "via inet6 fd00:0:1::1 dev rack1"],
     );
 }
 

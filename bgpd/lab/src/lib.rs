@@ -545,7 +545,7 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     let failed: Vec<&spec::Member> = st.faults.iter().filter_map(|f| lab.topo.members.get(f)).collect();
     let mut dead: Vec<IpAddr> = Vec::new();
     for m in &failed {
-        for (seg, _) in &m.links {
+        for seg in m.segments() {
             dead.extend(m.addresses_on(seg));
         }
     }
@@ -556,7 +556,7 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     }
     // A stopped node is off: every session to it is expected down.
     for m in st.stopped.iter().filter_map(|n| lab.topo.members.get(n)) {
-        for (seg, _) in &m.links {
+        for seg in m.segments() {
             dead.extend(m.addresses_on(seg));
         }
     }
@@ -902,7 +902,7 @@ pub fn fail(file: &Path, what: &str, recover: bool, silent: bool) -> anyhow::Res
             }
             Target::Router(r) => {
                 let m = &lab.topo.members[r];
-                for (seg, _) in &m.links {
+                for seg in m.segments() {
                     net::ip_in(&lab.topo.netns(r), &["link", "set", seg, if recover { "up" } else { "down" }])?;
                 }
             }
@@ -1018,7 +1018,7 @@ pub fn stop(file: &Path, node: &str, crash: bool) -> anyhow::Result<bool> {
             // It exits once decommissioned.
             stop_bgpd(st, node, false)?;
         }
-        for (seg, _) in &lab.topo.members[node].links {
+        for seg in lab.topo.members[node].segments() {
             net::ip_in(&lab.topo.netns(node), &["link", "set", seg, "down"])?;
         }
         let keys: Vec<String> = lab.topo.services.iter().map(|s| s.key.clone()).collect();
@@ -1048,7 +1048,7 @@ pub fn start(file: &Path, node: &str) -> anyhow::Result<bool> {
     }
     let (ok, lost) =
         drill(&lab, &mut st, &bgpd, &format!("start {node} again"), Drill::probing_all(300), |lab, st| {
-            for (seg, _) in &lab.topo.members[node].links {
+            for seg in lab.topo.members[node].segments() {
                 net::ip_in(&lab.topo.netns(node), &["link", "set", seg, "up"])?;
             }
             st.stopped.retain(|n| n != node);

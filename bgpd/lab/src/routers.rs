@@ -57,6 +57,10 @@ pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSess
         }
         let nh = if ibgp { " next hop self;" } else { "" };
         let import = "import filter { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; };";
+        if s.extended_next_hop {
+            // RFC 8950: IPv4 over this IPv6 session, with IPv6 next hops.
+            let _ = writeln!(c, "  ipv4 {{ {import} export all; gateway direct;{nh} extended next hop on; }};");
+        }
         let _ = writeln!(c, "  {af} {{ {import} export all; gateway direct;{nh} }};\n}}");
     }
     c
@@ -77,6 +81,11 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
         let a = s.neighbor;
         let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
         let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
+        if s.extended_next_hop {
+            // RFC 8950 on a global IPv6 session (FRR offers it by itself on
+            // link-local sessions only).
+            let _ = writeln!(c, " neighbor {a} capability extended-nexthop");
+        }
         if let Some(b) = &s.bfd {
             let _ = writeln!(c, " neighbor {a} bfd profile {}", bfd_profile_name(b));
         }
@@ -87,7 +96,8 @@ pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSessi
             c,
             " address-family {af} unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16"
         );
-        for s in sessions.iter().filter(|s| s.neighbor.is_ipv4() == v4) {
+        // An IPv6 session with the extended next hop carries IPv4 too.
+        for s in sessions.iter().filter(|s| s.neighbor.is_ipv4() == v4 || (v4 && s.extended_next_hop)) {
             let _ = writeln!(c, "  neighbor {} activate\n  neighbor {} route-map GSHUT-IN in", s.neighbor, s.neighbor);
             if s.peer_as == asn {
                 let _ = writeln!(
@@ -174,11 +184,15 @@ pub fn bgpd_datastore(router: &Member, sessions: &[RouterSession]) -> String {
         connected.join(", ")
     );
     let rr = if ibgp { format!(", routeReflectorClusterID: {router_id}") } else { String::new() };
-    let v6 = router.links6.first().map(|(_, a)| format!(", ipv6Address: \"{a}\"")).unwrap_or_default();
+    // Its router ID as the template gives it (by default its first IPv4
+    // address), through the Node annotation: an IPv6-only router has no
+    // ipv4Address to take it from.
+    let v4 = router.links.first().map(|(_, a)| format!("ipv4Address: {a}, ")).unwrap_or_default();
+    let v6 = router.links6.first().map(|(_, a)| format!("ipv6Address: \"{a}\", ")).unwrap_or_default();
     let _ = write!(
         y,
-        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec: {{bgp: {{ipv4Address: {}{v6}, asNumber: {asn}{rr}}}}}\n",
-        router.name, router.links[0].1
+        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}, annotations: {{bgpd.io/router-id: {router_id}}}}}\nspec: {{bgp: {{{v4}{v6}asNumber: {asn}{rr}}}}}\n",
+        router.name
     );
     y.push_str(
         "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: transit}\nspec:\n  exportV4: [{action: Accept}]\n  importV4: [{action: Accept}]\n  exportV6: [{action: Accept}]\n  importV6: [{action: Accept}]\n",
@@ -447,6 +461,7 @@ spec:
             neighbor: Ipv4Addr::new(10, 0, 0, 2).into(),
             peer_as: 65000,
             bfd: None,
+            extended_next_hop: false,
         }];
         assert!(bird_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("rr client;"));
         assert!(frr_conf(Ipv4Addr::new(10, 0, 0, 1), 65000, &ibgp).contains("neighbor 10.0.0.2 route-reflector-client"));
@@ -496,5 +511,35 @@ spec:
         assert!(sessions.iter().all(|s| s.bfd.is_none()));
         assert!(frr_bfdd_conf(&sessions).is_none());
         assert!(!bird_conf(Ipv4Addr::new(10, 1, 1, 1), 65001, &sessions).contains("bfd"));
+    }
+
+    /// templates/ipv6-only.yaml: no IPv4 on any link, so every router session
+    /// is IPv6 and carries IPv4 too with the extended next hop (RFC 8950).
+    #[test]
+    fn ipv6_only_routers_carry_ipv4_over_ipv6_sessions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates/ipv6-only.yaml");
+        let t = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let bird_tor = &t.members["tor-r1"];
+        let sessions = t.router_sessions(bird_tor);
+        assert!(sessions.iter().all(|s| s.neighbor.is_ipv6() && s.extended_next_hop), "{sessions:?}");
+        let bird = bird_conf(Ipv4Addr::new(10, 255, 0, 2), 65001, &sessions);
+        assert!(bird.contains("gateway direct; extended next hop on; };\n  ipv6 {"), "{bird}");
+        let frr_tor = &t.members["tor-r2"];
+        let frr = frr_conf(Ipv4Addr::new(10, 255, 0, 3), 65002, &t.router_sessions(frr_tor));
+        assert!(frr.contains(" neighbor fd00:0:2::13 capability extended-nexthop\n"), "{frr}");
+        let v4 = frr.split(" address-family ipv6").next().unwrap();
+        assert!(v4.contains("  neighbor fd00:0:2::13 activate\n"), "activated for IPv4 unicast: {frr}");
+
+        // The bgpd spine: no ipv4Address, its router ID from the template.
+        let spine = &t.members["spine"];
+        let yaml = bgpd_datastore(spine, &t.router_sessions(spine));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("datastore.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let (model, _) = bgpd::datastore::load(&file).unwrap();
+        let (node, peers) = bgpd::daemon::plan::plan(&model, "spine").unwrap();
+        assert_eq!(node.router_id, Ipv4Addr::new(10, 255, 0, 1), "{yaml}");
+        assert!(node.ipv4.is_none());
+        assert!(peers.iter().all(|p| p.extended_next_hop && p.families.contains(&bgpd_proto::Family::IPV4_UNICAST)));
     }
 }

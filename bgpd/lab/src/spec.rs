@@ -73,7 +73,8 @@ struct RouterSpec {
     #[serde(default)]
     implementation: Implementation,
     as_number: u32,
-    #[serde(default)]
+    /// `routerID`, as docs/lab.md spells it (Calico's spelling); `routerId` too.
+    #[serde(default, alias = "routerID")]
     router_id: Option<Ipv4Addr>,
     /// Only these neighbours (names); default: every node and router on its segments.
     #[serde(default)]
@@ -191,7 +192,8 @@ pub struct Member {
     pub name: String,
     /// What it is.
     pub role: Role,
-    /// Its interfaces: (segment, address).
+    /// Its IPv4 addresses: (segment, address), on segments where it has one
+    /// (an IPv6-only member has none).
     pub links: Vec<(String, Ipv4Net)>,
     /// Its IPv6 addresses: (segment, address), on segments where it has one.
     pub links6: Vec<(String, Ipv6Net)>,
@@ -204,6 +206,20 @@ impl Member {
             IpAddr::V4(a) => self.links.iter().any(|(_, n)| n.addr() == a),
             IpAddr::V6(a) => self.links6.iter().any(|(_, n)| n.addr() == a),
         }
+    }
+
+    /// The segments it is on (it has an interface on each), in template order.
+    pub fn segments(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (s, _) in &self.links {
+            out.push(s);
+        }
+        for (s, _) in &self.links6 {
+            if !out.contains(&s.as_str()) {
+                out.push(s);
+            }
+        }
+        out
     }
 
     /// Its addresses on `segment`.
@@ -247,6 +263,10 @@ pub struct RouterSession {
     /// router here (its BFDConfiguration or `bgpd.io/bfd` annotation says so),
     /// and the router mirrors it.
     pub bfd: Option<bgpd_proto::bfd::BfdConfig>,
+    /// An IPv6 session where the two have no IPv4 session on the segment:
+    /// it carries IPv4 unicast too, with IPv6 next hops (RFC 8950), as bgpd
+    /// plans it for IPv6-only nodes.
+    pub extended_next_hop: bool,
 }
 
 /// A service the lab gives endpoints to.
@@ -381,7 +401,9 @@ impl Topology {
                 let addr = m.addresses_on(seg).into_iter().find(|a| a.is_ipv4() == local.is_ipv4());
                 let (Some(peer_as), Some(neighbor)) = (m.asn(), addr) else { continue };
                 let bfd = self.bfd.get(&(other.clone(), local)).copied();
-                out.push(RouterSession { peer: other.clone(), local, neighbor, peer_as, bfd });
+                let ipv4_session = router.links.iter().any(|(s, _)| s == seg) && m.links.iter().any(|(s, _)| s == seg);
+                let extended_next_hop = local.is_ipv6() && !ipv4_session;
+                out.push(RouterSession { peer: other.clone(), local, neighbor, peer_as, bfd, extended_next_hop });
             }
         }
         out
@@ -534,27 +556,31 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
             let Some(member) = members.get_mut(&m.name) else {
                 return Err(format!("segment {}: {:?} is not a Node, router or host", s.name, m.name));
             };
-            let addr = match m.address.or_else(|| node_addr.get(&m.name).copied().flatten()) {
-                Some(a) => a,
-                None => return Err(format!("segment {}: member {} needs an address", s.name, m.name)),
-            };
+            let addr = m.address.or_else(|| node_addr.get(&m.name).copied().flatten());
             // A node's IPv6 address defaults to its Node's on the segment that
-            // also carries its Node IPv4 address.
+            // also carries its Node IPv4 address; an IPv6-only node (no Node
+            // IPv4 address) has it on a segment where it is given no address.
             let addr6 = m.address6.or_else(|| {
                 let default4 = node_addr.get(&m.name).copied().flatten();
-                (m.address.is_none() && default4.is_some())
+                let only6 = default4.is_none() && m.address.is_none();
+                (m.address.is_none() && default4.is_some() || only6)
                     .then(|| node_addr6.get(&m.name).copied().flatten())
                     .flatten()
             });
-            for a in std::iter::once(IpAddr::V4(addr.addr())).chain(addr6.map(|a| IpAddr::V6(a.addr()))) {
+            if addr.is_none() && addr6.is_none() {
+                return Err(format!("segment {}: member {} needs an address", s.name, m.name));
+            }
+            for a in addr.map(|a| IpAddr::V4(a.addr())).into_iter().chain(addr6.map(|a| IpAddr::V6(a.addr()))) {
                 if let Some(other) = used.insert(a, m.name.clone()) {
                     return Err(format!("segment {}: address {a} of {} is already {other}'s", s.name, m.name));
                 }
             }
-            if member.links.iter().any(|(seg, _)| *seg == s.name) {
+            if member.segments().contains(&s.name.as_str()) {
                 return Err(format!("segment {}: {} is a member twice", s.name, m.name));
             }
-            member.links.push((s.name.clone(), addr));
+            if let Some(a) = addr {
+                member.links.push((s.name.clone(), a));
+            }
             if let Some(a6) = addr6 {
                 member.links6.push((s.name.clone(), a6));
             }
@@ -563,12 +589,15 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         segments.push(Segment { name: s.name, members: names });
     }
     for m in members.values_mut() {
-        if m.links.is_empty() {
+        if m.segments().is_empty() {
             return Err(format!("{} is on no segment", m.name));
         }
         if let Role::Router { router_id, .. } = &mut m.role {
             if router_id.is_unspecified() {
-                *router_id = m.links[0].1.addr();
+                *router_id = match m.links.first() {
+                    Some((_, a)) => a.addr(),
+                    None => return Err(format!("router {}: routerID is needed (it has no IPv4 address)", m.name)),
+                };
             }
         }
         if let Role::Host { gateway, gateway6 } = m.role {

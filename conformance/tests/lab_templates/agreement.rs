@@ -258,7 +258,12 @@ fn learned(r: &Value, v6: bool) -> Result<Option<(IpNet, Route)>, String> {
     if r["type"].as_str() == Some("blackhole") {
         return Ok(Some((prefix, Route::Blackhole)));
     }
-    let gateway = |v: &Value| v["gateway"].as_str().map(|g| g.parse::<IpAddr>().map_err(|e| format!("route {r}: {e}")));
+    // A gateway of the other family (an IPv4 route through an IPv6 next hop,
+    // RFC 8950) shows as `"via": {"family": "inet6", "host": …}`.
+    let gateway = |v: &Value| {
+        let g = v["gateway"].as_str().or(v["via"]["host"].as_str());
+        g.map(|g| g.parse::<IpAddr>().map_err(|e| format!("route {r}: {e}")))
+    };
     let mut hops = Vec::new();
     if let Some(g) = gateway(r) {
         hops.push(g?);
@@ -278,6 +283,11 @@ fn learned(r: &Value, v6: bool) -> Result<Option<(IpNet, Route)>, String> {
 // show table main` (FRR: nexthop objects, an ECMP route), shortened.
 const NODE1_V4: &str = r#"[{"dst":"10.0.1.0/24","dev":"rack1","protocol":"kernel","scope":"link","prefsrc":"10.0.1.11","flags":[]},{"dst":"10.0.2.0/24","gateway":"10.0.1.1","dev":"rack1","protocol":"bgp","metric":20,"flags":[]},{"dst":"10.244.1.128/26","gateway":"10.0.1.12","dev":"rack1","protocol":"bgp","metric":20,"flags":[]},{"type":"blackhole","dst":"10.244.1.192/26","protocol":"bgp","metric":20,"flags":[]},{"dst":"10.244.1.193","dev":"veth7c7e0587","scope":"host","flags":[]},{"dst":"192.0.2.10","gateway":"10.0.1.1","dev":"rack1","protocol":"bgp","metric":20,"flags":[]}]"#;
 const TOR_R2_V6: &str = r#"[{"dst":"2001:db8::10","nhid":20,"gateway":"fd00:0:2::14","dev":"rack2","protocol":"bgp","metric":20,"flags":[],"pref":"medium"},{"dst":"2001:db8::/64","nhid":18,"protocol":"bgp","metric":20,"flags":[],"pref":"medium","nexthops":[{"gateway":"fd00:0:2::14","dev":"rack2","weight":1,"flags":[]},{"gateway":"fd00:0:2::13","dev":"rack2","weight":1,"flags":[]}]},{"dst":"fd00:0:2::/64","dev":"rack2","protocol":"kernel","metric":256,"flags":[],"pref":"medium"},{"dst":"fe80::/64","dev":"rack2","protocol":"kernel","metric":256,"flags":[],"pref":"medium"}]"#;
+
+// Captured from the running lab of templates/ipv6-only.yaml (`bgpd lab up`,
+// this machine, iproute2 6.x): `ip -n bl.v6only.tor-r1 -j -4 route show table
+// main` (BIRD: IPv4 routes through IPv6 gateways, one of them ECMP), shortened.
+const TOR_R1_V4_VIA6: &str = r#"[{"dst":"10.244.1.128/26","via":{"family":"inet6","host":"fd00:0:1::12"},"dev":"rack1","protocol":"bird","metric":32,"flags":[]},{"dst":"192.0.2.0/24","protocol":"bird","metric":32,"flags":[],"nexthops":[{"via":{"family":"inet6","host":"fd00:0:1::11"},"dev":"rack1","weight":1,"flags":[]},{"via":{"family":"inet6","host":"fd00:0:1::12"},"dev":"rack1","weight":1,"flags":[]}]}]"#;
 
 fn net(s: &str) -> IpNet {
     s.parse().expect("a test prefix")
@@ -303,6 +313,16 @@ fn agreement_reads_learned_routes_and_blackholes_from_ip_json() {
         (net("2001:db8::/64"), via(&["fd00:0:2::13", "fd00:0:2::14"])),
     ]);
     assert_eq!(tor, want, "ECMP next hops through a nexthop object, in any order");
+}
+
+#[test]
+fn agreement_reads_ipv4_routes_through_ipv6_gateways() {
+    let tor = learned_routes(TOR_R1_V4_VIA6.as_bytes(), false).expect("parses");
+    let want = BTreeMap::from([
+        (net("10.244.1.128/26"), via(&["fd00:0:1::12"])),
+        (net("192.0.2.0/24"), via(&["fd00:0:1::11", "fd00:0:1::12"])),
+    ]);
+    assert_eq!(tor, want, "RTA_VIA gateways, alone and in ECMP");
 }
 
 #[test]

@@ -362,6 +362,12 @@ fn other_router(
             session.keepalive_time = Some(std::time::Duration::from_secs(3));
             session.connect_retry = std::time::Duration::from_secs(2);
             session.families = vec![if s.neighbor.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST }];
+            if s.extended_next_hop {
+                // RFC 8950: the IPv6 session carries IPv4 too (BIRD's
+                // `extended next hop on`, FRR's `capability extended-nexthop`).
+                session.families.insert(0, Family::IPV4_UNICAST);
+                session.extended_next_hop = true;
+            }
             session.graceful_restart = Some(GracefulRestartConfig {
                 restart_time: 120,
                 restarting: false,
