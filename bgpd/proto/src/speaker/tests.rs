@@ -377,28 +377,33 @@ struct NodeDef {
     allow_local_as: u32,
 }
 
+/// The speaker of the `i`th member `d`, on a clock at `now`.
+fn node_speaker(i: usize, d: &NodeDef, segment_of: &impl Fn(&str) -> Vec<(String, IpNet)>, now: Instant) -> Speaker {
+    let id = Ipv4Addr::new(10, 255, 0, i as u8 + 1);
+    let mut cfg = rib_cfg(id, d.asn);
+    if d.rr_clients {
+        cfg.cluster_id = Some(id);
+    }
+    let mut sp = Speaker::new(cfg, now);
+    for (name, addr, asn) in &d.peers {
+        let mut s = setup(name, ip(addr), id, d.asn, *asn);
+        s.local.subnets = segment_of(d.name).into_iter().map(|(_, n)| n.trunc()).collect();
+        s.rib.rr_client = d.rr_clients && *asn == d.asn;
+        s.rib.allow_local_as = d.allow_local_as;
+        sp.add_peer(s, now).unwrap();
+    }
+    if let Some(p) = d.originate {
+        sp.originate(net(p), Some(own_attrs()), now);
+    }
+    sp
+}
+
 fn fabric(seed: u64, segment_of: impl Fn(&str) -> Vec<(String, IpNet)>, defs: &[NodeDef]) -> Fabric {
     let mut f = Fabric::new(seed);
     let now = f.now();
     for (i, d) in defs.iter().enumerate() {
-        let id = Ipv4Addr::new(10, 255, 0, i as u8 + 1);
-        let mut cfg = rib_cfg(id, d.asn);
-        if d.rr_clients {
-            cfg.cluster_id = Some(id);
-        }
-        let mut sp = Speaker::new(cfg, now);
-        for (name, addr, asn) in &d.peers {
-            let mut s = setup(name, ip(addr), id, d.asn, *asn);
-            s.local.subnets = segment_of(d.name).into_iter().map(|(_, n)| n.trunc()).collect();
-            s.rib.rr_client = d.rr_clients && *asn == d.asn;
-            s.rib.allow_local_as = d.allow_local_as;
-            sp.add_peer(s, now).unwrap();
-        }
-        if let Some(p) = d.originate {
-            sp.originate(net(p), Some(own_attrs()), now);
-        }
         let _ = d.addr;
-        f.add_member(d.name, Some(sp), segment_of(d.name));
+        f.add_member(d.name, Some(node_speaker(i, d, &segment_of, now)), segment_of(d.name));
     }
     f
 }
@@ -454,6 +459,24 @@ fn a_mesh_node_failure_withdraws_its_block_and_nothing_else() {
         assert_eq!(fib.len(), 2, "{n}: {fib:?}");
         assert!(!fib.contains_key(&net("10.244.0.192/26")));
     }
+}
+
+#[test]
+fn a_failed_member_restarted_brings_the_tables_back_to_where_they_were() {
+    let defs = mesh_defs();
+    let mut f = fabric(3, lan, &defs);
+    assert!(f.run(Duration::from_secs(600)));
+    let before: Vec<_> = ["n1", "n2", "n3", "n4"].iter().map(|n| f.fib(n)).collect();
+    f.fail_member("n2");
+    assert!(f.run(Duration::from_secs(600)));
+    assert!(!f.fib("n1").contains_key(&net("10.244.0.64/26")));
+    let now = f.now();
+    f.restart_member("n2", Some(node_speaker(1, &defs[1], &lan, now)));
+    assert!(f.alive("n2"));
+    assert!(f.run(Duration::from_secs(600)));
+    let after: Vec<_> = ["n1", "n2", "n3", "n4"].iter().map(|n| f.fib(n)).collect();
+    assert_eq!(before, after);
+    assert!(f.sessions("n2").iter().all(|s| s.established), "{:?}", f.sessions("n2"));
 }
 
 #[test]
@@ -545,6 +568,13 @@ fn a_failed_segment_takes_its_sessions_and_routes_down() {
         assert!(f.fib(n).is_empty(), "{n}");
         assert!(f.sessions(n).iter().all(|s| !s.established && s.last_failure.is_some()), "{:?}", f.sessions(n));
     }
+    f.restore_segment("lan");
+    assert!(f.segment_alive("lan"));
+    assert!(f.run(Duration::from_secs(600)));
+    for n in ["n1", "n2", "n3", "n4"] {
+        assert_eq!(f.fib(n).len(), 3, "{n}: the three other blocks again");
+        assert!(f.sessions(n).iter().all(|s| s.established), "{:?}", f.sessions(n));
+    }
 }
 
 #[test]
@@ -587,4 +617,34 @@ fn a_connection_finds_its_peer_on_the_second_of_two_segments_with_one_subnet() {
     assert!(f.run(Duration::from_secs(600)));
     assert!(f.sessions("a").iter().all(|s| s.established), "{:?}", f.sessions("a"));
     assert_eq!(f.fib("a").get(&net("192.0.2.0/24")), Some(&vec![ip("10.0.0.2")]));
+}
+
+#[test]
+fn long_lived_stale_routes_of_a_failed_peer_age_out_without_an_hour_of_keepalives() {
+    let mut f = Fabric::new(9);
+    let now = f.now();
+    let id = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let llgr = |mut s: PeerSetup| {
+        s.session.graceful_restart = Some(crate::session::GracefulRestartConfig {
+            long_lived_stale_time: Some(3600),
+            ..crate::session::GracefulRestartConfig::new(120)
+        });
+        s
+    };
+    let mut a = Speaker::new(rib_cfg(id("1.1.1.1"), 65001), now);
+    a.add_peer(llgr(setup("b", ip("10.0.0.2"), id("1.1.1.1"), 65001, 65002)), now).unwrap();
+    let mut b = Speaker::new(rib_cfg(id("2.2.2.2"), 65002), now);
+    b.add_peer(llgr(setup("a", ip("10.0.0.1"), id("2.2.2.2"), 65002, 65001)), now).unwrap();
+    b.originate(net("192.0.2.0/24"), Some(own_attrs()), now);
+    f.add_member("a", Some(a), vec![("s".into(), net("10.0.0.1/24"))]);
+    f.add_member("b", Some(b), vec![("s".into(), net("10.0.0.2/24"))]);
+    assert!(f.run(Duration::from_secs(600)));
+    assert!(f.fib("a").contains_key(&net("192.0.2.0/24")));
+    let (t0, d0) = (f.elapsed(), f.deliveries());
+    f.fail_member("b");
+    assert!(f.run(Duration::from_secs(4200)), "converges once the long-lived stale route is gone");
+    assert!(f.fib("a").is_empty(), "{:?}", f.fib("a"));
+    assert!(f.elapsed() - t0 > Duration::from_secs(3600), "the stale route lived its hour: {:?}", f.elapsed() - t0);
+    assert!(f.skipped() > Duration::from_secs(3000), "skipped {:?}", f.skipped());
+    assert!(f.deliveries() - d0 < 200, "{} deliveries for an hour of one idle peer", f.deliveries() - d0);
 }
