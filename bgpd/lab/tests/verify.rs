@@ -102,6 +102,25 @@ fn a_local_service_without_a_ready_endpoint_is_named() {
 }
 
 #[test]
+fn a_router_id_collision_in_the_mesh_is_named() {
+    let r = run("broken/router-id-collision.yaml", &Options::default());
+    assert!(!r.sound());
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.class == Class::Session && f.summary.contains("router ID"))
+        .unwrap_or_else(|| panic!("{}", problems(&r)));
+    assert!(
+        f.summary.contains("53.151.27.230") && f.summary.contains("node-1") && f.summary.contains("node-2"),
+        "{f:?}"
+    );
+    assert!(f.fix.as_deref().unwrap_or_default().contains("bgpd.io/router-id"), "{f:?}");
+    let down: Vec<_> = r.sessions.iter().filter(|s| !s.established).collect();
+    assert!(!down.is_empty(), "the session between them does not come up");
+    assert!(down.iter().all(|s| s.member == "node-1" || s.member == "node-2"), "{down:?}");
+}
+
+#[test]
 fn every_broken_template_is_tested() {
     let mut names: Vec<String> = std::fs::read_dir(templates().join("broken"))
         .unwrap()
@@ -115,6 +134,7 @@ fn every_broken_template_is_tested() {
         "peer-selector-nothing.yaml",
         "pool-selects-no-node.yaml",
         "rack-as-loop.yaml",
+        "router-id-collision.yaml",
     ];
     assert_eq!(names, tested, "a broken template without a test (or a test without its template)");
 }

@@ -144,6 +144,26 @@ fn sessions(design: &Design) -> Vec<Finding> {
                     .fix(format!("set the peer AS in {} to {}", back.object, p.session.local_as)),
                 );
             }
+            // RFC 6286 §2.2: within an AS the two identifiers must differ. A
+            // router ID hashed from a node name can collide with another's.
+            let same_as = p.session.local_as == p.session.peer_as;
+            if same_as && p.session.bgp_id == back.session.bgp_id && seen.insert(pair("router id")) {
+                out.push(
+                    Finding::problem(
+                        Class::Session,
+                        vec![me.clone(), peer.object(), p.object.clone()],
+                        format!(
+                            "{} and {} both have router ID {} in AS {}: the session is refused (Bad BGP Identifier)",
+                            m.name, peer.name, p.session.bgp_id, p.session.local_as
+                        ),
+                    )
+                    .detail("RFC 6286 §2.2: iBGP peers need distinct identifiers")
+                    .fix(format!(
+                        "give {} or {} another router ID (Node annotation bgpd.io/router-id)",
+                        m.name, peer.name
+                    )),
+                );
+            }
             if p.session.passive && back.session.passive && seen.insert(pair("passive")) {
                 out.push(
                     Finding::problem(
