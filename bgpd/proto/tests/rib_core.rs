@@ -642,7 +642,7 @@ fn ipv4_routes_take_ipv6_next_hops_only_where_extended_next_hop_was_negotiated()
     s.up_with(c, |x| x.local_v4 = None);
     // D: an IPv4 address, no extended next hop: the IPv4 address.
     s.up(d);
-    // E: dual stack, extended next hop: the session's IPv6 address, as BIRD and FRR.
+    // E: dual stack, extended next hop: still the IPv4 address (Calico's next hop).
     s.up_with(e, extended_next_hop);
     s.send(a, ann(&["198.51.100.0/24"], &[65011], "fd00::11"));
 
@@ -650,7 +650,7 @@ fn ipv4_routes_take_ipv6_next_hops_only_where_extended_next_hop_was_negotiated()
     assert_eq!(nh(b), Some(IpAddr::V6(LOCAL_V6)));
     assert_eq!(nh(c), None, "RFC 8950 §4: no IPv6 next hop without the capability");
     assert_eq!(nh(d), Some(IpAddr::V4(LOCAL_V4)));
-    assert_eq!(nh(e), Some(IpAddr::V6(LOCAL_V6)));
+    assert_eq!(nh(e), Some(IpAddr::V4(LOCAL_V4)));
     let v6_hop: IpAddr = "fd00::11".parse().unwrap();
     assert_eq!(s.fib.get(&net("198.51.100.0/24")), Some(&vec![v6_hop]), "forwarded via the IPv6 gateway");
 

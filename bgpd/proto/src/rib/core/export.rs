@@ -396,12 +396,10 @@ impl Rib {
         let v6_allowed = family != Family::IPV4_UNICAST || g.extended_next_hop;
         let (next_hop, link_local) = if keep && attrs.next_hop.is_some_and(|nh| nh.is_ipv4() || v6_allowed) {
             (attrs.next_hop, attrs.link_local)
-        } else if family == Family::IPV4_UNICAST && g.extended_next_hop {
-            // Its own IPv6 address on the session, as BIRD and FRR give
-            // (bgpd offers the capability on IPv6 sessions only).
-            (self_v6.or(self_v4), None)
         } else if family == Family::IPV4_UNICAST {
-            (self_v4, None)
+            // The node's IPv4 address, as Calico gives it; its IPv6 address
+            // on the session only for a node without one, where negotiated.
+            (self_v4.or(self_v6.filter(|_| g.extended_next_hop)), None)
         } else {
             (self_v6, None)
         };
