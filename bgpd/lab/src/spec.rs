@@ -60,6 +60,10 @@ struct LabSpec {
     services: Vec<ServiceSpec>,
     #[serde(default)]
     port: Option<u16>,
+    /// Answers must come back through the members the requests went
+    /// through (stateful firewalls, NAT): `bgpd verify` checks it.
+    #[serde(default)]
+    symmetric: bool,
 }
 
 fn one() -> u32 {
@@ -304,6 +308,9 @@ pub struct Topology {
     /// The BFD sessions the nodes run with routers: (node, router address) →
     /// the node's timers.
     pub bfd: BTreeMap<(String, IpAddr), bgpd_proto::bfd::BfdConfig>,
+    /// The template declares symmetric paths (`spec.symmetric`): every
+    /// answer passes the members its request passed.
+    pub symmetric: bool,
 }
 
 fn is_name(s: &str) -> bool {
@@ -427,6 +434,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     }
     let spec = lab.spec;
     let port = spec.port.unwrap_or(DEFAULT_PORT);
+    let symmetric = spec.symmetric;
     let cluster_of = |v: &Value| get_str(v, &["metadata", "annotations", CLUSTER_ANNOTATION]).map(str::to_string);
     // Nodes and their clusters.
     let node_docs: Vec<&Value> = resources.iter().filter(|v| get_str(v, &["kind"]) == Some("Node")).collect();
@@ -685,7 +693,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         services.push(LabService { key, namespace: s.namespace, name: s.name, clusters, addresses, endpoints });
     }
     let bfd = node_bfd(&members, &cluster_yaml);
-    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd })
+    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd, symmetric })
 }
 
 /// The BFD sessions each node's bgpd will run, as it decides them: its plan

@@ -121,6 +121,36 @@ fn a_router_id_collision_in_the_mesh_is_named() {
 }
 
 #[test]
+fn answers_through_another_firewall_are_named_where_the_template_declares_symmetry() {
+    let r = run("broken/asymmetric.yaml", &Options::default());
+    assert!(!r.sound());
+    let asym: Vec<_> = r.findings.iter().filter(|f| f.class == Class::Asymmetry).collect();
+    assert!(!asym.is_empty(), "{}", problems(&r));
+    assert!(asym.iter().all(|f| f.names(Kind::Router, "fw-b")), "{asym:?}");
+    let out = asym
+        .iter()
+        .find(|f| f.summary.contains("requests pass fw-a where the answers pass fw-b"))
+        .unwrap_or_else(|| panic!("{asym:?}"));
+    assert!(out.detail.iter().any(|d| d.contains("-> host client")), "{out:?}");
+    assert!(
+        r.findings.iter().all(|f| f.class == Class::Asymmetry || f.severity != Severity::Problem),
+        "nothing else is wrong: {}",
+        problems(&r)
+    );
+    // Without the declaration the same design is sound: asymmetry is a
+    // problem only where the template says it is one.
+    let text = std::fs::read_to_string(templates().join("broken/asymmetric.yaml")).unwrap();
+    let topo = bgpd_lab::spec::Topology::parse(&text.replace("symmetric: true", "symmetric: false")).unwrap();
+    let r = bgpd_lab::verify::verify_topology(topo, "asymmetric, undeclared", &Options::default());
+    assert!(r.sound(), "{}", problems(&r));
+    // The fix the template names: the client's gateway is the firewall the
+    // cluster's requests leave by.
+    let topo = bgpd_lab::spec::Topology::parse(&text.replace("gateway: 10.9.0.2", "gateway: 10.9.0.1")).unwrap();
+    let r = bgpd_lab::verify::verify_topology(topo, "asymmetric, fixed", &Options::default());
+    assert!(r.sound(), "{}", problems(&r));
+}
+
+#[test]
 fn every_broken_template_is_tested() {
     let mut names: Vec<String> = std::fs::read_dir(templates().join("broken"))
         .unwrap()
@@ -129,6 +159,7 @@ fn every_broken_template_is_tested() {
     names.sort();
     let tested = [
         "as-mismatch.yaml",
+        "asymmetric.yaml",
         "lb-ip-outside-range.yaml",
         "local-no-endpoint.yaml",
         "peer-selector-nothing.yaml",

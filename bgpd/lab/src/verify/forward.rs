@@ -9,13 +9,14 @@
 //! segment and address) and where a packet for a destination ends from a
 //! member is worked out once: every flow through that member reuses it.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
 
 use ipnet::IpNet;
 
+use super::fx::FxMap;
 use super::model::{Design, Local, MemberModel};
 use super::sim::Scenario;
 
@@ -24,6 +25,9 @@ pub type Fib = BTreeMap<IpNet, Vec<IpAddr>>;
 
 /// Every member's learned routes, by member name.
 pub type Fibs<'a> = HashMap<&'a str, &'a Fib>;
+
+/// Prefix → its number: looked up for every route of every member.
+type Numbers = FxMap<IpNet, u32>;
 
 /// Why a branch of a trace stops short of its destination.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +53,10 @@ pub enum End {
     Loop(Vec<String>),
 }
 
+/// The members a packet passes (by number), shared by the flows that pass
+/// the same member for the same destination.
+pub type Passes = Rc<BTreeSet<usize>>;
+
 /// Every way a packet can end, shared by the flows that reach the same
 /// member for the same destination.
 pub type Ends = Rc<BTreeSet<End>>;
@@ -73,17 +81,32 @@ struct Table<'a> {
     /// Its interfaces on segments that are up.
     live: Vec<&'a (String, IpNet)>,
     fib: Option<&'a Fib>,
-    /// Its learned routes by prefix number ([`Network::prefixes`]); `None`
-    /// when a prefix of its has host bits set (then `fib` is searched linearly).
-    routes: Option<Vec<Option<&'a [IpAddr]>>>,
+    /// Its learned routes by prefix number ([`Network::prefixes`]), built
+    /// the first time it is asked (a failure scenario asks few members);
+    /// `None` when a prefix of its has host bits set (then `fib` is
+    /// searched linearly).
+    routes: OnceCell<Option<Vec<Option<&'a [IpAddr]>>>>,
 }
 
 impl<'a> Table<'a> {
     /// The learned route with the longest prefix covering the destination
     /// whose covering prefixes, longest first, are `chain`.
-    fn longest_match(&self, dst: IpAddr, chain: &[u32], prefixes: &[IpNet]) -> Option<(IpNet, &'a [IpAddr])> {
+    fn longest_match(
+        &self,
+        dst: IpAddr,
+        chain: &[u32],
+        prefixes: &[IpNet],
+        numbers: &Numbers,
+    ) -> Option<(IpNet, &'a [IpAddr])> {
         let fib = self.fib?;
-        let Some(routes) = &self.routes else {
+        let routes = self.routes.get_or_init(|| {
+            let mut routes = vec![None; prefixes.len()];
+            for (net, hops) in fib {
+                routes[*numbers.get(net)? as usize] = Some(hops.as_slice());
+            }
+            Some(routes)
+        });
+        let Some(routes) = routes else {
             // The first of the longest, in prefix order.
             let mut best: Option<(IpNet, &'a [IpAddr])> = None;
             for (net, hops) in fib.iter().filter(|(n, _)| n.contains(&dst)) {
@@ -122,10 +145,12 @@ pub struct Network<'a> {
     hosts: HashMap<(&'a str, IpAddr), usize>,
     /// Every prefix some member learned, numbered.
     prefixes: Vec<IpNet>,
-    numbers: HashMap<IpNet, u32>,
+    numbers: Numbers,
     /// The lengths of `prefixes`, longest first: IPv4, IPv6.
     lengths: [Vec<u8>; 2],
-    destinations: RefCell<HashMap<IpAddr, Destination>>,
+    destinations: RefCell<FxMap<IpAddr, Destination>>,
+    /// (member, destination) → the members its packets pass ([`Network::through`]).
+    through: RefCell<FxMap<(usize, IpAddr), Passes>>,
 }
 
 impl<'a> Network<'a> {
@@ -133,7 +158,7 @@ impl<'a> Network<'a> {
     /// member's installed routes.
     pub fn new(design: &'a Design, failed: &'a Scenario, fib: impl Fn(&str) -> Option<&'a Fib>) -> Network<'a> {
         let mut prefixes = Vec::new();
-        let mut numbers: HashMap<IpNet, u32> = HashMap::new();
+        let mut numbers = Numbers::default();
         let mut lengths = [BTreeSet::new(), BTreeSet::new()];
         let fibs: Vec<Option<&'a Fib>> = design.members.values().map(|m| fib(&m.name)).collect();
         for net in fibs.iter().flatten().flat_map(|f| f.keys()).filter(|n| **n == n.trunc()) {
@@ -148,15 +173,8 @@ impl<'a> Network<'a> {
             .values()
             .zip(fibs)
             .map(|(m, fib)| {
-                let routes = fib.and_then(|f| {
-                    let mut routes = vec![None; prefixes.len()];
-                    for (net, hops) in f {
-                        routes[*numbers.get(net)? as usize] = Some(hops.as_slice());
-                    }
-                    Some(routes)
-                });
                 let live = m.interfaces.iter().filter(|(s, _)| !failed.segments.contains(s)).collect();
-                Table { member: m, up: !failed.down(&m.name), live, fib, routes }
+                Table { member: m, up: !failed.down(&m.name), live, fib, routes: OnceCell::new() }
             })
             .collect();
         let index = tables.iter().enumerate().map(|(i, t)| (t.member.name.as_str(), i)).collect();
@@ -167,7 +185,16 @@ impl<'a> Network<'a> {
             }
         }
         let lengths = lengths.map(|l| l.into_iter().rev().collect());
-        Network { tables, index, hosts, prefixes, numbers, lengths, destinations: RefCell::new(HashMap::new()) }
+        Network {
+            tables,
+            index,
+            hosts,
+            prefixes,
+            numbers,
+            lengths,
+            destinations: RefCell::new(FxMap::default()),
+            through: RefCell::new(FxMap::default()),
+        }
     }
 
     /// The numbers of the learned prefixes covering `dst`, longest first.
@@ -175,13 +202,33 @@ impl<'a> Network<'a> {
         if let Some(d) = self.destinations.borrow().get(&dst) {
             return d.chain.clone();
         }
-        let chain: Rc<[u32]> = self.lengths[usize::from(dst.is_ipv6())]
-            .iter()
-            .filter_map(|len| self.numbers.get(&IpNet::new(dst, *len).ok()?.trunc()).copied())
-            .collect();
+        let chain = self.covering(dst);
         let known = vec![None; self.tables.len()];
         self.destinations.borrow_mut().insert(dst, Destination { chain: chain.clone(), known });
         chain
+    }
+
+    /// The numbers of the learned prefixes covering `dst`, longest first,
+    /// worked out (not remembered).
+    fn covering(&self, dst: IpAddr) -> Rc<[u32]> {
+        self.lengths[usize::from(dst.is_ipv6())]
+            .iter()
+            .filter_map(|len| self.numbers.get(&IpNet::new(dst, *len).ok()?.trunc()).copied())
+            .collect()
+    }
+
+    /// The members member number `i` (its place in the design) hands a
+    /// packet for `dst` to: none when it delivers, drops or is down.
+    pub fn next_members(&self, i: usize, dst: IpAddr) -> Vec<usize> {
+        let t = &self.tables[i];
+        if !t.up {
+            return Vec::new();
+        }
+        match self.lookup(t, dst, &self.covering(dst)) {
+            Some((_, Action::Connected(seg))) => self.hosts.get(&(seg, dst)).copied().into_iter().collect(),
+            Some((_, Action::Via(hops))) => hops.iter().filter_map(|h| self.resolve(t, *h)).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The route a member uses for `dst`: longest prefix wins; on equal
@@ -217,7 +264,7 @@ impl<'a> Network<'a> {
         }
         // Of the learned routes only the longest match can win: every other
         // one covering `dst` is shorter.
-        if let Some((net, hops)) = t.longest_match(dst, chain, &self.prefixes) {
+        if let Some((net, hops)) = t.longest_match(dst, chain, &self.prefixes, &self.numbers) {
             offer(net, 1, Action::Via(hops));
         }
         for g in &m.gateways {
@@ -321,6 +368,36 @@ impl<'a> Network<'a> {
         (Rc::new(here_ends), depth)
     }
 
+    /// The members packets for `dst` from `from` pass, every ECMP branch,
+    /// `from` and where they end included (for a path without loops: what
+    /// [`Network::trace`] delivers everywhere).
+    pub fn through(&self, from: &str, dst: IpAddr) -> Passes {
+        match self.index.get(from) {
+            Some(&i) => self.passes(i, dst, 0),
+            None => Rc::new(BTreeSet::new()),
+        }
+    }
+
+    fn passes(&self, i: usize, dst: IpAddr, depth: usize) -> Passes {
+        if let Some(known) = self.through.borrow().get(&(i, dst)) {
+            return known.clone();
+        }
+        let mut set = BTreeSet::from([i]);
+        if depth <= MAX_HOPS {
+            for n in self.next_members(i, dst) {
+                set.extend(self.passes(n, dst, depth + 1).iter().copied());
+            }
+        }
+        let set = Rc::new(set);
+        self.through.borrow_mut().insert((i, dst), set.clone());
+        set
+    }
+
+    /// A member's name by its number.
+    pub fn name(&self, i: usize) -> &'a str {
+        &self.tables[i].member.name
+    }
+
     /// The source address a member's own packets for `dst` carry: its
     /// address on the interface they leave by, as the kernel picks it.
     pub fn source_address(&self, member: &str, dst: IpAddr) -> Option<IpAddr> {
@@ -342,7 +419,7 @@ impl<'a> Network<'a> {
     /// The distinct next-hop members `member` uses for `dst` (its ECMP set).
     pub fn used_neighbours(&self, member: &str, dst: IpAddr) -> BTreeSet<&'a str> {
         let Some(t) = self.index.get(member).map(|i| &self.tables[*i]) else { return BTreeSet::new() };
-        match self.lookup(t, dst, &self.chain(dst)) {
+        match self.lookup(t, dst, &self.covering(dst)) {
             Some((_, Action::Via(hops))) => hops.iter().filter_map(|h| self.neighbour_of(member, *h)).collect(),
             _ => BTreeSet::new(),
         }

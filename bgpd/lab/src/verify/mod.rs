@@ -9,8 +9,11 @@
 //! links and nodes. No root, no daemons, no network. See `docs/verify.md`.
 
 pub mod checks;
+pub mod delta;
+pub mod ecmp;
 pub mod explain;
 pub mod forward;
+pub mod fx;
 pub mod ipam;
 pub mod model;
 pub mod predict;
@@ -18,17 +21,17 @@ pub mod reach;
 pub mod report;
 pub mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 
 use crate::spec::{Role, TemplateError, Topology};
 
+use delta::{Baseline, Dests, Dirty, Recorded};
 use forward::Fibs;
 use model::Design;
-use report::{Class, FailureOutcome, Finding, Kind, Report, Severity, TraceCounts};
+use report::{Class, FailureOutcome, Finding, Kind, Report, Severity};
 use sim::{Scenario, Simulation};
 
 /// What to verify beyond the design as written.
@@ -68,17 +71,26 @@ fn check(topo: Topology, template: &str, opts: &Options, scenarios: impl FnOnce(
     let mut findings = design.findings.clone();
     findings.extend(checks::run(&design));
     let none = Scenario::none();
-    let run = Run::new(&design, &none, threads());
-    findings.extend(run.sim.findings.iter().cloned());
-    let sessions = sim::sessions(&design, &run.sim, &none);
+    let sim = sim::simulate(&design, &none);
+    let dests = Dests::of(&design);
+    let (counts, baseline, recorded) = {
+        let fibs = fibs(&design, &sim);
+        reach::check(&design, &sim, &none, &fibs, &dests, threads())
+    };
+    findings.extend(sim.findings.iter().cloned());
+    let sessions = sim::sessions(&design, &sim, &none);
     findings.extend(sessions_down(&design, &sessions, &findings));
-    findings.extend(run.findings.iter().cloned());
-    let explanation = opts.explain.as_ref().map(|(m, p)| explain_route(&design, &run.sim, m, *p));
-    let Run { sim, counts, findings: baseline } = run;
+    findings.extend(baseline.iter().cloned());
+    let explanation = opts.explain.as_ref().map(|(m, p)| explain_route(&design, &sim, m, *p));
     let converged = sim.converged;
-    // A thousand nodes' RIBs take a second to free: nothing waits for it.
-    std::thread::spawn(move || drop(sim));
-    let failures = failures(&design, scenarios(&design), &baseline);
+    let scenarios = scenarios(&design);
+    let failures = if scenarios.is_empty() {
+        // A thousand nodes' RIBs take a second to free: nothing waits for it.
+        std::thread::spawn(move || drop(sim));
+        Vec::new()
+    } else {
+        failures(&design, sim, scenarios, &baseline, dests, recorded)
+    };
     let t = &design.topo;
     Report {
         template: template.to_string(),
@@ -93,27 +105,12 @@ fn check(topo: Topology, template: &str, opts: &Options, scenarios: impl FnOnce(
     }
 }
 
-/// One simulation and what its traces found.
-struct Run {
-    sim: Simulation,
-    counts: TraceCounts,
-    findings: Vec<Finding>,
+/// Every member's forwarding table in the simulation, by name.
+fn fibs<'a>(design: &'a Design, sim: &'a Simulation) -> Fibs<'a> {
+    design.members.keys().filter_map(|m| Some((m.as_str(), sim.fabric.fib_ref(m)?))).collect()
 }
 
-impl Run {
-    /// Simulates the design with `failed` down and traces every flow on
-    /// `threads` threads.
-    fn new(design: &Design, failed: &Scenario, threads: usize) -> Run {
-        let sim = sim::simulate(design, failed);
-        let fibs: Fibs = design.members.keys().filter_map(|m| Some((m.as_str(), sim.fabric.fib_ref(m)?))).collect();
-        let (counts, findings) = reach::check(design, &sim, failed, &fibs, threads);
-        drop(fibs);
-        Run { sim, counts, findings }
-    }
-}
-
-/// How many threads tracing flows and failure scenarios use: the machine's
-/// cores, at most 8.
+/// How many threads tracing flows use: the machine's cores, at most 8.
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
@@ -200,39 +197,56 @@ fn every_combination(design: &Design, n: usize) -> Vec<Scenario> {
     out
 }
 
-/// What each failure scenario breaks that the design without failures did
-/// not. The scenarios are shared out over the cores (each one simulated and
-/// traced on one thread); the outcomes come in the scenarios' order.
-fn failures(design: &Design, scenarios: Vec<Scenario>, baseline: &[Finding]) -> Vec<FailureOutcome> {
-    let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(failed) = scenarios.get(i) else { return done };
-            done.push((i, failure(design, failed, &known)));
-        }
-    };
-    let mut done: Vec<(usize, FailureOutcome)> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads().min(scenarios.len())).map(|_| s.spawn(work)).collect();
-        let mut done = work();
-        for h in others {
-            done.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        done
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, o)| o).collect()
+/// Every member's forwarding table, as the simulation has it now.
+fn snapshot(design: &Design, sim: &Simulation) -> BTreeMap<String, forward::Fib> {
+    design.members.keys().map(|m| (m.clone(), sim.fabric.fib(m))).collect()
 }
 
-/// One failure scenario: its simulation and traces, and what they find beyond `known`.
-fn failure(design: &Design, failed: &Scenario, known: &BTreeSet<(Class, String)>) -> FailureOutcome {
-    let run = Run::new(design, failed, 1);
-    let fresh: Vec<Finding> =
-        run.findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
+/// What each failure scenario breaks that the design without failures did
+/// not. Each scenario starts from the converged design `sim`: what it
+/// names fails, the fabric converges again, the flows that the failure may
+/// have changed are traced again ([`delta`]), and what failed comes back
+/// (a fresh start) before the next one. Should the fabric not come back to
+/// the tables it had, it is simulated again from the start, so that each
+/// scenario is the design plus its failures.
+fn failures(
+    design: &Design,
+    mut sim: Simulation,
+    scenarios: Vec<Scenario>,
+    baseline: &[Finding],
+    dests: Dests,
+    recorded: Recorded,
+) -> Vec<FailureOutcome> {
+    let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
+    let base = Baseline::new(design, snapshot(design, &sim), dests, recorded, threads());
+    let mut out = Vec::with_capacity(scenarios.len());
+    for failed in &scenarios {
+        let converged = sim.fail(failed);
+        out.push(failure(design, &sim, failed, &base, &known, converged));
+        let restored = sim.restore(design, failed);
+        if !restored || !design.members.keys().all(|m| sim.fabric.fib_ref(m) == base.fibs.get(m)) {
+            sim = sim::simulate(design, &Scenario::none());
+        }
+    }
+    std::thread::spawn(move || drop(sim));
+    out
+}
+
+/// One failure scenario, simulated: its traces, and what they find beyond `known`.
+fn failure(
+    design: &Design,
+    sim: &Simulation,
+    failed: &Scenario,
+    base: &Baseline,
+    known: &BTreeSet<(Class, String)>,
+    converged: bool,
+) -> FailureOutcome {
+    let fibs = fibs(design, sim);
+    let dirty = Dirty::new(design, base, failed, &fibs);
+    let (counts, findings) = reach::check_changed(design, sim, failed, &fibs, base, &dirty, threads());
+    let fresh: Vec<Finding> = findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
     let mut findings = Vec::new();
-    let cut = run.counts.traced - run.counts.delivered;
+    let cut = counts.traced - counts.delivered;
     if fresh.iter().any(|f| f.severity == Severity::Problem) {
         findings.push(
             Finding::problem(
@@ -241,14 +255,14 @@ fn failure(design: &Design, failed: &Scenario, known: &BTreeSet<(Class, String)>
                 format!(
                     "the failure of {} cuts {cut} of {} traced flows",
                     failed.objects(design).iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
-                    run.counts.traced
+                    counts.traced
                 ),
             )
             .fix("add redundancy around it: a second uplink, ToR or endpoint"),
         );
     }
     findings.extend(fresh);
-    FailureOutcome { failed: failed.objects(design), converged: run.sim.converged, findings }
+    FailureOutcome { failed: failed.objects(design), converged, findings }
 }
 
 /// `--explain MEMBER PREFIX`: the paths a member has for a prefix and which

@@ -24,6 +24,9 @@ pub enum Class {
     Loop,
     /// A member using fewer equal-cost next hops than it has uplinks.
     Ecmp,
+    /// Answers coming back through other members than the requests went
+    /// through, where the template declares symmetric paths.
+    Asymmetry,
     /// What a failure (router, link, node) cuts off.
     Partition,
 }
@@ -39,6 +42,7 @@ impl Class {
             Class::BlackHole => "Black holes",
             Class::Loop => "Forwarding loops",
             Class::Ecmp => "ECMP",
+            Class::Asymmetry => "Asymmetric paths",
             Class::Partition => "Failures",
         }
     }

@@ -515,7 +515,7 @@ pub struct Rib {
     /// The groups with members, by key.
     group_index: FastMap<GroupKey, usize>,
     out: VecDeque<Output>,
-    reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>,
+    reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send + Sync>,
     defer_until: Option<Instant>,
     /// When selection deferral started (peers not up are waited for a while from then).
     defer_started: Instant,
@@ -556,7 +556,7 @@ impl Rib {
     }
 
     /// Sets how next hops are resolved (the FIB's view); decides every prefix again.
-    pub fn set_reachability(&mut self, reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send>) {
+    pub fn set_reachability(&mut self, reach: Box<dyn Fn(Option<IpAddr>) -> Option<u32> + Send + Sync>) {
         self.reach = reach;
         self.redecide_all();
     }
@@ -625,7 +625,7 @@ impl Rib {
 fn decision_input<'a>(
     infos: &'a [Option<PeerInfo>],
     cfg: &RibConfig,
-    reach: &'a (dyn Fn(Option<IpAddr>) -> Option<u32> + Send),
+    reach: &'a (dyn Fn(Option<IpAddr>) -> Option<u32> + Send + Sync),
 ) -> DecisionInput<'a> {
     DecisionInput { peers: infos, local_as: cfg.local_as, opts: cfg.decision, max_paths: cfg.max_paths, reach }
 }

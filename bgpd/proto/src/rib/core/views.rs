@@ -116,6 +116,15 @@ impl Rib {
         out
     }
 
+    /// Every prefix with its paths, best first, without the reasons
+    /// [`Rib::routes`] works out for each: for a caller that looks at every
+    /// prefix and explains a few (with [`Rib::routes`] of one prefix).
+    pub fn paths(&self) -> impl Iterator<Item = (IpNet, &[Path])> + '_ {
+        let v4 = self.fams.v4.table.iter().map(|(p, paths)| (IpNet::V4(*p), &paths[..]));
+        let v6 = self.fams.v6.table.iter().map(|(p, paths)| (IpNet::V6(*p), &paths[..]));
+        v4.chain(v6)
+    }
+
     fn view(&self, paths: &[Path], reasons: Vec<Option<Reason>>) -> Vec<PathView> {
         paths
             .iter()
