@@ -402,7 +402,9 @@ fn trace_flow(
                 };
                 if right {
                     // The answer goes back from where it arrived.
-                    ats.push(at);
+                    if symmetric {
+                        ats.push(at);
+                    }
                     traced += 1;
                     let mut back_ok = true;
                     for b in net.trace(at, from).iter() {
