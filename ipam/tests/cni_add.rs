@@ -99,7 +99,11 @@ impl Datastore {
             }
         }
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start bgpd-ipam");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write config");
+        // A plugin that rejects its environment may exit before it reads
+        // the configuration: the write then finds the pipe closed.
+        if let Err(e) = child.stdin.take().expect("stdin").write_all(stdin.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write config: {e}");
+        }
         let out = child.wait_with_output().expect("bgpd-ipam output");
         let text = String::from_utf8_lossy(&out.stdout);
         let json = if text.trim().is_empty() {

@@ -357,22 +357,28 @@ fn result_for(conf: &NetConf, assigned: &[AssignedIp]) -> IpamResult {
     IpamResult { cni_version: conf.cni_version.clone(), ips, routes, dns: serde_json::json!({}) }
 }
 
+/// An allocator over `datastore` that can release and nothing more: the
+/// store opened without reading the design (releasing needs none, and a
+/// broken one must not stop a DEL or GC). `None` when a `file:` datastore
+/// does not exist: nothing was ever assigned from it here.
+async fn releaser(version: &str, datastore: &str) -> Result<Option<Allocator<AnyStore>>, CniError> {
+    let spec: DatastoreSpec = datastore.parse().map_err(|e| open_error(version, e))?;
+    if let DatastoreSpec::File(path) = &spec {
+        if !path.exists() {
+            return Ok(None);
+        }
+    }
+    let store = spec.open_store().await.map_err(|e| open_error(version, e))?;
+    check_writable(version, &store)?;
+    Ok(Some(Allocator::new(store, ipam::Design::default())))
+}
+
 /// DEL: releases the attachment's handle, and the container's handle of
 /// before attachments had their own ([`legacy_handle_id`]), reading nothing
 /// but the store. Nothing to release (no handle, no datastore directory) is
 /// success.
 async fn del(version: &str, conf: &ReleaseConf, attachment: &Attachment) -> Result<(), CniError> {
-    let spec: DatastoreSpec = conf.datastore.parse().map_err(|e| open_error(version, e))?;
-    if let DatastoreSpec::File(path) = &spec {
-        if !path.exists() {
-            // No datastore, so nothing was ever assigned from it here.
-            return Ok(());
-        }
-    }
-    let store = spec.open_store().await.map_err(|e| open_error(version, e))?;
-    check_writable(version, &store)?;
-    // No design: releasing needs none, and a broken one must not stop a DEL.
-    let alloc = Allocator::new(store, ipam::Design::default());
+    let Some(alloc) = releaser(version, &conf.datastore).await? else { return Ok(()) };
     let mut handles = vec![handle_id(attachment)];
     handles.extend(legacy_handle_id(&attachment.network, &attachment.container_id));
     let mut first_error = None;
@@ -389,15 +395,7 @@ async fn del(version: &str, conf: &ReleaseConf, attachment: &Attachment) -> Resu
 /// then reports the first failure.
 async fn gc(version: &str, conf: &ReleaseConf) -> Result<(), CniError> {
     let node = node_of(conf.nodename.as_deref(), conf.nodename_file.as_deref());
-    let spec: DatastoreSpec = conf.datastore.parse().map_err(|e| open_error(version, e))?;
-    if let DatastoreSpec::File(path) = &spec {
-        if !path.exists() {
-            return Ok(());
-        }
-    }
-    let store = spec.open_store().await.map_err(|e| open_error(version, e))?;
-    check_writable(version, &store)?;
-    let alloc = Allocator::new(store, ipam::Design::default());
+    let Some(alloc) = releaser(version, &conf.datastore).await? else { return Ok(()) };
     let blocks = alloc.store().list(&Scope::Blocks).await.map_err(|e| store_error(version, e))?;
     let blocks: Vec<_> = blocks
         .into_iter()
