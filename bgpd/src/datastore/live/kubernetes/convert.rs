@@ -111,6 +111,23 @@ fn calico_metadata(meta: &Value) -> (Map<String, Value>, Map<String, Value>, Opt
     }
 }
 
+/// Whether routing reads anything of `obj`: every object but an `IPAMHandle`
+/// without `spec.floatingIPs` (there is one such handle per pod interface, and
+/// routing reads only the floating IPs: holding the others would make every pod
+/// start and stop a change of the model). The file and etcd datastores skip the
+/// same handles (`ipam_store::handle_document`).
+pub(super) fn routing_reads(w: &Watched, obj: &Value) -> bool {
+    if !(w.is_calico() && w.kind == "IPAMHandle") {
+        return true;
+    }
+    match obj.pointer("/spec/floatingIPs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(entries)) => !entries.is_empty(),
+        // Malformed: kept, so that the model names the problem.
+        Some(_) => true,
+    }
+}
+
 /// An object as the API returns it → the object the model reads. Calico's kinds
 /// are handed over as `crd.projectcalico.org/v1` whichever group served them (the
 /// spec is the same; the model reads IPAMBlocks in that form only). `None` for an

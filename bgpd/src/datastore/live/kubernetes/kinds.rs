@@ -108,6 +108,11 @@ pub(super) const CALICO: &[(&str, &str, bool)] = &[
     ("BGPFilter", "bgpfilters", true),
     ("IPPool", "ippools", true),
     ("IPAMBlock", "ipamblocks", true),
+    // One per pod interface; read for the floating IPs `bgpd-ipam` records on them
+    // (only those handles are kept, see `convert::routing_reads`). Optional: a
+    // cluster or ClusterRole without them has no floating IPs, and no peer or
+    // block is lost for it.
+    ("IPAMHandle", "ipamhandles", false),
     // Calico Enterprise's kind: a cluster without it (Calico open source), or a
     // ClusterRole from before bgpd read it, has no BFD.
     ("BFDConfiguration", "bfdconfigurations", false),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::convert::{convert, Converted};
+use super::convert::{convert, routing_reads, Converted};
 use super::follow::{Failure, Update};
 use super::kinds::{optional, Watched, SECRET};
 use super::Slot;
@@ -32,10 +32,13 @@ pub(super) struct KindState {
     note: Option<String>,
 }
 
-fn held(w: &Watched, obj: &DynamicObject) -> Option<(String, Held)> {
+/// An object's key and what the model reads of it; `None` as the latter when
+/// routing reads nothing of it ([`routing_reads`]: it is not held, and an update
+/// that makes it so removes it).
+fn held(w: &Watched, obj: &DynamicObject) -> Option<(String, Option<Held>)> {
     let v = serde_json::to_value(obj).ok()?;
     let Converted { key, object, note } = convert(w, &v)?;
-    Some((key, Held { text: object.to_string(), note }))
+    Some((key, routing_reads(w, &v).then(|| Held { text: object.to_string(), note })))
 }
 
 impl KindState {
@@ -56,7 +59,8 @@ impl KindState {
             Update::Listed(list) => {
                 self.error = None;
                 self.note = None;
-                let objects: BTreeMap<String, Held> = list.iter().filter_map(|o| held(w, o)).collect();
+                let objects: BTreeMap<String, Held> =
+                    list.iter().filter_map(|o| held(w, o)).filter_map(|(k, h)| Some((k, h?))).collect();
                 let changed = self.objects.as_ref() != Some(&objects);
                 self.objects = Some(objects);
                 changed
@@ -68,7 +72,8 @@ impl KindState {
             Update::Applied(o) => {
                 self.error = None;
                 match (self.objects.as_mut(), held(w, &o)) {
-                    (Some(m), Some((k, h))) => m.insert(k, h.clone()).as_ref() != Some(&h),
+                    (Some(m), Some((k, Some(h)))) => m.insert(k, h.clone()).as_ref() != Some(&h),
+                    (Some(m), Some((k, None))) => m.remove(&k).is_some(),
                     _ => false,
                 }
             }

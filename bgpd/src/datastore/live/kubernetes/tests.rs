@@ -390,6 +390,91 @@ async fn only_the_secrets_peers_refer_to_are_read_and_held() {
     task.abort();
 }
 
+fn handle(name: &str, floating: &[(&str, &str, &str)]) -> Value {
+    let entries: Vec<Value> = floating
+        .iter()
+        .map(|(ip, target, node)| serde_json::json!({"ip": ip, "target": target, "node": node}))
+        .collect();
+    let mut spec = serde_json::json!({ "handleID": name, "block": { "10.244.8.0/26": 1 } });
+    if !entries.is_empty() {
+        spec["floatingIPs"] = Value::Array(entries);
+    }
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
+        "metadata": { "name": name, "resourceVersion": "1" }, "spec": spec,
+    })
+}
+
+/// Issue 20 (a): the floating IPs `bgpd-ipam`'s `KubeStore` records on IPAMHandle
+/// objects reach the model, as on the file and etcd datastores; handles without
+/// any are not held, and one whose floating IPs are removed leaves the content.
+#[tokio::test]
+async fn floating_ips_of_ipam_handles_reach_the_model() {
+    const HANDLES: &str = "/apis/crd.projectcalico.org/v1/ipamhandles";
+    let server = api_server::ApiServer::default();
+    server.serve_calico("crd.projectcalico.org/v1");
+    server.apply("/api/v1/nodes", json(NODE_PLAIN));
+    server.apply("/apis/crd.projectcalico.org/v1/ipamblocks", json(IPAM_BLOCK));
+    server.apply(HANDLES, handle("k8s-pod-network.abc", &[("192.0.2.10", "10.244.8.0", "worker-9")]));
+    server.apply(HANDLES, handle("k8s-pod-network.plain", &[]));
+    let client = server.start().await;
+    let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
+    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+
+    let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
+    let held = keys(&f);
+    assert!(held.contains(&"kubernetes:ipamhandles/k8s-pod-network.abc".to_string()), "{held:?}");
+    assert!(!held.iter().any(|k| k.contains("plain")), "a handle without floating IPs is held: {held:?}");
+    let (model, problems) = parse_sources(f.sources.as_deref().unwrap()).unwrap();
+    assert!(errors(&problems).is_empty(), "{:?}", errors(&problems));
+    let floating: Vec<_> =
+        model.floating_ips_for_node("worker-9").map(|(h, f)| (h.handle_id.clone(), f.ip.to_string())).collect();
+    assert_eq!(floating, [("k8s-pod-network.abc".to_string(), "192.0.2.10".to_string())]);
+
+    // A second pod gets a floating IP: added; the first loses its own: removed.
+    server.apply(HANDLES, handle("k8s-pod-network.plain", &[("192.0.2.11", "10.244.8.1", "worker-9")]));
+    server.apply(HANDLES, handle("k8s-pod-network.abc", &[]));
+    let f = published(&mut rx, "the floating IPs moved", |f| {
+        let k = keys(f);
+        k.iter().any(|k| k.ends_with("/k8s-pod-network.plain"))
+            && !k.iter().any(|k| k.ends_with("/k8s-pod-network.abc"))
+    })
+    .await;
+    let (model, _) = parse_sources(f.sources.as_deref().unwrap()).unwrap();
+    let ips: Vec<String> = model.floating_ips_for_node("worker-9").map(|(_, f)| f.ip.to_string()).collect();
+    assert_eq!(ips, ["192.0.2.11"]);
+    // The handle released (the pod deleted): no floating IP left.
+    server.delete(HANDLES, "k8s-pod-network.plain");
+    let f = published(&mut rx, "the handle deleted", |f| !keys(f).iter().any(|k| k.contains("ipamhandles"))).await;
+    let (model, _) = parse_sources(f.sources.as_deref().unwrap()).unwrap();
+    assert_eq!(model.floating_ips_for_node("worker-9").count(), 0);
+    task.abort();
+}
+
+/// IPAMHandle is optional: a cluster whose Calico group does not serve it (or a
+/// ClusterRole from before bgpd read it) runs without floating IPs, with a note.
+#[tokio::test]
+async fn a_cluster_without_ipam_handles_runs_without_floating_ips() {
+    let server = api_server::ApiServer::default();
+    for (plural, kind) in [
+        ("bgpconfigurations", "BGPConfiguration"),
+        ("bgppeers", "BGPPeer"),
+        ("bgpfilters", "BGPFilter"),
+        ("ippools", "IPPool"),
+        ("ipamblocks", "IPAMBlock"),
+    ] {
+        server.serve_resource("crd.projectcalico.org/v1", plural, kind);
+    }
+    server.apply("/api/v1/nodes", json(NODE_PLAIN));
+    let client = server.start().await;
+    let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
+    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
+    assert!(f.unreachable.is_none(), "{:?}", f.unreachable);
+    assert!(f.notes.iter().any(|n| n.contains("ipamhandles")), "{:?}", f.notes);
+    task.abort();
+}
+
 /// The shipped RBAC grants exactly what the watchers read: get/list/watch on every
 /// kind bgpd may watch (Calico's in either group) cluster-wide, and Secrets only by name in bgpd's namespace.
 #[test]
@@ -466,6 +551,11 @@ async fn running(server: &api_server::ApiServer) -> Running {
 }
 
 /// Waits (at most 10 s) until `n` watches are open.
+/// The watches of a cluster serving Calico's CRDs (`serve_calico`, without
+/// BFDConfiguration) and no Service advertisement: Nodes, BGPConfigurations,
+/// BGPPeers, BGPFilters, IPPools, IPAMBlocks, IPAMHandles.
+const WATCHES: usize = 7;
+
 async fn watching(server: &api_server::ApiServer, n: usize) {
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         while server.open_watches() < n {
@@ -540,7 +630,7 @@ async fn a_reset_mid_watch_with_quiet_kinds_recovers_once_the_watches_are_back()
     server.apply(V1_PEERS, peer("tor", None));
     let mut run = running(&server).await;
     published(&mut run.rx, "the first content", |f| f.sources.is_some() && f.unreachable.is_none()).await;
-    watching(&server, 6).await;
+    watching(&server, WATCHES).await;
     server.fail_watches(500, 3);
     server.reset_watches();
     published(&mut run.rx, "unreachable after the refused watches", |f| f.unreachable.is_some()).await;
@@ -562,7 +652,7 @@ async fn a_404_on_relist_keeps_the_last_good_objects_and_retries() {
     server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
     let mut run = running(&server).await;
     published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
-    watching(&server, 6).await;
+    watching(&server, WATCHES).await;
     let lists = || server.requests().iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).count();
     let before = lists();
     server.fail_lists(V1_BLOCKS, 404, 2);
@@ -594,7 +684,7 @@ async fn a_410_gone_lists_again_and_catches_up() {
     server.apply(V1_PEERS, peer("old", None));
     let mut run = running(&server).await;
     published(&mut run.rx, "the first content", |f| has_key(f, "bgppeers/old")).await;
-    watching(&server, 6).await;
+    watching(&server, WATCHES).await;
     server.expire_watches();
     server.delete(V1_PEERS, "old");
     server.apply(V1_PEERS, peer("new", None));
@@ -720,16 +810,16 @@ async fn lists_are_paged_and_watches_resume_from_the_last_bookmark() {
         server.requests().into_iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).collect();
     assert_eq!(pages.len(), 3, "{pages:?}");
     assert!(pages[0].contains("limit=500") && pages[1].contains("continue="), "{pages:?}");
-    watching(&server, 6).await;
+    watching(&server, WATCHES).await;
     // Changes elsewhere move the resourceVersion; a bookmark tells the watchers.
     server.apply(NODES, json(NODE_RR));
-    assert_eq!(server.bookmark(), 6, "every watch asks for bookmarks");
+    assert_eq!(server.bookmark(), WATCHES, "every watch asks for bookmarks");
     let bookmarked = server.version();
     // Nothing shows that a watcher took its bookmark: give it time to.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lists_before = server.requests().iter().filter(|r| !r.contains("watch=true")).count();
     server.reset_watches();
-    watching(&server, 6).await;
+    watching(&server, WATCHES).await;
     let requests = server.requests();
     let block_watches: Vec<&String> =
         requests.iter().filter(|r| r.starts_with(V1_BLOCKS) && r.contains("watch=true")).collect();

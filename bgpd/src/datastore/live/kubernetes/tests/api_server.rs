@@ -15,7 +15,14 @@
 //!   every open watch cut mid-stream (a connection reset) or ended with 410;
 //! - a `metadata.name` field selector; Secrets the "Role" does not grant answer 403;
 //! - changes at a configurable rate (status churn on a Node);
-//! - a log of every request's path and decoded query.
+//! - single objects: `GET`, and the writes the IPAM stores make (`POST` to a
+//!   collection: 409 AlreadyExists when the name is taken; `PUT` with the
+//!   object's `resourceVersion`: 409 Conflict when it is not the current one;
+//!   `DELETE` with a `preconditions.resourceVersion`: 409 when it is not), each
+//!   write an event to the watches;
+//! - a log of every request's method (for writes), path and decoded query.
+//!
+//! `bgpd-ipam`'s tests use it too (`ipam/tests/kube_cni.rs` includes this file).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -82,6 +89,7 @@ const CALICO_RESOURCES: &[(&str, &str)] = &[
     ("bgpfilters", "BGPFilter"),
     ("ippools", "IPPool"),
     ("ipamblocks", "IPAMBlock"),
+    ("ipamhandles", "IPAMHandle"),
 ];
 
 impl Default for State {
@@ -161,7 +169,13 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 
 fn reason_of(code: u16) -> &'static str {
     match code {
+        200 => "OK",
+        201 => "Created",
+        400 => "BadRequest",
         403 => "Forbidden",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        422 => "Invalid",
         404 => "NotFound",
         410 => "Expired",
         429 => "TooManyRequests",
@@ -170,9 +184,30 @@ fn reason_of(code: u16) -> &'static str {
     }
 }
 
+/// `/api/v1/PLURAL/NAME`, `/api/v1/namespaces/NS/PLURAL/NAME`,
+/// `/apis/G/V/PLURAL/NAME`, `/apis/G/V/namespaces/NS/PLURAL/NAME` → (the
+/// collection path, NAME).
+fn object_path(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (collection, name) = match parts.as_slice() {
+        ["api", _, _, name] | ["api", _, "namespaces", _, _, name] => (&parts[..parts.len() - 1], name),
+        ["apis", _, _, plural, name] if *plural != "namespaces" => (&parts[..parts.len() - 1], name),
+        ["apis", _, _, "namespaces", _, _, name] => (&parts[..parts.len() - 1], name),
+        _ => return None,
+    };
+    Some((format!("/{}", collection.join("/")), name.to_string()))
+}
+
 impl ApiServer {
     /// Starts serving on a loopback port; returns a client for it.
     pub(super) async fn start(&self) -> kube::Client {
+        let url = self.start_at().await;
+        let config = kube::Config::new(url.parse().expect("a URL"));
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    /// Starts serving on a loopback port; returns its URL (`http://127.0.0.1:PORT`).
+    pub(super) async fn start_at(&self) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let me = self.clone();
@@ -181,8 +216,7 @@ impl ApiServer {
                 tokio::spawn(me.clone().serve(conn));
             }
         });
-        let config = kube::Config::new(url.parse().expect("a URL"));
-        kube::Client::try_from(config).expect("a client")
+        url
     }
 
     /// Serves the Calico kinds under `group_version` (`crd.projectcalico.org/v1`
@@ -409,6 +443,74 @@ impl ApiServer {
         (200, json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page }))
     }
 
+    /// Whether the collection at `path` is served.
+    fn serves(&self, path: &str) -> bool {
+        let s = self.0.lock().unwrap();
+        group_version_resource(path)
+            .is_some_and(|(gv, plural)| s.served.get(&gv).is_some_and(|r| r.iter().any(|(p, _)| *p == plural)))
+    }
+
+    /// The object `name` of `collection`, if any.
+    pub(super) fn object(&self, collection: &str, name: &str) -> Option<Value> {
+        self.0.lock().unwrap().objects.get(collection).and_then(|m| m.get(name).cloned())
+    }
+
+    /// The answer to a `GET` of one object or a write (`POST`, `PUT`, `DELETE`).
+    fn object_answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let not_found = || (404, status(404, "NotFound", "the server could not find the requested resource"));
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return (400, status(400, "BadRequest", &format!("the body is not JSON: {e}"))),
+            }
+        };
+        if method == "POST" {
+            if !self.serves(path) {
+                return not_found();
+            }
+            let Some(name) = body["metadata"]["name"].as_str().map(str::to_string) else {
+                return (422, status(422, "Invalid", "metadata.name: Required value"));
+            };
+            if self.object(path, &name).is_some() {
+                return (409, status(409, "AlreadyExists", &format!("{name:?} already exists")));
+            }
+            self.change(path, body, "ADDED");
+            return (201, self.object(path, &name).unwrap_or_default());
+        }
+        let Some((collection, name)) = object_path(path) else { return not_found() };
+        if !self.serves(&collection) {
+            return not_found();
+        }
+        let Some(current) = self.object(&collection, &name) else { return not_found() };
+        let version = current["metadata"]["resourceVersion"].clone();
+        let conflict = || {
+            let message = format!("Operation cannot be fulfilled on {name:?}: the object has been modified");
+            (409, status(409, "Conflict", &message))
+        };
+        match method {
+            "GET" => (200, current),
+            "PUT" => {
+                let given = &body["metadata"]["resourceVersion"];
+                if !given.is_null() && *given != version {
+                    return conflict();
+                }
+                self.change(&collection, body, "MODIFIED");
+                (200, self.object(&collection, &name).unwrap_or_default())
+            }
+            "DELETE" => {
+                let given = &body["preconditions"]["resourceVersion"];
+                if !given.is_null() && *given != version {
+                    return conflict();
+                }
+                self.change(&collection, current.clone(), "DELETED");
+                (200, current)
+            }
+            _ => (405, status(405, "MethodNotAllowed", &format!("{method} is not supported"))),
+        }
+    }
+
     /// Registers a watch of `collection` from `from` (a resourceVersion); returns
     /// the events to replay first and the channel of the live ones, or the status
     /// code the request answers.
@@ -449,7 +551,8 @@ impl ApiServer {
     async fn serve(self, mut conn: TcpStream) {
         let mut buf = Vec::new();
         loop {
-            // One request head (GET requests have no body).
+            // One request head, then its body (`Content-Length`; kube sends no
+            // chunked request bodies).
             let head = loop {
                 if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -462,10 +565,26 @@ impl ApiServer {
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             };
+            let length = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < length {
+                let mut chunk = [0u8; 4096];
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body: Vec<u8> = buf.drain(..length).collect();
+            let method = head.split_whitespace().next().unwrap_or("GET").to_string();
             let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             let query = decode(query);
-            self.0.lock().unwrap().requests.push(format!("{path}?{query}"));
+            let logged = if method == "GET" { format!("{path}?{query}") } else { format!("{method} {path}?{query}") };
+            self.0.lock().unwrap().requests.push(logged);
             let params: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
             let name = params.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
             let forbidden = path.ends_with("/secrets")
@@ -483,6 +602,8 @@ impl ApiServer {
                     }
                     Err(code) => Some((code, status(code, reason_of(code), "injected failure"))),
                 }
+            } else if method != "GET" || object_path(path).is_some_and(|(c, _)| self.serves(&c)) {
+                Some(self.object_answer(&method, path, &body))
             } else {
                 None
             };
