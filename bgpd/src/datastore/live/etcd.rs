@@ -23,6 +23,17 @@
 //! and watched from the same revision on, on the same watch stream, and resynced
 //! with the rest. Its blocks and the handles with floating IPs become IPAMBlock and
 //! IPAMHandle documents ([`ipam`]).
+//!
+//! Calico's own resource keys for the kinds both bgpd and `bgpd-ipam` read
+//! ([`CALICO_KINDS`]: IPPools and Nodes, under
+//! `/calico/resources/v3/projectcalico.org/`, e.g. `…/ippools/NAME`) are read and
+//! watched the same way, so that one write (by `calicoctl` with an etcd datastore,
+//! or by hand) serves both programs. An object defined under both bgpd's prefix and
+//! Calico's path is taken from Calico's path (it is what `bgpd-ipam` allocates
+//! from), and `bgpd show config` warns of the copy under bgpd's prefix: Calico's
+//! sources are published after bgpd's, and a later definition replaces an earlier
+//! one (`datastore::Builder::object`). Designs kept only under bgpd's prefix read
+//! as before.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +54,15 @@ pub const DEFAULT_PREFIX: &str = "/calico/bgpd/";
 /// The key prefix of the IPAM state when `?ipamPrefix=` is not given: Calico's, as
 /// `bgpd-ipam` with `etcd:URL` writes it.
 pub const DEFAULT_IPAM_PREFIX: &str = ::ipam::store::etcd::DEFAULT_PREFIX;
+
+/// Calico's key prefix of its `projectcalico.org/v3` resources in etcd, where
+/// `calicoctl` and `bgpd-ipam` read them.
+pub const CALICO_RESOURCES_PREFIX: &str = ::ipam::store::etcd::RESOURCES_PREFIX;
+
+/// The kinds (plurals) read from Calico's resource keys: those `bgpd-ipam` reads
+/// too (pools to allocate from, Nodes for pools' `nodeSelector`), so one write
+/// serves both. bgpd's other kinds stay under its own prefix.
+pub const CALICO_KINDS: [&str; 2] = ["ippools", "nodes"];
 
 /// How long a connect or a full read may take before etcd counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,11 +108,24 @@ impl Entries {
     }
 }
 
-/// What the datastore read: the objects under the prefix and the IPAM state.
+/// What the datastore read: the objects under the prefix, those under Calico's
+/// resource keys, and the IPAM state.
 struct Content {
     prefix: String,
     entries: Entries,
+    /// The keys of [`CALICO_KINDS`] under [`CALICO_RESOURCES_PREFIX`].
+    calico: Entries,
     ipam: IpamEntries,
+}
+
+/// Whether `key` is a resource of one of [`CALICO_KINDS`] under Calico's prefix.
+fn is_calico_resource(key: &str) -> bool {
+    calico_prefixes().any(|p| key.starts_with(&p))
+}
+
+/// `/calico/resources/v3/projectcalico.org/PLURAL/` for each of [`CALICO_KINDS`].
+fn calico_prefixes() -> impl Iterator<Item = String> {
+    CALICO_KINDS.iter().map(|plural| format!("{CALICO_RESOURCES_PREFIX}{plural}/"))
 }
 
 impl Content {
@@ -100,6 +133,8 @@ impl Content {
     fn put(&mut self, key: String, value: &[u8], old: Option<&Old>) {
         if self.ipam.owns(&key) {
             self.ipam.put(key, value, old.map(|o| &o.ipam));
+        } else if is_calico_resource(&key) {
+            self.calico.put(key, value, old.map(|o| &o.calico));
         } else if key.starts_with(&self.prefix) {
             self.entries.put(key, value, old.map(|o| &o.values));
         }
@@ -108,6 +143,8 @@ impl Content {
     fn delete(&mut self, key: &str) {
         if self.ipam.owns(key) {
             self.ipam.delete(key);
+        } else if is_calico_resource(key) {
+            self.calico.delete(key);
         } else {
             self.entries.delete(key);
         }
@@ -116,28 +153,46 @@ impl Content {
     /// Starts a full read; returns the values read so far.
     fn begin_resync(&mut self) -> Old {
         self.entries.notes.clear();
-        Old { values: std::mem::take(&mut self.entries.values), ipam: self.ipam.begin_resync() }
+        self.calico.notes.clear();
+        Old {
+            values: std::mem::take(&mut self.entries.values),
+            calico: std::mem::take(&mut self.calico.values),
+            ipam: self.ipam.begin_resync(),
+        }
     }
 
-    /// Publishes the objects, then the IPAM documents.
-    fn publish(&mut self, out: &Publisher) {
-        let mut sources: Vec<Source> =
-            self.entries.values.iter().map(|(k, v)| Source { path: k.into(), text: v.clone() }).collect();
+    /// The sources in the order the model reads them: bgpd's prefix, then Calico's
+    /// resource keys (which thus win over a copy under bgpd's prefix), then the
+    /// IPAM documents.
+    fn sources(&mut self) -> Vec<Source> {
+        let text = |(k, v): (&String, &String)| Source { path: k.into(), text: v.clone() };
+        let mut sources: Vec<Source> = self.entries.values.iter().map(text).collect();
+        sources.extend(self.calico.values.iter().map(text));
         sources.extend(self.ipam.sources());
-        let notes = self.entries.notes.values().chain(self.ipam.notes()).cloned().collect();
-        out.content(sources, notes);
+        sources
+    }
+
+    fn publish(&mut self, out: &Publisher) {
+        let notes =
+            self.entries.notes.values().chain(self.calico.notes.values()).chain(self.ipam.notes()).cloned().collect();
+        out.content(self.sources(), notes);
     }
 }
 
 /// The values before a resync, kept for keys whose new value is bad.
 struct Old {
     values: BTreeMap<String, String>,
+    calico: BTreeMap<String, String>,
     ipam: BTreeMap<String, ipam::Value>,
 }
 
 pub(super) async fn run(access: Access, prefix: String, ipam_prefix: String, out: Publisher) {
-    let mut content =
-        Content { prefix: prefix.clone(), entries: Entries::default(), ipam: IpamEntries::new(&ipam_prefix) };
+    let mut content = Content {
+        prefix: prefix.clone(),
+        entries: Entries::default(),
+        calico: Entries::default(),
+        ipam: IpamEntries::new(&ipam_prefix),
+    };
     let mut backoff = Backoff::new();
     while !out.closed() {
         let Err(e) = session(&access, &prefix, &ipam_prefix, &mut content, &out, &mut backoff).await else {
@@ -191,11 +246,22 @@ async fn session(
     let revision = snapshot.revision;
     // The IPAM keys as they were at the same revision: one consistent snapshot.
     let ipam = timed("get of the IPAM keys", client.get_prefix(ipam_prefix, Some(revision))).await?;
+    // Calico's resources of the kinds both programs read, at the same revision.
+    let mut calico = Vec::new();
+    for p in calico_prefixes().filter(|p| !p.starts_with(prefix)) {
+        calico.extend(timed("get of Calico's resource keys", client.get_prefix(p.as_str(), Some(revision))).await?.kvs);
+    }
     let old = content.begin_resync();
-    for kv in snapshot.kvs.iter().chain(&ipam.kvs) {
+    for kv in snapshot.kvs.iter().chain(&ipam.kvs).chain(&calico) {
         content.put(String::from_utf8_lossy(&kv.key).into_owned(), &kv.value, Some(&old));
     }
-    info!(keys = content.entries.values.len(), ipam_keys = ipam.kvs.len(), revision, "etcd datastore read");
+    info!(
+        keys = content.entries.values.len(),
+        calico_keys = content.calico.values.len(),
+        ipam_keys = ipam.kvs.len(),
+        revision,
+        "etcd datastore read"
+    );
     content.publish(out);
     *backoff = Backoff::new();
 
@@ -204,6 +270,10 @@ async fn session(
     if !ipam_prefix.starts_with(prefix) {
         let spec = WatchSpec::prefix(ipam_prefix).from_revision(revision + 1);
         timed("watch of the IPAM keys", stream.create(spec)).await?;
+    }
+    for p in calico_prefixes().filter(|p| !p.starts_with(prefix)) {
+        let spec = WatchSpec::prefix(p.as_str()).from_revision(revision + 1);
+        timed("watch of Calico's resource keys", stream.create(spec)).await?;
     }
     loop {
         let msg = tokio::select! {
@@ -251,6 +321,146 @@ mod tests {
         assert!(!e.notes.contains_key("/p/a"), "a good value clears the note");
         e.delete("/p/b");
         assert!(e.notes.is_empty());
+    }
+
+    fn pool(name: &str, cidr: &str) -> String {
+        serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+            "metadata": {"name": name, "uid": "0b0c", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"cidr": cidr, "blockSize": 26, "ipipMode": "Never", "natOutgoing": true},
+        })
+        .to_string()
+    }
+
+    fn content() -> Content {
+        Content {
+            prefix: DEFAULT_PREFIX.into(),
+            entries: Entries::default(),
+            calico: Entries::default(),
+            ipam: IpamEntries::new(DEFAULT_IPAM_PREFIX),
+        }
+    }
+
+    /// Issue 20 (b): Calico's resource keys of IPPools and Nodes are read beside
+    /// bgpd's prefix; an object defined in both is Calico's, with a warning.
+    #[test]
+    fn calicos_resource_keys_are_read_and_win_over_bgpds_prefix() {
+        let mut c = content();
+        let calico = format!("{CALICO_RESOURCES_PREFIX}ippools/pods");
+        c.put(calico.clone(), pool("pods", "10.244.0.0/16").as_bytes(), None);
+        c.put(format!("{CALICO_RESOURCES_PREFIX}ippools/other"), pool("other", "10.250.0.0/16").as_bytes(), None);
+        // Other Calico kinds (workload endpoints, policies…) are not bgpd's.
+        c.put(format!("{CALICO_RESOURCES_PREFIX}workloadendpoints/default/x"), b"kind: WorkloadEndpoint\n", None);
+        let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
+        assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:#?}");
+        let cidrs: Vec<String> = m.ip_pools.values().map(|p| p.cidr.to_string()).collect();
+        assert_eq!(cidrs, ["10.250.0.0/16", "10.244.0.0/16"], "by name: other, pods");
+
+        // The same pool under bgpd's prefix, with another CIDR: Calico's is used.
+        c.put(format!("{DEFAULT_PREFIX}ippools/pods"), pool("pods", "10.99.0.0/16").as_bytes(), None);
+        let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
+        assert_eq!(m.ip_pools["pods"].cidr.to_string(), "10.244.0.0/16");
+        let warning = problems.iter().find(|p| p.severity == crate::datastore::Severity::Warning);
+        let text = warning.map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("/calico/bgpd/ippools/pods") && text.contains("replaces"), "{problems:#?}");
+
+        // Calico's deleted: bgpd's copy is used again (backwards compatible).
+        c.delete(&calico);
+        let (m, _) = crate::datastore::parse_sources(&c.sources()).unwrap();
+        assert_eq!(m.ip_pools["pods"].cidr.to_string(), "10.99.0.0/16");
+        // A bad value at Calico's key keeps its previous one, with a note.
+        c.put(calico.clone(), pool("pods", "10.244.0.0/16").as_bytes(), None);
+        c.put(calico.clone(), b"{", None);
+        assert!(c.calico.notes[&calico].contains("previous value is kept"));
+        assert!(is_calico_resource("/calico/resources/v3/projectcalico.org/nodes/n1"));
+        assert!(!is_calico_resource("/calico/resources/v3/projectcalico.org/bgppeers/p"));
+    }
+
+    /// A real etcd (Debian `etcd-server`) on loopback ports, killed on drop.
+    struct RealEtcd {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+        url: String,
+    }
+
+    impl Drop for RealEtcd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    async fn start_etcd() -> RealEtcd {
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let (url, peer) = (format!("http://127.0.0.1:{}", port()), format!("http://127.0.0.1:{}", port()));
+        let child = std::process::Command::new("etcd")
+            .arg("--name=live-etcd-test")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .args([format!("--listen-client-urls={url}"), format!("--advertise-client-urls={url}")])
+            .args([format!("--listen-peer-urls={peer}"), format!("--initial-advertise-peer-urls={peer}")])
+            .arg(format!("--initial-cluster=live-etcd-test={peer}"))
+            .arg("--log-level=error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = RealEtcd { child, _dir: dir, url };
+        for _ in 0..200 {
+            if let Ok(c) = Client::connect(&[etcd.url.as_str()], ConnectOptions::default()).await {
+                if c.get("probe").await.is_ok() {
+                    return etcd;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd did not answer within 20 s");
+    }
+
+    /// Issue 20 (b) against a real etcd: an IPPool and a Node written once, where
+    /// `bgpd-ipam` reads them (`ipam::store::etcd::EtcdStore::put_resource`), reach
+    /// the daemon's model, and so do their changes.
+    #[tokio::test]
+    async fn one_write_at_calicos_keys_serves_the_daemon_and_bgpd_ipam() {
+        if !testgate::require_cmd("one_write_at_calicos_keys_serves_the_daemon_and_bgpd_ipam", "etcd") {
+            return;
+        }
+        let etcd = start_etcd().await;
+        let store = ::ipam::store::etcd::EtcdStore::connect(&etcd.url).await.unwrap();
+        let pool_v = |cidr: &str| serde_json::from_str::<serde_json::Value>(&pool("pods", cidr)).unwrap();
+        store.put_resource("ippools", "pods", &pool_v("10.244.0.0/16")).await.unwrap();
+        let node = serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"rack": "r1"}},
+            "spec": {"bgp": {"ipv4Address": "10.0.0.11/24"}},
+        });
+        store.put_resource("nodes", "n1", &node).await.unwrap();
+        // What bgpd-ipam reads, from the same keys.
+        let design = store.load_design().await.unwrap();
+        assert_eq!(design.pools[0].cidr.to_string(), "10.244.0.0/16");
+
+        let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
+        let access = Access { endpoints: vec![etcd.url.clone()], tls: None, credentials: None };
+        let task = tokio::spawn(run(access, DEFAULT_PREFIX.into(), DEFAULT_IPAM_PREFIX.into(), Publisher { tx }));
+        let model = |f: &super::super::Feed| f.sources.as_ref().map(|s| crate::datastore::parse_sources(s).unwrap().0);
+        let wait = |rx: &mut tokio::sync::watch::Receiver<super::super::Feed>, cidr: &'static str| {
+            let mut rx = rx.clone();
+            async move {
+                let ok = |f: &super::super::Feed| {
+                    model(f).is_some_and(|m| m.ip_pools.get("pods").is_some_and(|p| p.cidr.to_string() == cidr))
+                };
+                let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(ok)).await.is_ok();
+                assert!(waited, "pool {cidr} never published; last: {:?}", rx.borrow().sources);
+            }
+        };
+        wait(&mut rx, "10.244.0.0/16").await;
+        let m = model(&rx.borrow()).unwrap();
+        assert_eq!(m.nodes["n1"].labels.get("rack").map(String::as_str), Some("r1"));
+        assert!(m.nodes["n1"].bgp.is_some());
+        // A change at Calico's key is watched.
+        store.put_resource("ippools", "pods", &pool_v("10.245.0.0/16")).await.unwrap();
+        wait(&mut rx, "10.245.0.0/16").await;
+        task.abort();
     }
 
     #[test]
