@@ -167,7 +167,7 @@ pub struct IpamConf {
     /// Must be `bgpd-ipam`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `file:DIR` or `etcd:http://HOST:PORT`.
+    /// `file:DIR`, `etcd:http://HOST:PORT` or `kubernetes[:KUBECONFIG]`.
     pub datastore: String,
     /// This node's name (default: see [`node_name`]).
     #[serde(default)]
@@ -183,6 +183,10 @@ pub struct IpamConf {
     /// [`DEFAULT_TIMEOUT`]).
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    /// Directory of the metrics text file for node-exporter's textfile
+    /// collector (default: no metrics; see [`crate::metrics`]).
+    #[serde(default)]
+    pub metrics_dir: Option<PathBuf>,
     /// IPv4 pools (names or CIDRs), as Calico's `ipv4_pools`.
     #[serde(default)]
     pub ipv4_pools: Vec<String>,
@@ -371,10 +375,14 @@ pub struct Limits {
     pub lock_file: PathBuf,
     /// Time allowed to the command.
     pub timeout: Duration,
+    /// Where the command's metrics go (`ipam.metrics_dir`); `None`: nowhere.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 impl Limits {
-    /// `ipam.lock_dir` and `ipam.timeout_seconds` (positive) or their defaults.
+    /// `ipam.lock_dir` and `ipam.timeout_seconds` (positive) or their defaults,
+    /// and `ipam.metrics_dir`. Read from the raw configuration, so that every
+    /// command (`DEL` and `GC`, which parse no more than they need, too) has them.
     pub fn of(value: &serde_json::Value) -> Limits {
         let ipam = value.get("ipam");
         let dir = ipam.and_then(|i| i.get("lock_dir")).and_then(|d| d.as_str()).unwrap_or(DEFAULT_LOCK_DIR);
@@ -382,6 +390,7 @@ impl Limits {
         Limits {
             lock_file: Path::new(dir).join(LOCK_FILE),
             timeout: secs.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT),
+            metrics_dir: ipam.and_then(|i| i.get("metrics_dir")).and_then(|d| d.as_str()).map(PathBuf::from),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! each block is affine to one node, so a node advertises a few aggregates
 //! ([`allocator::affine_blocks`]) instead of a route per pod. The
 //! [`allocator::Allocator`] hands out addresses through any [`store::Store`]
-//! (file, etcd) with compare-and-swap writes, so an address is never given
+//! (file, etcd, Kubernetes) with compare-and-swap writes, so an address is never given
 //! out twice. The `bgpd-ipam` binary is a CNI IPAM plugin on top.
 
 pub mod allocator;
@@ -12,6 +12,7 @@ pub mod annotations;
 pub mod block;
 pub mod cni;
 pub mod design;
+pub mod metrics;
 pub mod model;
 pub mod selector;
 pub mod store;

@@ -18,6 +18,7 @@ use std::io::Read as _;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipam::allocator::{Allocator, AssignRequest, AssignedIp, Attachment, IpamError};
 use ipam::annotations::{PodIpam, FLOATING_IPS};
@@ -26,13 +27,15 @@ use ipam::cni::{
     stale_handles, CniError, Command, IpConfig, IpamResult, Limits, NetConf, ReleaseConf, Route, LATEST_VERSION,
     SUPPORTED_VERSIONS,
 };
+use ipam::metrics::{Gauges, Invocation};
 use ipam::model::Family;
 use ipam::store::any::{AnyStore, DatastoreSpec, OpenError};
+use ipam::store::kube_design::Focus;
 use ipam::store::{Object, Scope, Store, StoreError};
 use ipnet::IpNet;
 
 const USAGE: &str = "usage: bgpd-ipam                      (as a CNI plugin: CNI_COMMAND etc. in the environment)
-       bgpd-ipam show --datastore file:DIR|etcd:URL [--json]";
+       bgpd-ipam show --datastore file:DIR|etcd:URL|kubernetes[:KUBECONFIG] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -59,7 +62,24 @@ fn main() -> ExitCode {
         )),
         // VERSION needs no stdin (the spec gives it only `cniVersion`).
         Some(Command::Version) => Ok(Some(version_answer())),
-        Some(command) => read_and_run(command),
+        Some(command) => {
+            let started = Instant::now();
+            let (outcome, metrics_dir, gauges) = read_and_run(command);
+            if let Some(dir) = metrics_dir {
+                let inv = Invocation {
+                    command: Some(command),
+                    seconds: started.elapsed().as_secs_f64(),
+                    failure: outcome.as_ref().err().map(|e| e.code),
+                    gauges,
+                };
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                // The command's answer stands whatever happens to its metrics.
+                if let Err(e) = ipam::metrics::write(&dir, &inv, now) {
+                    eprintln!("bgpd-ipam: {e}");
+                }
+            }
+            outcome
+        }
     };
     match outcome {
         Ok(Some(out)) => {
@@ -83,16 +103,48 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// Reads stdin and runs the command on a worker thread within its deadline.
-fn read_and_run(command: Command) -> Result<Option<String>, CniError> {
+/// The gauges a command saw (when metrics are written), set by the worker.
+type GaugeSink = Mutex<Option<Gauges>>;
+
+/// Records the gauges of `alloc` for `node` in `sink` (when metrics are on).
+async fn see_gauges(sink: Option<&GaugeSink>, alloc: &Allocator<AnyStore>, node: &str) {
+    let Some(sink) = sink else { return };
+    if let Ok(u) = ipam::usage::usage(alloc.store(), alloc.design()).await {
+        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(Gauges::of(&u, node));
+    }
+}
+
+/// Reads stdin and runs the command on a worker thread within its deadline;
+/// returns its outcome, with where its metrics go (`ipam.metrics_dir`, when
+/// the configuration could be read) and the gauges it saw.
+fn read_and_run(command: Command) -> (Result<Option<String>, CniError>, Option<std::path::PathBuf>, Option<Gauges>) {
     let mut stdin = String::new();
-    std::io::stdin().read_to_string(&mut stdin).map_err(|e| {
-        CniError::new(LATEST_VERSION, code::IO_FAILURE, "cannot read network configuration from stdin", e.to_string())
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&stdin)
-        .map_err(|e| CniError::new(LATEST_VERSION, code::DECODE, "network configuration is not JSON", e.to_string()))?;
-    let version = request_version(&value);
+    if let Err(e) = std::io::stdin().read_to_string(&mut stdin) {
+        let msg = "cannot read network configuration from stdin";
+        return (Err(CniError::new(LATEST_VERSION, code::IO_FAILURE, msg, e.to_string())), None, None);
+    }
+    let value: serde_json::Value = match serde_json::from_str(&stdin) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = "network configuration is not JSON";
+            return (Err(CniError::new(LATEST_VERSION, code::DECODE, msg, e.to_string())), None, None);
+        }
+    };
     let limits = Limits::of(&value);
+    let sink: Option<Arc<GaugeSink>> = limits.metrics_dir.as_ref().map(|_| Arc::new(Mutex::new(None)));
+    let outcome = run_in_time(command, value, &limits, sink.clone());
+    let gauges = sink.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take());
+    (outcome, limits.metrics_dir.clone(), gauges)
+}
+
+/// Runs the command on a worker thread within its deadline.
+fn run_in_time(
+    command: Command,
+    value: serde_json::Value,
+    limits: &Limits,
+    sink: Option<Arc<GaugeSink>>,
+) -> Result<Option<String>, CniError> {
+    let version = request_version(&value);
     // What the worker is doing, for the message if time runs out.
     let phase = Arc::new(Mutex::new("starting"));
     let (tx, rx) = mpsc::channel();
@@ -100,7 +152,7 @@ fn read_and_run(command: Command) -> Result<Option<String>, CniError> {
     let worker_limits = limits.clone();
     std::thread::spawn(move || {
         let outcome = match runtime() {
-            Ok(rt) => rt.block_on(run(command, value, &worker_limits, &worker_phase)),
+            Ok(rt) => rt.block_on(run(command, value, &worker_limits, &worker_phase, sink.as_deref())),
             Err(e) => {
                 Err(CniError::new(&request_version(&value), code::IO_FAILURE, "cannot start runtime", e.to_string()))
             }
@@ -136,6 +188,7 @@ async fn run(
     value: serde_json::Value,
     limits: &Limits,
     phase: &Mutex<&'static str>,
+    sink: Option<&GaugeSink>,
 ) -> Result<Option<String>, CniError> {
     let version = request_version(&value);
     let attachment_env = |network: &str| -> Result<Attachment, CniError> {
@@ -156,9 +209,9 @@ async fn run(
             set_phase(phase, "waiting for the datastore");
             let node = node_of(conf.ipam.nodename.as_deref(), conf.ipam.nodename_file.as_deref());
             match (command, attachment) {
-                (Command::Add, Some(a)) => add(&conf, &a, node).await.map(Some),
-                (Command::Check, Some(a)) => check(&conf, &a).await.map(|()| None),
-                _ => status(&conf, &node).await.map(|()| None),
+                (Command::Add, Some(a)) => add(&conf, &a, node, sink).await.map(Some),
+                (Command::Check, Some(a)) => check(&conf, &a, &node).await.map(|()| None),
+                _ => status(&conf, &node, sink).await.map(|()| None),
             }
         }
         Command::Del | Command::Gc => {
@@ -253,26 +306,34 @@ fn store_error(version: &str, e: StoreError) -> CniError {
 fn check_writable(version: &str, store: &AnyStore) -> Result<(), CniError> {
     match store {
         AnyStore::File(f) => f.check_lockable().map_err(|e| store_error(version, e)),
-        AnyStore::Etcd(_) => Ok(()),
+        AnyStore::Etcd(_) | AnyStore::Kube(_) => Ok(()),
     }
 }
 
-async fn open_all(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {
+/// An allocator over the datastore with its design; of the cluster's Nodes and
+/// Pods, a `kubernetes` datastore reads only those of `focus`.
+async fn open_all(conf: &NetConf, focus: &Focus) -> Result<Allocator<AnyStore>, CniError> {
     let v = conf.cni_version.as_str();
     let spec: DatastoreSpec = conf.ipam.datastore.parse().map_err(|e| open_error(v, e))?;
-    let (store, design) = spec.open().await.map_err(|e| open_error(v, e))?;
+    let (store, design) = spec.open_for(focus).await.map_err(|e| open_error(v, e))?;
     Ok(Allocator::new(store, design))
 }
 
-async fn add(conf: &NetConf, attachment: &Attachment, node: String) -> Result<String, CniError> {
+async fn add(
+    conf: &NetConf,
+    attachment: &Attachment,
+    node: String,
+    sink: Option<&GaugeSink>,
+) -> Result<String, CniError> {
     let v = conf.cni_version.as_str();
-    let alloc = open_all(conf).await?;
-    check_writable(v, alloc.store())?;
-    let handle = handle_id(attachment);
     let args = parse_cni_args(&std::env::var("CNI_ARGS").unwrap_or_default())
         .map_err(|e| CniError::new(v, code::INVALID_ENV, e, ""))?;
     let namespace = args.get("K8S_POD_NAMESPACE").cloned();
     let pod = args.get("K8S_POD_NAME").cloned();
+    let focus = Focus { node: Some(node.clone()), pod: namespace.clone().zip(pod.clone()) };
+    let alloc = open_all(conf, &focus).await?;
+    check_writable(v, alloc.store())?;
+    let handle = handle_id(attachment);
     let design = alloc.design();
     let empty = BTreeMap::new();
     let pod_anns = match (&namespace, &pod) {
@@ -315,8 +376,9 @@ async fn add(conf: &NetConf, attachment: &Attachment, node: String) -> Result<St
     };
     // Idempotent: an ADD retried after a crash (or repeated) completes what
     // the handle lacks and returns everything it holds, or fails and releases.
-    let assigned =
-        alloc.assign_handle(&req, &choices.ip_addrs, &choices.floating_ips).await.map_err(|e| ipam_error(v, e))?;
+    let assigned = alloc.assign_handle(&req, &choices.ip_addrs, &choices.floating_ips).await;
+    see_gauges(sink, &alloc, &req.node).await;
+    let assigned = assigned.map_err(|e| ipam_error(v, e))?;
     let result = result_for(conf, &assigned);
     serde_json::to_string(&result)
         .map_err(|e| CniError::new(v, code::IO_FAILURE, "cannot encode result", e.to_string()))
@@ -420,7 +482,7 @@ async fn gc(version: &str, conf: &ReleaseConf) -> Result<(), CniError> {
     first_error.map_or(Ok(()), Err)
 }
 
-async fn check(conf: &NetConf, attachment: &Attachment) -> Result<(), CniError> {
+async fn check(conf: &NetConf, attachment: &Attachment, node: &str) -> Result<(), CniError> {
     let v = conf.cni_version.as_str();
     let prev = conf
         .prev_result
@@ -434,7 +496,7 @@ async fn check(conf: &NetConf, attachment: &Attachment) -> Result<(), CniError> 
             })?;
         want.push(addr.addr());
     }
-    let alloc = open_all(conf).await?;
+    let alloc = open_all(conf, &Focus { node: Some(node.to_string()), pod: None }).await?;
     // A pod created before attachments had handles of their own holds its
     // addresses under the container's handle.
     let mut handle = handle_id(attachment);
@@ -460,16 +522,20 @@ async fn check(conf: &NetConf, attachment: &Attachment) -> Result<(), CniError> 
 /// STATUS (CNI 1.1): success when the datastore answers and, for each family
 /// the configuration assigns, a pool this node may use has room (see
 /// [`room`]); code 50 otherwise, saying why.
-async fn status(conf: &NetConf, node: &str) -> Result<(), CniError> {
+async fn status(conf: &NetConf, node: &str, sink: Option<&GaugeSink>) -> Result<(), CniError> {
     let v = conf.cni_version.as_str();
     let unavailable = |msg: String, details: String| CniError::new(v, code::NOT_AVAILABLE, msg, details);
-    let alloc =
-        open_all(conf).await.map_err(|e| unavailable(format!("the datastore cannot be used: {}", e.msg), e.details))?;
+    let alloc = open_all(conf, &Focus { node: Some(node.to_string()), pod: None })
+        .await
+        .map_err(|e| unavailable(format!("the datastore cannot be used: {}", e.msg), e.details))?;
     check_writable(v, alloc.store())
         .map_err(|e| unavailable(format!("the datastore cannot be written: {}", e.msg), e.details))?;
     let usage = ipam::usage::usage(alloc.store(), alloc.design())
         .await
         .map_err(|e| unavailable(format!("the datastore does not answer: {e}"), String::new()))?;
+    if let Some(sink) = sink {
+        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(Gauges::of(&usage, node));
+    }
     let families = [
         (Family::V4, conf.ipam.assign_ipv4.is_none_or(|f| f.get()), &conf.ipam.ipv4_pools),
         (Family::V6, conf.ipam.assign_ipv6.is_some_and(|f| f.get()), &conf.ipam.ipv6_pools),

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use super::etcd::EtcdStore;
 use super::file::FileStore;
+use super::kube_design::{self, Focus};
+use super::kubernetes::KubeStore;
 use super::{Key, Object, Scope, Store, StoreError, Versioned, Write};
 use crate::design::{Design, DesignError};
 
@@ -20,6 +22,15 @@ pub enum DatastoreSpec {
     /// string leaves out from Calico's `ETCD_*` environment variables; see
     /// [`bgpd_etcd::SpecOptions`]).
     Etcd(bgpd_etcd::Access),
+    /// `kubernetes` or `kubernetes:KUBECONFIG`: Calico's CRDs through the API
+    /// server, as bgpd's `--datastore kubernetes` reads them; the client from
+    /// the kubeconfig file `KUBECONFIG` when given, else from `KUBECONFIG` /
+    /// `~/.kube/config` / the in-cluster service account
+    /// ([`kube_design::client`]).
+    Kubernetes {
+        /// The kubeconfig file of `kubernetes:PATH`.
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// What is wrong with a datastore string.
@@ -34,7 +45,8 @@ pub struct SpecProblem {
 /// Why a datastore could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The string is not `file:PATH` or `etcd:URL[?OPTIONS]`, or its etcd
+    /// The string is not `file:PATH`, `etcd:URL[?OPTIONS]` or
+    /// `kubernetes[:KUBECONFIG]`, or its etcd
     /// options are wrong.
     #[error("datastore {:?}: {}", .0.spec, .0.reason)]
     BadSpec(SpecProblem),
@@ -54,8 +66,8 @@ impl std::str::FromStr for DatastoreSpec {
 }
 
 impl DatastoreSpec {
-    /// Parses `file:PATH` or `etcd:URL[,URL…][?OPTIONS]`, reading the
-    /// environment through `env`.
+    /// Parses `file:PATH`, `etcd:URL[,URL…][?OPTIONS]` or
+    /// `kubernetes[:KUBECONFIG]`, reading the environment through `env`.
     pub fn parse_with_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<DatastoreSpec, OpenError> {
         let bad = |reason: String| OpenError::BadSpec(SpecProblem { spec: redacted(s), reason });
         if let Some(p) = s.strip_prefix("file:") {
@@ -63,8 +75,21 @@ impl DatastoreSpec {
                 return Ok(DatastoreSpec::File(PathBuf::from(p)));
             }
         }
+        if s == "kubernetes" {
+            return Ok(DatastoreSpec::Kubernetes { kubeconfig: None });
+        }
+        if let Some(p) = s.strip_prefix("kubernetes:") {
+            if p.is_empty() {
+                return Err(bad(
+                    "\"kubernetes:\" needs the path of a kubeconfig file (or say just \"kubernetes\")".into()
+                ));
+            }
+            return Ok(DatastoreSpec::Kubernetes { kubeconfig: Some(PathBuf::from(p)) });
+        }
         let Some(rest) = s.strip_prefix("etcd:") else {
-            return Err(bad("expected \"file:PATH\" or \"etcd:http[s]://HOST:PORT[,…][?OPTIONS]\"".into()));
+            return Err(bad("expected \"file:PATH\", \"etcd:http[s]://HOST:PORT[,…][?OPTIONS]\", \"kubernetes\" or \
+                 \"kubernetes:KUBECONFIG\""
+                .into()));
         };
         let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut options = bgpd_etcd::SpecOptions::default();
@@ -102,13 +127,28 @@ pub enum AnyStore {
     File(FileStore),
     /// etcd store.
     Etcd(Box<EtcdStore>),
+    /// Kubernetes store (Calico's CRDs).
+    Kube(Box<KubeStore>),
 }
 
 impl DatastoreSpec {
     /// Opens the store and reads the design from it (the YAML for `file:`,
-    /// Calico's v3 resource keys for `etcd:`).
+    /// Calico's v3 resource keys for `etcd:`, the API for `kubernetes`: every
+    /// Node, no Pod; see [`DatastoreSpec::open_for`]).
     pub async fn open(&self) -> Result<(AnyStore, Design), OpenError> {
+        self.open_for(&Focus::default()).await
+    }
+
+    /// [`DatastoreSpec::open`], reading from the API server only the Node and
+    /// the Pod (with its Namespace) of `focus` (a CNI command needs no other).
+    /// `file:` and `etcd:` read their whole design whatever `focus` says.
+    pub async fn open_for(&self, focus: &Focus) -> Result<(AnyStore, Design), OpenError> {
         match self {
+            DatastoreSpec::Kubernetes { kubeconfig } => {
+                let client = kube_design::client(kubeconfig.as_deref()).await?;
+                let design = kube_design::load_design(&client, focus).await?;
+                Ok((AnyStore::Kube(Box::new(KubeStore::new(client))), design))
+            }
             DatastoreSpec::File(p) => {
                 let design = Design::load(p)?;
                 Ok((AnyStore::File(FileStore::open(p)?), design))
@@ -129,6 +169,9 @@ impl DatastoreSpec {
             DatastoreSpec::Etcd(access) => {
                 AnyStore::Etcd(Box::new(EtcdStore::connect_to(access, super::etcd::DEFAULT_PREFIX).await?))
             }
+            DatastoreSpec::Kubernetes { kubeconfig } => {
+                AnyStore::Kube(Box::new(KubeStore::new(kube_design::client(kubeconfig.as_deref()).await?)))
+            }
         })
     }
 }
@@ -138,6 +181,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::File(s) => s.get(key).await,
             AnyStore::Etcd(s) => s.get(key).await,
+            AnyStore::Kube(s) => s.get(key).await,
         }
     }
 
@@ -145,6 +189,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::File(s) => s.list(scope).await,
             AnyStore::Etcd(s) => s.list(scope).await,
+            AnyStore::Kube(s) => s.list(scope).await,
         }
     }
 
@@ -152,6 +197,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::File(s) => s.commit(writes).await,
             AnyStore::Etcd(s) => s.commit(writes).await,
+            AnyStore::Kube(s) => s.commit(writes).await,
         }
     }
 }
@@ -180,6 +226,26 @@ mod tests {
         let a = access("etcd:http://127.0.0.1:2379,http://10.0.0.2:2379", &[]);
         assert_eq!(a.endpoints, ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]);
         assert_eq!((a.tls, a.credentials), (None, None));
+    }
+
+    #[test]
+    fn kubernetes_with_and_without_a_kubeconfig() {
+        assert_eq!(parse("kubernetes", &[]).unwrap(), DatastoreSpec::Kubernetes { kubeconfig: None });
+        assert_eq!(
+            parse("kubernetes:/etc/cni/net.d/bgpd-kubeconfig", &[]).unwrap(),
+            DatastoreSpec::Kubernetes { kubeconfig: Some("/etc/cni/net.d/bgpd-kubeconfig".into()) }
+        );
+        for s in ["kubernetes:", "k8s", "Kubernetes", "kubernetes "] {
+            let e = parse(s, &[]).expect_err(s).to_string();
+            assert!(e.contains("kubernetes"), "{s}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_kubeconfig_is_named() {
+        let spec = parse("kubernetes:/nonexistent/kubeconfig", &[]).unwrap();
+        let Err(e) = spec.open().await else { panic!("opened") };
+        assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 pub mod any;
 pub mod etcd;
 pub mod file;
+pub mod kube_design;
 pub mod kubernetes;
 
 /// The identity of a stored object.

@@ -1,0 +1,257 @@
+//! `bgpd-ipam` (the built binary) with `"datastore": "kubernetes:KUBECONFIG"`
+//! against the API-server stand-in of bgpd's Kubernetes datastore tests
+//! (`bgpd/src/datastore/live/kubernetes/tests/api_server.rs`, included here: no
+//! real API server can run on this machine; what it does not reproduce is
+//! listed in `docs/kubernetes.md`). The client comes from a kubeconfig file, as
+//! the plugin's on a node; the design (IPPools, the Node with Calico's label
+//! annotation, the pod's Namespace and Pod annotations, IPAMConfig) is read from
+//! the API; the state is written as Calico's CRDs (`KubeStore`); the metrics
+//! text file is written per command (`ipam.metrics_dir`).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+#[allow(dead_code)]
+#[path = "../../bgpd/src/datastore/live/kubernetes/tests/api_server.rs"]
+mod api_server;
+
+const CRD: &str = "/apis/crd.projectcalico.org/v1";
+
+/// The stand-in serving what `bgpd-ipam` reads and writes, on a runtime of its
+/// own, with a kubeconfig file pointing at it.
+struct Cluster {
+    server: api_server::ApiServer,
+    _rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::start_serving(true)
+    }
+
+    /// The stand-in, serving Calico's IPPool CRD or not.
+    fn start_serving(ippools: bool) -> Cluster {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let server = api_server::ApiServer::default();
+        for (plural, kind) in [("namespaces", "Namespace"), ("pods", "Pod")] {
+            server.serve_resource("v1", plural, kind);
+        }
+        if ippools {
+            server.serve_resource("crd.projectcalico.org/v1", "ippools", "IPPool");
+        }
+        for (plural, kind) in [
+            ("ipamconfigs", "IPAMConfig"),
+            ("ipamblocks", "IPAMBlock"),
+            ("blockaffinities", "BlockAffinity"),
+            ("ipamhandles", "IPAMHandle"),
+        ] {
+            server.serve_resource("crd.projectcalico.org/v1", plural, kind);
+        }
+        let url = rt.block_on(server.start_at());
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{url}\"}}\n\
+             users:\n- name: bgpd-ipam\n  user: {{token: not-checked}}\ncontexts:\n- name: c\n  context: \
+             {{cluster: stand-in, user: bgpd-ipam}}\ncurrent-context: c\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        std::fs::create_dir(dir.path().join("lock")).unwrap();
+        Cluster { server, _rt: rt, dir }
+    }
+
+    fn conf(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            r#"{{"cniVersion":"1.1.0","name":"podnet","type":"ptp","ipam":{{"type":"bgpd-ipam",
+            "datastore":"kubernetes:{d}/kubeconfig","nodename":"n1","lock_dir":"{d}/lock",
+            "metrics_dir":"{d}/metrics"}}}}"#
+        )
+    }
+
+    /// Runs the plugin for pod `ns/pod` in container `container`; returns
+    /// (exit ok, stdout as JSON).
+    fn call(&self, command: &str, container: &str, ns: &str, pod: &str, conf: &str) -> (bool, Value) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bgpd-ipam"));
+        cmd.env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", "/var/run/netns/none")
+            .env("CNI_PATH", "/nonexistent")
+            .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod}"));
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start bgpd-ipam");
+        child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        (out.status.success(), v)
+    }
+
+    fn add(&self, container: &str, ns: &str, pod: &str) -> String {
+        let (ok, res) = self.call("ADD", container, ns, pod, &self.conf());
+        assert!(ok, "ADD {container} failed: {res}");
+        res["ips"][0]["address"].as_str().unwrap().to_string()
+    }
+
+    fn object(&self, plural: &str, name: &str) -> Option<Value> {
+        self.server.object(&format!("{CRD}/{plural}"), name)
+    }
+
+    /// The metrics text file's samples (series → value).
+    fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let text = std::fs::read_to_string(self.dir.path().join("metrics/bgpd_ipam.prom")).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(s, v)| (s.to_string(), if v == "+Inf" { f64::INFINITY } else { v.parse().unwrap() }))
+            .collect()
+    }
+}
+
+fn pool(name: &str, cidr: &str, selector: &str) -> Value {
+    json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+        "metadata": {"name": name}, "spec": {"cidr": cidr, "blockSize": 28, "nodeSelector": selector},
+    })
+}
+
+/// The design of a small cluster: the pod pool for node n1 (chosen by a
+/// Kubernetes label and a Calico label of its Node), a pool only a namespace's
+/// annotation names, and their pods.
+fn cluster() -> Cluster {
+    let c = Cluster::start();
+    let s = &c.server;
+    s.apply(&format!("{CRD}/ippools"), pool("pods", "10.244.0.0/24", "rack == 'r1' && zone == 'z1'"));
+    s.apply(&format!("{CRD}/ippools"), pool("team", "10.250.0.0/24", "rack == 'nowhere'"));
+    s.apply(
+        &format!("{CRD}/ipamconfigs"),
+        json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMConfig", "metadata": {"name": "default"},
+               "spec": {"strictAffinity": false, "maxBlocksPerHost": 4}}),
+    );
+    s.apply(
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": "n1", "labels": {"rack": "r1"},
+                            "annotations": {"projectcalico.org/labels": "{\"zone\":\"z1\"}"}}}),
+    );
+    s.apply(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "team", "annotations": {"cni.projectcalico.org/ipv4pools": "[\"team\"]"}}}),
+    );
+    s.apply("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
+    s.apply(
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "api-0", "namespace": "default"}}),
+    );
+    s.apply(
+        "/api/v1/namespaces/team/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "team"}}),
+    );
+    s.apply(
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "lost", "namespace": "default",
+                            "annotations": {"cni.projectcalico.org/ipv4pools": "[\"no-such-pool\"]"}}}),
+    );
+    c
+}
+
+fn in_net(addr: &str, net: &str) -> bool {
+    let a: ipnet::IpNet = addr.parse().unwrap();
+    net.parse::<ipnet::IpNet>().unwrap().contains(&a.addr())
+}
+
+/// Issue 20 (c): ADD, CHECK, STATUS and DEL on the `kubernetes` datastore, the
+/// design read from the API server and the state kept as Calico's CRDs.
+#[test]
+fn add_and_del_on_the_kubernetes_datastore() {
+    let c = cluster();
+    // The node's pool, chosen by its Kubernetes and Calico labels.
+    let a = c.add("c1", "default", "api-0");
+    assert!(in_net(&a, "10.244.0.0/24"), "{a}");
+    let block = c.object("ipamblocks", "10-244-0-0-28").expect("the block claimed as an IPAMBlock");
+    assert_eq!(block["spec"]["affinity"], "host:n1");
+    let affinity = c.object("blockaffinities", "n1-10-244-0-0-28").expect("its BlockAffinity");
+    assert_eq!(affinity["spec"]["state"], "confirmed");
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_some(), "the handle as an IPAMHandle");
+    // The namespace's annotation names the other pool.
+    let b = c.add("c2", "team", "web-0");
+    assert!(in_net(&b, "10.250.0.0/24"), "{b}");
+    // Idempotent: the same ADD again returns the same address.
+    assert_eq!(c.add("c1", "default", "api-0"), a);
+    // CHECK with the address ADD returned.
+    let with_prev = |addr: &str| {
+        let mut v: Value = serde_json::from_str(&c.conf()).unwrap();
+        v["prevResult"] = json!({"cniVersion": "1.1.0", "ips": [{"address": addr}]});
+        v.to_string()
+    };
+    assert!(c.call("CHECK", "c1", "default", "api-0", &with_prev(&a)).0);
+    assert!(!c.call("CHECK", "c1", "default", "api-0", &with_prev(&b)).0);
+    // A pod asking for an unknown pool: refused, code 101, naming it.
+    let (ok, res) = c.call("ADD", "c3", "default", "lost", &c.conf());
+    assert!(!ok);
+    assert_eq!(res["code"], 101, "{res}");
+    assert!(res["msg"].as_str().unwrap().contains("no-such-pool"), "{res}");
+    assert!(c.object("ipamhandles", "podnet.c3.eth0").is_none(), "nothing kept of a refused ADD");
+    // DEL releases: the handle and the address are gone.
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0);
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_none());
+    let block = c.object("ipamblocks", "10-244-0-0-28").unwrap();
+    assert!(block["spec"]["allocations"].as_array().unwrap().iter().all(Value::is_null), "{block}");
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0, "DEL again is fine");
+    assert!(c.call("STATUS", "", "default", "", &c.conf()).0, "ready");
+
+    // Issue 20 (d), through the binary: counters across invocations, failures
+    // by reason, the gauges of the last command that read the design.
+    let m = c.metrics();
+    assert_eq!(m["bgpd_ipam_allocations_total"], 3.0, "{m:#?}");
+    assert_eq!(m["bgpd_ipam_releases_total"], 2.0);
+    assert_eq!(m["bgpd_ipam_commands_total{command=\"ADD\"}"], 4.0);
+    assert_eq!(m["bgpd_ipam_failures_total{command=\"ADD\",reason=\"bad_request\"}"], 1.0);
+    assert_eq!(m["bgpd_ipam_failures_total{command=\"CHECK\",reason=\"check_failed\"}"], 1.0);
+    assert_eq!(m["bgpd_ipam_command_duration_seconds_count{command=\"ADD\"}"], 4.0);
+    assert_eq!(m["bgpd_ipam_command_duration_seconds_bucket{command=\"ADD\",le=\"+Inf\"}"], 4.0);
+    assert_eq!(m["bgpd_ipam_pool_addresses{pool=\"pods\",cidr=\"10.244.0.0/24\"}"], 256.0);
+    assert_eq!(m["bgpd_ipam_pool_free_addresses{pool=\"pods\",cidr=\"10.244.0.0/24\"}"], 256.0, "after the DEL");
+    assert_eq!(m["bgpd_ipam_pool_free_addresses{pool=\"team\",cidr=\"10.250.0.0/24\"}"], 255.0);
+    assert_eq!(m["bgpd_ipam_block_free_addresses{block=\"10.250.0.0/28\"}"], 15.0);
+    assert_eq!(m["bgpd_ipam_block_addresses{block=\"10.250.0.0/28\"}"], 16.0);
+}
+
+/// Bad input on the `kubernetes` datastore: errors that name what is wrong,
+/// and nothing written.
+#[test]
+fn kubernetes_datastore_errors_name_the_problem() {
+    let c = cluster();
+    // A kubeconfig that does not exist: I/O failure naming the file.
+    let conf =
+        c.conf().replace(&format!("kubernetes:{}/kubeconfig", c.dir.path().display()), "kubernetes:/nonexistent/kc");
+    let (ok, res) = c.call("ADD", "c1", "default", "api-0", &conf);
+    assert!(!ok);
+    assert_eq!(res["code"], 5, "{res}");
+    assert!(res["msg"].as_str().unwrap().contains("/nonexistent/kc"), "{res}");
+    // `kubernetes:` without a path: a bad datastore string.
+    let conf = c.conf().replace(&format!("kubernetes:{}/kubeconfig", c.dir.path().display()), "kubernetes:");
+    let (_, res) = c.call("ADD", "c1", "default", "api-0", &conf);
+    assert_eq!(res["code"], 7, "{res}");
+    // Overlapping pools in the API: invalid configuration naming both.
+    c.server.apply(&format!("{CRD}/ippools"), pool("overlap", "10.244.0.0/16", "all()"));
+    let (ok, res) = c.call("ADD", "c1", "default", "api-0", &c.conf());
+    assert!(!ok);
+    assert_eq!(res["code"], 7, "{res}");
+    let msg = res["msg"].as_str().unwrap();
+    assert!(msg.contains("overlap") && msg.contains("pods"), "{res}");
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_none());
+    // DEL reads no design: it still works.
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0);
+    // Calico's IPPool CRD not served: named (STATUS: not available).
+    let bare = Cluster::start_serving(false);
+    let (ok, res) = bare.call("STATUS", "", "default", "", &bare.conf());
+    assert!(!ok);
+    assert_eq!(res["code"], 50, "{res}");
+    assert!(res["msg"].as_str().unwrap().contains("ippools"), "{res}");
+}
