@@ -275,6 +275,23 @@ mod tests {
             .collect()
     }
 
+    /// The families of `bgpd-ipam`'s text file (`ipam::metrics`), which the
+    /// dashboard and alerts use too: a histogram's `_bucket`, `_sum` and
+    /// `_count` series are counters to PromQL.
+    fn ipam_types() -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, kind) in types(&ipam::metrics::State::default().render()) {
+            if kind == "histogram" {
+                for series in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{name}{series}"), "counter".to_string());
+                }
+            } else {
+                out.insert(name, kind);
+            }
+        }
+        out
+    }
+
     #[test]
     fn counts_are_counters_and_every_total_is_one() {
         let types = types(&render(&everything()));
@@ -282,6 +299,13 @@ mod tests {
             assert_eq!(types.get(name).map(String::as_str), Some("counter"), "{name}");
         }
         for (name, kind) in &types {
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
+        }
+        let ipam = self::types(&ipam::metrics::State::default().render());
+        for name in ["bgpd_ipam_allocations_total", "bgpd_ipam_releases_total", "bgpd_ipam_failures_total"] {
+            assert_eq!(ipam.get(name).map(String::as_str), Some("counter"), "{name}");
+        }
+        for (name, kind) in &ipam {
             assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
         }
     }
@@ -308,7 +332,8 @@ mod tests {
 
     #[test]
     fn the_dashboard_and_alerts_use_metrics_that_exist() {
-        let types = types(&render(&everything()));
+        let mut types = types(&render(&everything()));
+        types.extend(ipam_types());
         let dashboard: serde_json::Value =
             serde_json::from_str(include_str!("../../../templates/kubernetes/grafana-dashboard.json")).unwrap();
         let mut exprs: Vec<String> = dashboard["panels"]
@@ -321,8 +346,10 @@ mod tests {
         exprs.push(dashboard["templating"]["list"][1]["query"].as_str().unwrap().to_string());
         let alerts: serde_yaml::Value =
             serde_yaml::from_str(include_str!("../../../templates/kubernetes/alerts.yaml")).unwrap();
-        let rules = alerts["spec"]["groups"][0]["rules"].as_sequence().unwrap();
-        assert!(rules.len() >= 6);
+        let groups = alerts["spec"]["groups"].as_sequence().unwrap();
+        let rules: Vec<&serde_yaml::Value> =
+            groups.iter().flat_map(|g| g["rules"].as_sequence().unwrap().iter()).collect();
+        assert!(rules.len() >= 10);
         exprs.extend(rules.iter().map(|r| r["expr"].as_str().unwrap().to_string()));
         let mut seen = 0;
         for e in &exprs {
@@ -337,6 +364,7 @@ mod tests {
             }
         }
         assert!(seen >= 25, "{seen} metric uses found");
+        assert!(exprs.iter().filter(|e| e.contains("bgpd_ipam_")).count() >= 10, "bgpd-ipam's metrics are used");
     }
 
     #[test]
