@@ -16,9 +16,9 @@
 //! round trip and contend across nodes, for figures that are per node anyway.
 //!
 //! The gauges (free addresses per pool and per block of this node) are those
-//! seen by the last command that read the design (`ADD`, `CHECK`, `STATUS`);
-//! `DEL` and `GC` do not read pools (see `docs/ipam.md`) and leave them as
-//! they were.
+//! seen by the last `ADD` or `STATUS` (one more read of the blocks, made only
+//! when metrics are on); `DEL` and `GC` do not read pools (see `docs/ipam.md`)
+//! and `CHECK` need not, so they leave them as they were.
 //!
 //! This module is plain data and functions: [`State::record`] and
 //! [`State::render`] do no I/O; [`write`] does the file work.
