@@ -142,6 +142,9 @@ enum ShowWhat {
     Fib,
     /// BFD sessions: state, discriminators, negotiated intervals, detection time.
     Bfd,
+    /// The node's status as `calicoctl node status` prints it; with --json, the
+    /// `status` a CalicoNodeStatus gets (docs/kubernetes.md).
+    Status,
 }
 
 /// Logs to stderr at `RUST_LOG` if set, else at the file datastore's
@@ -205,6 +208,7 @@ fn show(what: ShowWhat, json: bool, control_socket: PathBuf) -> anyhow::Result<(
         ShowWhat::Config => daemon::Request::Config,
         ShowWhat::Fib => daemon::Request::Fib,
         ShowWhat::Bfd => daemon::Request::Bfd,
+        ShowWhat::Status => daemon::Request::Status,
     };
     ask_and_print(req, json, control_socket)
 }

@@ -38,6 +38,9 @@ pub enum Request {
     Fib,
     /// The BFD sessions.
     Bfd,
+    /// The node's status as `calicoctl node status` shows it; the answer is
+    /// the `status` a CalicoNodeStatus gets, every class.
+    Status,
     /// Stop the daemon ([`StopHow`]); answered when done.
     Stop {
         /// A restart, a deliberate stop, or a decommission.
@@ -166,6 +169,10 @@ pub async fn answer(ctl: &Control, req: &Request) -> serde_json::Value {
         Request::Bfd => {
             let s = shared.lock();
             serde_json::json!({ "bfd": s.bfd })
+        }
+        Request::Status => {
+            let status = super::nodestatus::writer::current(shared, ctl.rib.as_ref()).await;
+            serde_json::to_value(status).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
         }
         Request::Fib => {
             let s = shared.lock();
@@ -398,6 +405,13 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
         Request::Stop { .. } => {
             out.push_str(&format!("{}\n", s(&v["stopped"])));
         }
+        Request::Status => match serde_json::from_value::<super::nodestatus::NodeStatus>(v.clone()) {
+            Ok(status) => {
+                let today = super::nodestatus::bird_time(std::time::SystemTime::now());
+                out.push_str(&super::nodestatus::table::render(&status, &today[..10]));
+            }
+            Err(e) => out.push_str(&format!("cannot read the daemon's answer: {e}\n")),
+        },
         Request::Explain { .. } => match serde_json::from_value(v["explain"].clone()) {
             Ok(view) => out.push_str(&super::explain::render(&view)),
             Err(e) => out.push_str(&format!("cannot read the daemon's answer: {e}\n")),

@@ -12,6 +12,7 @@ mod kernel;
 mod lifecycle;
 mod marker;
 mod metrics;
+pub mod nodestatus;
 pub mod originate;
 pub mod peer;
 pub mod plan;
@@ -146,6 +147,7 @@ fn load(
         plan_us = t1.elapsed().as_micros() as u64,
         "datastore model built"
     );
+    s.node_status.update(&model, &node, &peers, SystemTime::now());
     *last = Some(model);
     s.originations.clone_from(&node.originations);
     Ok((node, peers))
@@ -408,6 +410,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         });
     }
+
+    nodestatus::writer::spawn(&opts.datastore, opts.node.clone(), shared.clone(), Some(rib.clone()), feed.clone());
 
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for p in peers {

@@ -173,6 +173,8 @@ pub struct Status {
     pub lifecycle: Lifecycle,
     /// The BFD sessions (`show bfd`, metrics, `show peers`).
     pub bfd: super::bfd::BfdView,
+    /// What `bgpd show status` and CalicoNodeStatus need from the last load.
+    pub node_status: super::nodestatus::render::Facts,
 }
 
 /// Selection deferral in progress (RFC 4724 §4.1), as `show peers` says it.

@@ -27,7 +27,7 @@ mod node;
 mod problem;
 mod secret;
 mod service;
-mod source;
+pub(crate) mod source;
 mod values;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,115 @@
+//! The CalicoNodeStatus objects of the datastore that ask this node for its
+//! status: parsed once per datastore change into [`Request`]s, with a problem
+//! (object, field, reason) for each one that cannot be used.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Classes;
+use crate::datastore::source::{objects, Source};
+
+/// The kind this module reads.
+pub const KIND: &str = "CalicoNodeStatus";
+
+/// One CalicoNodeStatus for this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// `metadata.name`.
+    pub name: String,
+    /// Where it was read: the etcd key, `kubernetes:caliconodestatuses/NAME`, or
+    /// the file.
+    pub source: std::path::PathBuf,
+    /// `spec.classes`.
+    pub classes: Classes,
+    /// `spec.updatePeriodSeconds`; `None` for 0 (or absent): never written, as
+    /// in Calico.
+    pub period: Option<Duration>,
+    /// The object as read (JSON), to write back with its status.
+    pub object: Value,
+}
+
+impl Request {
+    /// Whether `other` asks for the same thing (a status written by bgpd
+    /// changes the object, not the request).
+    pub fn same_ask(&self, other: &Request) -> bool {
+        self.classes == other.classes && self.period == other.period && self.source == other.source
+    }
+}
+
+/// The requests of node `node` among `sources`, and why other
+/// CalicoNodeStatus objects for it (or naming no node) cannot be used.
+pub fn requests(sources: &[Source], node: &str) -> (Vec<Request>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for source in sources {
+        let mut raw = Vec::new();
+        // A source that is not YAML is the datastore loader's to report.
+        if objects(source, &mut raw, &mut Vec::new()).is_err() {
+            continue;
+        }
+        for o in raw.into_iter().filter(|o| o.kind == KIND) {
+            let object: Value = match serde_json::to_value(&o.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("{KIND} in {}: not representable as JSON: {e}", source.path.display()));
+                    continue;
+                }
+            };
+            match parse(&object, node) {
+                Ok(Some((name, classes, period))) => {
+                    out.push(Request { name, source: source.path.clone(), classes, period, object })
+                }
+                Ok(None) => {}
+                Err(e) => problems.push(format!("{KIND} in {}: {e}", source.path.display())),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    // Two objects of one name (two files): the first read is used.
+    out.dedup_by(|b, a| a.name == b.name);
+    (out, problems)
+}
+
+/// `(name, classes, period)` of a CalicoNodeStatus for `node`; `None` when it is
+/// for another node.
+fn parse(o: &Value, node: &str) -> Result<Option<(String, Classes, Option<Duration>)>, String> {
+    let name = o["metadata"]["name"].as_str().filter(|n| !n.is_empty()).ok_or("metadata.name is missing")?;
+    let named = |field: &str, why: String| format!("{name:?}: {field}: {why}");
+    let spec = &o["spec"];
+    let Some(for_node) = spec["node"].as_str() else {
+        return Err(named("spec.node", "missing: the node whose status is asked for".into()));
+    };
+    if for_node != node {
+        return Ok(None);
+    }
+    let mut classes = Classes::default();
+    match &spec["classes"] {
+        Value::Null => {}
+        Value::Array(items) => {
+            for c in items {
+                match c.as_str() {
+                    Some("Agent") => classes.agent = true,
+                    Some("BGP") => classes.bgp = true,
+                    Some("Routes") => classes.routes = true,
+                    _ => return Err(named("spec.classes", format!("{c} is none of Agent, BGP, Routes"))),
+                }
+            }
+        }
+        other => return Err(named("spec.classes", format!("{other} is not a list"))),
+    }
+    let period = match &spec["updatePeriodSeconds"] {
+        Value::Null => None,
+        v => match v.as_u64().and_then(|s| u32::try_from(s).ok()).filter(|s| i32::try_from(*s).is_ok()) {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(u64::from(s))),
+            None => {
+                return Err(named(
+                    "spec.updatePeriodSeconds",
+                    format!("{v} is not a number of seconds (0 to 2147483647)"),
+                ))
+            }
+        },
+    };
+    Ok(Some((name.to_string(), classes, period)))
+}
