@@ -335,3 +335,101 @@ spec: {node: n1, peerSelector: has(rr)}
     assert_eq!(peer_type("mesh/n2", &model), PeerType::NodeMesh);
     assert_eq!(peer_type("mesh/n2/ipv6", &model), PeerType::NodeMesh);
 }
+
+#[path = "../../datastore/live/kubernetes/tests/api_server.rs"]
+#[allow(dead_code)]
+mod api_server;
+
+/// Waits (at most 10 s) until `f` gives a value.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited.await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test]
+async fn kubernetes_status_is_patched_through_the_status_subresource() {
+    let test = "kubernetes_status_is_patched_through_the_status_subresource";
+    let Some(schema) = schema("crd.projectcalico.org-v1", "v1", test) else { return };
+    let server = api_server::ApiServer::default();
+    server.serve_calico("crd.projectcalico.org/v1");
+    server.serve_resource("crd.projectcalico.org/v1", "caliconodestatuses", "CalicoNodeStatus");
+    server.serve_status("caliconodestatuses");
+    let collection = "/apis/crd.projectcalico.org/v1/caliconodestatuses";
+    let object = |name: &str, node: &str, classes: &[&str], period: u32| {
+        json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus", "metadata": { "name": name },
+            "spec": { "node": node, "classes": classes, "updatePeriodSeconds": period },
+        })
+    };
+    server.apply(collection, object("n1-all", "n1", &["Agent", "BGP", "Routes"], 1));
+    server.apply(collection, object("n1-never", "n1", &["BGP"], 0));
+    server.apply(collection, object("n2-bgp", "n2", &["BGP"], 1));
+    let client = server.start().await;
+
+    // The daemon's state: n1 with a mesh session up and a global peer connecting.
+    let shared = crate::daemon::status::Shared::default();
+    {
+        let snap = snapshot();
+        let mut s = shared.lock();
+        s.node_status = snap.facts.clone();
+        for p in snap.peers {
+            s.peers.insert(p.name.clone(), crate::daemon::status::PeerStatus { view: p, established_at: None });
+        }
+        s.originations = vec![crate::daemon::originate::Origination {
+            prefix: "10.244.1.0/26".parse().unwrap(),
+            cause: "block".into(),
+            communities: vec![],
+            blackhole: true,
+        }];
+    }
+    let objects = follow::spawn(client.clone());
+    let target = writer::Target::Kubernetes { client: Some(client), api: None };
+    let task = tokio::spawn(writer::run("n1".into(), target, shared, None, objects));
+
+    let written =
+        eventually("n1-all's status", || server.object(collection, "n1-all").filter(|o| o["status"].is_object())).await;
+    assert_eq!(crd_schema::check(&schema, &written), Vec::<String>::new(), "{written:#}");
+    assert_eq!(written["spec"], object("n1-all", "n1", &["Agent", "BGP", "Routes"], 1)["spec"]);
+    let status = &written["status"];
+    assert_eq!(status["bgp"]["numberEstablishedV4"], 1);
+    assert_eq!(status["bgp"]["numberNotEstablishedV4"], 1);
+    assert_eq!(status["bgp"]["peersV4"][1]["type"], "GlobalPeer");
+    assert_eq!(status["agent"]["birdV6"]["routerID"], "10.0.0.1");
+    assert_eq!(status["routes"]["routesV4"][0]["destination"], "10.244.1.0/26");
+    let patched = |name: &str| {
+        let path = format!("PATCH {collection}/{name}/status?");
+        server.requests().iter().filter(|r| r.starts_with(&path)).count()
+    };
+    // Written again every second.
+    eventually("a second write", || (patched("n1-all") >= 2).then_some(())).await;
+    assert_eq!((patched("n1-never"), patched("n2-bgp")), (0, 0), "period 0, and another node's");
+    assert!(server.object(collection, "n2-bgp").unwrap().get("status").is_none());
+
+    // The user asks for BGP only: the other sections go (a merge patch with nulls).
+    let mut edited = server.object(collection, "n1-all").unwrap();
+    edited["spec"]["classes"] = json!(["BGP"]);
+    server.apply(collection, edited);
+    let written = eventually("a status of BGP only", || {
+        server
+            .object(collection, "n1-all")
+            .filter(|o| o["status"]["agent"].is_null() && o["status"]["routes"].is_null())
+    })
+    .await;
+    assert_eq!(written["status"]["bgp"]["numberEstablishedV4"], 1);
+    assert_eq!(crd_schema::check(&schema, &written), Vec::<String>::new());
+
+    // Gone from the API: no more writes to it.
+    server.delete(collection, "n1-all");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = patched("n1-all");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(patched("n1-all") <= before + 1, "writes go on for a deleted object");
+    task.abort();
+}

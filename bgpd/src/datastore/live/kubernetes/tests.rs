@@ -491,7 +491,13 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
         v.as_sequence().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
     };
     let mut granted = BTreeSet::new();
+    let mut node_status = Vec::new();
     for rule in rules("ClusterRole") {
+        // CalicoNodeStatus is read and written by `daemon::nodestatus`, not the datastore.
+        if strings(&rule["resources"]).iter().all(|r| r.starts_with("caliconodestatuses")) {
+            node_status.push((strings(&rule["resources"]), strings(&rule["verbs"])));
+            continue;
+        }
         assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{rule:?}");
         assert!(rule.get("resourceNames").is_none());
         for group in strings(&rule["apiGroups"]) {
@@ -501,6 +507,15 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
         }
     }
     assert_eq!(granted, kinds::granted(), "the ClusterRole and what bgpd may read differ");
+    let status_rules =
+        |resource: &str, verbs: &[&str]| (vec![resource.to_string()], verbs.iter().map(|v| v.to_string()).collect());
+    assert_eq!(
+        node_status,
+        [
+            status_rules("caliconodestatuses", &["get", "list", "watch"]),
+            status_rules("caliconodestatuses/status", &["patch"])
+        ]
+    );
     let secrets = rules("Role");
     assert_eq!(secrets.len(), 1);
     assert_eq!(strings(&secrets[0]["resources"]), ["secrets"]);

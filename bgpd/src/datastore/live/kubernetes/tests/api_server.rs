@@ -20,6 +20,10 @@
 //!   object's `resourceVersion`: 409 Conflict when it is not the current one;
 //!   `DELETE` with a `preconditions.resourceVersion`: 409 when it is not), each
 //!   write an event to the watches;
+//! - the status subresource of resources served with one
+//!   ([`ApiServer::serve_status`]): `PATCH …/NAME/status` with a JSON merge patch
+//!   (RFC 7386) changes `.status` only (as the API server ignores the rest of a
+//!   status write), 404 for a missing object or a resource without one;
 //! - a log of every request's method (for writes), path and decoded query.
 //!
 //! `bgpd-ipam`'s tests use it too (`ipam/tests/kube_cni.rs` includes this file).
@@ -65,6 +69,8 @@ struct State {
     served: BTreeMap<String, Vec<(String, String)>>,
     /// Secrets (by name) the service account may not read.
     forbidden: BTreeSet<String>,
+    /// Resources (plurals) with a status subresource.
+    status_subresources: BTreeSet<String>,
     /// Every request as `PATH?QUERY`, query decoded.
     requests: Vec<String>,
     watches: Vec<Watch>,
@@ -103,6 +109,7 @@ impl Default for State {
             objects: BTreeMap::new(),
             served,
             forbidden: BTreeSet::new(),
+            status_subresources: BTreeSet::new(),
             requests: Vec::new(),
             watches: Vec::new(),
             history: Vec::new(),
@@ -458,6 +465,9 @@ impl ApiServer {
     /// The answer to a `GET` of one object or a write (`POST`, `PUT`, `DELETE`).
     fn object_answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
         let not_found = || (404, status(404, "NotFound", "the server could not find the requested resource"));
+        if let Some(object) = path.strip_suffix("/status") {
+            return self.status_answer(method, object, body);
+        }
         let body: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -509,6 +519,44 @@ impl ApiServer {
             }
             _ => (405, status(405, "MethodNotAllowed", &format!("{method} is not supported"))),
         }
+    }
+
+    /// Serves the status subresource of `plural` (a CRD with `subresources: status`).
+    pub(super) fn serve_status(&self, plural: &str) {
+        self.0.lock().unwrap().status_subresources.insert(plural.into());
+    }
+
+    /// A write to the status subresource of the object at `path`: a merge patch
+    /// applied to its `.status` alone.
+    fn status_answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let not_found = || (404, status(404, "NotFound", "the server could not find the requested resource"));
+        let Some((collection, name)) = object_path(path) else { return not_found() };
+        let has_status = group_version_resource(&collection)
+            .is_some_and(|(_, plural)| self.0.lock().unwrap().status_subresources.contains(&plural));
+        if !self.serves(&collection) || !has_status {
+            return not_found();
+        }
+        let Some(mut current) = self.object(&collection, &name) else { return not_found() };
+        if method != "PATCH" {
+            return (405, status(405, "MethodNotAllowed", &format!("{method} of a status is not supported here")));
+        }
+        let patch: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return (400, status(400, "BadRequest", &format!("the body is not JSON: {e}"))),
+        };
+        let mut new_status = current.get("status").cloned().unwrap_or(Value::Null);
+        merge_patch(&mut new_status, &patch["status"]);
+        match current.as_object_mut() {
+            Some(o) if new_status.is_null() => {
+                o.remove("status");
+            }
+            Some(o) => {
+                o.insert("status".into(), new_status);
+            }
+            None => return (500, status(500, "InternalError", "stored object is not an object")),
+        }
+        self.change(&collection, current, "MODIFIED");
+        (200, self.object(&collection, &name).unwrap_or_default())
     }
 
     /// Registers a watch of `collection` from `from` (a resourceVersion); returns
@@ -649,6 +697,25 @@ impl ApiServer {
             if conn.write_all(chunk.as_bytes()).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386 §2) to `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Some(t) = target.as_object_mut() else { return };
+    for (k, v) in fields {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
         }
     }
 }
