@@ -336,8 +336,9 @@ spec: {node: n1, peerSelector: has(rr)}
     assert_eq!(peer_type("mesh/n2/ipv6", &model), PeerType::NodeMesh);
 }
 
+// The datastore's tests include it too; its items are `pub(super)` to them.
 #[path = "../../datastore/live/kubernetes/tests/api_server.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 mod api_server;
 
 /// Waits (at most 10 s) until `f` gives a value.
