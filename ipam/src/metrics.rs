@@ -5,10 +5,13 @@
 //! and nothing it counts survives in memory. Each command therefore adds
 //! itself to counts kept in a small state file (`bgpd_ipam.state.json`) in the
 //! configured directory (`ipam.metrics_dir`) and writes them out again as
-//! Prometheus text (`bgpd_ipam.prom`): both replaced whole (write, `fsync`,
-//! `rename`) under an exclusive `flock` of `bgpd_ipam.lock`, so concurrent
+//! Prometheus text (`bgpd_ipam.prom`): both replaced whole (write a temporary
+//! file, `rename`) under an exclusive `flock` of `bgpd_ipam.lock`, so concurrent
 //! plugins (`CHECK` and `STATUS` take no host lock) lose no increment and the
-//! collector never reads half a file. Counters thus count from the first
+//! collector never reads half a file. No `fsync`: it would add a disk flush to
+//! every pod start, and what a power loss can cost is a state file that does not
+//! parse, which is a counter reset. The lock is waited for at most
+//! [`LOCK_WAIT`]: a plugin never hangs on its metrics. Counters thus count from the first
 //! command on the node, across every invocation, as Prometheus counters must
 //! (a removed or unreadable state file is a counter reset, which `rate()`
 //! handles). Why not counters kept in the datastore: a write per command to
@@ -40,6 +43,10 @@ pub const PROM_FILE: &str = "bgpd_ipam.prom";
 pub const STATE_FILE: &str = "bgpd_ipam.state.json";
 /// Locked around each update.
 pub const LOCK_FILE: &str = "bgpd_ipam.lock";
+/// How long a command waits for the metrics lock before it gives up (and
+/// logs it): the lock is held only to read and write two small files.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The state file's format tag; a state of another format is started afresh.
 const FORMAT: &str = "bgpd-ipam-metrics/v1";
 
@@ -346,13 +353,32 @@ pub struct WriteError {
     source: std::io::Error,
 }
 
-/// Writes `text` to `dir/name` atomically: a temporary file, `fsync`, `rename`.
+/// Writes `text` to `dir/name` atomically: a temporary file, then `rename`.
 fn replace(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+    File::create(&tmp)?.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Takes an exclusive `flock` of `lock`, waiting at most [`LOCK_WAIT`].
+fn lock_within(lock: &File) -> std::io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match flock(lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("held by another process for {LOCK_WAIT:?}; this command is not counted"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Adds `inv` to the counts in `dir` (created if missing) at Unix time `now`
@@ -367,8 +393,7 @@ pub fn write(dir: &Path, inv: &Invocation, now: f64) -> Result<(), WriteError> {
         .write(true)
         .open(dir.join(LOCK_FILE))
         .map_err(err("opening the lock"))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| err("locking")(std::io::Error::from(e)))?;
+    lock_within(&lock).map_err(err("locking"))?;
     let mut state: State = std::fs::read(dir.join(STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -504,6 +529,18 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, [LOCK_FILE, PROM_FILE, STATE_FILE]);
+    }
+
+    #[test]
+    fn a_lock_held_too_long_is_given_up_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = File::create(dir.path().join(LOCK_FILE)).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let e = write(dir.path(), &inv(Command::Add, 0.01, None), 1.0).unwrap_err().to_string();
+        assert!(e.contains("locking") && e.contains("not counted"), "{e}");
+        assert!(!dir.path().join(PROM_FILE).exists());
+        drop(held);
+        write(dir.path(), &inv(Command::Add, 0.01, None), 1.0).unwrap();
     }
 
     #[test]

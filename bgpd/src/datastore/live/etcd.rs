@@ -372,6 +372,24 @@ mod tests {
         c.put(calico.clone(), pool("pods", "10.244.0.0/16").as_bytes(), None);
         c.put(calico.clone(), b"{", None);
         assert!(c.calico.notes[&calico].contains("previous value is kept"));
+        // A Node as calico-node writes it in etcd: its other fields are no problem.
+        let node = serde_json::json!({
+            "kind": "Node", "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": "n1", "uid": "9f1c", "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": {"kubernetes.io/hostname": "n1"}},
+            "spec": {"bgp": {"ipv4Address": "10.0.0.11/24", "ipv4IPIPTunnelAddr": "10.244.0.1"},
+                     "addresses": [{"address": "10.0.0.11", "type": "InternalIP"}],
+                     "orchRefs": [{"nodeName": "n1", "orchestrator": "k8s"}]},
+            "status": {"podCIDRs": ["10.244.0.0/24"]},
+        });
+        c.put(format!("{CALICO_RESOURCES_PREFIX}nodes/n1"), node.to_string().as_bytes(), None);
+        let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
+        assert!(m.nodes["n1"].bgp.is_some());
+        let node_problems: Vec<_> = problems
+            .iter()
+            .filter(|p| p.severity >= crate::datastore::Severity::Warning && p.to_string().contains("n1"))
+            .collect();
+        assert!(node_problems.is_empty(), "{node_problems:#?}");
         assert!(is_calico_resource("/calico/resources/v3/projectcalico.org/nodes/n1"));
         assert!(!is_calico_resource("/calico/resources/v3/projectcalico.org/bgppeers/p"));
     }
