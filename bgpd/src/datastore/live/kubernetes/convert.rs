@@ -111,12 +111,16 @@ fn calico_metadata(meta: &Value) -> (Map<String, Value>, Map<String, Value>, Opt
     }
 }
 
-/// Whether routing reads anything of `obj`: every object but an `IPAMHandle`
-/// without `spec.floatingIPs` (there is one such handle per pod interface, and
+/// Whether routing reads anything of `obj`: every object but a `BlockAffinity`
+/// not in state `pendingDeletion`, and an `IPAMHandle` without `spec.floatingIPs` (there is one such handle per pod interface, and
 /// routing reads only the floating IPs: holding the others would make every pod
 /// start and stop a change of the model). The file and etcd datastores skip the
 /// same handles (`ipam_store::handle_document`).
 pub(super) fn routing_reads(w: &Watched, obj: &Value) -> bool {
+    if w.is_calico() && w.kind == "BlockAffinity" {
+        // Only a release in progress matters to routing (see `store::View`).
+        return obj.pointer("/spec/state").and_then(Value::as_str) == Some("pendingDeletion");
+    }
     if !(w.is_calico() && w.kind == "IPAMHandle") {
         return true;
     }

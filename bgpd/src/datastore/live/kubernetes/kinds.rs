@@ -113,6 +113,11 @@ pub(super) const CALICO: &[(&str, &str, bool)] = &[
     // cluster or ClusterRole without them has no floating IPs, and no peer or
     // block is lost for it.
     ("IPAMHandle", "ipamhandles", false),
+    // Read for releases in progress only: a block whose affinity `bgpd-ipam` (or
+    // Calico) marked `pendingDeletion` is withdrawn at once, as on the file and
+    // etcd datastores (`store::View` marks it deleted). Only those affinities are
+    // kept (`convert::routing_reads`). Optional, as IPAMHandle.
+    ("BlockAffinity", "blockaffinities", false),
     // Calico Enterprise's kind: a cluster without it (Calico open source), or a
     // ClusterRole from before bgpd read it, has no BFD.
     ("BFDConfiguration", "bfdconfigurations", false),

@@ -117,6 +117,20 @@ impl KindState {
     }
 }
 
+/// The text of an IPAMBlock marked `deleted` when its affinity is in
+/// `releasing` (its node's release has begun: withdrawn now, as on the file and
+/// etcd datastores); `None` when it is not.
+fn released(text: &str, releasing: &BTreeSet<(String, String)>) -> Option<String> {
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    let node = v["spec"]["affinity"].as_str()?.strip_prefix("host:")?.to_string();
+    let cidr = v["spec"]["cidr"].as_str()?.to_string();
+    if !releasing.contains(&(node, cidr)) {
+        return None;
+    }
+    v["spec"]["deleted"] = Value::Bool(true);
+    Some(v.to_string())
+}
+
 /// What can be published.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum View {
@@ -205,16 +219,39 @@ impl Store {
         if !self.complete() {
             return View::Waiting(self.error());
         }
+        let releasing = self.releasing();
         let mut sources = Vec::new();
         let mut notes = Vec::new();
-        for k in self.all() {
+        for (w, k) in self.kinds.iter().map(|(w, k)| (Some(w), k)).chain(self.secrets.values().map(|k| (None, k))) {
             notes.extend(k.note.clone());
+            // Affinities are not objects of the model: they mark blocks.
+            if w.is_some_and(|w| w.is_calico() && w.kind == "BlockAffinity") {
+                continue;
+            }
+            let blocks = w.is_some_and(|w| w.is_calico() && w.kind == "IPAMBlock");
             for (key, h) in k.objects.iter().flatten() {
-                sources.push(Source { path: key.into(), text: h.text.clone() });
+                let text = match blocks && !releasing.is_empty() {
+                    true => released(&h.text, &releasing).unwrap_or_else(|| h.text.clone()),
+                    false => h.text.clone(),
+                };
+                sources.push(Source { path: key.into(), text });
                 notes.extend(h.note.clone());
             }
         }
         View::Ready { sources, notes, error: self.error() }
+    }
+
+    /// (node, CIDR) of every BlockAffinity held (those in state
+    /// `pendingDeletion`: a release in progress).
+    fn releasing(&self) -> BTreeSet<(String, String)> {
+        let affinities = self.kinds.iter().filter(|(w, _)| w.is_calico() && w.kind == "BlockAffinity");
+        affinities
+            .flat_map(|(_, k)| k.objects.iter().flat_map(BTreeMap::values))
+            .filter_map(|h| {
+                let v: Value = serde_json::from_str(&h.text).ok()?;
+                Some((v["spec"]["node"].as_str()?.to_string(), v["spec"]["cidr"].as_str()?.to_string()))
+            })
+            .collect()
     }
 
     /// The names of the Secrets that BGPPeers (`spec.password`) and BGPConfigurations

@@ -451,6 +451,49 @@ async fn floating_ips_of_ipam_handles_reach_the_model() {
     task.abort();
 }
 
+fn affinity(node: &str, cidr: &str, state: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BlockAffinity",
+        "metadata": { "name": format!("{node}-{}", cidr.replace(['.', '/'], "-")) },
+        "spec": { "node": node, "cidr": cidr, "state": state, "deleted": "false" },
+    })
+}
+
+/// As on the file and etcd datastores, a block whose release has begun (its
+/// BlockAffinity `pendingDeletion`, the first of `bgpd-ipam`'s two release
+/// writes) is withdrawn at once; confirmed affinities are not held.
+#[tokio::test]
+async fn a_block_whose_affinity_is_pending_deletion_is_withdrawn() {
+    const AFFINITIES: &str = "/apis/crd.projectcalico.org/v1/blockaffinities";
+    let server = api_server::ApiServer::default();
+    server.serve_calico("crd.projectcalico.org/v1");
+    server.apply("/api/v1/nodes", json(NODE_PLAIN));
+    server.apply("/apis/crd.projectcalico.org/v1/ipamblocks", json(IPAM_BLOCK));
+    server.apply(AFFINITIES, affinity("worker-9", "10.244.8.0/26", "confirmed"));
+    let client = server.start().await;
+    let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
+    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let blocks = |f: &super::super::Feed| -> Vec<String> {
+        model_of(f).blocks_for_node("worker-9").iter().map(|b| b.cidr.to_string()).collect()
+    };
+    let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
+    assert_eq!(blocks(&f), ["10.244.8.0/26"]);
+    assert!(!keys(&f).iter().any(|k| k.contains("blockaffinities")), "{:?}", keys(&f));
+
+    server.apply(AFFINITIES, affinity("worker-9", "10.244.8.0/26", "pendingDeletion"));
+    let f = published(&mut rx, "the block withdrawn", |f| f.sources.is_some() && blocks(f).is_empty()).await;
+    assert!(model_of(&f).ipam_blocks["10-244-8-0-26"].deleted);
+    // The release undone (the affinity confirmed again): advertised again.
+    server.apply(AFFINITIES, affinity("worker-9", "10.244.8.0/26", "confirmed"));
+    published(&mut rx, "the block back", |f| f.sources.is_some() && blocks(f).len() == 1).await;
+    // Another node's release does not touch this block.
+    server.apply(AFFINITIES, affinity("worker-1", "10.244.8.0/26", "pendingDeletion"));
+    server.apply("/api/v1/nodes", json(NODE_RR));
+    let f = published(&mut rx, "the second node", |f| keys(f).iter().any(|k| k.ends_with("nodes/rr-1"))).await;
+    assert_eq!(blocks(&f), ["10.244.8.0/26"]);
+    task.abort();
+}
+
 /// IPAMHandle is optional: a cluster whose Calico group does not serve it (or a
 /// ClusterRole from before bgpd read it) runs without floating IPs, with a note.
 #[tokio::test]
@@ -568,8 +611,8 @@ async fn running(server: &api_server::ApiServer) -> Running {
 /// Waits (at most 10 s) until `n` watches are open.
 /// The watches of a cluster serving Calico's CRDs (`serve_calico`, without
 /// BFDConfiguration) and no Service advertisement: Nodes, BGPConfigurations,
-/// BGPPeers, BGPFilters, IPPools, IPAMBlocks, IPAMHandles.
-const WATCHES: usize = 7;
+/// BGPPeers, BGPFilters, IPPools, IPAMBlocks, IPAMHandles, BlockAffinities.
+const WATCHES: usize = 8;
 
 async fn watching(server: &api_server::ApiServer, n: usize) {
     let waited = tokio::time::timeout(Duration::from_secs(10), async {

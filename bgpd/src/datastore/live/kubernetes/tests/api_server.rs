@@ -96,6 +96,7 @@ const CALICO_RESOURCES: &[(&str, &str)] = &[
     ("ippools", "IPPool"),
     ("ipamblocks", "IPAMBlock"),
     ("ipamhandles", "IPAMHandle"),
+    ("blockaffinities", "BlockAffinity"),
 ];
 
 impl Default for State {
