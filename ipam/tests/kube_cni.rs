@@ -204,6 +204,15 @@ fn add_and_del_on_the_kubernetes_datastore() {
     assert!(block["spec"]["allocations"].as_array().unwrap().iter().all(Value::is_null), "{block}");
     assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0, "DEL again is fine");
     assert!(c.call("STATUS", "", "default", "", &c.conf()).0, "ready");
+    // `bgpd-ipam show` on the same datastore.
+    let out = Command::new(env!("CARGO_BIN_EXE_bgpd-ipam"))
+        .args(["show", "--json", "--datastore", &format!("kubernetes:{}/kubeconfig", c.dir.path().display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let team = usage["pools"].as_array().unwrap().iter().find(|p| p["name"] == "team").expect("pool team");
+    assert_eq!((team["blocks_claimed"].as_u64(), team["addresses_used"].as_u64()), (Some(1), Some(1)), "{team}");
 
     // Issue 20 (d), through the binary: counters across invocations, failures
     // by reason, the gauges of the last command that read the design.
