@@ -260,6 +260,12 @@ fn etcd_datastore_writes_the_status_into_the_objects_key() {
         // Stored as YAML, as a user may: bgpd writes it back as JSON.
         etcd.put(&key, &serde_yaml::to_string(&o).unwrap());
     }
+    // One more at Calico's own key for the v3 resource (calicoctl's layout).
+    let calico_key = "/calico/resources/v3/projectcalico.org/caliconodestatuses/n2-calico";
+    let n2_calico = json!({"apiVersion": "projectcalico.org/v3", "kind": "CalicoNodeStatus",
+                           "metadata": {"name": "n2-calico"},
+                           "spec": {"node": "n2", "classes": ["Agent"], "updatePeriodSeconds": 1}});
+    etcd.put(calico_key, &n2_calico.to_string());
     let datastore = format!("etcd:{}?prefix={PREFIX}", etcd.url);
     let (_n1, s1) = start_bgpd(tmp.path(), "n1", &datastore);
     let (_n2, _s2) = start_bgpd(tmp.path(), "n2", &datastore);
@@ -275,6 +281,13 @@ fn etcd_datastore_writes_the_status_into_the_objects_key() {
     let n2 =
         wait_for("n2's status", limit, || read("n2-bgp").filter(|o| o["status"]["bgp"]["numberEstablishedV4"] == 1));
     assert_eq!(crd_schema::check(&schema, &n2), Vec::<String>::new());
+    let at_calicos_key = wait_for("n2's status at Calico's key", limit, || {
+        let value = etcd.get(calico_key).ok()??;
+        serde_json::from_slice::<Value>(&value)
+            .ok()
+            .filter(|o| o["status"]["agent"]["birdV4"]["routerID"] == "127.0.0.2")
+    });
+    assert_eq!(crd_schema::check(&schema, &at_calicos_key), Vec::<String>::new());
     let never = etcd.get(&format!("{PREFIX}caliconodestatuses/n1-never")).unwrap().expect("the object");
     assert!(
         serde_yaml::from_slice::<Value>(&never).unwrap()["status"].is_null(),

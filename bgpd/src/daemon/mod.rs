@@ -21,7 +21,7 @@ pub mod rib;
 pub mod router_id;
 mod sockopt;
 pub mod spec;
-mod status;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod codec;
 pub mod fib;
 pub mod latency;
+pub mod nodestatus;
 pub mod routeserver;
 pub mod sessions;
 pub mod verify;

@@ -3,10 +3,8 @@
 //! written by a node must not wake up every node's model reload. One list and
 //! watch of `caliconodestatuses` (kube's watcher, with its backoff), in the
 //! group that serves it (`crd.projectcalico.org/v1`, else
-//! `projectcalico.org/v3`), published as [`Source`]s in the form the file and
-//! etcd datastores give the writer.
+//! `projectcalico.org/v3`), each object parsed as it changes ([`Keeper`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +15,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::datastore::live::Feed;
-use crate::datastore::Source;
+use super::request::Keeper;
+use super::sources::{log, publish, Requests};
 
 /// The group versions that may serve CalicoNodeStatus, preferred first (as the
 /// datastore prefers them).
@@ -50,21 +48,22 @@ async fn discover(client: &kube::Client) -> &'static str {
     }
 }
 
-/// Follows the CalicoNodeStatus objects through `client`; the receiver gets
-/// them as sources (`kubernetes:caliconodestatuses/NAME`, the object as JSON)
-/// after each complete list and each change.
-pub fn spawn(client: kube::Client) -> watch::Receiver<Feed> {
-    let (tx, rx) = watch::channel(Feed::default());
+/// Follows the CalicoNodeStatus objects through `client`; publishes node
+/// `node`'s requests after each complete list and each change.
+pub fn spawn(node: &str, client: kube::Client) -> Requests {
+    let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+    let mut keeper = Keeper::new(node);
     tokio::spawn(async move {
         let api = discover(&client).await;
         info!("node status: reading CalicoNodeStatus objects as {api}");
         let objects: Api<DynamicObject> = Api::all_with(client, &resource(api));
         let mut events = std::pin::pin!(watcher(objects, watcher::Config::default()).default_backoff());
-        let mut current: BTreeMap<String, String> = BTreeMap::new();
-        let mut listing: Option<BTreeMap<String, String>> = None;
+        let mut listing: Option<Keeper> = None;
         let mut failed = false;
+        let key = |o: &DynamicObject| {
+            format!("kubernetes:caliconodestatuses/{}", o.metadata.name.clone().unwrap_or_default())
+        };
         let text = |o: &DynamicObject| {
-            let name = o.metadata.name.clone().unwrap_or_default();
             let mut v = serde_json::to_value(o).unwrap_or_default();
             // Bookkeeping the writer does not need.
             if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -72,30 +71,31 @@ pub fn spawn(client: kube::Client) -> watch::Receiver<Feed> {
             }
             v["apiVersion"] = serde_json::json!(api);
             v["kind"] = serde_json::json!("CalicoNodeStatus");
-            (name, v.to_string())
+            v.to_string()
         };
         while let Some(event) = events.next().await {
-            let publish = match event {
+            let changed = match event {
                 Ok(watcher::Event::Init) => {
-                    listing = Some(BTreeMap::new());
+                    listing = Some(Keeper::new(keeper.node()));
                     false
                 }
                 Ok(watcher::Event::InitApply(o)) => {
-                    let (name, t) = text(&o);
-                    listing.get_or_insert_with(BTreeMap::new).insert(name, t);
+                    let list = listing.get_or_insert_with(|| Keeper::new(keeper.node()));
+                    log(list.put(&key(&o), &text(&o)));
                     false
                 }
                 Ok(watcher::Event::InitDone) => {
-                    current = listing.take().unwrap_or_default();
+                    if let Some(list) = listing.take() {
+                        keeper = list;
+                    }
                     true
                 }
                 Ok(watcher::Event::Apply(o)) => {
-                    let (name, t) = text(&o);
-                    current.insert(name, t);
+                    log(keeper.put(&key(&o), &text(&o)));
                     true
                 }
                 Ok(watcher::Event::Delete(o)) => {
-                    current.remove(&o.metadata.name.unwrap_or_default());
+                    keeper.delete(&key(&o));
                     true
                 }
                 Err(e) => {
@@ -106,17 +106,10 @@ pub fn spawn(client: kube::Client) -> watch::Receiver<Feed> {
                     false
                 }
             };
-            if publish {
+            if changed {
                 failed = false;
-                let sources = current
-                    .iter()
-                    .map(|(name, t)| Source {
-                        path: format!("kubernetes:caliconodestatuses/{name}").into(),
-                        text: t.clone(),
-                    })
-                    .collect();
-                let feed = Feed { sources: Some(Arc::new(sources)), notes: Vec::new(), unreachable: None };
-                if tx.send(feed).is_err() {
+                publish(&tx, &keeper);
+                if tx.is_closed() {
                     return;
                 }
             }

@@ -14,6 +14,7 @@
 pub mod follow;
 pub mod render;
 pub mod request;
+pub mod sources;
 pub mod table;
 pub mod writer;
 

@@ -113,3 +113,66 @@ fn parse(o: &Value, node: &str) -> Result<Option<(String, Classes, Option<Durati
     };
     Ok(Some((name.to_string(), classes, period)))
 }
+
+/// This node's requests by where they were read, kept up to date one object
+/// at a time: a status written (by any node) re-parses that object alone, and
+/// only objects for this node are kept.
+#[derive(Debug, Default)]
+pub struct Keeper {
+    node: String,
+    by_source: std::collections::BTreeMap<String, Vec<Request>>,
+    problems: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Keeper {
+    /// A keeper for node `node`.
+    pub fn new(node: &str) -> Keeper {
+        Keeper { node: node.to_string(), ..Keeper::default() }
+    }
+
+    /// The node whose requests are kept.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Takes the text now at `source` (a key, a file, an API path). Returns the
+    /// problems it has that it did not have before (to log once).
+    pub fn put(&mut self, source: &str, text: &str) -> Vec<String> {
+        let (reqs, problems) = if text.contains(KIND) {
+            requests(&[Source { path: source.into(), text: text.to_string() }], &self.node)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if reqs.is_empty() {
+            self.by_source.remove(source);
+        } else {
+            self.by_source.insert(source.to_string(), reqs);
+        }
+        let old = if problems.is_empty() {
+            self.problems.remove(source)
+        } else {
+            self.problems.insert(source.to_string(), problems.clone())
+        };
+        problems.into_iter().filter(|p| !old.as_ref().is_some_and(|o| o.contains(p))).collect()
+    }
+
+    /// `source` is gone.
+    pub fn delete(&mut self, source: &str) {
+        self.by_source.remove(source);
+        self.problems.remove(source);
+    }
+
+    /// Forgets everything (before a complete read).
+    pub fn clear(&mut self) {
+        self.by_source.clear();
+        self.problems.clear();
+    }
+
+    /// This node's requests, by name (the first read of a name wins).
+    pub fn requests(&self) -> Vec<Request> {
+        let mut out: Vec<Request> = self.by_source.values().flatten().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|b, a| a.name == b.name);
+        out
+    }
+}

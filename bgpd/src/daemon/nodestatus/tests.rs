@@ -390,9 +390,9 @@ async fn kubernetes_status_is_patched_through_the_status_subresource() {
             blackhole: true,
         }];
     }
-    let objects = follow::spawn(client.clone());
+    let reqs = follow::spawn("n1", client.clone());
     let target = writer::Target::Kubernetes { client: Some(client), api: None };
-    let task = tokio::spawn(writer::run("n1".into(), target, shared, None, objects));
+    let task = tokio::spawn(writer::run(target, shared, None, reqs));
 
     let written =
         eventually("n1-all's status", || server.object(collection, "n1-all").filter(|o| o["status"].is_object())).await;

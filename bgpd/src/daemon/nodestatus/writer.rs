@@ -27,12 +27,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::render::{render, Snapshot};
-use super::request::{requests, Request};
+use super::request::Request;
+use super::sources::Requests;
 use super::{Classes, NodeStatus};
 use crate::daemon::rib::RibHandle;
 use crate::daemon::status::Shared;
 use crate::datastore::live::{DatastoreSpec, Feed};
-use crate::datastore::Source;
 
 /// The directory, beside a file datastore, that gets the status files.
 pub const FILE_DIR: &str = "calico-node-status";
@@ -221,100 +221,60 @@ struct Entry {
     error: Option<String>,
 }
 
-/// Parses the CalicoNodeStatus requests of a feed, caching each source's by
-/// its text: a status written changes one source, not the others.
-#[derive(Default)]
-struct Reader {
-    /// By source path: the text last parsed and its requests.
-    cache: BTreeMap<PathBuf, (String, Vec<Request>)>,
-    problems: BTreeSet<String>,
-}
-
-impl Reader {
-    fn read(&mut self, sources: &[Source], node: &str) -> Vec<Request> {
-        let mut out = Vec::new();
-        let mut problems = BTreeSet::new();
-        let mut seen = BTreeSet::new();
-        for s in sources.iter().filter(|s| s.text.contains(super::request::KIND)) {
-            seen.insert(s.path.clone());
-            let cached = self.cache.get(&s.path).filter(|(text, _)| *text == s.text);
-            let reqs = match cached {
-                Some((_, reqs)) => reqs.clone(),
-                None => {
-                    let (reqs, p) = requests(std::slice::from_ref(s), node);
-                    problems.extend(p);
-                    self.cache.insert(s.path.clone(), (s.text.clone(), reqs.clone()));
-                    reqs
-                }
-            };
-            out.extend(reqs);
-        }
-        self.cache.retain(|p, _| seen.contains(p));
-        for p in problems.difference(&self.problems) {
-            warn!("node status: {p}; not written");
-        }
-        self.problems = problems;
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.dedup_by(|b, a| a.name == b.name);
-        out
-    }
-}
-
-/// Starts the writer of node `node` for the datastore `spec`: the objects come
-/// from `feed` (the datastore's) for the file and etcd datastores, from a
-/// watch of their own on Kubernetes ([`super::follow`]).
+/// Starts the writer of node `node` for the datastore `spec`; `feed` is the
+/// datastore's (read for the file datastore; etcd and Kubernetes are read
+/// apart, [`super::sources`]).
 pub fn spawn(spec: &DatastoreSpec, node: String, shared: Shared, rib: Option<RibHandle>, feed: watch::Receiver<Feed>) {
     let target = Target::for_datastore(spec);
-    if !matches!(target, Target::Kubernetes { .. }) {
-        tokio::spawn(run(node, target, shared, rib, feed));
-        return;
+    match spec {
+        DatastoreSpec::File(_) => {
+            tokio::spawn(run(target, shared, rib, super::sources::from_feed(&node, feed)));
+        }
+        DatastoreSpec::Etcd { access, prefix, .. } => {
+            let reqs = super::sources::from_etcd(&node, access.clone(), prefix);
+            tokio::spawn(run(target, shared, rib, reqs));
+        }
+        DatastoreSpec::Kubernetes { .. } => {
+            tokio::spawn(async move {
+                let mut backoff = crate::datastore::live::Backoff::new();
+                let client = loop {
+                    match kube::Client::try_default().await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            let delay = backoff.next();
+                            warn!("node status: no Kubernetes client ({e}); retrying in {delay:?}");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                };
+                let reqs = super::follow::spawn(&node, client.clone());
+                run(Target::Kubernetes { client: Some(client), api: None }, shared, rib, reqs).await;
+            });
+        }
     }
-    tokio::spawn(async move {
-        let mut backoff = crate::datastore::live::Backoff::new();
-        let client = loop {
-            match kube::Client::try_default().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    let delay = backoff.next();
-                    warn!("node status: no Kubernetes client ({e}); retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        };
-        let objects = super::follow::spawn(client.clone());
-        run(node, Target::Kubernetes { client: Some(client), api: None }, shared, rib, objects).await;
-    });
 }
 
-/// Runs until the feed closes (the daemon stops): writes the status of node
-/// `node`'s CalicoNodeStatus objects into `target`, from `shared` and `rib`.
-pub async fn run(
-    node: String,
-    mut target: Target,
-    shared: Shared,
-    rib: Option<RibHandle>,
-    mut feed: watch::Receiver<Feed>,
-) {
-    let mut reader = Reader::default();
+/// Runs until `reqs` closes: writes the status of each request into `target`,
+/// from `shared` and `rib`.
+pub async fn run(mut target: Target, shared: Shared, rib: Option<RibHandle>, mut reqs: Requests) {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut read: Option<Arc<Vec<Source>>> = None;
+    let mut read: Option<Arc<Vec<Request>>> = None;
     loop {
-        let sources = feed.borrow_and_update().sources.clone();
-        if let Some(sources) = sources.filter(|s| read.as_ref().is_none_or(|r| !Arc::ptr_eq(r, s))) {
+        let current = reqs.borrow_and_update().clone();
+        if read.as_ref().is_none_or(|r| !Arc::ptr_eq(r, &current)) {
             let now = Instant::now();
-            let reqs = reader.read(&sources, &node);
-            read = Some(sources);
-            let names: BTreeSet<String> = reqs.iter().map(|r| r.name.clone()).collect();
-            for gone in entries.keys().filter(|n| !names.contains(*n)).cloned().collect::<Vec<_>>() {
+            read = Some(current.clone());
+            let names: BTreeSet<&String> = current.iter().map(|r| &r.name).collect();
+            for gone in entries.keys().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>() {
                 info!("node status: CalicoNodeStatus {gone} is gone; no longer written");
                 entries.remove(&gone);
                 if let Target::File { dir } = &target {
                     let _ = std::fs::remove_file(file_path(dir, &gone));
                 }
             }
-            for req in reqs {
+            for req in current.iter() {
                 match entries.get_mut(&req.name) {
-                    Some(e) if e.req.same_ask(&req) => e.req = req,
+                    Some(e) if e.req.same_ask(req) => e.req = req.clone(),
                     _ => {
                         info!(
                             "node status: CalicoNodeStatus {}: {}",
@@ -325,14 +285,14 @@ pub async fn run(
                             }
                         );
                         let next = req.period.map(|_| now);
-                        entries.insert(req.name.clone(), Entry { req, next, error: None });
+                        entries.insert(req.name.clone(), Entry { req: req.clone(), next, error: None });
                     }
                 }
             }
         }
         let due = entries.values().filter_map(|e| e.next).min();
         tokio::select! {
-            changed = feed.changed() => {
+            changed = reqs.changed() => {
                 if changed.is_err() {
                     return;
                 }

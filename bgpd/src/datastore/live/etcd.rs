@@ -135,7 +135,8 @@ impl Content {
             self.ipam.put(key, value, old.map(|o| &o.ipam));
         } else if is_calico_resource(&key) {
             self.calico.put(key, value, old.map(|o| &o.calico));
-        } else if key.starts_with(&self.prefix) {
+        } else if key.starts_with(&self.prefix) && !crate::daemon::nodestatus::sources::etcd_owns(&self.prefix, &key) {
+            // CalicoNodeStatus objects are the node status's (it reads them itself).
             self.entries.put(key, value, old.map(|o| &o.values));
         }
     }
