@@ -138,7 +138,9 @@ impl Keeper {
     /// Takes the text now at `source` (a key, a file, an API path). Returns the
     /// problems it has that it did not have before (to log once).
     pub fn put(&mut self, source: &str, text: &str) -> Vec<String> {
-        let (reqs, problems) = if text.contains(KIND) {
+        // An object whose text does not name this node cannot be for it: the
+        // statuses other nodes write are not parsed (what watching them costs).
+        let (reqs, problems) = if text.contains(KIND) && text.contains(self.node.as_str()) {
             requests(&[Source { path: source.into(), text: text.to_string() }], &self.node)
         } else {
             (Vec::new(), Vec::new())

@@ -434,3 +434,33 @@ async fn kubernetes_status_is_patched_through_the_status_subresource() {
     assert!(patched("n1-all") <= before + 1, "writes go on for a deleted object");
     task.abort();
 }
+
+#[test]
+fn the_keeper_reparses_one_object_and_reports_a_problem_once() {
+    let mut k = request::Keeper::new("n1");
+    let object = |node: &str, period: &str| {
+        format!(
+            "{{\"apiVersion\": \"projectcalico.org/v3\", \"kind\": \"CalicoNodeStatus\", \"metadata\": {{\"name\": \"s\"}}, \
+             \"spec\": {{\"node\": \"{node}\", \"classes\": [\"BGP\"], \"updatePeriodSeconds\": {period}}}}}"
+        )
+    };
+    assert!(k.put("/p/caliconodestatuses/s", &object("n1", "10")).is_empty());
+    assert!(k.put("/p/caliconodestatuses/t", &object("n2", "10")).is_empty());
+    assert_eq!(k.requests().len(), 1);
+    assert_eq!(k.requests()[0].source, std::path::PathBuf::from("/p/caliconodestatuses/s"));
+    let first = k.put("/p/caliconodestatuses/s", &object("n1", "\"soon\""));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].contains("spec.updatePeriodSeconds"), "{first:?}");
+    assert!(k.put("/p/caliconodestatuses/s", &object("n1", "\"soon\"")).is_empty(), "said once");
+    assert!(k.requests().is_empty(), "an object in error is not written");
+    k.put("/p/caliconodestatuses/s", &object("n1", "5"));
+    assert_eq!(k.requests()[0].period, Some(Duration::from_secs(5)));
+    k.delete("/p/caliconodestatuses/s");
+    assert!(k.requests().is_empty());
+    assert!(sources::etcd_owns("/calico/bgpd/", "/calico/bgpd/caliconodestatuses/s"));
+    assert!(!sources::etcd_owns("/calico/bgpd/", "/calico/bgpd/bgppeers/s"));
+    assert_eq!(
+        sources::etcd_dirs("/calico/bgpd/"),
+        ["/calico/bgpd/caliconodestatuses/", "/calico/resources/v3/projectcalico.org/caliconodestatuses/"]
+    );
+}

@@ -157,7 +157,9 @@ async fn write_etcd(c: &bgpd_etcd::Client, req: &Request, status: &NodeStatus) -
         return Ok(None);
     };
     // The value as stored now (YAML or JSON), its status replaced.
-    let mut stored: Value = serde_yaml::from_slice(&kv.value).map_err(|e| format!("etcd key {key}: {e}"))?;
+    // JSON once bgpd wrote it (fast), else YAML as a user may have put it.
+    let parsed = serde_json::from_slice(&kv.value).or_else(|_| serde_yaml::from_slice(&kv.value));
+    let mut stored: Value = parsed.map_err(|e| format!("etcd key {key}: {e}"))?;
     if stored["kind"] != "CalicoNodeStatus" || stored["spec"] != req.object["spec"] {
         return Ok(None);
     }
