@@ -9,7 +9,8 @@
 //! segment and address) and where a packet for a destination ends from a
 //! member is worked out once: every flow through that member reuses it.
 
-use std::cell::{OnceCell, RefCell};
+use std::borrow::Cow;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -28,6 +29,58 @@ pub type Fibs<'a> = HashMap<&'a str, &'a Fib>;
 
 /// Prefix → its number: looked up for every route of every member.
 type Numbers = FxMap<IpNet, u32>;
+
+/// The prefixes the members learned, numbered (a member's routes are
+/// indexed by these numbers). Numbered once, it serves every thread
+/// tracing a scenario, and a failure scenario numbers only the prefixes
+/// its tables added to the design's.
+#[derive(Clone, Debug, Default)]
+pub struct Numbering {
+    prefixes: Vec<IpNet>,
+    numbers: Numbers,
+    /// The lengths of `prefixes`, longest first: IPv4, IPv6.
+    lengths: [Vec<u8>; 2],
+    /// Whether a prefix with host bits set was seen (and left unnumbered).
+    host_bits: bool,
+}
+
+impl Numbering {
+    /// The prefixes of `nets` (those without host bits set), numbered.
+    pub fn of<'n>(nets: impl IntoIterator<Item = &'n IpNet>) -> Numbering {
+        let mut n = Numbering::default();
+        n.extend(nets);
+        n
+    }
+
+    /// Numbers the prefixes of `nets` not numbered yet.
+    pub fn extend<'n>(&mut self, nets: impl IntoIterator<Item = &'n IpNet>) {
+        let (prefixes, lengths, host_bits) = (&mut self.prefixes, &mut self.lengths, &mut self.host_bits);
+        for net in nets.into_iter().filter(|n| {
+            let whole = **n == n.trunc();
+            *host_bits |= !whole;
+            whole
+        }) {
+            self.numbers.entry(*net).or_insert_with(|| {
+                prefixes.push(*net);
+                let l = &mut lengths[usize::from(net.addr().is_ipv6())];
+                if let Err(at) = l.binary_search_by(|x| net.prefix_len().cmp(x)) {
+                    l.insert(at, net.prefix_len());
+                }
+                (prefixes.len() - 1) as u32
+            });
+        }
+    }
+
+    /// How many prefixes are numbered.
+    pub fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+}
 
 /// Why a branch of a trace stops short of its destination.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,19 +139,28 @@ struct Table<'a> {
     /// `None` when a prefix of its has host bits set (then `fib` is
     /// searched linearly).
     routes: OnceCell<Option<Vec<Option<&'a [IpAddr]>>>>,
+    /// Lookups answered before `routes` was built.
+    asked: Cell<u32>,
 }
+
+/// A member's routes are indexed after this many lookups: one that is asked
+/// a few times (a failure scenario weighs a few prefixes of every node)
+/// looks in its table instead.
+const INDEX_AFTER: u32 = 32;
 
 impl<'a> Table<'a> {
     /// The learned route with the longest prefix covering the destination
     /// whose covering prefixes, longest first, are `chain`.
-    fn longest_match(
-        &self,
-        dst: IpAddr,
-        chain: &[u32],
-        prefixes: &[IpNet],
-        numbers: &Numbers,
-    ) -> Option<(IpNet, &'a [IpAddr])> {
+    fn longest_match(&self, dst: IpAddr, chain: &[u32], numbering: &Numbering) -> Option<(IpNet, &'a [IpAddr])> {
         let fib = self.fib?;
+        let Numbering { prefixes, numbers, host_bits, .. } = numbering;
+        if self.routes.get().is_none() && !host_bits && self.asked.get() < INDEX_AFTER {
+            self.asked.set(self.asked.get() + 1);
+            return chain.iter().find_map(|id| {
+                let net = prefixes[*id as usize];
+                fib.get(&net).map(|hops| (net, hops.as_slice()))
+            });
+        }
         let routes = self.routes.get_or_init(|| {
             let mut routes = vec![None; prefixes.len()];
             for (net, hops) in fib {
@@ -143,11 +205,8 @@ pub struct Network<'a> {
     index: HashMap<&'a str, usize>,
     /// (segment, address) → the first live member (in name order) that has it there.
     hosts: HashMap<(&'a str, IpAddr), usize>,
-    /// Every prefix some member learned, numbered.
-    prefixes: Vec<IpNet>,
-    numbers: Numbers,
-    /// The lengths of `prefixes`, longest first: IPv4, IPv6.
-    lengths: [Vec<u8>; 2],
+    /// The learned prefixes, numbered.
+    numbering: Cow<'a, Numbering>,
     destinations: RefCell<FxMap<IpAddr, Destination>>,
     /// (member, destination) → the members its packets pass ([`Network::through`]).
     through: RefCell<FxMap<(usize, IpAddr), Passes>>,
@@ -157,24 +216,36 @@ impl<'a> Network<'a> {
     /// The design's members, with `failed` down and `fib` giving each
     /// member's installed routes.
     pub fn new(design: &'a Design, failed: &'a Scenario, fib: impl Fn(&str) -> Option<&'a Fib>) -> Network<'a> {
-        let mut prefixes = Vec::new();
-        let mut numbers = Numbers::default();
-        let mut lengths = [BTreeSet::new(), BTreeSet::new()];
         let fibs: Vec<Option<&'a Fib>> = design.members.values().map(|m| fib(&m.name)).collect();
-        for net in fibs.iter().flatten().flat_map(|f| f.keys()).filter(|n| **n == n.trunc()) {
-            numbers.entry(*net).or_insert_with(|| {
-                prefixes.push(*net);
-                lengths[usize::from(net.addr().is_ipv6())].insert(net.prefix_len());
-                (prefixes.len() - 1) as u32
-            });
-        }
+        let numbering = Numbering::of(fibs.iter().flatten().flat_map(|f| f.keys()));
+        Network::build(design, failed, fibs, Cow::Owned(numbering))
+    }
+
+    /// [`Network::new`] with the prefixes numbered already: `numbering`
+    /// must hold every prefix of the tables (it may hold more).
+    pub fn numbered(
+        design: &'a Design,
+        failed: &'a Scenario,
+        fib: impl Fn(&str) -> Option<&'a Fib>,
+        numbering: &'a Numbering,
+    ) -> Network<'a> {
+        let fibs = design.members.values().map(|m| fib(&m.name)).collect();
+        Network::build(design, failed, fibs, Cow::Borrowed(numbering))
+    }
+
+    fn build(
+        design: &'a Design,
+        failed: &'a Scenario,
+        fibs: Vec<Option<&'a Fib>>,
+        numbering: Cow<'a, Numbering>,
+    ) -> Network<'a> {
         let tables: Vec<Table<'a>> = design
             .members
             .values()
             .zip(fibs)
             .map(|(m, fib)| {
                 let live = m.interfaces.iter().filter(|(s, _)| !failed.segments.contains(s)).collect();
-                Table { member: m, up: !failed.down(&m.name), live, fib, routes: OnceCell::new() }
+                Table { member: m, up: !failed.down(&m.name), live, fib, routes: OnceCell::new(), asked: Cell::new(0) }
             })
             .collect();
         let index = tables.iter().enumerate().map(|(i, t)| (t.member.name.as_str(), i)).collect();
@@ -184,14 +255,11 @@ impl<'a> Network<'a> {
                 hosts.entry((seg.as_str(), a.addr())).or_insert(i);
             }
         }
-        let lengths = lengths.map(|l| l.into_iter().rev().collect());
         Network {
             tables,
             index,
             hosts,
-            prefixes,
-            numbers,
-            lengths,
+            numbering,
             destinations: RefCell::new(FxMap::default()),
             through: RefCell::new(FxMap::default()),
         }
@@ -211,9 +279,10 @@ impl<'a> Network<'a> {
     /// The numbers of the learned prefixes covering `dst`, longest first,
     /// worked out (not remembered).
     fn covering(&self, dst: IpAddr) -> Rc<[u32]> {
-        self.lengths[usize::from(dst.is_ipv6())]
+        let n = &*self.numbering;
+        n.lengths[usize::from(dst.is_ipv6())]
             .iter()
-            .filter_map(|len| self.numbers.get(&IpNet::new(dst, *len).ok()?.trunc()).copied())
+            .filter_map(|len| n.numbers.get(&IpNet::new(dst, *len).ok()?.trunc()).copied())
             .collect()
     }
 
@@ -264,7 +333,7 @@ impl<'a> Network<'a> {
         }
         // Of the learned routes only the longest match can win: every other
         // one covering `dst` is shorter.
-        if let Some((net, hops)) = t.longest_match(dst, chain, &self.prefixes, &self.numbers) {
+        if let Some((net, hops)) = t.longest_match(dst, chain, &self.numbering) {
             offer(net, 1, Action::Via(hops));
         }
         for g in &m.gateways {
@@ -434,5 +503,25 @@ impl<'a> Network<'a> {
     pub fn neighbour_of(&self, member: &str, nh: IpAddr) -> Option<&'a str> {
         let t = &self.tables[*self.index.get(member)?];
         self.resolve(t, nh).map(|n| self.tables[n].member.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn numbering_keeps_lengths_longest_first_and_leaves_host_bits_out() {
+        let mut n = Numbering::of(&nets(&["10.0.0.0/24", "10.0.0.0/26", "10.0.0.0/16", "fd00::/64"]));
+        assert_eq!((n.len(), n.lengths.clone(), n.host_bits), (4, [vec![26, 24, 16], vec![64]], false));
+        n.extend(&nets(&["10.0.0.0/26", "10.1.0.0/20", "10.0.0.1/24"]));
+        assert_eq!(n.len(), 5, "numbered once each; a prefix with host bits set is not numbered");
+        assert_eq!(n.lengths[0], vec![26, 24, 20, 16]);
+        assert!(n.host_bits, "and is remembered: lookups then search the whole table");
+        assert_eq!(n.numbers[&"10.1.0.0/20".parse().unwrap()], 4);
     }
 }

@@ -28,7 +28,7 @@ use ipnet::IpNet;
 
 use crate::spec::{Role, TemplateError, Topology};
 
-use delta::{Baseline, Dests, Dirty, Recorded};
+use delta::{Baseline, Dests, Dirty, Moved, Recorded};
 use forward::Fibs;
 use model::Design;
 use report::{Class, FailureOutcome, Finding, Kind, Report, Severity};
@@ -219,13 +219,20 @@ fn failures(
 ) -> Vec<FailureOutcome> {
     let known: BTreeSet<(Class, String)> = baseline.iter().map(|f| (f.class, f.summary.clone())).collect();
     let base = Baseline::new(design, snapshot(design, &sim), dests, recorded, threads());
+    let mut moved = Moved::start(design, &mut sim);
     let mut out = Vec::with_capacity(scenarios.len());
     for failed in &scenarios {
         let converged = sim.fail(failed);
-        out.push(failure(design, &sim, failed, &base, &known, converged));
+        moved.take(design, &mut sim);
+        out.push(failure(design, &sim, failed, &base, &moved, &known, converged));
         let restored = sim.restore(design, failed);
-        if !restored || !design.members.keys().all(|m| sim.fabric.fib_ref(m) == base.fibs.get(m)) {
+        if !moved.settle(design, &mut sim, &base) || !restored {
             sim = sim::simulate(design, &Scenario::none());
+            moved = Moved::start(design, &mut sim);
+            // Simulated again from the start: deterministic, yet compared;
+            // what differs stays counted as moved.
+            moved.forget();
+            moved.settle(design, &mut sim, &base);
         }
     }
     std::thread::spawn(move || drop(sim));
@@ -238,11 +245,12 @@ fn failure(
     sim: &Simulation,
     failed: &Scenario,
     base: &Baseline,
+    moved: &Moved,
     known: &BTreeSet<(Class, String)>,
     converged: bool,
 ) -> FailureOutcome {
     let fibs = fibs(design, sim);
-    let dirty = Dirty::new(design, base, failed, &fibs);
+    let dirty = Dirty::new(design, base, failed, &fibs, moved);
     let (counts, findings) = reach::check_changed(design, sim, failed, &fibs, base, &dirty, threads());
     let fresh: Vec<Finding> = findings.into_iter().filter(|f| !known.contains(&(f.class, f.summary.clone()))).collect();
     let mut findings = Vec::new();

@@ -279,7 +279,11 @@ fn traced(
     mode: &Mode,
     threads: usize,
 ) -> (TraceCounts, Vec<Finding>, Rows) {
-    let network = || Network::new(design, failed, |m| fibs.get(m).copied());
+    let fib = |m: &str| fibs.get(m).copied();
+    let network = || match mode {
+        Mode::Reuse(r) => Network::numbered(design, failed, fib, r.dirty.numbering()),
+        Mode::Record(_) => Network::new(design, failed, fib),
+    };
     let chunk = srcs.len().div_ceil(threads.max(1)).max(1);
     let parts: Vec<(Traced, Rows)> = std::thread::scope(|s| {
         let mut chunks = srcs.chunks(chunk);

@@ -188,11 +188,20 @@ pub struct Table<P> {
     pick: foldhash::fast::RandomState,
     len: usize,
     paths: usize,
+    /// When kept ([`Table::track`]): the prefixes whose paths were added,
+    /// replaced or removed since it was last taken (repeats included).
+    journal: Option<Vec<P>>,
 }
 
 impl<P> Default for Table<P> {
     fn default() -> Self {
-        Table { shards: (0..SHARDS).map(|_| FastMap::default()).collect(), pick: Default::default(), len: 0, paths: 0 }
+        Table {
+            shards: (0..SHARDS).map(|_| FastMap::default()).collect(),
+            pick: Default::default(),
+            len: 0,
+            paths: 0,
+            journal: None,
+        }
     }
 }
 
@@ -279,6 +288,29 @@ impl<P: Copy + Eq + Hash> Table<P> {
         capacity * entry + (extra + extra.min(self.len)) * std::mem::size_of::<Path>()
     }
 
+    /// Starts (or stops) keeping a journal of the prefixes whose paths
+    /// change: added, replaced or removed (not flags such as stale or used).
+    pub fn track(&mut self, on: bool) {
+        self.journal = on.then(|| self.journal.take().unwrap_or_default());
+    }
+
+    /// Whether a journal is kept.
+    pub fn tracks(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The prefixes whose paths changed since the journal was last taken
+    /// (in order, repeats included); empty when no journal is kept.
+    pub fn take_journal(&mut self) -> Vec<P> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn log(journal: &mut Option<Vec<P>>, prefix: P) {
+        if let Some(j) = journal {
+            j.push(prefix);
+        }
+    }
+
     /// The used paths of `prefix` (best first), as they are now.
     pub fn used(&self, prefix: &P) -> SmallVec<[Path; 1]> {
         self.get(prefix).map(|p| used_of(p)).unwrap_or_default()
@@ -301,6 +333,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
                 e.insert(Paths::one(path));
                 self.len += 1;
                 self.paths += 1;
+                Self::log(&mut self.journal, prefix);
                 return (reachable.then_some((Used::new(), now)), true);
             }
         };
@@ -323,6 +356,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
                 true
             }
         };
+        Self::log(&mut self.journal, prefix);
         decide(paths, d);
         (used_changed(&before, paths).then(|| (before, used_of(paths))), added)
     }
@@ -343,6 +377,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
         let was_used = paths[i].is_used();
         let before = if was_used { used_of(paths) } else { Used::new() };
         self.paths -= 1;
+        Self::log(&mut self.journal, prefix);
         if !paths.retain(|p| !(p.peer == peer && p.path_id == path_id)) {
             self.shards[shard].remove(&prefix);
             self.len -= 1;
@@ -366,12 +401,14 @@ impl<P: Copy + Eq + Hash> Table<P> {
     ) -> usize {
         let mut removed = 0;
         let mut emptied = 0;
+        let journal = &mut self.journal;
         for shard in &mut self.shards {
             shard.retain(|prefix, paths| {
                 let n = paths.iter().filter(|p| pred(p)).count();
                 if n == 0 {
                     return true;
                 }
+                Self::log(journal, *prefix);
                 let before = used_of(paths);
                 removed += n;
                 if !paths.retain(|p| !pred(p)) {
@@ -622,6 +659,35 @@ mod tests {
         let swept = t.remove_where(|p| p.peer == PeerId(0) && p.is_stale(), &d, |_, _, _| {});
         assert_eq!(swept, 1);
         assert!(t.get(&p1).is_some() && t.get(&p2).is_none());
+    }
+
+    #[test]
+    fn the_journal_names_each_prefix_whose_paths_changed() {
+        let mut i = Interner::default();
+        let ps = peers();
+        let d = input(&ps, DecisionOptions::default(), 1);
+        let mut t: Table<Ipv4Net> = Table::default();
+        let a = attrs(&mut i, &[65001], [10, 0, 0, 1], None);
+        let b = attrs(&mut i, &[65002], [10, 0, 0, 2], None);
+        let [p1, p2, p3]: [Ipv4Net; 3] = ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"].map(|p| p.parse().unwrap());
+        t.update(p1, Path::new(PeerId(0), 0, a.clone()), &d);
+        assert!(t.take_journal().is_empty(), "no journal until asked for");
+        t.track(true);
+        t.update(p1, Path::new(PeerId(0), 0, a.clone()), &d);
+        t.mark(|_| true, STALE);
+        assert!(t.take_journal().is_empty(), "sent again, and flags: the paths are the same");
+        t.update(p2, Path::new(PeerId(0), 0, a.clone()), &d);
+        t.update(p1, Path::new(PeerId(1), 0, b.clone()), &d);
+        t.update(p1, Path::new(PeerId(1), 0, a.clone()), &d);
+        assert_eq!(t.take_journal(), vec![p2, p1, p1], "a new prefix, a second path, a replaced path");
+        assert!(t.take_journal().is_empty(), "taken");
+        t.withdraw(p2, PeerId(0), 0, &d);
+        t.withdraw(p3, PeerId(0), 0, &d);
+        t.remove_where(|p| p.peer == PeerId(1), &d, |_, _, _| {});
+        assert_eq!(t.take_journal(), vec![p2, p1], "a withdrawal (not of a path that was not there), a removal");
+        t.track(false);
+        t.withdraw(p1, PeerId(0), 0, &d);
+        assert!(t.take_journal().is_empty(), "stopped");
     }
 
     #[test]

@@ -109,6 +109,10 @@ struct Member {
     interfaces: Vec<(usize, IpNet)>,
     alive: bool,
     fib: BTreeMap<IpNet, Vec<IpAddr>>,
+    /// When kept ([`Fabric::track_fib_changes`]): the prefixes of `fib`
+    /// that changed since it was last taken; `None` inside when the whole
+    /// table was cleared.
+    fib_journal: Option<Option<Vec<IpNet>>>,
     tracks: BTreeMap<PeerKey, Track>,
     /// Open connections: (peer, conn) → link.
     conns: BTreeMap<(PeerKey, ConnId), usize>,
@@ -199,6 +203,7 @@ impl Fabric {
             interfaces,
             alive: true,
             fib: BTreeMap::new(),
+            fib_journal: None,
             tracks: BTreeMap::new(),
             conns: BTreeMap::new(),
             timer: None,
@@ -251,6 +256,28 @@ impl Fabric {
         self.index(name).map(|i| &self.members[i].fib)
     }
 
+    /// Starts keeping, for every member, a journal of the prefixes of its
+    /// forwarding table that change: a caller that kept a copy of the
+    /// tables compares only what moved ([`Fabric::take_fib_changes`]).
+    pub fn track_fib_changes(&mut self) {
+        for m in &mut self.members {
+            m.fib_journal.get_or_insert(Some(Vec::new()));
+        }
+    }
+
+    /// The prefixes of the member's forwarding table that changed since
+    /// this was last asked (sorted, each once; a prefix may have changed
+    /// back). `None` when any may have: the table was cleared (the member
+    /// failed or restarted), or no journal is kept.
+    pub fn take_fib_changes(&mut self, name: &str) -> Option<Vec<IpNet>> {
+        let i = self.index(name)?;
+        let journal = self.members[i].fib_journal.as_mut()?;
+        let mut out = journal.replace(Vec::new())?;
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
     /// The member's sessions, in the order its peers were added.
     pub fn sessions(&self, name: &str) -> Vec<SessionReport> {
         let Some(m) = self.index(name).map(|i| &self.members[i]) else { return Vec::new() };
@@ -279,6 +306,9 @@ impl Fabric {
             self.cut(l);
         }
         self.members[i].fib.clear();
+        if let Some(j) = &mut self.members[i].fib_journal {
+            *j = None;
+        }
     }
 
     /// Takes a segment down: connections over it close at once, its
@@ -312,6 +342,9 @@ impl Fabric {
         m.speaker = speaker;
         m.alive = true;
         m.fib.clear();
+        if let Some(j) = &mut m.fib_journal {
+            *j = None;
+        }
         m.tracks.clear();
         m.conns.clear();
         m.timer = None;
@@ -456,8 +489,12 @@ impl Fabric {
                 }
             }
             Event::Fib(routes) => {
-                let fib = &mut self.members[m].fib;
+                let member = &mut self.members[m];
+                let (fib, journal) = (&mut member.fib, &mut member.fib_journal);
                 for r in routes {
+                    if let Some(Some(j)) = journal {
+                        j.push(r.prefix);
+                    }
                     if r.next_hops.is_empty() {
                         fib.remove(&r.prefix);
                     } else {

@@ -462,6 +462,29 @@ fn a_mesh_node_failure_withdraws_its_block_and_nothing_else() {
 }
 
 #[test]
+fn journals_name_the_routes_and_paths_a_failure_moved() {
+    let defs = mesh_defs();
+    let mut f = fabric(3, lan, &defs);
+    assert!(f.run(Duration::from_secs(600)));
+    assert_eq!(f.take_fib_changes("n1"), None, "no journal until asked for");
+    f.track_fib_changes();
+    for n in ["n1", "n2", "n3", "n4"] {
+        f.speaker_mut(n).unwrap().rib_mut().track_changes(true);
+    }
+    assert_eq!(f.take_fib_changes("n1"), Some(Vec::new()));
+    f.fail_member("n4");
+    assert!(f.run(Duration::from_secs(600)));
+    let gone = net("10.244.0.192/26");
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(f.take_fib_changes(n), Some(vec![gone]), "{n}: only n4's block left its table");
+        assert_eq!(f.speaker_mut(n).unwrap().rib_mut().take_changes(), vec![gone], "{n}: only n4's paths went");
+    }
+    assert_eq!(f.take_fib_changes("n4"), None, "a failed member's table was cleared: anything may have changed");
+    assert_eq!(f.take_fib_changes("n4"), Some(Vec::new()), "and is journalled again");
+    assert_eq!(f.take_fib_changes("n1"), Some(Vec::new()), "taken");
+}
+
+#[test]
 fn a_failed_member_restarted_brings_the_tables_back_to_where_they_were() {
     let defs = mesh_defs();
     let mut f = fabric(3, lan, &defs);

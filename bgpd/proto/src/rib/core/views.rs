@@ -125,6 +125,39 @@ impl Rib {
         v4.chain(v6)
     }
 
+    /// The paths to one prefix, best first (none when there are none).
+    pub fn paths_of(&self, prefix: IpNet) -> &[Path] {
+        let paths = match prefix {
+            IpNet::V4(p) => self.fams.v4.table.get(&p),
+            IpNet::V6(p) => self.fams.v6.table.get(&p),
+        };
+        paths.map_or(&[], |p| &p[..])
+    }
+
+    /// Starts (or stops) keeping a journal of the prefixes whose paths are
+    /// added, replaced or removed, for a caller that looks again only at
+    /// what changed ([`Rib::take_changes`]). Off by default: a daemon has
+    /// no reader for it.
+    pub fn track_changes(&mut self, on: bool) {
+        self.fams.v4.table.track(on);
+        self.fams.v6.table.track(on);
+    }
+
+    /// Whether a journal of changes is kept ([`Rib::track_changes`]).
+    pub fn tracks_changes(&self) -> bool {
+        self.fams.v4.table.tracks()
+    }
+
+    /// The prefixes whose paths changed since the journal was last taken,
+    /// sorted, each once; empty when no journal is kept.
+    pub fn take_changes(&mut self) -> Vec<IpNet> {
+        let v4 = self.fams.v4.table.take_journal().into_iter().map(IpNet::V4);
+        let mut out: Vec<IpNet> = v4.chain(self.fams.v6.table.take_journal().into_iter().map(IpNet::V6)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     fn view(&self, paths: &[Path], reasons: Vec<Option<Reason>>) -> Vec<PathView> {
         paths
             .iter()
