@@ -95,6 +95,14 @@ pub fn render(shared: &Shared) -> String {
         (s.datastore_ok, s.rib, s.bfd.clone(), s.routes_ignored.clone(), s.refused_unconfigured)
     };
     refused.with_label_values::<&str>(&[]).inc_by(refused_unconfigured);
+    let status_writes = counter(
+        "bgpd_node_status_writes_total",
+        "CalicoNodeStatus status writes into the datastore, by result (written, failed)",
+        &["result"],
+    );
+    let (written, failed) = shared.lock().node_status_writes;
+    status_writes.with_label_values(&["written"]).inc_by(written);
+    status_writes.with_label_values(&["failed"]).inc_by(failed);
     for (peer, counts) in &ignored_by_peer {
         for (why, n) in counts.iter().filter(|(_, n)| *n > 0) {
             ignored.with_label_values(&[peer, why.name()]).inc_by(n);

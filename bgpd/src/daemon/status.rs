@@ -175,6 +175,8 @@ pub struct Status {
     pub bfd: super::bfd::BfdView,
     /// What `bgpd show status` and CalicoNodeStatus need from the last load.
     pub node_status: super::nodestatus::render::Facts,
+    /// CalicoNodeStatus writes since start: (written, failed).
+    pub node_status_writes: (u64, u64),
 }
 
 /// Selection deferral in progress (RFC 4724 §4.1), as `show peers` says it.

@@ -392,7 +392,7 @@ async fn kubernetes_status_is_patched_through_the_status_subresource() {
     }
     let reqs = follow::spawn("n1", client.clone());
     let target = writer::Target::Kubernetes { client: Some(client), api: None };
-    let task = tokio::spawn(writer::run(target, shared, None, reqs));
+    let task = tokio::spawn(writer::run(target, shared.clone(), None, reqs));
 
     let written =
         eventually("n1-all's status", || server.object(collection, "n1-all").filter(|o| o["status"].is_object())).await;
@@ -411,6 +411,12 @@ async fn kubernetes_status_is_patched_through_the_status_subresource() {
     // Written again every second.
     eventually("a second write", || (patched("n1-all") >= 2).then_some(())).await;
     assert_eq!((patched("n1-never"), patched("n2-bgp")), (0, 0), "period 0, and another node's");
+    let metrics = crate::daemon::metrics::render(&shared);
+    let written = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bgpd_node_status_writes_total{result=\"written\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(written.is_some_and(|n| n >= 2), "{metrics}");
     assert!(server.object(collection, "n2-bgp").unwrap().get("status").is_none());
 
     // The user asks for BGP only: the other sections go (a merge patch with nulls).

@@ -329,6 +329,7 @@ async fn write_due(
         match target.write(&e.req, &status).await {
             Ok(Some(bytes)) => {
                 debug!(bytes, "node status: CalicoNodeStatus {name} written");
+                shared.lock().node_status_writes.0 += 1;
                 if e.error.take().is_some() {
                     info!("node status: CalicoNodeStatus {name} written again");
                 }
@@ -336,6 +337,7 @@ async fn write_due(
             }
             Ok(None) => e.next = Some(now + RETRY.min(period)),
             Err(why) => {
+                shared.lock().node_status_writes.1 += 1;
                 if e.error.as_ref() != Some(&why) {
                     warn!("node status: CalicoNodeStatus {name}: {why}; trying again");
                 }
