@@ -202,7 +202,7 @@ struct Destination {
 /// The forwarding state of the whole design in one scenario.
 pub struct Network<'a> {
     tables: Vec<Table<'a>>,
-    index: HashMap<&'a str, usize>,
+    index: FxMap<&'a str, usize>,
     /// (segment, address) → the first live member (in name order) that has it there.
     hosts: HashMap<(&'a str, IpAddr), usize>,
     /// The learned prefixes, numbered.
@@ -376,8 +376,12 @@ impl<'a> Network<'a> {
         }
         // A result without a loop holds wherever the packet came from, as
         // long as this path's length leaves room for its depth.
-        let chain = self.chain(dst);
-        let known = self.destinations.borrow().get(&dst).and_then(|d| d.known[i].clone());
+        // One lookup of the destination: what it knows of `i`, and its chain.
+        let seen = self.destinations.borrow().get(&dst).map(|d| (d.chain.clone(), d.known[i].clone()));
+        let (chain, known) = match seen {
+            Some(seen) => seen,
+            None => (self.chain(dst), None),
+        };
         if let Some(k) = known.filter(|k| stack.len() + k.depth <= MAX_HOPS) {
             return (k.ends, k.depth);
         }
