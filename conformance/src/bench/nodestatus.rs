@@ -271,7 +271,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !testgate_have("etcd") {
         return Err("etcd is not installed (Debian etcd-server)".into());
     }
-    let bgpd_bin = crate::lab::bgpd::binary();
+    // `target/release/bench` runs `target/release/bgpd` beside it; else the
+    // lab's lookup (`$BGPD_BIN`, or beside a test binary's directory).
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("bgpd")));
+    let bgpd_bin = match beside.filter(|p| p.is_file() && std::env::var_os("BGPD_BIN").is_none()) {
+        Some(p) => p,
+        None => crate::lab::bgpd::binary(),
+    };
     let tmp = tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
