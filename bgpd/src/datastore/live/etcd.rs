@@ -129,26 +129,39 @@ fn calico_prefixes() -> impl Iterator<Item = String> {
 }
 
 impl Content {
+    /// Whether `key` is read by the node status, not the model: its
+    /// CalicoNodeStatus objects, which every node writes every few seconds.
+    fn not_ours(&self, key: &str) -> bool {
+        crate::daemon::nodestatus::sources::etcd_owns(&self.prefix, key)
+    }
+
     /// Takes a put of `key` (of either part; other keys are not ours).
-    fn put(&mut self, key: String, value: &[u8], old: Option<&Old>) {
+    /// Whether it was one of ours.
+    fn put(&mut self, key: String, value: &[u8], old: Option<&Old>) -> bool {
         if self.ipam.owns(&key) {
             self.ipam.put(key, value, old.map(|o| &o.ipam));
         } else if is_calico_resource(&key) {
             self.calico.put(key, value, old.map(|o| &o.calico));
-        } else if key.starts_with(&self.prefix) && !crate::daemon::nodestatus::sources::etcd_owns(&self.prefix, &key) {
-            // CalicoNodeStatus objects are the node status's (it reads them itself).
+        } else if key.starts_with(&self.prefix) && !self.not_ours(&key) {
             self.entries.put(key, value, old.map(|o| &o.values));
+        } else {
+            return false;
         }
+        true
     }
 
-    fn delete(&mut self, key: &str) {
+    /// Takes a delete of `key`; whether it was one of ours.
+    fn delete(&mut self, key: &str) -> bool {
         if self.ipam.owns(key) {
             self.ipam.delete(key);
         } else if is_calico_resource(key) {
             self.calico.delete(key);
-        } else {
+        } else if !self.not_ours(key) {
             self.entries.delete(key);
+        } else {
+            return false;
         }
+        true
     }
 
     /// Starts a full read; returns the values read so far.
@@ -294,13 +307,18 @@ async fn session(
             Ok(None) => return Err("the watch stream ended".into()),
             Err(e) => return Err(format!("watch: {e}")),
         };
+        let mut ours = false;
         for ev in events {
-            match ev {
+            ours |= match ev {
                 WatchEvent::Put(kv) => content.put(String::from_utf8_lossy(&kv.key).into_owned(), &kv.value, None),
                 WatchEvent::Delete(kv) => content.delete(&String::from_utf8_lossy(&kv.key)),
-            }
+            };
         }
-        content.publish(out);
+        // The node statuses every node writes change nothing of the model:
+        // nothing to publish (at 1,000 nodes they are 100 writes a second).
+        if ours {
+            content.publish(out);
+        }
     }
 }
 
@@ -331,6 +349,19 @@ mod tests {
             "spec": {"cidr": cidr, "blockSize": 26, "ipipMode": "Never", "natOutgoing": true},
         })
         .to_string()
+    }
+
+    #[test]
+    fn node_status_writes_are_not_the_models() {
+        let mut c = content();
+        let status = format!("{DEFAULT_PREFIX}caliconodestatuses/n1");
+        assert!(!c.put(status.clone(), b"kind: CalicoNodeStatus\n", None), "a status write publishes nothing");
+        assert!(!c.delete(&status));
+        assert!(c.entries.values.is_empty());
+        let peer = format!("{DEFAULT_PREFIX}bgppeers/tor");
+        assert!(c.put(peer.clone(), b"kind: BGPPeer\n", None));
+        assert!(c.delete(&peer));
+        assert!(!c.put("/elsewhere/x".into(), b"kind: Node\n", None), "not under a prefix read");
     }
 
     fn content() -> Content {
