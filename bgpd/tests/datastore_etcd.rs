@@ -10,29 +10,18 @@
 //! No BGP peer is configured (the node only listens on a free loopback port), and
 //! the kernel is not programmed, so no root is needed.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, Proc};
 use serde_json::{json, Value};
 
 const PREFIX: &str = "/bgpd-test/";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
-}
-
-/// A killed-on-drop child process.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// etcd on fixed loopback ports and a data directory that outlives restarts.
 struct Etcd {
