@@ -457,10 +457,11 @@ impl PeerPolicy {
         };
         let inside =
             |exported: bool| ranges.iter().position(|r| r.source.exported() == exported && r.cidr.contains(&prefix));
-        match (inside(true), inside(false)) {
-            (Some(i), _) => Decision::default(true, DecidedBy::InRange(i)),
-            (None, Some(i)) => Decision::default(false, DecidedBy::ExportDisabled(i)),
-            (None, None) => Decision::default(false, DecidedBy::NotExportable),
+        // The disabled ranges are looked at only for a route outside every exported one.
+        match inside(true).ok_or_else(|| inside(false)) {
+            Ok(i) => Decision::default(true, DecidedBy::InRange(i)),
+            Err(Some(i)) => Decision::default(false, DecidedBy::ExportDisabled(i)),
+            Err(None) => Decision::default(false, DecidedBy::NotExportable),
         }
     }
 
