@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bgpd_etcd::{Access, Client, ConnectOptions, WatchEvent, WatchMessage, WatchSpec};
+use bgpd_etcd::{Access, Client, ConnectOptions, WatchEvent, WatchSpec};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::request::{Keeper, Request};
-use crate::datastore::live::{Backoff, Feed};
+use crate::datastore::live::{next_events, Backoff, Feed};
 
 /// The key directory, under the etcd datastore's prefix, of CalicoNodeStatus
 /// objects (Calico's plural, as the other kinds' recommended keys).
@@ -138,21 +138,7 @@ async fn follow_etcd(
         let spec = WatchSpec::prefix(dir.as_str()).from_revision(revision + 1);
         stream.create(spec).await.map_err(|e| format!("watch of {dir}: {e}"))?;
     }
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                if tx.is_closed() { return Ok(()) }
-                continue;
-            }
-        };
-        let events = match msg {
-            Ok(Some(WatchMessage::Events { events, .. })) => events,
-            Ok(Some(WatchMessage::Progress { .. })) => continue,
-            Ok(Some(WatchMessage::Cancelled(c))) => return Err(format!("watch: {}", bgpd_etcd::Error::from(c))),
-            Ok(None) => return Err("the watch stream ended".into()),
-            Err(e) => return Err(format!("watch: {e}")),
-        };
+    while let Some(events) = next_events(&mut stream, || tx.is_closed()).await? {
         for ev in events {
             match ev {
                 WatchEvent::Put(kv) => {
@@ -163,4 +149,5 @@ async fn follow_etcd(
         }
         publish(tx, keeper);
     }
+    Ok(())
 }

@@ -289,24 +289,7 @@ async fn session(
         let spec = WatchSpec::prefix(p.as_str()).from_revision(revision + 1);
         timed("watch of Calico's resource keys", stream.create(spec)).await?;
     }
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            // Stop with the daemon even when nothing changes.
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                if out.closed() { return Ok(()) }
-                continue;
-            }
-        };
-        let events = match msg {
-            Ok(Some(WatchMessage::Events { events, .. })) => events,
-            Ok(Some(WatchMessage::Progress { .. })) => continue,
-            // Cancelled when its start revision was compacted away: a resync reads
-            // everything again.
-            Ok(Some(WatchMessage::Cancelled(c))) => return Err(format!("watch: {}", bgpd_etcd::Error::from(c))),
-            Ok(None) => return Err("the watch stream ended".into()),
-            Err(e) => return Err(format!("watch: {e}")),
-        };
+    while let Some(events) = next_events(&mut stream, || out.closed()).await? {
         let mut ours = false;
         for ev in events {
             ours |= match ev {
@@ -318,6 +301,33 @@ async fn session(
         // nothing to publish (at 1,000 nodes they are 100 writes a second).
         if ours {
             content.publish(out);
+        }
+    }
+    Ok(())
+}
+
+/// The next batch of events of a watch; `Ok(None)` once `closed` says nobody
+/// reads them any more (asked every second, so that a reader stops with the
+/// daemon even when nothing changes). A watch cancelled because its start
+/// revision was compacted away is an error: the caller reads everything again.
+pub(crate) async fn next_events(
+    stream: &mut bgpd_etcd::Watch,
+    closed: impl Fn() -> bool,
+) -> Result<Option<Vec<WatchEvent>>, String> {
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if closed() { return Ok(None) }
+                continue;
+            }
+        };
+        match msg {
+            Ok(Some(WatchMessage::Events { events, .. })) => return Ok(Some(events)),
+            Ok(Some(WatchMessage::Progress { .. })) => continue,
+            Ok(Some(WatchMessage::Cancelled(c))) => return Err(format!("watch: {}", bgpd_etcd::Error::from(c))),
+            Ok(None) => return Err("the watch stream ended".into()),
+            Err(e) => return Err(format!("watch: {e}")),
         }
     }
 }

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use super::Source;
 
+pub(crate) use etcd::next_events;
+
 /// The `--datastore` argument, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatastoreSpec {
