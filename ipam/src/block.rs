@@ -43,8 +43,8 @@ pub struct AllocationAttribute {
     /// The handle that owns the address (one per pod interface).
     #[serde(rename = "handle_id", default, skip_serializing_if = "Option::is_none")]
     pub handle_id: Option<String>,
-    /// Namespace, pod, node.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Namespace, pod, node. (Calico's Go client writes `null` for none.)
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
     pub secondary: BTreeMap<String, String>,
 }
 
@@ -73,12 +73,24 @@ pub struct AllocationBlock {
     pub allocations: Vec<Option<u32>>,
     /// Free ordinals, in the order they will be handed out.
     pub unallocated: Vec<u32>,
-    /// Attributes shared by the allocations that refer to them.
-    #[serde(default)]
+    /// Attributes shared by the allocations that refer to them (always
+    /// written: the CRD requires it; `null`, as Calico's Go client may write
+    /// it to etcd, reads as none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub attributes: Vec<AllocationAttribute>,
     /// Incremented on every change (Calico `sequenceNumber`).
     #[serde(default)]
     pub sequence_number: u64,
+}
+
+/// A field Calico's Go client writes as `null` when empty (a nil slice or
+/// map): read as the empty value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Calico's `host:` affinity prefix.
@@ -480,7 +492,10 @@ pub enum AffinityState {
     PendingDeletion,
 }
 
-/// A node's affinity to a block (Calico `BlockAffinity` spec).
+/// A node's affinity to a block (Calico `BlockAffinity` spec). Calico's
+/// `deleted` (a string `"true"`/`"false"` in `crd.projectcalico.org/v1`, a
+/// boolean elsewhere) is not kept: the allocator never marks an affinity
+/// deleted, and the Kubernetes store writes the `"false"` its CRD requires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockAffinity {
     /// The node.
@@ -497,8 +512,9 @@ pub struct IpamHandle {
     /// The handle ID (e.g. `k8s-pod-network.CONTAINERID`).
     #[serde(rename = "handleID")]
     pub handle_id: String,
-    /// Block CIDR (as text, like Calico) → number of addresses held there.
-    #[serde(default)]
+    /// Block CIDR (as text, like Calico) → number of addresses held there
+    /// (always written: the CRD requires it; `null` reads as none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub block: BTreeMap<String, u32>,
     /// Floating IPs recorded for this handle, to be advertised towards the node.
     #[serde(rename = "floatingIPs", default, skip_serializing_if = "Vec::is_empty")]
@@ -626,5 +642,39 @@ mod tests {
         assert_eq!(v["affinity"], "host:n1");
         let back: AllocationBlock = serde_json::from_value(v).unwrap();
         assert_eq!(back, b);
+    }
+
+    /// What Calico's Go client writes (nil slices and maps as `null`, fields
+    /// bgpd-ipam does not keep) still reads.
+    #[test]
+    fn test_calico_written_objects_decode() {
+        let block: AllocationBlock = serde_json::from_value(serde_json::json!({
+            "cidr": "10.0.0.0/30", "affinity": "host:n1", "strictAffinity": false, "deleted": false,
+            "allocations": [0, null, null, null], "unallocated": [1, 2, 3], "sequenceNumber": 4,
+            "sequenceNumberForAllocation": {"0": 3}, "affinityClaimTime": "2026-11-30T04:33:20Z",
+            "attributes": [{"handle_id": "h", "secondary": null, "alternateOwnerAttrs": {}}],
+        }))
+        .unwrap();
+        assert_eq!(
+            block.attributes,
+            vec![AllocationAttribute { handle_id: Some("h".into()), secondary: BTreeMap::new() }]
+        );
+        block.check().unwrap();
+        let empty: AllocationBlock = serde_json::from_value(serde_json::json!({
+            "cidr": "10.0.0.0/30", "strictAffinity": false, "allocations": [null, null, null, null],
+            "unallocated": [0, 1, 2, 3], "attributes": null,
+        }))
+        .unwrap();
+        empty.check().unwrap();
+        for deleted in [serde_json::json!("false"), serde_json::json!(false)] {
+            let a: BlockAffinity = serde_json::from_value(serde_json::json!({
+                "cidr": "10.0.0.0/30", "node": "n1", "state": "confirmed", "deleted": deleted, "type": "host",
+            }))
+            .unwrap();
+            assert_eq!(a.state, AffinityState::Confirmed);
+        }
+        let h: IpamHandle =
+            serde_json::from_value(serde_json::json!({"handleID": "h", "block": null, "deleted": false})).unwrap();
+        assert!(h.block.is_empty());
     }
 }

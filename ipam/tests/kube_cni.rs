@@ -6,7 +6,10 @@
 //! the plugin's on a node; the design (IPPools, the Node with Calico's label
 //! annotation, the pod's Namespace and Pod annotations, IPAMConfig) is read from
 //! the API; the state is written as Calico's CRDs (`KubeStore`); the metrics
-//! text file is written per command (`ipam.metrics_dir`).
+//! text file is written per command (`ipam.metrics_dir`). The stand-in admits
+//! every write against Calico's CRD schemas (the shared data's
+//! `calico-crds/`), as a real API server does: a write that does not fit is
+//! answered `422 Invalid`.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -28,8 +31,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
-        Cluster::start_serving(true)
+    /// The stand-in with admission against Calico's CRDs; `None` (a printed
+    /// skip, a failure under CI) without the shared data.
+    fn start(test: &str) -> Option<Cluster> {
+        let c = Cluster::start_serving(true);
+        c.server.admit_calico_crds(test).then_some(c)
     }
 
     /// The stand-in, serving Calico's IPPool CRD or not.
@@ -121,8 +127,8 @@ fn pool(name: &str, cidr: &str, selector: &str) -> Value {
 /// The design of a small cluster: the pod pool for node n1 (chosen by a
 /// Kubernetes label and a Calico label of its Node), a pool only a namespace's
 /// annotation names, and their pods.
-fn cluster() -> Cluster {
-    let c = Cluster::start();
+fn cluster(test: &str) -> Option<Cluster> {
+    let c = Cluster::start(test)?;
     let s = &c.server;
     s.apply(&format!("{CRD}/ippools"), pool("pods", "10.244.0.0/24", "rack == 'r1' && zone == 'z1'"));
     s.apply(&format!("{CRD}/ippools"), pool("team", "10.250.0.0/24", "rack == 'nowhere'"));
@@ -157,7 +163,7 @@ fn cluster() -> Cluster {
                "metadata": {"name": "lost", "namespace": "default",
                             "annotations": {"cni.projectcalico.org/ipv4pools": "[\"no-such-pool\"]"}}}),
     );
-    c
+    Some(c)
 }
 
 fn in_net(addr: &str, net: &str) -> bool {
@@ -169,7 +175,7 @@ fn in_net(addr: &str, net: &str) -> bool {
 /// design read from the API server and the state kept as Calico's CRDs.
 #[test]
 fn add_and_del_on_the_kubernetes_datastore() {
-    let c = cluster();
+    let Some(c) = cluster("add_and_del_on_the_kubernetes_datastore") else { return };
     // The node's pool, chosen by its Kubernetes and Calico labels.
     let a = c.add("c1", "default", "api-0");
     assert!(in_net(&a, "10.244.0.0/24"), "{a}");
@@ -177,6 +183,7 @@ fn add_and_del_on_the_kubernetes_datastore() {
     assert_eq!(block["spec"]["affinity"], "host:n1");
     let affinity = c.object("blockaffinities", "n1-10-244-0-0-28").expect("its BlockAffinity");
     assert_eq!(affinity["spec"]["state"], "confirmed");
+    assert_eq!(affinity["spec"]["deleted"], "false", "the v1 CRD's required string");
     assert!(c.object("ipamhandles", "podnet.c1.eth0").is_some(), "the handle as an IPAMHandle");
     // The namespace's annotation names the other pool.
     let b = c.add("c2", "team", "web-0");
@@ -229,13 +236,14 @@ fn add_and_del_on_the_kubernetes_datastore() {
     assert_eq!(m["bgpd_ipam_pool_free_addresses{pool=\"team\",cidr=\"10.250.0.0/24\"}"], 255.0);
     assert_eq!(m["bgpd_ipam_block_free_addresses{block=\"10.250.0.0/28\"}"], 15.0);
     assert_eq!(m["bgpd_ipam_block_addresses{block=\"10.250.0.0/28\"}"], 16.0);
+    assert_eq!(c.server.warnings(), Vec::<String>::new(), "no field the CRDs do not name");
 }
 
 /// Bad input on the `kubernetes` datastore: errors that name what is wrong,
 /// and nothing written.
 #[test]
 fn kubernetes_datastore_errors_name_the_problem() {
-    let c = cluster();
+    let Some(c) = cluster("kubernetes_datastore_errors_name_the_problem") else { return };
     // A kubeconfig that does not exist: I/O failure naming the file.
     let conf =
         c.conf().replace(&format!("kubernetes:{}/kubeconfig", c.dir.path().display()), "kubernetes:/nonexistent/kc");
@@ -263,4 +271,74 @@ fn kubernetes_datastore_errors_name_the_problem() {
     assert!(!ok);
     assert_eq!(res["code"], 50, "{res}");
     assert!(res["msg"].as_str().unwrap().contains("ippools"), "{res}");
+}
+
+/// Issue 20: every object `KubeStore` writes fits Calico's v1 CRDs, so a real
+/// API server takes it: a block claim (IPAMBlock, BlockAffinity pending then
+/// confirmed), allocations (the block replaced, IPAMHandles created and
+/// replaced), a release (the block replaced, the handle deleted) and the
+/// block's release (the affinity `pendingDeletion`, then deleted). Each write
+/// is admitted against the schemas (a BlockAffinity without `deleted` was
+/// answered `422 Invalid: spec.deleted: Required value`), and none is pruned.
+#[test]
+fn every_kube_store_write_fits_calicos_crds() {
+    use ipam::store::kubernetes::KubeStore;
+    use ipam::store::{Scope, Store};
+    use ipam::{Allocator, AssignRequest, Design};
+
+    let test = "every_kube_store_write_fits_calicos_crds";
+    let server = api_server::ApiServer::default();
+    if !server.admit_calico_crds(test) {
+        return;
+    }
+    for (plural, kind) in
+        [("ipamblocks", "IPAMBlock"), ("blockaffinities", "BlockAffinity"), ("ipamhandles", "IPAMHandle")]
+    {
+        server.serve_resource("crd.projectcalico.org/v1", plural, kind);
+    }
+    let design = Design::parse(&[(
+        std::path::Path::new("k.yaml"),
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: kpool}\n\
+         spec: {cidr: 10.30.0.0/26, blockSize: 29}\n",
+    )])
+    .expect("design");
+    let req = |h: &str, n: u32| AssignRequest { handle: h.into(), node: "n1".into(), num_v4: n, ..Default::default() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = KubeStore::new(server.start().await);
+        let alloc = Allocator::new(store.clone(), design);
+        let a = alloc.auto_assign(&req("pod-a", 1)).await.expect("claim and allocate");
+        alloc.auto_assign(&req("pod-b", 2)).await.expect("allocate from the claimed block");
+        alloc.auto_assign(&req("pod-a", 1)).await.expect("a second address of a handle");
+        let affinity = server.object(&format!("{CRD}/blockaffinities"), "n1-10-30-0-0-29").expect("the affinity");
+        assert_eq!(affinity["spec"]["deleted"], "false", "{affinity}");
+        assert_eq!(affinity["spec"]["state"], "confirmed", "{affinity}");
+        let block = server.object(&format!("{CRD}/ipamblocks"), "10-30-0-0-29").expect("the block");
+        assert_eq!(block["spec"]["strictAffinity"], false, "{block}");
+        assert!(block["spec"]["attributes"].is_array() && block["spec"]["unallocated"].is_array(), "{block}");
+        let handle = server.object(&format!("{CRD}/ipamhandles"), "pod-a").expect("the handle");
+        assert_eq!(handle["spec"]["handleID"], "pod-a");
+        assert_eq!(handle["spec"]["block"]["10.30.0.0/29"], 2, "{handle}");
+
+        alloc.release_ips(&[a[0].ip]).await.expect("release an address");
+        for h in ["pod-a", "pod-b"] {
+            alloc.release_handle(h).await.expect("release a handle");
+        }
+        alloc.release_empty_blocks(None).await.expect("release the block");
+        assert!(store.list(&Scope::Blocks).await.expect("list").is_empty());
+        assert!(store.list(&Scope::Affinities(None)).await.expect("list").is_empty());
+    });
+    let writes: Vec<String> = server.requests().into_iter().filter(|r| !r.starts_with('/')).collect();
+    for w in
+        ["POST /apis/crd.projectcalico.org/v1/blockaffinities", "PUT /apis/crd.projectcalico.org/v1/blockaffinities/"]
+    {
+        assert!(writes.iter().any(|r| r.starts_with(w)), "no {w}: {writes:#?}");
+    }
+    for w in ["POST /apis/crd.projectcalico.org/v1/ipamblocks", "PUT /apis/crd.projectcalico.org/v1/ipamblocks/"] {
+        assert!(writes.iter().any(|r| r.starts_with(w)), "no {w}: {writes:#?}");
+    }
+    for w in ["POST /apis/crd.projectcalico.org/v1/ipamhandles", "PUT /apis/crd.projectcalico.org/v1/ipamhandles/"] {
+        assert!(writes.iter().any(|r| r.starts_with(w)), "no {w}: {writes:#?}");
+    }
+    assert_eq!(server.warnings(), Vec::<String>::new(), "no field the CRDs do not name");
 }

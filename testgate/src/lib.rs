@@ -21,6 +21,8 @@
 //!
 //! See `docs/testing.md`.
 
+pub mod crd_schema;
+
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 
-pub mod crd_schema;
+/// The CRD-schema checker (one copy, in `testgate`, for unit and integration
+/// tests alike); not every test binary that includes this module uses it.
+#[allow(unused_imports)]
+pub use testgate::crd_schema;
 
 use std::net::TcpListener;
 use std::process::Child;

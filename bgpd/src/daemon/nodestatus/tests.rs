@@ -14,9 +14,7 @@ use super::request::requests;
 use super::*;
 use crate::daemon::status::{PeerView, RouteView};
 use crate::datastore::{parse_sources, Source};
-
-#[path = "../../../tests/common/crd_schema.rs"]
-mod crd_schema;
+use testgate::crd_schema;
 
 /// 2026-11-30T04:33:20Z.
 const T0: u64 = 1_796_013_200;
@@ -359,6 +357,10 @@ async fn kubernetes_status_is_patched_through_the_status_subresource() {
     let test = "kubernetes_status_is_patched_through_the_status_subresource";
     let Some(schema) = schema("crd.projectcalico.org-v1", "v1", test) else { return };
     let server = api_server::ApiServer::default();
+    // Each status PATCH is admitted against the CRD, as a real API server does.
+    if !server.admit_calico_crds(test) {
+        return;
+    }
     server.serve_calico("crd.projectcalico.org/v1");
     server.serve_resource("crd.projectcalico.org/v1", "caliconodestatuses", "CalicoNodeStatus");
     server.serve_status("caliconodestatuses");

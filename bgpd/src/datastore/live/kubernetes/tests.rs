@@ -917,3 +917,93 @@ fn the_manifests_put_everything_in_one_namespace_and_pod_namespace_follows_it() 
     }
     assert_eq!(namespaces.len(), 1, "{namespaces:?}");
 }
+
+/// Issue 20: with admission on, the stand-in answers a write its CRD's schema
+/// refuses as the API server does (`422 Invalid`, a Status naming the field)
+/// and stores nothing; what fits is stored, with the fields the schema does
+/// not name pruned and warned of; kinds without a CRD are not checked.
+#[tokio::test]
+async fn the_stand_in_refuses_what_the_crd_schema_refuses_with_422() {
+    use kube::api::{Api, ApiResource, Patch, PatchParams, PostParams};
+    use kube::core::GroupVersionKind;
+
+    let test = "the_stand_in_refuses_what_the_crd_schema_refuses_with_422";
+    let server = api_server::ApiServer::default();
+    if !server.admit_calico_crds(test) {
+        return;
+    }
+    server.serve_calico("crd.projectcalico.org/v1");
+    server.serve_resource("crd.projectcalico.org/v1", "caliconodestatuses", "CalicoNodeStatus");
+    server.serve_status("caliconodestatuses");
+    let client = server.start().await;
+    let resource = |kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("crd.projectcalico.org", "v1", kind), plural)
+    };
+    let affinities: Api<DynamicObject> = Api::all_with(client.clone(), &resource("BlockAffinity", "blockaffinities"));
+    let object = |spec: Value| -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "BlockAffinity",
+            "metadata": { "name": "n1-10-0-0-0-26" }, "spec": spec,
+        }))
+        .unwrap()
+    };
+    let invalid = |e: kube::Error| match e {
+        kube::Error::Api(s) => s,
+        e => panic!("not an API error: {e}"),
+    };
+
+    // BlockAffinity's required `deleted` missing: 422 naming it, nothing stored.
+    let spec = serde_json::json!({ "cidr": "10.0.0.0/26", "node": "n1", "state": "confirmed" });
+    let e = invalid(affinities.create(&PostParams::default(), &object(spec.clone())).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+    assert!(e.message.contains("spec.deleted: Required value"), "{}", e.message);
+    assert!(
+        e.message.starts_with("BlockAffinity.crd.projectcalico.org \"n1-10-0-0-0-26\" is invalid"),
+        "{}",
+        e.message
+    );
+    assert!(server.object("/apis/crd.projectcalico.org/v1/blockaffinities", "n1-10-0-0-0-26").is_none());
+
+    // With it (a string in v1), and a field the CRD does not name: stored, pruned.
+    let mut good = spec.clone();
+    good["deleted"] = "false".into();
+    good["extra"] = 1.into();
+    let stored = affinities.create(&PostParams::default(), &object(good)).await.expect("a valid object");
+    assert!(stored.data["spec"].get("extra").is_none(), "{:?}", stored.data);
+    assert_eq!(server.warnings(), ["unknown field \"spec.extra\""]);
+
+    // A replace with the wrong type (a boolean where v1 has a string): 422.
+    let mut wrong = spec;
+    wrong["deleted"] = true.into();
+    let mut replace = object(wrong);
+    replace.metadata.resource_version = stored.metadata.resource_version.clone();
+    let e = invalid(affinities.replace("n1-10-0-0-0-26", &PostParams::default(), &replace).await.unwrap_err());
+    assert_eq!(e.code, 422, "{e:?}");
+    assert!(e.message.contains("spec.deleted: Invalid value: true"), "{}", e.message);
+
+    // A status PATCH is checked on the object it makes: an enum refused.
+    const STATUSES: &str = "/apis/crd.projectcalico.org/v1/caliconodestatuses";
+    server.apply(
+        STATUSES,
+        serde_json::json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus", "metadata": { "name": "n1" },
+            "spec": { "node": "n1", "classes": ["BGP"], "updatePeriodSeconds": 10 },
+        }),
+    );
+    let statuses: Api<DynamicObject> =
+        Api::all_with(client.clone(), &resource("CalicoNodeStatus", "caliconodestatuses"));
+    let patch = serde_json::json!({ "status": { "bgp": { "numberEstablishedV4": "one" } } });
+    let e = invalid(statuses.patch_status("n1", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err());
+    assert_eq!(e.code, 422, "{e:?}");
+    assert!(e.message.contains("status.bgp.numberEstablishedV4: Invalid value"), "{}", e.message);
+    assert!(server.object(STATUSES, "n1").unwrap().get("status").is_none(), "nothing stored");
+
+    // A kind without a CRD in the shared data is not checked.
+    server.serve_resource("crd.projectcalico.org/v1", "widgets", "Widget");
+    let widgets: Api<DynamicObject> = Api::all_with(client, &resource("Widget", "widgets"));
+    let widget: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "Widget", "metadata": { "name": "w" }, "spec": { "any": 1 },
+    }))
+    .unwrap();
+    widgets.create(&PostParams::default(), &widget).await.expect("no schema, no check");
+}

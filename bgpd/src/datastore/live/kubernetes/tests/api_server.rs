@@ -24,6 +24,12 @@
 //!   ([`ApiServer::serve_status`]): `PATCH …/NAME/status` with a JSON merge patch
 //!   (RFC 7386) changes `.status` only (as the API server ignores the rest of a
 //!   status write), 404 for a missing object or a resource without one;
+//! - admission against CRD schemas, when turned on ([`ApiServer::admit_calico_crds`]):
+//!   every object a `POST`, `PUT` or status `PATCH` writes is pruned of the fields its
+//!   CRD's schema does not name (the default `fieldValidation=Warn`: dropped, with a
+//!   warning, kept in [`ApiServer::warnings`]) and then checked against the schema:
+//!   `422 Invalid` with a Status naming each field, as the API server answers; kinds
+//!   without a CRD there are not checked;
 //! - a log of every request's method (for writes), path and decoded query.
 //!
 //! `bgpd-ipam`'s tests use it too (`ipam/tests/kube_cni.rs` includes this file).
@@ -33,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testgate::crd_schema::{self, Reason, Schemas, Violation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -86,6 +93,10 @@ struct State {
     /// Lists in progress: the rest of each list's snapshot, by continue token.
     pages: BTreeMap<String, (u64, VecDeque<Value>)>,
     next_token: u64,
+    /// The CRD schemas writes are admitted against; `None`: no admission.
+    admission: Option<Arc<Schemas>>,
+    /// The warnings of admitted writes (fields pruned), oldest first.
+    warnings: Vec<String>,
 }
 
 /// The kinds of a Calico group, as served by its CRDs.
@@ -120,6 +131,8 @@ impl Default for State {
             failing_watches: VecDeque::new(),
             pages: BTreeMap::new(),
             next_token: 0,
+            admission: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -173,6 +186,35 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code,
     })
+}
+
+/// The name of an object, or `""` when it has none.
+fn name_of_any(obj: &Value) -> String {
+    obj["metadata"]["name"].as_str().unwrap_or_default().to_string()
+}
+
+/// The `422 Invalid` Status of a write the schema refuses, as the API server
+/// words it: `KIND.GROUP "NAME" is invalid: FIELD: why, …`, one cause a field.
+fn invalid(group_version: &str, kind: String, name: &str, violations: &[Violation]) -> Value {
+    let group = group_version.rsplit_once('/').map(|(g, _)| g).unwrap_or_default();
+    let causes: Vec<Value> = violations
+        .iter()
+        .map(|v| {
+            let reason = match v.reason {
+                Reason::Required => "FieldValueRequired",
+                Reason::NotSupported { .. } => "FieldValueNotSupported",
+                Reason::Unknown | Reason::Type { .. } | Reason::Format { .. } => "FieldValueInvalid",
+            };
+            let text = v.to_string();
+            let message = text.strip_prefix(&format!("{}: ", v.field)).unwrap_or(&text).to_string();
+            json!({ "reason": reason, "message": message, "field": v.field })
+        })
+        .collect();
+    let all: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    let qualified = if group.is_empty() { kind.clone() } else { format!("{kind}.{group}") };
+    let mut s = status(422, "Invalid", &format!("{qualified} {name:?} is invalid: {}", all.join(", ")));
+    s["details"] = json!({ "name": name, "group": group, "kind": kind, "causes": causes });
+    s
 }
 
 fn reason_of(code: u16) -> &'static str {
@@ -238,6 +280,45 @@ impl ApiServer {
     pub(super) fn serve_resource(&self, group_version: &str, plural: &str, kind: &str) {
         let mut s = self.0.lock().unwrap();
         s.served.entry(group_version.into()).or_default().push((plural.into(), kind.into()));
+    }
+
+    /// Turns admission on with Calico's CRDs from the shared data
+    /// (`calico-crds/`, through `testgate`): `false` (a printed skip, or a
+    /// failure under CI) when they are not there.
+    pub(super) fn admit_calico_crds(&self, test: &str) -> bool {
+        let Some(dir) = testgate::shared_data(test, "calico-crds") else { return false };
+        let schemas = Schemas::load_dir(&dir).unwrap_or_else(|e| panic!("{test}: Calico's CRDs: {e}"));
+        assert!(!schemas.is_empty(), "{test}: no CRD in {}", dir.display());
+        self.admit_with(schemas);
+        true
+    }
+
+    /// Turns admission on with `schemas`.
+    pub(super) fn admit_with(&self, schemas: Schemas) {
+        self.0.lock().unwrap().admission = Some(Arc::new(schemas));
+    }
+
+    /// What admission warned of so far: `unknown field "spec.x"` for each field
+    /// pruned from a write (as the API server's `Warning` header says).
+    pub(super) fn warnings(&self) -> Vec<String> {
+        self.0.lock().unwrap().warnings.clone()
+    }
+
+    /// Admits `obj` as a write to `collection`: prunes it and checks it
+    /// against its CRD's schema (when admission is on and there is one); the
+    /// answer of a refused write otherwise.
+    fn admit(&self, collection: &str, obj: &mut Value) -> Result<(), (u16, Value)> {
+        let Some((gv, plural)) = group_version_resource(collection) else { return Ok(()) };
+        let Some(schemas) = self.0.lock().unwrap().admission.clone() else { return Ok(()) };
+        let Some(schema) = schemas.get(&gv, &plural) else { return Ok(()) };
+        let pruned = crd_schema::prune(schema, obj, "");
+        self.0.lock().unwrap().warnings.extend(pruned.iter().map(|f| format!("unknown field {f:?}")));
+        let violations = crd_schema::violations(schema, obj);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        let kind = self.0.lock().unwrap().served.get(&gv).and_then(|r| r.iter().find(|(p, _)| *p == plural).cloned());
+        Err((422, invalid(&gv, kind.map(|(_, k)| k).unwrap_or(plural), &name_of_any(obj), &violations)))
     }
 
     pub(super) fn forbid_secret(&self, name: &str) {
@@ -487,6 +568,10 @@ impl ApiServer {
             if self.object(path, &name).is_some() {
                 return (409, status(409, "AlreadyExists", &format!("{name:?} already exists")));
             }
+            let mut body = body;
+            if let Err(refused) = self.admit(path, &mut body) {
+                return refused;
+            }
             self.change(path, body, "ADDED");
             return (201, self.object(path, &name).unwrap_or_default());
         }
@@ -506,6 +591,10 @@ impl ApiServer {
                 let given = &body["metadata"]["resourceVersion"];
                 if !given.is_null() && *given != version {
                     return conflict();
+                }
+                let mut body = body;
+                if let Err(refused) = self.admit(&collection, &mut body) {
+                    return refused;
                 }
                 self.change(&collection, body, "MODIFIED");
                 (200, self.object(&collection, &name).unwrap_or_default())
@@ -555,6 +644,9 @@ impl ApiServer {
                 o.insert("status".into(), new_status);
             }
             None => return (500, status(500, "InternalError", "stored object is not an object")),
+        }
+        if let Err(refused) = self.admit(&collection, &mut current) {
+            return refused;
         }
         self.change(&collection, current, "MODIFIED");
         (200, self.object(&collection, &name).unwrap_or_default())
