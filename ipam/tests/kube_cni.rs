@@ -319,6 +319,24 @@ fn every_kube_store_write_fits_calicos_crds() {
         let handle = server.object(&format!("{CRD}/ipamhandles"), "pod-a").expect("the handle");
         assert_eq!(handle["spec"]["handleID"], "pod-a");
         assert_eq!(handle["spec"]["block"]["10.30.0.0/29"], 2, "{handle}");
+        // A floating IP (not one of the pool's blocks) rides in an annotation:
+        // the CRD has no field for it, and a real API server would prune one.
+        let floating: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        alloc.record_floating_ips("pod-a", "n1", &[floating], &[a[0].ip]).await.expect("record a floating IP");
+        let handle = server.object(&format!("{CRD}/ipamhandles"), "pod-a").expect("the handle");
+        assert!(handle["spec"].get("floatingIPs").is_none(), "{handle}");
+        let note = handle["metadata"]["annotations"][ipam::store::kubernetes::FLOATING_IPS_ANNOTATION].as_str();
+        let note: serde_json::Value = serde_json::from_str(note.expect("the annotation")).expect("JSON");
+        assert_eq!(note[0]["ip"], "192.0.2.7", "{handle}");
+        assert_eq!(note[0]["target"], a[0].ip.to_string(), "{handle}");
+        let read = alloc.addresses_of("pod-a").await.expect("read the handle back");
+        assert_eq!(read.len(), 2, "{read:?}");
+        let handles = store.list(&Scope::Handles).await.expect("list");
+        let kept = handles.iter().find_map(|v| match &v.value {
+            ipam::store::Object::Handle(h) if h.handle_id == "pod-a" => Some(h.floating_ips.clone()),
+            _ => None,
+        });
+        assert_eq!(kept.expect("pod-a listed").iter().map(|f| f.ip).collect::<Vec<_>>(), [floating]);
 
         alloc.release_ips(&[a[0].ip]).await.expect("release an address");
         for h in ["pod-a", "pod-b"] {

@@ -25,10 +25,11 @@
 //! `unallocated`; a BlockAffinity with its required `cidr`, `node`, `state`
 //! and `deleted`, the last a string (`"false"`) in this version; an
 //! IPAMHandle with `handleID` and `block`. The API-server stand-in of the
-//! tests checks each write against those schemas. Not yet fitting: a handle's
-//! `floatingIPs` (a bgpd extension) is no field of the IPAMHandle CRD, so a
-//! real API server prunes it (its default `fieldValidation=Warn`) and floating
-//! IPs recorded through this store are lost.
+//! tests checks each write against those schemas. A handle's floating IPs (a
+//! bgpd extension, `floatingIPs` in the etcd and file stores) are no field of
+//! the IPAMHandle CRD, which a real API server would prune: here they are the
+//! annotation [`FLOATING_IPS_ANNOTATION`] (the same JSON list), which bgpd's
+//! Kubernetes datastore reads.
 
 use ipnet::IpNet;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
@@ -36,6 +37,10 @@ use kube::core::GroupVersionKind;
 
 use super::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreError, Versioned, Write};
 use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
+
+/// The annotation of an IPAMHandle holding its floating IPs: the JSON list the
+/// other stores keep as `floatingIPs` in the handle.
+pub const FLOATING_IPS_ANNOTATION: &str = "bgpd.io/floating-ips";
 
 /// Calico's CRD group.
 pub const GROUP: &str = "crd.projectcalico.org";
@@ -130,7 +135,12 @@ impl KubeStore {
             Object::Handle(h) => (resource("IPAMHandle", "ipamhandles"), serde_json::to_value(h)),
         };
         let mut o = DynamicObject::new(&object_name(key), &ar);
-        o.data = serde_json::json!({ "spec": spec.map_err(backend)? });
+        let mut spec = spec.map_err(backend)?;
+        // Floating IPs go into an annotation: the CRD has no field for them.
+        if let Some(floating) = spec.as_object_mut().and_then(|m| m.remove("floatingIPs")) {
+            o.metadata.annotations = Some([(FLOATING_IPS_ANNOTATION.to_string(), floating.to_string())].into());
+        }
+        o.data = serde_json::json!({ "spec": spec });
         o.metadata.resource_version = revision.map(|r| r.to_string());
         Ok(o)
     }
@@ -144,7 +154,13 @@ impl KubeStore {
             .as_deref()
             .and_then(|v| v.parse::<Revision>().ok())
             .ok_or_else(|| corrupt(format!("resourceVersion {:?} is not numeric", o.metadata.resource_version)))?;
-        let spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+        let mut spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+        let floating = o.metadata.annotations.as_ref().and_then(|a| a.get(FLOATING_IPS_ANNOTATION));
+        if let (Kind::Handle, Some(text), Some(m)) = (kind, floating, spec.as_object_mut()) {
+            let list: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| corrupt(format!("annotation {FLOATING_IPS_ANNOTATION}: {e}")))?;
+            m.insert("floatingIPs".into(), list);
+        }
         let value = match kind {
             Kind::Block => serde_json::from_value::<AllocationBlock>(spec).map(Object::Block),
             Kind::Affinity => serde_json::from_value::<BlockAffinity>(spec).map(Object::Affinity),

@@ -111,6 +111,30 @@ fn calico_metadata(meta: &Value) -> (Map<String, Value>, Map<String, Value>, Opt
     }
 }
 
+/// The annotation of an IPAMHandle where `bgpd-ipam`'s Kubernetes store keeps
+/// the handle's floating IPs (the CRD has no field for them; a real API server
+/// would prune `spec.floatingIPs`).
+pub const FLOATING_IPS_ANNOTATION: &str = ::ipam::store::kubernetes::FLOATING_IPS_ANNOTATION;
+
+/// `obj` with the floating IPs of a Calico IPAMHandle's annotation
+/// ([`FLOATING_IPS_ANNOTATION`]) as its `spec.floatingIPs`, as the other
+/// datastores hold them; an annotation that is not JSON is handed on as text,
+/// for the model to name the problem. Other objects are left as they are.
+pub(super) fn with_floating_ips(w: &Watched, mut obj: Value) -> Value {
+    if !(w.is_calico() && w.kind == "IPAMHandle") {
+        return obj;
+    }
+    let Some(text) = obj.pointer(&format!("/metadata/annotations/{}", FLOATING_IPS_ANNOTATION.replace('/', "~1")))
+    else {
+        return obj;
+    };
+    let list = serde_json::from_str(text.as_str().unwrap_or_default()).unwrap_or_else(|_| text.clone());
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("floatingIPs").or_insert(list);
+    }
+    obj
+}
+
 /// Whether routing reads anything of `obj`: every object but a `BlockAffinity`
 /// not in state `pendingDeletion`, and an `IPAMHandle` without `spec.floatingIPs` (there is one such handle per pod interface, and
 /// routing reads only the floating IPs: holding the others would make every pod

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::convert::{convert, routing_reads, Converted};
+use super::convert::{convert, routing_reads, with_floating_ips, Converted};
 use super::follow::{Failure, Update};
 use super::kinds::{optional, Watched, SECRET};
 use super::Slot;
@@ -36,7 +36,7 @@ pub(super) struct KindState {
 /// routing reads nothing of it ([`routing_reads`]: it is not held, and an update
 /// that makes it so removes it).
 fn held(w: &Watched, obj: &DynamicObject) -> Option<(String, Option<Held>)> {
-    let v = serde_json::to_value(obj).ok()?;
+    let v = with_floating_ips(w, serde_json::to_value(obj).ok()?);
     let Converted { key, object, note } = convert(w, &v)?;
     Some((key, routing_reads(w, &v).then(|| Held { text: object.to_string(), note })))
 }

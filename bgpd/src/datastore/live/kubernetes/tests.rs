@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::convert::{convert, Converted};
+use super::convert::{convert, Converted, FLOATING_IPS_ANNOTATION};
 use super::follow::Failure;
 use super::kinds::{CalicoApi, Discovered, Probe};
 use super::*;
@@ -395,13 +395,14 @@ fn handle(name: &str, floating: &[(&str, &str, &str)]) -> Value {
         .iter()
         .map(|(ip, target, node)| serde_json::json!({"ip": ip, "target": target, "node": node}))
         .collect();
-    let mut spec = serde_json::json!({ "handleID": name, "block": { "10.244.8.0/26": 1 } });
+    let spec = serde_json::json!({ "handleID": name, "block": { "10.244.8.0/26": 1 } });
+    // As `bgpd-ipam`'s KubeStore writes them: in an annotation (the CRD has no field).
+    let mut metadata = serde_json::json!({ "name": name, "resourceVersion": "1" });
     if !entries.is_empty() {
-        spec["floatingIPs"] = Value::Array(entries);
+        metadata["annotations"] = serde_json::json!({ FLOATING_IPS_ANNOTATION: Value::Array(entries).to_string() });
     }
     serde_json::json!({
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
-        "metadata": { "name": name, "resourceVersion": "1" }, "spec": spec,
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle", "metadata": metadata, "spec": spec,
     })
 }
 
