@@ -38,19 +38,9 @@ impl Etcd {
 
     fn start(&mut self) {
         let url = self.url();
-        let peer_url = format!("http://127.0.0.1:{}", self.peer);
         let log =
             std::fs::File::options().create(true).append(true).open(self.dir.join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
-            .arg("--name=bgpd-test")
-            .arg(format!("--data-dir={}", self.dir.join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=bgpd-test={peer_url}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
+        let child = testgate::etcd_command("bgpd-test", &self.dir.join("data"), &url, self.peer)
             .stderr(log)
             .spawn()
             .expect("start etcd");

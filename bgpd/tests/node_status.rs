@@ -191,18 +191,8 @@ impl Etcd {
     fn start(dir: &Path) -> Etcd {
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
-            .arg("--name=bgpd-test")
-            .arg(format!("--data-dir={}", dir.join("etcd-data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=bgpd-test={peer_url}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
+        let child = testgate::etcd_command("bgpd-test", &dir.join("etcd-data"), &url, peer)
             .stderr(log)
             .spawn()
             .expect("start etcd");

@@ -93,18 +93,9 @@ fn node_name(i: usize) -> String {
 fn start_etcd(dir: &Path) -> Result<(Proc, String), String> {
     let (client, peer) = (free_port()?, free_port()?);
     let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| format!("etcd log: {e}"))?;
-    let child = Command::new("etcd")
-        .arg("--name=bench")
-        .arg(format!("--data-dir={}", dir.join("etcd-data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=bench={peer_url}"))
-        .args(["--log-level=error", "--snapshot-count=500", "--max-wals=2", "--max-snapshots=2"])
-        .stdout(Stdio::null())
+    let child = testgate::etcd_command("bench", &dir.join("etcd-data"), &url, peer)
+        .args(["--snapshot-count=500", "--max-wals=2", "--max-snapshots=2"])
         .stderr(log)
         .spawn()
         .map_err(|e| format!("starting etcd (Debian etcd-server): {e}"))?;

@@ -3,7 +3,7 @@
 //! drop; shared by the test files of this crate.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use bgpd_etcd::{Client, ConnectOptions};
@@ -49,19 +49,9 @@ impl Etcd {
     pub async fn launch(scheme: &str, args: &[String], probe: ConnectOptions) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("{scheme}://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .arg("--name=bgpd-etcd-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=bgpd-etcd-test={peer_url}"))
-            .arg("--log-level=error")
+        let child = testgate::etcd_command("bgpd-etcd-test", &dir.path().join("data"), &url, free_port())
             .args(args)
-            .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd");

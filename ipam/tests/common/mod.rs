@@ -175,18 +175,8 @@ impl Etcd {
         let client = free_port();
         let peer = free_port();
         let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .arg("--name=ipam-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ipam-test={peer_url}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
+        let child = testgate::etcd_command("ipam-test", &dir.path().join("data"), &url, peer)
             .stderr(log)
             .spawn()
             .expect("start etcd");

@@ -453,15 +453,8 @@ mod tests {
     async fn start_etcd() -> RealEtcd {
         let port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let (url, peer) = (format!("http://127.0.0.1:{}", port()), format!("http://127.0.0.1:{}", port()));
-        let child = std::process::Command::new("etcd")
-            .arg("--name=live-etcd-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .args([format!("--listen-client-urls={url}"), format!("--advertise-client-urls={url}")])
-            .args([format!("--listen-peer-urls={peer}"), format!("--initial-advertise-peer-urls={peer}")])
-            .arg(format!("--initial-cluster=live-etcd-test={peer}"))
-            .arg("--log-level=error")
-            .stdout(std::process::Stdio::null())
+        let url = format!("http://127.0.0.1:{}", port());
+        let child = testgate::etcd_command("live-etcd-test", &dir.path().join("data"), &url, port())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start etcd");
