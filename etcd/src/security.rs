@@ -108,6 +108,19 @@ pub struct Access {
     pub credentials: Option<Credentials>,
 }
 
+impl Access {
+    /// Connection options carrying this access's TLS settings and
+    /// credentials, the rest default: a caller sets its own timeouts with
+    /// `ConnectOptions { request_timeout, ..access.connect_options() }`.
+    pub fn connect_options(&self) -> crate::ConnectOptions {
+        crate::ConnectOptions {
+            tls: self.tls.clone(),
+            credentials: self.credentials.clone(),
+            ..crate::ConnectOptions::default()
+        }
+    }
+}
+
 /// Calico's environment variables, read when a datastore string does not say.
 pub mod env {
     /// Comma-separated client URLs, used when the string names none.

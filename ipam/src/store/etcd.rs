@@ -59,9 +59,7 @@ impl EtcdStore {
         let opts = ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
-            tls: access.tls.clone(),
-            credentials: access.credentials.clone(),
-            ..ConnectOptions::default()
+            ..access.connect_options()
         };
         let client = Client::connect(&access.endpoints, opts).await.map_err(backend)?;
         Ok(EtcdStore { client, prefix: prefix.to_string() })

@@ -361,16 +361,15 @@ impl Moved {
     /// Starts watching `sim`, which holds the design without failures:
     /// its forwarding tables and RIBs keep a journal of changes from now on.
     pub fn start(design: &Design, sim: &mut Simulation) -> Moved {
-        let none = || design.members.keys().map(|_| None).collect();
-        let mut moved = Moved { fibs: none(), paths: none() };
         sim.fabric.track_fib_changes();
-        moved.track(design, sim);
-        moved.take(design, sim);
+        for m in design.members.keys() {
+            if let Some(sp) = sim.fabric.speaker_mut(m) {
+                sp.rib_mut().track_changes(true);
+            }
+        }
         // Nothing moved yet: what they hold is the design's.
         let empty = || design.members.keys().map(|_| Some(BTreeSet::new())).collect();
-        moved.fibs = empty();
-        moved.paths = empty();
-        moved
+        Moved { fibs: empty(), paths: empty() }
     }
 
     /// Starts journals where there are none (a speaker started afresh has

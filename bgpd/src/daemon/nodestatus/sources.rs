@@ -110,9 +110,7 @@ async fn follow_etcd(
     let opts = ConnectOptions {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
-        tls: access.tls.clone(),
-        credentials: access.credentials.clone(),
-        ..ConnectOptions::default()
+        ..access.connect_options()
     };
     let client = Client::connect(&access.endpoints, opts).await.map_err(|e| format!("connect: {e}"))?;
     let mut revision = None;

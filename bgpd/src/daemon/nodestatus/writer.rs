@@ -89,9 +89,7 @@ impl Target {
                     let opts = bgpd_etcd::ConnectOptions {
                         connect_timeout: Duration::from_secs(5),
                         request_timeout: Duration::from_secs(5),
-                        tls: access.tls.clone(),
-                        credentials: access.credentials.clone(),
-                        ..bgpd_etcd::ConnectOptions::default()
+                        ..access.connect_options()
                     };
                     let c = bgpd_etcd::Client::connect(&access.endpoints, opts)
                         .await
@@ -238,17 +236,7 @@ pub fn spawn(spec: &DatastoreSpec, node: String, shared: Shared, rib: Option<Rib
         }
         DatastoreSpec::Kubernetes { .. } => {
             tokio::spawn(async move {
-                let mut backoff = crate::datastore::live::Backoff::new();
-                let client = loop {
-                    match kube::Client::try_default().await {
-                        Ok(c) => break c,
-                        Err(e) => {
-                            let delay = backoff.next();
-                            warn!("node status: no Kubernetes client ({e}); retrying in {delay:?}");
-                            tokio::time::sleep(delay).await;
-                        }
-                    }
-                };
+                let client = crate::datastore::live::kube_client("node status", |_| {}).await;
                 let reqs = super::follow::spawn(&node, client.clone());
                 run(Target::Kubernetes { client: Some(client), api: None }, shared, rib, reqs).await;
             });

@@ -251,9 +251,7 @@ async fn session(
             timeout: Duration::from_secs(5),
             while_idle: true,
         }),
-        tls: access.tls.clone(),
-        credentials: access.credentials.clone(),
-        ..ConnectOptions::default()
+        ..access.connect_options()
     };
     let client = timed("connect", Client::connect(&access.endpoints, opts)).await?;
     let snapshot = timed("get", client.get_prefix(prefix, None)).await?;

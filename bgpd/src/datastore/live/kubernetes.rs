@@ -54,19 +54,27 @@ enum Slot {
 }
 
 pub(super) async fn run(secrets_namespace: String, out: Publisher) {
+    let client =
+        client("kubernetes datastore", |e| out.unreachable(format!("no Kubernetes client configuration: {e}"))).await;
+    watch(client, secrets_namespace, out).await
+}
+
+/// A client of the API server as kube infers its configuration (in-cluster
+/// service account, `KUBECONFIG`), tried again with backoff until there is
+/// one; each failure is logged for `who` and handed to `failed`.
+pub(crate) async fn client(who: &str, mut failed: impl FnMut(&kube::Error)) -> kube::Client {
     let mut backoff = Backoff::new();
-    let client = loop {
+    loop {
         match kube::Client::try_default().await {
-            Ok(c) => break c,
+            Ok(c) => return c,
             Err(e) => {
                 let delay = backoff.next();
-                warn!("kubernetes datastore: no client ({e}); retrying in {delay:?}");
-                out.unreachable(format!("no Kubernetes client configuration: {e}"));
+                warn!("{who}: no Kubernetes client ({e}); retrying in {delay:?}");
+                failed(&e);
                 tokio::time::sleep(delay).await;
             }
         }
-    };
-    watch(client, secrets_namespace, out).await
+    }
 }
 
 /// Publishes what `store` holds: the content once everything is listed (with the

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::Source;
 
 pub(crate) use etcd::next_events;
+pub(crate) use kubernetes::client as kube_client;
 
 /// The `--datastore` argument, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
