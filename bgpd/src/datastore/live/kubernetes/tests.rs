@@ -306,6 +306,8 @@ async fn published_content_waits_for_every_kind_and_keeps_the_last_good_on_error
 }
 
 mod api_server;
+mod rbac;
+mod throttle;
 
 fn secret(name: &str, key: &str, value: &str) -> Value {
     use base64::Engine as _;
