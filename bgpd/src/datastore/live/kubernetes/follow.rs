@@ -2,11 +2,20 @@
 //! resourceVersion, for as long as the task runs. What happens is reported as
 //! [`Update`]s, including what kube's `watcher` does not say: that a watch is
 //! established again after a failure (so a quiet kind is known to be healthy).
+//!
+//! A request refused with `429 Too Many Requests` (API priority and fairness
+//! shedding load) is not made again before the API server's `Retry-After`, nor
+//! before the backoff. kube 2.0.1 hands neither the header nor the Status's
+//! `details.retryAfterSeconds` over (`kube::Error::Api` keeps the code and the
+//! message only) and retries nothing itself, so lists are sent here through
+//! `Client::send` to read them; a refused watch (whose answer kube reads as the
+//! first item of the stream) waits at least [`THROTTLED`] and the backoff.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::api::{Api, DynamicObject, ListParams, ObjectList, WatchEvent, WatchParams};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -26,6 +35,15 @@ const SHORT_WATCH: Duration = Duration::from_secs(1);
 /// comes with the response, in the same packet or the next).
 const ACCEPTED: Duration = Duration::from_millis(250);
 
+/// How long a request refused with 429 waits at least when the API server's
+/// `Retry-After` is not known (a refused watch): the least the API server's
+/// priority and fairness filter asks for.
+const THROTTLED: Duration = Duration::from_secs(1);
+
+/// The longest `Retry-After` taken as given; a longer one (a misconfigured
+/// proxy) waits this long, so a kind is never left unread for hours.
+const MOST_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Why a collection could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Failure {
@@ -40,6 +58,34 @@ impl Failure {
             kube::Error::Api(s) => Failure { code: Some(s.code), message: e.to_string() },
             _ => Failure { code: None, message: e.to_string() },
         }
+    }
+
+    fn local(message: String) -> Failure {
+        Failure { code: None, message }
+    }
+
+    /// How long to wait before the next request, given the `backoff`'s turn
+    /// and what the API server asked (`Retry-After`, RFC 9110 §10.2.3), if it
+    /// said: the longer of them; at least [`THROTTLED`] after a 429 that did not.
+    fn wait(&self, retry_after: Option<Duration>, backoff: &mut Backoff) -> Duration {
+        let asked = match (retry_after, self.code) {
+            (Some(asked), _) => asked.min(MOST_RETRY_AFTER),
+            (None, Some(429)) => THROTTLED,
+            (None, _) => Duration::ZERO,
+        };
+        backoff.next().max(asked)
+    }
+}
+
+/// A refused list: why, and the wait the API server asked for, if it did.
+struct Refused {
+    failure: Failure,
+    retry_after: Option<Duration>,
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Refused {
+        Refused { failure, retry_after: None }
     }
 }
 
@@ -56,23 +102,49 @@ pub(super) enum Update {
     Failed(Failure),
 }
 
+/// One page of a list, as `Api::list` asks for it, with what kube does not
+/// keep of a refusal: the `Retry-After` header (delay-seconds), else the
+/// Status's `details.retryAfterSeconds`.
+async fn list_page(api: &Api<DynamicObject>, params: &ListParams) -> Result<ObjectList<DynamicObject>, Refused> {
+    let request = kube::core::Request::new(api.resource_url())
+        .list(params)
+        .map_err(|e| Failure::local(format!("a list request: {e}")))?;
+    let client = api.clone().into_client();
+    let response = client.send(request.map(kube::client::Body::from)).await.map_err(|e| Failure::from_kube(&e))?;
+    let code = response.status().as_u16();
+    let header =
+        response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let body = response.into_body().collect_bytes().await.map_err(|e| Failure::from_kube(&e))?;
+    if (200..300).contains(&code) {
+        return serde_json::from_slice(&body).map_err(|e| Failure::local(format!("a list: {e}")).into());
+    }
+    let status: Option<Value> = serde_json::from_slice(&body).ok();
+    let field = |f: &str| status.as_ref().and_then(|s| s[f].as_str()).unwrap_or_default().to_string();
+    let seconds = header.or_else(|| status.as_ref().and_then(|s| s["details"]["retryAfterSeconds"].as_u64()));
+    let message = match field("message") {
+        m if m.is_empty() => format!("{code}: {}", String::from_utf8_lossy(&body).trim()),
+        m => format!("{m}: {}", field("reason")),
+    };
+    Err(Refused { failure: Failure { code: Some(code), message }, retry_after: seconds.map(Duration::from_secs) })
+}
+
 /// Every object of the collection (of the one named `name`, if given) and the
 /// resourceVersion the list was read at.
-async fn list(api: &Api<DynamicObject>, name: Option<&str>) -> Result<(Vec<DynamicObject>, String), Failure> {
+async fn list(api: &Api<DynamicObject>, name: Option<&str>) -> Result<(Vec<DynamicObject>, String), Refused> {
     let mut params = ListParams::default().limit(PAGE);
     if let Some(name) = name {
         params = params.fields(&format!("metadata.name={name}"));
     }
     let mut items = Vec::new();
     loop {
-        let page = api.list(&params).await.map_err(|e| Failure::from_kube(&e))?;
+        let page = list_page(api, &params).await?;
         items.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params.continue_token = Some(token),
             None => {
                 let version = page.metadata.resource_version.filter(|v| !v.is_empty());
-                let version = version
-                    .ok_or_else(|| Failure { code: None, message: "the list came without a resourceVersion".into() })?;
+                let version =
+                    version.ok_or_else(|| Failure::local("the list came without a resourceVersion".into()))?;
                 return Ok((items, version));
             }
         }
@@ -110,11 +182,12 @@ pub(super) async fn follow(
     'list: loop {
         let (objects, mut version) = match list(&api, name.as_deref()).await {
             Ok(listed) => listed,
-            Err(f) => {
-                if !send(Update::Failed(f)) {
+            Err(Refused { failure, retry_after }) => {
+                let delay = failure.wait(retry_after, &mut backoff);
+                if !send(Update::Failed(failure)) {
                     return;
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
@@ -132,10 +205,12 @@ pub(super) async fn follow(
                 Ok(s) => s.boxed(),
                 Err(kube::Error::Api(s)) if s.code == 410 => continue 'list,
                 Err(e) => {
-                    if !send(Update::Failed(Failure::from_kube(&e))) {
+                    let failure = Failure::from_kube(&e);
+                    let delay = failure.wait(None, &mut backoff);
+                    if !send(Update::Failed(failure)) {
                         return;
                     }
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             };
@@ -145,10 +220,12 @@ pub(super) async fn follow(
             let first = match tokio::time::timeout(ACCEPTED, stream.next()).await {
                 Ok(Some(Err(kube::Error::Api(s)))) if s.code == 410 => continue 'list,
                 Ok(Some(Err(e))) => {
-                    if !send(Update::Failed(Failure::from_kube(&e))) {
+                    let failure = Failure::from_kube(&e);
+                    let delay = failure.wait(None, &mut backoff);
+                    if !send(Update::Failed(failure)) {
                         return;
                     }
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
                 Ok(None) => {

@@ -15,6 +15,8 @@
 //!   every open watch cut mid-stream (a connection reset) or ended with 410;
 //! - a `metadata.name` field selector; Secrets the "Role" does not grant answer 403;
 //! - changes at a configurable rate (status churn on a Node);
+//! - a watch ends (its chunked body closed) after its `timeoutSeconds`, divided
+//!   by [`ApiServer::speed_up`]'s factor when a benchmark runs time faster;
 //! - single objects: `GET`, and the writes the IPAM stores make (`POST` to a
 //!   collection: 409 AlreadyExists when the name is taken; `PUT` with the
 //!   object's `resourceVersion`: 409 Conflict when it is not the current one;
@@ -30,13 +32,19 @@
 //!   warning, kept in [`ApiServer::warnings`]) and then checked against the schema:
 //!   `422 Invalid` with a Status naming each field, as the API server answers; kinds
 //!   without a CRD there are not checked;
-//! - a log of every request's method (for writes), path and decoded query.
+//! - throttling on request ([`ApiServer::throttle`]): the next requests of a
+//!   collection, or of any, answered `429 Too Many Requests` with a `Retry-After`
+//!   header and a Status (reason `TooManyRequests`, `details.retryAfterSeconds`),
+//!   lists, watches, gets and writes alike;
+//! - a log of every request's method (for writes), path and decoded query, with
+//!   when it came; counts of requests and of the bytes of list and watch bodies
+//!   sent ([`ApiServer::traffic`]).
 //!
 //! `bgpd-ipam`'s tests use it too (`ipam/tests/kube_cni.rs` includes this file).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testgate::crd_schema::{self, Reason, Schemas, Violation};
@@ -78,8 +86,15 @@ struct State {
     forbidden: BTreeSet<String>,
     /// Resources (plurals) with a status subresource.
     status_subresources: BTreeSet<String>,
-    /// Every request as `PATH?QUERY`, query decoded.
-    requests: Vec<String>,
+    /// Every request as `PATH?QUERY`, query decoded, with when it came.
+    requests: Vec<(Instant, String)>,
+    /// Watches end after their `timeoutSeconds` divided by this (at least 1).
+    speed_up: u32,
+    /// Requests to answer `429`, oldest order first.
+    throttles: Vec<Throttle>,
+    traffic: Traffic,
+    /// Watch events and bytes by collection path.
+    sent: BTreeMap<String, Sent>,
     watches: Vec<Watch>,
     /// Every change since the start, oldest first; those at or below `compacted`
     /// are gone (a watch from there gets 410).
@@ -123,6 +138,10 @@ impl Default for State {
             forbidden: BTreeSet::new(),
             status_subresources: BTreeSet::new(),
             requests: Vec::new(),
+            throttles: Vec::new(),
+            speed_up: 1,
+            traffic: Traffic::default(),
+            sent: BTreeMap::new(),
             watches: Vec::new(),
             history: Vec::new(),
             compacted: 0,
@@ -139,6 +158,41 @@ impl Default for State {
 
 #[derive(Clone, Default)]
 pub(super) struct ApiServer(Arc<Mutex<State>>);
+
+/// The next `left` requests of `collection` (of any, if `None`) answer `429`
+/// with `Retry-After: retry_after` (seconds).
+struct Throttle {
+    collection: Option<String>,
+    retry_after: u32,
+    left: usize,
+}
+
+/// What the stand-in was asked and sent since it started. Bytes are those of
+/// the bodies (JSON), without HTTP heads or chunk framing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Traffic {
+    /// Every request, whatever its answer.
+    pub(super) requests: u64,
+    /// Lists (a `GET` of a collection, each page one).
+    pub(super) lists: u64,
+    /// Watch requests (`watch=true`), refused ones included.
+    pub(super) watches: u64,
+    /// Requests answered `429`.
+    pub(super) throttled: u64,
+    pub(super) list_bytes: u64,
+    /// Events sent on watches, and their bytes (one JSON line each).
+    pub(super) watch_events: u64,
+    pub(super) watch_bytes: u64,
+    /// Bytes of every other answer (discovery, gets, writes, refusals).
+    pub(super) other_bytes: u64,
+}
+
+/// The events and bytes sent on the watches of one collection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub(super) events: u64,
+    pub(super) bytes: u64,
+}
 
 fn name_of(obj: &Value) -> String {
     obj["metadata"]["name"].as_str().expect("objects have names").to_string()
@@ -326,7 +380,54 @@ impl ApiServer {
     }
 
     pub(super) fn requests(&self) -> Vec<String> {
+        self.0.lock().unwrap().requests.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Every request so far with when it came, oldest first.
+    pub(super) fn timed_requests(&self) -> Vec<(Instant, String)> {
         self.0.lock().unwrap().requests.clone()
+    }
+
+    /// The requests made and the bytes sent so far.
+    pub(super) fn traffic(&self) -> Traffic {
+        self.0.lock().unwrap().traffic
+    }
+
+    /// The watch events and bytes sent so far, by collection path.
+    pub(super) fn sent(&self) -> BTreeMap<String, Sent> {
+        self.0.lock().unwrap().sent.clone()
+    }
+
+    /// Ends watches after their `timeoutSeconds` divided by `factor`: a
+    /// benchmark that runs the cluster's clock `factor` times faster.
+    pub(super) fn speed_up(&self, factor: u32) {
+        self.0.lock().unwrap().speed_up = factor.max(1);
+    }
+
+    /// The next `times` requests of `collection` (of any collection, discovery
+    /// included, if `None`), whatever they are (lists, watches, gets, writes),
+    /// answer `429 Too Many Requests` with `Retry-After: retry_after` (seconds),
+    /// as the API server does when API priority and fairness rejects a request.
+    pub(super) fn throttle(&self, collection: Option<&str>, retry_after: u32, times: usize) {
+        let throttle = Throttle { collection: collection.map(str::to_string), retry_after, left: times };
+        self.0.lock().unwrap().throttles.push(throttle);
+    }
+
+    /// Whether a request to `path` is throttled now (and counts it if so):
+    /// the `Retry-After` it answers with.
+    fn throttled(&self, path: &str) -> Option<u32> {
+        // A collection (lists, watches, creations), else one of its objects.
+        let collection = match group_version_resource(path) {
+            Some(_) => path.to_string(),
+            None => object_path(path.strip_suffix("/status").unwrap_or(path)).map_or(path.to_string(), |(c, _)| c),
+        };
+        let mut s = self.0.lock().unwrap();
+        let t =
+            s.throttles.iter_mut().find(|t| t.left > 0 && t.collection.as_ref().is_none_or(|c| *c == collection))?;
+        t.left -= 1;
+        let retry_after = t.retry_after;
+        s.traffic.throttled += 1;
+        Some(retry_after)
     }
 
     /// The next `times` lists of `collection` answer `code` (a transient 404 after
@@ -725,20 +826,49 @@ impl ApiServer {
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             let query = decode(query);
             let logged = if method == "GET" { format!("{path}?{query}") } else { format!("{method} {path}?{query}") };
-            self.0.lock().unwrap().requests.push(logged);
             let params: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+            let is_watch = params.get("watch") == Some(&"true");
+            let is_list = !is_watch && method == "GET" && group_version_resource(path).is_some();
+            {
+                let mut s = self.0.lock().unwrap();
+                s.requests.push((Instant::now(), logged));
+                s.traffic.requests += 1;
+                s.traffic.watches += u64::from(is_watch);
+                s.traffic.lists += u64::from(is_list);
+            }
+            if let Some(seconds) = self.throttled(path) {
+                // As the API server's priority and fairness filter rejects: 429,
+                // `Retry-After` in seconds; the Status says it again.
+                let mut body = status(429, "TooManyRequests", "Too many requests, please try again later.");
+                body["details"] = json!({ "retryAfterSeconds": seconds });
+                let body = body.to_string();
+                self.0.lock().unwrap().traffic.other_bytes += body.len() as u64;
+                let resp = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: {seconds}\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if conn.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let name = params.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
             let forbidden = path.ends_with("/secrets")
                 && name.as_ref().is_none_or(|n| self.0.lock().unwrap().forbidden.contains(n));
             let answer = if forbidden {
                 let message = format!("secrets {:?} is forbidden", name.clone().unwrap_or_default());
                 Some((403, status(403, "Forbidden", &message)))
-            } else if params.get("watch") == Some(&"true") {
+            } else if is_watch {
                 let from = params.get("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
                 let bookmarks = params.get("allowWatchBookmarks") == Some(&"true");
+                let timeout = params.get("timeoutSeconds").and_then(|t| t.parse::<f64>().ok()).map(|t| {
+                    let factor = self.0.lock().unwrap().speed_up;
+                    Instant::now() + Duration::from_secs_f64(t / f64::from(factor))
+                });
                 match self.open_watch(path, name.clone(), from, bookmarks) {
                     Ok((replay, rx)) => {
-                        Self::stream(conn, replay, rx).await;
+                        self.stream(conn, path, timeout, replay, rx).await;
                         return;
                     }
                     Err(code) => Some((code, status(code, reason_of(code), "injected failure"))),
@@ -750,6 +880,15 @@ impl ApiServer {
             };
             let (code, body) = answer.unwrap_or_else(|| self.answer(path, &params, name.as_ref()));
             let body = body.to_string();
+            {
+                let mut s = self.0.lock().unwrap();
+                let bytes = body.len() as u64;
+                if is_list && code == 200 {
+                    s.traffic.list_bytes += bytes;
+                } else {
+                    s.traffic.other_bytes += bytes;
+                }
+            }
             let resp = format!(
                 "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 reason_of(code),
@@ -761,9 +900,19 @@ impl ApiServer {
         }
     }
 
-    /// Streams a watch: the replayed events, then the live ones, until the client
-    /// goes away or the test cuts the connection.
-    async fn stream(mut conn: TcpStream, replay: Vec<Value>, mut rx: mpsc::UnboundedReceiver<Push>) {
+    /// Streams a watch of `collection`: the replayed events, then the live ones,
+    /// until the client goes away, the test cuts the connection, or the
+    /// `timeout` (the end of the body then, as the API server ends it).
+    async fn stream(
+        &self,
+        mut conn: TcpStream,
+        collection: &str,
+        timeout: Option<Instant>,
+        replay: Vec<Value>,
+        mut rx: mpsc::UnboundedReceiver<Push>,
+    ) {
+        let never = Instant::now() + Duration::from_secs(365 * 86_400);
+        let deadline = tokio::time::Instant::from_std(timeout.unwrap_or(never));
         let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
         if conn.write_all(head.as_bytes()).await.is_err() {
             return;
@@ -776,9 +925,15 @@ impl ApiServer {
         loop {
             let push = match pushes.pop_front() {
                 Some(p) => p,
-                None => match rx.recv().await {
-                    Some(p) => p,
-                    None => return,
+                None => tokio::select! {
+                    received = rx.recv() => match received {
+                        Some(p) => p,
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(deadline) => {
+                        let _ = conn.write_all(b"0\r\n\r\n").await;
+                        return;
+                    }
                 },
             };
             let Push::Event(event) = push else {
@@ -786,6 +941,14 @@ impl ApiServer {
                 return;
             };
             let line = format!("{event}\n");
+            {
+                let mut s = self.0.lock().unwrap();
+                s.traffic.watch_events += 1;
+                s.traffic.watch_bytes += line.len() as u64;
+                let sent = s.sent.entry(collection.to_string()).or_default();
+                sent.events += 1;
+                sent.bytes += line.len() as u64;
+            }
             let chunk = format!("{:x}\r\n{line}\r\n", line.len());
             if conn.write_all(chunk.as_bytes()).await.is_err() {
                 return;
