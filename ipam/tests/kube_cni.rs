@@ -360,3 +360,120 @@ fn every_kube_store_write_fits_calicos_crds() {
     }
     assert_eq!(server.warnings(), Vec::<String>::new(), "no field the CRDs do not name");
 }
+
+/// Calico's IPAM objects of node n2, as libcalico-go writes them through its
+/// `crd.projectcalico.org/v1` backend (field names from the shared data's
+/// `calico-crds/crd.projectcalico.org-v1/`; the labels from libcalico-go's
+/// `EnsureBlockAffinityLabels`): a block with one pod address, its affinity
+/// and the pod's handle.
+fn calicos_objects() -> [(&'static str, Value); 3] {
+    let mut allocations = vec![Value::Null; 64];
+    allocations[0] = json!(0);
+    [
+        (
+            "ipamblocks",
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
+                   "metadata": {"name": "10-244-1-0-26"},
+                   "spec": {"cidr": "10.244.1.0/26", "affinity": "host:n2",
+                            "affinityClaimTime": "2026-12-01T10:00:00Z", "allocations": allocations,
+                            "unallocated": (1..64).collect::<Vec<u32>>(),
+                            "attributes": [{"handle_id": "k8s-pod-network.0a1b2c",
+                                            "secondary": {"namespace": "default", "node": "n2", "pod": "calico-0",
+                                                          "timestamp": "2026-12-01 10:00:01 +0000 UTC"}}],
+                            "strictAffinity": false, "deleted": false,
+                            "sequenceNumber": 1, "sequenceNumberForAllocation": {"0": 0}}}),
+        ),
+        (
+            "blockaffinities",
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "BlockAffinity",
+                   "metadata": {"name": "n2-10-244-1-0-26",
+                                "labels": {"projectcalico.org/hostname-hash": "5c3b0f2e",
+                                           "projectcalico.org/affinity-type": "host",
+                                           "projectcalico.org/ip-version": "4"}},
+                   "spec": {"cidr": "10.244.1.0/26", "node": "n2", "type": "host", "state": "confirmed",
+                            "deleted": "false"}}),
+        ),
+        (
+            "ipamhandles",
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
+                   "metadata": {"name": "k8s-pod-network.0a1b2c"},
+                   "spec": {"handleID": "k8s-pod-network.0a1b2c", "block": {"10.244.1.0/26": 1}}}),
+        ),
+    ]
+}
+
+/// Issue 20, Build 3: on a store Calico's IPAM uses, every ADD is refused
+/// (code 7, naming Calico's block and the sign), STATUS says not ready with
+/// the same reason, DEL and GC still release bgpd-ipam's own addresses, and
+/// nothing of Calico's is written, modified or deleted. Before the refusal,
+/// the ADD succeeded beside Calico's block.
+#[test]
+fn a_store_calicos_ipam_uses_is_refused() {
+    let Some(c) = cluster("a_store_calicos_ipam_uses_is_refused") else { return };
+    let a = c.add("c1", "default", "api-0");
+    assert!(in_net(&a, "10.244.0.0/24"), "{a}");
+    for (plural, name) in
+        [("ipamblocks", "10-244-0-0-28"), ("blockaffinities", "n1-10-244-0-0-28"), ("ipamhandles", "podnet.c1.eth0")]
+    {
+        let o = c.object(plural, name).unwrap_or_else(|| panic!("{plural}/{name}"));
+        assert_eq!(o["metadata"]["labels"]["bgpd.io/ipam-owner"], "bgpd-ipam", "bgpd-ipam marks what it writes: {o}");
+    }
+    for (plural, o) in calicos_objects() {
+        c.server.apply(&format!("{CRD}/{plural}"), o);
+    }
+    let before: Vec<Value> =
+        calicos_objects().iter().map(|(p, o)| c.object(p, o["metadata"]["name"].as_str().unwrap()).unwrap()).collect();
+    let requests_before = c.server.requests().len();
+
+    let why = "IPAMBlock 10-244-1-0-26 was written by Calico's IPAM (it has sequenceNumberForAllocation); \
+               bgpd-ipam and Calico's IPAM cannot share a store: see docs/ipam.md#one-ipam-per-store";
+    for (container, pod) in [("c2", "api-0"), ("c1", "api-0")] {
+        let (ok, res) = c.call("ADD", container, "default", pod, &c.conf());
+        assert!(!ok, "ADD {container} on a shared store: {res}");
+        assert_eq!(res["code"], 7, "{res}");
+        assert_eq!(res["msg"], why, "{res}");
+    }
+    assert!(c.object("ipamhandles", "podnet.c2.eth0").is_none());
+    let (ok, res) = c.call("STATUS", "", "default", "", &c.conf());
+    assert!(!ok);
+    assert_eq!((res["code"].as_u64(), res["msg"].as_str()), (Some(50), Some(why)), "{res}");
+
+    // bgpd-ipam's own addresses are still released: by DEL, and by GC.
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0, "DEL of bgpd-ipam's own attachment");
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_none());
+    let own = c.object("ipamblocks", "10-244-0-0-28").unwrap();
+    assert!(own["spec"]["allocations"].as_array().unwrap().iter().all(Value::is_null), "{own}");
+    let mut gc: Value = serde_json::from_str(&c.conf()).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (ok, res) = c.call("GC", "", "default", "", &gc.to_string());
+    assert!(ok, "GC leaves Calico's blocks alone and succeeds: {res}");
+
+    let after: Vec<Value> =
+        calicos_objects().iter().map(|(p, o)| c.object(p, o["metadata"]["name"].as_str().unwrap()).unwrap()).collect();
+    assert_eq!(after, before, "Calico's objects are untouched");
+    let calicos: Vec<String> = c.server.requests()[requests_before..]
+        .iter()
+        .filter(|r| !r.starts_with('/') && (r.contains("10-244-1-0-26") || r.contains("k8s-pod-network")))
+        .cloned()
+        .collect();
+    assert_eq!(calicos, Vec::<String>::new(), "no write to Calico's objects");
+}
+
+/// Issue 20, Build 3: a store bgpd-ipam wrote before it marked its objects
+/// is not refused; an object it rewrites gets the mark.
+#[test]
+fn bgpd_ipams_unmarked_objects_are_its_own() {
+    let Some(c) = cluster("bgpd_ipams_unmarked_objects_are_its_own") else { return };
+    c.add("c1", "default", "api-0");
+    for (plural, name) in
+        [("ipamblocks", "10-244-0-0-28"), ("blockaffinities", "n1-10-244-0-0-28"), ("ipamhandles", "podnet.c1.eth0")]
+    {
+        let mut o = c.object(plural, name).unwrap();
+        o["metadata"].as_object_mut().unwrap().remove("labels");
+        c.server.apply(&format!("{CRD}/{plural}"), o);
+    }
+    c.add("c2", "default", "api-0");
+    assert!(c.call("STATUS", "", "default", "", &c.conf()).0, "ready");
+    let block = c.object("ipamblocks", "10-244-0-0-28").unwrap();
+    assert_eq!(block["metadata"]["labels"]["bgpd.io/ipam-owner"], "bgpd-ipam", "marked when rewritten: {block}");
+}

@@ -282,6 +282,8 @@ fn ipam_error(version: &str, e: IpamError) -> CniError {
         IpamError::PoolsExhausted { .. } | IpamError::NoEligiblePool { .. } => code::NO_ADDRESS,
         IpamError::TooManyConflicts(_) => code::TRY_AGAIN,
         IpamError::Store(StoreError::Conflict(_)) => code::TRY_AGAIN,
+        // The network configuration names a store Calico's IPAM uses.
+        IpamError::Store(StoreError::Calico(_)) => code::INVALID_CONFIG,
         // The datastore holds something unusable: as for corrupt data.
         IpamError::Store(_) | IpamError::InvalidBlock(_) => code::IO_FAILURE,
         _ => code::BAD_REQUEST,
@@ -291,14 +293,24 @@ fn ipam_error(version: &str, e: IpamError) -> CniError {
 
 fn open_error(version: &str, e: OpenError) -> CniError {
     let code = match &e {
-        OpenError::BadSpec(_) | OpenError::Design(_) => code::INVALID_CONFIG,
+        OpenError::BadSpec(_) | OpenError::Design(_) | OpenError::Store(StoreError::Calico(_)) => code::INVALID_CONFIG,
         OpenError::Store(_) => code::IO_FAILURE,
     };
     CniError::new(version, code, e.to_string(), "")
 }
 
 fn store_error(version: &str, e: StoreError) -> CniError {
-    CniError::new(version, code::IO_FAILURE, e.to_string(), "")
+    let code = match e {
+        StoreError::Calico(_) => code::INVALID_CONFIG,
+        _ => code::IO_FAILURE,
+    };
+    CniError::new(version, code, e.to_string(), "")
+}
+
+/// Refuses a store Calico's IPAM uses (code 7: the network configuration
+/// names a datastore bgpd-ipam cannot use), reading every block once.
+async fn refuse_shared(version: &str, store: &AnyStore) -> Result<(), CniError> {
+    ipam::store::owner::refuse_shared(store).await.map_err(|e| store_error(version, e))
 }
 
 /// The `file:` store refuses a directory it cannot lock (or one on a
@@ -333,6 +345,7 @@ async fn add(
     let focus = Focus { node: Some(node.clone()), pod: namespace.clone().zip(pod.clone()) };
     let alloc = open_all(conf, &focus).await?;
     check_writable(v, alloc.store())?;
+    refuse_shared(v, alloc.store()).await?;
     let handle = handle_id(attachment);
     let design = alloc.design();
     let empty = BTreeMap::new();
@@ -454,11 +467,17 @@ async fn del(version: &str, conf: &ReleaseConf, attachment: &Attachment) -> Resu
 
 /// GC: releases every handle of this network on this node whose attachment is
 /// not in `cni.dev/valid-attachments` ([`stale_handles`]), as many as it can,
-/// then reports the first failure.
+/// then reports the first failure. Of a store Calico's IPAM shares, only
+/// bgpd-ipam's own blocks are read: GC still frees what bgpd-ipam leaked
+/// (ADD and STATUS refuse such a store).
 async fn gc(version: &str, conf: &ReleaseConf) -> Result<(), CniError> {
     let node = node_of(conf.nodename.as_deref(), conf.nodename_file.as_deref());
     let Some(alloc) = releaser(version, &conf.datastore).await? else { return Ok(()) };
-    let blocks = alloc.store().list(&Scope::Blocks).await.map_err(|e| store_error(version, e))?;
+    // Only bgpd-ipam's own blocks: Calico's are never read, let alone released.
+    let (blocks, calico) = alloc.store().list_own(&Scope::Blocks).await.map_err(|e| store_error(version, e))?;
+    for c in &calico {
+        eprintln!("bgpd-ipam GC: left alone: {c}");
+    }
     let blocks: Vec<_> = blocks
         .into_iter()
         .filter_map(|v| match v.value {
@@ -530,6 +549,7 @@ async fn status(conf: &NetConf, node: &str, sink: Option<&GaugeSink>) -> Result<
         .map_err(|e| unavailable(format!("the datastore cannot be used: {}", e.msg), e.details))?;
     check_writable(v, alloc.store())
         .map_err(|e| unavailable(format!("the datastore cannot be written: {}", e.msg), e.details))?;
+    refuse_shared(v, alloc.store()).await.map_err(|e| unavailable(e.msg, e.details))?;
     let usage = ipam::usage::usage(alloc.store(), alloc.design())
         .await
         .map_err(|e| unavailable(format!("the datastore does not answer: {e}"), String::new()))?;

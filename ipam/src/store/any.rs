@@ -9,6 +9,7 @@ use super::etcd::EtcdStore;
 use super::file::FileStore;
 use super::kube_design::{self, Focus};
 use super::kubernetes::KubeStore;
+use super::owner::CalicoObject;
 use super::{Key, Object, Scope, Store, StoreError, Versioned, Write};
 use crate::design::{Design, DesignError};
 
@@ -190,6 +191,14 @@ impl Store for AnyStore {
             AnyStore::File(s) => s.list(scope).await,
             AnyStore::Etcd(s) => s.list(scope).await,
             AnyStore::Kube(s) => s.list(scope).await,
+        }
+    }
+
+    async fn list_own(&self, scope: &Scope) -> Result<(Vec<Versioned<Object>>, Vec<CalicoObject>), StoreError> {
+        match self {
+            AnyStore::File(s) => s.list_own(scope).await,
+            AnyStore::Etcd(s) => s.list_own(scope).await,
+            AnyStore::Kube(s) => s.list_own(scope).await,
         }
     }
 

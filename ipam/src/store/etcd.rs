@@ -6,12 +6,18 @@
 //! * `assignment/ipv4/block/10.0.0.0-26` → `IPAMBlock` spec (JSON)
 //! * `host/NODE/ipv4/block/10.0.0.0-26` → `BlockAffinity` spec
 //! * `handle/HANDLE` → `IPAMHandle` spec
+//!
+//! Every value written has the field `"bgpd.io/ipam-owner": "bgpd-ipam"`
+//! (Calico's Go decoder ignores it), and every value read is judged
+//! ([`super::owner`]): one Calico's IPAM wrote is refused
+//! ([`StoreError::Calico`]), never decoded, so never written back.
 
 use std::time::Duration;
 
 use bgpd_etcd::{Access, Client, Compare, CompareResult, ConnectOptions, RequestOp};
 use ipnet::IpNet;
 
+use super::owner::{self, CalicoObject, ObjectKind};
 use super::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
 use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 
@@ -90,22 +96,39 @@ impl EtcdStore {
         let rest = key.strip_prefix(&self.prefix).unwrap_or(&key);
         let corrupt =
             |e: serde_json::Error| StoreError::Corrupt { location: format!("etcd key {key}"), reason: e.to_string() };
-        if rest.starts_with("assignment/") {
-            Ok(Object::Block(serde_json::from_slice::<AllocationBlock>(value).map_err(corrupt)?))
+        let kind = if rest.starts_with("assignment/") {
+            ObjectKind::Block
         } else if rest.starts_with("host/") {
-            Ok(Object::Affinity(serde_json::from_slice::<BlockAffinity>(value).map_err(corrupt)?))
+            ObjectKind::Affinity
         } else {
-            Ok(Object::Handle(serde_json::from_slice::<IpamHandle>(value).map_err(corrupt)?))
+            ObjectKind::Handle
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(value).map_err(corrupt)?;
+        owner::take_marker(&mut value);
+        if let Some(sign) = owner::calico_sign(kind, &value, &Default::default()) {
+            return Err(StoreError::Calico(CalicoObject { kind, name: key.to_string(), sign }));
         }
+        match kind {
+            ObjectKind::Block => serde_json::from_value::<AllocationBlock>(value).map(Object::Block),
+            ObjectKind::Affinity => serde_json::from_value::<BlockAffinity>(value).map(Object::Affinity),
+            ObjectKind::Handle => serde_json::from_value::<IpamHandle>(value).map(Object::Handle),
+        }
+        .map_err(corrupt)
     }
 
+    /// The JSON value of an object, with bgpd-ipam's marker (a field
+    /// Calico's Go decoder ignores).
     fn encode(value: &Object) -> Result<Vec<u8>, StoreError> {
-        let r = match value {
-            Object::Block(b) => serde_json::to_vec(b),
-            Object::Affinity(a) => serde_json::to_vec(a),
-            Object::Handle(h) => serde_json::to_vec(h),
-        };
-        r.map_err(backend)
+        let mut v = match value {
+            Object::Block(b) => serde_json::to_value(b),
+            Object::Affinity(a) => serde_json::to_value(a),
+            Object::Handle(h) => serde_json::to_value(h),
+        }
+        .map_err(backend)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert(owner::OWNER_KEY.into(), owner::OWNER.into());
+        }
+        serde_json::to_vec(&v).map_err(backend)
     }
 }
 
@@ -125,12 +148,24 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, scope: &Scope) -> Result<Vec<Versioned<Object>>, StoreError> {
+        let (own, calico) = self.list_own(scope).await?;
+        match calico.into_iter().next() {
+            Some(c) => Err(StoreError::Calico(c)),
+            None => Ok(own),
+        }
+    }
+
+    async fn list_own(&self, scope: &Scope) -> Result<(Vec<Versioned<Object>>, Vec<CalicoObject>), StoreError> {
         let snapshot = self.client.get_prefix(self.scope_prefix(scope), None).await.map_err(backend)?;
-        snapshot
-            .kvs
-            .iter()
-            .map(|kv| Ok(Versioned { value: self.decode(&kv.key, &kv.value)?, revision: revision(kv.mod_revision) }))
-            .collect()
+        let (mut own, mut calico) = (Vec::new(), Vec::new());
+        for kv in &snapshot.kvs {
+            match self.decode(&kv.key, &kv.value) {
+                Ok(value) => own.push(Versioned { value, revision: revision(kv.mod_revision) }),
+                Err(StoreError::Calico(c)) => calico.push(c),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((own, calico))
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {

@@ -30,11 +30,16 @@
 //! the IPAMHandle CRD, which a real API server would prune: here they are the
 //! annotation [`FLOATING_IPS_ANNOTATION`] (the same JSON list), which bgpd's
 //! Kubernetes datastore reads.
+//!
+//! Every object written has the label `bgpd.io/ipam-owner: bgpd-ipam`, and
+//! every object read is judged ([`super::owner`]): one Calico's IPAM wrote is
+//! refused ([`StoreError::Calico`]), never decoded, so never written back.
 
 use ipnet::IpNet;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use kube::core::GroupVersionKind;
 
+use super::owner::{calico_sign, CalicoObject, ObjectKind, OWNER, OWNER_KEY};
 use super::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreError, Versioned, Write};
 use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 
@@ -57,18 +62,11 @@ pub struct KubeStore {
     handles: Api<DynamicObject>,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Block,
-    Affinity,
-    Handle,
-}
-
-fn kind_of(key: &Key) -> Kind {
+fn kind_of(key: &Key) -> ObjectKind {
     match key {
-        Key::Block(_) => Kind::Block,
-        Key::Affinity { .. } => Kind::Affinity,
-        Key::Handle(_) => Kind::Handle,
+        Key::Block(_) => ObjectKind::Block,
+        Key::Affinity { .. } => ObjectKind::Affinity,
+        Key::Handle(_) => ObjectKind::Handle,
     }
 }
 
@@ -120,11 +118,11 @@ impl KubeStore {
         }
     }
 
-    fn api(&self, kind: Kind) -> &Api<DynamicObject> {
+    fn api(&self, kind: ObjectKind) -> &Api<DynamicObject> {
         match kind {
-            Kind::Block => &self.blocks,
-            Kind::Affinity => &self.affinities,
-            Kind::Handle => &self.handles,
+            ObjectKind::Block => &self.blocks,
+            ObjectKind::Affinity => &self.affinities,
+            ObjectKind::Handle => &self.handles,
         }
     }
 
@@ -135,6 +133,7 @@ impl KubeStore {
             Object::Handle(h) => (resource("IPAMHandle", "ipamhandles"), serde_json::to_value(h)),
         };
         let mut o = DynamicObject::new(&object_name(key), &ar);
+        o.metadata.labels = Some([(OWNER_KEY.to_string(), OWNER.to_string())].into());
         let mut spec = spec.map_err(backend)?;
         // Floating IPs go into an annotation: the CRD has no field for them.
         if let Some(floating) = spec.as_object_mut().and_then(|m| m.remove("floatingIPs")) {
@@ -145,7 +144,7 @@ impl KubeStore {
         Ok(o)
     }
 
-    fn decode(kind: Kind, o: DynamicObject) -> Result<Versioned<Object>, StoreError> {
+    fn decode(kind: ObjectKind, o: DynamicObject) -> Result<Versioned<Object>, StoreError> {
         let name = o.metadata.name.clone().unwrap_or_default();
         let corrupt = |reason: String| StoreError::Corrupt { location: format!("{GROUP} object {name:?}"), reason };
         let revision = o
@@ -155,16 +154,27 @@ impl KubeStore {
             .and_then(|v| v.parse::<Revision>().ok())
             .ok_or_else(|| corrupt(format!("resourceVersion {:?} is not numeric", o.metadata.resource_version)))?;
         let mut spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+        // The v1 CRD's required `deleted` of an affinity, as bgpd-ipam writes
+        // it, is no sign of Calico's.
+        let mut judged = spec.clone();
+        if let (ObjectKind::Affinity, Some(m)) = (kind, judged.as_object_mut()) {
+            if m.get("deleted").and_then(serde_json::Value::as_str) == Some("false") {
+                m.remove("deleted");
+            }
+        }
+        if let Some(sign) = calico_sign(kind, &judged, o.metadata.labels.as_ref().unwrap_or(&Default::default())) {
+            return Err(StoreError::Calico(CalicoObject { kind, name: name.clone(), sign }));
+        }
         let floating = o.metadata.annotations.as_ref().and_then(|a| a.get(FLOATING_IPS_ANNOTATION));
-        if let (Kind::Handle, Some(text), Some(m)) = (kind, floating, spec.as_object_mut()) {
+        if let (ObjectKind::Handle, Some(text), Some(m)) = (kind, floating, spec.as_object_mut()) {
             let list: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| corrupt(format!("annotation {FLOATING_IPS_ANNOTATION}: {e}")))?;
             m.insert("floatingIPs".into(), list);
         }
         let value = match kind {
-            Kind::Block => serde_json::from_value::<AllocationBlock>(spec).map(Object::Block),
-            Kind::Affinity => serde_json::from_value::<BlockAffinity>(spec).map(Object::Affinity),
-            Kind::Handle => serde_json::from_value::<IpamHandle>(spec).map(Object::Handle),
+            ObjectKind::Block => serde_json::from_value::<AllocationBlock>(spec).map(Object::Block),
+            ObjectKind::Affinity => serde_json::from_value::<BlockAffinity>(spec).map(Object::Affinity),
+            ObjectKind::Handle => serde_json::from_value::<IpamHandle>(spec).map(Object::Handle),
         }
         .map_err(|e| corrupt(format!("spec: {e}")))?;
         Ok(Versioned { value, revision })
@@ -210,20 +220,30 @@ impl Store for KubeStore {
     }
 
     async fn list(&self, scope: &Scope) -> Result<Vec<Versioned<Object>>, StoreError> {
+        let (own, calico) = self.list_own(scope).await?;
+        match calico.into_iter().next() {
+            Some(c) => Err(StoreError::Calico(c)),
+            None => Ok(own),
+        }
+    }
+
+    async fn list_own(&self, scope: &Scope) -> Result<(Vec<Versioned<Object>>, Vec<CalicoObject>), StoreError> {
         let kind = match scope {
-            Scope::Blocks => Kind::Block,
-            Scope::Affinities(_) => Kind::Affinity,
-            Scope::Handles => Kind::Handle,
+            Scope::Blocks => ObjectKind::Block,
+            Scope::Affinities(_) => ObjectKind::Affinity,
+            Scope::Handles => ObjectKind::Handle,
         };
         let list = self.api(kind).list(&ListParams::default()).await.map_err(backend)?;
-        let mut out = Vec::new();
+        let (mut own, mut calico) = (Vec::new(), Vec::new());
         for o in list.items {
-            let v = KubeStore::decode(kind, o)?;
-            if in_scope(&v.value.key(), scope) {
-                out.push(v);
+            match KubeStore::decode(kind, o) {
+                Ok(v) if in_scope(&v.value.key(), scope) => own.push(v),
+                Ok(_) => {}
+                Err(StoreError::Calico(c)) => calico.push(c),
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((own, calico))
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {

@@ -18,6 +18,7 @@ pub mod etcd;
 pub mod file;
 pub mod kube_design;
 pub mod kubernetes;
+pub mod owner;
 
 /// The identity of a stored object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,6 +145,10 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The object was written by Calico's IPAM: the store is shared, and
+    /// bgpd-ipam uses none of it ([`owner`]).
+    #[error("{0}")]
+    Calico(owner::CalicoObject),
     /// The remote store failed (etcd, Kubernetes API).
     #[error("{backend}: {reason}")]
     Backend {
@@ -161,6 +166,17 @@ pub trait Store: Send + Sync {
 
     /// Lists objects in a scope.
     fn list(&self, scope: &Scope) -> impl Future<Output = Result<Vec<Versioned<Object>>, StoreError>> + Send;
+
+    /// Lists the objects of a scope that bgpd-ipam wrote, with those Calico's
+    /// IPAM wrote set apart (where [`Store::list`] refuses them all): what
+    /// releasing bgpd-ipam's own addresses needs on a shared store. Stores
+    /// that never hold Calico's objects (the file store) list everything.
+    fn list_own(
+        &self,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<(Vec<Versioned<Object>>, Vec<owner::CalicoObject>), StoreError>> + Send {
+        async move { Ok((self.list(scope).await?, Vec::new())) }
+    }
 
     /// Applies all writes if every expectation holds, else none
     /// ([`StoreError::Conflict`]).
