@@ -477,3 +477,169 @@ fn bgpd_ipams_unmarked_objects_are_its_own() {
     let block = c.object("ipamblocks", "10-244-0-0-28").unwrap();
     assert_eq!(block["metadata"]["labels"]["bgpd.io/ipam-owner"], "bgpd-ipam", "marked when rewritten: {block}");
 }
+
+/// A request to the API server as RBAC sees it: (verb, API group, resource).
+/// `None` for discovery (`/api`, `/apis/GROUP/VERSION`), which every
+/// authenticated client may read (the `system:discovery` ClusterRole).
+fn rbac_of(request: &str) -> Option<(String, String, String)> {
+    let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _v, rest @ ..] => ("", rest),
+        ["apis", g, _v, rest @ ..] => (*g, rest),
+        _ => return None,
+    };
+    // Namespaced: namespaces/NS/PLURAL[/NAME]; else PLURAL[/NAME] (a Namespace
+    // itself is namespaces/NAME).
+    let (resource, object) = match rest {
+        [] => return None,
+        ["namespaces", _, plural, name @ ..] => (*plural, name.first()),
+        [plural, name @ ..] => (*plural, name.first()),
+    };
+    let watch = query.split('&').any(|p| p == "watch=true");
+    let verb = match (method, object, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", None, false) => "list",
+        ("GET", Some(_), false) => "get",
+        ("POST", ..) => "create",
+        ("PUT", ..) => "update",
+        ("PATCH", ..) => "patch",
+        ("DELETE", None, _) => "deletecollection",
+        ("DELETE", Some(_), _) => "delete",
+        (m, ..) => panic!("unexpected method {m} in {request}"),
+    };
+    Some((verb.to_string(), group.to_string(), resource.to_string()))
+}
+
+/// The (verb, API group, resource) the ClusterRole of a manifest grants; its
+/// rules may not name resources (`resourceNames`) or use wildcards.
+fn granted_by(manifest: &str, role: &str) -> std::collections::BTreeSet<(String, String, String)> {
+    use serde::Deserialize as _;
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(manifest).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect();
+    let doc = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role)
+        .unwrap_or_else(|| panic!("no ClusterRole {role}"));
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence().expect("a list").iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    let mut granted = std::collections::BTreeSet::new();
+    for rule in doc["rules"].as_sequence().expect("rules") {
+        assert!(rule.get("resourceNames").is_none(), "{rule:?}");
+        for verb in strings(&rule["verbs"]) {
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    assert!(![&verb, &group, &resource].contains(&&"*".to_string()), "a wildcard: {rule:?}");
+                    granted.insert((verb.clone(), group.clone(), resource));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// Issue 20, Done when: `templates/kubernetes/bgpd-ipam.yaml` grants the
+/// plugin exactly what it requests. Every command runs against the stand-in
+/// (ADD by a Node's labels and by a Namespace's annotation, ADD again, CHECK,
+/// DEL, GC, STATUS); every request must be granted by the shipped ClusterRole,
+/// and every grant must be used by some request or be listed below with the
+/// request that needs it, so the role cannot grow unnoticed.
+#[test]
+fn the_shipped_role_grants_what_the_plugin_requests() {
+    let Some(c) = cluster("the_shipped_role_grants_what_the_plugin_requests") else { return };
+    let a = c.add("c1", "default", "api-0");
+    c.add("c2", "team", "web-0");
+    assert_eq!(c.add("c1", "default", "api-0"), a);
+    let mut check: Value = serde_json::from_str(&c.conf()).unwrap();
+    check["prevResult"] = json!({"cniVersion": "1.1.0", "ips": [{"address": a}]});
+    assert!(c.call("CHECK", "c1", "default", "api-0", &check.to_string()).0);
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0);
+    let mut gc: Value = serde_json::from_str(&c.conf()).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert!(c.call("GC", "", "default", "", &gc.to_string()).0);
+    assert!(c.call("STATUS", "", "default", "", &c.conf()).0);
+
+    let granted = granted_by(include_str!("../../templates/kubernetes/bgpd-ipam.yaml"), "bgpd-ipam");
+    let requests = c.server.requests();
+    let used: std::collections::BTreeSet<_> = requests.iter().filter_map(|r| rbac_of(r)).collect();
+    for r in &requests {
+        if let Some(need) = rbac_of(r) {
+            assert!(granted.contains(&need), "{r} needs {need:?}, which the ClusterRole does not grant");
+        }
+    }
+    let t = |v: &str, g: &str, r: &str| (v.to_string(), g.to_string(), r.to_string());
+    // Granted, and requested only on paths this cycle does not take.
+    let needed_elsewhere = [
+        // KubeStore::undo: a claim whose later write failed deletes the
+        // block and the affinity it created.
+        (t("delete", "crd.projectcalico.org", "ipamblocks"), "undo of a failed claim"),
+        (t("delete", "crd.projectcalico.org", "blockaffinities"), "undo of a failed claim"),
+        // ADD of a pod with cni.projectcalico.org/floatingIPs lists every
+        // handle (the floating IPs others hold) and records its own.
+        (t("list", "crd.projectcalico.org", "ipamhandles"), "floating IPs"),
+        (
+            t("update", "crd.projectcalico.org", "ipamhandles"),
+            "floating IPs; a release that keeps an invalid block's count",
+        ),
+    ];
+    for (grant, why) in &needed_elsewhere {
+        assert!(granted.contains(grant), "{grant:?} is listed as needed ({why}) but not granted");
+        assert!(!used.contains(grant), "{grant:?} is requested by the cycle: take it off the list");
+    }
+    let unexplained: Vec<_> =
+        granted.iter().filter(|g| !used.contains(*g) && !needed_elsewhere.iter().any(|(n, _)| n == *g)).collect();
+    assert!(unexplained.is_empty(), "granted but never requested: {unexplained:?}\nrequests: {requests:#?}");
+}
+
+/// `templates/kubernetes/bgpd-ipam.yaml` installs what the plugin reads: its
+/// CNI configuration parses as the plugin parses it and names the kubeconfig
+/// the installer writes (mode 0600, from the ServiceAccount's long-lived
+/// token Secret), in the namespace of bgpd.yaml.
+#[test]
+fn the_shipped_install_writes_what_the_plugin_reads() {
+    use serde::Deserialize as _;
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(include_str!("../../templates/kubernetes/bgpd-ipam.yaml"))
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect();
+    let doc = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+    for d in &docs {
+        if d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding" {
+            assert_eq!(d["metadata"]["namespace"], "kube-system", "as in bgpd.yaml: {:?}", d["metadata"]);
+        }
+    }
+    let binding = doc("ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "bgpd-ipam");
+    assert_eq!(binding["subjects"][0]["name"], doc("ServiceAccount")["metadata"]["name"]);
+    let token = doc("Secret");
+    assert_eq!(token["type"], "kubernetes.io/service-account-token");
+    assert_eq!(token["metadata"]["annotations"]["kubernetes.io/service-account.name"], "bgpd-ipam");
+
+    let conflist: Value = serde_json::from_str(doc("ConfigMap")["data"]["10-bgpd.conflist"].as_str().unwrap())
+        .expect("the conflist is JSON");
+    let mut plugin = conflist["plugins"][0].clone();
+    plugin["cniVersion"] = conflist["cniVersion"].clone();
+    plugin["name"] = conflist["name"].clone();
+    let conf = ipam::cni::NetConf::parse(plugin).expect("the plugin takes its configuration");
+    let kubeconfig = conf.ipam.datastore.strip_prefix("kubernetes:").expect("the kubernetes datastore");
+    assert_ne!(conflist["name"], "k8s-pod-network", "Calico's network name: its handles would look like Calico's");
+
+    let ds = doc("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let script = pod["initContainers"][0]["args"][0].as_str().unwrap();
+    let host_path = |name: &str| {
+        let v = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == name).unwrap();
+        v["hostPath"]["path"].as_str().unwrap().to_string()
+    };
+    let (dir, file) = kubeconfig.rsplit_once('/').unwrap();
+    assert_eq!(host_path("cni-net"), dir);
+    assert!(script.contains(&format!("/host/etc/cni/net.d/{file}")), "the installer writes {kubeconfig}");
+    assert!(script.contains("umask 077") && script.contains(&format!("chmod 0600 /host/etc/cni/net.d/.{file}.new")));
+    assert!(script.contains("/host/opt/cni/bin/bgpd-ipam") && host_path("cni-bin") == "/opt/cni/bin");
+    let token_volume = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == "token").unwrap();
+    assert_eq!(token_volume["secret"]["secretName"], token["metadata"]["name"]);
+    assert!(script.contains("$KUBERNETES_SERVICE_HOST") && script.contains("$KUBERNETES_SERVICE_PORT"));
+    assert_eq!(pod["automountServiceAccountToken"], false, "the installer talks to no API");
+}
