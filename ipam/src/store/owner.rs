@@ -12,11 +12,11 @@
 //! on every block, with no `omitempty` (libcalico-go's `AllocationBlockSpec`
 //! and its etcd model `AllocationBlock`), and a store Calico's IPAM uses holds
 //! at least one block, so the signs cannot all be missing. Every object
-//! bgpd-ipam writes also carries the marker [`OWNER_KEY`]` = `[`OWNER`] (a
-//! label on Kubernetes, a field of the JSON value Calico ignores on etcd), so
-//! an operator can list what is not bgpd-ipam's; an unmarked object without a
-//! sign is one bgpd-ipam wrote before the marker existed, accepted and marked
-//! when next written.
+//! bgpd-ipam writes also carries the marker `bgpd.io/ipam-owner: bgpd-ipam`
+//! ([`OWNER_KEY`], [`OWNER`]: a label on Kubernetes, a field of the JSON value
+//! on etcd, which Calico's decoder ignores), so an operator can list what is
+//! not bgpd-ipam's. An unmarked object without a sign is one bgpd-ipam wrote
+//! before the marker existed: accepted, and marked when next written.
 
 use std::collections::BTreeMap;
 use std::fmt;
