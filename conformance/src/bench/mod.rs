@@ -4,6 +4,7 @@ pub mod bfd;
 pub mod chaos;
 pub mod codec;
 pub mod fib;
+pub mod kube_api;
 pub mod latency;
 pub mod nodestatus;
 pub mod routeserver;

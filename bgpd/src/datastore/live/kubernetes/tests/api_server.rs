@@ -168,30 +168,31 @@ struct Throttle {
 }
 
 /// What the stand-in was asked and sent since it started. Bytes are those of
-/// the bodies (JSON), without HTTP heads or chunk framing.
+/// the bodies (JSON), without HTTP heads or chunk framing. Public (as [`Sent`]):
+/// `bench kube-api` (the conformance crate, which includes this file) reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Traffic {
+pub struct Traffic {
     /// Every request, whatever its answer.
-    pub(super) requests: u64,
+    pub requests: u64,
     /// Lists (a `GET` of a collection, each page one).
-    pub(super) lists: u64,
+    pub lists: u64,
     /// Watch requests (`watch=true`), refused ones included.
-    pub(super) watches: u64,
+    pub watches: u64,
     /// Requests answered `429`.
-    pub(super) throttled: u64,
-    pub(super) list_bytes: u64,
+    pub throttled: u64,
+    pub list_bytes: u64,
     /// Events sent on watches, and their bytes (one JSON line each).
-    pub(super) watch_events: u64,
-    pub(super) watch_bytes: u64,
+    pub watch_events: u64,
+    pub watch_bytes: u64,
     /// Bytes of every other answer (discovery, gets, writes, refusals).
-    pub(super) other_bytes: u64,
+    pub other_bytes: u64,
 }
 
 /// The events and bytes sent on the watches of one collection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Sent {
-    pub(super) events: u64,
-    pub(super) bytes: u64,
+pub struct Sent {
+    pub events: u64,
+    pub bytes: u64,
 }
 
 fn name_of(obj: &Value) -> String {
@@ -483,6 +484,14 @@ impl ApiServer {
             ok
         });
         sent
+    }
+
+    /// Forgets the changes up to resourceVersion `to` (etcd's compaction): a
+    /// watch from an older version gets 410 Gone; open watches go on.
+    pub(super) fn compact(&self, to: u64) {
+        let mut s = self.0.lock().unwrap();
+        s.compacted = s.compacted.max(to);
+        s.history.retain(|c| c.version > to);
     }
 
     /// The resourceVersion of the last change.
