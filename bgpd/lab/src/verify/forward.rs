@@ -118,7 +118,8 @@ pub type Ends = Rc<BTreeSet<End>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action<'a> {
     Deliver(&'a str),
-    Connected(&'a str),
+    /// On a connected subnet: the segment's number ([`Live::seg`]) and name.
+    Connected(u32, &'a str),
     Via(&'a [IpAddr]),
     Blackhole(&'a str),
 }
@@ -127,12 +128,23 @@ enum Action<'a> {
 /// caught when a member comes round again).
 const MAX_HOPS: usize = 64;
 
+/// An interface on a segment that is up.
+struct Live<'a> {
+    /// The segment, numbered in the scenario.
+    seg: u32,
+    name: &'a str,
+    net: IpNet,
+}
+
 /// One member's forwarding state in the scenario.
 struct Table<'a> {
     member: &'a MemberModel,
     up: bool,
     /// Its interfaces on segments that are up.
-    live: Vec<&'a (String, IpNet)>,
+    live: Vec<Live<'a>>,
+    /// Next hops resolved so far ([`Network::resolve`]): a member has a
+    /// few, asked for every destination.
+    resolved: RefCell<Vec<(IpAddr, Option<usize>)>>,
     fib: Option<&'a Fib>,
     /// Its learned routes by prefix number ([`Network::prefixes`]), built
     /// the first time it is asked (a failure scenario asks few members);
@@ -190,7 +202,7 @@ struct Known {
     depth: usize,
 }
 
-/// What is worked out once per destination.
+/// What is worked out once per destination (numbered in the scenario).
 struct Destination {
     /// The numbers of the learned prefixes that cover it, longest first.
     chain: Rc<[u32]>,
@@ -204,10 +216,12 @@ pub struct Network<'a> {
     tables: Vec<Table<'a>>,
     index: FxMap<&'a str, usize>,
     /// (segment, address) → the first live member (in name order) that has it there.
-    hosts: HashMap<(&'a str, IpAddr), usize>,
+    hosts: FxMap<(u32, IpAddr), usize>,
     /// The learned prefixes, numbered.
     numbering: Cow<'a, Numbering>,
-    destinations: RefCell<FxMap<IpAddr, Destination>>,
+    /// Destination → its number in `known`.
+    destinations: RefCell<FxMap<IpAddr, u32>>,
+    known: RefCell<Vec<Destination>>,
     /// (member, destination) → the members its packets pass ([`Network::through`]).
     through: RefCell<FxMap<(usize, IpAddr), Passes>>,
 }
@@ -239,20 +253,40 @@ impl<'a> Network<'a> {
         fibs: Vec<Option<&'a Fib>>,
         numbering: Cow<'a, Numbering>,
     ) -> Network<'a> {
+        let mut segments: FxMap<&'a str, u32> = FxMap::default();
+        let mut number = |seg: &'a str| {
+            let next = segments.len() as u32;
+            *segments.entry(seg).or_insert(next)
+        };
         let tables: Vec<Table<'a>> = design
             .members
             .values()
             .zip(fibs)
             .map(|(m, fib)| {
-                let live = m.interfaces.iter().filter(|(s, _)| !failed.segments.contains(s)).collect();
-                Table { member: m, up: !failed.down(&m.name), live, fib, routes: OnceCell::new(), asked: Cell::new(0) }
+                let live = m
+                    .interfaces
+                    .iter()
+                    .filter(|(s, _)| !failed.segments.contains(s))
+                    .map(|(s, net)| Live { seg: number(s), name: s, net: *net })
+                    .collect();
+                Table {
+                    member: m,
+                    up: !failed.down(&m.name),
+                    live,
+                    resolved: RefCell::new(Vec::new()),
+                    fib,
+                    routes: OnceCell::new(),
+                    asked: Cell::new(0),
+                }
             })
             .collect();
         let index = tables.iter().enumerate().map(|(i, t)| (t.member.name.as_str(), i)).collect();
-        let mut hosts = HashMap::new();
+        let mut hosts = FxMap::default();
         for (i, t) in tables.iter().enumerate().filter(|(_, t)| t.up) {
+            // A down segment numbered too: nothing resolves over it, but
+            // its members still answer for their addresses on it.
             for (seg, a) in &t.member.interfaces {
-                hosts.entry((seg.as_str(), a.addr())).or_insert(i);
+                hosts.entry((number(seg), a.addr())).or_insert(i);
             }
         }
         Network {
@@ -261,19 +295,28 @@ impl<'a> Network<'a> {
             hosts,
             numbering,
             destinations: RefCell::new(FxMap::default()),
+            known: RefCell::new(Vec::new()),
             through: RefCell::new(FxMap::default()),
         }
     }
 
-    /// The numbers of the learned prefixes covering `dst`, longest first.
-    fn chain(&self, dst: IpAddr) -> Rc<[u32]> {
+    /// The number of `dst` in `known`, and the numbers of the learned
+    /// prefixes covering it, longest first.
+    fn destination(&self, dst: IpAddr) -> (u32, Rc<[u32]>) {
         if let Some(d) = self.destinations.borrow().get(&dst) {
-            return d.chain.clone();
+            return (*d, self.known.borrow()[*d as usize].chain.clone());
         }
         let chain = self.covering(dst);
-        let known = vec![None; self.tables.len()];
-        self.destinations.borrow_mut().insert(dst, Destination { chain: chain.clone(), known });
-        chain
+        let mut known = self.known.borrow_mut();
+        let d = known.len() as u32;
+        known.push(Destination { chain: chain.clone(), known: vec![None; self.tables.len()] });
+        self.destinations.borrow_mut().insert(dst, d);
+        (d, chain)
+    }
+
+    /// The numbers of the learned prefixes covering `dst`, longest first.
+    fn chain(&self, dst: IpAddr) -> Rc<[u32]> {
+        self.destination(dst).1
     }
 
     /// The numbers of the learned prefixes covering `dst`, longest first,
@@ -294,7 +337,7 @@ impl<'a> Network<'a> {
             return Vec::new();
         }
         match self.lookup(t, dst, &self.covering(dst)) {
-            Some((_, Action::Connected(seg))) => self.hosts.get(&(seg, dst)).copied().into_iter().collect(),
+            Some((_, Action::Connected(seg, _))) => self.hosts.get(&(seg, dst)).copied().into_iter().collect(),
             Some((_, Action::Via(hops))) => hops.iter().filter_map(|h| self.resolve(t, *h)).collect(),
             _ => Vec::new(),
         }
@@ -304,7 +347,7 @@ impl<'a> Network<'a> {
     /// prefixes, its own (connected, local) beat learned ones, as the
     /// kernel's connected routes and bgpd's lower-metric service routes do.
     fn lookup(&self, t: &Table<'a>, dst: IpAddr, chain: &[u32]) -> Option<(IpNet, Action<'a>)> {
-        if t.live.iter().any(|(_, a)| a.addr() == dst) {
+        if t.live.iter().any(|l| l.net.addr() == dst) {
             return Some((IpNet::from(dst), Action::Deliver("its own address")));
         }
         let mut best: Option<(IpNet, u8, Action<'a>)> = None;
@@ -328,8 +371,8 @@ impl<'a> Network<'a> {
             };
             offer(*net, 2, action);
         }
-        for iface in t.live.iter().copied() {
-            offer(iface.1.trunc(), 2, Action::Connected(&iface.0));
+        for l in &t.live {
+            offer(l.net.trunc(), 2, Action::Connected(l.seg, l.name));
         }
         // Of the learned routes only the longest match can win: every other
         // one covering `dst` is shorter.
@@ -345,21 +388,29 @@ impl<'a> Network<'a> {
 
     /// Where a next hop leads from a member: the member that answers for it.
     fn resolve(&self, t: &Table<'a>, nh: IpAddr) -> Option<usize> {
-        let (seg, _) = t.live.iter().find(|(_, a)| a.contains(&nh))?;
-        self.hosts.get(&(seg.as_str(), nh)).copied()
+        if let Some((_, n)) = t.resolved.borrow().iter().find(|(h, _)| *h == nh) {
+            return *n;
+        }
+        let n = t.live.iter().find(|l| l.net.contains(&nh)).and_then(|l| self.hosts.get(&(l.seg, nh)).copied());
+        t.resolved.borrow_mut().push((nh, n));
+        n
     }
 
     /// Every way a packet for `dst` can end, starting at `from`.
     pub fn trace(&self, from: &str, dst: IpAddr) -> Ends {
         match self.index.get(from) {
-            Some(&i) => self.ends(i, dst, &mut Vec::new()).0,
+            Some(&i) => {
+                let (d, chain) = self.destination(dst);
+                self.ends(i, (d, dst, &chain), &mut Vec::new()).0
+            }
             None => Rc::new(BTreeSet::from([End::Dropped(from.to_string(), Drop::NoRoute)])),
         }
     }
 
-    /// Where packets for `dst` end from member `i`, reached through
-    /// `stack`, and how deep the trace went from `i`.
-    fn ends(&self, i: usize, dst: IpAddr, stack: &mut Vec<usize>) -> (Ends, usize) {
+    /// Where packets for a destination (its number, address and chain)
+    /// end from member `i`, reached through `stack`, and how deep the trace
+    /// went from `i`.
+    fn ends(&self, i: usize, dst: (u32, IpAddr, &[u32]), stack: &mut Vec<usize>) -> (Ends, usize) {
         let t = &self.tables[i];
         let name = &t.member.name;
         let one = |e: End| (Rc::new(BTreeSet::from([e])), 0);
@@ -376,50 +427,58 @@ impl<'a> Network<'a> {
         }
         // A result without a loop holds wherever the packet came from, as
         // long as this path's length leaves room for its depth.
-        // One lookup of the destination: what it knows of `i`, and its chain.
-        let seen = self.destinations.borrow().get(&dst).map(|d| (d.chain.clone(), d.known[i].clone()));
-        let (chain, known) = match seen {
-            Some(seen) => seen,
-            None => (self.chain(dst), None),
-        };
+        let known = self.known.borrow()[dst.0 as usize].known[i].clone();
         if let Some(k) = known.filter(|k| stack.len() + k.depth <= MAX_HOPS) {
             return (k.ends, k.depth);
         }
-        let (ends, depth) = self.walk(t, i, dst, &chain, stack);
+        let (ends, depth) = self.walk(t, i, dst, stack);
         if !ends.iter().any(|e| matches!(e, End::Loop(_))) {
-            if let Some(d) = self.destinations.borrow_mut().get_mut(&dst) {
-                d.known[i] = Some(Known { ends: ends.clone(), depth });
-            }
+            self.known.borrow_mut()[dst.0 as usize].known[i] = Some(Known { ends: ends.clone(), depth });
         }
         (ends, depth)
     }
 
     /// One hop from member `i` and every branch on from there.
-    fn walk(&self, t: &Table<'a>, i: usize, dst: IpAddr, chain: &[u32], stack: &mut Vec<usize>) -> (Ends, usize) {
+    fn walk(&self, t: &Table<'a>, i: usize, dst: (u32, IpAddr, &[u32]), stack: &mut Vec<usize>) -> (Ends, usize) {
         let name = &t.member.name;
         let here = |d: Drop| (Rc::new(BTreeSet::from([End::Dropped(name.clone(), d)])), 0);
-        let Some((_, action)) = self.lookup(t, dst, chain) else { return here(Drop::NoRoute) };
-        let next: Vec<Result<usize, Drop>> = match action {
+        let Some((_, action)) = self.lookup(t, dst.1, dst.2) else { return here(Drop::NoRoute) };
+        let hops = match action {
             Action::Deliver(what) => {
                 return (Rc::new(BTreeSet::from([End::Delivered(name.clone(), what.to_string())])), 0)
             }
             Action::Blackhole(why) => return here(Drop::Blackhole(why.to_string())),
-            Action::Connected(seg) => match self.hosts.get(&(seg, dst)) {
-                Some(n) => vec![Ok(*n)],
-                None => vec![Err(Drop::NoHost(seg.to_string()))],
+            Action::Connected(seg, seg_name) => match self.hosts.get(&(seg, dst.1)) {
+                Some(n) => Err(*n),
+                None => return here(Drop::NoHost(seg_name.to_string())),
             },
-            Action::Via(hops) => hops.iter().map(|nh| self.resolve(t, *nh).ok_or(Drop::Unresolvable(*nh))).collect(),
+            Action::Via(hops) => Ok(hops),
+        };
+        // The members the packet goes on to, or where a next hop ends it here.
+        let next = |k: usize| match hops {
+            Err(n) => (k == 0).then_some(Ok(n)),
+            Ok(hops) => hops.get(k).map(|nh| self.resolve(t, *nh).ok_or(Drop::Unresolvable(*nh))),
         };
         stack.push(i);
-        let mut branches: Vec<Ends> = Vec::new();
+        let mut first: Option<Ends> = None;
+        let mut alike = true;
         let mut here_ends = BTreeSet::new();
+        let mut branches: Vec<Ends> = Vec::new();
         let mut depth = 0;
-        for n in next {
+        for n in (0..).map_while(next) {
             match n {
                 Ok(n) => {
                     let (e, d) = self.ends(n, dst, stack);
                     depth = depth.max(d + 1);
-                    branches.push(e);
+                    // ECMP branches that end alike (the common case) share their result.
+                    match &first {
+                        None => first = Some(e),
+                        Some(f) if alike && (Rc::ptr_eq(f, &e) || *f == e) => {}
+                        Some(_) => {
+                            alike = false;
+                            branches.push(e);
+                        }
+                    }
                 }
                 Err(d) => {
                     here_ends.insert(End::Dropped(name.clone(), d));
@@ -427,15 +486,11 @@ impl<'a> Network<'a> {
             }
         }
         stack.pop();
-        // ECMP branches that end alike (the common case) share their result.
-        if here_ends.is_empty() {
-            if let Some((first, rest)) = branches.split_first() {
-                if rest.iter().all(|b| Rc::ptr_eq(b, first) || b == first) {
-                    return (first.clone(), depth);
-                }
-            }
+        let Some(first) = first else { return (Rc::new(here_ends), depth) };
+        if here_ends.is_empty() && alike {
+            return (first, depth);
         }
-        for b in &branches {
+        for b in std::iter::once(&first).chain(&branches) {
             here_ends.extend(b.iter().cloned());
         }
         (Rc::new(here_ends), depth)
@@ -475,18 +530,17 @@ impl<'a> Network<'a> {
     /// address on the interface they leave by, as the kernel picks it.
     pub fn source_address(&self, member: &str, dst: IpAddr) -> Option<IpAddr> {
         let t = &self.tables[*self.index.get(member)?];
-        let on = |seg: &str| {
-            t.live.iter().find(|(s, a)| s == seg && a.addr().is_ipv4() == dst.is_ipv4()).map(|(_, a)| a.addr())
+        let on = |seg: u32| {
+            t.live.iter().find(|l| l.seg == seg && l.net.addr().is_ipv4() == dst.is_ipv4()).map(|l| l.net.addr())
         };
         let out = match self.lookup(t, dst, &self.chain(dst)) {
-            Some((_, Action::Connected(seg))) => on(seg),
-            Some((_, Action::Via(hops))) => hops.iter().find_map(|h| {
-                let (seg, _) = t.live.iter().find(|(_, a)| a.contains(h))?;
-                on(seg)
-            }),
+            Some((_, Action::Connected(seg, _))) => on(seg),
+            Some((_, Action::Via(hops))) => {
+                hops.iter().find_map(|h| on(t.live.iter().find(|l| l.net.contains(h))?.seg))
+            }
             _ => None,
         };
-        out.or_else(|| t.live.iter().map(|(_, a)| a.addr()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+        out.or_else(|| t.live.iter().map(|l| l.net.addr()).find(|a| a.is_ipv4() == dst.is_ipv4()))
     }
 
     /// The distinct next-hop members `member` uses for `dst` (its ECMP set).

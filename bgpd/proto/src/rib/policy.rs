@@ -363,6 +363,26 @@ pub struct ExportRange {
     pub source: RangeSource,
 }
 
+/// Whether `range` holds all of `prefix` (the same family, no longer, the
+/// same leading bits): what `IpNet::contains` answers, in a few instructions
+/// (every learned route is checked against the ranges for every peer group).
+fn covers(range: &IpNet, prefix: &IpNet) -> bool {
+    fn same_bits(a: u128, b: u128, len: u8, width: u8) -> bool {
+        len == 0 || (a ^ b) >> (width - len) == 0
+    }
+    match (range, prefix) {
+        (IpNet::V4(r), IpNet::V4(p)) => {
+            r.prefix_len() <= p.prefix_len()
+                && same_bits(u32::from(r.addr()).into(), u32::from(p.addr()).into(), r.prefix_len(), 32)
+        }
+        (IpNet::V6(r), IpNet::V6(p)) => {
+            r.prefix_len() <= p.prefix_len()
+                && same_bits(u128::from(r.addr()), u128::from(p.addr()), r.prefix_len(), 128)
+        }
+        _ => false,
+    }
+}
+
 /// Where an [`ExportRange`] comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RangeSource {
@@ -456,7 +476,7 @@ impl PeerPolicy {
             DefaultExport::Calico(ranges) => ranges,
         };
         let inside =
-            |exported: bool| ranges.iter().position(|r| r.source.exported() == exported && r.cidr.contains(&prefix));
+            |exported: bool| ranges.iter().position(|r| r.source.exported() == exported && covers(&r.cidr, &prefix));
         // The disabled ranges are looked at only for a route outside every exported one.
         match inside(true).ok_or_else(|| inside(false)) {
             Ok(i) => Decision::default(true, DecidedBy::InRange(i)),
@@ -699,6 +719,43 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn covers_answers_as_ipnet_contains() {
+        // Ranges and prefixes with and without host bits, both families, every
+        // length from 0 to the whole address, and mixed families.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut nets: Vec<IpNet> = ["0.0.0.0/0", "::/0", "10.0.0.0/8", "10.0.0.1/8", "10.244.1.0/26", "fd00::/8"]
+            .into_iter()
+            .map(net)
+            .collect();
+        for _ in 0..400 {
+            let (r, len) = (next(), next());
+            let net = if r % 2 == 0 {
+                // Few distinct leading bits, so that containment happens.
+                let a = std::net::Ipv4Addr::from(0x0af4_0000 | (r >> 40) as u32 & 0xffff);
+                IpNet::V4(ipnet::Ipv4Net::new(a, (len % 33) as u8).unwrap())
+            } else {
+                let a = std::net::Ipv6Addr::from(0xfd00u128 << 112 | u128::from(r >> 32 & 0xffff) << 96);
+                IpNet::V6(ipnet::Ipv6Net::new(a, (len % 129) as u8).unwrap())
+            };
+            nets.push(net);
+        }
+        let mut both = 0;
+        for r in &nets {
+            for p in &nets {
+                assert_eq!(covers(r, p), r.contains(p), "{r} covers {p}");
+                both += usize::from(r != p && r.contains(p));
+            }
+        }
+        assert!(both > 1000, "only {both} pairs nested");
     }
 
     /// Attributes as an eBGP peer would send them: ORIGIN, AS_PATH, NEXT_HOP,

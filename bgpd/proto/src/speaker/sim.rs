@@ -136,7 +136,15 @@ pub struct Fabric {
     names: HashMap<String, usize>,
     segments: Vec<(String, bool)>,
     links: Vec<Option<Link>>,
-    queue: BinaryHeap<Reverse<(Instant, u64, Delivery)>>,
+    /// What is due, in order: when (nanoseconds since `start`, high 64 bits)
+    /// and the sequence number (low 64 bits) in one key, with the slot in
+    /// `waiting` of the delivery. The heap moves its entries on every push
+    /// and pop; a key and a slot are half the size of a delivery, and
+    /// compare as one number.
+    queue: BinaryHeap<Reverse<(u128, u32)>>,
+    waiting: Vec<Option<Delivery>>,
+    /// Slots of `waiting` free for reuse.
+    free: Vec<u32>,
     last_activity: Instant,
     skipped: Duration,
     deliveries: u64,
@@ -158,6 +166,8 @@ impl Fabric {
             segments: Vec::new(),
             links: Vec::new(),
             queue: BinaryHeap::new(),
+            waiting: Vec::new(),
+            free: Vec::new(),
             last_activity: start,
             skipped: Duration::ZERO,
             deliveries: 0,
@@ -405,7 +415,31 @@ impl Fabric {
 
     fn push(&mut self, at: Instant, d: Delivery) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, d)));
+        let due = at.saturating_duration_since(self.start).as_nanos() as u64;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.waiting[slot as usize] = Some(d);
+                slot
+            }
+            None => {
+                self.waiting.push(Some(d));
+                u32::try_from(self.waiting.len() - 1).expect("fewer than 2^32 deliveries waiting at once")
+            }
+        };
+        self.queue.push(Reverse((u128::from(due) << 64 | u128::from(self.seq), slot)));
+    }
+
+    /// When the next delivery is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((key, _))| self.start + Duration::from_nanos((key >> 64) as u64))
+    }
+
+    /// The next delivery and when it is due.
+    fn pop_due(&mut self) -> Option<(Instant, Delivery)> {
+        let Reverse((key, slot)) = self.queue.pop()?;
+        let d = self.waiting[slot as usize].take().expect("a queued slot holds its delivery");
+        self.free.push(slot);
+        Some((self.start + Duration::from_nanos((key >> 64) as u64), d))
     }
 
     fn latency(&mut self) -> Duration {
@@ -754,8 +788,7 @@ impl Fabric {
             self.drain(m);
         }
         self.last_activity = self.now;
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
-            let at = *at;
+        while let Some(at) = self.next_due() {
             let idle_until = (self.last_activity + QUIET).min(end);
             if at >= self.last_activity + IDLE && at < idle_until && self.now < idle_until {
                 // Nothing but timers for IDLE: the rest of the quiet wait is
@@ -794,7 +827,7 @@ impl Fabric {
                 self.now = end;
                 return false;
             }
-            let Some(Reverse((at, _, d))) = self.queue.pop() else { break };
+            let Some((at, d)) = self.pop_due() else { break };
             self.now = self.now.max(at);
             self.deliveries += 1;
             self.deliver(d);
