@@ -250,8 +250,8 @@ impl<S: Store> Allocator<S> {
         // Blocks that are not one of a pool's blocks (other size, host bits):
         // checked for overlap rather than equality.
         let mut odd: Vec<IpNet> = Vec::new();
-        for v in self.store.list(&Scope::Blocks).await? {
-            let cidr = match v.value.key() {
+        for key in self.store.list_keys(&Scope::Blocks).await? {
+            let cidr = match key {
                 Key::Block(c) => c,
                 other => {
                     return Err(IpamError::Store(StoreError::Corrupt {

@@ -178,6 +178,14 @@ pub trait Store: Send + Sync {
         async move { Ok((self.list(scope).await?, Vec::new())) }
     }
 
+    /// The keys of the objects in a scope: what [`Store::list`] lists, with
+    /// the same refusals, without the objects. Claiming a block needs only
+    /// the blocks' ranges; a store that holds its objects in memory answers
+    /// without copying them.
+    fn list_keys(&self, scope: &Scope) -> impl Future<Output = Result<Vec<Key>, StoreError>> + Send {
+        async move { Ok(self.list(scope).await?.into_iter().map(|v| v.value.key()).collect()) }
+    }
+
     /// Applies all writes if every expectation holds, else none
     /// ([`StoreError::Conflict`]).
     fn commit(&self, writes: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;

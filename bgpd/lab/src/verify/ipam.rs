@@ -50,6 +50,10 @@ impl Store for MemoryStore {
         Ok(self.with(|(_, m)| m.iter().filter(|(k, _)| in_scope(k, scope)).map(|(_, v)| v.clone()).collect()))
     }
 
+    async fn list_keys(&self, scope: &Scope) -> Result<Vec<Key>, StoreError> {
+        Ok(self.with(|(_, m)| m.keys().filter(|k| in_scope(k, scope)).cloned().collect()))
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.with(|(rev, m)| {
             for w in &writes {
@@ -321,5 +325,38 @@ fn count(n: u128) -> String {
         "more than 10^9".into()
     } else {
         n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam::block::{AffinityState, AllocationBlock, BlockAffinity, IpamHandle};
+
+    #[test]
+    fn memory_store_lists_the_keys_it_lists_objects_of() {
+        let store = MemoryStore::default();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let writes = vec![
+            Write::put(Expect::Absent, Object::Block(AllocationBlock::new(net("10.0.0.0/26"), Some("n1"), false))),
+            Write::put(Expect::Absent, Object::Block(AllocationBlock::new(net("10.0.0.64/26"), None, false))),
+            Write::put(
+                Expect::Absent,
+                Object::Affinity(BlockAffinity {
+                    node: "n1".into(),
+                    cidr: net("10.0.0.0/26"),
+                    state: AffinityState::Confirmed,
+                }),
+            ),
+            Write::put(Expect::Absent, Object::Handle(IpamHandle { handle_id: "h".into(), ..IpamHandle::default() })),
+        ];
+        futures::executor::block_on(store.commit(writes)).unwrap();
+        for scope in [Scope::Blocks, Scope::Affinities(None), Scope::Affinities(Some("n2".into())), Scope::Handles] {
+            let listed: Vec<Key> =
+                futures::executor::block_on(store.list(&scope)).unwrap().iter().map(|v| v.value.key()).collect();
+            assert_eq!(futures::executor::block_on(store.list_keys(&scope)).unwrap(), listed, "{scope:?}");
+        }
+        let blocks = futures::executor::block_on(store.list_keys(&Scope::Blocks)).unwrap();
+        assert_eq!(blocks.len(), 2);
     }
 }
