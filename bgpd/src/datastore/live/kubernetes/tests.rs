@@ -521,7 +521,7 @@ async fn a_cluster_without_ipam_handles_runs_without_floating_ips() {
     task.abort();
 }
 
-/// The shipped RBAC grants exactly what the watchers read: get/list/watch on every
+/// The shipped RBAC grants exactly what the watchers read: list/watch on every
 /// kind bgpd may watch (Calico's in either group) cluster-wide, and Secrets only by name in bgpd's namespace.
 #[test]
 fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
@@ -544,7 +544,7 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
             node_status.push((strings(&rule["resources"]), strings(&rule["verbs"])));
             continue;
         }
-        assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{rule:?}");
+        assert_eq!(strings(&rule["verbs"]), ["list", "watch"], "{rule:?}");
         assert!(rule.get("resourceNames").is_none());
         for group in strings(&rule["apiGroups"]) {
             for resource in strings(&rule["resources"]) {
@@ -558,7 +558,7 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
     assert_eq!(
         node_status,
         [
-            status_rules("caliconodestatuses", &["get", "list", "watch"]),
+            status_rules("caliconodestatuses", &["list", "watch"]),
             status_rules("caliconodestatuses/status", &["patch"])
         ]
     );

@@ -194,11 +194,6 @@ async fn the_shipped_roles_grant_what_the_datastore_requests() {
             // daemon::nodestatus reads this node's CalicoNodeStatus and writes
             // its status; the datastore does not.
             (_, "caliconodestatuses" | "caliconodestatuses/status") => Some("daemon::nodestatus"),
-            // The watchers list and watch; `get` of one object is granted with
-            // them (the ClusterRole's shape is pinned by
-            // the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name)
-            // and requested by no one: see the report of issue 20.
-            ("get", _) => Some("nothing: pinned by the shape test"),
             _ => None,
         }
     };
