@@ -239,6 +239,43 @@ fn add_and_del_on_the_kubernetes_datastore() {
     assert_eq!(c.server.warnings(), Vec::<String>::new(), "no field the CRDs do not name");
 }
 
+/// Issue 20: an API server shedding load (429 with `Retry-After`, as API
+/// priority and fairness answers) makes ADD and DEL answer "try again later"
+/// (code 11, which the runtime retries) rather than an I/O failure (74), and
+/// STATUS "not available" saying so, with nothing half-written; once it
+/// answers again, ADD and DEL complete.
+#[test]
+fn a_throttled_api_server_is_try_again_later() {
+    let Some(c) = cluster("a_throttled_api_server_is_try_again_later") else { return };
+    let calico = |plural: &str| format!("{CRD}/{plural}");
+    // The design's reads (IPPools) throttled: ADD and STATUS.
+    c.server.throttle(Some(&calico("ippools")), 1, 2);
+    // STATUS keeps the spec's code for "not available" (50), saying why.
+    for (command, code) in [("ADD", 11), ("STATUS", 50)] {
+        let (ok, res) = c.call(command, "c1", "default", "api-0", &c.conf());
+        assert!(!ok, "{command}");
+        assert_eq!(res["code"], code, "{command}: {res}");
+        let msg = res["msg"].as_str().unwrap();
+        assert!(msg.contains("busy, try again later") && msg.contains("429"), "{command}: {res}");
+    }
+    // The state's reads and writes (the blocks) throttled: ADD, then nothing
+    // of the attempt left behind.
+    c.server.throttle(Some(&calico("ipamblocks")), 1, 1);
+    let (ok, res) = c.call("ADD", "c1", "default", "api-0", &c.conf());
+    assert!(!ok);
+    assert_eq!(res["code"], 11, "{res}");
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_none(), "nothing kept of a throttled ADD");
+    let a = c.add("c1", "default", "api-0");
+    assert!(in_net(&a, "10.244.0.0/24"), "{a}");
+    // DEL throttled, then done.
+    c.server.throttle(Some(&calico("ipamhandles")), 1, 1);
+    let (ok, res) = c.call("DEL", "c1", "default", "api-0", &c.conf());
+    assert!(!ok);
+    assert_eq!(res["code"], 11, "{res}");
+    assert!(c.call("DEL", "c1", "default", "api-0", &c.conf()).0);
+    assert!(c.object("ipamhandles", "podnet.c1.eth0").is_none());
+}
+
 /// Bad input on the `kubernetes` datastore: errors that name what is wrong,
 /// and nothing written.
 #[test]

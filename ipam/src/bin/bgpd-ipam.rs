@@ -281,7 +281,7 @@ fn ipam_error(version: &str, e: IpamError) -> CniError {
     let code = match &e {
         IpamError::PoolsExhausted { .. } | IpamError::NoEligiblePool { .. } => code::NO_ADDRESS,
         IpamError::TooManyConflicts(_) => code::TRY_AGAIN,
-        IpamError::Store(StoreError::Conflict(_)) => code::TRY_AGAIN,
+        IpamError::Store(StoreError::Conflict(_) | StoreError::Busy { .. }) => code::TRY_AGAIN,
         // The network configuration names a store Calico's IPAM uses.
         IpamError::Store(StoreError::Calico(_)) => code::INVALID_CONFIG,
         // The datastore holds something unusable: as for corrupt data.
@@ -294,6 +294,7 @@ fn ipam_error(version: &str, e: IpamError) -> CniError {
 fn open_error(version: &str, e: OpenError) -> CniError {
     let code = match &e {
         OpenError::BadSpec(_) | OpenError::Design(_) | OpenError::Store(StoreError::Calico(_)) => code::INVALID_CONFIG,
+        OpenError::Store(StoreError::Busy { .. }) => code::TRY_AGAIN,
         OpenError::Store(_) => code::IO_FAILURE,
     };
     CniError::new(version, code, e.to_string(), "")
@@ -302,6 +303,7 @@ fn open_error(version: &str, e: OpenError) -> CniError {
 fn store_error(version: &str, e: StoreError) -> CniError {
     let code = match e {
         StoreError::Calico(_) => code::INVALID_CONFIG,
+        StoreError::Busy { .. } => code::TRY_AGAIN,
         _ => code::IO_FAILURE,
     };
     CniError::new(version, code, e.to_string(), "")

@@ -19,6 +19,7 @@ use kube::core::GroupVersionKind;
 use serde_json::{json, Value};
 
 use super::any::OpenError;
+use super::kubernetes::api_error;
 use super::StoreError;
 use crate::design::Design;
 
@@ -114,7 +115,7 @@ async fn list(client: &kube::Client, k: &Kind) -> Result<Option<Vec<DynamicObjec
     match api.list(&ListParams::default()).await {
         Ok(l) => Ok(Some(l.items)),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
-        Err(e) => Err(backend(format!("list of {}: {e}", k.plural))),
+        Err(e) => Err(api_error(&format!("list of {}", k.plural), &e)),
     }
 }
 
@@ -129,7 +130,7 @@ async fn get(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &k.resource()),
         None => Api::all_with(client.clone(), &k.resource()),
     };
-    api.get_opt(name).await.map_err(|e| backend(format!("get of {} {name:?}: {e}", k.plural)))
+    api.get_opt(name).await.map_err(|e| api_error(&format!("get of {} {name:?}", k.plural), &e))
 }
 
 /// Reads the design from the API server (see the module's documentation). The

@@ -99,12 +99,26 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend { backend: "kubernetes", reason: e.to_string() }
 }
 
+/// An API error as a store error, `what` naming the request: 429 (API
+/// priority and fairness shed it), 503 and 504 mean the API server is
+/// overloaded or briefly unavailable ([`StoreError::Busy`]); anything else
+/// fails the store.
+pub(crate) fn api_error(what: &str, e: &kube::Error) -> StoreError {
+    let reason = if what.is_empty() { e.to_string() } else { format!("{what}: {e}") };
+    match e {
+        kube::Error::Api(resp) if matches!(resp.code, 429 | 503 | 504) => {
+            StoreError::Busy { backend: "kubernetes", reason }
+        }
+        _ => StoreError::Backend { backend: "kubernetes", reason },
+    }
+}
+
 /// Maps API errors: 409 (conflict, already exists) and 404 (gone) on a
 /// conditional write mean "changed since read".
 fn write_error(key: &Key, e: kube::Error) -> StoreError {
     match &e {
         kube::Error::Api(resp) if resp.code == 409 || resp.code == 404 => StoreError::Conflict(key.clone()),
-        _ => backend(e),
+        _ => api_error("", &e),
     }
 }
 
@@ -213,7 +227,7 @@ impl KubeStore {
 impl Store for KubeStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
         let kind = kind_of(key);
-        match self.api(kind).get_opt(&object_name(key)).await.map_err(backend)? {
+        match self.api(kind).get_opt(&object_name(key)).await.map_err(|e| api_error("", &e))? {
             Some(o) => Ok(Some(KubeStore::decode(kind, o)?)),
             None => Ok(None),
         }
@@ -233,7 +247,7 @@ impl Store for KubeStore {
             Scope::Affinities(_) => ObjectKind::Affinity,
             Scope::Handles => ObjectKind::Handle,
         };
-        let list = self.api(kind).list(&ListParams::default()).await.map_err(backend)?;
+        let list = self.api(kind).list(&ListParams::default()).await.map_err(|e| api_error("", &e))?;
         let (mut own, mut calico) = (Vec::new(), Vec::new());
         for o in list.items {
             match KubeStore::decode(kind, o) {

@@ -149,6 +149,16 @@ pub enum StoreError {
     /// bgpd-ipam uses none of it ([`owner`]).
     #[error("{0}")]
     Calico(owner::CalicoObject),
+    /// The remote store is overloaded or briefly unavailable (the Kubernetes
+    /// API server's 429, 503 or 504): the same request may succeed later, and
+    /// the CNI plugin answers "try again later" (code 11).
+    #[error("{backend} is busy, try again later: {reason}")]
+    Busy {
+        /// Which store.
+        backend: &'static str,
+        /// Its message.
+        reason: String,
+    },
     /// The remote store failed (etcd, Kubernetes API).
     #[error("{backend}: {reason}")]
     Backend {
