@@ -515,66 +515,18 @@ fn bgpd_ipams_unmarked_objects_are_its_own() {
     assert_eq!(block["metadata"]["labels"]["bgpd.io/ipam-owner"], "bgpd-ipam", "marked when rewritten: {block}");
 }
 
-/// A request to the API server as RBAC sees it: (verb, API group, resource).
-/// `None` for discovery (`/api`, `/apis/GROUP/VERSION`), which every
-/// authenticated client may read (the `system:discovery` ClusterRole).
+/// A request to the API server as RBAC sees it: (verb, API group, resource);
+/// `None` for discovery.
 fn rbac_of(request: &str) -> Option<(String, String, String)> {
-    let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match segments.as_slice() {
-        ["api", _v, rest @ ..] => ("", rest),
-        ["apis", g, _v, rest @ ..] => (*g, rest),
-        _ => return None,
-    };
-    // Namespaced: namespaces/NS/PLURAL[/NAME]; else PLURAL[/NAME] (a Namespace
-    // itself is namespaces/NAME).
-    let (resource, object) = match rest {
-        [] => return None,
-        ["namespaces", _, plural, name @ ..] => (*plural, name.first()),
-        [plural, name @ ..] => (*plural, name.first()),
-    };
-    let watch = query.split('&').any(|p| p == "watch=true");
-    let verb = match (method, object, watch) {
-        ("GET", _, true) => "watch",
-        ("GET", None, false) => "list",
-        ("GET", Some(_), false) => "get",
-        ("POST", ..) => "create",
-        ("PUT", ..) => "update",
-        ("PATCH", ..) => "patch",
-        ("DELETE", None, _) => "deletecollection",
-        ("DELETE", Some(_), _) => "delete",
-        (m, ..) => panic!("unexpected method {m} in {request}"),
-    };
-    Some((verb.to_string(), group.to_string(), resource.to_string()))
+    testgate::rbac::access_of(request).map(|a| (a.verb, a.group, a.resource))
 }
 
-/// The (verb, API group, resource) the ClusterRole of a manifest grants; its
-/// rules may not name resources (`resourceNames`) or use wildcards.
+/// The (verb, API group, resource) the ClusterRole `role` of a manifest
+/// grants; its rules may not name resources (`resourceNames`).
 fn granted_by(manifest: &str, role: &str) -> std::collections::BTreeSet<(String, String, String)> {
-    use serde::Deserialize as _;
-    let docs: Vec<serde_yaml::Value> =
-        serde_yaml::Deserializer::from_str(manifest).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect();
-    let doc = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role)
-        .unwrap_or_else(|| panic!("no ClusterRole {role}"));
-    let strings = |v: &serde_yaml::Value| -> Vec<String> {
-        v.as_sequence().expect("a list").iter().map(|s| s.as_str().unwrap().to_string()).collect()
-    };
-    let mut granted = std::collections::BTreeSet::new();
-    for rule in doc["rules"].as_sequence().expect("rules") {
-        assert!(rule.get("resourceNames").is_none(), "{rule:?}");
-        for verb in strings(&rule["verbs"]) {
-            for group in strings(&rule["apiGroups"]) {
-                for resource in strings(&rule["resources"]) {
-                    assert!(![&verb, &group, &resource].contains(&&"*".to_string()), "a wildcard: {rule:?}");
-                    granted.insert((verb.clone(), group.clone(), resource));
-                }
-            }
-        }
-    }
-    granted
+    let grants = testgate::rbac::grants(manifest, &[("ClusterRole", role)]);
+    assert!(grants.iter().all(|g| g.names.is_empty()), "{grants:?}");
+    grants.into_iter().map(|g| (g.verb, g.group, g.resource)).collect()
 }
 
 /// Issue 20, Done when: `templates/kubernetes/bgpd-ipam.yaml` grants the

@@ -22,6 +22,7 @@
 //! See `docs/testing.md`.
 
 pub mod crd_schema;
+pub mod rbac;
 
 use std::fmt::Display;
 use std::io::Write;

@@ -5,125 +5,23 @@
 //! that advertises Service addresses, a BGPPeer with a password Secret), once with
 //! `crd.projectcalico.org/v1` and once with `projectcalico.org/v3`. Every request
 //! the stand-in logged is mapped to what RBAC checks (verb, API group, resource,
-//! and for Secrets the namespace and name) and must be granted; every grant must be
+//! and for Secrets the namespace and name: `testgate::rbac`) and must be granted; every grant must be
 //! requested, or be listed here with what requests it, so the roles cannot grow
 //! unnoticed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize as _;
 use serde_json::json;
+use testgate::rbac::{access_of, grants, Grant};
 
 use super::api_server::ApiServer;
 use super::{json as fixture, peer, running, secret, NODE_RR};
 
-/// What RBAC checks of a request: verb, API group, resource, and the namespace
-/// and object name where the request names them (a `metadata.name` field
-/// selector names the object of a list or watch, as RBAC reads it).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Access {
-    verb: String,
-    group: String,
-    resource: String,
-    namespace: Option<String>,
-    name: Option<String>,
-}
-
-/// `None` for discovery (`/api`, `/apis/GROUP/VERSION`), which every
-/// authenticated client may read (the `system:discovery` ClusterRole).
-fn access_of(request: &str) -> Option<Access> {
-    let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match segments.as_slice() {
-        ["api", _v, rest @ ..] => ("", rest),
-        ["apis", g, _v, rest @ ..] => (*g, rest),
-        _ => return None,
-    };
-    let (namespace, resource, object) = match rest {
-        [] => return None,
-        ["namespaces", ns, plural, name @ ..] => (Some(ns.to_string()), *plural, name),
-        [plural, name @ ..] => (None, *plural, name),
-    };
-    // A subresource (`NAME/status`) is its own resource to RBAC.
-    let resource = match object {
-        [_, sub] => format!("{resource}/{sub}"),
-        _ => resource.to_string(),
-    };
-    let selected = query.split('&').find_map(|p| p.strip_prefix("fieldSelector=metadata.name=")).map(str::to_string);
-    let watch = query.split('&').any(|p| p == "watch=true");
-    let verb = match (method, object.first(), watch) {
-        ("GET", _, true) => "watch",
-        ("GET", None, false) => "list",
-        ("GET", Some(_), false) => "get",
-        ("POST", ..) => "create",
-        ("PUT", ..) => "update",
-        ("PATCH", ..) => "patch",
-        ("DELETE", None, _) => "deletecollection",
-        ("DELETE", Some(_), _) => "delete",
-        (m, ..) => panic!("unexpected method {m} in {request}"),
-    };
-    let name = object.first().map(|n| n.to_string()).or(selected);
-    Some(Access { verb: verb.into(), group: group.into(), resource, namespace, name })
-}
-
-/// One rule of a ClusterRole or Role, expanded: what it grants.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Grant {
-    verb: String,
-    group: String,
-    resource: String,
-    /// The Role's namespace; `None` for the ClusterRole (every namespace).
-    namespace: Option<String>,
-    /// `resourceNames`; empty: every name.
-    names: Vec<String>,
-}
-
-impl Grant {
-    fn allows(&self, a: &Access) -> bool {
-        self.verb == a.verb
-            && self.group == a.group
-            && self.resource == a.resource
-            && (self.namespace.is_none() || self.namespace == a.namespace)
-            && (self.names.is_empty() || a.name.as_ref().is_some_and(|n| self.names.contains(n)))
-    }
-}
-
 /// The rules of the ClusterRole `bgpd` and the Role `bgpd-secrets` of bgpd.yaml.
 fn shipped_grants() -> Vec<Grant> {
     let text = include_str!("../../../../../../templates/kubernetes/bgpd.yaml");
-    let docs: Vec<serde_yaml::Value> =
-        serde_yaml::Deserializer::from_str(text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect();
-    let strings = |v: &serde_yaml::Value| -> Vec<String> {
-        v.as_sequence().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
-    };
-    let mut grants = Vec::new();
-    for (kind, name) in [("ClusterRole", "bgpd"), ("Role", "bgpd-secrets")] {
-        let doc = docs
-            .iter()
-            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("no {kind} {name} in bgpd.yaml"));
-        let namespace = doc["metadata"]["namespace"].as_str().map(str::to_string);
-        for rule in doc["rules"].as_sequence().expect("rules") {
-            for verb in strings(&rule["verbs"]) {
-                for group in strings(&rule["apiGroups"]) {
-                    for resource in strings(&rule["resources"]) {
-                        assert!(![&verb, &group, &resource].contains(&&"*".to_string()), "a wildcard: {rule:?}");
-                        let names = strings(&rule["resourceNames"]);
-                        grants.push(Grant {
-                            verb: verb.clone(),
-                            group: group.clone(),
-                            resource,
-                            namespace: namespace.clone(),
-                            names,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    grants
+    grants(text, &[("ClusterRole", "bgpd"), ("Role", "bgpd-secrets")])
 }
 
 /// The Secret the Role names (its first `resourceNames` entry).
@@ -203,26 +101,4 @@ async fn the_shipped_roles_grant_what_the_datastore_requests() {
     for g in grants.iter().filter(|g| requested_elsewhere(g).is_some()) {
         assert!(!used.contains(g), "{g:?} is requested by the datastore: take it off the list");
     }
-}
-
-#[test]
-fn requests_map_to_what_rbac_checks() {
-    let a = |verb: &str, group: &str, resource: &str, ns: Option<&str>, name: Option<&str>| Access {
-        verb: verb.into(),
-        group: group.into(),
-        resource: resource.into(),
-        namespace: ns.map(str::to_string),
-        name: name.map(str::to_string),
-    };
-    assert_eq!(access_of("/apis/crd.projectcalico.org/v1?"), None);
-    assert_eq!(access_of("/api/v1/nodes?limit=500"), Some(a("list", "", "nodes", None, None)));
-    assert_eq!(
-        access_of("/api/v1/namespaces/kube-system/secrets?fieldSelector=metadata.name=p&watch=true"),
-        Some(a("watch", "", "secrets", Some("kube-system"), Some("p")))
-    );
-    assert_eq!(access_of("/api/v1/namespaces/team?"), Some(a("get", "", "namespaces", None, Some("team"))));
-    assert_eq!(
-        access_of("PATCH /apis/crd.projectcalico.org/v1/caliconodestatuses/n1/status?"),
-        Some(a("patch", "crd.projectcalico.org", "caliconodestatuses/status", None, Some("n1")))
-    );
 }
