@@ -135,7 +135,7 @@ impl Followers {
                 Api::namespaced_with(self.client.clone(), &self.secrets_namespace, &w.resource())
             }
         };
-        self.tasks.spawn(follow(api, name, slot, self.tx.clone()))
+        self.tasks.spawn(follow(api, w.read, name, slot, self.tx.clone()))
     }
 
     /// Whether an update comes from a watch stopped a moment ago.

@@ -10,6 +10,11 @@
 //! message only) and retries nothing itself, so lists are sent here through
 //! `Client::send` to read them; a refused watch (whose answer kube reads as the
 //! first item of the stream) waits at least [`THROTTLED`] and the backoff.
+//!
+//! A kind read as metadata only ([`Read::Metadata`]) is listed and watched as
+//! `PartialObjectMetadata`, through the same requests kube's `list_metadata` and
+//! `watch_metadata` make: its objects then come as their `metadata` alone, which
+//! is all the conversion of such a kind reads.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::super::Backoff;
+use super::kinds::Read;
 use super::Slot;
 
 /// Objects per list page (the API server's default limit is unbounded; kube's
@@ -102,13 +108,21 @@ pub(super) enum Update {
     Failed(Failure),
 }
 
-/// One page of a list, as `Api::list` asks for it, with what kube does not
-/// keep of a refusal: the `Retry-After` header (delay-seconds), else the
-/// Status's `details.retryAfterSeconds`.
-async fn list_page(api: &Api<DynamicObject>, params: &ListParams) -> Result<ObjectList<DynamicObject>, Refused> {
-    let request = kube::core::Request::new(api.resource_url())
-        .list(params)
-        .map_err(|e| Failure::local(format!("a list request: {e}")))?;
+/// One page of a list, as `Api::list` (`Api::list_metadata` for `read`
+/// [`Read::Metadata`]) asks for it, with what kube does not keep of a refusal:
+/// the `Retry-After` header (delay-seconds), else the Status's
+/// `details.retryAfterSeconds`.
+async fn list_page(
+    api: &Api<DynamicObject>,
+    read: Read,
+    params: &ListParams,
+) -> Result<ObjectList<DynamicObject>, Refused> {
+    let request = kube::core::Request::new(api.resource_url());
+    let request = match read {
+        Read::Objects => request.list(params),
+        Read::Metadata => request.list_metadata(params),
+    };
+    let request = request.map_err(|e| Failure::local(format!("a list request: {e}")))?;
     let client = api.clone().into_client();
     let response = client.send(request.map(kube::client::Body::from)).await.map_err(|e| Failure::from_kube(&e))?;
     let code = response.status().as_u16();
@@ -130,14 +144,18 @@ async fn list_page(api: &Api<DynamicObject>, params: &ListParams) -> Result<Obje
 
 /// Every object of the collection (of the one named `name`, if given) and the
 /// resourceVersion the list was read at.
-async fn list(api: &Api<DynamicObject>, name: Option<&str>) -> Result<(Vec<DynamicObject>, String), Refused> {
+async fn list(
+    api: &Api<DynamicObject>,
+    read: Read,
+    name: Option<&str>,
+) -> Result<(Vec<DynamicObject>, String), Refused> {
     let mut params = ListParams::default().limit(PAGE);
     if let Some(name) = name {
         params = params.fields(&format!("metadata.name={name}"));
     }
     let mut items = Vec::new();
     loop {
-        let page = list_page(api, &params).await?;
+        let page = list_page(api, read, &params).await?;
         items.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params.continue_token = Some(token),
@@ -169,10 +187,31 @@ enum Ended {
     Closed,
 }
 
-/// Lists and watches the collection of `api` (the object `name` only, if given)
-/// until the receiving side of `tx` is gone, sending what happens as `slot`.
+/// A watch of the collection of `api` from `version`, as `Api::watch` (or
+/// `Api::watch_metadata`, for `read` [`Read::Metadata`]) makes it.
+async fn watch_request(
+    api: &Api<DynamicObject>,
+    read: Read,
+    params: &WatchParams,
+    version: &str,
+) -> kube::Result<futures::stream::BoxStream<'static, kube::Result<WatchEvent<DynamicObject>>>> {
+    let request = kube::core::Request::new(api.resource_url());
+    let request = match read {
+        Read::Objects => request.watch(params, version),
+        Read::Metadata => request.watch_metadata(params, version),
+    };
+    let request = request.map_err(kube::Error::BuildRequest)?;
+    // A `PartialObjectMetadata` reads as a `DynamicObject` without its data.
+    let events = api.clone().into_client().request_events::<DynamicObject>(request).await?;
+    Ok(events.boxed())
+}
+
+/// Lists and watches the collection of `api` (the object `name` only, if given;
+/// as `read` says) until the receiving side of `tx` is gone, sending what
+/// happens as `slot`.
 pub(super) async fn follow(
     api: Api<DynamicObject>,
+    read: Read,
     name: Option<String>,
     slot: Slot,
     tx: mpsc::UnboundedSender<(Slot, Update)>,
@@ -180,7 +219,7 @@ pub(super) async fn follow(
     let send = |u: Update| tx.send((slot.clone(), u)).is_ok();
     let mut backoff = Backoff::new();
     'list: loop {
-        let (objects, mut version) = match list(&api, name.as_deref()).await {
+        let (objects, mut version) = match list(&api, read, name.as_deref()).await {
             Ok(listed) => listed,
             Err(Refused { failure, retry_after }) => {
                 let delay = failure.wait(retry_after, &mut backoff);
@@ -201,8 +240,8 @@ pub(super) async fn follow(
                 params = params.fields(&format!("metadata.name={name}"));
             }
             let started = Instant::now();
-            let mut stream = match api.watch(&params, &version).await {
-                Ok(s) => s.boxed(),
+            let mut stream = match watch_request(&api, read, &params, &version).await {
+                Ok(s) => s,
                 Err(kube::Error::Api(s)) if s.code == 410 => continue 'list,
                 Err(e) => {
                     let failure = Failure::from_kube(&e);

@@ -15,6 +15,18 @@ pub(super) enum Scope {
     SecretsNamespace,
 }
 
+/// What of a kind's objects the API server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Whole objects.
+    Objects,
+    /// Their metadata only: lists and watches ask for `PartialObjectMetadata`
+    /// (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`,
+    /// `as=PartialObjectMetadata` for a watch), for a kind of which bgpd reads
+    /// nothing else. Needs the same `list` and `watch` verbs as whole objects.
+    Metadata,
+}
+
 /// A kind bgpd watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Watched {
@@ -23,6 +35,7 @@ pub(super) struct Watched {
     pub(super) kind: &'static str,
     pub(super) plural: &'static str,
     pub(super) scope: Scope,
+    pub(super) read: Read,
 }
 
 impl Watched {
@@ -87,16 +100,20 @@ impl CalicoApi {
     }
 }
 
-/// The core kinds, watched in full.
+/// The core kinds. Nodes are read as metadata only: bgpd reads their name,
+/// labels and annotations (`convert::node_object`), and a Node's spec and status
+/// (a kubelet posts the status every few minutes; its images alone can be
+/// kilobytes) would be most of every Node event's bytes.
 pub(super) const CORE: &[Watched] = &[
-    Watched { group: "", version: "v1", kind: "Node", plural: "nodes", scope: Scope::All },
-    Watched { group: "", version: "v1", kind: "Service", plural: "services", scope: Scope::All },
+    Watched { group: "", version: "v1", kind: "Node", plural: "nodes", scope: Scope::All, read: Read::Metadata },
+    Watched { group: "", version: "v1", kind: "Service", plural: "services", scope: Scope::All, read: Read::Objects },
     Watched {
         group: "discovery.k8s.io",
         version: "v1",
         kind: "EndpointSlice",
         plural: "endpointslices",
         scope: Scope::All,
+        read: Read::Objects,
     },
 ];
 
@@ -128,8 +145,14 @@ pub(super) const CALICO: &[(&str, &str, bool)] = &[
 /// BGPConfiguration refers to for a password: bgpd never lists the namespace's
 /// Secrets, never holds one that no peer uses, and its Role can grant exactly the
 /// referenced names (`resourceNames`), as Calico's does for calico-node.
-pub(super) const SECRET: Watched =
-    Watched { group: "", version: "v1", kind: "Secret", plural: "secrets", scope: Scope::SecretsNamespace };
+pub(super) const SECRET: Watched = Watched {
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    scope: Scope::SecretsNamespace,
+    read: Read::Objects,
+};
 
 /// Every kind bgpd watches when Calico's kinds are served by `api`: the core
 /// kinds, then Calico's.
@@ -140,6 +163,7 @@ pub(super) fn watched(api: CalicoApi) -> Vec<Watched> {
         kind,
         plural,
         scope: Scope::All,
+        read: Read::Objects,
     });
     CORE.iter().copied().chain(calico).collect()
 }

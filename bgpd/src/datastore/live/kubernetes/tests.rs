@@ -306,6 +306,7 @@ async fn published_content_waits_for_every_kind_and_keeps_the_last_good_on_error
 }
 
 mod api_server;
+mod metadata;
 mod rbac;
 mod throttle;
 

@@ -36,9 +36,21 @@
 //!   collection, or of any, answered `429 Too Many Requests` with a `Retry-After`
 //!   header and a Status (reason `TooManyRequests`, `details.retryAfterSeconds`),
 //!   lists, watches, gets and writes alike;
+//! - metadata-only lists and watches, as kube's `list_metadata` and
+//!   `watch_metadata` (and client-go's metadata client) ask for them with the
+//!   `Accept` header: `as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` on a list
+//!   answers a `PartialObjectMetadataList` (`apiVersion: meta.k8s.io/v1`) whose
+//!   items are `PartialObjectMetadata` (`apiVersion`, `kind`, the whole
+//!   `metadata`); `as=PartialObjectMetadata` on a watch sends every event's object
+//!   (bookmarks too) as one; a list asked for as `PartialObjectMetadata` answers
+//!   `406 NotAcceptable`, as the API server's `asPartialObjectMetadata` does
+//!   (k8s.io/apiserver/pkg/endpoints/handlers/response.go), and so does a watch
+//!   asked for as a `PartialObjectMetadataList` (by analogy with
+//!   `asPartialObjectMetadataList`; not checked against a real API server). Gets
+//!   and writes ignore the header;
 //! - a log of every request's method (for writes), path and decoded query, with
-//!   when it came; counts of requests and of the bytes of list and watch bodies
-//!   sent ([`ApiServer::traffic`]).
+//!   when it came and its `Accept` header; counts of requests and of the bytes of
+//!   list and watch bodies sent ([`ApiServer::traffic`]).
 //!
 //! `bgpd-ipam`'s tests use it too (`ipam/tests/kube_cni.rs` includes this file).
 
@@ -57,6 +69,59 @@ enum Push {
     Event(Value),
     /// Cut the connection without ending the chunked body (a reset mid-watch).
     Reset,
+}
+
+/// What a request's `Accept` header asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// Whole objects (`application/json`, or no header).
+    Objects,
+    /// `application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`.
+    Metadata,
+    /// `application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`.
+    MetadataList,
+}
+
+impl Form {
+    /// The form the first media type of `accept` that names one asks for.
+    fn of(accept: Option<&str>) -> Form {
+        let Some(accept) = accept else { return Form::Objects };
+        for media in accept.split(',') {
+            let params: BTreeMap<&str, &str> =
+                media.split(';').skip(1).filter_map(|p| p.trim().split_once('=')).collect();
+            if params.get("g") != Some(&"meta.k8s.io") {
+                continue;
+            }
+            match params.get("as") {
+                Some(&"PartialObjectMetadata") => return Form::Metadata,
+                Some(&"PartialObjectMetadataList") => return Form::MetadataList,
+                _ => {}
+            }
+        }
+        Form::Objects
+    }
+}
+
+/// `obj` as a `PartialObjectMetadata`: its metadata alone, all of it (the API
+/// server's `meta.AsPartialObjectMetadata`).
+fn partial(obj: &Value) -> Value {
+    json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"] })
+}
+
+/// A watch event as a metadata-only watch receives it (an ERROR's Status as is).
+fn partial_event(event: Value) -> Value {
+    if event["type"] == "ERROR" {
+        return event;
+    }
+    json!({ "type": event["type"], "object": partial(&event["object"]) })
+}
+
+/// One request, as logged.
+struct Logged {
+    at: Instant,
+    /// `PATH?QUERY` (query decoded), after the method for a write.
+    line: String,
+    accept: Option<String>,
 }
 
 /// A watch in progress: its collection, its name selector, and where its events go.
@@ -86,8 +151,8 @@ struct State {
     forbidden: BTreeSet<String>,
     /// Resources (plurals) with a status subresource.
     status_subresources: BTreeSet<String>,
-    /// Every request as `PATH?QUERY`, query decoded, with when it came.
-    requests: Vec<(Instant, String)>,
+    /// Every request, oldest first.
+    requests: Vec<Logged>,
     /// Watches end after their `timeoutSeconds` divided by this (at least 1).
     speed_up: u32,
     /// Requests to answer `429`, oldest order first.
@@ -282,6 +347,7 @@ fn reason_of(code: u16) -> &'static str {
         409 => "Conflict",
         422 => "Invalid",
         404 => "NotFound",
+        406 => "NotAcceptable",
         410 => "Expired",
         429 => "TooManyRequests",
         503 => "ServiceUnavailable",
@@ -381,12 +447,17 @@ impl ApiServer {
     }
 
     pub(super) fn requests(&self) -> Vec<String> {
-        self.0.lock().unwrap().requests.iter().map(|(_, r)| r.clone()).collect()
+        self.0.lock().unwrap().requests.iter().map(|r| r.line.clone()).collect()
+    }
+
+    /// Every request so far with its `Accept` header, oldest first.
+    pub(super) fn requests_accepting(&self) -> Vec<(String, Option<String>)> {
+        self.0.lock().unwrap().requests.iter().map(|r| (r.line.clone(), r.accept.clone())).collect()
     }
 
     /// Every request so far with when it came, oldest first.
     pub(super) fn timed_requests(&self) -> Vec<(Instant, String)> {
-        self.0.lock().unwrap().requests.clone()
+        self.0.lock().unwrap().requests.iter().map(|r| (r.at, r.line.clone())).collect()
     }
 
     /// The requests made and the bytes sent so far.
@@ -575,8 +646,8 @@ impl ApiServer {
         });
     }
 
-    /// The answer to a request that is not a watch.
-    fn answer(&self, path: &str, params: &BTreeMap<&str, &str>, name: Option<&String>) -> (u16, Value) {
+    /// The answer to a request that is not a watch (a list in `form`).
+    fn answer(&self, path: &str, params: &BTreeMap<&str, &str>, name: Option<&String>, form: Form) -> (u16, Value) {
         let mut s = self.0.lock().unwrap();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // Discovery of one group version.
@@ -638,6 +709,13 @@ impl ApiServer {
             let token = format!("page-{}", s.next_token);
             metadata["continue"] = json!(token);
             s.pages.insert(token, (version, rest));
+        }
+        if form == Form::MetadataList {
+            let items: Vec<Value> = page.iter().map(partial).collect();
+            let list = json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": metadata, "items": items,
+            });
+            return (200, list);
         }
         (200, json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page }))
     }
@@ -816,12 +894,15 @@ impl ApiServer {
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             };
-            let length = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
+            let header = |name: &str| {
+                head.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            };
+            let length = header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+            let accept = header("accept");
+            let form = Form::of(accept.as_deref());
             while buf.len() < length {
                 let mut chunk = [0u8; 4096];
                 match conn.read(&mut chunk).await {
@@ -840,7 +921,7 @@ impl ApiServer {
             let is_list = !is_watch && method == "GET" && group_version_resource(path).is_some();
             {
                 let mut s = self.0.lock().unwrap();
-                s.requests.push((Instant::now(), logged));
+                s.requests.push(Logged { at: Instant::now(), line: logged, accept });
                 s.traffic.requests += 1;
                 s.traffic.watches += u64::from(is_watch);
                 s.traffic.lists += u64::from(is_list);
@@ -865,9 +946,22 @@ impl ApiServer {
             let name = params.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
             let forbidden = path.ends_with("/secrets")
                 && name.as_ref().is_none_or(|n| self.0.lock().unwrap().forbidden.contains(n));
+            // As the API server's `asPartialObjectMetadata(List)` refuse a list
+            // asked for as one object, and one object asked for as a list.
+            let not_acceptable = match form {
+                Form::Metadata if is_list => {
+                    Some("you requested PartialObjectMetadata, but the requested object is a list")
+                }
+                Form::MetadataList if is_watch => {
+                    Some("you requested PartialObjectMetadataList, but the requested object is not a list")
+                }
+                _ => None,
+            };
             let answer = if forbidden {
                 let message = format!("secrets {:?} is forbidden", name.clone().unwrap_or_default());
                 Some((403, status(403, "Forbidden", &message)))
+            } else if let Some(message) = not_acceptable {
+                Some((406, status(406, "NotAcceptable", message)))
             } else if is_watch {
                 let from = params.get("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
                 let bookmarks = params.get("allowWatchBookmarks") == Some(&"true");
@@ -877,7 +971,7 @@ impl ApiServer {
                 });
                 match self.open_watch(path, name.clone(), from, bookmarks) {
                     Ok((replay, rx)) => {
-                        self.stream(conn, path, timeout, replay, rx).await;
+                        self.stream(conn, path, form == Form::Metadata, timeout, replay, rx).await;
                         return;
                     }
                     Err(code) => Some((code, status(code, reason_of(code), "injected failure"))),
@@ -887,7 +981,7 @@ impl ApiServer {
             } else {
                 None
             };
-            let (code, body) = answer.unwrap_or_else(|| self.answer(path, &params, name.as_ref()));
+            let (code, body) = answer.unwrap_or_else(|| self.answer(path, &params, name.as_ref(), form));
             let body = body.to_string();
             {
                 let mut s = self.0.lock().unwrap();
@@ -909,13 +1003,15 @@ impl ApiServer {
         }
     }
 
-    /// Streams a watch of `collection`: the replayed events, then the live ones,
-    /// until the client goes away, the test cuts the connection, or the
-    /// `timeout` (the end of the body then, as the API server ends it).
+    /// Streams a watch of `collection`: the replayed events, then the live ones
+    /// (their objects as `PartialObjectMetadata` if `metadata`), until the client
+    /// goes away, the test cuts the connection, or the `timeout` (the end of the
+    /// body then, as the API server ends it).
     async fn stream(
         &self,
         mut conn: TcpStream,
         collection: &str,
+        metadata: bool,
         timeout: Option<Instant>,
         replay: Vec<Value>,
         mut rx: mpsc::UnboundedReceiver<Push>,
@@ -949,6 +1045,7 @@ impl ApiServer {
                 // Dropping the connection here leaves the chunked body unfinished.
                 return;
             };
+            let event = if metadata { partial_event(event) } else { event };
             let line = format!("{event}\n");
             {
                 let mut s = self.0.lock().unwrap();
