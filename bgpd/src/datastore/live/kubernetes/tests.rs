@@ -558,10 +558,7 @@ fn the_shipped_roles_grant_what_is_watched_and_secrets_only_by_name() {
         |resource: &str, verbs: &[&str]| (vec![resource.to_string()], verbs.iter().map(|v| v.to_string()).collect());
     assert_eq!(
         node_status,
-        [
-            status_rules("caliconodestatuses", &["list", "watch"]),
-            status_rules("caliconodestatuses/status", &["patch"])
-        ]
+        [status_rules("caliconodestatuses", &["list", "watch"]), status_rules("caliconodestatuses/status", &["patch"])]
     );
     let secrets = rules("Role");
     assert_eq!(secrets.len(), 1);
