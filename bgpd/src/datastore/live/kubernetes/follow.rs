@@ -206,6 +206,22 @@ async fn watch_request(
     Ok(events.boxed())
 }
 
+/// Reports `failure` and waits before the next attempt, as [`Failure::wait`]
+/// says; false when nobody receives updates any more.
+async fn failed(
+    send: &impl Fn(Update) -> bool,
+    failure: Failure,
+    retry_after: Option<Duration>,
+    backoff: &mut Backoff,
+) -> bool {
+    let delay = failure.wait(retry_after, backoff);
+    if !send(Update::Failed(failure)) {
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
+}
+
 /// Lists and watches the collection of `api` (the object `name` only, if given;
 /// as `read` says) until the receiving side of `tx` is gone, sending what
 /// happens as `slot`.
@@ -222,11 +238,9 @@ pub(super) async fn follow(
         let (objects, mut version) = match list(&api, read, name.as_deref()).await {
             Ok(listed) => listed,
             Err(Refused { failure, retry_after }) => {
-                let delay = failure.wait(retry_after, &mut backoff);
-                if !send(Update::Failed(failure)) {
+                if !failed(&send, failure, retry_after, &mut backoff).await {
                     return;
                 }
-                tokio::time::sleep(delay).await;
                 continue;
             }
         };
@@ -244,12 +258,9 @@ pub(super) async fn follow(
                 Ok(s) => s,
                 Err(kube::Error::Api(s)) if s.code == 410 => continue 'list,
                 Err(e) => {
-                    let failure = Failure::from_kube(&e);
-                    let delay = failure.wait(None, &mut backoff);
-                    if !send(Update::Failed(failure)) {
+                    if !failed(&send, Failure::from_kube(&e), None, &mut backoff).await {
                         return;
                     }
-                    tokio::time::sleep(delay).await;
                     continue;
                 }
             };
@@ -259,12 +270,9 @@ pub(super) async fn follow(
             let first = match tokio::time::timeout(ACCEPTED, stream.next()).await {
                 Ok(Some(Err(kube::Error::Api(s)))) if s.code == 410 => continue 'list,
                 Ok(Some(Err(e))) => {
-                    let failure = Failure::from_kube(&e);
-                    let delay = failure.wait(None, &mut backoff);
-                    if !send(Update::Failed(failure)) {
+                    if !failed(&send, Failure::from_kube(&e), None, &mut backoff).await {
                         return;
                     }
-                    tokio::time::sleep(delay).await;
                     continue;
                 }
                 Ok(None) => {
