@@ -615,6 +615,18 @@ async fn running(server: &api_server::ApiServer) -> Running {
 /// BGPPeers, BGPFilters, IPPools, IPAMBlocks, IPAMHandles, BlockAffinities.
 const WATCHES: usize = 8;
 
+/// The datastore on a v1 cluster with one Node and one block (`b1`), once the
+/// block is published and every kind watched.
+async fn one_block_watched(server: &api_server::ApiServer) -> Running {
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_PLAIN));
+    server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
+    let mut run = running(server).await;
+    published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
+    watching(server, WATCHES).await;
+    run
+}
+
 async fn watching(server: &api_server::ApiServer, n: usize) {
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         while server.open_watches() < n {
@@ -706,12 +718,7 @@ async fn a_reset_mid_watch_with_quiet_kinds_recovers_once_the_watches_are_back()
 #[tokio::test]
 async fn a_404_on_relist_keeps_the_last_good_objects_and_retries() {
     let server = api_server::ApiServer::default();
-    server.serve_calico(V1);
-    server.apply(NODES, json(NODE_PLAIN));
-    server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
-    let mut run = running(&server).await;
-    published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
-    watching(&server, WATCHES).await;
+    let mut run = one_block_watched(&server).await;
     let lists = || server.requests().iter().filter(|r| r.starts_with(V1_BLOCKS) && !r.contains("watch=true")).count();
     let before = lists();
     server.fail_lists(V1_BLOCKS, 404, 2);

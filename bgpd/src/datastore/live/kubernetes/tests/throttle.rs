@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use super::api_server::ApiServer;
-use super::{block, has_key, json, keys, peer, published, running, watching, NODES, NODE_PLAIN, NODE_RR, V1};
+use super::{block, has_key, json, keys, one_block_watched, peer, published, running, watching, NODES};
+use super::{NODE_RR, V1};
 use super::{V1_BLOCKS, V1_PEERS, WATCHES};
 
 /// The requests to `collection` that `pick` selects (by `PATH?QUERY`), in
@@ -69,12 +70,7 @@ async fn a_429_on_the_initial_list_is_retried_after_retry_after_and_converges() 
 #[tokio::test]
 async fn a_429_on_relist_keeps_the_last_good_model_and_waits_as_asked() {
     let server = ApiServer::default();
-    server.serve_calico(V1);
-    server.apply(NODES, json(NODE_PLAIN));
-    server.apply(V1_BLOCKS, block("b1", "10.244.8.0/26", "worker-9"));
-    let mut run = running(&server).await;
-    published(&mut run.rx, "the block", |f| has_key(f, "ipamblocks/b1") && f.unreachable.is_none()).await;
-    watching(&server, WATCHES).await;
+    let mut run = one_block_watched(&server).await;
     let before = times(&server, V1_BLOCKS, |_| true).len();
     server.throttle(Some(V1_BLOCKS), 2, 2);
     server.expire_watches();
