@@ -671,3 +671,57 @@ fn long_lived_stale_routes_of_a_failed_peer_age_out_without_an_hour_of_keepalive
     assert!(f.skipped() > Duration::from_secs(3000), "skipped {:?}", f.skipped());
     assert!(f.deliveries() - d0 < 200, "{} deliveries for an hour of one idle peer", f.deliveries() - d0);
 }
+
+/// A full mesh of `n` nodes on one LAN (`lan`), each originating a block.
+fn wide_mesh(n: usize) -> Vec<NodeDef> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let names: Vec<&'static str> = (1..=n).map(|i| leak(format!("n{i}"))).collect();
+    let addrs: Vec<&'static str> = (1..=n).map(|i| leak(format!("10.0.0.{i}"))).collect();
+    (0..n)
+        .map(|i| NodeDef {
+            name: names[i],
+            asn: 64512,
+            addr: addrs[i],
+            peers: (0..n).filter(|j| *j != i).map(|j| (names[j], addrs[j], 64512)).collect(),
+            originate: Some(leak(format!("10.244.{i}.0/26"))),
+            rr_clients: false,
+            allow_local_as: 0,
+        })
+        .collect()
+}
+
+#[test]
+fn the_outcome_does_not_depend_on_the_threads_a_window_runs_on() {
+    let defs = wide_mesh(12);
+    let names: Vec<&str> = defs.iter().map(|d| d.name).collect();
+    let outcome = |threads: usize| {
+        let mut f = fabric(11, lan, &defs);
+        f.set_threads(threads);
+        f.always_parallel();
+        let snapshot = |f: &Fabric| {
+            let tables: Vec<_> = names.iter().map(|n| (f.fib(n), f.sessions(n))).collect();
+            (f.elapsed(), f.deliveries(), tables)
+        };
+        let mut seen = Vec::new();
+        assert!(f.run(Duration::from_secs(600)), "{threads} threads");
+        seen.push(snapshot(&f));
+        f.fail_member("n3");
+        assert!(f.run(Duration::from_secs(600)), "{threads} threads, n3 failed");
+        seen.push(snapshot(&f));
+        // Its peers reconnect as their timers fire, in windows.
+        let now = f.now();
+        f.restart_member("n3", Some(node_speaker(2, &defs[2], &lan, now)));
+        assert!(f.run(Duration::from_secs(600)), "{threads} threads, n3 back");
+        seen.push(snapshot(&f));
+        seen
+    };
+    let one = outcome(1);
+    let (_, _, tables) = &one[0];
+    assert!(tables.iter().all(|(fib, sessions)| fib.len() == 11 && sessions.iter().all(|s| s.established)));
+    let (_, _, tables) = &one[1];
+    assert!(tables.iter().enumerate().all(|(i, (fib, _))| i == 2 || fib.len() == 10), "{tables:?}");
+    let fibs = |i: usize| one[i].2.iter().map(|(fib, _)| fib.clone()).collect::<Vec<_>>();
+    assert!(fibs(2) == fibs(0), "back to where it was");
+    assert!(one == outcome(2), "1 and 2 threads differ");
+    assert!(one == outcome(3), "1 and 3 threads differ");
+}

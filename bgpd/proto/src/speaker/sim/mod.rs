@@ -22,16 +22,19 @@
 //! thousand nodes then converges in a few hundred thousand deliveries
 //! instead of millions.
 
+mod member;
+mod window;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ipnet::IpNet;
 
-use super::{ConnId, Event, Initiator, PeerKey, Reachability, Speaker};
+use super::{Initiator, PeerKey, Reachability, Speaker};
 use crate::session::{DownReason, State};
+use member::{Concerns, Delivery, Effects, End, Link, Member, Out};
 
 /// How long a fabric must be quiet (no session up or down, no route
 /// change) to count as converged.
@@ -48,6 +51,13 @@ pub const IDLE: Duration = Duration::from_secs(10);
 /// wait, and are read together when it is done.
 pub const READ_TIME: Duration = Duration::from_millis(5);
 
+/// The shortest latency of a link: what a member does reaches another
+/// no sooner (see `Fabric::window`).
+const MIN_LATENCY: Duration = Duration::from_micros(500);
+
+/// A window with fewer deliveries than this is handled on one thread.
+const PARALLEL_MIN: usize = 256;
+
 /// One session as the simulation saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionReport {
@@ -63,65 +73,6 @@ pub struct SessionReport {
     pub last_down: Option<DownReason>,
     /// Why the last connection attempt failed, if it did.
     pub last_failure: Option<String>,
-}
-
-/// One end of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct End {
-    member: usize,
-    peer: PeerKey,
-    conn: ConnId,
-}
-
-#[derive(Clone, Debug)]
-struct Link {
-    ends: [End; 2],
-    segment: usize,
-    latency: Duration,
-    /// When the last delivery in each direction is due (deliveries keep their order).
-    last: [Instant; 2],
-}
-
-/// What the queue delivers: bytes or a close over a link, a connection
-/// attempt's outcome, a member's timer, or the end of a member's read (it
-/// reads what waits).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Delivery {
-    Bytes { link: usize, to: u8, bytes: Bytes },
-    Closed { link: usize, to: u8 },
-    Connect { member: usize, peer: PeerKey, attempt: u64 },
-    Refused { member: usize, peer: PeerKey, attempt: u64 },
-    Timer { member: usize },
-    Read { member: usize },
-}
-
-#[derive(Clone, Debug, Default)]
-struct Track {
-    established: bool,
-    last_down: Option<DownReason>,
-    last_failure: Option<String>,
-    attempt: Option<u64>,
-}
-
-struct Member {
-    name: String,
-    speaker: Option<Speaker>,
-    interfaces: Vec<(usize, IpNet)>,
-    alive: bool,
-    fib: BTreeMap<IpNet, Vec<IpAddr>>,
-    /// When kept ([`Fabric::track_fib_changes`]): the prefixes of `fib`
-    /// that changed since it was last taken; `None` inside when the whole
-    /// table was cleared.
-    fib_journal: Option<Option<Vec<IpNet>>>,
-    tracks: BTreeMap<PeerKey, Track>,
-    /// Open connections: (peer, conn) → link.
-    conns: BTreeMap<(PeerKey, ConnId), usize>,
-    timer: Option<Instant>,
-    /// Busy reading until then: what arrives before waits in `unread`.
-    busy_until: Option<Instant>,
-    /// Bytes that arrived while it was busy: (link, end), what, in the
-    /// order they arrived (one entry per link, appended to).
-    unread: Vec<(usize, u8, Vec<u8>)>,
 }
 
 /// A simulated fabric.
@@ -148,6 +99,10 @@ pub struct Fabric {
     last_activity: Instant,
     skipped: Duration,
     deliveries: u64,
+    /// Threads a window's deliveries are handled on.
+    threads: usize,
+    /// A window with fewer deliveries is handled on one thread.
+    parallel_min: usize,
 }
 
 impl Fabric {
@@ -171,7 +126,24 @@ impl Fabric {
             last_activity: start,
             skipped: Duration::ZERO,
             deliveries: 0,
+
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+            parallel_min: PARALLEL_MIN,
         }
+    }
+
+    /// Handles each window's deliveries on at most `threads` threads (at
+    /// least one; the machine's cores, at most 8, unless told). The
+    /// outcome is the same whatever the number.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// Hands even the smallest windows to the threads (tests of small
+    /// fabrics).
+    #[cfg(test)]
+    pub(crate) fn always_parallel(&mut self) {
+        self.parallel_min = 0;
     }
 
     /// The virtual time now.
@@ -443,108 +415,50 @@ impl Fabric {
     }
 
     fn latency(&mut self) -> Duration {
-        Duration::from_micros(500 + self.random() % 4_500)
+        MIN_LATENCY + Duration::from_micros(self.random() % 4_500)
     }
 
     /// Takes what member `m`'s speaker wants done and schedules it.
     fn drain(&mut self, m: usize) {
-        if !self.members[m].alive {
-            return;
-        }
-        let now = self.now;
-        loop {
-            let Some(sp) = self.members[m].speaker.as_mut() else { return };
-            if let Some(t) = sp.poll_transmit() {
-                let Some(&l) = self.members[m].conns.get(&(t.peer, t.conn)) else { continue };
-                let Some(link) = self.links[l].as_mut() else { continue };
-                let dir = usize::from(link.ends[0].member != m || link.ends[0].peer != t.peer);
-                let at = (now + link.latency).max(link.last[dir]);
-                link.last[dir] = at;
-                if t.bytes.get(18) == Some(&2) {
-                    // An UPDATE is routing activity.
-                    self.last_activity = now;
-                }
-                self.push(at, Delivery::Bytes { link: l, to: (1 - dir) as u8, bytes: t.bytes });
-                continue;
-            }
-            let Some(ev) = sp.poll_event() else { break };
-            self.event(m, ev);
-        }
-        // The member's next deadline.
-        let next = self.members[m].speaker.as_ref().and_then(Speaker::poll_timeout);
-        if let Some(t) = next {
-            if self.members[m].timer.is_none_or(|s| t < s || s < now) {
-                self.members[m].timer = Some(t);
-                self.push(t.max(now), Delivery::Timer { member: m });
-            }
-        }
+        let mut fx = Effects::default();
+        self.members[m].drain(m, self.now, &mut fx);
+        self.apply(m, fx);
     }
 
-    fn event(&mut self, m: usize, ev: Event) {
-        let now = self.now;
-        match ev {
-            Event::Connect(peer) => {
-                self.attempts += 1;
-                let attempt = self.attempts;
-                self.members[m].tracks.entry(peer).or_default().attempt = Some(attempt);
-                let lat = self.latency();
-                self.push(now + lat * 2, Delivery::Connect { member: m, peer, attempt });
-            }
-            Event::CancelConnect { peer, unanswered } => {
-                let t = self.members[m].tracks.entry(peer).or_default();
-                t.attempt = None;
-                if unanswered && t.last_failure.is_none() {
-                    t.last_failure = Some("no answer".into());
-                }
-            }
-            Event::Close(peer, conn) => {
-                if let Some(l) = self.members[m].conns.remove(&(peer, conn)) {
-                    if let Some(link) = self.links[l].as_mut() {
-                        let dir = usize::from(link.ends[0].member != m || link.ends[0].peer != peer);
-                        let at = (now + link.latency).max(link.last[dir]);
-                        link.last[dir] = at;
-                        self.push(at, Delivery::Closed { link: l, to: (1 - dir) as u8 });
+    /// Does what member `m`'s handling left for the fabric, in order.
+    fn apply(&mut self, m: usize, fx: Effects) {
+        if let Some(a) = fx.activity {
+            self.last_activity = self.last_activity.max(a);
+        }
+        for o in fx.out {
+            match o {
+                Out::Transmit { link, peer, bytes, now } => {
+                    let Some(link_ref) = self.links[link].as_mut() else { continue };
+                    let dir = link_ref.direction_from(m, peer);
+                    let at = (now + link_ref.latency).max(link_ref.last[dir]);
+                    link_ref.last[dir] = at;
+                    if bytes.get(18) == Some(&2) {
+                        // An UPDATE is routing activity.
+                        self.last_activity = self.last_activity.max(now);
                     }
+                    self.push(at, Delivery::Bytes { link, to: (1 - dir) as u8, bytes });
                 }
-            }
-            Event::Established { peer, .. } => {
-                let t = self.members[m].tracks.entry(peer).or_default();
-                t.established = true;
-                t.last_failure = None;
-                self.last_activity = now;
-            }
-            Event::Down { peer, reason, .. } => {
-                let t = self.members[m].tracks.entry(peer).or_default();
-                if std::mem::take(&mut t.established) {
-                    self.last_activity = now;
+                Out::Close { link, peer, now } => {
+                    let Some(link_ref) = self.links[link].as_mut() else { continue };
+                    let dir = link_ref.direction_from(m, peer);
+                    let at = (now + link_ref.latency).max(link_ref.last[dir]);
+                    link_ref.last[dir] = at;
+                    self.push(at, Delivery::Closed { link, to: (1 - dir) as u8 });
                 }
-                if reason != DownReason::ConnectionFailed || t.last_down.is_none() {
-                    t.last_down = Some(reason);
+                Out::Connect { peer, now } => {
+                    self.attempts += 1;
+                    let attempt = self.attempts;
+                    self.members[m].tracks.entry(peer).or_default().attempt = Some(attempt);
+                    let lat = self.latency();
+                    self.push(now + lat * 2, Delivery::Connect { member: m, peer, attempt });
                 }
+                Out::Later { at, d } => self.push(at, d),
             }
-            Event::Fib(routes) => {
-                let member = &mut self.members[m];
-                let (fib, journal) = (&mut member.fib, &mut member.fib_journal);
-                for r in routes {
-                    if let Some(Some(j)) = journal {
-                        j.push(r.prefix);
-                    }
-                    if r.next_hops.is_empty() {
-                        fib.remove(&r.prefix);
-                    } else {
-                        fib.insert(r.prefix, r.next_hops);
-                    }
-                }
-                self.last_activity = now;
-            }
-            Event::Teardown { peer, reason, .. } => {
-                self.members[m].tracks.entry(peer).or_default().last_failure = Some(reason);
-            }
-            Event::StateChanged { .. }
-            | Event::UpdateIssues { .. }
-            | Event::Collision { .. }
-            | Event::Warning { .. }
-            | Event::DeferralDone => {}
         }
     }
 
@@ -640,55 +554,15 @@ impl Fabric {
         self.drain(owner);
     }
 
-    /// Hands bytes that waited to the speaker at the link's end `to` (if the link still stands).
-    fn read(&mut self, link: usize, to: u8, bytes: &[u8]) {
-        let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
-        let now = self.now;
-        let m = &mut self.members[end.member];
-        if let (true, Some(sp)) = (m.alive, m.speaker.as_mut()) {
-            sp.handle_bytes(end.peer, end.conn, bytes, now);
-        }
-    }
-
+    /// Handles a delivery that concerns the fabric or one member.
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         match d {
-            Delivery::Bytes { link, to, bytes } => {
-                let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
-                let m = &mut self.members[end.member];
-                if !m.alive {
-                    return;
-                }
-                if !m.unread.is_empty() || m.busy_until.is_some_and(|b| b > now) {
-                    // Busy (or bytes wait already, to be read first): read
-                    // with whatever else arrives, when it is done.
-                    if m.unread.is_empty() {
-                        let at = m.busy_until.unwrap_or(now);
-                        self.push(at, Delivery::Read { member: end.member });
-                    }
-                    let m = &mut self.members[end.member];
-                    match m.unread.iter_mut().find(|(l, t, _)| *l == link && *t == to) {
-                        Some((_, _, waiting)) => waiting.extend_from_slice(&bytes),
-                        None => m.unread.push((link, to, bytes.to_vec())),
-                    }
-                    return;
-                }
-                m.busy_until = Some(now + READ_TIME);
-                if let Some(sp) = m.speaker.as_mut() {
-                    sp.handle_bytes(end.peer, end.conn, &bytes, now);
-                }
-                self.drain(end.member);
-            }
-            Delivery::Read { member } => {
-                let unread = std::mem::take(&mut self.members[member].unread);
-                if unread.is_empty() || !self.members[member].alive {
-                    return;
-                }
-                self.members[member].busy_until = Some(now + READ_TIME);
-                for (link, to, bytes) in unread {
-                    self.read(link, to, &bytes);
-                }
-                self.drain(member);
+            Delivery::Bytes { .. } | Delivery::Timer { .. } | Delivery::Read { .. } => {
+                let Concerns::Member(m) = d.concerns(&self.links) else { return };
+                let mut fx = Effects::default();
+                self.members[m].deliver(m, &self.links, now, d, &mut fx);
+                self.apply(m, fx);
             }
             Delivery::Closed { link, to } => {
                 let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };
@@ -696,7 +570,7 @@ impl Fabric {
                 let m = &mut self.members[end.member];
                 if let Some(i) = m.unread.iter().position(|(l, t, _)| *l == link && *t == to) {
                     let (_, _, bytes) = m.unread.remove(i);
-                    self.read(link, to, &bytes);
+                    m.read(&self.links, link, to, &bytes, now);
                     self.drain(end.member);
                 }
                 self.links[link] = None;
@@ -715,20 +589,6 @@ impl Fabric {
                     t.attempt = None;
                     if let Some(sp) = self.members[member].speaker.as_mut() {
                         sp.handle_connect_failed(peer, now);
-                    }
-                    self.drain(member);
-                }
-            }
-            Delivery::Timer { member } => {
-                let m = &mut self.members[member];
-                if m.timer.is_some_and(|t| t <= now) {
-                    m.timer = None;
-                }
-                if m.alive {
-                    if let Some(sp) = m.speaker.as_mut() {
-                        if sp.poll_timeout().is_some_and(|t| t <= now) {
-                            sp.handle_timeout(now);
-                        }
                     }
                     self.drain(member);
                 }
@@ -829,8 +689,12 @@ impl Fabric {
             }
             let Some((at, d)) = self.pop_due() else { break };
             self.now = self.now.max(at);
-            self.deliveries += 1;
-            self.deliver(d);
+            if matches!(d.concerns(&self.links), Concerns::Fabric) {
+                self.deliveries += 1;
+                self.deliver(d);
+            } else {
+                self.window(at, d, end);
+            }
         }
         true
     }
