@@ -23,23 +23,27 @@
 //! node namespace; time from sending the put, through etcd's JSON gateway). Every wait is bounded (`--timeout`, default 10 s per
 //! change); a change that times out is counted as missed. Namespaces and processes
 //! belong to a [`Lab`] and go when it is dropped.
+//!
+//! The parts: `datastore` (the objects and how a change is written), `receiver` (the
+//! in-process BGP receiver and what it and the kernel monitor saw), `kernel_monitor`
+//! (`ip monitor route` in BIRD's namespace).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+mod datastore;
+mod kernel_monitor;
+mod receiver;
+
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bgpd_proto::wire::{Capability, Message, Open};
-use bgpd_proto::{Family, WireContext};
 use ipnet::Ipv4Net;
 
-use crate::lab::bgpd::doc;
-use crate::lab::{bird, etcd, wait_for, Lab, Ns, ProcId};
+use crate::lab::{bird, etcd, wait_for, Lab, ProcId};
+use datastore::{block, block_object, cluster_ip, new_peer_object, slice_object, Model, Writer};
+use kernel_monitor::KernelMonitor;
+use receiver::{Receiver, Shared};
 
 const NODE: &str = "node-1";
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 9, 1);
@@ -59,13 +63,6 @@ const MAX_CHANGES: usize = 10_000;
 /// The period whose phases the file changes are spread over: the file datastore's
 /// poll period before it was watched with inotify.
 const FILE_POLL: Duration = Duration::from_millis(20);
-const KEEPALIVE: [u8; 19] = {
-    let mut k = [0xFF; 19];
-    k[16] = 0;
-    k[17] = 19;
-    k[18] = 4;
-    k
-};
 
 /// Which datastore bgpd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,368 +250,6 @@ impl Row {
     }
 }
 
-// ----- the datastore ---------------------------------------------------------------------
-
-fn block(i: usize) -> Ipv4Net {
-    let base = u32::from(Ipv4Addr::new(10, 240, 0, 0));
-    // i < MAX_CHANGES + 1 < 16,384: inside the pool.
-    Ipv4Net::new(Ipv4Addr::from(base + (i as u32) * 64), 26).unwrap_or_default()
-}
-
-fn cluster_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 16)) + i as u32)
-}
-
-fn peer_doc(name: &str, ip: Ipv4Addr, asn: u32) -> String {
-    doc::peer(name, &[], &format!("  peerIP: {ip}\n  asNumber: {asn}\n  keepaliveTime: 3s\n"))
-}
-
-/// What the datastore holds: each object with the etcd key it is stored under.
-struct Model {
-    services: usize,
-    blocks: usize,
-    ready: usize,
-    new_peer: Option<usize>,
-}
-
-impl Model {
-    fn objects(&self) -> Vec<(String, String)> {
-        let mut o = vec![
-            ("bgpconfigurations/default".into(), doc::bgp_configuration_services(CLUSTER_AS, SERVICE_RANGE)),
-            (format!("nodes/{NODE}"), doc::node_with_as(NODE, &format!("{NODE_IP}/24"), CLUSTER_AS)),
-            ("ippools/pool-1".into(), doc::ip_pool("pool-1", POOL)),
-            ("bgppeers/rx".into(), peer_doc("rx", RX_IP, RX_AS)),
-            ("bgppeers/bird".into(), peer_doc("bird", BIRD_IP, BIRD_AS)),
-        ];
-        for i in 0..=self.blocks {
-            o.push(block_object(i));
-        }
-        for i in 0..self.services {
-            o.push(service_object(i));
-            o.push(slice_object(i, i < self.ready));
-        }
-        if let Some(i) = self.new_peer {
-            o.push(new_peer_object(i));
-        }
-        o
-    }
-
-    fn yaml(&self) -> String {
-        let docs: Vec<String> = self.objects().into_iter().map(|(_, v)| v).collect();
-        doc::stream(&docs)
-    }
-}
-
-fn block_object(i: usize) -> (String, String) {
-    let b = block(i);
-    (format!("ipamblocks/{}", b.to_string().replace(['.', '/'], "-")), doc::ipam_block(&b.to_string(), NODE))
-}
-
-fn service_object(i: usize) -> (String, String) {
-    (format!("services/default/svc-{i}"), doc::service_local(&format!("svc-{i}"), &cluster_ip(i).to_string()))
-}
-
-fn slice_object(i: usize, ready: bool) -> (String, String) {
-    (
-        format!("endpointslices/default/svc-{i}-1"),
-        doc::endpoint_slice(&format!("svc-{i}"), &format!("10.240.0.{}", 2 + i % 60), NODE, ready),
-    )
-}
-
-fn new_peer_object(i: usize) -> (String, String) {
-    (format!("bgppeers/new-{i}"), peer_doc(&format!("new-{i}"), NEW_PEER_IP, RX_AS))
-}
-
-/// Writes changes to the datastore bgpd reads.
-enum Writer {
-    File { path: PathBuf },
-    Etcd { etcd: etcd::Etcd },
-}
-
-impl Writer {
-    /// Makes `model` the datastore's content; for etcd only `put` / `delete` go out.
-    /// Returns the instant the change was made (the rename, or the put being sent).
-    fn apply(&self, model: &Model, put: &[(String, String)], delete: &[String]) -> Result<Instant, String> {
-        match self {
-            Writer::File { path } => {
-                let tmp = path.with_extension("yaml.tmp");
-                std::fs::write(&tmp, model.yaml()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-                let t0 = Instant::now();
-                std::fs::rename(&tmp, path).map_err(|e| format!("renaming to {}: {e}", path.display()))?;
-                Ok(t0)
-            }
-            Writer::Etcd { etcd } => {
-                let t0 = Instant::now();
-                for (k, v) in put {
-                    etcd.put(k, v)?;
-                }
-                for k in delete {
-                    etcd.delete(k)?;
-                }
-                Ok(t0)
-            }
-        }
-    }
-}
-
-// ----- the receiver ------------------------------------------------------------------------
-
-/// One session bgpd opened to the receiver.
-#[derive(Clone, Debug)]
-struct SessionLog {
-    local: Ipv4Addr,
-    established: Option<Instant>,
-    first_update: Option<Instant>,
-    closed: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Prefix → when it first arrived announced (any session).
-    announced: HashMap<Ipv4Net, Instant>,
-    sessions: Vec<SessionLog>,
-}
-
-/// What the receiver and the kernel monitor saw, and a condition variable to wait on.
-#[derive(Default)]
-struct Shared {
-    seen: Mutex<Seen>,
-    kernel: Mutex<HashMap<Ipv4Net, Instant>>,
-    changed: Condvar,
-    stop: AtomicBool,
-}
-
-impl Shared {
-    fn notify(&self) {
-        self.changed.notify_all();
-    }
-
-    /// Waits until `f` gives `Some` (re-checked on every change and every 20 ms), at most
-    /// until `deadline`.
-    fn wait<T>(
-        &self,
-        deadline: Instant,
-        mut f: impl FnMut(&Seen, &HashMap<Ipv4Net, Instant>) -> Option<T>,
-    ) -> Option<T> {
-        loop {
-            {
-                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(v) = f(&seen, &kernel) {
-                    return Some(v);
-                }
-            }
-            if Instant::now() >= deadline || super::routeserver::INTERRUPTED.load(Ordering::Relaxed) {
-                return None;
-            }
-            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = self.changed.wait_timeout(seen, Duration::from_millis(20));
-        }
-    }
-}
-
-/// The receiver's listener and sessions, stopped on `Drop`.
-struct Receiver {
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(ns: &Ns, shared: Arc<Shared>) -> Result<Receiver, String> {
-        let listener = ns
-            .in_ns(|| TcpListener::bind("0.0.0.0:179"))
-            .map_err(|e| format!("entering {}: {e}", ns.name()))?
-            .map_err(|e| format!("receiver: bind :179: {e}"))?;
-        listener.set_nonblocking(true).map_err(|e| format!("receiver: {e}"))?;
-        let sh = shared.clone();
-        let accept = std::thread::Builder::new()
-            .name("latency-accept".into())
-            .spawn(move || {
-                let mut sessions = Vec::new();
-                while !sh.stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let sh = sh.clone();
-                            if let Ok(h) = std::thread::Builder::new().name("latency-session".into()).spawn(move || {
-                                if let Err(e) = session(stream, &sh) {
-                                    eprintln!("receiver session: {e}");
-                                }
-                            }) {
-                                sessions.push(h);
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-                        Err(e) => {
-                            eprintln!("receiver: accept: {e}");
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-                for h in sessions {
-                    let _ = h.join();
-                }
-            })
-            .map_err(|e| format!("receiver thread: {e}"))?;
-        Ok(Receiver { shared, accept: Some(accept) })
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// One session: OPEN, KEEPALIVE, then every UPDATE noted until the peer closes, a
-/// NOTIFICATION arrives, or the receiver stops.
-fn session(mut stream: TcpStream, sh: &Shared) -> Result<(), String> {
-    let local = match stream.local_addr() {
-        Ok(SocketAddr::V4(a)) => *a.ip(),
-        other => return Err(format!("not IPv4: {other:?}")),
-    };
-    let idx = {
-        let mut seen = sh.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.sessions.push(SessionLog { local, established: None, first_update: None, closed: None });
-        seen.sessions.len() - 1
-    };
-    let r = session_loop(&mut stream, sh, idx, local);
-    sh.seen.lock().unwrap_or_else(|e| e.into_inner()).sessions[idx].closed = Some(Instant::now());
-    sh.notify();
-    r
-}
-
-fn session_loop(stream: &mut TcpStream, sh: &Shared, idx: usize, local: Ipv4Addr) -> Result<(), String> {
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
-    let caps =
-        vec![Capability::Multiprotocol(Family::IPV4_UNICAST), Capability::RouteRefresh, Capability::FourOctetAs(RX_AS)];
-    let open = Message::Open(Open::new(RX_AS as u16, 90, local, caps))
-        .to_bytes(&WireContext::new(false))
-        .map_err(|e| format!("encoding OPEN: {e}"))?;
-    stream.write_all(&open).map_err(|e| format!("sending OPEN: {e}"))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut filled = 0;
-    let mut ctx = WireContext::new(false);
-    let mut got_open = false;
-    let mut last_keepalive = Instant::now();
-    while !sh.stop.load(Ordering::Relaxed) {
-        if last_keepalive.elapsed() >= Duration::from_secs(1) {
-            stream.write_all(&KEEPALIVE).map_err(|e| format!("sending KEEPALIVE: {e}"))?;
-            last_keepalive = Instant::now();
-        }
-        if filled == buf.len() {
-            return Err("a message larger than the buffer".into());
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(()),
-            Ok(n) => filled += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                continue
-            }
-            Err(e) => return Err(format!("read: {e}")),
-        }
-        let now = Instant::now();
-        let mut at = 0;
-        // One message at a time: the context changes once the OPEN is in.
-        while let Some(frame) = Message::decode(&buf[at..filled], &ctx).map_err(|e| format!("decoding: {e}"))? {
-            at += frame.len;
-            match frame.message {
-                Message::Open(o) => {
-                    got_open = true;
-                    ctx = WireContext::new(o.capabilities().any(|c| matches!(c, Capability::FourOctetAs(_))));
-                    stream.write_all(&KEEPALIVE).map_err(|e| format!("sending KEEPALIVE: {e}"))?;
-                }
-                Message::Keepalive if got_open => {
-                    let mut seen = sh.seen.lock().unwrap_or_else(|e| e.into_inner());
-                    let s = &mut seen.sessions[idx];
-                    s.established.get_or_insert(now);
-                }
-                Message::Update(u) => {
-                    let mut seen = sh.seen.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.sessions[idx].first_update.get_or_insert(now);
-                    if !frame.issues.iter().any(|i| i.action == bgpd_proto::error::ErrorAction::TreatAsWithdraw) {
-                        for n in &u.nlri {
-                            seen.announced.entry(n.prefix).or_insert(now);
-                        }
-                    }
-                    for w in &u.withdrawn {
-                        seen.announced.remove(&w.prefix);
-                    }
-                }
-                Message::Notification(_) => {
-                    sh.notify();
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
-        buf.copy_within(at..filled, 0);
-        filled -= at;
-        sh.notify();
-    }
-    Ok(())
-}
-
-// ----- the kernel monitor --------------------------------------------------------------------
-
-/// `ip -n NS monitor route`: notes when each route first appears; killed on `Drop`.
-struct KernelMonitor {
-    child: Child,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl KernelMonitor {
-    fn start(ns: &Ns, shared: Arc<Shared>) -> Result<KernelMonitor, String> {
-        let mut child = Command::new("ip")
-            .args(["-n", ns.name(), "monitor", "route"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("ip monitor route: {e}"))?;
-        let out = child.stdout.take().ok_or("ip monitor route: no stdout")?;
-        let reader = std::thread::Builder::new()
-            .name("latency-kernel".into())
-            .spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    let now = Instant::now();
-                    let first = line.split_whitespace().next().unwrap_or_default();
-                    if first == "Deleted" {
-                        if let Some(p) = line.split_whitespace().nth(1).and_then(prefix) {
-                            shared.kernel.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
-                        }
-                        continue;
-                    }
-                    if let Some(p) = prefix(first) {
-                        shared.kernel.lock().unwrap_or_else(|e| e.into_inner()).entry(p).or_insert(now);
-                        shared.notify();
-                    }
-                }
-            })
-            .map_err(|e| format!("kernel monitor thread: {e}"))?;
-        Ok(KernelMonitor { child, reader: Some(reader) })
-    }
-}
-
-/// A destination as `ip monitor` prints it (`10.96.0.16` is a /32).
-fn prefix(s: &str) -> Option<Ipv4Net> {
-    s.parse::<Ipv4Net>().ok().or_else(|| s.parse::<Ipv4Addr>().ok().map(Ipv4Net::from))
-}
-
-impl Drop for KernelMonitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(h) = self.reader.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 // ----- one datastore ---------------------------------------------------------------------
 
 fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> Result<Vec<Row>, String> {
@@ -794,14 +429,5 @@ mod tests {
             deciles[(p.as_secs_f64() / FILE_POLL.as_secs_f64() * 10.0) as usize] += 1;
         }
         assert!(deciles.iter().all(|&n| (5..=15).contains(&n)), "{deciles:?}");
-    }
-
-    #[test]
-    fn blocks_and_addresses_stay_in_their_ranges() {
-        let pool: Ipv4Net = POOL.parse().unwrap();
-        let range: Ipv4Net = SERVICE_RANGE.parse().unwrap();
-        assert_eq!(block(1).to_string(), "10.240.0.64/26");
-        assert!(pool.contains(&block(MAX_CHANGES)));
-        assert!(range.contains(&cluster_ip(MAX_CHANGES)));
     }
 }
