@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
+use super::args::Flags;
 use crate::lab::{bird, etcd, wait_for, Lab, ProcId};
 use datastore::{block, block_object, cluster_ip, new_peer_object, slice_object, Model, Writer};
 use kernel_monitor::KernelMonitor;
@@ -117,19 +118,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         timeout: Duration::from_secs(10),
         bgpd: None,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value; {USAGE}"));
-        match a.as_str() {
-            "--changes" => {
-                let v = val()?;
-                o.changes = v.parse().map_err(|e| format!("--changes {v}: {e}"))?;
-                if o.changes == 0 || o.changes > MAX_CHANGES {
-                    return Err(format!("--changes {v}: must be 1..={MAX_CHANGES}"));
-                }
-            }
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--changes" => o.changes = flags.number_in(1..=MAX_CHANGES)?,
             "--datastore" => {
-                o.stores = match val()?.as_str() {
+                o.stores = match flags.value()? {
                     "file" => vec![Store::File],
                     "etcd" => vec![Store::Etcd],
                     "both" => vec![Store::File, Store::Etcd],
@@ -137,7 +131,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 }
             }
             "--kinds" => {
-                o.kinds = val()?
+                o.kinds = flags
+                    .value()?
                     .split(',')
                     .map(|k| match k {
                         "block" => Ok(Kind::Block),
@@ -147,14 +142,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--timeout" => {
-                let v = val()?;
-                let s: u64 = v.parse().map_err(|e| format!("--timeout {v}: {e}"))?;
-                o.timeout = Duration::from_secs(s.clamp(1, 120));
-            }
-            "--bgpd" => o.bgpd = Some(PathBuf::from(val()?)),
+            "--timeout" => o.timeout = Duration::from_secs(flags.number::<u64>()?.clamp(1, 120)),
+            "--bgpd" => o.bgpd = Some(PathBuf::from(flags.value()?)),
             "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     Ok(o)
@@ -429,5 +420,21 @@ mod tests {
             deciles[(p.as_secs_f64() / FILE_POLL.as_secs_f64() * 10.0) as usize] += 1;
         }
         assert!(deciles.iter().all(|&n| (5..=15).contains(&n)), "{deciles:?}");
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o =
+            parse_args(&args(&["--changes", "5", "--datastore", "etcd", "--kinds", "peer,block", "--timeout", "500"]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((o.changes, o.stores), (5, vec![Store::Etcd]));
+        assert_eq!((o.kinds, o.timeout), (vec![Kind::Peer, Kind::Block], Duration::from_secs(120)));
+        let err = |a: &[&str]| parse_args(&args(a)).err().unwrap_or_default();
+        assert_eq!(err(&["--changes", "0"]), format!("--changes must be 1 to {MAX_CHANGES}"));
+        assert_eq!(err(&["--changes", "many"]), "--changes: not a number: many");
+        assert_eq!(err(&["--timeout"]), "--timeout needs a value");
+        assert!(err(&["--datastore", "zk"]).starts_with("--datastore zk:"));
+        assert!(err(&["--frobnicate"]).starts_with("unknown option --frobnicate; usage:"));
     }
 }

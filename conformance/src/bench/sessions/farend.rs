@@ -16,6 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::testbed::{reap, spawn_far_end, Netns};
 use super::{far_addr, DUT_AS, FAR_AS, HOLD_SECS, KEEPALIVE, MAX_PEERS};
+use crate::bench::args::Flags;
 
 // ----- the far end, seen from the bench ---------------------------------------------------------
 
@@ -103,15 +104,12 @@ impl Drop for FarEnd {
 pub(super) fn farend_main(args: &[String]) -> Result<(), String> {
     let mut peers = 0usize;
     let mut lifetime = Duration::from_secs(300);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--peers" => peers = v.parse().map_err(|e| format!("--peers {v:?}: {e}"))?,
-            "--lifetime-secs" => {
-                lifetime = Duration::from_secs(v.parse().map_err(|e| format!("--lifetime-secs {v:?}: {e}"))?)
-            }
-            other => return Err(format!("far end: unknown argument {other:?}")),
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--peers" => peers = flags.number()?,
+            "--lifetime-secs" => lifetime = Duration::from_secs(flags.number()?),
+            _ => return Err(format!("far end: {}", flags.unknown())),
         }
     }
     if !(1..=MAX_PEERS).contains(&peers) {

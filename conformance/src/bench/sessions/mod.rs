@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::args::Flags;
 use dut::{bgpd_binary, Dut};
 use farend::{farend_main, FarEnd};
 pub(crate) use testbed::{
@@ -85,29 +86,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         budget: Duration::from_secs(180),
         bgpd: None,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-        let secs = |name: &str, v: String| -> Result<Duration, String> {
-            let s: u64 = v.parse().map_err(|e| format!("{name} {v:?}: {e}"))?;
-            if !(1..=3600).contains(&s) {
-                return Err(format!("{name} must be 1 to 3600 seconds"));
-            }
-            Ok(Duration::from_secs(s))
-        };
-        match a.as_str() {
-            "--peers" => {
-                let v = value("--peers")?;
-                opts.peers = v.parse().map_err(|e| format!("--peers {v:?}: {e}"))?;
-                if !(1..=MAX_PEERS).contains(&opts.peers) {
-                    return Err(format!("--peers must be 1 to {MAX_PEERS}"));
-                }
-            }
-            "--idle-secs" => opts.idle = secs("--idle-secs", value("--idle-secs")?)?,
-            "--budget-secs" => opts.budget = secs("--budget-secs", value("--budget-secs")?)?,
-            "--bgpd" => opts.bgpd = Some(PathBuf::from(value("--bgpd")?)),
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--peers" => opts.peers = flags.number_in(1..=MAX_PEERS)?,
+            "--idle-secs" => opts.idle = Duration::from_secs(flags.number_in(1..=3600)?),
+            "--budget-secs" => opts.budget = Duration::from_secs(flags.number_in(1..=3600)?),
+            "--bgpd" => opts.bgpd = Some(PathBuf::from(flags.value()?)),
             "--contenders" => {
-                opts.contenders = value("--contenders")?
+                opts.contenders = flags
+                    .value()?
                     .split(',')
                     .map(|c| match c {
                         "bgpd" => Ok(Contender::Bgpd),
@@ -116,7 +104,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     Ok(opts)
