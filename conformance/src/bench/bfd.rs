@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use control::{FarEnd, Plan};
 use dut::{Contender, Dut, Peers};
 
+use crate::bench::args::Flags;
 use crate::bench::sessions::{install_signal_cleanup, TempDir, Testbed};
 
 const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
@@ -109,33 +110,22 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         table_prefixes: 1_000_000,
         load_period: Duration::from_secs(1),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-        let number = |name: &str, v: &str, range: std::ops::RangeInclusive<usize>| -> Result<usize, String> {
-            let n: usize = v.parse().map_err(|e| format!("{name} {v:?}: {e}"))?;
-            if !range.contains(&n) {
-                return Err(format!("{name} must be {} to {}", range.start(), range.end()));
-            }
-            Ok(n)
-        };
-        match a.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
             "--sessions" => {
-                o.sessions = value("--sessions")?
-                    .split(',')
-                    .map(|v| number("--sessions", v, 1..=MAX_SESSIONS))
-                    .collect::<Result<_, _>>()?;
+                let v = flags.value()?;
+                o.sessions = v.split(',').map(|n| flags.in_range(n, 1..=MAX_SESSIONS)).collect::<Result<_, _>>()?;
             }
             "--contenders" => {
-                o.contenders = value("--contenders")?.split(',').map(Contender::parse).collect::<Result<_, _>>()?;
+                o.contenders = flags.value()?.split(',').map(Contender::parse).collect::<Result<_, _>>()?;
             }
-            "--window-secs" => {
-                o.window = Duration::from_secs(number("--window-secs", &value("--window-secs")?, 1..=3600)? as u64)
-            }
-            "--silent" => o.silent = number("--silent", &value("--silent")?, 0..=1000)?,
-            "--bgpd" => o.bgpd = Some(PathBuf::from(value("--bgpd")?)),
+            "--window-secs" => o.window = Duration::from_secs(flags.number_in(1..=3600)?),
+            "--silent" => o.silent = flags.number_in(0..=1000)?,
+            "--bgpd" => o.bgpd = Some(PathBuf::from(flags.value()?)),
             "--via" => {
-                o.via = value("--via")?
+                o.via = flags
+                    .value()?
                     .split(',')
                     .map(|v| match v {
                         "static" => Ok(Peers::Static),
@@ -145,18 +135,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--load" => o.load = true,
-            "--table-prefixes" => {
-                o.table_prefixes = number("--table-prefixes", &value("--table-prefixes")?, 1..=load::MAX_TABLE)?
-            }
-            "--load-period-secs" => {
-                let v = value("--load-period-secs")?;
-                let secs: f64 = v.parse().map_err(|e| format!("--load-period-secs {v:?}: {e}"))?;
-                if !(0.0..=600.0).contains(&secs) {
-                    return Err("--load-period-secs must be 0 to 600".into());
-                }
-                o.load_period = Duration::from_secs_f64(secs);
-            }
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            "--table-prefixes" => o.table_prefixes = flags.number_in(1..=load::MAX_TABLE)?,
+            "--load-period-secs" => o.load_period = Duration::from_secs_f64(flags.number_in(0.0..=600.0)?),
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     if o.sessions.is_empty() || o.contenders.is_empty() || o.via.is_empty() {

@@ -19,6 +19,8 @@ use bgpd_proto::WireContext;
 use bytes::{Bytes, BytesMut};
 use stats_alloc::{Region, INSTRUMENTED_SYSTEM};
 
+use super::args::Flags;
+
 struct Input {
     /// The whole decompressed file, so each message is a cheap slice of it.
     data: Bytes,
@@ -152,18 +154,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut file = default_file();
     let mut rounds = 7usize;
     let mut profile: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--file" => file = it.next().ok_or("--file needs a path")?.into(),
-            "--rounds" => {
-                rounds = it.next().ok_or("--rounds needs a number")?.parse().map_err(|e| format!("--rounds: {e}"))?
-            }
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--file" => file = flags.value()?.into(),
+            "--rounds" => rounds = flags.number()?,
             // Runs one contender's decoder only, for a profiler or callgrind.
-            "--profile" => profile = Some(it.next().ok_or("--profile needs bgpd or bgpkit-parser")?.clone()),
-            other => {
+            "--profile" => profile = Some(flags.value()?.to_string()),
+            _ => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: codec [--file F] [--rounds N] [--profile bgpd|bgpkit-parser]"
+                    "{}; usage: codec [--file F] [--rounds N] [--profile bgpd|bgpkit-parser]",
+                    flags.unknown()
                 ))
             }
         }

@@ -27,6 +27,8 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
+use super::args::Flags;
+
 const TABLE: u32 = 100;
 /// rtnetlink groups `RTNLGRP_IPV4_ROUTE` and `RTNLGRP_IPV6_ROUTE`.
 const ROUTE_GROUPS: [u32; 2] = [7, 11];
@@ -59,24 +61,14 @@ struct Options {
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut opts =
         Options { routes: 100_000, contenders: vec![Contender::Bgpd, Contender::IpBatch, Contender::Bird], batch: 256 };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--routes" => {
-                let v = value("--routes")?;
-                opts.routes = v.parse().map_err(|e| format!("--routes {v:?}: {e}"))?;
-                if !(10..=4_000_000).contains(&opts.routes) {
-                    return Err("--routes must be 10 to 4,000,000".into());
-                }
-            }
-            "--batch" => {
-                let v = value("--batch")?;
-                opts.batch = v.parse().map_err(|e| format!("--batch {v:?}: {e}"))?;
-            }
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--routes" => opts.routes = flags.number_in(10..=4_000_000)?,
+            "--batch" => opts.batch = flags.number()?,
             "--contenders" => {
-                let v = value("--contenders")?;
-                opts.contenders = v
+                opts.contenders = flags
+                    .value()?
                     .split(',')
                     .map(|c| match c {
                         "bgpd" => Ok(Contender::Bgpd),
@@ -86,9 +78,10 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
-            other => {
+            _ => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: fib [--routes N] [--contenders bgpd,ip-batch,bird] [--batch B]"
+                    "{}; usage: fib [--routes N] [--contenders bgpd,ip-batch,bird] [--batch B]",
+                    flags.unknown()
                 ))
             }
         }

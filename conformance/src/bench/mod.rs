@@ -1,5 +1,6 @@
 //! Benchmarks run by the `bench` binary: `cargo run --release -p conformance --bin bench -- NAME …`.
 
+mod args;
 pub mod bfd;
 pub mod chaos;
 pub mod codec;

@@ -29,6 +29,7 @@ use bgpd::daemon::nodestatus::{Classes, PeerType};
 use bgpd::datastore::Source;
 use serde_json::json;
 
+use crate::bench::args::Flags;
 use crate::bench::routeserver::dut::proc_cpu_seconds;
 
 const PREFIX: &str = "/bench/bgpd/";
@@ -52,20 +53,14 @@ struct Options {
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options { nodes: 1000, period: 10, seconds: 20 };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| -> Result<u64, String> {
-            let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            v.parse().map_err(|_| format!("{name} {v:?}: not a whole number"))
-        };
-        match a.as_str() {
-            "--nodes" => o.nodes = value("--nodes")? as usize,
-            "--period" => o.period = value("--period")?,
-            "--seconds" => o.seconds = value("--seconds")?,
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}: bench nodestatus [--nodes N] [--period SECS] [--seconds S]"
-                ))
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--nodes" => o.nodes = flags.number()?,
+            "--period" => o.period = flags.number()?,
+            "--seconds" => o.seconds = flags.number()?,
+            _ => {
+                return Err(format!("{}: bench nodestatus [--nodes N] [--period SECS] [--seconds S]", flags.unknown()))
             }
         }
     }

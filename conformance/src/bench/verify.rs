@@ -47,6 +47,8 @@ use bgpd_lab::verify::report::{Report, Severity};
 use bgpd_lab::verify::sim::Scenario;
 use bgpd_lab::verify::{self, Options};
 
+use super::args::Flags;
+
 /// The generated design's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
@@ -415,27 +417,21 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         one: None,
         print_template: None,
     };
-    let mut it = args.iter();
-    let count = |v: Option<&String>, what: &str| -> Result<usize, String> {
-        let v = v.ok_or_else(|| format!("{what} needs a value; {USAGE}"))?;
-        match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_NODES).contains(&n) => Ok(n),
-            _ => Err(format!("{what} {v:?}: a number from 1 to {MAX_NODES}")),
-        }
-    };
-    while let Some(a) = it.next() {
-        match a.as_str() {
+    let mut flags = Flags::new(args);
+    let count = 1..=MAX_NODES;
+    while let Some(flag) = flags.next() {
+        match flag {
             "--nodes" => {
-                let v = it.next().ok_or_else(|| format!("--nodes needs a value; {USAGE}"))?;
-                o.sizes = v.split(',').map(|s| count(Some(&s.to_string()), "--nodes")).collect::<Result<_, _>>()?;
+                let v = flags.value()?;
+                o.sizes = v.split(',').map(|s| flags.in_range(s, count.clone())).collect::<Result<_, _>>()?;
             }
-            "--per-rack" => o.per_rack = count(it.next(), "--per-rack")?,
-            "--pods" => o.pods = count(it.next(), "--pods")?.min(64) as u32,
+            "--per-rack" => o.per_rack = flags.number_in(count.clone())?,
+            "--pods" => o.pods = flags.number_in(count.clone())?.min(64) as u32,
             "--failures" => o.failures = true,
-            "--timeout" => o.timeout = Duration::from_secs(count(it.next(), "--timeout")? as u64),
-            "--one" => o.one = Some(count(it.next(), "--one")?),
-            "--template" => o.print_template = Some(count(it.next(), "--template")?),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            "--timeout" => o.timeout = Duration::from_secs(flags.number_in(count.clone())? as u64),
+            "--one" => o.one = Some(flags.number_in(count.clone())?),
+            "--template" => o.print_template = Some(flags.number_in(count.clone())?),
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     Ok(o)

@@ -1,6 +1,12 @@
 //! Which peers run BFD with which timers, and the task's checks on what it
 //! receives (spoofed and malformed packets), without sockets.
 
+use std::net::SocketAddr;
+
+use bgpd_proto::bfd::{ControlPacket, State};
+
+use super::socket::Datagram;
+use super::task::Task;
 use super::*;
 use crate::daemon::plan::plan;
 use crate::datastore::{parse_sources, Source};

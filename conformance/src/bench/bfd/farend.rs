@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::lines::{Command, DownCause, Report};
 use super::{far_addr, BFD_PORT, DETECT_MULT, DUT_ADDR, IDLE_TX, INTERVAL, MAX_SESSIONS};
+use crate::bench::args::Flags;
 
 /// How long a detection sample waits for the DUT's Down before it gives up.
 const SAMPLE_LIMIT: Duration = Duration::from_secs(10);
@@ -45,17 +46,16 @@ fn parse(args: &[String]) -> Result<Args, String> {
         table_prefixes: 0,
         load_period: Duration::from_secs(5),
     };
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        let v = it.next().ok_or_else(|| format!("far end: {name} needs a value"))?;
-        let num = |v: &str| v.parse::<usize>().map_err(|e| format!("far end: {name} {v:?}: {e}"));
-        match name.as_str() {
-            "--sessions" => a.sessions = num(v)?,
-            "--lifetime-secs" => a.lifetime = Duration::from_secs(num(v)? as u64),
-            "--bgp-peers" => a.bgp_peers = num(v)?,
-            "--table-prefixes" => a.table_prefixes = num(v)?,
-            "--load-period-ms" => a.load_period = Duration::from_millis(num(v)? as u64),
-            other => return Err(format!("far end: unknown argument {other:?}")),
+    let far_end = |e: String| format!("far end: {e}");
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--sessions" => a.sessions = flags.number().map_err(far_end)?,
+            "--lifetime-secs" => a.lifetime = Duration::from_secs(flags.number().map_err(far_end)?),
+            "--bgp-peers" => a.bgp_peers = flags.number().map_err(far_end)?,
+            "--table-prefixes" => a.table_prefixes = flags.number().map_err(far_end)?,
+            "--load-period-ms" => a.load_period = Duration::from_millis(flags.number().map_err(far_end)?),
+            _ => return Err(far_end(flags.unknown())),
         }
     }
     if !(1..=MAX_SESSIONS).contains(&a.sessions) {

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench::args::Flags;
 use crate::bench::routeserver::dut::{self, Dut, DutKind};
 use crate::bench::routeserver::scenario::{self, Kind, Load, Scenario};
 use crate::bench::routeserver::speaker::{self, Control};
@@ -386,42 +387,33 @@ const USAGE: &str = "usage: chaos [--dut bgpd,bird] [--scenario slow-reader,malf
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value; {USAGE}"));
-        let mut number = |name: &str, lo: u64, hi: u64| -> Result<u64, String> {
-            let v = value(name)?;
-            let n: u64 = v.parse().map_err(|e| format!("{name} {v:?}: {e}"))?;
-            if !(lo..=hi).contains(&n) {
-                return Err(format!("{name} must be {lo} to {hi}"));
-            }
-            Ok(n)
-        };
-        match a.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
             "--dut" => {
-                let v = value("--dut")?;
+                let v = flags.value()?;
                 o.duts = v.split(',').map(DutKind::parse).collect::<Result<_, _>>()?;
                 if let Some(k) = o.duts.iter().find(|k| !matches!(k, DutKind::Bgpd | DutKind::Bird)) {
                     return Err(format!("--dut {}: chaos runs bgpd and bird only", k.name()));
                 }
             }
             "--scenario" => {
-                o.scenarios = value("--scenario")?.split(',').map(str::to_string).collect();
+                o.scenarios = flags.value()?.split(',').map(str::to_string).collect();
                 if let Some(s) = o.scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
                     return Err(format!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", ")));
                 }
             }
-            "--bgpd" => o.bgpd = Some(PathBuf::from(value("--bgpd")?)),
-            "--routes" => o.routes = number("--routes", 1, 1_000_000)? as usize,
-            "--slow-routes" => o.slow_routes = number("--slow-routes", 1, 4_000_000)? as usize,
-            "--slow-sets" => o.slow_sets = number("--slow-sets", 1, 100_000)? as usize,
-            "--slow-secs" => o.slow_secs = number("--slow-secs", 1, 600)?,
-            "--flooders" => o.flooders = number("--flooders", 1, malformed::MAX_FLOODERS as u64)? as usize,
-            "--flood-secs" => o.flood_secs = number("--flood-secs", 1, 600)?,
-            "--storm-rate" => o.storm_rate = number("--storm-rate", 1, 100_000)?,
-            "--storm-secs" => o.storm_secs = number("--storm-secs", 1, 600)?,
-            "--storm-sources" => o.storm_sources = number("--storm-sources", 1, storm::MAX_SOURCES as u64)? as usize,
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            "--bgpd" => o.bgpd = Some(PathBuf::from(flags.value()?)),
+            "--routes" => o.routes = flags.number_in(1..=1_000_000)?,
+            "--slow-routes" => o.slow_routes = flags.number_in(1..=4_000_000)?,
+            "--slow-sets" => o.slow_sets = flags.number_in(1..=100_000)?,
+            "--slow-secs" => o.slow_secs = flags.number_in(1..=600)?,
+            "--flooders" => o.flooders = flags.number_in(1..=malformed::MAX_FLOODERS)?,
+            "--flood-secs" => o.flood_secs = flags.number_in(1..=600)?,
+            "--storm-rate" => o.storm_rate = flags.number_in(1..=100_000)?,
+            "--storm-secs" => o.storm_secs = flags.number_in(1..=600)?,
+            "--storm-sources" => o.storm_sources = flags.number_in(1..=storm::MAX_SOURCES)?,
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     Ok(o)

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bench::args::Flags;
 use crate::lab::Lab;
 
 pub use dut::DutKind;
@@ -348,16 +349,15 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         generator: true,
     };
     let mut explicit_duts = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value; {USAGE}"));
-        match a.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next() {
+        match flag {
             "--dut" => {
-                o.duts = value("--dut")?.split(',').map(DutKind::parse).collect::<Result<_, _>>()?;
+                o.duts = flags.value()?.split(',').map(DutKind::parse).collect::<Result<_, _>>()?;
                 explicit_duts = true;
             }
             "--scenario" => {
-                o.scenarios = value("--scenario")?.split(',').map(str::to_string).collect();
+                o.scenarios = flags.value()?.split(',').map(str::to_string).collect();
                 for s in &o.scenarios {
                     if !scenario::NAMES.contains(&s.as_str()) {
                         return Err(format!("unknown scenario {s:?}; known: {}", scenario::NAMES.join(", ")));
@@ -365,24 +365,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 }
             }
             "--scale" => {
-                let v = value("--scale")?;
-                o.scale = v.parse().map_err(|e| format!("--scale {v:?}: {e}"))?;
+                o.scale = flags.number()?;
                 if !(o.scale > 0.0 && o.scale <= 10.0) {
                     return Err("--scale must be in (0, 10]".into());
                 }
             }
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let s: u64 = v.parse().map_err(|e| format!("--timeout {v:?}: {e}"))?;
-                if !(1..=3600).contains(&s) {
-                    return Err("--timeout must be 1 to 3600 seconds".into());
-                }
-                o.timeout = Duration::from_secs(s);
-            }
-            "--mrt" => o.mrt = PathBuf::from(value("--mrt")?),
-            "--bgpd" => o.bgpd = Some(PathBuf::from(value("--bgpd")?)),
+            "--timeout" => o.timeout = Duration::from_secs(flags.number_in(1..=3600)?),
+            "--mrt" => o.mrt = PathBuf::from(flags.value()?),
+            "--bgpd" => o.bgpd = Some(PathBuf::from(flags.value()?)),
             "--no-generator" => o.generator = false,
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
     if !explicit_duts {
