@@ -39,13 +39,14 @@ enum Command {
     },
     /// Run the node's BGP speaker.
     Run {
-        /// The datastore: `file:PATH` (a YAML file or a directory of them, watched),
-        /// `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]` (watched; `https://`
-        /// with `&ca=FILE&cert=FILE&key=FILE&username=U&password-file=FILE`, or
-        /// Calico's ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE,
-        /// ETCD_USERNAME, ETCD_PASSWORD), or
-        /// `kubernetes` (in-cluster service account or KUBECONFIG; Secrets are read
-        /// in the namespace `POD_NAMESPACE`, else kube-system).
+        /// The datastore, as bgpd-ipam's: `file:PATH` (a YAML file or a directory of
+        /// them, watched), `etcd:http://HOST:PORT[,…][?prefix=/calico/bgpd/]
+        /// [&ipamPrefix=/calico/ipam/v2/]` (watched; `https://` with
+        /// `&ca=FILE&cert=FILE&key=FILE&username=U&password-file=FILE`, or Calico's
+        /// ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE,
+        /// ETCD_USERNAME, ETCD_PASSWORD), `kubernetes` (in-cluster service account
+        /// or KUBECONFIG) or `kubernetes:KUBECONFIG`; Secrets are read in the
+        /// namespace `POD_NAMESPACE`, else kube-system.
         #[arg(long)]
         datastore: String,
         /// This node's name (its Calico Node object).
@@ -180,10 +181,10 @@ fn run_daemon(
     kernel_table: Option<u32>,
     drain: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let namespace = std::env::var("POD_NAMESPACE").ok();
-    let datastore = datastore::live::DatastoreSpec::parse(&datastore, namespace.as_deref())?;
+    let datastore = datastore::live::DatastoreSpec::parse(&datastore)?;
+    let secrets_namespace = datastore::live::secrets_namespace(std::env::var("POD_NAMESPACE").ok().as_deref());
     init_logging(&datastore, &node);
-    let opts = daemon::RunOptions { datastore, node, control_socket, metrics, kernel_table, drain };
+    let opts = daemon::RunOptions { datastore, secrets_namespace, node, control_socket, metrics, kernel_table, drain };
     runtime()?.block_on(daemon::run(opts))
 }
 

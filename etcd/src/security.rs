@@ -4,9 +4,9 @@
 //! take them from, the options of an `etcd:` datastore string and Calico's
 //! `ETCD_*` environment variables.
 //!
-//! The two datastore strings (`bgpd --datastore`, `bgpd-ipam`'s CNI
-//! `datastore`) take the same options through [`SpecOptions`], so they cannot
-//! drift apart.
+//! The one datastore grammar of `bgpd --datastore` and `bgpd-ipam`'s
+//! `datastore` (`bgpd_model::DatastoreSpec`) takes these options through
+//! [`SpecOptions`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};

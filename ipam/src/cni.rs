@@ -167,7 +167,9 @@ pub struct IpamConf {
     /// Must be `bgpd-ipam`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `file:DIR`, `etcd:http://HOST:PORT` or `kubernetes[:KUBECONFIG]`.
+    /// `file:DIR`, `etcd:http://HOST:PORT[,…][?OPTIONS]` or
+    /// `kubernetes[:KUBECONFIG]`: the grammar of bgpd's `--datastore`
+    /// (`bgpd_model::DatastoreSpec`), parsed when the store is opened.
     pub datastore: String,
     /// This node's name (default: see [`node_name`]).
     #[serde(default)]

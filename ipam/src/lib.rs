@@ -14,7 +14,9 @@ pub mod cni;
 pub mod design;
 pub mod metrics;
 pub mod model;
-pub mod selector;
+/// Calico's selector language, now in `bgpd-model`; re-exported so that
+/// `ipam::selector` keeps working.
+pub use bgpd_model::selector;
 pub mod store;
 pub mod usage;
 pub mod yaml;

@@ -127,3 +127,26 @@ fn etcd_a_store_calicos_ipam_uses_is_refused() {
     let after: Vec<_> = calicos_keys().iter().map(|(k, _)| read(k)).collect();
     assert_eq!(after, before, "Calico's keys untouched");
 }
+
+/// `ipamPrefix=` of the datastore string (the grammar bgpd's `--datastore`
+/// shares) is where bgpd-ipam keeps its state: the handle goes under it, not
+/// under Calico's `/calico/ipam/v2/`, and DEL finds it there.
+#[test]
+fn etcd_the_ipam_prefix_of_the_datastore_string_is_used() {
+    let test = "etcd_the_ipam_prefix_of_the_datastore_string_is_used";
+    let Some(etcd) = etcd_or_skip(test) else { return };
+    let lock = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}?prefix=/t/bgpd/&ipamPrefix=/t/ipam", etcd.url);
+    let (ok, res) = cni(&url, lock.path(), "ADD", "c1", "");
+    assert!(ok, "ADD: {res}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let client = rt
+        .block_on(bgpd_etcd::Client::connect(&[etcd.url.as_str()], bgpd_etcd::ConnectOptions::default()))
+        .expect("connect");
+    let read = |key: &str| rt.block_on(client.get(key)).expect("get");
+    assert!(read("/t/ipam/handle/podnet.c1.eth0").is_some(), "the handle under ipamPrefix");
+    assert!(read("/calico/ipam/v2/handle/podnet.c1.eth0").is_none(), "nothing under the default prefix");
+    let (ok, res) = cni(&url, lock.path(), "DEL", "c1", "");
+    assert!(ok, "DEL: {res}");
+    assert!(read("/t/ipam/handle/podnet.c1.eth0").is_none(), "released");
+}

@@ -49,6 +49,9 @@ use status::Shared;
 pub struct RunOptions {
     /// Where the model comes from (file, etcd, Kubernetes).
     pub datastore: DatastoreSpec,
+    /// Where a Kubernetes datastore reads the Secrets of BGP passwords
+    /// ([`live::secrets_namespace`]).
+    pub secrets_namespace: String,
     /// This node's name.
     pub node: String,
     /// Where to serve the control socket.
@@ -321,7 +324,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     progress::exit_on_panic();
     let shared = Shared::default();
     let mut last_model = None;
-    let mut feed = live::spawn(&opts.datastore);
+    let mut feed = live::spawn(&opts.datastore, &opts.secrets_namespace);
     let (mut node, peers, mut loaded) = first_load(&mut feed, &opts, &shared, &mut last_model).await?;
     let marker_at = marker_path(&opts);
     let window = restart_window(&peers);

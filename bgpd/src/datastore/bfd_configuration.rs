@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ipam::Selector;
+use bgpd_model::Selector;
 
 use super::fields::{as_str, as_u64, Fields, Findings};
 use super::values::duration_from_value;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroU8};
 use std::time::Duration;
 
-use ipam::Selector;
+use bgpd_model::Selector;
 
 use super::fields::{as_str, as_u64, quoted, Fields, Findings};
 use super::secret::Secrets;

@@ -4,8 +4,8 @@
 //! Calico's default export policy passes on. The allocator's own reading of pools is
 //! the `ipam` crate's; the rules here are the same (see `docs/ipam.md`).
 
+use bgpd_model::Selector;
 use ipam::model::{AllowedUse, EncapMode};
-use ipam::Selector;
 use ipnet::IpNet;
 
 use super::fields::{as_str, quoted, Fields, Findings};

@@ -33,7 +33,7 @@ mod values;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use ipam::Selector;
+use bgpd_model::Selector;
 
 // The module's API: the daemon, the peering plan and `bgpd show config` use these;
 // in a binary crate, re-exports not used yet would warn.

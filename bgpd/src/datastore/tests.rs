@@ -1034,7 +1034,7 @@ mod advertisement_kinds {
         assert_eq!(model.ip_pools.len(), 3);
         let v6 = &model.ip_pools["pods-v6"];
         assert_eq!(v6.block_size, 122, "IPv6 default block size");
-        assert_eq!(v6.node_selector, ipam::Selector::All, "default nodeSelector all()");
+        assert_eq!(v6.node_selector, bgpd_model::Selector::All, "default nodeSelector all()");
         let web = &model.services["default/web"];
         assert_eq!(web.external_traffic_policy, TrafficPolicy::Local);
         assert_eq!(web.ip_families, [IpFamily::V4, IpFamily::V6]);

@@ -394,11 +394,9 @@ pub fn measure(o: &Options) -> Result<Figures, String> {
          {{cluster: stand-in, user: bgpd}}\ncurrent-context: c\n"
     );
     std::fs::write(&kubeconfig, text).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    // bgpd's client reads its configuration as on a node: from KUBECONFIG.
-    std::env::set_var("KUBECONFIG", &kubeconfig);
-    let spec = bgpd::datastore::live::DatastoreSpec::Kubernetes { secrets_namespace: "kube-system".into() };
+    let spec = bgpd::datastore::live::DatastoreSpec::Kubernetes { kubeconfig: Some(kubeconfig.clone()) };
     let figures = rt.block_on(async {
-        let mut feed = bgpd::datastore::live::spawn(&spec);
+        let mut feed = bgpd::datastore::live::spawn(&spec, "kube-system");
         let first = tokio::time::timeout(Duration::from_secs(60), feed.wait_for(|f| f.sources.is_some())).await;
         if !first.map(|r| r.is_ok()).unwrap_or(false) {
             return Err(format!("bgpd published no content within 60 s; requests: {:?}", server.traffic()));

@@ -29,7 +29,7 @@ use ipam::cni::{
 };
 use ipam::metrics::{Gauges, Invocation};
 use ipam::model::Family;
-use ipam::store::any::{AnyStore, DatastoreSpec, OpenError};
+use ipam::store::any::{self, AnyStore, DatastoreSpec, OpenError, SpecError};
 use ipam::store::kube_design::Focus;
 use ipam::store::{Object, Scope, Store, StoreError};
 use ipnet::IpNet;
@@ -328,8 +328,8 @@ fn check_writable(version: &str, store: &AnyStore) -> Result<(), CniError> {
 /// Pods, a `kubernetes` datastore reads only those of `focus`.
 async fn open_all(conf: &NetConf, focus: &Focus) -> Result<Allocator<AnyStore>, CniError> {
     let v = conf.cni_version.as_str();
-    let spec: DatastoreSpec = conf.ipam.datastore.parse().map_err(|e| open_error(v, e))?;
-    let (store, design) = spec.open_for(focus).await.map_err(|e| open_error(v, e))?;
+    let spec: DatastoreSpec = conf.ipam.datastore.parse().map_err(|e: SpecError| open_error(v, e.into()))?;
+    let (store, design) = any::open_for(&spec, focus).await.map_err(|e| open_error(v, e))?;
     Ok(Allocator::new(store, design))
 }
 
@@ -439,13 +439,13 @@ fn result_for(conf: &NetConf, assigned: &[AssignedIp]) -> IpamResult {
 /// broken one must not stop a DEL or GC). `None` when a `file:` datastore
 /// does not exist: nothing was ever assigned from it here.
 async fn releaser(version: &str, datastore: &str) -> Result<Option<Allocator<AnyStore>>, CniError> {
-    let spec: DatastoreSpec = datastore.parse().map_err(|e| open_error(version, e))?;
+    let spec: DatastoreSpec = datastore.parse().map_err(|e: SpecError| open_error(version, e.into()))?;
     if let DatastoreSpec::File(path) = &spec {
         if !path.exists() {
             return Ok(None);
         }
     }
-    let store = spec.open_store().await.map_err(|e| open_error(version, e))?;
+    let store = any::open_store(&spec).await.map_err(|e| open_error(version, e))?;
     check_writable(version, &store)?;
     Ok(Some(Allocator::new(store, ipam::Design::default())))
 }
@@ -623,7 +623,7 @@ async fn show(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (store, design) = match spec.open().await {
+    let (store, design) = match any::open(&spec).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("bgpd-ipam: {e}");

@@ -108,7 +108,7 @@ fn main() -> std::process::ExitCode {
 
 async fn worker(datastore: &str, node: &str, prefix: &str, count: u32, release: bool) -> Result<(), String> {
     let spec: DatastoreSpec = datastore.parse().map_err(|e| format!("{e}"))?;
-    let (store, design) = spec.open().await.map_err(|e| e.to_string())?;
+    let (store, design) = ipam::store::any::open(&spec).await.map_err(|e| e.to_string())?;
     let alloc = Allocator::new(store, design);
     let mut out = std::io::stdout().lock();
     let t0 = Instant::now();
@@ -149,7 +149,7 @@ async fn worker(datastore: &str, node: &str, prefix: &str, count: u32, release: 
 
 async fn release(datastore: &str, prefix: &str, count: u32) -> Result<(), String> {
     let spec: DatastoreSpec = datastore.parse().map_err(|e| format!("{e}"))?;
-    let (store, design) = spec.open().await.map_err(|e| e.to_string())?;
+    let (store, design) = ipam::store::any::open(&spec).await.map_err(|e| e.to_string())?;
     let alloc = Allocator::new(store, design);
     let mut freed = 0;
     for i in 0..count {

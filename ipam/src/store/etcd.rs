@@ -22,7 +22,7 @@ use super::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
 use crate::block::{AllocationBlock, BlockAffinity, IpamHandle};
 
 /// Calico's key prefix for IPAM state in etcd.
-pub const DEFAULT_PREFIX: &str = "/calico/ipam/v2/";
+pub const DEFAULT_PREFIX: &str = bgpd_model::datastore::DEFAULT_IPAM_PREFIX;
 
 /// IPAM state in etcd v3.
 #[derive(Clone)]

@@ -249,7 +249,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// Opens the datastore in-process for checks (inside the caller's runtime).
 async fn open(spec: &str) -> ipam::Allocator<ipam::store::any::AnyStore> {
     let spec: ipam::store::any::DatastoreSpec = spec.parse().expect("datastore spec");
-    let (store, design) = spec.open().await.expect("open datastore");
+    let (store, design) = ipam::store::any::open(&spec).await.expect("open datastore");
     ipam::Allocator::new(store, design)
 }
 

@@ -57,7 +57,8 @@ pub enum Target {
     },
     /// The status subresource.
     Kubernetes {
-        /// The client, once made (from the environment, as the datastore's).
+        /// The client, once made (from the kubeconfig or the environment, as the
+        /// datastore's).
         client: Option<kube::Client>,
         /// The group version found serving CalicoNodeStatus.
         api: Option<&'static str>,
@@ -234,9 +235,10 @@ pub fn spawn(spec: &DatastoreSpec, node: String, shared: Shared, rib: Option<Rib
             let reqs = super::sources::from_etcd(&node, access.clone(), prefix);
             tokio::spawn(run(target, shared, rib, reqs));
         }
-        DatastoreSpec::Kubernetes { .. } => {
+        DatastoreSpec::Kubernetes { kubeconfig } => {
+            let kubeconfig = kubeconfig.clone();
             tokio::spawn(async move {
-                let client = crate::datastore::live::kube_client("node status", |_| {}).await;
+                let client = crate::datastore::live::kube_client("node status", kubeconfig.as_deref(), |_| {}).await;
                 let reqs = super::follow::spawn(&node, client.clone());
                 run(Target::Kubernetes { client: Some(client), api: None }, shared, rib, reqs).await;
             });

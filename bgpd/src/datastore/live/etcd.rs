@@ -48,13 +48,6 @@ mod ipam;
 
 use ipam::IpamEntries;
 
-/// The key prefix bgpd reads when `?prefix=` is not given.
-pub const DEFAULT_PREFIX: &str = "/calico/bgpd/";
-
-/// The key prefix of the IPAM state when `?ipamPrefix=` is not given: Calico's, as
-/// `bgpd-ipam` with `etcd:URL` writes it.
-pub const DEFAULT_IPAM_PREFIX: &str = ::ipam::store::etcd::DEFAULT_PREFIX;
-
 /// Calico's key prefix of its `projectcalico.org/v3` resources in etcd, where
 /// `calicoctl` and `bgpd-ipam` read them.
 pub const CALICO_RESOURCES_PREFIX: &str = ::ipam::store::etcd::RESOURCES_PREFIX;
@@ -332,6 +325,8 @@ pub(crate) async fn next_events(
 
 #[cfg(test)]
 mod tests {
+    use bgpd_model::datastore::{DEFAULT_IPAM_PREFIX, DEFAULT_PREFIX};
+
     use super::*;
 
     #[test]

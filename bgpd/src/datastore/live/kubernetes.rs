@@ -28,6 +28,7 @@ mod pacer;
 mod store;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
@@ -53,19 +54,23 @@ enum Slot {
     Secret(String),
 }
 
-pub(super) async fn run(secrets_namespace: String, out: Publisher) {
-    let client =
-        client("kubernetes datastore", |e| out.unreachable(format!("no Kubernetes client configuration: {e}"))).await;
+pub(super) async fn run(kubeconfig: Option<PathBuf>, secrets_namespace: String, out: Publisher) {
+    let client = client("kubernetes datastore", kubeconfig.as_deref(), |e| {
+        out.unreachable(format!("no Kubernetes client configuration: {e}"))
+    })
+    .await;
     watch(client, secrets_namespace, out).await
 }
 
-/// A client of the API server as kube infers its configuration (in-cluster
-/// service account, `KUBECONFIG`), tried again with backoff until there is
-/// one; each failure is logged for `who` and handed to `failed`.
-pub(crate) async fn client(who: &str, mut failed: impl FnMut(&kube::Error)) -> kube::Client {
+/// A client of the API server configured by the kubeconfig file `kubeconfig`
+/// (`--datastore kubernetes:KUBECONFIG`), else as kube infers it (in-cluster
+/// service account, `KUBECONFIG`, `~/.kube/config`); tried again with backoff
+/// until there is one (a kubeconfig file may be mounted late); each failure is
+/// logged for `who` and handed to `failed`.
+pub(crate) async fn client(who: &str, kubeconfig: Option<&Path>, mut failed: impl FnMut(&str)) -> kube::Client {
     let mut backoff = Backoff::new();
     loop {
-        match kube::Client::try_default().await {
+        match try_client(kubeconfig).await {
             Ok(c) => return c,
             Err(e) => {
                 let delay = backoff.next();
@@ -75,6 +80,17 @@ pub(crate) async fn client(who: &str, mut failed: impl FnMut(&kube::Error)) -> k
             }
         }
     }
+}
+
+/// One attempt of [`client`]; the error names the kubeconfig file.
+async fn try_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+    let Some(path) = kubeconfig else { return kube::Client::try_default().await.map_err(|e| e.to_string()) };
+    let named = |e: &dyn std::fmt::Display| format!("kubeconfig {}: {e}", path.display());
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| named(&e))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| named(&e))?;
+    kube::Client::try_from(config).map_err(|e| named(&e))
 }
 
 /// Publishes what `store` holds: the content once everything is listed (with the

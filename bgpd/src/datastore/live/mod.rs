@@ -10,7 +10,6 @@ mod etcd;
 mod file;
 mod kubernetes;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,117 +20,15 @@ use super::Source;
 pub(crate) use etcd::next_events;
 pub(crate) use kubernetes::client as kube_client;
 
-/// The `--datastore` argument, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatastoreSpec {
-    /// `file:PATH`: a YAML file or a directory of them, watched with inotify (a
-    /// 500 ms poll as fallback), with the `bgpd-ipam` file store in the same
-    /// directory if there is one.
-    File(PathBuf),
-    /// `etcd:URL[,URL…][?prefix=P][&ipamPrefix=Q][&ca=…&cert=…&key=…&username=…&password-file=…]`:
-    /// objects stored as YAML or JSON under a key prefix, and the IPAM state
-    /// (`bgpd-ipam`'s, Calico's etcdv3 layout) under another.
-    Etcd {
-        /// The client URLs (e.g. `https://10.0.0.1:2379`), with their TLS
-        /// settings and credentials.
-        access: bgpd_etcd::Access,
-        /// The key prefix; ends with `/`.
-        prefix: String,
-        /// The key prefix of the IPAM state (`/calico/ipam/v2/` by default); ends
-        /// with `/`.
-        ipam_prefix: String,
-    },
-    /// `kubernetes`: the API server, from the in-cluster service account or
-    /// `KUBECONFIG` / `~/.kube/config`.
-    Kubernetes {
-        /// The namespace whose Secrets hold BGP passwords (`POD_NAMESPACE`, else
-        /// `kube-system`).
-        secrets_namespace: String,
-    },
-}
+/// The `--datastore` argument, parsed: one grammar with `bgpd-ipam`'s
+/// (`file:PATH`, `etcd:URL[,URL…][?OPTIONS]`, `kubernetes[:KUBECONFIG]`).
+pub use bgpd_model::{DatastoreSpec, SpecError};
 
-/// Why a `--datastore` argument is not understood.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("--datastore {arg:?}: {reason}")]
-pub struct SpecError {
-    arg: String,
-    reason: String,
-}
-
-impl DatastoreSpec {
-    /// Parses `file:PATH`, `etcd:http://H:P[,…][?prefix=/p/][&ipamPrefix=/q/]` (TLS
-    /// and auth options: [`bgpd_etcd::SpecOptions`]; what they leave out from
-    /// Calico's `ETCD_*` environment variables) or `kubernetes`.
-    /// `namespace` is where a Kubernetes datastore reads Secrets.
-    pub fn parse(arg: &str, namespace: Option<&str>) -> Result<DatastoreSpec, SpecError> {
-        DatastoreSpec::parse_with_env(arg, namespace, |name| std::env::var(name).ok())
-    }
-
-    /// [`DatastoreSpec::parse`] with the environment read through `env`.
-    fn parse_with_env(
-        arg: &str,
-        namespace: Option<&str>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<DatastoreSpec, SpecError> {
-        let err = |reason: &str| SpecError { arg: redacted(arg), reason: reason.to_string() };
-        if let Some(path) = arg.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err(err("file: needs a path"));
-            }
-            return Ok(DatastoreSpec::File(PathBuf::from(path)));
-        }
-        if arg == "kubernetes" {
-            let ns = namespace.filter(|n| !n.is_empty()).unwrap_or("kube-system");
-            return Ok(DatastoreSpec::Kubernetes { secrets_namespace: ns.to_string() });
-        }
-        let Some(rest) = arg.strip_prefix("etcd:") else {
-            return Err(err(
-                "expected file:PATH, etcd:http[s]://HOST:PORT[,…][?prefix=/KEY/PREFIX/][&ipamPrefix=/KEY/PREFIX/][&…] \
-                 or kubernetes",
-            ));
-        };
-        let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut prefix = etcd::DEFAULT_PREFIX.to_string();
-        let mut ipam_prefix = etcd::DEFAULT_IPAM_PREFIX.to_string();
-        let mut security = bgpd_etcd::SpecOptions::default();
-        let dir = |p: &str| if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let Some((name, value)) = pair.split_once('=') else {
-                return Err(err(&format!("the etcd option {pair:?} is not NAME=VALUE")));
-            };
-            match name {
-                "prefix" | "ipamPrefix" if !value.starts_with('/') => {
-                    return Err(err(&format!("the etcd {name} must start with /")))
-                }
-                "prefix" => prefix = dir(value),
-                "ipamPrefix" => ipam_prefix = dir(value),
-                _ => match security.take(name, value) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(err(&format!(
-                            "unknown etcd option {name:?}: the options are prefix=/KEY/PREFIX/, \
-                             ipamPrefix=/KEY/PREFIX/, {}",
-                            bgpd_etcd::security::SPEC_OPTIONS
-                        )))
-                    }
-                    Err(e) => return Err(err(&e)),
-                },
-            }
-        }
-        let access = security.resolve(urls, env).map_err(|e| err(&e))?;
-        Ok(DatastoreSpec::Etcd { access, prefix, ipam_prefix })
-    }
-}
-
-/// `arg` with the value of a `password=` option (refused, but a message must
-/// not repeat it) replaced.
-fn redacted(arg: &str) -> String {
-    let Some((head, query)) = arg.split_once('?') else { return arg.to_string() };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|p| if p.starts_with("password=") { "password=<redacted>".to_string() } else { p.to_string() })
-        .collect();
-    format!("{head}?{}", pairs.join("&"))
+/// The namespace a Kubernetes datastore reads BGP passwords' Secrets in:
+/// `pod_namespace` (the daemon's `POD_NAMESPACE`) unless empty, else
+/// `kube-system`. Not part of the datastore string: only bgpd reads Secrets.
+pub fn secrets_namespace(pod_namespace: Option<&str>) -> String {
+    pod_namespace.filter(|n| !n.is_empty()).unwrap_or("kube-system").to_string()
 }
 
 /// What a datastore task publishes.
@@ -240,9 +137,10 @@ impl Backoff {
     }
 }
 
-/// Starts the datastore task for `spec` and returns the feed it publishes. Must be
-/// called inside a tokio runtime.
-pub fn spawn(spec: &DatastoreSpec) -> watch::Receiver<Feed> {
+/// Starts the datastore task for `spec` and returns the feed it publishes; a
+/// Kubernetes datastore reads Secrets in `secrets_namespace`. Must be called
+/// inside a tokio runtime.
+pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::default());
     let publisher = Publisher { tx };
     match spec.clone() {
@@ -252,8 +150,8 @@ pub fn spawn(spec: &DatastoreSpec) -> watch::Receiver<Feed> {
         DatastoreSpec::Etcd { access, prefix, ipam_prefix } => {
             tokio::spawn(etcd::run(access, prefix, ipam_prefix, publisher));
         }
-        DatastoreSpec::Kubernetes { secrets_namespace } => {
-            tokio::spawn(kubernetes::run(secrets_namespace, publisher));
+        DatastoreSpec::Kubernetes { kubeconfig } => {
+            tokio::spawn(kubernetes::run(kubeconfig, secrets_namespace.to_string(), publisher));
         }
     }
     rx
@@ -263,132 +161,11 @@ pub fn spawn(spec: &DatastoreSpec) -> watch::Receiver<Feed> {
 mod tests {
     use super::*;
 
-    fn plain(endpoints: &[&str]) -> bgpd_etcd::Access {
-        bgpd_etcd::Access { endpoints: endpoints.iter().map(|e| e.to_string()).collect(), tls: None, credentials: None }
-    }
-
-    /// Parses with the environment `env` instead of the process's.
-    fn parse_env(arg: &str, env: &[(&str, &str)]) -> Result<DatastoreSpec, SpecError> {
-        let env: std::collections::HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        DatastoreSpec::parse_with_env(arg, None, |name| env.get(name).cloned())
-    }
-
     #[test]
-    fn datastore_arguments() {
-        assert_eq!(DatastoreSpec::parse("file:/etc/bgpd", None), Ok(DatastoreSpec::File("/etc/bgpd".into())));
-        assert_eq!(
-            parse_env("etcd:http://127.0.0.1:2379,http://10.0.0.2:2379", &[]),
-            Ok(DatastoreSpec::Etcd {
-                access: plain(&["http://127.0.0.1:2379", "http://10.0.0.2:2379"]),
-                prefix: etcd::DEFAULT_PREFIX.into(),
-                ipam_prefix: "/calico/ipam/v2/".into(),
-            })
-        );
-        assert_eq!(
-            parse_env("etcd:http://127.0.0.1:2379?prefix=/x/y", &[]),
-            Ok(DatastoreSpec::Etcd {
-                access: plain(&["http://127.0.0.1:2379"]),
-                prefix: "/x/y/".into(),
-                ipam_prefix: "/calico/ipam/v2/".into(),
-            })
-        );
-        assert_eq!(
-            parse_env("etcd:http://127.0.0.1:2379?ipamPrefix=/t/ipam&prefix=/t/bgpd/", &[]),
-            Ok(DatastoreSpec::Etcd {
-                access: plain(&["http://127.0.0.1:2379"]),
-                prefix: "/t/bgpd/".into(),
-                ipam_prefix: "/t/ipam/".into(),
-            })
-        );
-        assert_eq!(
-            DatastoreSpec::parse("kubernetes", Some("calico-system")),
-            Ok(DatastoreSpec::Kubernetes { secrets_namespace: "calico-system".into() })
-        );
-        assert_eq!(
-            DatastoreSpec::parse("kubernetes", None),
-            Ok(DatastoreSpec::Kubernetes { secrets_namespace: "kube-system".into() })
-        );
-        for bad in [
-            "file:",
-            "etcd:",
-            "etcd:127.0.0.1:2379",
-            "etcd:http://h:1?prefix=x",
-            "etcd:http://h:1?ipamPrefix=x",
-            "etcd:http://h:1?foo=1",
-            "etcd:http://h:1?prefix",
-            "k8s",
-        ] {
-            assert!(parse_env(bad, &[]).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn etcd_tls_and_auth_options() {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "s3cret\n").unwrap();
-        let arg = format!(
-            "etcd:https://10.0.0.1:2379,https://10.0.0.2:2379?prefix=/p/&ca=/etc/etcd/ca.pem&cert=/etc/etcd/c.pem\
-             &key=/etc/etcd/c.key&username=bgpd&password-file={}",
-            pw.display()
-        );
-        let Ok(DatastoreSpec::Etcd { access, prefix, .. }) = parse_env(&arg, &[]) else { panic!("{arg}") };
-        assert_eq!(prefix, "/p/");
-        assert_eq!(access.endpoints, ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
-        assert_eq!(
-            access.tls,
-            Some(bgpd_etcd::Tls {
-                ca: Some("/etc/etcd/ca.pem".into()),
-                identity: Some(bgpd_etcd::ClientIdentity {
-                    cert: "/etc/etcd/c.pem".into(),
-                    key: "/etc/etcd/c.key".into()
-                }),
-            })
-        );
-        let credentials = access.credentials.clone().unwrap();
-        assert_eq!((credentials.username.as_str(), credentials.password.expose()), ("bgpd", "s3cret"));
-        assert!(!format!("{access:?}").contains("s3cret"), "the password shows in {access:?}");
-    }
-
-    #[test]
-    fn etcd_settings_from_calicos_variables() {
-        let env = [
-            ("ETCD_ENDPOINTS", "https://e:2379"),
-            ("ETCD_CA_CERT_FILE", "/ca"),
-            ("ETCD_USERNAME", "calico"),
-            ("ETCD_PASSWORD", "pw"),
-        ];
-        let Ok(DatastoreSpec::Etcd { access, .. }) = parse_env("etcd:?prefix=/q/", &env) else { panic!() };
-        assert_eq!(access.endpoints, ["https://e:2379"]);
-        assert_eq!(access.tls.unwrap().ca, Some("/ca".into()));
-        assert_eq!(access.credentials.unwrap().username, "calico");
-        // The string's endpoints and options win over the variables.
-        let Ok(DatastoreSpec::Etcd { access, .. }) = parse_env("etcd:https://s:2379?ca=/s", &env) else { panic!() };
-        assert_eq!((access.endpoints[0].as_str(), access.tls.unwrap().ca), ("https://s:2379", Some("/s".into())));
-    }
-
-    #[test]
-    fn etcd_option_errors_name_the_problem() {
-        for (arg, env, expected) in [
-            ("etcd:http://a:1,https://b:2", &[][..], "mix http:// (http://a:1) and https:// (https://b:2)"),
-            ("etcd:http://a:1?password=hunter2", &[], "password-file="),
-            ("etcd:http://a:1?ca=/ca", &[], "TLS needs https:// endpoints"),
-            ("etcd:https://a:1?cert=/c", &[], "needs its key"),
-            ("etcd:https://a:1?username=u", &[], "needs a password"),
-            (
-                "etcd:http://a:1?password-file=/nonexistent/pw&username=u",
-                &[],
-                "password-file=/nonexistent/pw: cannot read",
-            ),
-            ("etcd:http://a:1?tls=1", &[], "unknown etcd option \"tls\""),
-            ("etcd:", &[], "no etcd endpoint given (and ETCD_ENDPOINTS is not set)"),
-            ("etcd:http://a:1", &[("ETCD_PASSWORD", "p")], "(ETCD_PASSWORD) needs a user"),
-        ] {
-            let e = parse_env(arg, env).expect_err(arg).to_string();
-            assert!(e.contains(expected), "{arg}: {e}");
-            assert!(!e.contains("hunter2"), "{e}");
-        }
+    fn secrets_are_read_in_the_pods_namespace_else_kube_system() {
+        assert_eq!(secrets_namespace(Some("calico-system")), "calico-system");
+        assert_eq!(secrets_namespace(None), "kube-system");
+        assert_eq!(secrets_namespace(Some("")), "kube-system");
     }
 
     #[test]

@@ -803,6 +803,36 @@ async fn a_v3_only_cluster_is_found_by_discovery_and_read() {
     assert!(f.unreachable.is_none());
 }
 
+/// `--datastore kubernetes:KUBECONFIG`: the datastore and its client come from
+/// that file (whatever `KUBECONFIG` says); a kubeconfig that cannot be read is
+/// named in the unreachable reason.
+#[tokio::test]
+async fn a_kubeconfig_file_names_the_api_server() {
+    let server = api_server::ApiServer::default();
+    server.serve_calico("crd.projectcalico.org/v1");
+    server.apply(NODES, json(NODE_RR));
+    let url = server.start_at().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{url}\"}}\n\
+         users:\n- name: bgpd\n  user: {{token: not-checked}}\ncontexts:\n- name: c\n  context: \
+         {{cluster: stand-in, user: bgpd}}\ncurrent-context: c\n"
+    );
+    std::fs::write(&kubeconfig, text).unwrap();
+    let spec = super::super::DatastoreSpec::Kubernetes { kubeconfig: Some(kubeconfig) };
+    let mut rx = super::super::spawn(&spec, "kube-system");
+    let f = published(&mut rx, "the node", |f| f.sources.is_some()).await;
+    assert!(model_of(&f).nodes.contains_key("rr-1"), "{:?}", keys(&f));
+
+    let missing = dir.path().join("missing");
+    let spec = super::super::DatastoreSpec::Kubernetes { kubeconfig: Some(missing.clone()) };
+    let mut rx = super::super::spawn(&spec, "kube-system");
+    let f = published(&mut rx, "unreachable", |f| f.unreachable.is_some()).await;
+    let reason = f.unreachable.unwrap().reason;
+    assert!(reason.contains(&format!("kubeconfig {}", missing.display())), "{reason}");
+}
+
 /// A cluster without Calico's kinds is an error, never an empty model: bgpd must
 /// not run ready with no peers and no blocks.
 #[tokio::test]
