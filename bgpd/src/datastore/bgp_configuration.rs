@@ -237,12 +237,23 @@ fn refused_fields(spec: &Fields, f: &mut Findings) {
             );
         }
     }
+    for key in ["ipv4NormalRoutePriority", "ipv6NormalRoutePriority"] {
+        if spec.has(key) {
+            f.warn(
+                spec.path_of(key),
+                "not supported: Felix's metric for workload routes, which Calico's BIRD uses in KubeVirt live \
+                 migration; bgpd installs the routes it learns at metric 20 and takes no part in live migration; ignored",
+            );
+        }
+    }
 }
 
 const FIELDS: &[&str] = &[
     "programClusterRoutes",
     "localWorkloadPeeringIPV4",
     "localWorkloadPeeringIPV6",
+    "ipv4NormalRoutePriority",
+    "ipv6NormalRoutePriority",
     "asNumber",
     "listenPort",
     "bindMode",
