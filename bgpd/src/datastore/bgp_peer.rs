@@ -322,6 +322,8 @@ const FIELDS: &[&str] = &[
     "numAllowedLocalASNumbers",
     "reachableBy",
     "reversePeering",
+    // Refused with its own error below.
+    "localWorkloadSelector",
 ];
 
 /// Reads a BGPPeer (name already checked by the caller).

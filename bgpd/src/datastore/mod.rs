@@ -763,4 +763,6 @@ impl Builder {
 }
 
 #[cfg(test)]
+mod crd_fields_tests;
+#[cfg(test)]
 mod tests;
