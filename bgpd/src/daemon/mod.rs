@@ -39,7 +39,7 @@ pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
-use crate::datastore::{Model, ObjectRef, Problem, Severity, Source};
+use crate::datastore::{Model, ObjectRef, Problem, Severity, SourceText};
 use peer::PeerCmd;
 use spec::{NodeSpec, PeerSpec};
 use status::Shared;
@@ -170,7 +170,7 @@ async fn first_load(
     opts: &RunOptions,
     shared: &Shared,
     last: &mut Option<Model>,
-) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>, Arc<Vec<Source>>)> {
+) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>, Arc<Vec<SourceText>>)> {
     let mut said = None;
     loop {
         let f = feed.borrow_and_update().clone();
@@ -701,10 +701,10 @@ mod tests {
         let (_, quiet, last) = r.quiet.expect("counting");
         assert_eq!((quiet, last), (9_999, from), "one line for the first, the rest counted");
     }
-    use crate::datastore::{parse_sources, Source};
+    use crate::datastore::{parse_sources, SourceText};
 
     fn model(yaml: &str) -> (Model, Vec<Problem>) {
-        parse_sources(&[Source { path: "ds.yaml".into(), text: yaml.into() }]).unwrap()
+        parse_sources(&[SourceText { path: "ds.yaml".into(), text: yaml.into() }]).unwrap()
     }
 
     const NODE: &str =

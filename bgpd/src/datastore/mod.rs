@@ -44,7 +44,7 @@ pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, NodeBgpConf
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{
-    AddPathConfig, BfdMode, BgpPeer, NextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+    AddPathConfig, BfdMode, BgpPeer, ConfiguredNextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
 };
 #[allow(unused_imports)]
 pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
@@ -61,9 +61,9 @@ pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
 #[allow(unused_imports)]
 pub use service::{IpFamily, Service, ServiceType, TrafficPolicy};
 #[allow(unused_imports)]
-pub use source::Source;
+pub use source::SourceText;
 #[allow(unused_imports)]
-pub use values::{parse_duration, AsNumber, Community, Md5Key, PeerAddress};
+pub use values::{parse_duration, AsNumber, ConfiguredCommunity, Md5Key, PeerAddress};
 
 use fields::{Fields, Findings};
 use source::RawObject;
@@ -230,7 +230,7 @@ pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
 
 /// Builds the model from texts already read, in order (what [`load`] does after
 /// reading; also the entry point for tests and other datastores' file-like input).
-pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+pub fn parse_sources(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
     let mut parsed = Vec::with_capacity(sources.len());
     for s in sources {
         parsed.push((std::sync::Arc::new(parse_one(s)?), 0));
@@ -244,7 +244,7 @@ pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadEr
 /// wherever it moved in its file. YAML parsing and validation are most of the
 /// cost of a change when the datastore holds thousands of objects. Any syntax
 /// error: the source is parsed whole, for the exact error.
-pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+pub fn parse_sources_memo(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::path::PathBuf;
@@ -272,7 +272,7 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
                 None => {
                     let mut objects = Vec::new();
                     let mut problems = Vec::new();
-                    let piece = Source { path: s.path.clone(), text: part.to_string() };
+                    let piece = SourceText { path: s.path.clone(), text: part.to_string() };
                     match source::objects_numbered(&piece, 1, &mut objects, &mut problems) {
                         Ok(docs) => (Arc::new(Parsed::new(objects, problems)), docs),
                         Err(_) => {
@@ -330,7 +330,7 @@ impl Parsed {
     }
 }
 
-fn parse_one(s: &Source) -> Result<Parsed, LoadError> {
+fn parse_one(s: &SourceText) -> Result<Parsed, LoadError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     source::objects(s, &mut objects, &mut problems)?;
