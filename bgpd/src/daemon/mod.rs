@@ -39,7 +39,7 @@ pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
-use crate::datastore::{Model, ObjectRef, Problem, Severity, SourceText};
+use crate::datastore::{Model, ObjectKind, ObjectRef, Problem, ResourceKind, Severity, SourceText};
 use peer::PeerCmd;
 use spec::{NodeSpec, PeerSpec};
 use status::Shared;
@@ -86,23 +86,26 @@ struct Running {
 fn keep_last_good(model: &mut Model, problems: &[Problem], last: &Model) {
     for p in problems.iter().filter(|p| p.severity == Severity::Error) {
         let Some(ObjectRef { kind, name: Some(name) }) = &p.object else { continue };
-        match kind.as_str() {
-            "BGPPeer" => {
+        let ObjectKind::Read(kind) = kind else { continue };
+        match kind {
+            ResourceKind::BgpPeer => {
                 if let Some(old) = last.peers.get(name) {
                     model.peers.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "Node" => {
+            ResourceKind::Node => {
                 if let Some(old) = last.nodes.get(name) {
                     model.nodes.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "IPAMBlock" => {
+            ResourceKind::IpamBlock => {
                 if let Some(old) = last.ipam_blocks.get(name) {
                     model.ipam_blocks.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "BGPConfiguration" if name == "default" => model.bgp_configuration = last.bgp_configuration.clone(),
+            ResourceKind::BgpConfiguration if name == "default" => {
+                model.bgp_configuration = last.bgp_configuration.clone()
+            }
             _ => {}
         }
     }

@@ -789,7 +789,7 @@ fn unknown_kinds_are_collected_for_debug() {
     let (model, problems) = parse(text);
     assert_eq!(model, Model::default());
     assert_eq!(of(&problems, Severity::Debug).len(), 2);
-    assert_eq!(problems[1].object, Some(ObjectRef { kind: "Node".into(), name: Some("k8s-node".into()) }));
+    assert_eq!(problems[1].object, Some(ObjectRef { kind: ResourceKind::Node.into(), name: Some("k8s-node".into()) }));
 }
 
 #[test]

@@ -199,13 +199,14 @@ fn endpoint_slices(topo: &Topology, cluster: &str, pods: &[PredictedPod]) -> Str
 
 /// A datastore object skipped as invalid.
 fn datastore_problem(cluster: &str, p: &datastore::Problem) -> Finding {
-    let (kind, class) = match p.object.as_ref().map(|o| o.kind.as_str()) {
-        Some("BGPPeer") => (Some(Kind::BgpPeer), Class::Session),
-        Some("BGPFilter") => (Some(Kind::BgpFilter), Class::Session),
-        Some("IPPool") => (Some(Kind::IpPool), Class::Ipam),
-        Some("Service") => (Some(Kind::Service), Class::Service),
-        Some("BGPConfiguration") => (Some(Kind::BgpConfiguration), Class::Session),
-        Some("Node") => (Some(Kind::Node), Class::Session),
+    use datastore::{ObjectKind::Read, ResourceKind as R};
+    let (kind, class) = match p.object.as_ref().map(|o| &o.kind) {
+        Some(Read(R::BgpPeer)) => (Some(Kind::BgpPeer), Class::Session),
+        Some(Read(R::BgpFilter)) => (Some(Kind::BgpFilter), Class::Session),
+        Some(Read(R::IpPool)) => (Some(Kind::IpPool), Class::Ipam),
+        Some(Read(R::Service)) => (Some(Kind::Service), Class::Service),
+        Some(Read(R::BgpConfiguration)) => (Some(Kind::BgpConfiguration), Class::Session),
+        Some(Read(R::Node)) => (Some(Kind::Node), Class::Session),
         _ => (None, Class::Session),
     };
     let objects = match (kind, p.object.as_ref().and_then(|o| o.name.clone())) {
