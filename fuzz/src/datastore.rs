@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use bgpd::datastore::{parse_sources, parse_sources_memo, LoadError, Model, Problem, Source};
+use bgpd::datastore::{parse_sources, parse_sources_memo, LoadError, Model, Problem, SourceText};
 
 type Loaded = Result<(Model, Vec<Problem>), LoadError>;
 
@@ -46,8 +46,8 @@ pub fn datastore(data: &[u8]) {
         cut -= 1;
     }
     let path = PathBuf::from("/fuzz/datastore.yaml");
-    let whole = [Source { path: path.clone(), text: text.clone() }];
-    let before = [Source { path, text: text[..cut].to_string() }];
+    let whole = [SourceText { path: path.clone(), text: text.clone() }];
+    let before = [SourceText { path, text: text[..cut].to_string() }];
 
     let plain = parse_sources(&whole);
     // An empty memo, then the whole file.

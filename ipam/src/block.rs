@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Family;
+use crate::model::IpFamily;
 
 /// The numeric value of a network's first address.
 pub fn net_base(net: &IpNet) -> u128 {
@@ -23,10 +23,10 @@ pub fn addr_value(ip: IpAddr) -> u128 {
 }
 
 /// The address of a family with the given numeric value, if it fits.
-pub fn addr_from(family: Family, v: u128) -> Option<IpAddr> {
+pub fn addr_from(family: IpFamily, v: u128) -> Option<IpAddr> {
     match family {
-        Family::V4 => u32::try_from(v).ok().map(|v| IpAddr::V4(Ipv4Addr::from(v))),
-        Family::V6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
+        IpFamily::V4 => u32::try_from(v).ok().map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        IpFamily::V6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
     }
 }
 
@@ -120,7 +120,7 @@ impl AllocationBlock {
 
     /// The address at `ordinal`.
     pub fn addr(&self, ordinal: u32) -> Option<IpAddr> {
-        addr_from(Family::of_net(&self.cidr), net_base(&self.cidr).checked_add(ordinal as u128)?)
+        addr_from(IpFamily::of_net(&self.cidr), net_base(&self.cidr).checked_add(ordinal as u128)?)
     }
 
     /// The ordinal of `ip`, if the block contains it.
@@ -297,7 +297,7 @@ impl AllocationBlock {
     /// did not write, and acting on it could hand an address out twice.
     pub fn validate(&self) -> Result<(), InvalidBlock> {
         let invalid = |problem| InvalidBlock { cidr: self.cidr, problem };
-        let family = Family::of_net(&self.cidr);
+        let family = IpFamily::of_net(&self.cidr);
         let prefix = self.cidr.prefix_len();
         if prefix < family.min_block_size() || prefix > family.max_prefix() {
             return Err(invalid(BlockProblem::NotABlockSize {
@@ -402,7 +402,7 @@ pub enum BlockProblem {
         /// The prefix length.
         prefix: u8,
         /// The CIDR's family.
-        family: Family,
+        family: IpFamily,
         /// Widest block.
         min: u8,
         /// Narrowest block.

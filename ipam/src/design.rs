@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::{
-    Family, InvalidResource, IpPool, IpPoolSpec, IpReservation, IpReservationSpec, IpamConfig, IpamConfigSpec,
+    InvalidResource, IpFamily, IpPool, IpPoolSpec, IpReservation, IpReservationSpec, IpamConfig, IpamConfigSpec,
     Namespace, Node, ObjectMeta, Pod,
 };
 
@@ -266,7 +266,7 @@ impl Design {
     }
 
     /// Pools of one family, in name order.
-    pub fn pools_of(&self, family: Family) -> impl Iterator<Item = &IpPool> {
+    pub fn pools_of(&self, family: IpFamily) -> impl Iterator<Item = &IpPool> {
         self.pools.iter().filter(move |p| p.family() == family)
     }
 }

@@ -14,57 +14,57 @@ use crate::selector::Selector;
 
 /// Address family of a pool, block or request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Family {
+pub enum IpFamily {
     /// IPv4.
     V4,
     /// IPv6.
     V6,
 }
 
-impl Family {
+impl IpFamily {
     /// The family of an address.
-    pub fn of(ip: IpAddr) -> Family {
+    pub fn of(ip: IpAddr) -> IpFamily {
         match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
         }
     }
 
     /// The family of a network.
-    pub fn of_net(net: &IpNet) -> Family {
-        Family::of(net.addr())
+    pub fn of_net(net: &IpNet) -> IpFamily {
+        IpFamily::of(net.addr())
     }
 
     /// Calico's default `blockSize` for the family (26 for IPv4, 122 for IPv6).
     pub fn default_block_size(self) -> u8 {
         match self {
-            Family::V4 => 26,
-            Family::V6 => 122,
+            IpFamily::V4 => 26,
+            IpFamily::V6 => 122,
         }
     }
 
     /// The smallest (widest) block prefix Calico accepts: 20 for IPv4, 116 for IPv6.
     pub fn min_block_size(self) -> u8 {
         match self {
-            Family::V4 => 20,
-            Family::V6 => 116,
+            IpFamily::V4 => 20,
+            IpFamily::V6 => 116,
         }
     }
 
     /// Bits in an address of the family.
     pub fn max_prefix(self) -> u8 {
         match self {
-            Family::V4 => 32,
-            Family::V6 => 128,
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
         }
     }
 }
 
-impl std::fmt::Display for Family {
+impl std::fmt::Display for IpFamily {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
         })
     }
 }
@@ -296,7 +296,7 @@ impl IpPool {
             reason,
         };
         let cidr = parse_cidr("IPPool", name, "cidr", &spec.cidr)?;
-        let family = Family::of_net(&cidr);
+        let family = IpFamily::of_net(&cidr);
         let block_size = spec.block_size.unwrap_or(family.default_block_size());
         if block_size < family.min_block_size() || block_size > family.max_prefix() {
             return Err(invalid(
@@ -338,8 +338,8 @@ impl IpPool {
     }
 
     /// The pool's address family.
-    pub fn family(&self) -> Family {
-        Family::of_net(&self.cidr)
+    pub fn family(&self) -> IpFamily {
+        IpFamily::of_net(&self.cidr)
     }
 
     /// Number of blocks the pool holds.

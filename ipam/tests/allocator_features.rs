@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ipam::allocator::{check_consistency, floating_ips, AssignRequest, IpamError};
 use ipam::block::{AffinityState, AllocationBlock, BlockAffinity};
-use ipam::model::Family;
+use ipam::model::IpFamily;
 use ipam::store::file::FileStore;
 use ipam::store::{Expect, Object, Scope, Store, Write};
 use ipam::{affine_blocks, Allocator, Design};
@@ -92,7 +92,7 @@ fn dual_stack_uses_node_and_namespace_selected_pools() {
         let got = a.auto_assign(&req("h1", "n1", "default", 1, 1)).await.unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].pool, "rack1-v4");
-        assert_eq!(Family::of(got[0].ip), Family::V4);
+        assert_eq!(IpFamily::of(got[0].ip), IpFamily::V4);
         assert_eq!(got[1].pool, "v6");
         // The reservation keeps 10.1.0.0/30 out of automatic assignment.
         assert!(!"10.1.0.0/30".parse::<ipnet::IpNet>().unwrap().contains(&got[0].ip));
@@ -100,7 +100,7 @@ fn dual_stack_uses_node_and_namespace_selected_pools() {
         assert_eq!(got[0].pool, "rack2-v4");
         // Namespace blue may use blue-ns as well as the rack pool.
         let pools: Vec<String> =
-            a.eligible_pools(Family::V4, &[], "n2", Some("blue")).unwrap().iter().map(|p| p.name.clone()).collect();
+            a.eligible_pools(IpFamily::V4, &[], "n2", Some("blue")).unwrap().iter().map(|p| p.name.clone()).collect();
         assert_eq!(pools, vec!["blue-ns", "rack2-v4"]);
         // A node no pool selects: clear error.
         let err = a.auto_assign(&req("h3", "n9", "default", 1, 0)).await.unwrap_err();
@@ -270,7 +270,7 @@ fn assign_handle_completes_what_a_crashed_attempt_left_and_is_idempotent() {
         let ips: Vec<IpAddr> = got.iter().map(|g| g.ip).collect();
         assert_eq!(ips.len(), 2, "{got:?}");
         assert_eq!(ips[0], v4[0].ip, "the address already held is kept");
-        assert_eq!(Family::of(ips[1]), Family::V6);
+        assert_eq!(IpFamily::of(ips[1]), IpFamily::V6);
         let f = floating_ips(a.store()).await.unwrap();
         assert_eq!((f.len(), f[0].ip, f[0].target), (1, fip, v4[0].ip));
         // Once more: the same, and nothing written.

@@ -15,10 +15,10 @@ struct Check {
 type Expect = (SocketAddr, Vec<String>);
 
 /// Where probes go from: (source name, its namespace, its targets).
-type Source = (String, String, Vec<Expect>);
+type ProbesFrom = (String, String, Vec<Expect>);
 
 /// The probes: (source name, its namespace) → (target, what answers are right).
-pub(super) fn probe_plan(lab: &Lab, st: &State) -> Vec<Source> {
+pub(super) fn probe_plan(lab: &Lab, st: &State) -> Vec<ProbesFrom> {
     let port = lab.topo.port;
     let up = |p: &&Pod| !st.stopped.contains(&p.node);
     let mut sources: Vec<(String, String)> =
@@ -131,7 +131,7 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
     }
     // Reachability.
     let plan = probe_plan(lab, st);
-    let results: Vec<(Source, Vec<probe::Outcome>)> = std::thread::scope(|s| {
+    let results: Vec<(ProbesFrom, Vec<probe::Outcome>)> = std::thread::scope(|s| {
         let hs: Vec<_> = plan
             .into_iter()
             .map(|(src, ns, targets)| {

@@ -493,9 +493,11 @@ spec:
 
         // A bgpd router: the BGPPeers ask for BFD and a BFDConfiguration has the timers.
         let yaml = bgpd_datastore(tor_a, &sessions);
-        let (model, problems) =
-            bgpd::datastore::parse_sources(&[bgpd::datastore::Source { path: "r.yaml".into(), text: yaml.clone() }])
-                .unwrap();
+        let (model, problems) = bgpd::datastore::parse_sources(&[bgpd::datastore::SourceText {
+            path: "r.yaml".into(),
+            text: yaml.clone(),
+        }])
+        .unwrap();
         assert!(problems.iter().all(|p| p.severity < bgpd::datastore::Severity::Warning), "{problems:?}\n{yaml}");
         let (node, peers) = bgpd::daemon::plan::plan(&model, "tor-a").unwrap();
         let networks: Vec<(String, ipnet::IpNet)> =

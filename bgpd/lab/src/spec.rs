@@ -706,7 +706,7 @@ fn node_bfd(
     let models: BTreeMap<&String, bgpd::datastore::Model> = clusters
         .iter()
         .filter_map(|(c, text)| {
-            let src = bgpd::datastore::Source { path: format!("cluster {c}").into(), text: text.clone() };
+            let src = bgpd::datastore::SourceText { path: format!("cluster {c}").into(), text: text.clone() };
             bgpd::datastore::parse_sources(&[src]).ok().map(|(m, _)| (c, m))
         })
         .collect();

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use bgpd_proto::error::code;
-use bgpd_proto::session::{DownReason, Session, SessionConfig, SessionEvent, State};
+use bgpd_proto::session::{DownReason, LastNotification, Session, SessionConfig, SessionEvent, State};
 use bgpd_proto::wire::{Capability, Message, Notification, Open, RouteRefresh, Update};
 use bgpd_proto::{Family, WireContext};
 
@@ -324,7 +324,7 @@ fn test_opensent_notif_msg() {
     assert_eq!(f.s.state(), State::Idle);
     assert!(f.sent().is_empty(), "no NOTIFICATION in reply to one");
     assert!(f.events().contains(&SessionEvent::Down(DownReason::NotificationReceived(n))));
-    assert_eq!(f.s.stats().last_error, Some((2, 2, false)));
+    assert_eq!(f.s.stats().last_error, Some(LastNotification { code: 2, subcode: 2, sent: false }));
 }
 
 #[test]

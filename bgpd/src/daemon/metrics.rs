@@ -109,13 +109,7 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     for b in bfd.sessions.values() {
-        let code = match b.state.as_str() {
-            "AdminDown" => 0,
-            "Down" => 1,
-            "Init" => 2,
-            _ => 3,
-        };
-        bfd_state.with_label_values(&[&b.peer, &b.address.to_string()]).set(code);
+        bfd_state.with_label_values(&[&b.peer, &b.address.to_string()]).set(i64::from(b.state.code()));
         bfd_detect.with_label_values(&[&b.peer]).set(b.detection_time_ms as i64);
         bfd_flaps.with_label_values(&[&b.peer]).inc_by(b.flaps);
         bfd_rx.with_label_values(&[&b.peer]).inc_by(b.received);

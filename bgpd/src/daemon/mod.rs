@@ -39,7 +39,7 @@ pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
-use crate::datastore::{Model, ObjectRef, Problem, Severity, Source};
+use crate::datastore::{Model, ObjectKind, ObjectRef, Problem, ResourceKind, Severity, SourceText};
 use peer::PeerCmd;
 use spec::{NodeSpec, PeerSpec};
 use status::Shared;
@@ -86,23 +86,26 @@ struct Running {
 fn keep_last_good(model: &mut Model, problems: &[Problem], last: &Model) {
     for p in problems.iter().filter(|p| p.severity == Severity::Error) {
         let Some(ObjectRef { kind, name: Some(name) }) = &p.object else { continue };
-        match kind.as_str() {
-            "BGPPeer" => {
+        let ObjectKind::Read(kind) = kind else { continue };
+        match kind {
+            ResourceKind::BgpPeer => {
                 if let Some(old) = last.peers.get(name) {
                     model.peers.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "Node" => {
+            ResourceKind::Node => {
                 if let Some(old) = last.nodes.get(name) {
                     model.nodes.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "IPAMBlock" => {
+            ResourceKind::IpamBlock => {
                 if let Some(old) = last.ipam_blocks.get(name) {
                     model.ipam_blocks.entry(name.clone()).or_insert_with(|| old.clone());
                 }
             }
-            "BGPConfiguration" if name == "default" => model.bgp_configuration = last.bgp_configuration.clone(),
+            ResourceKind::BgpConfiguration if name == "default" => {
+                model.bgp_configuration = last.bgp_configuration.clone()
+            }
             _ => {}
         }
     }
@@ -170,7 +173,7 @@ async fn first_load(
     opts: &RunOptions,
     shared: &Shared,
     last: &mut Option<Model>,
-) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>, Arc<Vec<Source>>)> {
+) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>, Arc<Vec<SourceText>>)> {
     let mut said = None;
     loop {
         let f = feed.borrow_and_update().clone();
@@ -701,10 +704,10 @@ mod tests {
         let (_, quiet, last) = r.quiet.expect("counting");
         assert_eq!((quiet, last), (9_999, from), "one line for the first, the rest counted");
     }
-    use crate::datastore::{parse_sources, Source};
+    use crate::datastore::{parse_sources, SourceText};
 
     fn model(yaml: &str) -> (Model, Vec<Problem>) {
-        parse_sources(&[Source { path: "ds.yaml".into(), text: yaml.into() }]).unwrap()
+        parse_sources(&[SourceText { path: "ds.yaml".into(), text: yaml.into() }]).unwrap()
     }
 
     const NODE: &str =

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::datastore::{Affinity, Community, EndpointSlice, Model, Service, ServiceType, TrafficPolicy};
+use crate::datastore::{Affinity, ConfiguredCommunity, EndpointSlice, Model, Service, ServiceType, TrafficPolicy};
 
 /// The Node label that keeps service addresses off a node (as Calico honours it).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -28,7 +28,7 @@ pub struct Origination {
     pub cause: String,
     /// COMMUNITIES / LARGE_COMMUNITY values from the `prefixAdvertisements` entries
     /// whose CIDR contains the prefix, in configuration order, without repeats.
-    pub communities: Vec<Community>,
+    pub communities: Vec<ConfiguredCommunity>,
     /// A block of this node's own pods: the daemon installs a blackhole route for
     /// it, so that addresses of the block without a pod are dropped here.
     pub blackhole: bool,

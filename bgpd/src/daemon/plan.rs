@@ -4,14 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bgpd_proto::rib::core::NextHopMode as RibNextHop;
+use bgpd_proto::rib::core::NextHopMode;
 use bgpd_proto::rib::policy::{ExportRange, RangeSource};
 use ipnet::IpNet;
 
 use bgpd_proto::Family;
 
 use crate::datastore::{
-    BgpPeer, BindMode, Model, NextHopMode, Node, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+    BgpPeer, BindMode, ConfiguredNextHopMode, Model, Node, PeerRemote, PeerScope, ReversePeering, SourceAddress,
 };
 
 use super::spec::{NodeSpec, Password, PeerSpec, RoutingSpec};
@@ -353,9 +353,9 @@ fn from_bgp_peer(model: &Model, me: &Me, p: &BgpPeer, name: String, addr: Socket
     let routing = RoutingSpec {
         rr_client: false,
         next_hop_mode: match p.next_hop_mode {
-            NextHopMode::Auto => RibNextHop::Auto,
-            NextHopMode::Self_ => RibNextHop::SelfAddr,
-            NextHopMode::Keep => RibNextHop::Keep,
+            ConfiguredNextHopMode::Auto => NextHopMode::Auto,
+            ConfiguredNextHopMode::Self_ => NextHopMode::SelfAddr,
+            ConfiguredNextHopMode::Keep => NextHopMode::Keep,
         },
         allow_local_as: p.num_allowed_local_as_numbers.map_or(0, |n| n.get()),
         filters: p.filters.iter().filter_map(|f| model.filters.get(f)).map(|f| f.to_policy()).collect(),
@@ -438,10 +438,10 @@ mod calico_corpus;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::{parse_sources, Source};
+    use crate::datastore::{parse_sources, SourceText};
 
     fn plan_of(yaml: &str, node: &str) -> Result<(NodeSpec, Vec<PeerSpec>), PlanError> {
-        let (m, problems) = parse_sources(&[Source { path: "ds.yaml".into(), text: yaml.into() }]).unwrap();
+        let (m, problems) = parse_sources(&[SourceText { path: "ds.yaml".into(), text: yaml.into() }]).unwrap();
         assert!(problems.iter().all(|p| p.severity != crate::datastore::Severity::Error), "{problems:?}");
         plan(&m, node)
     }
@@ -477,7 +477,7 @@ spec: {bgp: {ipv4Address: 10.0.0.2/24}}
                    spec: {nodeMeshPassword: {secretKeyRef: {name: gone, key: k}}}\n---\n\
                    apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n\
                    spec: {peerIP: 10.0.0.254, asNumber: 65100}\n";
-        let (m, _) = parse_sources(&[Source { path: "ds.yaml".into(), text: format!("{NODES}{cfg}") }]).unwrap();
+        let (m, _) = parse_sources(&[SourceText { path: "ds.yaml".into(), text: format!("{NODES}{cfg}") }]).unwrap();
         let (_, p) = plan(&m, "n1").unwrap();
         let names: Vec<&str> = p.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["tor"], "no mesh session without its password; the ToR still peers");

@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::datastore::Community;
+use crate::datastore::ConfiguredCommunity;
 
 use super::kernel::{KernelCmd, KernelHandle};
 use super::progress::{self, Progress, Tracked};
@@ -235,26 +235,26 @@ pub fn rib_config(node: &NodeSpec, restarted: bool) -> RibConfig {
 pub const DEFERRAL: Duration = Duration::from_secs(60);
 
 /// What the RIB task originates: each prefix with its communities.
-type Originated = Vec<(IpNet, Vec<Community>)>;
+type Originated = Vec<(IpNet, Vec<ConfiguredCommunity>)>;
 
 /// The attributes of a route this node originates: ORIGIN IGP, an empty
 /// AS_PATH, and the `prefixAdvertisements` communities (standard ones as
 /// COMMUNITIES, large ones as LARGE_COMMUNITY), in the configured order.
-pub fn origination_attrs(communities: &[Community]) -> PathAttrs {
+pub fn origination_attrs(communities: &[ConfiguredCommunity]) -> PathAttrs {
     let mut attributes =
         vec![PathAttribute::new(Attr::Origin(Origin::Igp)), PathAttribute::new(Attr::AsPath(AsPath::default()))];
     let standard: Vec<wire::Community> = communities
         .iter()
         .filter_map(|c| match *c {
-            Community::Standard(a, n) => Some(wire::Community::new(a, n)),
-            Community::Large(..) => None,
+            ConfiguredCommunity::Standard(a, n) => Some(wire::Community::new(a, n)),
+            ConfiguredCommunity::Large(..) => None,
         })
         .collect();
     let large: Vec<wire::LargeCommunity> = communities
         .iter()
         .filter_map(|c| match *c {
-            Community::Large(global, local1, local2) => Some(wire::LargeCommunity { global, local1, local2 }),
-            Community::Standard(..) => None,
+            ConfiguredCommunity::Large(global, local1, local2) => Some(wire::LargeCommunity { global, local1, local2 }),
+            ConfiguredCommunity::Standard(..) => None,
         })
         .collect();
     if !standard.is_empty() {

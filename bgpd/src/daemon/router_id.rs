@@ -71,13 +71,13 @@ pub fn hash_of_name(name: &str) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::{parse_sources, Source};
+    use crate::datastore::{parse_sources, SourceText};
 
     fn node(yaml_spec: &str, annotations: &str) -> Node {
         let text = format!(
             "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: n1{annotations}}}\nspec: {yaml_spec}\n"
         );
-        let (m, problems) = parse_sources(&[Source { path: "ds.yaml".into(), text }]).unwrap();
+        let (m, problems) = parse_sources(&[SourceText { path: "ds.yaml".into(), text }]).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         m.nodes["n1"].clone()
     }

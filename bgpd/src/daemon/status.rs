@@ -81,7 +81,7 @@ pub struct PeerView {
     /// The peer's host name (FQDN capability).
     pub peer_hostname: Option<String>,
     /// The BFD session's state, when the peer runs BFD.
-    pub bfd: Option<String>,
+    pub bfd: Option<bgpd_proto::bfd::State>,
     /// Bytes of UPDATEs queued towards the peer that its socket has not taken.
     #[serde(default)]
     pub queued_bytes: usize,
@@ -235,7 +235,7 @@ impl Shared {
                 let mut v = p.view.clone();
                 v.uptime_secs = p.established_at.map_or(0, |t| t.elapsed().as_secs());
                 v.routes_received = s.routes_received.get(&v.name).copied().unwrap_or(0);
-                v.bfd = s.bfd.sessions.get(&v.name).map(|b| b.state.clone());
+                v.bfd = s.bfd.sessions.get(&v.name).map(|b| b.state);
                 v
             })
             .collect()

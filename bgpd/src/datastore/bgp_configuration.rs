@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use super::fields::{as_str, as_u64, quoted, Fields, Findings};
 use super::secret::Secrets;
-use super::values::{duration_from_value, parse_network, AsNumber, Community, Md5Key};
+use super::values::{duration_from_value, parse_network, AsNumber, ConfiguredCommunity, Md5Key};
 
 /// Cluster-wide BGP settings (the `default` BGPConfiguration).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct BgpConfiguration {
     /// each Service's own LoadBalancer addresses.
     pub service_load_balancer_aggregation: bool,
     /// `communities[]`: named community values that `prefixAdvertisements` may use.
-    pub communities: BTreeMap<String, Community>,
+    pub communities: BTreeMap<String, ConfiguredCommunity>,
     /// `prefixAdvertisements[]`: communities to attach to prefixes, names resolved.
     pub prefix_advertisements: Vec<PrefixAdvertisement>,
     /// `ignoredInterfaces`: interface names (globs allowed, `*`) whose routes bgpd
@@ -167,7 +167,7 @@ pub struct PrefixAdvertisement {
     /// The prefix (routes within it get the communities).
     pub cidr: IpNet,
     /// Community values; names from `communities` are already replaced by values.
-    pub communities: Vec<Community>,
+    pub communities: Vec<ConfiguredCommunity>,
 }
 
 /// A per-node BGPConfiguration (`node.NAME`): the fields Calico lets one
@@ -387,12 +387,12 @@ fn string_list(spec: &Fields, key: &str, f: &mut Findings) -> Vec<String> {
     out
 }
 
-fn communities(spec: &Fields, f: &mut Findings) -> BTreeMap<String, Community> {
+fn communities(spec: &Fields, f: &mut Findings) -> BTreeMap<String, ConfiguredCommunity> {
     let mut out = BTreeMap::new();
     for (path, item) in f.take(spec.list("communities")).unwrap_or_default() {
         let Some(entry) = f.take(Fields::at(Some(item), &path)) else { continue };
         let name = f.opt(entry.str("name"));
-        let value = f.opt(entry.parse_str("value", str::parse::<Community>));
+        let value = f.opt(entry.parse_str("value", str::parse::<ConfiguredCommunity>));
         match (name, value) {
             (Some(name), Some(_)) if out.contains_key(name) => {
                 f.error(entry.path_of("name"), format!("community name {} is defined twice", quoted(name)));
@@ -410,7 +410,7 @@ fn communities(spec: &Fields, f: &mut Findings) -> BTreeMap<String, Community> {
 
 fn prefix_advertisements(
     spec: &Fields,
-    named: &BTreeMap<String, Community>,
+    named: &BTreeMap<String, ConfiguredCommunity>,
     f: &mut Findings,
 ) -> Vec<PrefixAdvertisement> {
     let mut out = Vec::new();
@@ -424,7 +424,7 @@ fn prefix_advertisements(
         for (cpath, c) in f.take(entry.list("communities")).unwrap_or_default() {
             let resolved = as_str(c).and_then(|s| match named.get(s) {
                 Some(v) => Ok(*v),
-                None => s.parse::<Community>().map_err(|_| {
+                None => s.parse::<ConfiguredCommunity>().map_err(|_| {
                     format!(
                         "{} is neither a name from spec.communities nor a community value (aa:nn or aa:nn:mm)",
                         quoted(s)

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde_yaml::Value;
 
 use super::fields::{as_str, as_u64, quoted, Fields, Findings};
-use super::values::{parse_ip, parse_network, AsNumber, Community};
+use super::values::{parse_ip, parse_network, AsNumber, ConfiguredCommunity};
 use super::{BgpPeer, Model};
 
 /// A validated BGPFilter.
@@ -251,9 +251,11 @@ fn communities(m: &Fields, f: &mut Findings) -> Option<CommunityValue> {
 }
 
 fn community_value(v: &Value) -> Result<CommunityValue, String> {
-    Ok(match as_str(v)?.parse::<Community>()? {
-        Community::Standard(a, n) => CommunityValue::Standard(bgpd_proto::wire::Community::new(a, n)),
-        Community::Large(global, local1, local2) => CommunityValue::Large(LargeCommunity { global, local1, local2 }),
+    Ok(match as_str(v)?.parse::<ConfiguredCommunity>()? {
+        ConfiguredCommunity::Standard(a, n) => CommunityValue::Standard(bgpd_proto::wire::Community::new(a, n)),
+        ConfiguredCommunity::Large(global, local1, local2) => {
+            CommunityValue::Large(LargeCommunity { global, local1, local2 })
+        }
     })
 }
 

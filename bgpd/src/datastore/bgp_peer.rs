@@ -36,7 +36,7 @@ pub struct BgpPeer {
     /// `filters`: names of BGPFilter resources applied to this peer, in order.
     pub filters: Vec<String>,
     /// `nextHopMode`, with `keepOriginalNextHop: true` folded in as `Keep`.
-    pub next_hop_mode: NextHopMode,
+    pub next_hop_mode: ConfiguredNextHopMode,
     /// `numAllowedLocalASNumbers`: how often the local AS may appear in a received
     /// AS_PATH (allowas-in); `None` when absent or 0 (loops rejected, RFC 4271 §9.1.2).
     pub num_allowed_local_as_numbers: Option<NonZeroU32>,
@@ -294,7 +294,7 @@ pub enum SourceAddress {
 
 /// `nextHopMode`: what next hop to send for routes to this peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NextHopMode {
+pub enum ConfiguredNextHopMode {
     /// BGP's usual rule: self for eBGP, unchanged for iBGP (Calico's default).
     #[default]
     Auto,
@@ -478,20 +478,20 @@ fn filters(spec: &Fields, f: &mut Findings) -> Vec<String> {
     out
 }
 
-fn next_hop_mode(spec: &Fields, f: &mut Findings) -> NextHopMode {
+fn next_hop_mode(spec: &Fields, f: &mut Findings) -> ConfiguredNextHopMode {
     let keep = f.opt(spec.bool("keepOriginalNextHop")).unwrap_or(false);
     let mode = f.opt(spec.parse_str("nextHopMode", |s| match s {
-        "Auto" => Ok(NextHopMode::Auto),
-        "Self" => Ok(NextHopMode::Self_),
-        "Keep" => Ok(NextHopMode::Keep),
+        "Auto" => Ok(ConfiguredNextHopMode::Auto),
+        "Self" => Ok(ConfiguredNextHopMode::Self_),
+        "Keep" => Ok(ConfiguredNextHopMode::Keep),
         _ => Err(format!("{} is not one of Auto, Self, Keep", quoted(s))),
     }));
     match (keep, mode) {
-        (true, Some(NextHopMode::Auto | NextHopMode::Self_)) => {
+        (true, Some(ConfiguredNextHopMode::Auto | ConfiguredNextHopMode::Self_)) => {
             f.error(spec.path_of("keepOriginalNextHop"), "contradicts nextHopMode (use nextHopMode: Keep alone)");
-            NextHopMode::Auto
+            ConfiguredNextHopMode::Auto
         }
-        (true, _) => NextHopMode::Keep,
+        (true, _) => ConfiguredNextHopMode::Keep,
         (false, mode) => mode.unwrap_or_default(),
     }
 }

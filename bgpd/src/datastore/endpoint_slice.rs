@@ -123,7 +123,7 @@ fn endpoint(path: &str, item: &Value, address_type: Option<IpFamily>) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use crate::datastore::{parse_sources, Severity, Source};
+    use crate::datastore::{parse_sources, Severity, SourceText};
 
     /// An EndpointSlice with one good endpoint and three that Kubernetes would
     /// not store (not a mapping, an address of the other family, `ready` not a
@@ -150,7 +150,7 @@ endpoints:
   nodeName: node-3
   conditions: {ready: maybe}
 "#;
-        let (model, problems) = parse_sources(&[Source { path: "eps.yaml".into(), text: text.into() }]).unwrap();
+        let (model, problems) = parse_sources(&[SourceText { path: "eps.yaml".into(), text: text.into() }]).unwrap();
         let slice = &model.endpoint_slices["shop/web-abc12"];
         let nodes: Vec<Option<&str>> = slice.endpoints.iter().map(|e| e.node_name.as_deref()).collect();
         assert_eq!(nodes, [Some("node-1")]);
@@ -165,7 +165,7 @@ endpoints:
     #[test]
     fn a_slice_without_an_address_type_is_still_dropped() {
         let text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: web}}\nendpoints: []\n";
-        let (model, problems) = parse_sources(&[Source { path: "eps.yaml".into(), text: text.into() }]).unwrap();
+        let (model, problems) = parse_sources(&[SourceText { path: "eps.yaml".into(), text: text.into() }]).unwrap();
         assert!(model.endpoint_slices.is_empty());
         assert_eq!((problems[0].severity, problems[0].field.as_str()), (Severity::Error, "addressType"));
     }

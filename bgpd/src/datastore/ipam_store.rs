@@ -1,6 +1,6 @@
 //! The `bgpd-ipam` file store beside the YAML (`docs/ipam.md`): the blocks the CNI
 //! plugin claims, read with the `ipam` crate's [`FileStore`] and handed on as one more
-//! [`Source`]: a stream of `crd.projectcalico.org/v1` `IPAMBlock` documents, one per
+//! [`SourceText`]: a stream of `crd.projectcalico.org/v1` `IPAMBlock` documents, one per
 //! block, in Calico's field names, and an `IPAMHandle` document per handle with
 //! floating IPs. The conversion ([`block_document`], [`handle_document`]) is shared
 //! with the etcd datastore, which reads the same objects from Calico's etcdv3 IPAM
@@ -23,7 +23,7 @@ use ipam::store::{Object, Scope, Store, StoreError};
 use ipnet::IpNet;
 
 use super::problem::Location;
-use super::Source;
+use super::SourceText;
 
 /// The directory whose IPAM file store belongs to the datastore at `path`: `path`
 /// itself if it is a directory, else the directory of the file (as
@@ -89,7 +89,7 @@ pub fn block_name(cidr: &IpNet) -> String {
 /// Reads the blocks of `store` (kept in `dir`), and its handles that carry
 /// floating IPs, as a source of IPAMBlock and IPAMHandle documents ([`documents`]),
 /// named `DIR/ipam-state.json`.
-pub fn read(store: &FileStore, dir: &Path) -> Result<Source, StoreError> {
+pub fn read(store: &FileStore, dir: &Path) -> Result<SourceText, StoreError> {
     // The file store's futures do their (synchronous) file I/O on first poll.
     let (blocks, affinities, handles) = futures::executor::block_on(async {
         (
@@ -115,12 +115,12 @@ pub fn read(store: &FileStore, dir: &Path) -> Result<Source, StoreError> {
         text.push_str(&doc);
         text.push('\n');
     }
-    Ok(Source { path: dir.join(STATE_FILE), text })
+    Ok(SourceText { path: dir.join(STATE_FILE), text })
 }
 
 /// [`read`] for the datastore at `path`, opening its store: `None` when the
 /// directory holds no store (neither snapshot nor journal).
-pub fn read_beside(path: &Path) -> Result<Option<Source>, StoreError> {
+pub fn read_beside(path: &Path) -> Result<Option<SourceText>, StoreError> {
     let dir = store_dir(path);
     if fingerprint(&dir).is_empty() {
         return Ok(None);

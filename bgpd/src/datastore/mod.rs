@@ -44,7 +44,7 @@ pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, NodeBgpConf
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{
-    AddPathConfig, BfdMode, BgpPeer, NextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+    AddPathConfig, BfdMode, BgpPeer, ConfiguredNextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
 };
 #[allow(unused_imports)]
 pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
@@ -57,13 +57,13 @@ pub use ipam_handle::{FloatingIp, IpamHandle};
 #[allow(unused_imports)]
 pub use node::{usable_router_id, Node, NodeBgp, RouterIdSetting};
 #[allow(unused_imports)]
-pub use problem::{LoadError, Location, ObjectRef, Problem, Severity};
+pub use problem::{LoadError, Location, ObjectKind, ObjectRef, Problem, ResourceKind, Severity};
 #[allow(unused_imports)]
 pub use service::{IpFamily, Service, ServiceType, TrafficPolicy};
 #[allow(unused_imports)]
-pub use source::Source;
+pub use source::SourceText;
 #[allow(unused_imports)]
-pub use values::{parse_duration, AsNumber, Community, Md5Key, PeerAddress};
+pub use values::{parse_duration, AsNumber, ConfiguredCommunity, Md5Key, PeerAddress};
 
 use fields::{Fields, Findings};
 use source::RawObject;
@@ -230,7 +230,7 @@ pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
 
 /// Builds the model from texts already read, in order (what [`load`] does after
 /// reading; also the entry point for tests and other datastores' file-like input).
-pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+pub fn parse_sources(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
     let mut parsed = Vec::with_capacity(sources.len());
     for s in sources {
         parsed.push((std::sync::Arc::new(parse_one(s)?), 0));
@@ -244,7 +244,7 @@ pub fn parse_sources(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadEr
 /// wherever it moved in its file. YAML parsing and validation are most of the
 /// cost of a change when the datastore holds thousands of objects. Any syntax
 /// error: the source is parsed whole, for the exact error.
-pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), LoadError> {
+pub fn parse_sources_memo(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::path::PathBuf;
@@ -272,7 +272,7 @@ pub fn parse_sources_memo(sources: &[Source]) -> Result<(Model, Vec<Problem>), L
                 None => {
                     let mut objects = Vec::new();
                     let mut problems = Vec::new();
-                    let piece = Source { path: s.path.clone(), text: part.to_string() };
+                    let piece = SourceText { path: s.path.clone(), text: part.to_string() };
                     match source::objects_numbered(&piece, 1, &mut objects, &mut problems) {
                         Ok(docs) => (Arc::new(Parsed::new(objects, problems)), docs),
                         Err(_) => {
@@ -330,7 +330,7 @@ impl Parsed {
     }
 }
 
-fn parse_one(s: &Source) -> Result<Parsed, LoadError> {
+fn parse_one(s: &SourceText) -> Result<Parsed, LoadError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     source::objects(s, &mut objects, &mut problems)?;
@@ -362,8 +362,8 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
         .collect();
     let mut b = Builder { model: Model::default(), problems, seen: BTreeMap::new(), secrets: Default::default() };
     // Secrets first: a peer may come before the Secret it refers to.
-    for (o, c, loc) in raw.iter().filter(|(o, ..)| classify(o) == Some(Kind::Secret)) {
-        b.object(o, Kind::Secret, *c, loc);
+    for (o, c, loc) in raw.iter().filter(|(o, ..)| classify(o) == Some(ResourceKind::Secret)) {
+        b.object(o, ResourceKind::Secret, *c, loc);
     }
     // Every BGPFilter named in the input, valid or not, to tell a peer's reference to
     // an invalid filter from one to a filter that does not exist.
@@ -371,10 +371,10 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
         raw.iter().filter(|(o, ..)| o.kind == "BGPFilter").filter_map(|(o, ..)| object_name(o)).collect();
     // The IPAM file store's blocks last: a block the YAML defines too is the YAML's.
     let (stored, rest): (Vec<&Item>, Vec<&Item>) =
-        raw.iter().partition(|(o, _, loc)| ipam_store::from_store(loc) && classify(o) == Some(Kind::IpamBlock));
+        raw.iter().partition(|(o, _, loc)| ipam_store::from_store(loc) && classify(o) == Some(ResourceKind::IpamBlock));
     for (o, c, loc) in rest {
         match classify(o) {
-            Some(Kind::Secret) => {}
+            Some(ResourceKind::Secret) => {}
             Some(kind) => b.object(o, kind, *c, loc),
             None => b.ignored(o, loc),
         }
@@ -387,47 +387,16 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
     (b.model, b.problems)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Node,
-    BgpConfiguration,
-    BgpPeer,
-    BgpFilter,
-    Secret,
-    IpamBlock,
-    IpamHandle,
-    IpPool,
-    Service,
-    EndpointSlice,
-    BfdConfiguration,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Node => "Node",
-            Kind::BgpConfiguration => "BGPConfiguration",
-            Kind::BgpPeer => "BGPPeer",
-            Kind::BgpFilter => "BGPFilter",
-            Kind::Secret => "Secret",
-            Kind::IpamBlock => "IPAMBlock",
-            Kind::IpamHandle => "IPAMHandle",
-            Kind::IpPool => "IPPool",
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::BfdConfiguration => "BFDConfiguration",
-        }
-    }
-
+impl ResourceKind {
     /// Whether objects of the kind live in a namespace (their key is `namespace/name`).
     fn namespaced(self) -> bool {
-        matches!(self, Kind::Service | Kind::EndpointSlice)
+        matches!(self, ResourceKind::Service | ResourceKind::EndpointSlice)
     }
 
     /// Whether an object of the kind is validated without looking at other
     /// objects (BGPPeer and BGPConfiguration read Secrets).
     fn standalone(self) -> bool {
-        !matches!(self, Kind::BgpPeer | Kind::BgpConfiguration)
+        !matches!(self, ResourceKind::BgpPeer | ResourceKind::BgpConfiguration)
     }
 }
 
@@ -456,7 +425,7 @@ struct Checked {
     name: Option<String>,
     /// Its key among the objects of its kind, once its metadata is valid
     /// (`None` also for what is only warned about and skipped).
-    key: Option<(Kind, String)>,
+    key: Option<(ResourceKind, String)>,
     /// The value that joins the model.
     value: Option<Typed>,
     errors: Vec<fields::FieldError>,
@@ -465,7 +434,7 @@ struct Checked {
 
 /// Validates one object of kind `kind`; `secrets` are the Secrets read (only
 /// BGPPeer and BGPConfiguration look at them).
-fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
+fn check(o: &RawObject, kind: ResourceKind, secrets: &secret::Secrets) -> Checked {
     let mut f = Findings::default();
     let done = |f: Findings, name: Option<&str>, key, value| Checked {
         name: name.map(str::to_string),
@@ -510,26 +479,26 @@ fn check(o: &RawObject, kind: Kind, secrets: &secret::Secrets) -> Checked {
     };
     let key = if kind.namespaced() { (kind, format!("{namespace}/{name}")) } else { (kind, name.to_string()) };
     let value = match kind {
-        Kind::Secret => secret::parse(&root, &mut f).map(Typed::Secret),
-        Kind::Node => {
+        ResourceKind::Secret => secret::parse(&root, &mut f).map(Typed::Secret),
+        ResourceKind::Node => {
             let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
             node::parse(name, labels, &root, &mut f).map(Typed::Node)
         }
-        Kind::BgpPeer => bgp_peer::parse(name, &root, secrets, &mut f).map(Typed::BgpPeer),
-        Kind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(Typed::BgpFilter),
-        Kind::BfdConfiguration => bfd_configuration::parse(name, &root, &mut f).map(Typed::BfdConfiguration),
-        Kind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(Typed::IpamBlock),
-        Kind::IpamHandle => ipam_handle::parse(name, &root, &mut f).map(Typed::IpamHandle),
-        Kind::IpPool => ip_pool::parse(name, &root, &mut f).map(Typed::IpPool),
-        Kind::Service => service::parse(&namespace, name, &root, &mut f).map(Typed::Service),
-        Kind::EndpointSlice => {
+        ResourceKind::BgpPeer => bgp_peer::parse(name, &root, secrets, &mut f).map(Typed::BgpPeer),
+        ResourceKind::BgpFilter => bgp_filter::parse(name, &root, &mut f).map(Typed::BgpFilter),
+        ResourceKind::BfdConfiguration => bfd_configuration::parse(name, &root, &mut f).map(Typed::BfdConfiguration),
+        ResourceKind::IpamBlock => ipam_block::parse(name, &root, &mut f).map(Typed::IpamBlock),
+        ResourceKind::IpamHandle => ipam_handle::parse(name, &root, &mut f).map(Typed::IpamHandle),
+        ResourceKind::IpPool => ip_pool::parse(name, &root, &mut f).map(Typed::IpPool),
+        ResourceKind::Service => service::parse(&namespace, name, &root, &mut f).map(Typed::Service),
+        ResourceKind::EndpointSlice => {
             let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
             endpoint_slice::parse(&namespace, name, &labels, &root, &mut f).map(Typed::EndpointSlice)
         }
-        Kind::BgpConfiguration if name == "default" => {
+        ResourceKind::BgpConfiguration if name == "default" => {
             bgp_configuration::parse(&root, secrets, &mut f).map(Typed::BgpConfiguration)
         }
-        Kind::BgpConfiguration => match name.strip_prefix("node.").filter(|n| !n.is_empty()) {
+        ResourceKind::BgpConfiguration => match name.strip_prefix("node.").filter(|n| !n.is_empty()) {
             Some(node) => {
                 bgp_configuration::parse_node(&root, &mut f).map(|c| Typed::NodeBgpConfiguration(node.to_string(), c))
             }
@@ -556,19 +525,19 @@ const CALICO_CRD: &str = "crd.projectcalico.org/v1";
 /// The kinds bgpd reads, by apiVersion and kind. BGPConfiguration, BGPPeer,
 /// BGPFilter and IPPool are also accepted in their CRD form (what `kubectl get -o yaml` shows on a cluster
 /// with the Kubernetes datastore); the spec is the same.
-fn classify(o: &RawObject) -> Option<Kind> {
+fn classify(o: &RawObject) -> Option<ResourceKind> {
     match (o.api_version.as_str(), o.kind.as_str()) {
-        (CALICO_V3, "Node") => Some(Kind::Node),
-        (CALICO_V3 | CALICO_CRD, "BGPConfiguration") => Some(Kind::BgpConfiguration),
-        (CALICO_V3 | CALICO_CRD, "BGPPeer") => Some(Kind::BgpPeer),
-        (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(Kind::BgpFilter),
-        (CALICO_V3 | CALICO_CRD, "BFDConfiguration") => Some(Kind::BfdConfiguration),
-        ("v1", "Secret") => Some(Kind::Secret),
-        (CALICO_CRD, "IPAMBlock") => Some(Kind::IpamBlock),
-        (CALICO_CRD, "IPAMHandle") => Some(Kind::IpamHandle),
-        (CALICO_V3 | CALICO_CRD, "IPPool") => Some(Kind::IpPool),
-        ("v1", "Service") => Some(Kind::Service),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
+        (CALICO_V3, "Node") => Some(ResourceKind::Node),
+        (CALICO_V3 | CALICO_CRD, "BGPConfiguration") => Some(ResourceKind::BgpConfiguration),
+        (CALICO_V3 | CALICO_CRD, "BGPPeer") => Some(ResourceKind::BgpPeer),
+        (CALICO_V3 | CALICO_CRD, "BGPFilter") => Some(ResourceKind::BgpFilter),
+        (CALICO_V3 | CALICO_CRD, "BFDConfiguration") => Some(ResourceKind::BfdConfiguration),
+        ("v1", "Secret") => Some(ResourceKind::Secret),
+        (CALICO_CRD, "IPAMBlock") => Some(ResourceKind::IpamBlock),
+        (CALICO_CRD, "IPAMHandle") => Some(ResourceKind::IpamHandle),
+        (CALICO_V3 | CALICO_CRD, "IPPool") => Some(ResourceKind::IpPool),
+        ("v1", "Service") => Some(ResourceKind::Service),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Some(ResourceKind::EndpointSlice),
         _ => None,
     }
 }
@@ -583,7 +552,7 @@ struct Builder {
     model: Model,
     problems: Vec<Problem>,
     /// Where each accepted object came from, for duplicate and filter messages.
-    seen: BTreeMap<(Kind, String), problem::Location>,
+    seen: BTreeMap<(ResourceKind, String), problem::Location>,
     secrets: secret::Secrets,
 }
 
@@ -591,7 +560,7 @@ impl Builder {
     fn problem(
         &mut self,
         severity: Severity,
-        kind: &str,
+        kind: ObjectKind,
         name: Option<&str>,
         field: String,
         reason: String,
@@ -599,7 +568,7 @@ impl Builder {
     ) {
         self.problems.push(Problem {
             severity,
-            object: Some(ObjectRef { kind: kind.to_string(), name: name.map(str::to_string) }),
+            object: Some(ObjectRef { kind, name: name.map(str::to_string) }),
             field,
             reason,
             location: location.clone(),
@@ -613,16 +582,23 @@ impl Builder {
             | "BFDConfiguration" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
-                return self.problem(sev, &o.kind, name.as_deref(), "apiVersion".into(), reason, location);
+                return self.problem(
+                    sev,
+                    ObjectKind::named(&o.kind),
+                    name.as_deref(),
+                    "apiVersion".into(),
+                    reason,
+                    location,
+                );
             }
             _ => format!("{} {} is not read by bgpd's routing model; ignored", o.api_version, o.kind),
         };
-        self.problem(Severity::Debug, &o.kind, name.as_deref(), String::new(), reason, location);
+        self.problem(Severity::Debug, ObjectKind::named(&o.kind), name.as_deref(), String::new(), reason, location);
     }
 
     /// Adds object `o` of kind `kind` to the model, validated now unless
     /// `checked` holds the outcome already.
-    fn object(&mut self, o: &RawObject, kind: Kind, checked: Option<&Checked>, location: &Location) {
+    fn object(&mut self, o: &RawObject, kind: ResourceKind, checked: Option<&Checked>, location: &Location) {
         let c = match checked {
             Some(c) => c.clone(),
             None => check(o, kind, &self.secrets),
@@ -673,7 +649,7 @@ impl Builder {
                 f.warn("", format!("defined again; this definition replaces the one at {previous}"));
             }
         }
-        self.report(kind.name(), c.name.as_deref(), f, location);
+        self.report(kind, c.name.as_deref(), f, location);
     }
 
     /// An IPAMBlock of the IPAM file store: taken unless the YAML defines a block of
@@ -681,15 +657,15 @@ impl Builder {
     fn stored_block(&mut self, o: &RawObject, checked: Option<&Checked>, location: &Location) {
         let c = match checked {
             Some(c) => c.clone(),
-            None => check(o, Kind::IpamBlock, &self.secrets),
+            None => check(o, ResourceKind::IpamBlock, &self.secrets),
         };
         let Some(Typed::IpamBlock(block)) = &c.value else {
             // Invalid: the usual path reports why.
-            return self.object(o, Kind::IpamBlock, Some(&c), location);
+            return self.object(o, ResourceKind::IpamBlock, Some(&c), location);
         };
         let yaml = self.model.ipam_blocks.values().find(|y| y.name == block.name || y.cidr == block.cidr);
         match yaml {
-            None => self.object(o, Kind::IpamBlock, Some(&c), location),
+            None => self.object(o, ResourceKind::IpamBlock, Some(&c), location),
             Some(y) if y.cidr == block.cidr && y.affinity == block.affinity && y.deleted == block.deleted => {}
             Some(y) => {
                 let reason = format!(
@@ -697,17 +673,24 @@ impl Builder {
                     y.name, y.cidr
                 );
                 let name = block.name.clone();
-                self.problem(Severity::Warning, "IPAMBlock", Some(&name), String::new(), reason, location);
+                self.problem(
+                    Severity::Warning,
+                    ResourceKind::IpamBlock.into(),
+                    Some(&name),
+                    String::new(),
+                    reason,
+                    location,
+                );
             }
         }
     }
 
-    fn report(&mut self, kind: &str, name: Option<&str>, f: Findings, location: &Location) {
+    fn report(&mut self, kind: ResourceKind, name: Option<&str>, f: Findings, location: &Location) {
         for e in f.errors {
-            self.problem(Severity::Error, kind, name, e.field, e.reason, location);
+            self.problem(Severity::Error, kind.into(), name, e.field, e.reason, location);
         }
         for w in f.warnings {
-            self.problem(Severity::Warning, kind, name, w.field, w.reason, location);
+            self.problem(Severity::Warning, kind.into(), name, w.field, w.reason, location);
         }
     }
 
@@ -721,7 +704,7 @@ impl Builder {
             .values()
             .filter_map(|p| match &p.remote {
                 PeerRemote::Node { address } if self.model.node_with_address(address.ip).is_none() => {
-                    let loc = self.seen.get(&(Kind::BgpPeer, p.name.clone()))?;
+                    let loc = self.seen.get(&(ResourceKind::BgpPeer, p.name.clone()))?;
                     Some((p.name.clone(), address.ip, loc.clone()))
                 }
                 _ => None,
@@ -732,7 +715,14 @@ impl Builder {
                 "missing, and {ip} is no Node's address (without asNumber the peer must be a Calico node, \
                  whose AS it takes): no session until such a Node exists"
             );
-            self.problem(Severity::Warning, "BGPPeer", Some(&peer), "spec.asNumber".into(), reason, &loc);
+            self.problem(
+                Severity::Warning,
+                ResourceKind::BgpPeer.into(),
+                Some(&peer),
+                "spec.asNumber".into(),
+                reason,
+                &loc,
+            );
         }
     }
 
@@ -747,7 +737,7 @@ impl Builder {
             .flat_map(|p| p.filters.iter().map(move |f| (p, f)))
             .filter(|(_, f)| !self.model.filters.contains_key(*f))
             .filter_map(|(p, f)| {
-                let loc = self.seen.get(&(Kind::BgpPeer, p.name.clone()))?;
+                let loc = self.seen.get(&(ResourceKind::BgpPeer, p.name.clone()))?;
                 Some((p.name.clone(), f.clone(), loc.clone()))
             })
             .collect();
@@ -757,7 +747,14 @@ impl Builder {
             } else {
                 format!("BGPFilter {filter:?} is not in the datastore; the peer runs without it")
             };
-            self.problem(Severity::Warning, "BGPPeer", Some(&peer), "spec.filters".into(), reason, &loc);
+            self.problem(
+                Severity::Warning,
+                ResourceKind::BgpPeer.into(),
+                Some(&peer),
+                "spec.filters".into(),
+                reason,
+                &loc,
+            );
         }
     }
 }

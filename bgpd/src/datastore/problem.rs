@@ -25,11 +25,113 @@ impl fmt::Display for Location {
     }
 }
 
+/// A kind of object bgpd reads into its model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    /// Calico `Node`.
+    Node,
+    /// Calico `BGPConfiguration`.
+    BgpConfiguration,
+    /// Calico `BGPPeer`.
+    BgpPeer,
+    /// Calico `BGPFilter`.
+    BgpFilter,
+    /// Kubernetes `Secret` (BGP passwords).
+    Secret,
+    /// Calico `IPAMBlock`.
+    IpamBlock,
+    /// Calico `IPAMHandle`.
+    IpamHandle,
+    /// Calico `IPPool`.
+    IpPool,
+    /// Kubernetes `Service`.
+    Service,
+    /// Kubernetes `EndpointSlice`.
+    EndpointSlice,
+    /// Calico `BFDConfiguration`.
+    BfdConfiguration,
+}
+
+impl ResourceKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ResourceKind; 11] = [
+        ResourceKind::Node,
+        ResourceKind::BgpConfiguration,
+        ResourceKind::BgpPeer,
+        ResourceKind::BgpFilter,
+        ResourceKind::Secret,
+        ResourceKind::IpamBlock,
+        ResourceKind::IpamHandle,
+        ResourceKind::IpPool,
+        ResourceKind::Service,
+        ResourceKind::EndpointSlice,
+        ResourceKind::BfdConfiguration,
+    ];
+
+    /// The `kind` field's value, e.g. `BGPPeer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceKind::Node => "Node",
+            ResourceKind::BgpConfiguration => "BGPConfiguration",
+            ResourceKind::BgpPeer => "BGPPeer",
+            ResourceKind::BgpFilter => "BGPFilter",
+            ResourceKind::Secret => "Secret",
+            ResourceKind::IpamBlock => "IPAMBlock",
+            ResourceKind::IpamHandle => "IPAMHandle",
+            ResourceKind::IpPool => "IPPool",
+            ResourceKind::Service => "Service",
+            ResourceKind::EndpointSlice => "EndpointSlice",
+            ResourceKind::BfdConfiguration => "BFDConfiguration",
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kind of an object a problem names: one bgpd reads, or another one
+/// found in the datastore (reported, then ignored).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A kind bgpd reads (whatever its `apiVersion`).
+    Read(ResourceKind),
+    /// Any other `kind`, as written.
+    Other(String),
+}
+
+impl ObjectKind {
+    /// The kind a `kind` field names.
+    pub fn named(kind: &str) -> ObjectKind {
+        match ResourceKind::ALL.into_iter().find(|k| k.name() == kind) {
+            Some(k) => ObjectKind::Read(k),
+            None => ObjectKind::Other(kind.to_string()),
+        }
+    }
+}
+
+impl From<ResourceKind> for ObjectKind {
+    fn from(k: ResourceKind) -> ObjectKind {
+        ObjectKind::Read(k)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectKind::Read(k) => f.write_str(k.name()),
+            ObjectKind::Other(k) => f.write_str(k),
+        }
+    }
+}
+
 /// The kind and name of an object, as a problem names it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectRef {
     /// `kind` of the object, e.g. `BGPPeer`.
-    pub kind: String,
+    pub kind: ObjectKind,
     /// `metadata.name`, if the object has a usable one.
     pub name: Option<String>,
 }

@@ -226,10 +226,10 @@ fn ingress(root: &Fields, f: &mut Findings) -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use crate::datastore::{parse_sources, Problem, Severity, Source};
+    use crate::datastore::{parse_sources, Problem, Severity, SourceText};
 
     fn load(text: &str) -> (crate::datastore::Model, Vec<Problem>) {
-        parse_sources(&[Source { path: "svc.yaml".into(), text: text.into() }]).unwrap()
+        parse_sources(&[SourceText { path: "svc.yaml".into(), text: text.into() }]).unwrap()
     }
 
     /// A LoadBalancer Service as a cloud controller leaves it: an ingress entry

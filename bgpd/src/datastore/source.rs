@@ -12,9 +12,10 @@ use serde_yaml::Value;
 use super::fields::{describe, Fields};
 use super::problem::{LoadError, Location, Problem, Severity};
 
-/// One file's text, named by its path.
+/// The text of one source (a file, an etcd key, a Kubernetes object), named by
+/// its path or key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
+pub struct SourceText {
     /// Where the text came from (used in every message).
     pub path: PathBuf,
     /// The YAML (or JSON) text.
@@ -33,7 +34,7 @@ pub(crate) struct RawObject {
 /// Reads `path`: a file, or a directory's `*.yaml`, `*.yml` and `*.json` files in
 /// name order (not recursive; hidden files and the IPAM file store's
 /// `ipam-state.json` are skipped).
-pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
+pub fn read(path: &Path) -> Result<Vec<SourceText>, LoadError> {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
         move |source| LoadError::Io { path: path.to_path_buf(), source }
     }
@@ -68,21 +69,25 @@ pub fn read(path: &Path) -> Result<Vec<Source>, LoadError> {
                 let why = format!("not UTF-8 text (the byte at offset {at} is not): a datastore file is YAML or JSON");
                 io(&p)(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
             })?;
-            Ok(Source { path: p, text })
+            Ok(SourceText { path: p, text })
         })
         .collect()
 }
 
 /// Splits a source into objects. A YAML syntax error anywhere fails the whole file;
 /// a document that is not an object is a [`Problem`] and the rest goes on.
-pub(crate) fn objects(source: &Source, out: &mut Vec<RawObject>, problems: &mut Vec<Problem>) -> Result<(), LoadError> {
+pub(crate) fn objects(
+    source: &SourceText,
+    out: &mut Vec<RawObject>,
+    problems: &mut Vec<Problem>,
+) -> Result<(), LoadError> {
     objects_numbered(source, 1, out, problems).map(|_| ())
 }
 
 /// [`objects`] for a part of a file whose first document is document `first`
 /// of the file; returns how many documents the part holds.
 pub(crate) fn objects_numbered(
-    source: &Source,
+    source: &SourceText,
     first: usize,
     out: &mut Vec<RawObject>,
     problems: &mut Vec<Problem>,
@@ -122,7 +127,7 @@ const MAX_FLOW_DEPTH: usize = 256;
 
 /// A syntax error for a source whose flow collections nest deeper than
 /// [`MAX_FLOW_DEPTH`] (outside quoted scalars and comments).
-fn too_deep(source: &Source) -> Result<(), LoadError> {
+fn too_deep(source: &SourceText) -> Result<(), LoadError> {
     let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
     let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
     let mut prev = '\n';
@@ -243,7 +248,7 @@ mod tests {
     fn split(text: &str) -> (Vec<RawObject>, Vec<Problem>) {
         let mut out = Vec::new();
         let mut problems = Vec::new();
-        let source = Source { path: "t.yaml".into(), text: text.into() };
+        let source = SourceText { path: "t.yaml".into(), text: text.into() };
         objects(&source, &mut out, &mut problems).unwrap();
         (out, problems)
     }
@@ -320,7 +325,7 @@ mod tests {
 
     #[test]
     fn syntax_error_names_file_and_line() {
-        let source = Source { path: "bad.yaml".into(), text: "a: 1\nb: [1, 2\nc: 3\n".into() };
+        let source = SourceText { path: "bad.yaml".into(), text: "a: 1\nb: [1, 2\nc: 3\n".into() };
         let err = objects(&source, &mut Vec::new(), &mut Vec::new()).unwrap_err();
         let LoadError::Syntax { path, line, .. } = &err else { panic!("{err:?}") };
         assert_eq!(path, Path::new("bad.yaml"));

@@ -14,7 +14,7 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 fn parse(text: &str) -> (Model, Vec<Problem>) {
-    parse_sources(&[Source { path: "test.yaml".into(), text: text.into() }]).expect("no syntax error")
+    parse_sources(&[SourceText { path: "test.yaml".into(), text: text.into() }]).expect("no syntax error")
 }
 
 fn of(problems: &[Problem], severity: Severity) -> Vec<String> {
@@ -48,12 +48,12 @@ fn tor_fabric_loads_completely() {
     assert_eq!(c.service_cluster_ips, ["10.96.0.0/12".parse().unwrap()]);
     assert_eq!(c.service_external_ips.len(), 2);
     assert_eq!(c.service_load_balancer_ips, ["198.51.100.0/24".parse().unwrap()]);
-    assert_eq!(c.communities["no-export-ish"], Community::Large(64512, 300, 100));
+    assert_eq!(c.communities["no-export-ish"], ConfiguredCommunity::Large(64512, 300, 100));
     assert_eq!(
         c.prefix_advertisements,
         [PrefixAdvertisement {
             cidr: "198.51.100.0/24".parse().unwrap(),
-            communities: vec![Community::Large(64512, 300, 100), Community::Standard(64512, 120)],
+            communities: vec![ConfiguredCommunity::Large(64512, 300, 100), ConfiguredCommunity::Standard(64512, 120)],
         }]
     );
     assert_eq!(c.ignored_interfaces, ["kube-ipvs*"]);
@@ -95,7 +95,7 @@ fn tor_fabric_loads_completely() {
     assert_eq!(export_pods[0].name, "export-pods");
     assert_eq!(export_pods[0].export_v4.len(), 1);
     assert!(export_pods[0].import_v4.is_empty() && export_pods[0].export_v6.is_empty());
-    assert_eq!(tor_a.next_hop_mode, NextHopMode::Self_);
+    assert_eq!(tor_a.next_hop_mode, ConfiguredNextHopMode::Self_);
     assert_eq!(tor_a.source_address, SourceAddress::UseNodeIp);
 
     let tor_b = &model.peers["rack-b-tor"];
@@ -115,7 +115,7 @@ fn tor_fabric_loads_completely() {
         }
     );
     assert_eq!(rs.local_as_number, AsNumber::new(64999));
-    assert_eq!(rs.next_hop_mode, NextHopMode::Keep);
+    assert_eq!(rs.next_hop_mode, ConfiguredNextHopMode::Keep);
     assert_eq!(rs.num_allowed_local_as_numbers, NonZeroU32::new(2));
     assert_eq!(rs.keepalive_time, None);
     assert_eq!(model.peers["rack-a-1-monitor"].scope, PeerScope::Node("rack-a-1".into()));
@@ -176,7 +176,7 @@ fn missing_path_is_an_io_error() {
 #[test]
 fn syntax_error_fails_the_load_with_file_and_line() {
     let text = "apiVersion: v1\nkind: Secret\n---\napiVersion: v1\nkind: [Secret\nmetadata: {}\n";
-    let err = parse_sources(&[Source { path: "peers.yaml".into(), text: text.into() }]).unwrap_err();
+    let err = parse_sources(&[SourceText { path: "peers.yaml".into(), text: text.into() }]).unwrap_err();
     let LoadError::Syntax { line: Some(line), .. } = err else { panic!("{err:?}") };
     assert!((5..=6).contains(&line), "line {line}");
     assert!(err.to_string().starts_with(&format!("peers.yaml:{line}:")), "{err}");
@@ -384,8 +384,8 @@ fn secret_may_come_after_the_peer_and_in_another_file() {
     );
     let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: cHc=}\n";
     let (model, problems) = parse_sources(&[
-        Source { path: "a.yaml".into(), text: peer },
-        Source { path: "b.yaml".into(), text: secret.into() },
+        SourceText { path: "a.yaml".into(), text: peer },
+        SourceText { path: "b.yaml".into(), text: secret.into() },
     ])
     .unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
@@ -789,7 +789,7 @@ fn unknown_kinds_are_collected_for_debug() {
     let (model, problems) = parse(text);
     assert_eq!(model, Model::default());
     assert_eq!(of(&problems, Severity::Debug).len(), 2);
-    assert_eq!(problems[1].object, Some(ObjectRef { kind: "Node".into(), name: Some("k8s-node".into()) }));
+    assert_eq!(problems[1].object, Some(ObjectRef { kind: ResourceKind::Node.into(), name: Some("k8s-node".into()) }));
 }
 
 #[test]
@@ -821,7 +821,7 @@ mod robustness {
                 "]".repeat(n)
             )
         };
-        let e = parse_sources(&[Source { path: "deep.yaml".into(), text: deep(10_000) }]).unwrap_err().to_string();
+        let e = parse_sources(&[SourceText { path: "deep.yaml".into(), text: deep(10_000) }]).unwrap_err().to_string();
         assert!(e.starts_with("deep.yaml:6:") && e.contains("nested deeper than 256 levels"), "{e}");
         // Brackets in quoted strings and comments are text, not nesting.
         let quoted = format!(
@@ -830,7 +830,7 @@ mod robustness {
             "{".repeat(300),
             "[".repeat(300)
         );
-        let (model, _) = parse_sources(&[Source { path: "q.yaml".into(), text: quoted }]).unwrap();
+        let (model, _) = parse_sources(&[SourceText { path: "q.yaml".into(), text: quoted }]).unwrap();
         assert_eq!(model.nodes["n1"].labels["a"].len(), 300);
     }
 
@@ -973,12 +973,12 @@ mod robustness {
         #[test]
         fn arbitrary_objects_never_panic(objects in prop::collection::vec(object(), 1..6)) {
             let text = objects.iter().map(|o| serde_yaml::to_string(o).unwrap()).collect::<Vec<_>>().join("---\n");
-            let (_model, _problems) = parse_sources(&[Source { path: "fuzz.yaml".into(), text }]).unwrap();
+            let (_model, _problems) = parse_sources(&[SourceText { path: "fuzz.yaml".into(), text }]).unwrap();
         }
 
         #[test]
         fn arbitrary_text_never_panics(text in "[ -~\n\t]{0,300}") {
-            let _ = parse_sources(&[Source { path: "fuzz.yaml".into(), text }]);
+            let _ = parse_sources(&[SourceText { path: "fuzz.yaml".into(), text }]);
         }
     }
 
@@ -1003,7 +1003,7 @@ mod robustness {
                 }
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            match parse_sources(&[Source { path: "mutant.yaml".into(), text }]) {
+            match parse_sources(&[SourceText { path: "mutant.yaml".into(), text }]) {
                 Ok(_) => ok += 1,
                 Err(LoadError::Syntax { .. }) => syntax += 1,
                 Err(e) => panic!("unexpected error kind: {e}"),
@@ -1282,12 +1282,12 @@ mod advertisement_kinds {
 #[test]
 fn memoised_parsing_gives_the_same_model_and_sees_every_change() {
     let node = |asn: u32| {
-        Source {
+        SourceText {
         path: "n.yaml".into(),
         text: format!("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: n1}}\nspec: {{bgp: {{ipv4Address: 10.0.0.1/24, asNumber: {asn}}}}}\n"),
     }
     };
-    let peer = Source {
+    let peer = SourceText {
         path: "p.yaml".into(),
         text: "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.0.2, asNumber: 65010, bogus: 1}\n".into(),
     };
@@ -1338,7 +1338,7 @@ fn documents_split_at_their_markers_only() {
 
 #[test]
 fn a_syntax_error_in_one_document_is_reported_with_its_line_in_the_file() {
-    let s = Source { path: "x.yaml".into(), text: "kind: A\n---\nkind: [unclosed\n".into() };
+    let s = SourceText { path: "x.yaml".into(), text: "kind: A\n---\nkind: [unclosed\n".into() };
     let (a, b) = (parse_sources(std::slice::from_ref(&s)), parse_sources_memo(&[s]));
     assert_eq!(a.unwrap_err().to_string(), b.unwrap_err().to_string());
 }
@@ -1348,8 +1348,8 @@ fn a_document_inserted_before_others_renumbers_them_as_a_plain_parse_does() {
     let doc = |name: &str| {
         format!("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{peerIP: 10.0.0.2, asNumber: 65010, bogus: 1}}\n")
     };
-    let before = Source { path: "m.yaml".into(), text: format!("{}---\n{}", doc("a"), doc("b")) };
-    let after = Source { path: "m.yaml".into(), text: format!("{}---\n{}---\n{}", doc("z"), doc("a"), doc("b")) };
+    let before = SourceText { path: "m.yaml".into(), text: format!("{}---\n{}", doc("a"), doc("b")) };
+    let after = SourceText { path: "m.yaml".into(), text: format!("{}---\n{}---\n{}", doc("z"), doc("a"), doc("b")) };
     for s in [before, after] {
         let plain = parse_sources(std::slice::from_ref(&s)).unwrap();
         let memo = parse_sources_memo(std::slice::from_ref(&s)).unwrap();

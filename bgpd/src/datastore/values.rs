@@ -193,16 +193,16 @@ pub(crate) fn parse_ip(s: &str) -> Result<IpAddr, String> {
 
 /// A BGP community value: standard (RFC 1997, `aa:nn`) or large (RFC 8092, `aa:nn:mm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Community {
+pub enum ConfiguredCommunity {
     /// `aa:nn`, each part 0..=65535.
     Standard(u16, u16),
     /// `aa:nn:mm`, each part 0..=4294967295.
     Large(u32, u32, u32),
 }
 
-impl FromStr for Community {
+impl FromStr for ConfiguredCommunity {
     type Err = String;
-    fn from_str(s: &str) -> Result<Community, String> {
+    fn from_str(s: &str) -> Result<ConfiguredCommunity, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let num_ok = |p: &&str| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit());
         if !parts.iter().all(num_ok) {
@@ -210,11 +210,11 @@ impl FromStr for Community {
         }
         match parts.as_slice() {
             [a, n] => match (a.parse(), n.parse()) {
-                (Ok(a), Ok(n)) => Ok(Community::Standard(a, n)),
+                (Ok(a), Ok(n)) => Ok(ConfiguredCommunity::Standard(a, n)),
                 _ => Err(format!("{}: each part of a standard community must be 0..=65535", quoted(s))),
             },
             [a, n, m] => match (a.parse(), n.parse(), m.parse()) {
-                (Ok(a), Ok(n), Ok(m)) => Ok(Community::Large(a, n, m)),
+                (Ok(a), Ok(n), Ok(m)) => Ok(ConfiguredCommunity::Large(a, n, m)),
                 _ => Err(format!("{}: each part of a large community must be 0..=4294967295", quoted(s))),
             },
             _ => Err(format!("{} is not a community (expected aa:nn or aa:nn:mm)", quoted(s))),
@@ -222,11 +222,11 @@ impl FromStr for Community {
     }
 }
 
-impl fmt::Display for Community {
+impl fmt::Display for ConfiguredCommunity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Community::Standard(a, n) => write!(f, "{a}:{n}"),
-            Community::Large(a, n, m) => write!(f, "{a}:{n}:{m}"),
+            ConfiguredCommunity::Standard(a, n) => write!(f, "{a}:{n}"),
+            ConfiguredCommunity::Large(a, n, m) => write!(f, "{a}:{n}:{m}"),
         }
     }
 }
@@ -389,11 +389,14 @@ mod tests {
 
     #[test]
     fn communities() {
-        assert_eq!("65000:100".parse::<Community>().unwrap(), Community::Standard(65000, 100));
-        assert_eq!("63400:300:100".parse::<Community>().unwrap(), Community::Large(63400, 300, 100));
-        assert_eq!(Community::Large(1, 2, 3).to_string(), "1:2:3");
+        assert_eq!("65000:100".parse::<ConfiguredCommunity>().unwrap(), ConfiguredCommunity::Standard(65000, 100));
+        assert_eq!(
+            "63400:300:100".parse::<ConfiguredCommunity>().unwrap(),
+            ConfiguredCommunity::Large(63400, 300, 100)
+        );
+        assert_eq!(ConfiguredCommunity::Large(1, 2, 3).to_string(), "1:2:3");
         for bad in ["65536:1", "1", "1:2:3:4", "a:b", "1:", "4294967296:1:1", ""] {
-            assert!(bad.parse::<Community>().is_err(), "{bad:?} accepted");
+            assert!(bad.parse::<ConfiguredCommunity>().is_err(), "{bad:?} accepted");
         }
     }
 

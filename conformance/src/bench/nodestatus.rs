@@ -26,7 +26,7 @@ use bgpd::daemon::nodestatus::render::{render, Facts, Snapshot};
 use bgpd::daemon::nodestatus::request::{requests, Request};
 use bgpd::daemon::nodestatus::writer::Target;
 use bgpd::daemon::nodestatus::{Classes, PeerType};
-use bgpd::datastore::Source;
+use bgpd::datastore::SourceText;
 use serde_json::json;
 
 use crate::bench::args::Flags;
@@ -111,7 +111,7 @@ fn classes_of(profile: &str) -> (Classes, &'static [&'static str]) {
 
 /// The datastore: the nodes, a BGPConfiguration without the mesh, and a
 /// CalicoNodeStatus per node asking for `classes` every `period` seconds.
-async fn load(c: &bgpd_etcd::Client, nodes: usize, period: u64, classes: &[&str]) -> Result<Vec<Source>, String> {
+async fn load(c: &bgpd_etcd::Client, nodes: usize, period: u64, classes: &[&str]) -> Result<Vec<SourceText>, String> {
     let cfg = json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
                      "spec": {"nodeToNodeMeshEnabled": false, "asNumber": 64512, "listenPort": free_port()?}});
     c.put(format!("{PREFIX}bgpconfigurations/default"), cfg.to_string()).await.map_err(|e| e.to_string())?;
@@ -126,7 +126,7 @@ async fn load(c: &bgpd_etcd::Client, nodes: usize, period: u64, classes: &[&str]
         let status = json!({"apiVersion": "projectcalico.org/v3", "kind": "CalicoNodeStatus", "metadata": {"name": name},
                             "spec": {"node": name, "classes": classes, "updatePeriodSeconds": period}});
         c.put(key.clone(), status.to_string()).await.map_err(|e| e.to_string())?;
-        sources.push(Source { path: PathBuf::from(key), text: status.to_string() });
+        sources.push(SourceText { path: PathBuf::from(key), text: status.to_string() });
     }
     Ok(sources)
 }

@@ -7,8 +7,8 @@ impl<S: Store> Allocator<S> {
     /// Assigns addresses to a pod: `num_v4` IPv4 then `num_v6` IPv6. On
     /// failure nothing stays assigned by this call.
     pub async fn auto_assign(&self, req: &AssignRequest) -> Result<Vec<AssignedIp>, IpamError> {
-        let mut out = self.assign_family(req, Family::V4, req.num_v4 as usize).await?;
-        match self.assign_family(req, Family::V6, req.num_v6 as usize).await {
+        let mut out = self.assign_family(req, IpFamily::V4, req.num_v4 as usize).await?;
+        match self.assign_family(req, IpFamily::V6, req.num_v6 as usize).await {
             Ok(v6) => out.extend(v6),
             Err(e) => {
                 let ips: Vec<IpAddr> = out.iter().map(|a| a.ip).collect();
@@ -56,8 +56,8 @@ impl<S: Store> Allocator<S> {
     ) -> Result<Vec<AssignedIp>, IpamError> {
         let other = |ip: IpAddr| IpamError::HandleHoldsOther { handle: req.handle.clone(), ip };
         if ip_addrs.is_empty() {
-            for (family, want) in [(Family::V4, req.num_v4 as usize), (Family::V6, req.num_v6 as usize)] {
-                let have: Vec<IpAddr> = held.iter().map(|a| a.ip).filter(|ip| Family::of(*ip) == family).collect();
+            for (family, want) in [(IpFamily::V4, req.num_v4 as usize), (IpFamily::V6, req.num_v6 as usize)] {
+                let have: Vec<IpAddr> = held.iter().map(|a| a.ip).filter(|ip| IpFamily::of(*ip) == family).collect();
                 if let Some(extra) = have.get(want) {
                     return Err(other(*extra));
                 }
@@ -74,7 +74,7 @@ impl<S: Store> Allocator<S> {
                 }
             }
         }
-        held.sort_by_key(|a| (Family::of(a.ip), a.ip));
+        held.sort_by_key(|a| (IpFamily::of(a.ip), a.ip));
         if !floating.is_empty() {
             let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
             self.record_floating_ips(&req.handle, &req.node, floating, &ips).await?;
@@ -85,15 +85,15 @@ impl<S: Store> Allocator<S> {
     pub(super) async fn assign_family(
         &self,
         req: &AssignRequest,
-        family: Family,
+        family: IpFamily,
         n: usize,
     ) -> Result<Vec<AssignedIp>, IpamError> {
         if n == 0 {
             return Ok(Vec::new());
         }
         let requested = match family {
-            Family::V4 => &req.ipv4_pools,
-            Family::V6 => &req.ipv6_pools,
+            IpFamily::V4 => &req.ipv4_pools,
+            IpFamily::V6 => &req.ipv6_pools,
         };
         let pools = self.eligible_pools(family, requested, &req.node, req.namespace.as_deref())?;
         let mut got = Vec::new();
@@ -110,7 +110,7 @@ impl<S: Store> Allocator<S> {
     pub(super) async fn assign_loop(
         &self,
         req: &AssignRequest,
-        family: Family,
+        family: IpFamily,
         n: usize,
         pools: &[&IpPool],
         got: &mut Vec<AssignedIp>,
@@ -129,7 +129,7 @@ impl<S: Store> Allocator<S> {
                 let hinted = affs.remove(pos);
                 affs.insert(0, hinted);
             }
-            let affs_in_family = affs.iter().filter(|a| Family::of_net(&a.value.cidr) == family).count();
+            let affs_in_family = affs.iter().filter(|a| IpFamily::of_net(&a.value.cidr) == family).count();
             for aff in &affs {
                 let Some(pool) = pool_of(&aff.value.cidr) else {
                     continue;

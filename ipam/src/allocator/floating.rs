@@ -32,7 +32,7 @@ impl<S: Store> Allocator<S> {
             }
             let target = assigned
                 .iter()
-                .find(|a| Family::of(**a) == Family::of(*f))
+                .find(|a| IpFamily::of(**a) == IpFamily::of(*f))
                 .ok_or(IpamError::FloatingIpWithoutTarget(*f))?;
             list.push(FloatingIp { ip: *f, target: *target, node: node.to_string() });
         }
@@ -153,7 +153,7 @@ impl<S: Store> Allocator<S> {
                 }
             }
         }
-        out.sort_by_key(|a| (Family::of(a.ip), a.ip));
+        out.sort_by_key(|a| (IpFamily::of(a.ip), a.ip));
         Ok(out)
     }
 }

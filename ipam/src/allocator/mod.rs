@@ -39,7 +39,7 @@ use crate::block::{
     IpamHandle, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD,
 };
 use crate::design::Design;
-use crate::model::{AssignmentMode, Family, IpPool};
+use crate::model::{AssignmentMode, IpFamily, IpPool};
 use crate::store::{Expect, Key, Object, Scope, Store, StoreError, Versioned, Write};
 
 mod assign;
@@ -56,7 +56,7 @@ pub enum IpamError {
     #[error("{family} pools exhausted for node {node:?}: tried {}", pools.join(", "))]
     PoolsExhausted {
         /// The family requested.
-        family: Family,
+        family: IpFamily,
         /// The node.
         node: String,
         /// Names of the pools tried.
@@ -66,7 +66,7 @@ pub enum IpamError {
     #[error("no enabled {family} pool selects node {node:?}{}", namespace.as_ref().map(|n| format!(" and namespace {n:?}")).unwrap_or_default())]
     NoEligiblePool {
         /// The family requested.
-        family: Family,
+        family: IpFamily,
         /// The node.
         node: String,
         /// The pod's namespace.
@@ -76,7 +76,7 @@ pub enum IpamError {
     #[error("requested {family} pool {pool:?} does not exist")]
     UnknownPool {
         /// The family requested.
-        family: Family,
+        family: IpFamily,
         /// Name or CIDR as requested.
         pool: String,
     },
@@ -430,7 +430,7 @@ impl<S: Store> Allocator<S> {
     /// The pools a request may use for one family.
     pub fn eligible_pools(
         &self,
-        family: Family,
+        family: IpFamily,
         requested: &[String],
         node: &str,
         namespace: Option<&str>,

@@ -28,7 +28,7 @@ use ipam::cni::{
     SUPPORTED_VERSIONS,
 };
 use ipam::metrics::{Gauges, Invocation};
-use ipam::model::Family;
+use ipam::model::IpFamily;
 use ipam::store::any::{self, AnyStore, DatastoreSpec, OpenError, SpecError};
 use ipam::store::kube_design::Focus;
 use ipam::store::{Object, Scope, Store, StoreError};
@@ -404,7 +404,7 @@ fn result_for(conf: &NetConf, assigned: &[AssignedIp]) -> IpamResult {
     let ips = assigned
         .iter()
         .map(|a| {
-            let fam = Family::of(a.ip);
+            let fam = IpFamily::of(a.ip);
             IpConfig {
                 // The block's prefix length: interface plugins such as ptp
                 // route the prefix via the gateway (a /32 would leave them
@@ -412,12 +412,12 @@ fn result_for(conf: &NetConf, assigned: &[AssignedIp]) -> IpamResult {
                 address: IpNet::new(a.ip, a.block.prefix_len()).unwrap_or(IpNet::from(a.ip)),
                 gateway: Some(
                     match fam {
-                        Family::V4 => conf.ipam.gateway_ipv4,
-                        Family::V6 => conf.ipam.gateway_ipv6,
+                        IpFamily::V4 => conf.ipam.gateway_ipv4,
+                        IpFamily::V6 => conf.ipam.gateway_ipv6,
                     }
                     .unwrap_or(a.block.network()),
                 ),
-                version: legacy.then(|| if fam == Family::V4 { "4" } else { "6" }.to_string()),
+                version: legacy.then(|| if fam == IpFamily::V4 { "4" } else { "6" }.to_string()),
             }
         })
         .collect();
@@ -559,8 +559,8 @@ async fn status(conf: &NetConf, node: &str, sink: Option<&GaugeSink>) -> Result<
         *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(Gauges::of(&usage, node));
     }
     let families = [
-        (Family::V4, conf.ipam.assign_ipv4.is_none_or(|f| f.get()), &conf.ipam.ipv4_pools),
-        (Family::V6, conf.ipam.assign_ipv6.is_some_and(|f| f.get()), &conf.ipam.ipv6_pools),
+        (IpFamily::V4, conf.ipam.assign_ipv4.is_none_or(|f| f.get()), &conf.ipam.ipv4_pools),
+        (IpFamily::V6, conf.ipam.assign_ipv6.is_some_and(|f| f.get()), &conf.ipam.ipv6_pools),
     ];
     for (family, wanted, requested) in families {
         if !wanted {

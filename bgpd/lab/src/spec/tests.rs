@@ -69,7 +69,7 @@ fn a_list_of_resources_and_yaml11_words_reach_the_datastore_as_written() {
     let text = SMALL.replace(nodes, listed);
     let t = Topology::parse(&text).unwrap();
     assert_eq!(t.nodes().count(), 2);
-    let source = bgpd::datastore::Source { path: "cluster.yaml".into(), text: t.clusters[DEFAULT_CLUSTER].clone() };
+    let source = bgpd::datastore::SourceText { path: "cluster.yaml".into(), text: t.clusters[DEFAULT_CLUSTER].clone() };
     let (model, _) = bgpd::datastore::parse_sources(&[source]).unwrap();
     assert_eq!(model.nodes["node-1"].labels.get("rr").map(String::as_str), Some("true"));
 }

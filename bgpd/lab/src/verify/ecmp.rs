@@ -26,7 +26,7 @@ use super::sim::{Scenario, Simulation};
 
 /// (next hops used, neighbours offering) when a node uses fewer next hops
 /// for a prefix than neighbours offer a path.
-type Verdict = Option<(usize, usize)>;
+type Shortfall = Option<(usize, usize)>;
 
 /// What a node weighed in the design without failures.
 #[derive(Debug, Default)]
@@ -38,7 +38,7 @@ pub struct Node {
     /// Per prefix, in address order ([`order`]): a hash of the paths
     /// weighed, and (next hops used, neighbours offering) when it uses
     /// fewer than offer.
-    prefixes: Vec<(IpNet, u64, Verdict)>,
+    prefixes: Vec<(IpNet, u64, Shortfall)>,
     /// The prefixes it uses fewer next hops for than offered: (prefix,
     /// used, offered), in prefix order.
     narrow: Vec<(IpNet, usize, usize)>,
@@ -54,7 +54,7 @@ fn order(p: &IpNet) -> (IpAddr, u8) {
 
 impl Node {
     /// What was weighed for `prefix`.
-    fn get(&self, prefix: &IpNet) -> Option<(u64, Verdict)> {
+    fn get(&self, prefix: &IpNet) -> Option<(u64, Shortfall)> {
         let i = self.prefixes.binary_search_by_key(&order(prefix), |(p, _, _)| order(p)).ok()?;
         let (_, h, v) = self.prefixes[i];
         Some((h, v))

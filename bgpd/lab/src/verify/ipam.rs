@@ -16,13 +16,13 @@ use std::sync::Mutex;
 
 use ipam::allocator::{Allocator, AssignRequest};
 use ipam::design::Design;
-use ipam::model::Family;
+use ipam::model::IpFamily;
 use ipam::store::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreError, Versioned, Write};
 use ipnet::IpNet;
 
 use crate::spec::{Role, Topology};
 use bgpd::datastore::ipam_store::{block_document, handle_document, is_releasing, releasing};
-use bgpd::datastore::Source;
+use bgpd::datastore::SourceText;
 
 use super::report::{Class, Finding, Kind, Object as Obj};
 
@@ -95,7 +95,7 @@ pub struct PredictedPod {
 #[derive(Debug, Default)]
 pub struct Prediction {
     /// Per cluster, the IPAM state as `IPAMBlock` documents (the daemon's view).
-    pub sources: BTreeMap<String, Source>,
+    pub sources: BTreeMap<String, SourceText>,
     /// The pods that got addresses.
     pub pods: Vec<PredictedPod>,
     /// What is wrong or worth knowing.
@@ -177,7 +177,7 @@ pub fn predict(topo: &Topology) -> Prediction {
 }
 
 /// The store's blocks (and handles with floating IPs) as the daemon reads them.
-fn state_source(alloc: &Allocator<MemoryStore>, cluster: &str) -> Source {
+fn state_source(alloc: &Allocator<MemoryStore>, cluster: &str) -> SourceText {
     let objects = futures::executor::block_on(async {
         let mut all = Vec::new();
         for scope in [Scope::Blocks, Scope::Affinities(None), Scope::Handles] {
@@ -204,22 +204,22 @@ fn state_source(alloc: &Allocator<MemoryStore>, cluster: &str) -> Source {
         text.push_str(&doc);
         text.push('\n');
     }
-    Source { path: format!("cluster {cluster}: IPAM state predicted by verify").into(), text }
+    SourceText { path: format!("cluster {cluster}: IPAM state predicted by verify").into(), text }
 }
 
-fn family_name(f: Family) -> &'static str {
+fn family_name(f: IpFamily) -> &'static str {
     match f {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
+        IpFamily::V4 => "IPv4",
+        IpFamily::V6 => "IPv6",
     }
 }
 
-fn family_of(f: Family) -> bool {
-    f == Family::V6
+fn family_of(f: IpFamily) -> bool {
+    f == IpFamily::V6
 }
 
 /// A node that no pool of `family` selects.
-fn no_pool(design: &Design, node: &str, family: Family, cluster: &str) -> Finding {
+fn no_pool(design: &Design, node: &str, family: IpFamily, cluster: &str) -> Finding {
     let labels = design.node_labels(node);
     let pools: Vec<&ipam::model::IpPool> = design.pools_of(family).collect();
     let mut objects = vec![Obj::new(Kind::Node, node)];

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use crate::routers::bgpd_datastore;
 use crate::spec::{Implementation, Member, Role, RouterSession, Topology};
 use bgpd::daemon::spec::{NodeSpec, PeerSpec};
-use bgpd::datastore::{self, Model, Severity as DsSeverity, Source};
+use bgpd::datastore::{self, Model, Severity as DsSeverity, SourceText};
 
 use super::ipam::{PredictedPod, Prediction};
 use super::report::{Class, Finding, Kind, Object};
@@ -120,8 +120,8 @@ pub fn build(topo: Topology) -> Design {
     let Prediction { sources, pods, mut findings } = prediction;
     let mut models = BTreeMap::new();
     for (cluster, yaml) in &topo.clusters {
-        let mut srcs = vec![Source { path: format!("cluster {cluster}").into(), text: yaml.clone() }];
-        srcs.push(Source {
+        let mut srcs = vec![SourceText { path: format!("cluster {cluster}").into(), text: yaml.clone() }];
+        srcs.push(SourceText {
             path: format!("cluster {cluster}: lab EndpointSlices").into(),
             text: endpoint_slices(&topo, cluster, &pods),
         });
@@ -199,13 +199,14 @@ fn endpoint_slices(topo: &Topology, cluster: &str, pods: &[PredictedPod]) -> Str
 
 /// A datastore object skipped as invalid.
 fn datastore_problem(cluster: &str, p: &datastore::Problem) -> Finding {
-    let (kind, class) = match p.object.as_ref().map(|o| o.kind.as_str()) {
-        Some("BGPPeer") => (Some(Kind::BgpPeer), Class::Session),
-        Some("BGPFilter") => (Some(Kind::BgpFilter), Class::Session),
-        Some("IPPool") => (Some(Kind::IpPool), Class::Ipam),
-        Some("Service") => (Some(Kind::Service), Class::Service),
-        Some("BGPConfiguration") => (Some(Kind::BgpConfiguration), Class::Session),
-        Some("Node") => (Some(Kind::Node), Class::Session),
+    use datastore::{ObjectKind::Read, ResourceKind as R};
+    let (kind, class) = match p.object.as_ref().map(|o| &o.kind) {
+        Some(Read(R::BgpPeer)) => (Some(Kind::BgpPeer), Class::Session),
+        Some(Read(R::BgpFilter)) => (Some(Kind::BgpFilter), Class::Session),
+        Some(Read(R::IpPool)) => (Some(Kind::IpPool), Class::Ipam),
+        Some(Read(R::Service)) => (Some(Kind::Service), Class::Service),
+        Some(Read(R::BgpConfiguration)) => (Some(Kind::BgpConfiguration), Class::Session),
+        Some(Read(R::Node)) => (Some(Kind::Node), Class::Session),
         _ => (None, Class::Session),
     };
     let objects = match (kind, p.object.as_ref().and_then(|o| o.name.clone())) {
@@ -309,7 +310,7 @@ fn node(
 fn bgpd_router(m: &Member, topo: &Topology) -> Result<MemberModel, Finding> {
     let text = bgpd_datastore(m, &topo.router_sessions(m));
     let obj = vec![Object::new(Kind::Router, &m.name)];
-    let src = Source { path: format!("router {}", m.name).into(), text };
+    let src = SourceText { path: format!("router {}", m.name).into(), text };
     let (model, _) = datastore::parse_sources(&[src]).map_err(|e| {
         Finding::problem(Class::Session, obj.clone(), format!("router {}: its datastore cannot be read: {e}", m.name))
     })?;

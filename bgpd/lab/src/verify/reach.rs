@@ -18,7 +18,7 @@ use super::report::{Class, Finding, Kind, Object, TraceCounts};
 use super::sim::{Scenario, Simulation};
 
 /// A probe source: a pod (from its node), a node, a host or a router.
-struct Source {
+struct ProbeSource {
     label: String,
     start: String,
     addrs: Vec<IpAddr>,
@@ -39,10 +39,10 @@ enum Expect {
     Service(String),
 }
 
-fn sources(design: &Design, failed: &Scenario) -> Vec<Source> {
+fn sources(design: &Design, failed: &Scenario) -> Vec<ProbeSource> {
     let mut out = Vec::new();
     for p in design.pods.iter().filter(|p| !failed.down(&p.node)) {
-        out.push(Source {
+        out.push(ProbeSource {
             label: p.name.clone(),
             start: p.node.clone(),
             addrs: p.addresses.clone(),
@@ -54,7 +54,7 @@ fn sources(design: &Design, failed: &Scenario) -> Vec<Source> {
         // Its source address depends on the way out (see `check`).
         let addrs = Vec::new();
         let services_only = m.kind == Kind::Router;
-        out.push(Source { label: m.name.clone(), start: m.name.clone(), addrs, services_only, pod: false });
+        out.push(ProbeSource { label: m.name.clone(), start: m.name.clone(), addrs, services_only, pod: false });
     }
     out
 }
@@ -219,7 +219,7 @@ pub fn check_changed(
 
 /// A source with its row (its place among the sources of the design
 /// without failures) and its start member's number.
-type Src<'a> = (usize, Option<usize>, &'a Source);
+type Src<'a> = (usize, Option<usize>, &'a ProbeSource);
 
 /// How flows are traced: every one, with its outcome recorded; or only
 /// those a failure may have changed.
@@ -361,7 +361,7 @@ fn trace_flows(
 fn trace_flow(
     net: &Network,
     src: &Src,
-    s: &Source,
+    s: &ProbeSource,
     (j, col, t): (usize, usize, &Target),
     mode: &Mode,
     symmetric: bool,

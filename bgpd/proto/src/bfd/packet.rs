@@ -38,8 +38,10 @@ code_point! {
     }
 }
 
-/// Session state (RFC 5880 §4.1, §6.2).
+/// Session state (RFC 5880 §4.1, §6.2), named as the RFC names it, also when
+/// serialized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum State {
     /// Held down administratively.
     AdminDown,
@@ -52,7 +54,8 @@ pub enum State {
 }
 
 impl State {
-    fn code(self) -> u8 {
+    /// The `Sta` field's value (RFC 5880 §4.1): AdminDown 0, Down 1, Init 2, Up 3.
+    pub fn code(self) -> u8 {
         match self {
             State::AdminDown => 0,
             State::Down => 1,

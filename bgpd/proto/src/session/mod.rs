@@ -108,8 +108,20 @@ pub struct SessionStats {
     pub sent: [u64; 6],
     /// Times the session left Established.
     pub flaps: u64,
-    /// The last NOTIFICATION sent or received: (code, subcode, sent by us).
-    pub last_error: Option<(u8, u8, bool)>,
+    /// The last NOTIFICATION sent or received.
+    pub last_error: Option<LastNotification>,
+}
+
+/// The last NOTIFICATION of a session: its error code and subcode (RFC 4271
+/// §4.5), and which side sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastNotification {
+    /// Error code.
+    pub code: u8,
+    /// Error subcode.
+    pub subcode: u8,
+    /// Sent by this speaker (false: received from the peer).
+    pub sent: bool,
 }
 
 /// Deadlines, one per RFC 4271 timer; `None` when stopped.
@@ -503,7 +515,7 @@ impl Session {
     fn send_notification(&mut self, mut n: Notification) {
         // A NOTIFICATION must fit one message: cut its data if needed.
         n.data.truncate(4096 - 21);
-        self.stats.last_error = Some((n.code, n.subcode, true));
+        self.stats.last_error = Some(LastNotification { code: n.code, subcode: n.subcode, sent: true });
         self.queue(&Message::Notification(n));
     }
 
@@ -580,7 +592,7 @@ impl Session {
     fn on_message(&mut self, now: Instant, m: Message, issues: Vec<UpdateIssue>) {
         if let Message::Notification(n) = &m {
             // NotifMsg (Event 25), in any state: the peer closes.
-            self.stats.last_error = Some((n.code, n.subcode, false));
+            self.stats.last_error = Some(LastNotification { code: n.code, subcode: n.subcode, sent: false });
             let n = n.clone();
             self.fail(now, DownReason::NotificationReceived(n));
             return;

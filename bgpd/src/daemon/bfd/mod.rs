@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bgpd_proto::bfd::{BfdConfig, BfdResume};
+use bgpd_proto::bfd::{BfdConfig, BfdResume, State};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -149,9 +149,9 @@ pub struct BfdStatus {
     /// The interface it is on, when known.
     pub interface: Option<String>,
     /// The session's state.
-    pub state: String,
+    pub state: State,
     /// The remote's state.
-    pub remote_state: String,
+    pub remote_state: State,
     /// Local discriminator.
     pub local_discr: u32,
     /// Remote discriminator (0: not known).
@@ -189,8 +189,8 @@ impl BfdStatus {
             address: "10.0.0.2".parse().unwrap(),
             kind: "single-hop",
             interface: Some("eth0".into()),
-            state: "Up".into(),
-            remote_state: "Up".into(),
+            state: State::Up,
+            remote_state: State::Up,
             local_discr: 1,
             remote_discr: 2,
             tx_interval_ms: 300,

@@ -9,7 +9,7 @@ use super::socket::Datagram;
 use super::task::Task;
 use super::*;
 use crate::daemon::plan::plan;
-use crate::datastore::{parse_sources, Source};
+use crate::datastore::{parse_sources, SourceText};
 
 const NODES: &str = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1, labels: {rack: r1}}\n\
                      spec: {bgp: {ipv4Address: 10.0.0.1/24, ipv6Address: 'fd00::1/64'}}\n\
@@ -30,7 +30,7 @@ fn bfd_configuration(interfaces: &str) -> String {
 
 /// The sessions n1 runs, on a host whose connected networks are given.
 fn sessions(yaml: &str, networks: &[(&str, &str)]) -> Vec<BfdPeer> {
-    let (model, problems) = parse_sources(&[Source { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:?}");
     let (node, peers) = plan(&model, "n1").unwrap();
     let networks: Vec<(String, ipnet::IpNet)> =

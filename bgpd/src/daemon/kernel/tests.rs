@@ -144,7 +144,7 @@ spec: {cidr: 'fd00:244::/48'}
 
 fn model_of(yaml: &str) -> Model {
     let (m, problems) =
-        crate::datastore::parse_sources(&[crate::datastore::Source { path: "ds.yaml".into(), text: yaml.into() }])
+        crate::datastore::parse_sources(&[crate::datastore::SourceText { path: "ds.yaml".into(), text: yaml.into() }])
             .unwrap();
     assert!(problems.iter().all(|p| p.severity != crate::datastore::Severity::Error), "{problems:?}");
     m

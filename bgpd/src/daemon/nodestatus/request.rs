@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Classes;
-use crate::datastore::source::{objects, Source};
+use crate::datastore::source::{objects, SourceText};
 
 /// The kind this module reads.
 pub const KIND: &str = "CalicoNodeStatus";
@@ -39,7 +39,7 @@ impl Request {
 
 /// The requests of node `node` among `sources`, and why other
 /// CalicoNodeStatus objects for it (or naming no node) cannot be used.
-pub fn requests(sources: &[Source], node: &str) -> (Vec<Request>, Vec<String>) {
+pub fn requests(sources: &[SourceText], node: &str) -> (Vec<Request>, Vec<String>) {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for source in sources {
@@ -141,7 +141,7 @@ impl Keeper {
         // An object whose text does not name this node cannot be for it: the
         // statuses other nodes write are not parsed (what watching them costs).
         let (reqs, problems) = if text.contains(KIND) && text.contains(self.node.as_str()) {
-            requests(&[Source { path: source.into(), text: text.to_string() }], &self.node)
+            requests(&[SourceText { path: source.into(), text: text.to_string() }], &self.node)
         } else {
             (Vec::new(), Vec::new())
         };

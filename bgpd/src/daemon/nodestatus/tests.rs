@@ -13,7 +13,7 @@ use super::render::{peer_type, render, Facts, Snapshot};
 use super::request::requests;
 use super::*;
 use crate::daemon::status::{PeerView, RouteView};
-use crate::datastore::{parse_sources, Source};
+use crate::datastore::{parse_sources, SourceText};
 use testgate::crd_schema;
 
 /// 2026-11-30T04:33:20Z.
@@ -243,8 +243,8 @@ fn no_peers_says_so_per_family() {
     );
 }
 
-fn source(text: &str) -> Source {
-    Source { path: "/calico/bgpd/caliconodestatuses/x".into(), text: text.into() }
+fn source(text: &str) -> SourceText {
+    SourceText { path: "/calico/bgpd/caliconodestatuses/x".into(), text: text.into() }
 }
 
 #[test]

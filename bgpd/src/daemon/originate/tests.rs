@@ -146,12 +146,12 @@ fn load_balancer_aggregation_disabled_gives_single_addresses_instead_of_the_rang
 #[test]
 fn communities_come_from_every_containing_prefix_advertisement() {
     let o = originations(&model(), "node-1");
-    let lb = [Community::Large(64512, 300, 1), Community::Standard(64512, 120)];
+    let lb = [ConfiguredCommunity::Large(64512, 300, 1), ConfiguredCommunity::Standard(64512, 120)];
     assert_eq!(find(&o, "198.51.100.0/24").communities, lb);
     assert_eq!(find(&o, "198.51.100.10/32").communities, lb, "a /32 inside the entry's CIDR");
     assert_eq!(
         find(&o, "10.244.0.0/26").communities,
-        [Community::Standard(64512, 100), Community::Standard(64512, 101)],
+        [ConfiguredCommunity::Standard(64512, 100), ConfiguredCommunity::Standard(64512, 101)],
         "both entries apply, 64512:100 once"
     );
     assert!(find(&o, "10.96.0.0/12").communities.is_empty());
@@ -221,7 +221,7 @@ fn with_floating_ips(floating: &str) -> Model {
         "---\napiVersion: crd.projectcalico.org/v1\nkind: IPAMHandle\nmetadata: {{name: k8s-pod-network.c1}}\n\
          spec: {{handleID: k8s-pod-network.c1, floatingIPs: [{floating}]}}\n"
     );
-    let sources = [crate::datastore::Source { path: "ds.yaml".into(), text: yaml + &handle }];
+    let sources = [crate::datastore::SourceText { path: "ds.yaml".into(), text: yaml + &handle }];
     let (m, problems) = crate::datastore::parse_sources(&sources).unwrap();
     assert!(problems.iter().all(|p| p.severity < Severity::Warning), "{problems:#?}");
     m

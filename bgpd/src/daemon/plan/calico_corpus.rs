@@ -9,7 +9,7 @@
 
 use super::plan;
 use crate::daemon::spec::PeerSpec;
-use crate::datastore::{parse_sources, LogSeverity, Model, Severity, Source};
+use crate::datastore::{parse_sources, LogSeverity, Model, Severity, SourceText};
 use bgpd_proto::Family;
 
 /// One case: a file of the corpus, a node, the sessions it must run (in
@@ -163,7 +163,7 @@ const CASES: &[Case] = &[
 fn load(file: &str) -> Model {
     let path = format!("{}/tests/calico_plan/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let (model, problems) = parse_sources(&[Source { path: file.into(), text }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: file.into(), text }]).unwrap();
     let errors: Vec<_> = problems.iter().filter(|p| p.severity == Severity::Error).collect();
     assert!(errors.is_empty(), "{file}: {errors:#?}");
     model
@@ -248,7 +248,7 @@ fn a_node_listens_on_its_own_port_and_logs_at_its_own_level() {
 fn a_peer_without_as_number_at_no_node_s_address_is_warned_about_and_plans_nothing() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {bgp: {ipv4Address: 10.0.0.1/24}}\n\
                 ---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: nowhere}\nspec: {peerIP: 10.0.0.77}\n";
-    let (model, problems) = parse_sources(&[Source { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     let warned: Vec<String> =
         problems.iter().filter(|p| p.severity == Severity::Warning).map(|p| p.to_string()).collect();
     assert_eq!(warned.len(), 1, "{warned:?}");
@@ -261,7 +261,7 @@ fn a_peer_without_as_number_at_no_node_s_address_is_warned_about_and_plans_nothi
 fn refused_fields_are_named() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
                 spec: {programClusterRoutes: EnabledNoEncapOnly, localWorkloadPeeringIPV4: 169.254.0.179}\n";
-    let (_, problems) = parse_sources(&[Source { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (_, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     let warned: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(
         warned.iter().any(|w| w.contains("spec.programClusterRoutes: \"EnabledNoEncapOnly\": not honoured")),

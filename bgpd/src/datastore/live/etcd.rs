@@ -42,7 +42,7 @@ use bgpd_etcd::{Access, Client, ConnectOptions, KeepAlive, WatchEvent, WatchMess
 use tracing::{info, warn};
 
 use super::{Backoff, Publisher};
-use crate::datastore::source::{self, Source};
+use crate::datastore::source::{self, SourceText};
 
 mod ipam;
 
@@ -75,7 +75,7 @@ impl Entries {
             Ok(t) => t.to_string(),
             Err(e) => return self.reject(key, format!("not UTF-8 text ({e})"), old),
         };
-        let probe = Source { path: key.clone().into(), text };
+        let probe = SourceText { path: key.clone().into(), text };
         match source::objects(&probe, &mut Vec::new(), &mut Vec::new()) {
             Ok(()) => {
                 self.notes.remove(&key);
@@ -171,9 +171,9 @@ impl Content {
     /// The sources in the order the model reads them: bgpd's prefix, then Calico's
     /// resource keys (which thus win over a copy under bgpd's prefix), then the
     /// IPAM documents.
-    fn sources(&mut self) -> Vec<Source> {
-        let text = |(k, v): (&String, &String)| Source { path: k.into(), text: v.clone() };
-        let mut sources: Vec<Source> = self.entries.values.iter().map(text).collect();
+    fn sources(&mut self) -> Vec<SourceText> {
+        let text = |(k, v): (&String, &String)| SourceText { path: k.into(), text: v.clone() };
+        let mut sources: Vec<SourceText> = self.entries.values.iter().map(text).collect();
         sources.extend(self.calico.values.iter().map(text));
         sources.extend(self.ipam.sources());
         sources

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Publisher;
-use crate::datastore::{ipam_store, source, Source};
+use crate::datastore::{ipam_store, source, SourceText};
 
 /// How long a file written to, and not closed, must be left alone before it is read.
 pub(crate) const SETTLE: Duration = Duration::from_millis(20);
@@ -313,7 +313,7 @@ struct IpamWatch {
     store: Option<FileStore>,
     last: Option<Vec<(PathBuf, u64, Option<SystemTime>)>>,
     /// The blocks last read; `None` while the directory holds no store.
-    source: Option<Source>,
+    source: Option<SourceText>,
     /// Why the last read failed, if it did.
     note: Option<String>,
 }
@@ -373,7 +373,7 @@ struct YamlWatch {
     /// A fingerprint that differed from `last` at the last poll.
     seen: Option<Fingerprint>,
     /// The sources last read completely.
-    sources: Option<Vec<Source>>,
+    sources: Option<Vec<SourceText>>,
     /// The last read error logged (logged once until it changes or a read works).
     said: Option<String>,
 }

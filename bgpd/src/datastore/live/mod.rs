@@ -1,7 +1,7 @@
 //! Where the model comes from while the daemon runs: a file (watched with inotify), etcd v3
 //! (get, then watch) or the Kubernetes API (watchers). Each backend is a task that
 //! publishes a [`Feed`] on a `tokio::sync::watch` channel: the datastore's whole
-//! content as [`Source`]s whenever it changed, and whether the datastore is
+//! content as [`SourceText`]s whenever it changed, and whether the datastore is
 //! reachable. The daemon parses the sources with [`super::parse_sources`]; while the
 //! datastore is unreachable the feed keeps the last content read, so the daemon keeps
 //! running on its last good model.
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::Source;
+use super::SourceText;
 
 pub(crate) use etcd::next_events;
 pub(crate) use kubernetes::client as kube_client;
@@ -36,7 +36,7 @@ pub fn secrets_namespace(pod_namespace: Option<&str>) -> String {
 pub struct Feed {
     /// The datastore's content as last read completely; `None` until the first
     /// complete read. Replaced (a new `Arc`) only when the content changed.
-    pub sources: Option<Arc<Vec<Source>>>,
+    pub sources: Option<Arc<Vec<SourceText>>>,
     /// Per-entry faults the backend dealt with itself (an etcd value that is not
     /// YAML keeps its previous value), for `bgpd show config`.
     pub notes: Vec<String>,
@@ -62,7 +62,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// Publishes new content (and marks the datastore reachable). Content equal to
     /// the last published one only clears the unreachable mark.
-    pub(crate) fn content(&self, sources: Vec<Source>, notes: Vec<String>) {
+    pub(crate) fn content(&self, sources: Vec<SourceText>, notes: Vec<String>) {
         self.tx.send_if_modified(|f| {
             let same = f.sources.as_deref() == Some(&sources) && f.notes == notes;
             let was_down = f.unreachable.take().is_some();
@@ -88,7 +88,7 @@ impl Publisher {
     /// Publishes new content read while part of the datastore cannot be read (a
     /// Kubernetes kind whose watch fails, the others still read): the content is
     /// replaced and the datastore marked unreachable at once, in one change.
-    pub(crate) fn partial_content(&self, sources: Vec<Source>, notes: Vec<String>, reason: String) {
+    pub(crate) fn partial_content(&self, sources: Vec<SourceText>, notes: Vec<String>, reason: String) {
         self.tx.send_if_modified(|f| {
             let same = f.sources.as_deref() == Some(&sources) && f.notes == notes;
             if !same {
@@ -172,7 +172,7 @@ mod tests {
     fn the_feed_changes_only_on_real_changes() {
         let (tx, mut rx) = watch::channel(Feed::default());
         let p = Publisher { tx };
-        let src = || vec![Source { path: "a".into(), text: "x: 1".into() }];
+        let src = || vec![SourceText { path: "a".into(), text: "x: 1".into() }];
         p.content(src(), vec![]);
         assert!(rx.has_changed().unwrap());
         let first = rx.borrow_and_update().sources.clone().unwrap();

@@ -39,7 +39,7 @@ pub(super) enum NotSent {
 
 /// Where a route came from, as export rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
+enum Provenance {
     Local,
     Ebgp,
     IbgpClient,
@@ -229,14 +229,14 @@ impl Rib {
         }
     }
 
-    fn source(&self, p: &Path) -> Source {
+    fn source(&self, p: &Path) -> Provenance {
         if p.peer.is_local() {
-            return Source::Local;
+            return Provenance::Local;
         }
         match self.peer(p.peer) {
-            Some(s) if s.cfg.ebgp() => Source::Ebgp,
-            Some(s) if s.cfg.rr_client => Source::IbgpClient,
-            _ => Source::IbgpNonClient,
+            Some(s) if s.cfg.ebgp() => Provenance::Ebgp,
+            Some(s) if s.cfg.rr_client => Provenance::IbgpClient,
+            _ => Provenance::IbgpNonClient,
         }
     }
 
@@ -299,9 +299,9 @@ impl Rib {
     ) -> Result<(Arc<PathAttrs>, DecidedBy), NotSent> {
         let src = self.source(p);
         let allowed = match (g.ibgp, src) {
-            (false, _) | (true, Source::Local | Source::Ebgp) => true,
-            (true, Source::IbgpClient) => self.cfg.cluster_id.is_some(),
-            (true, Source::IbgpNonClient) => self.cfg.cluster_id.is_some() && g.rr_client,
+            (false, _) | (true, Provenance::Local | Provenance::Ebgp) => true,
+            (true, Provenance::IbgpClient) => self.cfg.cluster_id.is_some(),
+            (true, Provenance::IbgpNonClient) => self.cfg.cluster_id.is_some() && g.rr_client,
         };
         if !allowed {
             return Err(NotSent::Reflection);
@@ -331,7 +331,14 @@ impl Rib {
     /// The attributes sent to the group for path `p` (with `attrs` after
     /// export policy): AS_PATH prepend and attribute scrubbing for eBGP,
     /// LOCAL_PREF and reflection attributes for iBGP, the next hop.
-    fn transform(&self, g: &GroupKey, family: Family, p: &Path, attrs: &PathAttrs, src: Source) -> Option<PathAttrs> {
+    fn transform(
+        &self,
+        g: &GroupKey,
+        family: Family,
+        p: &Path,
+        attrs: &PathAttrs,
+        src: Provenance,
+    ) -> Option<PathAttrs> {
         let mut v: Vec<PathAttribute> = attrs
             .attributes
             .iter()
@@ -348,7 +355,7 @@ impl Rib {
             if !v.iter().any(|a| a.value.code() == AttrCode::LOCAL_PREF) {
                 v.push(PathAttribute::new(Attr::LocalPref(100)));
             }
-            if matches!(src, Source::IbgpClient | Source::IbgpNonClient) {
+            if matches!(src, Provenance::IbgpClient | Provenance::IbgpNonClient) {
                 if let Some(cluster) = self.cfg.cluster_id {
                     let originator = self.infos.get(p.peer.0 as usize).and_then(Option::as_ref).map(|i| i.router_id);
                     if !v.iter().any(|a| a.value.code() == AttrCode::ORIGINATOR_ID) {
@@ -367,7 +374,7 @@ impl Rib {
                 let c = a.value.code();
                 let internal = matches!(c, AttrCode::LOCAL_PREF | AttrCode::ORIGINATOR_ID | AttrCode::CLUSTER_LIST);
                 // RFC 4271 §5.1.4: a MED received from one AS is not sent to another.
-                !(internal || (c == AttrCode::MULTI_EXIT_DISC && src != Source::Local))
+                !(internal || (c == AttrCode::MULTI_EXIT_DISC && src != Provenance::Local))
             });
             for a in v.iter_mut() {
                 if let Attr::AsPath(path) = &mut a.value {
@@ -385,9 +392,9 @@ impl Rib {
         };
         let keep = match g.next_hop_mode {
             NextHopMode::SelfAddr => false,
-            NextHopMode::Keep => src != Source::Local,
-            NextHopMode::Auto if g.ibgp => src != Source::Local && src != Source::Ebgp,
-            NextHopMode::Auto => src != Source::Local && on_shared(attrs.next_hop),
+            NextHopMode::Keep => src != Provenance::Local,
+            NextHopMode::Auto if g.ibgp => src != Provenance::Local && src != Provenance::Ebgp,
+            NextHopMode::Auto => src != Provenance::Local && on_shared(attrs.next_hop),
         };
         let self_v4 = g.local_v4.map(IpAddr::V4);
         let self_v6 = g.local_v6.map(IpAddr::V6);

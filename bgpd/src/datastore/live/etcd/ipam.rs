@@ -7,7 +7,7 @@
 //!
 //! Values are decoded with the `ipam` crate's types and handed on as the documents
 //! the file datastore makes of its IPAM file store (`ipam_store::block_document`,
-//! `ipam_store::handle_document`): one [`Source`] per block (named by its key, which
+//! `ipam_store::handle_document`): one [`SourceText`] per block (named by its key, which
 //! marks it as the store's: a block the operator's keys define too is theirs) and one
 //! per handle with floating IPs. A block whose affinity is `pendingDeletion` reads as
 //! `deleted: true`. Other keys under the prefix (Calico's `config`) are not read.
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::datastore::ipam_store;
-use crate::datastore::source::Source;
+use crate::datastore::source::SourceText;
 
 /// A block value: the `ipam` crate's block, plus Calico's `deleted` flag, which
 /// Calico sets on a block it is releasing (`bgpd-ipam` marks the affinity instead).
@@ -118,7 +118,7 @@ impl IpamEntries {
     }
 
     /// The IPAMBlock and IPAMHandle documents, one source per key, in key order.
-    pub(super) fn sources(&mut self) -> Vec<Source> {
+    pub(super) fn sources(&mut self) -> Vec<SourceText> {
         let releasing: BTreeSet<(String, IpNet)> = self
             .values
             .values()
@@ -148,7 +148,7 @@ impl IpamEntries {
                 },
                 Value::Affinity { .. } => continue,
             };
-            out.push(Source { path: key.into(), text });
+            out.push(SourceText { path: key.into(), text });
         }
         out
     }

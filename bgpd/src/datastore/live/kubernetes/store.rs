@@ -10,7 +10,7 @@ use super::convert::{convert, routing_reads, with_floating_ips, Converted};
 use super::follow::{Failure, Update};
 use super::kinds::{optional, Watched, SECRET};
 use super::Slot;
-use crate::datastore::Source;
+use crate::datastore::SourceText;
 
 /// One object as the model will read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub(super) enum View {
     Waiting(Option<String>),
     /// Everything listed: the content, the notes, and the error of a collection
     /// that cannot be read now (its last objects are in the content).
-    Ready { sources: Vec<Source>, notes: Vec<String>, error: Option<String> },
+    Ready { sources: Vec<SourceText>, notes: Vec<String>, error: Option<String> },
 }
 
 /// Every watched collection: the kinds, and the Secrets referenced for passwords.
@@ -234,7 +234,7 @@ impl Store {
                     true => released(&h.text, &releasing).unwrap_or_else(|| h.text.clone()),
                     false => h.text.clone(),
                 };
-                sources.push(Source { path: key.into(), text });
+                sources.push(SourceText { path: key.into(), text });
                 notes.extend(h.note.clone());
             }
         }

@@ -15,7 +15,7 @@ use super::convert::{convert, Converted, FLOATING_IPS_ANNOTATION};
 use super::follow::Failure;
 use super::kinds::{CalicoApi, Discovered, Probe};
 use super::*;
-use crate::datastore::{parse_sources, Affinity, AsNumber, Md5Key, Model, PeerScope, Problem, Severity, Source};
+use crate::datastore::{parse_sources, Affinity, AsNumber, Md5Key, Model, PeerScope, Problem, Severity, SourceText};
 
 const NODE_RR: &str = include_str!("fixtures/node-rr.json");
 const NODE_PLAIN: &str = include_str!("fixtures/node-plain.json");
@@ -43,11 +43,11 @@ fn json(text: &str) -> Value {
 
 /// Converts (plural, API JSON) pairs and loads them as the daemon would.
 fn load(objects: &[(&str, &str)]) -> (Model, Vec<Problem>) {
-    let sources: Vec<Source> = objects
+    let sources: Vec<SourceText> = objects
         .iter()
         .map(|(plural, text)| {
             let c = convert(&watched(plural), &json(text)).expect("named object");
-            Source { path: c.key.into(), text: c.object.to_string() }
+            SourceText { path: c.key.into(), text: c.object.to_string() }
         })
         .collect();
     parse_sources(&sources).expect("converted objects are valid YAML")
@@ -160,7 +160,7 @@ fn calicos_kinds_from_v3_are_handed_over_in_their_crd_form() {
     b["apiVersion"] = "projectcalico.org/v3".into();
     let c = convert(blocks, &b).unwrap();
     assert_eq!(c.object["apiVersion"], "crd.projectcalico.org/v1");
-    let (model, problems) = parse_sources(&[Source { path: c.key.into(), text: c.object.to_string() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: c.key.into(), text: c.object.to_string() }]).unwrap();
     assert!(errors(&problems).is_empty(), "{:?}", errors(&problems));
     assert_eq!(model.ipam_blocks.len(), 1);
 }
