@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{parse_sources, Source};
+use super::{parse_sources, SourceText};
 
 /// The kinds bgpd's routing model reads from Calico's API, with their CRD
 /// file.
@@ -59,7 +59,7 @@ fn no_field_of_calicos_crds_is_dropped_as_unknown() {
                     "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: default}}\nspec: {}\n",
                     serde_json::to_string(&spec).unwrap()
                 );
-                let (_, problems) = parse_sources(&[Source { path: "t.yaml".into(), text }]).unwrap();
+                let (_, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text }]).unwrap();
                 let unknown = format!("spec.{field}: not supported by bgpd; ignored");
                 let dropped: Vec<String> =
                     problems.iter().map(|p| p.to_string()).filter(|p| p.contains(&unknown)).collect();

@@ -274,7 +274,7 @@ fn refused_fields_are_named() {
 fn live_migration_route_priorities_are_named_as_not_supported() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
                 spec: {ipv4NormalRoutePriority: 1024, ipv6NormalRoutePriority: 1024, asNumber: 64513}\n";
-    let (model, problems) = parse_sources(&[Source { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     let warned: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     for field in ["ipv4NormalRoutePriority", "ipv6NormalRoutePriority"] {
         let w = warned.iter().filter(|w| w.contains(&format!("spec.{field}: not supported: Felix's metric"))).count();
