@@ -149,6 +149,21 @@ mod tests {
         assert!(!registry().pids.contains(&(u32::MAX - 7)));
     }
 
+    /// Only the first signal is sent: the second would clean up and exit the test binary.
+    #[test]
+    fn first_signal_with_interrupt_sets_the_flag_and_does_not_exit() {
+        static FLAG: AtomicBool = AtomicBool::new(false);
+        on_signal("testgate test", OnSignal::Interrupt(&FLAG)).unwrap();
+        send(std::process::id(), rustix::process::Signal::TERM).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !FLAG.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(FLAG.load(Ordering::SeqCst), "SIGTERM did not set the flag");
+        // Installed once: a second call keeps the first handler and succeeds.
+        assert!(on_signal("testgate test", OnSignal::Exit).is_ok());
+    }
+
     #[test]
     fn not_a_pid_is_an_error_not_a_signal_to_everyone() {
         assert!(send(0, rustix::process::Signal::KILL).is_err());
