@@ -467,7 +467,7 @@ async fn receive_overrun_leads_to_resync_not_divergence() {
         let a = std::net::Ipv4Addr::from(0x1400_0000 + (i << 8));
         batch.push_str(&format!("route add {a}/24 via 192.0.2.3 table 200 proto static\n"));
     }
-    let file = std::env::temp_dir().join(format!("{}.batch", ns.name));
+    let file = std::env::temp_dir().join(format!("{}.batch", ns.name()));
     std::fs::write(&file, batch).unwrap();
     ns.ip(&["-batch", file.to_str().unwrap()]);
     std::fs::remove_file(&file).unwrap();

@@ -11,41 +11,23 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use ipnet::IpNet;
+use testgate::testbed::{Netns, Ns};
 
 const PTP: &str = "/usr/lib/cni/ptp";
 
-/// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
+/// What `ip route show` prints in a pod's namespace.
+fn routes(ns: &Ns) -> String {
+    ns.ip(&["route", "show"]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Netns {
-    fn new(name: String) -> Netns {
-        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed");
-        Netns { name }
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    fn routes(&self) -> String {
-        let out = Command::new("ip").args(["-n", &self.name, "route", "show"]).output().expect("ip route");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn addrs(&self) -> String {
-        let out =
-            Command::new("ip").args(["-n", &self.name, "-4", "addr", "show", "dev", "eth0"]).output().expect("ip addr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+/// What `ip -4 addr show dev eth0` prints in a pod's namespace.
+fn addrs(ns: &Ns) -> String {
+    ns.ip(&["-4", "addr", "show", "dev", "eth0"]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
+/// The namespace's path, as `CNI_NETNS` takes it.
+fn cni_netns(ns: &Ns) -> String {
+    ns.path().display().to_string()
 }
 
 /// The plugin directory for CNI_PATH: the built bgpd-ipam, then /usr/lib/cni.
@@ -58,7 +40,7 @@ struct Env {
     /// The namespace that plays the node (the "host" side of ptp): plugins
     /// run in it, so their host veths, routes and ip_forward stay out of the
     /// machine's own namespace.
-    node: Option<String>,
+    node: Option<Ns>,
 }
 
 impl Env {
@@ -88,11 +70,7 @@ impl Env {
         stdin: &str,
     ) -> (bool, serde_json::Value) {
         let mut cmd = match &self.node {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, plugin]);
-                c
-            }
+            Some(ns) => ns.command(plugin),
             None => Command::new(plugin),
         };
         let mut child = cmd
@@ -157,14 +135,15 @@ fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
     let mut env = Env::new(&small_pool(octet));
     let conf = env.conf("");
     let tag = std::process::id();
-    let node = Netns::new(format!("bgpdipam-{tag}-node"));
-    env.node = Some(node.name.clone());
-    let namespaces: Vec<Netns> = (0..7).map(|i| Netns::new(format!("bgpdipam-{tag}-{i}"))).collect();
+    let made = |name: String| Netns::add(name).unwrap_or_else(|e| panic!("{e}"));
+    let node = made(format!("bgpdipam-{tag}-node"));
+    env.node = Some(node.handle());
+    let namespaces: Vec<Netns> = (0..7).map(|i| made(format!("bgpdipam-{tag}-{i}"))).collect();
 
     // ADD six pods: distinct addresses from the node's blocks, default route.
     let mut results = Vec::new();
     for (i, ns) in namespaces.iter().take(6).enumerate() {
-        let (ok, res) = env.call(PTP, "ADD", &format!("c{i}"), &ns.path(), &format!("p{i}"), &conf);
+        let (ok, res) = env.call(PTP, "ADD", &format!("c{i}"), &cni_netns(ns), &format!("p{i}"), &conf);
         assert!(ok, "ADD {i} failed: {res}");
         let addr = first_address(&res);
         let blocks = affine_blocks(&env.state_file(), "node-1");
@@ -172,9 +151,9 @@ fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
             blocks.iter().any(|b| b.contains(&addr.addr())),
             "{addr} is not in a block affine to node-1 ({blocks:?})"
         );
-        assert!(ns.addrs().contains(&addr.addr().to_string()), "eth0 lacks {addr}: {}", ns.addrs());
-        let routes = ns.routes();
-        assert!(routes.contains("default via"), "no default route in pod {i}: {routes}");
+        assert!(addrs(ns).contains(&addr.addr().to_string()), "eth0 lacks {addr}: {}", addrs(ns));
+        let pod_routes = routes(ns);
+        assert!(pod_routes.contains("default via"), "no default route in pod {i}: {pod_routes}");
         results.push(res);
     }
     let addrs: std::collections::BTreeSet<IpAddr> = results.iter().map(|r| first_address(r).addr()).collect();
@@ -186,15 +165,15 @@ fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
         c["prevResult"] = prev.clone();
         c.to_string()
     };
-    let (ok, res) = env.call(PTP, "CHECK", "c0", &namespaces[0].path(), "p0", &with_prev(&results[0]));
+    let (ok, res) = env.call(PTP, "CHECK", "c0", &cni_netns(&namespaces[0]), "p0", &with_prev(&results[0]));
     assert!(ok, "CHECK failed: {res}");
     let mut wrong = results[0].clone();
     wrong["ips"][0]["address"] = results[1]["ips"][0]["address"].clone();
-    let (ok, _) = env.call(PTP, "CHECK", "c0", &namespaces[0].path(), "p0", &with_prev(&wrong));
+    let (ok, _) = env.call(PTP, "CHECK", "c0", &cni_netns(&namespaces[0]), "p0", &with_prev(&wrong));
     assert!(!ok, "CHECK passed with another pod's address");
 
     // The pools are now exhausted: a clear CNI error naming the pool.
-    let (ok, res) = env.call(PTP, "ADD", "c6", &namespaces[6].path(), "p6", &conf);
+    let (ok, res) = env.call(PTP, "ADD", "c6", &cni_netns(&namespaces[6]), "p6", &conf);
     assert!(!ok, "seventh ADD succeeded: {res}");
     let msg = res.to_string();
     assert!(msg.contains("exhausted") && msg.contains("small"), "unclear error: {msg}");
@@ -202,15 +181,15 @@ fn ptp_add_check_del_distinct_reuse_and_exhaustion() {
     // DEL releases (twice is fine); the released address is reused.
     let released = first_address(&results[2]).addr();
     for _ in 0..2 {
-        let (ok, res) = env.call(PTP, "DEL", "c2", &namespaces[2].path(), "p2", &conf);
+        let (ok, res) = env.call(PTP, "DEL", "c2", &cni_netns(&namespaces[2]), "p2", &conf);
         assert!(ok, "DEL failed: {res}");
     }
-    let (ok, res) = env.call(PTP, "ADD", "c6", &namespaces[6].path(), "p6", &conf);
+    let (ok, res) = env.call(PTP, "ADD", "c6", &cni_netns(&namespaces[6]), "p6", &conf);
     assert!(ok, "ADD after DEL failed: {res}");
     assert_eq!(first_address(&res).addr(), released, "released address not reused");
 
     for (i, ns) in namespaces.iter().enumerate() {
-        let (ok, res) = env.call(PTP, "DEL", &format!("c{i}"), &ns.path(), &format!("p{i}"), &conf);
+        let (ok, res) = env.call(PTP, "DEL", &format!("c{i}"), &cni_netns(ns), &format!("p{i}"), &conf);
         assert!(ok, "final DEL {i}: {res}");
     }
     let (problems, allocated) = inspect(&format!("file:{}", env.ds.path().display()));

@@ -23,6 +23,7 @@
 
 pub mod crd_schema;
 pub mod rbac;
+pub mod testbed;
 
 use std::fmt::Display;
 use std::io::Write;

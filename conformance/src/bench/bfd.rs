@@ -52,7 +52,7 @@ use control::{FarEnd, Plan};
 use dut::{Contender, Dut, Peers};
 
 use crate::bench::args::Flags;
-use crate::bench::sessions::{install_signal_cleanup, TempDir, Testbed};
+use crate::bench::sessions::{install_signal_cleanup, ScratchDir, Testbed};
 
 const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
 const DUT_AS: u32 = 64512;
@@ -156,7 +156,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("needs root (network namespaces)".into());
     }
-    install_signal_cleanup()?;
+    install_signal_cleanup("bfd bench")?;
     let bgpd = if opts.contenders.contains(&Contender::Bgpd) {
         Some(crate::bench::routeserver::bgpd_binary(opts.bgpd.clone())?)
     } else {
@@ -461,21 +461,21 @@ fn bench_one(
     let tag = format!("{}-{n}{}", c.name(), if load { "-load" } else { "" });
     let far: Vec<Ipv4Addr> = (0..n).map(far_addr).collect();
     let bed = Testbed::new("bfd", &tag, DUT_ADDR, &far)?;
-    let files = TempDir::new(&format!("bfd-{tag}"))?;
+    let files = ScratchDir::new(&format!("bgpd-bench-bfd-{tag}"))?;
     let load_at_start = load_average();
 
     // The same program with no session, and bgpd with the same BGP peers but no BFD.
     let rss_zero_kib = if load {
         None
     } else {
-        let dut = Dut::start(c, &bed.dut, &files.path, 0, peers, bgpd)?;
+        let dut = Dut::start(c, &bed.dut, files.path(), 0, peers, bgpd)?;
         dut.wait_ready(Duration::from_secs(20))?;
         std::thread::sleep(Duration::from_secs(2));
         Some(dut.rss_kib()?)
     };
     // (FRR's bfdd holds no BGP state: its increment is BFD's already.)
     let without_bfd = if peers == Peers::Bgp && c != Contender::Frr && !load {
-        let dut = Dut::start(c, &bed.dut, &files.path, n, Peers::BgpWithoutBfd, bgpd)?;
+        let dut = Dut::start(c, &bed.dut, files.path(), n, Peers::BgpWithoutBfd, bgpd)?;
         dut.wait_ready(Duration::from_secs(20))?;
         std::thread::sleep(SETTLE);
         let cpu0 = dut.cpu()?;
@@ -498,7 +498,7 @@ fn bench_one(
     };
     let mut far = FarEnd::spawn(&bed.far, &plan)?;
     let t0 = Instant::now();
-    let mut dut = Dut::start(c, &bed.dut, &files.path, n, peers, bgpd)?;
+    let mut dut = Dut::start(c, &bed.dut, files.path(), n, peers, bgpd)?;
     let all_up = far.wait(t0 + UP_BUDGET, |f| f.up >= n);
     let seconds_to_up = all_up.map(|t| t.duration_since(t0).as_secs_f64());
     if all_up.is_none() {

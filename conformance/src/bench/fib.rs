@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
+
+use testgate::testbed::{fib_links, Netns, Process, ScratchDir};
 
 use super::args::Flags;
 
@@ -95,6 +97,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("needs root (network namespaces and netlink route writes)".into());
     }
+    // Ctrl-C: kill BIRD, delete the namespace and the scratch files, exit.
+    testgate::testbed::on_signal("fib bench", testgate::testbed::OnSignal::Exit)?;
     let set = RouteSet::new(opts.routes);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
@@ -105,7 +109,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     for c in &opts.contenders {
-        let ns = BenchNs::new(c.name())?;
+        let ns = bench_ns(c.name())?;
         let watch = Watch::start(&ns.path())?;
         let result = match c {
             Contender::Bgpd => bench_bgpd(&ns, &watch, &set, opts.batch),
@@ -160,7 +164,7 @@ fn deadline_for(set: &RouteSet) -> Duration {
 
 // ----- contenders ----------------------------------------------------------------------
 
-fn bench_bgpd(ns: &BenchNs, watch: &Watch, set: &RouteSet, batch: usize) -> Result<(), String> {
+fn bench_bgpd(ns: &Netns, watch: &Watch, set: &RouteSet, batch: usize) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let config = FibConfig { table: TABLE, netns: Some(ns.path()), batch_size: batch, ..FibConfig::default() };
@@ -211,8 +215,8 @@ fn bench_bgpd(ns: &BenchNs, watch: &Watch, set: &RouteSet, batch: usize) -> Resu
     })
 }
 
-fn bench_ip_batch(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), String> {
-    let dir = TempDir::new("ip-batch")?;
+fn bench_ip_batch(ns: &Netns, watch: &Watch, set: &RouteSet) -> Result<(), String> {
+    let dir = ScratchDir::new("fibbench-ip-batch")?;
     let render = |verb: &str, gw: Option<(Ipv4Addr, Ipv6Addr)>| -> String {
         let mut s = String::with_capacity(set.len() * 64);
         for p in &set.v4 {
@@ -237,12 +241,12 @@ fn bench_ip_batch(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), Str
         ("delete", render("del", None), Goal::Empty),
     ];
     for (op, text, goal) in ops {
-        let file = dir.path.join(format!("{op}.batch"));
+        let file = dir.path().join(format!("{op}.batch"));
         std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
         let done = watch.wait(goal, deadline_for(set));
         let t0 = Instant::now();
         let out = Command::new("ip")
-            .args(["-n", &ns.name, "-batch"])
+            .args(["-n", ns.name(), "-batch"])
             .arg(&file)
             .output()
             .map_err(|e| format!("cannot run ip: {e}"))?;
@@ -259,13 +263,13 @@ fn bench_ip_batch(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), Str
 /// BIRD 2 with static routes exported by its kernel protocols into table 100. Every
 /// operation is a `birdc configure` with a new config (BIRD parses it, diffs the static
 /// routes and writes the changes to the kernel), timed from the `configure` command.
-fn bench_bird(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), String> {
+fn bench_bird(ns: &Netns, watch: &Watch, set: &RouteSet) -> Result<(), String> {
     let bird = ["/usr/sbin/bird", "/usr/bin/bird"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .ok_or("BIRD 2 is not installed (Debian package bird2)")?;
-    let dir = TempDir::new("bird")?;
-    let sock = dir.path.join("bird.ctl");
+    let dir = ScratchDir::new("fibbench-bird")?;
+    let sock = dir.path().join("bird.ctl");
     let render = |gw: Option<(Ipv4Addr, Ipv6Addr)>| -> String {
         let mut s = String::with_capacity(set.len() * 48 + 1024);
         s.push_str(
@@ -290,7 +294,7 @@ fn bench_bird(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), String>
         s
     };
     let write = |name: &str, text: String| -> Result<PathBuf, String> {
-        let p = dir.path.join(name);
+        let p = dir.path().join(name);
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
         Ok(p)
     };
@@ -298,7 +302,7 @@ fn bench_bird(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), String>
     let add = write("add.conf", render(Some(GW_A)))?;
     let replace = write("replace.conf", render(Some(GW_B)))?;
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, bird, "-f", "-c"])
+        .args(["netns", "exec", ns.name(), bird, "-f", "-c"])
         .arg(&empty)
         .arg("-s")
         .arg(&sock)
@@ -306,7 +310,7 @@ fn bench_bird(ns: &BenchNs, watch: &Watch, set: &RouteSet) -> Result<(), String>
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start bird: {e}"))?;
-    let _bird = KillOnDrop(child);
+    let _bird = Process::adopt("bird", child).with_grace(Duration::ZERO);
     let birdc = |args: &[&str]| -> Result<String, String> {
         let out = Command::new("birdc")
             .arg("-s")
@@ -637,82 +641,11 @@ fn watch_loop(listener: Socket, dumper: Socket, requests: mpsc::Receiver<Request
     }
 }
 
-// ----- namespace, temp dir, child process ------------------------------------------------
-
-/// A fresh network namespace with two veth pairs: veth0 192.0.2.1/24, 2001:db8:1::1/64 and
-/// veth2 198.51.100.1/24, 2001:db8:2::1/64; deleted on drop.
-struct BenchNs {
-    name: String,
-}
-
-impl BenchNs {
-    fn new(tag: &str) -> Result<BenchNs, String> {
-        let name = format!("fibbench-{tag}-{}", std::process::id());
-        sh(&["netns", "add", &name])?;
-        let ns = BenchNs { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        for (a, b, v4, v6) in [
-            ("veth0", "veth1", "192.0.2.1/24", "2001:db8:1::1/64"),
-            ("veth2", "veth3", "198.51.100.1/24", "2001:db8:2::1/64"),
-        ] {
-            ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
-            ns.ip(&["addr", "add", v4, "dev", a])?;
-            ns.ip(&["-6", "addr", "add", v6, "dev", a, "nodad"])?;
-            ns.ip(&["link", "set", a, "up"])?;
-            ns.ip(&["link", "set", b, "up"])?;
-        }
-        Ok(ns)
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        sh(&all)
-    }
-}
-
-impl Drop for BenchNs {
-    fn drop(&mut self) {
-        let _ = sh(&["netns", "del", &self.name]);
-    }
-}
-
-fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(tag: &str) -> Result<TempDir, String> {
-        let path = std::env::temp_dir().join(format!("fibbench-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A fresh namespace `fibbench-<tag>-<pid>-<n>` with the FIB's two links (veth0
+/// 192.0.2.1/24, 2001:db8:1::1/64 and veth2 198.51.100.1/24, 2001:db8:2::1/64); deleted on
+/// drop, and on Ctrl-C by the test bed's signal cleanup.
+fn bench_ns(tag: &str) -> Result<Netns, String> {
+    let ns = Netns::unique(&format!("fibbench-{tag}"))?;
+    fib_links(&ns)?;
+    Ok(ns)
 }

@@ -29,20 +29,17 @@ use bgpd::daemon::nodestatus::{Classes, PeerType};
 use bgpd::datastore::SourceText;
 use serde_json::json;
 
+use testgate::testbed::Process;
+
 use crate::bench::args::Flags;
 use crate::bench::routeserver::dut::proc_cpu_seconds;
 
 const PREFIX: &str = "/bench/bgpd/";
 const MAX_NODES: usize = 10_000;
 
-/// A killed-on-drop child process.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A child killed (at once, no grace) and reaped on drop, and on Ctrl-C.
+fn killed_on_drop(name: &str, child: Child) -> Process {
+    Process::adopt(name, child).with_grace(Duration::ZERO)
 }
 
 struct Options {
@@ -85,7 +82,7 @@ fn node_name(i: usize) -> String {
 }
 
 /// etcd on loopback, its data under `dir`.
-fn start_etcd(dir: &Path) -> Result<(Proc, String), String> {
+fn start_etcd(dir: &Path) -> Result<(Process, String), String> {
     let (client, peer) = (free_port()?, free_port()?);
     let url = format!("http://127.0.0.1:{client}");
     let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| format!("etcd log: {e}"))?;
@@ -94,7 +91,7 @@ fn start_etcd(dir: &Path) -> Result<(Proc, String), String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("starting etcd (Debian etcd-server): {e}"))?;
-    Ok((Proc(child), url))
+    Ok((killed_on_drop("etcd", child), url))
 }
 
 async fn connect(url: &str) -> Result<bgpd_etcd::Client, String> {
@@ -295,7 +292,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             load(&c, o.nodes, o.period, class_names).await
         })?;
         let log = std::fs::File::create(dir.join("bgpd.log")).map_err(|e| e.to_string())?;
-        let bgpd = Proc(
+        let bgpd = killed_on_drop(
+            "bgpd",
             Command::new(&bgpd_bin)
                 .args(["run", "--node", &node_name(0), "--no-kernel", "--datastore"])
                 .arg(format!("etcd:{url}?prefix={PREFIX}"))
@@ -317,7 +315,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         // bgpd reads everything and starts before the measurement.
         std::thread::sleep(Duration::from_secs(2));
-        let f = rt.block_on(profile(&url, &reqs, classes, &o, etcd.0.id(), bgpd.0.id()))?;
+        let f = rt.block_on(profile(&url, &reqs, classes, &o, etcd.pid(), bgpd.pid()))?;
         report(name, class_names, &f, &o);
         drop(bgpd);
         drop(etcd);

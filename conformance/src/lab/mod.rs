@@ -4,7 +4,8 @@
 //!
 //! Everything a [`Lab`] creates has a unique name (`bgpdc-<pid>-<n>`) and is
 //! removed when the lab is dropped, also when a test panics (the daemons'
-//! logs are then printed to help find out why).
+//! logs are then printed to help find out why). The namespaces, veths and processes
+//! are the test bed's (`testgate::testbed`); the lab adds naming, logs and topologies.
 
 pub mod bgpd;
 pub mod bird;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use netns::Ns;
 use process::Proc;
 pub use process::ProcId;
+use testgate::testbed::Netns;
 
 /// Polls `f` every 250 ms until it returns `Some`, or fails after `timeout`
 /// with `what` and the last diagnostic `f` gave.
@@ -90,8 +92,9 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
     p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
-/// Turns an I/O error from setting up a lab into a case's error.
-pub fn setup<T>(r: std::io::Result<T>) -> Result<T, String> {
+/// Turns an error from setting up a lab (I/O, or a test bed command that failed) into a
+/// case's error.
+pub fn setup<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
     r.map_err(|e| format!("setup: {e}"))
 }
 
@@ -102,7 +105,7 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 pub struct Lab {
     id: String,
     dir: PathBuf,
-    namespaces: Mutex<Vec<String>>,
+    namespaces: Mutex<Vec<Netns>>,
     procs: Mutex<Vec<Option<Proc>>>,
 }
 
@@ -126,12 +129,10 @@ impl Lab {
 
     /// A new network namespace `<lab id>-<role>` with `lo` up.
     pub fn netns(&self, role: &str) -> std::io::Result<Ns> {
-        let name = format!("{}-{role}", self.id);
-        netns::add(&name)?;
-        self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
-        let ns = Ns::new(name);
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
+        let ns = Netns::add(format!("{}-{role}", self.id))?;
+        let handle = ns.handle();
+        self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).push(ns);
+        Ok(handle)
     }
 
     /// A veth pair `a_if` in `a` and `b_if` in `b`, both up, with the given
@@ -145,12 +146,12 @@ impl Lab {
         b_if: &str,
         b_addrs: &[&str],
     ) -> std::io::Result<()> {
-        netns::veth(a, a_if, b, b_if)?;
+        testgate::testbed::veth(Some(a), a_if, Some(b), b_if)?;
         for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
             for addr in addrs {
                 ns.add_addr(ifname, addr)?;
             }
-            ns.ip(&["link", "set", ifname, "up"])?;
+            ns.link_up(ifname)?;
         }
         Ok(())
     }
@@ -250,9 +251,8 @@ impl Drop for Lab {
             }
             drop(p);
         }
-        for ns in self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            netns::del(&ns);
-        }
+        // Deleting a namespace removes its devices, the veths with an end there too.
+        drop(std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner())));
         if std::env::var_os("BGPDC_KEEP").is_some() || panicking {
             eprintln!("[{}] work directory kept: {}", self.id, self.dir.display());
         } else {

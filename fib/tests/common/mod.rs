@@ -1,20 +1,25 @@
-//! Test support: network namespaces made with `ip netns`, deleted on drop, and readers of
-//! `ip -j route show`.
+//! Test support: a network namespace with the FIB's two links (`testgate::testbed`), and
+//! readers of `ip -j route show`.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testgate::testbed::{fib_links, Netns};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace of its own, removed (with everything in it) on drop.
+/// A network namespace of its own (`testgate::testbed`), removed with everything in it
+/// on drop; it dereferences to the namespace, whose `ip` returns errors where this one
+/// panics.
 pub struct TestNs {
-    pub name: String,
+    ns: Netns,
+}
+
+impl std::ops::Deref for TestNs {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.ns
+    }
 }
 
 impl TestNs {
@@ -22,37 +27,19 @@ impl TestNs {
     /// veth0 (192.0.2.1/24, 2001:db8:1::1/64) ↔ veth1, and
     /// veth2 (198.51.100.1/24, 2001:db8:2::1/64) ↔ veth3, all up.
     pub fn new(tag: &str) -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("fibt-{tag}-{}-{n}", std::process::id());
-        run("ip", &["netns", "add", &name]).expect("ip netns add");
-        let ns = TestNs { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        for (a, b, v4, v6) in [
-            ("veth0", "veth1", "192.0.2.1/24", "2001:db8:1::1/64"),
-            ("veth2", "veth3", "198.51.100.1/24", "2001:db8:2::1/64"),
-        ] {
-            ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
-            ns.ip(&["addr", "add", v4, "dev", a]);
-            ns.ip(&["-6", "addr", "add", v6, "dev", a, "nodad"]);
-            ns.ip(&["link", "set", a, "up"]);
-            ns.ip(&["link", "set", b, "up"]);
-        }
-        ns
+        let ns = Netns::unique(&format!("fibt-{tag}")).unwrap_or_else(|e| panic!("{e}"));
+        fib_links(&ns).unwrap_or_else(|e| panic!("{e}"));
+        TestNs { ns }
     }
 
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// `ip -n NAME ARGS…`; panics with ip's stderr on failure.
+    /// `ip -n NAME ARGS…`; panics naming the command and ip's stderr on failure.
     pub fn ip(&self, args: &[&str]) -> String {
-        self.try_ip(args).unwrap_or_else(|e| panic!("ip -n {} {}: {e}", self.name, args.join(" ")))
+        self.try_ip(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `ip -n NAME ARGS…`; the error names the command and carries ip's stderr.
     pub fn try_ip(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run("ip", &all)
+        self.ns.ip(args).map_err(String::from)
     }
 
     /// `ip -j [-6] route show table N`, IPv4 and IPv6 together.
@@ -64,7 +51,7 @@ impl TestNs {
                 Ok(text) => text,
                 // The kernel creates a family's table with its first route.
                 Err(e) if e.contains("table does not exist") => continue,
-                Err(e) => panic!("ip route show table {t} in {}: {e}", self.name),
+                Err(e) => panic!("ip route show table {t} in {}: {e}", self.name()),
             };
             if let Ok(Value::Array(v)) = serde_json::from_str::<Value>(&text) {
                 out.extend(v);
@@ -94,21 +81,6 @@ impl TestNs {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
-
-fn run(prog: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(prog).args(args).output().map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
 }
 

@@ -48,7 +48,7 @@ impl FarEnd {
     pub fn spawn(ns: &Netns, plan: &Plan) -> Result<FarEnd, String> {
         let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name])
+        cmd.args(["netns", "exec", ns.name()])
             .arg(exe)
             .args(["bfd", "__farend", "--sessions", &plan.sessions.to_string()])
             .args(["--lifetime-secs", &plan.lifetime.as_secs().to_string()])

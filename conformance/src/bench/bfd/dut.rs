@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::sessions::{bgpd_show_json, reap, registry, Netns};
+use crate::bench::sessions::{bgpd_show_json, reap, Netns};
 use crate::lab::frr::FRR_DIR;
+use testgate::testbed::track_pid;
 
 use super::{far_addr, DETECT_MULT, DUT_ADDR, DUT_AS, FAR_AS, IDLE_TX, INTERVAL};
 
@@ -191,7 +192,7 @@ fn spawn<A: AsRef<OsStr>>(ns: &Netns, program: &Path, args: &[A], log: &Path) ->
         std::fs::File::options().create(true).append(true).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
+        .args(["netns", "exec", ns.name()])
         .arg(program)
         .args(args)
         .env("NO_COLOR", "1")
@@ -200,7 +201,7 @@ fn spawn<A: AsRef<OsStr>>(ns: &Netns, program: &Path, args: &[A], log: &Path) ->
         .stderr(err)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", program.display()))?;
-    registry().pids.push(child.id());
+    track_pid(child.id());
     Ok(child)
 }
 

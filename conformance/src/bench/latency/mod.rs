@@ -247,7 +247,7 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
     let io = |e: std::io::Error| format!("setup: {e}");
     let ns = lab.lan(9, &["node", "rx", "bird"]).map_err(io)?;
     let (node, rx, bird_ns) = (&ns[0], &ns[1], &ns[2]);
-    rx.add_addr("veth0", &format!("{NEW_PEER_IP}/24")).map_err(io)?;
+    rx.add_addr("veth0", &format!("{NEW_PEER_IP}/24")).map_err(|e| format!("setup: {e}"))?;
 
     let shared = Arc::new(Shared::default());
     let _receiver = Receiver::start(rx, shared.clone())?;

@@ -408,31 +408,9 @@ pub(crate) fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 /// On the first SIGINT or SIGTERM, sets [`INTERRUPTED`] (runs end, labs clean up); on the
-/// second, exits at once.
+/// second, the test bed's cleanup kills what is left, deletes the namespaces and exits.
 pub(crate) fn install_signal_handler() -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut term = {
-        let _g = rt.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?
-    };
-    let (armed_tx, armed_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            let _ = armed_tx.send(());
-            for _ in 0..2 {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                    eprintln!("routeserver: second interrupt, exiting without cleaning up");
-                    std::process::exit(130);
-                }
-                eprintln!("routeserver: interrupted, cleaning up (again to exit at once)");
-            }
-        })
-    });
-    armed_rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "signal handler did not start".to_string())
+    testgate::testbed::on_signal("routeserver", testgate::testbed::OnSignal::Interrupt(&INTERRUPTED))
 }
 
 /// The configuration every DUT gets with `testers` testers, as the bench writes it.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::testbed::{bgpd_show_json, reap, registry, Netns, TempDir};
+use super::testbed::{bgpd_show_json, reap, Netns, ScratchDir};
 use super::{far_addr, Contender, DUT_ADDR, DUT_AS, FAR_AS, HOLD_SECS, KEEPALIVE};
+use testgate::testbed::track_pid;
 
 /// Finds the bgpd binary: `--bgpd`, else the one next to this bench, rebuilt first with
 /// `cargo build --release -p bgpd` when cargo is at hand so that it matches the sources.
@@ -91,15 +92,15 @@ impl Dut {
     pub(super) fn start(
         c: Contender,
         ns: &Netns,
-        files: &TempDir,
+        files: &ScratchDir,
         n: usize,
         bgpd: Option<&Path>,
     ) -> Result<Dut, String> {
-        let dir = &files.path;
+        let dir = files.path();
         let log_path = dir.join(format!("{}-{n}.log", c.name()));
         let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]);
+        cmd.args(["netns", "exec", ns.name()]);
         let control = match c {
             Contender::Bgpd => {
                 let bin = bgpd.ok_or("no bgpd binary")?;
@@ -127,7 +128,7 @@ impl Dut {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", c.name()))?;
         let pid = child.id();
-        registry().pids.push(pid);
+        track_pid(pid);
         let dut = Dut { contender: c, child, pid, control, bgpd: bgpd.map(Path::to_path_buf) };
         // `ip netns exec` execs the program in place: the child's PID is the DUT's.
         let deadline = Instant::now() + Duration::from_secs(5);

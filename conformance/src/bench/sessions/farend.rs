@@ -36,7 +36,7 @@ impl FarEnd {
     pub(super) fn spawn(ns: &Netns, n: usize, lifetime: Duration) -> Result<FarEnd, String> {
         let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name])
+        cmd.args(["netns", "exec", ns.name()])
             .arg(exe)
             .args(["sessions", "__farend", "--peers", &n.to_string(), "--lifetime-secs"])
             .arg(lifetime.as_secs().to_string());

@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 use super::args::Flags;
 use dut::{bgpd_binary, Dut};
 use farend::{farend_main, FarEnd};
-pub(crate) use testbed::{
-    bgpd_show_json, install_signal_cleanup, reap, registry, spawn_far_end, Netns, TempDir, Testbed,
-};
+pub(crate) use testbed::{bgpd_show_json, install_signal_cleanup, reap, spawn_far_end, Netns, ScratchDir, Testbed};
 
 const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
 const DUT_AS: u32 = 64512;
@@ -120,7 +118,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("needs root (network namespaces, port 179)".into());
     }
-    install_signal_cleanup()?;
+    install_signal_cleanup("sessions bench")?;
     let bgpd = if opts.contenders.contains(&Contender::Bgpd) { Some(bgpd_binary(opts.bgpd.clone())?) } else { None };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bird_version = Command::new("/usr/sbin/bird")
@@ -230,7 +228,7 @@ fn bench_one(c: Contender, opts: &Options, bgpd: Option<&Path>) -> Result<Outcom
     let n = opts.peers;
     let far: Vec<Ipv4Addr> = (0..n).map(far_addr).collect();
     let bed = Testbed::new("sess", c.name(), DUT_ADDR, &far)?;
-    let files = TempDir::new(c.name())?;
+    let files = ScratchDir::new(&format!("bgpd-bench-sessions-{}", c.name()))?;
 
     // The DUT's own footprint: the same program, same namespace, no peer.
     let rss_zero_kib = {

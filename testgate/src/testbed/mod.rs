@@ -1,0 +1,26 @@
+//! The test bed: what conformance tests, benchmarks and the tests of `fib` and `bgpd-ipam`
+//! build to run real daemons, written once.
+//!
+//! - [`Netns`]: a uniquely named network namespace, deleted on drop with every device in
+//!   it (so also the veths with an end there); [`Ns`] is a name-only handle to one, to
+//!   run `ip -n`, `ip netns exec`, `sysctl`, `ss` and code on a thread inside it.
+//! - [`veth`]: a veth pair between two namespaces, or a namespace and the root.
+//! - [`Process`]: a child process stopped (SIGTERM, then SIGKILL after a grace period)
+//!   and reaped on drop; [`ScratchDir`]: a directory removed on drop.
+//! - [`on_signal`]: the one signal cleanup. Everything above is entered in a registry
+//!   while it exists; on SIGINT or SIGTERM the registry's processes are killed, its
+//!   namespaces deleted and its directories removed before the program exits (130).
+//!
+//! Every command that fails returns a [`CommandError`] naming the command and carrying
+//! its stderr. Creating namespaces needs root; callers gate on it with
+//! [`crate::require_root`] (tests) or fail with the error (benchmarks).
+
+mod cleanup;
+mod command;
+mod netns;
+mod process;
+
+pub use cleanup::{forget_pid, on_signal, track_pid, OnSignal, Registry};
+pub use command::{run, CommandError};
+pub use netns::{fib_links, unique_name, veth, Netns, Ns};
+pub use process::{reap, Process, ScratchDir};
