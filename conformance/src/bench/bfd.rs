@@ -158,7 +158,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     install_signal_cleanup("bfd bench")?;
     let bgpd = if opts.contenders.contains(&Contender::Bgpd) {
-        Some(crate::bench::routeserver::bgpd_binary(opts.bgpd.clone())?)
+        Some(testgate::testbed::bgpd_binary(opts.bgpd.clone())?)
     } else {
         None
     };

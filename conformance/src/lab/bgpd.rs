@@ -3,32 +3,18 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
 use super::{Lab, Ns, ProcId};
 
-/// The bgpd binary: `$BGPD_BIN`, else `bgpd` next to the test binary's
-/// directory (`target/debug/bgpd`, which `cargo test --workspace` builds).
-/// Panics with what to do when it is missing.
+/// The bgpd binary ([`testgate::testbed::bgpd_binary`]: `$BGPD_BIN`, else
+/// `target/<profile>/bgpd`, which `cargo test --workspace` builds). Panics
+/// with what to do when it is missing.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("BGPD_BIN") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "BGPD_BIN={} does not exist", p.display());
-        return p;
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/debug/deps/<test> -> target/debug/bgpd
-    let p = exe.parent().and_then(Path::parent).map(|d| d.join("bgpd")).unwrap_or_default();
-    assert!(
-        p.is_file(),
-        "bgpd binary not found at {} (from the test binary {}): run `cargo build -p bgpd -p bgpd-lab` first (with the same CARGO_TARGET_DIR), or set BGPD_BIN",
-        p.display(),
-        exe.display()
-    );
-    p
+    testgate::testbed::bgpd_binary(None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A BGPPeer of bgpd's datastore.

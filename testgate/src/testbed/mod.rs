@@ -7,6 +7,7 @@
 //! - [`veth`]: a veth pair between two namespaces, or a namespace and the root.
 //! - [`Process`]: a child process stopped (SIGTERM, then SIGKILL after a grace period)
 //!   and reaped on drop; [`ScratchDir`]: a directory removed on drop.
+//! - [`bgpd_binary`]: the one rule for finding the bgpd binary under test.
 //! - [`on_signal`]: the one signal cleanup. Everything above is entered in a registry
 //!   while it exists; on SIGINT or SIGTERM the registry's processes are killed, its
 //!   namespaces deleted and its directories removed before the program exits (130).
@@ -15,11 +16,13 @@
 //! its stderr. Creating namespaces needs root; callers gate on it with
 //! [`crate::require_root`] (tests) or fail with the error (benchmarks).
 
+mod binary;
 mod cleanup;
 mod command;
 mod netns;
 mod process;
 
+pub use binary::{bgpd_binary, BGPD_BIN};
 pub use cleanup::{forget_pid, on_signal, track_pid, OnSignal, Registry};
 pub use command::{run, CommandError};
 pub use netns::{fib_links, unique_name, veth, Netns, Ns};

@@ -427,7 +427,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     crate::bench::routeserver::install_signal_handler()?;
     let bgpd = if opts.duts.contains(&DutKind::Bgpd) {
-        Some(crate::bench::routeserver::bgpd_binary(opts.bgpd.clone())?)
+        Some(testgate::testbed::bgpd_binary(opts.bgpd.clone())?)
     } else {
         None
     };

@@ -157,7 +157,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err("needs root (network namespaces, port 179)".into());
     }
-    let bgpd = super::routeserver::bgpd_binary(opts.bgpd.clone())?;
+    let bgpd = testgate::testbed::bgpd_binary(opts.bgpd.clone())?;
     super::routeserver::install_signal_handler()?;
     println!(
         "# datastore change latency: {} changes per kind, bgpd {}, {} CPUs",

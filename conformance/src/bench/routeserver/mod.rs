@@ -390,23 +390,6 @@ fn program_exists(p: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
 }
 
-/// The bgpd binary: `--bgpd`, `$BGPD_BIN`, or `bgpd` next to this bench binary (build it
-/// with `cargo build --release -p bgpd` into the same target directory).
-pub(crate) fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    let p = match given.or_else(|| std::env::var_os("BGPD_BIN").map(PathBuf::from)) {
-        Some(p) => p,
-        None => {
-            let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
-            exe.parent().ok_or("the bench binary has no directory")?.join("bgpd")
-        }
-    };
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("no bgpd at {}: run `cargo build --release -p bgpd` or pass --bgpd PATH", p.display()))
-    }
-}
-
 /// On the first SIGINT or SIGTERM, sets [`INTERRUPTED`] (runs end, labs clean up); on the
 /// second, the test bed's cleanup kills what is left, deletes the namespaces and exits.
 pub(crate) fn install_signal_handler() -> Result<(), String> {
@@ -445,7 +428,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("needs root (network namespaces, port 179)".into());
     }
     install_signal_handler()?;
-    let bgpd = if opts.duts.contains(&DutKind::Bgpd) { Some(bgpd_binary(opts.bgpd.clone())?) } else { None };
+    let bgpd = if opts.duts.contains(&DutKind::Bgpd) {
+        Some(testgate::testbed::bgpd_binary(opts.bgpd.clone())?)
+    } else {
+        None
+    };
     let mut targets: Vec<Target> = Vec::new();
     if opts.generator {
         targets.push(Target::Generator);

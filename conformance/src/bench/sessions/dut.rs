@@ -10,39 +10,6 @@ use super::testbed::{bgpd_show_json, reap, Netns, ScratchDir};
 use super::{far_addr, Contender, DUT_ADDR, DUT_AS, FAR_AS, HOLD_SECS, KEEPALIVE};
 use testgate::testbed::track_pid;
 
-/// Finds the bgpd binary: `--bgpd`, else the one next to this bench, rebuilt first with
-/// `cargo build --release -p bgpd` when cargo is at hand so that it matches the sources.
-pub(super) fn bgpd_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return if p.is_file() { Ok(p) } else { Err(format!("--bgpd {}: no such file", p.display())) };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
-    let dir = exe.parent().ok_or("the bench binary has no directory")?.to_path_buf();
-    let candidate = dir.join("bgpd");
-    let target_dir = dir.parent().map(Path::to_path_buf);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
-    if let (Some(target_dir), Some(workspace), true) =
-        (target_dir, workspace, dir.file_name().is_some_and(|f| f == "release"))
-    {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "bgpd", "--bin", "bgpd"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(&workspace)
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => println!("# cargo build -p bgpd failed ({s}); using {} as it is", candidate.display()),
-            Err(e) => println!("# cannot run cargo ({e}); using {} as it is", candidate.display()),
-        }
-    }
-    if candidate.is_file() {
-        Ok(candidate)
-    } else {
-        Err(format!("no bgpd at {}: run `cargo build --release -p bgpd` or pass --bgpd PATH", candidate.display()))
-    }
-}
-
 fn bgpd_datastore(n: usize) -> String {
     let mut s = format!(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\n\

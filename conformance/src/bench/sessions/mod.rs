@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::args::Flags;
-use dut::{bgpd_binary, Dut};
+use dut::Dut;
 use farend::{farend_main, FarEnd};
 pub(crate) use testbed::{bgpd_show_json, install_signal_cleanup, reap, spawn_far_end, Netns, ScratchDir, Testbed};
 
@@ -119,7 +119,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("needs root (network namespaces, port 179)".into());
     }
     install_signal_cleanup("sessions bench")?;
-    let bgpd = if opts.contenders.contains(&Contender::Bgpd) { Some(bgpd_binary(opts.bgpd.clone())?) } else { None };
+    let bgpd = if opts.contenders.contains(&Contender::Bgpd) {
+        Some(testgate::testbed::bgpd_binary(opts.bgpd.clone())?)
+    } else {
+        None
+    };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bird_version = Command::new("/usr/sbin/bird")
         .arg("--version")
