@@ -23,33 +23,25 @@ use serde_json::{json, Value};
 
 const PREFIX: &str = "/bgpd-test/";
 
-/// etcd on fixed loopback ports and a data directory that outlives restarts.
+/// etcd from the test bed (`testgate::testbed::Etcd`): loopback ports and a data
+/// directory that stay over a stop and a start.
 struct Etcd {
-    dir: PathBuf,
-    client: u16,
-    peer: u16,
-    proc: Option<Proc>,
+    etcd: testgate::testbed::Etcd,
 }
 
 impl Etcd {
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        self.etcd.url().to_string()
     }
 
+    /// Starts it again on the same data and ports, and waits until it is ready.
     fn start(&mut self) {
-        let url = self.url();
-        let log =
-            std::fs::File::options().create(true).append(true).open(self.dir.join("etcd.log")).expect("etcd log file");
-        let child = testgate::etcd_command("bgpd-test", &self.dir.join("data"), &url, self.peer)
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.proc = Some(Proc(child));
-        wait_for("etcd to answer", Duration::from_secs(20), || self.get_probe());
+        self.etcd.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Kills it (SIGKILL), keeping its data.
     fn stop(&mut self) {
-        self.proc = None;
+        self.etcd.kill();
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -59,13 +51,6 @@ impl Etcd {
     /// A client of the etcd at `url`.
     async fn client(url: String) -> Result<bgpd_etcd::Client, bgpd_etcd::Error> {
         bgpd_etcd::Client::connect(&[url], bgpd_etcd::ConnectOptions::default()).await
-    }
-
-    fn get_probe(&self) -> bool {
-        Self::rt().block_on(async {
-            let Ok(c) = Self::client(self.url()).await else { return false };
-            c.get("probe").await.is_ok()
-        })
     }
 
     fn put(&self, key: &str, value: &Value) {
@@ -147,9 +132,9 @@ fn block(cidr: &str, node: &str) -> Value {
 }
 
 /// A started etcd holding Node n1 and a BGPConfiguration under [`PREFIX`].
-fn etcd_with_node(tmp: &Path) -> Etcd {
-    let mut etcd = Etcd { dir: tmp.to_path_buf(), client: free_port(), peer: free_port(), proc: None };
-    etcd.start();
+fn etcd_with_node() -> Etcd {
+    let config = testgate::testbed::EtcdConfig::loopback("bgpd-test").expect("free loopback ports");
+    let etcd = Etcd { etcd: testgate::testbed::Etcd::start(config).unwrap_or_else(|e| panic!("{e}")) };
     let bgp_port = free_port();
     etcd.put(
         "nodes/n1",
@@ -193,7 +178,7 @@ fn etcd_datastore_watch_outage_and_resync() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut etcd = etcd_with_node(tmp.path());
+    let mut etcd = etcd_with_node();
     etcd.put("ipamblocks/10-244-1-0-26", &block("10.244.1.0/26", "n1"));
     etcd.put("ipamblocks/10-244-9-0-26", &block("10.244.9.0/26", "other-node"));
     let (bgpd, socket, metrics) = start_bgpd(tmp.path(), &etcd);
@@ -247,7 +232,7 @@ fn etcd_datastore_advertises_what_bgpd_ipam_allocates_in_etcd() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let etcd = etcd_with_node(tmp.path());
+    let etcd = etcd_with_node();
     // Two /26 blocks; bgpd reads the pool from its prefix, the allocator from its design.
     let pool = json!({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "pods"},
                       "spec": {"cidr": "10.244.0.0/25", "blockSize": 26}});
@@ -325,7 +310,7 @@ fn etcd_datastore_bfd_configuration_follows_edits() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let etcd = etcd_with_node(tmp.path());
+    let etcd = etcd_with_node();
     etcd.put(
         "bgppeers/p",
         &json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "p"},

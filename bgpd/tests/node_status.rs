@@ -181,24 +181,18 @@ fn file_datastore_writes_the_status_beside_it() {
     });
 }
 
-/// etcd on loopback ports with a temporary data directory.
+/// etcd from the test bed (`testgate::testbed::Etcd`: loopback ports, a scratch
+/// data directory, gone on drop).
 struct Etcd {
     url: String,
-    _proc: Proc,
+    _etcd: testgate::testbed::Etcd,
 }
 
 impl Etcd {
-    fn start(dir: &Path) -> Etcd {
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
-        let child = testgate::etcd_command("bgpd-test", &dir.join("etcd-data"), &url, peer)
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { url, _proc: Proc(child) };
-        wait_for("etcd to answer", Duration::from_secs(20), || etcd.get("probe").is_ok().then_some(()));
-        etcd
+    fn start() -> Etcd {
+        let config = testgate::testbed::EtcdConfig::loopback("bgpd-test").expect("free loopback ports");
+        let etcd = testgate::testbed::Etcd::start(config).unwrap_or_else(|e| panic!("{e}"));
+        Etcd { url: etcd.url().to_string(), _etcd: etcd }
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -226,7 +220,7 @@ fn etcd_datastore_writes_the_status_into_the_objects_key() {
     }
     let Some(schema) = schema(test) else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let etcd = Etcd::start(tmp.path());
+    let etcd = Etcd::start();
     const PREFIX: &str = "/bgpd-test/";
     let plural = |kind: &str| format!("{}s", kind.to_lowercase()).replace("statuss", "statuses");
     for o in design(free_port(), free_port()) {

@@ -234,7 +234,7 @@ fn tor_over_etcd(lab: &Lab) -> Result<(), String> {
     const BLOCK2: &str = "10.244.10.64/26";
     let ns = setup(lab.lan(10, &["node", "tor"]))?;
     let node = &ns[0];
-    let store = setup(etcd::Etcd::start(lab, node, "e2e"))?;
+    let store = setup(etcd::Etcd::start(node, "e2e"))?;
     let slice = |ready| doc::endpoint_slice("web", "10.244.10.5", "node-1", ready);
     for (k, v) in [
         ("bgpconfigurations/default", doc::bgp_configuration_services(CLUSTER_AS, RANGE)),

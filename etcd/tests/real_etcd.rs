@@ -11,7 +11,8 @@ use bgpd_etcd::wire::response_op::Response;
 use bgpd_etcd::{
     Call, Client, Compare, CompareResult, ConnectOptions, Error, RequestOp, WatchEvent, WatchMessage, WatchSpec,
 };
-use common::{free_port, Etcd, PATIENCE};
+use common::{Etcd, PATIENCE};
+use testgate::testbed::free_port;
 
 /// The next message of `watch`; fails the test when none comes.
 async fn next(watch: &mut bgpd_etcd::Watch) -> WatchMessage {
@@ -199,8 +200,7 @@ async fn requests_fail_over_to_the_next_endpoint() {
     let who = c.get("who").await.unwrap().expect("who").value;
     let (mut current, other) = if who == b"a" { (a, b) } else { (b, a) };
 
-    let _ = current.child.kill();
-    let _ = current.child.wait();
+    current.kill();
     let e = c.get("who").await.unwrap_err();
     assert!(matches!(e, Error::Transport { call: Call::Range, .. }), "{e:?}");
     assert!(e.to_string().starts_with(&format!("etcd KV.Range via {}", current.url)), "{e}");
@@ -211,7 +211,7 @@ async fn requests_fail_over_to_the_next_endpoint() {
 #[tokio::test]
 async fn connect_skips_an_endpoint_that_is_down() {
     let Some(etcd) = Etcd::start("connect_skips_an_endpoint_that_is_down").await else { return };
-    let down = format!("http://127.0.0.1:{}", free_port());
+    let down = format!("http://127.0.0.1:{}", free_port().unwrap());
     let c = Client::connect(&[&down, &etcd.url], ConnectOptions::default()).await.unwrap();
     c.put("k", "v").await.unwrap();
     assert_eq!(c.get("k").await.unwrap().expect("k").value, b"v");

@@ -176,7 +176,7 @@ async fn tls_with_the_ca_puts_gets_and_watches() {
         return;
     }
     let pki = Pki::new();
-    let etcd = Etcd::launch("https", &pki.server_args(false), pki.client(false)).await;
+    let etcd = Etcd::launch(true, &pki.server_args(false), pki.client(false)).await;
     assert!(etcd.url.starts_with("https://"));
     let c = Client::connect(&[&etcd.url], pki.client(false)).await.expect("connect over TLS");
     put_get_watch(&c).await;
@@ -189,7 +189,7 @@ async fn a_server_certificate_of_another_ca_fails_the_handshake() {
     }
     let (pki, other) = (Pki::new(), Pki::new());
     // The probe connects with the right CA: this etcd serves TLS.
-    let etcd = Etcd::launch("https", &pki.server_args(false), pki.client(false)).await;
+    let etcd = Etcd::launch(true, &pki.server_args(false), pki.client(false)).await;
     let e = Client::connect(&[&etcd.url], other.client(false)).await.expect_err("a server of another CA");
     let Error::Transport { call: Call::Connect, reason, .. } = &e else { panic!("{e:?}") };
     // Both CAs have the same name: the signature is what does not match.
@@ -207,7 +207,7 @@ async fn a_client_certificate_is_required_when_etcd_asks_for_one() {
         return;
     }
     let (pki, other) = (Pki::new(), Pki::new());
-    let etcd = Etcd::launch("https", &pki.server_args(true), pki.client(true)).await;
+    let etcd = Etcd::launch(true, &pki.server_args(true), pki.client(true)).await;
 
     let e = first_error(&etcd.url, pki.client(false)).await;
     assert!(matches!(e, Error::Transport { .. }), "{e:?}");
@@ -297,7 +297,7 @@ async fn an_expired_token_is_renewed_over_mutual_tls() {
     let pki = Pki::new();
     let mut args = pki.server_args(true);
     args.extend(["--auth-token=simple".into(), "--auth-token-ttl=1".into(), "--bcrypt-cost=4".into()]);
-    let etcd = Etcd::launch("https", &args, pki.client(true)).await;
+    let etcd = Etcd::launch(true, &args, pki.client(true)).await;
     enable_auth(&Client::connect(&[&etcd.url], pki.client(true)).await.unwrap(), &Password::new("pw")).await;
 
     let opts = ConnectOptions { credentials: credentials("pw"), ..pki.client(true) };
@@ -324,7 +324,7 @@ async fn a_datastore_strings_options_reach_etcd() {
     }
     let pki = Pki::new();
     let args = [pki.server_args(true), vec!["--bcrypt-cost=4".into()]].concat();
-    let etcd = Etcd::launch("https", &args, pki.client(true)).await;
+    let etcd = Etcd::launch(true, &args, pki.client(true)).await;
     enable_auth(&Client::connect(&[&etcd.url], pki.client(true)).await.unwrap(), &Password::new("pw")).await;
     std::fs::write(pki.file("password"), "pw\n").unwrap();
 

@@ -224,27 +224,6 @@ mod at_exit {
     }
 }
 
-/// A single-member etcd (Debian `etcd-server`) for a test or a benchmark:
-/// named `name`, serving clients at `client_url` (as given: http or https)
-/// and its peers at `http://127.0.0.1:PEER_PORT`, its data in `data_dir`,
-/// logging errors only, its standard output discarded. The caller adds its
-/// own arguments (TLS, limits), says where standard error goes, and spawns it
-/// (after checking through [`require_cmd`] that `etcd` is there).
-pub fn etcd_command(name: &str, data_dir: &Path, client_url: &str, peer_port: u16) -> std::process::Command {
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let mut c = std::process::Command::new("etcd");
-    c.arg(format!("--name={name}"))
-        .arg(format!("--data-dir={}", data_dir.display()))
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster={name}={peer_url}"))
-        .arg("--log-level=error")
-        .stdout(std::process::Stdio::null());
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 //! 300) of measurement. etcd's history is compacted every 2 s and its WAL kept
 //! short (`--snapshot-count`), so the disk used stays bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,17 +81,15 @@ fn node_name(i: usize) -> String {
     format!("node-{i:04}")
 }
 
-/// etcd on loopback, its data under `dir`.
-fn start_etcd(dir: &Path) -> Result<(Process, String), String> {
-    let (client, peer) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client}");
-    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| format!("etcd log: {e}"))?;
-    let child = testgate::etcd_command("bench", &dir.join("etcd-data"), &url, peer)
-        .args(["--snapshot-count=500", "--max-wals=2", "--max-snapshots=2"])
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("starting etcd (Debian etcd-server): {e}"))?;
-    Ok((killed_on_drop("etcd", child), url))
+/// etcd on loopback (the test bed's, in its own scratch directory), its history
+/// kept short.
+fn start_etcd() -> Result<testgate::testbed::Etcd, String> {
+    let config = testgate::testbed::EtcdConfig::loopback("bench")?.args([
+        "--snapshot-count=500",
+        "--max-wals=2",
+        "--max-snapshots=2",
+    ]);
+    Ok(testgate::testbed::Etcd::start(config)?)
 }
 
 async fn connect(url: &str) -> Result<bgpd_etcd::Client, String> {
@@ -278,19 +276,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for name in ["bgp", "all"] {
         let dir = tmp.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (etcd, url) = start_etcd(&dir)?;
+        let etcd = start_etcd()?;
+        let url = etcd.url().to_string();
+        let etcd_pid = etcd.pid().ok_or("etcd exited")?;
         let (classes, class_names) = classes_of(name);
-        let sources = rt.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let c = loop {
-                match connect(&url).await {
-                    Ok(c) if c.put("probe", "1").await.is_ok() => break c,
-                    _ if Instant::now() > deadline => return Err("etcd did not answer within 30 s".to_string()),
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            };
-            load(&c, o.nodes, o.period, class_names).await
-        })?;
+        let sources = rt.block_on(async { load(&connect(&url).await?, o.nodes, o.period, class_names).await })?;
         let log = std::fs::File::create(dir.join("bgpd.log")).map_err(|e| e.to_string())?;
         let bgpd = killed_on_drop(
             "bgpd",
@@ -315,7 +305,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         // bgpd reads everything and starts before the measurement.
         std::thread::sleep(Duration::from_secs(2));
-        let f = rt.block_on(profile(&url, &reqs, classes, &o, etcd.pid(), bgpd.pid()))?;
+        let f = rt.block_on(profile(&url, &reqs, classes, &o, etcd_pid, bgpd.pid()))?;
         report(name, class_names, &f, &o);
         drop(bgpd);
         drop(etcd);

@@ -1,48 +1,35 @@
 //! etcd (Debian `etcd-server`) inside a lab namespace, on that namespace's own
-//! loopback (127.0.0.1:2379), written through its v3 JSON gateway so no client
-//! library is needed: `POST /v3/kv/put` with base64 key and value.
+//! loopback (127.0.0.1:2379), started by the test bed (`testgate::testbed::Etcd`)
+//! and written through its v3 JSON gateway so no client library is needed:
+//! `POST /v3/kv/put` with base64 key and value.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{Lab, Ns, ProcId};
+use testgate::testbed::EtcdConfig;
 
-/// The client URL, as seen from inside the namespace (`bgpd --datastore etcd:URL`).
+use super::Ns;
+
+/// The client URL, as seen from inside the namespace (`bgpd --datastore etcd:URL`):
+/// that of [`EtcdConfig::in_ns`].
 pub const URL: &str = "http://127.0.0.1:2379";
 
 /// The key prefix bgpd reads by default.
 pub const PREFIX: &str = "/calico/bgpd/";
 
-/// A running etcd in a namespace (stopped with the lab).
+/// A running etcd in a namespace; stopped, reaped and its data removed on drop.
 pub struct Etcd {
-    /// Its process in the lab.
-    pub proc: ProcId,
+    etcd: testgate::testbed::Etcd,
     ns: Ns,
 }
 
 impl Etcd {
-    /// Starts etcd in `ns` with its data under the lab's directory and waits
-    /// until it answers.
-    pub fn start(lab: &Lab, ns: &Ns, tag: &str) -> io::Result<Etcd> {
-        let data = lab.dir().join(format!("{tag}-etcd-data"));
-        let mut cmd = ns.command("etcd");
-        cmd.arg(format!("--name={tag}"))
-            .arg(format!("--data-dir={}", data.display()))
-            .arg(format!("--listen-client-urls={URL}"))
-            .arg(format!("--advertise-client-urls={URL}"))
-            .arg("--listen-peer-urls=http://127.0.0.1:2380")
-            .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380")
-            .arg(format!("--initial-cluster={tag}=http://127.0.0.1:2380"))
-            .arg("--log-level=error");
-        let proc = lab.spawn(&format!("{tag}-etcd"), cmd)?;
-        let e = Etcd { proc, ns: ns.clone() };
-        // A put, not a read: etcd answers reads (503 for puts) before it has a leader.
-        super::wait_for("etcd to take a put", Duration::from_secs(30), || {
-            e.call("put", &format!("{{\"key\":\"{}\",\"value\":\"\"}}", b64("/bgpd-lab-probe")))
-        })
-        .map_err(io::Error::other)?;
-        Ok(e)
+    /// Starts etcd named `tag` in `ns` and waits until it has a leader (it takes puts).
+    pub fn start(ns: &Ns, tag: &str) -> io::Result<Etcd> {
+        let etcd = testgate::testbed::Etcd::start(EtcdConfig::in_ns(tag, ns))?;
+        debug_assert_eq!(etcd.url(), URL);
+        Ok(Etcd { etcd, ns: ns.clone() })
     }
 
     /// Puts `value` at `PREFIX` + `key` (e.g. `bgppeers/tor`).
@@ -78,6 +65,21 @@ impl Etcd {
             Ok(())
         } else {
             Err(format!("etcd {op}: {}", resp.lines().next().unwrap_or("no answer")))
+        }
+    }
+}
+
+impl Drop for Etcd {
+    /// As the lab does for its daemons: a failing test shows the end of etcd's log.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.etcd.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "----- last lines of etcd in {} -----\n{}",
+                self.ns.name(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
         }
     }
 }

@@ -1,35 +1,22 @@
 //! A real etcd for the tests (Debian's `etcd-server`, 3.4 on Debian 12), started
-//! per test on free loopback ports with a temporary data directory and killed on
-//! drop; shared by the test files of this crate.
+//! per test by the test bed (`testgate::testbed::Etcd`: free loopback ports, a
+//! scratch data directory, gone on drop), with this crate's client; shared by the
+//! test files of this crate.
 
-use std::net::TcpListener;
-use std::process::Child;
 use std::time::Duration;
 
 use bgpd_etcd::{Client, ConnectOptions};
+use testgate::testbed::EtcdConfig;
 
 /// How long a test waits for etcd or for a message before it fails (a safety
 /// net against a hang, not a speed requirement).
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A loopback port nobody listens on (bound, then closed).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
-}
-
-/// A real etcd; killed and its data directory removed on drop.
+/// A real etcd; stopped and its data directory removed on drop.
 pub struct Etcd {
-    pub child: Child,
-    dir: tempfile::TempDir,
+    etcd: testgate::testbed::Etcd,
     /// The client URL.
     pub url: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Etcd {
@@ -40,22 +27,20 @@ impl Etcd {
         if !testgate::require_cmd(test, "etcd") {
             return None;
         }
-        Some(Etcd::launch("http", &[], ConnectOptions::default()).await)
+        Some(Etcd::launch(false, &[], ConnectOptions::default()).await)
     }
 
-    /// Starts etcd with client URLs of `scheme` and the extra `args`, and waits
-    /// until a client connecting with `probe` reads a key. The caller has
-    /// checked through `testgate` that `etcd` is there.
-    pub async fn launch(scheme: &str, args: &[String], probe: ConnectOptions) -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("{scheme}://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = testgate::etcd_command("bgpd-etcd-test", &dir.path().join("data"), &url, free_port())
-            .args(args)
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { child, dir, url };
+    /// Starts etcd serving clients over TLS when `https`, with the extra `args`,
+    /// and waits until it is ready and a client connecting with `probe` reads a
+    /// key. The caller has checked through `testgate` that `etcd` is there.
+    pub async fn launch(https: bool, args: &[String], probe: ConnectOptions) -> Etcd {
+        let mut config =
+            EtcdConfig::loopback("bgpd-etcd-test").expect("free loopback ports").args(args.iter().cloned());
+        if https {
+            config = config.https();
+        }
+        let etcd = testgate::testbed::Etcd::start(config).unwrap_or_else(|e| panic!("{e}"));
+        let etcd = Etcd { url: etcd.url().to_string(), etcd };
         let answers = async {
             loop {
                 if let Ok(c) = Client::connect(&[&etcd.url], probe.clone()).await {
@@ -67,14 +52,20 @@ impl Etcd {
             }
         };
         if tokio::time::timeout(PATIENCE, answers).await.is_err() {
-            panic!("etcd at {} did not answer within {PATIENCE:?}; its log:\n{}", etcd.url, etcd.log());
+            panic!("etcd at {} did not answer this client within {PATIENCE:?}; its log:\n{}", etcd.url, etcd.log());
         }
         etcd
     }
 
     /// What etcd wrote to its stderr.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+        self.etcd.log()
+    }
+
+    /// Kills it at once (SIGKILL) and reaps it.
+    #[allow(dead_code)] // Not every test file kills its etcd.
+    pub fn kill(&mut self) {
+        self.etcd.kill();
     }
 
     /// A client of this etcd with default options.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -156,48 +156,20 @@ pub fn handles(all: &[(IpAddr, String)]) -> BTreeSet<String> {
     all.iter().map(|(_, h)| h.clone()).collect()
 }
 
-/// A real etcd from Debian's `etcd-server`, on free loopback ports with a
-/// temporary data directory; killed and removed on drop.
+/// A real etcd from Debian's `etcd-server`, started by the test bed
+/// (`testgate::testbed::Etcd`: free loopback ports, a scratch data directory,
+/// ready once it has a leader, gone on drop).
 pub struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
+    _etcd: testgate::testbed::Etcd,
     pub url: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free loopback port")
-}
-
 impl Etcd {
-    /// Starts etcd and waits (at most 20 s) until it answers.
+    /// Starts etcd and waits until it is ready.
     pub fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let client = free_port();
-        let peer = free_port();
-        let url = format!("http://127.0.0.1:{client}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = testgate::etcd_command("ipam-test", &dir.path().join("data"), &url, peer)
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { child, _dir: dir, url };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        loop {
-            let ok = rt.block_on(async {
-                let opts = bgpd_etcd::ConnectOptions::default();
-                let Ok(c) = bgpd_etcd::Client::connect(&[etcd.url.as_str()], opts).await else {
-                    return false;
-                };
-                c.get("probe").await.is_ok()
-            });
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "etcd did not answer within 20 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        etcd
+        let config = testgate::testbed::EtcdConfig::loopback("ipam-test").expect("free loopback ports");
+        let etcd = testgate::testbed::Etcd::start(config).unwrap_or_else(|e| panic!("{e}"));
+        Etcd { url: etcd.url().to_string(), _etcd: etcd }
     }
 
     /// Writes the pool design into etcd at Calico's v3 resource keys.
@@ -220,13 +192,6 @@ impl Etcd {
             });
             s.put_resource("ipamconfigurations", "default", &cfg).await.expect("put config");
         });
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

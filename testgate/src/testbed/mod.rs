@@ -8,6 +8,8 @@
 //! - [`Process`]: a child process stopped (SIGTERM, then SIGKILL after a grace period)
 //!   and reaped on drop; [`ScratchDir`]: a directory removed on drop.
 //! - [`bgpd_binary`]: the one rule for finding the bgpd binary under test.
+//! - [`Etcd`]: a real etcd on free loopback ports (or in a namespace) in a scratch
+//!   directory, ready once it has a leader, gone on drop.
 //! - [`on_signal`]: the one signal cleanup. Everything above is entered in a registry
 //!   while it exists; on SIGINT or SIGTERM the registry's processes are killed, its
 //!   namespaces deleted and its directories removed before the program exits (130).
@@ -19,11 +21,13 @@
 mod binary;
 mod cleanup;
 mod command;
+mod etcd;
 mod netns;
 mod process;
 
 pub use binary::{bgpd_binary, BGPD_BIN};
 pub use cleanup::{forget_pid, on_signal, track_pid, OnSignal, Registry};
 pub use command::{run, CommandError};
+pub use etcd::{free_port, Etcd, EtcdConfig, EtcdError};
 pub use netns::{fib_links, unique_name, veth, Netns, Ns};
 pub use process::{reap, Process, ScratchDir};

@@ -429,38 +429,11 @@ mod tests {
         assert!(!is_calico_resource("/calico/resources/v3/projectcalico.org/bgppeers/p"));
     }
 
-    /// A real etcd (Debian `etcd-server`) on loopback ports, killed on drop.
-    struct RealEtcd {
-        child: std::process::Child,
-        _dir: tempfile::TempDir,
-        url: String,
-    }
-
-    impl Drop for RealEtcd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    async fn start_etcd() -> RealEtcd {
-        let port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("http://127.0.0.1:{}", port());
-        let child = testgate::etcd_command("live-etcd-test", &dir.path().join("data"), &url, port())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let etcd = RealEtcd { child, _dir: dir, url };
-        for _ in 0..200 {
-            if let Ok(c) = Client::connect(&[etcd.url.as_str()], ConnectOptions::default()).await {
-                if c.get("probe").await.is_ok() {
-                    return etcd;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("etcd did not answer within 20 s");
+    /// A real etcd (Debian `etcd-server`) from the test bed, on loopback ports, gone
+    /// on drop.
+    fn start_etcd() -> testgate::testbed::Etcd {
+        let config = testgate::testbed::EtcdConfig::loopback("live-etcd-test").expect("free loopback ports");
+        testgate::testbed::Etcd::start(config).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Issue 20 (b) against a real etcd: an IPPool and a Node written once, where
@@ -471,8 +444,8 @@ mod tests {
         if !testgate::require_cmd("one_write_at_calicos_keys_serves_the_daemon_and_bgpd_ipam", "etcd") {
             return;
         }
-        let etcd = start_etcd().await;
-        let store = ::ipam::store::etcd::EtcdStore::connect(&etcd.url).await.unwrap();
+        let etcd = start_etcd();
+        let store = ::ipam::store::etcd::EtcdStore::connect(etcd.url()).await.unwrap();
         let pool_v = |cidr: &str| serde_json::from_str::<serde_json::Value>(&pool("pods", cidr)).unwrap();
         store.put_resource("ippools", "pods", &pool_v("10.244.0.0/16")).await.unwrap();
         let node = serde_json::json!({
@@ -486,7 +459,7 @@ mod tests {
         assert_eq!(design.pools[0].cidr.to_string(), "10.244.0.0/16");
 
         let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
-        let access = Access { endpoints: vec![etcd.url.clone()], tls: None, credentials: None };
+        let access = Access { endpoints: vec![etcd.url().to_string()], tls: None, credentials: None };
         let task = tokio::spawn(run(access, DEFAULT_PREFIX.into(), DEFAULT_IPAM_PREFIX.into(), Publisher { tx }));
         let model = |f: &super::super::Feed| f.sources.as_ref().map(|s| crate::datastore::parse_sources(s).unwrap().0);
         let wait = |rx: &mut tokio::sync::watch::Receiver<super::super::Feed>, cidr: &'static str| {

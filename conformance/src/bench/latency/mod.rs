@@ -262,7 +262,7 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
             Writer::File { path }
         }
         Store::Etcd => {
-            let w = Writer::Etcd { etcd: etcd::Etcd::start(lab, node, "latency").map_err(io)? };
+            let w = Writer::Etcd { etcd: etcd::Etcd::start(node, "latency").map_err(io)? };
             w.apply(&model, &model.objects(), &[])?;
             w
         }
