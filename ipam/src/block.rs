@@ -2,33 +2,13 @@
 //! `IPAMBlock` (an [`AllocationBlock`]), `BlockAffinity`, `IPAMHandle`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::IpFamily;
-
-/// The numeric value of a network's first address.
-pub fn net_base(net: &IpNet) -> u128 {
-    addr_value(net.network())
-}
-
-/// The numeric value of an address.
-pub fn addr_value(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-/// The address of a family with the given numeric value, if it fits.
-pub fn addr_from(family: IpFamily, v: u128) -> Option<IpAddr> {
-    match family {
-        IpFamily::V4 => u32::try_from(v).ok().map(|v| IpAddr::V4(Ipv4Addr::from(v))),
-        IpFamily::V6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
-    }
-}
+pub use crate::model::{addr_from, addr_value, net_base};
 
 /// Key of the `secondary` attribute holding the pod's namespace.
 pub const ATTR_NAMESPACE: &str = "namespace";

@@ -5,7 +5,7 @@
 //! validated forms the allocator works with.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -168,6 +168,27 @@ fn optional_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
         Text::Text(s) => s,
         Text::Bool(b) => b.to_string(),
     }))
+}
+
+/// The numeric value of a network's first address.
+pub fn net_base(net: &IpNet) -> u128 {
+    addr_value(net.network())
+}
+
+/// The numeric value of an address.
+pub fn addr_value(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address of a family with the given numeric value, if it fits.
+pub fn addr_from(family: IpFamily, v: u128) -> Option<IpAddr> {
+    match family {
+        IpFamily::V4 => u32::try_from(v).ok().map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        IpFamily::V6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
+    }
 }
 
 #[cfg(test)]
@@ -357,8 +378,8 @@ impl IpPool {
         if index >= self.block_count() {
             return None;
         }
-        let base = crate::block::net_base(&self.cidr);
-        let addr = crate::block::addr_from(self.family(), base + index * self.block_len())?;
+        let base = net_base(&self.cidr);
+        let addr = addr_from(self.family(), base + index * self.block_len())?;
         IpNet::new(addr, self.block_size).ok()
     }
 

@@ -33,13 +33,12 @@ use bgpd_proto::rib::core::FibRoute;
 use fib::{Fib, FibConfig, FibEvent, FibHandle, FibMetrics, NextHop, Route, RouteChange, RouteErrorKind};
 use ipam::model::EncapMode;
 use ipnet::{IpNet, Ipv4Net};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::progress::Tracked;
 use super::spec::NodeSpec;
-use super::status::Shared;
+use super::status::{KernelView, Shared};
 use crate::datastore::Model;
 
 /// The IPIP tunnel device of Calico's IPIP pools. Felix creates it (with
@@ -80,35 +79,6 @@ impl KernelHandle {
     pub fn send(&self, cmd: KernelCmd) {
         self.0.send(cmd);
     }
-}
-
-/// What `bgpd show fib` and the metrics report about the kernel task.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct KernelView {
-    /// The kernel table programmed.
-    pub table: u32,
-    /// The protocol number our routes carry.
-    pub protocol: u8,
-    /// The metric our routes carry.
-    pub metric: u32,
-    /// Whether the routes of a previous run were swept yet.
-    pub swept: bool,
-    /// Learned prefixes wanted in the kernel (with a next hop).
-    pub learned: usize,
-    /// Blackholes wanted (this node's blocks).
-    pub blackholes: usize,
-    /// Learned routes wanted through `tunl0` (IPIP pools).
-    pub ipip: usize,
-    /// Learned routes left to Felix (VXLAN pools), not installed.
-    pub vxlan_skipped: usize,
-    /// Whether `tunl0` exists (checked at start, on link changes and when a
-    /// route through it fails).
-    pub tunl0_present: bool,
-    /// Routes that are not in the kernel as wanted, and why.
-    pub failing: BTreeMap<IpNet, String>,
-    /// The FIB's metrics (`fib_*`), rendered with the daemon's.
-    #[serde(skip)]
-    pub registry: prometheus::Registry,
 }
 
 /// The prefixes of `node` that get a blackhole route: its IPAM blocks (the

@@ -264,7 +264,7 @@ mod tests {
         fib.routes_installed.with_label_values(&["ipv4"]).set(1);
         fib.operations.with_label_values(&["install"]).inc();
         fib.errors.with_label_values(&["ENETUNREACH"]).inc();
-        shared.lock().kernel = Some(crate::daemon::kernel::KernelView { registry, ..Default::default() });
+        shared.lock().kernel = Some(crate::daemon::status::KernelView { registry, ..Default::default() });
         shared
     }
 

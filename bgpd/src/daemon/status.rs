@@ -166,7 +166,7 @@ pub struct Status {
     /// peer's address (`bgpd_connections_refused_total`).
     pub refused_unconfigured: u64,
     /// The kernel task's state, when it programs the kernel (`show fib`, `fib_*` metrics).
-    pub kernel: Option<super::kernel::KernelView>,
+    pub kernel: Option<KernelView>,
     /// Selection deferral after a restart, while it lasts (`show peers`, `/readyz`).
     pub deferral: Option<Deferral>,
     /// Decommissioning or decommissioned (`show peers`, `/readyz`).
@@ -259,4 +259,33 @@ pub fn state_name(s: State) -> &'static str {
         State::OpenConfirm => "OpenConfirm",
         State::Established => "Established",
     }
+}
+
+/// What `bgpd show fib` and the metrics report about the kernel task.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KernelView {
+    /// The kernel table programmed.
+    pub table: u32,
+    /// The protocol number our routes carry.
+    pub protocol: u8,
+    /// The metric our routes carry.
+    pub metric: u32,
+    /// Whether the routes of a previous run were swept yet.
+    pub swept: bool,
+    /// Learned prefixes wanted in the kernel (with a next hop).
+    pub learned: usize,
+    /// Blackholes wanted (this node's blocks).
+    pub blackholes: usize,
+    /// Learned routes wanted through `tunl0` (IPIP pools).
+    pub ipip: usize,
+    /// Learned routes left to Felix (VXLAN pools), not installed.
+    pub vxlan_skipped: usize,
+    /// Whether `tunl0` exists (checked at start, on link changes and when a
+    /// route through it fails).
+    pub tunl0_present: bool,
+    /// Routes that are not in the kernel as wanted, and why.
+    pub failing: BTreeMap<IpNet, String>,
+    /// The FIB's metrics (`fib_*`), rendered with the daemon's.
+    #[serde(skip)]
+    pub registry: prometheus::Registry,
 }
