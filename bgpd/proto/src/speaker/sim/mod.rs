@@ -554,15 +554,13 @@ impl Fabric {
         self.drain(owner);
     }
 
-    /// Handles a delivery that concerns the fabric or one member.
+    /// Handles a delivery that concerns the fabric ([`Concerns::Fabric`]):
+    /// a connection made, refused or closed.
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         match d {
             Delivery::Bytes { .. } | Delivery::Timer { .. } | Delivery::Read { .. } => {
-                let Concerns::Member(m) = d.concerns(&self.links) else { return };
-                let mut fx = Effects::default();
-                self.members[m].deliver(m, &self.links, now, d, &mut fx);
-                self.apply(m, fx);
+                unreachable!("a window handles the deliveries that concern one member")
             }
             Delivery::Closed { link, to } => {
                 let Some(end) = self.links[link].as_ref().map(|l| l.ends[usize::from(to)]) else { return };

@@ -51,23 +51,23 @@ impl Fabric {
         let mut groups: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
         // The heaviest first, each to the thread with the least so far
         // (bytes to read is what costs).
-        let mut work: Vec<Job> = Vec::with_capacity(jobs.len());
+        let weight = |ds: &[(Instant, Delivery)]| -> usize {
+            ds.iter().map(|(_, d)| if let Delivery::Bytes { bytes, .. } = d { 64 + bytes.len() } else { 64 }).sum()
+        };
+        let mut work: Vec<(usize, Job)> = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter().peekable();
         for (i, member) in self.members.iter_mut().enumerate() {
             let Some(next) = jobs.peek().map(|(m, _)| *m) else { break };
             if next == i {
                 let (_, ds) = jobs.next().expect("peeked");
-                work.push(Job { m: i, member, deliveries: ds });
+                work.push((weight(&ds), Job { m: i, member, deliveries: ds }));
             }
         }
-        let weight = |ds: &[(Instant, Delivery)]| -> usize {
-            ds.iter().map(|(_, d)| if let Delivery::Bytes { bytes, .. } = d { 64 + bytes.len() } else { 64 }).sum()
-        };
-        work.sort_by_cached_key(|job| (Reverse(weight(&job.deliveries)), job.m));
+        work.sort_by_key(|(w, job)| (Reverse(*w), job.m));
         let mut load = vec![0_usize; threads];
-        for job in work {
+        for (w, job) in work {
             let t = (0..threads).min_by_key(|t| load[*t]).expect("one thread at least");
-            load[t] += weight(&job.deliveries);
+            load[t] += w;
             groups[t].push(job);
         }
         let run = &|group: Vec<Job>| {
