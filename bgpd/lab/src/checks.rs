@@ -90,6 +90,10 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
         }
     }
     for node in lab.topo.nodes().filter(|n| !st.stopped.contains(&n.name)) {
+        if st.bird.contains(&node.name) {
+            checks.extend(calico_bird_checks(lab, &node.name, &dead));
+            continue;
+        }
         match ask_peers(&lab.node_socket(&node.name)) {
             None => checks.push(Check {
                 what: format!("{}: bgpd answers", node.name),
@@ -161,6 +165,36 @@ fn run_checks(lab: &Lab, st: &State, bgpd: &Path) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// The sessions of a node that runs Calico's BIRD: every one its
+/// configuration has (but those over a cut link) Established.
+fn calico_bird_checks(lab: &Lab, node: &str, dead: &[IpAddr]) -> Vec<Check> {
+    let planned = cluster_model(lab, node).and_then(|m| calico_bird::sessions(&m, node));
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Check { what: format!("{node}: Calico BIRD configured"), ok: false, detail: e.to_string() }]
+        }
+    };
+    let states = calico_bird::sessions_up(&lab.bird_socket(node));
+    if states.is_empty() {
+        let log = net::tail(&lab.dir.join("nodes").join(node).join("bird.log"), 8);
+        let detail = format!("no answer on its control socket; log tail:\n{log}");
+        return vec![Check { what: format!("{node}: Calico BIRD answers"), ok: false, detail }];
+    }
+    planned
+        .iter()
+        .filter(|s| !dead.contains(&s.neighbor))
+        .map(|s| {
+            let state = states.iter().find(|(n, ..)| *n == s.name);
+            Check {
+                what: format!("{node}: session {} ({}, Calico BIRD)", s.name, s.neighbor),
+                ok: state.is_some_and(|(_, up, _)| *up),
+                detail: state.map_or_else(|| "no such protocol".into(), |(.., info)| info.clone()),
+            }
+        })
+        .collect()
 }
 
 /// The check that a bgpd is not in its selection deferral after a restart.
@@ -253,12 +287,12 @@ pub(super) fn converge(lab: &Lab, st: &State, bgpd: &Path, limit: Duration) -> (
 
 /// The routes once they have held still for a second (at most 15 s): the
 /// checks can pass on the first path while a second (ECMP) path is on its way.
-pub(super) fn settled_routes(lab: &Lab) -> String {
+pub(super) fn settled_routes(lab: &Lab, st: &State) -> String {
     let start = Instant::now();
-    let mut last = routes_report(lab);
+    let mut last = routes_report(lab, st);
     while start.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_secs(1));
-        let now = routes_report(lab);
+        let now = routes_report(lab, st);
         if now == last {
             break;
         }
@@ -268,10 +302,11 @@ pub(super) fn settled_routes(lab: &Lab) -> String {
 }
 
 /// Each node's and router's kernel routes (the pods' own /32 links left out).
-fn routes_report(lab: &Lab) -> String {
+fn routes_report(lab: &Lab, st: &State) -> String {
     let mut r = String::new();
     for m in lab.topo.members.values().filter(|m| !matches!(m.role, Role::Host { .. })) {
         let what = match &m.role {
+            Role::Node { asn, .. } if st.bird.contains(&m.name) => format!("node, AS {asn}, Calico BIRD"),
             Role::Node { asn, .. } => format!("node, AS {asn}, bgpd"),
             Role::Router { implementation, asn, .. } => {
                 format!("router, AS {asn}, {}", format!("{implementation:?}").to_lowercase())

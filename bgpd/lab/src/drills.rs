@@ -94,7 +94,7 @@ pub fn fail(file: &Path, what: &str, recover: bool, silent: bool) -> anyhow::Res
 /// The bgpd processes the lab runs: every node's (but stopped ones) and
 /// every bgpd router's, by member name.
 fn bgpd_members(lab: &Lab, st: &State) -> Vec<String> {
-    let nodes = lab.topo.nodes().map(|n| n.name.clone()).filter(|n| !st.stopped.contains(n));
+    let nodes = lab.topo.nodes().map(|n| n.name.clone()).filter(|n| !st.stopped.contains(n) && !st.bird.contains(n));
     let routers = lab
         .topo
         .routers()
@@ -107,8 +107,12 @@ fn bgpd_members(lab: &Lab, st: &State) -> Vec<String> {
 /// SIGKILL: a crash), waits until it is gone (SIGKILL after 10 s), and
 /// returns its process record, removed from the state.
 fn stop_bgpd(st: &mut State, member: &str, kill: bool) -> anyhow::Result<Proc> {
-    let name = format!("{member}/bgpd");
-    let i = st.procs.iter().position(|p| p.name == name).with_context(|| format!("{member}'s bgpd is not running"))?;
+    stop_proc(st, &format!("{member}/bgpd"), kill)
+}
+
+/// Stops the lab's process `name` (`MEMBER/PROGRAM`) as [`stop_bgpd`] does.
+fn stop_proc(st: &mut State, name: &str, kill: bool) -> anyhow::Result<Proc> {
+    let i = st.procs.iter().position(|p| p.name == name).with_context(|| format!("{name} is not running"))?;
     let old = st.procs.remove(i);
     net::signal(old.pid, if kill { "KILL" } else { "TERM" });
     let exe = old.argv.first().cloned().unwrap_or_default();
@@ -165,9 +169,15 @@ pub fn stop(file: &Path, node: &str, crash: bool) -> anyhow::Result<bool> {
     if !lab.topo.nodes().any(|n| n.name == node) || st.stopped.iter().any(|n| n == node) {
         bail!("{node:?} is not a running node of lab {}", lab.topo.name);
     }
+    let bird = st.bird.iter().any(|n| n == node);
+    if bird && !crash {
+        bail!("{node} runs Calico's BIRD, which has no decommission: `--crash`, or `bgpd lab migrate` it first");
+    }
     let what = if crash { format!("{node} fails (SIGKILL, links down)") } else { format!("decommission {node}") };
     let (ok, lost) = drill(&lab, &mut st, &bgpd, &what, Drill { max_secs: 300, unprobed: Some(node) }, |lab, st| {
-        if crash {
+        if bird {
+            stop_proc(st, &format!("{node}/bird"), true)?;
+        } else if crash {
             stop_bgpd(st, node, true)?;
         } else {
             let sock = lab.node_socket(node);
@@ -223,7 +233,11 @@ pub fn start(file: &Path, node: &str) -> anyhow::Result<bool> {
                 }
             }
             write_datastores(lab, st)?;
-            start_node(lab, st, &bgpd, node)
+            if st.bird.iter().any(|n| n == node) {
+                start_calico_bird(lab, st, node)
+            } else {
+                start_node(lab, st, &bgpd, node, &[])
+            }
         })?;
     Ok(ok && lost == 0)
 }
@@ -258,6 +272,52 @@ pub fn upgrade(file: &Path) -> anyhow::Result<bool> {
         println!("upgrade lost {lost} probes (target: 0)");
     }
     Ok(ok && lost == 0)
+}
+
+/// `bgpd lab migrate FILE NODE`: replaces a node's Calico BIRD with bgpd,
+/// as docs/migration.md does on a real node, while probing. BIRD is killed
+/// (SIGKILL: no NOTIFICATION, so every peer keeps the node's routes as a
+/// graceful restart helper, and its kernel routes stay: `persist`), and bgpd
+/// starts on the same datastore with `--take-over bird`: it restarts the
+/// sessions as a restarting speaker that kept its forwarding state, and once
+/// its own routes are in, removes BIRD's. Fails if a probe is lost or a
+/// route of BIRD's is left.
+pub fn migrate(file: &Path, node: &str) -> anyhow::Result<bool> {
+    let lab = Lab::load(file)?;
+    let mut st = lab.read_state()?;
+    let (bgpd, _) = binaries()?;
+    if !st.bird.iter().any(|n| n == node) {
+        let bird = if st.bird.is_empty() { "none".to_string() } else { st.bird.join(", ") };
+        bail!("{node:?} does not run Calico's BIRD in lab {} (those that do: {bird})", lab.topo.name);
+    }
+    let what = format!("migrate {node} from Calico's BIRD to bgpd");
+    let (ok, lost) = drill(&lab, &mut st, &bgpd, &what, Drill::probing_all(300), |lab, st| {
+        stop_proc(st, &format!("{node}/bird"), true)?;
+        st.bird.retain(|n| n != node);
+        start_node(lab, st, &bgpd, node, &["--take-over", "bird"])
+    })?;
+    // bgpd removes BIRD's routes once its deferral is over and its own are in.
+    let ns = lab.topo.netns(node);
+    let left = |ns: &str| -> usize {
+        ["-4", "-6"]
+            .iter()
+            .map(|f| net::ip_in(ns, &[f, "route", "show", "proto", "bird"]).map_or(0, |o| o.lines().count()))
+            .sum()
+    };
+    let t0 = Instant::now();
+    while left(&ns) > 0 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n = left(&ns);
+    if n > 0 {
+        println!("migrate {node}: {n} routes of BIRD's are still in its kernel (want 0)");
+    } else {
+        println!("migrate {node}: no route of BIRD's is left in its kernel");
+    }
+    if lost > 0 {
+        println!("migrate lost {lost} probes (target: 0)");
+    }
+    Ok(ok && lost == 0 && n == 0)
 }
 
 /// How a drill probes.
@@ -369,7 +429,7 @@ pub fn check(file: &Path) -> anyhow::Result<bool> {
     let st = lab.read_state()?;
     let (bgpd, _) = binaries()?;
     let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
-    print!("{}", settled_routes(&lab));
+    print!("{}", settled_routes(&lab, &st));
     print!("{report}");
     Ok(ok)
 }

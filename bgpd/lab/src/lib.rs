@@ -16,6 +16,7 @@
 //! Everything it makes is named `bl.LAB.*` and recorded under
 //! `/run/bgpd-lab/LAB`, so `down` finds it also after an interrupted `up`.
 
+pub mod calico_bird;
 mod checks;
 mod drills;
 pub mod net;
@@ -35,7 +36,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use checks::*;
-pub use drills::{check, fail, restart, start, stop, upgrade};
+pub use drills::{check, fail, migrate, restart, start, stop, upgrade};
 use spec::{Role, Topology};
 
 /// Where labs keep their state.
@@ -66,6 +67,9 @@ struct State {
     /// packet dropped, links up) rather than losing their links.
     #[serde(default)]
     silent: Vec<String>,
+    /// Nodes that run Calico's BIRD (not yet migrated to bgpd).
+    #[serde(default)]
+    bird: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +147,11 @@ impl Lab {
         self.dir.join("nodes").join(node).join("bgpd.sock")
     }
 
+    /// The control socket of a node's Calico BIRD.
+    fn bird_socket(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node).join("bird.ctl")
+    }
+
     fn start(&self, st: &mut State, name: &str, ns: &str, argv: Vec<String>, log: PathBuf) -> anyhow::Result<()> {
         let pid = net::spawn(ns, &argv, &log)?;
         st.procs.push(Proc { name: name.into(), ns: ns.into(), pid, argv, log });
@@ -195,6 +204,9 @@ fn preflight(topo: &Topology) -> anyhow::Result<()> {
     }
     need_program("ip", "iproute2")?;
     need_program(&format!("{CNI_DIR}/ptp"), "containernetworking-plugins")?;
+    if !topo.calico_bird.is_empty() {
+        need_program("bird", "bird2")?;
+    }
     for r in topo.routers() {
         match &r.role {
             Role::Router { implementation: spec::Implementation::Bird, .. } => need_program("bird", "bird2")?,
@@ -217,7 +229,11 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
         bail!("lab {} is already up (or left over): run `bgpd lab down {}` first", lab.topo.name, file.display());
     }
     std::fs::create_dir_all(&lab.dir)?;
-    let mut st = State { template: file.canonicalize().unwrap_or_else(|_| file.to_path_buf()), ..State::default() };
+    let mut st = State {
+        template: file.canonicalize().unwrap_or_else(|_| file.to_path_buf()),
+        bird: lab.topo.calico_bird.iter().cloned().collect(),
+        ..State::default()
+    };
     lab.save(&st)?;
     let t0 = Instant::now();
     println!("lab {}: building in network namespaces {}*", lab.topo.name, lab.prefix());
@@ -233,7 +249,11 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
     attach_pods(&lab, &mut st, &bgpd)?;
     write_datastores(&lab, &st)?;
     for node in lab.topo.nodes() {
-        start_node(&lab, &mut st, &bgpd, &node.name)?;
+        if st.bird.contains(&node.name) {
+            start_calico_bird(&lab, &mut st, &node.name)?;
+        } else {
+            start_node(&lab, &mut st, &bgpd, &node.name, &[])?;
+        }
     }
     for s in lab.topo.services.clone() {
         for (node, ready) in &s.endpoints {
@@ -251,7 +271,7 @@ pub fn up(file: &Path) -> anyhow::Result<bool> {
         t0.elapsed().as_secs_f64()
     );
     let (ok, report) = converge(&lab, &st, &bgpd, CONVERGE);
-    print!("{}", settled_routes(&lab));
+    print!("{}", settled_routes(&lab, &st));
     print!("{report}");
     if ok {
         println!("lab {}: all checks passed in {:.1} s", lab.topo.name, t0.elapsed().as_secs_f64());
@@ -462,10 +482,36 @@ fn node_argv(lab: &Lab, bgpd: &Path, node: &str) -> anyhow::Result<Vec<String>> 
     ])
 }
 
-fn start_node(lab: &Lab, st: &mut State, bgpd: &Path, node: &str) -> anyhow::Result<()> {
-    let argv = node_argv(lab, bgpd, node)?;
+/// Starts a node's bgpd, with `extra` arguments for `bgpd run`.
+fn start_node(lab: &Lab, st: &mut State, bgpd: &Path, node: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let mut argv = node_argv(lab, bgpd, node)?;
+    argv.extend(extra.iter().map(|a| a.to_string()));
     let log = lab.dir.join("nodes").join(node).join("bgpd.log");
     lab.start(st, &format!("{node}/bgpd"), &lab.topo.netns(node), argv, log)
+}
+
+/// The datastore of a node's cluster, as the node reads it (with its IPAM blocks).
+fn cluster_model(lab: &Lab, node: &str) -> anyhow::Result<bgpd::datastore::Model> {
+    let Some(Role::Node { cluster, .. }) = lab.topo.members.get(node).map(|m| &m.role) else {
+        bail!("{node} is not a node of lab {}", lab.topo.name)
+    };
+    let dir = lab.cluster_dir(cluster);
+    let (model, _) = bgpd::datastore::load(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    Ok(model)
+}
+
+/// Starts Calico's BIRD on a node, configured as confd renders it from the
+/// cluster's resources and the node's IPAM blocks ([`calico_bird`]).
+fn start_calico_bird(lab: &Lab, st: &mut State, node: &str) -> anyhow::Result<()> {
+    let conf = calico_bird::render(&cluster_model(lab, node)?, node)?;
+    let dir = lab.dir.join("nodes").join(node);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("bird.conf");
+    std::fs::write(&path, conf)?;
+    let s = |p: &Path| p.display().to_string();
+    let argv = ["bird", "-f", "-c", &s(&path), "-s", &s(&lab.bird_socket(node)), "-P", &s(&dir.join("bird.pid"))];
+    let argv: Vec<String> = argv.iter().map(|x| x.to_string()).collect();
+    lab.start(st, &format!("{node}/bird"), &lab.topo.netns(node), argv, dir.join("bird.log"))
 }
 
 /// Marks one endpoint ready or not: the pod owns the service addresses (on

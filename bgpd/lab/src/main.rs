@@ -129,6 +129,15 @@ enum LabCmd {
         /// The template.
         file: PathBuf,
     },
+    /// Drill: replace NODE's Calico BIRD with bgpd while probing (BIRD killed,
+    /// bgpd started with `--take-over bird`); fails if a probe was lost or a
+    /// route of BIRD's is left in the node's kernel (docs/migration.md).
+    Migrate {
+        /// The template.
+        file: PathBuf,
+        /// A node that runs Calico's BIRD (the Lab's `calicoBird`).
+        node: String,
+    },
     /// (internal) A pod's listener: answers each TCP connection with NAME.
     #[command(hide = true)]
     Serve {
@@ -162,6 +171,7 @@ fn lab_command(what: LabCmd) -> ExitCode {
         LabCmd::Stop { file, node, crash } => lab::stop(&file, &node, crash),
         LabCmd::Start { file, node } => lab::start(&file, &node),
         LabCmd::Upgrade { file } => lab::upgrade(&file),
+        LabCmd::Migrate { file, node } => lab::migrate(&file, &node),
         LabCmd::Serve { name, port } => lab::probe::serve(&name, port).map(|()| true),
         LabCmd::Probe { interval_ms: None, targets, .. } => lab::probe::probe(&targets).map(|()| true),
         LabCmd::Probe { interval_ms: Some(ms), stop_file, max_secs, targets } => {

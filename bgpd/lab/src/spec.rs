@@ -64,6 +64,10 @@ struct LabSpec {
     /// through (stateful firewalls, NAT): `bgpd verify` checks it.
     #[serde(default)]
     symmetric: bool,
+    /// Nodes that run Calico's BIRD, configured as Calico's confd renders
+    /// it, instead of bgpd (a cluster being migrated; `bgpd lab migrate`).
+    #[serde(default)]
+    calico_bird: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -311,6 +315,8 @@ pub struct Topology {
     /// The template declares symmetric paths (`spec.symmetric`): every
     /// answer passes the members its request passed.
     pub symmetric: bool,
+    /// The nodes that start with Calico's BIRD rather than bgpd (`spec.calicoBird`).
+    pub calico_bird: BTreeSet<String>,
 }
 
 fn is_name(s: &str) -> bool {
@@ -693,7 +699,14 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         services.push(LabService { key, namespace: s.namespace, name: s.name, clusters, addresses, endpoints });
     }
     let bfd = node_bfd(&members, &cluster_yaml);
-    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd, symmetric })
+    let mut calico_bird = BTreeSet::new();
+    for n in spec.calico_bird {
+        if !matches!(members.get(&n).map(|m| &m.role), Some(Role::Node { .. })) {
+            return Err(format!("Lab spec.calicoBird: {n:?} is not a Node resource"));
+        }
+        calico_bird.insert(n);
+    }
+    Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd, symmetric, calico_bird })
 }
 
 /// The BFD sessions each node's bgpd will run, as it decides them: its plan
