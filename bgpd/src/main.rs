@@ -65,6 +65,14 @@ enum Command {
         /// Do not program the kernel (e.g. a route server or a benchmark).
         #[arg(long)]
         no_kernel: bool,
+        /// Take over from the speaker bgpd replaces on this node (Calico's BIRD:
+        /// `bird` or 12), a number or a name from /etc/iproute2/rt_protos. If the
+        /// kernel table holds routes of that protocol at start, the start is a
+        /// graceful restart that claims forwarding state; those routes keep
+        /// forwarding until the selection deferral ends and bgpd's routes are in,
+        /// then they are removed. None: a normal start (harmless to leave set).
+        #[arg(long, value_name = "PROTOCOL", conflicts_with = "no_kernel")]
+        take_over: Option<String>,
         /// Seconds a decommission lets traffic move (routes sent with
         /// GRACEFUL_SHUTDOWN) before the sessions close: when this node's
         /// Node leaves the datastore, or on `bgpd stop --withdraw`.
@@ -180,11 +188,21 @@ fn run_daemon(
     metrics: Option<std::net::SocketAddr>,
     kernel_table: Option<u32>,
     drain: std::time::Duration,
+    take_over: Option<daemon::TakeOver>,
 ) -> anyhow::Result<()> {
     let datastore = datastore::live::DatastoreSpec::parse(&datastore)?;
     let secrets_namespace = datastore::live::secrets_namespace(std::env::var("POD_NAMESPACE").ok().as_deref());
     init_logging(&datastore, &node);
-    let opts = daemon::RunOptions { datastore, secrets_namespace, node, control_socket, metrics, kernel_table, drain };
+    let opts = daemon::RunOptions {
+        datastore,
+        secrets_namespace,
+        node,
+        control_socket,
+        metrics,
+        kernel_table,
+        drain,
+        take_over,
+    };
     runtime()?.block_on(daemon::run(opts))
 }
 
@@ -232,9 +250,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::DecodeMrt { json, file } => decode_mrt::run(&file, json),
-        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel, drain_time } => {
+        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel, drain_time, take_over } => {
             let drain = std::time::Duration::from_secs(drain_time);
-            run_daemon(datastore, node, control_socket, metrics, (!no_kernel).then_some(kernel_table), drain)
+            match take_over.as_deref().map(daemon::parse_take_over).transpose() {
+                Ok(take_over) => {
+                    let kernel = (!no_kernel).then_some(kernel_table);
+                    run_daemon(datastore, node, control_socket, metrics, kernel, drain, take_over)
+                }
+                Err(e) => Err(anyhow::anyhow!(e)),
+            }
         }
         Command::Stop { withdraw, restart, drain, control_socket } => {
             let how = match (withdraw, restart) {

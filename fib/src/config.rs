@@ -29,6 +29,11 @@ pub struct FibConfig {
     /// Receive buffer of the netlink socket in bytes, set with `SO_RCVBUFFORCE`
     /// (default 64 MiB). An overrun leads to a full resync.
     pub receive_buffer: usize,
+    /// Protocol numbers of another speaker whose routes in our table we take over (bgpd
+    /// replacing BIRD: 12). Their routes (any metric) are recorded from the start-up dump
+    /// and from notifications, never touched until [`crate::FibHandle::retire_predecessors`],
+    /// which removes them. Empty by default.
+    pub replaces: Vec<u8>,
 }
 
 impl Default for FibConfig {
@@ -42,6 +47,7 @@ impl Default for FibConfig {
             graceful_restart: false,
             netns: None,
             receive_buffer: 64 << 20,
+            replaces: Vec::new(),
         }
     }
 }
@@ -57,6 +63,12 @@ impl FibConfig {
         // Protocols 0..=4 are unspec, redirect, kernel, boot and static: never ours.
         if self.protocol <= 4 {
             return bad("protocol", "0 to 4 are reserved by the kernel (kernel, boot, static, …)");
+        }
+        if let Some(p) = self.replaces.iter().find(|p| **p <= 4 || **p == self.protocol) {
+            return bad(
+                "replaces",
+                &format!("protocol {p}: 0 to 4 are the kernel's own, and our own protocol is not a predecessor"),
+            );
         }
         if !(1..=4096).contains(&self.batch_size) {
             return bad("batch_size", "must be 1 to 4096 messages");
@@ -82,6 +94,11 @@ mod tests {
         assert!(e.to_string().contains("table"), "{e}");
         let e = FibConfig { protocol: 4, ..FibConfig::default() }.validate().unwrap_err();
         assert!(e.to_string().contains("protocol"), "{e}");
+        let e = FibConfig { replaces: vec![12, 3], ..FibConfig::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("replaces") && e.to_string().contains("protocol 3"), "{e}");
+        let e = FibConfig { replaces: vec![RTPROT_BGP], ..FibConfig::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("replaces"), "{e}");
+        FibConfig { replaces: vec![12], ..FibConfig::default() }.validate().unwrap();
         let e = FibConfig { batch_size: 0, ..FibConfig::default() }.validate().unwrap_err();
         assert!(e.to_string().contains("batch_size"), "{e}");
     }

@@ -24,6 +24,7 @@ enum Command {
     Apply(Vec<RouteChange>),
     Settled(oneshot::Sender<Vec<RouteError>>),
     Sweep,
+    Retire(oneshot::Sender<usize>),
     Flush,
     Resync,
     Stop { remove_routes: bool, done: oneshot::Sender<()> },
@@ -90,6 +91,17 @@ impl FibHandle {
     /// removed (call once the routing protocol has converged, e.g. after End-of-RIB).
     pub async fn sweep_stale(&self) -> Result<(), FibError> {
         self.send(Command::Sweep).await
+    }
+
+    /// Removes the routes of the replaced protocols (`FibConfig::replaces`) that the table
+    /// holds now, whatever their metric: the predecessor's routes go once ours are in (call
+    /// after [`FibHandle::settled`]). Returns how many removals were queued; failures are
+    /// logged and counted (`fib_errors_total`), a route already gone is fine, and what is
+    /// left shows in `fib_predecessor_routes`.
+    pub async fn retire_predecessors(&self) -> Result<usize, FibError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Retire(tx)).await?;
+        rx.await.map_err(|_| FibError::Stopped)
     }
 
     /// Forgets every desired route and removes all routes of ours from the table.
@@ -197,6 +209,9 @@ fn handle_command(
         }
         Command::Settled(w) => waiters.push(w),
         Command::Sweep => engine.sweep(),
+        Command::Retire(tx) => {
+            let _ = tx.send(engine.retire_predecessors());
+        }
         Command::Flush => engine.flush(),
         Command::Resync => engine.start_resync(),
         Command::Stop { remove_routes, done } => {

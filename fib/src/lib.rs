@@ -17,6 +17,9 @@
 //! - **Recursive next hops**: a gateway given without a device is resolved through the
 //!   kernel's own routes (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`) to a directly connected
 //!   gateway, and re-resolved when other routes or addresses change.
+//! - **Taking over**: routes of another speaker's protocol in our table
+//!   ([`FibConfig::replaces`], BIRD's 12 when bgpd replaces it) are recorded and left
+//!   alone until [`FibHandle::retire_predecessors`] removes them, once ours are in.
 //!
 //! The logic is a sans-IO engine (no socket, no clock; unit-tested with synthetic kernel
 //! messages); [`Fib::spawn`] runs it on a tokio task that owns the socket. See `docs/fib.md`.
@@ -24,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod count;
 mod driver;
 mod engine;
 mod error;
@@ -36,6 +40,7 @@ mod queue;
 mod route;
 
 pub use config::FibConfig;
+pub use count::count_routes;
 pub use driver::{Fib, FibHandle};
 pub use engine::FibEvent;
 pub use error::{errno_name, FibError, Op, RouteError, RouteErrorKind};

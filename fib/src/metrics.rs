@@ -12,7 +12,8 @@ use crate::error::FibError;
 pub struct FibMetrics {
     /// `fib_routes_installed{family="ipv4|ipv6"}`: our routes in the kernel table.
     pub routes_installed: IntGaugeVec,
-    /// `fib_operations_total{op="install|remove|lookup"}`: messages written.
+    /// `fib_operations_total{op="install|remove|lookup|retire"}`: messages written
+    /// (`retire`: a route of a replaced protocol removed).
     pub operations: IntCounterVec,
     /// `fib_errors_total{errno="ENETUNREACH",…}`: operations the kernel refused.
     pub errors: IntCounterVec,
@@ -24,6 +25,9 @@ pub struct FibMetrics {
     pub queue_depth: IntGauge,
     /// `fib_last_reconcile_timestamp_seconds`: Unix time the last full reconcile finished.
     pub last_reconcile: IntGauge,
+    /// `fib_predecessor_routes`: routes of the replaced protocols (`FibConfig::replaces`)
+    /// still in the kernel table.
+    pub predecessor_routes: IntGauge,
 }
 
 impl FibMetrics {
@@ -46,6 +50,10 @@ impl FibMetrics {
                 "fib_last_reconcile_timestamp_seconds",
                 "Unix time of the last full reconcile",
             )?,
+            predecessor_routes: IntGauge::new(
+                "fib_predecessor_routes",
+                "Routes of the speaker taken over (replaced protocols) still in the kernel table",
+            )?,
         };
         registry.register(Box::new(m.routes_installed.clone()))?;
         registry.register(Box::new(m.operations.clone()))?;
@@ -54,6 +62,7 @@ impl FibMetrics {
         registry.register(Box::new(m.repairs.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.last_reconcile.clone()))?;
+        registry.register(Box::new(m.predecessor_routes.clone()))?;
         Ok(m)
     }
 

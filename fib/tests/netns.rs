@@ -516,3 +516,81 @@ async fn backpressure_bounds_the_queue_and_loses_nothing() {
     assert_eq!(ns.routes(TABLE).len(), 200);
     assert!(metrics.queue_depth.get() <= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_over_retires_only_the_predecessors_routes() {
+    if !testgate::require_root_and_cmds("take_over_retires_only_the_predecessors_routes", &["ip"]) {
+        return;
+    }
+    let ns = TestNs::new("takeover");
+    let t = TABLE.to_string();
+    // What Calico's BIRD leaves behind (`persist`): protocol 12, metric 32, a blackhole for
+    // the node's block and a route to another node's block through a connected gateway.
+    ns.ip(&["route", "add", "blackhole", "10.244.1.0/26", "table", &t, "proto", "12", "metric", "32"]);
+    ns.ip(&["route", "add", "10.244.2.0/26", "via", "192.0.2.2", "table", &t, "proto", "12", "metric", "32"]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:244::/122",
+        "via",
+        "2001:db8:1::2",
+        "table",
+        &t,
+        "proto",
+        "12",
+        "metric",
+        "32",
+    ]);
+    // A route of BIRD's that bgpd will not have, and one of another owner.
+    ns.ip(&["route", "add", "10.244.9.0/26", "via", "192.0.2.2", "table", &t, "proto", "12", "metric", "32"]);
+    ns.ip(&["route", "add", "10.9.0.0/24", "via", "192.0.2.9", "table", &t, "proto", "static", "metric", "32"]);
+    let path = ns.path();
+    let counted = tokio::task::spawn_blocking(move || fib::count_routes(TABLE, 12, Some(&path))).await.unwrap();
+    assert_eq!(counted.unwrap(), 4);
+    let path = ns.path();
+    let none = tokio::task::spawn_blocking(move || fib::count_routes(200, 12, Some(&path))).await.unwrap();
+    assert_eq!(none.unwrap(), 0, "a table that does not exist holds nothing");
+
+    let metrics = FibMetrics::unregistered();
+    let config = FibConfig { replaces: vec![12], graceful_restart: true, ..config(&ns) };
+    let fib = Fib::spawn(config, metrics.clone()).unwrap();
+    let h = fib.handle.clone();
+    h.apply(upserts(vec![
+        Route::blackhole(net("10.244.1.0/26")),
+        Route::unicast(net("10.244.2.0/26"), vec![NextHop::via(ip("192.0.2.2"))]),
+        Route::unicast(net("fd00:244::/122"), vec![NextHop::via(ip("2001:db8:1::2"))]),
+    ]))
+    .await
+    .unwrap();
+    let failures = h.settled().await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(metrics.predecessor_routes.get(), 4);
+    // Before retire: both speakers' routes side by side (ours at metric 20 win).
+    let by = |proto: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = ns
+            .routes(TABLE)
+            .iter()
+            .filter(|r| r["protocol"] == proto)
+            .map(|r| (r["dst"].as_str().unwrap_or("").to_owned(), r["metric"].as_u64().unwrap_or(0)))
+            .collect();
+        v.sort();
+        v
+    };
+    let at32 = |dst: &str| (dst.to_owned(), 32);
+    let ours = |dst: &str| (dst.to_owned(), 20);
+    assert_eq!(by("12").len() + by("bird").len(), 4, "{:?}", ns.routes(TABLE));
+    assert_eq!(by("bgp"), vec![ours("10.244.1.0/26"), ours("10.244.2.0/26"), ours("fd00:244::/122")]);
+
+    assert_eq!(h.retire_predecessors().await.unwrap(), 4);
+    let failures = h.settled().await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(metrics.predecessor_routes.get(), 0);
+    assert_eq!(metrics.operations.with_label_values(&["retire"]).get(), 4);
+    // Only protocol 12 is gone: ours and the static route remain.
+    assert!(by("12").is_empty() && by("bird").is_empty(), "{:?}", ns.routes(TABLE));
+    assert_eq!(by("bgp"), vec![ours("10.244.1.0/26"), ours("10.244.2.0/26"), ours("fd00:244::/122")]);
+    assert_eq!(by("static"), vec![at32("10.9.0.0/24")], "the static route at metric 32 stays");
+    // Nothing left: a second retire queues nothing.
+    assert_eq!(h.retire_predecessors().await.unwrap(), 0);
+}

@@ -397,6 +397,20 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                     s(&k["blackholes"]),
                     if k["swept"] == true { "swept" } else { "kept until the selection deferral ends" }
                 ));
+                let t = &k["take_over"];
+                if !t.is_null() {
+                    out.push_str(&format!(
+                        "taking over from protocol {} ({}): {} of its routes left{}\n",
+                        s(&t["name"]),
+                        s(&t["protocol"]),
+                        s(&t["left"]),
+                        if t["retired"] == true {
+                            ", removal done"
+                        } else {
+                            ", removed once the selection deferral ends and bgpd's routes are in"
+                        }
+                    ));
+                }
                 for (prefix, why) in k["failing"].as_object().into_iter().flatten() {
                     out.push_str(&format!("not installed: {prefix}: {}\n", s(why)));
                 }

@@ -16,6 +16,10 @@
 //!   passed), then the table is refreshed from the RIB and what is left of
 //!   the previous run is swept. A start that is not a restart sweeps at once:
 //!   routes from a run too long ago are not trusted.
+//! - Taking over (`--take-over PROTOCOL`): the routes of the speaker bgpd
+//!   replaces (BIRD's, protocol 12, any metric) stay and forward until the
+//!   deferral ends and bgpd's routes are in, then they are removed
+//!   (`FibHandle::retire_predecessors`); `show fib` counts what is left.
 //! - Encapsulation per IP pool, as Calico's BIRD does it (its
 //!   `calico_kernel_programming` filter setting `krt_tunnel`): a learned
 //!   route into an IPv4 pool with `ipipMode: Always` goes `via NEXT_HOP dev
@@ -38,7 +42,8 @@ use tracing::{debug, error, info, warn};
 
 use super::progress::Tracked;
 use super::spec::NodeSpec;
-use super::status::{KernelView, Shared};
+use super::status::{KernelView, Shared, TakeOverView};
+use super::takeover::TakeOver;
 use crate::datastore::Model;
 
 /// The IPIP tunnel device of Calico's IPIP pools. Felix creates it (with
@@ -346,15 +351,19 @@ pub fn send_encap(kernel: Option<&KernelHandle>, model: Option<&Model>, node: &s
 pub struct KernelOptions {
     /// The kernel table to program (254: main).
     pub table: u32,
+    /// The speaker whose routes in the table are taken over (`--take-over`).
+    pub take_over: Option<TakeOver>,
 }
 
 /// Starts the kernel task; `restarted`: bgpd ran here within the restart
 /// time and claims its forwarding state, so the previous run's routes stay
 /// until the RIB's deferral ends.
 pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::Result<KernelHandle> {
-    let config = FibConfig { table: opts.table, graceful_restart: true, ..FibConfig::default() };
+    let replaces = opts.take_over.iter().map(|t| t.protocol).collect();
+    let config = FibConfig { table: opts.table, graceful_restart: true, replaces, ..FibConfig::default() };
     let registry = prometheus::Registry::new();
     let metrics = FibMetrics::register(&registry)?;
+    let predecessors = metrics.predecessor_routes.clone();
     let fib = Fib::spawn(config.clone(), metrics)
         .map_err(|e| anyhow::anyhow!("kernel table {}: cannot start programming it: {e}", opts.table))?;
     shared.lock().kernel = Some(KernelView {
@@ -368,12 +377,20 @@ pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::R
         vxlan_skipped: 0,
         tunl0_present: false,
         failing: BTreeMap::new(),
+        take_over: opts.take_over.as_ref().map(|t| TakeOverView {
+            protocol: t.protocol,
+            name: t.name.clone(),
+            left: 0,
+            retired: false,
+            gauge: Some(predecessors),
+        }),
         registry,
     });
     let (tx, rx, progress) = super::progress::channel("kernel");
     shared.lock().tasks.push(progress.clone());
     info!(table = config.table, protocol = config.protocol, restarted, "programming the kernel table");
-    tokio::spawn(run(fib, rx, progress, restarted, shared));
+    let retire = opts.take_over.clone().map(|t| (t, config.table));
+    tokio::spawn(run(fib, rx, progress, restarted, retire, shared));
     Ok(KernelHandle(tx))
 }
 
@@ -382,6 +399,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<KernelCmd>,
     progress: std::sync::Arc<super::progress::Progress>,
     restarted: bool,
+    mut retire: Option<(TakeOver, u32)>,
     shared: Shared,
 ) {
     let mut desired = Desired::default();
@@ -438,6 +456,11 @@ async fn run(
                     KernelCmd::DeferralDone => {
                         if !swept {
                             swept = sweep(&fib.handle, "selection deferral over").await;
+                        }
+                        if let Some((take, table)) = retire.take() {
+                            // The RIB sent its whole table before this: once the
+                            // FIB has written it, the predecessor's routes go.
+                            tokio::spawn(retire_predecessors(fib.handle.clone(), take, table, shared.clone()));
                         }
                         Vec::new()
                     }
@@ -566,6 +589,38 @@ async fn sweep(fib: &FibHandle, why: &str) -> bool {
     }
 }
 
+/// Once bgpd's routes are in (everything handed to the FIB written and
+/// answered), removes the routes of the speaker taken over.
+async fn retire_predecessors(fib: FibHandle, take: TakeOver, table: u32, shared: Shared) {
+    let what = format!("protocol {} ({})", take.name, take.protocol);
+    if fib.settled().await.is_err() {
+        return;
+    }
+    let queued = match fib.retire_predecessors().await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("kernel table: removing the routes of {what} failed: {e}");
+            return;
+        }
+    };
+    let _ = fib.settled().await;
+    let mut s = shared.lock();
+    let Some(view) = s.kernel.as_mut().and_then(|k| k.take_over.as_mut()) else { return };
+    view.retired = true;
+    view.left = view.gauge.as_ref().map_or(0, |g| g.get().max(0) as usize);
+    match view.left {
+        0 if queued == 0 => info!("kernel table {table}: no routes of {what} left to remove"),
+        0 => info!(
+            routes = queued,
+            "kernel table {table}: bgpd's routes are in; the {queued} routes of {what} it took over are removed"
+        ),
+        left => warn!(
+            routes = queued,
+            left, "kernel table {table}: {left} of the routes of {what} could not be removed (see the errors above)"
+        ),
+    }
+}
+
 /// Records the state (and one FIB event) for `show fib`, logging failures.
 fn publish(shared: &Shared, desired: &Desired, swept: bool, event: Option<FibEvent>) {
     match &event {
@@ -589,6 +644,9 @@ fn publish(shared: &Shared, desired: &Desired, swept: bool, event: Option<FibEve
     view.ipip = desired.ipip.len();
     view.vxlan_skipped = desired.felix.len();
     view.tunl0_present = desired.tunnel;
+    if let Some(t) = view.take_over.as_mut() {
+        t.left = t.gauge.as_ref().map_or(0, |g| g.get().max(0) as usize);
+    }
     match event {
         Some(FibEvent::Failed(e)) => {
             view.failing.insert(e.prefix, e.kind.to_string());

@@ -22,6 +22,7 @@ pub mod router_id;
 mod sockopt;
 pub mod spec;
 pub mod status;
+mod takeover;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 
 pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
+pub use takeover::{parse_with_system_names as parse_take_over, TakeOver};
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
 use crate::datastore::{Model, ObjectKind, ObjectRef, Problem, ResourceKind, Severity, SourceText};
@@ -65,6 +67,10 @@ pub struct RunOptions {
     /// (when the Node leaves the datastore, or `bgpd stop --withdraw`
     /// without `--drain`).
     pub drain: Duration,
+    /// `--take-over`: the protocol of the speaker bgpd replaces (BIRD: 12), whose routes
+    /// in the kernel table make the start a restart with forwarding state and are removed
+    /// once bgpd's are in (needs the kernel table).
+    pub take_over: Option<TakeOver>,
 }
 
 /// The daemon's tasks, as the main loop and its lifecycle steps reach them.
@@ -332,7 +338,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let marker_at = marker_path(&opts);
     let window = restart_window(&peers);
     let kernel_on = opts.kernel_table.is_some();
-    let assessed = marker::assess(&marker_at, SystemTime::now(), window, kernel_on);
+    let mut assessed = marker::assess(&marker_at, SystemTime::now(), window, kernel_on);
+    if let (Some(take), Some(table)) = (&opts.take_over, opts.kernel_table) {
+        let found = fib::count_routes(table, take.protocol, None).with_context(|| {
+            format!("--take-over {}: reading the routes of protocol {} in table {table}", take.name, take.protocol)
+        })?;
+        takeover::assess(&mut assessed, take, table, found);
+    }
     node.restart = assessed.restart;
     let mut marker = marker::Marker::create(&marker_at, SystemTime::now(), kernel_on, assessed.quick_restarts)
         .with_context(|| format!("writing the restart marker {}", marker_at.display()))?;
@@ -343,7 +355,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let kernel = match opts.kernel_table {
         // The previous run's routes are kept (until deferral ends) only when its forwarding state is claimed.
-        Some(table) => Some(kernel::spawn(&kernel::KernelOptions { table }, node.restart.forwarding, shared.clone())?),
+        Some(table) => {
+            let opts = kernel::KernelOptions { table, take_over: opts.take_over.clone() };
+            Some(kernel::spawn(&opts, node.restart.forwarding, shared.clone())?)
+        }
         None => None,
     };
     // The kernel task follows the IP pools' encapsulation (ipipMode) itself.

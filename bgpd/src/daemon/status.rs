@@ -285,7 +285,25 @@ pub struct KernelView {
     pub tunl0_present: bool,
     /// Routes that are not in the kernel as wanted, and why.
     pub failing: BTreeMap<IpNet, String>,
+    /// The speaker taken over (`--take-over`), if any.
+    pub take_over: Option<TakeOverView>,
     /// The FIB's metrics (`fib_*`), rendered with the daemon's.
     #[serde(skip)]
     pub registry: prometheus::Registry,
+}
+
+/// `bgpd run --take-over`: the predecessor's routes in the kernel table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TakeOverView {
+    /// Its protocol number.
+    pub protocol: u8,
+    /// Its name (`bird`).
+    pub name: String,
+    /// Its routes still in the table.
+    pub left: usize,
+    /// Whether they were removed yet (after the selection deferral, once bgpd's routes are in).
+    pub retired: bool,
+    /// `fib_predecessor_routes`, which `left` is read from.
+    #[serde(skip)]
+    pub gauge: Option<prometheus::IntGauge>,
 }

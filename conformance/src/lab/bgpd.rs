@@ -138,6 +138,8 @@ pub struct Bgpd {
     datastore: PathBuf,
     /// `--datastore` when it is not `file:` + `datastore` (see [`Bgpd::start_datastore`]).
     datastore_arg: Option<String>,
+    /// More `bgpd run` arguments (see [`Bgpd::start_yaml_args`]).
+    extra_args: Vec<String>,
     ns: Ns,
     node: String,
     tag: String,
@@ -155,6 +157,7 @@ impl Bgpd {
         cmd.args(["run", "--datastore", &datastore])
             .args(["--node", &self.node, "--control-socket"])
             .arg(&self.sock)
+            .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", std::env::var("BGPDC_LOG").unwrap_or_else(|_| "debug".into()));
         let proc = lab.spawn(&format!("{}-bgpd", self.tag), cmd)?;
@@ -257,6 +260,26 @@ impl Bgpd {
             sock,
             datastore,
             datastore_arg: None,
+            extra_args: Vec::new(),
+            ns: ns.clone(),
+            node: node.into(),
+            tag: tag.into(),
+        };
+        b.proc = b.spawn(lab)?;
+        Ok(b)
+    }
+
+    /// [`Bgpd::start_yaml`] with more `bgpd run` arguments (`--take-over bird`), kept for
+    /// every later start of this bgpd.
+    pub fn start_yaml_args(lab: &Lab, ns: &Ns, tag: &str, node: &str, yaml: &str, args: &[&str]) -> io::Result<Bgpd> {
+        let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
+        std::fs::write(&datastore, yaml)?;
+        let mut b = Bgpd {
+            proc: ProcId(usize::MAX),
+            sock: lab.dir().join(format!("{tag}-bgpd.sock")),
+            datastore,
+            datastore_arg: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             ns: ns.clone(),
             node: node.into(),
             tag: tag.into(),
@@ -273,6 +296,7 @@ impl Bgpd {
             sock: lab.dir().join(format!("{tag}-bgpd.sock")),
             datastore: lab.dir().join(format!("{tag}-bgpd.yaml")),
             datastore_arg: Some(datastore_arg.to_string()),
+            extra_args: Vec::new(),
             ns: ns.clone(),
             node: node.into(),
             tag: tag.into(),

@@ -181,14 +181,29 @@ impl Engine {
                     let reason = format!("no route ({})", nix::errno::Errno::from_raw(errno).desc());
                     self.set_resolution(gw, Resolution::Failed(reason));
                 }
+                Some(InFlight::Retire(p)) if errno == ESRCH => self.retired(p),
+                Some(InFlight::Retire(p)) => {
+                    // Still there as far as we know: it stays counted, nothing else stops.
+                    self.metrics.errors.with_label_values(&[&errno_name(errno)]).inc();
+                    tracing::warn!(
+                        prefix = %p.prefix, protocol = p.protocol, metric = p.metric, errno = %errno_name(errno),
+                        message = text.as_deref().unwrap_or(""),
+                        "removing a route of the replaced speaker failed"
+                    );
+                }
                 None => {}
             }
         }
         if let Some(batch) = self.batches.remove(&seq) {
             let mut raced = false;
             for s in batch {
-                let Some(InFlight::Write { prefix, op, spec }) = self.in_flight.remove(&s) else {
-                    continue;
+                let (prefix, op, spec) = match self.in_flight.remove(&s) {
+                    Some(InFlight::Write { prefix, op, spec }) => (prefix, op, spec),
+                    Some(InFlight::Retire(p)) => {
+                        self.retired(p);
+                        continue;
+                    }
+                    _ => continue,
                 };
                 self.in_flight_prefixes.remove(&prefix);
                 if self.superseded.remove(&prefix) {
@@ -210,6 +225,26 @@ impl Engine {
             if raced {
                 self.start_resync();
             }
+        }
+    }
+
+    /// A predecessor's route is gone (removed by us, or already gone): forgotten; if it
+    /// held our slot, the slot is free for our route.
+    pub(super) fn retired(&mut self, p: Predecessor) {
+        self.forget_predecessor(&p);
+        if p.metric == self.id.metric_for(&p.prefix)
+            && self.slots.get(&p.prefix).is_some_and(|s| s.protocol == p.protocol)
+        {
+            self.set_slot(p.prefix, None);
+            if self.desired.contains_key(&p.prefix) {
+                self.mark_dirty(p.prefix);
+            }
+        }
+    }
+
+    pub(super) fn forget_predecessor(&mut self, p: &Predecessor) {
+        if self.predecessors.remove(p) {
+            self.metrics.predecessor_routes.set(self.predecessors.len() as i64);
         }
     }
 
@@ -245,6 +280,15 @@ impl Engine {
     }
 
     pub(super) fn on_route(&mut self, r: TableRoute, deleted: bool, from_dump: bool) {
+        if r.table == self.id.table && self.replaces.contains(&r.protocol) {
+            // A route of the speaker we take over: recorded, left alone until retired.
+            let p = Predecessor { prefix: r.prefix, protocol: r.protocol, metric: r.metric };
+            if deleted {
+                self.forget_predecessor(&p);
+            } else if self.predecessors.insert(p) {
+                self.metrics.predecessor_routes.set(self.predecessors.len() as i64);
+            }
+        }
         let direct = matches!(&r.spec.target, KernelTarget::Unicast(h) if h.iter().all(|h| h.gateway.is_none()));
         if r.table == self.id.table && r.protocol == crate::kernel::RTPROT_KERNEL && direct {
             let changed = if deleted { self.connected.remove(&r.prefix) } else { self.connected.insert(r.prefix) };

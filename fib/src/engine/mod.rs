@@ -87,6 +87,17 @@ enum InFlight {
         spec: Option<KernelSpec>,
     },
     Lookup(IpAddr),
+    /// Removing a route of a replaced protocol (a predecessor's).
+    Retire(Predecessor),
+}
+
+/// A route of a replaced protocol in our table: its prefix, protocol and metric, which
+/// are what a delete must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Predecessor {
+    pub prefix: IpNet,
+    pub protocol: u8,
+    pub metric: u32,
 }
 
 /// Metric children looked up once: label lookups cost a hash and a lock each.
@@ -96,6 +107,7 @@ struct Counters {
     installs: prometheus::IntCounter,
     removes: prometheus::IntCounter,
     lookups: prometheus::IntCounter,
+    retires: prometheus::IntCounter,
 }
 
 impl Counters {
@@ -106,6 +118,7 @@ impl Counters {
             installs: m.operations.with_label_values(&["install"]),
             removes: m.operations.with_label_values(&["remove"]),
             lookups: m.operations.with_label_values(&["lookup"]),
+            retires: m.operations.with_label_values(&["retire"]),
         }
     }
 }
@@ -196,6 +209,12 @@ pub(crate) struct Engine {
     superseded: HashSet<IpNet>,
     sync: Sync,
     swept: bool,
+    /// Protocols whose routes in our table we take over (`FibConfig::replaces`).
+    replaces: Vec<u8>,
+    /// Their routes in our table, as the kernel last said.
+    predecessors: HashSet<Predecessor>,
+    /// Predecessor routes to remove, not yet sent.
+    retire_queue: VecDeque<Predecessor>,
     metrics: FibMetrics,
     counters: Counters,
 }
@@ -229,6 +248,9 @@ impl Engine {
             superseded: HashSet::default(),
             sync: Sync::Running,
             swept: false,
+            replaces: config.replaces.clone(),
+            predecessors: HashSet::default(),
+            retire_queue: VecDeque::new(),
             counters: Counters::new(&metrics),
             metrics,
         };
@@ -289,6 +311,27 @@ impl Engine {
         }
     }
 
+    /// Removes every route of a replaced protocol the kernel has in our table now (recorded
+    /// from the start-up dump and notifications): the predecessor's routes go once ours are
+    /// in. Returns how many removals were queued. Routes that appear later are recorded but
+    /// left alone until the next call.
+    pub fn retire_predecessors(&mut self) -> usize {
+        let queued: HashSet<Predecessor> = self
+            .retire_queue
+            .iter()
+            .copied()
+            .chain(self.in_flight.values().filter_map(|f| match f {
+                InFlight::Retire(p) => Some(*p),
+                _ => None,
+            }))
+            .collect();
+        let mut new: Vec<Predecessor> = self.predecessors.iter().filter(|p| !queued.contains(p)).copied().collect();
+        new.sort();
+        let n = new.len();
+        self.retire_queue.extend(new);
+        n
+    }
+
     /// Forgets every desired route and removes all of ours from the table.
     pub fn flush(&mut self) {
         let prefixes: Vec<IpNet> = self.desired.keys().copied().collect();
@@ -303,6 +346,8 @@ impl Engine {
         self.metrics.resyncs.inc();
         self.sync = Sync::Dumping { step: DumpStep::Links, seq: None, attempts: 0 };
         self.slots.clear();
+        self.predecessors.clear();
+        self.metrics.predecessor_routes.set(0);
         self.links.clear();
         self.link_by_name.clear();
         self.counters.installed_v4.set(0);
@@ -336,6 +381,7 @@ impl Engine {
             && self.dirty.is_empty()
             && self.in_flight.is_empty()
             && self.lookup_queue.is_empty()
+            && self.retire_queue.is_empty()
             && !self.refresh_lookups
     }
 
@@ -379,7 +425,7 @@ impl Engine {
                 .values()
                 .filter_map(|f| match f {
                     InFlight::Lookup(gw) => Some(*gw),
-                    InFlight::Write { .. } => None,
+                    InFlight::Write { .. } | InFlight::Retire(_) => None,
                 })
                 .collect();
             self.gateway_refs.retain(|_, n| *n > 0);
@@ -442,6 +488,20 @@ impl Engine {
         }
         // Lookups the planning above asked for go out in the same sendmsg.
         self.frame_lookups(buf, &mut count);
+        // A predecessor's routes go after our own writes, in the same batches.
+        while count < self.batch_size {
+            let Some(p) = self.retire_queue.pop_front() else {
+                break;
+            };
+            let id = Identity { table: self.id.table, protocol: p.protocol, metric: p.metric };
+            let seq = self.next_seq();
+            last_offset = buf.len();
+            frame(buf, Request::Remove(encode_remove(&p.prefix, &id)), seq, false);
+            self.in_flight.insert(seq, InFlight::Retire(p));
+            self.counters.retires.inc();
+            batch.push(seq);
+            count += 1;
+        }
         if let Some(&last) = batch.last() {
             let mut nl = NetlinkBuffer::new(&mut buf[last_offset..]);
             let flags = nl.flags();

@@ -476,3 +476,249 @@ fn a_foreign_change_that_drops_onlink_is_repaired() {
     assert_eq!(hops_of(&written_route(&buf)), vec![khop("192.0.2.2", TUNL0, true)]);
     assert_eq!(e.metrics.repairs.get(), 1);
 }
+
+// ----- taking over from another speaker (FibConfig::replaces) ---------------------------
+
+/// BIRD's protocol number, the predecessor in these tests.
+const BIRD: u8 = 12;
+
+/// A route of `protocol` at `metric` in table 100: a blackhole, or through `gw` on eth0.
+fn foreign_route(flags: u16, prefix: &str, protocol: u8, metric: u32, gw: Option<&str>) -> Vec<u8> {
+    use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteType};
+    let prefix = net(prefix);
+    let mut m = RouteMessage::default();
+    m.header.address_family = if prefix.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.destination_prefix_length = prefix.prefix_len();
+    m.header.table = 100;
+    m.header.protocol = RouteProtocol::from(protocol);
+    m.attributes.push(RouteAttribute::Table(100));
+    m.attributes.push(RouteAttribute::Destination(prefix.network().into()));
+    m.attributes.push(RouteAttribute::Priority(metric));
+    match gw {
+        Some(gw) => {
+            m.header.kind = RouteType::Unicast;
+            m.attributes.push(RouteAttribute::Gateway(ip(gw).into()));
+            m.attributes.push(RouteAttribute::Oif(ETH0));
+        }
+        None => m.header.kind = RouteType::BlackHole,
+    }
+    let mut h = header(0, flags);
+    h.port_number = 0;
+    serialize(NetlinkMessage::new(h, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m))))
+}
+
+fn deleted(mut msg: Vec<u8>) -> Vec<u8> {
+    NetlinkBuffer::new(&mut msg[..]).set_message_type(RTM_DELROUTE);
+    msg
+}
+
+/// An engine replacing protocol 12 whose start-up dump shows `table` (IPv4 and IPv6
+/// routes alike go in the IPv4 step: the engine does not mind).
+fn replacing(table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
+    let config = FibConfig { table: 100, batch_size: 4, replaces: vec![BIRD], ..FibConfig::default() };
+    let mut e = Engine::new(&config, FibMetrics::unregistered(), PORT);
+    for c in desired {
+        e.apply(c);
+    }
+    let mut buf = Vec::new();
+    for step in 0..3 {
+        assert!(e.poll_transmit(&mut buf));
+        let seq = messages(&buf)[0].0;
+        if step == 0 {
+            e.handle_datagram(&link(seq, ETH0, "eth0", true));
+        }
+        if step == 1 {
+            for msg in &table {
+                let mut m = msg.clone();
+                NetlinkBuffer::new(&mut m[..]).set_sequence_number(seq);
+                e.handle_datagram(&m);
+            }
+        }
+        e.handle_datagram(&done(seq));
+    }
+    assert_eq!(e.poll_event(), Some(FibEvent::Resynced));
+    e
+}
+
+/// Each message of `buf` as (message type, the route it names).
+fn sent_routes(buf: &[u8]) -> Vec<(u16, TableRoute)> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let nl = NetlinkBuffer::new_checked(rest).unwrap();
+        let len = nl.length() as usize;
+        let kind = nl.message_type();
+        let route = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]).unwrap().payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m)) => {
+                decode_route(&m).unwrap()
+            }
+            other => panic!("not a route message: {other:?}"),
+        };
+        out.push((kind, route));
+        rest = &rest[len..];
+    }
+    out
+}
+
+fn pred(prefix: &str, metric: u32) -> Predecessor {
+    Predecessor { prefix: net(prefix), protocol: BIRD, metric }
+}
+
+/// BIRD's blackhole for a block and its route to another node's block, at BIRD 2's
+/// default metric 32, and one IPv6 route; plus a static route, which is nobody's to take.
+fn bird_table() -> Vec<Vec<u8>> {
+    vec![
+        foreign_route(NLM_F_MULTI, "10.244.1.0/26", BIRD, 32, None),
+        foreign_route(NLM_F_MULTI, "10.244.2.0/26", BIRD, 32, Some("192.0.2.2")),
+        foreign_route(NLM_F_MULTI, "fd00:244::/122", BIRD, 1024, Some("fe80::2")),
+        foreign_route(NLM_F_MULTI, "10.9.0.0/24", 4, 32, Some("192.0.2.9")),
+    ]
+}
+
+#[test]
+fn predecessor_routes_are_recorded_from_the_dump_and_left_alone() {
+    let desired =
+        vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26"))), via_eth0("10.244.2.0/26", "192.0.2.2")];
+    let mut e = replacing(bird_table(), desired);
+    let mut want: Vec<Predecessor> =
+        vec![pred("10.244.1.0/26", 32), pred("10.244.2.0/26", 32), pred("fd00:244::/122", 1024)];
+    want.sort();
+    let mut got: Vec<Predecessor> = e.predecessors.iter().copied().collect();
+    got.sort();
+    assert_eq!(got, want, "protocol 12 recorded whatever its metric; the static route is not");
+    assert_eq!(e.metrics.predecessor_routes.get(), 3);
+    // Our routes for the same prefixes go in beside them (another metric: another slot);
+    // nothing of protocol 12 is touched before retire.
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|(kind, r)| *kind == RTM_NEWROUTE && r.protocol == crate::RTPROT_BGP && r.metric == 20));
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert!(e.is_settled());
+    assert!(e.failures().is_empty(), "{:?}", e.failures());
+    assert!(!e.poll_transmit(&mut buf));
+    // A sweep of our stale routes does not touch them either.
+    e.sweep();
+    assert!(!e.poll_transmit(&mut buf));
+    assert_eq!(e.predecessors.len(), 3);
+}
+
+#[test]
+fn a_predecessor_route_deleted_by_someone_else_is_forgotten() {
+    let mut e = replacing(bird_table(), vec![]);
+    e.handle_datagram(&deleted(foreign_route(0, "10.244.2.0/26", BIRD, 32, Some("192.0.2.2"))));
+    assert_eq!(e.predecessors.len(), 2);
+    assert_eq!(e.metrics.predecessor_routes.get(), 2);
+    // One that appears later (a notification) is recorded.
+    e.handle_datagram(&foreign_route(0, "10.244.3.0/26", BIRD, 32, None));
+    assert!(e.predecessors.contains(&pred("10.244.3.0/26", 32)));
+    // A resync reads them again from the dump.
+    e.start_resync();
+    assert_eq!(e.metrics.predecessor_routes.get(), 0);
+    let mut buf = Vec::new();
+    for step in 0..3 {
+        assert!(e.poll_transmit(&mut buf));
+        let seq = messages(&buf)[0].0;
+        if step == 1 {
+            let mut m = foreign_route(NLM_F_MULTI, "10.244.1.0/26", BIRD, 32, None);
+            NetlinkBuffer::new(&mut m[..]).set_sequence_number(seq);
+            e.handle_datagram(&m);
+        }
+        e.handle_datagram(&done(seq));
+    }
+    assert_eq!(e.predecessors.iter().copied().collect::<Vec<_>>(), vec![pred("10.244.1.0/26", 32)]);
+}
+
+#[test]
+fn retire_removes_exactly_the_predecessor_routes_with_their_metric() {
+    let desired =
+        vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26"))), via_eth0("10.244.2.0/26", "192.0.2.2")];
+    let mut e = replacing(bird_table(), desired);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert!(e.is_settled());
+    let installed = e.counters.installed_v4.get();
+    assert_eq!(installed, 2);
+
+    assert_eq!(e.retire_predecessors(), 3);
+    assert_eq!(e.retire_predecessors(), 0, "queued already");
+    assert!(!e.is_settled());
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    let mut got: Vec<(IpNet, u8, u32, u32)> = sent
+        .iter()
+        .map(|(kind, r)| {
+            assert_eq!(*kind, RTM_DELROUTE);
+            (r.prefix, r.protocol, r.metric, r.table)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (net("10.244.1.0/26"), BIRD, 32, 100),
+            (net("10.244.2.0/26"), BIRD, 32, 100),
+            (net("fd00:244::/122"), BIRD, 1024, 100)
+        ]
+    );
+    let acks: Vec<bool> = messages(&buf).iter().map(|m| m.1).collect();
+    assert_eq!(acks, vec![false, false, true], "one batch, the last asks for the ACK");
+    // The first is gone already (ESRCH: fine), the ACK covers the others.
+    let seqs: Vec<u32> = messages(&buf).iter().map(|m| m.0).collect();
+    e.handle_datagram(&answer(seqs[0], ESRCH));
+    e.handle_datagram(&answer(seqs[2], 0));
+    assert!(e.is_settled());
+    assert!(e.predecessors.is_empty());
+    assert_eq!(e.metrics.predecessor_routes.get(), 0);
+    assert_eq!(e.counters.retires.get(), 3);
+    // Ours are as they were: nothing rewritten, nothing failing.
+    assert_eq!(e.counters.installed_v4.get(), installed);
+    assert!(!e.poll_transmit(&mut buf));
+    assert!(e.failures().is_empty());
+}
+
+#[test]
+fn a_failed_retire_is_counted_and_stops_nothing() {
+    let mut e = replacing(bird_table(), vec![]);
+    assert_eq!(e.retire_predecessors(), 3);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    let seqs: Vec<u32> = messages(&buf).iter().map(|m| m.0).collect();
+    // EPERM on one; the others succeed.
+    e.handle_datagram(&answer(seqs[1], 1));
+    e.handle_datagram(&answer(seqs[2], 0));
+    assert!(e.is_settled());
+    assert_eq!(e.predecessors.len(), 1, "the failed one is still there");
+    assert_eq!(e.metrics.predecessor_routes.get(), 1);
+    assert_eq!(e.metrics.errors.with_label_values(&["EPERM"]).get(), 1);
+    // Our routes still go in.
+    e.apply(via_eth0("10.244.5.0/26", "192.0.2.2"));
+    assert!(e.poll_transmit(&mut buf));
+    // Another retire tries the one left again.
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert_eq!(e.retire_predecessors(), 1);
+}
+
+#[test]
+fn a_predecessor_route_in_our_slot_gives_way_to_ours_when_retired() {
+    // Same metric as ours: our route conflicts until the predecessor's goes.
+    let table = vec![foreign_route(NLM_F_MULTI, "10.244.1.0/26", BIRD, 20, None)];
+    let mut e = replacing(table, vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26")))]);
+    let mut buf = Vec::new();
+    assert!(!e.poll_transmit(&mut buf), "the slot is the predecessor's for now");
+    assert_eq!(e.failures()[0].kind, RouteErrorKind::Conflict { protocol: BIRD });
+    assert_eq!(e.retire_predecessors(), 1);
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!((sent[0].0, sent[0].1.protocol, sent[0].1.metric), (RTM_DELROUTE, BIRD, 20));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf), "ours goes in");
+    let sent = sent_routes(&buf);
+    assert_eq!((sent[0].0, sent[0].1.protocol), (RTM_NEWROUTE, crate::RTPROT_BGP));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.failures().is_empty());
+    assert!(matches!(e.poll_event(), Some(FibEvent::Failed(_))));
+    assert_eq!(e.poll_event(), Some(FibEvent::Recovered(net("10.244.1.0/26"))));
+}
