@@ -196,16 +196,9 @@ pub(crate) fn describe(v: &Value) -> String {
     }
 }
 
-/// `s` in double quotes, cut to 64 characters so that a problem stays one line.
-pub(crate) fn quoted(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}…")
-    }
-}
+/// `s` in double quotes, cut to 64 characters so that a problem stays one line
+/// (the model's, so that its reasons and bgpd's quote alike).
+pub(crate) use bgpd_model::calico::quoted;
 
 /// The value as a string. A boolean is its text, as Calico's loader writes a
 /// YAML boolean into a string field: `true` / `false`, and so the plain YAML 1.1
