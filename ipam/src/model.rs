@@ -3,22 +3,20 @@
 //! Field names and defaults are Calico's, so existing manifests parse unchanged.
 //! Raw serde types (`*Spec`) mirror the YAML; [`IpPool`] and friends are the
 //! validated forms the allocator works with. [`IpPool`] (with [`IpFamily`] and
-//! its enums) is `bgpd-model`'s, re-exported.
+//! its enums) and [`IpReservation`] are `bgpd-model`'s, re-exported.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// IPPool is parsed and validated once, in `bgpd-model` (bgpd's datastore reads
-/// it through the same rules); its types stay reachable here, where the
+/// IPPool and IPReservation are parsed and validated once, in `bgpd-model`
+/// (bgpd's datastore reads IPPool through the same rules); their types stay reachable here, where the
 /// allocator and the tools name them. The block arithmetic the allocator uses
 /// (`IpPool::block_at`, `block_of`, `usable_for_workloads`, …) came along as
 /// inherent methods: see `bgpd_model::calico::ip_pool`.
 pub use bgpd_model::calico::{
     addr_from, addr_value, net_base, parse_cidr, AllowedUse, AssignmentMode, EncapMode, InvalidResource, IpFamily,
-    IpPool, IpPoolSpec,
+    IpPool, IpPoolSpec, IpReservation, IpReservationSpec,
 };
 
 /// `metadata` of a Kubernetes-style object.
@@ -166,39 +164,6 @@ impl IpamConfig {
             },
             auto_allocate_blocks: spec.auto_allocate_blocks.unwrap_or(true),
         }
-    }
-}
-
-/// `spec` of `projectcalico.org/v3` IPReservation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IpReservationSpec {
-    /// Addresses or CIDRs never handed out automatically.
-    #[serde(default, rename = "reservedCIDRs")]
-    pub reserved_cidrs: Vec<String>,
-}
-
-/// A validated IP reservation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IpReservation {
-    /// `metadata.name`.
-    pub name: String,
-    /// Reserved networks (single addresses become /32 or /128).
-    pub cidrs: Vec<IpNet>,
-}
-
-impl IpReservation {
-    /// Validates a reservation spec.
-    pub fn from_spec(name: &str, spec: &IpReservationSpec) -> Result<Self, InvalidResource> {
-        let mut cidrs = Vec::new();
-        for s in &spec.reserved_cidrs {
-            let net = match s.trim().parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => parse_cidr("IPReservation", name, "reservedCIDRs", s.trim())?,
-            };
-            cidrs.push(net);
-        }
-        Ok(IpReservation { name: name.to_string(), cidrs })
     }
 }
 

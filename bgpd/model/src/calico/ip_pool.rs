@@ -240,7 +240,7 @@ impl IpPool {
 
     /// [`IpPool::validate`] for a reader that stops at the first fault.
     pub fn from_spec(name: &str, spec: &IpPoolSpec) -> Result<IpPool, InvalidResource> {
-        Self::validate(name, spec).map_err(|found| found.into_iter().next().expect("a refusal names its field"))
+        Self::validate(name, spec).map_err(super::first)
     }
 
     /// The pool's address family.

@@ -9,10 +9,11 @@
 //! that error into its own: `ipam::design::DesignError::Invalid`, bgpd's
 //! `datastore::Problem` (with `spec.` and the object's location added).
 //!
-//! Kinds here: [`IpPool`]. Still parsed by each program: IPReservation (ipam),
-//! Node (both), and bgpd's other kinds.
+//! Kinds here: [`IpPool`] (read by bgpd and ipam) and [`IpReservation`] (read by
+//! ipam). Still parsed by each program: Node (both), and bgpd's other kinds.
 
 pub mod ip_pool;
+pub mod ip_reservation;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use ip_pool::{AllowedUse, AssignmentMode, EncapMode, IpPool, IpPoolSpec};
+pub use ip_reservation::{IpReservation, IpReservationSpec};
 
 /// Address family of a pool, block or request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -117,6 +119,11 @@ impl Refusals {
             _ => Err(self.found),
         }
     }
+}
+
+/// The first refusal, for a reader that stops at the first fault.
+fn first(found: Vec<InvalidResource>) -> InvalidResource {
+    found.into_iter().next().expect("a refusal names its field")
 }
 
 /// Parses a network whose host bits must be zero; `Err` is the reason.
