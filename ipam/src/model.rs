@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// IPPool and IPReservation are parsed and validated once, in `bgpd-model`
-/// (bgpd's datastore reads IPPool through the same rules); their types stay reachable here, where the
+/// (bgpd's datastore reads IPPool through the same rules), as are Node's IPAM
+/// fields (name, labels by [`LabelValue`]); their types stay reachable here, where the
 /// allocator and the tools name them. The block arithmetic the allocator uses
 /// (`IpPool::block_at`, `block_of`, `usable_for_workloads`, …) came along as
 /// inherent methods: see `bgpd_model::calico::ip_pool`.
 pub use bgpd_model::calico::{
     addr_from, addr_value, net_base, parse_cidr, AllowedUse, AssignmentMode, EncapMode, InvalidResource, IpFamily,
-    IpPool, IpPoolSpec, IpReservation, IpReservationSpec,
+    IpPool, IpPoolSpec, IpReservation, IpReservationSpec, LabelValue, Node,
 };
 
 /// `metadata` of a Kubernetes-style object.
@@ -36,35 +37,12 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Labels and annotations as Calico's loader reads them: a YAML boolean or
-/// number (`routeReflector: true`) is its text, null the empty string. A plain
-/// YAML 1.1 word (`yes`, `off`) is a boolean when read through
-/// [`crate::yaml::documents`], so `"true"` / `"false"` here, as in Calico.
+/// Labels and annotations as Calico's loader reads them, by the model's rule
+/// ([`LabelValue`]): a YAML boolean or number (`routeReflector: true`) is its
+/// text, null the empty string.
 fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Text(String),
-        Bool(bool),
-        Int(i64),
-        Uint(u64),
-        Float(f64),
-    }
-    let m: Option<BTreeMap<String, Option<Scalar>>> = Option::deserialize(d)?;
-    Ok(m.unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                None => String::new(),
-                Some(Scalar::Text(s)) => s,
-                Some(Scalar::Bool(b)) => b.to_string(),
-                Some(Scalar::Int(i)) => i.to_string(),
-                Some(Scalar::Uint(u)) => u.to_string(),
-                Some(Scalar::Float(f)) => f.to_string(),
-            };
-            (k, v)
-        })
-        .collect())
+    let m: Option<BTreeMap<String, Option<LabelValue>>> = Option::deserialize(d)?;
+    Ok(m.unwrap_or_default().into_iter().map(|(k, v)| (k, v.map_or_else(String::new, LabelValue::into_text))).collect())
 }
 
 /// A string field as Calico's loader reads it: a boolean (so a plain YAML 1.1
@@ -165,15 +143,6 @@ impl IpamConfig {
             auto_allocate_blocks: spec.auto_allocate_blocks.unwrap_or(true),
         }
     }
-}
-
-/// A node as far as IPAM cares: its name and labels (for `nodeSelector`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Node {
-    /// `metadata.name`.
-    pub name: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
 }
 
 /// A namespace: labels (for `namespaceSelector`) and annotations (pool choice).

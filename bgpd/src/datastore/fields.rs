@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use bgpd_model::calico::LabelValue;
+use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 /// A fault in one field: its path and the reason.
@@ -157,12 +159,11 @@ impl<'a> Fields<'a> {
                 return Err(FieldError::new(m.path.clone(), format!("keys must be strings, found {}", describe(k))));
             };
             // Calico's loader reads labels and annotations as strings: a YAML
-            // boolean or number (`routeReflector: true`) is its text.
-            let v = match v {
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::Null => String::new(),
-                v => as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?.to_string(),
+            // boolean or number (`routeReflector: true`) is its text, by the
+            // model's rule, which ipam reads them with too.
+            let v = match LabelValue::deserialize(v) {
+                Ok(v) => v.into_text(),
+                Err(_) => as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?.to_string(),
             };
             out.insert(k.clone(), v);
         }

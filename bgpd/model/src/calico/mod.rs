@@ -9,11 +9,14 @@
 //! that error into its own: `ipam::design::DesignError::Invalid`, bgpd's
 //! `datastore::Problem` (with `spec.` and the object's location added).
 //!
-//! Kinds here: [`IpPool`] (read by bgpd and ipam) and [`IpReservation`] (read by
-//! ipam). Still parsed by each program: Node (both), and bgpd's other kinds.
+//! Kinds here: [`IpPool`] (read by bgpd and ipam), [`IpReservation`] (read by
+//! ipam), and of [`Node`] what IPAM reads (name and labels, the labels' values
+//! by [`LabelValue`], which bgpd's datastore reads every label and annotation
+//! with). Still parsed by bgpd alone: Node's `spec.bgp` and bgpd's other kinds.
 
 pub mod ip_pool;
 pub mod ip_reservation;
+pub mod node;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ip_pool::{AllowedUse, AssignmentMode, EncapMode, IpPool, IpPoolSpec};
 pub use ip_reservation::{IpReservation, IpReservationSpec};
+pub use node::{LabelValue, Node};
 
 /// Address family of a pool, block or request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
