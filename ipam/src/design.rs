@@ -249,7 +249,7 @@ impl Design {
 
     /// Whether an address is reserved by an `IPReservation`.
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
-        self.reservations.iter().any(|r| r.cidrs.iter().any(|c| c.contains(&ip)))
+        self.reservations.iter().any(|r| r.contains(ip))
     }
 
     /// Labels of a node (empty if the datastore does not list it).

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use bgpd_model::calico::LabelValue;
+use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 /// A fault in one field: its path and the reason.
@@ -157,12 +159,11 @@ impl<'a> Fields<'a> {
                 return Err(FieldError::new(m.path.clone(), format!("keys must be strings, found {}", describe(k))));
             };
             // Calico's loader reads labels and annotations as strings: a YAML
-            // boolean or number (`routeReflector: true`) is its text.
-            let v = match v {
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::Null => String::new(),
-                v => as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?.to_string(),
+            // boolean or number (`routeReflector: true`) is its text, by the
+            // model's rule, which ipam reads them with too.
+            let v = match LabelValue::deserialize(v) {
+                Ok(v) => v.into_text(),
+                Err(_) => as_str(v).map_err(|reason| FieldError::new(m.path_of(k), reason))?.to_string(),
             };
             out.insert(k.clone(), v);
         }
@@ -196,16 +197,9 @@ pub(crate) fn describe(v: &Value) -> String {
     }
 }
 
-/// `s` in double quotes, cut to 64 characters so that a problem stays one line.
-pub(crate) fn quoted(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}…")
-    }
-}
+/// `s` in double quotes, cut to 64 characters so that a problem stays one line
+/// (the model's, so that its reasons and bgpd's quote alike).
+pub(crate) use bgpd_model::calico::quoted;
 
 /// The value as a string. A boolean is its text, as Calico's loader writes a
 /// YAML boolean into a string field: `true` / `false`, and so the plain YAML 1.1

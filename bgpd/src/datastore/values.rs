@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_yaml::Value;
 
 use super::fields::{describe, quoted};
@@ -263,14 +263,9 @@ impl fmt::Debug for Md5Key {
     }
 }
 
-/// Parses a CIDR that must be a network address (no host bits set).
-pub(crate) fn parse_network(s: &str) -> Result<IpNet, String> {
-    let net = IpNet::from_str(s).map_err(|_| format!("{} is not a CIDR (expected e.g. 10.96.0.0/12)", quoted(s)))?;
-    if net.trunc() != net {
-        return Err(format!("{} has host bits set (the network is {})", quoted(s), net.trunc()));
-    }
-    Ok(net)
-}
+/// Parses a CIDR that must be a network address (no host bits set): the model's
+/// rule for IPPool's `cidr`, used for every CIDR field bgpd reads.
+pub(crate) use bgpd_model::calico::parse_network;
 
 /// Parses an interface address such as `10.0.0.1/24`, keeping both the address and the
 /// prefix length. A bare address is taken as a host prefix (/32).
