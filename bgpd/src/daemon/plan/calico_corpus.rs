@@ -261,13 +261,15 @@ fn a_peer_without_as_number_at_no_node_s_address_is_warned_about_and_plans_nothi
 fn refused_fields_are_named() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
                 spec: {programClusterRoutes: EnabledNoEncapOnly, localWorkloadPeeringIPV4: 169.254.0.179}\n";
-    let (_, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     let warned: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(
         warned.iter().any(|w| w.contains("spec.programClusterRoutes: \"EnabledNoEncapOnly\": not honoured")),
         "{warned:?}"
     );
-    assert!(warned.iter().any(|w| w.contains("spec.localWorkloadPeeringIPV4: not supported")), "{warned:?}");
+    // Read since bgpd peers with local workloads (BGPPeer localWorkloadSelector).
+    assert!(!warned.iter().any(|w| w.contains("localWorkloadPeeringIPV4")), "{warned:?}");
+    assert_eq!(model.bgp_configuration.local_workload_peering_ipv4, Some("169.254.0.179".parse().unwrap()));
 }
 
 #[test]
