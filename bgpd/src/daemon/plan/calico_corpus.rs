@@ -145,6 +145,28 @@ const CASES: &[Case] = &[
             "rack1-tor-v6 [fd00:1::1]:179 as 65100>65001 connects ipv4+ipv6 md5:n ttl:- src:fd00:1::11 gr:120",
         ],
     ),
+    // Local workloads: each node the BGPPeer selects peers with the matching
+    // workloads on itself, per family, from the peering address; node-b's
+    // VM has an IPv6 address too and gets both sessions although node-b has
+    // no IPv6 address (deliberately: Calico would run no BIRD for IPv6
+    // there); node-c is not selected.
+    case(
+        "local-workloads.yaml",
+        "node-a",
+        &[
+            "local/vm-routers/tenant-1/virt-launcher-r1 10.244.0.5:179 as 64512>65500 connects ipv4 md5:n ttl:- src:169.254.0.179 gr:60",
+            "local/vm-routers/tenant-1/virt-launcher-r1/ipv6 [fd10::5]:179 as 64512>65500 connects ipv6 md5:n ttl:- src:fd00:ffff::179 gr:60",
+        ],
+    ),
+    case(
+        "local-workloads.yaml",
+        "node-b",
+        &[
+            "local/vm-routers/tenant-2/virt-launcher-r2 10.244.1.5:179 as 64512>65500 connects ipv4 md5:n ttl:- src:169.254.0.179 gr:60",
+            "local/vm-routers/tenant-2/virt-launcher-r2/ipv6 [fd10:1::5]:179 as 64512>65500 connects ipv6 md5:n ttl:- src:fd00:ffff::179 gr:60",
+        ],
+    ),
+    case("local-workloads.yaml", "node-c", &[]),
     // Communities: node-b's own BGPConfiguration replaces the list.
     Case {
         file: "communities-per-node.yaml",
