@@ -303,6 +303,11 @@ fn local_workloads(model: &Model, me: &Me, lp: &LocalWorkloadPeer, out: &mut Vec
         for (family, end) in ends {
             let (Some(local), Some(ip)) = (end, w.address(family == Family::IPV4_UNICAST)) else { continue };
             let name = session_name(&format!("local/{}/{}", p.name, w.namespace), &w.pod, family);
+            // A pod with two workload endpoints (interfaces), or a Pod and its
+            // WorkloadEndpoint both in a file: the first in key order.
+            if out.iter().any(|s| s.name == name) {
+                continue;
+            }
             let mut s = from_bgp_peer(model, me, p, name, SocketAddr::new(ip, 179), peer_as);
             s.source = Some(local);
             s.families = vec![family];
@@ -724,6 +729,16 @@ status: {phase: Running, podIPs: [{ip: 10.244.2.7}]}
             LOCAL.replace("{name: vm-1, namespace: virt, labels: {app: router}}", "{name: vm-1, namespace: virt}");
         let (_, p1) = plan_of(&format!("{NODES}{gone}"), "n1").unwrap();
         assert_eq!(names(&p1), ["mesh/n2"]);
+    }
+
+    #[test]
+    fn a_pod_with_a_second_workload_endpoint_has_one_session_per_family() {
+        let wep = "---\napiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n\
+                   metadata: {name: n1-k8s-vm--1-net1, namespace: virt, labels: {app: router}}\n\
+                   spec: {node: n1, pod: vm-1, ipNetworks: [10.244.9.7/32]}\n";
+        let (_, p) = plan_of(&format!("{NODES}{LOCAL}{wep}"), "n1").unwrap();
+        let vm: Vec<String> = p.iter().filter(|s| s.name.starts_with("local/")).map(|s| s.addr.to_string()).collect();
+        assert_eq!(vm, ["10.244.9.7:179"], "one session named local/routers/virt/vm-1: the first endpoint's");
     }
 
     #[test]
