@@ -11,7 +11,8 @@ use ipnet::IpNet;
 use bgpd_proto::Family;
 
 use crate::datastore::{
-    BgpPeer, BindMode, ConfiguredNextHopMode, Model, Node, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+    BgpPeer, BindMode, ConfiguredNextHopMode, LocalWorkloadPeer, Model, Node, PeerRemote, PeerScope, ReversePeering,
+    SourceAddress,
 };
 
 use super::spec::{NodeSpec, Password, PeerSpec, RoutingSpec};
@@ -231,6 +232,9 @@ fn bgp_peer_sessions(model: &Model, me: &Me) -> Vec<PeerSpec> {
     for p in global.iter().chain(&scoped) {
         forward(model, me, p, &mut out);
     }
+    for p in model.local_workload_peers_for_node(&me.node.name) {
+        local_workloads(model, me, p, &mut out);
+    }
     for p in model.peers.values().filter(|p| p.reverse_peering == ReversePeering::Auto) {
         reverse(model, me, p, &mut out);
     }
@@ -278,6 +282,39 @@ fn forward(model: &Model, me: &Me, p: &BgpPeer, out: &mut Vec<PeerSpec>) {
         s.routing.rr_client = rr_client(me, &s, None);
     }
     out.push(s);
+}
+
+/// The sessions of BGPPeer `p` (`localWorkloadSelector`, which applies to
+/// this node) with the workloads on this node that it selects: one
+/// per family the default BGPConfiguration has a peering address of
+/// (`localWorkloadPeeringIPV4/V6`, this node's end) and the workload has an
+/// address of, carrying that family only (as Calico's BIRD, one per family).
+/// The workload's speaker peers with the peering address (multihop: it is not
+/// on the workload's own network), so this node connects from it and accepts.
+/// Without either peering address there is none (the datastore warns).
+fn local_workloads(model: &Model, me: &Me, lp: &LocalWorkloadPeer, out: &mut Vec<PeerSpec>) {
+    let (p, selector, peer_as) = (&lp.peer, &lp.selector, lp.as_number.get());
+    let cfg = &model.bgp_configuration;
+    let ends = [
+        (Family::IPV4_UNICAST, cfg.local_workload_peering_ipv4.map(IpAddr::V4)),
+        (Family::IPV6_UNICAST, cfg.local_workload_peering_ipv6.map(IpAddr::V6)),
+    ];
+    for w in model.workloads_on(&me.node.name).filter(|w| selector.matches(&w.labels)) {
+        for (family, end) in ends {
+            let (Some(local), Some(ip)) = (end, w.address(family == Family::IPV4_UNICAST)) else { continue };
+            let name = session_name(&format!("local/{}/{}", p.name, w.namespace), &w.pod, family);
+            // A pod with two workload endpoints (interfaces), or a Pod and its
+            // WorkloadEndpoint both in a file: the first in key order.
+            if out.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let mut s = from_bgp_peer(model, me, p, name, SocketAddr::new(ip, 179), peer_as);
+            s.source = Some(local);
+            s.families = vec![family];
+            s.routing.rr_client = rr_client(me, &s, None);
+            out.push(s);
+        }
+    }
 }
 
 /// The sessions this node runs because BGPPeer `p`'s remote side selects
@@ -636,5 +673,125 @@ spec: {cidr: "fd10::/48"}
         let mut off = p1[0].clone();
         off.bfd = crate::datastore::BfdMode::Off;
         assert!(off.same_session(&p1[0]), "turning BFD on or off does not reset the BGP session");
+    }
+
+    /// Pods on n1 (one a router, one not) and a router on n2, a BGPPeer of
+    /// the routers for every node, and the peering address over IPv4.
+    const LOCAL: &str = r#"
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: routers}
+spec: {localWorkloadSelector: "app == 'router'", asNumber: 65300, keepaliveTime: 10s}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {localWorkloadPeeringIPV4: 169.254.0.179}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vm-1, namespace: virt, labels: {app: router}}
+spec: {nodeName: n1}
+status: {phase: Running, podIPs: [{ip: 10.244.1.7}, {ip: "fd10::7"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: virt, labels: {app: web}}
+spec: {nodeName: n1}
+status: {phase: Running, podIPs: [{ip: 10.244.1.8}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vm-2, namespace: virt, labels: {app: router}}
+spec: {nodeName: n2}
+status: {phase: Running, podIPs: [{ip: 10.244.2.7}]}
+"#;
+
+    fn names(peers: &[PeerSpec]) -> Vec<&str> {
+        peers.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_node_peers_with_the_matching_workloads_on_it_only() {
+        let (_, p1) = plan_of(&format!("{NODES}{LOCAL}"), "n1").unwrap();
+        assert_eq!(names(&p1), ["local/routers/virt/vm-1", "mesh/n2"], "not web (no match), not vm-2 (on n2)");
+        let vm = &p1[0];
+        assert_eq!(vm.addr, "10.244.1.7:179".parse().unwrap());
+        assert_eq!(vm.source, Some("169.254.0.179".parse().unwrap()), "the node's end: the peering address");
+        assert_eq!((vm.local_as, vm.peer_as, vm.hold_time), (65001, 65300, 30), "the BGPPeer's settings apply");
+        assert!(!vm.passive, "connects, and accepts");
+        assert_eq!(vm.families, [Family::IPV4_UNICAST]);
+        let (_, p2) = plan_of(&format!("{NODES}{LOCAL}"), "n2").unwrap();
+        assert_eq!(names(&p2), ["local/routers/virt/vm-2", "mesh/n1"]);
+        // The workload gone: its session goes (the daemon stops peers by name).
+        let gone =
+            LOCAL.replace("{name: vm-1, namespace: virt, labels: {app: router}}", "{name: vm-1, namespace: virt}");
+        let (_, p1) = plan_of(&format!("{NODES}{gone}"), "n1").unwrap();
+        assert_eq!(names(&p1), ["mesh/n2"]);
+    }
+
+    #[test]
+    fn a_pod_with_a_second_workload_endpoint_has_one_session_per_family() {
+        let wep = "---\napiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n\
+                   metadata: {name: n1-k8s-vm--1-net1, namespace: virt, labels: {app: router}}\n\
+                   spec: {node: n1, pod: vm-1, ipNetworks: [10.244.9.7/32]}\n";
+        let (_, p) = plan_of(&format!("{NODES}{LOCAL}{wep}"), "n1").unwrap();
+        let vm: Vec<String> = p.iter().filter(|s| s.name.starts_with("local/")).map(|s| s.addr.to_string()).collect();
+        assert_eq!(vm, ["10.244.9.7:179"], "one session named local/routers/virt/vm-1: the first endpoint's");
+    }
+
+    #[test]
+    fn local_workload_sessions_follow_the_peering_addresses_set() {
+        let both = LOCAL.replace(
+            "{localWorkloadPeeringIPV4: 169.254.0.179}",
+            "{localWorkloadPeeringIPV4: 169.254.0.179, localWorkloadPeeringIPV6: 'fd00:ff::179'}",
+        );
+        let (_, p) = plan_of(&format!("{NODES}{both}"), "n1").unwrap();
+        let local: Vec<(&str, String, Vec<Family>)> = p
+            .iter()
+            .filter(|s| s.name.starts_with("local/"))
+            .map(|s| (s.name.as_str(), s.source.unwrap().to_string(), s.families.clone()))
+            .collect();
+        assert_eq!(
+            local,
+            [
+                ("local/routers/virt/vm-1", "169.254.0.179".into(), vec![Family::IPV4_UNICAST]),
+                ("local/routers/virt/vm-1/ipv6", "fd00:ff::179".into(), vec![Family::IPV6_UNICAST]),
+            ]
+        );
+        let v6 =
+            LOCAL.replace("{localWorkloadPeeringIPV4: 169.254.0.179}", "{localWorkloadPeeringIPV6: 'fd00:ff::179'}");
+        let (_, p) = plan_of(&format!("{NODES}{v6}"), "n1").unwrap();
+        assert_eq!(names(&p), ["local/routers/virt/vm-1/ipv6", "mesh/n2"]);
+        assert_eq!(p[0].addr, "[fd10::7]:179".parse().unwrap());
+    }
+
+    #[test]
+    fn no_peering_address_no_local_workload_session() {
+        let none = LOCAL.replace("{localWorkloadPeeringIPV4: 169.254.0.179}", "{}");
+        let (m, problems) =
+            parse_sources(&[SourceText { path: "ds.yaml".into(), text: format!("{NODES}{none}") }]).unwrap();
+        let (_, p) = plan(&m, "n1").unwrap();
+        assert_eq!(names(&p), ["mesh/n2"]);
+        assert!(
+            problems
+                .iter()
+                .any(|x| x.field == "spec.localWorkloadSelector" && x.reason.contains("localWorkloadPeeringIPV4")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_local_workload_peer_applies_to_the_nodes_it_selects_only() {
+        let scoped = LOCAL
+            .replace("spec: {localWorkloadSelector:", "spec: {nodeSelector: \"rack == 'r2'\", localWorkloadSelector:");
+        let (_, p1) = plan_of(&format!("{NODES}{scoped}"), "n1").unwrap();
+        assert_eq!(names(&p1), ["mesh/n2"], "n1 is not in rack r2");
+        let (_, p2) = plan_of(&format!("{NODES}{scoped}"), "n2").unwrap();
+        assert_eq!(names(&p2), ["local/routers/virt/vm-2", "mesh/n1"]);
+        let on_n1 = LOCAL.replace("spec: {localWorkloadSelector:", "spec: {node: n1, localWorkloadSelector:");
+        let (_, p2) = plan_of(&format!("{NODES}{on_n1}"), "n2").unwrap();
+        assert_eq!(names(&p2), ["mesh/n1"]);
     }
 }

@@ -62,6 +62,11 @@ pub struct BgpConfiguration {
     /// peers included, and whether exceeding it closes the session (default:
     /// warn only). Unset: the built-in default (100,000, warn).
     pub default_max_prefix: Option<(u32, bool)>,
+    /// `localWorkloadPeeringIPV4`: this node's end of its sessions with its
+    /// own workloads over IPv4 (BGPPeer `localWorkloadSelector`).
+    pub local_workload_peering_ipv4: Option<std::net::Ipv4Addr>,
+    /// `localWorkloadPeeringIPV6`: the same over IPv6.
+    pub local_workload_peering_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// The ECMP width when `bgpd.io/max-paths` is not set.
@@ -90,6 +95,8 @@ impl Default for BgpConfiguration {
             always_compare_med: false,
             node_mesh_long_lived_stale_time: Some(super::bgp_peer::DEFAULT_LONG_LIVED_STALE_TIME),
             default_max_prefix: None,
+            local_workload_peering_ipv4: None,
+            local_workload_peering_ipv6: None,
         }
     }
 }
@@ -229,14 +236,6 @@ fn program_cluster_routes(spec: &Fields, f: &mut Findings) {
 
 /// Fields of Calico's BGPConfiguration that bgpd refuses, and why.
 fn refused_fields(spec: &Fields, f: &mut Findings) {
-    for key in ["localWorkloadPeeringIPV4", "localWorkloadPeeringIPV6"] {
-        if spec.has(key) {
-            f.warn(
-                spec.path_of(key),
-                "not supported: bgpd does not peer with the node's own workloads (BGPPeer localWorkloadSelector); ignored",
-            );
-        }
-    }
     for key in ["ipv4NormalRoutePriority", "ipv6NormalRoutePriority"] {
         if spec.has(key) {
             f.warn(
@@ -326,6 +325,12 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         }
         Err(_) => None,
     };
+    let local_workload_peering_ipv4 = f.opt(spec.parse_str("localWorkloadPeeringIPV4", |s| {
+        std::net::Ipv4Addr::from_str(s).map_err(|_| format!("{} is not an IPv4 address", quoted(s)))
+    }));
+    let local_workload_peering_ipv6 = f.opt(spec.parse_str("localWorkloadPeeringIPV6", |s| {
+        std::net::Ipv6Addr::from_str(s).map_err(|_| format!("{} is not an IPv6 address", quoted(s)))
+    }));
     f.errors.is_empty().then_some(BgpConfiguration {
         as_number,
         listen_port,
@@ -346,6 +351,8 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         always_compare_med,
         node_mesh_long_lived_stale_time,
         default_max_prefix,
+        local_workload_peering_ipv4,
+        local_workload_peering_ipv6,
     })
 }
 

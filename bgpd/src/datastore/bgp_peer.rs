@@ -282,6 +282,38 @@ pub enum PeerRemote {
     },
 }
 
+/// A BGPPeer with `localWorkloadSelector`: its nodes peer with their own
+/// workloads that the selector matches, at the default BGPConfiguration's
+/// `localWorkloadPeeringIPV4` / `localWorkloadPeeringIPV6`. Kept apart from
+/// [`super::Model::peers`] (in [`super::Model::local_workload_peers`]): its
+/// remote side is no address and no node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalWorkloadPeer {
+    /// `localWorkloadSelector`: which workload endpoints (Calico's labels included).
+    pub selector: Selector,
+    /// `asNumber`: the workloads' AS (required).
+    pub as_number: AsNumber,
+    /// The BGPPeer's name, scope and session settings, read as for any
+    /// BGPPeer. Its `remote` means nothing (it is `Nodes` of `selector`, which
+    /// no code reads for such a peer).
+    pub peer: BgpPeer,
+}
+
+/// A valid BGPPeer, by the kind of its remote side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParsedPeer {
+    /// `peerIP` or `peerSelector`.
+    Remote(BgpPeer),
+    /// `localWorkloadSelector`.
+    LocalWorkloads(LocalWorkloadPeer),
+}
+
+/// The remote side of a BGPPeer as read.
+enum Remote {
+    Peer(PeerRemote),
+    LocalWorkloads { selector: Selector, as_number: AsNumber },
+}
+
 /// `sourceAddress`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SourceAddress {
@@ -322,23 +354,14 @@ const FIELDS: &[&str] = &[
     "numAllowedLocalASNumbers",
     "reachableBy",
     "reversePeering",
-    // Refused with its own error below.
     "localWorkloadSelector",
 ];
 
 /// Reads a BGPPeer (name already checked by the caller).
-pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findings) -> Option<BgpPeer> {
+pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findings) -> Option<ParsedPeer> {
     let spec = f.take(root.child("spec"))?;
     for unknown in spec.unknown_keys(FIELDS) {
         f.warn(unknown, "not supported by bgpd; ignored");
-    }
-    if spec.has("localWorkloadSelector") {
-        f.error(
-            spec.path_of("localWorkloadSelector"),
-            "not supported: bgpd does not track the node's workload endpoints, so it cannot peer with \
-             the pods this selects (KubeVirt / in-cluster routers); the BGPPeer is skipped",
-        );
-        return None;
     }
     let scope = scope(&spec, f);
     let remote = remote(&spec, f);
@@ -377,7 +400,7 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         }))
         .and_then(NonZeroU32::new);
     let reachable_by = f.opt(spec.parse_str("reachableBy", parse_ip));
-    if let (Some(gw), Some(PeerRemote::Address { address, .. } | PeerRemote::Node { address })) =
+    if let (Some(gw), Some(Remote::Peer(PeerRemote::Address { address, .. } | PeerRemote::Node { address }))) =
         (reachable_by, &remote)
     {
         if gw.is_ipv4() != address.ip.is_ipv4() {
@@ -395,10 +418,16 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         bfd,
     } = annotations(root, f);
     let (Some(scope), Some(remote)) = (scope, remote) else { return None };
-    f.errors.is_empty().then(|| BgpPeer {
+    let (peer_remote, workloads) = match remote {
+        Remote::Peer(r) => (r, None),
+        Remote::LocalWorkloads { selector, as_number } => {
+            (PeerRemote::Nodes(selector.clone()), Some((selector, as_number)))
+        }
+    };
+    let peer = f.errors.is_empty().then(|| BgpPeer {
         name: name.to_string(),
         scope,
-        remote,
+        remote: peer_remote,
         local_as_number,
         password,
         keepalive_time,
@@ -418,6 +447,10 @@ pub(crate) fn parse(name: &str, root: &Fields, secrets: &Secrets, f: &mut Findin
         graceful_notification,
         bfd,
         reverse_peering,
+    })?;
+    Some(match workloads {
+        None => ParsedPeer::Remote(peer),
+        Some((selector, as_number)) => ParsedPeer::LocalWorkloads(LocalWorkloadPeer { selector, as_number, peer }),
     })
 }
 
@@ -439,12 +472,27 @@ fn scope(spec: &Fields, f: &mut Findings) -> Option<PeerScope> {
     }
 }
 
-fn remote(spec: &Fields, f: &mut Findings) -> Option<PeerRemote> {
+fn remote(spec: &Fields, f: &mut Findings) -> Option<Remote> {
     let address = f.take(spec.parse_str("peerIP", str::parse::<PeerAddress>));
     let as_number = f.take(spec.get("asNumber", AsNumber::from_value));
     let peer_selector = f.take(spec.parse_str("peerSelector", selector));
-    let (address, as_number, peer_selector) = (address?, as_number?, peer_selector?);
-    match (address, as_number, peer_selector) {
+    let workloads = f.take(spec.parse_str("localWorkloadSelector", selector));
+    let (address, as_number, peer_selector, workloads) = (address?, as_number?, peer_selector?, workloads?);
+    if let Some(selector) = workloads {
+        // Calico's validation: exclusive with peerIP and peerSelector, and
+        // asNumber is required.
+        for (set, other) in [(address.is_some(), "peerIP"), (peer_selector.is_some(), "peerSelector")] {
+            if set {
+                f.error(spec.path_of("localWorkloadSelector"), format!("cannot be used together with {other}"));
+            }
+        }
+        let Some(as_number) = as_number else {
+            f.error(spec.path_of("asNumber"), "missing: required with localWorkloadSelector (the workloads' AS)");
+            return None;
+        };
+        return f.errors.is_empty().then_some(Remote::LocalWorkloads { selector, as_number });
+    }
+    let remote = match (address, as_number, peer_selector) {
         (Some(address), Some(as_number), None) => Some(PeerRemote::Address { address, as_number }),
         // Calico peers with the node at that address, with its AS.
         (Some(address), None, None) => Some(PeerRemote::Node { address }),
@@ -464,7 +512,8 @@ fn remote(spec: &Fields, f: &mut Findings) -> Option<PeerRemote> {
             None
         }
         (None, None, Some(sel)) => Some(PeerRemote::Nodes(sel)),
-    }
+    };
+    remote.map(Remote::Peer)
 }
 
 fn filters(spec: &Fields, f: &mut Findings) -> Vec<String> {

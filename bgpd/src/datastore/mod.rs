@@ -1,7 +1,8 @@
 //! The cluster model that `bgpd run --datastore file:PATH --node NAME` reads: Calico
 //! resources (Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMBlock, IPAMHandle
-//! for its floating IPs, and the Secrets that hold BGP passwords) and the Kubernetes
-//! Services and EndpointSlices whose addresses a node advertises, loaded from a YAML stream, validated once into typed
+//! for its floating IPs, WorkloadEndpoints, and the Secrets that hold BGP passwords) and the Kubernetes
+//! Services and EndpointSlices whose addresses a node advertises and Pods (the workloads
+//! a node may peer with), loaded from a YAML stream, validated once into typed
 //! values.
 //!
 //! [`load`] never fails because of one bad object: each invalid object is reported as
@@ -29,6 +30,7 @@ mod secret;
 mod service;
 pub(crate) mod source;
 mod values;
+mod workload_endpoint;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -44,7 +46,8 @@ pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, NodeBgpConf
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{
-    AddPathConfig, BfdMode, BgpPeer, ConfiguredNextHopMode, PeerRemote, PeerScope, ReversePeering, SourceAddress,
+    AddPathConfig, BfdMode, BgpPeer, ConfiguredNextHopMode, LocalWorkloadPeer, PeerRemote, PeerScope, ReversePeering,
+    SourceAddress,
 };
 #[allow(unused_imports)]
 pub use endpoint_slice::{Endpoint, EndpointSlice, SERVICE_NAME_LABEL};
@@ -64,6 +67,8 @@ pub use service::{IpFamily, Service, ServiceType, TrafficPolicy};
 pub use source::SourceText;
 #[allow(unused_imports)]
 pub use values::{parse_duration, AsNumber, ConfiguredCommunity, Md5Key, PeerAddress};
+#[allow(unused_imports)]
+pub use workload_endpoint::WorkloadEndpoint;
 
 use fields::{Fields, Findings};
 use source::RawObject;
@@ -78,8 +83,11 @@ pub struct Model {
     pub node_bgp_configurations: BTreeMap<String, NodeBgpConfiguration>,
     /// Calico Nodes by name.
     pub nodes: BTreeMap<String, Node>,
-    /// BGPPeers by name.
+    /// BGPPeers by name (those with `peerIP` or `peerSelector`).
     pub peers: BTreeMap<String, BgpPeer>,
+    /// BGPPeers with `localWorkloadSelector` by name: the node peers with its
+    /// own workloads.
+    pub local_workload_peers: BTreeMap<String, LocalWorkloadPeer>,
     /// Valid BGPFilters by name (peers refer to them in `spec.filters`).
     pub filters: BTreeMap<String, BgpFilter>,
     /// IPAM blocks by name.
@@ -94,6 +102,9 @@ pub struct Model {
     pub endpoint_slices: BTreeMap<String, EndpointSlice>,
     /// BFDConfigurations by name.
     pub bfd_configurations: BTreeMap<String, BfdConfiguration>,
+    /// Workload endpoints (Calico WorkloadEndpoints, and Pods read as such) by
+    /// `namespace/name` of their object.
+    pub workload_endpoints: BTreeMap<String, WorkloadEndpoint>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -104,15 +115,23 @@ impl Model {
     /// matches the node's labels (a node without a Node object has no labels). In name
     /// order.
     pub fn peers_for_node(&self, node: &str) -> Vec<&BgpPeer> {
+        self.peers.values().filter(|p| self.scope_includes(&p.scope, node)).collect()
+    }
+
+    /// The BGPPeers with `localWorkloadSelector` that apply to node `node`
+    /// (as [`Model::peers_for_node`] decides), in name order.
+    pub fn local_workload_peers_for_node(&self, node: &str) -> Vec<&LocalWorkloadPeer> {
+        self.local_workload_peers.values().filter(|p| self.scope_includes(&p.peer.scope, node)).collect()
+    }
+
+    /// Whether a BGPPeer of scope `scope` applies to node `node`.
+    fn scope_includes(&self, scope: &PeerScope, node: &str) -> bool {
         let labels = self.nodes.get(node).map_or(&NO_LABELS, |n| &n.labels);
-        self.peers
-            .values()
-            .filter(|p| match &p.scope {
-                PeerScope::Node(n) => n == node,
-                PeerScope::NodeSelector(sel) => sel.matches(labels),
-                PeerScope::Global => true,
-            })
-            .collect()
+        match scope {
+            PeerScope::Node(n) => n == node,
+            PeerScope::NodeSelector(sel) => sel.matches(labels),
+            PeerScope::Global => true,
+        }
     }
 
     /// The IPAM blocks affine to `node` (`host:NODE`) and not being deleted: the pod
@@ -158,6 +177,11 @@ impl Model {
         self.endpoint_slices
             .values()
             .filter(move |s| s.namespace == service.namespace && s.service.as_deref() == Some(service.name.as_str()))
+    }
+
+    /// The workload endpoints on node `node`, in key order.
+    pub fn workloads_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a WorkloadEndpoint> + 'a {
+        self.workload_endpoints.values().filter(move |w| w.node == node)
     }
 
     /// The Nodes whose labels match `selector` (for a `peerSelector`), in name order.
@@ -384,13 +408,17 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
     }
     b.check_filters(&filters);
     b.check_node_peers();
+    b.check_local_workload_peers();
     (b.model, b.problems)
 }
 
 impl ResourceKind {
     /// Whether objects of the kind live in a namespace (their key is `namespace/name`).
     fn namespaced(self) -> bool {
-        matches!(self, ResourceKind::Service | ResourceKind::EndpointSlice)
+        matches!(
+            self,
+            ResourceKind::Service | ResourceKind::EndpointSlice | ResourceKind::WorkloadEndpoint | ResourceKind::Pod
+        )
     }
 
     /// Whether an object of the kind is validated without looking at other
@@ -405,7 +433,7 @@ impl ResourceKind {
 enum Typed {
     Secret(secret::SecretData),
     Node(Node),
-    BgpPeer(BgpPeer),
+    BgpPeer(bgp_peer::ParsedPeer),
     BgpFilter(BgpFilter),
     IpamBlock(IpamBlock),
     IpamHandle(IpamHandle),
@@ -416,6 +444,9 @@ enum Typed {
     /// A `node.NAME` BGPConfiguration, with the node's name.
     NodeBgpConfiguration(String, NodeBgpConfiguration),
     BfdConfiguration(BfdConfiguration),
+    /// A WorkloadEndpoint, or a Pod (`None`: a pod that is no workload
+    /// endpoint, e.g. on the host's network; skipped without a problem).
+    WorkloadEndpoint(Option<WorkloadEndpoint>),
 }
 
 /// What validating one object found, before it joins the model.
@@ -495,6 +526,15 @@ fn check(o: &RawObject, kind: ResourceKind, secrets: &secret::Secrets) -> Checke
             let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
             endpoint_slice::parse(&namespace, name, &labels, &root, &mut f).map(Typed::EndpointSlice)
         }
+        ResourceKind::WorkloadEndpoint => {
+            let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+            workload_endpoint::parse_wep(&namespace, name, labels, &root, &mut f)
+                .map(|w| Typed::WorkloadEndpoint(Some(w)))
+        }
+        ResourceKind::Pod => {
+            let labels = meta.as_ref().and_then(|m| f.take(m.string_map("labels"))).unwrap_or_default();
+            workload_endpoint::parse_pod(&namespace, name, labels, &root, &mut f).map(Typed::WorkloadEndpoint)
+        }
         ResourceKind::BgpConfiguration if name == "default" => {
             bgp_configuration::parse(&root, secrets, &mut f).map(Typed::BgpConfiguration)
         }
@@ -538,6 +578,8 @@ fn classify(o: &RawObject) -> Option<ResourceKind> {
         (CALICO_V3 | CALICO_CRD, "IPPool") => Some(ResourceKind::IpPool),
         ("v1", "Service") => Some(ResourceKind::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => Some(ResourceKind::EndpointSlice),
+        (CALICO_V3, "WorkloadEndpoint") => Some(ResourceKind::WorkloadEndpoint),
+        ("v1", "Pod") => Some(ResourceKind::Pod),
         _ => None,
     }
 }
@@ -579,7 +621,7 @@ impl Builder {
         let name = object_name(o);
         let reason = match o.kind.as_str() {
             "BGPPeer" | "BGPConfiguration" | "BGPFilter" | "IPAMBlock" | "IPAMHandle" | "IPPool" | "EndpointSlice"
-            | "BFDConfiguration" => {
+            | "BFDConfiguration" | "WorkloadEndpoint" => {
                 let sev = Severity::Error;
                 let reason = format!("{:?} is not an apiVersion bgpd reads for {}", o.api_version, o.kind);
                 return self.problem(
@@ -615,8 +657,11 @@ impl Builder {
             Some(Typed::Node(n)) => {
                 self.model.nodes.insert(key, n);
             }
-            Some(Typed::BgpPeer(p)) => {
+            Some(Typed::BgpPeer(bgp_peer::ParsedPeer::Remote(p))) => {
                 self.model.peers.insert(key, p);
+            }
+            Some(Typed::BgpPeer(bgp_peer::ParsedPeer::LocalWorkloads(p))) => {
+                self.model.local_workload_peers.insert(key, p);
             }
             Some(Typed::BgpFilter(x)) => {
                 self.model.filters.insert(key, x);
@@ -642,6 +687,9 @@ impl Builder {
             }
             Some(Typed::BfdConfiguration(x)) => {
                 self.model.bfd_configurations.insert(key, x);
+            }
+            Some(Typed::WorkloadEndpoint(w)) => {
+                self.model.workload_endpoints.extend(w.map(|w| (key, w)));
             }
         }
         if let (Some(key), true, true) = (c.key, accepted, f.errors.is_empty()) {
@@ -726,6 +774,34 @@ impl Builder {
         }
     }
 
+    /// Warns about BGPPeers with `localWorkloadSelector` while the default
+    /// BGPConfiguration sets no `localWorkloadPeeringIPV4/V6`: the node has no
+    /// address of its own to peer with its workloads from, so no session.
+    fn check_local_workload_peers(&mut self) {
+        let cfg = &self.model.bgp_configuration;
+        if cfg.local_workload_peering_ipv4.is_some() || cfg.local_workload_peering_ipv6.is_some() {
+            return;
+        }
+        let lonely: Vec<(String, Location)> = self
+            .model
+            .local_workload_peers
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.seen.get(&(ResourceKind::BgpPeer, name.clone()))?.clone())))
+            .collect();
+        for (peer, loc) in lonely {
+            let reason = "no session: the default BGPConfiguration sets neither spec.localWorkloadPeeringIPV4 nor \
+                          spec.localWorkloadPeeringIPV6 (the node's end of its sessions with its workloads)";
+            self.problem(
+                Severity::Warning,
+                ResourceKind::BgpPeer.into(),
+                Some(&peer),
+                "spec.localWorkloadSelector".into(),
+                reason.into(),
+                &loc,
+            );
+        }
+    }
+
     /// Warns about BGPPeer filters that name no valid BGPFilter: `declared` holds the
     /// names of all BGPFilter objects read, valid or not. The peer is kept and the
     /// missing filter skipped, as Calico does (confd renders only the filters it finds).
@@ -734,6 +810,7 @@ impl Builder {
             .model
             .peers
             .values()
+            .chain(self.model.local_workload_peers.values().map(|l| &l.peer))
             .flat_map(|p| p.filters.iter().map(move |f| (p, f)))
             .filter(|(_, f)| !self.model.filters.contains_key(*f))
             .filter_map(|(p, f)| {

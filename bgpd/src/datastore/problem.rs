@@ -50,11 +50,15 @@ pub enum ResourceKind {
     EndpointSlice,
     /// Calico `BFDConfiguration`.
     BfdConfiguration,
+    /// Calico `WorkloadEndpoint` (a pod's interface).
+    WorkloadEndpoint,
+    /// Kubernetes `Pod` (read as a workload endpoint).
+    Pod,
 }
 
 impl ResourceKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ResourceKind; 11] = [
+    pub const ALL: [ResourceKind; 13] = [
         ResourceKind::Node,
         ResourceKind::BgpConfiguration,
         ResourceKind::BgpPeer,
@@ -66,6 +70,8 @@ impl ResourceKind {
         ResourceKind::Service,
         ResourceKind::EndpointSlice,
         ResourceKind::BfdConfiguration,
+        ResourceKind::WorkloadEndpoint,
+        ResourceKind::Pod,
     ];
 
     /// The `kind` field's value, e.g. `BGPPeer`.
@@ -82,6 +88,8 @@ impl ResourceKind {
             ResourceKind::Service => "Service",
             ResourceKind::EndpointSlice => "EndpointSlice",
             ResourceKind::BfdConfiguration => "BFDConfiguration",
+            ResourceKind::WorkloadEndpoint => "WorkloadEndpoint",
+            ResourceKind::Pod => "Pod",
         }
     }
 }

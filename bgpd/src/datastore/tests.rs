@@ -208,7 +208,10 @@ fn invalid_peers_are_reported_and_skipped() {
         ("spec: {peerIP: 10.0.0.1, asNumber: 4294967296}", "spec.asNumber: AS number 4294967296 is out of range 1..=4294967295"),
         ("spec: {peerIP: 10.0.0.1, asNumber: '1.65536'}", r#"spec.asNumber: "1.65536": each half of a dotted AS number must be 0..=65535"#),
         ("spec: {peerIP: 10.0.0.1, asNumber: 65000, localASNumber: 0}", "spec.localASNumber: AS number 0 is reserved"),
-        ("spec: {localWorkloadSelector: \"app == 'router'\"}", "spec.localWorkloadSelector: not supported"),
+        ("spec: {localWorkloadSelector: \"app == 'router'\"}", "spec.asNumber: missing: required with localWorkloadSelector"),
+        ("spec: {localWorkloadSelector: all(), asNumber: 65000, peerIP: 10.0.0.1}", "spec.localWorkloadSelector: cannot be used together with peerIP"),
+        ("spec: {localWorkloadSelector: all(), asNumber: 65000, peerSelector: all()}", "spec.localWorkloadSelector: cannot be used together with peerSelector"),
+        ("spec: {localWorkloadSelector: 'app = x', asNumber: 65000}", r#"spec.localWorkloadSelector: invalid selector "app = x""#),
         ("spec: {peerSelector: all(), reversePeering: Sometimes}", r#"spec.reversePeering: "Sometimes" is not one of Auto, Manual"#),
         ("spec: {asNumber: 65000}", "spec.peerIP: missing (a BGPPeer needs peerIP or peerSelector)"),
         ("spec: {peerIP: 10.0.0.1, asNumber: 65000, keepaliveTime: 30}", r#"spec.keepaliveTime: expected a duration string such as "30s", found 30"#),
@@ -1357,4 +1360,56 @@ fn a_document_inserted_before_others_renumbers_them_as_a_plain_parse_does() {
         let text = |p: &[Problem]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(text(&plain.1), text(&memo.1), "problem locations name the right document");
     }
+}
+
+#[test]
+fn a_local_workload_peer_is_read_with_its_as_and_selector() {
+    let text = format!(
+        "{PEER_HEAD}spec: {{nodeSelector: \"rack == 'a'\", localWorkloadSelector: \"app == 'router'\", asNumber: 65300, \
+         keepaliveTime: 10s}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\n\
+         spec: {{localWorkloadPeeringIPV4: 169.254.0.179, localWorkloadPeeringIPV6: 'fe80::179'}}\n"
+    );
+    let (model, problems) = parse(&text);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(!model.peers.contains_key("tor-1"), "no remote address or node: apart from the other peers");
+    let LocalWorkloadPeer { selector, as_number, peer } = &model.local_workload_peers["tor-1"];
+    assert_eq!(as_number.get(), 65300);
+    let labels: BTreeMap<String, String> = [("app".to_string(), "router".to_string())].into();
+    assert!(selector.matches(&labels));
+    assert!(matches!(peer.scope, PeerScope::NodeSelector(_)));
+    assert_eq!(peer.keepalive_time, Some(Duration::from_secs(10)));
+    let cfg = &model.bgp_configuration;
+    assert_eq!(cfg.local_workload_peering_ipv4, Some("169.254.0.179".parse().unwrap()));
+    assert_eq!(cfg.local_workload_peering_ipv6, Some("fe80::179".parse().unwrap()));
+}
+
+#[test]
+fn local_workload_peering_addresses_are_checked_by_family_and_needed_by_the_peers() {
+    let cfg = |spec: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {spec}\n")
+    };
+    for (spec, want) in [
+        ("{localWorkloadPeeringIPV4: 'fe80::1'}", r#"spec.localWorkloadPeeringIPV4: "fe80::1" is not an IPv4 address"#),
+        (
+            "{localWorkloadPeeringIPV6: 169.254.0.179}",
+            r#"spec.localWorkloadPeeringIPV6: "169.254.0.179" is not an IPv6 address"#,
+        ),
+    ] {
+        let (_, problems) = parse(&cfg(spec));
+        let errors = of(&problems, Severity::Error);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains(want), "{}", errors[0]);
+    }
+    // A peer of local workloads without either address: a warning naming the fields.
+    let peer = format!("{PEER_HEAD}spec: {{localWorkloadSelector: all(), asNumber: 65300}}\n");
+    let (model, problems) = parse(&peer);
+    assert!(model.local_workload_peers.contains_key("tor-1"), "kept: the addresses may come later");
+    let warnings = of(&problems, Severity::Warning);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("spec.localWorkloadSelector: no session")
+            && warnings[0].contains("localWorkloadPeeringIPV4")
+    );
+    let (_, problems) = parse(&format!("{peer}---\n{}", cfg("{localWorkloadPeeringIPV4: 169.254.0.179}")));
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -41,14 +41,18 @@ impl Facts {
 }
 
 /// The kind of the planned session `name` (see `plan`: `mesh/NODE[/ipv6]` for
-/// the mesh, `BGPPEER` or `BGPPEER/NODE[/ipv6]` for a BGPPeer's): a BGPPeer
-/// without `node` or `nodeSelector` is global, any other BGPPeer (the reverse
-/// side of another node's included) node specific. With a BGPPeer named `mesh`
-/// the names are ambiguous; they are then taken as that BGPPeer's.
+/// the mesh, `BGPPEER` or `BGPPEER/NODE[/ipv6]` for a BGPPeer's,
+/// `local/BGPPEER/NAMESPACE/POD[/ipv6]` for a session with a local workload):
+/// a BGPPeer without `node` or `nodeSelector` is global, any other BGPPeer (the
+/// reverse side of another node's included) node specific. With a BGPPeer
+/// named `mesh` or `local` the names are ambiguous; they are then taken as that
+/// BGPPeer's.
 pub fn peer_type(name: &str, model: &Model) -> PeerType {
     let first = name.split('/').next().unwrap_or(name);
+    let local = || name.strip_prefix("local/")?.split('/').next().and_then(|p| model.local_workload_peers.get(p));
     match model.peers.get(first) {
         None if name.starts_with("mesh/") => PeerType::NodeMesh,
+        None if local().is_some_and(|p| matches!(p.peer.scope, PeerScope::Global)) => PeerType::GlobalPeer,
         Some(p) if matches!(p.scope, PeerScope::Global) => PeerType::GlobalPeer,
         _ => PeerType::NodePeer,
     }

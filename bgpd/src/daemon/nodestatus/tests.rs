@@ -325,6 +325,16 @@ apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: to-rr}
 spec: {node: n1, peerSelector: has(rr)}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: vms}
+spec: {localWorkloadSelector: has(router), asNumber: 65300}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack-vms}
+spec: {nodeSelector: all(), localWorkloadSelector: has(router), asNumber: 65300}
 ";
     let (model, _) = parse_sources(&[source(yaml)]).unwrap();
     assert_eq!(peer_type("tor", &model), PeerType::GlobalPeer);
@@ -332,6 +342,8 @@ spec: {node: n1, peerSelector: has(rr)}
     assert_eq!(peer_type("to-rr/rr-1/ipv6", &model), PeerType::NodePeer);
     assert_eq!(peer_type("mesh/n2", &model), PeerType::NodeMesh);
     assert_eq!(peer_type("mesh/n2/ipv6", &model), PeerType::NodeMesh);
+    assert_eq!(peer_type("local/vms/virt/vm-1", &model), PeerType::GlobalPeer);
+    assert_eq!(peer_type("local/rack-vms/virt/vm-1/ipv6", &model), PeerType::NodePeer);
 }
 
 // The datastore's tests include it too; its items are `pub(super)` to them.

@@ -145,6 +145,28 @@ const CASES: &[Case] = &[
             "rack1-tor-v6 [fd00:1::1]:179 as 65100>65001 connects ipv4+ipv6 md5:n ttl:- src:fd00:1::11 gr:120",
         ],
     ),
+    // Local workloads: each node the BGPPeer selects peers with the matching
+    // workloads on itself, per family, from the peering address; node-b's
+    // VM has an IPv6 address too and gets both sessions although node-b has
+    // no IPv6 address (deliberately: Calico would run no BIRD for IPv6
+    // there); node-c is not selected.
+    case(
+        "local-workloads.yaml",
+        "node-a",
+        &[
+            "local/vm-routers/tenant-1/virt-launcher-r1 10.244.0.5:179 as 64512>65500 connects ipv4 md5:n ttl:- src:169.254.0.179 gr:60",
+            "local/vm-routers/tenant-1/virt-launcher-r1/ipv6 [fd10::5]:179 as 64512>65500 connects ipv6 md5:n ttl:- src:fd00:ffff::179 gr:60",
+        ],
+    ),
+    case(
+        "local-workloads.yaml",
+        "node-b",
+        &[
+            "local/vm-routers/tenant-2/virt-launcher-r2 10.244.1.5:179 as 64512>65500 connects ipv4 md5:n ttl:- src:169.254.0.179 gr:60",
+            "local/vm-routers/tenant-2/virt-launcher-r2/ipv6 [fd10:1::5]:179 as 64512>65500 connects ipv6 md5:n ttl:- src:fd00:ffff::179 gr:60",
+        ],
+    ),
+    case("local-workloads.yaml", "node-c", &[]),
     // Communities: node-b's own BGPConfiguration replaces the list.
     Case {
         file: "communities-per-node.yaml",
@@ -261,13 +283,15 @@ fn a_peer_without_as_number_at_no_node_s_address_is_warned_about_and_plans_nothi
 fn refused_fields_are_named() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
                 spec: {programClusterRoutes: EnabledNoEncapOnly, localWorkloadPeeringIPV4: 169.254.0.179}\n";
-    let (_, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
     let warned: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(
         warned.iter().any(|w| w.contains("spec.programClusterRoutes: \"EnabledNoEncapOnly\": not honoured")),
         "{warned:?}"
     );
-    assert!(warned.iter().any(|w| w.contains("spec.localWorkloadPeeringIPV4: not supported")), "{warned:?}");
+    // Read since bgpd peers with local workloads (BGPPeer localWorkloadSelector).
+    assert!(!warned.iter().any(|w| w.contains("localWorkloadPeeringIPV4")), "{warned:?}");
+    assert_eq!(model.bgp_configuration.local_workload_peering_ipv4, Some("169.254.0.179".parse().unwrap()));
 }
 
 #[test]

@@ -367,6 +367,28 @@ mod tests {
         assert!(!c.put("/elsewhere/x".into(), b"kind: Node\n", None), "not under a prefix read");
     }
 
+    /// Workload endpoints (BGPPeer localWorkloadSelector) are read from
+    /// bgpd's prefix, as any of its kinds; not from Calico's own keys.
+    #[test]
+    fn workload_endpoints_are_read_under_bgpds_prefix_only() {
+        let mut c = content();
+        let wep = |node: &str| {
+            serde_json::json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+                "metadata": {"name": format!("{node}-k8s-vm-eth0"), "namespace": "virt", "labels": {"app": "router"}},
+                "spec": {"node": node, "pod": "vm", "ipNetworks": ["10.244.1.7/32"]},
+            })
+            .to_string()
+        };
+        c.put(format!("{DEFAULT_PREFIX}workloadendpoints/virt/n1-k8s-vm-eth0"), wep("n1").as_bytes(), None);
+        c.put(format!("{CALICO_RESOURCES_PREFIX}workloadendpoints/virt/n2-k8s-vm-eth0"), wep("n2").as_bytes(), None);
+        let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        let keys: Vec<&String> = m.workload_endpoints.keys().collect();
+        assert_eq!(keys, ["virt/n1-k8s-vm-eth0"]);
+        assert_eq!(m.workload_endpoints["virt/n1-k8s-vm-eth0"].node, "n1");
+    }
+
     fn content() -> Content {
         Content {
             prefix: DEFAULT_PREFIX.into(),

@@ -20,6 +20,11 @@
 //!   or watch succeeds, whether or not an object changed meanwhile;
 //! - a Calico kind the cluster does not serve is an error, never "no objects"
 //!   (BFDConfiguration, Calico Enterprise's, aside).
+//!
+//! Pods are read only while a BGPPeer has `localWorkloadSelector`, and only
+//! this node's (a `spec.nodeName` field selector: no node holds the cluster's
+//! pods); the node's name is the datastore's `node` (the daemon's `NODE_NAME`,
+//! see [`super::spawn`]).
 
 mod convert;
 mod follow;
@@ -54,12 +59,12 @@ enum Slot {
     Secret(String),
 }
 
-pub(super) async fn run(kubeconfig: Option<PathBuf>, secrets_namespace: String, out: Publisher) {
+pub(super) async fn run(kubeconfig: Option<PathBuf>, secrets_namespace: String, node: Option<String>, out: Publisher) {
     let client = client("kubernetes datastore", kubeconfig.as_deref(), |e| {
         out.unreachable(format!("no Kubernetes client configuration: {e}"))
     })
     .await;
-    watch(client, secrets_namespace, out).await
+    watch(client, secrets_namespace, node, out).await
 }
 
 /// A client of the API server configured by the kubeconfig file `kubeconfig`
@@ -128,6 +133,8 @@ async fn discover(client: &kube::Client, out: &Publisher) -> Option<kinds::Disco
 struct Followers {
     client: kube::Client,
     secrets_namespace: String,
+    /// This node's name, whose Pods are read; `None`: not known, none read.
+    node: Option<String>,
     tx: mpsc::UnboundedSender<(Slot, Update)>,
     /// Every task; dropping the set stops them all.
     tasks: JoinSet<()>,
@@ -140,23 +147,73 @@ struct Followers {
     services: Option<Vec<AbortHandle>>,
     /// Whether the BGPConfigurations have been read to decide.
     services_decided: bool,
+    /// The index of [`kinds::POD`] in the store.
+    pod_kind: Option<usize>,
+    /// Its watch while a BGPPeer has `localWorkloadSelector`.
+    pods: Option<AbortHandle>,
+    /// Whether the BGPPeers have been read to decide.
+    pods_decided: bool,
+    /// What was decided: whether a BGPPeer has `localWorkloadSelector`.
+    pods_wanted: bool,
 }
 
 impl Followers {
-    /// Starts following the collection of `w` (the object `name` only, if given).
+    /// Starts following the collection of `w` (the object `name` only, if given;
+    /// this node's objects only, for [`Scope::ThisNode`]).
     fn start(&mut self, w: &Watched, name: Option<String>, slot: Slot) -> AbortHandle {
+        let mut fields = name.map(|n| format!("metadata.name={n}"));
         let api = match w.scope {
             Scope::All => Api::all_with(self.client.clone(), &w.resource()),
+            Scope::ThisNode => {
+                fields = Some(format!("spec.nodeName={}", self.node.as_deref().unwrap_or_default()));
+                Api::all_with(self.client.clone(), &w.resource())
+            }
             Scope::SecretsNamespace => {
                 Api::namespaced_with(self.client.clone(), &self.secrets_namespace, &w.resource())
             }
         };
-        self.tasks.spawn(follow(api, w.read, name, slot, self.tx.clone()))
+        self.tasks.spawn(follow(api, w.read, fields, slot, self.tx.clone()))
     }
 
     /// Whether an update comes from a watch stopped a moment ago.
     fn stale(&self, slot: &Slot) -> bool {
-        matches!(slot, Slot::Kind(i) if self.service_kinds.contains(i)) && self.services.is_none()
+        let services = matches!(slot, Slot::Kind(i) if self.service_kinds.contains(i)) && self.services.is_none();
+        services || (matches!(slot, Slot::Kind(i) if Some(*i) == self.pod_kind) && self.pods.is_none())
+    }
+
+    /// Watches this node's Pods exactly while a BGPPeer has
+    /// `localWorkloadSelector` (and this node's name is known); returns whether
+    /// the content changed.
+    fn sync_pods(&mut self, store: &mut Store) -> bool {
+        let Some(i) = self.pod_kind else { return false };
+        let wanted = store.peers_local_workloads();
+        if self.pods_decided && wanted == self.pods_wanted {
+            return false;
+        }
+        if let Some(task) = self.pods.take() {
+            task.abort();
+        }
+        self.pods_decided = true;
+        self.pods_wanted = wanted;
+        match (wanted, self.node.clone()) {
+            (false, _) => {
+                info!("kubernetes datastore: no BGPPeer has localWorkloadSelector: not watching Pods");
+                store.set(i, KindState::unread());
+            }
+            (true, None) => {
+                warn!("kubernetes datastore: a BGPPeer has localWorkloadSelector, but NODE_NAME is not set: Pods not read");
+                let note = "NODE_NAME is not set: this node's Pods are not read, and BGPPeers with \
+                            localWorkloadSelector have no sessions";
+                store.set(i, KindState::absent(note.into()));
+            }
+            (true, Some(node)) => {
+                info!("kubernetes datastore: a BGPPeer has localWorkloadSelector: watching the Pods of node {node}");
+                store.set(i, KindState::default());
+                let w = *store.kind(i);
+                self.pods = Some(self.start(&w, None, Slot::Kind(i)));
+            }
+        }
+        true
     }
 
     /// Watches exactly the Secrets the store's objects refer to; returns whether
@@ -218,13 +275,18 @@ impl Followers {
         if configurations && (changed || !self.services_decided) {
             changed |= self.sync_services(store);
         }
+        let kind = store.kind(i);
+        let peers = kind.is_calico() && kind.kind == "BGPPeer" && store.listed(i);
+        if peers && (changed || !self.pods_decided) {
+            changed |= self.sync_pods(store);
+        }
         changed
     }
 }
 
 /// Watches every kind bgpd reads and the referenced Secrets through `client`, and
 /// publishes the content until `out` is closed.
-async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) {
+async fn watch(client: kube::Client, secrets_namespace: String, node: Option<String>, out: Publisher) {
     let Some(found) = discover(&client, &out).await else { return };
     let watched = kinds::watched(found.api);
     info!(
@@ -238,6 +300,7 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
     let mut followers = Followers {
         client,
         secrets_namespace,
+        node,
         tx,
         tasks: JoinSet::new(),
         secrets: BTreeMap::new(),
@@ -246,11 +309,17 @@ async fn watch(client: kube::Client, secrets_namespace: String, out: Publisher) 
         service_kinds: (0..watched.len()).filter(|&i| SERVICE_KINDS.contains(&watched[i].plural)).collect(),
         services: None,
         services_decided: false,
+        // Read only while a BGPPeer has localWorkloadSelector: decided once
+        // BGPPeers are listed.
+        pod_kind: watched.iter().position(|w| *w == kinds::POD),
+        pods: None,
+        pods_decided: false,
+        pods_wanted: false,
     };
     for (i, w) in watched.iter().enumerate() {
         if found.missing_optional.contains(w.plural) {
             store.set(i, KindState::absent(format!("{} is not installed; none read", w.name())));
-        } else if !followers.service_kinds.contains(&i) {
+        } else if !followers.service_kinds.contains(&i) && Some(i) != followers.pod_kind {
             followers.start(w, None, Slot::Kind(i));
         }
     }

@@ -151,7 +151,11 @@ pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str) -> watch::Receiver<F
             tokio::spawn(etcd::run(access, prefix, ipam_prefix, publisher));
         }
         DatastoreSpec::Kubernetes { kubeconfig } => {
-            tokio::spawn(kubernetes::run(kubeconfig, secrets_namespace.to_string(), publisher));
+            // This node's name, whose Pods are read for BGPPeers with
+            // localWorkloadSelector: the DaemonSet's NODE_NAME (what it passes
+            // as --node too).
+            let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+            tokio::spawn(kubernetes::run(kubeconfig, secrets_namespace.to_string(), node, publisher));
         }
     }
     rx

@@ -90,6 +90,29 @@ fn node_object(meta: &Value) -> (Value, Option<String>) {
     (node, (!problems.is_empty()).then(|| problems.join("; ")))
 }
 
+/// A Pod → the fields of it the model reads (`datastore::workload_endpoint`):
+/// its name, namespace and labels, where it runs and on which network, its
+/// service account, phase and addresses. The rest (containers, conditions,
+/// annotations…) changes often and is no business of routing.
+fn pod_object(obj: &Value, meta: &Value) -> Value {
+    let pick = |from: &Value, keys: &[&str]| -> Value {
+        let mut out = Map::new();
+        for k in keys {
+            if let Some(v) = from.get(*k).filter(|v| !v.is_null()) {
+                out.insert((*k).into(), v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": pick(meta, &["name", "namespace", "labels"]),
+        "spec": pick(&obj["spec"], &["nodeName", "hostNetwork", "serviceAccountName"]),
+        "status": pick(&obj["status"], &["phase", "podIP", "podIPs"]),
+    })
+}
+
 /// The labels and annotations of a Calico CRD object: its own, with those of its
 /// `projectcalico.org/metadata` annotation merged over them (as Calico's
 /// `ConvertK8sResourceToCalicoResource` does; that annotation itself dropped).
@@ -172,6 +195,9 @@ pub(super) fn convert(w: &Watched, obj: &Value) -> Option<Converted> {
     if w.group.is_empty() && w.kind == "Node" {
         let (object, note) = node_object(meta);
         return Some(Converted { note: located(note), key, object });
+    }
+    if w.group.is_empty() && w.kind == "Pod" {
+        return Some(Converted { note: None, key, object: pod_object(obj, meta) });
     }
     let (labels, annotations, note) = if w.is_calico() {
         calico_metadata(meta)

@@ -142,16 +142,16 @@ async fn list_page(
     Err(Refused { failure: Failure { code: Some(code), message }, retry_after: seconds.map(Duration::from_secs) })
 }
 
-/// Every object of the collection (of the one named `name`, if given) and the
-/// resourceVersion the list was read at.
+/// Every object of the collection (those the field selector `fields` selects,
+/// if given) and the resourceVersion the list was read at.
 async fn list(
     api: &Api<DynamicObject>,
     read: Read,
-    name: Option<&str>,
+    fields: Option<&str>,
 ) -> Result<(Vec<DynamicObject>, String), Refused> {
     let mut params = ListParams::default().limit(PAGE);
-    if let Some(name) = name {
-        params = params.fields(&format!("metadata.name={name}"));
+    if let Some(fields) = fields {
+        params = params.fields(fields);
     }
     let mut items = Vec::new();
     loop {
@@ -222,20 +222,21 @@ async fn failed(
     true
 }
 
-/// Lists and watches the collection of `api` (the object `name` only, if given;
+/// Lists and watches the collection of `api` (the objects the field selector
+/// `fields` selects only, if given: `metadata.name=NAME`, `spec.nodeName=NODE`;
 /// as `read` says) until the receiving side of `tx` is gone, sending what
 /// happens as `slot`.
 pub(super) async fn follow(
     api: Api<DynamicObject>,
     read: Read,
-    name: Option<String>,
+    fields: Option<String>,
     slot: Slot,
     tx: mpsc::UnboundedSender<(Slot, Update)>,
 ) {
     let send = |u: Update| tx.send((slot.clone(), u)).is_ok();
     let mut backoff = Backoff::new();
     'list: loop {
-        let (objects, mut version) = match list(&api, read, name.as_deref()).await {
+        let (objects, mut version) = match list(&api, read, fields.as_deref()).await {
             Ok(listed) => listed,
             Err(Refused { failure, retry_after }) => {
                 if !failed(&send, failure, retry_after, &mut backoff).await {
@@ -250,8 +251,8 @@ pub(super) async fn follow(
         backoff = Backoff::new();
         loop {
             let mut params = WatchParams::default();
-            if let Some(name) = &name {
-                params = params.fields(&format!("metadata.name={name}"));
+            if let Some(fields) = &fields {
+                params = params.fields(fields);
             }
             let started = Instant::now();
             let mut stream = match watch_request(&api, read, &params, &version).await {

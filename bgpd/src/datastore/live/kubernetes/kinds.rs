@@ -13,6 +13,9 @@ pub(super) enum Scope {
     All,
     /// Only bgpd's Secrets namespace.
     SecretsNamespace,
+    /// Every namespace, only the objects of this node (a field selector
+    /// `spec.nodeName=NODE`): the API server sends no other node's.
+    ThisNode,
 }
 
 /// What of a kind's objects the API server sends.
@@ -115,7 +118,16 @@ pub(super) const CORE: &[Watched] = &[
         scope: Scope::All,
         read: Read::Objects,
     },
+    POD,
 ];
+
+/// Pods, read as the workload endpoints a BGPPeer with `localWorkloadSelector`
+/// peers with: only this node's, and only while such a BGPPeer exists
+/// (`Followers::sync_pods`); the rest of a Pod is dropped on reading
+/// (`convert::pod_object`), so that only a change of what routing reads is a
+/// change of the model.
+pub(super) const POD: Watched =
+    Watched { group: "", version: "v1", kind: "Pod", plural: "pods", scope: Scope::ThisNode, read: Read::Objects };
 
 /// Calico's kinds bgpd reads: (kind, plural, required). A required kind the
 /// cluster does not serve is an error; an optional one means "none".
@@ -168,9 +180,11 @@ pub(super) fn watched(api: CalicoApi) -> Vec<Watched> {
     CORE.iter().copied().chain(calico).collect()
 }
 
-/// Whether a kind may be missing from the cluster (it then has no objects).
+/// Whether a kind may be missing from the cluster, or not granted (it then
+/// has no objects): Calico's optional kinds, and Pods (a ClusterRole from
+/// before bgpd read them costs the local workload peerings only).
 pub(super) fn optional(w: &Watched) -> bool {
-    CALICO.iter().any(|(kind, _, required)| *kind == w.kind && !required)
+    *w == POD || CALICO.iter().any(|(kind, _, required)| *kind == w.kind && !required)
 }
 
 /// What discovery found at one Calico group version.

@@ -186,6 +186,16 @@ impl Store {
         })
     }
 
+    /// Whether a BGPPeer has `localWorkloadSelector`: only then are this
+    /// node's Pods read.
+    pub(super) fn peers_local_workloads(&self) -> bool {
+        let peers = self.kinds.iter().filter(|(w, _)| w.is_calico() && w.kind == "BGPPeer");
+        peers.flat_map(|(_, k)| k.objects.iter().flat_map(BTreeMap::values)).any(|h| {
+            let Ok(v) = serde_json::from_str::<Value>(&h.text) else { return false };
+            v["spec"]["localWorkloadSelector"].as_str().is_some_and(|s| !s.is_empty())
+        })
+    }
+
     /// Takes an update from `slot`; returns whether the content changed. Updates
     /// of a Secret no longer watched are ignored.
     pub(super) fn update(&mut self, slot: &Slot, u: Update) -> bool {

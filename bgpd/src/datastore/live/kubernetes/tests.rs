@@ -358,7 +358,7 @@ async fn only_the_secrets_peers_refer_to_are_read_and_held() {
     server.forbid_secret("not-granted");
     let client = server.start().await;
     let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
-    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let task = tokio::spawn(watch(client, "kube-system".into(), Some("node-1".into()), Publisher { tx }));
 
     let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
     let held = keys(&f);
@@ -423,7 +423,7 @@ async fn floating_ips_of_ipam_handles_reach_the_model() {
     server.apply(HANDLES, handle("k8s-pod-network.plain", &[]));
     let client = server.start().await;
     let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
-    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let task = tokio::spawn(watch(client, "kube-system".into(), Some("node-1".into()), Publisher { tx }));
 
     let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
     let held = keys(&f);
@@ -476,7 +476,7 @@ async fn a_block_whose_affinity_is_pending_deletion_is_withdrawn() {
     server.apply(AFFINITIES, affinity("worker-9", "10.244.8.0/26", "confirmed"));
     let client = server.start().await;
     let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
-    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let task = tokio::spawn(watch(client, "kube-system".into(), Some("node-1".into()), Publisher { tx }));
     let blocks = |f: &super::super::Feed| -> Vec<String> {
         model_of(f).blocks_for_node("worker-9").iter().map(|b| b.cidr.to_string()).collect()
     };
@@ -515,7 +515,7 @@ async fn a_cluster_without_ipam_handles_runs_without_floating_ips() {
     server.apply("/api/v1/nodes", json(NODE_PLAIN));
     let client = server.start().await;
     let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
-    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let task = tokio::spawn(watch(client, "kube-system".into(), Some("node-1".into()), Publisher { tx }));
     let f = published(&mut rx, "the first content", |f| f.sources.is_some()).await;
     assert!(f.unreachable.is_none(), "{:?}", f.unreachable);
     assert!(f.notes.iter().any(|n| n.contains("ipamhandles")), "{:?}", f.notes);
@@ -596,7 +596,7 @@ impl Drop for Running {
 async fn running(server: &api_server::ApiServer) -> Running {
     let client = server.start().await;
     let (tx, rx) = tokio::sync::watch::channel(super::super::Feed::default());
-    let task = tokio::spawn(watch(client, "kube-system".into(), Publisher { tx }));
+    let task = tokio::spawn(watch(client, "kube-system".into(), Some("node-1".into()), Publisher { tx }));
     let seen: Feeds = Default::default();
     let mut recorded = rx.clone();
     let log = seen.clone();
@@ -1044,4 +1044,49 @@ async fn the_stand_in_refuses_what_the_crd_schema_refuses_with_422() {
     }))
     .unwrap();
     widgets.create(&PostParams::default(), &widget).await.expect("no schema, no check");
+}
+
+/// Pods are read only while a BGPPeer has `localWorkloadSelector`, only this
+/// node's (a `spec.nodeName` field selector), and only what routing reads of
+/// them (a pod's conditions changing is no change of the model).
+#[tokio::test]
+async fn this_nodes_pods_are_read_only_while_a_peer_selects_local_workloads() {
+    const PODS: &str = "/api/v1/pods";
+    let server = api_server::ApiServer::default();
+    server.serve_calico(V1);
+    server.apply(NODES, json(NODE_PLAIN));
+    let pod = |ready: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "vm-1", "namespace": "virt", "labels": {"app": "router"},
+                         "annotations": {"cni.projectcalico.org/podIP": "10.244.1.7/32"}, "uid": "u1"},
+            "spec": {"nodeName": "node-1", "serviceAccountName": "default", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}],
+                       "conditions": [{"type": "Ready", "status": ready}]},
+        })
+    };
+    server.apply(PODS, pod("False"));
+    let mut run = running(&server).await;
+    published(&mut run.rx, "the node", |f| f.sources.is_some()).await;
+    watching(&server, WATCHES).await;
+    assert!(!server.requests().iter().any(|r| r.contains("/pods")), "no Pods read without such a BGPPeer");
+
+    let mut routers = peer("routers", None);
+    routers["spec"] = serde_json::json!({"localWorkloadSelector": "app == 'router'", "asNumber": 65300});
+    server.apply(V1_PEERS, routers);
+    let f = published(&mut run.rx, "the pod", |f| has_key(f, "pods/virt/vm-1")).await;
+    let requests = server.requests();
+    let list = requests.iter().find(|r| r.contains("/api/v1/pods")).expect("Pods listed");
+    assert!(list.contains("fieldSelector=spec.nodeName=node-1"), "{list}");
+    let text = &f.sources.as_ref().unwrap().iter().find(|s| s.path.ends_with("vm-1")).unwrap().text;
+    assert!(!text.contains("conditions") && !text.contains("containers") && !text.contains("cni."), "{text}");
+    let m = model_of(&f);
+    assert_eq!(m.workload_endpoints["virt/vm-1"].ipv4, Some("10.244.1.7".parse().unwrap()));
+    let before = f.sources.clone();
+    server.apply(PODS, pod("True"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(run.rx.borrow().sources, before, "a condition is no change of the model");
+
+    server.delete(V1_PEERS, "routers");
+    published(&mut run.rx, "the pod forgotten", |f| !has_key(f, "pods/virt/vm-1")).await;
 }

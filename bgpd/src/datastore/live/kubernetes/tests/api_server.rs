@@ -194,7 +194,10 @@ impl Default for State {
     fn default() -> State {
         let resources = |list: &[(&str, &str)]| list.iter().map(|(p, k)| (p.to_string(), k.to_string())).collect();
         let served = BTreeMap::from([
-            ("v1".to_string(), resources(&[("nodes", "Node"), ("services", "Service"), ("secrets", "Secret")])),
+            (
+                "v1".to_string(),
+                resources(&[("nodes", "Node"), ("services", "Service"), ("secrets", "Secret"), ("pods", "Pod")]),
+            ),
             ("discovery.k8s.io/v1".to_string(), resources(&[("endpointslices", "EndpointSlice")])),
         ]);
         State {

@@ -46,6 +46,12 @@ async fn requests_of_a_full_datastore(group_version: &str, secret_name: &str) ->
                "spec": {"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}]}}),
     );
     server.apply("/api/v1/namespaces/kube-system/secrets", secret(secret_name, "password", "s3cr3t"));
+    // A BGPPeer of local workloads: this node's Pods are read.
+    server.apply(
+        &format!("/apis/{group_version}/bgppeers"),
+        json!({"apiVersion": group_version, "kind": "BGPPeer", "metadata": {"name": "routers"},
+               "spec": {"localWorkloadSelector": "app == 'router'", "asNumber": 65300}}),
+    );
     let _running = running(&server).await;
     let watched = |requests: &[String], path: &str| {
         requests.iter().any(|r| r.starts_with(&format!("{path}?")) && r.contains("watch=true"))
@@ -55,6 +61,7 @@ async fn requests_of_a_full_datastore(group_version: &str, secret_name: &str) ->
         "/api/v1/services".to_string(),
         "/apis/discovery.k8s.io/v1/endpointslices".to_string(),
         "/api/v1/namespaces/kube-system/secrets".to_string(),
+        "/api/v1/pods".to_string(),
         format!("/apis/{group_version}/bfdconfigurations"),
         format!("/apis/{group_version}/blockaffinities"),
     ];
