@@ -333,7 +333,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     progress::exit_on_panic();
     let shared = Shared::default();
     let mut last_model = None;
-    let mut feed = live::spawn(&opts.datastore, &opts.secrets_namespace);
+    let mut feed = live::spawn(&opts.datastore, &opts.secrets_namespace, &opts.node);
     let (mut node, peers, mut loaded) = first_load(&mut feed, &opts, &shared, &mut last_model).await?;
     let marker_at = marker_path(&opts);
     let window = restart_window(&peers);

@@ -396,7 +396,7 @@ pub fn measure(o: &Options) -> Result<Figures, String> {
     std::fs::write(&kubeconfig, text).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     let spec = bgpd::datastore::live::DatastoreSpec::Kubernetes { kubeconfig: Some(kubeconfig.clone()) };
     let figures = rt.block_on(async {
-        let mut feed = bgpd::datastore::live::spawn(&spec, "kube-system");
+        let mut feed = bgpd::datastore::live::spawn(&spec, "kube-system", "node-1");
         let first = tokio::time::timeout(Duration::from_secs(60), feed.wait_for(|f| f.sources.is_some())).await;
         if !first.map(|r| r.is_ok()).unwrap_or(false) {
             return Err(format!("bgpd published no content within 60 s; requests: {:?}", server.traffic()));

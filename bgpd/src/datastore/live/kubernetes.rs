@@ -23,8 +23,7 @@
 //!
 //! Pods are read only while a BGPPeer has `localWorkloadSelector`, and only
 //! this node's (a `spec.nodeName` field selector: no node holds the cluster's
-//! pods); the node's name is the datastore's `node` (the daemon's `NODE_NAME`,
-//! see [`super::spawn`]).
+//! pods); the node's name is the daemon's `--node` (see [`super::spawn`]).
 
 mod convert;
 mod follow;
@@ -201,8 +200,8 @@ impl Followers {
                 store.set(i, KindState::unread());
             }
             (true, None) => {
-                warn!("kubernetes datastore: a BGPPeer has localWorkloadSelector, but NODE_NAME is not set: Pods not read");
-                let note = "NODE_NAME is not set: this node's Pods are not read, and BGPPeers with \
+                warn!("kubernetes datastore: a BGPPeer has localWorkloadSelector, but no node name was given: Pods not read");
+                let note = "no node name given: this node's Pods are not read, and BGPPeers with \
                             localWorkloadSelector have no sessions";
                 store.set(i, KindState::absent(note.into()));
             }

@@ -138,9 +138,10 @@ impl Backoff {
 }
 
 /// Starts the datastore task for `spec` and returns the feed it publishes; a
-/// Kubernetes datastore reads Secrets in `secrets_namespace`. Must be called
+/// Kubernetes datastore reads Secrets in `secrets_namespace`, and the Pods of
+/// node `node` (for BGPPeers with localWorkloadSelector). Must be called
 /// inside a tokio runtime.
-pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str) -> watch::Receiver<Feed> {
+pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str, node: &str) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::default());
     let publisher = Publisher { tx };
     match spec.clone() {
@@ -151,10 +152,7 @@ pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str) -> watch::Receiver<F
             tokio::spawn(etcd::run(access, prefix, ipam_prefix, publisher));
         }
         DatastoreSpec::Kubernetes { kubeconfig } => {
-            // This node's name, whose Pods are read for BGPPeers with
-            // localWorkloadSelector: the DaemonSet's NODE_NAME (what it passes
-            // as --node too).
-            let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+            let node = Some(node.to_string()).filter(|n| !n.is_empty());
             tokio::spawn(kubernetes::run(kubeconfig, secrets_namespace.to_string(), node, publisher));
         }
     }

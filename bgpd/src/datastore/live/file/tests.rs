@@ -70,7 +70,7 @@ async fn the_live_file_source_sees_allocations_and_releases() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("cluster.yaml");
     std::fs::write(&yaml, YAML).unwrap();
-    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system");
+    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system", "node-1");
     // Started before the store exists: the YAML alone, no block.
     assert!(wait_for(&mut rx, "node-1", |_| true).await.is_empty());
     let alloc = allocator(&yaml);
@@ -92,7 +92,7 @@ async fn an_edit_in_place_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("cluster.yaml");
     std::fs::write(&yaml, pools(1)).unwrap();
-    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system");
+    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system", "node-1");
     wait_text(&mut rx, "first read", |t| t == pools(1)).await;
     // Same length, same second: only the notification tells it changed.
     let edited = pools(1).replace("10.0.0.0/16", "10.9.0.0/16");
@@ -112,7 +112,7 @@ async fn a_file_renamed_over_the_datastore_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("cluster.yaml");
     std::fs::write(&yaml, pools(1)).unwrap();
-    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system");
+    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system", "node-1");
     wait_text(&mut rx, "first read", |t| t == pools(1)).await;
     for n in 2..5 {
         let tmp = dir.path().join(".cluster.yaml.swp");
@@ -127,7 +127,7 @@ async fn a_file_deleted_and_created_again_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("cluster.yaml");
     std::fs::write(&yaml, pools(1)).unwrap();
-    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system");
+    let mut rx = spawn(&DatastoreSpec::File(yaml.clone()), "kube-system", "node-1");
     wait_text(&mut rx, "first read", |t| t == pools(1)).await;
     std::fs::remove_file(&yaml).unwrap();
     // Gone: unreachable, the content read last is kept.
@@ -145,7 +145,7 @@ async fn a_file_deleted_and_created_again_is_read() {
 async fn a_directory_datastore_sees_new_and_renamed_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), pools(1)).unwrap();
-    let mut rx = spawn(&DatastoreSpec::File(dir.path().to_path_buf()), "kube-system");
+    let mut rx = spawn(&DatastoreSpec::File(dir.path().to_path_buf()), "kube-system", "node-1");
     let count = |rx: &watch::Receiver<Feed>| rx.borrow().sources.as_ref().map_or(0, |s| s.len());
     wait_text(&mut rx, "first read", |t| t == pools(1)).await;
     std::fs::write(dir.path().join("b.yaml"), YAML).unwrap();

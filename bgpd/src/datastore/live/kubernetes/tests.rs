@@ -821,13 +821,13 @@ async fn a_kubeconfig_file_names_the_api_server() {
     );
     std::fs::write(&kubeconfig, text).unwrap();
     let spec = super::super::DatastoreSpec::Kubernetes { kubeconfig: Some(kubeconfig) };
-    let mut rx = super::super::spawn(&spec, "kube-system");
+    let mut rx = super::super::spawn(&spec, "kube-system", "node-1");
     let f = published(&mut rx, "the node", |f| f.sources.is_some()).await;
     assert!(model_of(&f).nodes.contains_key("rr-1"), "{:?}", keys(&f));
 
     let missing = dir.path().join("missing");
     let spec = super::super::DatastoreSpec::Kubernetes { kubeconfig: Some(missing.clone()) };
-    let mut rx = super::super::spawn(&spec, "kube-system");
+    let mut rx = super::super::spawn(&spec, "kube-system", "node-1");
     let f = published(&mut rx, "unreachable", |f| f.unreachable.is_some()).await;
     let reason = f.unreachable.unwrap().reason;
     assert!(reason.contains(&format!("kubeconfig {}", missing.display())), "{reason}");
