@@ -29,8 +29,8 @@
 //! in BIRD 2's syntax, one daemon with a channel per session: on the wire the
 //! same sessions. Routes in IPIP pools are installed plain (BIRD 2 has no
 //! `krt_tunnel`), and device routes are not exported to the kernel. What the
-//! lab cannot render (BGPFilters, TTL security, service advertisement) is an
-//! error naming the resource and field.
+//! lab cannot render (BGPFilters, TTL security, local workload peers,
+//! service advertisement) is an error naming the resource and field.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -82,6 +82,9 @@ pub fn sessions(model: &Model, node: &str) -> anyhow::Result<Vec<BirdSession>> {
         .chain(bgp.ipv6_address.map(|a| IpAddr::V6(a.addr())))
         .collect();
     let my_addr = |like: &IpAddr| mine.iter().copied().find(|a| a.is_ipv4() == like.is_ipv4());
+    if let Some(p) = model.local_workload_peers_for_node(node).first() {
+        bail!("BGPPeer {}: spec.localWorkloadSelector is not rendered by the lab's Calico BIRD", p.peer.name);
+    }
     let my_as = model.node_as_number(node).get();
     let cluster_id = bgp.route_reflector_cluster_id;
     let node_addrs = |name: &str| -> Vec<IpAddr> {
