@@ -13,6 +13,9 @@
 //! - `CrossSubnet` with the Node's `ipv4Address` 10.255.11.1/31 (the next hop
 //!   is off that subnet): through tunl0 again; the Node edited back to /24
 //!   (next hop on the subnet): plain;
+//! - `programClusterRoutes` absent (Calico's default since 3.33,
+//!   `EnabledNoEncapOnly`): the IPIP pool's block is not installed (Felix
+//!   programs it), the other prefix still is; `Enabled` again: back;
 //! - all of that over one BGP session (same `established_since`, no flap);
 //! - `tunl0` deleted: the block goes plain and bgpd logs an error; `tunl0`
 //!   back: through it again.
@@ -100,13 +103,24 @@ fn route_is(ns: &Ns, prefix: &str, want: &str) -> Result<(), String> {
     }
 }
 
-fn datastore(ipv4: &str, pool_spec: &str) -> String {
+/// The node's datastore: bgpd programs the routes of every pool
+/// (`programClusterRoutes: Enabled`, Calico before 3.33; `routes` other than
+/// that: the BGPConfiguration's field), the Node, the pool, the ToR.
+fn datastore_with(routes: &str, ipv4: &str, pool_spec: &str) -> String {
+    let field = if routes.is_empty() { String::new() } else { format!(", programClusterRoutes: {routes}") };
     doc::stream(&[
-        doc::bgp_configuration(64512),
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\n\
+             spec: {{asNumber: 64512, nodeToNodeMeshEnabled: false{field}}}\n"
+        ),
         doc::node("node-1", ipv4, &[], None),
         format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: ipip}}\nspec: {{{pool_spec}}}\n"),
         doc::peer("tor", &[], &format!("  peerIP: {TOR}\n  asNumber: 65001\n  keepaliveTime: 3s\n")),
     ])
+}
+
+fn datastore(ipv4: &str, pool_spec: &str) -> String {
+    datastore_with("Enabled", ipv4, pool_spec)
 }
 
 fn kernel_ipip(lab: &Lab) -> Result<(), String> {
@@ -161,9 +175,26 @@ fn kernel_ipip(lab: &Lab) -> Result<(), String> {
     wait_for("CrossSubnet, next hop on the node's /24: plain", UP, || route_is(node, BLOCK, &plain)).map_err(diag)?;
     route_is(node, OTHER, &plain).map_err(diag)?;
 
+    // Calico's default since 3.33 (the field absent: EnabledNoEncapOnly):
+    // Felix programs the IPIP pool's routes, bgpd leaves them out; back with
+    // Enabled.
+    setup(b.reconfigure_yaml(&datastore_with("", "10.255.11.1/24", "cidr: 10.244.0.0/16, ipipMode: Always")))?;
+    wait_for("programClusterRoutes absent: the IPIP pool's block is Felix's", UP, || match route_form(node, BLOCK) {
+        Err(e) if e.starts_with("no route") => Ok(()),
+        Ok(r) => Err(format!("{BLOCK} is still installed: {r}")),
+        Err(e) => Err(e),
+    })
+    .map_err(diag)?;
+    route_is(node, OTHER, &plain).map_err(diag)?;
+    setup(b.reconfigure_yaml(&datastore("10.255.11.1/24", cross)))?;
+    wait_for("programClusterRoutes Enabled again: the block plain", UP, || route_is(node, BLOCK, &plain))
+        .map_err(diag)?;
+
     let now = b.established("tor")?;
     if now["established_since"] != first["established_since"] || now["flaps"] != first["flaps"] {
-        return Err(format!("the pool and node edits reset the session: before {first}, after {now}"));
+        return Err(format!(
+            "the pool, node and BGPConfiguration edits reset the session: before {first}, after {now}"
+        ));
     }
 
     setup(b.reconfigure_yaml(&datastore("10.255.11.1/24", always)))?;

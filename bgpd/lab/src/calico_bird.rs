@@ -38,6 +38,7 @@ use std::net::IpAddr;
 
 use anyhow::bail;
 use bgpd::datastore::{BgpPeer, ConfiguredNextHopMode, Model, PeerRemote, PeerScope, ReversePeering, SourceAddress};
+use ipam::model::EncapMode;
 use ipnet::IpNet;
 
 /// One BGP session of a Calico BIRD node.
@@ -277,8 +278,20 @@ pub fn render(model: &Model, node: &str) -> anyhow::Result<String> {
         let _ = writeln!(c, "  if ( net ~ {p} ) then accept;");
     }
     c.push_str("  reject;\n}\n");
-    // BIRD 2 would install the interfaces' subnets again: they stay the kernel's.
-    c.push_str("filter calico_kernel_programming {\n  if source = RTS_DEVICE then reject;\n  accept;\n}\n");
+    // BIRD 2 would install the interfaces' subnets again: they stay the
+    // kernel's. The pools whose cluster routes `programClusterRoutes` leaves
+    // to Felix (and VXLAN pools) are not BIRD's to install.
+    c.push_str("filter calico_kernel_programming {\n  if source = RTS_DEVICE then reject;\n");
+    let owned = model.bgp_configuration.program_cluster_routes;
+    for p in model.ip_pools.values() {
+        let vxlan = p.vxlan_mode != EncapMode::Never;
+        let ipip = p.ipip_mode != EncapMode::Never;
+        let bird = !vxlan && if ipip { owned.ipip } else { owned.no_encap };
+        if !bird {
+            let _ = writeln!(c, "  if ( net ~ {} ) then reject;", p.cidr);
+        }
+    }
+    c.push_str("  accept;\n}\n");
     c.push_str("protocol device { scan time 2; }\n");
     c.push_str("protocol direct {\n  ipv4;\n  ipv6;\n  interface -\"cali*\", -\"kube-ipvs*\", -\"veth*\", \"*\";\n}\n");
     for af in ["ipv4", "ipv6"] {
@@ -444,6 +457,12 @@ spec: {cidr: 10.244.0.0/16}
         assert!(c.contains("protocol bgp Mesh_10_0_0_10 from bgp_template {\n  local 10.0.0.9 as 64512;"));
         assert!(c.contains("neighbor fd00::10 port 179 as 64512;"));
         assert!(c.contains("add paths on;"));
+        // Calico's default programClusterRoutes (EnabledNoEncapOnly): the
+        // unencapsulated pool's routes are BIRD's.
+        assert!(!c.contains("if ( net ~ 10.244.0.0/16 ) then reject;"), "{c}");
+        let felix =
+            model(&MESH.replace("spec: {asNumber: 64512}", "spec: {asNumber: 64512, programClusterRoutes: Disabled}"));
+        assert!(render(&felix, "node-1").unwrap().contains("  if ( net ~ 10.244.0.0/16 ) then reject;\n  accept;"));
     }
 
     #[test]

@@ -103,18 +103,19 @@ enum PoolForm {
     /// `ipipMode: CrossSubnet`: next hops outside this node's subnet
     /// through `tunl0`.
     IpipCrossSubnet,
-    /// `vxlanMode` `Always` or `CrossSubnet`: Felix programs these routes
-    /// (through `vxlan.calico`); Calico's BIRD rejects them for the kernel,
-    /// and so does bgpd.
-    Vxlan,
+    /// Felix programs these routes: `vxlanMode` `Always` or `CrossSubnet`
+    /// (through `vxlan.calico`) always, and IPIP or unencapsulated pools
+    /// that `programClusterRoutes` leaves to it. Calico's BIRD rejects them
+    /// for the kernel, and so does bgpd.
+    Felix,
 }
 
-/// The IPv4 pools' encapsulation and this node's subnet: what Calico's
+/// The pools' encapsulation and owner, and this node's subnet: what Calico's
 /// confd renders into BIRD's `calico_kernel_programming` filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Encap {
-    /// IPv4 pools, longest prefix first (the longest match wins).
-    pools: Vec<(Ipv4Net, PoolForm)>,
+    /// Pools, longest prefix first (the longest match wins).
+    pools: Vec<(IpNet, PoolForm)>,
     /// The network of this node's `spec.bgp.ipv4Address` (`CrossSubnet`'s
     /// "same subnet").
     subnet: Option<Ipv4Net>,
@@ -125,36 +126,38 @@ pub struct Encap {
 enum Treatment {
     /// Install, each next hop plain (`false`) or through `tunl0` (`true`).
     Install(Vec<(IpAddr, bool)>),
-    /// Leave it out: a VXLAN pool's route is Felix's.
+    /// Leave it out: Felix programs it.
     Felix,
 }
 
 /// The encapsulation of learned routes for node `node` from the model's
-/// IPPools and the Node's `spec.bgp.ipv4Address`. As in Calico's template,
-/// which writes the pool rules only when the node has an IPv4 network, a
-/// node without an IPv4 address gets no encapsulation at all. IPv6 pools
-/// are left out: IPIP carries IPv4 only (the datastore rejects `ipipMode`
-/// on an IPv6 pool), and Calico programs IPv6 VXLAN routes from Felix.
+/// IPPools, BGPConfiguration `programClusterRoutes` and the Node's
+/// `spec.bgp.ipv4Address`. As in Calico's template, which writes the IPv4
+/// pool rules only when the node has an IPv4 network, a node without an
+/// IPv4 address installs every IPv4 route plain. IPIP carries IPv4 only
+/// (the datastore rejects `ipipMode` on an IPv6 pool).
 pub fn encap(model: &Model, node: &str) -> Encap {
     let subnet = model.nodes.get(node).and_then(|n| n.bgp.as_ref()).and_then(|b| b.ipv4_address).map(|a| a.trunc());
-    let Some(subnet) = subnet else { return Encap::default() };
-    let mut pools: Vec<(Ipv4Net, PoolForm)> = model
+    let owned = model.bgp_configuration.program_cluster_routes;
+    let mut pools: Vec<(IpNet, PoolForm)> = model
         .ip_pools
         .values()
-        .filter_map(|p| {
-            let IpNet::V4(cidr) = p.cidr else { return None };
+        .filter(|p| p.cidr.addr().is_ipv6() || subnet.is_some())
+        .map(|p| {
             let form = match (p.ipip_mode, p.vxlan_mode) {
-                (_, EncapMode::Always | EncapMode::CrossSubnet) => PoolForm::Vxlan,
+                (_, EncapMode::Always | EncapMode::CrossSubnet) => PoolForm::Felix,
+                (EncapMode::Always | EncapMode::CrossSubnet, EncapMode::Never) if !owned.ipip => PoolForm::Felix,
                 (EncapMode::Always, EncapMode::Never) => PoolForm::IpipAlways,
                 (EncapMode::CrossSubnet, EncapMode::Never) => PoolForm::IpipCrossSubnet,
+                (EncapMode::Never, EncapMode::Never) if !owned.no_encap => PoolForm::Felix,
                 (EncapMode::Never, EncapMode::Never) => PoolForm::Plain,
             };
-            Some((cidr.trunc(), form))
+            (p.cidr.trunc(), form)
         })
         .collect();
     pools.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
     pools.dedup_by_key(|p| p.0);
-    Encap { pools, subnet: Some(subnet) }
+    Encap { pools, subnet }
 }
 
 impl Encap {
@@ -162,11 +165,10 @@ impl Encap {
     /// (the pool that contains `prefix` with the longest prefix decides).
     fn treat(&self, prefix: IpNet, hops: &[IpAddr]) -> Treatment {
         let plain = || Treatment::Install(hops.iter().map(|h| (*h, false)).collect());
-        let IpNet::V4(p4) = prefix else { return plain() };
-        let Some(&(_, form)) = self.pools.iter().find(|(cidr, _)| cidr.contains(&p4)) else { return plain() };
+        let Some(&(_, form)) = self.pools.iter().find(|(cidr, _)| cidr.contains(&prefix)) else { return plain() };
         match form {
             PoolForm::Plain => plain(),
-            PoolForm::Vxlan => Treatment::Felix,
+            PoolForm::Felix => Treatment::Felix,
             // tunl0 carries IPv4 in IPv4: a next hop that is IPv6 (RFC 8950)
             // is reached directly.
             PoolForm::IpipAlways => Treatment::Install(hops.iter().map(|h| (*h, h.is_ipv4())).collect()),
@@ -200,7 +202,8 @@ struct Desired {
     tunnel: bool,
     /// Learned prefixes wanted through `tunl0` (whether it exists or not).
     ipip: HashSet<IpNet>,
-    /// Learned prefixes in VXLAN pools, left to Felix.
+    /// Learned prefixes in pools whose routes Felix programs (VXLAN pools,
+    /// and those `programClusterRoutes` leaves to it).
     felix: HashSet<IpNet>,
 }
 

@@ -278,7 +278,8 @@ pub struct KernelView {
     pub blackholes: usize,
     /// Learned routes wanted through `tunl0` (IPIP pools).
     pub ipip: usize,
-    /// Learned routes left to Felix (VXLAN pools), not installed.
+    /// Learned routes left to Felix (VXLAN pools, and those `programClusterRoutes`
+    /// leaves to it), not installed.
     pub vxlan_skipped: usize,
     /// Whether `tunl0` exists (checked at start, on link changes and when a
     /// route through it fails).

@@ -67,6 +67,45 @@ pub struct BgpConfiguration {
     pub local_workload_peering_ipv4: Option<std::net::Ipv4Addr>,
     /// `localWorkloadPeeringIPV6`: the same over IPv6.
     pub local_workload_peering_ipv6: Option<std::net::Ipv6Addr>,
+    /// `programClusterRoutes`: the IP pools whose learned routes bgpd
+    /// installs in the kernel; Felix installs the others.
+    pub program_cluster_routes: ClusterRoutes,
+}
+
+/// `programClusterRoutes`: which classes of IP pool the BGP daemon (Calico's
+/// BIRD; here bgpd) programs the cluster routes of, the routes to other
+/// nodes' blocks; Felix programs the rest (its own `programClusterRoutes`
+/// must be the complement). VXLAN pools are always Felix's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterRoutes {
+    /// Pools with `ipipMode` `Always` or `CrossSubnet` (`Enabled`, `EnabledIPIPOnly`).
+    pub ipip: bool,
+    /// Pools with `ipipMode` and `vxlanMode` both `Never` (`Enabled`, `EnabledNoEncapOnly`).
+    pub no_encap: bool,
+}
+
+impl ClusterRoutes {
+    /// Calico's default, for the field absent or a value it does not know:
+    /// `EnabledNoEncapOnly` (Calico 3.33; Felix programs IPIP pools' routes).
+    pub const CALICO_DEFAULT: ClusterRoutes = ClusterRoutes { ipip: false, no_encap: true };
+
+    /// The value of `programClusterRoutes`, if it is one of Calico's four.
+    pub fn from_name(s: &str) -> Option<ClusterRoutes> {
+        let (ipip, no_encap) = match s {
+            "Enabled" => (true, true),
+            "Disabled" => (false, false),
+            "EnabledIPIPOnly" => (true, false),
+            "EnabledNoEncapOnly" => (false, true),
+            _ => return None,
+        };
+        Some(ClusterRoutes { ipip, no_encap })
+    }
+}
+
+impl Default for ClusterRoutes {
+    fn default() -> Self {
+        ClusterRoutes::CALICO_DEFAULT
+    }
 }
 
 /// The ECMP width when `bgpd.io/max-paths` is not set.
@@ -97,6 +136,7 @@ impl Default for BgpConfiguration {
             default_max_prefix: None,
             local_workload_peering_ipv4: None,
             local_workload_peering_ipv6: None,
+            program_cluster_routes: ClusterRoutes::default(),
         }
     }
 }
@@ -214,23 +254,23 @@ pub(crate) fn parse_node(root: &Fields, f: &mut Findings) -> Option<NodeBgpConfi
     f.errors.is_empty().then_some(NodeBgpConfiguration { listen_port, log_severity_screen, prefix_advertisements })
 }
 
-/// `programClusterRoutes`: whether the BGP daemon (BIRD in Calico; here bgpd)
-/// programs the kernel routes to other nodes' blocks, or Felix does. bgpd
-/// always programs them for IPIP and unencapsulated pools (Calico's `Enabled`).
-fn program_cluster_routes(spec: &Fields, f: &mut Findings) {
-    let value = f.opt(spec.parse_str("programClusterRoutes", |s| match s {
-        "Enabled" | "Disabled" | "EnabledIPIPOnly" | "EnabledNoEncapOnly" => Ok(s.to_string()),
-        _ => Err(format!("{} is not one of Enabled, Disabled, EnabledIPIPOnly, EnabledNoEncapOnly", quoted(s))),
-    }));
-    if let Some(v) = value.filter(|v| v != "Enabled") {
-        f.warn(
-            spec.path_of("programClusterRoutes"),
-            format!(
-                "{}: not honoured; bgpd programs the routes of IPIP and unencapsulated IP pools itself \
-                 (Calico's Enabled): leave Felix's programClusterRoutes off for them",
-                quoted(&v)
-            ),
-        );
+/// `programClusterRoutes`. A value Calico does not know is read as Calico
+/// reads it, as the default (so that bgpd and Felix agree), with a warning.
+fn program_cluster_routes(spec: &Fields, f: &mut Findings) -> ClusterRoutes {
+    let value = f.opt(spec.parse_str("programClusterRoutes", |s| Ok::<String, String>(s.to_string())));
+    match value {
+        None => ClusterRoutes::default(),
+        Some(v) => ClusterRoutes::from_name(&v).unwrap_or_else(|| {
+            f.warn(
+                spec.path_of("programClusterRoutes"),
+                format!(
+                    "{} is not one of Enabled, Disabled, EnabledIPIPOnly, EnabledNoEncapOnly: read as \
+                     EnabledNoEncapOnly, Calico's default",
+                    quoted(&v)
+                ),
+            );
+            ClusterRoutes::default()
+        }),
     }
 }
 
@@ -275,7 +315,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
     for unknown in spec.unknown_keys(FIELDS) {
         f.warn(unknown, "not supported by bgpd; ignored");
     }
-    program_cluster_routes(&spec, f);
+    let program_cluster_routes = program_cluster_routes(&spec, f);
     refused_fields(&spec, f);
     let d = BgpConfiguration::default();
     let as_number = f.opt(spec.get("asNumber", AsNumber::from_value)).unwrap_or(d.as_number);
@@ -353,6 +393,7 @@ pub(crate) fn parse(root: &Fields, secrets: &Secrets, f: &mut Findings) -> Optio
         default_max_prefix,
         local_workload_peering_ipv4,
         local_workload_peering_ipv6,
+        program_cluster_routes,
     })
 }
 

@@ -42,7 +42,9 @@ use bgpd_model::Selector;
 #[allow(unused_imports)]
 pub use bfd_configuration::{BfdConfiguration, BfdInterface};
 #[allow(unused_imports)]
-pub use bgp_configuration::{BgpConfiguration, BindMode, LogSeverity, NodeBgpConfiguration, PrefixAdvertisement};
+pub use bgp_configuration::{
+    BgpConfiguration, BindMode, ClusterRoutes, LogSeverity, NodeBgpConfiguration, PrefixAdvertisement,
+};
 pub use bgp_filter::BgpFilter;
 #[allow(unused_imports)]
 pub use bgp_peer::{

@@ -105,7 +105,14 @@ fn tunnel(prefix: &str, hops: &[&str]) -> RouteChange {
     ))
 }
 
+/// bgpd programs every pool's routes here (`programClusterRoutes: Enabled`),
+/// the IPIP ones included.
 const NODE_AND_POOLS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {programClusterRoutes: Enabled}
+---
 apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: n1}
@@ -165,17 +172,51 @@ fn the_node_subnet_and_ipv4_pools_are_read_from_the_model() {
     assert_eq!(
         pools,
         [
+            ("fd00:244::/48", PoolForm::Plain),
             ("10.244.128.0/20", PoolForm::Plain),
             ("10.244.0.0/16", PoolForm::IpipAlways),
             ("10.245.0.0/16", PoolForm::IpipCrossSubnet),
             ("10.246.0.0/16", PoolForm::Plain),
-            ("10.247.0.0/16", PoolForm::Vxlan),
+            ("10.247.0.0/16", PoolForm::Felix),
         ]
         .map(|(c, f)| (c.to_string(), f))
     );
-    // Another node name has no Node object: no IPv4 subnet, no encapsulation (Calico's
-    // template writes the pool rules only for a node with an IPv4 network).
-    assert_eq!(encap(&model_of(NODE_AND_POOLS), "n2"), Encap::default());
+    // Another node name has no Node object: no IPv4 subnet, no IPv4 pool rules
+    // (Calico's template writes them only for a node with an IPv4 network).
+    let other = encap(&model_of(NODE_AND_POOLS), "n2");
+    assert_eq!((other.subnet, other.pools), (None, vec![(net("fd00:244::/48"), PoolForm::Plain)]));
+}
+
+#[test]
+fn program_cluster_routes_leaves_the_pools_it_does_not_name_to_felix() {
+    // (value, IPIP pool, unencapsulated IPv4 pool, unencapsulated IPv6 pool); a
+    // VXLAN pool is Felix's whatever the value. Absent: Calico's default,
+    // EnabledNoEncapOnly (as is a value Calico does not know).
+    let cases: [(&str, PoolForm, PoolForm, PoolForm); 6] = [
+        ("Enabled", PoolForm::IpipAlways, PoolForm::Plain, PoolForm::Plain),
+        ("Disabled", PoolForm::Felix, PoolForm::Felix, PoolForm::Felix),
+        ("EnabledIPIPOnly", PoolForm::IpipAlways, PoolForm::Felix, PoolForm::Felix),
+        ("EnabledNoEncapOnly", PoolForm::Felix, PoolForm::Plain, PoolForm::Plain),
+        ("", PoolForm::Felix, PoolForm::Plain, PoolForm::Plain),
+        ("Sometimes", PoolForm::Felix, PoolForm::Plain, PoolForm::Plain),
+    ];
+    for (value, ipip, plain, plain6) in cases {
+        let field = if value.is_empty() { String::new() } else { format!("programClusterRoutes: {value}") };
+        let yaml = NODE_AND_POOLS.replace("programClusterRoutes: Enabled", &field);
+        let e = encap(&model_of(&yaml), "n1");
+        let form = |c: &str| e.pools.iter().find(|(p, _)| *p == net(c)).map(|(_, f)| *f);
+        assert_eq!(form("10.244.0.0/16"), Some(ipip), "{value:?}: the IPIP pool");
+        assert_eq!(form("10.246.0.0/16"), Some(plain), "{value:?}: the unencapsulated pool");
+        assert_eq!(form("fd00:244::/48"), Some(plain6), "{value:?}: the IPv6 pool");
+        assert_eq!(form("10.247.0.0/16"), Some(PoolForm::Felix), "{value:?}: the VXLAN pool");
+    }
+    // Felix's routes are not installed, and are counted for `show fib`.
+    let yaml = NODE_AND_POOLS.replace("programClusterRoutes: Enabled", "programClusterRoutes: Disabled");
+    let mut d = Desired { tunnel: true, ..Desired::default() };
+    d.set_encap(encap(&model_of(&yaml), "n1"));
+    let c = d.forwarding(vec![fr("10.246.1.0/26", &["10.0.0.2"]), fr("172.16.0.0/24", &["10.0.0.2"])]);
+    assert_eq!(c, vec![RouteChange::Remove(net("10.246.1.0/26")), unicast("172.16.0.0/24", &["10.0.0.2"])]);
+    assert_eq!(d.felix.len(), 1, "a route outside every pool is no cluster route: bgpd's");
 }
 
 #[test]

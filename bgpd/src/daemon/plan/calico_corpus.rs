@@ -9,7 +9,7 @@
 
 use super::plan;
 use crate::daemon::spec::PeerSpec;
-use crate::datastore::{parse_sources, LogSeverity, Model, Severity, SourceText};
+use crate::datastore::{parse_sources, ClusterRoutes, LogSeverity, Model, Severity, SourceText};
 use bgpd_proto::Family;
 
 /// One case: a file of the corpus, a node, the sessions it must run (in
@@ -280,18 +280,20 @@ fn a_peer_without_as_number_at_no_node_s_address_is_warned_about_and_plans_nothi
 }
 
 #[test]
-fn refused_fields_are_named() {
+fn program_cluster_routes_and_local_workload_peering_addresses_are_read() {
     let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n\
-                spec: {programClusterRoutes: EnabledNoEncapOnly, localWorkloadPeeringIPV4: 169.254.0.179}\n";
+                spec: {programClusterRoutes: EnabledIPIPOnly, localWorkloadPeeringIPV4: 169.254.0.179}\n";
     let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml.into() }]).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let c = &model.bgp_configuration;
+    assert_eq!(c.program_cluster_routes, ClusterRoutes { ipip: true, no_encap: false });
+    assert_eq!(c.local_workload_peering_ipv4, Some("169.254.0.179".parse().unwrap()));
+    // A value Calico does not know: Calico's default, with a warning naming it.
+    let yaml = yaml.replace("EnabledIPIPOnly", "Sometimes");
+    let (model, problems) = parse_sources(&[SourceText { path: "t.yaml".into(), text: yaml }]).unwrap();
     let warned: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    assert!(
-        warned.iter().any(|w| w.contains("spec.programClusterRoutes: \"EnabledNoEncapOnly\": not honoured")),
-        "{warned:?}"
-    );
-    // Read since bgpd peers with local workloads (BGPPeer localWorkloadSelector).
-    assert!(!warned.iter().any(|w| w.contains("localWorkloadPeeringIPV4")), "{warned:?}");
-    assert_eq!(model.bgp_configuration.local_workload_peering_ipv4, Some("169.254.0.179".parse().unwrap()));
+    assert!(warned.iter().any(|w| w.contains("spec.programClusterRoutes: \"Sometimes\" is not one of")), "{warned:?}");
+    assert_eq!(model.bgp_configuration.program_cluster_routes, ClusterRoutes::CALICO_DEFAULT);
 }
 
 #[test]
