@@ -154,6 +154,12 @@ pub struct BirdSession {
     pub connect_delay: Option<u32>,
     /// `graceful restart on` (default on).
     pub graceful_restart: bool,
+    /// `graceful restart time N` (BIRD's default is 120 s).
+    pub graceful_restart_time: Option<u32>,
+    /// `long lived graceful restart on` (RFC 9494).
+    pub long_lived_graceful_restart: bool,
+    /// `long lived stale time N`.
+    pub long_lived_stale_time: Option<u32>,
     /// `enable route refresh on` (default on).
     pub route_refresh: bool,
     /// `password "…"`.
@@ -190,6 +196,9 @@ impl Default for BirdSession {
             error_wait: Some((1, 4)),
             connect_delay: None,
             graceful_restart: true,
+            graceful_restart_time: None,
+            long_lived_graceful_restart: false,
+            long_lived_stale_time: None,
             route_refresh: true,
             password: None,
             ttl_security: false,
@@ -244,6 +253,15 @@ impl BirdSession {
         }
         if self.graceful_restart {
             c.push_str("  graceful restart on;\n");
+        }
+        if let Some(t) = self.graceful_restart_time {
+            let _ = writeln!(c, "  graceful restart time {t};");
+        }
+        if self.long_lived_graceful_restart {
+            c.push_str("  long lived graceful restart on;\n");
+        }
+        if let Some(t) = self.long_lived_stale_time {
+            let _ = writeln!(c, "  long lived stale time {t};");
         }
         if self.route_refresh {
             c.push_str("  enable route refresh on;\n");
@@ -499,6 +517,18 @@ mod tests {
     fn graceful_restart_and_route_refresh_can_be_left_out() {
         let c = one(BirdSession { graceful_restart: false, route_refresh: false, ..session() });
         assert!(!c.contains("graceful restart") && !c.contains("route refresh"), "{c}");
+    }
+
+    #[test]
+    fn graceful_restart_time_and_long_lived_graceful_restart() {
+        let c = one(BirdSession {
+            graceful_restart_time: Some(3),
+            long_lived_graceful_restart: true,
+            long_lived_stale_time: Some(15),
+            ..session()
+        });
+        assert!(c.contains("  graceful restart on;\n  graceful restart time 3;\n  long lived graceful restart on;\n  long lived stale time 15;\n"), "{c}");
+        assert!(!one(session()).contains("long lived"));
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub struct FrrConfig {
     pub default_ipv4_unicast: bool,
     /// `bgp graceful-restart` (default on).
     pub graceful_restart: bool,
+    /// `bgp graceful-restart preserve-fw-state`: forwarding kept across a restart (the
+    /// F bit).
+    pub graceful_restart_preserve_fw_state: bool,
+    /// `bgp graceful-restart notification` (RFC 8538).
+    pub graceful_restart_notification: bool,
+    /// `bgp long-lived-graceful-restart stale-time N` (RFC 9494; FRR's default is 0).
+    pub long_lived_stale_time: Option<u32>,
     /// `bgp bestpath as-path multipath-relax`: multipath across neighbouring ASes.
     pub multipath_relax: bool,
     /// `redistribute connected` in both families.
@@ -54,6 +61,9 @@ impl Default for FrrConfig {
             network_import_check: false,
             default_ipv4_unicast: true,
             graceful_restart: true,
+            graceful_restart_preserve_fw_state: false,
+            graceful_restart_notification: false,
+            long_lived_stale_time: None,
             multipath_relax: false,
             redistribute_connected: false,
             maximum_paths: None,
@@ -155,6 +165,15 @@ impl FrrConfig {
         }
         if self.graceful_restart {
             c.push_str(" bgp graceful-restart\n");
+        }
+        if self.graceful_restart_preserve_fw_state {
+            c.push_str(" bgp graceful-restart preserve-fw-state\n");
+        }
+        if self.graceful_restart_notification {
+            c.push_str(" bgp graceful-restart notification\n");
+        }
+        if let Some(t) = self.long_lived_stale_time {
+            let _ = writeln!(c, " bgp long-lived-graceful-restart stale-time {t}");
         }
         if self.multipath_relax {
             c.push_str(" bgp bestpath as-path multipath-relax\n");
@@ -322,6 +341,20 @@ mod tests {
         assert!(c.starts_with("hostname r1\n!\nroute-map X permit 10\n!\nrouter bgp 0\n"), "{c}");
         assert!(!c.contains("ebgp-requires-policy") && !c.contains("import-check") && !c.contains("graceful"), "{c}");
         assert!(c.contains(" no bgp default ipv4-unicast\n bgp bestpath as-path multipath-relax\n"), "{c}");
+    }
+
+    #[test]
+    fn graceful_restart_options() {
+        let c = FrrConfig {
+            graceful_restart_preserve_fw_state: true,
+            graceful_restart_notification: true,
+            long_lived_stale_time: Some(60),
+            ..FrrConfig::default()
+        }
+        .render();
+        assert!(c.contains(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n bgp graceful-restart notification\n bgp long-lived-graceful-restart stale-time 60\n"), "{c}");
+        let c = FrrConfig::default().render();
+        assert!(!c.contains("preserve-fw-state") && !c.contains("notification") && !c.contains("long-lived"), "{c}");
     }
 
     #[test]
