@@ -128,8 +128,15 @@ fn drill(lab: &Lab, b: &bgpd::Bgpd, peer: &str, silent: &Ns, route: &str) -> Res
     Ok(())
 }
 
-const BIRD_BFD: &str =
-    "protocol bfd {\n  interface \"*\" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n  multihop { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n}\n";
+/// BIRD's BFD timers: 300 ms x 3, single-hop and multihop alike.
+const BIRD_BFD: bird::BirdBfdTimers =
+    bird::BirdBfdTimers { min_rx_ms: 300, min_tx_ms: 300, idle_tx_ms: None, multiplier: 3 };
+
+/// bfdd's profile `fast`: 300 ms x 3.
+fn frr_bfdd() -> String {
+    let t = frr::FrrBfdTimers { transmit_ms: 300, receive_ms: 300, detect_mult: 3 };
+    frr::FrrBfdd { profiles: vec![("fast".into(), t)], ..Default::default() }.render()
+}
 
 fn bird_conf(
     router_id: &str,
@@ -139,21 +146,28 @@ fn bird_conf(
     routes6: &[&str],
     multihop: Option<u8>,
 ) -> String {
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: router_id.into(),
         routes4: routes4.iter().map(|r| r.to_string()).collect(),
         routes6: routes6.iter().map(|r| r.to_string()).collect(),
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: local.into(),
             local_as: 65020,
             neighbor: neighbor.into(),
             peer_as: 64512,
             multihop,
+            bfd: true,
             ..Default::default()
         }],
+        bfd: Some(bird::BirdBfd {
+            interfaces: vec![("*".into(), BIRD_BFD)],
+            multihop: Some(BIRD_BFD),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
-    format!("{}{BIRD_BFD}", cfg.render().replace("  graceful restart on;\n", "  graceful restart on;\n  bfd on;\n"))
+    cfg.render()
 }
 
 /// BIRD's `show bfd sessions` line for `addr`, once Up.
@@ -293,23 +307,22 @@ fn frr_case(
 ) -> Result<(), String> {
     let b = setup(bgpd::Bgpd::start_yaml(lab, bgpd_ns, tag, "node-1", yaml))?;
     let v6 = route.contains(':');
-    let cfg = frr::Config {
+    let cfg = frr::FrrConfig {
         asn: 65021,
         router_id: "10.255.99.2".into(),
         routes4: if v6 { vec![] } else { vec![route.into()] },
         routes6: if v6 { vec![route.into()] } else { vec![] },
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: bgpd_addr.into(),
             remote_as: 64512,
             update_source: frr_addr.into(),
+            ebgp_multihop: multihop.then_some(2),
+            bfd_profile: Some("fast".into()),
             ..Default::default()
         }],
+        ..Default::default()
     };
-    let connect = format!(" neighbor {bgpd_addr} timers connect 2\n");
-    let hop = if multihop { format!(" neighbor {bgpd_addr} ebgp-multihop 2\n") } else { String::new() };
-    let text = cfg.render().replace(&connect, &format!("{connect}{hop} neighbor {bgpd_addr} bfd profile fast\n"));
-    let bfdd = "bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
-    let frr = setup(frr::Frr::start_with_bfdd(lab, frr_ns, tag, &text, bfdd))?;
+    let frr = setup(frr::Frr::start_with_bfdd(lab, frr_ns, tag, &cfg.render(), &frr_bfdd()))?;
     wait_for("bgpd: frr Established", UP, || b.established("frr"))?;
     let peer = wait_for("FRR: BFD with bgpd up", UP, || {
         let v = frr.bfd_peer(bgpd_addr)?;
@@ -367,22 +380,21 @@ fn restart_keeps_bfd(lab: &Lab) -> Result<(), String> {
     let mut b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "bfr", "node-1", &yaml))?;
     let bird_text = bird_conf("10.255.23.2", "10.255.23.2", "10.255.23.1", &["10.100.230.0/24"], &[], None);
     let bird = setup(bird::Bird::start_conf(lab, &ns[1], "bfr", &bird_text))?;
-    let cfg = frr::Config {
+    let cfg = frr::FrrConfig {
         asn: 65021,
         router_id: "10.255.23.3".into(),
         routes4: vec!["10.100.231.0/24".into()],
         routes6: vec![],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: "10.255.23.1".into(),
             remote_as: 64512,
             update_source: "10.255.23.3".into(),
+            bfd_profile: Some("fast".into()),
             ..Default::default()
         }],
+        ..Default::default()
     };
-    let connect = " neighbor 10.255.23.1 timers connect 2\n";
-    let text = cfg.render().replace(connect, &format!("{connect} neighbor 10.255.23.1 bfd profile fast\n"));
-    let bfdd = "bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n";
-    let frr = setup(frr::Frr::start_with_bfdd(lab, &ns[2], "bfr", &text, bfdd))?;
+    let frr = setup(frr::Frr::start_with_bfdd(lab, &ns[2], "bfr", &cfg.render(), &frr_bfdd()))?;
     let frr_up = || {
         let v = frr.bfd_peer("10.255.23.1")?;
         if v["status"] == "up" {

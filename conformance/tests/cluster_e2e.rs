@@ -38,12 +38,12 @@ fn bgp_peer(name: &str, ip: &str, asn: u32) -> String {
 
 /// A BIRD ToR at `me` (AS `asn`) with one session `bgpd` to the node at `node`
 /// (AS `node_as`), announcing `routes`.
-fn tor_conf(me: &str, asn: u32, node: &str, node_as: u32, routes: &[&str]) -> bird::Config {
-    bird::Config {
+fn tor_conf(me: &str, asn: u32, node: &str, node_as: u32, routes: &[&str]) -> bird::BirdConfig {
+    bird::BirdConfig {
         router_id: me.into(),
         routes4: routes.iter().map(|r| r.to_string()).collect(),
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: me.into(),
             local_as: asn,
@@ -51,6 +51,7 @@ fn tor_conf(me: &str, asn: u32, node: &str, node_as: u32, routes: &[&str]) -> bi
             peer_as: node_as,
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 

@@ -25,11 +25,11 @@ fn single_session(ns: &Ns, b: &bgpd::Bgpd, peer: &bird::Bird) -> Result<(), Stri
 
 fn collide(lab: &Lab) -> Result<(), String> {
     let (nb, np) = setup(lab.pair(1))?;
-    let bird_cfg = bird::Config {
+    let bird_cfg = bird::BirdConfig {
         router_id: "10.255.1.2".into(),
         routes4: vec!["10.100.1.0/24".into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: "10.255.1.2".into(),
             local_as: 65400,
@@ -39,6 +39,7 @@ fn collide(lab: &Lab) -> Result<(), String> {
             connect_delay: Some(1),
             ..Default::default()
         }],
+        ..Default::default()
     };
     let bgpd_cfg = bgpd::Config::on_link(1, vec![bgpd::Peer::new("peer", "10.255.1.2", 65400)]);
     // Both started at the same moment.
@@ -91,11 +92,11 @@ fn collide(lab: &Lab) -> Result<(), String> {
 /// bgpd in OpenSent: two connections for one session.
 fn frozen_collision(lab: &Lab) -> Result<(), String> {
     let (nb, np) = setup(lab.pair(2))?;
-    let bird_cfg = bird::Config {
+    let bird_cfg = bird::BirdConfig {
         router_id: "10.255.2.2".into(),
         routes4: vec!["10.100.2.0/24".into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: "10.255.2.2".into(),
             local_as: 65400,
@@ -104,6 +105,7 @@ fn frozen_collision(lab: &Lab) -> Result<(), String> {
             connect_delay: Some(3),
             ..Default::default()
         }],
+        ..Default::default()
     };
     let peer = setup(bird::Bird::start(lab, &np, "f", &bird_cfg))?;
     setup(lab.signal(peer.proc, "STOP"))?;

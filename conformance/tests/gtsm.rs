@@ -59,11 +59,11 @@ fn setup_bgpd(lab: &Lab, place: Place, ttl: u8) -> Result<(bgpd::Bgpd, Ns), Stri
 }
 
 fn bird_peer(lab: &Lab, np: &Ns, place: Place, passive: bool) -> Result<bird::Bird, String> {
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: place.peer_addr(),
         routes4: vec![],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: place.peer_addr(),
             local_as: PEER_AS,
@@ -74,24 +74,27 @@ fn bird_peer(lab: &Lab, np: &Ns, place: Place, passive: bool) -> Result<bird::Bi
             passive,
             ..Default::default()
         }],
+        ..Default::default()
     };
     setup(bird::Bird::start(lab, np, "g", &cfg))
 }
 
 fn frr_peer(lab: &Lab, np: &Ns, place: Place, passive: bool) -> Result<frr::Frr, String> {
-    let cfg = frr::Config {
+    let cfg = frr::FrrConfig {
         asn: PEER_AS,
         router_id: place.peer_addr(),
         routes4: vec![],
         routes6: vec![],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: place.bgpd_addr(),
             remote_as: 64512,
             update_source: place.peer_addr(),
             ttl_security_hops: Some(place.hops()),
             passive,
             password: None,
+            ..Default::default()
         }],
+        ..Default::default()
     };
     setup(frr::Frr::start(lab, np, "g", &cfg))
 }

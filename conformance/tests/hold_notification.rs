@@ -22,11 +22,11 @@ fn bgpd_on(lab: &Lab, n: u8) -> Result<(bgpd::Bgpd, Ns), String> {
 }
 
 fn bird_on(lab: &Lab, np: &Ns, n: u8) -> Result<bird::Bird, String> {
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: format!("10.255.{n}.2"),
         routes4: vec![format!("10.100.{n}.0/24")],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: format!("10.255.{n}.2"),
             local_as: PEER_AS,
@@ -34,6 +34,7 @@ fn bird_on(lab: &Lab, np: &Ns, n: u8) -> Result<bird::Bird, String> {
             peer_as: 64512,
             ..Default::default()
         }],
+        ..Default::default()
     };
     setup(bird::Bird::start(lab, np, "h", &cfg))
 }
@@ -102,17 +103,18 @@ fn hold_timer_expiry_and_peer_notifications() {
             "FRR neighbor shutdown message: Cease / Administrative Shutdown decoded".into(),
             Box::new(|lab| {
                 let (b, np) = bgpd_on(lab, 3)?;
-                let cfg = frr::Config {
+                let cfg = frr::FrrConfig {
                     asn: PEER_AS,
                     router_id: "10.255.3.2".into(),
                     routes4: vec![],
                     routes6: vec![],
-                    neighbors: vec![frr::Neighbor {
+                    neighbors: vec![frr::FrrNeighbor {
                         addr: "10.255.3.1".into(),
                         remote_as: 64512,
                         update_source: "10.255.3.2".into(),
                         ..Default::default()
                     }],
+                    ..Default::default()
                 };
                 let peer = setup(frr::Frr::start(lab, &np, "h", &cfg))?;
                 wait_for("bgpd Established", UP, || b.established("peer"))?;

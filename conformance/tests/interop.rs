@@ -105,11 +105,11 @@ fn check_bgpd_side(b: &bgpd::Bgpd, s: &Scenario) -> Result<(), String> {
 }
 
 fn run_bird(lab: &Lab, nb: &Ns, np: &Ns, s: &Scenario) -> Result<(), String> {
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: format!("10.255.{}.2", s.n),
         routes4: vec![s.peer_route4()],
         routes6: vec![s.peer_route6()],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: s.peer_addr(),
             local_as: s.peer_as(),
@@ -117,6 +117,7 @@ fn run_bird(lab: &Lab, nb: &Ns, np: &Ns, s: &Scenario) -> Result<(), String> {
             peer_as: BGPD_AS,
             ..Default::default()
         }],
+        ..Default::default()
     };
     let peer = bird::Bird::start(lab, np, "i", &cfg).map_err(|e| e.to_string())?;
     let b = bgpd::Bgpd::start(lab, nb, "i", &bgpd_config(s)).map_err(|e| e.to_string())?;
@@ -136,17 +137,18 @@ fn run_bird(lab: &Lab, nb: &Ns, np: &Ns, s: &Scenario) -> Result<(), String> {
 }
 
 fn run_frr(lab: &Lab, nb: &Ns, np: &Ns, s: &Scenario) -> Result<(), String> {
-    let cfg = frr::Config {
+    let cfg = frr::FrrConfig {
         asn: s.peer_as(),
         router_id: format!("10.255.{}.2", s.n),
         routes4: vec![s.peer_route4()],
         routes6: vec![s.peer_route6()],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: s.bgpd_addr(),
             remote_as: BGPD_AS,
             update_source: s.peer_addr(),
             ..Default::default()
         }],
+        ..Default::default()
     };
     let peer = frr::Frr::start(lab, np, "i", &cfg).map_err(|e| e.to_string())?;
     let b = bgpd::Bgpd::start(lab, nb, "i", &bgpd_config(s)).map_err(|e| e.to_string())?;

@@ -136,20 +136,34 @@ fn check_router_id(seen: &str) -> Result<(), String> {
 
 fn bird_conf(l: &Link) -> String {
     // The IPv4 channel of an IPv6 session with `extended next hop on`
-    // (RFC 8950); the kernel protocols install what BIRD learns.
-    format!(
-        "router id 10.255.{n}.2;\nlog stderr all;\nprotocol device {{ scan time 1; }}\n\
-         protocol static st4 {{ ipv4; route {r4} unreachable; }}\n\
-         protocol kernel k4 {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}\n\
-         protocol bgp bgpd {{\n  local {me} as {asn};\n  neighbor {them} as {BGPD_AS};\n\
-         \x20 connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n\
-         \x20 ipv4 {{ import all; export all; extended next hop on; }};\n  ipv6 {{ import all; export all; }};\n}}\n",
-        n = l.n,
-        r4 = l.route4(),
-        me = l.peer_addr(),
-        asn = l.peer_as(),
-        them = l.bgpd_addr(),
-    )
+    // (RFC 8950); the kernel protocol installs what BIRD learns.
+    bird::BirdConfig {
+        router_id: format!("10.255.{}.2", l.n),
+        routes4: vec![l.route4()],
+        kernel: vec![bird::BirdKernel {
+            name: Some("k4".into()),
+            af: bird::Af::Ipv4,
+            import: Some("none".into()),
+            export: "where source = RTS_BGP".into(),
+            merge_paths: false,
+        }],
+        sessions: vec![bird::BirdSession {
+            name: "bgpd".into(),
+            local: l.peer_addr(),
+            local_as: l.peer_as(),
+            neighbor: l.bgpd_addr(),
+            peer_as: BGPD_AS,
+            graceful_restart: false,
+            route_refresh: false,
+            channels: vec![
+                bird::BirdChannel { extended_next_hop: true, ..bird::BirdChannel::all(bird::Af::Ipv4) },
+                bird::BirdChannel::all(bird::Af::Ipv6),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .render()
 }
 
 fn run_bird(lab: &Lab, l: &Link) -> Result<(), String> {
@@ -175,20 +189,23 @@ fn run_bird(lab: &Lab, l: &Link) -> Result<(), String> {
 }
 
 fn frr_conf(l: &Link) -> String {
-    let them = l.bgpd_addr();
     // `capability extended-nexthop` offers RFC 8950 on a global IPv6 session
     // (FRR turns it on by itself only for link-local sessions).
-    format!(
-        "hostname frr\n!\nrouter bgp {asn}\n bgp router-id 10.255.{n}.2\n no bgp ebgp-requires-policy\n\
-         \x20no bgp network import-check\n neighbor {them} remote-as {BGPD_AS}\n neighbor {them} update-source {me}\n\
-         \x20neighbor {them} timers 3 9\n neighbor {them} timers connect 2\n neighbor {them} capability extended-nexthop\n\
-         \x20address-family ipv4 unicast\n  network {r4}\n  neighbor {them} activate\n exit-address-family\n\
-         \x20address-family ipv6 unicast\n  neighbor {them} activate\n exit-address-family\n!\n",
-        asn = l.peer_as(),
-        n = l.n,
-        me = l.peer_addr(),
-        r4 = l.route4(),
-    )
+    frr::FrrConfig {
+        asn: l.peer_as(),
+        router_id: format!("10.255.{}.2", l.n),
+        graceful_restart: false,
+        routes4: vec![l.route4()],
+        neighbors: vec![frr::FrrNeighbor {
+            addr: l.bgpd_addr(),
+            remote_as: BGPD_AS,
+            update_source: l.peer_addr(),
+            extended_nexthop: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .render()
 }
 
 fn run_frr(lab: &Lab, l: &Link) -> Result<(), String> {

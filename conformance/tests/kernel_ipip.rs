@@ -135,11 +135,11 @@ fn kernel_ipip(lab: &Lab) -> Result<(), String> {
     }
     let always = "cidr: 10.244.0.0/16, ipipMode: Always";
     let b = setup(bgpd::Bgpd::start_yaml(lab, node, "ipip", "node-1", &datastore("10.255.11.1/24", always)))?;
-    let conf = bird::Config {
+    let conf = bird::BirdConfig {
         router_id: TOR.into(),
         routes4: vec![BLOCK.into(), OTHER.into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: TOR.into(),
             local_as: 65001,
@@ -147,6 +147,7 @@ fn kernel_ipip(lab: &Lab) -> Result<(), String> {
             peer_as: 64512,
             ..Default::default()
         }],
+        ..Default::default()
     };
     let _tor = setup(bird::Bird::start_conf(lab, &ns[1], "ipipt", &conf.render()))?;
     let first = wait_for("bgpd: tor Established", UP, || b.established("tor"))?;

@@ -72,11 +72,11 @@ fn kernel_is(ns: &Ns, want: &[(&str, &[&str])]) -> Result<(), String> {
 
 fn bird_conf(tor: u8, routes: &[&str]) -> String {
     let me = format!("10.255.6.{}", tor + 1);
-    bird::Config {
+    bird::BirdConfig {
         router_id: me.clone(),
         routes4: routes.iter().map(|r| r.to_string()).collect(),
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: me,
             local_as: 65000 + u32::from(tor),
@@ -84,6 +84,7 @@ fn bird_conf(tor: u8, routes: &[&str]) -> String {
             peer_as: 64512,
             ..Default::default()
         }],
+        ..Default::default()
     }
     .render()
 }

@@ -98,8 +98,8 @@ impl Watch {
     }
 }
 
-fn bird_session(n: u8, local_as: u32) -> bird::Session {
-    bird::Session {
+fn bird_session(n: u8, local_as: u32) -> bird::BirdSession {
+    bird::BirdSession {
         name: "bgpd".into(),
         local: format!("10.255.{n}.2"),
         local_as,
@@ -111,27 +111,36 @@ fn bird_session(n: u8, local_as: u32) -> bird::Session {
 
 /// BIRD at .2 of LAN `n` announcing `routes`, its learned routes exported to its kernel.
 fn bird_with_kernel(n: u8, routes: &[&str]) -> String {
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: format!("10.255.{n}.2"),
         routes4: routes.iter().map(|r| r.to_string()).collect(),
         routes6: vec![],
         sessions: vec![bird_session(n, 65020)],
+        kernel: vec![bird::BirdKernel {
+            name: None,
+            af: bird::Af::Ipv4,
+            import: Some("none".into()),
+            export: "where source = RTS_BGP".into(),
+            merge_paths: false,
+        }],
+        ..Default::default()
     };
-    format!("{}protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}\n", cfg.render())
+    cfg.render()
 }
 
-fn frr_conf(n: u8, routes: &[&str]) -> frr::Config {
-    frr::Config {
+fn frr_conf(n: u8, routes: &[&str]) -> frr::FrrConfig {
+    frr::FrrConfig {
         asn: 65021,
         router_id: format!("10.255.{n}.3"),
         routes4: routes.iter().map(|r| r.to_string()).collect(),
         routes6: vec![],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: format!("10.255.{n}.1"),
             remote_as: 64512,
             update_source: format!("10.255.{n}.3"),
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -517,17 +526,19 @@ fn llgr_helper(lab: &Lab) -> Result<(), String> {
     let p = "10.100.100.0/24";
     let yaml = node_docs(10, "10.244.10.0/26", &[("bird", 2, 65020, &[], ""), ("frr", 3, 65021, &[], "")]);
     let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "llh", "node-1", &yaml))?;
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: "10.255.10.2".into(),
         routes4: vec![p.into()],
         routes6: vec![],
-        sessions: vec![bird_session(10, 65020)],
+        sessions: vec![bird::BirdSession {
+            graceful_restart_time: Some(3),
+            long_lived_graceful_restart: true,
+            long_lived_stale_time: Some(15),
+            ..bird_session(10, 65020)
+        }],
+        ..Default::default()
     };
-    let text = cfg.render().replace(
-        "  graceful restart on;\n",
-        "  graceful restart on;\n  graceful restart time 3;\n  long lived graceful restart on;\n  long lived stale time 15;\n",
-    );
-    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "llh", &text))?;
+    let bird = setup(bird::Bird::start(lab, &ns[1], "llh", &cfg))?;
     let _frr = setup(frr::Frr::start(lab, &ns[2], "llh", &frr_conf(10, &[p])))?;
     for peer in ["bird", "frr"] {
         wait_for(&format!("bgpd: {peer} Established"), UP, || b.established(peer))?;
@@ -581,20 +592,17 @@ fn llgr_restarting(lab: &Lab) -> Result<(), String> {
         &[("bird", 2, 65020, ll, "  maxRestartTime: 3s\n"), ("frr", 3, 65021, ll, "  maxRestartTime: 3s\n")],
     );
     let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "llr", "node-1", &yaml))?;
-    let cfg = bird::Config {
+    let cfg = bird::BirdConfig {
         router_id: "10.255.11.2".into(),
         routes4: vec![],
         routes6: vec![],
-        sessions: vec![bird_session(11, 65020)],
+        sessions: vec![bird::BirdSession { long_lived_graceful_restart: true, ..bird_session(11, 65020) }],
+        ..Default::default()
     };
-    let text =
-        cfg.render().replace("  graceful restart on;\n", "  graceful restart on;\n  long lived graceful restart on;\n");
-    let bird = setup(bird::Bird::start_conf(lab, &ns[1], "llr", &text))?;
+    let bird = setup(bird::Bird::start(lab, &ns[1], "llr", &cfg))?;
     // FRR's helper keeps long-lived stale routes at most its own stale-time (0 by default).
-    let text = frr_conf(11, &[])
-        .render()
-        .replace(" bgp graceful-restart\n", " bgp graceful-restart\n bgp long-lived-graceful-restart stale-time 60\n");
-    let frr = setup(frr::Frr::start_conf(lab, &ns[2], "llr", &text))?;
+    let cfg = frr::FrrConfig { long_lived_stale_time: Some(60), ..frr_conf(11, &[]) };
+    let frr = setup(frr::Frr::start(lab, &ns[2], "llr", &cfg))?;
     for peer in ["bird", "frr"] {
         wait_for(&format!("bgpd: {peer} Established"), UP, || b.established(peer))?;
     }
@@ -633,10 +641,8 @@ fn n_bit(lab: &Lab) -> Result<(), String> {
     let n: &[(&str, &str)] = &[("bgpd.io/graceful-notification", "true")];
     let yaml = node_docs(12, block, &[("frr", 3, 65021, n, "")]);
     let mut b = setup(bgpd::Bgpd::start_yaml(lab, &ns[0], "nbt", "node-1", &yaml))?;
-    let text = frr_conf(12, &[])
-        .render()
-        .replace(" bgp graceful-restart\n", " bgp graceful-restart\n bgp graceful-restart notification\n");
-    let frr = setup(frr::Frr::start_conf(lab, &ns[2], "nbt", &text))?;
+    let cfg = frr::FrrConfig { graceful_restart_notification: true, ..frr_conf(12, &[]) };
+    let frr = setup(frr::Frr::start(lab, &ns[2], "nbt", &cfg))?;
     let caps = wait_for("bgpd: frr Established", UP, || b.established("frr"))?["capabilities"].to_string();
     if !caps.contains("graceful-notification") {
         return Err(format!("the N bit was not negotiated with FRR: {caps}"));

@@ -280,11 +280,11 @@ fn run(lab: &Lab) -> Result<(), String> {
     // bgpd connects from the node's address (sourceAddress UseNodeIP).
     setup(nraw.route("10.255.1.0/24", "10.255.2.1"))?;
 
-    let bird_cfg = bird::Config {
+    let bird_cfg = bird::BirdConfig {
         router_id: "10.255.1.2".into(),
         routes4: vec!["10.100.1.0/24".into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: "10.255.1.2".into(),
             local_as: 65001,
@@ -292,6 +292,7 @@ fn run(lab: &Lab) -> Result<(), String> {
             peer_as: BGPD_AS,
             ..Default::default()
         }],
+        ..Default::default()
     };
     let _bird = setup(bird::Bird::start(lab, &nbird, "x", &bird_cfg))?;
     let mut peers = vec![bgpd::Peer::new("bird", "10.255.1.2", 65001)];

@@ -27,12 +27,12 @@ fn bgpd_with(lab: &Lab, n: u8, password: Option<&str>) -> Result<(bgpd::Bgpd, Ns
     Ok((b, nb, np))
 }
 
-fn bird_cfg(n: u8, password: Option<&str>) -> bird::Config {
-    bird::Config {
+fn bird_cfg(n: u8, password: Option<&str>) -> bird::BirdConfig {
+    bird::BirdConfig {
         router_id: format!("10.255.{n}.2"),
         routes4: vec![],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: format!("10.255.{n}.2"),
             local_as: PEER_AS,
@@ -41,22 +41,24 @@ fn bird_cfg(n: u8, password: Option<&str>) -> bird::Config {
             password: password.map(String::from),
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
-fn frr_cfg(n: u8, password: Option<&str>) -> frr::Config {
-    frr::Config {
+fn frr_cfg(n: u8, password: Option<&str>) -> frr::FrrConfig {
+    frr::FrrConfig {
         asn: PEER_AS,
         router_id: format!("10.255.{n}.2"),
         routes4: vec![],
         routes6: vec![],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: format!("10.255.{n}.1"),
             remote_as: 64512,
             update_source: format!("10.255.{n}.2"),
             password: password.map(String::from),
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 

@@ -40,36 +40,43 @@ fn ecmp_and_add_path(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[1],
         "ecmp",
-        &frr::Config {
+        &frr::FrrConfig {
             asn: 65001,
             router_id: "10.255.3.2".into(),
             routes4: vec![PREFIX.into()],
             routes6: vec![],
-            neighbors: vec![frr::Neighbor {
+            neighbors: vec![frr::FrrNeighbor {
                 addr: "10.255.3.1".into(),
                 remote_as: 64512,
                 update_source: "10.255.3.2".into(),
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     // BIRD gives routes from static protocols ORIGIN incomplete; FRR's
     // `network` gives IGP. Make them equal so only the neighbour AS differs.
-    let bird_cfg = bird::Config {
+    let bird_cfg = bird::BirdConfig {
         router_id: "10.255.3.3".into(),
         routes4: vec![PREFIX.into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: "10.255.3.3".into(),
             local_as: 65002,
             neighbor: "10.255.3.1".into(),
             peer_as: 64512,
+            channels: [bird::Af::Ipv4, bird::Af::Ipv6]
+                .map(|af| bird::BirdChannel {
+                    export: "filter { bgp_origin = ORIGIN_IGP; accept; }".into(),
+                    ..bird::BirdChannel::all(af)
+                })
+                .into(),
             ..Default::default()
         }],
+        ..Default::default()
     };
-    let bird_conf = bird_cfg.render().replace("export all;", "export filter { bgp_origin = ORIGIN_IGP; accept; };");
-    let _bird = setup(bird::Bird::start_conf(lab, &ns[2], "ecmp", &bird_conf))?;
+    let _bird = setup(bird::Bird::start(lab, &ns[2], "ecmp", &bird_cfg))?;
     let g_cfg = gobgp::Config {
         asn: 65003,
         router_id: "10.255.3.4".into(),

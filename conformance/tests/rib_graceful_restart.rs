@@ -27,21 +27,23 @@ fn diag(b: &bgpd::Bgpd, e: String) -> String {
 }
 
 fn frr_config(routes: &[&str]) -> String {
-    let cfg = frr::Config {
+    let cfg = frr::FrrConfig {
         asn: 65010,
         router_id: "10.255.4.2".into(),
         routes4: routes.iter().map(|r| r.to_string()).collect(),
         routes6: vec![],
-        neighbors: vec![frr::Neighbor {
+        neighbors: vec![frr::FrrNeighbor {
             addr: "10.255.4.1".into(),
             remote_as: 64512,
             update_source: "10.255.4.2".into(),
             ..Default::default()
         }],
+        // Preserved forwarding state: bgpd keeps the stale routes until FRR's
+        // End-of-RIB instead of flushing them when the session comes back.
+        graceful_restart_preserve_fw_state: true,
+        ..Default::default()
     };
-    // Preserved forwarding state: bgpd keeps the stale routes until FRR's
-    // End-of-RIB instead of flushing them when the session comes back.
-    cfg.render().replace(" bgp graceful-restart\n", " bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n")
+    cfg.render()
 }
 
 fn helper(lab: &Lab) -> Result<(), String> {
@@ -120,11 +122,11 @@ fn restarting_speaker(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[1],
         "grs",
-        &bird::Config {
+        &bird::BirdConfig {
             router_id: "10.255.5.2".into(),
             routes4: vec!["10.100.52.0/24".into()],
             routes6: vec![],
-            sessions: vec![bird::Session {
+            sessions: vec![bird::BirdSession {
                 name: "bgpd".into(),
                 local: "10.255.5.2".into(),
                 local_as: 65020,
@@ -132,23 +134,25 @@ fn restarting_speaker(lab: &Lab) -> Result<(), String> {
                 peer_as: 64512,
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     let frr = setup(frr::Frr::start(
         lab,
         &ns[2],
         "grs",
-        &frr::Config {
+        &frr::FrrConfig {
             asn: 65021,
             router_id: "10.255.5.3".into(),
             routes4: vec!["10.100.53.0/24".into()],
             routes6: vec![],
-            neighbors: vec![frr::Neighbor {
+            neighbors: vec![frr::FrrNeighbor {
                 addr: "10.255.5.1".into(),
                 remote_as: 64512,
                 update_source: "10.255.5.3".into(),
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     let frr_path = |want_stale: bool| -> Result<(), String> {

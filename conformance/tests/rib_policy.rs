@@ -102,11 +102,11 @@ fn policy(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[1],
         "pol",
-        &bird::Config {
+        &bird::BirdConfig {
             router_id: "10.255.6.2".into(),
             routes4: vec![IN1.into(), IN2.into()],
             routes6: vec![],
-            sessions: vec![bird::Session {
+            sessions: vec![bird::BirdSession {
                 name: "bgpd".into(),
                 local: "10.255.6.2".into(),
                 local_as: 65030,
@@ -114,6 +114,7 @@ fn policy(lab: &Lab) -> Result<(), String> {
                 peer_as: 64512,
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     let diag = |e: String| {

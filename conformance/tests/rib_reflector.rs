@@ -98,11 +98,11 @@ fn bgpd_is_reflector(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[1],
         "rr",
-        &bird::Config {
+        &bird::BirdConfig {
             router_id: "10.255.1.2".into(),
             routes4: vec!["10.244.2.0/26".into()],
             routes6: vec![],
-            sessions: vec![bird::Session {
+            sessions: vec![bird::BirdSession {
                 name: "bgpd".into(),
                 local: "10.255.1.2".into(),
                 local_as: AS,
@@ -110,23 +110,25 @@ fn bgpd_is_reflector(lab: &Lab) -> Result<(), String> {
                 peer_as: AS,
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     let frr = setup(frr::Frr::start(
         lab,
         &ns[2],
         "rr",
-        &frr::Config {
+        &frr::FrrConfig {
             asn: AS,
             router_id: "10.255.1.3".into(),
             routes4: vec!["10.244.3.0/26".into()],
             routes6: vec![],
-            neighbors: vec![frr::Neighbor {
+            neighbors: vec![frr::FrrNeighbor {
                 addr: "10.255.1.1".into(),
                 remote_as: AS,
                 update_source: "10.255.1.3".into(),
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ))?;
     let gobgp = setup(gobgp::Gobgp::start(
@@ -187,7 +189,7 @@ fn bgpd_is_client(lab: &Lab) -> Result<(), String> {
         doc::peer("rr", &[], "  peerIP: 10.255.2.1\n  asNumber: 64512\n  keepaliveTime: 3s\n"),
     ];
     let b = setup(bgpd::Bgpd::start_yaml(lab, &ns[1], "rrc", "node-1", &doc::stream(&docs)))?;
-    let neighbor = |addr: &str, src: &str| frr::Neighbor {
+    let neighbor = |addr: &str, src: &str| frr::FrrNeighbor {
         addr: addr.into(),
         remote_as: AS,
         update_source: src.into(),
@@ -197,12 +199,13 @@ fn bgpd_is_client(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[0],
         "rrc-rr",
-        &frr::Config {
+        &frr::FrrConfig {
             asn: AS,
             router_id: "10.255.2.1".into(),
             routes4: vec![],
             routes6: vec![],
             neighbors: vec![neighbor("10.255.2.2", "10.255.2.1"), neighbor("10.255.2.3", "10.255.2.1")],
+            ..Default::default()
         },
     ))?;
     rr.vtysh(&[
@@ -217,12 +220,13 @@ fn bgpd_is_client(lab: &Lab) -> Result<(), String> {
         lab,
         &ns[2],
         "rrc-client",
-        &frr::Config {
+        &frr::FrrConfig {
             asn: AS,
             router_id: "10.255.2.3".into(),
             routes4: vec!["10.100.23.0/24".into()],
             routes6: vec![],
             neighbors: vec![neighbor("10.255.2.1", "10.255.2.3")],
+            ..Default::default()
         },
     ))?;
     wait_for("bgpd: rr Established", UP, || b.established("rr"))?;

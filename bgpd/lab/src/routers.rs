@@ -11,6 +11,9 @@ use std::process::Command;
 use anyhow::Context as _;
 
 use bgpd_proto::bfd::BfdConfig;
+use testgate::testbed::bird::{BirdBfd, BirdBfdTimers, BirdChannel, BirdConfig, BirdKernel, BirdSession};
+use testgate::testbed::frr::{FrrBfdTimers, FrrBfdd, FrrConfig, FrrNeighbor};
+use testgate::testbed::Af;
 
 use super::net;
 use super::spec::{Implementation, Member, Role, RouterSession, Topology};
@@ -18,127 +21,134 @@ use super::spec::{Implementation, Member, Role, RouterSession, Topology};
 /// Where FRR's daemons are installed by the Debian package.
 const FRR_DIR: &str = "/usr/lib/frr";
 
+/// BIRD's BFD timers for a session's.
+fn bird_bfd(b: &BfdConfig) -> BirdBfdTimers {
+    BirdBfdTimers {
+        min_rx_ms: b.required_min_rx.as_millis(),
+        min_tx_ms: b.desired_min_tx.as_millis(),
+        idle_tx_ms: Some(b.idle_tx.as_millis()),
+        multiplier: b.detect_mult,
+    }
+}
+
 /// BIRD's configuration for a router.
 pub fn bird_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
-    let mut c = String::new();
-    let _ = writeln!(c, "router id {router_id};\nlog stderr all;\nprotocol device {{ scan time 1; }}");
     // Connected networks are advertised (a host behind a router is reachable);
     // learned routes go into the kernel, equal paths merged into one ECMP route.
-    c.push_str("protocol direct { ipv4; ipv6; }\n");
-    for af in ["ipv4", "ipv6"] {
-        let _ = writeln!(
-            c,
-            "protocol kernel {{\n  {af} {{ import none; export where source != RTS_DEVICE; }};\n  merge paths on;\n}}"
-        );
-    }
-    if sessions.iter().any(|s| s.bfd.is_some()) {
+    let kernel = |af| BirdKernel {
+        name: None,
+        af,
+        import: Some("none".into()),
+        export: "where source != RTS_DEVICE".into(),
+        merge_paths: true,
+    };
+    // RFC 8326 receiver policy: GRACEFUL_SHUTDOWN routes get LOCAL_PREF 0.
+    let import = "filter { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }";
+    let channel = |af| BirdChannel { import: import.into(), ..BirdChannel::all(af) };
+    let sessions = sessions
+        .iter()
+        .map(|s| {
+            let ibgp = s.peer_as == asn;
+            let af = if s.neighbor.is_ipv4() { Af::Ipv4 } else { Af::Ipv6 };
+            let mut channels = Vec::new();
+            if s.extended_next_hop {
+                // RFC 8950: IPv4 over this IPv6 session, with IPv6 next hops.
+                channels.push(BirdChannel { extended_next_hop: true, ..channel(Af::Ipv4) });
+            }
+            channels.push(channel(af));
+            BirdSession {
+                name: proto_name(&s.peer, &s.neighbor),
+                local: s.local.to_string(),
+                local_as: asn,
+                neighbor: s.neighbor.to_string(),
+                peer_as: s.peer_as,
+                route_refresh: false,
+                bfd_timers: s.bfd.as_ref().map(bird_bfd),
+                // iBGP neighbours are reflector clients (and `direct`, next hop self).
+                rr_client: ibgp,
+                channels,
+                ..BirdSession::default()
+            }
+        })
+        .collect::<Vec<BirdSession>>();
+    BirdConfig {
+        router_id: router_id.to_string(),
+        direct: true,
+        kernel: vec![kernel(Af::Ipv4), kernel(Af::Ipv6)],
         // Sessions come from BGP's `bfd` option, each with its own timers.
-        c.push_str("protocol bfd {}\n");
+        bfd: sessions.iter().any(|s| s.bfd_timers.is_some()).then(BirdBfd::default),
+        sessions,
+        ..BirdConfig::default()
     }
-    for s in sessions {
-        let ibgp = s.peer_as == asn;
-        let af = if s.neighbor.is_ipv4() { "ipv4" } else { "ipv6" };
-        let _ = writeln!(c, "protocol bgp {} {{", proto_name(&s.peer, &s.neighbor));
-        let _ = writeln!(c, "  local {} as {asn};\n  neighbor {} as {};", s.local, s.neighbor, s.peer_as);
-        c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
-        c.push_str("  graceful restart on;\n");
-        if let Some(b) = &s.bfd {
-            let _ = writeln!(
-                c,
-                "  bfd {{ min rx interval {} ms; min tx interval {} ms; idle tx interval {} ms; multiplier {}; }};",
-                b.required_min_rx.as_millis(),
-                b.desired_min_tx.as_millis(),
-                b.idle_tx.as_millis(),
-                b.detect_mult
-            );
-        }
-        if ibgp {
-            c.push_str("  direct;\n  rr client;\n");
-        }
-        let nh = if ibgp { " next hop self;" } else { "" };
-        let import = "import filter { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; };";
-        if s.extended_next_hop {
-            // RFC 8950: IPv4 over this IPv6 session, with IPv6 next hops.
-            let _ = writeln!(c, "  ipv4 {{ {import} export all; gateway direct;{nh} extended next hop on; }};");
-        }
-        let _ = writeln!(c, "  {af} {{ {import} export all; gateway direct;{nh} }};\n}}");
-    }
-    c
+    .render()
 }
-
 /// FRR's `bgpd.conf` for a router: multipath across neighbouring ASes too.
 pub fn frr_conf(router_id: std::net::Ipv4Addr, asn: u32, sessions: &[RouterSession]) -> String {
-    let mut c = String::new();
-    let _ = writeln!(c, "hostname r{asn}\n!");
     // RFC 8326 §4.2: a route a peer is about to withdraw loses to any other.
-    c.push_str("bgp community-list standard GSHUT seq 5 permit graceful-shutdown\n");
-    c.push_str("route-map GSHUT-IN permit 10\n match community GSHUT\n set local-preference 0\n");
-    c.push_str("route-map GSHUT-IN permit 20\n!\n");
-    let _ = writeln!(c, "router bgp {asn}\n bgp router-id {router_id}");
-    c.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n");
-    c.push_str(" bgp bestpath as-path multipath-relax\n");
-    for s in sessions {
-        let a = s.neighbor;
-        let _ = writeln!(c, " neighbor {a} remote-as {}\n neighbor {a} update-source {}", s.peer_as, s.local);
-        let _ = writeln!(c, " neighbor {a} timers 3 9\n neighbor {a} timers connect 2");
-        if s.extended_next_hop {
-            // RFC 8950 on a global IPv6 session (FRR offers it by itself on
-            // link-local sessions only).
-            let _ = writeln!(c, " neighbor {a} capability extended-nexthop");
-        }
-        if let Some(b) = &s.bfd {
-            let _ = writeln!(c, " neighbor {a} bfd profile {}", bfd_profile_name(b));
-        }
-    }
-    // Each session carries its own family (as Calico's BIRD sessions do).
-    for (af, v4) in [("ipv4", true), ("ipv6", false)] {
-        let _ = writeln!(
-            c,
-            " address-family {af} unicast\n  redistribute connected\n  maximum-paths 16\n  maximum-paths ibgp 16"
-        );
-        // An IPv6 session with the extended next hop carries IPv4 too.
-        for s in sessions.iter().filter(|s| s.neighbor.is_ipv4() == v4 || (v4 && s.extended_next_hop)) {
-            let _ = writeln!(c, "  neighbor {} activate\n  neighbor {} route-map GSHUT-IN in", s.neighbor, s.neighbor);
-            if s.peer_as == asn {
-                let _ = writeln!(
-                    c,
-                    "  neighbor {} route-reflector-client\n  neighbor {} next-hop-self",
-                    s.neighbor, s.neighbor
-                );
+    let preamble = "bgp community-list standard GSHUT seq 5 permit graceful-shutdown\n\
+                    route-map GSHUT-IN permit 10\n match community GSHUT\n set local-preference 0\n\
+                    route-map GSHUT-IN permit 20\n!\n";
+    let neighbors = sessions
+        .iter()
+        .map(|s| {
+            let ibgp = s.peer_as == asn;
+            // Each session carries its own family (as Calico's BIRD sessions do); an IPv6
+            // session with the extended next hop carries IPv4 too.
+            let families = match (s.neighbor.is_ipv4(), s.extended_next_hop) {
+                (true, _) => vec![Af::Ipv4],
+                (false, true) => vec![Af::Ipv4, Af::Ipv6],
+                (false, false) => vec![Af::Ipv6],
+            };
+            FrrNeighbor {
+                addr: s.neighbor.to_string(),
+                remote_as: s.peer_as,
+                update_source: s.local.to_string(),
+                // RFC 8950 on a global IPv6 session (FRR offers it by itself on
+                // link-local sessions only).
+                extended_nexthop: s.extended_next_hop,
+                bfd_profile: s.bfd.as_ref().map(|b| frr_bfd_profile(b).0),
+                families,
+                route_map_in: Some("GSHUT-IN".into()),
+                rr_client: ibgp,
+                next_hop_self: ibgp,
+                ..FrrNeighbor::default()
             }
-        }
-        c.push_str(" exit-address-family\n");
+        })
+        .collect();
+    FrrConfig {
+        hostname: format!("r{asn}"),
+        preamble: preamble.into(),
+        asn,
+        router_id: router_id.to_string(),
+        default_ipv4_unicast: false,
+        multipath_relax: true,
+        redistribute_connected: true,
+        maximum_paths: Some(16),
+        neighbors,
+        ..FrrConfig::default()
     }
-    c.push_str("!\n");
-    c
+    .render()
 }
 
-/// FRR bfdd's profile for a set of timers.
-fn bfd_profile_name(b: &BfdConfig) -> String {
-    format!("bfd-{}-{}-{}", b.desired_min_tx.as_millis(), b.required_min_rx.as_millis(), b.detect_mult)
+/// FRR bfdd's profile for a set of timers: its name and timers.
+fn frr_bfd_profile(b: &BfdConfig) -> (String, FrrBfdTimers) {
+    let (tx, rx) = (b.desired_min_tx.as_millis(), b.required_min_rx.as_millis());
+    (
+        format!("bfd-{tx}-{rx}-{}", b.detect_mult),
+        FrrBfdTimers { transmit_ms: tx, receive_ms: rx, detect_mult: b.detect_mult },
+    )
 }
 
 /// FRR's `bfdd.conf`: a profile per set of timers the sessions use (BGP's
 /// `neighbor X bfd profile P` asks bfdd for the session, as frr-k8s does);
 /// `None` when no session runs BFD.
 pub fn frr_bfdd_conf(sessions: &[RouterSession]) -> Option<String> {
-    let timers: std::collections::BTreeSet<(u128, u128, u8)> = sessions
-        .iter()
-        .filter_map(|s| s.bfd.as_ref())
-        .map(|b| (b.desired_min_tx.as_millis(), b.required_min_rx.as_millis(), b.detect_mult))
-        .collect();
-    if timers.is_empty() {
+    let profiles: std::collections::BTreeSet<(String, FrrBfdTimers)> =
+        sessions.iter().filter_map(|s| s.bfd.as_ref()).map(frr_bfd_profile).collect();
+    if profiles.is_empty() {
         return None;
     }
-    let mut c = String::from("bfd\n");
-    for (tx, rx, mult) in timers {
-        let _ = writeln!(
-            c,
-            " profile bfd-{tx}-{rx}-{mult}\n  transmit-interval {tx}\n  receive-interval {rx}\n  detect-multiplier {mult}\n !"
-        );
-    }
-    c.push_str("!\n");
-    Some(c)
+    Some(FrrBfdd { profiles: profiles.into_iter().collect(), peers: Vec::new() }.render())
 }
 
 fn proto_name(peer: &str, addr: &std::net::IpAddr) -> String {

@@ -1,99 +1,15 @@
-//! BIRD 2: configuration, daemon, and `birdc` queries.
+//! BIRD 2: the daemon and `birdc` queries. Its configuration is the test bed's
+//! ([`testgate::testbed::bird`], re-exported here): short timers, graceful restart, IPv4
+//! and IPv6 channels by default.
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
 use std::process::Command;
 
+pub use testgate::testbed::bird::{BirdBfd, BirdBfdTimers, BirdChannel, BirdConfig, BirdKernel, BirdSession};
+pub use testgate::testbed::Af;
+
 use super::{Lab, Ns, ProcId};
-
-/// One `protocol bgp` of a BIRD configuration.
-#[derive(Clone, Debug, Default)]
-pub struct Session {
-    /// Protocol name (what `birdc show protocols` reports).
-    pub name: String,
-    /// `local ADDR as ASN`.
-    pub local: String,
-    /// BIRD's AS.
-    pub local_as: u32,
-    /// `neighbor ADDR`.
-    pub neighbor: String,
-    /// `neighbor … as ASN`.
-    pub peer_as: u32,
-    /// `password "…"`.
-    pub password: Option<String>,
-    /// `ttl security on` (GTSM).
-    pub ttl_security: bool,
-    /// `multihop N` (needed when the peer is not on a connected network).
-    pub multihop: Option<u8>,
-    /// `passive on`.
-    pub passive: bool,
-    /// `connect delay time N` (BIRD's default is 5 s).
-    pub connect_delay: Option<u32>,
-}
-
-/// A BIRD configuration: router ID, static routes to announce, sessions.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    /// `router id`.
-    pub router_id: String,
-    /// IPv4 prefixes announced (static unreachable routes).
-    pub routes4: Vec<String>,
-    /// IPv6 prefixes announced.
-    pub routes6: Vec<String>,
-    /// BGP sessions.
-    pub sessions: Vec<Session>,
-}
-
-impl Config {
-    /// Renders `bird.conf`. Timers are short for tests: hold 9 s,
-    /// keepalive 3 s, connect retry 2 s.
-    pub fn render(&self) -> String {
-        let mut c = String::new();
-        let _ = writeln!(c, "router id {};\nlog stderr all;\nprotocol device {{ scan time 1; }}", self.router_id);
-        let _ = writeln!(c, "protocol static st4 {{ ipv4;");
-        for r in &self.routes4 {
-            let _ = writeln!(c, "  route {r} unreachable;");
-        }
-        let _ = writeln!(c, "}}\nprotocol static st6 {{ ipv6;");
-        for r in &self.routes6 {
-            let _ = writeln!(c, "  route {r} unreachable;");
-        }
-        c.push_str("}\n");
-        for s in &self.sessions {
-            let ibgp = s.local_as == s.peer_as;
-            let _ = writeln!(c, "protocol bgp {} {{", s.name);
-            let _ = writeln!(c, "  local {} as {};", s.local, s.local_as);
-            let _ = writeln!(c, "  neighbor {} as {};", s.neighbor, s.peer_as);
-            c.push_str("  connect retry time 2;\n  hold time 9;\n  keepalive time 3;\n  error wait time 1, 4;\n");
-            c.push_str("  graceful restart on;\n  enable route refresh on;\n");
-            if let Some(p) = &s.password {
-                let _ = writeln!(c, "  password \"{p}\";");
-            }
-            if s.ttl_security {
-                c.push_str("  ttl security on;\n");
-            }
-            if let Some(h) = s.multihop {
-                let _ = writeln!(c, "  multihop {h};");
-            } else if ibgp {
-                // iBGP defaults to multihop; the peer is on the link.
-                c.push_str("  direct;\n");
-            }
-            if let Some(d) = s.connect_delay {
-                let _ = writeln!(c, "  connect delay time {d};");
-            }
-            if s.passive {
-                c.push_str("  passive on;\n");
-            }
-            let nh = if ibgp { " next hop self;" } else { "" };
-            let gw = if s.multihop.is_some() { "" } else { " gateway direct;" };
-            let _ = writeln!(c, "  ipv4 {{ import all; export all;{gw}{nh} }};");
-            let _ = writeln!(c, "  ipv6 {{ import all; export all;{gw}{nh} }};");
-            c.push_str("}\n");
-        }
-        c
-    }
-}
 
 /// A running BIRD.
 pub struct Bird {
@@ -107,12 +23,12 @@ pub struct Bird {
 
 impl Bird {
     /// Writes the configuration and starts `bird -f` in `ns`.
-    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Bird> {
+    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &BirdConfig) -> io::Result<Bird> {
         Bird::start_conf(lab, ns, tag, &cfg.render())
     }
 
     /// Like [`Bird::start`], with a `bird.conf` the caller rendered (e.g.
-    /// [`Config::render`] with an export filter edited in).
+    /// [`BirdConfig::render`] with an export filter edited in).
     pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<Bird> {
         let conf = lab.dir().join(format!("{tag}-bird.conf"));
         std::fs::write(&conf, text)?;

@@ -1,6 +1,7 @@
-//! FRR: configuration, zebra + bgpd, and `vtysh` queries.
+//! FRR: zebra + bgpd (+ bfdd) and `vtysh` queries. Its configuration is the test
+//! bed's ([`testgate::testbed::frr`], re-exported here): timers 3/9, connect retry 2 s,
+//! graceful restart, neighbors activated for IPv4 and IPv6 by default.
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,80 +9,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use testgate::testbed::frr::{FrrBfdTimers, FrrBfdd, FrrConfig, FrrNeighbor};
+pub use testgate::testbed::Af;
+
 use super::{Lab, Ns, ProcId};
 
 /// Where Debian installs FRR's daemons.
 pub const FRR_DIR: &str = "/usr/lib/frr";
-
-/// One neighbor of FRR's `router bgp`.
-#[derive(Clone, Debug, Default)]
-pub struct Neighbor {
-    /// The neighbor's address.
-    pub addr: String,
-    /// `remote-as`.
-    pub remote_as: u32,
-    /// `update-source` (FRR's own address on the session).
-    pub update_source: String,
-    /// `password`.
-    pub password: Option<String>,
-    /// `ttl-security hops N`.
-    pub ttl_security_hops: Option<u8>,
-    /// `passive`: never connect, only accept.
-    pub passive: bool,
-}
-
-/// An FRR configuration: AS, router ID, networks to announce, neighbors.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    /// `router bgp ASN`.
-    pub asn: u32,
-    /// `bgp router-id`.
-    pub router_id: String,
-    /// IPv4 `network` statements.
-    pub routes4: Vec<String>,
-    /// IPv6 `network` statements.
-    pub routes6: Vec<String>,
-    /// Neighbors (activated for IPv4 and IPv6 unicast).
-    pub neighbors: Vec<Neighbor>,
-}
-
-impl Config {
-    /// Renders `bgpd.conf`: timers 3/9, connect retry 2 s, graceful restart.
-    pub fn render(&self) -> String {
-        let mut c = String::new();
-        let _ = writeln!(c, "hostname frr\n!\nrouter bgp {}", self.asn);
-        let _ = writeln!(c, " bgp router-id {}", self.router_id);
-        c.push_str(" no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n");
-        for n in &self.neighbors {
-            let a = &n.addr;
-            let _ = writeln!(c, " neighbor {a} remote-as {}", n.remote_as);
-            let _ = writeln!(c, " neighbor {a} update-source {}", n.update_source);
-            let _ = writeln!(c, " neighbor {a} timers 3 9");
-            let _ = writeln!(c, " neighbor {a} timers connect 2");
-            if let Some(p) = &n.password {
-                let _ = writeln!(c, " neighbor {a} password {p}");
-            }
-            if n.passive {
-                let _ = writeln!(c, " neighbor {a} passive");
-            }
-            if let Some(h) = n.ttl_security_hops {
-                let _ = writeln!(c, " neighbor {a} ttl-security hops {h}");
-            }
-        }
-        for (af, routes) in [("ipv4", &self.routes4), ("ipv6", &self.routes6)] {
-            let _ = writeln!(c, " address-family {af} unicast");
-            for r in routes {
-                let _ = writeln!(c, "  network {r}");
-            }
-            for n in &self.neighbors {
-                let _ = writeln!(c, "  neighbor {} activate", n.addr);
-            }
-            c.push_str(" exit-address-family\n");
-        }
-        c.push_str("!\n");
-        c
-    }
-}
 
 /// A running FRR (zebra and bgpd).
 pub struct Frr {
@@ -95,12 +29,12 @@ pub struct Frr {
 impl Frr {
     /// Writes the configuration and starts zebra (it drops to user `frr`)
     /// and bgpd in `ns`, with sockets in a directory of their own.
-    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &Config) -> io::Result<Frr> {
+    pub fn start(lab: &Lab, ns: &Ns, tag: &str, cfg: &FrrConfig) -> io::Result<Frr> {
         Frr::start_conf(lab, ns, tag, &cfg.render())
     }
 
     /// Like [`Frr::start`], with a `bgpd.conf` the caller rendered (e.g.
-    /// [`Config::render`] with lines edited in).
+    /// [`FrrConfig::render`] with lines edited in).
     pub fn start_conf(lab: &Lab, ns: &Ns, tag: &str, text: &str) -> io::Result<Frr> {
         Frr::start_daemons(lab, ns, tag, text, None)
     }

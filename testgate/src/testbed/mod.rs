@@ -10,6 +10,8 @@
 //! - [`bgpd_binary`]: the one rule for finding the bgpd binary under test.
 //! - [`Etcd`]: a real etcd on free loopback ports (or in a namespace) in a scratch
 //!   directory, ready once it has a leader, gone on drop.
+//! - [`bird`] and [`frr`]: BIRD 2 and FRR configurations as plain data, rendered to
+//!   text (the conformance tests' peers, the benchmarks' DUTs, the lab's routers).
 //! - [`on_signal`]: the one signal cleanup. Everything above is entered in a registry
 //!   while it exists; on SIGINT or SIGTERM the registry's processes are killed, its
 //!   namespaces deleted and its directories removed before the program exits (130).
@@ -19,9 +21,11 @@
 //! [`crate::require_root`] (tests) or fail with the error (benchmarks).
 
 mod binary;
+pub mod bird;
 mod cleanup;
 mod command;
 mod etcd;
+pub mod frr;
 mod netns;
 mod process;
 
@@ -31,3 +35,22 @@ pub use command::{run, CommandError};
 pub use etcd::{free_port, Etcd, EtcdConfig, EtcdError};
 pub use netns::{fib_links, unique_name, veth, Netns, Ns};
 pub use process::{reap, Process, ScratchDir};
+
+/// An address family of a rendered configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Af {
+    /// IPv4 unicast.
+    Ipv4,
+    /// IPv6 unicast.
+    Ipv6,
+}
+
+impl Af {
+    /// `ipv4` or `ipv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Af::Ipv4 => "ipv4",
+            Af::Ipv6 => "ipv6",
+        }
+    }
+}

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::bench::sessions::{bgpd_show_json, reap, Netns};
 use crate::lab::frr::FRR_DIR;
-use testgate::testbed::track_pid;
+use testgate::testbed::bird::{BirdBfd, BirdBfdTimers, BirdChannel, BirdConfig, BirdSession};
+use testgate::testbed::frr::{FrrBfdTimers, FrrBfdd, FrrConfig, FrrNeighbor};
+use testgate::testbed::{track_pid, Af};
 
 use super::{far_addr, DETECT_MULT, DUT_ADDR, DUT_AS, FAR_AS, IDLE_TX, INTERVAL};
 
@@ -103,70 +105,70 @@ pub(super) fn bgpd_datastore(n: usize, peers: Peers) -> String {
 /// BIRD's configuration: `protocol bfd` with the timers for every interface, and either
 /// its static neighbors or BGP protocols with `bfd on`.
 pub(super) fn bird_config(n: usize, peers: Peers, log: &Path) -> String {
-    let mut s = format!(
-        "log \"{}\" all;\nrouter id {DUT_ADDR};\nprotocol device {{ }}\nprotocol bfd {{\n\
-         \x20 interface \"*\" {{ min rx interval {} ms; min tx interval {} ms; idle tx interval {} ms; multiplier {DETECT_MULT}; }};\n",
-        log.display(),
-        ms(INTERVAL),
-        ms(INTERVAL),
-        ms(IDLE_TX),
-    );
-    if peers == Peers::Static {
-        for i in 0..n {
-            let _ = writeln!(s, "  neighbor {} local {DUT_ADDR};", far_addr(i));
-        }
+    let timers = BirdBfdTimers {
+        min_rx_ms: ms(INTERVAL),
+        min_tx_ms: ms(INTERVAL),
+        idle_tx_ms: Some(ms(IDLE_TX)),
+        multiplier: DETECT_MULT,
+    };
+    let neighbors = match peers {
+        Peers::Static => (0..n).map(|i| (far_addr(i).to_string(), DUT_ADDR.to_string())).collect(),
+        Peers::Bgp | Peers::BgpWithoutBfd => Vec::new(),
+    };
+    let session = |i: usize| BirdSession {
+        bfd: peers == Peers::Bgp,
+        channels: vec![BirdChannel { export: "none".into(), ..BirdChannel::all(Af::Ipv4) }],
+        ..BirdSession::plain(&format!("p{i}"), &DUT_ADDR.to_string(), DUT_AS, &far_addr(i).to_string(), FAR_AS)
+    };
+    let sessions = if peers == Peers::Static { Vec::new() } else { (0..n).map(session).collect() };
+    BirdConfig {
+        router_id: DUT_ADDR.to_string(),
+        log: format!("\"{}\" all", log.display()),
+        device_scan: None,
+        bfd: Some(BirdBfd { interfaces: vec![("*".into(), timers)], neighbors, ..BirdBfd::default() }),
+        sessions,
+        ..BirdConfig::default()
     }
-    s.push_str("}\n");
-    if peers != Peers::Static {
-        let bfd = if peers == Peers::Bgp { " bfd on;" } else { "" };
-        let _ = writeln!(
-            s,
-            "template bgp far {{ local {DUT_ADDR} as {DUT_AS};{bfd} ipv4 {{ import all; export none; }}; }}"
-        );
-        for i in 0..n {
-            let _ = writeln!(s, "protocol bgp p{i} from far {{ neighbor {} as {FAR_AS}; }}", far_addr(i));
-        }
-    }
-    s
+    .render()
+}
+
+/// bfdd's timers.
+fn frr_bfd_timers() -> FrrBfdTimers {
+    FrrBfdTimers { transmit_ms: ms(INTERVAL), receive_ms: ms(INTERVAL), detect_mult: DETECT_MULT }
 }
 
 /// bfdd's configuration: a `peer` block per session (static), or the profile the BGP
 /// neighbors name.
 pub(super) fn bfdd_config(n: usize, peers: Peers) -> String {
-    let timers = format!(
-        "  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {DETECT_MULT}\n",
-        ms(INTERVAL),
-        ms(INTERVAL)
-    );
-    let mut s = String::from("bfd\n");
-    match peers {
-        Peers::Static => {
-            for i in 0..n {
-                let _ = write!(s, " peer {} local-address {DUT_ADDR}\n{timers} !\n", far_addr(i));
-            }
-        }
+    let bfdd = match peers {
+        Peers::Static => FrrBfdd {
+            peers: (0..n).map(|i| (far_addr(i).to_string(), DUT_ADDR.to_string(), frr_bfd_timers())).collect(),
+            ..FrrBfdd::default()
+        },
         Peers::Bgp | Peers::BgpWithoutBfd => {
-            let _ = write!(s, " profile bench\n{timers} !\n");
+            FrrBfdd { profiles: vec![("bench".into(), frr_bfd_timers())], ..FrrBfdd::default() }
         }
-    }
-    s.push_str("!\n");
-    s
+    };
+    bfdd.render()
 }
 
 /// FRR bgpd's configuration with N neighbors (BFD profile `bench` unless without BFD).
 pub(super) fn frr_bgpd_config(n: usize, peers: Peers) -> String {
-    let mut s =
-        format!("hostname dut\n!\nrouter bgp {DUT_AS}\n bgp router-id {DUT_ADDR}\n no bgp ebgp-requires-policy\n");
-    for i in 0..n {
-        let a = far_addr(i);
-        let _ = writeln!(s, " neighbor {a} remote-as {FAR_AS}");
-        let _ = writeln!(s, " neighbor {a} update-source {DUT_ADDR}");
-        if peers == Peers::Bgp {
-            let _ = writeln!(s, " neighbor {a} bfd profile bench");
-        }
+    let neighbor = |i: usize| FrrNeighbor {
+        update_source: DUT_ADDR.to_string(),
+        bfd_profile: (peers == Peers::Bgp).then(|| "bench".to_string()),
+        ..FrrNeighbor::plain(&far_addr(i).to_string(), FAR_AS)
+    };
+    FrrConfig {
+        hostname: "dut".into(),
+        asn: DUT_AS,
+        router_id: DUT_ADDR.to_string(),
+        network_import_check: true,
+        graceful_restart: false,
+        neighbors: (0..n).map(neighbor).collect(),
+        ..FrrConfig::default()
     }
-    s.push_str("!\n");
-    s
+    .render()
 }
 
 /// A running DUT. Stopped on drop.
@@ -473,13 +475,15 @@ mod tests {
         assert!(!bird.contains("protocol bgp"));
         let bird_bgp = bird_config(2, Peers::Bgp, Path::new("/tmp/b.log"));
         assert!(
-            bird_bgp.contains("bfd on;")
-                && bird_bgp.contains("protocol bgp p1 from far { neighbor 10.251.1.2 as 65000; }")
+            bird_bgp.contains("  bfd on;\n")
+                && bird_bgp
+                    .contains("protocol bgp p1 {\n  local 10.251.0.1 as 64512;\n  neighbor 10.251.1.2 as 65000;\n")
         );
+        assert!(!bird_config(2, Peers::BgpWithoutBfd, Path::new("/tmp/b.log")).contains("bfd on"));
 
         let bfdd = bfdd_config(3, Peers::Static);
         assert_eq!(bfdd.matches(" peer 10.251.1.").count(), 3);
-        assert!(bfdd.contains(" peer 10.251.1.1 local-address 10.251.0.1\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n"));
+        assert!(bfdd.contains(" peer 10.251.1.1 local-address 10.251.0.1\n  transmit-interval 300\n  receive-interval 300\n  detect-multiplier 3\n !\n"));
         let frr = frr_bgpd_config(2, Peers::Bgp);
         assert!(frr.contains(" neighbor 10.251.1.2 bfd profile bench\n"), "{frr}");
         assert!(bfdd_config(2, Peers::Bgp).contains(" profile bench\n"));

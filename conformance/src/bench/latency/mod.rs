@@ -279,9 +279,9 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
         .env("RUST_LOG", std::env::var("BGPDC_LOG").unwrap_or_else(|_| "info".into()));
     let _bgpd: ProcId = lab.spawn("bgpd", cmd).map_err(io)?;
 
-    let mut conf = bird::Config {
+    let conf = bird::BirdConfig {
         router_id: BIRD_IP.to_string(),
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: BIRD_IP.to_string(),
             local_as: BIRD_AS,
@@ -289,10 +289,16 @@ fn bench_store(lab: &Lab, store: Store, opts: &Opts, bgpd: &std::path::Path) -> 
             peer_as: CLUSTER_AS,
             ..Default::default()
         }],
+        kernel: vec![bird::BirdKernel {
+            name: Some("k4".into()),
+            af: bird::Af::Ipv4,
+            import: None,
+            export: "where source = RTS_BGP".into(),
+            merge_paths: false,
+        }],
         ..Default::default()
     }
     .render();
-    conf.push_str("protocol kernel k4 { ipv4 { export where source = RTS_BGP; }; }\n");
     let bird = bird::Bird::start_conf(lab, bird_ns, "latency", &conf).map_err(io)?;
     wait_for("BIRD Established with bgpd", Duration::from_secs(60), || bird.established("bgpd"))?;
     let first = block(0);

@@ -9,6 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::lab::{Lab, Ns, ProcId};
+use testgate::testbed::bird::{BirdChannel, BirdConfig, BirdSession};
+use testgate::testbed::frr::{FrrConfig, FrrNeighbor};
+use testgate::testbed::Af;
 
 use super::{DUT_ADDR, DUT_AS};
 
@@ -75,30 +78,33 @@ pub struct Peer {
 /// BIRD 2: one table, every peer eBGP with `import all; export all`, BIRD's defaults for
 /// everything else (timers, next hop).
 pub fn bird_config(peers: &[Peer]) -> String {
-    let mut c = format!(
-        "log stderr {{ info, remote, warning, error, auth, fatal, bug }};\nrouter id {DUT_ADDR};\nprotocol device {{ }}\n\
-         template bgp rs_client {{\n  local {DUT_ADDR} as {DUT_AS};\n  ipv4 {{ import all; export all; }};\n}}\n"
-    );
-    for p in peers {
-        let _ = writeln!(c, "protocol bgp {} from rs_client {{ neighbor {} as {}; }}", p.name, p.addr, p.asn);
+    let session = |p: &Peer| BirdSession {
+        channels: vec![BirdChannel::all(Af::Ipv4)],
+        ..BirdSession::plain(&p.name, &DUT_ADDR.to_string(), DUT_AS, &p.addr.to_string(), p.asn)
+    };
+    BirdConfig {
+        router_id: DUT_ADDR.to_string(),
+        log: "stderr { info, remote, warning, error, auth, fatal, bug }".into(),
+        device_scan: None,
+        sessions: peers.iter().map(session).collect(),
+        ..BirdConfig::default()
     }
-    c
+    .render()
 }
 
 /// FRR: `no bgp ebgp-requires-policy` (else FRR sends nothing to eBGP peers without a
 /// policy), every neighbour activated for IPv4 unicast, FRR's defaults otherwise.
 pub fn frr_config(peers: &[Peer]) -> String {
-    let mut c =
-        format!("hostname rs\n!\nrouter bgp {DUT_AS}\n bgp router-id {DUT_ADDR}\n no bgp ebgp-requires-policy\n");
-    for p in peers {
-        let _ = writeln!(c, " neighbor {} remote-as {}", p.addr, p.asn);
+    FrrConfig {
+        hostname: "rs".into(),
+        asn: DUT_AS,
+        router_id: DUT_ADDR.to_string(),
+        network_import_check: true,
+        graceful_restart: false,
+        neighbors: peers.iter().map(|p| FrrNeighbor::plain(&p.addr.to_string(), p.asn)).collect(),
+        ..FrrConfig::default()
     }
-    c.push_str(" address-family ipv4 unicast\n");
-    for p in peers {
-        let _ = writeln!(c, "  neighbor {} activate", p.addr);
-    }
-    c.push_str(" exit-address-family\n!\n");
-    c
+    .render()
 }
 
 /// GoBGP: global default import and export policies accept, every neighbour IPv4 unicast,
@@ -314,9 +320,15 @@ mod tests {
     fn every_dut_gets_every_peer_and_accepts_everything() {
         let p = peers(2);
         let bird = bird_config(&p);
-        assert!(bird.contains("protocol bgp t2 from rs_client { neighbor 10.77.0.12 as 65002; }"), "{bird}");
-        assert!(bird.contains("protocol bgp monitor from rs_client { neighbor 10.77.0.100 as 65100; }"));
-        assert!(bird.contains("ipv4 { import all; export all; };"));
+        assert!(
+            bird.contains("protocol bgp t2 {\n  local 10.77.0.1 as 64512;\n  neighbor 10.77.0.12 as 65002;\n"),
+            "{bird}"
+        );
+        assert!(
+            bird.contains("protocol bgp monitor {\n  local 10.77.0.1 as 64512;\n  neighbor 10.77.0.100 as 65100;\n")
+        );
+        assert_eq!(bird.matches("  ipv4 { import all; export all; gateway direct; };\n}\n").count(), 3, "{bird}");
+        assert!(!bird.contains("hold time") && !bird.contains("graceful restart"), "{bird}");
         let frr = frr_config(&p);
         assert!(frr.contains(" no bgp ebgp-requires-policy\n"));
         assert!(

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::testbed::{bgpd_show_json, reap, Netns, ScratchDir};
 use super::{far_addr, Contender, DUT_ADDR, DUT_AS, FAR_AS, HOLD_SECS, KEEPALIVE};
-use testgate::testbed::track_pid;
+use testgate::testbed::bird::{BirdChannel, BirdConfig, BirdSession};
+use testgate::testbed::{track_pid, Af};
 
 fn bgpd_datastore(n: usize) -> String {
     let mut s = format!(
@@ -32,18 +33,21 @@ fn bgpd_datastore(n: usize) -> String {
 /// BIRD's configuration: its defaults but for the timers, and `connect delay time 1` (its
 /// minimum; the default 5 s would only add a constant wait before its first connection).
 fn bird_config(n: usize, log: &Path) -> String {
-    let mut s = format!(
-        "log \"{}\" all;\nrouter id {DUT_ADDR};\nprotocol device {{ }}\n\
-         template bgp far {{\n  local {DUT_ADDR} as {DUT_AS};\n  hold time {HOLD_SECS};\n  keepalive time {};\n\
-         \x20 connect delay time 1;\n\
-         \x20 ipv4 {{ import all; export none; }};\n}}\n",
-        log.display(),
-        KEEPALIVE.as_secs()
-    );
-    for i in 0..n {
-        let _ = writeln!(s, "protocol bgp p{i} from far {{ neighbor {} as {FAR_AS}; }}", far_addr(i));
+    let session = |i: usize| BirdSession {
+        hold: Some(u32::from(HOLD_SECS)),
+        keepalive: Some(KEEPALIVE.as_secs() as u32),
+        connect_delay: Some(1),
+        channels: vec![BirdChannel { export: "none".into(), ..BirdChannel::all(Af::Ipv4) }],
+        ..BirdSession::plain(&format!("p{i}"), &DUT_ADDR.to_string(), DUT_AS, &far_addr(i).to_string(), FAR_AS)
+    };
+    BirdConfig {
+        router_id: DUT_ADDR.to_string(),
+        log: format!("\"{}\" all", log.display()),
+        device_scan: None,
+        sessions: (0..n).map(session).collect(),
+        ..BirdConfig::default()
     }
-    s
+    .render()
 }
 
 /// The running DUT: bgpd or BIRD in the DUT namespace. Stopped on drop.
@@ -217,9 +221,17 @@ mod tests {
         let bird = bird_config(3, Path::new("/tmp/x.log"));
         for i in 0..3 {
             assert!(store.contains(&format!("peerIP: {}, asNumber: {FAR_AS}, keepaliveTime: \"30s\"", far_addr(i))));
-            assert!(bird.contains(&format!("protocol bgp p{i} from far {{ neighbor {} as {FAR_AS}; }}", far_addr(i))));
+            assert!(bird.contains(&format!(
+                "protocol bgp p{i} {{\n  local 10.250.0.1 as 64512;\n  neighbor {} as {FAR_AS};\n",
+                far_addr(i)
+            )));
         }
         assert_eq!(store.matches("kind: BGPPeer").count(), 3);
-        assert!(bird.contains("hold time 90;") && bird.contains("keepalive time 30;"));
+        assert_eq!(
+            bird.matches("  hold time 90;\n  keepalive time 30;\n  connect delay time 1;\n").count(),
+            3,
+            "{bird}"
+        );
+        assert_eq!(bird.matches("  ipv4 { import all; export none; gateway direct; };\n").count(), 3, "{bird}");
     }
 }
