@@ -59,11 +59,11 @@ fn take_over(lab: &Lab) -> Result<(), String> {
         setup(node.ip(&args))?;
     }
     let bird_routes = set(&[&format!("{BLOCK} 32"), &format!("{ONE} 32"), &format!("{OLD} 32")]);
-    let conf = bird::Config {
+    let conf = bird::BirdConfig {
         router_id: TOR.into(),
         routes4: vec![ONE.into(), TWO.into()],
         routes6: vec![],
-        sessions: vec![bird::Session {
+        sessions: vec![bird::BirdSession {
             name: "bgpd".into(),
             local: TOR.into(),
             local_as: 65001,
@@ -71,6 +71,7 @@ fn take_over(lab: &Lab) -> Result<(), String> {
             peer_as: 64512,
             ..Default::default()
         }],
+        ..Default::default()
     }
     .render();
     let tor = setup(bird::Bird::start_conf(lab, &ns[1], "to1", &conf))?;
