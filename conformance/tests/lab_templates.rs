@@ -35,6 +35,9 @@
 //!   migrate`: BIRD killed, bgpd started with `--take-over bird`), the checks
 //!   passing with every split, no probe lost and no route of BIRD's left;
 //!   then the upgrade.
+//! - `calico-migration-rr` (mesh off, a Calico BIRD and a bgpd route
+//!   reflector, BIRD and bgpd clients): the BIRD reflector, then each BIRD
+//!   client, migrated the same way.
 //!
 //! Right after `up`, before the drills, every node's and router's kernel
 //! routes must be the ones `bgpd verify` predicts for the template (prefixes
@@ -214,6 +217,25 @@ fn calico_migration_moves_every_node_from_bird_to_bgpd_without_loss() {
         return;
     };
     for (i, node) in ["node-1", "node-2", "node-3"].iter().enumerate() {
+        let o = &out[i + 1];
+        assert!(o.contains(&format!("migrate {node}: no route of BIRD's is left")), "{o}");
+        assert!(o.contains(" 0 of ") && o.contains("probes lost during it"), "{o}");
+    }
+}
+
+#[test]
+fn calico_migration_with_route_reflectors_moves_every_bird_node_without_loss() {
+    // A BIRD and a bgpd reflector; the BIRD reflector is migrated first,
+    // then the BIRD clients.
+    let Some(out) = run_template(
+        "calico-migration-rr",
+        "migrationrr",
+        &[&["migrate", "FILE", "rr-1"], &["migrate", "FILE", "node-1"], &["migrate", "FILE", "node-3"]],
+        &["all checks passed", "rr-1 (node, AS 64512, Calico BIRD)"],
+    ) else {
+        return;
+    };
+    for (i, node) in ["rr-1", "node-1", "node-3"].iter().enumerate() {
         let o = &out[i + 1];
         assert!(o.contains(&format!("migrate {node}: no route of BIRD's is left")), "{o}");
         assert!(o.contains(" 0 of ") && o.contains("probes lost during it"), "{o}");

@@ -30,7 +30,8 @@
 //! same sessions. Routes in IPIP pools are installed plain (BIRD 2 has no
 //! `krt_tunnel`), and device routes are not exported to the kernel. What the
 //! lab cannot render (BGPFilters, TTL security, local workload peers,
-//! service advertisement) is an error naming the resource and field.
+//! service advertisement, prefixAdvertisements) is an error naming the
+//! resource and field.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -85,6 +86,16 @@ pub fn sessions(model: &Model, node: &str) -> anyhow::Result<Vec<BirdSession>> {
     let my_addr = |like: &IpAddr| mine.iter().copied().find(|a| a.is_ipv4() == like.is_ipv4());
     if let Some(p) = model.local_workload_peers_for_node(node).first() {
         bail!("BGPPeer {}: spec.localWorkloadSelector is not rendered by the lab's Calico BIRD", p.peer.name);
+    }
+    let c = &model.bgp_configuration;
+    let unrendered = [
+        (!c.service_cluster_ips.is_empty(), "spec.serviceClusterIPs"),
+        (!c.service_external_ips.is_empty(), "spec.serviceExternalIPs"),
+        (!c.service_load_balancer_ips.is_empty(), "spec.serviceLoadBalancerIPs"),
+        (!model.prefix_advertisements_for(node).is_empty(), "spec.prefixAdvertisements"),
+    ];
+    if let Some((_, field)) = unrendered.iter().find(|(set, _)| *set) {
+        bail!("BGPConfiguration: {field} is not rendered by the lab's Calico BIRD (node {node})");
     }
     let my_as = model.node_as_number(node).get();
     let cluster_id = bgp.route_reflector_cluster_id;
@@ -202,7 +213,6 @@ pub fn sessions(model: &Model, node: &str) -> anyhow::Result<Vec<BirdSession>> {
         }
     }
     // 3. The node-to-node mesh, between nodes that are no route reflectors.
-    let c = &model.bgp_configuration;
     if c.node_to_node_mesh_enabled && cluster_id.is_none() {
         if c.node_mesh_password.is_some() || c.node_mesh_password_unresolved {
             bail!("BGPConfiguration default: spec.nodeMeshPassword is not rendered by the lab's Calico BIRD");
@@ -473,5 +483,9 @@ spec: {cidr: 10.244.0.0/16}
         );
         let e = sessions(&model(&yaml), "node-1").unwrap_err().to_string();
         assert!(e.contains("BGPPeer gtsm: spec.ttlSecurity"), "{e}");
+        let yaml = MESH
+            .replace("spec: {asNumber: 64512}", "spec: {asNumber: 64512, serviceClusterIPs: [{cidr: 10.96.0.0/12}]}");
+        let e = sessions(&model(&yaml), "node-1").unwrap_err().to_string();
+        assert!(e.contains("BGPConfiguration: spec.serviceClusterIPs is not rendered"), "{e}");
     }
 }
