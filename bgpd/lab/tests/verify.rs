@@ -41,7 +41,7 @@ fn every_shipped_template_is_sound() {
         assert!(!r.sessions.is_empty() && r.sessions.iter().all(|s| s.established), "{name}: {:?}", r.sessions);
         assert!(r.traces.traced > 0 && r.traces.delivered == r.traces.traced, "{name}: {:?}", r.traces);
     }
-    assert_eq!(seen, 6, "the six shipped templates");
+    assert_eq!(seen, 8, "the eight shipped templates");
 }
 
 #[test]
