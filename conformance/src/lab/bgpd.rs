@@ -252,21 +252,7 @@ impl Bgpd {
     /// [`Config`] does not render: BGPFilters, annotations, route reflector
     /// Nodes, peer selectors). `node` is the `--node` name.
     pub fn start_yaml(lab: &Lab, ns: &Ns, tag: &str, node: &str, yaml: &str) -> io::Result<Bgpd> {
-        let datastore = lab.dir().join(format!("{tag}-bgpd.yaml"));
-        std::fs::write(&datastore, yaml)?;
-        let sock = lab.dir().join(format!("{tag}-bgpd.sock"));
-        let mut b = Bgpd {
-            proc: ProcId(usize::MAX),
-            sock,
-            datastore,
-            datastore_arg: None,
-            extra_args: Vec::new(),
-            ns: ns.clone(),
-            node: node.into(),
-            tag: tag.into(),
-        };
-        b.proc = b.spawn(lab)?;
-        Ok(b)
+        Bgpd::start_yaml_args(lab, ns, tag, node, yaml, &[])
     }
 
     /// [`Bgpd::start_yaml`] with more `bgpd run` arguments (`--take-over bird`), kept for

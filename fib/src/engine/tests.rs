@@ -230,7 +230,13 @@ const TUNL0: u32 = 5;
 /// table 100; `desired` is applied before the dump ends.
 fn started_with(table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
     let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
-    let mut e = Engine::new(&config, FibMetrics::unregistered(), PORT);
+    start(&config, &[(ETH0, "eth0"), (TUNL0, "tunl0")], table, desired)
+}
+
+/// An engine of `config` whose start-up dump shows `links` up and `table` (every route
+/// in the IPv4 step: the engine does not mind); `desired` is applied before the dump ends.
+fn start(config: &FibConfig, links: &[(u32, &str)], table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
+    let mut e = Engine::new(config, FibMetrics::unregistered(), PORT);
     for c in desired {
         e.apply(c);
     }
@@ -239,8 +245,9 @@ fn started_with(table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
         assert!(e.poll_transmit(&mut buf));
         let seq = messages(&buf)[0].0;
         if step == 0 {
-            e.handle_datagram(&link(seq, ETH0, "eth0", true));
-            e.handle_datagram(&link(seq, TUNL0, "tunl0", true));
+            for (index, name) in links {
+                e.handle_datagram(&link(seq, *index, name, true));
+            }
         }
         if step == 1 {
             for msg in &table {
@@ -512,32 +519,10 @@ fn deleted(mut msg: Vec<u8>) -> Vec<u8> {
     msg
 }
 
-/// An engine replacing protocol 12 whose start-up dump shows `table` (IPv4 and IPv6
-/// routes alike go in the IPv4 step: the engine does not mind).
+/// An engine replacing protocol 12 whose start-up dump shows eth0 up and `table`.
 fn replacing(table: Vec<Vec<u8>>, desired: Vec<RouteChange>) -> Engine {
     let config = FibConfig { table: 100, batch_size: 4, replaces: vec![BIRD], ..FibConfig::default() };
-    let mut e = Engine::new(&config, FibMetrics::unregistered(), PORT);
-    for c in desired {
-        e.apply(c);
-    }
-    let mut buf = Vec::new();
-    for step in 0..3 {
-        assert!(e.poll_transmit(&mut buf));
-        let seq = messages(&buf)[0].0;
-        if step == 0 {
-            e.handle_datagram(&link(seq, ETH0, "eth0", true));
-        }
-        if step == 1 {
-            for msg in &table {
-                let mut m = msg.clone();
-                NetlinkBuffer::new(&mut m[..]).set_sequence_number(seq);
-                e.handle_datagram(&m);
-            }
-        }
-        e.handle_datagram(&done(seq));
-    }
-    assert_eq!(e.poll_event(), Some(FibEvent::Resynced));
-    e
+    start(&config, &[(ETH0, "eth0")], table, desired)
 }
 
 /// Each message of `buf` as (message type, the route it names).
