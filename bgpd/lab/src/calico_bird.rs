@@ -360,21 +360,6 @@ pub fn render(model: &Model, node: &str) -> anyhow::Result<String> {
     Ok(c)
 }
 
-/// The BGP protocols of a Calico BIRD node and whether each is Established,
-/// from `birdc show protocols`: (name, up, BIRD's state and info).
-pub fn sessions_up(socket: &std::path::Path) -> Vec<(String, bool, String)> {
-    let out = std::process::Command::new("birdc").arg("-s").arg(socket).args(["show", "protocols"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("BGP"))
-        .map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let info = words.iter().skip(5).copied().collect::<Vec<_>>().join(" ");
-            (words[0].to_string(), info.contains("Established"), format!("{} {info}", words.get(3).unwrap_or(&"?")))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

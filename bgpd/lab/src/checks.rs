@@ -177,7 +177,7 @@ fn calico_bird_checks(lab: &Lab, node: &str, dead: &[IpAddr]) -> Vec<Check> {
             return vec![Check { what: format!("{node}: Calico BIRD configured"), ok: false, detail: e.to_string() }]
         }
     };
-    let states = calico_bird::sessions_up(&lab.bird_socket(node));
+    let states = routers::bird_bgp_sessions(&lab.bird_socket(node));
     if states.is_empty() {
         let log = net::tail(&lab.dir.join("nodes").join(node).join("bird.log"), 8);
         let detail = format!("no answer on its control socket; log tail:\n{log}");

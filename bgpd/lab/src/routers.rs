@@ -339,6 +339,28 @@ fn wait(mut ok: impl FnMut() -> bool, tenths: u32) -> anyhow::Result<()> {
     anyhow::bail!("timed out")
 }
 
+/// The BGP protocols of the BIRD on control socket `socket` and whether each is
+/// Established, from `birdc show protocols`: (name, up, BIRD's state and info).
+/// Empty when BIRD does not answer.
+pub fn bird_bgp_sessions(socket: &Path) -> Vec<(String, bool, String)> {
+    let out = Command::new("birdc").arg("-s").arg(socket).args(["show", "protocols"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            if words.get(1) != Some(&"BGP") {
+                return None;
+            }
+            let info = words.iter().skip(5).copied().collect::<Vec<_>>().join(" ");
+            Some((
+                words[0].to_string(),
+                info.contains("Established"),
+                format!("{} {info}", words.get(3).unwrap_or(&"?")),
+            ))
+        })
+        .collect()
+}
+
 /// Each configured session of a router and whether it is Established.
 pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(String, bool, String)> {
     let Role::Router { implementation, .. } = &router.role else { return Vec::new() };
@@ -360,19 +382,15 @@ pub fn sessions_up(topo: &Topology, router: &Member, state: &Path) -> Vec<(Strin
                 .collect()
         }
         Implementation::Bird => {
-            let out = Command::new("birdc").arg("-s").arg(files.bird_sock()).args(["show", "protocols"]).output();
-            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            let up = bird_bgp_sessions(&files.bird_sock());
             sessions
                 .iter()
                 .map(|s| {
                     let name = proto_name(&s.peer, &s.neighbor);
-                    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()));
-                    let line = line.unwrap_or("no such protocol (BIRD not answering)").to_string();
-                    (
-                        s.peer.clone(),
-                        line.contains("Established"),
-                        line.split_whitespace().skip(5).collect::<Vec<_>>().join(" "),
-                    )
+                    match up.iter().find(|(n, ..)| *n == name) {
+                        Some((_, established, info)) => (s.peer.clone(), *established, info.clone()),
+                        None => (s.peer.clone(), false, "no such protocol (BIRD not answering)".into()),
+                    }
                 })
                 .collect()
         }
