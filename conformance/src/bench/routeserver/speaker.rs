@@ -703,7 +703,9 @@ fn sink_session(est: Established, events: u64, control: &Control, total: &Atomic
         });
         if got > 0 {
             let now = total.fetch_add(got, Ordering::SeqCst) + got;
-            control.progress.store(now, Ordering::Relaxed);
+            // Sessions race here: a max, so a slower session's smaller total never
+            // overwrites a larger one stored after it.
+            control.progress.fetch_max(now, Ordering::SeqCst);
             if now >= events {
                 control.set_complete(true);
             }
