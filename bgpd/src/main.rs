@@ -73,6 +73,11 @@ enum Command {
         /// then they are removed. None: a normal start (harmless to leave set).
         #[arg(long, value_name = "PROTOCOL", conflicts_with = "no_kernel")]
         take_over: Option<String>,
+        /// With --take-over: seconds after the selection deferral that the routes
+        /// bgpd has not replaced yet (of peers not back) keep forwarding before they
+        /// are removed; each goes earlier, as bgpd's route for its prefix goes in.
+        #[arg(long, value_name = "SECONDS", default_value_t = daemon::DEFAULT_TAKE_OVER_HOLD.as_secs(), requires = "take_over")]
+        take_over_hold: u64,
         /// Seconds a decommission lets traffic move (routes sent with
         /// GRACEFUL_SHUTDOWN) before the sessions close: when this node's
         /// Node leaves the datastore, or on `bgpd stop --withdraw`.
@@ -250,10 +255,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::DecodeMrt { json, file } => decode_mrt::run(&file, json),
-        Command::Run { datastore, node, control_socket, metrics, kernel_table, no_kernel, drain_time, take_over } => {
+        Command::Run {
+            datastore,
+            node,
+            control_socket,
+            metrics,
+            kernel_table,
+            no_kernel,
+            drain_time,
+            take_over,
+            take_over_hold,
+        } => {
             let drain = std::time::Duration::from_secs(drain_time);
             match take_over.as_deref().map(daemon::parse_take_over).transpose() {
                 Ok(take_over) => {
+                    let hold = std::time::Duration::from_secs(take_over_hold);
+                    let take_over = take_over.map(|t| daemon::TakeOver { hold, ..t });
                     let kernel = (!no_kernel).then_some(kernel_table);
                     run_daemon(datastore, node, control_socket, metrics, kernel, drain, take_over)
                 }

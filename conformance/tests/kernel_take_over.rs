@@ -10,7 +10,10 @@
 //!   while selection is deferred (`bgpd show fib`: 3 left, not retired);
 //! - the ToR resumes, the session comes up, End-of-RIB ends the deferral:
 //!   bgpd's routes (metric 20, protocol 186) go in and only then are BIRD's
-//!   removed, all three; `show fib` says 0 left, retired.
+//!   removed: the two bgpd replaced (block, ToR prefix) at once, the one nobody
+//!   announces kept through the hold (`--take-over-hold 6`: a peer not back
+//!   yet would still be reached through it), then removed; `show fib` says
+//!   1 left while replacing, then 0 left, removal done.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -82,7 +85,14 @@ fn take_over(lab: &Lab) -> Result<(), String> {
         doc::ipam_block(BLOCK, "node-1"),
         doc::peer("tor", &[], &format!("  peerIP: {TOR}\n  asNumber: 65001\n  keepaliveTime: 3s\n")),
     ];
-    let started = bgpd::Bgpd::start_yaml_args(lab, node, "to", "node-1", &doc::stream(&docs), &["--take-over", "bird"]);
+    let started = bgpd::Bgpd::start_yaml_args(
+        lab,
+        node,
+        "to",
+        "node-1",
+        &doc::stream(&docs),
+        &["--take-over", "bird", "--take-over-hold", "6"],
+    );
     let b = match started {
         Ok(b) => b,
         Err(e) => {
@@ -103,8 +113,8 @@ fn take_over(lab: &Lab) -> Result<(), String> {
     kept?;
     let fib = fib?;
     let t = &fib["kernel"]["take_over"];
-    if t["protocol"] != 12 || t["name"] != "bird" || t["left"] != 3 || t["retired"] != false {
-        return Err(format!("show fib during the deferral: want bird (12), 3 left, not retired: {fib}"));
+    if t["protocol"] != 12 || t["name"] != "bird" || t["left"] != 3 || t["phase"] != "waiting" {
+        return Err(format!("show fib during the deferral: want bird (12), 3 left, waiting: {fib}"));
     }
     let log = b.log(lab);
     if !log.contains("taking over 3 routes of protocol bird (12)") || !log.contains("restarting=true") {
@@ -113,14 +123,18 @@ fn take_over(lab: &Lab) -> Result<(), String> {
 
     wait_for("bgpd: tor Established", UP, || b.established("tor"))?;
     let ours = set(&[&format!("{BLOCK} 20"), &format!("{ONE} 20"), &format!("{TWO} 20")]);
-    wait_for("BIRD's routes removed, bgpd's in", UP, || {
+    let old_only = set(&[&format!("{OLD} 32")]);
+    wait_for("BIRD's replaced routes removed, bgpd's in", UP, || {
         let bgp = routes(node, "186")?;
         let left = routes(node, "12")?;
         if left.len() < bird_routes.len() && bgp != ours {
             // Not a wait: BIRD's routes must go only once bgpd's are in.
             return Ok(Err(format!("BIRD's routes removed ({left:?} left) before bgpd's were in: {bgp:?}")));
         }
-        if left.is_empty() && bgp == ours {
+        if left.is_empty() {
+            return Ok(Err(format!("BIRD's route to {OLD}, which bgpd has no route for, went before the hold")));
+        }
+        if left == old_only && bgp == ours {
             Ok(Ok(()))
         } else {
             Err(format!("protocol 12: {left:?}; bgpd's: {bgp:?}, want {ours:?}"))
@@ -128,15 +142,39 @@ fn take_over(lab: &Lab) -> Result<(), String> {
     })??;
     let fib = show_fib(&b)?;
     let t = &fib["kernel"]["take_over"];
-    if t["left"] != 0 || t["retired"] != true {
-        return Err(format!("show fib after the deferral: want 0 left, retired: {fib}"));
+    if t["left"] != 1 || t["phase"] != "replacing" || t["hold_seconds"] != 6 {
+        return Err(format!("show fib after the deferral: want 1 left, replacing, hold 6 s: {fib}"));
+    }
+    wait_for("BIRD's last route removed after the hold", Duration::from_secs(15), || {
+        let left = routes(node, "12")?;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("protocol 12: {left:?}"))
+        }
+    })?;
+    wait_for("show fib: removal done", Duration::from_secs(5), || {
+        let fib = show_fib(&b)?;
+        if fib["kernel"]["take_over"]["phase"] == "done" {
+            Ok(())
+        } else {
+            Err(format!("{fib}"))
+        }
+    })?;
+    let fib = show_fib(&b)?;
+    let t = &fib["kernel"]["take_over"];
+    if t["left"] != 0 || t["phase"] != "done" {
+        return Err(format!("show fib after the hold: want 0 left, done: {fib}"));
     }
     let text = b.show_text(&["fib"]);
     if !text.contains("taking over from protocol bird (12): 0 of its routes left, removal done") {
         return Err(format!("bgpd show fib: {text}"));
     }
-    if !b.log(lab).contains("routes of protocol bird (12) it took over are removed") {
-        return Err("bgpd's log does not say BIRD's routes were removed".into());
+    let log = b.log(lab);
+    if !log.contains("replaced 2 routes of protocol bird (12)")
+        || !log.contains("the 1 routes of protocol bird (12) bgpd had not replaced are removed")
+    {
+        return Err(format!("bgpd's log should say 2 of BIRD's routes were replaced, then 1 removed:\n{log}"));
     }
     Ok(())
 }

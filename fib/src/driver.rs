@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::FibConfig;
-use crate::engine::{Engine, FibEvent};
+use crate::engine::{Engine, FibEvent, Retire};
 use crate::error::{FibError, RouteError};
 use crate::metrics::FibMetrics;
 use crate::netns::open_route_socket;
@@ -24,7 +24,7 @@ enum Command {
     Apply(Vec<RouteChange>),
     Settled(oneshot::Sender<Vec<RouteError>>),
     Sweep,
-    Retire(oneshot::Sender<usize>),
+    Retire(Retire, oneshot::Sender<usize>),
     Flush,
     Resync,
     Stop { remove_routes: bool, done: oneshot::Sender<()> },
@@ -95,12 +95,14 @@ impl FibHandle {
 
     /// Removes the routes of the replaced protocols (`FibConfig::replaces`) that the table
     /// holds now, whatever their metric: the predecessor's routes go once ours are in (call
-    /// after [`FibHandle::settled`]). Returns how many removals were queued; failures are
+    /// after [`FibHandle::settled`]). [`Retire::Replaced`] removes only those of prefixes
+    /// we have a route for, and then each one as ours for its prefix goes in;
+    /// [`Retire::All`] removes all. Returns how many removals were queued; failures are
     /// logged and counted (`fib_errors_total`), a route already gone is fine, and what is
     /// left shows in `fib_predecessor_routes`.
-    pub async fn retire_predecessors(&self) -> Result<usize, FibError> {
+    pub async fn retire_predecessors(&self, scope: Retire) -> Result<usize, FibError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Retire(tx)).await?;
+        self.send(Command::Retire(scope, tx)).await?;
         rx.await.map_err(|_| FibError::Stopped)
     }
 
@@ -209,8 +211,8 @@ fn handle_command(
         }
         Command::Settled(w) => waiters.push(w),
         Command::Sweep => engine.sweep(),
-        Command::Retire(tx) => {
-            let _ = tx.send(engine.retire_predecessors());
+        Command::Retire(scope, tx) => {
+            let _ = tx.send(engine.retire_predecessors(scope));
         }
         Command::Flush => engine.flush(),
         Command::Resync => engine.start_resync(),

@@ -42,7 +42,7 @@ mod route;
 pub use config::FibConfig;
 pub use count::count_routes;
 pub use driver::{Fib, FibHandle};
-pub use engine::FibEvent;
+pub use engine::{FibEvent, Retire};
 pub use error::{errno_name, FibError, Op, RouteError, RouteErrorKind};
 pub use kernel::{RTPROT_BGP, RT_TABLE_MAIN};
 pub use metrics::FibMetrics;

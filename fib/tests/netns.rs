@@ -582,7 +582,7 @@ async fn take_over_retires_only_the_predecessors_routes() {
     assert_eq!(by("12").len() + by("bird").len(), 4, "{:?}", ns.routes(TABLE));
     assert_eq!(by("bgp"), vec![ours("10.244.1.0/26"), ours("10.244.2.0/26"), ours("fd00:244::/122")]);
 
-    assert_eq!(h.retire_predecessors().await.unwrap(), 4);
+    assert_eq!(h.retire_predecessors(fib::Retire::All).await.unwrap(), 4);
     let failures = h.settled().await.unwrap();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(metrics.predecessor_routes.get(), 0);
@@ -592,5 +592,5 @@ async fn take_over_retires_only_the_predecessors_routes() {
     assert_eq!(by("bgp"), vec![ours("10.244.1.0/26"), ours("10.244.2.0/26"), ours("fd00:244::/122")]);
     assert_eq!(by("static"), vec![at32("10.9.0.0/24")], "the static route at metric 32 stays");
     // Nothing left: a second retire queues nothing.
-    assert_eq!(h.retire_predecessors().await.unwrap(), 0);
+    assert_eq!(h.retire_predecessors(fib::Retire::All).await.unwrap(), 0);
 }

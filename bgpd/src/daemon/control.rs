@@ -399,16 +399,20 @@ pub fn render(req: &Request, v: &serde_json::Value) -> String {
                 ));
                 let t = &k["take_over"];
                 if !t.is_null() {
+                    let phase = match t["phase"].as_str() {
+                        Some("done") => ", removal done".to_string(),
+                        Some("replacing") => format!(
+                            ", each removed as bgpd's route for its prefix goes in, the rest {} s after the \
+                             selection deferral",
+                            s(&t["hold_seconds"])
+                        ),
+                        _ => ", removed as bgpd's routes replace them once the selection deferral ends".to_string(),
+                    };
                     out.push_str(&format!(
-                        "taking over from protocol {} ({}): {} of its routes left{}\n",
+                        "taking over from protocol {} ({}): {} of its routes left{phase}\n",
                         s(&t["name"]),
                         s(&t["protocol"]),
                         s(&t["left"]),
-                        if t["retired"] == true {
-                            ", removal done"
-                        } else {
-                            ", removed once the selection deferral ends and bgpd's routes are in"
-                        }
                     ));
                 }
                 for (prefix, why) in k["failing"].as_object().into_iter().flatten() {

@@ -32,9 +32,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use bgpd_proto::rib::core::FibRoute;
-use fib::{Fib, FibConfig, FibEvent, FibHandle, FibMetrics, NextHop, Route, RouteChange, RouteErrorKind};
+use fib::{Fib, FibConfig, FibEvent, FibHandle, FibMetrics, NextHop, Retire, Route, RouteChange, RouteErrorKind};
 use ipam::model::EncapMode;
 use ipnet::{IpNet, Ipv4Net};
 use tokio::sync::mpsc;
@@ -42,7 +43,7 @@ use tracing::{debug, error, info, warn};
 
 use super::progress::Tracked;
 use super::spec::NodeSpec;
-use super::status::{KernelView, Shared, TakeOverView};
+use super::status::{KernelView, Shared, TakeOverPhase, TakeOverView};
 use super::takeover::TakeOver;
 use crate::datastore::Model;
 
@@ -384,7 +385,8 @@ pub fn spawn(opts: &KernelOptions, restarted: bool, shared: Shared) -> anyhow::R
             protocol: t.protocol,
             name: t.name.clone(),
             left: 0,
-            retired: false,
+            phase: TakeOverPhase::Waiting,
+            hold_seconds: t.hold.as_secs(),
             gauge: Some(predecessors),
         }),
         registry,
@@ -592,14 +594,28 @@ async fn sweep(fib: &FibHandle, why: &str) -> bool {
     }
 }
 
-/// Once bgpd's routes are in (everything handed to the FIB written and
-/// answered), removes the routes of the speaker taken over.
+/// Once bgpd's routes are in (everything handed to the FIB written and answered),
+/// removes the routes of the speaker taken over that bgpd's stand in for, then each
+/// other one as bgpd's route for its prefix goes in (the FIB does that), and what is
+/// left after the hold.
 async fn retire_predecessors(fib: FibHandle, take: TakeOver, table: u32, shared: Shared) {
     let what = format!("protocol {} ({})", take.name, take.protocol);
+    let left = |shared: &Shared| {
+        let s = shared.lock();
+        let gauge = s.kernel.as_ref().and_then(|k| k.take_over.as_ref()).and_then(|v| v.gauge.clone());
+        gauge.map_or(0, |g| g.get().max(0) as usize)
+    };
+    let set_phase = |shared: &Shared, phase| {
+        let mut s = shared.lock();
+        if let Some(view) = s.kernel.as_mut().and_then(|k| k.take_over.as_mut()) {
+            view.phase = phase;
+            view.left = view.gauge.as_ref().map_or(0, |g| g.get().max(0) as usize);
+        }
+    };
     if fib.settled().await.is_err() {
         return;
     }
-    let queued = match fib.retire_predecessors().await {
+    let replaced = match fib.retire_predecessors(Retire::Replaced).await {
         Ok(n) => n,
         Err(e) => {
             warn!("kernel table: removing the routes of {what} failed: {e}");
@@ -607,19 +623,55 @@ async fn retire_predecessors(fib: FibHandle, take: TakeOver, table: u32, shared:
         }
     };
     let _ = fib.settled().await;
-    let mut s = shared.lock();
-    let Some(view) = s.kernel.as_mut().and_then(|k| k.take_over.as_mut()) else { return };
-    view.retired = true;
-    view.left = view.gauge.as_ref().map_or(0, |g| g.get().max(0) as usize);
-    match view.left {
-        0 if queued == 0 => info!("kernel table {table}: no routes of {what} left to remove"),
+    set_phase(&shared, TakeOverPhase::Replacing);
+    let rest = left(&shared);
+    if rest == 0 {
+        set_phase(&shared, TakeOverPhase::Done);
+        match replaced {
+            0 => info!("kernel table {table}: no routes of {what} left to remove"),
+            n => info!(
+                routes = n,
+                "kernel table {table}: bgpd's routes are in; the {n} routes of {what} it took over are removed"
+            ),
+        }
+        return;
+    }
+    info!(
+        removed = replaced,
+        left = rest,
+        hold = take.hold.as_secs(),
+        "kernel table {table}: bgpd's routes are in and replaced {replaced} routes of {what}; the {rest} others \
+         (prefixes bgpd has no route for yet) keep forwarding and go as bgpd's routes for them come in, \
+         the rest after the hold"
+    );
+    // The FIB removes them as ours go in; wait for that or the end of the hold.
+    let deadline = tokio::time::Instant::now() + take.hold;
+    while left(&shared) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1).min(take.hold)).await;
+    }
+    let rest = left(&shared);
+    let queued = if rest > 0 {
+        match fib.retire_predecessors(Retire::All).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("kernel table: removing the routes of {what} failed: {e}");
+                return;
+            }
+        }
+    } else {
+        0
+    };
+    let _ = fib.settled().await;
+    set_phase(&shared, TakeOverPhase::Done);
+    match left(&shared) {
+        0 if queued == 0 => info!("kernel table {table}: every route of {what} was replaced by bgpd's"),
         0 => info!(
             routes = queued,
-            "kernel table {table}: bgpd's routes are in; the {queued} routes of {what} it took over are removed"
+            "kernel table {table}: the hold is over; the {queued} routes of {what} bgpd had not replaced are removed"
         ),
-        left => warn!(
-            routes = queued,
-            left, "kernel table {table}: {left} of the routes of {what} could not be removed (see the errors above)"
+        n => warn!(
+            left = n,
+            "kernel table {table}: {n} of the routes of {what} could not be removed (see the errors above)"
         ),
     }
 }

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 pub use control::{ask, render, Request, StopHow};
 pub use lifecycle::DEFAULT_DRAIN;
-pub use takeover::{parse_with_system_names as parse_take_over, TakeOver};
+pub use takeover::{parse_with_system_names as parse_take_over, TakeOver, DEFAULT_HOLD as DEFAULT_TAKE_OVER_HOLD};
 
 use crate::datastore::live::{self, DatastoreSpec, Feed};
 use crate::datastore::{Model, ObjectKind, ObjectRef, Problem, ResourceKind, Severity, SourceText};
@@ -95,8 +95,14 @@ fn keep_last_good(model: &mut Model, problems: &[Problem], last: &Model) {
         let ObjectKind::Read(kind) = kind else { continue };
         match kind {
             ResourceKind::BgpPeer => {
-                if let Some(old) = last.peers.get(name) {
-                    model.peers.entry(name.clone()).or_insert_with(|| old.clone());
+                // A BGPPeer is a peer or, with localWorkloadSelector, a local workload
+                // peer: the last good version comes back as what it was.
+                let now = model.peers.contains_key(name) || model.local_workload_peers.contains_key(name);
+                if let (Some(old), false) = (last.peers.get(name), now) {
+                    model.peers.insert(name.clone(), old.clone());
+                }
+                if let (Some(old), false) = (last.local_workload_peers.get(name), now) {
+                    model.local_workload_peers.insert(name.clone(), old.clone());
                 }
             }
             ResourceKind::Node => {
@@ -739,6 +745,23 @@ mod tests {
         assert_eq!(m.peers.get("tor"), last.peers.get("tor"));
         let (_, peers) = plan::plan(&m, "n1").unwrap();
         assert_eq!(peers.len(), 1);
+    }
+
+    #[test]
+    fn an_invalid_edit_keeps_the_last_good_local_workload_peer() {
+        let peer = |selector: &str| {
+            format!(
+                "{NODE}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: vms}}\n\
+                 spec: {{localWorkloadSelector: \"{selector}\", asNumber: 65010}}\n"
+            )
+        };
+        let (last, _) = model(&peer("kubevirt.io == 'virt-launcher'"));
+        assert!(last.local_workload_peers.contains_key("vms"));
+        let (mut m, problems) = model(&peer("kubevirt.io == "));
+        assert!(!m.local_workload_peers.contains_key("vms"), "the invalid selector drops it in the loader");
+        keep_last_good(&mut m, &problems, &last);
+        assert_eq!(m.local_workload_peers.get("vms"), last.local_workload_peers.get("vms"));
+        assert!(!m.peers.contains_key("vms"), "it comes back as what it was");
     }
 
     #[test]

@@ -294,6 +294,20 @@ pub struct KernelView {
 }
 
 /// `bgpd run --take-over`: the predecessor's routes in the kernel table.
+/// Where the removal of a taken-over speaker's routes stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeOverPhase {
+    /// Until the selection deferral ends and bgpd's routes are in: all of them forward.
+    #[default]
+    Waiting,
+    /// Those bgpd replaced are gone; each other one goes when bgpd's route for its
+    /// prefix goes in, all of them at the end of the hold.
+    Replacing,
+    /// All removed (or failed, with errors logged).
+    Done,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TakeOverView {
     /// Its protocol number.
@@ -302,8 +316,10 @@ pub struct TakeOverView {
     pub name: String,
     /// Its routes still in the table.
     pub left: usize,
-    /// Whether they were removed yet (after the selection deferral, once bgpd's routes are in).
-    pub retired: bool,
+    /// Where their removal stands.
+    pub phase: TakeOverPhase,
+    /// Seconds after the selection deferral that the routes not replaced are kept.
+    pub hold_seconds: u64,
     /// `fib_predecessor_routes`, which `left` is read from.
     #[serde(skip)]
     pub gauge: Option<prometheus::IntGauge>,

@@ -8,10 +8,14 @@
 //!   a restart marker; none make it a normal start (after the first run, bgpd's own
 //!   restart marker governs, so the flag can stay in a DaemonSet).
 //! - The predecessor's routes keep forwarding until the selection deferral ends and
-//!   bgpd's own routes are in; then the kernel task removes them (`fib`'s
-//!   `retire_predecessors`).
+//!   bgpd's own routes are in. Then the kernel task removes those that a route of bgpd
+//!   stands in for, and each other one as soon as bgpd's route for its prefix goes in: a
+//!   peer that is not back by the end of the deferral keeps its prefixes reachable
+//!   through the predecessor's routes. What is still left after [`TakeOver::hold`] (a
+//!   prefix nobody advertises any more) goes too (`fib`'s `retire_predecessors`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::marker::{Assessment, Restart};
 
@@ -22,7 +26,15 @@ pub struct TakeOver {
     pub protocol: u8,
     /// Its name, for logs and `show fib` (`bird`), or the number when it has none.
     pub name: String,
+    /// How long after the selection deferral its routes that bgpd has not replaced
+    /// stay (`--take-over-hold`, default [`DEFAULT_HOLD`]).
+    pub hold: Duration,
 }
+
+/// The default [`TakeOver::hold`]: 120 s, Calico's default `maxRestartTime` and BIRD's
+/// default graceful restart time, so as long as a helper keeps the routes of a peer
+/// that restarts.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(120);
 
 /// iproute2's own names (`ip route` knows them without `/etc/iproute2/rt_protos`).
 const BUILT_IN: &[(u8, &str)] = &[
@@ -97,7 +109,7 @@ pub fn parse(value: &str, rt_protos: Option<&str>) -> Result<TakeOver, String> {
         return Err(format!("--take-over {value}: protocol {protocol} is bgpd's own"));
     }
     let name = table.iter().find(|(n, _)| *n == protocol).map_or_else(|| protocol.to_string(), |(_, s)| s.clone());
-    Ok(TakeOver { protocol, name })
+    Ok(TakeOver { protocol, name, hold: DEFAULT_HOLD })
 }
 
 /// [`parse`] with the system's `rt_protos`, if it has one.
@@ -117,11 +129,13 @@ pub fn assess(assessed: &mut Assessment, take: &TakeOver, table: u32, found: usi
         assessed.restart = Restart { restarting: true, forwarding: true };
         assessed.why = format!(
             "taking over {found} routes of {what} in table {table}: a restart that claims forwarding state \
-             (they forward until the selection deferral ends and bgpd's routes are in, then they are removed)"
+             (they forward until the selection deferral ends and bgpd's routes for their prefixes are in, \
+             then they are removed)"
         );
     } else {
         assessed.why.push_str(&format!(
-            "; {found} routes of {what} in table {table} are removed once the selection deferral ends"
+            "; {found} routes of {what} in table {table} are removed as bgpd's routes replace them after the \
+             selection deferral"
         ));
     }
 }
@@ -132,11 +146,12 @@ mod tests {
 
     #[test]
     fn names_numbers_and_refusals() {
-        assert_eq!(parse("bird", None), Ok(TakeOver { protocol: 12, name: "bird".into() }));
-        assert_eq!(parse("12", None), Ok(TakeOver { protocol: 12, name: "bird".into() }));
-        assert_eq!(parse("201", None), Ok(TakeOver { protocol: 201, name: "201".into() }));
+        let t = |protocol, name: &str| Ok(TakeOver { protocol, name: name.into(), hold: DEFAULT_HOLD });
+        assert_eq!(parse("bird", None), t(12, "bird"));
+        assert_eq!(parse("12", None), t(12, "bird"));
+        assert_eq!(parse("201", None), t(201, "201"));
         let file = "# local\n201\tcalico-bird  # ours\nnonsense line\n300 toolarge\n";
-        assert_eq!(parse("calico-bird", Some(file)), Ok(TakeOver { protocol: 201, name: "calico-bird".into() }));
+        assert_eq!(parse("calico-bird", Some(file)), t(201, "calico-bird"));
         assert_eq!(parse("201", Some(file)).unwrap().name, "calico-bird");
         let e = parse("quagga", Some(file)).unwrap_err();
         assert!(e.contains("quagga") && e.contains("rt_protos"), "{e}");
@@ -157,7 +172,7 @@ mod tests {
 
     #[test]
     fn routes_of_the_predecessor_make_a_start_a_restart_with_forwarding_state() {
-        let bird = TakeOver { protocol: 12, name: "bird".into() };
+        let bird = TakeOver { protocol: 12, name: "bird".into(), hold: DEFAULT_HOLD };
         let mut a = clean();
         assess(&mut a, &bird, 254, 0);
         assert_eq!(a.restart, Restart::default(), "nothing to take over: a normal start");

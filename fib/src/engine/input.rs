@@ -218,6 +218,7 @@ impl Engine {
                             self.set_slot(prefix, Some(Slot { protocol: self.id.protocol, spec }));
                         }
                         self.succeed(prefix);
+                        self.retire_replaced_at(prefix);
                     }
                     Op::Remove => self.set_slot(prefix, None),
                 }
@@ -431,10 +432,13 @@ impl Engine {
             }
             Decision::Conflict { protocol } => {
                 self.fail(prefix, RouteErrorKind::Conflict { protocol });
+                // A predecessor's route in our slot goes if retiring has begun.
+                self.retire_replaced_at(prefix);
                 Plan::Nothing
             }
             Decision::Same => {
                 self.succeed(prefix);
+                self.retire_replaced_at(prefix);
                 Plan::Nothing
             }
             Decision::Install(spec) => Plan::Install(spec),

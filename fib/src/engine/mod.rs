@@ -91,6 +91,15 @@ enum InFlight {
     Retire(Predecessor),
 }
 
+/// Which routes of a replaced protocol [`Engine::retire_predecessors`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Those of prefixes we have a route for ourselves, now and as ours go in later.
+    Replaced,
+    /// All of them.
+    All,
+}
+
 /// A route of a replaced protocol in our table: its prefix, protocol and metric, which
 /// are what a delete must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,6 +224,9 @@ pub(crate) struct Engine {
     predecessors: HashSet<Predecessor>,
     /// Predecessor routes to remove, not yet sent.
     retire_queue: VecDeque<Predecessor>,
+    /// Set by [`Retire::Replaced`]: each predecessor route our own install stands in
+    /// for is removed as it happens.
+    retire_on_install: bool,
     metrics: FibMetrics,
     counters: Counters,
 }
@@ -251,6 +263,7 @@ impl Engine {
             replaces: config.replaces.clone(),
             predecessors: HashSet::default(),
             retire_queue: VecDeque::new(),
+            retire_on_install: false,
             counters: Counters::new(&metrics),
             metrics,
         };
@@ -311,25 +324,69 @@ impl Engine {
         }
     }
 
-    /// Removes every route of a replaced protocol the kernel has in our table now (recorded
-    /// from the start-up dump and notifications): the predecessor's routes go once ours are
-    /// in. Returns how many removals were queued. Routes that appear later are recorded but
-    /// left alone until the next call.
-    pub fn retire_predecessors(&mut self) -> usize {
-        let queued: HashSet<Predecessor> = self
-            .retire_queue
+    /// Removes routes of a replaced protocol the kernel has in our table now (recorded
+    /// from the start-up dump and notifications). Returns how many removals were queued.
+    ///
+    /// [`Retire::Replaced`] takes only the routes of prefixes we have a route for
+    /// ourselves (installed, or waiting for the predecessor's route in our slot to go),
+    /// and from then on each route of a prefix we install later: the predecessor keeps
+    /// forwarding to the prefixes we have not learned yet. [`Retire::All`] takes every
+    /// one. Routes that appear later are recorded but left alone until the next call.
+    pub fn retire_predecessors(&mut self, scope: Retire) -> usize {
+        let queued = self.retiring();
+        let mut new: Vec<Predecessor> = self
+            .predecessors
+            .iter()
+            .filter(|p| !queued.contains(p) && (scope == Retire::All || self.replaced(p)))
+            .copied()
+            .collect();
+        new.sort();
+        let n = new.len();
+        self.retire_queue.extend(new);
+        if scope == Retire::Replaced {
+            self.retire_on_install = true;
+        }
+        n
+    }
+
+    /// Predecessor routes queued or in flight for removal.
+    fn retiring(&self) -> HashSet<Predecessor> {
+        self.retire_queue
             .iter()
             .copied()
             .chain(self.in_flight.values().filter_map(|f| match f {
                 InFlight::Retire(p) => Some(*p),
                 _ => None,
             }))
-            .collect();
-        let mut new: Vec<Predecessor> = self.predecessors.iter().filter(|p| !queued.contains(p)).copied().collect();
+            .collect()
+    }
+
+    /// Whether a route of ours stands in for predecessor route `p`: its prefix is
+    /// desired and our slot holds our route, or holds `p` itself (ours waits for it).
+    fn replaced(&self, p: &Predecessor) -> bool {
+        self.desired.contains_key(&p.prefix)
+            && self.slots.get(&p.prefix).is_some_and(|s| {
+                s.protocol == self.id.protocol
+                    || (s.protocol == p.protocol && p.metric == self.id.metric_for(&p.prefix))
+            })
+    }
+
+    /// After [`Retire::Replaced`]: queues the predecessor routes of `prefix` now that a
+    /// route of ours stands in for them. The predecessors left are few by then (those
+    /// of prefixes we had not learned), so a scan of them is cheap.
+    pub(super) fn retire_replaced_at(&mut self, prefix: IpNet) {
+        if !self.retire_on_install || self.predecessors.is_empty() {
+            return;
+        }
+        let mut new: Vec<Predecessor> =
+            self.predecessors.iter().filter(|p| p.prefix == prefix && self.replaced(p)).copied().collect();
+        if new.is_empty() {
+            return;
+        }
+        let queued = self.retiring();
+        new.retain(|p| !queued.contains(p));
         new.sort();
-        let n = new.len();
         self.retire_queue.extend(new);
-        n
     }
 
     /// Forgets every desired route and removes all of ours from the table.

@@ -627,8 +627,8 @@ fn retire_removes_exactly_the_predecessor_routes_with_their_metric() {
     let installed = e.counters.installed_v4.get();
     assert_eq!(installed, 2);
 
-    assert_eq!(e.retire_predecessors(), 3);
-    assert_eq!(e.retire_predecessors(), 0, "queued already");
+    assert_eq!(e.retire_predecessors(Retire::All), 3);
+    assert_eq!(e.retire_predecessors(Retire::All), 0, "queued already");
     assert!(!e.is_settled());
     assert!(e.poll_transmit(&mut buf));
     let sent = sent_routes(&buf);
@@ -667,7 +667,7 @@ fn retire_removes_exactly_the_predecessor_routes_with_their_metric() {
 #[test]
 fn a_failed_retire_is_counted_and_stops_nothing() {
     let mut e = replacing(bird_table(), vec![]);
-    assert_eq!(e.retire_predecessors(), 3);
+    assert_eq!(e.retire_predecessors(Retire::All), 3);
     let mut buf = Vec::new();
     assert!(e.poll_transmit(&mut buf));
     let seqs: Vec<u32> = messages(&buf).iter().map(|m| m.0).collect();
@@ -683,7 +683,7 @@ fn a_failed_retire_is_counted_and_stops_nothing() {
     assert!(e.poll_transmit(&mut buf));
     // Another retire tries the one left again.
     e.handle_datagram(&answer(messages(&buf)[0].0, 0));
-    assert_eq!(e.retire_predecessors(), 1);
+    assert_eq!(e.retire_predecessors(Retire::All), 1);
 }
 
 #[test]
@@ -694,7 +694,7 @@ fn a_predecessor_route_in_our_slot_gives_way_to_ours_when_retired() {
     let mut buf = Vec::new();
     assert!(!e.poll_transmit(&mut buf), "the slot is the predecessor's for now");
     assert_eq!(e.failures()[0].kind, RouteErrorKind::Conflict { protocol: BIRD });
-    assert_eq!(e.retire_predecessors(), 1);
+    assert_eq!(e.retire_predecessors(Retire::All), 1);
     assert!(e.poll_transmit(&mut buf));
     let sent = sent_routes(&buf);
     assert_eq!((sent[0].0, sent[0].1.protocol, sent[0].1.metric), (RTM_DELROUTE, BIRD, 20));
@@ -706,4 +706,74 @@ fn a_predecessor_route_in_our_slot_gives_way_to_ours_when_retired() {
     assert!(e.failures().is_empty());
     assert!(matches!(e.poll_event(), Some(FibEvent::Failed(_))));
     assert_eq!(e.poll_event(), Some(FibEvent::Recovered(net("10.244.1.0/26"))));
+}
+
+#[test]
+fn retiring_the_replaced_keeps_the_rest_until_ours_go_in() {
+    // Ours for two of BIRD's three prefixes; nothing yet for the IPv6 one (its peer is
+    // not back).
+    let desired =
+        vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26"))), via_eth0("10.244.2.0/26", "192.0.2.2")];
+    let mut e = replacing(bird_table(), desired);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert!(e.is_settled());
+
+    assert_eq!(e.retire_predecessors(Retire::Replaced), 2);
+    assert!(e.poll_transmit(&mut buf));
+    let mut got: Vec<IpNet> = sent_routes(&buf).iter().map(|(_, r)| r.prefix).collect();
+    got.sort();
+    assert_eq!(got, vec![net("10.244.1.0/26"), net("10.244.2.0/26")]);
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert_eq!(e.predecessors.iter().map(|p| p.prefix).collect::<Vec<_>>(), vec![net("fd00:244::/122")]);
+    assert!(!e.poll_transmit(&mut buf), "the IPv6 route of BIRD still forwards");
+
+    // Ours for it arrives: once it is in, BIRD's goes.
+    e.apply(RouteChange::Upsert(Route::unicast(
+        net("fd00:244::/122"),
+        vec![NextHop::via_dev("fe80::2".parse().unwrap(), "eth0")],
+    )));
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!((sent.len(), sent[0].0), (1, RTM_NEWROUTE), "ours first, BIRD's still there");
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(
+        (sent[0].0, sent[0].1.prefix, sent[0].1.protocol, sent[0].1.metric),
+        (RTM_DELROUTE, net("fd00:244::/122"), BIRD, 1024)
+    );
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.predecessors.is_empty());
+    assert_eq!(e.retire_predecessors(Retire::All), 0);
+}
+
+#[test]
+fn retiring_all_takes_the_routes_no_route_of_ours_replaced() {
+    let mut e = replacing(bird_table(), vec![RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26")))]);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert_eq!(e.retire_predecessors(Retire::Replaced), 1);
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf).last().unwrap().0, 0));
+    assert_eq!(e.retire_predecessors(Retire::Replaced), 0, "nothing else is ours");
+    assert_eq!(e.retire_predecessors(Retire::All), 2, "the hold is over: the rest go");
+}
+
+#[test]
+fn after_retiring_began_a_predecessor_in_our_slot_gives_way_at_once() {
+    // BIRD's route sits in our slot (same metric); ours for it comes only after retiring began.
+    let table = vec![foreign_route(NLM_F_MULTI, "10.244.1.0/26", BIRD, 20, None)];
+    let mut e = replacing(table, vec![]);
+    assert_eq!(e.retire_predecessors(Retire::Replaced), 0);
+    e.apply(RouteChange::Upsert(Route::blackhole(net("10.244.1.0/26"))));
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!((sent[0].0, sent[0].1.protocol, sent[0].1.metric), (RTM_DELROUTE, BIRD, 20));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf), "ours goes in");
+    assert_eq!(sent_routes(&buf)[0].0, RTM_NEWROUTE);
 }
