@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use bgpd_proto::session::State;
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A route learned from a peer, as shown.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -172,9 +172,9 @@ pub struct Status {
     /// Decommissioning or decommissioned (`show peers`, `/readyz`).
     pub lifecycle: Lifecycle,
     /// The BFD sessions (`show bfd`, metrics, `show peers`).
-    pub bfd: super::bfd::BfdView,
+    pub bfd: BfdView,
     /// What `bgpd show status` and CalicoNodeStatus need from the last load.
-    pub node_status: super::nodestatus::render::Facts,
+    pub node_status: Facts,
     /// CalicoNodeStatus writes since start: (written, failed).
     pub node_status_writes: (u64, u64),
 }
@@ -323,4 +323,124 @@ pub struct TakeOverView {
     /// `fib_predecessor_routes`, which `left` is read from.
     #[serde(skip)]
     pub gauge: Option<prometheus::IntGauge>,
+}
+
+// ----- the data other tasks publish here (status holds data; the tasks import it) -----
+
+/// `show bfd`: one session.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BfdStatus {
+    /// The BGP peer.
+    pub peer: String,
+    /// Its address.
+    pub address: std::net::IpAddr,
+    /// `single-hop` or `multihop`.
+    pub kind: &'static str,
+    /// The interface it is on, when known.
+    pub interface: Option<String>,
+    /// The session's state.
+    pub state: bgpd_proto::bfd::State,
+    /// The remote's state.
+    pub remote_state: bgpd_proto::bfd::State,
+    /// Local discriminator.
+    pub local_discr: u32,
+    /// Remote discriminator (0: not known).
+    pub remote_discr: u32,
+    /// The negotiated transmit interval, ms.
+    pub tx_interval_ms: u64,
+    /// The negotiated receive interval, ms.
+    pub rx_interval_ms: u64,
+    /// The detection time, ms.
+    pub detection_time_ms: u64,
+    /// The multiplier this side sends.
+    pub multiplier: u8,
+    /// Since when Up (Unix seconds).
+    pub up_since: Option<u64>,
+    /// The last local diagnostic.
+    pub diag: String,
+    /// The remote's diagnostic.
+    pub remote_diag: String,
+    /// Times it left Up.
+    pub flaps: u64,
+    /// Packets received, sent.
+    pub received: u64,
+    /// Packets sent.
+    pub sent: u64,
+    /// A problem with its sockets, if any.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+impl BfdStatus {
+    /// An Up single-hop session with `peer` at 10.0.0.2, for tests.
+    pub fn example(peer: &str) -> BfdStatus {
+        BfdStatus {
+            peer: peer.into(),
+            address: "10.0.0.2".parse().unwrap(),
+            kind: "single-hop",
+            interface: Some("eth0".into()),
+            state: bgpd_proto::bfd::State::Up,
+            remote_state: bgpd_proto::bfd::State::Up,
+            local_discr: 1,
+            remote_discr: 2,
+            tx_interval_ms: 300,
+            rx_interval_ms: 300,
+            detection_time_ms: 900,
+            multiplier: 3,
+            up_since: None,
+            diag: "None".into(),
+            remote_diag: "None".into(),
+            flaps: 1,
+            received: 10,
+            sent: 10,
+            error: None,
+        }
+    }
+}
+
+/// `show bfd`: every session and the packets discarded before reaching one.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BfdView {
+    /// Sessions by peer name.
+    pub sessions: BTreeMap<String, BfdStatus>,
+    /// Packets discarded, by why (RFC 5880 §6.8.6, RFC 5881 §5).
+    pub discarded: BTreeMap<String, u64>,
+    /// Listening sockets that could not be opened.
+    pub errors: Vec<String>,
+}
+
+/// What the node status needs from a load of the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The BGP identifier.
+    pub router_id: Option<std::net::Ipv4Addr>,
+    /// The node has an IPv4 / IPv6 BGP address.
+    pub families: (bool, bool),
+    /// When the daemon first loaded its configuration (its start).
+    pub booted_at: Option<SystemTime>,
+    /// Each planned peer's kind, by peer name.
+    pub peer_types: BTreeMap<String, PeerType>,
+}
+
+/// `BGPPeerType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PeerType {
+    /// The node-to-node mesh.
+    NodeMesh,
+    /// A BGPPeer that selects this node (`node`, `nodeSelector`), or the
+    /// reverse side of another node's BGPPeer.
+    NodePeer,
+    /// A global BGPPeer (neither `node` nor `nodeSelector`).
+    GlobalPeer,
+}
+
+impl PeerType {
+    /// The PEER TYPE column of `calicoctl node status`.
+    pub fn words(self) -> &'static str {
+        match self {
+            PeerType::NodeMesh => "node-to-node mesh",
+            PeerType::NodePeer => "node specific",
+            PeerType::GlobalPeer => "global",
+        }
+    }
 }

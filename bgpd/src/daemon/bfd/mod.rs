@@ -18,16 +18,16 @@ mod select;
 mod socket;
 mod task;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bgpd_proto::bfd::{BfdConfig, BfdResume, State};
+use bgpd_proto::bfd::{BfdConfig, BfdResume};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::status::Shared;
+pub use super::status::{BfdStatus, BfdView};
 pub use select::{config_of, sessions_for, sessions_on};
 use task::run;
 
@@ -135,88 +135,6 @@ impl BfdHandle {
     pub fn send(&self, cmd: BfdCmd) {
         self.0.send(cmd);
     }
-}
-
-/// `show bfd`: one session.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct BfdStatus {
-    /// The BGP peer.
-    pub peer: String,
-    /// Its address.
-    pub address: IpAddr,
-    /// `single-hop` or `multihop`.
-    pub kind: &'static str,
-    /// The interface it is on, when known.
-    pub interface: Option<String>,
-    /// The session's state.
-    pub state: State,
-    /// The remote's state.
-    pub remote_state: State,
-    /// Local discriminator.
-    pub local_discr: u32,
-    /// Remote discriminator (0: not known).
-    pub remote_discr: u32,
-    /// The negotiated transmit interval, ms.
-    pub tx_interval_ms: u64,
-    /// The negotiated receive interval, ms.
-    pub rx_interval_ms: u64,
-    /// The detection time, ms.
-    pub detection_time_ms: u64,
-    /// The multiplier this side sends.
-    pub multiplier: u8,
-    /// Since when Up (Unix seconds).
-    pub up_since: Option<u64>,
-    /// The last local diagnostic.
-    pub diag: String,
-    /// The remote's diagnostic.
-    pub remote_diag: String,
-    /// Times it left Up.
-    pub flaps: u64,
-    /// Packets received, sent.
-    pub received: u64,
-    /// Packets sent.
-    pub sent: u64,
-    /// A problem with its sockets, if any.
-    pub error: Option<String>,
-}
-
-#[cfg(test)]
-impl BfdStatus {
-    /// An Up single-hop session with `peer` at 10.0.0.2, for tests.
-    pub fn example(peer: &str) -> BfdStatus {
-        BfdStatus {
-            peer: peer.into(),
-            address: "10.0.0.2".parse().unwrap(),
-            kind: "single-hop",
-            interface: Some("eth0".into()),
-            state: State::Up,
-            remote_state: State::Up,
-            local_discr: 1,
-            remote_discr: 2,
-            tx_interval_ms: 300,
-            rx_interval_ms: 300,
-            detection_time_ms: 900,
-            multiplier: 3,
-            up_since: None,
-            diag: "None".into(),
-            remote_diag: "None".into(),
-            flaps: 1,
-            received: 10,
-            sent: 10,
-            error: None,
-        }
-    }
-}
-
-/// `show bfd`: every session and the packets discarded before reaching one.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct BfdView {
-    /// Sessions by peer name.
-    pub sessions: BTreeMap<String, BfdStatus>,
-    /// Packets discarded, by why (RFC 5880 §6.8.6, RFC 5881 §5).
-    pub discarded: BTreeMap<String, u64>,
-    /// Listening sockets that could not be opened.
-    pub errors: Vec<String>,
 }
 
 /// Starts the BFD task on a thread of its own.

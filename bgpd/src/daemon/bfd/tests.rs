@@ -1,6 +1,7 @@
 //! Which peers run BFD with which timers, and the task's checks on what it
 //! receives (spoofed and malformed packets), without sockets.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bgpd_proto::bfd::{ControlPacket, State};

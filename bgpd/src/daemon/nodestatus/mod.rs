@@ -21,6 +21,7 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use super::status::PeerType;
 use serde::{Deserialize, Serialize};
 
 /// `status` of a CalicoNodeStatus. A section is present when its class was
@@ -122,29 +123,6 @@ pub struct Peer {
     /// (bgpd does not keep when a session that is not up last changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-}
-
-/// `BGPPeerType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum PeerType {
-    /// The node-to-node mesh.
-    NodeMesh,
-    /// A BGPPeer that selects this node (`node`, `nodeSelector`), or the
-    /// reverse side of another node's BGPPeer.
-    NodePeer,
-    /// A global BGPPeer (neither `node` nor `nodeSelector`).
-    GlobalPeer,
-}
-
-impl PeerType {
-    /// The PEER TYPE column of `calicoctl node status`.
-    pub fn words(self) -> &'static str {
-        match self {
-            PeerType::NodeMesh => "node-to-node mesh",
-            PeerType::NodePeer => "node specific",
-            PeerType::GlobalPeer => "global",
-        }
-    }
 }
 
 /// `BGPSessionState` (RFC 4271 §8.2.2 names; `Close` is BIRD's and never

@@ -4,7 +4,7 @@
 //! the time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
@@ -14,21 +14,8 @@ use super::{
     RouteType, Routes, SessionState, SourceType,
 };
 use crate::daemon::spec::{NodeSpec, PeerSpec};
-use crate::daemon::status::{Lifecycle, PeerView, RouteView, Shared};
+use crate::daemon::status::{Facts, Lifecycle, PeerView, RouteView, Shared};
 use crate::datastore::{Model, PeerScope};
-
-/// What the node status needs from a load of the configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Facts {
-    /// The BGP identifier.
-    pub router_id: Option<Ipv4Addr>,
-    /// The node has an IPv4 / IPv6 BGP address.
-    pub families: (bool, bool),
-    /// When the daemon first loaded its configuration (its start).
-    pub booted_at: Option<SystemTime>,
-    /// Each planned peer's kind, by peer name.
-    pub peer_types: BTreeMap<String, PeerType>,
-}
 
 impl Facts {
     /// Takes a new plan: `node` and `peers` as planned from `model`.

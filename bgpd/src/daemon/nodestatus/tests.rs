@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bgpd_proto::session::State;
 use serde_json::{json, Value};
 
-use super::render::{peer_type, render, Facts, Snapshot};
+use super::render::{peer_type, render, Snapshot};
 use super::request::requests;
 use super::*;
+use crate::daemon::status::Facts;
 use crate::daemon::status::{PeerView, RouteView};
 use crate::datastore::{parse_sources, SourceText};
 use testgate::crd_schema;
