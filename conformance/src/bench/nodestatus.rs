@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use bgpd::daemon::nodestatus::render::{render, Facts, Snapshot};
+use bgpd::daemon::nodestatus::render::{render, Snapshot};
+use bgpd::daemon::status::Facts;
 use bgpd::daemon::nodestatus::request::{requests, Request};
 use bgpd::daemon::nodestatus::writer::Target;
 use bgpd::daemon::nodestatus::{Classes, PeerType};
