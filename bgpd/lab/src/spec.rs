@@ -442,7 +442,8 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     let port = spec.port.unwrap_or(DEFAULT_PORT);
     let symmetric = spec.symmetric;
     let cluster_of = |v: &Value| get_str(v, &["metadata", "annotations", CLUSTER_ANNOTATION]).map(str::to_string);
-    // Nodes and their clusters.
+    // Which cluster each resource belongs to is the lab's own annotation; what a
+    // resource means is read by bgpd's loader below, the reader the nodes run.
     let node_docs: Vec<&Value> = resources.iter().filter(|v| get_str(v, &["kind"]) == Some("Node")).collect();
     if node_docs.is_empty() {
         return Err("no Node resources: the lab runs one bgpd per Node".into());
@@ -473,49 +474,30 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         }
         cluster_yaml.insert(c.clone(), text);
     }
-    let default_as = |c: &str| {
-        resources
-            .iter()
-            .filter(|v| get_str(v, &["kind"]) == Some("BGPConfiguration") && in_cluster(v, c))
-            .filter(|v| get_str(v, &["metadata", "name"]) == Some("default"))
-            .find_map(|v| get(v, &["spec", "asNumber"]).and_then(Value::as_u64))
-            .unwrap_or(64512) as u32
-    };
+    let models = cluster_models(&cluster_yaml)?;
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut node_addr: BTreeMap<String, Option<Ipv4Net>> = BTreeMap::new();
     let mut node_addr6: BTreeMap<String, Option<Ipv6Net>> = BTreeMap::new();
-    for n in &node_docs {
-        let nname = get_str(n, &["metadata", "name"]).ok_or("a Node without metadata.name")?.to_string();
-        if !is_name(&nname) {
-            return Err(format!("Node {nname:?}: lab node names are lowercase letters, digits and '-', at most 15"));
-        }
-        let cluster = cluster_of(n).unwrap_or_else(|| DEFAULT_CLUSTER.into());
-        let asn = get(n, &["spec", "bgp", "asNumber"])
-            .and_then(Value::as_u64)
-            .map_or_else(|| default_as(&cluster), |a| a as u32);
-        let pods = spec.nodes.iter().find(|x| x.name == nname).map_or(spec.pods_per_node, |x| x.pods);
-        let addr = match get_str(n, &["spec", "bgp", "ipv4Address"]) {
-            Some(a) => {
-                Some(a.parse::<Ipv4Net>().map_err(|e| format!("Node {nname}: spec.bgp.ipv4Address {a:?}: {e}"))?)
+    for (cluster, model) in &models {
+        for (nname, n) in &model.nodes {
+            if !is_name(nname) {
+                return Err(format!(
+                    "Node {nname:?}: lab node names are lowercase letters, digits and '-', at most 15"
+                ));
             }
-            None => None,
-        };
-        node_addr.insert(nname.clone(), addr);
-        let addr6 = match get_str(n, &["spec", "bgp", "ipv6Address"]) {
-            Some(a) => {
-                Some(a.parse::<Ipv6Net>().map_err(|e| format!("Node {nname}: spec.bgp.ipv6Address {a:?}: {e}"))?)
+            let asn = model.node_as_number(nname).get();
+            let pods = spec.nodes.iter().find(|x| &x.name == nname).map_or(spec.pods_per_node, |x| x.pods);
+            node_addr.insert(nname.clone(), n.bgp.as_ref().and_then(|b| b.ipv4_address));
+            node_addr6.insert(nname.clone(), n.bgp.as_ref().and_then(|b| b.ipv6_address));
+            let m = Member {
+                name: nname.clone(),
+                role: Role::Node { cluster: cluster.clone(), asn, pods },
+                links: Vec::new(),
+                links6: Vec::new(),
+            };
+            if members.insert(nname.clone(), m).is_some() {
+                return Err(format!("Node {nname} appears twice"));
             }
-            None => None,
-        };
-        node_addr6.insert(nname.clone(), addr6);
-        let m = Member {
-            name: nname.clone(),
-            role: Role::Node { cluster, asn, pods },
-            links: Vec::new(),
-            links6: Vec::new(),
-        };
-        if members.insert(nname.clone(), m).is_some() {
-            return Err(format!("Node {nname} appears twice"));
         }
     }
     for x in &spec.nodes {
@@ -636,48 +618,35 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     let mut services = Vec::new();
     for s in spec.services {
         let key = format!("{}/{}", s.namespace, s.name);
-        let docs: Vec<&Value> = resources
-            .iter()
-            .filter(|v| get_str(v, &["kind"]) == Some("Service"))
-            .filter(|v| get_str(v, &["metadata", "name"]) == Some(&s.name))
-            .filter(|v| get_str(v, &["metadata", "namespace"]).unwrap_or("default") == s.namespace)
-            .collect();
-        let Some(doc) = docs.first() else {
+        let found: Vec<(&String, &bgpd::datastore::Service)> =
+            models.iter().filter_map(|(c, m)| m.services.get(&key).map(|svc| (c, svc))).collect();
+        let Some((_, svc)) = found.first() else {
             return Err(format!("Lab spec.services: no Service {key} among the resources"));
         };
-        if get_str(doc, &["spec", "externalTrafficPolicy"]) != Some("Local") {
+        if svc.external_traffic_policy != bgpd::datastore::TrafficPolicy::Local {
             return Err(format!(
                 "Lab spec.services: Service {key} needs externalTrafficPolicy: Local (the lab has no kube-proxy: \
                  an endpoint pod owns the service address, so only nodes with a ready endpoint may attract it)"
             ));
         }
-        if get_str(doc, &["spec", "clusterIP"]).is_none_or(|c| c == "None") {
+        if svc.cluster_ips.is_empty() {
             return Err(format!(
                 "Lab spec.services: Service {key} needs a spec.clusterIP: bgpd, like Calico, advertises no address of a \
                  headless service"
             ));
         }
         let mut addresses = Vec::new();
-        for d in &docs {
-            let ext = get(d, &["spec", "externalIPs"]).and_then(Value::as_sequence).into_iter().flatten();
-            let lb = get(d, &["status", "loadBalancer", "ingress"])
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.get("ip"));
-            for a in ext.chain(lb).filter_map(Value::as_str) {
-                if let Ok(ip) = a.parse::<IpAddr>() {
-                    if !addresses.contains(&ip) {
-                        addresses.push(ip);
-                    }
+        for (_, svc) in &found {
+            for ip in svc.external_ips.iter().chain(&svc.load_balancer_ingress) {
+                if !addresses.contains(ip) {
+                    addresses.push(*ip);
                 }
             }
         }
         if addresses.is_empty() {
             return Err(format!("Lab spec.services: Service {key} has no externalIPs or LoadBalancer ingress IP"));
         }
-        let clusters: Vec<String> =
-            clusters.iter().filter(|c| docs.iter().any(|d| in_cluster(d, c))).cloned().collect();
+        let clusters: Vec<String> = found.iter().map(|(c, _)| (*c).clone()).collect();
         let mut endpoints = Vec::new();
         for e in s.endpoints {
             match members.get(&e.node).map(|m| &m.role) {
@@ -698,7 +667,7 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
         }
         services.push(LabService { key, namespace: s.namespace, name: s.name, clusters, addresses, endpoints });
     }
-    let bfd = node_bfd(&members, &cluster_yaml);
+    let bfd = node_bfd(&members, &models);
     let mut calico_bird = BTreeSet::new();
     for n in spec.calico_bird {
         if !matches!(members.get(&n).map(|m| &m.role), Some(Role::Node { .. })) {
@@ -709,20 +678,38 @@ fn build(lab: LabDoc, resources: Vec<Value>) -> Result<Topology, String> {
     Ok(Topology { name, members, segments, clusters: cluster_yaml, services, port, bfd, symmetric, calico_bird })
 }
 
+/// Each cluster's resources read by bgpd's own loader: the lab builds from the
+/// Nodes, AS numbers and Services exactly as the nodes' bgpd will read them. A
+/// Node or Service the loader refuses is an error of the template, naming the
+/// problem.
+fn cluster_models(clusters: &BTreeMap<String, String>) -> Result<BTreeMap<String, bgpd::datastore::Model>, String> {
+    use bgpd::datastore::{ObjectKind, ObjectRef, ResourceKind, Severity};
+    let mut out = BTreeMap::new();
+    for (c, text) in clusters {
+        let src = bgpd::datastore::SourceText { path: format!("cluster {c}").into(), text: text.clone() };
+        let (model, problems) = bgpd::datastore::parse_sources(&[src]).map_err(|e| format!("cluster {c}: {e}"))?;
+        let refused = problems.iter().find(|p| {
+            p.severity == Severity::Error
+                && matches!(
+                    p.object,
+                    Some(ObjectRef { kind: ObjectKind::Read(ResourceKind::Node | ResourceKind::Service), .. })
+                )
+        });
+        if let Some(p) = refused {
+            return Err(format!("cluster {c}: {p}"));
+        }
+        out.insert(c.clone(), model);
+    }
+    Ok(out)
+}
+
 /// The BFD sessions each node's bgpd will run, as it decides them: its plan
 /// from its cluster's resources, its interfaces being the lab's segments.
 fn node_bfd(
     members: &BTreeMap<String, Member>,
-    clusters: &BTreeMap<String, String>,
+    models: &BTreeMap<String, bgpd::datastore::Model>,
 ) -> BTreeMap<(String, IpAddr), bgpd_proto::bfd::BfdConfig> {
     let mut out = BTreeMap::new();
-    let models: BTreeMap<&String, bgpd::datastore::Model> = clusters
-        .iter()
-        .filter_map(|(c, text)| {
-            let src = bgpd::datastore::SourceText { path: format!("cluster {c}").into(), text: text.clone() };
-            bgpd::datastore::parse_sources(&[src]).ok().map(|(m, _)| (c, m))
-        })
-        .collect();
     for m in members.values() {
         let Role::Node { cluster, .. } = &m.role else { continue };
         let Some(model) = models.get(cluster) else { continue };

@@ -23,10 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use bgpd::daemon::nodestatus::render::{render, Snapshot};
-use bgpd::daemon::status::Facts;
 use bgpd::daemon::nodestatus::request::{requests, Request};
 use bgpd::daemon::nodestatus::writer::Target;
 use bgpd::daemon::nodestatus::{Classes, PeerType};
+use bgpd::daemon::status::Facts;
 use bgpd::datastore::SourceText;
 use serde_json::json;
 

@@ -98,6 +98,12 @@ fn errors_name_what_is_wrong() {
         (SMALL.replace("podsPerNode: 2", "podsPerNode: 2\n  bogus: 1"), "unknown field `bogus`"),
         (SMALL.replace("{node: node-2}", "{node: tor}"), "endpoint node \"tor\" is not a Node"),
         (SMALL.replace("name: rack1", "name: a-very-long-segment"), "at most 12"),
+        // Read by bgpd's own loader: a Node it would skip is the template's error,
+        // named as bgpd names it.
+        (
+            SMALL.replace("ipv4Address: 10.0.1.12/24", "ipv4Address: 10.0.1.300/24"),
+            "Node \"node-2\": spec.bgp.ipv4Address",
+        ),
     ];
     for (text, want) in cases {
         let e = Topology::parse(&text).unwrap_err();
