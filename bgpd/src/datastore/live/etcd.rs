@@ -34,6 +34,12 @@
 //! sources are published after bgpd's, and a later definition replaces an earlier
 //! one (`datastore::Builder::object`). Designs kept only under bgpd's prefix read
 //! as before.
+//!
+//! Calico's WorkloadEndpoints (`…/workloadendpoints/NAMESPACE/NAME`, which Calico's
+//! CNI plugin writes with an etcd datastore) are read and watched too, for BGPPeers
+//! with `localWorkloadSelector`, but only those of this node (`spec.node`) are kept:
+//! the others are looked at once and dropped, so a node holds its own pods, not the
+//! cluster's, and another node's pod churn publishes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,6 +62,9 @@ pub const CALICO_RESOURCES_PREFIX: &str = ::ipam::store::etcd::RESOURCES_PREFIX;
 /// too (pools to allocate from, Nodes for pools' `nodeSelector`), so one write
 /// serves both. bgpd's other kinds stay under its own prefix.
 pub const CALICO_KINDS: [&str; 2] = ["ippools", "nodes"];
+
+/// Calico's kind (plural) whose keys are read for this node's objects only.
+pub const CALICO_WORKLOADS: &str = "workloadendpoints";
 
 /// How long a connect or a full read may take before etcd counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,7 +117,23 @@ struct Content {
     entries: Entries,
     /// The keys of [`CALICO_KINDS`] under [`CALICO_RESOURCES_PREFIX`].
     calico: Entries,
+    /// This node's keys of [`CALICO_WORKLOADS`] under [`CALICO_RESOURCES_PREFIX`].
+    workloads: Entries,
+    /// The node whose workload endpoints are kept (empty: none).
+    node: String,
     ipam: IpamEntries,
+}
+
+/// `…/workloadendpoints/`: Calico's workload endpoint keys.
+fn workloads_prefix() -> String {
+    format!("{CALICO_RESOURCES_PREFIX}{CALICO_WORKLOADS}/")
+}
+
+/// The `spec.node` of a workload endpoint's value (JSON as Calico writes it, or
+/// YAML); `None` when unreadable.
+fn workload_node(value: &[u8]) -> Option<String> {
+    let v: serde_yaml::Value = serde_yaml::from_slice(value).ok()?;
+    v.get("spec")?.get("node")?.as_str().map(str::to_string)
 }
 
 /// Whether `key` is a resource of one of [`CALICO_KINDS`] under Calico's prefix.
@@ -133,6 +158,18 @@ impl Content {
     fn put(&mut self, key: String, value: &[u8], old: Option<&Old>) -> bool {
         if self.ipam.owns(&key) {
             self.ipam.put(key, value, old.map(|o| &o.ipam));
+        } else if key.starts_with(&workloads_prefix()) {
+            // Another node's endpoint is not ours; one that moved away is gone. A
+            // value that names no node replaces one of ours as any bad value does
+            // (kept with a note, or refused by the model naming the field).
+            let ours = match workload_node(value) {
+                Some(n) => !self.node.is_empty() && n == self.node,
+                None => self.workloads.values.contains_key(&key),
+            };
+            if !ours {
+                return self.workloads.values.remove(&key).is_some() | self.workloads.notes.remove(&key).is_some();
+            }
+            self.workloads.put(key, value, old.map(|o| &o.workloads));
         } else if is_calico_resource(&key) {
             self.calico.put(key, value, old.map(|o| &o.calico));
         } else if key.starts_with(&self.prefix) && !self.not_ours(&key) {
@@ -147,6 +184,8 @@ impl Content {
     fn delete(&mut self, key: &str) -> bool {
         if self.ipam.owns(key) {
             self.ipam.delete(key);
+        } else if key.starts_with(&workloads_prefix()) {
+            return self.workloads.values.remove(key).is_some() | self.workloads.notes.remove(key).is_some();
         } else if is_calico_resource(key) {
             self.calico.delete(key);
         } else if !self.not_ours(key) {
@@ -161,9 +200,11 @@ impl Content {
     fn begin_resync(&mut self) -> Old {
         self.entries.notes.clear();
         self.calico.notes.clear();
+        self.workloads.notes.clear();
         Old {
             values: std::mem::take(&mut self.entries.values),
             calico: std::mem::take(&mut self.calico.values),
+            workloads: std::mem::take(&mut self.workloads.values),
             ipam: self.ipam.begin_resync(),
         }
     }
@@ -175,13 +216,21 @@ impl Content {
         let text = |(k, v): (&String, &String)| SourceText { path: k.into(), text: v.clone() };
         let mut sources: Vec<SourceText> = self.entries.values.iter().map(text).collect();
         sources.extend(self.calico.values.iter().map(text));
+        sources.extend(self.workloads.values.iter().map(text));
         sources.extend(self.ipam.sources());
         sources
     }
 
     fn publish(&mut self, out: &Publisher) {
-        let notes =
-            self.entries.notes.values().chain(self.calico.notes.values()).chain(self.ipam.notes()).cloned().collect();
+        let notes = self
+            .entries
+            .notes
+            .values()
+            .chain(self.calico.notes.values())
+            .chain(self.workloads.notes.values())
+            .chain(self.ipam.notes())
+            .cloned()
+            .collect();
         out.content(self.sources(), notes);
     }
 }
@@ -190,14 +239,19 @@ impl Content {
 struct Old {
     values: BTreeMap<String, String>,
     calico: BTreeMap<String, String>,
+    workloads: BTreeMap<String, String>,
     ipam: BTreeMap<String, ipam::Value>,
 }
 
-pub(super) async fn run(access: Access, prefix: String, ipam_prefix: String, out: Publisher) {
+/// Reads and follows the datastore; `node`'s workload endpoints are kept of
+/// Calico's (empty: none).
+pub(super) async fn run(access: Access, prefix: String, ipam_prefix: String, node: String, out: Publisher) {
     let mut content = Content {
         prefix: prefix.clone(),
         entries: Entries::default(),
         calico: Entries::default(),
+        workloads: Entries::default(),
+        node,
         ipam: IpamEntries::new(&ipam_prefix),
     };
     let mut backoff = Backoff::new();
@@ -253,7 +307,7 @@ async fn session(
     let ipam = timed("get of the IPAM keys", client.get_prefix(ipam_prefix, Some(revision))).await?;
     // Calico's resources of the kinds both programs read, at the same revision.
     let mut calico = Vec::new();
-    for p in calico_prefixes().filter(|p| !p.starts_with(prefix)) {
+    for p in calico_prefixes().chain([workloads_prefix()]).filter(|p| !p.starts_with(prefix)) {
         calico.extend(timed("get of Calico's resource keys", client.get_prefix(p.as_str(), Some(revision))).await?.kvs);
     }
     let old = content.begin_resync();
@@ -263,6 +317,7 @@ async fn session(
     info!(
         keys = content.entries.values.len(),
         calico_keys = content.calico.values.len(),
+        workload_endpoints = content.workloads.values.len(),
         ipam_keys = ipam.kvs.len(),
         revision,
         "etcd datastore read"
@@ -276,7 +331,7 @@ async fn session(
         let spec = WatchSpec::prefix(ipam_prefix).from_revision(revision + 1);
         timed("watch of the IPAM keys", stream.create(spec)).await?;
     }
-    for p in calico_prefixes().filter(|p| !p.starts_with(prefix)) {
+    for p in calico_prefixes().chain([workloads_prefix()]).filter(|p| !p.starts_with(prefix)) {
         let spec = WatchSpec::prefix(p.as_str()).from_revision(revision + 1);
         timed("watch of Calico's resource keys", stream.create(spec)).await?;
     }
@@ -367,26 +422,42 @@ mod tests {
         assert!(!c.put("/elsewhere/x".into(), b"kind: Node\n", None), "not under a prefix read");
     }
 
-    /// Workload endpoints (BGPPeer localWorkloadSelector) are read from
-    /// bgpd's prefix, as any of its kinds; not from Calico's own keys.
+    /// Workload endpoints (BGPPeer localWorkloadSelector) are read from bgpd's
+    /// prefix, as any of its kinds, and from Calico's own keys for this node only:
+    /// another node's are dropped at once, and their changes publish nothing.
     #[test]
-    fn workload_endpoints_are_read_under_bgpds_prefix_only() {
+    fn workload_endpoints_are_this_nodes_of_calicos_keys() {
         let mut c = content();
-        let wep = |node: &str| {
+        let wep = |name: &str, node: &str| {
             serde_json::json!({
                 "apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
-                "metadata": {"name": format!("{node}-k8s-vm-eth0"), "namespace": "virt", "labels": {"app": "router"}},
+                "metadata": {"name": name, "namespace": "virt", "labels": {"app": "router"}},
                 "spec": {"node": node, "pod": "vm", "ipNetworks": ["10.244.1.7/32"]},
             })
             .to_string()
         };
-        c.put(format!("{DEFAULT_PREFIX}workloadendpoints/virt/n1-k8s-vm-eth0"), wep("n1").as_bytes(), None);
-        c.put(format!("{CALICO_RESOURCES_PREFIX}workloadendpoints/virt/n2-k8s-vm-eth0"), wep("n2").as_bytes(), None);
+        let calico = |name: &str| format!("{CALICO_RESOURCES_PREFIX}workloadendpoints/virt/{name}");
+        assert!(c.put(format!("{DEFAULT_PREFIX}workloadendpoints/virt/a"), wep("a", "n1").as_bytes(), None));
+        assert!(c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n1").as_bytes(), None));
+        assert!(!c.put(calico("n2-k8s-vm-eth0"), wep("n2-k8s-vm-eth0", "n2").as_bytes(), None), "not ours");
+        assert!(!c.delete(&calico("n2-k8s-vm-eth0")), "nothing to publish");
         let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         let keys: Vec<&String> = m.workload_endpoints.keys().collect();
-        assert_eq!(keys, ["virt/n1-k8s-vm-eth0"]);
-        assert_eq!(m.workload_endpoints["virt/n1-k8s-vm-eth0"].node, "n1");
+        assert_eq!(keys, ["virt/a", "virt/n1-k8s-vm-eth0"]);
+        // Rescheduled elsewhere (a new value naming another node): gone from here.
+        assert!(c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n3").as_bytes(), None));
+        assert!(c.workloads.values.is_empty());
+        assert!(c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n1").as_bytes(), None));
+        // A bad write to one of ours keeps the last good value, with a note.
+        assert!(c.put(calico("n1-k8s-vm-eth0"), b"{not yaml", None));
+        assert_eq!(c.workloads.values.len(), 1);
+        assert_eq!(c.workloads.notes.len(), 1);
+        assert!(c.delete(&calico("n1-k8s-vm-eth0")));
+        assert!(c.workloads.values.is_empty());
+        // Without a node (a tool reading the datastore), none are kept.
+        c.node.clear();
+        assert!(!c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n1").as_bytes(), None));
     }
 
     fn content() -> Content {
@@ -394,6 +465,8 @@ mod tests {
             prefix: DEFAULT_PREFIX.into(),
             entries: Entries::default(),
             calico: Entries::default(),
+            workloads: Entries::default(),
+            node: "n1".into(),
             ipam: IpamEntries::new(DEFAULT_IPAM_PREFIX),
         }
     }
@@ -406,7 +479,7 @@ mod tests {
         let calico = format!("{CALICO_RESOURCES_PREFIX}ippools/pods");
         c.put(calico.clone(), pool("pods", "10.244.0.0/16").as_bytes(), None);
         c.put(format!("{CALICO_RESOURCES_PREFIX}ippools/other"), pool("other", "10.250.0.0/16").as_bytes(), None);
-        // Other Calico kinds (workload endpoints, policies…) are not bgpd's.
+        // Other Calico kinds (policies…) are not bgpd's, nor a workload endpoint of no node.
         c.put(format!("{CALICO_RESOURCES_PREFIX}workloadendpoints/default/x"), b"kind: WorkloadEndpoint\n", None);
         let (m, problems) = crate::datastore::parse_sources(&c.sources()).unwrap();
         assert!(problems.iter().all(|p| p.severity < crate::datastore::Severity::Warning), "{problems:#?}");
@@ -482,7 +555,8 @@ mod tests {
 
         let (tx, mut rx) = tokio::sync::watch::channel(super::super::Feed::default());
         let access = Access { endpoints: vec![etcd.url().to_string()], tls: None, credentials: None };
-        let task = tokio::spawn(run(access, DEFAULT_PREFIX.into(), DEFAULT_IPAM_PREFIX.into(), Publisher { tx }));
+        let task =
+            tokio::spawn(run(access, DEFAULT_PREFIX.into(), DEFAULT_IPAM_PREFIX.into(), "n1".into(), Publisher { tx }));
         let model = |f: &super::super::Feed| f.sources.as_ref().map(|s| crate::datastore::parse_sources(s).unwrap().0);
         let wait = |rx: &mut tokio::sync::watch::Receiver<super::super::Feed>, cidr: &'static str| {
             let mut rx = rx.clone();
@@ -501,6 +575,21 @@ mod tests {
         // A change at Calico's key is watched.
         store.put_resource("ippools", "pods", &pool_v("10.245.0.0/16")).await.unwrap();
         wait(&mut rx, "10.245.0.0/16").await;
+        // Calico's workload endpoints, as its CNI plugin writes them: n1's only.
+        let wep = |node: &str| {
+            serde_json::json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+                "metadata": {"name": format!("{node}-k8s-vm-eth0"), "namespace": "virt"},
+                "spec": {"node": node, "pod": "vm", "ipNetworks": ["10.244.1.7/32"]},
+            })
+        };
+        store.put_resource("workloadendpoints", "virt/n2-k8s-vm-eth0", &wep("n2")).await.unwrap();
+        store.put_resource("workloadendpoints", "virt/n1-k8s-vm-eth0", &wep("n1")).await.unwrap();
+        let mut rx2 = rx.clone();
+        let has = |f: &super::super::Feed| model(f).is_some_and(|m| !m.workload_endpoints.is_empty());
+        assert!(tokio::time::timeout(Duration::from_secs(10), rx2.wait_for(has)).await.is_ok(), "n1's endpoint read");
+        let m = model(&rx.borrow()).unwrap();
+        assert_eq!(m.workload_endpoints.keys().collect::<Vec<_>>(), ["virt/n1-k8s-vm-eth0"]);
         task.abort();
     }
 

@@ -139,7 +139,8 @@ impl Backoff {
 
 /// Starts the datastore task for `spec` and returns the feed it publishes; a
 /// Kubernetes datastore reads Secrets in `secrets_namespace`, and the Pods of
-/// node `node` (for BGPPeers with localWorkloadSelector). Must be called
+/// node `node` (for BGPPeers with localWorkloadSelector), an etcd datastore
+/// `node`'s WorkloadEndpoints of Calico's keys. Must be called
 /// inside a tokio runtime.
 pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str, node: &str) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::default());
@@ -149,7 +150,7 @@ pub fn spawn(spec: &DatastoreSpec, secrets_namespace: &str, node: &str) -> watch
             tokio::spawn(file::run(path, publisher));
         }
         DatastoreSpec::Etcd { access, prefix, ipam_prefix } => {
-            tokio::spawn(etcd::run(access, prefix, ipam_prefix, publisher));
+            tokio::spawn(etcd::run(access, prefix, ipam_prefix, node.to_string(), publisher));
         }
         DatastoreSpec::Kubernetes { kubeconfig } => {
             let node = Some(node.to_string()).filter(|n| !n.is_empty());
