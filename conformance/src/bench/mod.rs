@@ -7,6 +7,7 @@ pub mod codec;
 pub mod fib;
 pub mod kube_api;
 pub mod latency;
+pub mod mesh;
 pub mod nodestatus;
 pub mod routeserver;
 pub mod sessions;

@@ -12,7 +12,9 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((name, rest)) = args.split_first() else {
-        eprintln!("usage: bench bfd|chaos|codec|fib|kube-api|latency|nodestatus|routeserver|sessions|verify [ARGS…]");
+        eprintln!(
+            "usage: bench bfd|chaos|codec|fib|kube-api|latency|mesh|nodestatus|routeserver|sessions|verify [ARGS…]"
+        );
         return ExitCode::from(2);
     };
     let result = match name.as_str() {
@@ -25,9 +27,10 @@ fn main() -> ExitCode {
         "nodestatus" => conformance::bench::nodestatus::run(rest),
         "routeserver" => conformance::bench::routeserver::run(rest),
         "sessions" => conformance::bench::sessions::run(rest),
+        "mesh" => conformance::bench::mesh::run(rest),
         "verify" => conformance::bench::verify::run(rest),
         other => Err(format!(
-            "unknown benchmark {other:?}; known: bfd, chaos, codec, fib, kube-api, latency, nodestatus, routeserver, sessions, verify"
+            "unknown benchmark {other:?}; known: bfd, chaos, codec, fib, kube-api, latency, mesh, nodestatus, routeserver, sessions, verify"
         )),
     };
     match result {

@@ -51,7 +51,7 @@ fn bird_config(n: usize, log: &Path) -> String {
 }
 
 /// The running DUT: bgpd or BIRD in the DUT namespace. Stopped on drop.
-pub(super) struct Dut {
+pub(crate) struct Dut {
     contender: Contender,
     child: Child,
     pid: u32,
@@ -60,6 +60,7 @@ pub(super) struct Dut {
 }
 
 impl Dut {
+    /// The DUT with the `n` idle eBGP peers of `bench sessions`, programming no kernel.
     pub(super) fn start(
         c: Contender,
         ns: &Netns,
@@ -67,27 +68,48 @@ impl Dut {
         n: usize,
         bgpd: Option<&Path>,
     ) -> Result<Dut, String> {
+        let config = match c {
+            Contender::Bgpd => bgpd_datastore(n),
+            Contender::Bird => bird_config(n, &files.path().join(format!("bird-{n}.birdlog"))),
+        };
+        Dut::launch(c, ns, files, &n.to_string(), &config, false, bgpd)
+    }
+
+    /// Starts `c` in `ns` with `config` (bgpd: its datastore; BIRD: its configuration),
+    /// its files named after `tag`; bgpd programs the namespace's kernel if `kernel`.
+    pub(crate) fn launch(
+        c: Contender,
+        ns: &Netns,
+        files: &ScratchDir,
+        tag: &str,
+        config: &str,
+        kernel: bool,
+        bgpd: Option<&Path>,
+    ) -> Result<Dut, String> {
         let dir = files.path();
-        let log_path = dir.join(format!("{}-{n}.log", c.name()));
+        let log_path = dir.join(format!("{}-{tag}.log", c.name()));
         let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns.name()]);
         let control = match c {
             Contender::Bgpd => {
                 let bin = bgpd.ok_or("no bgpd binary")?;
-                let store = dir.join(format!("bgpd-{n}.yaml"));
-                std::fs::write(&store, bgpd_datastore(n)).map_err(|e| format!("{}: {e}", store.display()))?;
-                let control = dir.join(format!("bgpd-{n}.sock"));
-                // As the other DUTs, no routes to the kernel.
-                cmd.arg(bin).arg("run").arg("--no-kernel").arg(format!("--datastore=file:{}", store.display()));
+                let store = dir.join(format!("bgpd-{tag}.yaml"));
+                std::fs::write(&store, config).map_err(|e| format!("{}: {e}", store.display()))?;
+                let control = dir.join(format!("bgpd-{tag}.sock"));
+                cmd.arg(bin).arg("run");
+                if !kernel {
+                    // As the other DUTs, no routes to the kernel.
+                    cmd.arg("--no-kernel");
+                }
+                cmd.arg(format!("--datastore=file:{}", store.display()));
                 cmd.args(["--node", "node-1", "--control-socket"]).arg(&control);
                 control
             }
             Contender::Bird => {
-                let conf = dir.join(format!("bird-{n}.conf"));
-                let text = bird_config(n, &dir.join(format!("bird-{n}.birdlog")));
-                std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
-                let control = dir.join(format!("bird-{n}.ctl"));
+                let conf = dir.join(format!("bird-{tag}.conf"));
+                std::fs::write(&conf, config).map_err(|e| format!("{}: {e}", conf.display()))?;
+                let control = dir.join(format!("bird-{tag}.ctl"));
                 cmd.args(["/usr/sbin/bird", "-f", "-c"]).arg(&conf).arg("-s").arg(&control);
                 control
             }
@@ -117,7 +139,7 @@ impl Dut {
     }
 
     /// Waits until the control socket answers.
-    pub(super) fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+    pub(crate) fn wait_ready(&self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
             match self.established() {
@@ -129,7 +151,7 @@ impl Dut {
     }
 
     /// Sessions the DUT itself reports Established.
-    pub(super) fn established(&self) -> Result<usize, String> {
+    pub(crate) fn established(&self) -> Result<usize, String> {
         match self.contender {
             Contender::Bgpd => {
                 let bin = self.bgpd.as_deref().ok_or("no bgpd binary")?;
@@ -162,7 +184,7 @@ impl Dut {
     }
 
     /// (VmRSS, VmHWM) in KiB.
-    pub(super) fn memory(&self) -> Result<(u64, u64), String> {
+    pub(crate) fn memory(&self) -> Result<(u64, u64), String> {
         let path = format!("/proc/{}/status", self.pid);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         let field = |name: &str| -> Result<u64, String> {
@@ -175,7 +197,7 @@ impl Dut {
     }
 
     /// CPU seconds used so far: (utime+stime of /proc/PID/stat, sum of the threads' schedstat).
-    pub(super) fn cpu(&self) -> Result<(f64, f64), String> {
+    pub(crate) fn cpu(&self) -> Result<(f64, f64), String> {
         let path = format!("/proc/{}/stat", self.pid);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.

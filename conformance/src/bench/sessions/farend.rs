@@ -10,36 +10,57 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use bgpd_proto::nlri::Nlri;
 use bgpd_proto::session::{Session, SessionConfig, SessionEvent, State};
+use bgpd_proto::wire::{AsPath, Attr, Message, Origin, PathAttribute, Update};
+use ipnet::Ipv4Net;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::testbed::{reap, spawn_far_end, Netns};
 use super::{far_addr, DUT_AS, FAR_AS, HOLD_SECS, KEEPALIVE, MAX_PEERS};
+
+/// The block far end `i` announces as a mesh node (`bench mesh`): the `i`-th /26 of
+/// 10.200.0.0/16 (1,024 of them).
+pub(crate) fn mesh_block(i: usize) -> Ipv4Net {
+    let b = (i % 1024) as u32 * 64;
+    Ipv4Net::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + b), 26).expect("a /26")
+}
+
+/// How the far ends behave: idle eBGP peers (`bench sessions`), or Calico mesh
+/// nodes of the DUT's AS that each announce their block (`bench mesh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Idle,
+    Mesh,
+}
 use crate::bench::args::Flags;
 
 // ----- the far end, seen from the bench ---------------------------------------------------------
 
 /// The far-end process: N sessions in the far namespace, reporting on its stdout.
-pub(super) struct FarEnd {
+pub(crate) struct FarEnd {
     child: Child,
     /// Held open: the far end exits when it closes.
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     /// Sessions Established now, as the far end last said.
-    pub(super) up: usize,
+    pub(crate) up: usize,
     /// Sessions that left Established so far.
-    pub(super) downs: usize,
+    pub(crate) downs: usize,
 }
 
 impl FarEnd {
-    pub(super) fn spawn(ns: &Netns, n: usize, lifetime: Duration) -> Result<FarEnd, String> {
+    pub(crate) fn spawn(ns: &Netns, n: usize, lifetime: Duration, role: Role) -> Result<FarEnd, String> {
         let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns.name()])
             .arg(exe)
             .args(["sessions", "__farend", "--peers", &n.to_string(), "--lifetime-secs"])
             .arg(lifetime.as_secs().to_string());
+        if role == Role::Mesh {
+            cmd.arg("--mesh");
+        }
         let (child, stdin, lines) = spawn_far_end(cmd)?;
         let far = FarEnd { child, stdin, lines, up: 0, downs: 0 };
         match far.lines.recv_timeout(Duration::from_secs(30)) {
@@ -66,7 +87,7 @@ impl FarEnd {
     }
 
     /// Follows the far end until `n` sessions are up; when, or `None` at the deadline.
-    pub(super) fn wait_up(&mut self, n: usize, deadline: Instant) -> Option<Instant> {
+    pub(crate) fn wait_up(&mut self, n: usize, deadline: Instant) -> Option<Instant> {
         while self.up < n {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
@@ -78,7 +99,7 @@ impl FarEnd {
     }
 
     /// Follows the far end until `until`.
-    pub(super) fn pump_until(&mut self, until: Instant) {
+    pub(crate) fn pump_until(&mut self, until: Instant) {
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(l) => self.take(&l),
@@ -104,10 +125,12 @@ impl Drop for FarEnd {
 pub(super) fn farend_main(args: &[String]) -> Result<(), String> {
     let mut peers = 0usize;
     let mut lifetime = Duration::from_secs(300);
+    let mut role = Role::Idle;
     let mut flags = Flags::new(args);
     while let Some(flag) = flags.next() {
         match flag {
             "--peers" => peers = flags.number()?,
+            "--mesh" => role = Role::Mesh,
             "--lifetime-secs" => lifetime = Duration::from_secs(flags.number()?),
             _ => return Err(format!("far end: {}", flags.unknown())),
         }
@@ -122,7 +145,7 @@ pub(super) fn farend_main(args: &[String]) -> Result<(), String> {
         std::process::exit(0);
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(farend(peers, lifetime))
+    rt.block_on(farend(peers, lifetime, role))
 }
 
 fn say(line: std::fmt::Arguments<'_>) {
@@ -132,7 +155,7 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-async fn farend(n: usize, lifetime: Duration) -> Result<(), String> {
+async fn farend(n: usize, lifetime: Duration, role: Role) -> Result<(), String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("far end socket: {e}"))?;
     socket.set_reuseaddr(true).map_err(|e| format!("far end SO_REUSEADDR: {e}"))?;
     socket.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179))).map_err(|e| format!("far end bind :179: {e}"))?;
@@ -141,7 +164,7 @@ async fn farend(n: usize, lifetime: Duration) -> Result<(), String> {
     let mut sessions: HashMap<Ipv4Addr, tokio::sync::mpsc::Sender<TcpStream>> = HashMap::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(far_session(i, rx, up.clone()));
+        tokio::spawn(far_session(i, rx, up.clone(), role));
         sessions.insert(far_addr(i), tx);
     }
     say(format_args!("ready"));
@@ -169,9 +192,27 @@ async fn farend(n: usize, lifetime: Duration) -> Result<(), String> {
     }
 }
 
+/// What a mesh node announces once Established: its block (ORIGIN IGP, an empty
+/// AS_PATH, itself as next hop, LOCAL_PREF 100), then End-of-RIB.
+fn mesh_announcement(i: usize) -> [Message; 2] {
+    let attributes = vec![
+        PathAttribute::new(Attr::Origin(Origin::Igp)),
+        PathAttribute::new(Attr::AsPath(AsPath::sequence(std::iter::empty()))),
+        PathAttribute::new(Attr::NextHop(far_addr(i))),
+        PathAttribute::new(Attr::LocalPref(100)),
+    ];
+    let block = Update { withdrawn: Vec::new(), attributes, nlri: vec![Nlri::new(mesh_block(i))] };
+    [
+        Message::Update(block),
+        Message::Update(Update { withdrawn: Vec::new(), attributes: Vec::new(), nlri: Vec::new() }),
+    ]
+}
+
 /// One passive session of the far end: takes the connections the listener hands it.
-async fn far_session(i: usize, mut accepted: tokio::sync::mpsc::Receiver<TcpStream>, up: Arc<AtomicUsize>) {
-    let mut cfg = SessionConfig::new(FAR_AS, DUT_AS, far_addr(i));
+async fn far_session(i: usize, mut accepted: tokio::sync::mpsc::Receiver<TcpStream>, up: Arc<AtomicUsize>, role: Role) {
+    // A mesh node is in the DUT's AS (iBGP); an idle peer in its own.
+    let local_as = if role == Role::Mesh { DUT_AS } else { FAR_AS };
+    let mut cfg = SessionConfig::new(local_as, DUT_AS, far_addr(i));
     cfg.passive = true;
     cfg.hold_time = HOLD_SECS;
     cfg.keepalive_time = Some(KEEPALIVE);
@@ -204,6 +245,13 @@ async fn far_session(i: usize, mut accepted: tokio::sync::mpsc::Receiver<TcpStre
                     SessionEvent::StateChanged { to: State::Established, .. } => {
                         let k = up.fetch_add(1, Ordering::Relaxed) + 1;
                         say(format_args!("up {k}"));
+                        if role == Role::Mesh {
+                            for m in mesh_announcement(i) {
+                                if let Err(e) = session.send(&m) {
+                                    eprintln!("far end p{i}: sending its block: {e:?}");
+                                }
+                            }
+                        }
                     }
                     SessionEvent::StateChanged { from: State::Established, .. } => {
                         let k = up.fetch_sub(1, Ordering::Relaxed) - 1;

@@ -20,8 +20,8 @@
 //! on Ctrl-C, also used by the BFD and chaos benches), `dut` (bgpd or BIRD under test and
 //! what is read from it), `farend` (the far end, seen from the bench and inside its namespace).
 
-mod dut;
-mod farend;
+pub(crate) mod dut;
+pub(crate) mod farend;
 mod testbed;
 
 use std::fmt::Write as _;
@@ -36,7 +36,7 @@ use farend::{farend_main, FarEnd};
 pub(crate) use testbed::{bgpd_show_json, install_signal_cleanup, reap, spawn_far_end, Netns, ScratchDir, Testbed};
 
 const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
-const DUT_AS: u32 = 64512;
+pub(crate) const DUT_AS: u32 = 64512;
 const FAR_AS: u32 = 65000;
 const HOLD_SECS: u16 = 90;
 const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -45,19 +45,19 @@ const MAX_PEERS: usize = 50_000;
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// The far end's address for session `i` (0-based): 10.250.(1+i/250).(i%250+1).
-fn far_addr(i: usize) -> Ipv4Addr {
+pub(crate) fn far_addr(i: usize) -> Ipv4Addr {
     // MAX_PEERS keeps 1 + i/250 ≤ 201 and i%250 + 1 ≤ 250: both fit a u8.
     Ipv4Addr::new(10, 250, (1 + i / 250) as u8, (i % 250 + 1) as u8)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contender {
+pub(crate) enum Contender {
     Bgpd,
     Bird,
 }
 
 impl Contender {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Bgpd => "bgpd",
             Contender::Bird => "bird",
@@ -243,7 +243,7 @@ fn bench_one(c: Contender, opts: &Options, bgpd: Option<&Path>) -> Result<Outcom
     };
 
     let lifetime = opts.budget + opts.idle + SETTLE + Duration::from_secs(60);
-    let mut far = FarEnd::spawn(&bed.far, n, lifetime)?;
+    let mut far = FarEnd::spawn(&bed.far, n, lifetime, farend::Role::Idle)?;
     let t0 = Instant::now();
     let dut = Dut::start(c, &bed.dut, &files, n, bgpd)?;
     let all_up = far.wait_up(n, t0 + opts.budget);
