@@ -58,7 +58,7 @@ pub use ip_pool::IpPool;
 #[allow(unused_imports)]
 pub use ipam_block::{Affinity, BorrowedAddress, IpamBlock};
 #[allow(unused_imports)]
-pub use ipam_handle::{FloatingIp, IpamHandle};
+pub use ipam_handle::{FloatingIp, HandleFloatingIps};
 #[allow(unused_imports)]
 pub use node::{usable_router_id, Node, NodeBgp, RouterIdSetting};
 #[allow(unused_imports)]
@@ -95,7 +95,7 @@ pub struct Model {
     /// IPAM blocks by name.
     pub ipam_blocks: BTreeMap<String, IpamBlock>,
     /// IPAM handles by name (only those with floating IPs come from the IPAM stores).
-    pub ipam_handles: BTreeMap<String, IpamHandle>,
+    pub ipam_handles: BTreeMap<String, HandleFloatingIps>,
     /// IP pools by name.
     pub ip_pools: BTreeMap<String, IpPool>,
     /// Kubernetes Services by `namespace/name`.
@@ -162,7 +162,7 @@ impl Model {
     pub fn floating_ips_for_node<'a>(
         &'a self,
         node: &'a str,
-    ) -> impl Iterator<Item = (&'a IpamHandle, &'a FloatingIp)> + 'a {
+    ) -> impl Iterator<Item = (&'a HandleFloatingIps, &'a FloatingIp)> + 'a {
         self.ipam_handles
             .values()
             .flat_map(move |h| h.floating_ips.iter().filter(move |f| f.node == node).map(move |f| (h, f)))
@@ -438,7 +438,7 @@ enum Typed {
     BgpPeer(bgp_peer::ParsedPeer),
     BgpFilter(BgpFilter),
     IpamBlock(IpamBlock),
-    IpamHandle(IpamHandle),
+    IpamHandle(HandleFloatingIps),
     IpPool(IpPool),
     Service(Service),
     EndpointSlice(EndpointSlice),
