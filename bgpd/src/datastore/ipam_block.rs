@@ -16,6 +16,7 @@ pub use bgpd_model::calico::ipam_block::BorrowedAddress;
 pub use bgpd_model::calico::Affinity;
 
 use bgpd_model::calico::ipam_block::{self, Allocated};
+use bgpd_model::calico::AllocationBlock;
 
 /// An IPAM block as routing sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,25 @@ pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<IpamB
     }
     let borrowed = borrowed(&spec, &cidr, affinity.as_ref(), f);
     Some(IpamBlock { name: name.to_string(), cidr, affinity, deleted, borrowed })
+}
+
+/// A block of an IPAM store (file or etcd), typed as the store decoded it:
+/// what routing reads of it, by the rules the YAML's blocks are read by, with
+/// the same findings named by the same fields. `deleted`: the block is being
+/// released. Its name is Calico's for its CIDR ([`super::ipam_store::block_name`]).
+pub(crate) fn from_store(b: &AllocationBlock, deleted: bool, f: &mut Findings) -> Option<IpamBlock> {
+    let cidr = parse_network(&b.cidr.to_string()).map_err(|reason| f.error("spec.cidr", reason)).ok();
+    let affinity =
+        b.affinity.as_deref().and_then(|a| a.parse().map_err(|reason| f.error("spec.affinity", reason)).ok());
+    let cidr = cidr?;
+    if !f.errors.is_empty() {
+        return None;
+    }
+    let (borrowed, outside) = ipam_block::borrowed(&cidr, affinity.as_ref(), b.allocations_with_node());
+    if let Some(ordinal) = outside {
+        f.warn(format!("spec.allocations[{ordinal}]"), format!("ordinal {ordinal} is outside the block {cidr}"));
+    }
+    Some(IpamBlock { name: super::ipam_store::block_name(&b.cidr), cidr, affinity, deleted, borrowed })
 }
 
 /// One `spec.attributes` entry: what routing needs of it.

@@ -2,14 +2,16 @@
 //! Routing reads only `spec.floatingIPs`, a bgpd extension that `bgpd-ipam` records
 //! from the pod's `cni.projectcalico.org/floatingIPs` annotation: each floating IP,
 //! the pod address it maps to and the node that hosts the pod, which advertises it
-//! (see `daemon/originate.rs`). Handles come from the IPAM stores (file or etcd),
-//! where bgpd turns each handle with floating IPs into such a document
-//! (`ipam_store::handle_document`), or from the YAML.
+//! (see `daemon/originate.rs`). Handles come from the YAML ([`parse`]) or typed from
+//! the IPAM stores, file or etcd ([`from_store`]); the entries of both are checked by
+//! the model's rule, `FloatingIp::validate`.
 
 use std::net::IpAddr;
 
+use bgpd_model::calico::IpamHandle;
+
 use super::fields::{Fields, Findings};
-use super::values::parse_ip;
+use super::values::{check_name, parse_ip};
 
 /// An IPAM handle as routing sees it: its floating IPs (the model's
 /// `bgpd_model::calico::IpamHandle` is the whole object, as `ipam` stores it).
@@ -48,6 +50,25 @@ pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<Handl
         }
     }
     Some(HandleFloatingIps { name: name.to_string(), handle_id, floating_ips })
+}
+
+/// A handle of an IPAM store with floating IPs, typed as the store decoded it:
+/// its name is its ID, as Calico names IPAMHandles, which must be a name
+/// (`metadata.name`); each entry is kept or warned about as the YAML's are.
+pub(crate) fn from_store(h: &IpamHandle, f: &mut Findings) -> Option<HandleFloatingIps> {
+    if let Err(reason) = check_name(&h.handle_id) {
+        f.error("metadata.name", reason);
+        return None;
+    }
+    let mut floating_ips = Vec::new();
+    for (index, entry) in h.floating_ips.iter().enumerate() {
+        match entry.validate(&h.handle_id, index) {
+            Ok(()) => floating_ips.push(entry.clone()),
+            Err(r) => f.warn(format!("spec.{}", r.field), format!("{}; this floating IP is not advertised", r.reason)),
+        }
+    }
+    let name = h.handle_id.clone();
+    Some(HandleFloatingIps { name: name.clone(), handle_id: name, floating_ips })
 }
 
 /// Entry `index` of handle `handle`'s `spec.floatingIPs` (`v`, at `path`), by the

@@ -268,6 +268,16 @@ impl AllocationBlock {
         })
     }
 
+    /// Its allocations as routing reads them (for [`borrowed`]): each allocated
+    /// ordinal whose attribute names a node (`secondary.node`), in ordinal order.
+    pub fn allocations_with_node(&self) -> impl Iterator<Item = Allocated<'_>> + '_ {
+        self.allocations.iter().enumerate().filter_map(move |(ordinal, index)| {
+            let attribute = self.attributes.get((*index)? as usize)?;
+            let node = attribute.secondary.get(ATTR_NODE)?;
+            Some(Allocated { ordinal, node, handle: attribute.handle_id.as_deref() })
+        })
+    }
+
     /// Checks every invariant the allocator relies on (see the type's docs);
     /// returns the first problem found, naming the block. A block read from a
     /// store that fails this is not used: the store holds something bgpd-ipam
@@ -688,6 +698,18 @@ mod tests {
             [BorrowedAddress { ip: "fd00::2".parse().unwrap(), node: "b".into(), handle: Some("h".into()) }]
         );
         assert_eq!(outside, Some(4), "ordinal 4 is outside a /126; ordinal 3 after it is not read");
+        let mut b = AllocationBlock::new(cidr, Some("a"), false);
+        let on = |node: &str| AllocationAttribute {
+            handle_id: Some("h".into()),
+            secondary: [(ATTR_NODE.to_string(), node.to_string())].into(),
+        };
+        b.allocate(1, on("a"), |_| true);
+        b.allocate(1, AllocationAttribute::default(), |_| true);
+        b.allocate(1, on("b"), |_| true);
+        let got: Vec<(usize, &str)> = b.allocations_with_node().map(|a| (a.ordinal, a.node)).collect();
+        assert_eq!(got, [(0, "a"), (2, "b")], "an allocation whose attribute names no node is none");
+        let (got, _) = borrowed(&cidr, Some(&host), b.allocations_with_node());
+        assert_eq!(got.iter().map(|a| a.ip.to_string()).collect::<Vec<_>>(), ["fd00::2"]);
         let virtual_owner = Affinity::Virtual("lb".into());
         let (got, outside) = borrowed(&cidr, Some(&virtual_owner), [at(1, "a")]);
         assert_eq!((got.len(), outside), (1, None), "a virtual owner advertises nothing: every pod's is borrowed");
