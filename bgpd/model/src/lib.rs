@@ -3,8 +3,9 @@
 //! selector language ([`selector`]) and the datastore a program reads
 //! ([`datastore::DatastoreSpec`], the one grammar of `bgpd --datastore` and of
 //! `bgpd-ipam`'s `datastore`), and typed Calico objects validated once for
-//! both programs ([`calico`]: IPPool, IPReservation and Node's IPAM fields so far, refusals
-//! as [`InvalidResource`]).
+//! both programs ([`calico`]: IPPool, IPReservation, Node's IPAM fields and the IPAM
+//! state, IPAMBlock, BlockAffinity and IPAMHandle, so far; refusals as
+//! [`InvalidResource`], a stored block's as `calico::InvalidBlock`).
 //! The other Calico and Kubernetes kinds are still parsed by each program
 //! (docs/design.md).
 //!

@@ -134,7 +134,7 @@ fn load(
 ) -> anyhow::Result<(NodeSpec, Vec<PeerSpec>)> {
     let sources = feed.sources.as_deref().map_or(&[][..], Vec::as_slice);
     let t0 = std::time::Instant::now();
-    let loaded = crate::datastore::parse_sources_memo(sources);
+    let loaded = crate::datastore::parse_input_memo(sources, &feed.ipam);
     let parsed = t0.elapsed();
     let mut s = shared.lock();
     let (mut model, problems) = match loaded {

@@ -3,12 +3,20 @@
 //! addresses borrowed by other nodes); the rest of the allocation state is the `ipam`
 //! crate's business.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use ipnet::IpNet;
 
-use super::fields::{as_u64, quoted, Fields, Findings};
-use super::values::{check_name, parse_network};
+use super::fields::{as_u64, Fields, Findings};
+use super::values::parse_network;
+
+/// A block's address held by another node's pod: the model's, which computes
+/// them ([`ipam_block::borrowed`]) for the YAML's blocks and the stores'.
+pub use bgpd_model::calico::ipam_block::BorrowedAddress;
+/// `spec.affinity`, typed by the model's one rule (which the allocator checks
+/// stored blocks by too).
+pub use bgpd_model::calico::Affinity;
+
+use bgpd_model::calico::ipam_block::{self, Allocated};
+use bgpd_model::calico::AllocationBlock;
 
 /// An IPAM block as routing sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,42 +33,6 @@ pub struct IpamBlock {
     /// (`spec.allocations` and `spec.attributes[].secondary.node`), in address order:
     /// that node advertises each as a /32 (/128), the block's owner the block.
     pub borrowed: Vec<BorrowedAddress>,
-}
-
-/// An address allocated from a block to a pod on a node the block is not affine to
-/// (Calico's borrowed address, when `strictAffinity` is off).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BorrowedAddress {
-    /// The address.
-    pub ip: IpAddr,
-    /// `secondary.node` of its allocation attribute: the node of the pod.
-    pub node: String,
-    /// `handle_id` of its allocation attribute (one per pod interface), if any.
-    pub handle: Option<String>,
-}
-
-/// `spec.affinity` of an IPAM block.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Affinity {
-    /// `host:NAME`: affine to that node, which advertises it.
-    Host(String),
-    /// `virtual:NAME`: owned by a virtual entity (Calico's LoadBalancer IPAM), not a node.
-    Virtual(String),
-}
-
-impl std::str::FromStr for Affinity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Affinity, String> {
-        let (make, name): (fn(String) -> Affinity, &str) = if let Some(n) = s.strip_prefix("host:") {
-            (Affinity::Host, n)
-        } else if let Some(n) = s.strip_prefix("virtual:") {
-            (Affinity::Virtual, n)
-        } else {
-            return Err(format!("{} is not an affinity (expected host:NODE or virtual:NAME)", quoted(s)));
-        };
-        check_name(name).map_err(|e| format!("{}: {e}", quoted(s)))?;
-        Ok(make(name.to_string()))
-    }
 }
 
 /// Reads an IPAMBlock (name already checked by the caller).
@@ -80,6 +52,25 @@ pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<IpamB
     Some(IpamBlock { name: name.to_string(), cidr, affinity, deleted, borrowed })
 }
 
+/// A block of an IPAM store (file or etcd), typed as the store decoded it:
+/// what routing reads of it, by the rules the YAML's blocks are read by, with
+/// the same findings named by the same fields. `deleted`: the block is being
+/// released. Its name is Calico's for its CIDR ([`super::ipam_store::block_name`]).
+pub(crate) fn from_store(b: &AllocationBlock, deleted: bool, f: &mut Findings) -> Option<IpamBlock> {
+    let cidr = parse_network(&b.cidr.to_string()).map_err(|reason| f.error("spec.cidr", reason)).ok();
+    let affinity =
+        b.affinity.as_deref().and_then(|a| a.parse().map_err(|reason| f.error("spec.affinity", reason)).ok());
+    let cidr = cidr?;
+    if !f.errors.is_empty() {
+        return None;
+    }
+    let (borrowed, outside) = ipam_block::borrowed(&cidr, affinity.as_ref(), b.allocations_with_node());
+    if let Some(ordinal) = outside {
+        f.warn(format!("spec.allocations[{ordinal}]"), format!("ordinal {ordinal} is outside the block {cidr}"));
+    }
+    Some(IpamBlock { name: super::ipam_store::block_name(&b.cidr), cidr, affinity, deleted, borrowed })
+}
+
 /// One `spec.attributes` entry: what routing needs of it.
 struct Attribute {
     handle: Option<String>,
@@ -90,12 +81,11 @@ struct Attribute {
 /// Faults here are warnings: the block itself is still advertised, only the
 /// borrowed addresses a fault hides are not.
 fn borrowed(spec: &Fields, cidr: &IpNet, affinity: Option<&Affinity>, f: &mut Findings) -> Vec<BorrowedAddress> {
-    let mut out = Vec::new();
     let (attributes, allocations) = match (spec.list("attributes"), spec.list("allocations")) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             f.warn(e.field, format!("{}; no borrowed addresses read", e.reason));
-            return out;
+            return Vec::new();
         }
     };
     let attributes: Vec<Option<Attribute>> = attributes
@@ -112,58 +102,32 @@ fn borrowed(spec: &Fields, cidr: &IpNet, affinity: Option<&Affinity>, f: &mut Fi
                 .ok()
         })
         .collect();
-    let host = match affinity {
-        Some(Affinity::Host(h)) => Some(h.as_str()),
-        _ => None,
-    };
-    for (ordinal, (path, v)) in allocations.into_iter().enumerate() {
+    // Read lazily: the model's rule stops at an allocation outside the block,
+    // and what follows it is not looked at (nor warned about).
+    let allocated = allocations.iter().enumerate().filter_map(|(ordinal, (path, v))| {
         if v.is_null() {
-            continue;
+            return None;
         }
-        let index = match as_u64(v) {
-            Ok(i) => i,
-            Err(reason) => {
-                f.warn(path, reason);
-                continue;
-            }
-        };
+        let index = as_u64(v).map_err(|reason| f.warn(path.as_str(), reason)).ok()?;
         // An allocation without an attribute (hand-written blocks often have none)
         // names no node: it cannot be a borrowed one.
-        let attribute = usize::try_from(index).ok().and_then(|i| attributes.get(i));
-        let Some(Some(Attribute { handle, node: Some(node) })) = attribute else { continue };
-        if Some(node.as_str()) == host {
-            continue;
+        match usize::try_from(index).ok().and_then(|i| attributes.get(i)) {
+            Some(Some(Attribute { handle, node: Some(node) })) => {
+                Some(Allocated { ordinal, node, handle: handle.as_deref() })
+            }
+            _ => None,
         }
-        let Some(ip) = nth_address(cidr, ordinal) else {
-            f.warn(path, format!("ordinal {ordinal} is outside the block {cidr}"));
-            break;
-        };
-        out.push(BorrowedAddress { ip, node: node.clone(), handle: handle.clone() });
+    });
+    let (out, outside) = ipam_block::borrowed(cidr, affinity, allocated);
+    if let Some(ordinal) = outside {
+        f.warn(allocations[ordinal].0.as_str(), format!("ordinal {ordinal} is outside the block {cidr}"));
     }
     out
-}
-
-/// Address number `n` of `net` (0 is the network address), if inside it.
-fn nth_address(net: &IpNet, n: usize) -> Option<IpAddr> {
-    let ip = match net {
-        IpNet::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()).checked_add(u32::try_from(n).ok()?)?)),
-        IpNet::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6.network()).checked_add(n as u128)?)),
-    };
-    net.contains(&ip).then_some(ip)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn affinity_syntax() {
-        assert_eq!("host:node-1".parse::<Affinity>().unwrap(), Affinity::Host("node-1".into()));
-        assert_eq!("virtual:lb".parse::<Affinity>().unwrap(), Affinity::Virtual("lb".into()));
-        for bad in ["node-1", "host:", "host:a b", "hostnode-1", "Host:node-1", "pool:x"] {
-            assert!(bad.parse::<Affinity>().is_err(), "{bad:?} accepted");
-        }
-    }
 
     fn block(yaml: &str) -> (Option<IpamBlock>, Findings) {
         let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();

@@ -2,18 +2,21 @@
 //! Routing reads only `spec.floatingIPs`, a bgpd extension that `bgpd-ipam` records
 //! from the pod's `cni.projectcalico.org/floatingIPs` annotation: each floating IP,
 //! the pod address it maps to and the node that hosts the pod, which advertises it
-//! (see `daemon/originate.rs`). Handles come from the IPAM stores (file or etcd),
-//! where bgpd turns each handle with floating IPs into such a document
-//! (`ipam_store::handle_document`), or from the YAML.
+//! (see `daemon/originate.rs`). Handles come from the YAML ([`parse`]) or typed from
+//! the IPAM stores, file or etcd ([`from_store`]); the entries of both are checked by
+//! the model's rule, `FloatingIp::validate`.
 
 use std::net::IpAddr;
+
+use bgpd_model::calico::IpamHandle;
 
 use super::fields::{Fields, Findings};
 use super::values::{check_name, parse_ip};
 
-/// An IPAM handle as routing sees it: its floating IPs.
+/// An IPAM handle as routing sees it: its floating IPs (the model's
+/// `bgpd_model::calico::IpamHandle` is the whole object, as `ipam` stores it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IpamHandle {
+pub struct HandleFloatingIps {
     /// `metadata.name` (Calico names a handle by its ID, e.g.
     /// `k8s-pod-network.CONTAINERID`).
     pub name: String,
@@ -23,20 +26,13 @@ pub struct IpamHandle {
     pub floating_ips: Vec<FloatingIp>,
 }
 
-/// One `spec.floatingIPs` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FloatingIp {
-    /// `ip`: the floating address.
-    pub ip: IpAddr,
-    /// `target`: the pod address it maps to (same family).
-    pub target: IpAddr,
-    /// `node`: the node hosting the pod, which advertises `ip`.
-    pub node: String,
-}
+/// One `spec.floatingIPs` entry: the model's type, which `bgpd-ipam` stores
+/// in its handles.
+pub use bgpd_model::calico::FloatingIp;
 
 /// Reads an IPAMHandle (name already checked by the caller). A malformed
 /// `floatingIPs` entry is a warning: the handle stays with its other entries.
-pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<IpamHandle> {
+pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<HandleFloatingIps> {
     let spec = f.take(root.child("spec"))?;
     let handle_id = f.opt(spec.str("handleID")).unwrap_or(name).to_string();
     let entries = match spec.list("floatingIPs") {
@@ -47,35 +43,64 @@ pub(crate) fn parse(name: &str, root: &Fields, f: &mut Findings) -> Option<IpamH
         }
     };
     let mut floating_ips = Vec::new();
-    for (path, v) in entries {
-        match floating_ip(&path, v) {
+    for (index, (path, v)) in entries.into_iter().enumerate() {
+        match floating_ip(name, index, &path, v) {
             Ok(ip) => floating_ips.push(ip),
             Err(e) => f.warn(e.field, format!("{}; this floating IP is not advertised", e.reason)),
         }
     }
-    Some(IpamHandle { name: name.to_string(), handle_id, floating_ips })
+    Some(HandleFloatingIps { name: name.to_string(), handle_id, floating_ips })
 }
 
-fn floating_ip(path: &str, v: &serde_yaml::Value) -> Result<FloatingIp, super::fields::FieldError> {
+/// A handle of an IPAM store with floating IPs, typed as the store decoded it:
+/// its name is its ID, as Calico names IPAMHandles, which must be a name
+/// (`metadata.name`); each entry is kept or warned about as the YAML's are.
+pub(crate) fn from_store(h: &IpamHandle, f: &mut Findings) -> Option<HandleFloatingIps> {
+    if let Err(reason) = check_name(&h.handle_id) {
+        f.error("metadata.name", reason);
+        return None;
+    }
+    let mut floating_ips = Vec::new();
+    for (index, entry) in h.floating_ips.iter().enumerate() {
+        match entry.validate(&h.handle_id, index) {
+            Ok(()) => floating_ips.push(entry.clone()),
+            Err(r) => f.warn(format!("spec.{}", r.field), format!("{}; this floating IP is not advertised", r.reason)),
+        }
+    }
+    let name = h.handle_id.clone();
+    Some(HandleFloatingIps { name: name.clone(), handle_id: name, floating_ips })
+}
+
+/// Entry `index` of handle `handle`'s `spec.floatingIPs` (`v`, at `path`), by the
+/// model's rules ([`FloatingIp::validate`]) once its fields are read.
+fn floating_ip(
+    handle: &str,
+    index: usize,
+    path: &str,
+    v: &serde_yaml::Value,
+) -> Result<FloatingIp, super::fields::FieldError> {
     use super::fields::FieldError;
     let e = Fields::at(Some(v), path)?;
     let required =
         |key: &str, r: Result<Option<IpAddr>, FieldError>| r?.ok_or_else(|| FieldError::new(e.path_of(key), "missing"));
     let ip = required("ip", e.parse_str("ip", parse_ip))?;
     let target = required("target", e.parse_str("target", parse_ip))?;
-    if ip.is_ipv4() != target.is_ipv4() {
-        return Err(FieldError::new(e.path_of("target"), format!("{target} is not of the family of {ip}")));
+    if let Some(reason) = FloatingIp::family_fault(ip, target) {
+        return Err(FieldError::new(e.path_of("target"), reason));
     }
     let node = e.str("node")?.ok_or_else(|| FieldError::new(e.path_of("node"), "missing"))?;
-    check_name(node).map_err(|reason| FieldError::new(e.path_of("node"), reason))?;
-    Ok(FloatingIp { ip, target, node: node.to_string() })
+    let entry = FloatingIp { ip, target, node: node.to_string() };
+    // The family is checked above too, before `node` is read: an entry with
+    // both faults is refused for its target, as it always was.
+    entry.validate(handle, index).map_err(|r| FieldError::new(format!("spec.{}", r.field), r.reason))?;
+    Ok(entry)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn handle(yaml: &str) -> (Option<IpamHandle>, Findings) {
+    fn handle(yaml: &str) -> (Option<HandleFloatingIps>, Findings) {
         let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
         let root = Fields::at(Some(&v), "").unwrap();
         let mut f = Findings::default();

@@ -1,12 +1,10 @@
 //! The `bgpd-ipam` file store beside the YAML (`docs/ipam.md`): the blocks the CNI
-//! plugin claims, read with the `ipam` crate's [`FileStore`] and handed on as one more
-//! [`SourceText`]: a stream of `crd.projectcalico.org/v1` `IPAMBlock` documents, one per
-//! block, in Calico's field names, and an `IPAMHandle` document per handle with
-//! floating IPs. The conversion ([`block_document`], [`handle_document`]) is shared
-//! with the etcd datastore, which reads the same objects from Calico's etcdv3 IPAM
-//! keys. They thus become [`super::IpamBlock`] items through
-//! the same parser as the YAML's IPAMBlocks, and each change to one block re-parses
-//! only that block's document ([`super::parse_sources_memo`]).
+//! plugin claims, read with the `ipam` crate's [`FileStore`] and handed on typed, as
+//! the store decoded them ([`IpamObjects`]: the model's `AllocationBlock`s and
+//! `IpamHandle`s), not as text. The model reads each block and each handle with
+//! floating IPs by the rules the YAML's IPAMBlocks and IPAMHandles are read by
+//! (`ipam_block::from_store`, `ipam_handle::from_store`), with the same findings. The
+//! etcd datastore hands on the same objects, read from Calico's etcdv3 IPAM keys.
 //!
 //! Reading takes no lock and writes nothing: the store's readers never `flock` (its
 //! snapshot is replaced by rename, and a journal line cut short is ignored until it
@@ -17,13 +15,74 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use ipam::block::{AffinityState, AllocationBlock, BlockAffinity, IpamHandle};
+use bgpd_model::calico::{AffinityState, AllocationBlock, BlockAffinity, IpamHandle};
 use ipam::store::file::{FileStore, LOCK_FILE, STATE_FILE};
 use ipam::store::{Object, Scope, Store, StoreError};
 use ipnet::IpNet;
 
 use super::problem::Location;
-use super::SourceText;
+
+/// What routing reads of an IPAM store (the file store, etcd's IPAM keys), typed:
+/// its blocks, and its handles that carry floating IPs, each with where it came
+/// from (named in the findings about it). Read after the YAML; a block the YAML
+/// defines too is the YAML's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpamObjects {
+    /// The blocks, in the store's order.
+    pub blocks: Vec<StoredBlock>,
+    /// The handles with floating IPs (routing has no use for the others).
+    pub handles: Vec<StoredHandle>,
+}
+
+/// A block of an IPAM store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlock {
+    /// Where it was read (the store's snapshot file, an etcd key).
+    pub location: Location,
+    /// The block.
+    pub block: AllocationBlock,
+    /// Being released (Calico's `deleted`, or its affinity `pendingDeletion`):
+    /// withdrawn.
+    pub deleted: bool,
+}
+
+/// A handle of an IPAM store that carries floating IPs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHandle {
+    /// Where it was read.
+    pub location: Location,
+    /// The handle.
+    pub handle: IpamHandle,
+}
+
+impl IpamObjects {
+    /// The objects of one store read whole from `source` (a block releasing when its
+    /// affinity is `pendingDeletion`), numbered as documents of it: the blocks
+    /// first, then the handles with floating IPs.
+    pub fn of_store(
+        source: &Path,
+        blocks: Vec<AllocationBlock>,
+        affinities: &[BlockAffinity],
+        handles: Vec<IpamHandle>,
+    ) -> IpamObjects {
+        let releasing = releasing(affinities.iter());
+        let mut document = 0;
+        let mut at = || {
+            document += 1;
+            Location { file: source.to_path_buf(), document, item: None }
+        };
+        let blocks = blocks
+            .into_iter()
+            .map(|block| StoredBlock { location: at(), deleted: is_releasing(&block, &releasing), block })
+            .collect();
+        let handles = handles
+            .into_iter()
+            .filter(|h| !h.floating_ips.is_empty())
+            .map(|handle| StoredHandle { location: at(), handle })
+            .collect();
+        IpamObjects { blocks, handles }
+    }
+}
 
 /// The directory whose IPAM file store belongs to the datastore at `path`: `path`
 /// itself if it is a directory, else the directory of the file (as
@@ -72,14 +131,6 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTim
     out
 }
 
-/// Whether the objects at `location` came from an IPAM store rather than from the
-/// operator: the file store (its source is named by the store's snapshot file,
-/// which the YAML reader never reads) or etcd's IPAM keys (a source per block,
-/// named by its key in Calico's layout; see [`super::live`]).
-pub(crate) fn from_store(location: &Location) -> bool {
-    location.file.file_name() == Some(OsStr::new(STATE_FILE)) || is_etcd_block_key(&location.file)
-}
-
 /// Calico's IPAMBlock name for a block: the CIDR with `.`, `:` and `/` as `-`
 /// (`10.244.1.0/26` → `10-244-1-0-26`).
 pub fn block_name(cidr: &IpNet) -> String {
@@ -87,9 +138,8 @@ pub fn block_name(cidr: &IpNet) -> String {
 }
 
 /// Reads the blocks of `store` (kept in `dir`), and its handles that carry
-/// floating IPs, as a source of IPAMBlock and IPAMHandle documents ([`documents`]),
-/// named `DIR/ipam-state.json`.
-pub fn read(store: &FileStore, dir: &Path) -> Result<SourceText, StoreError> {
+/// floating IPs ([`IpamObjects::of_store`]), named `DIR/ipam-state.json`.
+pub fn read(store: &FileStore, dir: &Path) -> Result<IpamObjects, StoreError> {
     // The file store's futures do their (synchronous) file I/O on first poll.
     let (blocks, affinities, handles) = futures::executor::block_on(async {
         (
@@ -106,21 +156,12 @@ pub fn read(store: &FileStore, dir: &Path) -> Result<SourceText, StoreError> {
             Object::Handle(h) => hs.push(h),
         }
     }
-    let releasing = releasing(afs.iter());
-    let mut text = String::new();
-    let docs =
-        bs.iter().map(|b| block_document(b, is_releasing(b, &releasing))).chain(hs.iter().filter_map(handle_document));
-    for doc in docs {
-        text.push_str("---\n");
-        text.push_str(&doc);
-        text.push('\n');
-    }
-    Ok(SourceText { path: dir.join(STATE_FILE), text })
+    Ok(IpamObjects::of_store(&dir.join(STATE_FILE), bs, &afs, hs))
 }
 
 /// [`read`] for the datastore at `path`, opening its store: `None` when the
 /// directory holds no store (neither snapshot nor journal).
-pub fn read_beside(path: &Path) -> Result<Option<SourceText>, StoreError> {
+pub fn read_beside(path: &Path) -> Result<Option<IpamObjects>, StoreError> {
     let dir = store_dir(path);
     if fingerprint(&dir).is_empty() {
         return Ok(None);
@@ -138,48 +179,6 @@ pub fn releasing<'a>(affinities: impl Iterator<Item = &'a BlockAffinity>) -> BTr
 /// as `deleted: true` and is withdrawn.
 pub fn is_releasing(b: &AllocationBlock, releasing: &BTreeSet<(String, IpNet)>) -> bool {
     b.node().is_some_and(|n| releasing.contains(&(n.to_string(), b.cidr)))
-}
-
-/// One block of an IPAM store (file or etcd) as a JSON `IPAMBlock` document (JSON
-/// is YAML): what routing reads of it, in Calico's field names. `deleted`: the
-/// block is being released ([`is_releasing`]).
-pub fn block_document(b: &AllocationBlock, deleted: bool) -> String {
-    let mut spec = serde_json::json!({
-        "cidr": b.cidr.to_string(),
-        "allocations": b.allocations,
-        "attributes": b.attributes,
-    });
-    if let Some(a) = &b.affinity {
-        spec["affinity"] = a.clone().into();
-    }
-    if deleted {
-        spec["deleted"] = true.into();
-    }
-    serde_json::json!({
-        "apiVersion": "crd.projectcalico.org/v1",
-        "kind": "IPAMBlock",
-        "metadata": {"name": block_name(&b.cidr)},
-        "spec": spec,
-    })
-    .to_string()
-}
-
-/// One handle of an IPAM store as a JSON `IPAMHandle` document carrying its
-/// floating IPs (`spec.floatingIPs`, a bgpd extension that `bgpd-ipam` records from
-/// the pod's `cni.projectcalico.org/floatingIPs`); `None` for a handle without
-/// any, which routing has no use for. The name is the handle ID, as Calico names
-/// IPAMHandles.
-pub fn handle_document(h: &IpamHandle) -> Option<String> {
-    if h.floating_ips.is_empty() {
-        return None;
-    }
-    let doc = serde_json::json!({
-        "apiVersion": "crd.projectcalico.org/v1",
-        "kind": "IPAMHandle",
-        "metadata": {"name": h.handle_id},
-        "spec": {"handleID": h.handle_id, "floatingIPs": h.floating_ips},
-    });
-    Some(doc.to_string())
 }
 
 /// Whether `key` is where Calico's etcdv3 layout keeps an IPAM block, whatever the
@@ -349,6 +348,59 @@ mod tests {
         assert_eq!(blocks_of(dir.path(), "node-1"), [a[0].block.to_string()]);
     }
 
+    /// A stored block or handle that breaks a rule is reported as a YAML one would
+    /// be: by kind, name and field, at the document of the store it was read as.
+    #[test]
+    fn faults_of_stored_objects_name_their_field_and_place() {
+        use bgpd_model::calico::{AllocationAttribute, FloatingIp, ATTR_NODE};
+        let mut bad = AllocationBlock::new("10.0.0.0/30".parse().unwrap(), None, false);
+        bad.affinity = Some("n1".into());
+        // A fifth slot in a /30, held by node b's pod: outside the block.
+        let mut long = AllocationBlock::new("10.0.1.0/30".parse().unwrap(), Some("a"), false);
+        long.allocations.push(Some(0));
+        long.attributes.push(AllocationAttribute {
+            handle_id: Some("h".into()),
+            secondary: [(ATTR_NODE.to_string(), "b".to_string())].into(),
+        });
+        let entry = |ip: &str, target: &str| FloatingIp {
+            ip: ip.parse().unwrap(),
+            target: target.parse().unwrap(),
+            node: "a".into(),
+        };
+        let handle = IpamHandle {
+            handle_id: "k8s.c1".into(),
+            floating_ips: vec![entry("192.0.2.1", "fd00::1"), entry("192.0.2.2", "10.0.1.1")],
+            ..IpamHandle::default()
+        };
+        let store = Path::new("/s/ipam-state.json");
+        let ipam = IpamObjects::of_store(store, vec![bad, long], &[], vec![handle]);
+        let (m, problems) = crate::datastore::parse_input(&[], &ipam).unwrap();
+        let got: Vec<_> = problems
+            .iter()
+            .map(|p| {
+                let name = p.object.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
+                (p.severity, name, p.field.as_str(), p.location.document)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Severity::Warning, "k8s.c1".to_string(), "spec.floatingIPs[0].target", 3),
+                (Severity::Error, "10-0-0-0-30".to_string(), "spec.affinity", 1),
+                (Severity::Warning, "10-0-1-0-30".to_string(), "spec.allocations[4]", 2),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| p.location.file == store));
+        assert_eq!(problems[2].reason, "ordinal 4 is outside the block 10.0.1.0/30");
+        assert_eq!(
+            m.ipam_blocks.keys().collect::<Vec<_>>(),
+            ["10-0-1-0-30"],
+            "the block with a bad affinity is not read"
+        );
+        assert_eq!(m.floating_ips_for_node("a").map(|(_, f)| f.ip.to_string()).collect::<Vec<_>>(), ["192.0.2.2"]);
+    }
+
     #[test]
     fn store_files_and_block_names() {
         for f in
@@ -363,7 +415,6 @@ mod tests {
         assert_eq!(block_name(&"fd00:244::/122".parse().unwrap()), "fd00-244---122");
         for k in ["/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26", "/p/assignment/ipv6/block/fd00::-122"] {
             assert!(is_etcd_block_key(Path::new(k)), "{k}");
-            assert!(from_store(&Location { file: k.into(), document: 1, item: None }), "{k}");
         }
         for k in ["/calico/bgpd/ipamblocks/10-0-0-0-26", "/p/assignment/ipv5/block/x", "/p/assignment/ipv4/blocks/x"] {
             assert!(!is_etcd_block_key(Path::new(k)), "{k}");

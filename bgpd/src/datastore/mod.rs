@@ -58,7 +58,9 @@ pub use ip_pool::IpPool;
 #[allow(unused_imports)]
 pub use ipam_block::{Affinity, BorrowedAddress, IpamBlock};
 #[allow(unused_imports)]
-pub use ipam_handle::{FloatingIp, IpamHandle};
+pub use ipam_handle::{FloatingIp, HandleFloatingIps};
+#[allow(unused_imports)]
+pub use ipam_store::{IpamObjects, StoredBlock, StoredHandle};
 #[allow(unused_imports)]
 pub use node::{usable_router_id, Node, NodeBgp, RouterIdSetting};
 #[allow(unused_imports)]
@@ -95,7 +97,7 @@ pub struct Model {
     /// IPAM blocks by name.
     pub ipam_blocks: BTreeMap<String, IpamBlock>,
     /// IPAM handles by name (only those with floating IPs come from the IPAM stores).
-    pub ipam_handles: BTreeMap<String, IpamHandle>,
+    pub ipam_handles: BTreeMap<String, HandleFloatingIps>,
     /// IP pools by name.
     pub ip_pools: BTreeMap<String, IpPool>,
     /// Kubernetes Services by `namespace/name`.
@@ -162,7 +164,7 @@ impl Model {
     pub fn floating_ips_for_node<'a>(
         &'a self,
         node: &'a str,
-    ) -> impl Iterator<Item = (&'a IpamHandle, &'a FloatingIp)> + 'a {
+    ) -> impl Iterator<Item = (&'a HandleFloatingIps, &'a FloatingIp)> + 'a {
         self.ipam_handles
             .values()
             .flat_map(move |h| h.floating_ips.iter().filter(move |f| f.node == node).map(move |f| (h, f)))
@@ -242,35 +244,44 @@ impl Model {
 /// its directory if there is one ([`ipam_store`]). Invalid objects are skipped and
 /// reported in the returned problems; see the module docs.
 pub fn load(path: &Path) -> Result<(Model, Vec<Problem>), LoadError> {
-    let mut sources = source::read(path)?;
-    match ipam_store::read_beside(path) {
-        Ok(Some(s)) => sources.push(s),
-        Ok(None) => {}
+    let sources = source::read(path)?;
+    let ipam = match ipam_store::read_beside(path) {
+        Ok(ipam) => ipam.unwrap_or_default(),
         Err(e) => {
             let dir = ipam_store::store_dir(path);
             return Err(LoadError::Ipam { path: dir, reason: e.to_string() });
         }
-    }
-    parse_sources(&sources)
+    };
+    parse_input(&sources, &ipam)
 }
 
 /// Builds the model from texts already read, in order (what [`load`] does after
 /// reading; also the entry point for tests and other datastores' file-like input).
 pub fn parse_sources(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
+    parse_input(sources, &IpamObjects::default())
+}
+
+/// [`parse_sources`], and the typed objects of an IPAM store read after them.
+pub fn parse_input(sources: &[SourceText], ipam: &IpamObjects) -> Result<(Model, Vec<Problem>), LoadError> {
     let mut parsed = Vec::with_capacity(sources.len());
     for s in sources {
         parsed.push((std::sync::Arc::new(parse_one(s)?), 0));
     }
-    Ok(build(&parsed))
+    Ok(build(&parsed, ipam))
 }
 
-/// [`parse_sources`] for a daemon that reads the whole datastore again on
+/// [`parse_input_memo`] without an IPAM store.
+pub fn parse_sources_memo(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
+    parse_input_memo(sources, &IpamObjects::default())
+}
+
+/// [`parse_input`] for a daemon that reads the whole datastore again on
 /// every change: a document (a `---`-separated part of a source) whose text
 /// is the same as in the last call is neither parsed nor validated again,
 /// wherever it moved in its file. YAML parsing and validation are most of the
 /// cost of a change when the datastore holds thousands of objects. Any syntax
 /// error: the source is parsed whole, for the exact error.
-pub fn parse_sources_memo(sources: &[SourceText]) -> Result<(Model, Vec<Problem>), LoadError> {
+pub fn parse_input_memo(sources: &[SourceText], ipam: &IpamObjects) -> Result<(Model, Vec<Problem>), LoadError> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::path::PathBuf;
@@ -331,7 +342,7 @@ pub fn parse_sources_memo(sources: &[SourceText]) -> Result<(Model, Vec<Problem>
     // lock is released.
     *guard = Some(memo);
     drop(guard);
-    let built = build(&parsed);
+    let built = build(&parsed, ipam);
     drop(old);
     Ok(built)
 }
@@ -370,8 +381,8 @@ fn shifted(location: &Location, by: usize) -> Location {
 }
 
 /// Builds the model from parsed parts, each with the number of documents of its
-/// file before it.
-fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
+/// file before it, and the objects of an IPAM store.
+fn build(parsed: &[(std::sync::Arc<Parsed>, usize)], ipam: &IpamObjects) -> (Model, Vec<Problem>) {
     let problems: Vec<Problem> = parsed
         .iter()
         .flat_map(|(p, by)| {
@@ -395,18 +406,19 @@ fn build(parsed: &[(std::sync::Arc<Parsed>, usize)]) -> (Model, Vec<Problem>) {
     // an invalid filter from one to a filter that does not exist.
     let filters: BTreeSet<String> =
         raw.iter().filter(|(o, ..)| o.kind == "BGPFilter").filter_map(|(o, ..)| object_name(o)).collect();
-    // The IPAM file store's blocks last: a block the YAML defines too is the YAML's.
-    let (stored, rest): (Vec<&Item>, Vec<&Item>) =
-        raw.iter().partition(|(o, _, loc)| ipam_store::from_store(loc) && classify(o) == Some(ResourceKind::IpamBlock));
-    for (o, c, loc) in rest {
+    for (o, c, loc) in &raw {
         match classify(o) {
             Some(ResourceKind::Secret) => {}
             Some(kind) => b.object(o, kind, *c, loc),
             None => b.ignored(o, loc),
         }
     }
-    for (o, c, loc) in stored {
-        b.stored_block(o, *c, loc);
+    // The IPAM store after the YAML: a block the YAML defines too is the YAML's.
+    for h in &ipam.handles {
+        b.stored_handle(h);
+    }
+    for s in &ipam.blocks {
+        b.stored_block(s);
     }
     b.check_filters(&filters);
     b.check_node_peers();
@@ -438,7 +450,7 @@ enum Typed {
     BgpPeer(bgp_peer::ParsedPeer),
     BgpFilter(BgpFilter),
     IpamBlock(IpamBlock),
-    IpamHandle(IpamHandle),
+    IpamHandle(HandleFloatingIps),
     IpPool(IpPool),
     Service(Service),
     EndpointSlice(EndpointSlice),
@@ -694,44 +706,65 @@ impl Builder {
                 self.model.workload_endpoints.extend(w.map(|w| (key, w)));
             }
         }
-        if let (Some(key), true, true) = (c.key, accepted, f.errors.is_empty()) {
-            if let Some(previous) = self.seen.insert(key, location.clone()) {
-                f.warn("", format!("defined again; this definition replaces the one at {previous}"));
-            }
+        if let (Some(key), true) = (c.key, accepted) {
+            self.accepted(key, location, &mut f);
         }
         self.report(kind, c.name.as_deref(), f, location);
     }
 
-    /// An IPAMBlock of the IPAM file store: taken unless the YAML defines a block of
-    /// the same name or CIDR, which wins (a warning when the two differ).
-    fn stored_block(&mut self, o: &RawObject, checked: Option<&Checked>, location: &Location) {
-        let c = match checked {
-            Some(c) => c.clone(),
-            None => check(o, ResourceKind::IpamBlock, &self.secrets),
-        };
-        let Some(Typed::IpamBlock(block)) = &c.value else {
-            // Invalid: the usual path reports why.
-            return self.object(o, ResourceKind::IpamBlock, Some(&c), location);
+    /// A handle of an IPAM store, with floating IPs: as one of the YAML's (a
+    /// later definition of a name replaces an earlier one).
+    fn stored_handle(&mut self, h: &ipam_store::StoredHandle) {
+        let mut f = Findings::default();
+        let name = h.handle.handle_id.clone();
+        if let Some(value) = ipam_handle::from_store(&h.handle, &mut f) {
+            self.model.ipam_handles.insert(name.clone(), value);
+            self.accepted((ResourceKind::IpamHandle, name.clone()), &h.location, &mut f);
+        }
+        self.report(ResourceKind::IpamHandle, Some(&name), f, &h.location);
+    }
+
+    /// A block of an IPAM store: taken unless the YAML defines a block of the
+    /// same name or CIDR, which wins (a warning when the two differ).
+    fn stored_block(&mut self, s: &ipam_store::StoredBlock) {
+        let mut f = Findings::default();
+        let name = ipam_store::block_name(&s.block.cidr);
+        let Some(block) = ipam_block::from_store(&s.block, s.deleted, &mut f) else {
+            return self.report(ResourceKind::IpamBlock, Some(&name), f, &s.location);
         };
         let yaml = self.model.ipam_blocks.values().find(|y| y.name == block.name || y.cidr == block.cidr);
         match yaml {
-            None => self.object(o, ResourceKind::IpamBlock, Some(&c), location),
+            None => {
+                self.model.ipam_blocks.insert(name.clone(), block);
+                self.accepted((ResourceKind::IpamBlock, name.clone()), &s.location, &mut f);
+                self.report(ResourceKind::IpamBlock, Some(&name), f, &s.location);
+            }
             Some(y) if y.cidr == block.cidr && y.affinity == block.affinity && y.deleted == block.deleted => {}
             Some(y) => {
                 let reason = format!(
                     "the YAML's IPAMBlock {:?} ({}) defines this block too and is used instead",
                     y.name, y.cidr
                 );
-                let name = block.name.clone();
                 self.problem(
                     Severity::Warning,
                     ResourceKind::IpamBlock.into(),
                     Some(&name),
                     String::new(),
                     reason,
-                    location,
+                    &s.location,
                 );
             }
+        }
+    }
+
+    /// Notes where the object `key` accepted without error came from, and warns
+    /// when it replaces an earlier definition.
+    fn accepted(&mut self, key: (ResourceKind, String), location: &Location, f: &mut Findings) {
+        if !f.errors.is_empty() {
+            return;
+        }
+        if let Some(previous) = self.seen.insert(key, location.clone()) {
+            f.warn("", format!("defined again; this definition replaces the one at {previous}"));
         }
     }
 

@@ -290,20 +290,9 @@ pub(crate) fn parse_ipv6_interface(s: &str) -> Result<Ipv6Net, String> {
     }
 }
 
-/// Checks an object or reference name: 1..=253 characters of `a-z A-Z 0-9 . _ -`
-/// (Calico's rule for resource names).
-pub(crate) fn check_name(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if s.len() > 253 {
-        return Err(format!("{} is longer than 253 characters", quoted(s)));
-    }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("{} contains {c:?}; names may hold letters, digits, '.', '_' and '-'", quoted(s)));
-    }
-    Ok(())
-}
+/// Whether `s` can name an object: the model's rule (`bgpd_model::calico::check_name`),
+/// which affinities are read by too.
+pub(crate) use bgpd_model::calico::check_name;
 
 #[cfg(test)]
 mod tests {
@@ -415,13 +404,5 @@ mod tests {
         assert!(parse_ipv4_interface("fd00::1/64").is_err());
         assert_eq!(parse_ipv6_interface("fd00::1/64").unwrap().addr().to_string(), "fd00::1");
         assert!(parse_ipv6_interface("10.0.0.1/24").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert!(check_name("tor-1.rack_a").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("a b").is_err());
-        assert!(check_name(&"a".repeat(254)).is_err());
     }
 }

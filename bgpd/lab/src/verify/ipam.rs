@@ -21,8 +21,7 @@ use ipam::store::{in_scope, Expect, Key, Object, Revision, Scope, Store, StoreEr
 use ipnet::IpNet;
 
 use crate::spec::{Role, Topology};
-use bgpd::datastore::ipam_store::{block_document, handle_document, is_releasing, releasing};
-use bgpd::datastore::SourceText;
+use bgpd::datastore::IpamObjects;
 
 use super::report::{Class, Finding, Kind, Object as Obj};
 
@@ -94,8 +93,8 @@ pub struct PredictedPod {
 /// What the allocator did with the template's pods.
 #[derive(Debug, Default)]
 pub struct Prediction {
-    /// Per cluster, the IPAM state as `IPAMBlock` documents (the daemon's view).
-    pub sources: BTreeMap<String, SourceText>,
+    /// Per cluster, the IPAM state as the daemon reads a store's (typed).
+    pub ipam: BTreeMap<String, IpamObjects>,
     /// The pods that got addresses.
     pub pods: Vec<PredictedPod>,
     /// What is wrong or worth knowing.
@@ -171,13 +170,13 @@ pub fn predict(topo: &Topology) -> Prediction {
                 }
             }
         }
-        out.sources.insert(cluster.clone(), state_source(&alloc, cluster));
+        out.ipam.insert(cluster.clone(), state(&alloc, cluster));
     }
     out
 }
 
 /// The store's blocks (and handles with floating IPs) as the daemon reads them.
-fn state_source(alloc: &Allocator<MemoryStore>, cluster: &str) -> SourceText {
+fn state(alloc: &Allocator<MemoryStore>, cluster: &str) -> IpamObjects {
     let objects = futures::executor::block_on(async {
         let mut all = Vec::new();
         for scope in [Scope::Blocks, Scope::Affinities(None), Scope::Handles] {
@@ -193,18 +192,8 @@ fn state_source(alloc: &Allocator<MemoryStore>, cluster: &str) -> SourceText {
             Object::Handle(h) => handles.push(h),
         }
     }
-    let releasing = releasing(affinities.iter());
-    let mut text = String::new();
-    let docs = blocks
-        .iter()
-        .map(|b| block_document(b, is_releasing(b, &releasing)))
-        .chain(handles.iter().filter_map(handle_document));
-    for doc in docs {
-        text.push_str("---\n");
-        text.push_str(&doc);
-        text.push('\n');
-    }
-    SourceText { path: format!("cluster {cluster}: IPAM state predicted by verify").into(), text }
+    let source = format!("cluster {cluster}: IPAM state predicted by verify");
+    IpamObjects::of_store(std::path::Path::new(&source), blocks, &affinities, handles)
 }
 
 fn family_name(f: IpFamily) -> &'static str {

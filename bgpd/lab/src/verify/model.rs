@@ -117,7 +117,7 @@ pub struct Design {
 /// Builds every member of `topo`.
 pub fn build(topo: Topology) -> Design {
     let prediction = super::ipam::predict(&topo);
-    let Prediction { sources, pods, mut findings } = prediction;
+    let Prediction { ipam, pods, mut findings } = prediction;
     let mut models = BTreeMap::new();
     for (cluster, yaml) in &topo.clusters {
         let mut srcs = vec![SourceText { path: format!("cluster {cluster}").into(), text: yaml.clone() }];
@@ -125,10 +125,8 @@ pub fn build(topo: Topology) -> Design {
             path: format!("cluster {cluster}: lab EndpointSlices").into(),
             text: endpoint_slices(&topo, cluster, &pods),
         });
-        if let Some(s) = sources.get(cluster) {
-            srcs.push(s.clone());
-        }
-        match datastore::parse_sources(&srcs) {
+        let store = ipam.get(cluster).cloned().unwrap_or_default();
+        match datastore::parse_input(&srcs, &store) {
             Ok((model, problems)) => {
                 for p in problems.iter().filter(|p| p.severity == DsSeverity::Error) {
                     findings.push(datastore_problem(cluster, p));

@@ -12,10 +12,16 @@
 //! Kinds here: [`IpPool`] (read by bgpd and ipam), [`IpReservation`] (read by
 //! ipam), and of [`Node`] what IPAM reads (name and labels, the labels' values
 //! by [`LabelValue`], which bgpd's datastore reads every label and annotation
-//! with). Still parsed by bgpd alone: Node's `spec.bgp` and bgpd's other kinds.
+//! with). The IPAM state, stored by `ipam` and read by bgpd for what it
+//! advertises: `IPAMBlock` ([`AllocationBlock`], its [`Affinity`]),
+//! [`BlockAffinity`] and [`IpamHandle`] (with its [`FloatingIp`]s). Still
+//! parsed by bgpd alone: Node's `spec.bgp` and bgpd's other kinds.
 
+pub mod block_affinity;
 pub mod ip_pool;
 pub mod ip_reservation;
+pub mod ipam_block;
+pub mod ipam_handle;
 pub mod node;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,8 +29,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use block_affinity::{AffinityState, BlockAffinity};
 pub use ip_pool::{AllowedUse, AssignmentMode, EncapMode, IpPool, IpPoolSpec};
 pub use ip_reservation::{IpReservation, IpReservationSpec};
+pub use ipam_block::{
+    block_len, check_name, host_affinity, Affinity, AllocationAttribute, AllocationBlock, BlockProblem, InvalidBlock,
+    ATTR_NAMESPACE, ATTR_NODE, ATTR_POD,
+};
+pub use ipam_handle::{FloatingIp, IpamHandle};
 pub use node::{LabelValue, Node};
 
 /// Address family of a pool, block or request.
@@ -123,6 +135,16 @@ impl Refusals {
             _ => Err(self.found),
         }
     }
+}
+
+/// A field Calico's Go client writes as `null` when empty (a nil slice or
+/// map): read as the empty value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The first refusal, for a reader that stops at the first fault.

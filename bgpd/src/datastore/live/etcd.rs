@@ -21,8 +21,8 @@
 //! Calico's `/calico/ipam/v2/` (`?ipamPrefix=` to change it), is read by the same
 //! client in the same way: its keys are fetched at the revision of the first read
 //! and watched from the same revision on, on the same watch stream, and resynced
-//! with the rest. Its blocks and the handles with floating IPs become IPAMBlock and
-//! IPAMHandle documents ([`ipam`]).
+//! with the rest. Its blocks and the handles with floating IPs are handed on typed,
+//! as decoded ([`ipam`]).
 //!
 //! Calico's own resource keys for the kinds both bgpd and `bgpd-ipam` read
 //! ([`CALICO_KINDS`]: IPPools and Nodes, under
@@ -210,14 +210,13 @@ impl Content {
     }
 
     /// The sources in the order the model reads them: bgpd's prefix, then Calico's
-    /// resource keys (which thus win over a copy under bgpd's prefix), then the
-    /// IPAM documents.
-    fn sources(&mut self) -> Vec<SourceText> {
+    /// resource keys (which thus win over a copy under bgpd's prefix). The IPAM
+    /// objects come after them, typed.
+    fn sources(&self) -> Vec<SourceText> {
         let text = |(k, v): (&String, &String)| SourceText { path: k.into(), text: v.clone() };
         let mut sources: Vec<SourceText> = self.entries.values.iter().map(text).collect();
         sources.extend(self.calico.values.iter().map(text));
         sources.extend(self.workloads.values.iter().map(text));
-        sources.extend(self.ipam.sources());
         sources
     }
 
@@ -231,7 +230,7 @@ impl Content {
             .chain(self.ipam.notes())
             .cloned()
             .collect();
-        out.content(self.sources(), notes);
+        out.content(self.sources(), self.ipam.objects(), notes);
     }
 }
 

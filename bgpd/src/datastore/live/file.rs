@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Publisher;
-use crate::datastore::{ipam_store, source, SourceText};
+use crate::datastore::{ipam_store, source, IpamObjects, SourceText};
 
 /// How long a file written to, and not closed, must be left alone before it is read.
 pub(crate) const SETTLE: Duration = Duration::from_millis(20);
@@ -312,15 +312,15 @@ struct IpamWatch {
     /// costs reading that line.
     store: Option<FileStore>,
     last: Option<Vec<(PathBuf, u64, Option<SystemTime>)>>,
-    /// The blocks last read; `None` while the directory holds no store.
-    source: Option<SourceText>,
+    /// The objects last read; `None` while the directory holds no store.
+    objects: Option<IpamObjects>,
     /// Why the last read failed, if it did.
     note: Option<String>,
 }
 
 impl IpamWatch {
     fn new(datastore: &Path) -> IpamWatch {
-        IpamWatch { dir: ipam_store::store_dir(datastore), store: None, last: None, source: None, note: None }
+        IpamWatch { dir: ipam_store::store_dir(datastore), store: None, last: None, objects: None, note: None }
     }
 
     /// Reads the store again if its files changed (or, with `force`, whatever the
@@ -335,7 +335,7 @@ impl IpamWatch {
         self.last = Some(now);
         if gone {
             self.store = None;
-            let had = self.source.take().is_some() | self.note.take().is_some();
+            let had = self.objects.take().is_some() | self.note.take().is_some();
             return had;
         }
         let read = match &self.store {
@@ -346,10 +346,10 @@ impl IpamWatch {
                 s
             }),
         };
-        let before = (self.source.clone(), self.note.clone());
+        let before = (self.objects.clone(), self.note.clone());
         match read {
-            Ok(source) => {
-                self.source = Some(source);
+            Ok(objects) => {
+                self.objects = Some(objects);
                 self.note = None;
             }
             Err(e) => {
@@ -361,7 +361,7 @@ impl IpamWatch {
                 ));
             }
         }
-        (self.source.clone(), self.note.clone()) != before
+        (self.objects.clone(), self.note.clone()) != before
     }
 }
 
@@ -510,9 +510,8 @@ async fn run_with(path: PathBuf, out: Publisher, settle_time: Duration) {
         }
         // Published only while the YAML was read completely last time.
         if let (true, Some(sources), Some(_)) = (changed, &yaml.sources, &yaml.last) {
-            let mut sources = sources.clone();
-            sources.extend(ipam.source.clone());
-            out.content(sources, ipam.note.iter().cloned().collect());
+            let objects = ipam.objects.clone().unwrap_or_default();
+            out.content(sources.clone(), objects, ipam.note.iter().cloned().collect());
         }
     }
 }

@@ -103,7 +103,7 @@ fn publish(store: &Store, out: &Publisher) {
     match store.view() {
         View::Waiting(Some(error)) => out.unreachable(error),
         View::Waiting(None) => {}
-        View::Ready { sources, notes, error: None } => out.content(sources, notes),
+        View::Ready { sources, notes, error: None } => out.content(sources, Default::default(), notes),
         View::Ready { sources, notes, error: Some(error) } => out.partial_content(sources, notes, error),
     }
 }

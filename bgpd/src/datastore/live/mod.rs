@@ -1,8 +1,9 @@
 //! Where the model comes from while the daemon runs: a file (watched with inotify), etcd v3
 //! (get, then watch) or the Kubernetes API (watchers). Each backend is a task that
 //! publishes a [`Feed`] on a `tokio::sync::watch` channel: the datastore's whole
-//! content as [`SourceText`]s whenever it changed, and whether the datastore is
-//! reachable. The daemon parses the sources with [`super::parse_sources`]; while the
+//! content as [`SourceText`]s (and an IPAM store's objects, typed) whenever it
+//! changed, and whether the datastore is reachable. The daemon builds its model with
+//! [`super::parse_input_memo`]; while the
 //! datastore is unreachable the feed keeps the last content read, so the daemon keeps
 //! running on its last good model.
 
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::SourceText;
+use super::{IpamObjects, SourceText};
 
 pub(crate) use etcd::next_events;
 pub(crate) use kubernetes::client as kube_client;
@@ -37,6 +38,10 @@ pub struct Feed {
     /// The datastore's content as last read completely; `None` until the first
     /// complete read. Replaced (a new `Arc`) only when the content changed.
     pub sources: Option<Arc<Vec<SourceText>>>,
+    /// The IPAM store's objects, typed, read with the sources (the file store
+    /// beside a file datastore, etcd's IPAM keys; none from Kubernetes, whose
+    /// IPAMBlocks are objects among the sources).
+    pub ipam: Arc<IpamObjects>,
     /// Per-entry faults the backend dealt with itself (an etcd value that is not
     /// YAML keeps its previous value), for `bgpd show config`.
     pub notes: Vec<String>,
@@ -62,12 +67,15 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// Publishes new content (and marks the datastore reachable). Content equal to
     /// the last published one only clears the unreachable mark.
-    pub(crate) fn content(&self, sources: Vec<SourceText>, notes: Vec<String>) {
+    pub(crate) fn content(&self, sources: Vec<SourceText>, ipam: IpamObjects, notes: Vec<String>) {
         self.tx.send_if_modified(|f| {
-            let same = f.sources.as_deref() == Some(&sources) && f.notes == notes;
+            let same = f.sources.as_deref() == Some(&sources) && *f.ipam == ipam && f.notes == notes;
             let was_down = f.unreachable.take().is_some();
             if !same {
+                // A new `Arc` of sources also when only the IPAM objects changed:
+                // the daemon reloads when the sources' `Arc` is new.
                 f.sources = Some(Arc::new(sources));
+                f.ipam = Arc::new(ipam);
                 f.notes = notes;
             }
             !same || was_down
@@ -176,10 +184,10 @@ mod tests {
         let (tx, mut rx) = watch::channel(Feed::default());
         let p = Publisher { tx };
         let src = || vec![SourceText { path: "a".into(), text: "x: 1".into() }];
-        p.content(src(), vec![]);
+        p.content(src(), IpamObjects::default(), vec![]);
         assert!(rx.has_changed().unwrap());
         let first = rx.borrow_and_update().sources.clone().unwrap();
-        p.content(src(), vec![]);
+        p.content(src(), IpamObjects::default(), vec![]);
         assert!(!rx.has_changed().unwrap(), "same content is no change");
         p.unreachable("down".into());
         assert!(rx.has_changed().unwrap());
@@ -188,7 +196,7 @@ mod tests {
         assert!(!rx.has_changed().unwrap(), "the same reason again is no change");
         p.unreachable("still down".into());
         assert_eq!(rx.borrow_and_update().unreachable.clone().unwrap().since, since, "since the outage began");
-        p.content(src(), vec![]);
+        p.content(src(), IpamObjects::default(), vec![]);
         let f = rx.borrow_and_update().clone();
         assert!(f.unreachable.is_none());
         assert!(Arc::ptr_eq(&first, f.sources.as_ref().unwrap()), "content kept, not replaced");

@@ -5,22 +5,22 @@
 //! * `host/NODE/ipv4/block/10.0.0.0-26`: a node's affinity to the block;
 //! * `handle/ID`: a handle, with its floating IPs.
 //!
-//! Values are decoded with the `ipam` crate's types and handed on as the documents
-//! the file datastore makes of its IPAM file store (`ipam_store::block_document`,
-//! `ipam_store::handle_document`): one [`SourceText`] per block (named by its key, which
-//! marks it as the store's: a block the operator's keys define too is theirs) and one
-//! per handle with floating IPs. A block whose affinity is `pendingDeletion` reads as
-//! `deleted: true`. Other keys under the prefix (Calico's `config`) are not read.
+//! Values are decoded with the model's types (`bgpd_model::calico`) and handed on
+//! typed, as the file datastore hands on its IPAM file store's
+//! ([`IpamObjects`]): each block named by its key (a block the operator's keys
+//! define too is theirs), and each handle with floating IPs. A block whose affinity
+//! is `pendingDeletion` reads as `deleted: true`. Other keys under the prefix
+//! (Calico's `config`) are not read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ipam::block::{AffinityState, AllocationBlock, IpamHandle};
+use bgpd_model::calico::{AffinityState, AllocationBlock, IpamHandle};
 use ipnet::IpNet;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::datastore::ipam_store;
-use crate::datastore::source::SourceText;
+use crate::datastore::ipam_store::{self, IpamObjects, StoredBlock, StoredHandle};
+use crate::datastore::Location;
 
 /// A block value: the `ipam` crate's block, plus Calico's `deleted` flag, which
 /// Calico sets on a block it is releasing (`bgpd-ipam` marks the affinity instead).
@@ -47,16 +47,13 @@ pub(super) enum Value {
     Handle(IpamHandle),
 }
 
-/// The IPAM keys read so far: the accepted value per key, the notes about
-/// rejected ones, and each block's document as last made.
+/// The IPAM keys read so far: the accepted value per key, and the notes about
+/// rejected ones.
 #[derive(Default)]
 pub(super) struct IpamEntries {
     prefix: String,
     values: BTreeMap<String, Value>,
     notes: BTreeMap<String, String>,
-    /// Per block key: (deleted, document), made again only when the block or its
-    /// deletion changed.
-    docs: BTreeMap<String, (bool, String)>,
 }
 
 impl IpamEntries {
@@ -85,7 +82,6 @@ impl IpamEntries {
         match self.decode(&key, value) {
             Ok(v) => {
                 self.notes.remove(&key);
-                self.docs.remove(&key);
                 self.values.insert(key, v);
             }
             Err(reason) => {
@@ -109,7 +105,6 @@ impl IpamEntries {
     pub(super) fn delete(&mut self, key: &str) {
         self.values.remove(key);
         self.notes.remove(key);
-        self.docs.remove(key);
     }
 
     /// The notes about rejected values, in key order.
@@ -117,8 +112,9 @@ impl IpamEntries {
         self.notes.values()
     }
 
-    /// The IPAMBlock and IPAMHandle documents, one source per key, in key order.
-    pub(super) fn sources(&mut self) -> Vec<SourceText> {
+    /// The blocks and the handles with floating IPs, each named by its key, in key
+    /// order.
+    pub(super) fn objects(&self) -> IpamObjects {
         let releasing: BTreeSet<(String, IpNet)> = self
             .values
             .values()
@@ -127,28 +123,20 @@ impl IpamEntries {
                 _ => None,
             })
             .collect();
-        self.docs.retain(|k, _| self.values.contains_key(k));
-        let mut out = Vec::new();
+        let at = |key: &String| Location { file: key.into(), document: 1, item: None };
+        let mut out = IpamObjects::default();
         for (key, v) in &self.values {
-            let text = match v {
-                Value::Block(b) => {
-                    let deleted = b.deleted || ipam_store::is_releasing(&b.block, &releasing);
-                    match self.docs.get(key) {
-                        Some((d, text)) if *d == deleted => text.clone(),
-                        _ => {
-                            let text = ipam_store::block_document(&b.block, deleted);
-                            self.docs.insert(key.clone(), (deleted, text.clone()));
-                            text
-                        }
-                    }
+            match v {
+                Value::Block(b) => out.blocks.push(StoredBlock {
+                    location: at(key),
+                    block: b.block.clone(),
+                    deleted: b.deleted || ipam_store::is_releasing(&b.block, &releasing),
+                }),
+                Value::Handle(h) if !h.floating_ips.is_empty() => {
+                    out.handles.push(StoredHandle { location: at(key), handle: h.clone() })
                 }
-                Value::Handle(h) => match ipam_store::handle_document(h) {
-                    Some(text) => text,
-                    None => continue,
-                },
-                Value::Affinity { .. } => continue,
-            };
-            out.push(SourceText { path: key.into(), text });
+                Value::Handle(_) | Value::Affinity { .. } => {}
+            }
         }
         out
     }
@@ -195,6 +183,7 @@ fn affinity_key(rest: &str) -> Option<(String, IpNet)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::parse_input;
     use ipam::block::{AllocationAttribute, BlockAffinity, FloatingIp, ATTR_NODE};
 
     const P: &str = "/calico/ipam/v2/";
@@ -220,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_become_documents_and_a_releasing_affinity_deletes_them() {
+    fn blocks_are_handed_on_typed_and_a_releasing_affinity_deletes_them() {
         let mut e = IpamEntries::new(P);
         let key = format!("{P}assignment/ipv4/block/10.244.0.0-26");
         let mut b = AllocationBlock::new("10.244.0.0/26".parse().unwrap(), Some("n1"), false);
@@ -230,11 +219,11 @@ mod tests {
         };
         b.allocate(1, attr, |_| true);
         e.put(key.clone(), &serde_json::to_vec(&b).unwrap(), None);
-        let s = e.sources();
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].path, std::path::Path::new(&key));
-        assert_eq!(s[0].text, ipam_store::block_document(&b, false));
-        let (m, problems) = crate::datastore::parse_sources(&s).unwrap();
+        let o = e.objects();
+        assert_eq!(o.blocks.len(), 1);
+        assert_eq!(o.blocks[0].location.file, std::path::Path::new(&key));
+        assert_eq!((&o.blocks[0].block, o.blocks[0].deleted), (&b, false));
+        let (m, problems) = parse_input(&[], &o).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         assert_eq!(m.blocks_for_node("n1").len(), 1);
         assert_eq!(m.borrowed_by_node("n2").count(), 1);
@@ -242,14 +231,15 @@ mod tests {
         let aff = |state| BlockAffinity { node: "n1".into(), cidr: b.cidr, state };
         let akey = format!("{P}host/n1/ipv4/block/10.244.0.0-26");
         e.put(akey.clone(), &serde_json::to_vec(&aff(AffinityState::Confirmed)).unwrap(), None);
-        assert_eq!(e.sources().len(), 1, "an affinity is no source");
+        assert_eq!(e.objects().blocks.len(), 1, "an affinity is no block");
+        assert!(!e.objects().blocks[0].deleted);
         e.put(akey.clone(), &serde_json::to_vec(&aff(AffinityState::PendingDeletion)).unwrap(), None);
-        assert_eq!(e.sources()[0].text, ipam_store::block_document(&b, true));
+        assert!(e.objects().blocks[0].deleted);
         // Calico's own affinity value holds only the state (and `deleted`).
         e.put(akey, br#"{"state":"confirmed","deleted":"false"}"#, None);
-        assert_eq!(e.sources()[0].text, ipam_store::block_document(&b, false));
+        assert!(!e.objects().blocks[0].deleted);
         e.delete(&key);
-        assert!(e.sources().is_empty());
+        assert_eq!(e.objects(), IpamObjects::default());
     }
 
     #[test]
@@ -258,7 +248,7 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&block_value("10.0.0.0/26", "n1")).unwrap();
         v["deleted"] = true.into();
         e.put(format!("{P}assignment/ipv4/block/10.0.0.0-26"), v.to_string().as_bytes(), None);
-        let (m, _) = crate::datastore::parse_sources(&e.sources()).unwrap();
+        let (m, _) = parse_input(&[], &e.objects()).unwrap();
         assert!(m.ipam_blocks["10-0-0-0-26"].deleted);
     }
 
@@ -267,14 +257,14 @@ mod tests {
         let mut e = IpamEntries::new(P);
         let mut h = IpamHandle { handle_id: "k8s.c1".into(), ..IpamHandle::default() };
         e.put(format!("{P}handle/k8s.c1"), &serde_json::to_vec(&h).unwrap(), None);
-        assert!(e.sources().is_empty());
+        assert!(e.objects().handles.is_empty(), "routing has no use for a handle without floating IPs");
         h.floating_ips = vec![FloatingIp {
             ip: "10.9.0.1".parse().unwrap(),
             target: "10.0.0.5".parse().unwrap(),
             node: "n1".into(),
         }];
         e.put(format!("{P}handle/k8s.c1"), &serde_json::to_vec(&h).unwrap(), None);
-        let (m, problems) = crate::datastore::parse_sources(&e.sources()).unwrap();
+        let (m, problems) = parse_input(&[], &e.objects()).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         assert_eq!(
             m.floating_ips_for_node("n1").map(|(h, f)| (h.handle_id.as_str(), f.ip)).collect::<Vec<_>>(),
@@ -288,7 +278,7 @@ mod tests {
         let key = format!("{P}assignment/ipv4/block/10.0.0.0-26");
         e.put(key.clone(), &block_value("10.0.0.0/26", "n1"), None);
         e.put(key.clone(), b"{not json", None);
-        assert_eq!(e.sources().len(), 1);
+        assert_eq!(e.objects().blocks.len(), 1);
         assert!(e.notes().next().unwrap().contains("previous value is kept"));
         // A value whose CIDR is not its key's.
         e.put(format!("{P}assignment/ipv4/block/10.0.1.0-26"), &block_value("10.0.2.0/26", "n1"), None);
@@ -297,12 +287,12 @@ mod tests {
         // notes are those of the values read again.
         let old = e.begin_resync();
         e.put(key.clone(), b"[]", Some(&old));
-        assert_eq!(e.sources().len(), 1);
+        assert_eq!(e.objects().blocks.len(), 1);
         assert_eq!(e.notes().count(), 1);
         // A good value clears the note.
         e.put(key, &block_value("10.0.0.0/26", "n2"), None);
         assert_eq!(e.notes().count(), 0);
-        let (m, _) = crate::datastore::parse_sources(&e.sources()).unwrap();
+        let (m, _) = parse_input(&[], &e.objects()).unwrap();
         assert_eq!(m.blocks_for_node("n2").len(), 1);
     }
 }

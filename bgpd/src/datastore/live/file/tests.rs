@@ -1,6 +1,6 @@
 use super::*;
 use crate::datastore::live::{spawn, DatastoreSpec, Feed};
-use crate::datastore::parse_sources;
+use crate::datastore::parse_input;
 use std::io::Write;
 use tokio::sync::watch;
 
@@ -51,10 +51,13 @@ fn request(node: &str, handle: &str) -> ipam::AssignRequest {
 async fn wait_for(rx: &mut watch::Receiver<Feed>, node: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let blocks: Option<Vec<String>> = rx.borrow_and_update().sources.as_deref().map(|sources| {
-            let (m, _) = parse_sources(sources).expect("the feed parses");
-            m.blocks_for_node(node).iter().map(|b| b.cidr.to_string()).collect()
-        });
+        let blocks: Option<Vec<String>> = {
+            let feed = rx.borrow_and_update();
+            feed.sources.as_deref().map(|sources| {
+                let (m, _) = parse_input(sources, &feed.ipam).expect("the feed parses");
+                m.blocks_for_node(node).iter().map(|b| b.cidr.to_string()).collect()
+            })
+        };
         if let Some(blocks) = blocks.as_ref().filter(|b| done(b)) {
             return blocks.clone();
         }

@@ -162,7 +162,7 @@ pub(super) fn with_floating_ips(w: &Watched, mut obj: Value) -> Value {
 /// not in state `pendingDeletion`, and an `IPAMHandle` without `spec.floatingIPs` (there is one such handle per pod interface, and
 /// routing reads only the floating IPs: holding the others would make every pod
 /// start and stop a change of the model). The file and etcd datastores skip the
-/// same handles (`ipam_store::handle_document`).
+/// same handles (`datastore::IpamObjects` holds only handles with floating IPs).
 pub(super) fn routing_reads(w: &Watched, obj: &Value) -> bool {
     if w.is_calico() && w.kind == "BlockAffinity" {
         // Only a release in progress matters to routing (see `store::View`).
