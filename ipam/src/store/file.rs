@@ -107,6 +107,9 @@ struct State {
     journal_records: u64,
     /// The journal of `base`, kept open once it exists.
     journal: Option<Journal>,
+    /// Journals older than `base` were removed by this process (under the
+    /// commit lock) since it read the snapshot: needed before it appends.
+    swept: bool,
     objects: BTreeMap<Key, Entry>,
 }
 
@@ -211,7 +214,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 struct Inner {
     lock_file: Option<File>,
-    cache: Option<State>,
+    // Boxed: a `FileStore` is a variant of `AnyStore` beside boxed ones.
+    cache: Option<Box<State>>,
 }
 
 /// IPAM state in a datastore directory (see the module docs).
@@ -416,13 +420,17 @@ impl FileStore {
             let base = self.disk_revision()?;
             let stale = inner.cache.as_ref().is_none_or(|c| c.base != base || (c.journal.is_some() && !linked));
             if stale {
-                inner.cache = Some(self.read_state()?);
-                if for_write {
-                    self.remove_stale_journals(base)?;
-                }
+                inner.cache = Some(Box::new(self.read_state()?));
             }
         }
-        let state = inner.cache.get_or_insert_with(State::default);
+        let state: &mut State = inner.cache.get_or_insert_with(Box::default);
+        if for_write && !state.swept {
+            // Before anything is appended past a journal, it must be gone:
+            // readers that still follow it take its being linked to mean
+            // that nothing was.
+            self.remove_stale_journals(state.base)?;
+            state.swept = true;
+        }
         if up_to_date {
             return Ok(state);
         }
@@ -637,8 +645,11 @@ impl FileStore {
             state.journal_records = 0;
             state.journal = None;
             // Readers that still follow the old journal find it unlinked and
-            // re-read the snapshot, which contains everything it held.
+            // re-read the snapshot, which contains everything it held. Until
+            // it is gone, this process may not append (see `current`).
+            state.swept = false;
             std::fs::remove_file(&old_journal).map_err(io_err(format!("removing {}", old_journal.display())))?;
+            state.swept = true;
             // Commits still waiting for a flush of the old journal are on
             // disk in the snapshot: tell them.
             self.group.compacted(state.base)?;
@@ -973,7 +984,9 @@ mod tests {
         // old journal leaves: the snapshot of revision 3 and journal 0, still
         // linked, which b follows.
         std::fs::rename(&keep, &journal).unwrap();
+        // c reads the new snapshot first, then writes.
         let c = FileStore::open(dir.path()).unwrap();
+        assert!(get(&c, "h3").is_some());
         c.commit_sync(vec![Write::put(Expect::Absent, handle("h4", 1))]).unwrap();
         assert!(!journal.exists(), "the stale journal was removed");
         assert!(get(&b, "h3").is_some());
