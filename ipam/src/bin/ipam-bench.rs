@@ -1,21 +1,24 @@
 //! Load generator for the IPAM stores: the benchmark, and the allocator
 //! process that the multi-process concurrency and crash tests start.
 //!
-//! * `ipam-bench worker --datastore SPEC --node N --handle-prefix P --count K [--release]`
+//! * `ipam-bench worker --datastore SPEC --node N --handle-prefix P --count K [--release] [--compact-after R]`
 //!   assigns K IPv4 addresses one at a time (handle `P-i` each), printing
-//!   `assigned IP HANDLE` per address, then optionally releases them all, and
-//!   prints a `done …` summary line.
+//!   `assigned IP HANDLE` per address once it is acknowledged (on disk, for
+//!   the file store), then optionally releases them all, and prints a
+//!   `done …` summary line (for the file store with how many of its commits
+//!   flushed the journal themselves: `flushes=`).
 //! * `ipam-bench run --datastore SPEC --clients C --count K [--nodes 4]`
 //!   starts C worker processes (node `node-(i mod nodes)`) and prints the
 //!   aggregate assignments/s and releases/s.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use ipam::allocator::{Allocator, AssignRequest};
-use ipam::store::any::DatastoreSpec;
+use ipam::store::any::{AnyStore, DatastoreSpec};
 
 #[derive(Parser)]
 #[command(about = "IPAM load generator and benchmark")]
@@ -43,6 +46,10 @@ enum Cmd {
         /// Release every handle afterwards.
         #[arg(long)]
         release: bool,
+        /// For `file:` datastores: compact the journal after this many
+        /// commits instead of the default (the crash tests compact often).
+        #[arg(long)]
+        compact_after: Option<u64>,
     },
     /// Release handles `PREFIX-0` … `PREFIX-(count-1)`.
     Release {
@@ -87,8 +94,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.cmd {
-        Cmd::Worker { datastore, node, handle_prefix, count, release } => {
-            rt.block_on(worker(&datastore, &node, &handle_prefix, count, release))
+        Cmd::Worker { datastore, node, handle_prefix, count, release, compact_after } => {
+            rt.block_on(worker(&datastore, &node, &handle_prefix, count, release, compact_after))
         }
         Cmd::Release { datastore, handle_prefix, count } => rt.block_on(release(&datastore, &handle_prefix, count)),
         Cmd::Run { datastore, clients, count, nodes, seed } => match seed {
@@ -106,9 +113,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn worker(datastore: &str, node: &str, prefix: &str, count: u32, release: bool) -> Result<(), String> {
+async fn worker(
+    datastore: &str,
+    node: &str,
+    prefix: &str,
+    count: u32,
+    release: bool,
+    compact_after: Option<u64>,
+) -> Result<(), String> {
     let spec: DatastoreSpec = datastore.parse().map_err(|e| format!("{e}"))?;
     let (store, design) = ipam::store::any::open(&spec).await.map_err(|e| e.to_string())?;
+    let store = match (store, compact_after) {
+        (AnyStore::File(s), Some(n)) => AnyStore::File(s.with_compact_after(n)),
+        (store, _) => store,
+    };
     let alloc = Allocator::new(store, design);
     let mut out = std::io::stdout().lock();
     let t0 = Instant::now();
@@ -137,10 +155,22 @@ async fn worker(datastore: &str, node: &str, prefix: &str, count: u32, release: 
         }
     }
     let release_secs = t1.elapsed().as_secs_f64();
-    let conflicts = alloc.stats.conflicts.load(std::sync::atomic::Ordering::Relaxed);
+    let conflicts = alloc.stats.conflicts.load(Ordering::Relaxed);
+    let flushes = match alloc.store() {
+        AnyStore::File(s) => {
+            let f = s.flush_stats();
+            format!(
+                " flushes={} covered={} compacted={}",
+                f.led.load(Ordering::Relaxed),
+                f.covered.load(Ordering::Relaxed),
+                f.compacted.load(Ordering::Relaxed)
+            )
+        }
+        _ => String::new(),
+    };
     writeln!(
         out,
-        "done assigned={count} released={} assign_secs={assign_secs:.4} release_secs={release_secs:.4} conflicts={conflicts}",
+        "done assigned={count} released={} assign_secs={assign_secs:.4} release_secs={release_secs:.4} conflicts={conflicts}{flushes}",
         if release { count } else { 0 }
     )
     .map_err(|e| e.to_string())?;
@@ -199,6 +229,7 @@ fn run(datastore: &str, clients: u32, count: u32, nodes: u32) -> Result<(), Stri
         children.push(child);
     }
     let (mut max_assign, mut max_release, mut conflicts) = (0f64, 0f64, 0f64);
+    let (mut flushes, mut covered, mut file_store) = (0f64, 0f64, false);
     for c in children {
         let out = c.wait_with_output().map_err(|e| e.to_string())?;
         if !out.status.success() {
@@ -209,10 +240,19 @@ fn run(datastore: &str, clients: u32, count: u32, nodes: u32) -> Result<(), Stri
         max_assign = max_assign.max(field(done, "assign_secs").unwrap_or(0.0));
         max_release = max_release.max(field(done, "release_secs").unwrap_or(0.0));
         conflicts += field(done, "conflicts").unwrap_or(0.0);
+        if let (Some(f), Some(c)) = (field(done, "flushes"), field(done, "covered")) {
+            (flushes, covered, file_store) = (flushes + f, covered + c, true);
+        }
     }
+    // Commits (assignments, releases, block claims) per journal flush.
+    let per_flush = if file_store {
+        format!(" commits_per_flush={:.2}", (flushes + covered) / flushes.max(1.0))
+    } else {
+        String::new()
+    };
     let total = clients as f64 * count as f64;
     println!(
-        "datastore={datastore} clients={clients} assignments={total} assign_per_sec={:.0} release_per_sec={:.0} conflicts={conflicts} wall_secs={:.2}",
+        "datastore={datastore} clients={clients} assignments={total} assign_per_sec={:.0} release_per_sec={:.0} conflicts={conflicts}{per_flush} wall_secs={:.2}",
         total / max_assign.max(1e-9),
         total / max_release.max(1e-9),
         t0.elapsed().as_secs_f64()

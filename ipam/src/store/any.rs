@@ -109,6 +109,14 @@ impl Store for AnyStore {
         }
     }
 
+    async fn list_keys(&self, scope: &Scope) -> Result<Vec<Key>, StoreError> {
+        match self {
+            AnyStore::File(s) => s.list_keys(scope).await,
+            AnyStore::Etcd(s) => s.list_keys(scope).await,
+            AnyStore::Kube(s) => s.list_keys(scope).await,
+        }
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         match self {
             AnyStore::File(s) => s.commit(writes).await,

@@ -37,6 +37,11 @@ pub struct Worker {
 impl Worker {
     /// Starts `ipam-bench worker`.
     pub fn start(datastore: &str, node: &str, prefix: &str, count: u32, release: bool) -> Worker {
+        Worker::start_with(datastore, node, prefix, count, release, &[])
+    }
+
+    /// Starts `ipam-bench worker` with more arguments (`--compact-after N`).
+    pub fn start_with(datastore: &str, node: &str, prefix: &str, count: u32, release: bool, extra: &[&str]) -> Worker {
         let mut cmd = Command::new(bench_bin());
         cmd.args(["worker", "--datastore", datastore, "--node", node]).args([
             "--handle-prefix",
@@ -47,6 +52,7 @@ impl Worker {
         if release {
             cmd.arg("--release");
         }
+        cmd.args(extra);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start ipam-bench worker");
         let out = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
