@@ -83,10 +83,20 @@ pub(crate) struct Identity {
 impl Identity {
     /// The metric the kernel reports for our routes of this family: IPv6 turns 0 into 1024.
     pub fn metric_for(&self, prefix: &IpNet) -> u32 {
-        match prefix {
-            IpNet::V6(_) if self.metric == 0 => 1024,
-            _ => self.metric,
-        }
+        kernel_metric(prefix, self.metric)
+    }
+
+    /// The same identity at another metric (a route's own, a replaced speaker's).
+    pub fn at(&self, metric: u32) -> Identity {
+        Identity { metric, ..*self }
+    }
+}
+
+/// `metric` as the kernel reports it for a route to `prefix`: IPv6 turns 0 into 1024.
+pub(crate) fn kernel_metric(prefix: &IpNet, metric: u32) -> u32 {
+    match prefix {
+        IpNet::V6(_) if metric == 0 => 1024,
+        _ => metric,
     }
 }
 

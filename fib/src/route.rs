@@ -9,8 +9,10 @@ use crate::error::{RouteError, RouteErrorKind};
 
 /// One route the caller wants installed in the FIB's table, keyed by its prefix.
 ///
-/// The table, protocol number and metric are the FIB's own (see [`crate::FibConfig`]), so a
-/// prefix identifies exactly one of our routes.
+/// The table and protocol number are the FIB's own (see [`crate::FibConfig`]); the metric
+/// is the route's, or the FIB's when it has none. A prefix identifies exactly one of our
+/// routes: a new metric for a prefix moves its route (the new one is installed before the
+/// old one is removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Destination prefix; must have no host bits set (`10.0.0.0/24`, not `10.0.0.1/24`).
@@ -19,6 +21,9 @@ pub struct Route {
     pub target: Target,
     /// Preferred source address for locally originated traffic (`RTA_PREFSRC`).
     pub pref_src: Option<IpAddr>,
+    /// The kernel route's metric (`RTA_PRIORITY`); `None`: [`crate::FibConfig::metric`].
+    /// IPv6 reads 0 as 1024, as the kernel does.
+    pub metric: Option<u32>,
 }
 
 /// What a route does with matching packets.
@@ -90,17 +95,17 @@ impl NextHop {
 impl Route {
     /// A unicast route through the given next hops.
     pub fn unicast(prefix: IpNet, next_hops: Vec<NextHop>) -> Self {
-        Route { prefix, target: Target::Unicast(next_hops), pref_src: None }
+        Route { prefix, target: Target::Unicast(next_hops), pref_src: None, metric: None }
     }
 
     /// A blackhole route.
     pub fn blackhole(prefix: IpNet) -> Self {
-        Route { prefix, target: Target::Blackhole, pref_src: None }
+        Route { prefix, target: Target::Blackhole, pref_src: None, metric: None }
     }
 
     /// An unreachable route.
     pub fn unreachable(prefix: IpNet) -> Self {
-        Route { prefix, target: Target::Unreachable, pref_src: None }
+        Route { prefix, target: Target::Unreachable, pref_src: None, metric: None }
     }
 
     /// Checks what the kernel would otherwise reject less clearly: host bits in the prefix,

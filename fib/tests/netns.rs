@@ -9,6 +9,7 @@ use std::num::NonZeroU8;
 use common::{gateways, TestNs};
 use fib::{Fib, FibConfig, FibEvent, FibMetrics, NextHop, Route, RouteChange, RouteErrorKind};
 use ipnet::IpNet;
+use testgate::testbed::RouteMonitor;
 
 const TABLE: u32 = 100;
 
@@ -593,4 +594,70 @@ async fn take_over_retires_only_the_predecessors_routes() {
     assert_eq!(by("static"), vec![at32("10.9.0.0/24")], "the static route at metric 32 stays");
     // Nothing left: a second retire queues nothing.
     assert_eq!(h.retire_predecessors(fib::Retire::All).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_moves_to_its_new_metric_without_a_gap() {
+    if !testgate::require_root_and_cmds("a_route_moves_to_its_new_metric_without_a_gap", &["ip"]) {
+        return;
+    }
+    let ns = TestNs::new("metric");
+    let metrics = FibMetrics::unregistered();
+    let fib = Fib::spawn(config(&ns), metrics.clone()).unwrap();
+    let h = fib.handle.clone();
+    let moving = |metric: u32| Route {
+        metric: Some(metric),
+        ..Route::unicast(net("10.1.0.0/24"), vec![NextHop::via(ip("192.0.2.2"))])
+    };
+    let default = Route::unicast(net("10.2.0.0/24"), vec![NextHop::via(ip("192.0.2.2"))]);
+    h.apply(upserts(vec![moving(512), default])).await.unwrap();
+    assert!(h.settled().await.unwrap().is_empty());
+    let of = |dst: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = ns
+            .routes(TABLE)
+            .into_iter()
+            .filter(|r| r["dst"] == dst)
+            .map(|r| (r["protocol"].as_str().unwrap_or("").to_owned(), r["metric"].as_u64().unwrap_or(0)))
+            .collect();
+        v.sort();
+        v
+    };
+    let bgp = |metric: u64| ("bgp".to_owned(), metric);
+    assert_eq!(of("10.1.0.0/24"), vec![bgp(512)]);
+    assert_eq!(of("10.2.0.0/24"), vec![bgp(20)], "no metric of its own: the FIB's");
+
+    // A static route sits at 300: the move there conflicts, ours stays at 512.
+    ns.ip(&["route", "add", "10.1.0.0/24", "via", "198.51.100.9", "table", "100", "proto", "static", "metric", "300"]);
+    h.apply(upserts(vec![moving(300)])).await.unwrap();
+    let failures = h.settled().await.unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].kind, RouteErrorKind::Conflict { protocol: 4 });
+    assert_eq!(of("10.1.0.0/24"), vec![bgp(512), ("static".to_owned(), 300)]);
+
+    // The static route goes: ours moves to 300, and the kernel saw the new route before
+    // the old one left.
+    let monitor = RouteMonitor::start(&ns).unwrap_or_else(|e| panic!("{e}"));
+    ns.ip(&["route", "del", "10.1.0.0/24", "table", "100", "proto", "static", "metric", "300"]);
+    ns.wait_route(TABLE, "10.1.0.0/24", "the move to 300", |r| {
+        r.is_some_and(|r| r["protocol"] == "bgp" && r["metric"] == 300)
+    })
+    .await;
+    assert!(h.settled().await.unwrap().is_empty());
+    let lines: Vec<String> = monitor
+        .stop()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|l| l.contains("10.1.0.0/24") && l.contains("proto bgp"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(!lines[0].starts_with("Deleted") && lines[0].contains("metric 300"), "{lines:?}");
+    assert!(lines[1].starts_with("Deleted") && lines[1].contains("metric 512"), "{lines:?}");
+    assert_eq!(of("10.1.0.0/24"), vec![bgp(300)]);
+    assert_eq!(metrics.routes_installed.with_label_values(&["ipv4"]).get(), 2);
+
+    // Removing the prefix removes ours at its metric; the other stays.
+    h.apply(vec![RouteChange::Remove(net("10.1.0.0/24"))]).await.unwrap();
+    assert!(h.settled().await.unwrap().is_empty());
+    assert!(of("10.1.0.0/24").is_empty());
+    assert_eq!(of("10.2.0.0/24"), vec![bgp(20)]);
 }

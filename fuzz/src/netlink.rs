@@ -51,7 +51,10 @@ fn route(inp: &mut Input) -> RouteChange {
                     }
                 })
                 .collect();
-            RouteChange::Upsert(Route::unicast(prefix, hops))
+            // A route's own metric (BGPFilter `setPriority`), the FIB's, or 0 (IPv6: 1024):
+            // a change of it moves the route.
+            let metric = [None, Some(20), Some(512), Some(0)][inp.below(4)];
+            RouteChange::Upsert(Route { metric, ..Route::unicast(prefix, hops) })
         }
     }
 }

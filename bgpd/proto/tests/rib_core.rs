@@ -309,6 +309,8 @@ struct Sim {
     deferral_done: usize,
     /// The kernel table as `Output::Fib` would leave it.
     fib: BTreeMap<IpNet, Vec<IpAddr>>,
+    /// The priority (kernel metric) of each route of `fib` that has one.
+    fib_priority: BTreeMap<IpNet, u32>,
 }
 
 fn rib_config() -> RibConfig {
@@ -336,6 +338,7 @@ impl Sim {
             warnings: Vec::new(),
             deferral_done: 0,
             fib: BTreeMap::new(),
+            fib_priority: BTreeMap::new(),
         }
     }
 
@@ -463,7 +466,12 @@ impl Sim {
                 Output::DeferralDone => self.deferral_done += 1,
                 Output::Fib(routes) => {
                     for r in routes {
+                        match r.priority {
+                            Some(p) => self.fib_priority.insert(r.prefix, p),
+                            None => self.fib_priority.remove(&r.prefix),
+                        };
                         if r.next_hops.is_empty() {
+                            assert_eq!(r.priority, None, "a removal carries no priority");
                             self.fib.remove(&r.prefix);
                         } else {
                             self.fib.insert(r.prefix, r.next_hops);
@@ -2075,6 +2083,55 @@ fn forwarding_follows_the_ecmp_set_and_yields_to_own_routes() {
     assert_eq!(s.fib.get(&net(p)), Some(&vec!["10.0.0.12".parse::<IpAddr>().unwrap()]));
     s.down(b, false);
     assert!(s.fib.is_empty());
+}
+
+/// An import filter that sets priority `value` on `prefixes` (exact) and accepts the rest.
+fn priority_policy(prefixes: &[&str], value: u32) -> Arc<PeerPolicy> {
+    let mut f = Filter { name: "priority".into(), ..Filter::default() };
+    for p in prefixes {
+        let mut r = exact(p, Action::Accept);
+        r.operations = vec![Operation::SetPriority(value)];
+        f.import_v4.push(r);
+    }
+    policy_of(vec![f])
+}
+
+#[test]
+fn the_best_paths_priority_reaches_the_fib_and_a_new_one_alone_moves_the_route() {
+    let cfg = RibConfig {
+        decision: DecisionOptions { multipath_relax: true, ..DecisionOptions::default() },
+        max_paths: 4,
+        fib: true,
+        ..rib_config()
+    };
+    let mut s = Sim::new(cfg);
+    let (p1, p2) = ("10.1.1.0/24", "10.1.2.0/24");
+    let a = s.add(11, 65011, |c| {
+        c.policy = priority_policy(&[p1], 512);
+        c.keep_received = true;
+    });
+    let b = s.add(12, 65012, |_| {});
+    s.up(a);
+    s.up(b);
+    s.send(a, ann(&[p1, p2], &[65011], "10.0.0.11"));
+    assert_eq!(s.fib_priority, BTreeMap::from([(net(p1), 512)]), "p2 has no priority: the default");
+    // B's path joins the ECMP set as the second path: the best path's priority stays.
+    s.send(b, ann(&[p1], &[65012], "10.0.0.12"));
+    assert_eq!(s.fib.get(&net(p1)).map(Vec::len), Some(2));
+    assert_eq!(s.fib_priority.get(&net(p1)), Some(&512));
+    // The filter now says 300: same next hops, a new priority.
+    let mut new = cfg_like(&s, a, 65011, priority_policy(&[p1], 300));
+    new.keep_received = true;
+    s.rib.set_peer_config(a, new, s.now);
+    s.drain();
+    assert_eq!(s.fib_priority, BTreeMap::from([(net(p1), 300)]));
+    // Without the rule the route goes back to the default.
+    let mut new = cfg_like(&s, a, 65011, policy(&[], &[], None));
+    new.keep_received = true;
+    s.rib.set_peer_config(a, new, s.now);
+    s.drain();
+    assert!(s.fib_priority.is_empty());
+    assert_eq!(s.fib.len(), 2);
 }
 
 // ----- export paused (a peer whose connection does not keep up) -----

@@ -6,7 +6,9 @@
 //!   of its used learned paths (ECMP, best first; none: remove). Each becomes
 //!   a unicast route whose gateways the FIB resolves recursively through the
 //!   kernel's own routes; a gateway that does not resolve leaves the route
-//!   out (logged, shown by `bgpd show fib`) until it does.
+//!   out (logged, shown by `bgpd show fib`) until it does. The best path's
+//!   priority (BGPFilter `setPriority`) is the route's metric; without one
+//!   the FIB's (20). A new metric moves the route, make before break.
 //! - This node's blocks become blackhole routes, so traffic to a block's
 //!   unallocated addresses is dropped here instead of following a default
 //!   route out. A block wins over a learned route for the same prefix.
@@ -191,11 +193,21 @@ impl Encap {
     }
 }
 
+/// What the RIB forwards a prefix to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Learned {
+    /// Next hops, best path's first.
+    hops: Vec<IpAddr>,
+    /// The best path's priority (BGPFilter `setPriority`): the route's
+    /// metric; `None`: the FIB's default (20).
+    priority: Option<u32>,
+}
+
 /// The routes wanted in the kernel: learned next hops and own blocks,
 /// turned into FIB changes. Pure, so the rules are tested without a kernel.
 #[derive(Debug, Default)]
 struct Desired {
-    learned: HashMap<IpNet, Vec<IpAddr>>,
+    learned: HashMap<IpNet, Learned>,
     blackholes: BTreeSet<IpNet>,
     statics: BTreeMap<IpNet, IpAddr>,
     encap: Encap,
@@ -224,26 +236,27 @@ impl Desired {
         if let Some(gw) = self.statics.get(&prefix) {
             return RouteChange::Upsert(Route::unicast(prefix, vec![NextHop::via(*gw)]));
         }
-        let Some(hops) = self.learned.get(&prefix) else { return RouteChange::Remove(prefix) };
-        match encap.treat(prefix, hops) {
+        let Some(learned) = self.learned.get(&prefix) else { return RouteChange::Remove(prefix) };
+        match encap.treat(prefix, &learned.hops) {
             Treatment::Felix => RouteChange::Remove(prefix),
-            Treatment::Install(hops) => RouteChange::Upsert(Route::unicast(
-                prefix,
-                hops.into_iter()
+            Treatment::Install(hops) => {
+                let hops = hops
+                    .into_iter()
                     .map(|(gw, ipip)| match ipip && tunnel {
                         true => NextHop::via_dev(gw, IPIP_DEVICE).onlink(),
                         false => NextHop::via(gw),
                     })
-                    .collect(),
-            )),
+                    .collect();
+                RouteChange::Upsert(Route { metric: learned.priority, ..Route::unicast(prefix, hops) })
+            }
         }
     }
 
     /// Updates the IPIP and VXLAN bookkeeping of a learned `prefix`.
     fn classify(&mut self, prefix: IpNet) {
         let treatment = match self.learned.get(&prefix) {
-            Some(hops) if !self.blackholes.contains(&prefix) && !self.statics.contains_key(&prefix) => {
-                Some(self.encap.treat(prefix, hops))
+            Some(learned) if !self.blackholes.contains(&prefix) && !self.statics.contains_key(&prefix) => {
+                Some(self.encap.treat(prefix, &learned.hops))
             }
             _ => None,
         };
@@ -309,7 +322,7 @@ impl Desired {
             if hops.is_empty() {
                 self.learned.remove(&r.prefix);
             } else {
-                self.learned.insert(r.prefix, hops);
+                self.learned.insert(r.prefix, Learned { hops, priority: r.priority });
             }
             self.classify(r.prefix);
             if !self.blackholes.contains(&r.prefix) && !self.statics.contains_key(&r.prefix) {

@@ -268,7 +268,8 @@ pub struct KernelView {
     pub table: u32,
     /// The protocol number our routes carry.
     pub protocol: u8,
-    /// The metric our routes carry.
+    /// The metric our routes carry, unless the best path has a priority
+    /// (BGPFilter `setPriority`), which is then the route's metric.
     pub metric: u32,
     /// Whether the routes of a previous run were swept yet.
     pub swept: bool,

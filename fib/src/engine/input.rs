@@ -37,17 +37,19 @@ impl Engine {
         {
             return false;
         }
-        let Some(InFlight::Write { prefix, op, spec }) = self.in_flight.get_mut(&nl.sequence_number()) else {
+        let Some(InFlight::Write { prefix, metric, op, spec }) = self.in_flight.get_mut(&nl.sequence_number()) else {
             return false;
         };
-        let prefix = *prefix;
+        let (prefix, metric) = (*prefix, *metric);
         match (op, kind) {
             (Op::Install, RTM_NEWROUTE) => {
                 if let Some(spec) = spec.take() {
-                    self.set_slot(prefix, Some(Slot { protocol: self.id.protocol, spec }));
+                    self.hold(prefix, Slot { metric, protocol: self.id.protocol, spec });
                 }
             }
-            (Op::Remove, RTM_DELROUTE) => self.set_slot(prefix, None),
+            (Op::Remove, RTM_DELROUTE) => {
+                self.release(prefix, metric, self.id.protocol);
+            }
             // Anything else the kernel says about our write (an IPv6 sibling change, say)
             // is read in full.
             _ => return false,
@@ -136,7 +138,10 @@ impl Engine {
         let mut all: Vec<IpNet> = self.desired.keys().copied().collect();
         all.extend(self.removed.iter().copied());
         if self.swept {
-            all.extend(self.slots.iter().filter(|(_, s)| s.protocol == self.id.protocol).map(|(p, _)| *p));
+            let protocol = self.id.protocol;
+            all.extend(
+                self.slots.iter().filter(|(_, held)| held.iter().any(|s| s.protocol == protocol)).map(|(p, _)| *p),
+            );
         }
         for p in all {
             self.mark_dirty(p);
@@ -167,11 +172,12 @@ impl Engine {
         }
         if let Some(errno) = errno {
             match self.in_flight.remove(&seq) {
-                Some(InFlight::Write { prefix, op, .. }) => {
+                Some(InFlight::Write { prefix, metric, op, .. }) => {
                     self.in_flight_prefixes.remove(&prefix);
                     self.superseded.remove(&prefix);
                     if op == Op::Remove && errno == ESRCH {
-                        self.set_slot(prefix, None);
+                        self.release(prefix, metric, self.id.protocol);
+                        self.follow_up(prefix);
                     } else {
                         self.metrics.errors.with_label_values(&[&errno_name(errno)]).inc();
                         self.fail(prefix, RouteErrorKind::Kernel { op, errno, message: text });
@@ -197,8 +203,8 @@ impl Engine {
         if let Some(batch) = self.batches.remove(&seq) {
             let mut raced = false;
             for s in batch {
-                let (prefix, op, spec) = match self.in_flight.remove(&s) {
-                    Some(InFlight::Write { prefix, op, spec }) => (prefix, op, spec),
+                let (prefix, metric, op, spec) = match self.in_flight.remove(&s) {
+                    Some(InFlight::Write { prefix, metric, op, spec }) => (prefix, metric, op, spec),
                     Some(InFlight::Retire(p)) => {
                         self.retired(p);
                         continue;
@@ -215,13 +221,16 @@ impl Engine {
                 match op {
                     Op::Install => {
                         if let Some(spec) = spec {
-                            self.set_slot(prefix, Some(Slot { protocol: self.id.protocol, spec }));
+                            self.hold(prefix, Slot { metric, protocol: self.id.protocol, spec });
                         }
                         self.succeed(prefix);
                         self.retire_replaced_at(prefix);
                     }
-                    Op::Remove => self.set_slot(prefix, None),
+                    Op::Remove => {
+                        self.release(prefix, metric, self.id.protocol);
+                    }
                 }
+                self.follow_up(prefix);
             }
             if raced {
                 self.start_resync();
@@ -230,16 +239,24 @@ impl Engine {
     }
 
     /// A predecessor's route is gone (removed by us, or already gone): forgotten; if it
-    /// held our slot, the slot is free for our route.
+    /// held the slot ours wants, that slot is free for our route.
     pub(super) fn retired(&mut self, p: Predecessor) {
         self.forget_predecessor(&p);
-        if p.metric == self.id.metric_for(&p.prefix)
-            && self.slots.get(&p.prefix).is_some_and(|s| s.protocol == p.protocol)
-        {
-            self.set_slot(p.prefix, None);
-            if self.desired.contains_key(&p.prefix) {
-                self.mark_dirty(p.prefix);
-            }
+        if self.release(p.prefix, p.metric, p.protocol) && self.desired_metric(&p.prefix) == Some(p.metric) {
+            self.mark_dirty(p.prefix);
+        }
+    }
+
+    /// After a write of ours to `prefix` is done: the prefix is planned again while a
+    /// route of ours is left at another metric than the wanted one: the old one of a
+    /// route moved to a new metric (removed only now that the new one is in: make before
+    /// break), or the next of several to remove.
+    pub(super) fn follow_up(&mut self, prefix: IpNet) {
+        let protocol = self.id.protocol;
+        let wanted = self.desired_metric(&prefix);
+        let left = self.held(&prefix).iter().any(|s| s.protocol == protocol && Some(s.metric) != wanted);
+        if left {
+            self.mark_dirty(prefix);
         }
     }
 
@@ -297,26 +314,29 @@ impl Engine {
                 self.mark_dirty(r.prefix);
             }
         }
+        // Ours: our protocol in our table, at any metric.
         let ours = r.protocol == self.id.protocol;
-        let in_slot = r.table == self.id.table && r.metric == self.id.metric_for(&r.prefix);
-        if !in_slot || !ours {
+        let in_table = r.table == self.id.table;
+        if !in_table || !ours {
             // A route that is not ours changed: next hops may resolve differently now.
             if !from_dump {
                 self.refresh_lookups = true;
             }
-            if !in_slot {
+            if !in_table {
                 return;
             }
         }
-        let prefix = r.prefix;
+        let (prefix, metric) = (r.prefix, r.metric);
         if deleted {
-            if self.slots.get(&prefix).map(|s| s.protocol) == Some(r.protocol) {
-                self.set_slot(prefix, None);
-            }
+            self.release(prefix, metric, r.protocol);
         } else {
-            self.set_slot(prefix, Some(Slot { protocol: r.protocol, spec: r.spec }));
+            self.hold(prefix, Slot { metric, protocol: r.protocol, spec: r.spec });
         }
         if from_dump || self.sync != Sync::Running {
+            return;
+        }
+        if !ours && self.desired_metric(&prefix) != Some(metric) {
+            // Another's route beside the slot ours wants: no concern of ours.
             return;
         }
         if self.in_flight_prefixes.contains(&prefix) {
@@ -339,14 +359,40 @@ impl Engine {
         }
     }
 
-    pub(super) fn set_slot(&mut self, prefix: IpNet, slot: Option<Slot>) {
+    /// Records `slot` as what occupies its metric's slot of `prefix`.
+    pub(super) fn hold(&mut self, prefix: IpNet, slot: Slot) {
         let protocol = self.id.protocol;
-        let is_ours = slot.as_ref().is_some_and(|s| s.protocol == protocol);
-        let old = match slot {
-            Some(s) => self.slots.insert(prefix, s),
-            None => self.slots.remove(&prefix),
+        let is_ours = slot.protocol == protocol;
+        let held = self.slots.entry(prefix).or_default();
+        let was_ours = match held.iter_mut().find(|s| s.metric == slot.metric) {
+            Some(s) => std::mem::replace(s, slot).protocol == protocol,
+            None => {
+                held.push(slot);
+                false
+            }
         };
-        let was_ours = old.is_some_and(|s| s.protocol == protocol);
+        self.count_ours(prefix, was_ours, is_ours);
+    }
+
+    /// Forgets the route of `protocol` at `metric` for `prefix`, if that is what the slot
+    /// holds; true if it did.
+    pub(super) fn release(&mut self, prefix: IpNet, metric: u32, protocol: u8) -> bool {
+        let Some(held) = self.slots.get_mut(&prefix) else {
+            return false;
+        };
+        let Some(i) = held.iter().position(|s| s.metric == metric && s.protocol == protocol) else {
+            return false;
+        };
+        held.swap_remove(i);
+        if held.is_empty() {
+            self.slots.remove(&prefix);
+        }
+        self.count_ours(prefix, protocol == self.id.protocol, false);
+        true
+    }
+
+    /// Keeps `fib_routes_installed` (our routes, each metric counted) up to date.
+    fn count_ours(&self, prefix: IpNet, was_ours: bool, is_ours: bool) {
         let gauge = if prefix.addr().is_ipv4() { &self.counters.installed_v4 } else { &self.counters.installed_v6 };
         match (was_ours, is_ours) {
             (false, true) => gauge.inc(),
@@ -386,62 +432,89 @@ impl Engine {
     pub(super) fn plan(&mut self, prefix: IpNet) -> Plan {
         // Decide with shared borrows (one lookup in each map), then act.
         let protocol = self.id.protocol;
-        let slot = self.slots.get(&prefix);
-        let ours = slot.is_some_and(|s| s.protocol == protocol);
-        let decision = match self.desired.get(&prefix) {
-            None => Decision::NotDesired { ours },
-            Some(route) if matches!(route.target, Target::Unicast(_)) && self.connected.contains(&prefix) => {
-                Decision::Fail { kind: RouteErrorKind::Connected, ours }
-            }
-            Some(route) => {
-                let mut ctx = EvalContext {
-                    resolutions: &mut self.resolutions,
-                    lookup_queue: &mut self.lookup_queue,
-                    links: &self.links,
-                    link_by_name: &self.link_by_name,
-                };
-                match ctx.evaluate(route) {
-                    Eval::Wait => Decision::Wait,
-                    Eval::Fail(kind) => Decision::Fail { kind, ours },
-                    Eval::Ready(spec) => match slot {
-                        Some(s) if s.protocol != protocol => Decision::Conflict { protocol: s.protocol },
-                        Some(s) if s.spec == spec => Decision::Same,
-                        _ => Decision::Install(spec),
-                    },
+        let wanted = self.desired.get(&prefix).map(|r| self.metric_of(r));
+        let held = self.slots.get(&prefix).map_or(&[][..], |h| h.as_slice());
+        let mut ours = held.iter().filter(|s| s.protocol == protocol).map(|s| s.metric);
+        let any_ours = ours.next();
+        let more = ours.next().is_some();
+        // A failing route of ours goes from the wanted slot first: the rest are then at
+        // other metrics, which `follow_up` sees to.
+        let failing_ours = match wanted {
+            Some(m) if held.iter().any(|s| s.protocol == protocol && s.metric == m) => Some(m),
+            _ => any_ours,
+        };
+        let decision = match (self.desired.get(&prefix), wanted) {
+            (Some(route), Some(metric)) => {
+                if matches!(route.target, Target::Unicast(_)) && self.connected.contains(&prefix) {
+                    Decision::Fail { kind: RouteErrorKind::Connected, ours: failing_ours }
+                } else {
+                    let mut ctx = EvalContext {
+                        resolutions: &mut self.resolutions,
+                        lookup_queue: &mut self.lookup_queue,
+                        links: &self.links,
+                        link_by_name: &self.link_by_name,
+                    };
+                    match ctx.evaluate(route) {
+                        Eval::Wait => Decision::Wait,
+                        Eval::Fail(kind) => Decision::Fail { kind, ours: failing_ours },
+                        Eval::Ready(spec) => match held.iter().find(|s| s.metric == metric) {
+                            Some(s) if s.protocol != protocol => Decision::Conflict { protocol: s.protocol },
+                            Some(s) if s.spec == spec => Decision::Same {
+                                stale: held
+                                    .iter()
+                                    .find(|s| s.protocol == protocol && s.metric != metric)
+                                    .map(|s| s.metric),
+                            },
+                            _ => Decision::Install(spec, metric),
+                        },
+                    }
                 }
             }
+            _ => Decision::NotDesired { ours: any_ours, more },
         };
         match decision {
-            Decision::NotDesired { ours } => {
-                let explicit = self.removed.remove(&prefix);
+            Decision::NotDesired { ours, more } => {
+                let explicit = self.removed.contains(&prefix);
                 self.failures.remove(&prefix);
-                if ours && (explicit || self.swept) {
-                    Plan::Remove
-                } else {
-                    Plan::Nothing
+                match ours {
+                    Some(metric) if explicit || self.swept => {
+                        // An explicit removal is remembered until the last of ours goes.
+                        if !more {
+                            self.removed.remove(&prefix);
+                        }
+                        Plan::Remove(metric)
+                    }
+                    _ => {
+                        self.removed.remove(&prefix);
+                        Plan::Nothing
+                    }
                 }
             }
             Decision::Wait => Plan::Wait,
             Decision::Fail { kind, ours } => {
                 self.fail(prefix, kind);
-                if ours {
-                    Plan::Remove
-                } else {
-                    Plan::Nothing
+                match ours {
+                    Some(metric) => Plan::Remove(metric),
+                    None => Plan::Nothing,
                 }
             }
             Decision::Conflict { protocol } => {
+                // Ours at another metric (the one it is moving from) keeps forwarding.
                 self.fail(prefix, RouteErrorKind::Conflict { protocol });
                 // A predecessor's route in our slot goes if retiring has begun.
                 self.retire_replaced_at(prefix);
                 Plan::Nothing
             }
-            Decision::Same => {
+            Decision::Same { stale } => {
                 self.succeed(prefix);
                 self.retire_replaced_at(prefix);
-                Plan::Nothing
+                // Ours is in at the wanted metric: one at another metric can go.
+                match stale {
+                    Some(metric) => Plan::Remove(metric),
+                    None => Plan::Nothing,
+                }
             }
-            Decision::Install(spec) => Plan::Install(spec),
+            Decision::Install(spec, metric) => Plan::Install(spec, metric),
         }
     }
 

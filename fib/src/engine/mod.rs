@@ -13,12 +13,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use smallvec::SmallVec;
 
 use crate::config::FibConfig;
 use crate::error::{errno_name, Op, RouteError, RouteErrorKind};
 use crate::kernel::{
-    decode_link, decode_route, encode_install, encode_lookup, encode_remove, encode_route_dump, frame, Identity,
-    KernelHop, KernelSpec, KernelTarget, LinkState, Request, TableRoute,
+    decode_link, decode_route, encode_install, encode_lookup, encode_remove, encode_route_dump, frame, kernel_metric,
+    Identity, KernelHop, KernelSpec, KernelTarget, LinkState, Request, TableRoute,
 };
 use crate::metrics::FibMetrics;
 use crate::queue::WriteQueue;
@@ -80,9 +81,11 @@ enum Resolution {
 
 #[derive(Debug, Clone)]
 enum InFlight {
-    /// A route write; `spec` is what an install wrote, taken when its notification arrives.
+    /// A route write at `metric`; `spec` is what an install wrote, taken when its
+    /// notification arrives.
     Write {
         prefix: IpNet,
+        metric: u32,
         op: Op,
         spec: Option<KernelSpec>,
     },
@@ -155,28 +158,49 @@ enum Sync {
     Dumping { step: DumpStep, seq: Option<u32>, attempts: u8 },
 }
 
-/// What occupies our table slot (table, prefix, our metric) in the kernel.
+/// What occupies one slot (table, prefix, metric) of our table in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Slot {
+    metric: u32,
     protocol: u8,
     spec: KernelSpec,
 }
+
+/// The occupied slots of one prefix in our table, one per metric: normally just our
+/// route; ours at two metrics while a route moves to a new metric (or one found from a
+/// previous run); others' routes (connected, static, a replaced speaker's) wherever they
+/// are, since a new metric of ours may be where one of them sits.
+type Slots = SmallVec<[Slot; 1]>;
 
 enum Plan {
     Nothing,
     /// A gateway lookup is outstanding.
     Wait,
-    Install(KernelSpec),
-    Remove,
+    /// Install at this metric.
+    Install(KernelSpec, u32),
+    /// Remove ours at this metric.
+    Remove(u32),
 }
 
 enum Decision {
-    NotDesired { ours: bool },
+    /// `ours`: a metric a route of ours is at; `more`: it is not the only one.
+    NotDesired {
+        ours: Option<u32>,
+        more: bool,
+    },
     Wait,
-    Fail { kind: RouteErrorKind, ours: bool },
-    Conflict { protocol: u8 },
-    Same,
-    Install(KernelSpec),
+    Fail {
+        kind: RouteErrorKind,
+        ours: Option<u32>,
+    },
+    Conflict {
+        protocol: u8,
+    },
+    /// Ours is in the wanted slot as wanted; `stale`: a metric another of ours is at.
+    Same {
+        stale: Option<u32>,
+    },
+    Install(KernelSpec, u32),
 }
 
 enum Eval {
@@ -192,7 +216,8 @@ pub(crate) struct Engine {
     port: u32,
     desired: HashMap<IpNet, Route>,
     removed: HashSet<IpNet>,
-    slots: HashMap<IpNet, Slot>,
+    /// What the kernel holds in our table, by prefix.
+    slots: HashMap<IpNet, Slots>,
     /// The kernel's connected routes in our table (an interface's subnet):
     /// preferred over any learned route of the same prefix.
     connected: HashSet<IpNet>,
@@ -313,10 +338,11 @@ impl Engine {
     /// (mark and sweep against what the kernel had at start).
     pub fn sweep(&mut self) {
         self.swept = true;
+        let protocol = self.id.protocol;
         let stale: Vec<IpNet> = self
             .slots
             .iter()
-            .filter(|(p, s)| s.protocol == self.id.protocol && !self.desired.contains_key(*p))
+            .filter(|(p, held)| held.iter().any(|s| s.protocol == protocol) && !self.desired.contains_key(*p))
             .map(|(p, _)| *p)
             .collect();
         for p in stale {
@@ -362,13 +388,30 @@ impl Engine {
     }
 
     /// Whether a route of ours stands in for predecessor route `p`: its prefix is
-    /// desired and our slot holds our route, or holds `p` itself (ours waits for it).
+    /// desired and a route of ours for it is in the table, or `p` itself holds the slot
+    /// ours wants (ours waits for it).
     fn replaced(&self, p: &Predecessor) -> bool {
-        self.desired.contains_key(&p.prefix)
-            && self.slots.get(&p.prefix).is_some_and(|s| {
-                s.protocol == self.id.protocol
-                    || (s.protocol == p.protocol && p.metric == self.id.metric_for(&p.prefix))
-            })
+        let Some(metric) = self.desired_metric(&p.prefix) else {
+            return false;
+        };
+        self.held(&p.prefix).iter().any(|s| {
+            s.protocol == self.id.protocol || (s.protocol == p.protocol && s.metric == p.metric && p.metric == metric)
+        })
+    }
+
+    /// The metric of a desired route as the kernel reports it: its own, or the FIB's.
+    fn metric_of(&self, route: &Route) -> u32 {
+        kernel_metric(&route.prefix, route.metric.unwrap_or(self.id.metric))
+    }
+
+    /// The metric `prefix` is wanted at; `None` when it is not desired.
+    fn desired_metric(&self, prefix: &IpNet) -> Option<u32> {
+        self.desired.get(prefix).map(|r| self.metric_of(r))
+    }
+
+    /// The occupied slots of `prefix` in our table.
+    fn held(&self, prefix: &IpNet) -> &[Slot] {
+        self.slots.get(prefix).map_or(&[], |h| h.as_slice())
     }
 
     /// After [`Retire::Replaced`]: queues the predecessor routes of `prefix` now that a
@@ -513,7 +556,7 @@ impl Engine {
             }
             self.dirty.done(&prefix);
             let repair = self.repair_candidates.remove(&prefix);
-            let (request, op, spec) = match self.plan(prefix) {
+            let (request, op, spec, metric) = match self.plan(prefix) {
                 Plan::Nothing => continue,
                 Plan::Wait => {
                     // Routes through a gateway being looked up wait for the answer (well
@@ -522,13 +565,14 @@ impl Engine {
                     self.dirty.retry_first(prefix);
                     break;
                 }
-                Plan::Install(spec) => {
+                Plan::Install(spec, metric) => {
                     self.counters.installs.inc();
-                    (Request::Install(encode_install(&prefix, &spec, &self.id)), Op::Install, Some(spec))
+                    let request = Request::Install(encode_install(&prefix, &spec, &self.id.at(metric)));
+                    (request, Op::Install, Some(spec), metric)
                 }
-                Plan::Remove => {
+                Plan::Remove(metric) => {
                     self.counters.removes.inc();
-                    (Request::Remove(encode_remove(&prefix, &self.id)), Op::Remove, None)
+                    (Request::Remove(encode_remove(&prefix, &self.id.at(metric))), Op::Remove, None, metric)
                 }
             };
             if repair {
@@ -538,7 +582,7 @@ impl Engine {
             let seq = self.next_seq();
             last_offset = buf.len();
             frame(buf, request, seq, false);
-            self.in_flight.insert(seq, InFlight::Write { prefix, op, spec });
+            self.in_flight.insert(seq, InFlight::Write { prefix, metric, op, spec });
             self.in_flight_prefixes.insert(prefix);
             batch.push(seq);
             count += 1;
@@ -550,7 +594,7 @@ impl Engine {
             let Some(p) = self.retire_queue.pop_front() else {
                 break;
             };
-            let id = Identity { table: self.id.table, protocol: p.protocol, metric: p.metric };
+            let id = Identity { protocol: p.protocol, ..self.id.at(p.metric) };
             let seq = self.next_seq();
             last_offset = buf.len();
             frame(buf, Request::Remove(encode_remove(&p.prefix, &id)), seq, false);

@@ -777,3 +777,241 @@ fn after_retiring_began_a_predecessor_in_our_slot_gives_way_at_once() {
     assert!(e.poll_transmit(&mut buf), "ours goes in");
     assert_eq!(sent_routes(&buf)[0].0, RTM_NEWROUTE);
 }
+
+// ----- per-route metrics (Route::metric) ---------------------------------------------
+
+fn at_metric(change: RouteChange, metric: u32) -> RouteChange {
+    match change {
+        RouteChange::Upsert(r) => RouteChange::Upsert(Route { metric: Some(metric), ..r }),
+        remove => remove,
+    }
+}
+
+/// Each message of `buf` as (message type, protocol, metric).
+fn sent_slots(buf: &[u8]) -> Vec<(u16, u8, u32)> {
+    sent_routes(buf).into_iter().map(|(kind, r)| (kind, r.protocol, r.metric)).collect()
+}
+
+const OURS: u8 = crate::RTPROT_BGP;
+
+#[test]
+fn a_new_metric_installs_the_route_there_before_removing_the_old_one() {
+    let mut e = running();
+    let mut buf = Vec::new();
+    e.apply(via_eth0("10.0.0.0/24", "192.0.2.2"));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_NEWROUTE, OURS, 20)], "no metric of its own: the FIB's");
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+
+    e.apply(at_metric(via_eth0("10.0.0.0/24", "192.0.2.2"), 512));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_NEWROUTE, OURS, 512)], "the new one first");
+    let install = messages(&buf)[0].0;
+    assert!(!e.poll_transmit(&mut buf), "the old one stays until the kernel took the new one");
+    e.handle_datagram(&answer(install, 0));
+    assert_eq!(e.counters.installed_v4.get(), 2, "both in for now");
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_DELROUTE, OURS, 20)], "then the old one goes");
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(!e.poll_transmit(&mut buf));
+    assert!(e.is_settled());
+    assert_eq!(e.counters.installed_v4.get(), 1);
+    assert!(e.failures().is_empty());
+    // Back to the default: the same dance the other way.
+    e.apply(via_eth0("10.0.0.0/24", "192.0.2.2"));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_NEWROUTE, OURS, 20)]);
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_DELROUTE, OURS, 512)]);
+}
+
+#[test]
+fn a_failed_install_at_the_new_metric_keeps_the_old_route() {
+    let mut e = running();
+    let mut buf = Vec::new();
+    e.apply(via_eth0("10.0.0.0/24", "192.0.2.2"));
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    e.apply(at_metric(via_eth0("10.0.0.0/24", "192.0.2.2"), 512));
+    assert!(e.poll_transmit(&mut buf));
+    // ENOMEM (12): the new one is not in, the old one must stay.
+    e.handle_datagram(&answer(messages(&buf)[0].0, 12));
+    assert!(!e.poll_transmit(&mut buf), "nothing removed");
+    assert_eq!(e.counters.installed_v4.get(), 1);
+    assert!(matches!(e.failures()[0].kind, RouteErrorKind::Kernel { op: Op::Install, errno: 12, .. }));
+}
+
+#[test]
+fn ipv6_metric_zero_is_1024() {
+    let table = vec![foreign_route(NLM_F_MULTI, "fd00:1::/64", OURS, 1024, Some("fd00::2"))];
+    let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+    let desired =
+        vec![at_metric(via_eth0("fd00:1::/64", "fd00::2"), 0), at_metric(via_eth0("fd00:2::/64", "fd00::2"), 0)];
+    let mut e = start(&config, &[(ETH0, "eth0")], table, desired);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(sent.len(), 1, "the one found at 1024 is as wanted: {sent:?}");
+    assert_eq!((sent[0].0, sent[0].1.prefix, sent[0].1.metric), (RTM_NEWROUTE, net("fd00:2::/64"), 1024));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(!e.poll_transmit(&mut buf), "nothing at another metric to remove");
+}
+
+#[test]
+fn ours_found_at_start_at_an_old_metric_moves_and_the_undesired_wait_for_the_sweep() {
+    let table = vec![
+        // Moved to the default since the last run.
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 512, Some("192.0.2.2")),
+        // Still wanted at 512.
+        foreign_route(NLM_F_MULTI, "10.2.0.0/24", OURS, 512, Some("192.0.2.2")),
+        // Not wanted (yet): a stale route of the last run.
+        foreign_route(NLM_F_MULTI, "10.3.0.0/24", OURS, 512, Some("192.0.2.2")),
+    ];
+    let desired = vec![via_eth0("10.1.0.0/24", "192.0.2.2"), at_metric(via_eth0("10.2.0.0/24", "192.0.2.2"), 512)];
+    let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+    let mut e = start(&config, &[(ETH0, "eth0")], table, desired);
+    assert_eq!(e.counters.installed_v4.get(), 3, "ours at any metric are ours");
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].0, sent[0].1.prefix, sent[0].1.metric), (RTM_NEWROUTE, net("10.1.0.0/24"), 20));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(
+        (sent.len(), sent[0].0, sent[0].1.prefix, sent[0].1.protocol, sent[0].1.metric),
+        (1, RTM_DELROUTE, net("10.1.0.0/24"), OURS, 512)
+    );
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(!e.poll_transmit(&mut buf), "the stale 10.3.0.0/24 stays until the sweep");
+    e.sweep();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!((sent.len(), sent[0].0, sent[0].1.prefix, sent[0].1.metric), (1, RTM_DELROUTE, net("10.3.0.0/24"), 512));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.is_settled());
+    assert_eq!(e.counters.installed_v4.get(), 2);
+}
+
+#[test]
+fn a_restart_rewrites_nothing_and_keeps_ours_at_every_metric_until_the_sweep() {
+    let table = vec![
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 512, Some("192.0.2.2")),
+        foreign_route(NLM_F_MULTI, "10.2.0.0/24", OURS, 20, Some("192.0.2.2")),
+        foreign_route(NLM_F_MULTI, "10.3.0.0/24", OURS, 300, None),
+    ];
+    let config = FibConfig { table: 100, batch_size: 4, graceful_restart: true, ..FibConfig::default() };
+    let mut e = start(&config, &[(ETH0, "eth0")], table, vec![]);
+    let mut buf = Vec::new();
+    assert!(!e.poll_transmit(&mut buf), "nothing desired yet: everything stays");
+    // The RIB converges: the first as it was, the second gone, the third moved.
+    e.apply(at_metric(via_eth0("10.1.0.0/24", "192.0.2.2"), 512));
+    e.apply(at_metric(RouteChange::Upsert(Route::blackhole(net("10.3.0.0/24"))), 20));
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!(sent.len(), 1, "only the moved one is written: {sent:?}");
+    assert_eq!((sent[0].0, sent[0].1.prefix, sent[0].1.metric), (RTM_NEWROUTE, net("10.3.0.0/24"), 20));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_DELROUTE, OURS, 300)]);
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(!e.poll_transmit(&mut buf), "10.2.0.0/24 waits for the sweep");
+    e.sweep();
+    assert!(e.poll_transmit(&mut buf));
+    let sent = sent_routes(&buf);
+    assert_eq!((sent.len(), sent[0].0, sent[0].1.prefix, sent[0].1.metric), (1, RTM_DELROUTE, net("10.2.0.0/24"), 20));
+}
+
+#[test]
+fn a_foreign_route_conflicts_only_at_the_metric_ours_wants() {
+    // A static route (protocol 4) at 512.
+    let table = vec![foreign_route(NLM_F_MULTI, "10.1.0.0/24", 4, 512, Some("192.0.2.9"))];
+    let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+    let mut e = start(&config, &[(ETH0, "eth0")], table, vec![via_eth0("10.1.0.0/24", "192.0.2.2")]);
+    let mut buf = Vec::new();
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_NEWROUTE, OURS, 20)], "beside it at 20: no conflict");
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.failures().is_empty());
+    // Moved to 512, where the static route is: a conflict, and ours stays at 20.
+    e.apply(at_metric(via_eth0("10.1.0.0/24", "192.0.2.2"), 512));
+    assert!(!e.poll_transmit(&mut buf), "neither overwritten nor ours removed");
+    assert_eq!(e.failures()[0].kind, RouteErrorKind::Conflict { protocol: 4 });
+    // A static route appearing at another metric changes nothing.
+    e.handle_datagram(&foreign_route(0, "10.1.0.0/24", 4, 700, Some("192.0.2.9")));
+    assert!(!e.poll_transmit(&mut buf));
+    // The one at 512 goes: ours moves in, then leaves 20.
+    e.handle_datagram(&deleted(foreign_route(0, "10.1.0.0/24", 4, 512, Some("192.0.2.9"))));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_NEWROUTE, OURS, 512)]);
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_DELROUTE, OURS, 20)]);
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(e.failures().is_empty());
+    assert!(e.is_settled());
+}
+
+#[test]
+fn a_route_of_ours_added_by_someone_at_another_metric_is_removed() {
+    let mut e = running();
+    let mut buf = Vec::new();
+    e.apply(via_eth0("10.0.0.0/24", "192.0.2.2"));
+    assert!(e.poll_transmit(&mut buf));
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    // `ip route add 10.0.0.0/24 via 192.0.2.7 proto bgp metric 99 table 100`
+    e.handle_datagram(&foreign_route(0, "10.0.0.0/24", OURS, 99, Some("192.0.2.7")));
+    assert!(e.poll_transmit(&mut buf));
+    assert_eq!(sent_slots(&buf), [(RTM_DELROUTE, OURS, 99)]);
+    e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    assert!(!e.poll_transmit(&mut buf), "ours at 20 untouched");
+}
+
+#[test]
+fn removing_a_prefix_removes_ours_at_every_metric() {
+    let table = vec![
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 512, Some("192.0.2.2")),
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 20, Some("192.0.2.2")),
+    ];
+    let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+    let mut e = start(&config, &[(ETH0, "eth0")], table, vec![]);
+    e.apply(RouteChange::Remove(net("10.1.0.0/24")));
+    let mut buf = Vec::new();
+    let mut metrics = Vec::new();
+    while e.poll_transmit(&mut buf) {
+        let sent = sent_slots(&buf);
+        assert_eq!(sent.len(), 1, "one write per prefix at a time");
+        assert_eq!((sent[0].0, sent[0].1), (RTM_DELROUTE, OURS));
+        metrics.push(sent[0].2);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    }
+    metrics.sort();
+    assert_eq!(metrics, [20, 512]);
+    assert!(e.is_settled());
+    assert_eq!(e.counters.installed_v4.get(), 0);
+    assert!(e.removed.is_empty());
+}
+
+#[test]
+fn a_failing_route_is_withdrawn_at_every_metric() {
+    let table = vec![
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 512, Some("192.0.2.2")),
+        foreign_route(NLM_F_MULTI, "10.1.0.0/24", OURS, 20, Some("192.0.2.2")),
+    ];
+    let config = FibConfig { table: 100, batch_size: 4, ..FibConfig::default() };
+    let gone = RouteChange::Upsert(Route::unicast(net("10.1.0.0/24"), vec![NextHop::dev("nope0")]));
+    let mut e = start(&config, &[(ETH0, "eth0")], table, vec![gone]);
+    let mut buf = Vec::new();
+    let mut metrics = Vec::new();
+    while e.poll_transmit(&mut buf) {
+        let sent = sent_slots(&buf);
+        assert_eq!((sent.len(), sent[0].0), (1, RTM_DELROUTE));
+        metrics.push(sent[0].2);
+        e.handle_datagram(&answer(messages(&buf)[0].0, 0));
+    }
+    assert_eq!(metrics, [20, 512], "the wanted slot first, then the other");
+    assert_eq!(e.failures()[0].kind, RouteErrorKind::NoSuchDevice { device: "nope0".into() });
+    assert_eq!(e.counters.installed_v4.get(), 0);
+}

@@ -12,6 +12,7 @@
 //!   directory, ready once it has a leader, gone on drop.
 //! - [`bird`] and [`frr`]: BIRD 2 and FRR configurations as plain data, rendered to
 //!   text (the conformance tests' peers, the benchmarks' DUTs, the lab's routers).
+//! - [`RouteMonitor`]: `ip monitor route` in a namespace, for the order of route changes.
 //! - [`on_signal`]: the one signal cleanup. Everything above is entered in a registry
 //!   while it exists; on SIGINT or SIGTERM the registry's processes are killed, its
 //!   namespaces deleted and its directories removed before the program exits (130).
@@ -26,6 +27,7 @@ mod cleanup;
 mod command;
 mod etcd;
 pub mod frr;
+mod monitor;
 mod netns;
 mod process;
 
@@ -33,6 +35,7 @@ pub use binary::{bgpd_binary, BGPD_BIN};
 pub use cleanup::{forget_pid, on_signal, track_pid, OnSignal, Registry};
 pub use command::{run, CommandError};
 pub use etcd::{free_port, Etcd, EtcdConfig, EtcdError};
+pub use monitor::RouteMonitor;
 pub use netns::{fib_links, unique_name, veth, Netns, Ns};
 pub use process::{reap, Process, ScratchDir};
 

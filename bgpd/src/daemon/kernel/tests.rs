@@ -9,7 +9,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn fr(prefix: &str, hops: &[&str]) -> FibRoute {
-    FibRoute { prefix: net(prefix), next_hops: hops.iter().map(|h| ip(h)).collect() }
+    FibRoute { prefix: net(prefix), next_hops: hops.iter().map(|h| ip(h)).collect(), priority: None }
 }
 
 fn unicast(prefix: &str, hops: &[&str]) -> RouteChange {
@@ -41,6 +41,33 @@ fn learned_routes_become_unicast_with_every_next_hop_and_leave_when_empty() {
     let c = d.forwarding(vec![fr("10.1.0.0/24", &[])]);
     assert_eq!(c, vec![RouteChange::Remove(net("10.1.0.0/24"))]);
     assert!(!d.learned.contains_key(&net("10.1.0.0/24")));
+}
+
+#[test]
+fn a_priority_is_the_routes_metric_and_none_leaves_the_fibs_default() {
+    let mut d = Desired::default();
+    let with = |p: &str, priority: Option<u32>| FibRoute { priority, ..fr(p, &["10.0.0.2"]) };
+    let metric_of = |c: &RouteChange| match c {
+        RouteChange::Upsert(r) => r.metric,
+        RouteChange::Remove(p) => panic!("{p} removed"),
+    };
+    let c = d.forwarding(vec![with("10.1.0.0/24", Some(512)), with("10.2.0.0/24", None)]);
+    assert_eq!(c.iter().map(metric_of).collect::<Vec<_>>(), vec![Some(512), None]);
+    // A new priority alone is a new route.
+    let c = d.forwarding(vec![with("10.1.0.0/24", Some(300))]);
+    assert_eq!(c.iter().map(metric_of).collect::<Vec<_>>(), vec![Some(300)]);
+    // Through tunl0 (an IPIP pool) the metric stays.
+    d.tunnel = true;
+    d.set_encap(Encap { pools: vec![(net("10.1.0.0/16"), PoolForm::IpipAlways)], subnet: None });
+    let c = d.forwarding(vec![with("10.1.0.0/24", Some(300))]);
+    let RouteChange::Upsert(r) = &c[0] else { panic!("{c:?}") };
+    assert_eq!(
+        (r.metric, r.target.clone()),
+        (Some(300), fib::Target::Unicast(vec![NextHop::via_dev(ip("10.0.0.2"), IPIP_DEVICE).onlink()]))
+    );
+    // A block for the prefix wins: a blackhole, at the default metric.
+    let c = d.set_blackholes(vec![net("10.1.0.0/24")]);
+    assert_eq!(c, vec![RouteChange::Upsert(Route::blackhole(net("10.1.0.0/24")))]);
 }
 
 #[test]

@@ -22,8 +22,8 @@ use crate::wire::{
 };
 
 use super::{
-    forwarding, set_local_pref, FibRoute, Group, GroupKey, Held, NextHopMode, Output, PeerConfig, Rib, RibPrefix,
-    SessionInfo,
+    fib_priority, forwarding, set_local_pref, FibRoute, Group, GroupKey, Held, NextHopMode, Output, PeerConfig, Rib,
+    RibPrefix, SessionInfo,
 };
 
 /// Why a used path chosen for a peer is not sent to it.
@@ -688,8 +688,11 @@ impl ExportCache {
 fn fib_changes<P: RibPrefix>(dirty: &FastMap<P, (Used, Used)>, out: &mut Vec<FibRoute>) {
     for (prefix, (old, new)) in dirty {
         let (a, b) = (forwarding(old), forwarding(new));
-        if a != b {
-            out.push(FibRoute { prefix: (*prefix).into(), next_hops: b.into_vec() });
+        // A new priority alone (a BGPFilter's `setPriority` edited) moves the route.
+        let priority = if b.is_empty() { None } else { fib_priority(new) };
+        let before = if a.is_empty() { None } else { fib_priority(old) };
+        if a != b || before != priority {
+            out.push(FibRoute { prefix: (*prefix).into(), next_hops: b.into_vec(), priority });
         }
     }
 }

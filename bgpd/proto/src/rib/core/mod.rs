@@ -279,6 +279,16 @@ pub struct FibRoute {
     pub prefix: IpNet,
     /// Next hops, best path's first; empty: no learned route any more.
     pub next_hops: Vec<IpAddr>,
+    /// The best path's priority ([`PathAttrs::priority`], BGPFilter
+    /// `setPriority`): the kernel route's metric. `None`: the default, and
+    /// always when there are no next hops.
+    pub priority: Option<u32>,
+}
+
+/// The priority the kernel route of a used set gets: the best path's, when
+/// that path is learned (an ECMP set takes its best path's).
+fn fib_priority(used: &[Path]) -> Option<u32> {
+    used.first().filter(|p| !p.peer.is_local()).and_then(|p| p.attrs.priority)
 }
 
 /// The next hops a used set forwards to: those of its learned paths, best

@@ -14,7 +14,8 @@ use crate::types::{Family, FamilySet};
 use crate::wire::Community;
 
 use super::{
-    decision_input, fam_index, forwarding, note, FibRoute, Output, PeerRestart, PeerState, Received, Rib, RibPrefix,
+    decision_input, fam_index, fib_priority, forwarding, note, FibRoute, Output, PeerRestart, PeerState, Received, Rib,
+    RibPrefix,
 };
 
 /// Why selection deferral still waits for a peer.
@@ -256,15 +257,25 @@ impl Rib {
             // from before the restart.
             let mut all: Vec<FibRoute> = Vec::new();
             for (p, paths) in self.fams.v4.table.iter() {
-                let hops = forwarding(&crate::rib::table::used_of(paths));
+                let used = crate::rib::table::used_of(paths);
+                let hops = forwarding(&used);
                 if !hops.is_empty() {
-                    all.push(FibRoute { prefix: IpNet::V4(*p), next_hops: hops.into_vec() });
+                    all.push(FibRoute {
+                        prefix: IpNet::V4(*p),
+                        next_hops: hops.into_vec(),
+                        priority: fib_priority(&used),
+                    });
                 }
             }
             for (p, paths) in self.fams.v6.table.iter() {
-                let hops = forwarding(&crate::rib::table::used_of(paths));
+                let used = crate::rib::table::used_of(paths);
+                let hops = forwarding(&used);
                 if !hops.is_empty() {
-                    all.push(FibRoute { prefix: IpNet::V6(*p), next_hops: hops.into_vec() });
+                    all.push(FibRoute {
+                        prefix: IpNet::V6(*p),
+                        next_hops: hops.into_vec(),
+                        priority: fib_priority(&used),
+                    });
                 }
             }
             self.out.push_back(Output::Fib(all));
