@@ -156,6 +156,10 @@ pub(super) fn flush(peer: &mut Peer, conns: &mut Conns) -> Vec<ConnId> {
     failed
 }
 
+/// Decoded UPDATEs at which a drain of the socket stops to hand them to the
+/// RIB (one read's worth of full-size UPDATEs: about 16,000 IPv4 prefixes).
+const HAND_OFF: usize = 16;
+
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65536]);
 }
@@ -167,9 +171,11 @@ pub(super) fn drain(c: &Conn, id: ConnId, peer: &mut Peer, credit: &Credit) -> R
         let mut buf = b.borrow_mut();
         // At most 16 reads per wake-up, so one busy peer cannot hold the task;
         // and none once the UPDATEs decoded but not handed on yet fill what
-        // the RIB may be sent (small UPDATEs: a read holds a thousand).
+        // the RIB may be sent (small UPDATEs: a read holds a thousand), or
+        // reach HAND_OFF: a full table streaming in goes to the RIB in
+        // pieces, not a megabyte decoded at a time.
         for _ in 0..16 {
-            if peer.pending_events() >= credit.room() {
+            if peer.pending_events() >= credit.room().min(HAND_OFF) {
                 return Ok(());
             }
             match c.stream.try_read(&mut buf) {

@@ -42,7 +42,7 @@ pub struct Credit {
 }
 
 impl Credit {
-    pub(super) fn new(all: Arc<Budget>) -> Credit {
+    pub(crate) fn new(all: Arc<Budget>) -> Credit {
         Credit { in_flight: AtomicUsize::new(0), resumed: tokio::sync::Notify::new(), all }
     }
 
@@ -64,7 +64,7 @@ impl Credit {
     }
 
     /// One more UPDATE in flight, until the returned guard is dropped.
-    pub(super) fn take(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn take(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.all.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())

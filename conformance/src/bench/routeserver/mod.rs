@@ -110,6 +110,12 @@ pub struct Outcome {
     pub scenario: String,
     /// Seconds from the first UPDATE written to done; `None` if not done by the timeout.
     pub seconds: Option<f64>,
+    /// Seconds from the first UPDATE written to the first prefix the monitor held
+    /// (DUT only; `None` if none arrived).
+    pub first_out: Option<f64>,
+    /// Scenarios with a withdrawal phase: seconds from the first withdrawal written to
+    /// the first prefix gone at the monitor, and to none left.
+    pub withdraw_out: Option<(Option<f64>, Option<f64>)>,
     /// The timeout it had.
     pub timeout: Duration,
     /// Prefixes announced + withdrawn by all testers.
@@ -177,6 +183,13 @@ impl Outcome {
             self.extra,
             self.tester_received
         );
+        if let Some(f) = self.first_out {
+            let _ = write!(s, " first_out_ms={:.1}", f * 1000.0);
+        }
+        if let Some((first, last)) = self.withdraw_out {
+            let ms = |v: Option<f64>| v.map_or("none".into(), |v| format!("{:.1}", v * 1000.0));
+            let _ = write!(s, " withdraw_first_out_ms={} withdraw_last_out_ms={}", ms(first), ms(last));
+        }
         if let Some(r) = self.rate() {
             let _ = write!(s, " prefixes_per_s={r:.0}");
         }
@@ -248,7 +261,9 @@ pub fn run_one(target: &Target, scenario: &Scenario, load: &Load, cfg: &RunConfi
             let name = format!("t{}", t + 1);
             let est =
                 speaker::connect(&peers_ns, &name, tester_addr(t), DUT_ADDR, tester_as(t), setup_deadline, &control)?;
-            tester_threads.push(speaker::Tester::spawn(est, stream.clone(), control.clone())?);
+            // The withdrawal phase needs the monitor (a DUT) to see the table complete.
+            let withdrawals = load.withdrawals.as_ref().filter(|_| dut.is_some()).map(|w| w[t].clone());
+            tester_threads.push(speaker::Tester::spawn_then(est, stream.clone(), withdrawals, control.clone())?);
         }
         std::thread::sleep(QUIET);
         let before = match &dut {
@@ -263,6 +278,20 @@ pub fn run_one(target: &Target, scenario: &Scenario, load: &Load, cfg: &RunConfi
         };
         let hwm = dut.as_ref().and_then(|d| d.memory_kib().ok()).map(|m| m.1);
         let progress = control.progress.load(Ordering::Relaxed);
+        let withdraw_out = match done {
+            Some(_) if dut.is_some() && load.withdrawals.is_some() => {
+                // The DUT is idle again before the withdrawals begin.
+                std::thread::sleep(QUIET);
+                control.open_withdraw_gate();
+                control.wait_all_withdrawn(Instant::now() + cfg.timeout);
+                let w = control.withdraw();
+                let since = |t: Option<Instant>| {
+                    t.zip(w.first_write).map(|(t, f)| t.saturating_duration_since(f).as_secs_f64())
+                };
+                Some((since(w.first_out), since(w.all_out)))
+            }
+            _ => None,
+        };
         let still_complete = match done {
             Some(_) if !cfg.settle.is_zero() => {
                 std::thread::sleep(cfg.settle);
@@ -290,6 +319,8 @@ pub fn run_one(target: &Target, scenario: &Scenario, load: &Load, cfg: &RunConfi
             target: target.name().to_string(),
             scenario: scenario.name.clone(),
             seconds: done.map(|d| d.saturating_duration_since(first).as_secs_f64()),
+            first_out: control.first_out().map(|f| f.saturating_duration_since(first).as_secs_f64()),
+            withdraw_out,
             timeout: cfg.timeout,
             events: load.events,
             routes: load.routes,
@@ -479,10 +510,45 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     println!("\n{}", table(&outcomes));
+    println!("{}", propagation_table(&outcomes));
     if INTERRUPTED.load(Ordering::SeqCst) {
         return Err("interrupted".into());
     }
     Ok(())
+}
+
+/// The Markdown table of how soon each DUT passed routes on: milliseconds from the first
+/// UPDATE written to the first prefix at the monitor, and to done (the last one), with the
+/// first's ratio against the fastest other DUT's first.
+pub fn propagation_table(outcomes: &[Outcome]) -> String {
+    let mut t = String::from(
+        "| scenario | DUT | first prefix out ms | done ms | first × | first withdrawal out ms | last withdrawal out ms |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes.iter().filter(|o| o.target != "generator") {
+        let best = outcomes
+            .iter()
+            .filter(|b| b.scenario == o.scenario && b.target != "bgpd" && b.target != "generator")
+            .filter_map(|b| b.first_out)
+            .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let ms = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.1}", v * 1000.0));
+        let ratio = match (o.first_out, best) {
+            (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
+            _ => "—".into(),
+        };
+        let (wf, wl) = o.withdraw_out.unwrap_or_default();
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {ratio} | {} | {} |",
+            o.scenario,
+            o.target,
+            ms(o.first_out),
+            ms(o.seconds),
+            ms(wf),
+            ms(wl)
+        );
+    }
+    t
 }
 
 /// The Markdown table of the outcomes, with ratios against the fastest non-bgpd DUT of the
@@ -564,6 +630,8 @@ mod tests {
             target: target.into(),
             scenario: "s".into(),
             seconds,
+            first_out: None,
+            withdraw_out: None,
             timeout: Duration::from_secs(5),
             events: 1000,
             routes: 1000,

@@ -22,7 +22,8 @@ use super::speaker::{key, Expected, Want};
 use super::{tester_addr, tester_as, DUT_AS, MAX_TESTERS, MONITOR_AS};
 
 /// The scenario names `--scenario` takes, in the order they run.
-pub const NAMES: [&str; 6] = ["1x1M-1set", "1x1M-100kset", "10x100k-10kset", "10x100k-churn", "mrt-1", "mrt-4"];
+pub const NAMES: [&str; 7] =
+    ["1x1M-1set", "1x1M-100kset", "10x100k-10kset", "10x100k-churn", "mrt-1", "mrt-4", "1x100k-propagation"];
 
 /// Distinct /24s are numbered from 16.0.0.0/24 upwards; this many stay below 224.0.0.0.
 const MAX_PREFIXES: usize = (224 - 16) << 16;
@@ -45,6 +46,12 @@ pub enum Kind {
     /// repeated `M − t` times, so the last tester's (length 1) is the best path.
     Churn {
         /// Prefixes (the same for every tester).
+        prefixes: usize,
+    },
+    /// One tester announces `prefixes` distinct /24s in one attribute set, and once the
+    /// monitor holds them all, withdraws them (ze-perf's propagation test).
+    Propagation {
+        /// Prefixes.
         prefixes: usize,
     },
     /// Every tester replays the IPv4 UPDATEs of an MRT file (the first `fraction` of them),
@@ -93,6 +100,11 @@ impl Scenario {
             "10x100k-churn" => {
                 Scenario { name: name.to_string(), testers: 10, kind: Kind::Churn { prefixes: scaled(100_000, scale) } }
             }
+            "1x100k-propagation" => Scenario {
+                name: name.to_string(),
+                testers: 1,
+                kind: Kind::Propagation { prefixes: scaled(100_000, scale) },
+            },
             "mrt-1" | "mrt-4" => Scenario {
                 name: name.to_string(),
                 testers: if name == "mrt-1" { 1 } else { 4 },
@@ -118,7 +130,7 @@ impl Scenario {
                     return Err(format!("scenario {}: more than {MAX_PREFIXES} prefixes", self.name));
                 }
             }
-            Kind::Churn { prefixes } if *prefixes == 0 || *prefixes > MAX_PREFIXES => {
+            Kind::Churn { prefixes } | Kind::Propagation { prefixes } if *prefixes == 0 || *prefixes > MAX_PREFIXES => {
                 return Err(format!("scenario {}: prefixes must be 1 to {MAX_PREFIXES}", self.name));
             }
             Kind::Mrt { fraction, .. } if !(*fraction > 0.0 && *fraction <= 1.0) => {
@@ -140,6 +152,9 @@ pub struct Load {
     pub events: u64,
     /// UPDATE messages, all testers together.
     pub updates: u64,
+    /// Per tester, what it withdraws once the monitor holds the whole table (scenarios
+    /// with a withdrawal phase).
+    pub withdrawals: Option<Vec<Arc<Vec<Bytes>>>>,
     /// Routes the DUT holds at the end: the sum over testers of the prefixes each leaves
     /// announced (its Adj-RIB-In).
     pub routes: u64,
@@ -213,6 +228,7 @@ pub fn build(s: &Scenario) -> Result<Load, String> {
     match &s.kind {
         Kind::Distinct { prefixes, sets } => build_distinct(s.testers, *prefixes, *sets),
         Kind::Churn { prefixes } => build_churn(s.testers, *prefixes),
+        Kind::Propagation { prefixes } => build_propagation(*prefixes),
         Kind::Mrt { path, fraction } => build_mrt(s.testers, path, *fraction),
     }
 }
@@ -246,7 +262,19 @@ fn build_distinct(testers: usize, prefixes: usize, sets: usize) -> Result<Load, 
         updates += u;
     }
     let routes = (testers * prefixes) as u64;
-    Ok(Load { streams, expected: Arc::new(expected), events: routes, updates, routes })
+    Ok(Load { streams, expected: Arc::new(expected), events: routes, updates, routes, withdrawals: None })
+}
+
+fn build_propagation(prefixes: usize) -> Result<Load, String> {
+    let mut load = build_distinct(1, prefixes, 1)?;
+    let nlri: Vec<Nlri<Ipv4Net>> = (0..prefixes).map(|i| Nlri::new(prefix24(i))).collect();
+    let mut chunks = Chunker::new();
+    let msgs = pack_withdrawals(Family::IPV4_UNICAST, Announcement::V4(&nlri), &WireContext::new(true))
+        .map_err(|e| format!("packing withdrawals: {e}"))?;
+    msgs.iter().for_each(|m| chunks.push(m));
+    let (c, _) = chunks.finish();
+    load.withdrawals = Some(vec![Arc::new(c)]);
+    Ok(load)
 }
 
 fn build_churn(testers: usize, prefixes: usize) -> Result<Load, String> {
@@ -263,7 +291,7 @@ fn build_churn(testers: usize, prefixes: usize) -> Result<Load, String> {
     let best = Want::OriginAs(tester_as(testers - 1));
     let expected: Expected = nlri.iter().map(|n| (key(n.prefix), best)).collect();
     let routes = (testers * prefixes) as u64;
-    Ok(Load { streams, expected: Arc::new(expected), events: routes, updates, routes })
+    Ok(Load { streams, expected: Arc::new(expected), events: routes, updates, routes, withdrawals: None })
 }
 
 // ----- MRT replay ----------------------------------------------------------------------------
@@ -424,6 +452,7 @@ fn build_mrt(testers: usize, path: &Path, fraction: f64) -> Result<Load, String>
         events: per_tester_events * testers as u64,
         updates,
         routes: (finals.len() * testers) as u64,
+        withdrawals: None,
     })
 }
 

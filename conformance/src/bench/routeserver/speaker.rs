@@ -71,6 +71,13 @@ pub struct Control {
     pub extra: AtomicU64,
     /// The first error a speaker hit (the run goes on; it is reported).
     pub error: Mutex<Option<String>>,
+    /// When the monitor first held a prefix (DUT mode): the first route out of the DUT.
+    first_out: Mutex<Option<Instant>>,
+    /// The withdrawal phase (scenarios that have one): when it may begin, when a tester
+    /// wrote its first withdrawal, when the monitor first held fewer prefixes, and when
+    /// it held none.
+    withdraw: Mutex<Withdraw>,
+    withdraw_started: Condvar,
     interrupted: &'static AtomicBool,
 }
 
@@ -91,6 +98,9 @@ impl Control {
             progress: AtomicU64::new(0),
             extra: AtomicU64::new(0),
             error: Mutex::new(None),
+            first_out: Mutex::new(None),
+            withdraw: Mutex::new(Withdraw::default()),
+            withdraw_started: Condvar::new(),
             interrupted,
         })
     }
@@ -176,10 +186,72 @@ impl Control {
         self.table_complete.load(Ordering::SeqCst)
     }
 
+    /// When the monitor first held a prefix the DUT sent it (`None`: not yet).
+    pub fn first_out(&self) -> Option<Instant> {
+        *self.first_out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark_first_out(&self, at: Instant) {
+        self.first_out.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(at);
+    }
+
+    /// The withdrawal phase as far as it went.
+    pub fn withdraw(&self) -> Withdraw {
+        *self.withdraw.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_withdraw(&self, f: impl FnOnce(&mut Withdraw)) {
+        f(&mut self.withdraw.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Opens the withdrawal gate: testers with withdrawals write them.
+    pub fn open_withdraw_gate(&self) {
+        self.update_withdraw(|w| w.gate = Some(Instant::now()));
+        self.withdraw_started.notify_all();
+    }
+
+    fn wait_withdraw_gate(&self) -> bool {
+        let mut w = self.withdraw.lock().unwrap_or_else(|e| e.into_inner());
+        while w.gate.is_none() {
+            if self.stopping() {
+                return false;
+            }
+            w = self.withdraw_started.wait_timeout(w, IO_TICK).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+
+    /// Waits until the monitor holds no prefix, until `until`, a stop or Ctrl-C;
+    /// `Some(instant)` when it does.
+    pub fn wait_all_withdrawn(&self, until: Instant) -> Option<Instant> {
+        loop {
+            if let Some(t) = self.withdraw().all_out {
+                return Some(t);
+            }
+            if self.stopping() || Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// How many testers have written their last UPDATE.
     pub fn writers_done(&self) -> usize {
         self.writers_done.load(Ordering::SeqCst)
     }
+}
+
+/// The instants of a withdrawal phase.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Withdraw {
+    /// The gate opened.
+    pub gate: Option<Instant>,
+    /// A tester wrote its first withdrawal.
+    pub first_write: Option<Instant>,
+    /// The monitor first held fewer prefixes than the complete table.
+    pub first_out: Option<Instant>,
+    /// The monitor held no prefix.
+    pub all_out: Option<Instant>,
 }
 
 // ----- sessions ------------------------------------------------------------------------------
@@ -398,6 +470,17 @@ impl Tester {
     /// Starts a tester on `est`: it writes `chunks` once the gate opens, then keeps the
     /// session alive; its reader decodes and discards whatever the DUT sends.
     pub fn spawn(est: Established, chunks: Arc<Vec<Bytes>>, control: Arc<Control>) -> Result<Tester, String> {
+        Tester::spawn_then(est, chunks, None, control)
+    }
+
+    /// [`Tester::spawn`], and once the withdrawal gate opens ([`Control::open_withdraw_gate`])
+    /// it writes `withdrawals`.
+    pub fn spawn_then(
+        est: Established,
+        chunks: Arc<Vec<Bytes>>,
+        withdrawals: Option<Arc<Vec<Bytes>>>,
+        control: Arc<Control>,
+    ) -> Result<Tester, String> {
         let name = est.name.clone();
         let mut wstream = est.stream.try_clone().map_err(|e| format!("{name}: {e}"))?;
         let wcontrol = control.clone();
@@ -423,6 +506,18 @@ impl Tester {
                 let last = Some(Instant::now());
                 wcontrol.writers_done.fetch_add(1, Ordering::SeqCst);
                 wcontrol.try_finish();
+                if let Some(w) = withdrawals.filter(|_| wcontrol.wait_withdraw_gate()) {
+                    let now = Instant::now();
+                    wcontrol.update_withdraw(|s| {
+                        s.first_write.get_or_insert(now);
+                    });
+                    for chunk in w.iter() {
+                        if let Err(e) = write_fully(&mut wstream, chunk, &wcontrol) {
+                            wcontrol.fail(format!("{wname}: {e}"));
+                            return (first, last);
+                        }
+                    }
+                }
                 keepalives(&mut wstream, &wcontrol, last_keepalive);
                 (first, last)
             })
@@ -573,6 +668,7 @@ pub fn spawn_monitor(
             let mut table = Table::new();
             let mut last_keepalive = Instant::now();
             let mut was_complete = false;
+            let mut first_seen = false;
             // Settle is read after the run finished, too: keep reading until stopped.
             while !control.stopping() {
                 let r = reader.fill(&mut stream).and_then(|open| {
@@ -587,6 +683,23 @@ pub fn spawn_monitor(
                 });
                 control.progress.store(table.matching() as u64, Ordering::Relaxed);
                 control.extra.store(table.extra() as u64, Ordering::Relaxed);
+                // Nothing is sent before the gate opens: the first prefix held is
+                // the first route out of the DUT (to within one read).
+                let held = table.matching() + table.extra();
+                if !first_seen && held > 0 {
+                    control.mark_first_out(Instant::now());
+                    first_seen = true;
+                }
+                // The withdrawal phase starts from the complete table.
+                if control.withdraw().gate.is_some() && held < expected.len() {
+                    let now = Instant::now();
+                    control.update_withdraw(|w| {
+                        w.first_out.get_or_insert(now);
+                        if held == 0 {
+                            w.all_out.get_or_insert(now);
+                        }
+                    });
+                }
                 let complete = table.complete(&expected);
                 if complete != was_complete || complete {
                     control.set_complete(complete);
