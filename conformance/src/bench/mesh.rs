@@ -64,17 +64,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--nodes" => opts.nodes = flags.number_in(2..=MAX_NODES)?,
             "--budget-secs" => opts.budget = Duration::from_secs(flags.number_in(1..=3600)?),
             "--bgpd" => opts.bgpd = Some(PathBuf::from(flags.value()?)),
-            "--contenders" => {
-                opts.contenders = flags
-                    .value()?
-                    .split(',')
-                    .map(|c| match c {
-                        "bgpd" => Ok(Contender::Bgpd),
-                        "bird" => Ok(Contender::Bird),
-                        other => Err(format!("unknown contender {other:?}; known: bgpd, bird")),
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
+            "--contenders" => opts.contenders = Contender::list(flags.value()?)?,
             _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }

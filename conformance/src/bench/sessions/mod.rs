@@ -57,6 +57,18 @@ pub(crate) enum Contender {
 }
 
 impl Contender {
+    /// `--contenders bgpd,bird`.
+    pub(crate) fn list(value: &str) -> Result<Vec<Contender>, String> {
+        value
+            .split(',')
+            .map(|c| match c {
+                "bgpd" => Ok(Contender::Bgpd),
+                "bird" => Ok(Contender::Bird),
+                other => Err(format!("unknown contender {other:?}; known: bgpd, bird")),
+            })
+            .collect()
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Bgpd => "bgpd",
@@ -91,17 +103,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--idle-secs" => opts.idle = Duration::from_secs(flags.number_in(1..=3600)?),
             "--budget-secs" => opts.budget = Duration::from_secs(flags.number_in(1..=3600)?),
             "--bgpd" => opts.bgpd = Some(PathBuf::from(flags.value()?)),
-            "--contenders" => {
-                opts.contenders = flags
-                    .value()?
-                    .split(',')
-                    .map(|c| match c {
-                        "bgpd" => Ok(Contender::Bgpd),
-                        "bird" => Ok(Contender::Bird),
-                        other => Err(format!("unknown contender {other:?}; known: bgpd, bird")),
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
+            "--contenders" => opts.contenders = Contender::list(flags.value()?)?,
             _ => return Err(format!("{}; {USAGE}", flags.unknown())),
         }
     }
