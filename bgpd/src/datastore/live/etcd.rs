@@ -164,7 +164,8 @@ impl Content {
             // (kept with a note, or refused by the model naming the field).
             let ours = match workload_node(value) {
                 Some(n) => !self.node.is_empty() && n == self.node,
-                None => self.workloads.values.contains_key(&key),
+                // During a resync the values read before are in `old`.
+                None => self.workloads.values.contains_key(&key) || old.is_some_and(|o| o.workloads.contains_key(&key)),
             };
             if !ours {
                 return self.workloads.values.remove(&key).is_some() | self.workloads.notes.remove(&key).is_some();
@@ -448,10 +449,14 @@ mod tests {
         assert!(c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n3").as_bytes(), None));
         assert!(c.workloads.values.is_empty());
         assert!(c.put(calico("n1-k8s-vm-eth0"), wep("n1-k8s-vm-eth0", "n1").as_bytes(), None));
-        // A bad write to one of ours keeps the last good value, with a note.
+        // A bad write to one of ours keeps the last good value, with a note, also
+        // when a resync reads it.
         assert!(c.put(calico("n1-k8s-vm-eth0"), b"{not yaml", None));
         assert_eq!(c.workloads.values.len(), 1);
         assert_eq!(c.workloads.notes.len(), 1);
+        let old = c.begin_resync();
+        assert!(c.put(calico("n1-k8s-vm-eth0"), b"{not yaml", Some(&old)));
+        assert_eq!(c.workloads.values.len(), 1, "kept through the resync");
         assert!(c.delete(&calico("n1-k8s-vm-eth0")));
         assert!(c.workloads.values.is_empty());
         // Without a node (a tool reading the datastore), none are kept.
