@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use super::args::Flags;
 use super::sessions::dut::Dut;
 use super::sessions::farend::{mesh_block, FarEnd, Role};
-use super::sessions::{far_addr, install_signal_cleanup, Contender, ScratchDir, Testbed, DUT_AS};
+use super::sessions::{
+    bgpd_and_bird, each_contender, far_addr, install_signal_cleanup, Contender, ScratchDir, Testbed, DUT_AS,
+};
 use testgate::testbed::bird::{BirdChannel, BirdConfig, BirdKernel, BirdSession};
 use testgate::testbed::Af;
 
@@ -235,18 +237,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         opts.nodes - 1,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let mut results = Vec::new();
-    for &c in &opts.contenders {
-        match bench_one(c, &opts, bgpd.as_deref()) {
-            Ok(r) => {
-                println!("{}", r.line());
-                results.push(r);
-            }
-            Err(e) => println!("# contender={} failed: {e}", c.name()),
-        }
-    }
-    let find = |c: Contender| results.iter().find(|r| r.contender == c);
-    if let (Some(b), Some(r)) = (find(Contender::Bgpd), find(Contender::Bird)) {
+    let results = each_contender(&opts.contenders, |c| bench_one(c, &opts, bgpd.as_deref()), Outcome::line);
+    if let Some((b, r)) = bgpd_and_bird(&results) {
         let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
             _ => "n/a".to_string(),

@@ -141,18 +141,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         kernel.trim(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let mut results = Vec::new();
-    for &c in &opts.contenders {
-        match bench_one(c, &opts, bgpd.as_deref()) {
-            Ok(r) => {
-                println!("{}", r.line());
-                results.push(r);
-            }
-            Err(e) => println!("# contender={} failed: {e}", c.name()),
-        }
-    }
-    let find = |c: Contender| results.iter().find(|r| r.contender == c);
-    if let (Some(b), Some(r)) = (find(Contender::Bgpd), find(Contender::Bird)) {
+    let results = each_contender(&opts.contenders, |c| bench_one(c, &opts, bgpd.as_deref()), Outcome::line);
+    if let Some((b, r)) = bgpd_and_bird(&results) {
         let ratio = |x: f64, y: f64| match (x > 0.0, y > 0.0) {
             (_, true) => format!("{:.3}", x / y),
             (true, false) => "inf".to_string(),
@@ -175,6 +165,32 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Runs `one` for each contender in turn, printing its figures (`line`) or why it failed;
+/// the figures of those that ran.
+pub(crate) fn each_contender<O>(
+    contenders: &[Contender],
+    mut one: impl FnMut(Contender) -> Result<O, String>,
+    line: impl Fn(&O) -> String,
+) -> Vec<(Contender, O)> {
+    let mut results = Vec::new();
+    for &c in contenders {
+        match one(c) {
+            Ok(r) => {
+                println!("{}", line(&r));
+                results.push((c, r));
+            }
+            Err(e) => println!("# contender={} failed: {e}", c.name()),
+        }
+    }
+    results
+}
+
+/// bgpd's and BIRD's figures, when both ran.
+pub(crate) fn bgpd_and_bird<O>(results: &[(Contender, O)]) -> Option<(&O, &O)> {
+    let find = |c: Contender| results.iter().find(|(x, _)| *x == c).map(|(_, o)| o);
+    Some((find(Contender::Bgpd)?, find(Contender::Bird)?))
 }
 
 /// The figures of one contender.
