@@ -10,7 +10,7 @@
 //!   while selection is deferred (`bgpd show fib`: 3 left, not retired);
 //! - the ToR resumes, the session comes up, End-of-RIB ends the deferral:
 //!   bgpd's routes (metric 20, protocol 186) go in and only then are BIRD's
-//!   removed: the two bgpd replaced (block, ToR prefix) at once, the one nobody
+//!   removed, each once bgpd's for its prefix is in: the two bgpd replaced (block, ToR prefix) at once, the one nobody
 //!   announces kept through the hold (`--take-over-hold 6`: a peer not back
 //!   yet would still be reached through it), then removed; `show fib` says
 //!   1 left while replacing, then 0 left, removal done.
@@ -125,10 +125,17 @@ fn take_over(lab: &Lab) -> Result<(), String> {
     let ours = set(&[&format!("{BLOCK} 20"), &format!("{ONE} 20"), &format!("{TWO} 20")]);
     let old_only = set(&[&format!("{OLD} 32")]);
     wait_for("BIRD's replaced routes removed, bgpd's in", UP, || {
-        let bgp = routes(node, "186")?;
+        // BIRD's first: bgpd's routes only ever come in here, so one of BIRD's gone in
+        // this read must have bgpd's route for its prefix in the later one (read the
+        // other way round, a route of bgpd's installed and BIRD's removed between the
+        // two reads looked like a removal before bgpd's route was in).
         let left = routes(node, "12")?;
-        if left.len() < bird_routes.len() && bgp != ours {
-            // Not a wait: BIRD's routes must go only once bgpd's are in.
+        let bgp = routes(node, "186")?;
+        let prefix = |r: &String| r.split(' ').next().unwrap_or_default().to_string();
+        let have: BTreeSet<String> = bgp.iter().map(prefix).collect();
+        let gone: Vec<String> = bird_routes.difference(&left).map(prefix).collect();
+        if gone.iter().any(|p| !have.contains(p)) {
+            // Not a wait: each of BIRD's routes must go only once bgpd's for its prefix is in.
             return Ok(Err(format!("BIRD's routes removed ({left:?} left) before bgpd's were in: {bgp:?}")));
         }
         if left.is_empty() {
